@@ -1,0 +1,185 @@
+/**
+ * The MigrationSpec (DESIGN.md §2): the public input of `migrationWorkflow`, its validation, and the
+ * name mapping source table -> target table. Pure: no I/O, so it is shared by workflow-side types,
+ * activities, the CLI and unit tests.
+ */
+import { z } from 'zod';
+
+const identifier = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(63, 'is longer than 63 bytes, the PostgreSQL identifier limit')
+  .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters');
+
+const connObject = z
+  .object({
+    host: z.string().min(1).optional(),
+    port: z.coerce.number().int().min(1).max(65535).optional(),
+    user: z.string().min(1).optional(),
+    password: z.string().optional(),
+    database: z.string().min(1).optional(),
+    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+  })
+  .strict();
+
+const connection = z.union([
+  z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URI, or an object { host, port, user, database }'),
+  connObject,
+]);
+
+export const migrationSpecSchema = z
+  .object({
+    source: connection,
+    target: connection,
+    schemas: z.array(identifier).min(1, 'must name at least one schema').optional(),
+    tables: z.array(z.string().min(1)).min(1, 'must name at least one table when given').optional(),
+    tableSuffix: z
+      .string()
+      .max(30)
+      .regex(/^[A-Za-z0-9_]*$/, 'may only contain letters, digits and underscores')
+      .optional(),
+    schemaMapping: z.record(identifier, identifier).optional(),
+    cutover: z
+      .object({
+        mode: z.enum(['auto', 'manual']).default('auto'),
+        /** auto mode: cut over once the apply is this many bytes or fewer behind the source. */
+        maxLagBytes: z.number().int().min(0).default(1024 * 1024),
+      })
+      .strict()
+      .optional(),
+    afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
+    /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
+    mode: z.enum(['online', 'offline']).optional(),
+    /** How many table copies run at once. */
+    parallelism: z.number().int().min(1).max(64).optional(),
+    /** Migration id used to name the slot and publication; defaults to the workflow id. */
+    id: z
+      .string()
+      .regex(/^[a-z0-9_]{1,40}$/, 'may only contain lower-case letters, digits and underscores (at most 40)')
+      .optional(),
+  })
+  .strict();
+
+export type MigrationSpecInput = z.input<typeof migrationSpecSchema>;
+export type ConnectionSpec = z.infer<typeof connection>;
+
+export interface QualifiedName {
+  schema: string;
+  name: string;
+}
+
+export interface NormalizedSpec {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  schemas: string[];
+  tables?: QualifiedName[];
+  tableSuffix: string;
+  schemaMapping: Record<string, string>;
+  cutover: { mode: 'auto' | 'manual'; maxLagBytes: number };
+  afterCutover: 'restore-writes' | 'keep-source-read-only';
+  mode: 'online' | 'offline';
+  parallelism: number;
+}
+
+export class SpecError extends Error {
+  override name = 'SpecError';
+}
+
+/**
+ * Splits "schema.table" / "\"Sales Dept\".\"Order Items\"" / "Sales Dept.Order Items" / "orders".
+ * Double quotes group a part (with "" for a literal quote); an unquoted dot separates schema and table.
+ * Case is kept: identifiers are names as PostgreSQL stores them.
+ */
+export function parseTableName(raw: string, defaultSchema: string): QualifiedName {
+  const parts: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < raw.length; i++) {
+    const ch = raw[i]!;
+    if (quoted) {
+      if (ch === '"') {
+        if (raw[i + 1] === '"') {
+          cur += '"';
+          i++;
+        } else quoted = false;
+      } else cur += ch;
+    } else if (ch === '"') {
+      quoted = true;
+    } else if (ch === '.') {
+      parts.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  if (quoted) throw new SpecError(`table name ${JSON.stringify(raw)} has an unterminated double quote`);
+  parts.push(cur);
+  if (parts.length > 2) {
+    throw new SpecError(
+      `table name ${JSON.stringify(raw)} has more than one unquoted dot; quote a name that contains a dot: "schema"."ta.ble"`,
+    );
+  }
+  if (parts.some((p) => p.length === 0)) throw new SpecError(`table name ${JSON.stringify(raw)} has an empty part`);
+  for (const p of parts) {
+    if (Buffer.byteLength(p, 'utf8') > 63) {
+      throw new SpecError(`table name ${JSON.stringify(raw)}: ${JSON.stringify(p)} is longer than 63 bytes`);
+    }
+  }
+  return parts.length === 2 ? { schema: parts[0]!, name: parts[1]! } : { schema: defaultSchema, name: parts[0]! };
+}
+
+function formatIssues(err: z.ZodError): string {
+  return err.issues
+    .map((i) => {
+      const path = i.path.length ? i.path.join('.') : '(spec)';
+      return `${path}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+/** Validates and fills defaults; throws SpecError with every problem named by its field. */
+export function normalizeSpec(input: unknown): NormalizedSpec {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new SpecError('invalid migration spec: expected a JSON object with at least "source" and "target"');
+  }
+  const parsed = migrationSpecSchema.safeParse(input);
+  if (!parsed.success) throw new SpecError(`invalid migration spec: ${formatIssues(parsed.error)}`);
+  const s = parsed.data;
+  const schemas = s.schemas ?? ['public'];
+  if (new Set(schemas).size !== schemas.length) throw new SpecError('invalid migration spec: schemas: duplicate schema');
+  const tables = s.tables?.map((t) => parseTableName(t, schemas[0]!));
+  if (tables) {
+    const seen = new Set<string>();
+    for (const t of tables) {
+      const key = `${t.schema}\u0000${t.name}`;
+      if (seen.has(key)) throw new SpecError(`invalid migration spec: tables: ${t.schema}.${t.name} is listed twice`);
+      seen.add(key);
+    }
+  }
+  return {
+    source: s.source,
+    target: s.target,
+    schemas,
+    tables,
+    tableSuffix: s.tableSuffix ?? '',
+    schemaMapping: s.schemaMapping ?? {},
+    cutover: { mode: s.cutover?.mode ?? 'auto', maxLagBytes: s.cutover?.maxLagBytes ?? 1024 * 1024 },
+    afterCutover: s.afterCutover ?? 'restore-writes',
+    mode: s.mode ?? 'online',
+    parallelism: s.parallelism ?? 4,
+  };
+}
+
+/** Where a source table lands: schema through schemaMapping, name with the suffix appended. */
+export function mapTableName(src: QualifiedName, spec: Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>): QualifiedName {
+  return { schema: spec.schemaMapping[src.schema] ?? src.schema, name: src.name + spec.tableSuffix };
+}
+
+/** Target name of an object that lives beside a table (index, sequence, constraint). */
+export function mapObjectName(name: string, spec: Pick<NormalizedSpec, 'tableSuffix'>): string {
+  return name + spec.tableSuffix;
+}
+
+export function displayName(q: QualifiedName): string {
+  return `${q.schema}.${q.name}`;
+}
