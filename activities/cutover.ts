@@ -1,0 +1,168 @@
+/**
+ * STOPPING_WRITES and the release in FINALIZING: the write fence on the source, the marker that tells
+ * the apply when it has passed the fence, and the sequence sync.
+ *
+ * The fence is a statement-level trigger on each migrated table that rejects INSERT, UPDATE, DELETE
+ * and TRUNCATE. CREATE TRIGGER takes a SHARE ROW EXCLUSIVE lock, so it waits for every transaction
+ * that is writing to the table and blocks new writers until it commits; after that no write to the
+ * table can commit. It persists, so "keep-source-read-only" is the same fence left in place — and
+ * cleanup must always lift it (the workflow does, in a non-cancellable scope).
+ */
+import type { Client } from 'pg';
+import { withClient } from './db';
+import { classify } from './errors';
+import { ident, literal, qname } from './sql';
+import type { ConnectionSpec, QualifiedName } from './spec';
+import type { SequenceRef } from './model';
+
+export const FENCE_SCHEMA = 'pg_dts';
+export const FENCE_MESSAGE_PREFIX = 'pg-dts-fence';
+
+const fenceFunction = (migrationId: string) => `${ident(FENCE_SCHEMA)}.${ident(`fence_${migrationId}`)}`;
+const fenceTrigger = (migrationId: string) => ident(`pg_dts_fence_${migrationId}`);
+
+export interface FenceInput {
+  source: ConnectionSpec;
+  migrationId: string;
+  tables: QualifiedName[];
+}
+
+export interface FenceResult {
+  token: string;
+  fenceLsn: string;
+  fencedAt: string;
+}
+
+export async function fenceSource(input: FenceInput): Promise<FenceResult> {
+  try {
+    return await withClient(
+      input.source,
+      async (c) => {
+        await c.query('BEGIN');
+        try {
+          // Fail fast instead of queueing behind a long transaction forever; the activity retries.
+          await c.query(`SET LOCAL lock_timeout = '5s'`);
+          await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(FENCE_SCHEMA)}`);
+          await c.query(
+            `CREATE OR REPLACE FUNCTION ${fenceFunction(input.migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+             BEGIN
+               RAISE EXCEPTION 'writes to %.% are stopped: pg-dts migration ${input.migrationId} is cutting over to the new server', TG_TABLE_SCHEMA, TG_TABLE_NAME
+                 USING ERRCODE = 'read_only_sql_transaction';
+             END $fn$`,
+          );
+          for (const t of input.tables) {
+            await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(input.migrationId)} ON ${qname(t)}`);
+            await c.query(
+              `CREATE TRIGGER ${fenceTrigger(input.migrationId)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qname(t)}
+                 FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(input.migrationId)}()`,
+            );
+            // Fire also for sessions in replica mode (e.g. a logical replication subscriber writing here).
+            await c.query(`ALTER TABLE ${qname(t)} ENABLE ALWAYS TRIGGER ${fenceTrigger(input.migrationId)}`);
+          }
+          await c.query('COMMIT');
+        } catch (err) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+        const fencedAt = new Date().toISOString();
+        // Committed after the fence: when the apply sees this message, it has seen every write before it.
+        const token = `${input.migrationId}:${Date.now()}`;
+        const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
+        return { token, fenceLsn: r.rows[0]!.lsn, fencedAt };
+      },
+      { applicationName: 'pg-dts fence' },
+    );
+  } catch (err) {
+    throw classify(err, 'fence the source');
+  }
+}
+
+/** Idempotent; safe whether or not the fence was ever set. */
+export async function liftFence(input: FenceInput): Promise<{ lifted: number; liftedAt: string }> {
+  try {
+    return await withClient(
+      input.source,
+      async (c) => {
+        let lifted = 0;
+        await c.query('BEGIN');
+        for (const t of input.tables) {
+          const exists = await c.query(
+            `SELECT 1 FROM pg_trigger g JOIN pg_class k ON k.oid = g.tgrelid JOIN pg_namespace n ON n.oid = k.relnamespace
+              WHERE n.nspname = $1 AND k.relname = $2 AND g.tgname = $3`,
+            [t.schema, t.name, `pg_dts_fence_${input.migrationId}`],
+          );
+          if (exists.rowCount) {
+            await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(input.migrationId)} ON ${qname(t)}`);
+            lifted++;
+          }
+        }
+        await c.query(`DROP FUNCTION IF EXISTS ${fenceFunction(input.migrationId)}()`);
+        // Remove our schema only when nothing else of ours (another migration's fence) is in it.
+        const left = await c.query(
+          `SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 LIMIT 1`,
+          [FENCE_SCHEMA],
+        );
+        if (!left.rowCount) await c.query(`DROP SCHEMA IF EXISTS ${ident(FENCE_SCHEMA)}`);
+        await c.query('COMMIT');
+        return { lifted, liftedAt: new Date().toISOString() };
+      },
+      { applicationName: 'pg-dts fence' },
+    );
+  } catch (err) {
+    throw classify(err, 'lift the fence');
+  }
+}
+
+export interface SequenceSyncInput {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  sequences: SequenceRef[];
+}
+
+export interface SequenceSyncResult {
+  source: string;
+  target: string;
+  sourceValue: string;
+  targetValue: string;
+}
+
+async function readSequence(c: Client, q: QualifiedName): Promise<{ last: bigint; called: boolean; inc: bigint }> {
+  const r = await c.query<{ last_value: string; is_called: boolean; inc: string }>(
+    `SELECT s.last_value::text, s.is_called, q.seqincrement::text AS inc
+       FROM ${qname(q)} s, pg_sequence q WHERE q.seqrelid = ${literal(qname(q))}::regclass`,
+  );
+  const row = r.rows[0]!;
+  return { last: BigInt(row.last_value), called: row.is_called, inc: BigInt(row.inc) };
+}
+
+/** The value nextval() would return next, for comparing two sequences in their direction. */
+const nextOf = (s: { last: bigint; called: boolean; inc: bigint }) => (s.called ? s.last + s.inc : s.last);
+
+/** Sets every target sequence to at least the source's position (never moves one backwards). */
+export async function syncSequences(input: SequenceSyncInput): Promise<SequenceSyncResult[]> {
+  const unique = new Map<string, SequenceRef>();
+  for (const s of input.sequences) unique.set(qname(s.target), s);
+  try {
+    return await withClient(input.source, (src) =>
+      withClient(input.target, async (dst) => {
+        const out: SequenceSyncResult[] = [];
+        for (const s of unique.values()) {
+          const a = await readSequence(src, s.source);
+          const b = await readSequence(dst, s.target);
+          const ahead = a.inc > 0n ? nextOf(a) > nextOf(b) : nextOf(a) < nextOf(b);
+          if (ahead) await dst.query(`SELECT setval(${literal(qname(s.target))}::regclass, ${a.last}, ${a.called})`);
+          const after = await readSequence(dst, s.target);
+          out.push({
+            source: `${s.source.schema}.${s.source.name}`,
+            target: `${s.target.schema}.${s.target.name}`,
+            sourceValue: a.last.toString(),
+            targetValue: after.last.toString(),
+          });
+        }
+        return out;
+      }),
+    );
+  } catch (err) {
+    throw classify(err, 'sync sequences');
+  }
+}

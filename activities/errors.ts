@@ -1,0 +1,59 @@
+/**
+ * Error classification at the activity boundary (STYLE.md §8): configuration and precondition
+ * problems become non-retryable ApplicationFailures with a message a DBA can act on; everything else
+ * (network drops, restarts, lock timeouts) is left retryable.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { SpecError } from './spec';
+
+/** Error types the workflow's retry policies treat as final. */
+export const NON_RETRYABLE_TYPES = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError'] as const;
+
+export function preconditionFailed(message: string, details?: unknown): ApplicationFailure {
+  return ApplicationFailure.create({ message, type: 'PreconditionError', nonRetryable: true, details: details === undefined ? undefined : [details] });
+}
+
+export function validationFailed(message: string, details?: unknown): ApplicationFailure {
+  return ApplicationFailure.create({ message, type: 'ValidationError', nonRetryable: true, details: details === undefined ? undefined : [details] });
+}
+
+export function replicationFailed(message: string): ApplicationFailure {
+  return ApplicationFailure.create({ message, type: 'ReplicationError', nonRetryable: true });
+}
+
+/** SQLSTATE classes that no retry will fix: the request itself is wrong or not permitted. */
+const FINAL_SQLSTATE = /^(28|3D|3F|42|22|23|0A|2B|44)/;
+
+interface PgError {
+  code?: string;
+  message?: string;
+}
+
+/**
+ * Turns an error thrown while talking to `where` into a failure Temporal understands. Authentication
+ * failures, missing databases, permission errors and SQL errors are final; connection problems retry.
+ */
+export function classify(err: unknown, where: string): unknown {
+  if (err instanceof ApplicationFailure) return err;
+  if (err instanceof SpecError) {
+    return ApplicationFailure.create({ message: err.message, type: 'SpecError', nonRetryable: true });
+  }
+  const e = err as PgError;
+  const msg = scrub(e?.message ?? String(err));
+  if (typeof e?.code === 'string' && FINAL_SQLSTATE.test(e.code)) {
+    return ApplicationFailure.create({ message: `${where}: ${msg} (SQLSTATE ${e.code})`, type: 'PreconditionError', nonRetryable: true });
+  }
+  if (err instanceof Error) {
+    const copy = new Error(`${where}: ${msg}`);
+    copy.name = err.name;
+    return copy;
+  }
+  return new Error(`${where}: ${msg}`);
+}
+
+/** Removes anything that looks like a password in a URI or key=value connection string. */
+export function scrub(text: string): string {
+  return text
+    .replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
+    .replace(/(password\s*=\s*)('[^']*'|\S+)/gi, '$1***');
+}

@@ -1,0 +1,167 @@
+/**
+ * The activities as the worker registers them. Built by a factory so the worker wires dependencies
+ * once (STYLE.md §3). Each function is the Temporal-facing edge: heartbeats, cancellation and error
+ * classification live here; the database work lives in the phase modules.
+ */
+import { Context, log as activityLog } from '@temporalio/activity';
+import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot } from './replication';
+import { copyTable, type CopyTableInput, type CopyTableResult } from './copy';
+import { fenceSource, liftFence, syncSequences } from './cutover';
+import { classify } from './errors';
+import { preflight } from './preflight';
+import { createTargetTables, finishTargetTables } from './schema';
+import { validateCounts } from './validate';
+import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
+import { withClient } from './db';
+import { applyProgressSignal, snapshotReadySignal } from '../workflows/contract';
+import { dropApplyProgress, dropTargetTables } from './cleanup';
+import type { ConnectionSpec, QualifiedName } from './spec';
+
+export interface ActivityDeps {
+  /** Optional logger; activities log through Temporal's activity logger by default. */
+  log?: { info(msg: string, meta?: Record<string, unknown>): void; warn(msg: string, meta?: Record<string, unknown>): void };
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+
+async function signalWorkflow(name: string, arg: unknown): Promise<void> {
+  const ctx = Context.current();
+  const exec = ctx.info.workflowExecution;
+  if (!exec) throw new Error('activity was not started by a workflow');
+  const { workflowId, runId } = exec;
+  await ctx.client.workflow.getHandle(workflowId, runId).signal(name, arg);
+}
+
+export function createActivities(deps: ActivityDeps = {}) {
+  const log = deps.log ?? activityLog;
+  return {
+    preflight,
+    createTargetTables,
+    finishTargetTables,
+    createPublication,
+    validateCounts,
+    fenceSource,
+    liftFence,
+    syncSequences,
+
+    async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<number> {
+      try {
+        return await dropTargetTables(input.target, input.tables);
+      } catch (err) {
+        throw classify(err, 'drop target tables');
+      }
+    },
+
+    async copyTable(input: CopyTableInput): Promise<CopyTableResult> {
+      const ctx = Context.current();
+      const result = await copyTable(input, {
+        heartbeat: (p) => ctx.heartbeat(p),
+        signal: ctx.cancellationSignal,
+      });
+      log.info('table copied', { table: `${input.table.source.schema}.${input.table.source.name}`, rows: result.rows, ms: result.durationMs });
+      return result;
+    },
+
+    /**
+     * Creates the slot, tells the workflow the exported snapshot's name, then keeps the creating
+     * connection open and idle until cancelled (every copy has imported the snapshot by then). If this
+     * activity dies, the snapshot dies with it; the workflow notices by the heartbeat timeout.
+     */
+    async holdSnapshot(input: { source: ConnectionSpec; slot: string; attempt: number }): Promise<{ consistentPoint: string }> {
+      const ctx = Context.current();
+      const handle = await createSlotWithSnapshot(input.source, input.slot);
+      try {
+        await signalWorkflow(snapshotReadySignal.name, {
+          attempt: input.attempt,
+          snapshotName: handle.snapshotName,
+          consistentPoint: handle.consistentPoint,
+        });
+        while (!ctx.cancellationSignal.aborted) {
+          ctx.heartbeat({ snapshotName: handle.snapshotName });
+          await sleep(1000, ctx.cancellationSignal);
+        }
+        return { consistentPoint: handle.consistentPoint };
+      } finally {
+        await handle.client.end().catch(() => undefined);
+      }
+    },
+
+    /**
+     * SYNCING_WAL: streams the slot into the target until cancelled. Resumes from the target's
+     * recorded position after any crash or retry. Reports progress to the workflow by signal.
+     */
+    async applyChanges(input: {
+      source: ConnectionSpec;
+      target: ConnectionSpec;
+      slot: string;
+      publication: string;
+      tables: ApplyTable[];
+      reportEveryMs?: number;
+    }): Promise<{ appliedLsn: string }> {
+      const ctx = Context.current();
+      let lastSignal = 0;
+      let lastFence: string | undefined;
+      let pending: Promise<void> = Promise.resolve();
+      const controller = new AbortController();
+      ctx.cancellationSignal.addEventListener('abort', () => controller.abort());
+      try {
+        const result = await runApply({
+          source: input.source,
+          target: input.target,
+          slot: input.slot,
+          publication: input.publication,
+          tables: input.tables,
+          signal: controller.signal,
+          onProgress: (p) => {
+            ctx.heartbeat(p);
+            const now = Date.now();
+            const fenceNew = p.fenceToken !== undefined && p.fenceToken !== lastFence;
+            if (fenceNew || now - lastSignal >= (input.reportEveryMs ?? 2000)) {
+              lastSignal = now;
+              lastFence = p.fenceToken;
+              // Serialise signals so the workflow sees progress in order; a failed signal is not fatal.
+              pending = pending.then(() => signalWorkflow(applyProgressSignal.name, p).catch(() => undefined));
+            }
+          },
+        });
+        await pending;
+        return { appliedLsn: result.appliedLsn };
+      } catch (err) {
+        throw classify(err, 'apply changes');
+      }
+    },
+
+    /** Waits until the apply has committed the fence marker on the target (heartbeating). */
+    async awaitFenceApplied(input: { target: ConnectionSpec; slot: string; token: string }): Promise<{ appliedLsn: string }> {
+      const ctx = Context.current();
+      for (;;) {
+        const p = await withClient(input.target, (c) => readApplyProgress(c, input.slot));
+        if (p?.fenceToken === input.token) return { appliedLsn: p.appliedLsn };
+        ctx.heartbeat({ appliedLsn: p?.appliedLsn });
+        await sleep(200, ctx.cancellationSignal);
+        if (ctx.cancellationSignal.aborted) throw new Error('cancelled while waiting for the apply to pass the fence');
+      }
+    },
+
+    /** Drops the slot (ending its walsender), the publication and the target's progress row. */
+    async dropReplication(input: { source: ConnectionSpec; target: ConnectionSpec; slot: string; publication: string }): Promise<void> {
+      try {
+        await dropSlot(input.source, input.slot);
+        await dropPublication(input.source, input.publication);
+        await dropApplyProgress(input.target, input.slot);
+      } catch (err) {
+        throw classify(err, 'drop replication slot and publication');
+      }
+    },
+
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

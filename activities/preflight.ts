@@ -1,0 +1,191 @@
+/**
+ * INIT: validate the spec, connect to both sides and check every precondition before anything
+ * changes anywhere. Read-only on both servers. Every refusal is a non-retryable failure naming the
+ * problem.
+ */
+import type { Client } from 'pg';
+import { connect, describeConnection } from './db';
+import { classify, preconditionFailed } from './errors';
+import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
+
+export interface TablePlan {
+  source: QualifiedName;
+  target: QualifiedName;
+  estimatedRows: number;
+}
+
+export interface MigrationPlan {
+  spec: NormalizedSpec;
+  tables: TablePlan[];
+  notices: string[];
+  sourceDescription: string;
+  targetDescription: string;
+}
+
+async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): Promise<Client> {
+  try {
+    return await connect(spec, { applicationName: 'pg-dts preflight' });
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    throw preconditionFailed(`cannot connect to the ${side} (${describeConnection(spec)}): ${e.message ?? String(err)}${e.code ? ` [${e.code}]` : ''}`);
+  }
+}
+
+export async function listSourceTables(client: Client, spec: NormalizedSpec): Promise<{ tables: TablePlan[]; notices: string[] }> {
+  const notices: string[] = [];
+  const schemasFound = await client.query<{ nspname: string }>('SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])', [spec.schemas]);
+  const missingSchemas = spec.schemas.filter((s) => !schemasFound.rows.some((r) => r.nspname === s));
+  if (missingSchemas.length) {
+    throw preconditionFailed(`schema(s) not found on the source: ${missingSchemas.map((s) => JSON.stringify(s)).join(', ')}`);
+  }
+  const wanted = spec.tables ?? null;
+  const schemaFilter = wanted ? [...new Set(wanted.map((t) => t.schema))] : spec.schemas;
+  const res = await client.query<{ schema: string; name: string; relkind: string; relpersistence: string; relispartition: boolean; reltuples: number }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relkind, c.relpersistence, c.relispartition, c.reltuples::float8 AS reltuples
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
+      ORDER BY n.nspname, c.relname`,
+    [schemaFilter],
+  );
+  const byKey = new Map(res.rows.map((r) => [`${r.schema}\u0000${r.name}`, r]));
+  let rows = res.rows;
+  if (wanted) {
+    const missing = wanted.filter((t) => !byKey.has(`${t.schema}\u0000${t.name}`));
+    if (missing.length) {
+      throw preconditionFailed(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
+    }
+    rows = wanted.map((t) => byKey.get(`${t.schema}\u0000${t.name}`)!);
+  }
+  const tables: TablePlan[] = [];
+  for (const r of rows) {
+    const q = { schema: r.schema, name: r.name };
+    if (r.relpersistence !== 'p') {
+      notices.push(`skipped ${displayName(q)}: ${r.relpersistence === 'u' ? 'unlogged' : 'temporary'} tables are not written to the WAL and cannot be replicated`);
+      continue;
+    }
+    if (r.relispartition && !wanted) continue; // migrated through its partitioned root
+    tables.push({ source: q, target: mapTableName(q, spec), estimatedRows: Math.max(0, Math.round(r.reltuples)) });
+  }
+  if (tables.length === 0) {
+    throw preconditionFailed(`nothing to migrate: no tables in schema(s) ${spec.schemas.map((s) => JSON.stringify(s)).join(', ')} on the source`);
+  }
+  return { tables, notices };
+}
+
+async function checkSourceForReplication(client: Client, tables: TablePlan[]): Promise<void> {
+  const settings = await client.query<{ name: string; setting: string }>(
+    `SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')`,
+  );
+  const s = Object.fromEntries(settings.rows.map((r) => [r.name, r.setting]));
+  if (Number(s.server_version_num) < 140000) {
+    throw preconditionFailed(`the source runs PostgreSQL ${s.server_version_num}; online migration needs PostgreSQL 14 or later (pgoutput messages)`);
+  }
+  if (s.wal_level !== 'logical') {
+    throw preconditionFailed(
+      `the source has wal_level = ${s.wal_level}; online migration needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the source server)`,
+    );
+  }
+  const used = await client.query<{ slots: number; senders: number }>(
+    `SELECT (SELECT count(*) FROM pg_replication_slots)::int AS slots,
+            (SELECT count(*) FROM pg_stat_replication)::int AS senders`,
+  );
+  const u = used.rows[0]!;
+  if (u.slots >= Number(s.max_replication_slots)) {
+    throw preconditionFailed(
+      `the source has no free replication slot: ${u.slots} of max_replication_slots = ${s.max_replication_slots} in use; drop an unused slot (pg_drop_replication_slot) or raise max_replication_slots`,
+    );
+  }
+  if (u.senders >= Number(s.max_wal_senders)) {
+    throw preconditionFailed(`the source has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
+  }
+  const role = await client.query<{ rolname: string; ok: boolean }>(
+    'SELECT rolname, (rolsuper OR rolreplication) AS ok FROM pg_roles WHERE rolname = current_user',
+  );
+  if (!role.rows[0]?.ok) {
+    throw preconditionFailed(`the source role ${JSON.stringify(role.rows[0]?.rolname)} lacks the REPLICATION privilege (ALTER ROLE ... REPLICATION)`);
+  }
+  const ident = await client.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+        AND (c.relreplident = 'n'
+             OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+             OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+        AND c.relkind = 'r'`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
+  );
+  if (ident.rows.length) {
+    throw preconditionFailed(
+      `table(s) without a replica identity (no primary key, no REPLICA IDENTITY USING INDEX, not FULL): ${ident.rows
+        .map(displayName)
+        .join(', ')}. Once published, UPDATE and DELETE on them would fail on the source; add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL`,
+    );
+  }
+}
+
+async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
+  const existing = await client.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+    [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],
+  );
+  if (existing.rows.length) {
+    throw preconditionFailed(
+      `target table(s) already exist: ${existing.rows.map(displayName).join(', ')}; drop them, or choose another tableSuffix / schemaMapping`,
+    );
+  }
+  if (online) {
+    const su = await client.query<{ rolname: string; rolsuper: boolean }>('SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user');
+    if (!su.rows[0]?.rolsuper) {
+      throw preconditionFailed(
+        `the target role ${JSON.stringify(su.rows[0]?.rolname)} is not a superuser; the change apply runs with session_replication_role = replica (as native logical replication does), which needs superuser`,
+      );
+    }
+  }
+}
+
+async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[]): Promise<void> {
+  const q = `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid, current_database() AS db`;
+  const [a, b] = await Promise.all([src.query<{ sysid: string; db: string }>(q), dst.query<{ sysid: string; db: string }>(q)]);
+  if (a.rows[0]!.sysid !== b.rows[0]!.sysid || a.rows[0]!.db !== b.rows[0]!.db) return;
+  const same = tables.filter((t) => t.source.schema === t.target.schema && t.source.name === t.target.name);
+  if (same.length) {
+    throw preconditionFailed(
+      `source and target are the same database and these tables would be migrated onto themselves: ${same.map((t) => displayName(t.source)).join(', ')}; set tableSuffix or schemaMapping`,
+    );
+  }
+}
+
+export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
+  let spec: NormalizedSpec;
+  try {
+    spec = normalizeSpec(rawSpec);
+  } catch (err) {
+    throw classify(err, 'spec');
+  }
+  const src = await open(spec.source, 'source');
+  try {
+    const dst = await open(spec.target, 'target');
+    try {
+      const { tables, notices } = await listSourceTables(src, spec);
+      const targets = new Map<string, string>();
+      for (const t of tables) {
+        const k = displayName(t.target);
+        const prev = targets.get(k);
+        if (prev) throw preconditionFailed(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
+        targets.set(k, displayName(t.source));
+      }
+      if (spec.mode === 'online') await checkSourceForReplication(src, tables);
+      await checkNotSameTables(src, dst, tables);
+      await checkTarget(dst, tables, spec.mode === 'online');
+      return { spec, tables, notices, sourceDescription: describeConnection(spec.source), targetDescription: describeConnection(spec.target) };
+    } finally {
+      await dst.end().catch(() => undefined);
+    }
+  } catch (err) {
+    throw classify(err, 'preflight');
+  } finally {
+    await src.end().catch(() => undefined);
+  }
+}

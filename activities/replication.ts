@@ -1,0 +1,95 @@
+/**
+ * The replication side of CREATING_TABLES / MIGRATING_DATA / SYNCING_WAL: the publication, the slot
+ * with its exported snapshot (held open by a long-running activity while copies import it), and the
+ * cleanup that makes sure no slot or publication outlives the migration.
+ */
+import type { Client } from 'pg';
+import { connect, withClient } from './db';
+import { classify } from './errors';
+import { ident, literal, qname } from './sql';
+import type { ConnectionSpec, QualifiedName } from './spec';
+
+export interface PublicationInput {
+  source: ConnectionSpec;
+  publication: string;
+  tables: QualifiedName[];
+}
+
+/** Idempotent: creates the publication, or resets an existing one of ours to exactly these tables. */
+export async function createPublication(input: PublicationInput): Promise<void> {
+  try {
+    await withClient(input.source, async (c) => {
+      const list = input.tables.map(qname).join(', ');
+      const exists = await c.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [input.publication]);
+      if (exists.rowCount) await c.query(`ALTER PUBLICATION ${ident(input.publication)} SET TABLE ${list}`);
+      else await c.query(`CREATE PUBLICATION ${ident(input.publication)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`);
+    });
+  } catch (err) {
+    throw classify(err, 'create publication');
+  }
+}
+
+export interface SlotHandle {
+  client: Client;
+  snapshotName: string;
+  consistentPoint: string;
+}
+
+/**
+ * Creates the slot on a replication connection and exports its snapshot. The snapshot can be imported
+ * only while this connection stays open and idle: the caller must keep it so until every copy began.
+ * A slot left by an earlier, lost attempt is dropped first: its snapshot died with its connection.
+ */
+export async function createSlotWithSnapshot(source: ConnectionSpec, slot: string): Promise<SlotHandle> {
+  await dropSlot(source, slot);
+  const client = await connect(source, { replication: 'database', applicationName: 'pg-dts snapshot' });
+  try {
+    // Replication connections take no parameters; the slot name is ours ([a-z0-9_]) and quoted anyway.
+    const r = await client.query(`CREATE_REPLICATION_SLOT ${ident(slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
+    const row = r.rows[0] as { consistent_point: string; snapshot_name: string };
+    return { client, snapshotName: row.snapshot_name, consistentPoint: row.consistent_point };
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw classify(err, 'create replication slot');
+  }
+}
+
+/** Drops the slot if it exists, first ending whatever walsender still holds it. */
+export async function dropSlot(source: ConnectionSpec, slot: string): Promise<boolean> {
+  return withClient(source, async (c) => {
+    for (let i = 0; i < 20; i++) {
+      const r = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      if (!r.rowCount) return false;
+      const pid = r.rows[0]!.active_pid;
+      if (pid) {
+        await c.query('SELECT pg_terminate_backend($1)', [pid]);
+        await new Promise((res) => setTimeout(res, 250));
+        continue;
+      }
+      try {
+        await c.query('SELECT pg_drop_replication_slot($1)', [slot]);
+        return true;
+      } catch (err) {
+        // 55006: became active again between our look and the drop; 42704: gone already.
+        const code = (err as { code?: string }).code;
+        if (code === '42704') return false;
+        if (code !== '55006') throw err;
+      }
+    }
+    throw new Error(`replication slot ${slot} stays active; could not drop it`);
+  });
+}
+
+export async function dropPublication(source: ConnectionSpec, publication: string): Promise<void> {
+  await withClient(source, (c) => c.query(`DROP PUBLICATION IF EXISTS ${ident(publication)}`));
+}
+
+export async function sourceHasSlot(source: ConnectionSpec, slot: string): Promise<{ slot: boolean; publication: boolean }> {
+  return withClient(source, async (c) => {
+    const r = await c.query<{ s: boolean; p: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ${literal(slot)}) AS s,
+              EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${literal(slot)}) AS p`,
+    );
+    return { slot: r.rows[0]!.s, publication: r.rows[0]!.p };
+  });
+}

@@ -1,0 +1,24 @@
+/**
+ * Source/target comparison for tests: row count and an order-independent content hash per table,
+ * computed by PostgreSQL over each row's text form.
+ */
+import type { PgCluster } from './pg-cluster';
+
+export interface TableFingerprint {
+  rows: number;
+  hash: string;
+}
+
+const quote = (s: string) => `"${s.replace(/"/g, '""')}"`;
+export const qualified = (schema: string, name: string) => `${quote(schema)}.${quote(name)}`;
+
+export async function fingerprint(cluster: PgCluster, database: string, schema: string, table: string, columns?: string[]): Promise<TableFingerprint> {
+  const cols = columns ? columns.map(quote).join(', ') : '*';
+  const rows = await cluster.query<{ n: string; h: string | null }>(
+    `SELECT count(*)::text AS n, md5(string_agg(r::text, E'\\n' ORDER BY r::text)) AS h
+       FROM (SELECT ${cols} FROM ${qualified(schema, table)}) r`,
+    [],
+    database,
+  );
+  return { rows: Number(rows[0]!.n), hash: rows[0]!.h ?? 'empty' };
+}

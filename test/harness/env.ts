@@ -1,0 +1,87 @@
+/**
+ * One test environment: a source and a target PostgreSQL cluster, a Temporal dev server and a worker
+ * polling a task queue of its own. Everything real; torn down by stop().
+ */
+import { randomUUID } from 'node:crypto';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { startCluster, type PgCluster } from './pg-cluster';
+import { startTemporal } from './temporal';
+import { createWorker } from '../../worker/worker';
+import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../../workflows/contract';
+import type { MigrationSpecInput } from '../../activities/spec';
+
+export interface TestEnv {
+  source: PgCluster;
+  target: PgCluster;
+  temporal: TestWorkflowEnvironment;
+  taskQueue: string;
+  startMigration(spec: MigrationSpecInput | Record<string, unknown>, workflowId?: string): Promise<MigrationHandle>;
+  /** Restarts the worker (simulates a worker crash: in-flight activities are lost and retried). */
+  restartWorker(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface MigrationHandle {
+  workflowId: string;
+  status(): Promise<MigrationStatus>;
+  result(): Promise<MigrationReport>;
+  signal(name: 'pause' | 'resume' | 'cancel' | 'cutover'): Promise<void>;
+  waitForPhase(phase: string, timeoutMs?: number): Promise<MigrationStatus>;
+}
+
+export async function startEnv(opts: { sourceSettings?: Record<string, string | number> } = {}): Promise<TestEnv> {
+  const [source, target, temporal] = await Promise.all([
+    startCluster({ name: 'source', settings: opts.sourceSettings }),
+    startCluster({ name: 'target' }),
+    startTemporal(),
+  ]);
+  const taskQueue = `test-${randomUUID()}`;
+  let worker: Worker | undefined;
+  let running: Promise<void> | undefined;
+  const startWorker = async () => {
+    worker = await createWorker({ connection: temporal.nativeConnection, namespace: temporal.namespace ?? 'default', taskQueue });
+    running = worker.run();
+  };
+  const stopWorker = async () => {
+    if (worker && worker.getState() === 'RUNNING') worker.shutdown();
+    await running?.catch(() => undefined);
+  };
+  await startWorker();
+  return {
+    source,
+    target,
+    temporal,
+    taskQueue,
+    async startMigration(spec, workflowId = `test-${randomUUID()}`) {
+      const handle = await temporal.client.workflow.start(WORKFLOW_TYPE, { taskQueue, workflowId, args: [spec] });
+      const status = () => handle.query<MigrationStatus>('status');
+      return {
+        workflowId,
+        status,
+        result: () => handle.result() as Promise<MigrationReport>,
+        signal: (name) => handle.signal(name),
+        async waitForPhase(phase, timeoutMs = 120_000) {
+          const deadline = Date.now() + timeoutMs;
+          for (;;) {
+            const s = await status();
+            if (s.phase === phase) return s;
+            if (['COMPLETED', 'FAILED', 'CANCELLED'].includes(s.phase) && s.phase !== phase) {
+              throw new Error(`migration ended in ${s.phase} while waiting for ${phase}: ${s.error ?? ''}`);
+            }
+            if (Date.now() > deadline) throw new Error(`timed out waiting for phase ${phase}; now ${s.phase}`);
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        },
+      };
+    },
+    async restartWorker() {
+      await stopWorker();
+      await startWorker();
+    },
+    async stop() {
+      await stopWorker();
+      await Promise.allSettled([temporal.teardown(), source.destroy(), target.destroy()]);
+    },
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * The migration workflow end to end, on real PostgreSQL clusters and a real Temporal dev server.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowFailedError } from '@temporalio/client';
+import { startEnv, type TestEnv } from '../harness/env';
+import { fingerprint } from '../harness/compare';
+import { loadShopData, SHOP_SCHEMA, startWriter } from '../harness/fixtures';
+
+const SHOP_TABLES: Array<[string, string]> = [
+  ['public', 'customers'],
+  ['public', 'orders'],
+  ['Sales Dept', 'Order Items'],
+  ['public', 'documents'],
+  ['public', 'kv'],
+  ['public', 'audit_log'],
+  ['public', 'scratch'],
+];
+
+let env: TestEnv;
+let dbCounter = 0;
+
+/** A fresh source database with the shop schema and a fresh empty target database. */
+async function freshDatabases(scale = 1): Promise<{ db: string; source: string; target: string }> {
+  const db = `shop${++dbCounter}`;
+  await env.source.createDatabase(db);
+  await env.target.createDatabase(db);
+  const c = await env.source.client(db);
+  try {
+    await c.query(SHOP_SCHEMA);
+    await loadShopData(c, scale);
+  } finally {
+    await c.end();
+  }
+  return { db, source: env.source.uri(db), target: env.target.uri(db) };
+}
+
+async function expectSameContent(db: string, map: (schema: string, table: string) => [string, string]): Promise<void> {
+  for (const [schema, table] of SHOP_TABLES) {
+    const [ts, tt] = map(schema, table);
+    const a = await fingerprint(env.source, db, schema, table);
+    const b = await fingerprint(env.target, db, ts, tt);
+    expect({ table: `${schema}.${table}`, ...b }).toEqual({ table: `${schema}.${table}`, ...a });
+  }
+}
+
+async function replicationLeftovers(db: string): Promise<{ slots: number; publications: number; fenceTriggers: number }> {
+  const [r] = await env.source.query<{ slots: number; publications: number; fenceTriggers: number }>(
+    `SELECT (SELECT count(*)::int FROM pg_replication_slots) AS slots,
+            (SELECT count(*)::int FROM pg_publication) AS publications,
+            (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%') AS "fenceTriggers"`,
+    [],
+    db,
+  );
+  return r!;
+}
+
+beforeAll(async () => {
+  env = await startEnv({ sourceSettings: { logical_decoding_work_mem: "'64kB'" } });
+});
+
+afterAll(async () => {
+  await env?.stop();
+});
+
+describe('offline migration', () => {
+  it('copies schema and data through the name mapping, phases visible, counts and content equal', async () => {
+    const { db, source, target } = await freshDatabases();
+    const m = await env.startMigration({
+      source,
+      target,
+      schemas: ['public', 'Sales Dept'],
+      tableSuffix: '_migrated',
+      schemaMapping: { public: 'app' },
+      mode: 'offline',
+      parallelism: 3,
+    });
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    expect(report.tables).toHaveLength(SHOP_TABLES.length);
+    for (const t of report.tables) {
+      expect(t.countsMatch).toBe(true);
+      expect(t.sourceRows).toBeGreaterThan(0);
+    }
+    const status = await m.status();
+    expect(status.phase).toBe('COMPLETED');
+    await expectSameContent(db, (s, t) => [s === 'public' ? 'app' : s, `${t}_migrated`]);
+
+    // The foreign key and the index were created after the load, on the mapped names.
+    const fks = await env.target.query<{ def: string }>(
+      `SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE contype = 'f' AND conrelid = '"Sales Dept"."Order Items_migrated"'::regclass`,
+      [],
+      db,
+    );
+    expect(fks.map((f) => f.def)).toEqual(['FOREIGN KEY (order_id) REFERENCES app.orders_migrated(id)']);
+    const idx = await env.target.query(`SELECT 1 FROM pg_indexes WHERE schemaname = 'app' AND indexname = 'orders_placed_at_idx_migrated'`, [], db);
+    expect(idx).toHaveLength(1);
+
+    // The search attribute follows the phase.
+    const desc = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
+    expect(desc.searchAttributes.MigrationPhase).toEqual(['COMPLETED']);
+  });
+
+  it('refuses unknown tables and malformed specs at once, naming the problem', async () => {
+    const { db, source, target } = await freshDatabases(0.01);
+    const unknown = await env.startMigration({ source, target, tables: ['public.customers', 'public.nope'], mode: 'offline' });
+    const err = await unknown.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(String((err as WorkflowFailedError).cause?.message)).toContain('table(s) not found on the source: public.nope');
+
+    const malformed = await env.startMigration({ source, target, parallelism: 0, colour: 'blue' });
+    const err2 = await malformed.result().catch((e: unknown) => e);
+    expect(String((err2 as WorkflowFailedError).cause?.message)).toMatch(/invalid migration spec: .*parallelism/);
+
+    const unreachable = await env.startMigration({ source: 'postgres://postgres@127.0.0.1:1/none', target, mode: 'offline' });
+    const err3 = await unreachable.result().catch((e: unknown) => e);
+    expect(String((err3 as WorkflowFailedError).cause?.message)).toContain('cannot connect to the source (127.0.0.1:1/none)');
+
+    // Nothing was created on the target by any of them.
+    const created = await env.target.query(`SELECT 1 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`, [], db);
+    expect(created).toHaveLength(0);
+  });
+});
+
+describe('online migration', () => {
+  it('keeps up with concurrent writes, fences, syncs sequences and ends with identical tables and nothing left behind', async () => {
+    const { db, source, target } = await freshDatabases();
+    const writer = startWriter(() => env.source.client(db), { bigTransactionRows: 50_000 });
+    // Let the writer get going before the copy starts.
+    while (writer.stats.transactions < 20) await new Promise((r) => setTimeout(r, 50));
+    const m = await env.startMigration({
+      source,
+      target,
+      schemas: ['public', 'Sales Dept'],
+      tableSuffix: '_new',
+      cutover: { mode: 'manual' },
+    });
+    const syncing = await m.waitForPhase('SYNCING_WAL');
+    expect(syncing.tables.every((t) => t.state === 'syncing')).toBe(true);
+    // Writes keep flowing while the apply streams them; wait until the status shows progress.
+    const before = writer.stats.transactions;
+    for (let i = 0; i < 100; i++) {
+      const s = await m.status();
+      if (s.replication && s.replication.transactions > 0 && writer.stats.transactions > before + 50) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect((await m.status()).replication?.transactions).toBeGreaterThan(0);
+    await m.signal('cutover');
+    const report = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(stats.fenced).toBe(true); // the writer ran until the fence stopped it
+    expect(report.phase).toBe('COMPLETED');
+    expect(report.cutoverWindowMs).toBeGreaterThanOrEqual(0);
+    for (const t of report.tables) expect(t.countsMatch).toBe(true);
+    await expectSameContent(db, (s, t) => [s, `${t}_new`]);
+
+    // Sequences: the target's are at least the source's.
+    const seqs = await env.source.query<{ s: string; last: string }>(`SELECT s.schemaname || '.' || s.sequencename AS s, coalesce(s.last_value, 0)::text AS last FROM pg_sequences s`, [], db);
+    expect(seqs.length).toBeGreaterThanOrEqual(2);
+    for (const { s, last } of seqs) {
+      const [schema, name] = s.split('.') as [string, string];
+      const [t] = await env.target.query<{ last: string }>(
+        `SELECT coalesce(last_value, 0)::text AS last FROM pg_sequences WHERE schemaname = $1 AND sequencename = $2`,
+        [schema, `${name}_new`],
+        db,
+      );
+      expect(t, `target sequence for ${s}`).toBeDefined();
+      expect(BigInt(t!.last) >= BigInt(last)).toBe(true);
+    }
+
+    expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
+    // The source accepts writes again.
+    await env.source.query(`INSERT INTO public.kv VALUES ('after-cutover', 1)`, [], db);
+  });
+
+  it('cancel during SYNCING_WAL drops the slot, publication and target tables', async () => {
+    const { db, source, target } = await freshDatabases(0.1);
+    const m = await env.startMigration({ source, target, cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL');
+    expect((await replicationLeftovers(db)).slots).toBe(1);
+    await m.signal('cancel');
+    const report = await m.result();
+    expect(report.phase).toBe('CANCELLED');
+    expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
+    const left = await env.target.query(`SELECT 1 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`, [], db);
+    expect(left).toHaveLength(0);
+    await env.source.query(`INSERT INTO public.kv VALUES ('after-cancel', 1)`, [], db);
+  });
+});

@@ -1,0 +1,110 @@
+/**
+ * The workflow's public contract (DESIGN.md §2) and the internal signals activities send back.
+ * Names here are part of history: never rename, version with patched() instead.
+ */
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+export const PHASES = [
+  'INIT',
+  'CREATING_TABLES',
+  'MIGRATING_DATA',
+  'SYNCING_WAL',
+  'STOPPING_WRITES',
+  'VALIDATING',
+  'FINALIZING',
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+] as const;
+export type Phase = (typeof PHASES)[number];
+
+export type TableState = 'pending' | 'copying' | 'copied' | 'indexing' | 'syncing' | 'validated' | 'failed';
+
+export interface TableStatus {
+  source: string;
+  target: string;
+  state: TableState;
+  rowsCopied: number;
+  rowsTotal?: number;
+  bytesCopied?: number;
+}
+
+export interface ReplicationStatus {
+  slot: string;
+  confirmedLsn: string;
+  sourceLsn?: string;
+  lagBytes: number;
+  transactions: number;
+  changes: number;
+  updatedAt?: string;
+}
+
+export interface TableReport {
+  source: string;
+  target: string;
+  sourceRows: number;
+  targetRows: number;
+  countsMatch: boolean;
+  copyDurationMs?: number;
+  /** Not run yet by this version: the sample and checksum validation levels come later. */
+  sample: 'not-run' | 'match' | 'mismatch';
+  checksum: 'not-run' | 'match' | 'mismatch';
+}
+
+export interface MigrationReport {
+  migrationId: string;
+  phase: Phase;
+  mode: 'online' | 'offline';
+  tables: TableReport[];
+  sequences: Array<{ source: string; target: string; sourceValue: string; targetValue: string }>;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  /** Source writes stopped: from the fence to its release (online only). */
+  cutoverWindowMs?: number;
+  notices: string[];
+  error?: string;
+}
+
+export interface MigrationStatus {
+  migrationId: string;
+  phase: Phase;
+  paused: boolean;
+  mode: 'online' | 'offline';
+  tables: TableStatus[];
+  replication?: ReplicationStatus;
+  cutover?: { requested: boolean; fencedAt?: string; fenceLsn?: string; windowMs?: number };
+  notices: string[];
+  error?: string;
+}
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const cancelSignal = defineSignal('cancel');
+export const cutoverSignal = defineSignal('cutover');
+export const statusQuery = defineQuery<MigrationStatus>('status');
+
+/** Sent by the snapshot-holding activity once the slot exists and its snapshot can be imported. */
+export interface SnapshotReady {
+  attempt: number;
+  snapshotName: string;
+  consistentPoint: string;
+}
+export const snapshotReadySignal = defineSignal<[SnapshotReady]>('snapshotReady');
+
+/** Sent by the apply activity every few seconds. */
+export interface ApplyProgressReport {
+  appliedLsn: string;
+  sourceLsn: string;
+  lagBytes: number;
+  transactions: number;
+  changes: number;
+  fenceToken?: string;
+}
+export const applyProgressSignal = defineSignal<[ApplyProgressReport]>('applyProgress');
+
+export const MigrationPhaseKey = defineSearchAttributeKey('MigrationPhase', SearchAttributeType.KEYWORD);
+
+export const WORKFLOW_TYPE = 'migrationWorkflow';
+export const DEFAULT_TASK_QUEUE = 'pg-migration';

@@ -1,0 +1,404 @@
+/**
+ * migrationWorkflow: reads top to bottom like the phase list in DESIGN.md §3.
+ * Deterministic: no I/O, no clocks but the workflow's own; activities do all the work.
+ */
+import * as wf from '@temporalio/workflow';
+import { ApplicationFailure, type ActivityOptions } from '@temporalio/common';
+import type { Activities } from '../activities';
+import type { MigrationPlan } from '../activities/preflight';
+import type { TableDef } from '../activities/model';
+import type { MigrationSpecInput } from '../activities/spec';
+import {
+  applyProgressSignal,
+  cancelSignal,
+  cutoverSignal,
+  MigrationPhaseKey,
+  pauseSignal,
+  resumeSignal,
+  snapshotReadySignal,
+  statusQuery,
+  type MigrationReport,
+  type MigrationStatus,
+  type Phase,
+  type SnapshotReady,
+  type TableReport,
+} from './contract';
+import { migrationIdFor } from './names';
+import { applySignal } from './state';
+
+const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError'];
+
+const quickOpts: ActivityOptions = {
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8, nonRetryableErrorTypes: NON_RETRYABLE },
+};
+const schemaOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '12 hours' };
+const copyOpts: ActivityOptions = {
+  startToCloseTimeout: '48 hours',
+  heartbeatTimeout: '60 seconds',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+};
+// The snapshot dies with the connection that exported it: a retry could not bring it back, so the
+// workflow itself recovers from a lost holder (new slot, copies redone).
+const holderOpts: ActivityOptions = { startToCloseTimeout: '7 days', heartbeatTimeout: '20 seconds', retry: { maximumAttempts: 1 } };
+const applyOpts: ActivityOptions = {
+  startToCloseTimeout: '365 days',
+  heartbeatTimeout: '45 seconds',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+};
+const waitOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '2 hours', heartbeatTimeout: '30 seconds' };
+
+const quick = wf.proxyActivities<Activities>(quickOpts);
+const schema = wf.proxyActivities<Activities>(schemaOpts);
+const copy = wf.proxyActivities<Activities>(copyOpts);
+const holder = wf.proxyActivities<Activities>(holderOpts);
+const apply = wf.proxyActivities<Activities>(applyOpts);
+const wait = wf.proxyActivities<Activities>(waitOpts);
+
+const MAX_SNAPSHOT_ATTEMPTS = 3;
+
+export async function migrationWorkflow(spec: MigrationSpecInput): Promise<MigrationReport> {
+  const startedAt = Date.now();
+  const info = wf.workflowInfo();
+  const rawId = (spec as { id?: unknown } | null)?.id;
+  const migrationId = typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(info.workflowId);
+  const slot = `pg_dts_${migrationId}`;
+  const publication = slot;
+
+  const state: MigrationStatus = { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
+  let cancelRequested = false;
+  let cutoverRequested = false;
+  const snapshots = new Map<number, SnapshotReady>();
+  let fenceToken: string | undefined;
+  let applyError: unknown;
+
+  const main = new wf.CancellationScope();
+  wf.setHandler(statusQuery, () => state);
+  wf.setHandler(pauseSignal, () => void Object.assign(state, applySignal(state, 'pause')));
+  wf.setHandler(resumeSignal, () => void Object.assign(state, applySignal(state, 'resume')));
+  wf.setHandler(cutoverSignal, () => {
+    cutoverRequested = true;
+    state.cutover = { ...state.cutover, requested: true };
+  });
+  wf.setHandler(cancelSignal, () => {
+    cancelRequested = true;
+    main.cancel();
+  });
+  wf.setHandler(snapshotReadySignal, (s) => void snapshots.set(s.attempt, s));
+  wf.setHandler(applyProgressSignal, (p) => {
+    state.replication = {
+      slot,
+      confirmedLsn: p.appliedLsn,
+      sourceLsn: p.sourceLsn,
+      lagBytes: p.lagBytes,
+      transactions: p.transactions,
+      changes: p.changes,
+      updatedAt: new Date().toISOString(),
+    };
+    if (p.fenceToken) fenceToken = p.fenceToken;
+  });
+
+  const setPhase = (phase: Phase, details?: string) => {
+    state.phase = phase;
+    wf.upsertSearchAttributes([{ key: MigrationPhaseKey, value: phase }]);
+    wf.setCurrentDetails(`**${phase}**${details ? `\n\n${details}` : ''}`);
+  };
+  const pauseGate = () => wf.condition(() => !state.paused);
+  const tableStatus = (def: { source: { schema: string; name: string } }) =>
+    state.tables.find((t) => t.source === `${def.source.schema}.${def.source.name}`)!;
+
+  let plan: MigrationPlan | undefined;
+  let defs: TableDef[] = [];
+  const copyMs = new Map<string, number>();
+  let tablesCreated = false;
+  let replicationCreated = false;
+  let fenceSet = false;
+  let fencedAt: string | undefined;
+  let sequences: MigrationReport['sequences'] = [];
+  let counts: Awaited<ReturnType<Activities['validateCounts']>> = [];
+  let applyScope: wf.CancellationScope | undefined;
+  let applyDone: Promise<void> | undefined;
+
+  const fenceInput = () => ({ source: plan!.spec.source, migrationId, tables: defs.map((d) => d.source) });
+
+  async function copyAll(snapshot?: string): Promise<void> {
+    const queue = [...defs];
+    const runOne = async () => {
+      for (let def = queue.shift(); def; def = queue.shift()) {
+        await pauseGate();
+        const ts = tableStatus(def);
+        ts.state = 'copying';
+        const r = await copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}` }, [
+          {
+            source: plan!.spec.source,
+            target: plan!.spec.target,
+            table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
+            snapshot,
+          },
+        ]);
+        ts.state = 'copied';
+        ts.rowsCopied = r.rows;
+        ts.bytesCopied = r.bytes;
+        copyMs.set(ts.source, r.durationMs);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(plan!.spec.parallelism, defs.length) }, runOne));
+  }
+
+  /** Copies inside the slot's exported snapshot; redoes everything if the snapshot's holder is lost. */
+  async function copyInSnapshot(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const holderScope = new wf.CancellationScope();
+      let holderEnded = false;
+      let holderError: unknown;
+      replicationCreated = true;
+      const held = holderScope
+        .run(() => holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: `hold snapshot of slot ${slot}` }, [{ source: plan!.spec.source, slot, attempt }]))
+        .then(
+          () => void (holderEnded = true),
+          (e) => {
+            holderEnded = true;
+            holderError = e;
+          },
+        );
+      await wf.condition(() => snapshots.has(attempt) || holderEnded);
+      const snap = snapshots.get(attempt);
+      if (snap) {
+        const copyScope = new wf.CancellationScope();
+        let copiesEnded = false;
+        let copyError: unknown;
+        const copies = copyScope.run(() => copyAll(snap.snapshotName)).then(
+          () => void (copiesEnded = true),
+          (e) => {
+            copiesEnded = true;
+            copyError = e;
+          },
+        );
+        await wf.condition(() => copiesEnded || holderEnded);
+        if (copiesEnded && !holderEnded && !copyError) {
+          holderScope.cancel();
+          await held;
+          return;
+        }
+        copyScope.cancel();
+        await copies;
+        if (!holderEnded) {
+          // The copies failed for a reason of their own: not a snapshot problem.
+          holderScope.cancel();
+          await held;
+          throw copyError;
+        }
+      }
+      if (wf.isCancellation(holderError)) throw holderError;
+      if (attempt >= MAX_SNAPSHOT_ATTEMPTS) {
+        throw ApplicationFailure.nonRetryable(
+          `lost the exported snapshot ${MAX_SNAPSHOT_ATTEMPTS} times while copying; last error: ${errorMessage(holderError)}`,
+          'SnapshotLost',
+        );
+      }
+      state.notices.push(`snapshot holder lost (attempt ${attempt}): ${errorMessage(holderError)}; redoing the copy in a new snapshot`);
+      for (const t of state.tables) Object.assign(t, { state: 'pending', rowsCopied: 0 });
+    }
+  }
+
+  function startApply(): void {
+    applyScope = new wf.CancellationScope();
+    applyDone = applyScope
+      .run(() =>
+        apply.applyChanges.executeWithOptions({ ...applyOpts, summary: `apply WAL from slot ${slot}` }, [
+          {
+            source: plan!.spec.source,
+            target: plan!.spec.target,
+            slot,
+            publication,
+            tables: defs.map((d) => ({ source: d.source, target: d.target })),
+          },
+        ]),
+      )
+      .then(
+        () => undefined,
+        (e) => {
+          if (!wf.isCancellation(e)) applyError = e;
+        },
+      );
+  }
+
+  async function stopApply(): Promise<void> {
+    applyScope?.cancel();
+    await applyDone;
+    applyScope = undefined;
+  }
+
+  /** Waits for `fn`, but fails as soon as the apply fails: nothing else would notice. */
+  async function untilOrApplyFails(fn: () => boolean): Promise<void> {
+    await wf.condition(() => fn() || applyError !== undefined);
+    if (applyError !== undefined) throw applyError;
+  }
+
+  const report = (phase: Phase, error?: string): MigrationReport => {
+    const tables: TableReport[] = state.tables.map((t) => {
+      const c = counts.find((x) => x.source === t.source);
+      return {
+        source: t.source,
+        target: t.target,
+        sourceRows: c?.sourceRows ?? -1,
+        targetRows: c?.targetRows ?? t.rowsCopied,
+        countsMatch: c?.countsMatch ?? false,
+        copyDurationMs: copyMs.get(t.source),
+        sample: 'not-run',
+        checksum: 'not-run',
+      };
+    });
+    const finishedAt = Date.now();
+    return {
+      migrationId,
+      phase,
+      mode: state.mode,
+      tables,
+      sequences,
+      startedAt: new Date(startedAt).toISOString(),
+      finishedAt: new Date(finishedAt).toISOString(),
+      durationMs: finishedAt - startedAt,
+      cutoverWindowMs: state.cutover?.windowMs,
+      notices: state.notices,
+      error,
+    };
+  };
+
+  async function run(): Promise<void> {
+    // ── INIT ──
+    setPhase('INIT', 'preflight checks');
+    plan = await quick.preflight.executeWithOptions({ ...quickOpts, summary: 'preflight checks', retry: { ...quickOpts.retry, maximumAttempts: 3 } }, [spec]);
+    state.mode = plan.spec.mode;
+    state.notices.push(...plan.notices);
+    state.tables = plan.tables.map((t) => ({
+      source: `${t.source.schema}.${t.source.name}`,
+      target: `${t.target.schema}.${t.target.name}`,
+      state: 'pending',
+      rowsCopied: 0,
+      rowsTotal: t.estimatedRows,
+    }));
+    const online = plan.spec.mode === 'online';
+
+    // ── CREATING_TABLES ──
+    await pauseGate();
+    setPhase('CREATING_TABLES', `${plan.sourceDescription} → ${plan.targetDescription}, ${plan.tables.length} tables`);
+    tablesCreated = true;
+    defs = await schema.createTargetTables.executeWithOptions({ ...schemaOpts, summary: `create ${plan.tables.length} target tables` }, [
+      { spec: plan.spec, tables: plan.tables },
+    ]);
+    for (const d of defs) state.notices.push(...(d.warnings ?? []));
+    if (online) {
+      replicationCreated = true;
+      await quick.createPublication({ source: plan.spec.source, publication, tables: defs.map((d) => d.source) });
+    }
+
+    // ── MIGRATING_DATA ──
+    await pauseGate();
+    setPhase('MIGRATING_DATA', `copying ${defs.length} tables, ${plan.spec.parallelism} at a time`);
+    if (online) await copyInSnapshot();
+    else await copyAll();
+    for (const t of state.tables) t.state = 'indexing';
+    await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
+      { target: plan.spec.target, defs },
+    ]);
+
+    if (online) {
+      // ── SYNCING_WAL ──
+      await pauseGate();
+      setPhase('SYNCING_WAL', plan.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
+      for (const t of state.tables) t.state = 'syncing';
+      const syncStart = state.replication?.updatedAt;
+      startApply();
+      const maxLag = plan.spec.cutover.maxLagBytes;
+      await untilOrApplyFails(() =>
+        !state.paused &&
+        (plan!.spec.cutover.mode === 'manual'
+          ? cutoverRequested
+          : state.replication !== undefined && state.replication.updatedAt !== syncStart && state.replication.lagBytes <= maxLag),
+      );
+
+      // ── STOPPING_WRITES ──
+      setPhase('STOPPING_WRITES', 'fencing source writes');
+      fenceSet = true;
+      const fence = await quick.fenceSource.executeWithOptions({ ...quickOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]);
+      fencedAt = fence.fencedAt;
+      state.cutover = { requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn };
+      const waiting = wait.awaitFenceApplied.executeWithOptions({ ...waitOpts, summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
+        { target: plan.spec.target, slot, token: fence.token },
+      ]);
+      let passed = false;
+      void waiting.then(() => void (passed = true), () => undefined);
+      await untilOrApplyFails(() => passed || fenceToken === fence.token);
+      await waiting;
+      sequences = await quick.syncSequences({ source: plan.spec.source, target: plan.spec.target, sequences: defs.flatMap((d) => d.sequences) });
+    }
+
+    // ── VALIDATING ──
+    setPhase('VALIDATING', 'comparing row counts');
+    counts = await quick.validateCounts.executeWithOptions({ ...quickOpts, summary: 'compare row counts' }, [
+      { source: plan.spec.source, target: plan.spec.target, tables: defs.map((d) => ({ source: d.source, target: d.target })) },
+    ]);
+    for (const c of counts) {
+      const ts = state.tables.find((t) => t.source === c.source);
+      if (ts) ts.state = c.countsMatch ? 'validated' : 'failed';
+    }
+    const bad = counts.filter((c) => !c.countsMatch);
+    if (bad.length) {
+      throw ApplicationFailure.nonRetryable(
+        `row counts differ: ${bad.map((c) => `${c.source} has ${c.sourceRows} rows, ${c.target} has ${c.targetRows}`).join('; ')}`,
+        'ValidationError',
+      );
+    }
+
+    // ── FINALIZING ──
+    setPhase('FINALIZING', 'stopping the apply, dropping the slot and publication, releasing writes');
+    if (online) {
+      await stopApply();
+      await quick.dropReplication({ source: plan.spec.source, target: plan.spec.target, slot, publication });
+      replicationCreated = false;
+      if (plan.spec.afterCutover === 'restore-writes') {
+        const lifted = await quick.liftFence(fenceInput());
+        fenceSet = false;
+        state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
+      } else {
+        state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
+      }
+    }
+  }
+
+  /** Leaves nothing behind that hurts the source: no apply, slot, publication or fence. */
+  async function cleanup(dropTarget: boolean): Promise<void> {
+    if (!plan) return;
+    const p = plan;
+    await stopApply();
+    if (replicationCreated) await quick.dropReplication({ source: p.spec.source, target: p.spec.target, slot, publication });
+    if (fenceSet) await quick.liftFence(fenceInput());
+    if (dropTarget && tablesCreated) await quick.dropTargetTables({ target: p.spec.target, tables: p.tables.map((t) => t.target) });
+  }
+
+  try {
+    await main.run(run);
+    setPhase('COMPLETED', 'migration complete');
+    return report('COMPLETED');
+  } catch (err) {
+    const cancelled = wf.isCancellation(err);
+    const message = cancelled ? undefined : errorMessage(err);
+    state.error = message;
+    await wf.CancellationScope.nonCancellable(() => cleanup(cancelled));
+    setPhase(cancelled ? 'CANCELLED' : 'FAILED', message);
+    if (cancelled) {
+      // Cancelled by our signal: a normal end with a report. By Temporal's cancel: end as Canceled.
+      if (cancelRequested) return report('CANCELLED');
+      throw err;
+    }
+    throw ApplicationFailure.create({ message: message!, type: 'MigrationFailed', nonRetryable: true, details: [report('FAILED', message)] });
+  }
+}
+
+function errorMessage(err: unknown): string {
+  // ActivityFailure wraps the activity's own error as its cause: that message is the useful one.
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  while (e && typeof e === 'object' && e.cause && (e as { name?: string }).name === 'ActivityFailure') e = e.cause as typeof e;
+  return e?.message ?? String(err);
+}

@@ -1,0 +1,24 @@
+/**
+ * Names the migration leaves on the servers (slot, publication, fence trigger) derive from the
+ * workflow id: stable across retries and replays, unique per migration, valid as slot names
+ * ([a-z0-9_], at most 63 bytes with our prefixes).
+ */
+
+/** 32-bit FNV-1a: a short, deterministic fingerprint (not security-sensitive). */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
+
+export function migrationIdFor(workflowId: string): string {
+  const readable = workflowId
+    .toLowerCase()
+    .replace(/[^a-z0-9_]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 30);
+  return `${readable || 'm'}_${fnv1a(workflowId)}`;
+}
