@@ -42,4 +42,12 @@ export interface TableDef {
   sequences: SequenceRef[];
   /** Estimated rows (pg_class.reltuples), for progress display only. */
   estimatedRows: number;
+  /**
+   * The foreign-key statements, which are also the last entries of postLoad. An FK may need a unique
+   * constraint that another table's postLoad creates: run every table's postLoad minus these first,
+   * then these.
+   */
+  foreignKeys?: string[];
+  /** Things a DBA should know, e.g. a foreign key to a table that is not migrated. */
+  warnings?: string[];
 }

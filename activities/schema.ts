@@ -56,8 +56,12 @@ export async function finishTargetTables(input: { target: MigrationPlan['spec'][
       input.target,
       async (c) => {
         await c.query(`SET maintenance_work_mem = '256MB'`);
-        for (const def of input.defs) {
-          for (const stmt of def.postLoad) {
+        // Foreign keys last, across all tables: one may reference a unique constraint of a table
+        // whose post-load statements come later.
+        const fks = new Set(input.defs.flatMap((d) => d.foreignKeys ?? []));
+        const ordered = [...input.defs.flatMap((d) => d.postLoad.filter((s) => !fks.has(s))), ...fks];
+        {
+          for (const stmt of ordered) {
             await c.query('BEGIN');
             try {
               await c.query(stmt);

@@ -1,0 +1,452 @@
+/**
+ * Pure DDL generation (no I/O): turns what activities/catalog.ts read from the source catalog into the
+ * statements that recreate a table on the target under its mapped name. Expressions, types and
+ * constraint bodies are PostgreSQL's own text (format_type, pg_get_expr, pg_get_constraintdef,
+ * pg_get_indexdef, read with search_path = '' so they are schema-qualified); this module only places
+ * them, renames what the mapping renames, and quotes every identifier it writes itself through
+ * activities/sql.ts.
+ *
+ * Naming on the target (so that a migration into the same database with a suffix never collides):
+ *   table       -> the target given by the caller (mapTableName: schema mapped, name + suffix)
+ *   sequence    -> schema through schemaMapping, name + suffix
+ *   index, constraint (PK, unique, check, exclusion, FK) -> name + suffix, in the table's target schema
+ */
+import type { ColumnDef, SequenceRef, TableDef } from './model';
+import { columnList, ident, literal, qname } from './sql';
+import { displayName, SpecError, type NormalizedSpec, type QualifiedName } from './spec';
+
+export type NameMapping = Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>;
+
+// ---------------------------------------------------------------------------------------------------
+// What the catalog reader hands over (source names, PostgreSQL's printed SQL text).
+// ---------------------------------------------------------------------------------------------------
+
+export interface SourceSequence {
+  name: QualifiedName;
+  /** format_type(seqtypid): smallint, integer or bigint. */
+  type: string;
+  /** pg_sequence parameters as decimal text (they are int8). */
+  start: string;
+  increment: string;
+  min: string;
+  max: string;
+  cache: string;
+  cycle: boolean;
+  /** Column of *this* table that owns the sequence (serial: pg_depend 'a'; identity: 'i'). */
+  ownedByColumn?: string;
+  /** An identity column's internal sequence: created by CREATE TABLE, not by CREATE SEQUENCE. */
+  identity: boolean;
+}
+
+export interface SourceColumn {
+  name: string;
+  /** format_type(atttypid, atttypmod). */
+  type: string;
+  notNull: boolean;
+  /** pg_get_expr(adbin, adrelid) of a plain default, as the source prints it. */
+  default?: string;
+  /** Sequences the default refers to (pg_depend from its pg_attrdef row): their references get renamed. */
+  defaultSequences?: QualifiedName[];
+  /** Expression of a GENERATED ALWAYS AS (...) STORED column. */
+  generated?: string;
+  identity?: 'always' | 'by-default';
+  /** Set only when the column's collation differs from its type's. */
+  collation?: QualifiedName;
+}
+
+export interface SourceIndex {
+  name: string;
+  /** pg_get_indexdef(indexrelid). */
+  definition: string;
+}
+
+export interface SourceConstraint {
+  name: string;
+  kind: 'unique' | 'check' | 'exclusion';
+  /** pg_get_constraintdef(oid): the body after the constraint name, without any table name. */
+  definition: string;
+}
+
+/** pg_constraint codes: confupdtype / confdeltype and confmatchtype. */
+export type FkAction = 'a' | 'r' | 'c' | 'n' | 'd';
+export type FkMatch = 'f' | 'p' | 's';
+
+export interface SourceForeignKey {
+  name: string;
+  columns: string[];
+  referencedTable: QualifiedName;
+  referencedColumns: string[];
+  onUpdate: FkAction;
+  onDelete: FkAction;
+  /** PostgreSQL 15+: ON DELETE SET NULL (cols) / SET DEFAULT (cols) (pg_constraint.confdelsetcols). */
+  deleteSetColumns?: string[];
+  match: FkMatch;
+  deferrable: boolean;
+  deferred: boolean;
+  /** false for a constraint added NOT VALID and never validated. */
+  validated: boolean;
+}
+
+export interface SourceTable {
+  source: QualifiedName;
+  /** attnum order, without dropped columns. */
+  columns: SourceColumn[];
+  /** definition: pg_get_constraintdef, e.g. `PRIMARY KEY (a, b) INCLUDE (c)`. */
+  primaryKey?: { name: string; columns: string[]; definition: string };
+  replicaIdentity: 'default' | 'index' | 'full' | 'nothing';
+  /** The index named by REPLICA IDENTITY USING INDEX (a secondary index, a unique constraint's or the PK's). */
+  replicaIdentityIndex?: { name: string; columns: string[] };
+  /** Indexes that do not back a constraint. */
+  indexes: SourceIndex[];
+  constraints: SourceConstraint[];
+  foreignKeys: SourceForeignKey[];
+  /** Every sequence the table uses: owned by one of its columns, or named in a column default. */
+  sequences: SourceSequence[];
+  estimatedRows: number;
+  /** Notes from the reader (e.g. skipped invalid indexes), carried into TableDef.warnings. */
+  warnings?: string[];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------------
+
+/** PostgreSQL's NAMEDATALEN - 1: longer identifiers are truncated by the server. */
+export const MAX_IDENTIFIER_BYTES = 63;
+
+/**
+ * Keywords that quote_ident() quotes (every category but "unreserved"), from PostgreSQL 15's
+ * pg_get_keywords(). Later versions add a few (e.g. system_user in 16); text printed by those servers
+ * is still matched because matchers also accept the always-quoted spelling (printedNameForms).
+ */
+const QUOTED_KEYWORDS = new Set(
+  (
+    'all analyse analyze and any array as asc asymmetric authorization between bigint binary bit boolean both case ' +
+    'cast char character check coalesce collate collation column concurrently constraint create cross current_catalog ' +
+    'current_date current_role current_schema current_time current_timestamp current_user dec decimal default ' +
+    'deferrable desc distinct do else end except exists extract false fetch float for foreign freeze from full grant ' +
+    'greatest group grouping having ilike in initially inner inout int integer intersect interval into is isnull join ' +
+    'lateral leading least left like limit localtime localtimestamp national natural nchar none normalize not notnull ' +
+    'null nullif numeric offset on only or order out outer overlaps overlay placing position precision primary real ' +
+    'references returning right row select session_user setof similar smallint some substring symmetric table ' +
+    'tablesample then time timestamp to trailing treat trim true union unique user using values varchar variadic ' +
+    'verbose when where window with xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse ' +
+    'xmlpi xmlroot xmlserialize xmltable'
+  ).split(' '),
+);
+
+/**
+ * The spelling PostgreSQL's quote_ident()/quote_identifier() gives a name (with quote_all_identifiers
+ * off): bare when it is only lower-case ASCII letters, digits and underscores, does not start with a
+ * digit and is not a keyword that needs quoting; otherwise double-quoted with "" for ". This is how
+ * pg_get_indexdef and regclass constants print names, so we need it to find those names in their text.
+ * Our own SQL never uses it: we always quote (ident/qname).
+ */
+export function quoteIdentLikePg(name: string): string {
+  const safe = /^[a-z_][a-z0-9_]*$/.test(name) && !QUOTED_KEYWORDS.has(name);
+  return safe ? name : ident(name);
+}
+
+/** Every way a PostgreSQL server may have printed `name`: its quote_ident form, and always-quoted. */
+function printedNameForms(name: string): string[] {
+  return unique([quoteIdentLikePg(name), ident(name)]);
+}
+
+/** Every way a server may have printed `schema.name` (quote_qualified_identifier). */
+function printedQualifiedForms(q: QualifiedName): string[] {
+  const out: string[] = [];
+  for (const s of printedNameForms(q.schema)) for (const n of printedNameForms(q.name)) out.push(`${s}.${n}`);
+  return unique(out);
+}
+
+function unique(xs: string[]): string[] {
+  return [...new Set(xs)];
+}
+
+/** Cuts a string to at most `maxBytes` UTF-8 bytes without splitting a character. */
+function clipUtf8(s: string, maxBytes: number): string {
+  let out = '';
+  let bytes = 0;
+  for (const ch of s) {
+    const b = Buffer.byteLength(ch, 'utf8');
+    if (bytes + b > maxBytes) break;
+    out += ch;
+    bytes += b;
+  }
+  return out;
+}
+
+/**
+ * Target name of an index, constraint or sequence: name + suffix (mapObjectName). If that exceeds the
+ * 63-byte identifier limit the *name* is shortened so the suffix survives: the server would otherwise
+ * cut the suffix off, and in a same-database migration the result would collide with the source object.
+ */
+export function targetObjectName(name: string, spec: Pick<NameMapping, 'tableSuffix'>): string {
+  const full = name + spec.tableSuffix;
+  if (Buffer.byteLength(full, 'utf8') <= MAX_IDENTIFIER_BYTES) return full;
+  return clipUtf8(name, MAX_IDENTIFIER_BYTES - Buffer.byteLength(spec.tableSuffix, 'utf8')) + spec.tableSuffix;
+}
+
+/** Target of a sequence: schema through schemaMapping, name + suffix (mapTableName semantics). */
+export function mapSequenceName(seq: QualifiedName, spec: NameMapping): QualifiedName {
+  return { schema: spec.schemaMapping[seq.schema] ?? seq.schema, name: targetObjectName(seq.name, spec) };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rewriting PostgreSQL's printed text
+// ---------------------------------------------------------------------------------------------------
+
+/** How ruleutils prints a string constant: '...' with ' doubled (and \ doubled if standard_conforming_strings is off). */
+function printedLiteralForms(s: string): string[] {
+  const q = s.replace(/'/g, "''");
+  return unique([`'${q}'`, `'${q.replace(/\\/g, '\\\\')}'`]);
+}
+
+/**
+ * Renames sequence references in a default expression. The catalog tells us which sequences the
+ * default depends on; a dependency on a sequence only arises from a regclass constant, which
+ * pg_get_expr prints as '<quote_ident schema>.<quote_ident name>'::regclass (search_path = ''), e.g.
+ * nextval('public.users_id_seq'::regclass). Exactly those references are replaced by the target's.
+ */
+export function rewriteSequenceReferences(expr: string, renames: Array<{ source: QualifiedName; target: QualifiedName }>): string {
+  if (renames.length === 0) return expr;
+  // needle (as printed on the source) -> replacement; one pass, so a replacement is never rewritten again.
+  const needles = new Map<string, { replacement: string; source: QualifiedName }>();
+  for (const { source, target } of renames) {
+    const replacement = `${literal(qname(target)).trim()}::regclass`;
+    for (const printed of printedQualifiedForms(source)) {
+      for (const lit of printedLiteralForms(printed)) needles.set(`${lit}::regclass`, { replacement, source });
+    }
+  }
+  const alternatives = [...needles.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
+  const matched = new Set<string>();
+  const out = expr.replace(new RegExp(alternatives.join('|'), 'g'), (m) => {
+    const hit = needles.get(m)!;
+    matched.add(displayName(hit.source));
+    return hit.replacement;
+  });
+  for (const { source } of renames) {
+    if (!matched.has(displayName(source))) {
+      throw new Error(`cannot find the reference to sequence ${displayName(source)} in the default expression ${expr}`);
+    }
+  }
+  return out;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Rewrites pg_get_indexdef output for the target: `CREATE [UNIQUE] INDEX <name> ON [ONLY] <schema>.<table>
+ * USING ...` gets the target index name and table; everything from USING on is kept verbatim.
+ */
+export function rewriteIndexDefinition(definition: string, index: { source: string; target: string }, table: { source: QualifiedName; target: QualifiedName }): string {
+  const head = /^CREATE (UNIQUE )?INDEX /.exec(definition);
+  if (head) {
+    const rest = definition.slice(head[0].length);
+    for (const name of printedNameForms(index.source)) {
+      if (!rest.startsWith(`${name} ON `)) continue;
+      let afterOn = rest.slice(name.length + ' ON '.length);
+      const only = afterOn.startsWith('ONLY ') ? 'ONLY ' : '';
+      afterOn = afterOn.slice(only.length);
+      for (const tbl of printedQualifiedForms(table.source)) {
+        if (afterOn.startsWith(`${tbl} USING `)) {
+          const tail = afterOn.slice(tbl.length + 1); // keeps "USING ..."
+          return `CREATE ${head[1] ?? ''}INDEX ${ident(index.target)} ON ${only}${qname(table.target)} ${tail}`;
+        }
+      }
+    }
+  }
+  throw new Error(`cannot rewrite index ${index.source} of ${displayName(table.source)}: unexpected definition ${definition}`);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Statements
+// ---------------------------------------------------------------------------------------------------
+
+const INTEGER_TEXT = /^-?[0-9]+$/;
+
+function int8(value: string, what: string): string {
+  if (!INTEGER_TEXT.test(value)) throw new Error(`sequence parameter ${what} is not an integer: ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** START WITH .. INCREMENT BY .. MINVALUE .. MAXVALUE .. CACHE .. [NO] CYCLE, all explicit. */
+export function sequenceOptions(seq: SourceSequence): string {
+  return [
+    `START WITH ${int8(seq.start, 'start')}`,
+    `INCREMENT BY ${int8(seq.increment, 'increment')}`,
+    `MINVALUE ${int8(seq.min, 'minvalue')}`,
+    `MAXVALUE ${int8(seq.max, 'maxvalue')}`,
+    `CACHE ${int8(seq.cache, 'cache')}`,
+    seq.cycle ? 'CYCLE' : 'NO CYCLE',
+  ].join(' ');
+}
+
+const SEQUENCE_TYPES = new Set(['smallint', 'integer', 'bigint']);
+
+/**
+ * IF NOT EXISTS: two migrated tables may use the same sequence and both create it. The sequence's
+ * current value is not set here: the cutover brings every target sequence up to the source's.
+ */
+export function createSequenceDdl(seq: SourceSequence, spec: NameMapping): string {
+  if (!SEQUENCE_TYPES.has(seq.type)) throw new Error(`sequence ${displayName(seq.name)} has unexpected type ${seq.type}`);
+  return `CREATE SEQUENCE IF NOT EXISTS ${qname(mapSequenceName(seq.name, spec))} AS ${seq.type} ${sequenceOptions(seq)}`;
+}
+
+/** One column of CREATE TABLE; `col` is already mapped (default rewritten, collation quoted). */
+export function columnDefinition(col: ColumnDef, identitySequence?: { target: QualifiedName; options: string }): string {
+  const parts = [ident(col.name), col.type];
+  if (col.collation) parts.push(`COLLATE ${col.collation}`);
+  if (col.generated !== undefined) parts.push(`GENERATED ALWAYS AS (${col.generated}) STORED`);
+  if (col.identity) {
+    const kind = col.identity === 'always' ? 'ALWAYS' : 'BY DEFAULT';
+    const opts = identitySequence ? ` (SEQUENCE NAME ${qname(identitySequence.target)} ${identitySequence.options})` : '';
+    parts.push(`GENERATED ${kind} AS IDENTITY${opts}`);
+  }
+  if (col.default !== undefined) parts.push(`DEFAULT ${col.default}`);
+  if (col.notNull) parts.push('NOT NULL');
+  return parts.join(' ');
+}
+
+/** The source column as the target will have it: sequence references renamed, collation quoted. */
+export function mapColumn(col: SourceColumn, spec: NameMapping): ColumnDef {
+  const out: ColumnDef = { name: col.name, type: col.type, notNull: col.notNull };
+  if (col.default !== undefined) {
+    const renames = (col.defaultSequences ?? []).map((s) => ({ source: s, target: mapSequenceName(s, spec) }));
+    out.default = rewriteSequenceReferences(col.default, renames);
+  }
+  if (col.generated !== undefined) out.generated = col.generated;
+  if (col.identity) out.identity = col.identity;
+  if (col.collation) out.collation = qname(col.collation);
+  return out;
+}
+
+/** CREATE TABLE with every column and the primary key (the other constraints come after the load). */
+export function createTableDdl(table: SourceTable, target: QualifiedName, spec: NameMapping): string {
+  const lines = table.columns.map((c) => {
+    const seq = c.identity ? table.sequences.find((s) => s.identity && s.ownedByColumn === c.name) : undefined;
+    const identitySequence = seq ? { target: mapSequenceName(seq.name, spec), options: sequenceOptions(seq) } : undefined;
+    return columnDefinition(mapColumn(c, spec), identitySequence);
+  });
+  if (table.primaryKey) {
+    lines.push(`CONSTRAINT ${ident(targetObjectName(table.primaryKey.name, spec))} ${table.primaryKey.definition}`);
+  }
+  return `CREATE TABLE ${qname(target)} (\n  ${lines.join(',\n  ')}\n)`;
+}
+
+export function createIndexDdl(index: SourceIndex, table: { source: QualifiedName; target: QualifiedName }, spec: NameMapping): string {
+  return rewriteIndexDefinition(index.definition, { source: index.name, target: targetObjectName(index.name, spec) }, table);
+}
+
+export function addConstraintDdl(con: SourceConstraint, target: QualifiedName, spec: NameMapping): string {
+  return `ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(con.name, spec))} ${con.definition}`;
+}
+
+const FK_ACTIONS: Record<FkAction, string> = { a: 'NO ACTION', r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
+
+/**
+ * ALTER TABLE .. ADD CONSTRAINT .. FOREIGN KEY, built from pg_constraint's fields (not from
+ * pg_get_constraintdef) because the referenced table's name must go through the mapping. `referenced`
+ * is the referenced table's target when it is migrated too, else its source name unchanged.
+ */
+export function addForeignKeyDdl(fk: SourceForeignKey, target: QualifiedName, referenced: QualifiedName, spec: NameMapping): string {
+  const parts = [
+    `ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(fk.name, spec))}`,
+    `FOREIGN KEY (${columnList(fk.columns)}) REFERENCES ${qname(referenced)} (${columnList(fk.referencedColumns)})`,
+  ];
+  if (fk.match === 'f') parts.push('MATCH FULL');
+  else if (fk.match === 'p') parts.push('MATCH PARTIAL');
+  parts.push(`ON UPDATE ${FK_ACTIONS[fk.onUpdate]}`);
+  const setCols = fk.deleteSetColumns?.length && (fk.onDelete === 'n' || fk.onDelete === 'd') ? ` (${columnList(fk.deleteSetColumns)})` : '';
+  parts.push(`ON DELETE ${FK_ACTIONS[fk.onDelete]}${setCols}`);
+  if (fk.deferrable) parts.push(fk.deferred ? 'DEFERRABLE INITIALLY DEFERRED' : 'DEFERRABLE');
+  if (!fk.validated) parts.push('NOT VALID');
+  return parts.join(' ');
+}
+
+function sameName(a: QualifiedName, b: QualifiedName): boolean {
+  return a.schema === b.schema && a.name === b.name;
+}
+
+/**
+ * Everything the later phases need to know about one table, with its DDL:
+ *   preLoad : CREATE SCHEMA IF NOT EXISTS, CREATE SEQUENCE IF NOT EXISTS (non-identity), CREATE TABLE
+ *             with the primary key, ALTER SEQUENCE .. OWNED BY, REPLICA IDENTITY FULL/NOTHING;
+ *   postLoad: secondary indexes, unique/check/exclusion constraints, REPLICA IDENTITY USING INDEX,
+ *             then foreign keys (also listed in `foreignKeys`, the tail of postLoad).
+ * `migrated` lists every table of the migration, so foreign keys between them follow the mapping.
+ */
+export function buildTableDef(
+  table: SourceTable,
+  target: QualifiedName,
+  spec: NameMapping,
+  migrated: ReadonlyArray<{ source: QualifiedName; target: QualifiedName }>,
+): TableDef {
+  if (Buffer.byteLength(target.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
+    // A spec problem (suffix too long for this name): SpecError is final at the activity boundary.
+    throw new SpecError(
+      `target table name ${JSON.stringify(target.name)} for ${displayName(table.source)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`,
+    );
+  }
+  const warnings = [...(table.warnings ?? [])];
+  const columns = table.columns.map((c) => mapColumn(c, spec));
+  const sequences: SequenceRef[] = table.sequences.map((s) => {
+    const ref: SequenceRef = { source: s.name, target: mapSequenceName(s.name, spec), identity: s.identity };
+    if (s.ownedByColumn !== undefined) ref.ownedByColumn = s.ownedByColumn;
+    return ref;
+  });
+
+  const preLoad: string[] = [];
+  const schemas = unique([target.schema, ...sequences.map((s) => s.target.schema)]);
+  for (const schema of schemas) preLoad.push(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
+  for (const s of table.sequences) if (!s.identity) preLoad.push(createSequenceDdl(s, spec));
+  preLoad.push(createTableDdl(table, target, spec));
+  for (const s of table.sequences) {
+    if (!s.identity && s.ownedByColumn !== undefined) {
+      preLoad.push(`ALTER SEQUENCE ${qname(mapSequenceName(s.name, spec))} OWNED BY ${qname(target)}.${ident(s.ownedByColumn)}`);
+    }
+  }
+  if (table.replicaIdentity === 'full') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY FULL`);
+  if (table.replicaIdentity === 'nothing') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY NOTHING`);
+
+  const postLoad: string[] = [];
+  const pair = { source: table.source, target };
+  for (const idx of table.indexes) postLoad.push(createIndexDdl(idx, pair, spec));
+  for (const con of table.constraints) postLoad.push(addConstraintDdl(con, target, spec));
+  if (table.replicaIdentity === 'index') {
+    if (!table.replicaIdentityIndex) throw new Error(`${displayName(table.source)} has REPLICA IDENTITY USING INDEX but no index is marked as such`);
+    // The index exists by now: it is a secondary index or a unique constraint's (created just above), or the PK's.
+    postLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(table.replicaIdentityIndex.name, spec))}`);
+  }
+  const foreignKeys: string[] = [];
+  for (const fk of table.foreignKeys) {
+    const ref = migrated.find((m) => sameName(m.source, fk.referencedTable));
+    if (!ref) {
+      warnings.push(
+        `foreign key ${fk.name} of ${displayName(table.source)} references ${displayName(fk.referencedTable)}, which is not migrated: ` +
+          `it is created referencing ${displayName(fk.referencedTable)} on the target, which must exist there`,
+      );
+    }
+    foreignKeys.push(addForeignKeyDdl(fk, target, ref ? ref.target : fk.referencedTable, spec));
+  }
+  postLoad.push(...foreignKeys);
+
+  const keyColumns = table.primaryKey?.columns ?? (table.replicaIdentity === 'index' ? table.replicaIdentityIndex?.columns : undefined) ?? [];
+  const def: TableDef = {
+    source: table.source,
+    target,
+    columns,
+    copyColumns: columns.filter((c) => c.generated === undefined).map((c) => c.name),
+    keyColumns: [...keyColumns],
+    replicaIdentity: table.replicaIdentity,
+    preLoad,
+    postLoad,
+    sequences,
+    estimatedRows: Math.max(0, table.estimatedRows),
+  };
+  if (foreignKeys.length) def.foreignKeys = foreignKeys;
+  if (warnings.length) def.warnings = warnings;
+  return def;
+}

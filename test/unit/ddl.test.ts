@@ -1,0 +1,402 @@
+import { describe, it, expect } from 'vitest';
+import {
+  addConstraintDdl,
+  addForeignKeyDdl,
+  buildTableDef,
+  columnDefinition,
+  createIndexDdl,
+  createSequenceDdl,
+  createTableDdl,
+  mapColumn,
+  mapSequenceName,
+  quoteIdentLikePg,
+  rewriteIndexDefinition,
+  rewriteSequenceReferences,
+  targetObjectName,
+  type SourceForeignKey,
+  type SourceSequence,
+  type SourceTable,
+} from '../../activities/ddl';
+import { mapTableName } from '../../activities/spec';
+
+const spec = { schemaMapping: { public: 'app', 'Sales Dept': 'Ventes' }, tableSuffix: '_migrated' };
+const noMapping = { schemaMapping: {}, tableSuffix: '' };
+
+const bigintSeq = (schema: string, name: string, extra: Partial<SourceSequence> = {}): SourceSequence => ({
+  name: { schema, name },
+  type: 'bigint',
+  start: '1',
+  increment: '1',
+  min: '1',
+  max: '9223372036854775807',
+  cache: '1',
+  cycle: false,
+  identity: false,
+  ...extra,
+});
+
+function table(extra: Partial<SourceTable> & Pick<SourceTable, 'source'>): SourceTable {
+  return { columns: [], replicaIdentity: 'default', indexes: [], constraints: [], foreignKeys: [], sequences: [], estimatedRows: 0, ...extra };
+}
+
+describe('quoteIdentLikePg (what quote_ident prints)', () => {
+  it('leaves plain lower-case names bare', () => {
+    expect(quoteIdentLikePg('users')).toBe('users');
+    expect(quoteIdentLikePg('_x1')).toBe('_x1');
+    expect(quoteIdentLikePg('order_items2')).toBe('order_items2');
+  });
+  it('leaves unreserved keywords bare', () => {
+    expect(quoteIdentLikePg('name')).toBe('name');
+    expect(quoteIdentLikePg('data')).toBe('data');
+    expect(quoteIdentLikePg('index')).toBe('index');
+  });
+  it('quotes upper case, spaces, leading digits, quotes and non-ASCII', () => {
+    expect(quoteIdentLikePg('Users')).toBe('"Users"');
+    expect(quoteIdentLikePg('Order Items')).toBe('"Order Items"');
+    expect(quoteIdentLikePg('1abc')).toBe('"1abc"');
+    expect(quoteIdentLikePg('say "hi"')).toBe('"say ""hi"""');
+    expect(quoteIdentLikePg('café')).toBe('"café"');
+    expect(quoteIdentLikePg('a-b')).toBe('"a-b"');
+    expect(quoteIdentLikePg('')).toBe('""');
+  });
+  it('quotes reserved, column-name and type-function-name keywords', () => {
+    expect(quoteIdentLikePg('user')).toBe('"user"');
+    expect(quoteIdentLikePg('select')).toBe('"select"');
+    expect(quoteIdentLikePg('integer')).toBe('"integer"'); // col_name keyword
+    expect(quoteIdentLikePg('left')).toBe('"left"'); // type_func_name keyword
+  });
+});
+
+describe('names on the target', () => {
+  it('appends the suffix to objects and maps sequence schemas', () => {
+    expect(targetObjectName('users_pkey', spec)).toBe('users_pkey_migrated');
+    expect(mapSequenceName({ schema: 'public', name: 'users_id_seq' }, spec)).toEqual({ schema: 'app', name: 'users_id_seq_migrated' });
+    expect(mapSequenceName({ schema: 'other', name: 'Seq' }, spec)).toEqual({ schema: 'other', name: 'Seq_migrated' });
+  });
+  it('shortens the name, not the suffix, beyond 63 bytes, without splitting a character', () => {
+    const long = 'a'.repeat(60);
+    expect(targetObjectName(long, spec)).toBe('a'.repeat(54) + '_migrated');
+    const accented = 'é'.repeat(30); // 60 bytes
+    const t = targetObjectName(accented, spec);
+    expect(t).toBe('é'.repeat(27) + '_migrated');
+    expect(Buffer.byteLength(t)).toBeLessThanOrEqual(63);
+    expect(targetObjectName(long, noMapping)).toBe(long);
+  });
+});
+
+describe('rewriteSequenceReferences', () => {
+  const users = { source: { schema: 'public', name: 'users_id_seq' }, target: { schema: 'app', name: 'users_id_seq_migrated' } };
+  it('renames a plain nextval reference', () => {
+    expect(rewriteSequenceReferences(`nextval('public.users_id_seq'::regclass)`, [users])).toBe(`nextval('"app"."users_id_seq_migrated"'::regclass)`);
+  });
+  it('renames quoted mixed-case references', () => {
+    const r = { source: { schema: 'Sales Dept', name: 'Order Items_id_seq' }, target: { schema: 'Ventes', name: 'Order Items_id_seq_migrated' } };
+    expect(rewriteSequenceReferences(`nextval('"Sales Dept"."Order Items_id_seq"'::regclass)`, [r])).toBe(
+      `nextval('"Ventes"."Order Items_id_seq_migrated"'::regclass)`,
+    );
+  });
+  it('handles single quotes inside the name', () => {
+    const r = { source: { schema: 'public', name: "it's" }, target: { schema: 'app', name: "it's_migrated" } };
+    expect(rewriteSequenceReferences(`nextval('public."it''s"'::regclass)`, [r])).toBe(`nextval('"app"."it''s_migrated"'::regclass)`);
+  });
+  it('accepts an always-quoted spelling (keywords added by newer servers)', () => {
+    expect(rewriteSequenceReferences(`nextval('"public"."users_id_seq"'::regclass)`, [users])).toBe(`nextval('"app"."users_id_seq_migrated"'::regclass)`);
+  });
+  it('renames every reference, once, and leaves other text alone', () => {
+    const expr = `(nextval('public.users_id_seq'::regclass) * 10 + currval('public.users_id_seq'::regclass) + length('public.users_id_seq'))`;
+    expect(rewriteSequenceReferences(expr, [users])).toBe(
+      `(nextval('"app"."users_id_seq_migrated"'::regclass) * 10 + currval('"app"."users_id_seq_migrated"'::regclass) + length('public.users_id_seq'))`,
+    );
+  });
+  it('does not rename a replacement again', () => {
+    // a's target is spelled like b's source: one pass keeps a -> a_x.
+    const a = { source: { schema: 's', name: 'a' }, target: { schema: 's', name: 'b' } };
+    const b = { source: { schema: 's', name: 'b' }, target: { schema: 's', name: 'c' } };
+    expect(rewriteSequenceReferences(`nextval('s.a'::regclass) + nextval('s.b'::regclass)`, [a, b])).toBe(
+      `nextval('"s"."b"'::regclass) + nextval('"s"."c"'::regclass)`,
+    );
+  });
+  it('refuses a default whose sequence reference it cannot find', () => {
+    expect(() => rewriteSequenceReferences(`nextval('public.other_seq'::regclass)`, [users])).toThrow(/public\.users_id_seq/);
+  });
+});
+
+describe('rewriteIndexDefinition', () => {
+  const pair = { source: { schema: 'public', name: 'users' }, target: { schema: 'app', name: 'users_migrated' } };
+  it('renames index and table of a plain index', () => {
+    expect(
+      rewriteIndexDefinition('CREATE INDEX users_email_idx ON public.users USING btree (email)', { source: 'users_email_idx', target: 'users_email_idx_migrated' }, pair),
+    ).toBe('CREATE INDEX "users_email_idx_migrated" ON "app"."users_migrated" USING btree (email)');
+  });
+  it('keeps UNIQUE, INCLUDE and WHERE', () => {
+    expect(
+      createIndexDdl(
+        { name: 'u_email', definition: 'CREATE UNIQUE INDEX u_email ON public.users USING btree (lower(email)) INCLUDE (id) WHERE (active AND (id > 10))' },
+        pair,
+        spec,
+      ),
+    ).toBe('CREATE UNIQUE INDEX "u_email_migrated" ON "app"."users_migrated" USING btree (lower(email)) INCLUDE (id) WHERE (active AND (id > 10))');
+  });
+  it('handles quoted mixed-case, space and keyword names', () => {
+    const p = { source: { schema: 'Sales Dept', name: 'Order Items' }, target: { schema: 'Ventes', name: 'Order Items_migrated' } };
+    expect(createIndexDdl({ name: 'Big Orders', definition: 'CREATE INDEX "Big Orders" ON "Sales Dept"."Order Items" USING btree (price) WHERE (price > (100)::numeric)' }, p, spec)).toBe(
+      'CREATE INDEX "Big Orders_migrated" ON "Ventes"."Order Items_migrated" USING btree (price) WHERE (price > (100)::numeric)',
+    );
+    const k = { source: { schema: 'public', name: 'user' }, target: { schema: 'public', name: 'user_x' } };
+    expect(createIndexDdl({ name: 'select', definition: 'CREATE INDEX "select" ON public."user" USING hash ("from")' }, k, { schemaMapping: {}, tableSuffix: '_x' })).toBe(
+      'CREATE INDEX "select_x" ON "public"."user_x" USING hash ("from")',
+    );
+  });
+  it('keeps ON ONLY', () => {
+    expect(rewriteIndexDefinition('CREATE INDEX i ON ONLY public.users USING btree (a)', { source: 'i', target: 'i2' }, pair)).toBe(
+      'CREATE INDEX "i2" ON ONLY "app"."users_migrated" USING btree (a)',
+    );
+  });
+  it('refuses a definition for another table', () => {
+    expect(() => rewriteIndexDefinition('CREATE INDEX i ON public.other USING btree (a)', { source: 'i', target: 'i2' }, pair)).toThrow(/cannot rewrite index i/);
+  });
+});
+
+describe('columns', () => {
+  it('prints type, collation, default and NOT NULL in order', () => {
+    const col = mapColumn(
+      { name: 'E-mail', type: 'character varying(200)', notNull: true, default: `''::character varying`, collation: { schema: 'pg_catalog', name: 'C' } },
+      spec,
+    );
+    expect(columnDefinition(col)).toBe(`"E-mail" character varying(200) COLLATE "pg_catalog"."C" DEFAULT ''::character varying NOT NULL`);
+  });
+  it('renames the serial sequence in the default', () => {
+    const col = mapColumn(
+      { name: 'id', type: 'integer', notNull: true, default: `nextval('public.users_id_seq'::regclass)`, defaultSequences: [{ schema: 'public', name: 'users_id_seq' }] },
+      spec,
+    );
+    expect(col.default).toBe(`nextval('"app"."users_id_seq_migrated"'::regclass)`);
+    expect(columnDefinition(col)).toBe(`"id" integer DEFAULT nextval('"app"."users_id_seq_migrated"'::regclass) NOT NULL`);
+  });
+  it('prints generated columns', () => {
+    expect(columnDefinition(mapColumn({ name: 'Total', type: 'numeric', notNull: false, generated: '((qty)::numeric * price)' }, spec))).toBe(
+      '"Total" numeric GENERATED ALWAYS AS (((qty)::numeric * price)) STORED',
+    );
+  });
+  it('prints identity columns with their sequence', () => {
+    const col = mapColumn({ name: 'id', type: 'bigint', notNull: true, identity: 'always' }, spec);
+    expect(columnDefinition(col, { target: { schema: 'app', name: 't_id_seq_migrated' }, options: 'START WITH 5 INCREMENT BY 2' })).toBe(
+      '"id" bigint GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME "app"."t_id_seq_migrated" START WITH 5 INCREMENT BY 2) NOT NULL',
+    );
+    expect(columnDefinition(mapColumn({ name: 'n', type: 'integer', notNull: true, identity: 'by-default' }, spec))).toBe(
+      '"n" integer GENERATED BY DEFAULT AS IDENTITY NOT NULL',
+    );
+  });
+});
+
+describe('sequences', () => {
+  it('creates a sequence with every parameter under the mapped name', () => {
+    expect(createSequenceDdl(bigintSeq('public', 'Shared Seq', { type: 'integer', start: '100', increment: '-2', min: '-50', max: '1000', cache: '10', cycle: true }), spec)).toBe(
+      'CREATE SEQUENCE IF NOT EXISTS "app"."Shared Seq_migrated" AS integer START WITH 100 INCREMENT BY -2 MINVALUE -50 MAXVALUE 1000 CACHE 10 CYCLE',
+    );
+  });
+  it('refuses parameters that are not integers', () => {
+    expect(() => createSequenceDdl(bigintSeq('public', 's', { start: '1; DROP TABLE x' }), spec)).toThrow(/not an integer/);
+  });
+});
+
+describe('constraints and foreign keys', () => {
+  const target = { schema: 'app', name: 'orders_migrated' };
+  it('adds unique/check/exclusion constraints with the suffixed name', () => {
+    expect(addConstraintDdl({ name: 'orders_qty_check', kind: 'check', definition: 'CHECK ((qty > 0))' }, target, spec)).toBe(
+      'ALTER TABLE "app"."orders_migrated" ADD CONSTRAINT "orders_qty_check_migrated" CHECK ((qty > 0))',
+    );
+    expect(addConstraintDdl({ name: 'Unique "Item"', kind: 'unique', definition: 'UNIQUE (item_no)' }, target, spec)).toBe(
+      'ALTER TABLE "app"."orders_migrated" ADD CONSTRAINT "Unique ""Item""_migrated" UNIQUE (item_no)',
+    );
+  });
+  const fk: SourceForeignKey = {
+    name: 'orders_customer_fk',
+    columns: ['Customer ID', 'region'],
+    referencedTable: { schema: 'public', name: 'Customers' },
+    referencedColumns: ['id', 'region'],
+    onUpdate: 'a',
+    onDelete: 'c',
+    match: 's',
+    deferrable: false,
+    deferred: false,
+    validated: true,
+  };
+  it('builds a foreign key to the mapped table', () => {
+    expect(addForeignKeyDdl(fk, target, mapTableName(fk.referencedTable, spec), spec)).toBe(
+      'ALTER TABLE "app"."orders_migrated" ADD CONSTRAINT "orders_customer_fk_migrated" FOREIGN KEY ("Customer ID", "region") ' +
+        'REFERENCES "app"."Customers_migrated" ("id", "region") ON UPDATE NO ACTION ON DELETE CASCADE',
+    );
+  });
+  it('prints MATCH FULL, SET NULL (cols), DEFERRABLE INITIALLY DEFERRED and NOT VALID', () => {
+    const f: SourceForeignKey = { ...fk, match: 'f', onUpdate: 'r', onDelete: 'n', deleteSetColumns: ['Customer ID'], deferrable: true, deferred: true, validated: false };
+    expect(addForeignKeyDdl(f, target, { schema: 'x', name: 'y' }, spec)).toBe(
+      'ALTER TABLE "app"."orders_migrated" ADD CONSTRAINT "orders_customer_fk_migrated" FOREIGN KEY ("Customer ID", "region") ' +
+        'REFERENCES "x"."y" ("id", "region") MATCH FULL ON UPDATE RESTRICT ON DELETE SET NULL ("Customer ID") DEFERRABLE INITIALLY DEFERRED NOT VALID',
+    );
+    expect(addForeignKeyDdl({ ...fk, onDelete: 'd', deferrable: true }, target, { schema: 'x', name: 'y' }, spec)).toMatch(/ON DELETE SET DEFAULT DEFERRABLE$/);
+  });
+});
+
+describe('buildTableDef', () => {
+  const orderItems = table({
+    source: { schema: 'Sales Dept', name: 'Order Items' },
+    columns: [
+      { name: 'Order ID', type: 'bigint', notNull: true },
+      { name: 'line', type: 'integer', notNull: true, default: `nextval('"Sales Dept"."Order Items_line_seq"'::regclass)`, defaultSequences: [{ schema: 'Sales Dept', name: 'Order Items_line_seq' }] },
+      { name: 'item_no', type: 'bigint', notNull: true, identity: 'always' },
+      { name: 'ticket', type: 'integer', notNull: false, default: `nextval('public.tickets'::regclass)`, defaultSequences: [{ schema: 'public', name: 'tickets' }] },
+      { name: 'customer', type: 'integer', notNull: false },
+      { name: 'qty', type: 'integer', notNull: true, default: '1' },
+      { name: 'price', type: 'numeric(12,2)', notNull: true },
+      { name: 'total', type: 'numeric', notNull: false, generated: '((qty)::numeric * price)' },
+      { name: 'Note', type: 'text', notNull: false, collation: { schema: 'pg_catalog', name: 'C' } },
+      { name: 'status', type: '"Sales Dept"."Status"', notNull: false, default: `'new'::"Sales Dept"."Status"` },
+    ],
+    primaryKey: { name: 'Order Items_pkey', columns: ['Order ID', 'line'], definition: 'PRIMARY KEY ("Order ID", line)' },
+    replicaIdentity: 'index',
+    replicaIdentityIndex: { name: 'Unique Item', columns: ['item_no'] },
+    indexes: [
+      { name: 'Big Orders', definition: 'CREATE INDEX "Big Orders" ON "Sales Dept"."Order Items" USING btree (price) WHERE (price > (100)::numeric)' },
+      { name: 'oi_lower_note', definition: 'CREATE INDEX oi_lower_note ON "Sales Dept"."Order Items" USING btree (lower("Note"))' },
+    ],
+    constraints: [
+      { name: 'Order Items_qty_check', kind: 'check', definition: 'CHECK ((qty > 0))' },
+      { name: 'Unique Item', kind: 'unique', definition: 'UNIQUE (item_no)' },
+    ],
+    foreignKeys: [
+      {
+        name: 'fk_customer',
+        columns: ['customer'],
+        referencedTable: { schema: 'Sales Dept', name: 'Customers' },
+        referencedColumns: ['id'],
+        onUpdate: 'a',
+        onDelete: 'c',
+        match: 's',
+        deferrable: false,
+        deferred: false,
+        validated: true,
+      },
+      {
+        name: 'fk_product',
+        columns: ['qty'],
+        referencedTable: { schema: 'catalog', name: 'products' },
+        referencedColumns: ['id'],
+        onUpdate: 'a',
+        onDelete: 'a',
+        match: 's',
+        deferrable: false,
+        deferred: false,
+        validated: true,
+      },
+    ],
+    sequences: [
+      bigintSeq('Sales Dept', 'Order Items_line_seq', { type: 'integer', max: '2147483647', ownedByColumn: 'line' }),
+      bigintSeq('Sales Dept', 'Order Items_item_no_seq', { start: '100', increment: '5', ownedByColumn: 'item_no', identity: true }),
+      bigintSeq('public', 'tickets', { cache: '20' }),
+    ],
+    estimatedRows: 42,
+  });
+  const migrated = [
+    { source: orderItems.source, target: mapTableName(orderItems.source, spec) },
+    { source: { schema: 'Sales Dept', name: 'Customers' }, target: mapTableName({ schema: 'Sales Dept', name: 'Customers' }, spec) },
+  ];
+  const def = buildTableDef(orderItems, migrated[0]!.target, spec, migrated);
+
+  it('maps the table name', () => {
+    expect(def.target).toEqual({ schema: 'Ventes', name: 'Order Items_migrated' });
+  });
+
+  it('creates schemas, shared and serial sequences, the table with its PK, then owns the serial sequence', () => {
+    expect(def.preLoad).toEqual([
+      'CREATE SCHEMA IF NOT EXISTS "Ventes"',
+      'CREATE SCHEMA IF NOT EXISTS "app"',
+      'CREATE SEQUENCE IF NOT EXISTS "Ventes"."Order Items_line_seq_migrated" AS integer START WITH 1 INCREMENT BY 1 MINVALUE 1 MAXVALUE 2147483647 CACHE 1 NO CYCLE',
+      'CREATE SEQUENCE IF NOT EXISTS "app"."tickets_migrated" AS bigint START WITH 1 INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 20 NO CYCLE',
+      [
+        'CREATE TABLE "Ventes"."Order Items_migrated" (',
+        '  "Order ID" bigint NOT NULL,',
+        `  "line" integer DEFAULT nextval('"Ventes"."Order Items_line_seq_migrated"'::regclass) NOT NULL,`,
+        '  "item_no" bigint GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME "Ventes"."Order Items_item_no_seq_migrated" START WITH 100 INCREMENT BY 5 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 NO CYCLE) NOT NULL,',
+        `  "ticket" integer DEFAULT nextval('"app"."tickets_migrated"'::regclass),`,
+        '  "customer" integer,',
+        '  "qty" integer DEFAULT 1 NOT NULL,',
+        '  "price" numeric(12,2) NOT NULL,',
+        '  "total" numeric GENERATED ALWAYS AS (((qty)::numeric * price)) STORED,',
+        '  "Note" text COLLATE "pg_catalog"."C",',
+        `  "status" "Sales Dept"."Status" DEFAULT 'new'::"Sales Dept"."Status",`,
+        '  CONSTRAINT "Order Items_pkey_migrated" PRIMARY KEY ("Order ID", line)',
+        ')',
+      ].join('\n'),
+      'ALTER SEQUENCE "Ventes"."Order Items_line_seq_migrated" OWNED BY "Ventes"."Order Items_migrated"."line"',
+    ]);
+  });
+
+  it('creates indexes, constraints, the replica identity, then foreign keys after the load', () => {
+    expect(def.postLoad).toEqual([
+      'CREATE INDEX "Big Orders_migrated" ON "Ventes"."Order Items_migrated" USING btree (price) WHERE (price > (100)::numeric)',
+      'CREATE INDEX "oi_lower_note_migrated" ON "Ventes"."Order Items_migrated" USING btree (lower("Note"))',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "Order Items_qty_check_migrated" CHECK ((qty > 0))',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "Unique Item_migrated" UNIQUE (item_no)',
+      'ALTER TABLE "Ventes"."Order Items_migrated" REPLICA IDENTITY USING INDEX "Unique Item_migrated"',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "fk_customer_migrated" FOREIGN KEY ("customer") REFERENCES "Ventes"."Customers_migrated" ("id") ON UPDATE NO ACTION ON DELETE CASCADE',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "fk_product_migrated" FOREIGN KEY ("qty") REFERENCES "catalog"."products" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION',
+    ]);
+    expect(def.foreignKeys).toEqual(def.postLoad.slice(-2));
+  });
+
+  it('warns about a foreign key to a table that is not migrated', () => {
+    expect(def.warnings).toHaveLength(1);
+    expect(def.warnings![0]).toContain('fk_product');
+    expect(def.warnings![0]).toContain('catalog.products, which is not migrated');
+  });
+
+  it('describes columns, keys and sequences', () => {
+    expect(def.copyColumns).toEqual(['Order ID', 'line', 'item_no', 'ticket', 'customer', 'qty', 'price', 'Note', 'status']);
+    expect(def.keyColumns).toEqual(['Order ID', 'line']);
+    expect(def.replicaIdentity).toBe('index');
+    expect(def.estimatedRows).toBe(42);
+    expect(def.columns.find((c) => c.name === 'Note')!.collation).toBe('"pg_catalog"."C"');
+    expect(def.columns.find((c) => c.name === 'item_no')!.identity).toBe('always');
+    expect(def.sequences).toEqual([
+      { source: { schema: 'Sales Dept', name: 'Order Items_line_seq' }, target: { schema: 'Ventes', name: 'Order Items_line_seq_migrated' }, identity: false, ownedByColumn: 'line' },
+      { source: { schema: 'Sales Dept', name: 'Order Items_item_no_seq' }, target: { schema: 'Ventes', name: 'Order Items_item_no_seq_migrated' }, identity: true, ownedByColumn: 'item_no' },
+      { source: { schema: 'public', name: 'tickets' }, target: { schema: 'app', name: 'tickets_migrated' }, identity: false },
+    ]);
+  });
+
+  it('sets REPLICA IDENTITY FULL before the load and takes key columns from a replica identity index without PK', () => {
+    const t = table({ source: { schema: 'public', name: 'log' }, columns: [{ name: 'msg', type: 'text', notNull: false }], replicaIdentity: 'full' });
+    const d = buildTableDef(t, mapTableName(t.source, spec), spec, []);
+    expect(d.preLoad).toEqual([
+      'CREATE SCHEMA IF NOT EXISTS "app"',
+      'CREATE TABLE "app"."log_migrated" (\n  "msg" text\n)',
+      'ALTER TABLE "app"."log_migrated" REPLICA IDENTITY FULL',
+    ]);
+    expect(d.postLoad).toEqual([]);
+    expect(d.keyColumns).toEqual([]);
+    expect(d.foreignKeys).toBeUndefined();
+    expect(d.warnings).toBeUndefined();
+
+    const u = table({
+      source: { schema: 'public', name: 'kv' },
+      columns: [{ name: 'k', type: 'text', notNull: true }],
+      replicaIdentity: 'index',
+      replicaIdentityIndex: { name: 'kv_k', columns: ['k'] },
+      indexes: [{ name: 'kv_k', definition: 'CREATE UNIQUE INDEX kv_k ON public.kv USING btree (k)' }],
+    });
+    const e = buildTableDef(u, { schema: 'public', name: 'kv' }, noMapping, []);
+    expect(e.keyColumns).toEqual(['k']);
+    expect(e.postLoad).toEqual(['CREATE UNIQUE INDEX "kv_k" ON "public"."kv" USING btree (k)', 'ALTER TABLE "public"."kv" REPLICA IDENTITY USING INDEX "kv_k"']);
+  });
+
+  it('refuses a target table name longer than 63 bytes', () => {
+    const t = table({ source: { schema: 'public', name: 'x'.repeat(60) } });
+    expect(() => buildTableDef(t, mapTableName(t.source, spec), spec, [])).toThrow(/longer than 63 bytes/);
+  });
+
+  it('creates a table without primary key', () => {
+    const t = table({ source: { schema: 'public', name: 'Ünïcode "tbl"' }, columns: [{ name: 'ß', type: 'integer', notNull: false }] });
+    expect(createTableDdl(t, mapTableName(t.source, spec), spec)).toBe('CREATE TABLE "app"."Ünïcode ""tbl""_migrated" (\n  "ß" integer\n)');
+  });
+});
