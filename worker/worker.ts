@@ -4,9 +4,10 @@
 import type { Connection as ClientConnection } from '@temporalio/client';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
+import path from 'node:path';
 import { createActivities } from '../activities';
 
-export const workflowsPath = require.resolve('../workflows');
+export const workflowsPath = path.join(__dirname, '..', 'workflows', 'index.ts');
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 /** The workflow bundle is built once per process (it takes seconds). */
