@@ -3,19 +3,19 @@
  * twice (a retry after a worker restart) or on a migration that never got that far.
  */
 import { withClient } from './db';
-import { ident, qname } from './sql';
+import { qname } from './sql';
+import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/stream';
+import { ident } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
-
-const PROGRESS_SCHEMA = 'pg_dts';
 
 /** Removes the apply's position for this slot from the target, and our schema once it is empty. */
 export async function dropApplyProgress(target: ConnectionSpec, slot: string): Promise<void> {
   await withClient(target, async (c) => {
-    const has = await c.query(`SELECT to_regclass('pg_dts.apply_progress') IS NOT NULL AS ok`);
+    const has = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [APPLY_PROGRESS_TABLE]);
     if (!has.rows[0].ok) return;
-    await c.query('DELETE FROM pg_dts.apply_progress WHERE slot_name = $1', [slot]);
-    const left = await c.query('SELECT 1 FROM pg_dts.apply_progress LIMIT 1');
-    if (!left.rowCount) await c.query(`DROP SCHEMA ${ident(PROGRESS_SCHEMA)} CASCADE`);
+    await c.query(DELETE_APPLY_PROGRESS_SQL, [slot]);
+    const left = await c.query(`SELECT 1 FROM ${APPLY_PROGRESS_TABLE} LIMIT 1`);
+    if (!left.rowCount) await c.query(`DROP SCHEMA ${ident(APPLY_PROGRESS_SCHEMA)} CASCADE`);
   });
 }
 

@@ -15,7 +15,8 @@ import { ident, literal, qname } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
 import type { SequenceRef } from './model';
 
-export const FENCE_SCHEMA = 'pg_dts';
+// PostgreSQL reserves schema names starting with pg_.
+export const FENCE_SCHEMA = 'pgdts';
 export const FENCE_MESSAGE_PREFIX = 'pg-dts-fence';
 
 const fenceFunction = (migrationId: string) => `${ident(FENCE_SCHEMA)}.${ident(`fence_${migrationId}`)}`;

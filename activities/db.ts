@@ -7,6 +7,23 @@ import { Client, type ClientConfig } from 'pg';
 import { parse as parseUri } from 'pg-connection-string';
 import type { ConnectionSpec } from './spec';
 
+/**
+ * Session settings every pg-dts connection pins at startup: values travel between servers as
+ * PostgreSQL text (COPY, the apply), and text must read back as exactly what was written whatever the
+ * two servers' defaults (DateStyle, TimeZone, float digits, bytea and money formats).
+ */
+export const TEXT_FORMAT_SETTINGS: ReadonlyArray<[string, string]> = [
+  ['datestyle', 'ISO, YMD'],
+  ['intervalstyle', 'postgres'],
+  ['timezone', 'UTC'],
+  ['extra_float_digits', '3'],
+  ['bytea_output', 'hex'],
+  ['lc_monetary', 'C'],
+];
+
+// Startup options: `-c name=value`; our values need no spaces.
+const STARTUP_OPTIONS = TEXT_FORMAT_SETTINGS.map(([k, v]) => `-c ${k}=${v.replace(/ /g, '')}`).join(' ');
+
 export interface ConnectOptions {
   applicationName?: string;
   replication?: 'database';
@@ -30,6 +47,7 @@ export function clientConfig(spec: ConnectionSpec, opts: ConnectOptions = {}): C
     application_name: opts.applicationName ?? 'pg-dts',
     connectionTimeoutMillis: 15_000,
     keepAlive: true,
+    options: STARTUP_OPTIONS,
   };
   if (opts.replication) cfg.replication = opts.replication;
   if (opts.statementTimeoutMs) cfg.statement_timeout = opts.statementTimeoutMs;

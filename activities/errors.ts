@@ -38,8 +38,12 @@ export function classify(err: unknown, where: string): unknown {
   if (err instanceof SpecError) {
     return ApplicationFailure.create({ message: err.message, type: 'SpecError', nonRetryable: true });
   }
-  const e = err as PgError;
+  const e = err as PgError & { permanent?: boolean };
   const msg = scrub(e?.message ?? String(err));
+  if (e?.permanent) {
+    // The apply's own verdict: the source and target disagree in a way no retry fixes.
+    return ApplicationFailure.create({ message: `${where}: ${msg}`, type: 'ReplicationError', nonRetryable: true });
+  }
   if (typeof e?.code === 'string' && FINAL_SQLSTATE.test(e.code)) {
     return ApplicationFailure.create({ message: `${where}: ${msg} (SQLSTATE ${e.code})`, type: 'PreconditionError', nonRetryable: true });
   }

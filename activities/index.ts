@@ -3,7 +3,7 @@
  * once (STYLE.md §3). Each function is the Temporal-facing edge: heartbeats, cancellation and error
  * classification live here; the database work lives in the phase modules.
  */
-import { Context, log as activityLog } from '@temporalio/activity';
+import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
 import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot } from './replication';
 import { copyTable, type CopyTableInput, type CopyTableResult } from './copy';
 import { fenceSource, liftFence, syncSequences } from './cutover';
@@ -30,6 +30,13 @@ const sleep = (ms: number, signal?: AbortSignal) =>
       resolve();
     });
   });
+
+function throwIfCancelled(ctx: Context): void {
+  if (ctx.cancellationSignal.aborted) {
+    const reason: unknown = ctx.cancellationSignal.reason;
+    throw reason instanceof Error ? reason : new CancelledFailure(String(reason ?? 'cancelled'));
+  }
+}
 
 async function signalWorkflow(name: string, arg: unknown): Promise<void> {
   const ctx = Context.current();
@@ -87,6 +94,7 @@ export function createActivities(deps: ActivityDeps = {}) {
           ctx.heartbeat({ snapshotName: handle.snapshotName });
           await sleep(1000, ctx.cancellationSignal);
         }
+        throwIfCancelled(ctx);
         return { consistentPoint: handle.consistentPoint };
       } finally {
         await handle.client.end().catch(() => undefined);
@@ -109,6 +117,8 @@ export function createActivities(deps: ActivityDeps = {}) {
       let lastSignal = 0;
       let lastFence: string | undefined;
       let pending: Promise<void> = Promise.resolve();
+      const prev = ctx.info.heartbeatDetails as { transactions?: number; changes?: number } | undefined;
+      const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
       const controller = new AbortController();
       ctx.cancellationSignal.addEventListener('abort', () => controller.abort());
       try {
@@ -119,7 +129,9 @@ export function createActivities(deps: ActivityDeps = {}) {
           publication: input.publication,
           tables: input.tables,
           signal: controller.signal,
-          onProgress: (p) => {
+          onProgress: (raw) => {
+            // Counts accumulate across attempts: a retried apply continues the totals of the last one.
+            const p = { ...raw, transactions: base.transactions + raw.transactions, changes: base.changes + raw.changes };
             ctx.heartbeat(p);
             const now = Date.now();
             const fenceNew = p.fenceToken !== undefined && p.fenceToken !== lastFence;
@@ -132,8 +144,12 @@ export function createActivities(deps: ActivityDeps = {}) {
           },
         });
         await pending;
+        // Stopped by cancellation (the workflow's, or a worker shutdown): say so, never "completed",
+        // or the workflow would take a stopped apply for a finished one.
+        throwIfCancelled(ctx);
         return { appliedLsn: result.appliedLsn };
       } catch (err) {
+        throwIfCancelled(ctx);
         throw classify(err, 'apply changes');
       }
     },

@@ -40,6 +40,9 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     workflowBundle: await workflowBundle(),
     activities: createActivities(),
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 32,
+    // Cancellation reaches an activity only with a heartbeat response: send heartbeats promptly so a
+    // cancelled apply or snapshot holder stops within a second or two (the cutover window waits on it).
+    maxHeartbeatThrottleInterval: '1 second',
   });
 }
 

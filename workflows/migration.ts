@@ -3,7 +3,7 @@
  * Deterministic: no I/O, no clocks but the workflow's own; activities do all the work.
  */
 import * as wf from '@temporalio/workflow';
-import { ApplicationFailure, type ActivityOptions } from '@temporalio/common';
+import { ActivityCancellationType, ApplicationFailure, type ActivityOptions } from '@temporalio/common';
 import type { Activities } from '../activities';
 import type { MigrationPlan } from '../activities/preflight';
 import type { TableDef } from '../activities/model';
@@ -40,11 +40,19 @@ const copyOpts: ActivityOptions = {
 };
 // The snapshot dies with the connection that exported it: a retry could not bring it back, so the
 // workflow itself recovers from a lost holder (new slot, copies redone).
-const holderOpts: ActivityOptions = { startToCloseTimeout: '7 days', heartbeatTimeout: '20 seconds', retry: { maximumAttempts: 1 } };
+const holderOpts: ActivityOptions = {
+  startToCloseTimeout: '7 days',
+  heartbeatTimeout: '20 seconds',
+  retry: { maximumAttempts: 1 },
+  // Wait until the holder has really closed its connection: it keeps the new slot busy until then.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+};
 const applyOpts: ActivityOptions = {
   startToCloseTimeout: '365 days',
-  heartbeatTimeout: '45 seconds',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
+  heartbeatTimeout: '30 seconds',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '15s', nonRetryableErrorTypes: NON_RETRYABLE },
+  // FINALIZING drops the slot only after the apply has really stopped and acknowledged its position.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
 const waitOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '2 hours', heartbeatTimeout: '30 seconds' };
 
@@ -202,25 +210,31 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
   }
 
   function startApply(): void {
-    applyScope = new wf.CancellationScope();
-    applyDone = applyScope
-      .run(() =>
-        apply.applyChanges.executeWithOptions({ ...applyOpts, summary: `apply WAL from slot ${slot}` }, [
-          {
-            source: plan!.spec.source,
-            target: plan!.spec.target,
-            slot,
-            publication,
-            tables: defs.map((d) => ({ source: d.source, target: d.target })),
-          },
-        ]),
-      )
-      .then(
-        () => undefined,
-        (e) => {
-          if (!wf.isCancellation(e)) applyError = e;
+    const scope = new wf.CancellationScope();
+    applyScope = scope;
+    const runOnce = () =>
+      apply.applyChanges.executeWithOptions({ ...applyOpts, summary: `apply WAL from slot ${slot}` }, [
+        {
+          source: plan!.spec.source,
+          target: plan!.spec.target,
+          slot,
+          publication,
+          tables: defs.map((d) => ({ source: d.source, target: d.target })),
         },
-      );
+      ]);
+    applyDone = scope
+      .run(async () => {
+        // The apply only ends by our cancellation; if it ever returns on its own, start it again: it
+        // resumes from the position recorded on the target.
+        for (let restarts = 1; ; restarts++) {
+          await runOnce();
+          if (restarts > 20) throw ApplicationFailure.nonRetryable('the apply keeps stopping on its own; giving up', 'ReplicationError');
+          state.notices.push('the apply stopped unexpectedly and was restarted');
+        }
+      })
+      .catch((e: unknown) => {
+        if (!wf.isCancellation(e)) applyError = e;
+      });
   }
 
   async function stopApply(): Promise<void> {

@@ -46,7 +46,7 @@ async function expectSameContent(db: string, map: (schema: string, table: string
 
 async function replicationLeftovers(db: string): Promise<{ slots: number; publications: number; fenceTriggers: number }> {
   const [r] = await env.source.query<{ slots: number; publications: number; fenceTriggers: number }>(
-    `SELECT (SELECT count(*)::int FROM pg_replication_slots) AS slots,
+    `SELECT (SELECT count(*)::int FROM pg_replication_slots WHERE database = current_database()) AS slots,
             (SELECT count(*)::int FROM pg_publication) AS publications,
             (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%') AS "fenceTriggers"`,
     [],

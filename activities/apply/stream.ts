@@ -1,0 +1,1201 @@
+/**
+ * The WAL apply engine (SYNCING_WAL): streams pgoutput from an existing logical replication slot and
+ * applies each source transaction to the mapped target tables, exactly once and in commit order.
+ *
+ * Exactly once: every source transaction is one target transaction that also writes the source commit's
+ * end LSN into pgdts.apply_progress. On start the engine reads that position, asks the slot to start
+ * there and skips anything at or before it. The slot is confirmed only up to what is durably committed
+ * on the target, so after any crash (apply, target, source, network) nothing is lost or applied twice.
+ *
+ * Durability without an fsync per transaction: the apply session runs with synchronous_commit = off.
+ * A lost async commit would be harmless if the slot had not been confirmed past it, so the confirmed
+ * position only advances after a synchronous commit (one every progress interval, and for the fence),
+ * which flushes the target's WAL and with it every earlier async commit.
+ *
+ * pg-logical-replication 2.5.0 traps handled here (DESIGN.md §4):
+ * - acknowledge.auto false AND timeoutSeconds 0, or it confirms what was merely received;
+ * - keepalives are answered by us, always with the durable position;
+ * - flowControl enabled, so handlers are awaited one message at a time and memory stays bounded;
+ * - its own parser turns values into JS objects with pg's global type parsers (timestamptz -> Date
+ *   loses microseconds) and folds unchanged-TOAST into undefined: we plug in our own pgoutput parser
+ *   (`parsePgoutput`) that keeps every value as PostgreSQL text and marks unchanged TOAST explicitly;
+ * - its `acknowledge(lsn)` sends lsn + 1, so we pass the durable position minus one;
+ * - a handler that throws does not stop its queue: ours never throw, they record the failure and stop;
+ * - it does not escape the slot or publication names: we build START_REPLICATION ourselves.
+ */
+import type { Client, ClientConfig } from 'pg';
+import { LogicalReplicationService } from 'pg-logical-replication';
+import { clientConfig, connect, describeConnection } from '../db';
+import { FENCE_MESSAGE_PREFIX } from '../cutover';
+import { ident, literal } from '../sql';
+import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
+import {
+  UNCHANGED_TOAST,
+  deleteStatement,
+  insertStatement,
+  truncateStatement,
+  updateStatement,
+  type ApplyRelation,
+  type ReplicaIdentity,
+  type SqlStatement,
+  type Tuple,
+  type TupleValue,
+} from './statements';
+
+// ---------------------------------------------------------------------------------------------------
+// LSNs
+// ---------------------------------------------------------------------------------------------------
+
+const LSN_RE = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
+
+/** "16/B374D848" -> 0x16B374D848n. LSNs compare as 64-bit integers, never as strings. */
+export function lsnToBigInt(lsn: string): bigint {
+  const m = LSN_RE.exec(lsn.trim());
+  if (!m) throw new Error(`invalid LSN ${JSON.stringify(lsn)}`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+}
+
+/** 0x16B374D848n -> "16/B374D848", PostgreSQL's own spelling. */
+export function bigIntToLsn(n: bigint): string {
+  if (n < 0n || n > 0xffffffffffffffffn) throw new Error(`LSN out of range: ${n}`);
+  return `${(n >> 32n).toString(16).toUpperCase()}/${(n & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+export function compareLsn(a: string, b: string): -1 | 0 | 1 {
+  const x = lsnToBigInt(a);
+  const y = lsnToBigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+const maxBig = (a: bigint, b: bigint): bigint => (a > b ? a : b);
+
+// ---------------------------------------------------------------------------------------------------
+// Progress table (on the target)
+// ---------------------------------------------------------------------------------------------------
+
+/** Not "pg_dts": PostgreSQL reserves schema names beginning with pg_ ("unacceptable schema name"). */
+export const APPLY_PROGRESS_SCHEMA = 'pgdts';
+export const APPLY_PROGRESS_TABLE = 'pgdts.apply_progress';
+export const APPLY_PROGRESS_DDL = [
+  'CREATE SCHEMA IF NOT EXISTS pgdts',
+  `CREATE TABLE IF NOT EXISTS pgdts.apply_progress (
+  slot_name text PRIMARY KEY,
+  applied_lsn pg_lsn NOT NULL,
+  fence_token text,
+  updated_at timestamptz NOT NULL DEFAULT now()
+)`,
+] as const;
+export const READ_APPLY_PROGRESS_SQL =
+  'SELECT applied_lsn::text AS applied_lsn, fence_token FROM pgdts.apply_progress WHERE slot_name = $1';
+export const DELETE_APPLY_PROGRESS_SQL = 'DELETE FROM pgdts.apply_progress WHERE slot_name = $1';
+
+/** Prefix of the transactional logical decoding message that marks "the source is fenced". */
+export { FENCE_MESSAGE_PREFIX };
+
+/** application_name of the apply's target session (tests find its backend by it). */
+export function applyApplicationName(slot: string): string {
+  return `pg-dts apply ${slot}`.slice(0, 63);
+}
+
+export interface AppliedPosition {
+  appliedLsn: string;
+  fenceToken?: string;
+}
+
+/** The committed position for a slot, or undefined when the table or the row does not exist. */
+export async function readApplyProgress(client: Client, slot: string): Promise<AppliedPosition | undefined> {
+  const has = await client.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.apply_progress') IS NOT NULL AS ok`);
+  if (!has.rows[0]?.ok) return undefined;
+  const r = await client.query<{ applied_lsn: string; fence_token: string | null }>(READ_APPLY_PROGRESS_SQL, [slot]);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  return row.fence_token === null ? { appliedLsn: row.applied_lsn } : { appliedLsn: row.applied_lsn, fenceToken: row.fence_token };
+}
+
+export async function ensureApplyProgressTable(client: Client): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      for (const sql of APPLY_PROGRESS_DDL) await client.query(sql);
+      return;
+    } catch (err) {
+      // Two sessions racing on CREATE ... IF NOT EXISTS: the loser sees a unique violation; retry once.
+      const code = (err as { code?: string }).code;
+      if (attempt === 0 && (code === '23505' || code === '42P06' || code === '42P07')) continue;
+      throw err;
+    }
+  }
+}
+
+/** Upsert, so a missing row can never let changes commit without their position. */
+function progressUpsert(slot: string, lsn: bigint, fenceToken: string | undefined): string {
+  return (
+    `INSERT INTO pgdts.apply_progress AS p (slot_name, applied_lsn, fence_token) ` +
+    `VALUES (${literal(slot)}, ${literal(bigIntToLsn(lsn))}::pg_lsn, ${fenceToken === undefined ? 'NULL' : literal(fenceToken)}) ` +
+    `ON CONFLICT (slot_name) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn, ` +
+    `fence_token = COALESCE(EXCLUDED.fence_token, p.fence_token), updated_at = now()`
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// pgoutput (protocol version 1), values kept as text
+// ---------------------------------------------------------------------------------------------------
+
+export interface RelationColumn {
+  name: string;
+  /** Bit 0: part of the replica identity. */
+  flags: number;
+  typeOid: number;
+  typeMod: number;
+}
+
+export type PgoutputMessage =
+  | { tag: 'begin'; finalLsn: bigint; commitTime: bigint; xid: number }
+  | { tag: 'commit'; flags: number; commitLsn: bigint; endLsn: bigint; commitTime: bigint }
+  | { tag: 'origin'; originLsn: bigint; name: string }
+  | { tag: 'relation'; relationOid: number; schema: string; name: string; replicaIdentity: ReplicaIdentity; columns: RelationColumn[] }
+  | { tag: 'type'; typeOid: number; schema: string; name: string }
+  | { tag: 'insert'; relationOid: number; new: Tuple }
+  | { tag: 'update'; relationOid: number; key: Tuple | null; old: Tuple | null; new: Tuple }
+  | { tag: 'delete'; relationOid: number; key: Tuple | null; old: Tuple | null }
+  | { tag: 'truncate'; relationOids: number[]; cascade: boolean; restartIdentity: boolean }
+  | { tag: 'message'; transactional: boolean; lsn: bigint; prefix: string; content: Buffer }
+  /** Parsing failed: reported through the apply (a throw inside the socket handler would kill the process). */
+  | { tag: 'invalid'; error: Error };
+
+class Reader {
+  private p = 0;
+  constructor(private readonly b: Buffer) {}
+  private need(n: number): void {
+    if (this.p + n > this.b.length) throw new Error('pgoutput message ends early');
+  }
+  u8(): number {
+    this.need(1);
+    return this.b.readUInt8(this.p++);
+  }
+  i16(): number {
+    this.need(2);
+    const v = this.b.readInt16BE(this.p);
+    this.p += 2;
+    return v;
+  }
+  i32(): number {
+    this.need(4);
+    const v = this.b.readInt32BE(this.p);
+    this.p += 4;
+    return v;
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.b.readUInt32BE(this.p);
+    this.p += 4;
+    return v;
+  }
+  u64(): bigint {
+    this.need(8);
+    const v = this.b.readBigUInt64BE(this.p);
+    this.p += 8;
+    return v;
+  }
+  i64(): bigint {
+    this.need(8);
+    const v = this.b.readBigInt64BE(this.p);
+    this.p += 8;
+    return v;
+  }
+  str(): string {
+    const end = this.b.indexOf(0, this.p);
+    if (end < 0) throw new Error('pgoutput string is not terminated');
+    const s = this.b.toString('utf8', this.p, end);
+    this.p = end + 1;
+    return s;
+  }
+  bytes(n: number): Buffer {
+    if (n < 0) throw new Error('pgoutput negative length');
+    this.need(n);
+    // Copied: the replication chunk this came from is reused by nothing, but a copy keeps a small
+    // value from pinning a large network buffer while it waits in a batch.
+    const out = Buffer.from(this.b.subarray(this.p, this.p + n));
+    this.p += n;
+    return out;
+  }
+  text(n: number): string {
+    if (n < 0) throw new Error('pgoutput negative length');
+    this.need(n);
+    const s = this.b.toString('utf8', this.p, this.p + n);
+    this.p += n;
+    return s;
+  }
+  tuple(): TupleValue[] {
+    const n = this.i16();
+    const out: TupleValue[] = new Array<TupleValue>(n);
+    for (let i = 0; i < n; i++) {
+      const kind = this.u8();
+      switch (kind) {
+        case 0x6e: // 'n'
+          out[i] = null;
+          break;
+        case 0x75: // 'u'
+          out[i] = UNCHANGED_TOAST;
+          break;
+        case 0x74: // 't'
+          out[i] = this.text(this.i32());
+          break;
+        case 0x62: // 'b': only with the binary option, which we never request
+          throw new Error('pgoutput sent a binary column value; the apply requests text');
+        default:
+          throw new Error(`pgoutput unknown column kind 0x${kind.toString(16)}`);
+      }
+    }
+    return out;
+  }
+}
+
+function readIdentity(c: number): ReplicaIdentity {
+  switch (c) {
+    case 0x64:
+      return 'default';
+    case 0x6e:
+      return 'nothing';
+    case 0x66:
+      return 'full';
+    case 0x69:
+      return 'index';
+    default:
+      throw new Error(`pgoutput unknown replica identity 0x${c.toString(16)}`);
+  }
+}
+
+/** Parses one pgoutput message (the XLogData payload). Never throws. */
+export function parsePgoutput(buf: Buffer): PgoutputMessage {
+  try {
+    const r = new Reader(buf);
+    const tag = r.u8();
+    switch (tag) {
+      case 0x42: // B
+        return { tag: 'begin', finalLsn: r.u64(), commitTime: r.i64(), xid: r.u32() };
+      case 0x43: // C
+        return { tag: 'commit', flags: r.u8(), commitLsn: r.u64(), endLsn: r.u64(), commitTime: r.i64() };
+      case 0x4f: // O
+        return { tag: 'origin', originLsn: r.u64(), name: r.str() };
+      case 0x52: {
+        // R
+        const relationOid = r.u32();
+        const schema = r.str();
+        const name = r.str();
+        const replicaIdentity = readIdentity(r.u8());
+        const n = r.i16();
+        const columns: RelationColumn[] = [];
+        for (let i = 0; i < n; i++) columns.push({ flags: r.u8(), name: r.str(), typeOid: r.u32(), typeMod: r.i32() });
+        return { tag: 'relation', relationOid, schema, name, replicaIdentity, columns };
+      }
+      case 0x59: // Y
+        return { tag: 'type', typeOid: r.u32(), schema: r.str(), name: r.str() };
+      case 0x49: {
+        // I
+        const relationOid = r.u32();
+        const k = r.u8();
+        if (k !== 0x4e) throw new Error('pgoutput INSERT without a new tuple');
+        return { tag: 'insert', relationOid, new: r.tuple() };
+      }
+      case 0x55: {
+        // U
+        const relationOid = r.u32();
+        let key: Tuple | null = null;
+        let old: Tuple | null = null;
+        let k = r.u8();
+        if (k === 0x4b) {
+          key = r.tuple();
+          k = r.u8();
+        } else if (k === 0x4f) {
+          old = r.tuple();
+          k = r.u8();
+        }
+        if (k !== 0x4e) throw new Error('pgoutput UPDATE without a new tuple');
+        return { tag: 'update', relationOid, key, old, new: r.tuple() };
+      }
+      case 0x44: {
+        // D
+        const relationOid = r.u32();
+        const k = r.u8();
+        if (k === 0x4b) return { tag: 'delete', relationOid, key: r.tuple(), old: null };
+        if (k === 0x4f) return { tag: 'delete', relationOid, key: null, old: r.tuple() };
+        throw new Error('pgoutput DELETE without an old key or row');
+      }
+      case 0x54: {
+        // T
+        const n = r.u32();
+        const flags = r.u8();
+        const relationOids: number[] = [];
+        for (let i = 0; i < n; i++) relationOids.push(r.u32());
+        return { tag: 'truncate', relationOids, cascade: (flags & 1) !== 0, restartIdentity: (flags & 2) !== 0 };
+      }
+      case 0x4d: {
+        // M
+        const flags = r.u8();
+        const lsn = r.u64();
+        const prefix = r.str();
+        const content = r.bytes(r.u32());
+        return { tag: 'message', transactional: (flags & 1) !== 0, lsn, prefix, content };
+      }
+      default:
+        throw new Error(`pgoutput unknown message type 0x${tag.toString(16)}`);
+    }
+  } catch (err) {
+    return { tag: 'invalid', error: err instanceof Error ? err : new Error(String(err)) };
+  }
+}
+
+/** A replication-protocol string literal: the walsender's grammar knows '' but not E'' escapes. */
+function replString(s: string): string {
+  if (s.includes('\u0000')) throw new Error('NUL in a replication command');
+  return `'${s.replace(/'/g, "''")}'`;
+}
+
+export function startReplicationSql(slot: string, publication: string, startLsn: string): string {
+  lsnToBigInt(startLsn); // validates
+  // publication_names is parsed like a list of SQL identifiers: quote ours so case and commas survive.
+  const options = [`proto_version '1'`, `publication_names ${replString(ident(publication))}`, `messages 'true'`];
+  return `START_REPLICATION SLOT ${ident(slot)} LOGICAL ${startLsn} (${options.join(', ')})`;
+}
+
+/**
+ * Structurally a pg-logical-replication plugin (the library only calls `parse` and `start`). It counts
+ * what it parsed: the library parses on arrival and queues, so parsed === handled means "nothing
+ * received is still waiting".
+ */
+class TextPgoutputPlugin {
+  parsed = 0;
+  constructor(readonly options: { publication: string }) {}
+  get name(): string {
+    return 'pgoutput';
+  }
+  parse(buffer: Buffer): PgoutputMessage {
+    this.parsed++;
+    return parsePgoutput(buffer);
+  }
+  start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+    return client.query(startReplicationSql(slotName, this.options.publication, lastLsn));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------------
+
+export interface ApplyErrorInfo {
+  /** Target table (or source table, for an unmapped one). */
+  table?: string;
+  operation?: string;
+  /** SQLSTATE (or Node's error code) of the underlying error. */
+  code?: string;
+  /**
+   * A retry meets the same error until someone changes something (the schema, the mapping, a grant);
+   * false for connection losses and other transient trouble.
+   */
+  permanent?: boolean;
+}
+
+export class ApplyError extends Error {
+  override name = 'ApplyError';
+  readonly table?: string;
+  readonly operation?: string;
+  readonly code?: string;
+  readonly permanent: boolean;
+  constructor(message: string, info: ApplyErrorInfo = {}) {
+    super(message);
+    this.table = info.table;
+    this.operation = info.operation;
+    this.code = info.code;
+    this.permanent = info.permanent ?? false;
+  }
+}
+
+/**
+ * A database error's message without row values: data exceptions (class 22) quote the offending value
+ * ("invalid input syntax for type integer: \"abc\""), so it is blanked; DETAIL (which holds key values
+ * for unique violations) is never used.
+ */
+export function safeDbMessage(err: unknown): string {
+  const e = err as { message?: unknown; code?: unknown };
+  let msg = typeof e?.message === 'string' ? e.message : String(err);
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  if (code?.startsWith('22')) {
+    // Values are quoted (and may contain quotes), or follow a colon ("...: 0xc3 0x28").
+    msg = msg.replace(/"[\s\S]*"/, '"…"').replace(/:\s[\s\S]*$/, ': …');
+  }
+  return code && /^[0-9A-Z]{5}$/.test(code) ? `${msg} (SQLSTATE ${code})` : msg;
+}
+
+function sqlState(err: unknown): string | undefined {
+  const c = (err as { code?: unknown })?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The engine
+// ---------------------------------------------------------------------------------------------------
+
+export interface ApplyTable {
+  source: QualifiedName;
+  target: QualifiedName;
+}
+
+export interface ApplyProgress {
+  /** Source commit end LSN of the last transaction committed on the target (or an idle keepalive's). */
+  appliedLsn: string;
+  /** What the slot has been confirmed up to: durably committed on the target. */
+  confirmedLsn: string;
+  /** Furthest source position received (data or keepalive). */
+  receivedLsn: string;
+  /** pg_current_wal_lsn() on the source at the last check. */
+  sourceLsn: string;
+  lagBytes: number;
+  /** Transactions and changes applied by this run. */
+  transactions: number;
+  changes: number;
+  fenceToken?: string;
+}
+
+export interface ApplyOptions {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  slot: string;
+  publication: string;
+  tables: ApplyTable[];
+  onProgress?: (p: ApplyProgress) => void;
+  /** Default 2000. Also the longest time between synchronous (durable) commits under load. */
+  progressIntervalMs?: number;
+  /** Abort = stop cleanly: roll back the open target transaction, confirm what is durable, close, resolve. */
+  signal: AbortSignal;
+  /** How long to wait for a slot still held by a previous walsender (default 30 s). */
+  slotWaitMs?: number;
+  /** Most rows in one multi-row INSERT (default 1000). */
+  maxBatchRows?: number;
+}
+
+export interface ApplyResult {
+  appliedLsn: string;
+  confirmedLsn: string;
+  transactions: number;
+  changes: number;
+  fenceToken?: string;
+}
+
+function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
+  // clientConfig pins TEXT_FORMAT_SETTINGS at startup: the walsender renders values with them.
+  return clientConfig(spec, { replication: 'database', applicationName: `pg-dts walsender ${slot}`.slice(0, 63) });
+}
+
+async function prepareTargetSession(c: Client): Promise<void> {
+  try {
+    // Like native logical replication: triggers and foreign-key checks do not fire for replicated rows.
+    await c.query('SET session_replication_role = replica');
+  } catch (err) {
+    if (sqlState(err) === '42501') {
+      throw new ApplyError(
+        'the apply must run with session_replication_role = replica on the target (so triggers and foreign keys do not fire twice) ' +
+          'and the target user may not set it: connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO that user',
+        { code: '42501', permanent: true },
+      );
+    }
+    throw err;
+  }
+  const sets = [
+    // Durability is handled by periodic synchronous commits (see the file comment).
+    'SET synchronous_commit = off',
+    // A source transaction can take long to stream: nothing on the target may time it out.
+    'SET statement_timeout = 0',
+    'SET lock_timeout = 0',
+    'SET idle_in_transaction_session_timeout = 0',
+  ];
+  await c.query(sets.join('; '));
+}
+
+interface MappedRelation {
+  rel: ApplyRelation;
+  display: string;
+}
+
+interface RelationState {
+  source: QualifiedName;
+  mapped?: MappedRelation;
+}
+
+interface InsertBatch {
+  oid: number;
+  mapped: MappedRelation;
+  rows: Tuple[];
+  params: number;
+  bytes: number;
+}
+
+const MAX_BATCH_PARAMS = 30_000;
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+/** First OID of user objects: below it, types are built in and have the same OID on every server. */
+const FIRST_NORMAL_OBJECT_ID = 16384;
+
+const keyOf = (q: QualifiedName): string => `${q.schema}\u0000${q.name}`;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+class ApplyEngine {
+  private readonly interval: number;
+  private readonly maxBatchRows: number;
+  private readonly tableMap = new Map<string, QualifiedName>();
+  private readonly relations = new Map<number, RelationState>();
+  private readonly plugin: TextPgoutputPlugin;
+  private readonly service: LogicalReplicationService;
+
+  /** Last source commit end LSN committed on the target. */
+  private committed: bigint;
+  /** Known flushed on the target: the only position ever confirmed to the slot. */
+  private durable: bigint;
+  /** committed, or an idle keepalive's position: what lag is measured from. */
+  private processed: bigint;
+  /** A keepalive position seen while nothing was pending: safe to record as applied. */
+  private idleCandidate = 0n;
+  private received = 0n;
+  private sourceLsn = 0n;
+  private fenceToken: string | undefined;
+
+  private inSourceTxn = false;
+  private skipping = false;
+  private inTxn = false;
+  private txnFence: string | undefined;
+  private batch: InsertBatch | undefined;
+  private handled = 0;
+  private transactions = 0;
+  private changes = 0;
+  private lastSyncAt = Date.now();
+
+  private chain: Promise<unknown> = Promise.resolve();
+  private stopping = false;
+  private failure: Error | undefined;
+  private stopPromise: Promise<void> | undefined;
+  private subscribeDone: Promise<void> = Promise.resolve();
+  private started = false;
+  private replicationDown = false;
+  private timer: NodeJS.Timeout | undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private settle!: { resolve: (r: ApplyResult) => void; reject: (e: Error) => void };
+  private readonly onAbort = (): void => void this.stop();
+
+  constructor(
+    private readonly opts: ApplyOptions,
+    private readonly target: Client,
+    private monitor: Client | undefined,
+    applied: bigint,
+    fenceToken: string | undefined,
+    private readonly statusEveryMs: number,
+  ) {
+    this.interval = Math.max(50, opts.progressIntervalMs ?? 2000);
+    this.maxBatchRows = Math.max(1, opts.maxBatchRows ?? 1000);
+    for (const t of opts.tables) this.tableMap.set(keyOf(t.source), t.target);
+    this.committed = applied;
+    this.durable = applied;
+    this.processed = applied;
+    this.fenceToken = fenceToken;
+    this.plugin = new TextPgoutputPlugin({ publication: opts.publication });
+    this.service = new LogicalReplicationService(replicationConfig(opts.source, opts.slot), {
+      acknowledge: { auto: false, timeoutSeconds: 0 },
+      flowControl: { enabled: true },
+    });
+  }
+
+  run(): Promise<ApplyResult> {
+    const done = new Promise<ApplyResult>((resolve, reject) => {
+      this.settle = { resolve, reject };
+    });
+    this.target.on('error', (e: Error) => this.fail(new ApplyError(`lost the target connection: ${safeDbMessage(e)}`)));
+    this.service.on('error', (e: Error) => {
+      this.replicationDown = true;
+      this.fail(new ApplyError(`replication connection to the source failed: ${safeDbMessage(e)}`));
+    });
+    this.service.on('start', () => {
+      this.started = true;
+      this.ack();
+    });
+    this.service.on('data', (_lsn: string, msg: PgoutputMessage) => this.onData(_lsn, msg));
+    this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => this.onHeartbeat(lsn, shouldRespond));
+    this.timer = setInterval(() => void this.tick(), this.interval);
+    // Standby status on its own clock, well inside wal_sender_timeout whatever the progress interval:
+    // while a long statement keeps the stream paused, keepalive requests are not even read.
+    this.statusTimer = setInterval(() => {
+      if (!this.stopping) this.ack();
+    }, this.statusEveryMs);
+    this.opts.signal.addEventListener('abort', this.onAbort);
+    if (this.opts.signal.aborted) void this.stop();
+    else this.subscribe(Date.now() + (this.opts.slotWaitMs ?? 30_000));
+    return done;
+  }
+
+  private subscribe(deadline: number): void {
+    const p = this.service.subscribe(this.plugin, this.opts.slot, bigIntToLsn(this.committed));
+    this.subscribeDone = p.then(
+      () => {
+        this.replicationDown = true;
+        if (!this.stopping) this.fail(new ApplyError('the source ended the replication stream'));
+      },
+      (e: unknown) => {
+        this.replicationDown = true;
+        if (this.stopping) return;
+        // The previous walsender may still hold the slot for a moment after its client went away.
+        if (sqlState(e) === '55006' && !this.started && Date.now() < deadline) {
+          this.replicationDown = false;
+          setTimeout(() => {
+            if (!this.stopping) this.subscribe(deadline);
+          }, 250);
+          return;
+        }
+        this.fail(new ApplyError(`replication from slot ${this.opts.slot} failed: ${safeDbMessage(e)}`, { code: sqlState(e) }));
+      },
+    );
+  }
+
+  /** Everything that touches the target runs here, one at a time, in arrival order. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  private async onData(lsn: string, msg: PgoutputMessage): Promise<void> {
+    try {
+      if (this.stopping) return;
+      const l = lsnToBigInt(lsn);
+      if (l > this.received) this.received = l;
+      await this.serial(() => this.handle(msg));
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      this.handled++;
+    }
+  }
+
+  private onHeartbeat(lsn: string, shouldRespond: boolean): void {
+    try {
+      const walEnd = lsnToBigInt(lsn);
+      if (walEnd > this.received) this.received = walEnd;
+      if (this.stopping) return;
+      // Everything before this keepalive has been received; if all of it is applied and no transaction
+      // is open, no transaction ending before walEnd is still to come: the source is idle up to there.
+      if (!this.inSourceTxn && !this.inTxn && !this.batch && this.plugin.parsed === this.handled) {
+        if (walEnd > this.processed) this.processed = walEnd;
+        if (walEnd > this.idleCandidate) this.idleCandidate = walEnd;
+      }
+      if (shouldRespond) this.ack();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async handle(msg: PgoutputMessage): Promise<void> {
+    if (this.stopping) return;
+    if (msg.tag !== 'insert' || this.batch?.oid !== msg.relationOid) await this.flushBatch();
+    switch (msg.tag) {
+      case 'invalid':
+        throw new ApplyError(`cannot decode the replication stream: ${msg.error.message}`, { permanent: true });
+      case 'begin':
+        if (this.inSourceTxn) throw new ApplyError('replication stream: BEGIN inside a transaction');
+        this.inSourceTxn = true;
+        this.txnFence = undefined;
+        // A commit record that starts before the applied position ends at or before it: done already.
+        this.skipping = msg.finalLsn < this.committed;
+        if (!this.skipping) {
+          await this.target.query('BEGIN');
+          this.inTxn = true;
+        }
+        return;
+      case 'commit':
+        return this.commit(msg.endLsn);
+      case 'relation':
+        return this.onRelation(msg);
+      case 'type':
+      case 'origin':
+        return;
+      case 'message':
+        if (msg.transactional && msg.prefix === FENCE_MESSAGE_PREFIX && this.inTxn && !this.skipping) {
+          this.txnFence = msg.content.toString('utf8');
+        }
+        return;
+      case 'insert': {
+        const m = this.changeTarget(msg.relationOid, 'INSERT');
+        if (!m) return;
+        this.addInsert(msg.relationOid, m, msg.new);
+        if (this.batch && this.isBatchFull(this.batch)) await this.flushBatch();
+        return;
+      }
+      case 'update': {
+        const m = this.changeTarget(msg.relationOid, 'UPDATE');
+        if (!m) return;
+        const plan = this.build(m, 'UPDATE', () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
+        if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback);
+        this.changes++;
+        return;
+      }
+      case 'delete': {
+        const m = this.changeTarget(msg.relationOid, 'DELETE');
+        if (!m) return;
+        const stmt = this.build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
+        await this.execOne(m, 'DELETE', stmt);
+        this.changes++;
+        return;
+      }
+      case 'truncate': {
+        if (!this.inSourceTxn) throw new ApplyError('replication stream: TRUNCATE outside a transaction');
+        if (this.skipping) return;
+        const ms = msg.relationOids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE'));
+        const stmt = truncateStatement(
+          ms.map((m) => ({ target: m.rel.target, partitioned: m.rel.partitioned })),
+          { restartIdentity: msg.restartIdentity },
+        );
+        try {
+          await this.target.query(stmt);
+        } catch (err) {
+          const names = ms.map((m) => m.display).join(', ');
+          throw new ApplyError(`TRUNCATE of ${names} failed: ${safeDbMessage(err)}`, { table: names, operation: 'TRUNCATE', code: sqlState(err) });
+        }
+        this.changes += ms.length;
+        return;
+      }
+    }
+  }
+
+  /** The mapped relation a change goes to, or undefined when its transaction is being skipped. */
+  private changeTarget(oid: number, op: string): MappedRelation | undefined {
+    if (!this.inSourceTxn) throw new ApplyError(`replication stream: ${op} outside a transaction`);
+    if (this.skipping) return undefined;
+    return this.mappedOrThrow(oid, op);
+  }
+
+  private mappedOrThrow(oid: number, op: string): MappedRelation {
+    const st = this.relations.get(oid);
+    if (!st) throw new ApplyError(`replication stream: ${op} for relation OID ${oid} before its description`);
+    if (!st.mapped) {
+      throw new ApplyError(
+        `${op} on source table ${displayName(st.source)}, which is not one of the migrated tables (is it in publication ${this.opts.publication}?)`,
+        { table: displayName(st.source), operation: op, permanent: true },
+      );
+    }
+    return st.mapped;
+  }
+
+  private build<T>(m: MappedRelation, op: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw new ApplyError(`${op} on ${m.display}: ${(err as Error).message}`, { table: m.display, operation: op, permanent: true });
+    }
+  }
+
+  /** Runs a statement that must affect exactly one row (`fallback` when the first affects none). */
+  private async execOne(m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement): Promise<void> {
+    let n: number | null;
+    try {
+      n = (await this.target.query(stmt)).rowCount;
+      if (n === 0 && fallback) n = (await this.target.query(fallback)).rowCount;
+    } catch (err) {
+      throw new ApplyError(`${op} on ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+    }
+    if (n !== 1) {
+      throw new ApplyError(
+        `${op} on ${m.display} affected ${n ?? 0} rows instead of 1: the target no longer matches the source (was it written to outside the migration?)`,
+        { table: m.display, operation: op, permanent: true },
+      );
+    }
+  }
+
+  private addInsert(oid: number, m: MappedRelation, row: Tuple): void {
+    if (!this.batch) this.batch = { oid, mapped: m, rows: [], params: 0, bytes: 0 };
+    const b = this.batch;
+    b.rows.push(row);
+    b.params += row.length;
+    for (const v of row) if (typeof v === 'string') b.bytes += v.length;
+  }
+
+  private isBatchFull(b: InsertBatch): boolean {
+    return b.rows.length >= this.maxBatchRows || b.params + b.mapped.rel.columns.length > MAX_BATCH_PARAMS || b.bytes >= MAX_BATCH_BYTES;
+  }
+
+  /** Consecutive INSERTs into one table go as one statement; anything else flushes them first. */
+  private async flushBatch(): Promise<void> {
+    const b = this.batch;
+    if (!b) return;
+    this.batch = undefined;
+    const stmt = this.build(b.mapped, 'INSERT', () => insertStatement(b.mapped.rel, b.rows));
+    try {
+      await this.target.query(stmt);
+    } catch (err) {
+      throw new ApplyError(`INSERT into ${b.mapped.display} failed: ${safeDbMessage(err)}`, { table: b.mapped.display, operation: 'INSERT', code: sqlState(err) });
+    }
+    this.changes += b.rows.length;
+  }
+
+  private async commit(endLsn: bigint): Promise<void> {
+    if (!this.inSourceTxn) throw new ApplyError('replication stream: COMMIT outside a transaction');
+    this.inSourceTxn = false;
+    if (this.skipping) {
+      this.skipping = false;
+      if (endLsn > this.committed) {
+        throw new ApplyError(`replication stream: transaction ending at ${bigIntToLsn(endLsn)} was skipped but is not applied yet`);
+      }
+      return;
+    }
+    const fence = this.txnFence;
+    const sync = fence !== undefined || Date.now() - this.lastSyncAt >= this.interval;
+    const sql = `${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressUpsert(this.opts.slot, endLsn, fence)}; COMMIT`;
+    try {
+      await this.target.query(sql);
+    } catch (err) {
+      throw new ApplyError(`committing the transaction ending at ${bigIntToLsn(endLsn)} on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
+    }
+    this.inTxn = false;
+    this.txnFence = undefined;
+    this.committed = endLsn;
+    if (endLsn > this.processed) this.processed = endLsn;
+    this.transactions++;
+    if (sync) {
+      this.lastSyncAt = Date.now();
+      this.durable = endLsn;
+      this.ack();
+    }
+    if (fence !== undefined) {
+      this.fenceToken = fence;
+      this.emitProgress();
+    }
+  }
+
+  private async onRelation(msg: Extract<PgoutputMessage, { tag: 'relation' }>): Promise<void> {
+    const source = { schema: msg.schema, name: msg.name };
+    const target = this.tableMap.get(keyOf(source));
+    if (!target) {
+      this.relations.set(msg.relationOid, { source });
+      return;
+    }
+    const display = displayName(target);
+    const r = await this.target.query<{
+      relkind: string;
+      columns: { name: string; typid: number; typmod: number; generated: boolean; identity: string; type: string }[];
+      pk: string[] | null;
+    }>(
+      `SELECT c.relkind::text AS relkind,
+              coalesce((SELECT json_agg(json_build_object('name', a.attname, 'typid', a.atttypid::int, 'typmod', a.atttypmod,
+                                                          'generated', a.attgenerated <> '', 'identity', a.attidentity,
+                                                          'type', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+                          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
+              (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                 FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                WHERE i.indrelid = c.oid AND i.indisprimary) AS pk
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
+      [target.schema, target.name],
+    );
+    const row = r.rows[0];
+    if (!row) throw new ApplyError(`target table ${display} (for source ${displayName(source)}) does not exist`, { table: display, permanent: true });
+    const targetCols = new Map(row.columns.filter((c) => !c.generated).map((c) => [c.name, c]));
+    const onlySource = msg.columns.filter((c) => !targetCols.has(c.name)).map((c) => c.name);
+    const sourceNames = new Set(msg.columns.map((c) => c.name));
+    const onlyTarget = [...targetCols.keys()].filter((n) => !sourceNames.has(n));
+    const typeDiffers = msg.columns
+      .filter((c) => {
+        const t = targetCols.get(c.name);
+        // Built-in types have the same OID everywhere; user types (enums, domains) differ by server.
+        return t && c.typeOid < FIRST_NORMAL_OBJECT_ID && t.typid < FIRST_NORMAL_OBJECT_ID && (c.typeOid !== t.typid || c.typeMod !== t.typmod);
+      })
+      .map((c) => c.name);
+    if (onlySource.length || onlyTarget.length || typeDiffers.length) {
+      const parts = [
+        onlySource.length ? `only on the source: ${onlySource.join(', ')}` : '',
+        onlyTarget.length ? `only on the target: ${onlyTarget.join(', ')}` : '',
+        typeDiffers.length ? `different type: ${typeDiffers.join(', ')}` : '',
+      ].filter(Boolean);
+      throw new ApplyError(
+        `source table ${displayName(source)} no longer matches target table ${display} (DDL on the source during the migration?): ${parts.join('; ')}`,
+        { table: display, operation: 'RELATION', permanent: true },
+      );
+    }
+    const rel: ApplyRelation = {
+      target,
+      columns: msg.columns.map((c) => c.name),
+      keyColumns: msg.columns.filter((c) => (c.flags & 1) !== 0).map((c) => c.name),
+      replicaIdentity: msg.replicaIdentity,
+      targetPrimaryKey: row.pk ?? undefined,
+      partitioned: row.relkind === 'p',
+      identityAlways: msg.columns.filter((c) => targetCols.get(c.name)?.identity === 'a').map((c) => c.name),
+      // Written by PostgreSQL's format_type, which quotes what needs quoting: safe to splice as a type.
+      columnTypes: msg.columns.map((c) => targetCols.get(c.name)!.type),
+    };
+    this.relations.set(msg.relationOid, { source, mapped: { rel, display } });
+  }
+
+  /**
+   * Makes everything committed durable with one synchronous commit (which flushes the target's WAL and
+   * every async commit before it) and records an idle keepalive position. Only between transactions.
+   */
+  private async flushDurable(): Promise<void> {
+    if (this.inTxn || this.inSourceTxn) return;
+    const to = maxBig(this.committed, this.idleCandidate);
+    if (to <= this.durable) return;
+    try {
+      await this.target.query(`BEGIN; SET LOCAL synchronous_commit = on; ${progressUpsert(this.opts.slot, to, undefined)}; COMMIT`);
+    } catch (err) {
+      await this.target.query('ROLLBACK').catch(() => undefined);
+      throw new ApplyError(`recording the applied position on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
+    }
+    this.committed = maxBig(this.committed, to);
+    this.processed = maxBig(this.processed, to);
+    this.durable = to;
+    this.lastSyncAt = Date.now();
+    this.ack();
+  }
+
+  /** Confirms the durable position to the slot (also our standby status update / keepalive answer). */
+  private ack(): void {
+    if (this.durable <= 0n) return;
+    // pg-logical-replication 2.5.0 sends lsn + 1. The commit end LSN is already "last byte + 1"; one
+    // byte more would make the server skip a transaction whose commit record starts exactly there.
+    this.service.acknowledge(bigIntToLsn(this.durable - 1n)).catch(() => undefined);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopping || this.ticking) return;
+    this.ticking = true;
+    try {
+      if (!this.inTxn && !this.inSourceTxn && maxBig(this.committed, this.idleCandidate) > this.durable) {
+        this.serial(() => this.flushDurable()).catch((err: unknown) => this.fail(err));
+      }
+      await this.refreshSourceLsn();
+      if (!this.stopping) this.emitProgress();
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  async refreshSourceLsn(): Promise<void> {
+    try {
+      this.monitor ??= await connect(this.opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });
+      const r = await this.monitor.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      const l = r.rows[0]?.lsn;
+      if (l) this.sourceLsn = lsnToBigInt(l);
+    } catch {
+      // Lag is informative only: reconnect at the next tick. Replication itself reports real failures.
+      const m = this.monitor;
+      this.monitor = undefined;
+      await m?.end().catch(() => undefined);
+    }
+  }
+
+  private progress(): ApplyProgress {
+    const lag = this.sourceLsn > this.processed ? this.sourceLsn - this.processed : 0n;
+    const p: ApplyProgress = {
+      appliedLsn: bigIntToLsn(this.committed),
+      confirmedLsn: bigIntToLsn(this.durable),
+      receivedLsn: bigIntToLsn(this.received),
+      sourceLsn: bigIntToLsn(this.sourceLsn),
+      lagBytes: Number(lag),
+      transactions: this.transactions,
+      changes: this.changes,
+    };
+    if (this.fenceToken !== undefined) p.fenceToken = this.fenceToken;
+    return p;
+  }
+
+  private emitProgress(): void {
+    try {
+      this.opts.onProgress?.(this.progress());
+    } catch {
+      // A progress consumer's bug must not stop the apply.
+    }
+  }
+
+  private fail(err: unknown): void {
+    if (this.stopping) return;
+    this.failure = err instanceof ApplyError ? err : new ApplyError(safeDbMessage(err), { code: sqlState(err) });
+    void this.stop();
+  }
+
+  private stop(): Promise<void> {
+    this.stopPromise ??= this.doStop();
+    return this.stopPromise;
+  }
+
+  private async doStop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    this.opts.signal.removeEventListener('abort', this.onAbort);
+    // Wait for the statement in flight, roll back a partial transaction, make what is committed
+    // durable and confirm it. A target that does not answer is cut off by the caller closing it.
+    const finish = this.serial(async () => {
+      this.batch = undefined;
+      if (this.inTxn) {
+        this.inTxn = false;
+        await this.target.query('ROLLBACK').catch(() => undefined);
+      }
+      this.inSourceTxn = false;
+      this.skipping = false;
+      await this.flushDurable().catch(() => undefined);
+      this.ack();
+    });
+    await Promise.race([finish.catch(() => undefined), sleep(15_000)]);
+    await this.waitConfirmed();
+    await this.service.destroy().catch(() => undefined);
+    await Promise.race([this.subscribeDone, sleep(5_000)]);
+    await this.waitSlotReleased();
+    const result: ApplyResult = {
+      appliedLsn: bigIntToLsn(this.committed),
+      confirmedLsn: bigIntToLsn(this.durable),
+      transactions: this.transactions,
+      changes: this.changes,
+    };
+    if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
+    if (this.failure) this.settle.reject(this.failure);
+    else this.settle.resolve(result);
+  }
+
+  /**
+   * The last confirmation is only a message on the socket; closing it at once can lose it. Waiting
+   * (briefly) until the slot shows it keeps the slot from retaining WAL that is already applied.
+   */
+  private async waitConfirmed(): Promise<void> {
+    if (!this.started || this.replicationDown || this.durable <= 0n) return;
+    const deadline = Date.now() + 2_000;
+    let lastAck = 0;
+    while (Date.now() < deadline && !this.replicationDown) {
+      if (Date.now() - lastAck >= 250) {
+        this.ack();
+        lastAck = Date.now();
+      }
+      try {
+        this.monitor ??= await connect(this.opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });
+        const r = await this.monitor.query<{ lsn: string | null }>(
+          'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+          [this.opts.slot],
+        );
+        const l = r.rows[0]?.lsn;
+        if (!l || lsnToBigInt(l) >= this.durable) return;
+      } catch {
+        return;
+      }
+      await sleep(25);
+    }
+  }
+
+  /** So that a restarted apply can take the slot at once: our walsender must be gone. */
+  private async waitSlotReleased(): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      try {
+        this.monitor ??= await connect(this.opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });
+        const r = await this.monitor.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [this.opts.slot]);
+        if (!r.rows[0]?.active) return;
+      } catch {
+        return;
+      }
+      await sleep(50);
+    }
+  }
+
+  closeMonitor(): Promise<void> {
+    const m = this.monitor;
+    this.monitor = undefined;
+    return m ? m.end().catch(() => undefined) : Promise.resolve();
+  }
+}
+
+interface SlotInfo {
+  slot_type: string;
+  plugin: string | null;
+  database: string | null;
+  active_pid: number | null;
+  confirmed: string | null;
+  db: string;
+}
+
+async function readSlot(c: Client, slot: string): Promise<SlotInfo> {
+  const r = await c.query<SlotInfo>(
+    `SELECT s.slot_type::text, s.plugin::text, s.database::text, s.active_pid, s.confirmed_flush_lsn::text AS confirmed, current_database()::text AS db
+       FROM pg_replication_slots s WHERE s.slot_name = $1`,
+    [slot],
+  );
+  const row = r.rows[0];
+  if (!row) throw new ApplyError(`replication slot ${slot} does not exist on the source`, { permanent: true });
+  if (row.slot_type !== 'logical' || row.plugin !== 'pgoutput') {
+    throw new ApplyError(`replication slot ${slot} is not a logical pgoutput slot (type ${row.slot_type}, plugin ${row.plugin ?? 'none'})`, { permanent: true });
+  }
+  if (row.database !== row.db) throw new ApplyError(`replication slot ${slot} belongs to database ${row.database ?? '?'}, not ${row.db}`, { permanent: true });
+  return row;
+}
+
+async function waitSlotFree(c: Client, slot: string, ms: number, signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const info = await readSlot(c, slot);
+    if (info.active_pid === null || signal.aborted) return;
+    // Subscribing retries on "slot is active" too; this wait only avoids a burst of failed attempts.
+    if (Date.now() >= deadline) return;
+    await sleep(100);
+  }
+}
+
+/**
+ * Streams the slot into the target until `opts.signal` aborts (resolves with the last applied position)
+ * or something fails (rejects with an ApplyError naming the table and operation, never row values).
+ */
+export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
+  let target: Client;
+  try {
+    target = await connect(opts.target, { applicationName: applyApplicationName(opts.slot) });
+  } catch (err) {
+    throw new ApplyError(`cannot connect to the target ${describeConnection(opts.target)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
+  }
+  let monitor: Client | undefined;
+  let engine: ApplyEngine | undefined;
+  try {
+    await prepareTargetSession(target);
+    await ensureApplyProgressTable(target);
+    try {
+      monitor = await connect(opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });
+    } catch (err) {
+      throw new ApplyError(`cannot connect to the source ${describeConnection(opts.source)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
+    }
+    const slot = await readSlot(monitor, opts.slot);
+    const pub = await monitor.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [opts.publication]);
+    if (!pub.rowCount) throw new ApplyError(`publication ${opts.publication} does not exist on the source`, { permanent: true });
+    const confirmed = slot.confirmed ? lsnToBigInt(slot.confirmed) : 0n;
+
+    let progress = await readApplyProgress(target, opts.slot);
+    if (!progress) {
+      // First run: the slot's confirmed position is where the initial copy's snapshot ends.
+      await target.query(
+        `INSERT INTO pgdts.apply_progress (slot_name, applied_lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (slot_name) DO NOTHING`,
+        [opts.slot, bigIntToLsn(confirmed)],
+      );
+      progress = await readApplyProgress(target, opts.slot);
+    }
+    const applied = lsnToBigInt(progress!.appliedLsn);
+    if (applied < confirmed) {
+      throw new ApplyError(
+        `the target has applied slot ${opts.slot} up to ${bigIntToLsn(applied)} but the slot was already confirmed up to ${bigIntToLsn(confirmed)}: ` +
+          'changes in between can no longer be streamed (was the target restored from an older backup?); the migration must restart its copy',
+        { permanent: true },
+      );
+    }
+    if (!opts.signal.aborted) await waitSlotFree(monitor, opts.slot, opts.slotWaitMs ?? 30_000, opts.signal);
+
+    const timeout = await monitor.query<{ ms: number }>(`SELECT setting::int AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'`);
+    const timeoutMs = timeout.rows[0]?.ms ?? 60_000;
+    const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
+
+    engine = new ApplyEngine(opts, target, monitor, applied, progress!.fenceToken, statusEveryMs);
+    monitor = undefined; // the engine owns it now
+    await engine.refreshSourceLsn();
+    return await engine.run();
+  } finally {
+    await engine?.closeMonitor();
+    await monitor?.end().catch(() => undefined);
+    await target.end().catch(() => undefined);
+  }
+}

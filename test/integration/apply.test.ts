@@ -1,0 +1,525 @@
+/**
+ * The WAL apply engine against real clusters (no Temporal): a source with a pgoutput slot, a target with
+ * the same tables, writes of every kind on the source, then a content comparison of both sides.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from 'pg';
+import { startCluster, type PgCluster } from '../harness/pg-cluster';
+import {
+  applyApplicationName,
+  lsnToBigInt,
+  readApplyProgress,
+  runApply,
+  type ApplyOptions,
+  type ApplyProgress,
+  type ApplyResult,
+  type ApplyTable,
+} from '../../activities/apply/stream';
+
+let source: PgCluster;
+let target: PgCluster;
+
+beforeAll(async () => {
+  [source, target] = await Promise.all([
+    // Small decoding memory: big transactions spill to disk in the walsender, as they would in production.
+    startCluster({ name: 'apply-src', settings: { logical_decoding_work_mem: "'64kB'" } }),
+    startCluster({ name: 'apply-tgt' }),
+  ]);
+});
+
+afterAll(async () => {
+  await Promise.all([source?.destroy(), target?.destroy()]);
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const q = (s: string) => `"${s.replace(/"/g, '""')}"`;
+
+async function session(c: PgCluster): Promise<Client> {
+  const cl = await c.client();
+  // Same text rendering on both sides for the comparison, whatever the servers' defaults.
+  await cl.query(`SET timezone = 'UTC'; SET extra_float_digits = 3; SET datestyle = 'ISO, YMD'; SET intervalstyle = postgres`);
+  return cl;
+}
+
+async function fingerprint(c: PgCluster, table: string): Promise<{ rows: number; hash: string }> {
+  const cl = await session(c);
+  try {
+    const r = await cl.query<{ n: string; h: string | null }>(
+      `SELECT count(*)::text AS n, md5(string_agg(t::text, E'\\n' ORDER BY t::text)) AS h FROM ${table} t`,
+    );
+    return { rows: Number(r.rows[0]!.n), hash: r.rows[0]!.h ?? 'empty' };
+  } finally {
+    await cl.end();
+  }
+}
+
+async function expectSame(pairs: [string, string][]): Promise<void> {
+  for (const [s, t] of pairs) {
+    const [a, b] = await Promise.all([fingerprint(source, s), fingerprint(target, t)]);
+    expect({ table: t, ...b }).toEqual({ table: t, ...a });
+  }
+}
+
+interface Run {
+  result: Promise<ApplyResult>;
+  progress: ApplyProgress[];
+  abort: () => void;
+  /** Resolves with the first progress report that satisfies `pred`. */
+  until: (pred: (p: ApplyProgress) => boolean, timeoutMs?: number) => Promise<ApplyProgress>;
+}
+
+function startApply(opts: Omit<ApplyOptions, 'signal' | 'onProgress'>): Run {
+  const ac = new AbortController();
+  const progress: ApplyProgress[] = [];
+  const waiters: { pred: (p: ApplyProgress) => boolean; resolve: (p: ApplyProgress) => void }[] = [];
+  const result = runApply({
+    progressIntervalMs: 200,
+    ...opts,
+    signal: ac.signal,
+    onProgress: (p) => {
+      progress.push(p);
+      for (const w of [...waiters]) {
+        if (w.pred(p)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(p);
+        }
+      }
+    },
+  });
+  result.catch(() => undefined);
+  return {
+    result,
+    progress,
+    abort: () => ac.abort(),
+    until: (pred, timeoutMs = 120_000) =>
+      new Promise<ApplyProgress>((resolve, reject) => {
+        const last = progress.at(-1);
+        if (last && pred(last)) return resolve(last);
+        const t = setTimeout(() => reject(new Error(`apply did not get there in ${timeoutMs} ms; last: ${JSON.stringify(progress.at(-1))}`)), timeoutMs);
+        waiters.push({ pred, resolve: (p) => (clearTimeout(t), resolve(p)) });
+        // A failed apply never gets there: surface its error instead of a timeout.
+        result.then(
+          () => undefined,
+          (e: unknown) => (clearTimeout(t), reject(e)),
+        );
+      }),
+  };
+}
+
+async function slotState(slot: string): Promise<{ active: boolean; confirmed: string }> {
+  const r = await source.query<{ active: boolean; confirmed: string }>(
+    'SELECT active, confirmed_flush_lsn::text AS confirmed FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+  );
+  return r[0]!;
+}
+
+/** Samples "slot confirmed ≤ target applied" until stopped (confirmed is read first: it only grows). */
+function watchConfirmedNeverAhead(slot: string) {
+  let stop = false;
+  const violations: string[] = [];
+  let samples = 0;
+  let maxConfirmed = 0n;
+  const done = (async () => {
+    const s = await source.client();
+    const t = await target.client();
+    try {
+      // A failing test tears the clusters down under us: end quietly then.
+      while (!stop) {
+        const c = (await s.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.lsn;
+        const p = await readApplyProgress(t, slot).catch(() => undefined);
+        if (c && p) {
+          samples++;
+          if (lsnToBigInt(c) > maxConfirmed) maxConfirmed = lsnToBigInt(c);
+          if (lsnToBigInt(c) > lsnToBigInt(p.appliedLsn)) violations.push(`confirmed ${c} > applied ${p.appliedLsn}`);
+        }
+        await sleep(20);
+      }
+    } catch {
+      stop = true;
+    } finally {
+      await s.end().catch(() => undefined);
+      await t.end().catch(() => undefined);
+    }
+  })();
+  return {
+    async stop() {
+      stop = true;
+      await done;
+      return { violations, samples, maxConfirmed };
+    },
+  };
+}
+
+const map = (names: string[], targetSchema = 'dst', suffix = '_m'): ApplyTable[] =>
+  names.map((n) => ({ source: { schema: 'public', name: n }, target: { schema: targetSchema, name: n + suffix } }));
+
+describe('runApply', () => {
+  const TABLES = ['pk_t', 'uniq_t', 'full_t', 'toast_t', 'bulk_t', 'trunc_a', 'trunc_b'];
+  const pairs = (): [string, string][] => TABLES.map((n) => [`public.${n}`, `dst.${n}_m`]);
+
+  it('applies inserts, updates, deletes, TOAST, truncates, a 200k-row transaction and the fence exactly', async () => {
+    const ddl = (schema: string, sfx: string) => {
+      const t = (n: string) => `${q(schema)}.${q(n + sfx)}`;
+      return `
+        CREATE TABLE ${t('pk_t')} (
+          id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          t text, ts timestamptz, tsn timestamp, n numeric, f float8, f4 real, j jsonb, b bytea, arr int[], d date, iv interval,
+          twice int GENERATED ALWAYS AS (id * 2) STORED);
+        CREATE TABLE ${t('uniq_t')} (a int NOT NULL, b text NOT NULL, v text);
+        CREATE UNIQUE INDEX ${q('uniq_ab' + sfx)} ON ${t('uniq_t')} (a, b);
+        ALTER TABLE ${t('uniq_t')} REPLICA IDENTITY USING INDEX ${q('uniq_ab' + sfx)};
+        CREATE TABLE ${t('full_t')} (a int, j json, p point, x xml);
+        ALTER TABLE ${t('full_t')} REPLICA IDENTITY FULL;
+        CREATE TABLE ${t('toast_t')} (id int PRIMARY KEY, small text, big text, seq bigint GENERATED ALWAYS AS IDENTITY);
+        ALTER TABLE ${t('toast_t')} ALTER big SET STORAGE EXTERNAL;
+        CREATE TABLE ${t('bulk_t')} (id bigint PRIMARY KEY, v text);
+        CREATE TABLE ${t('trunc_a')} (id int PRIMARY KEY);
+        CREATE TABLE ${t('trunc_b')} (id int PRIMARY KEY, a int REFERENCES ${t('trunc_a')});`;
+    };
+    await source.query(ddl('public', ''));
+    await target.query(`CREATE SCHEMA dst; ${ddl('dst', '_m')}`);
+    // Would corrupt or reject every replicated row if triggers fired on the target.
+    await target.query(`
+      CREATE FUNCTION dst.boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'trigger fired'; END $$;
+      CREATE TRIGGER boom BEFORE INSERT OR UPDATE OR DELETE ON dst.pk_t_m FOR EACH ROW EXECUTE FUNCTION dst.boom();`);
+    await source.query(`CREATE PUBLICATION pub1 FOR TABLE ${TABLES.join(', ')}`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s1', 'pgoutput')`);
+
+    // Server defaults that would garble text values if the walsender's output were parsed by a target
+    // session with its own defaults: the apply must pin both sides to one unambiguous format.
+    const alterSystem = async (c: PgCluster, settings: Record<string, string>) => {
+      for (const [k, v] of Object.entries(settings)) await c.query(`ALTER SYSTEM SET ${k} = '${v}'`);
+      await c.query('SELECT pg_reload_conf()');
+    };
+    await alterSystem(source, { datestyle: 'SQL, DMY', timezone: 'America/New_York', intervalstyle: 'sql_standard', bytea_output: 'escape', extra_float_digits: '0', lc_monetary: 'C' });
+    await alterSystem(target, { datestyle: 'German', timezone: 'Asia/Kolkata', intervalstyle: 'iso_8601', bytea_output: 'escape' });
+    const src = await source.client();
+    await src.query(`
+      INSERT INTO pk_t (t, ts, tsn, n, f, f4, j, b, arr, d, iv) VALUES
+        (E'héllo 🐘 "quoted" \\\\ back\\ttab\\nline', '2024-02-29 23:59:59.123456+05:30', '2024-01-02 03:04:05.000001',
+         1234567890123456789012345678901234567890.0123456789, 'NaN', 'Infinity', '{"a": [1, 2.50, null], "b": "x"}',
+         '\\x00ff10', '{1,NULL,3}', 'infinity', '1 year 2 mons 3 days 04:05:06.789'),
+        ('', '-infinity', 'infinity', 'NaN', '-Infinity', '-0', 'null', '', '{}', '2000-01-31', '-1 day'),
+        (NULL, '1999-12-31 23:59:59.999999+00', '0001-01-01 00:00:00', -0.0000000000000000000000000000000000000001,
+         1.7976931348623157e308, 1.17549435e-38, '[]', NULL, NULL, NULL, NULL),
+        ('x', '2000-01-01 00:00:00.5+14', NULL, 0.1, 0.1, 0.1, '{"k": "\\u00e9"}', '\\x', '{{1,2},{3,4}}', '1999-01-08', '00:00:00.000001')`);
+    await src.query(`INSERT INTO uniq_t SELECT g, 'k' || g, 'v' || g FROM generate_series(1, 20) g`);
+    await src.query(`INSERT INTO full_t VALUES (1, '{"a": 1}', '(1,2)', '<x/>'), (1, '{"a": 1}', '(1,2)', '<x/>'), (1, '{"a": 1}', '(1,2)', '<x/>'), (2, NULL, NULL, NULL), (2, NULL, NULL, NULL)`);
+    await src.query(`INSERT INTO toast_t SELECT g, 's' || g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 1000) i) FROM generate_series(1, 5) g`);
+    // Updates: plain, key changes (old key 'K'), unchanged TOAST ('u'), duplicates under FULL.
+    await src.query(`UPDATE pk_t SET t = t || '!', n = n * 3, ts = ts + interval '1 microsecond' WHERE id IN (1, 2)`);
+    await src.query(`UPDATE uniq_t SET a = a + 1000 WHERE a <= 5`);
+    await src.query(`UPDATE uniq_t SET v = NULL WHERE a BETWEEN 6 AND 8`);
+    await src.query(`UPDATE toast_t SET small = 'changed' WHERE id = 2`);
+    await src.query(`UPDATE toast_t SET id = 100 WHERE id = 3`);
+    await src.query(`UPDATE toast_t SET big = big || 'tail' WHERE id = 4`);
+    await src.query(`UPDATE full_t SET a = 10 WHERE ctid = (SELECT ctid FROM full_t WHERE a = 1 LIMIT 1)`);
+    await src.query(`DELETE FROM full_t WHERE ctid = (SELECT ctid FROM full_t WHERE a = 2 LIMIT 1)`);
+    // Identity values that change: the key (moved row) and a non-key identity column beside TOASTed data.
+    await src.query(`UPDATE pk_t SET id = DEFAULT WHERE id = 4`);
+    await src.query(`UPDATE toast_t SET seq = DEFAULT, small = 'reseq' WHERE id = 2`);
+    await src.query(`UPDATE toast_t SET seq = DEFAULT WHERE id = 4`);
+    // Interleaved transactions apply in commit order: A reads what B committed after A began.
+    const other = await source.client();
+    await src.query(`BEGIN; INSERT INTO uniq_t VALUES (500, 'a', 'A')`);
+    await other.query(`BEGIN; INSERT INTO uniq_t VALUES (501, 'b', 'B'); COMMIT`);
+    await src.query(`UPDATE uniq_t SET v = 'A saw B' WHERE a = 501; COMMIT`);
+    await other.end();
+    // Deletes, a rollback, savepoints.
+    await src.query(`DELETE FROM pk_t WHERE id = 3`);
+    await src.query(`DELETE FROM uniq_t WHERE a IN (1001, 9)`);
+    await src.query(`DELETE FROM toast_t WHERE id = 5`);
+    await src.query(`BEGIN; INSERT INTO pk_t (t) VALUES ('rolled back'); DELETE FROM uniq_t; ROLLBACK`);
+    await src.query(`BEGIN; INSERT INTO pk_t (t) VALUES ('kept 1'); SAVEPOINT s; INSERT INTO pk_t (t) VALUES ('undone');
+                     UPDATE uniq_t SET v = 'undone'; ROLLBACK TO s; INSERT INTO pk_t (t) VALUES ('kept 2'); COMMIT`);
+    // TRUNCATE of two tables (one references the other), then new rows.
+    await src.query(`INSERT INTO trunc_a SELECT generate_series(1, 10); INSERT INTO trunc_b SELECT g, g FROM generate_series(1, 10) g`);
+    await src.query(`TRUNCATE trunc_b, trunc_a`);
+    await src.query(`INSERT INTO trunc_a VALUES (42); INSERT INTO trunc_b VALUES (1, 42)`);
+    // Many small transactions, then one of 200k rows (far over logical_decoding_work_mem).
+    await src.query(`DO $$ BEGIN FOR i IN 1..300 LOOP INSERT INTO bulk_t VALUES (-i, 'small ' || i); COMMIT; END LOOP; END $$`);
+    await src.query(`INSERT INTO bulk_t SELECT g, md5(g::text) FROM generate_series(1, 200000) g`);
+    await src.query(`BEGIN; UPDATE bulk_t SET v = v || '+' WHERE id % 10 = 0; DELETE FROM bulk_t WHERE id % 10 = 1; COMMIT`);
+    const fence = await src.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'tok1')::text AS lsn`);
+    await src.end();
+
+    const watch = watchConfirmedNeverAhead('s1');
+    const t0 = Date.now();
+    const run = startApply({ source: source.uri(), target: target.uri(), slot: 's1', publication: 'pub1', tables: map(TABLES) });
+    const atFence = await run.until((p) => p.fenceToken === 'tok1');
+    const seconds = (Date.now() - t0) / 1000;
+    // An idle source shows no lag once the keepalives say so.
+    const idle = await run.until((p) => p.lagBytes === 0, 30_000);
+    run.abort();
+    const result = await run.result;
+    const { violations, samples } = await watch.stop();
+
+    console.log(`apply: ${atFence.changes} changes in ${atFence.transactions} transactions in ${seconds.toFixed(1)} s (${Math.round(atFence.changes / seconds)} changes/s)`);
+    expect(atFence.transactions).toBeGreaterThan(300);
+    expect(lsnToBigInt(atFence.appliedLsn)).toBeGreaterThan(lsnToBigInt(fence.rows[0]!.lsn));
+    expect(idle.lagBytes).toBe(0);
+    expect(result.fenceToken).toBe('tok1');
+    await expectSame(pairs());
+
+    // Spot checks of exactness beyond the hash.
+    const spot = async (c: PgCluster, table: string) => {
+      const cl = await session(c);
+      try {
+        return (await cl.query(`SELECT ts::text, n::text, f::text, f4::text, b::text, iv::text FROM ${table} WHERE id = 1`)).rows[0];
+      } finally {
+        await cl.end();
+      }
+    };
+    const tgtRow = await spot(target, 'dst.pk_t_m');
+    expect(tgtRow).toEqual(await spot(source, 'public.pk_t'));
+    expect(tgtRow).toMatchObject({ ts: '2024-02-29 18:29:59.123457+00', n: '3703703670370370367037037036703703703670.0370370367', f: 'NaN' });
+    const dupCount = await target.query<{ n: string }>(`SELECT count(*)::text AS n FROM dst.full_t_m WHERE a = 1`);
+    expect(dupCount[0]!.n).toBe('2');
+
+    const prog = await readProgress('s1');
+    const slot = await slotState('s1');
+    expect(prog?.fenceToken).toBe('tok1');
+    // Stopping confirms everything applied: the slot keeps no WAL the target already has.
+    expect(slot.confirmed).toBe(prog!.appliedLsn);
+    expect(result.appliedLsn).toBe(prog!.appliedLsn);
+    expect(lsnToBigInt(slot.confirmed)).toBeGreaterThan(lsnToBigInt(fence.rows[0]!.lsn));
+    expect(slot.active).toBe(false);
+    expect(samples).toBeGreaterThan(5);
+    expect(violations).toEqual([]);
+
+    // A restart resumes after the fence: nothing is applied twice.
+    const again = startApply({ source: source.uri(), target: target.uri(), slot: 's1', publication: 'pub1', tables: map(TABLES) });
+    await sleep(1500);
+    again.abort();
+    const r2 = await again.result;
+    expect(r2.transactions).toBe(0);
+    await expectSame(pairs());
+    await source.query(`SELECT pg_drop_replication_slot('s1')`);
+  });
+
+  it('resumes exactly once after the target backend is killed, an abort, and a dropped walsender', async () => {
+    await source.query(`
+      CREATE TABLE acc (id int PRIMARY KEY, v bigint NOT NULL);
+      CREATE TABLE dups (a int, b text);
+      ALTER TABLE dups REPLICA IDENTITY FULL;
+      INSERT INTO acc SELECT g, 0 FROM generate_series(0, 49) g;`);
+    await target.query(`
+      CREATE TABLE dst.acc_m (id int PRIMARY KEY, v bigint NOT NULL);
+      CREATE TABLE dst.dups_m (a int, b text);
+      INSERT INTO dst.acc_m SELECT g, 0 FROM generate_series(0, 49) g;`);
+    await source.query(`CREATE PUBLICATION pub2 FOR TABLE acc, dups`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s2', 'pgoutput')`);
+    const tables = map(['acc', 'dups']);
+    const opts = { source: source.uri(), target: target.uri(), slot: 's2', publication: 'pub2', tables };
+
+    // Continuous writes: small transactions with duplicates (a double apply would show as extra rows),
+    // and every 25th a bigger one so that interruptions land inside transactions too.
+    let writing = true;
+    let written = 0;
+    const writer = (async () => {
+      const c = await source.client();
+      try {
+        for (let i = 0; writing; i++) {
+          const big = i % 25 === 0 ? `INSERT INTO dups SELECT ${i % 10}, 'bulk' FROM generate_series(1, 3000);` : '';
+          const del = i % 7 === 0 ? `DELETE FROM dups WHERE ctid = (SELECT ctid FROM dups WHERE a = ${i % 10} LIMIT 1);` : '';
+          await c.query(`BEGIN; INSERT INTO dups VALUES (${i % 10}, 'x'), (${i % 10}, 'x'); UPDATE acc SET v = v + ${i} WHERE id = ${i % 50}; ${big} ${del} COMMIT`);
+          written++;
+          if (i % 5 === 0) await sleep(2);
+        }
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    })();
+    writer.catch(() => undefined);
+    const watch = watchConfirmedNeverAhead('s2');
+
+    // 1. The target session dies mid-stream: the apply fails; nothing half-applied remains.
+    const run1 = startApply(opts);
+    await run1.until((p) => p.transactions >= 30);
+    await target.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [applyApplicationName('s2')]);
+    const e1 = (await run1.result.catch((e: Error) => e)) as Error;
+    console.log(`killed target session: ${e1.message}`);
+    expect(e1).toBeInstanceOf(Error);
+    const afterKill = await readProgress('s2');
+
+    // 2. Restarted at once (the old walsender has released the slot), then stopped by abort mid-stream.
+    const run2 = startApply(opts);
+    await run2.until((p) => p.transactions >= 30);
+    run2.abort();
+    const r2 = await run2.result;
+    expect(lsnToBigInt(r2.appliedLsn)).toBeGreaterThan(lsnToBigInt(afterKill!.appliedLsn));
+    expect((await slotState('s2')).active).toBe(false);
+
+    // 3. The walsender on the source is terminated: the apply fails cleanly.
+    const run3 = startApply(opts);
+    await run3.until((p) => p.transactions >= 30);
+    await source.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 's2' AND active_pid IS NOT NULL`);
+    const e3 = (await run3.result.catch((e: Error) => e)) as Error;
+    console.log(`killed walsender: ${e3.message}`);
+    expect(e3.message).toMatch(/replication|source/i);
+
+    // 4. Final run: writes stop, the fence passes, and both sides are identical.
+    const run4 = startApply(opts);
+    await run4.until((p) => p.transactions >= 10);
+    writing = false;
+    await writer;
+    await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'tok2')`);
+    await run4.until((p) => p.fenceToken === 'tok2');
+    run4.abort();
+    await run4.result;
+    const { violations, samples, maxConfirmed } = await watch.stop();
+
+    console.log(`resume test: ${written} source transactions, ${samples} samples of confirmed <= applied`);
+    expect(written).toBeGreaterThan(100);
+    await expectSame([
+      ['public.acc', 'dst.acc_m'],
+      ['public.dups', 'dst.dups_m'],
+    ]);
+    expect(samples).toBeGreaterThan(20);
+    expect(maxConfirmed).toBeGreaterThan(0n);
+    expect(violations).toEqual([]);
+    await source.query(`SELECT pg_drop_replication_slot('s2')`);
+  });
+
+  it('stops with clear errors: constraint failure, DDL on the source, an unmapped table, no superuser', async () => {
+    await source.query(`
+      CREATE TABLE err_t (id int PRIMARY KEY, v text);
+      CREATE TABLE ddl_t (id int PRIMARY KEY, v text);
+      CREATE TABLE unmapped_t (id int PRIMARY KEY);
+      CREATE PUBLICATION pub3 FOR TABLE err_t, ddl_t, unmapped_t;`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s3', 'pgoutput')`);
+    await target.query(`
+      CREATE TABLE dst.err_t_m (id int PRIMARY KEY, v text CONSTRAINT no_secrets CHECK (v <> 'secret-value'));
+      CREATE TABLE dst.ddl_t_m (id int PRIMARY KEY, v text);`);
+    await source.query(`INSERT INTO err_t VALUES (1, 'secret-value')`);
+    await source.query(`ALTER TABLE ddl_t ADD COLUMN extra int; INSERT INTO ddl_t VALUES (1, 'a', 2)`);
+    await source.query(`INSERT INTO unmapped_t VALUES (1)`);
+    await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'tok3')`);
+    const opts = { source: source.uri(), target: target.uri(), slot: 's3', publication: 'pub3', tables: map(['err_t', 'ddl_t']) };
+
+    const r1 = startApply(opts);
+    const e1 = (await r1.result.catch((e: Error) => e)) as Error;
+    expect(e1.message).toMatch(/INSERT into dst\.err_t_m failed: .*no_secrets/);
+    expect(e1.message).not.toContain('secret-value');
+    expect((await slotState('s3')).active).toBe(false);
+
+    await target.query(`ALTER TABLE dst.err_t_m DROP CONSTRAINT no_secrets`);
+    const e2 = (await startApply(opts).result.catch((e: Error) => e)) as Error;
+    expect(e2.message).toContain('source table public.ddl_t no longer matches target table dst.ddl_t_m');
+    expect(e2.message).toContain('only on the source: extra');
+
+    await target.query(`ALTER TABLE dst.ddl_t_m ADD COLUMN extra int`);
+    const e3 = (await startApply(opts).result.catch((e: Error) => e)) as Error;
+    expect(e3.message).toContain('INSERT on source table public.unmapped_t, which is not one of the migrated tables');
+
+    await target.query(`CREATE TABLE dst.unmapped_t_m (id int PRIMARY KEY)`);
+    const r4 = startApply({ ...opts, tables: map(['err_t', 'ddl_t', 'unmapped_t']) });
+    await r4.until((p) => p.fenceToken === 'tok3');
+    r4.abort();
+    await r4.result;
+    await expectSame([
+      ['public.err_t', 'dst.err_t_m'],
+      ['public.ddl_t', 'dst.ddl_t_m'],
+      ['public.unmapped_t', 'dst.unmapped_t_m'],
+    ]);
+
+    // A target user that may not switch off triggers is refused with what to do about it.
+    await target.query(`CREATE ROLE app LOGIN; GRANT ALL ON SCHEMA dst TO app; GRANT CREATE ON DATABASE postgres TO app`);
+    const appUri = target.uri().replace('postgres@', 'app@');
+    const e5 = (await startApply({ ...opts, target: appUri }).result.catch((e: Error) => e)) as Error;
+    expect(e5.message).toMatch(/session_replication_role.*superuser/);
+    await source.query(`SELECT pg_drop_replication_slot('s3')`);
+  });
+
+  it('applies to a partitioned table published through its root, with REPLICA IDENTITY FULL duplicates', async () => {
+    const ddl = (t: string) => `
+      CREATE TABLE ${t} (id int, k int, v text) PARTITION BY RANGE (k);
+      CREATE TABLE ${t}_1 PARTITION OF ${t} FOR VALUES FROM (0) TO (10);
+      CREATE TABLE ${t}_2 PARTITION OF ${t} FOR VALUES FROM (10) TO (20);`;
+    await source.query(`${ddl('part_t')}
+      ALTER TABLE part_t REPLICA IDENTITY FULL; ALTER TABLE part_t_1 REPLICA IDENTITY FULL; ALTER TABLE part_t_2 REPLICA IDENTITY FULL;
+      CREATE PUBLICATION pub5 FOR TABLE part_t WITH (publish_via_partition_root = true);`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s5', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; ${ddl('dst.part_t_m')}`);
+    await source.query(`INSERT INTO part_t VALUES (1, 5, 'd'), (1, 5, 'd'), (1, 5, 'd'), (2, 15, 'e'), (2, 15, 'e')`);
+    // Same ctid in both partitions is likely here: only (tableoid, ctid) names one row.
+    await source.query(`UPDATE part_t SET k = 16 WHERE ctid = (SELECT ctid FROM part_t_1 WHERE id = 1 LIMIT 1) AND tableoid = 'part_t_1'::regclass`);
+    await source.query(`DELETE FROM part_t WHERE ctid = (SELECT ctid FROM part_t_2 WHERE id = 2 LIMIT 1) AND tableoid = 'part_t_2'::regclass`);
+    await source.query(`UPDATE part_t SET v = 'changed' WHERE ctid = (SELECT ctid FROM part_t_1 LIMIT 1) AND tableoid = 'part_t_1'::regclass`);
+    await expectSameAfterFence('s5', 'pub5', ['part_t'], 'tok5', [
+      ['public.part_t_1', 'dst.part_t_m_1'],
+      ['public.part_t_2', 'dst.part_t_m_2'],
+    ]);
+    await source.query(`TRUNCATE part_t; INSERT INTO part_t VALUES (3, 3, 'after')`);
+    await expectSameAfterFence('s5', 'pub5', ['part_t'], 'tok6', [
+      ['public.part_t_1', 'dst.part_t_m_1'],
+      ['public.part_t_2', 'dst.part_t_m_2'],
+    ]);
+    await source.query(`SELECT pg_drop_replication_slot('s5')`);
+  });
+
+  it('keeps the walsender alive while idle and while a target statement is blocked (wal_sender_timeout 1s)', async () => {
+    await source.query(`ALTER SYSTEM SET wal_sender_timeout = '1s'`);
+    await source.query(`SELECT pg_reload_conf()`);
+    try {
+      await source.query(`CREATE TABLE hb_t (id int PRIMARY KEY); CREATE PUBLICATION pub4 FOR TABLE hb_t`);
+      await source.query(`SELECT pg_create_logical_replication_slot('s4', 'pgoutput')`);
+      await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.hb_t_m (id int PRIMARY KEY)`);
+      const count = async () => Number((await target.query<{ n: string }>('SELECT count(*)::text AS n FROM dst.hb_t_m'))[0]!.n);
+      const waitCount = async (n: number) => {
+        for (let i = 0; i < 300 && (await count()) < n; i++) await sleep(50);
+        expect(await count()).toBe(n);
+      };
+      // Progress is rare here: only keepalive answers and status updates keep the connection.
+      const run = startApply({ source: source.uri(), target: target.uri(), slot: 's4', publication: 'pub4', tables: map(['hb_t']), progressIntervalMs: 30_000 });
+      let settled = false;
+      run.result.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      await source.query(`INSERT INTO hb_t VALUES (1)`);
+      await waitCount(1);
+      await sleep(4000); // idle: several timeouts long
+      await source.query(`INSERT INTO hb_t VALUES (2)`);
+      await waitCount(2);
+
+      // A target lock holds the apply inside a statement (stream paused) for several timeouts.
+      const locker = await target.client();
+      await locker.query(`BEGIN; LOCK TABLE dst.hb_t_m IN ACCESS EXCLUSIVE MODE`);
+      await source.query(`INSERT INTO hb_t VALUES (3)`);
+      await sleep(4000);
+      expect(await source.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg-dts walsender s4'`)).toHaveLength(1);
+      await locker.query('COMMIT');
+      await locker.end();
+      await waitCount(3);
+
+      expect(settled).toBe(false);
+      run.abort();
+      expect((await run.result).transactions).toBe(3);
+    } finally {
+      await source.query(`ALTER SYSTEM RESET wal_sender_timeout`);
+      await source.query(`SELECT pg_reload_conf()`);
+      await source.query(`SELECT pg_drop_replication_slot('s4')`).catch(() => undefined);
+    }
+  });
+});
+
+/** Emits a fence, applies until it, stops, and compares the tables. */
+async function expectSameAfterFence(slot: string, publication: string, tables: string[], token: string, pairs: [string, string][]): Promise<void> {
+  await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', $1)`, [token]);
+  const run = startApply({ source: source.uri(), target: target.uri(), slot, publication, tables: map(tables) });
+  await run.until((p) => p.fenceToken === token);
+  run.abort();
+  await run.result;
+  await expectSame(pairs);
+}
+
+async function readProgress(slot: string) {
+  const c = await target.client();
+  try {
+    return await readApplyProgress(c, slot);
+  } finally {
+    await c.end();
+  }
+}
