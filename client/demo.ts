@@ -12,12 +12,14 @@ import { loadShopData, SHOP_SCHEMA, startWriter } from '../test/harness/fixtures
 import { createWorker } from '../worker/worker';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../workflows/contract';
 import { formatReport } from './format';
+import { quietTemporalLogs } from '../worker/logging';
 
 const say = (msg: string) => console.log(`[demo ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 export async function runDemo(): Promise<boolean> {
   const scale = Number(process.env.DEMO_SCALE ?? 20);
   const clusters: PgCluster[] = [];
+  quietTemporalLogs();
   say('starting a Temporal dev server and two PostgreSQL clusters (wal_level = logical)');
   const temporal = await startTemporal();
   try {
@@ -47,32 +49,42 @@ export async function runDemo(): Promise<boolean> {
       schemas: ['public', 'Sales Dept'],
       tableSuffix: '_migrated',
       schemaMapping: { public: 'app' },
-      cutover: { mode: 'auto' as const, maxLagBytes: 64 * 1024 },
+      // Manual, so the demo can show the apply keeping up for a while before it cuts over.
+      cutover: { mode: 'manual' as const },
     };
     const workflowId = `demo-${randomUUID().slice(0, 8)}`;
     const handle = await temporal.client.workflow.start(WORKFLOW_TYPE, { taskQueue, workflowId, args: [spec], staticSummary: 'pg-dts demo migration' });
     say(`started workflow ${workflowId} on task queue ${taskQueue}`);
     let lastPhase = '';
-    let lastLag = '';
+    let lastCopied = -1;
+    let syncingSince = 0;
+    let lastLagAt = 0;
+    let cutoverSent = false;
     const poll = setInterval(() => {
       handle
         .query<MigrationStatus>('status')
-        .then((s) => {
+        .then(async (s) => {
           if (s.phase !== lastPhase) {
             lastPhase = s.phase;
             say(`phase ${s.phase}`);
           }
           if (s.phase === 'MIGRATING_DATA') {
             const done = s.tables.filter((t) => t.state !== 'pending' && t.state !== 'copying').length;
-            say(`  copied ${done}/${s.tables.length} tables`);
+            if (done !== lastCopied) say(`  copied ${(lastCopied = done)}/${s.tables.length} tables`);
           }
-          if (s.replication && s.phase === 'SYNCING_WAL') {
-            const line = `  apply at ${s.replication.confirmedLsn}, lag ${s.replication.lagBytes} bytes, ${s.replication.transactions} transactions applied (writer: ${writer.stats.transactions})`;
-            if (line !== lastLag) say((lastLag = line));
+          if (s.replication && s.phase === 'SYNCING_WAL' && Date.now() - lastLagAt >= 1000) {
+            lastLagAt = Date.now();
+            syncingSince ||= Date.now();
+            say(`  apply at ${s.replication.confirmedLsn}, lag ${s.replication.lagBytes} bytes, ${s.replication.transactions} transactions applied (writer has committed ${writer.stats.transactions})`);
+            if (!cutoverSent && Date.now() - syncingSince > 5000) {
+              cutoverSent = true;
+              say('sending the cutover signal');
+              await handle.signal('cutover');
+            }
           }
         })
         .catch(() => undefined);
-    }, 1000);
+    }, 200);
     let report: MigrationReport;
     try {
       report = (await handle.result()) as MigrationReport;

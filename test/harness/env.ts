@@ -8,6 +8,7 @@ import { Worker } from '@temporalio/worker';
 import { startCluster, type PgCluster } from './pg-cluster';
 import { startTemporal } from './temporal';
 import { createWorker } from '../../worker/worker';
+import { quietTemporalLogs } from '../../worker/logging';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../../workflows/contract';
 import type { MigrationSpecInput } from '../../activities/spec';
 
@@ -31,6 +32,7 @@ export interface MigrationHandle {
 }
 
 export async function startEnv(opts: { sourceSettings?: Record<string, string | number> } = {}): Promise<TestEnv> {
+  quietTemporalLogs(process.env.PG_DTS_TEST_LOG === 'info' ? undefined : 'ERROR');
   const [source, target, temporal] = await Promise.all([
     startCluster({ name: 'source', settings: opts.sourceSettings }),
     startCluster({ name: 'target' }),
