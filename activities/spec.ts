@@ -52,6 +52,8 @@ export const migrationSpecSchema = z
     afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
     /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
     mode: z.enum(['online', 'offline']).optional(),
+    /** Cancel drops the target tables the migration created unless this is true. */
+    keepTargetOnCancel: z.boolean().optional(),
     /** How many table copies run at once. */
     parallelism: z.number().int().min(1).max(64).optional(),
     /** Migration id used to name the slot and publication; defaults to the workflow id. */
@@ -81,6 +83,7 @@ export interface NormalizedSpec {
   afterCutover: 'restore-writes' | 'keep-source-read-only';
   mode: 'online' | 'offline';
   parallelism: number;
+  keepTargetOnCancel: boolean;
 }
 
 export class SpecError extends Error {
@@ -167,6 +170,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     afterCutover: s.afterCutover ?? 'restore-writes',
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,
+    keepTargetOnCancel: s.keepTargetOnCancel ?? false,
   };
 }
 

@@ -76,6 +76,8 @@ export interface MigrationStatus {
   replication?: ReplicationStatus;
   cutover?: { requested: boolean; fencedAt?: string; fenceLsn?: string; windowMs?: number };
   notices: string[];
+  /** What the last pause/resume did, or why it was refused. */
+  lastControl?: string;
   error?: string;
 }
 

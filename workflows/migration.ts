@@ -81,8 +81,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
   let applyError: unknown;
 
   const main = new wf.CancellationScope();
+  const copiesInFlight = new Set<wf.CancellationScope>();
   wf.setHandler(statusQuery, () => state);
-  wf.setHandler(pauseSignal, () => void Object.assign(state, applySignal(state, 'pause')));
+  wf.setHandler(pauseSignal, () => {
+    Object.assign(state, applySignal(state, 'pause'));
+    // In-flight copies stop now and are redone on resume (each copy empties its table first).
+    if (state.paused) for (const scope of copiesInFlight) scope.cancel();
+  });
   wf.setHandler(resumeSignal, () => void Object.assign(state, applySignal(state, 'resume')));
   wf.setHandler(cutoverSignal, () => {
     cutoverRequested = true;
@@ -133,17 +138,33 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
     const queue = [...defs];
     const runOne = async () => {
       for (let def = queue.shift(); def; def = queue.shift()) {
-        await pauseGate();
         const ts = tableStatus(def);
-        ts.state = 'copying';
-        const r = await copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}` }, [
-          {
-            source: plan!.spec.source,
-            target: plan!.spec.target,
-            table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
-            snapshot,
-          },
-        ]);
+        let r: Awaited<ReturnType<Activities['copyTable']>> | undefined;
+        while (!r) {
+          await pauseGate();
+          ts.state = 'copying';
+          const scope = new wf.CancellationScope();
+          copiesInFlight.add(scope);
+          try {
+            r = await scope.run(() =>
+              copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}` }, [
+                {
+                  source: plan!.spec.source,
+                  target: plan!.spec.target,
+                  table: { source: def!.source, target: def!.target, copyColumns: def!.copyColumns },
+                  snapshot,
+                },
+              ]),
+            );
+          } catch (e) {
+            // Interrupted by pause (not by cancel): wait for resume and copy the table again.
+            if (!(wf.isCancellation(e) && state.paused && !main.consideredCancelled)) throw e;
+            ts.state = 'pending';
+            ts.rowsCopied = 0;
+          } finally {
+            copiesInFlight.delete(scope);
+          }
+        }
         ts.state = 'copied';
         ts.rowsCopied = r.rows;
         ts.bytesCopied = r.bytes;
@@ -322,15 +343,25 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
       await pauseGate();
       setPhase('SYNCING_WAL', plan.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
       for (const t of state.tables) t.state = 'syncing';
-      const syncStart = state.replication?.updatedAt;
-      startApply();
       const maxLag = plan.spec.cutover.maxLagBytes;
-      await untilOrApplyFails(() =>
-        !state.paused &&
-        (plan!.spec.cutover.mode === 'manual'
-          ? cutoverRequested
-          : state.replication !== undefined && state.replication.updatedAt !== syncStart && state.replication.lagBytes <= maxLag),
-      );
+      for (;;) {
+        // A fresh report from this run of the apply, not one from before a pause.
+        const since = state.replication?.updatedAt;
+        startApply();
+        await untilOrApplyFails(
+          () =>
+            state.paused ||
+            (plan!.spec.cutover.mode === 'manual'
+              ? cutoverRequested
+              : state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= maxLag),
+        );
+        if (!state.paused) break;
+        // Paused: the apply stops, the slot keeps the WAL; resume continues from the applied position.
+        await stopApply();
+        wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
+        await pauseGate();
+        wf.setCurrentDetails('**SYNCING_WAL**');
+      }
 
       // ── STOPPING_WRITES ──
       setPhase('STOPPING_WRITES', 'fencing source writes');
@@ -399,7 +430,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
     const cancelled = wf.isCancellation(err);
     const message = cancelled ? undefined : errorMessage(err);
     state.error = message;
-    await wf.CancellationScope.nonCancellable(() => cleanup(cancelled));
+    await wf.CancellationScope.nonCancellable(() => cleanup(cancelled && !plan?.spec.keepTargetOnCancel));
     setPhase(cancelled ? 'CANCELLED' : 'FAILED', message);
     if (cancelled) {
       // Cancelled by our signal: a normal end with a report. By Temporal's cancel: end as Canceled.

@@ -5,10 +5,20 @@ import type { MigrationStatus } from './contract';
 
 export type ControlSignal = 'pause' | 'resume';
 
-/** Returns the fields a control signal changes. */
+/** Phases during which the source is (or is about to be) fenced: a pause would hold the fence open. */
+const UNPAUSABLE = new Set(['STOPPING_WRITES', 'VALIDATING', 'FINALIZING']);
+
+/** Returns the fields a control signal changes, with the reason when it is refused. */
 export function applySignal(state: Pick<MigrationStatus, 'phase' | 'paused'>, signal: ControlSignal): Partial<MigrationStatus> {
   const terminal = state.phase === 'COMPLETED' || state.phase === 'FAILED' || state.phase === 'CANCELLED';
-  if (terminal) return {};
-  if (signal === 'pause') return { paused: true };
-  return { paused: false };
+  if (terminal) return { lastControl: `${signal} ignored: the migration has ended (${state.phase})` };
+  if (signal === 'pause') {
+    if (UNPAUSABLE.has(state.phase)) {
+      return {
+        lastControl: `pause refused in ${state.phase}: source writes are stopped for the cutover and a pause would keep them stopped; it finishes in seconds (cancel instead to abort and lift the fence)`,
+      };
+    }
+    return { paused: true, lastControl: `paused in ${state.phase}` };
+  }
+  return { paused: false, lastControl: state.paused ? `resumed in ${state.phase}` : 'resume ignored: not paused' };
 }

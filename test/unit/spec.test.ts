@@ -82,8 +82,16 @@ describe('workflow helpers', () => {
     expect(migrationIdFor('x'.repeat(200)).length).toBeLessThanOrEqual(40);
   });
   it('pause and resume flip the flag, not after the end', () => {
-    expect(applySignal({ phase: 'MIGRATING_DATA', paused: false }, 'pause')).toEqual({ paused: true });
-    expect(applySignal({ phase: 'MIGRATING_DATA', paused: true }, 'resume')).toEqual({ paused: false });
-    expect(applySignal({ phase: 'COMPLETED', paused: false }, 'pause')).toEqual({});
+    expect(applySignal({ phase: 'MIGRATING_DATA', paused: false }, 'pause')).toMatchObject({ paused: true });
+    expect(applySignal({ phase: 'MIGRATING_DATA', paused: true }, 'resume')).toMatchObject({ paused: false });
+    expect(applySignal({ phase: 'COMPLETED', paused: false }, 'pause')).not.toHaveProperty('paused');
+  });
+  it('refuses a pause while the source is fenced, with the reason', () => {
+    for (const phase of ['STOPPING_WRITES', 'VALIDATING', 'FINALIZING'] as const) {
+      const r = applySignal({ phase, paused: false }, 'pause');
+      expect(r).not.toHaveProperty('paused');
+      expect(r.lastControl).toMatch(/pause refused in .*source writes are stopped/);
+    }
+    expect(applySignal({ phase: 'SYNCING_WAL', paused: false }, 'pause')).toMatchObject({ paused: true });
   });
 });

@@ -1,0 +1,135 @@
+/**
+ * Pause, resume and cancel in the phases where they matter, against real servers: nothing is lost,
+ * nothing is left behind (slot, publication, fence, target tables).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowFailedError } from '@temporalio/client';
+import { startEnv, type TestEnv } from '../harness/env';
+import { fingerprint } from '../harness/compare';
+import { loadShopData, SHOP_SCHEMA, startWriter } from '../harness/fixtures';
+
+let env: TestEnv;
+let n = 0;
+const TABLES: Array<[string, string]> = [
+  ['public', 'customers'],
+  ['public', 'orders'],
+  ['public', 'documents'],
+  ['public', 'kv'],
+  ['public', 'audit_log'],
+  ['public', 'scratch'],
+];
+
+async function fresh(scale = 0.2) {
+  const db = `ctl${++n}`;
+  await env.source.createDatabase(db);
+  await env.target.createDatabase(db);
+  const c = await env.source.client(db);
+  await c.query(SHOP_SCHEMA);
+  await loadShopData(c, scale);
+  await c.end();
+  return { db, source: env.source.uri(db), target: env.target.uri(db), tables: TABLES.map(([s, t]) => `${s}.${t}`) };
+}
+
+async function leftovers(db: string) {
+  const [src] = await env.source.query<{ slots: number; pubs: number; fences: number; activeSlots: number }>(
+    `SELECT (SELECT count(*)::int FROM pg_replication_slots WHERE database = current_database()) AS slots,
+            (SELECT count(*)::int FROM pg_replication_slots WHERE database = current_database() AND active) AS "activeSlots",
+            (SELECT count(*)::int FROM pg_publication) AS pubs,
+            (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%') AS fences`,
+    [],
+    db,
+  );
+  const tgt = await env.target.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`, [], db);
+  return { ...src!, targetTables: tgt.map((r) => r.t).sort() };
+}
+
+async function expectIdentical(db: string, suffix: string) {
+  for (const [s, t] of TABLES) {
+    expect({ t, ...(await fingerprint(env.target, db, s, `${t}${suffix}`)) }).toEqual({ t, ...(await fingerprint(env.source, db, s, t)) });
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  env = await startEnv();
+});
+afterAll(async () => {
+  await env?.stop();
+});
+
+describe('pause and resume', () => {
+  it('pause before the copy holds the migration; resume finishes it', async () => {
+    const { db, source, target, tables } = await fresh();
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_p', cutover: { mode: 'manual' } });
+    await m.signal('pause');
+    await sleep(3000);
+    const held = await m.status();
+    expect(held.paused).toBe(true);
+    expect(['INIT', 'CREATING_TABLES', 'MIGRATING_DATA']).toContain(held.phase);
+    expect(held.tables.every((t) => t.state === 'pending' || t.state === 'copied')).toBe(true);
+    await m.signal('resume');
+    await m.waitForPhase('SYNCING_WAL');
+    await m.signal('cutover');
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    await expectIdentical(db, '_p');
+  });
+
+  it('pause in SYNCING_WAL stops the apply, the slot keeps the WAL, resume catches up exactly', async () => {
+    const { db, source, target, tables } = await fresh();
+    const writer = startWriter(() => env.source.client(db));
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_s', cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL');
+    await m.signal('pause');
+    // The apply lets go of the slot (inactive), while the writer keeps committing.
+    let inactive = false;
+    for (let i = 0; i < 100 && !inactive; i++) {
+      inactive = (await leftovers(db)).activeSlots === 0;
+      if (!inactive) await sleep(200);
+    }
+    expect(inactive).toBe(true);
+    expect((await m.status()).paused).toBe(true);
+    const during = writer.stats.transactions;
+    await sleep(1500);
+    expect(writer.stats.transactions).toBeGreaterThan(during);
+    expect((await leftovers(db)).activeSlots).toBe(0);
+    await m.signal('resume');
+    for (let i = 0; i < 100; i++) {
+      if ((await leftovers(db)).activeSlots === 1) break;
+      await sleep(200);
+    }
+    await m.signal('cutover');
+    const report = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(report.phase).toBe('COMPLETED');
+    await expectIdentical(db, '_s');
+  });
+});
+
+describe('cancel', () => {
+  it('cancel while paused in the copy: CANCELLED, slot, publication and target tables gone, source writable', async () => {
+    const { db, source, target, tables } = await fresh();
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_c' });
+    await m.waitForPhase('MIGRATING_DATA');
+    await m.signal('pause');
+    await m.signal('cancel');
+    const report = await m.result();
+    expect(report.phase).toBe('CANCELLED');
+    expect(await leftovers(db)).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: [] });
+    await env.source.query(`INSERT INTO public.kv VALUES ('after-cancel', 1)`, [], db);
+  });
+
+  it("Temporal's own cancellation in SYNCING_WAL cleans up and ends Canceled; keepTargetOnCancel keeps the tables", async () => {
+    const { db, source, target, tables } = await fresh(0.05);
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_t', cutover: { mode: 'manual' }, keepTargetOnCancel: true });
+    await m.waitForPhase('SYNCING_WAL');
+    await env.temporal.client.workflow.getHandle(m.workflowId).cancel();
+    const err = await m.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((await m.status()).phase).toBe('CANCELLED');
+    const left = await leftovers(db);
+    expect({ ...left, targetTables: left.targetTables.length }).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: TABLES.length });
+  });
+});
