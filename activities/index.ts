@@ -115,12 +115,17 @@ export function createActivities(deps: ActivityDeps = {}) {
     }): Promise<{ appliedLsn: string }> {
       const ctx = Context.current();
       let lastSignal = 0;
+      const startedAt = Date.now();
       let lastFence: string | undefined;
       let pending: Promise<void> = Promise.resolve();
       const prev = ctx.info.heartbeatDetails as { transactions?: number; changes?: number } | undefined;
       const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
       const controller = new AbortController();
       ctx.cancellationSignal.addEventListener('abort', () => controller.abort());
+      // Cancellation arrives only with a heartbeat's response: beat every second from the start, not
+      // only when the apply reports progress, so a pause or cutover stops it promptly.
+      let lastDetails: unknown = prev;
+      const beat = setInterval(() => ctx.heartbeat(lastDetails), 1000);
       try {
         const result = await runApply({
           source: input.source,
@@ -132,10 +137,15 @@ export function createActivities(deps: ActivityDeps = {}) {
           onProgress: (raw) => {
             // Counts accumulate across attempts: a retried apply continues the totals of the last one.
             const p = { ...raw, transactions: base.transactions + raw.transactions, changes: base.changes + raw.changes };
+            lastDetails = p;
             ctx.heartbeat(p);
             const now = Date.now();
             const fenceNew = p.fenceToken !== undefined && p.fenceToken !== lastFence;
-            if (fenceNew || now - lastSignal >= (input.reportEveryMs ?? 2000)) {
+            // Every signal is a history event: report every 2 s while the lag matters (first minutes
+            // of a run, or the apply behind), then every 15 s; the fence marker at once.
+            const steady = now - startedAt > 120_000 && p.lagBytes < 1024 * 1024;
+            const every = input.reportEveryMs ?? (steady ? 15_000 : 2_000);
+            if (fenceNew || now - lastSignal >= every) {
               lastSignal = now;
               lastFence = p.fenceToken;
               // Serialise signals so the workflow sees progress in order; a failed signal is not fatal.
@@ -151,6 +161,8 @@ export function createActivities(deps: ActivityDeps = {}) {
       } catch (err) {
         throwIfCancelled(ctx);
         throw classify(err, 'apply changes');
+      } finally {
+        clearInterval(beat);
       }
     },
 

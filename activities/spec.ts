@@ -52,6 +52,8 @@ export const migrationSpecSchema = z
     afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
     /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
     mode: z.enum(['online', 'offline']).optional(),
+    /** SYNCING_WAL continues as a new run past this many history events (advanced; default 10,000). */
+    historyEventsLimit: z.number().int().min(200).max(50_000).optional(),
     /** Cancel drops the target tables the migration created unless this is true. */
     keepTargetOnCancel: z.boolean().optional(),
     /** How many table copies run at once. */
@@ -84,6 +86,7 @@ export interface NormalizedSpec {
   mode: 'online' | 'offline';
   parallelism: number;
   keepTargetOnCancel: boolean;
+  historyEventsLimit?: number;
 }
 
 export class SpecError extends Error {
@@ -171,6 +174,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
+    historyEventsLimit: s.historyEventsLimit,
   };
 }
 

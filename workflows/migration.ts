@@ -65,17 +65,33 @@ const wait = wf.proxyActivities<Activities>(waitOpts);
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
 
-export async function migrationWorkflow(spec: MigrationSpecInput): Promise<MigrationReport> {
-  const startedAt = Date.now();
+/**
+ * What a run hands to the next when SYNCING_WAL continues as new (history stays bounded however
+ * long the sync lasts). Internal: users start the workflow with the spec alone.
+ */
+export interface ContinuedSync {
+  plan: MigrationPlan;
+  defs: TableDef[];
+  state: MigrationStatus;
+  startedAt: number;
+  copyMs: Array<[string, number]>;
+  cutoverRequested: boolean;
+}
+
+/** Continue as new once a run's history passes this many events (or when the server suggests it). */
+const HISTORY_EVENTS_LIMIT = 10_000;
+
+export async function migrationWorkflow(spec: MigrationSpecInput, continued?: ContinuedSync): Promise<MigrationReport> {
+  const startedAt = continued?.startedAt ?? Date.now();
   const info = wf.workflowInfo();
   const rawId = (spec as { id?: unknown } | null)?.id;
   const migrationId = typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(info.workflowId);
   const slot = `pg_dts_${migrationId}`;
   const publication = slot;
 
-  const state: MigrationStatus = { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
+  const state: MigrationStatus = continued?.state ?? { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
   let cancelRequested = false;
-  let cutoverRequested = false;
+  let cutoverRequested = continued?.cutoverRequested ?? false;
   const snapshots = new Map<number, SnapshotReady>();
   let fenceToken: string | undefined;
   let applyError: unknown;
@@ -120,11 +136,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
   const tableStatus = (def: { source: { schema: string; name: string } }) =>
     state.tables.find((t) => t.source === `${def.source.schema}.${def.source.name}`)!;
 
-  let plan: MigrationPlan | undefined;
-  let defs: TableDef[] = [];
-  const copyMs = new Map<string, number>();
-  let tablesCreated = false;
-  let replicationCreated = false;
+  let plan: MigrationPlan | undefined = continued?.plan;
+  let defs: TableDef[] = continued?.defs ?? [];
+  const copyMs = new Map<string, number>(continued?.copyMs ?? []);
+  let tablesCreated = continued !== undefined;
+  let replicationCreated = continued !== undefined;
+  let continueAsNew: ContinuedSync | undefined;
   let fenceSet = false;
   let fencedAt: string | undefined;
   let sequences: MigrationReport['sequences'] = [];
@@ -301,6 +318,18 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
   };
 
   async function run(): Promise<void> {
+    if (!continued) await prepare();
+    const online = plan!.spec.mode === 'online';
+    if (online) {
+      await syncWal();
+      if (continueAsNew) return;
+      await stopWrites();
+    }
+    await validate();
+    await finalize(online);
+  }
+
+  async function prepare(): Promise<void> {
     // ── INIT ──
     setPhase('INIT', 'preflight checks');
     plan = await quick.preflight.executeWithOptions({ ...quickOpts, summary: 'preflight checks', retry: { ...quickOpts.retry, maximumAttempts: 3 } }, [spec]);
@@ -337,52 +366,65 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
     await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
       { target: plan.spec.target, defs },
     ]);
+  }
 
-    if (online) {
-      // ── SYNCING_WAL ──
-      await pauseGate();
-      setPhase('SYNCING_WAL', plan.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
-      for (const t of state.tables) t.state = 'syncing';
-      const maxLag = plan.spec.cutover.maxLagBytes;
-      for (;;) {
-        // A fresh report from this run of the apply, not one from before a pause.
-        const since = state.replication?.updatedAt;
-        startApply();
-        await untilOrApplyFails(
-          () =>
-            state.paused ||
-            (plan!.spec.cutover.mode === 'manual'
-              ? cutoverRequested
-              : state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= maxLag),
-        );
-        if (!state.paused) break;
-        // Paused: the apply stops, the slot keeps the WAL; resume continues from the applied position.
-        await stopApply();
-        wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
-        await pauseGate();
-        wf.setCurrentDetails('**SYNCING_WAL**');
+  async function syncWal(): Promise<void> {
+    const p = plan!;
+    // ── SYNCING_WAL ──
+    await pauseGate();
+    setPhase('SYNCING_WAL', p.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
+    for (const t of state.tables) t.state = 'syncing';
+    const historyFull = () => {
+      const i = wf.workflowInfo();
+      return i.continueAsNewSuggested || i.historyLength > (p.spec.historyEventsLimit ?? HISTORY_EVENTS_LIMIT);
+    };
+    for (;;) {
+      // Auto cutover needs a fresh report from this run of the apply, not one from before a pause.
+      const since = state.replication?.updatedAt;
+      const cutoverDue = () =>
+        p.spec.cutover.mode === 'manual'
+          ? cutoverRequested
+          : state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= p.spec.cutover.maxLagBytes;
+      startApply();
+      await untilOrApplyFails(() => state.paused || cutoverDue() || historyFull());
+      if (!state.paused && cutoverDue()) return;
+      // Paused, or this run's history is long: either way the apply stops here; the slot keeps the WAL
+      // and the next apply resumes from the position recorded on the target.
+      await stopApply();
+      if (!state.paused) {
+        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested };
+        return;
       }
-
-      // ── STOPPING_WRITES ──
-      setPhase('STOPPING_WRITES', 'fencing source writes');
-      fenceSet = true;
-      const fence = await quick.fenceSource.executeWithOptions({ ...quickOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]);
-      fencedAt = fence.fencedAt;
-      state.cutover = { requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn };
-      const waiting = wait.awaitFenceApplied.executeWithOptions({ ...waitOpts, summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
-        { target: plan.spec.target, slot, token: fence.token },
-      ]);
-      let passed = false;
-      void waiting.then(() => void (passed = true), () => undefined);
-      await untilOrApplyFails(() => passed || fenceToken === fence.token);
-      await waiting;
-      sequences = await quick.syncSequences({ source: plan.spec.source, target: plan.spec.target, sequences: defs.flatMap((d) => d.sequences) });
+      wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
+      await pauseGate();
+      wf.setCurrentDetails('**SYNCING_WAL**');
     }
+  }
 
+  async function stopWrites(): Promise<void> {
+    const p = plan!;
+    // ── STOPPING_WRITES ──
+    setPhase('STOPPING_WRITES', 'fencing source writes');
+    fenceSet = true;
+    const fence = await quick.fenceSource.executeWithOptions({ ...quickOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]);
+    fencedAt = fence.fencedAt;
+    state.cutover = { requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn };
+    const waiting = wait.awaitFenceApplied.executeWithOptions({ ...waitOpts, summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
+      { target: p.spec.target, slot, token: fence.token },
+    ]);
+    let passed = false;
+    void waiting.then(() => void (passed = true), () => undefined);
+    await untilOrApplyFails(() => passed || fenceToken === fence.token);
+    await waiting;
+    sequences = await quick.syncSequences({ source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) });
+  }
+
+  async function validate(): Promise<void> {
+    const p = plan!;
     // ── VALIDATING ──
     setPhase('VALIDATING', 'comparing row counts');
     counts = await quick.validateCounts.executeWithOptions({ ...quickOpts, summary: 'compare row counts' }, [
-      { source: plan.spec.source, target: plan.spec.target, tables: defs.map((d) => ({ source: d.source, target: d.target })) },
+      { source: p.spec.source, target: p.spec.target, tables: defs.map((d) => ({ source: d.source, target: d.target })) },
     ]);
     for (const c of counts) {
       const ts = state.tables.find((t) => t.source === c.source);
@@ -395,20 +437,22 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
         'ValidationError',
       );
     }
+  }
 
+  async function finalize(online: boolean): Promise<void> {
+    const p = plan!;
     // ── FINALIZING ──
     setPhase('FINALIZING', 'stopping the apply, dropping the slot and publication, releasing writes');
-    if (online) {
-      await stopApply();
-      await quick.dropReplication({ source: plan.spec.source, target: plan.spec.target, slot, publication });
-      replicationCreated = false;
-      if (plan.spec.afterCutover === 'restore-writes') {
-        const lifted = await quick.liftFence(fenceInput());
-        fenceSet = false;
-        state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
-      } else {
-        state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
-      }
+    if (!online) return;
+    await stopApply();
+    await quick.dropReplication({ source: p.spec.source, target: p.spec.target, slot, publication });
+    replicationCreated = false;
+    if (p.spec.afterCutover === 'restore-writes') {
+      const lifted = await quick.liftFence(fenceInput());
+      fenceSet = false;
+      state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
+    } else {
+      state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
     }
   }
 
@@ -424,9 +468,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput): Promise<Migra
 
   try {
     await main.run(run);
+    if (continueAsNew) {
+      await wf.condition(wf.allHandlersFinished);
+      return await wf.continueAsNew<typeof migrationWorkflow>(spec, continueAsNew);
+    }
     setPhase('COMPLETED', 'migration complete');
     return report('COMPLETED');
   } catch (err) {
+    if (err instanceof wf.ContinueAsNew) throw err;
     const cancelled = wf.isCancellation(err);
     const message = cancelled ? undefined : errorMessage(err);
     state.error = message;

@@ -81,6 +81,8 @@ describe('pause and resume', () => {
     const writer = startWriter(() => env.source.client(db));
     const m = await env.startMigration({ source, target, tables, tableSuffix: '_s', cutover: { mode: 'manual' } });
     await m.waitForPhase('SYNCING_WAL');
+    for (let i = 0; i < 100 && (await leftovers(db)).activeSlots === 0; i++) await sleep(100);
+    expect((await leftovers(db)).activeSlots).toBe(1); // the apply is streaming
     await m.signal('pause');
     // The apply lets go of the slot (inactive), while the writer keeps committing.
     let inactive = false;
@@ -105,6 +107,37 @@ describe('pause and resume', () => {
     expect(stats.errors).toEqual([]);
     expect(report.phase).toBe('COMPLETED');
     await expectIdentical(db, '_s');
+  });
+});
+
+describe('long syncs', () => {
+  it('continues as new when history grows in SYNCING_WAL, and the chain ends identical', async () => {
+    const { db, source, target, tables } = await fresh(0.1);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_h', cutover: { mode: 'manual' }, historyEventsLimit: 200 });
+    const handle = env.temporal.client.workflow.getHandle(m.workflowId);
+    const firstRun = (await handle.describe()).runId;
+    await m.waitForPhase('SYNCING_WAL');
+    // Every signal is a history event: no-op resumes fill the history past the limit quickly.
+    let runId = firstRun;
+    for (let i = 0; i < 300 && runId === firstRun; i++) {
+      await m.signal('resume');
+      if (i % 20 === 19) runId = (await handle.describe()).runId;
+    }
+    for (let i = 0; i < 50 && runId === firstRun; i++) {
+      await sleep(200);
+      runId = (await handle.describe()).runId;
+    }
+    expect(runId).not.toBe(firstRun);
+    const s = await m.waitForPhase('SYNCING_WAL');
+    expect(s.tables.every((t) => t.rowsCopied > 0 || t.source === 'public.scratch')).toBe(true);
+    await m.signal('cutover');
+    const report = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(report.phase).toBe('COMPLETED');
+    await expectIdentical(db, '_h');
+    expect((await leftovers(db)).slots).toBe(0);
   });
 });
 
