@@ -1,17 +1,41 @@
 /**
- * MIGRATING_DATA: stream one table from source to target with COPY. Idempotent: the target table is
- * emptied in the same transaction that loads it, so a retried copy never leaves duplicates. Online
- * migrations read inside the replication slot's exported snapshot, so the copy and the change stream
- * meet exactly.
+ * MIGRATING_DATA: stream one table (or one page range of it) from source to target with COPY.
+ *
+ * Idempotent. A whole-table copy empties the target table in the same transaction that loads it, so a
+ * retried copy never leaves duplicates (and, the table being truncated in this transaction, loads with
+ * COPY FREEZE: no hint-bit rewrite or freeze vacuum of the new rows later). A range copy cannot empty
+ * the table (other ranges load into it): it records `(table, range)` in pgdts.copy_progress in the same
+ * transaction as its rows, and a retry that finds its record returns what the committed attempt did.
+ *
+ * Online migrations read inside the replication slot's exported snapshot, so the copy and the change
+ * stream meet exactly.
+ *
+ * Format: binary COPY when every column has the same built-in type (OID and typmod) on both sides and
+ * both servers are the same major version — always the case for tables pg-dts created from the source
+ * catalog, except for user-defined types (enums, domains, composites, extension types), whose binary
+ * form carries server-specific OIDs. Otherwise text COPY, with the session settings of activities/db.ts
+ * so values read back exactly. Rows are counted on the way (for heartbeats) and checked at the end
+ * against what both servers report.
  */
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { connect } from './db';
-import { classify, preconditionFailed } from './errors';
+import { classify, preconditionFailed, snapshotLost } from './errors';
 import { columnList, literal, qname } from './sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
+
+/**
+ * A slice of the source table by physical position: heap pages [pageFrom, pageTo) (pageTo absent =
+ * to the end). Read with a TID range scan (PostgreSQL ≥ 14), so each range reads only its pages.
+ */
+export interface CopyRange {
+  /** Stable name of the range within its table, e.g. "3/8" (the idempotency key). */
+  id: string;
+  pageFrom: number;
+  pageTo?: number;
+}
 
 export interface CopyTableInput {
   source: ConnectionSpec;
@@ -19,6 +43,13 @@ export interface CopyTableInput {
   table: { source: QualifiedName; target: QualifiedName; copyColumns: string[] };
   /** Exported snapshot to read in (online); absent for an offline copy. */
   snapshot?: string;
+  /**
+   * Copy only this range. The target table is then NOT emptied: call prepareRangedCopy first (once
+   * per table and snapshot), then copy the ranges in any order, on any worker, retried at will.
+   */
+  range?: CopyRange;
+  /** 'auto' (default): binary when the column types allow it. 'text' forces text COPY. */
+  format?: 'auto' | 'text';
 }
 
 export interface CopyProgress {
@@ -28,6 +59,9 @@ export interface CopyProgress {
 
 export interface CopyTableResult extends CopyProgress {
   durationMs: number;
+  format?: 'binary' | 'text';
+  /** A range copy found its committed record from an earlier attempt and did nothing. */
+  alreadyCopied?: boolean;
 }
 
 export interface CopyHooks {
@@ -35,10 +69,16 @@ export interface CopyHooks {
   signal: AbortSignal;
 }
 
+/** Larger stream buffers than Node's 16 KiB default: fewer pauses between the two sockets. */
+const STREAM_BUFFER = 1024 * 1024;
+
 /** Counts rows (one newline ends each row in text COPY; embedded newlines are escaped) and bytes. */
-class Meter extends Transform {
+class TextMeter extends Transform {
   rows = 0;
   bytes = 0;
+  constructor() {
+    super({ highWaterMark: STREAM_BUFFER });
+  }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.bytes += chunk.length;
     let i = -1;
@@ -47,15 +87,172 @@ class Meter extends Transform {
   }
 }
 
+const BINARY_HEADER_LENGTH = 19; // "PGCOPY\n\377\r\n\0" + int32 flags + int32 header extension length
+
+/**
+ * Counts rows of a binary COPY stream (and bytes) without copying it: walks the tuple headers
+ * (int16 field count, then int32 length + data per field; -1 field count ends the stream). A header
+ * integer may straddle two chunks: its bytes wait in `partial`.
+ */
+export class BinaryMeter extends Transform {
+  rows = 0;
+  bytes = 0;
+  /** Data bytes still to pass over (field contents, the header extension). */
+  private skip = 0;
+  private state: 'header' | 'tuple' | 'field' | 'end' = 'header';
+  private fieldsLeft = 0;
+  private partial: Buffer = Buffer.alloc(0);
+  constructor() {
+    super({ highWaterMark: STREAM_BUFFER });
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    this.bytes += chunk.length;
+    try {
+      this.scan(chunk);
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    cb(null, chunk);
+  }
+  private scan(chunk: Buffer): void {
+    let p = 0;
+    const len = chunk.length;
+    while (p < len && this.state !== 'end') {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, len - p);
+        this.skip -= n;
+        p += n;
+        continue;
+      }
+      const need = this.state === 'header' ? BINARY_HEADER_LENGTH : this.state === 'tuple' ? 2 : 4;
+      let buf: Buffer;
+      let at: number;
+      if (this.partial.length === 0 && p + need <= len) {
+        buf = chunk;
+        at = p;
+        p += need;
+      } else {
+        const take = Math.min(need - this.partial.length, len - p);
+        this.partial = Buffer.concat([this.partial, chunk.subarray(p, p + take)]);
+        p += take;
+        if (this.partial.length < need) return;
+        buf = this.partial;
+        at = 0;
+        this.partial = Buffer.alloc(0);
+      }
+      if (this.state === 'header') {
+        if (buf.toString('latin1', at, at + 6) !== 'PGCOPY') throw new Error('binary COPY stream does not start with the PGCOPY signature');
+        this.skip = buf.readInt32BE(at + 15);
+        this.state = 'tuple';
+      } else if (this.state === 'tuple') {
+        const fields = buf.readInt16BE(at);
+        if (fields === -1) {
+          this.state = 'end';
+        } else {
+          this.rows++;
+          this.fieldsLeft = fields;
+          if (fields > 0) this.state = 'field';
+        }
+      } else {
+        const l = buf.readInt32BE(at);
+        if (l > 0) this.skip = l;
+        if (--this.fieldsLeft === 0) this.state = 'tuple';
+      }
+    }
+  }
+}
+
+/** First OID of user objects: below it, types are built in and have the same OID on every server. */
+const FIRST_NORMAL_OBJECT_ID = 16384;
+
+interface ColumnType {
+  name: string;
+  typid: number;
+  typmod: number;
+  /** The type (and, for an array, its element type) has binary send/receive functions. */
+  binary: boolean;
+  /** Array element type, 0 when not an array. */
+  elem: number;
+}
+
+async function columnTypes(c: Client, table: QualifiedName): Promise<{ version: number; relkind: string; columns: Map<string, ColumnType> }> {
+  const r = await c.query<ColumnType & { version: number; relkind: string }>(
+    `SELECT a.attname AS name, a.atttypid::int AS typid, a.atttypmod AS typmod,
+            (t.typsend <> 0 AND t.typreceive <> 0 AND (e.oid IS NULL OR (e.typsend <> 0 AND e.typreceive <> 0))) AS binary,
+            coalesce(e.oid, 0)::int AS elem,
+            current_setting('server_version_num')::int / 10000 AS version, k.relkind::text AS relkind
+       FROM pg_class k
+       JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
+       JOIN pg_type t ON t.oid = a.atttypid
+       LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+      WHERE k.oid = $1::regclass`,
+    [qname(table)],
+  );
+  return { version: r.rows[0]?.version ?? 0, relkind: r.rows[0]?.relkind ?? 'r', columns: new Map(r.rows.map((x) => [x.name, x])) };
+}
+
+/** Binary COPY is exact and cheaper, but only where both sides read each column's bytes the same way. */
+export function binaryCompatible(
+  columns: readonly string[],
+  src: { version: number; columns: Map<string, ColumnType> },
+  dst: { version: number; columns: Map<string, ColumnType> },
+): boolean {
+  if (src.version === 0 || src.version !== dst.version) return false;
+  return columns.every((name) => {
+    const s = src.columns.get(name);
+    const d = dst.columns.get(name);
+    return (
+      s !== undefined &&
+      d !== undefined &&
+      s.typid === d.typid &&
+      s.typmod === d.typmod &&
+      s.typid < FIRST_NORMAL_OBJECT_ID &&
+      s.elem < FIRST_NORMAL_OBJECT_ID &&
+      s.binary &&
+      d.binary
+    );
+  });
+}
+
+/** Where a range copy records that it committed (target side, same transaction as its rows). */
+export const COPY_PROGRESS_DDL = [
+  'CREATE SCHEMA IF NOT EXISTS pgdts',
+  `CREATE TABLE IF NOT EXISTS pgdts.copy_progress (
+  target_table text NOT NULL,
+  range_id text NOT NULL,
+  snapshot text NOT NULL,
+  rows bigint NOT NULL,
+  bytes bigint NOT NULL,
+  copied_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (target_table, range_id)
+)`,
+] as const;
+
+async function ensureCopyProgress(c: Client): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      for (const sql of COPY_PROGRESS_DDL) await c.query(sql);
+      return;
+    } catch (err) {
+      // Concurrent range copies racing on CREATE ... IF NOT EXISTS: the loser retries once.
+      const code = (err as { code?: string }).code;
+      if (attempt < 2 && (code === '23505' || code === '42P06' || code === '42P07')) continue;
+      throw err;
+    }
+  }
+}
+
 export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promise<CopyTableResult> {
   const started = Date.now();
-  const { table } = input;
-  const where = `copy ${displayName(table.source)} -> ${displayName(table.target)}`;
+  const { table, range } = input;
+  const where = `copy ${displayName(table.source)} -> ${displayName(table.target)}${range ? ` (pages ${range.id})` : ''}`;
+  const snapshotKey = input.snapshot ?? 'offline';
   let src: Client | undefined;
   let dst: Client | undefined;
   let srcPoisoned = false;
-  const meter = new Meter();
-  const tick = setInterval(() => hooks.heartbeat({ rows: meter.rows, bytes: meter.bytes }), 2000);
+  let meter: TextMeter | BinaryMeter | undefined;
+  const tick = setInterval(() => hooks.heartbeat({ rows: meter?.rows ?? 0, bytes: meter?.bytes ?? 0 }), 2000);
   try {
     src = await connect(input.source, { applicationName: 'pg-dts copy' });
     dst = await connect(input.target, { applicationName: 'pg-dts copy' });
@@ -65,21 +262,72 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
         await src.query(`SET TRANSACTION SNAPSHOT ${literal(input.snapshot)}`);
       } catch (err) {
         // The holder of the exported snapshot is gone: this copy can never be consistent with the slot.
-        throw preconditionFailed(`${where}: cannot import snapshot ${input.snapshot}: ${(err as Error).message}`, { snapshotLost: true });
+        throw snapshotLost(`${where}: cannot import snapshot ${input.snapshot}: ${(err as Error).message}`);
       }
     }
+    if (range) await ensureCopyProgress(dst);
+    const [srcTypes, dstTypes] = await Promise.all([columnTypes(src, table.source), columnTypes(dst, table.target)]);
+    const binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
+
     await dst.query('BEGIN');
-    await dst.query(`TRUNCATE ONLY ${qname(table.target)}`);
+    let freeze = false;
+    if (range) {
+      // Serialises retries of one range; a committed earlier attempt means there is nothing to do.
+      const done = await dst.query<{ rows: string; bytes: string; snapshot: string }>(
+        'SELECT rows::text, bytes::text, snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2 FOR UPDATE',
+        [qname(table.target), range.id],
+      );
+      const row = done.rows[0];
+      if (row && row.snapshot === snapshotKey) {
+        await dst.query('COMMIT');
+        await src.query('COMMIT');
+        const p = { rows: Number(row.rows), bytes: Number(row.bytes) };
+        hooks.heartbeat(p);
+        return { ...p, durationMs: Date.now() - started, format: binary ? 'binary' : 'text', alreadyCopied: true };
+      }
+      if (row) {
+        // Rows of another snapshot's copy of this range may still be in the table: copying again would
+        // duplicate them. prepareRangedCopy (which empties the table and these records) comes first.
+        throw preconditionFailed(`${where}: the target holds this range from another copy round (snapshot ${row.snapshot}); run prepareRangedCopy first`);
+      }
+    } else {
+      // A partitioned table is emptied with its partitions (TRUNCATE ONLY refuses it).
+      const partitioned = dstTypes.relkind === 'p';
+      await dst.query(`TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
+      freeze = !partitioned;
+    }
+
     const cols = columnList(table.copyColumns);
-    const readStream = src.query(copyTo(`COPY (SELECT ${cols} FROM ${qname(table.source)}) TO STDOUT`));
-    const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN`));
+    const rangeWhere = range
+      ? ` WHERE ctid >= '(${int(range.pageFrom)},0)'::tid${range.pageTo !== undefined ? ` AND ctid < '(${int(range.pageTo)},0)'::tid` : ''}`
+      : '';
+    const opts = [binary ? 'FORMAT binary' : '', freeze ? 'FREEZE' : ''].filter(Boolean);
+    const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
+    meter = binary ? new BinaryMeter() : new TextMeter();
+    const readStream = src.query(copyTo(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark: STREAM_BUFFER }));
+    const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark: STREAM_BUFFER }));
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
     await pipeline(readStream, meter, writeStream, { signal: hooks.signal });
     srcPoisoned = false;
-    await dst.query('COMMIT');
+    // Queued behind the COPY: once it returns, the source's own row count has arrived too.
     await src.query('COMMIT');
-    hooks.heartbeat({ rows: meter.rows, bytes: meter.bytes });
-    return { rows: meter.rows, bytes: meter.bytes, durationMs: Date.now() - started };
+    // Both servers say how many rows they moved; they must agree with each other and with our count.
+    const rows = writeStream.rowCount;
+    if (readStream.rowCount !== rows || meter.rows !== rows) {
+      throw new Error(`row counts disagree: the source sent ${readStream.rowCount}, the target loaded ${rows}, the stream carried ${meter.rows}`);
+    }
+    if (range) {
+      await dst.query('INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, $4, $5)', [
+        qname(table.target),
+        range.id,
+        snapshotKey,
+        rows,
+        meter.bytes,
+      ]);
+    }
+    await dst.query('COMMIT');
+    hooks.heartbeat({ rows, bytes: meter.bytes });
+    return { rows, bytes: meter.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
   } catch (err) {
     await dst?.query('ROLLBACK').catch(() => undefined);
     throw classify(err, where);
@@ -89,5 +337,87 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     // Destroying the reading side does not cancel the server's COPY: drop that connection outright.
     if (srcPoisoned) (src as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream?.destroy();
     else await src?.end().catch(() => undefined);
+  }
+}
+
+function int(n: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`invalid page number ${n}`);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Splitting large tables (the workflow side is not wired yet: see planCopyRanges)
+// ---------------------------------------------------------------------------------------------------
+
+export interface PlanRangesInput {
+  source: ConnectionSpec;
+  table: QualifiedName;
+  /** Tables smaller than this are one whole-table copy (default 1 GiB). */
+  minSplitBytes?: number;
+  /** Aim for ranges of about this size (default 512 MiB). */
+  rangeBytes?: number;
+  /** At most this many ranges (default 32). */
+  maxRanges?: number;
+}
+
+/**
+ * How to copy one table: undefined = whole (copyTable without range), else page ranges covering the
+ * whole heap (the last one open-ended, so pages added since the plan are read too; rows in them are
+ * invisible to the snapshot anyway). Plain tables only: a partitioned table has no pages of its own.
+ */
+export async function planCopyRanges(input: PlanRangesInput): Promise<CopyRange[] | undefined> {
+  const minSplit = input.minSplitBytes ?? 1024 ** 3;
+  const rangeBytes = Math.max(8192, input.rangeBytes ?? 512 * 1024 ** 2);
+  const maxRanges = Math.max(1, input.maxRanges ?? 32);
+  const c = await connect(input.source, { applicationName: 'pg-dts copy plan' });
+  try {
+    const r = await c.query<{ relkind: string; bytes: string; block: number }>(
+      `SELECT relkind::text, pg_relation_size(oid)::text AS bytes, current_setting('block_size')::int AS block FROM pg_class WHERE oid = $1::regclass`,
+      [qname(input.table)],
+    );
+    const row = r.rows[0];
+    if (!row || row.relkind !== 'r') return undefined;
+    const bytes = Number(row.bytes);
+    if (bytes < minSplit) return undefined;
+    return splitPages(Math.ceil(bytes / row.block), Math.min(maxRanges, Math.ceil(bytes / rangeBytes)));
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** `n` contiguous page ranges over `pages` pages; the last is open-ended. Pure. */
+export function splitPages(pages: number, n: number): CopyRange[] {
+  const count = Math.max(1, Math.min(n, pages));
+  const per = Math.ceil(pages / count);
+  const ranges: CopyRange[] = [];
+  for (let i = 0; i < count; i++) {
+    const pageFrom = i * per;
+    if (pageFrom >= pages && i > 0) break;
+    const last = i === count - 1 || (i + 1) * per >= pages;
+    ranges.push(last ? { id: `${i + 1}/${count}`, pageFrom } : { id: `${i + 1}/${count}`, pageFrom, pageTo: (i + 1) * per });
+    if (last) break;
+  }
+  return ranges;
+}
+
+/**
+ * Before the range copies of one table for one snapshot: empties the target table and forgets the
+ * range records of any earlier snapshot. Idempotent; must not run while range copies of the table are
+ * in flight (the workflow runs it once per table per copy round).
+ */
+export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName }): Promise<void> {
+  const c = await connect(input.target, { applicationName: 'pg-dts copy' });
+  try {
+    await ensureCopyProgress(c);
+    await c.query('BEGIN');
+    const k = await c.query<{ relkind: string }>('SELECT relkind::text FROM pg_class WHERE oid = $1::regclass', [qname(input.table)]);
+    await c.query(`TRUNCATE ${k.rows[0]?.relkind === 'p' ? '' : 'ONLY '}${qname(input.table)}`);
+    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1', [qname(input.table)]);
+    await c.query('COMMIT');
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw classify(err, `prepare the ranged copy of ${displayName(input.table)}`);
+  } finally {
+    await c.end().catch(() => undefined);
   }
 }

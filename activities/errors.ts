@@ -7,7 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { SpecError } from './spec';
 
 /** Error types the workflow's retry policies treat as final. */
-export const NON_RETRYABLE_TYPES = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError'] as const;
+export const NON_RETRYABLE_TYPES = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'] as const;
 
 export function preconditionFailed(message: string, details?: unknown): ApplicationFailure {
   return ApplicationFailure.create({ message, type: 'PreconditionError', nonRetryable: true, details: details === undefined ? undefined : [details] });
@@ -15,6 +15,11 @@ export function preconditionFailed(message: string, details?: unknown): Applicat
 
 export function validationFailed(message: string, details?: unknown): ApplicationFailure {
   return ApplicationFailure.create({ message, type: 'ValidationError', nonRetryable: true, details: details === undefined ? undefined : [details] });
+}
+
+/** The exported snapshot can no longer be imported: the workflow redoes the copy in a new one. */
+export function snapshotLost(message: string): ApplicationFailure {
+  return ApplicationFailure.create({ message, type: 'SnapshotLost', nonRetryable: true });
 }
 
 export function replicationFailed(message: string): ApplicationFailure {

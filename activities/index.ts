@@ -90,11 +90,18 @@ export function createActivities(deps: ActivityDeps = {}) {
           snapshotName: handle.snapshotName,
           consistentPoint: handle.consistentPoint,
         });
-        while (!ctx.cancellationSignal.aborted) {
+        // The snapshot lives exactly as long as this connection: if the server ends it, fail at once so
+        // the workflow redoes the copy instead of waiting on a snapshot nobody can import any more.
+        let lost: Error | undefined;
+        const onLost = (err?: Error) => void (lost ??= new Error(`the connection holding snapshot ${handle.snapshotName} was lost${err ? `: ${err.message}` : ''}`));
+        handle.client.on('error', onLost);
+        handle.client.on('end', () => onLost());
+        while (!ctx.cancellationSignal.aborted && !lost) {
           ctx.heartbeat({ snapshotName: handle.snapshotName });
           await sleep(1000, ctx.cancellationSignal);
         }
         throwIfCancelled(ctx);
+        if (lost) throw lost;
         return { consistentPoint: handle.consistentPoint };
       } finally {
         await handle.client.end().catch(() => undefined);

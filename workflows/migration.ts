@@ -26,7 +26,7 @@ import {
 import { migrationIdFor } from './names';
 import { applySignal } from './state';
 
-const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError'];
+const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
 
 const quickOpts: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
@@ -229,10 +229,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         copyScope.cancel();
         await copies;
         if (!holderEnded) {
-          // The copies failed for a reason of their own: not a snapshot problem.
           holderScope.cancel();
           await held;
-          throw copyError;
+          // The copies failed for a reason of their own, not because the snapshot went away.
+          if (!isSnapshotLost(copyError)) throw copyError;
+          holderError = copyError;
         }
       }
       if (wf.isCancellation(holderError)) throw holderError;
@@ -488,6 +489,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     throw ApplicationFailure.create({ message: message!, type: 'MigrationFailed', nonRetryable: true, details: [report('FAILED', message)] });
   }
+}
+
+/** A copy could not import the exported snapshot: its holder is gone even if not yet noticed. */
+function isSnapshotLost(err: unknown): boolean {
+  for (let e = err as { type?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.type === 'SnapshotLost') return true;
+  }
+  return false;
 }
 
 function errorMessage(err: unknown): string {

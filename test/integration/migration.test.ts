@@ -209,6 +209,34 @@ describe('online migration', () => {
     expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
   });
 
+  it('recovers when the exported snapshot is lost during the copy: new slot, copies redone, identical', async () => {
+    const { db, source, target } = await freshDatabases(0.1);
+    await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g`, [], db);
+    const writer = startWriter(() => env.source.client(db));
+    const m = await env.startMigration({ source, target, schemas: ['public', 'Sales Dept'], tableSuffix: '_r', parallelism: 1, cutover: { mode: 'manual' } });
+    for (let i = 0; i < 300; i++) {
+      const s = await m.status();
+      if (s.tables.some((t) => t.state === 'copying')) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The connection that exported the snapshot dies (a network drop, a restart of its backend).
+    const killed = await env.source.query<{ n: number }>(
+      `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pg-dts snapshot'`,
+    );
+    expect(killed[0]!.n).toBe(1);
+    const syncing = await m.waitForPhase('SYNCING_WAL', 180_000);
+    expect(syncing.notices.join('\n')).toMatch(/snapshot holder lost \(attempt 1\)/);
+    await m.signal('cutover');
+    const report = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(report.phase).toBe('COMPLETED');
+    await expectSameContent(db, (s, t) => [s, `${t}_r`]);
+    const [a, b] = [await fingerprint(env.source, db, 'public', 'big'), await fingerprint(env.target, db, 'public', 'big_r')];
+    expect(b).toEqual(a);
+    expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
+  });
+
   it('cancel during SYNCING_WAL drops the slot, publication and target tables', async () => {
     const { db, source, target } = await freshDatabases(0.1);
     const m = await env.startMigration({ source, target, cutover: { mode: 'manual' } });
