@@ -237,6 +237,31 @@ describe('online migration', () => {
     expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
   });
 
+  it('auto cutover under writes; keep-source-read-only leaves the source fenced', async () => {
+    const { db, source, target } = await freshDatabases(0.2);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 2 });
+    const m = await env.startMigration({
+      source,
+      target,
+      schemas: ['public', 'Sales Dept'],
+      tableSuffix: '_a',
+      cutover: { mode: 'auto', maxLagBytes: 256 * 1024 },
+      afterCutover: 'keep-source-read-only',
+    });
+    const report = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(stats.fenced).toBe(true);
+    expect(report.phase).toBe('COMPLETED');
+    expect(report.cutoverWindowMs).toBeUndefined(); // writes were never released
+    await expectSameContent(db, (s, t) => [s, `${t}_a`]);
+    const write = await env.source.query(`INSERT INTO public.kv VALUES ('after', 1)`, [], db).catch((e: { code?: string }) => e.code);
+    expect(write).toBe('25006');
+    const left = await replicationLeftovers(db);
+    expect({ slots: left.slots, publications: left.publications }).toEqual({ slots: 0, publications: 0 });
+    expect(left.fenceTriggers).toBe(SHOP_TABLES.length);
+  });
+
   it('cancel during SYNCING_WAL drops the slot, publication and target tables', async () => {
     const { db, source, target } = await freshDatabases(0.1);
     const m = await env.startMigration({ source, target, cutover: { mode: 'manual' } });
