@@ -4,7 +4,7 @@
  * classification live here; the database work lives in the phase modules.
  */
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
-import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot } from './replication';
+import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, type CopyTableInput, type CopyTableResult } from './copy';
 import { fenceSource, liftFence, syncSequences } from './cutover';
 import { classify } from './errors';
@@ -53,6 +53,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     createTargetTables,
     finishTargetTables,
     createPublication,
+    setReplicaIdentity,
     validateCounts,
     fenceSource,
     liftFence,

@@ -17,6 +17,8 @@ export interface TablePlan {
 export interface MigrationPlan {
   spec: NormalizedSpec;
   tables: TablePlan[];
+  /** Tables without a replica identity that the migration sets to FULL (setReplicaIdentityFull), with what to restore. */
+  replicaIdentityFull: Array<{ table: QualifiedName; original: 'default' | 'nothing' }>;
   notices: string[];
   sourceDescription: string;
   targetDescription: string;
@@ -31,6 +33,13 @@ async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): 
   }
 }
 
+/**
+ * The tables to migrate, with notices for what is left out. Partitioned tables are listed by their
+ * root only: their partitions (at every level) are created, copied and replicated with it. Unlogged
+ * and temporary tables are skipped with a notice (their changes are not in the WAL); a partitioned
+ * table with an unlogged or foreign partition is refused. Large objects are reported: they are not
+ * migrated.
+ */
 export async function listSourceTables(client: Client, spec: NormalizedSpec): Promise<{ tables: TablePlan[]; notices: string[] }> {
   const notices: string[] = [];
   const schemasFound = await client.query<{ nspname: string }>('SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])', [spec.schemas]);
@@ -40,9 +49,28 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
   }
   const wanted = spec.tables ?? null;
   const schemaFilter = wanted ? [...new Set(wanted.map((t) => t.schema))] : spec.schemas;
-  const res = await client.query<{ schema: string; name: string; relkind: string; relpersistence: string; relispartition: boolean; reltuples: number }>(
-    `SELECT n.nspname AS schema, c.relname AS name, c.relkind, c.relpersistence, c.relispartition, c.reltuples::float8 AS reltuples
+  const res = await client.query<{
+    schema: string;
+    name: string;
+    relkind: string;
+    relpersistence: string;
+    relispartition: boolean;
+    reltuples: number;
+    root: string | null;
+    bad_partitions: string[] | null;
+  }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relkind, c.relpersistence, c.relispartition,
+            CASE WHEN c.relkind = 'p'
+                 THEN (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)
+                 ELSE c.reltuples END::float8 AS reltuples,
+            CASE WHEN c.relispartition THEN rn.nspname || '.' || rc.relname END AS root,
+            CASE WHEN c.relkind = 'p' THEN
+              (SELECT array_agg(pn.nspname || '.' || p.relname || ' (' || CASE WHEN p.relkind = 'f' THEN 'foreign table' ELSE 'unlogged' END || ')' ORDER BY pn.nspname, p.relname)
+                 FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                WHERE t.level > 0 AND (p.relkind = 'f' OR p.relpersistence <> 'p')) END AS bad_partitions
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_class rc ON rc.oid = CASE WHEN c.relispartition THEN pg_partition_root(c.oid) END
+       LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
       WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
       ORDER BY n.nspname, c.relname`,
     [schemaFilter],
@@ -55,24 +83,50 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
       throw preconditionFailed(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
     }
     rows = wanted.map((t) => byKey.get(`${t.schema}\u0000${t.name}`)!);
+    const partitions = rows.filter((r) => r.relispartition);
+    if (partitions.length) {
+      throw preconditionFailed(
+        `partitions cannot be migrated on their own: ${partitions.map((r) => `${displayName(r)} (a partition of ${r.root ?? '?'})`).join(', ')}; ` +
+          'list the partitioned table instead: its partitions are migrated with it',
+      );
+    }
   }
   const tables: TablePlan[] = [];
   for (const r of rows) {
     const q = { schema: r.schema, name: r.name };
+    if (r.relispartition) continue; // migrated with its partitioned root
     if (r.relpersistence !== 'p') {
       notices.push(`skipped ${displayName(q)}: ${r.relpersistence === 'u' ? 'unlogged' : 'temporary'} tables are not written to the WAL and cannot be replicated`);
       continue;
     }
-    if (r.relispartition && !wanted) continue; // migrated through its partitioned root
+    if (r.bad_partitions?.length) {
+      throw preconditionFailed(
+        `partitioned table ${displayName(q)} has partitions whose changes are not in the WAL: ${r.bad_partitions.join(', ')}; ` +
+          'make them logged (ALTER TABLE ... SET LOGGED), detach them, or leave the table out',
+      );
+    }
     tables.push({ source: q, target: mapTableName(q, spec), estimatedRows: Math.max(0, Math.round(r.reltuples)) });
   }
   if (tables.length === 0) {
     throw preconditionFailed(`nothing to migrate: no tables in schema(s) ${spec.schemas.map((s) => JSON.stringify(s)).join(', ')} on the source`);
   }
+  // Large objects live outside every table (pg_largeobject): COPY and logical replication carry
+  // neither them nor their changes. pg_largeobject_metadata is readable without superuser.
+  const lo = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_largeobject_metadata');
+  const los = Number(lo.rows[0]?.n ?? 0);
+  if (los > 0) {
+    notices.push(
+      `the source database holds ${los} large object(s) (pg_largeobject): large objects are not migrated; columns that reference them (oid, lo) are copied as plain numbers. Move them separately (pg_dump --large-objects / lo_export + lo_import) before cutover`,
+    );
+  }
   return { tables, notices };
 }
 
-async function checkSourceForReplication(client: Client, tables: TablePlan[]): Promise<void> {
+async function checkSourceForReplication(
+  client: Client,
+  tables: TablePlan[],
+  setFull: boolean,
+): Promise<MigrationPlan['replicaIdentityFull']> {
   const settings = await client.query<{ name: string; setting: string }>(
     `SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')`,
   );
@@ -104,8 +158,8 @@ async function checkSourceForReplication(client: Client, tables: TablePlan[]): P
   if (!role.rows[0]?.ok) {
     throw preconditionFailed(`the source role ${JSON.stringify(role.rows[0]?.rolname)} lacks the REPLICATION privilege (ALTER ROLE ... REPLICATION)`);
   }
-  const ident = await client.query<{ schema: string; name: string }>(
-    `SELECT n.nspname AS schema, c.relname AS name
+  const ident = await client.query<{ schema: string; name: string; relreplident: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relreplident
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
         AND (c.relreplident = 'n'
@@ -114,13 +168,17 @@ async function checkSourceForReplication(client: Client, tables: TablePlan[]): P
         AND c.relkind = 'r'`,
     [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
   );
+  if (ident.rows.length && setFull) {
+    return ident.rows.map((r) => ({ table: { schema: r.schema, name: r.name }, original: r.relreplident === 'n' ? 'nothing' : 'default' }));
+  }
   if (ident.rows.length) {
     throw preconditionFailed(
       `table(s) without a replica identity (no primary key, no REPLICA IDENTITY USING INDEX, not FULL): ${ident.rows
         .map(displayName)
-        .join(', ')}. Once published, UPDATE and DELETE on them would fail on the source; add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL`,
+        .join(', ')}. Once published, UPDATE and DELETE on them would fail on the source; add a primary key, run ALTER TABLE ... REPLICA IDENTITY FULL, or set "setReplicaIdentityFull": true in the spec`,
     );
   }
+  return [];
 }
 
 async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
@@ -176,10 +234,11 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
         if (prev) throw preconditionFailed(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
         targets.set(k, displayName(t.source));
       }
-      if (spec.mode === 'online') await checkSourceForReplication(src, tables);
+      const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
       await checkNotSameTables(src, dst, tables);
       await checkTarget(dst, tables, spec.mode === 'online');
-      return { spec, tables, notices, sourceDescription: describeConnection(spec.source), targetDescription: describeConnection(spec.target) };
+      for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
+      return { spec, tables, replicaIdentityFull, notices, sourceDescription: describeConnection(spec.source), targetDescription: describeConnection(spec.target) };
     } finally {
       await dst.end().catch(() => undefined);
     }

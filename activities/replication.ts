@@ -93,3 +93,20 @@ export async function sourceHasSlot(source: ConnectionSpec, slot: string): Promi
     return { slot: r.rows[0]!.s, publication: r.rows[0]!.p };
   });
 }
+
+export interface ReplicaIdentityInput {
+  source: ConnectionSpec;
+  tables: Array<{ table: QualifiedName; identity: 'full' | 'default' | 'nothing' }>;
+}
+
+/** ALTER TABLE ... REPLICA IDENTITY: set FULL for the migration (opt-in), restored at the end. Idempotent. */
+export async function setReplicaIdentity(input: ReplicaIdentityInput): Promise<void> {
+  try {
+    await withClient(input.source, async (c) => {
+      await c.query(`SET lock_timeout = '10s'`);
+      for (const t of input.tables) await c.query(`ALTER TABLE ${qname(t.table)} REPLICA IDENTITY ${t.identity.toUpperCase()}`);
+    });
+  } catch (err) {
+    throw classify(err, 'set replica identity');
+  }
+}

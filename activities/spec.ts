@@ -52,6 +52,11 @@ export const migrationSpecSchema = z
     afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
     /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
     mode: z.enum(['online', 'offline']).optional(),
+    /**
+     * Tables with no replica identity (no primary key) are refused unless this is true: then the
+     * migration sets REPLICA IDENTITY FULL on them for its duration and restores it afterwards.
+     */
+    setReplicaIdentityFull: z.boolean().optional(),
     /** SYNCING_WAL continues as a new run past this many history events (advanced; default 10,000). */
     historyEventsLimit: z.number().int().min(200).max(50_000).optional(),
     /** Cancel drops the target tables the migration created unless this is true. */
@@ -87,6 +92,7 @@ export interface NormalizedSpec {
   parallelism: number;
   keepTargetOnCancel: boolean;
   historyEventsLimit?: number;
+  setReplicaIdentityFull: boolean;
 }
 
 export class SpecError extends Error {
@@ -175,6 +181,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     parallelism: s.parallelism ?? 4,
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
+    setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,
   };
 }
 

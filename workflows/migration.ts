@@ -142,6 +142,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let tablesCreated = continued !== undefined;
   let replicationCreated = continued !== undefined;
   let continueAsNew: ContinuedSync | undefined;
+  let replicaIdentityChanged = continued !== undefined && (continued.plan.replicaIdentityFull?.length ?? 0) > 0;
+  const restoreReplicaIdentity = async () => {
+    if (!replicaIdentityChanged || !plan) return;
+    await quick.setReplicaIdentity({ source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: r.original })) });
+    replicaIdentityChanged = false;
+  };
   let fenceSet = false;
   let fencedAt: string | undefined;
   let sequences: MigrationReport['sequences'] = [];
@@ -354,6 +360,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     ]);
     for (const d of defs) state.notices.push(...(d.warnings ?? []));
     if (online) {
+      if (plan.replicaIdentityFull.length) {
+        replicaIdentityChanged = true;
+        await quick.setReplicaIdentity({ source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: 'full' })) });
+      }
       replicationCreated = true;
       await quick.createPublication({ source: plan.spec.source, publication, tables: defs.map((d) => d.source) });
     }
@@ -448,6 +458,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await stopApply();
     await quick.dropReplication({ source: p.spec.source, target: p.spec.target, slot, publication });
     replicationCreated = false;
+    await restoreReplicaIdentity();
     if (p.spec.afterCutover === 'restore-writes') {
       const lifted = await quick.liftFence(fenceInput());
       fenceSet = false;
@@ -463,6 +474,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const p = plan;
     await stopApply();
     if (replicationCreated) await quick.dropReplication({ source: p.spec.source, target: p.spec.target, slot, publication });
+    await restoreReplicaIdentity();
     if (fenceSet) await quick.liftFence(fenceInput());
     if (dropTarget && tablesCreated) await quick.dropTargetTables({ target: p.spec.target, tables: p.tables.map((t) => t.target) });
   }

@@ -141,6 +141,25 @@ describe('long syncs', () => {
   });
 });
 
+describe('tables without a replica identity', () => {
+  it('setReplicaIdentityFull migrates them under writes and restores their identity afterwards', async () => {
+    const { db, source, target } = await fresh(0.05);
+    await env.source.query(`CREATE TABLE public.nokey (a int, b text); INSERT INTO public.nokey SELECT g % 10, 'v' FROM generate_series(1, 100) g`, [], db);
+    const m = await env.startMigration({ source, target, tables: ['public.nokey', 'public.kv'], tableSuffix: '_f', cutover: { mode: 'manual' }, setReplicaIdentityFull: true });
+    await m.waitForPhase('SYNCING_WAL');
+    const [during] = await env.source.query<{ r: string }>(`SELECT relreplident::text AS r FROM pg_class WHERE oid = 'public.nokey'::regclass`, [], db);
+    expect(during!.r).toBe('f');
+    // Duplicates: exactly one of the identical rows changes on each side.
+    await env.source.query(`UPDATE public.nokey SET b = 'w' WHERE ctid = (SELECT ctid FROM public.nokey WHERE a = 1 LIMIT 1)`, [], db);
+    await env.source.query(`DELETE FROM public.nokey WHERE ctid = (SELECT ctid FROM public.nokey WHERE a = 2 LIMIT 1)`, [], db);
+    await m.signal('cutover');
+    expect((await m.result()).phase).toBe('COMPLETED');
+    expect(await fingerprint(env.target, db, 'public', 'nokey_f')).toEqual(await fingerprint(env.source, db, 'public', 'nokey'));
+    const [after] = await env.source.query<{ r: string }>(`SELECT relreplident::text AS r FROM pg_class WHERE oid = 'public.nokey'::regclass`, [], db);
+    expect(after!.r).toBe('d');
+  });
+});
+
 describe('cancel', () => {
   it('cancel while paused in the copy: CANCELLED, slot, publication and target tables gone, source writable', async () => {
     const { db, source, target, tables } = await fresh();

@@ -1,0 +1,127 @@
+/**
+ * INIT refuses, before touching the source, with one clear message for each precondition.
+ * Calls the preflight activity directly against real clusters; the end-to-end refusals through the
+ * workflow are in migration.test.ts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApplicationFailure } from '@temporalio/common';
+import { preflight } from '../../activities/preflight';
+import { startCluster, type PgCluster } from '../harness/pg-cluster';
+
+let src: PgCluster;
+let dst: PgCluster;
+let oldWal: PgCluster;
+
+const SCHEMA = `
+  CREATE TABLE public.users (id int PRIMARY KEY, name text);
+  CREATE TABLE public.nokey (a int, b text);
+  CREATE TABLE public."Mixed Case" (id int PRIMARY KEY);
+`;
+
+/** Everything preflight could conceivably change on the source, to prove it changed nothing. */
+async function sourceState(c: PgCluster, db = 'app') {
+  const [r] = await c.query(
+    `SELECT (SELECT count(*) FROM pg_replication_slots)::int AS slots,
+            (SELECT count(*) FROM pg_publication)::int AS pubs,
+            (SELECT count(*) FROM pg_class)::int AS classes,
+            (SELECT count(*) FROM pg_trigger)::int AS triggers,
+            (SELECT string_agg(relname || ':' || relreplident::text, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r') AS identities`,
+    [],
+    db,
+  );
+  return r;
+}
+
+async function refusal(spec: Record<string, unknown>): Promise<string> {
+  const before = await sourceState(src);
+  const err = await preflight(spec).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, 'preflight should have refused').toBeInstanceOf(ApplicationFailure);
+  expect((err as ApplicationFailure).nonRetryable).toBe(true);
+  expect(await sourceState(src)).toEqual(before);
+  return (err as ApplicationFailure).message;
+}
+
+beforeAll(async () => {
+  [src, dst, oldWal] = await Promise.all([
+    startCluster({ name: 'pf-src', settings: { max_replication_slots: 2 } }),
+    startCluster({ name: 'pf-dst' }),
+    startCluster({ name: 'pf-replica', settings: { wal_level: 'replica' } }),
+  ]);
+  for (const c of [src, dst, oldWal]) await c.createDatabase('app');
+  await src.query(SCHEMA, [], 'app');
+  await oldWal.query(SCHEMA, [], 'app');
+  await src.query(`CREATE ROLE app_user LOGIN`, []);
+  await src.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_user`, [], 'app');
+});
+
+afterAll(async () => {
+  await Promise.allSettled([src?.destroy(), dst?.destroy(), oldWal?.destroy()]);
+});
+
+describe('preflight refusals', () => {
+  const base = () => ({ source: src.uri('app'), target: dst.uri('app'), tables: ['users', 'Mixed Case'] });
+
+  it('accepts a valid spec and plans the mapped names', async () => {
+    const plan = await preflight({ ...base(), tableSuffix: '_x', schemaMapping: { public: 'app' } });
+    expect(plan.tables.map((t) => `${t.target.schema}.${t.target.name}`)).toEqual(['app.users_x', 'app.Mixed Case_x']);
+    expect(plan.sourceDescription).toBe(`127.0.0.1:${src.port}/app`);
+  });
+
+  it('malformed spec fields and identifiers', async () => {
+    expect(await refusal({ ...base(), parallelism: -1 })).toMatch(/invalid migration spec: parallelism/);
+    expect(await refusal({ ...base(), tables: ['a.b.c'] })).toMatch(/more than one unquoted dot/);
+    expect(await refusal({ source: 'http://x', target: dst.uri('app') })).toMatch(/source: must be a postgres:\/\//);
+    expect(await refusal({ ...base(), cutover: { mode: 'sometimes' } })).toMatch(/cutover\.mode/);
+  });
+
+  it('unreachable servers, unknown tables and schemas', async () => {
+    expect(await refusal({ ...base(), target: 'postgres://postgres@127.0.0.1:1/app' })).toContain('cannot connect to the target (127.0.0.1:1/app)');
+    expect(await refusal({ ...base(), tables: ['users', 'ghost'] })).toContain('table(s) not found on the source: public.ghost');
+    expect(await refusal({ ...base(), tables: undefined, schemas: ['nope'] })).toContain('schema(s) not found on the source: "nope"');
+  });
+
+  it('wrong wal_level', async () => {
+    const err = await preflight({ ...base(), source: oldWal.uri('app') }).catch((e: Error) => e.message);
+    expect(err).toContain('the source has wal_level = replica; online migration needs wal_level = logical');
+    // Offline mode does not need logical decoding.
+    await expect(preflight({ ...base(), source: oldWal.uri('app'), mode: 'offline' })).resolves.toBeDefined();
+  });
+
+  it('missing REPLICATION privilege', async () => {
+    const spec = { ...base(), source: `postgres://app_user@127.0.0.1:${src.port}/app` };
+    expect(await refusal(spec)).toContain('the source role "app_user" lacks the REPLICATION privilege');
+  });
+
+  it('no free replication slot', async () => {
+    await src.query(`SELECT pg_create_logical_replication_slot('other1', 'pgoutput'), pg_create_logical_replication_slot('other2', 'pgoutput')`, [], 'app');
+    try {
+      expect(await refusal(base())).toContain('the source has no free replication slot: 2 of max_replication_slots = 2 in use');
+    } finally {
+      await src.query(`SELECT pg_drop_replication_slot('other1'), pg_drop_replication_slot('other2')`, [], 'app');
+    }
+  });
+
+  it('a table without replica identity, named; or set FULL when asked', async () => {
+    expect(await refusal({ ...base(), tables: ['users', 'nokey'] })).toMatch(/table\(s\) without a replica identity .*: public\.nokey\./);
+    const plan = await preflight({ ...base(), tables: ['users', 'nokey'], setReplicaIdentityFull: true });
+    expect(plan.replicaIdentityFull).toEqual([{ table: { schema: 'public', name: 'nokey' }, original: 'default' }]);
+    expect(plan.notices.join()).toContain('public.nokey has no replica identity');
+  });
+
+  it('target tables already exist; source and target the same tables', async () => {
+    await dst.query(`CREATE TABLE public.users (id int)`, [], 'app');
+    try {
+      expect(await refusal(base())).toContain('target table(s) already exist: public.users');
+    } finally {
+      await dst.query(`DROP TABLE public.users`, [], 'app');
+    }
+    expect(await refusal({ ...base(), target: src.uri('app') })).toContain(
+      'source and target are the same database and these tables would be migrated onto themselves: public.users, public.Mixed Case',
+    );
+    // The same database is fine with a suffix.
+    await expect(preflight({ ...base(), target: src.uri('app'), tableSuffix: '_copy' })).resolves.toBeDefined();
+  });
+});
