@@ -159,10 +159,16 @@ async function checkSourceForReplication(
     throw preconditionFailed(`the source role ${JSON.stringify(role.rows[0]?.rolname)} lacks the REPLICATION privilege (ALTER ROLE ... REPLICATION)`);
   }
   const ident = await client.query<{ schema: string; name: string; relreplident: string }>(
+    // Rows live in the leaves: a partitioned table's partitions each need an identity of their own.
     `SELECT n.nspname AS schema, c.relname AS name, c.relreplident
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-        AND (c.relreplident = 'n'
+       FROM unnest($1::text[], $2::text[]) AS u(s, r)
+       JOIN pg_namespace n0 ON n0.nspname = u.s
+       JOIN pg_class c0 ON c0.relnamespace = n0.oid AND c0.relname = u.r
+       CROSS JOIN LATERAL (SELECT c0.oid AS relid WHERE c0.relkind = 'r'
+                           UNION SELECT relid FROM pg_partition_tree(c0.oid) WHERE isleaf) leaf
+       JOIN pg_class c ON c.oid = leaf.relid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE (c.relreplident = 'n'
              OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
              OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
         AND c.relkind = 'r'`,

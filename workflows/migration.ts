@@ -155,7 +155,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let applyScope: wf.CancellationScope | undefined;
   let applyDone: Promise<void> | undefined;
 
-  const fenceInput = () => ({ source: plan!.spec.source, migrationId, tables: defs.map((d) => d.source) });
+  // Partitions too: a statement trigger on a partitioned table does not fire for writes made
+  // straight into one of its partitions.
+  const fenceInput = () => ({
+    source: plan!.spec.source,
+    migrationId,
+    tables: defs.flatMap((d) => [d.source, ...(d.partitions ?? []).map((p) => p.source)]),
+  });
 
   async function copyAll(snapshot?: string): Promise<void> {
     const queue = [...defs];

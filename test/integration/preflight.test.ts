@@ -16,6 +16,10 @@ const SCHEMA = `
   CREATE TABLE public.users (id int PRIMARY KEY, name text);
   CREATE TABLE public.nokey (a int, b text);
   CREATE TABLE public."Mixed Case" (id int PRIMARY KEY);
+  CREATE TABLE public.pnokey (a int, b text) PARTITION BY RANGE (a);
+  CREATE TABLE public.pnokey_low PARTITION OF public.pnokey FOR VALUES FROM (0) TO (100);
+  CREATE TABLE public.pnokey_high PARTITION OF public.pnokey FOR VALUES FROM (100) TO (200);
+  ALTER TABLE public.pnokey_high REPLICA IDENTITY FULL;
 `;
 
 /** Everything preflight could conceivably change on the source, to prove it changed nothing. */
@@ -109,6 +113,8 @@ describe('preflight refusals', () => {
     const plan = await preflight({ ...base(), tables: ['users', 'nokey'], setReplicaIdentityFull: true });
     expect(plan.replicaIdentityFull).toEqual([{ table: { schema: 'public', name: 'nokey' }, original: 'default' }]);
     expect(plan.notices.join()).toContain('public.nokey has no replica identity');
+    // A partitioned table: each partition is checked (pnokey_high has FULL).
+    expect(await refusal({ ...base(), tables: ['users', 'pnokey'] })).toMatch(/without a replica identity .*: public\.pnokey_low\./);
   });
 
   it('target tables already exist; source and target the same tables', async () => {
