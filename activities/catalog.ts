@@ -1,16 +1,29 @@
 /**
  * Reads the source catalog for the tables to migrate and turns it into TableDefs (DDL from
- * activities/ddl.ts). Every piece of SQL text comes from PostgreSQL itself (format_type, pg_get_expr,
- * pg_get_constraintdef, pg_get_indexdef), printed with search_path = '' so that every type, function,
- * sequence and table name in it is schema-qualified and means the same thing on the target.
+ * activities/ddl.ts, user-defined types from activities/types-ddl.ts). Every piece of SQL text comes
+ * from PostgreSQL itself (format_type, pg_get_expr, pg_get_constraintdef, pg_get_indexdef,
+ * pg_get_partkeydef), printed with search_path = '' so that every type, function, sequence and table
+ * name in it is schema-qualified and means the same thing on the target.
  *
- * All tables are read with one set of queries (oid = ANY($1)), inside one read-only transaction.
+ * All tables (and the partitions of partitioned ones) are read with one set of queries
+ * (oid = ANY($1)), inside one read-only transaction.
  */
 import type pg from 'pg';
-import { buildTableDef, type FkAction, type FkMatch, type SourceColumn, type SourceForeignKey, type SourceSequence, type SourceTable } from './ddl';
+import { readSourceTypes, type SourceTypes } from './catalog-types';
+import {
+  buildTableDef,
+  type FkAction,
+  type FkMatch,
+  type SourceColumn,
+  type SourceForeignKey,
+  type SourcePartition,
+  type SourceSequence,
+  type SourceTable,
+} from './ddl';
 import { preconditionFailed } from './errors';
 import type { TableDef } from './model';
 import { displayName, type NormalizedSpec, type QualifiedName } from './spec';
+import { createTypesDdl, typeRenames } from './types-ddl';
 
 interface RelRow {
   oid: number;
@@ -20,11 +33,31 @@ interface RelRow {
   relispartition: boolean;
   relreplident: string;
   reltuples: number;
+  partkey: string | null;
+  /** For a partition: its root, printed qualified. */
+  root: string | null;
+}
+
+interface PartitionRow {
+  oid: number;
+  root: number;
+  schema: string;
+  name: string;
+  relkind: string;
+  relpersistence: string;
+  relreplident: string;
+  reltuples: number;
+  bound: string;
+  partkey: string | null;
+  parent_schema: string;
+  parent_name: string;
 }
 
 /**
- * Reads every table in `tables` (in that order) from the source. Throws a non-retryable failure if one
- * is missing, is not a plain table, or is partitioned / a partition (not supported yet).
+ * Reads every table in `tables` (in that order) from the source and builds its TableDef; the
+ * user-defined types they need are created by the preLoad of the first table that needs each one.
+ * Throws a non-retryable failure if a table is missing, is not a table, or is a partition (partitions
+ * are migrated with their partitioned table).
  *
  * Runs its own transaction (BEGIN .. COMMIT) so that `SET LOCAL search_path = ''` ends with it: the
  * client must not be inside a transaction already.
@@ -35,25 +68,46 @@ export async function readTableDefs(
   spec: Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>,
 ): Promise<TableDef[]> {
   if (tables.length === 0) return [];
+  let sources: SourceTable[];
+  let types: SourceTypes;
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     await client.query(`SET LOCAL search_path = ''`);
-    const sources = await readSourceTables(client, tables.map((t) => t.source));
+    const cat = await readSourceCatalog(client, tables.map((t) => t.source));
+    sources = cat.tables;
+    types = await readSourceTypes(client, cat.oids, cat.version);
     await client.query('COMMIT');
-    return tables.map((t, i) => buildTableDef(sources[i]!, t.target, spec, tables));
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   }
+  const renames = typeRenames(types.types, spec);
+  const defs = tables.map((t, i) => buildTableDef(sources[i]!, t.target, spec, tables, renames));
+  // Each type once, ahead of the first table that needs it; preLoad runs table after table in one
+  // transaction, so later tables find it there.
+  const created = new Set<number>();
+  defs.forEach((def, i) => {
+    const fresh = (types.perTable[i] ?? []).filter((x) => !created.has(x));
+    for (const x of fresh) created.add(x);
+    if (fresh.length) def.preLoad.unshift(...createTypesDdl(fresh.map((x) => types.types[x]!), spec, renames));
+  });
+  if (types.warnings.length) defs[0]!.warnings = [...(defs[0]!.warnings ?? []), ...types.warnings];
+  return defs;
 }
 
 /** The raw catalog facts for each table, in the order given. Expects search_path = ''. */
 export async function readSourceTables(client: pg.Client, names: QualifiedName[]): Promise<SourceTable[]> {
+  return (await readSourceCatalog(client, names)).tables;
+}
+
+async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Promise<{ tables: SourceTable[]; oids: number[]; version: number }> {
   const version = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
 
   const rels = await client.query<RelRow>(
     `SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind, c.relispartition, c.relreplident,
-            c.reltuples::float8 AS reltuples
+            c.reltuples::float8 AS reltuples,
+            CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey,
+            CASE WHEN c.relispartition THEN pg_partition_root(c.oid)::regclass::text END AS root
        FROM unnest($1::text[], $2::text[]) AS w(schema, name)
        JOIN pg_namespace n ON n.nspname = w.schema
        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name`,
@@ -64,32 +118,49 @@ export async function readSourceTables(client: pg.Client, names: QualifiedName[]
     const r = relByName.get(key(n));
     // Non-retryable (ApplicationFailure): no retry makes these tables appear or change kind.
     if (!r) throw preconditionFailed(`table ${displayName(n)} does not exist on the source`);
-    if (r.relkind === 'p' || r.relispartition) {
+    if (r.relispartition) {
       throw preconditionFailed(
-        `partitioned tables are not supported yet: ${displayName(n)} is ${r.relkind === 'p' ? 'partitioned' : 'a partition'}; leave it out of "tables"/"schemas"`,
+        `${displayName(n)} is a partition of ${r.root ?? 'a partitioned table'}: partitions are migrated with their partitioned table; migrate ${r.root ?? 'the root'} instead`,
       );
     }
-    if (r.relkind !== 'r') throw preconditionFailed(`${displayName(n)} is not a table (relkind ${r.relkind}): only tables can be migrated`);
+    if (r.relkind !== 'r' && r.relkind !== 'p') throw preconditionFailed(`${displayName(n)} is not a table (relkind ${r.relkind}): only tables can be migrated`);
     return r;
   });
   const oids = ordered.map((r) => Number(r.oid));
 
+  const roots = ordered.filter((r) => r.relkind === 'p').map((r) => Number(r.oid));
+  const partitions = roots.length ? await queryPartitions(client, roots) : [];
+  for (const p of partitions) {
+    const where = `partition ${p.schema}.${p.name} of ${displayName(nameOfOid(ordered, Number(p.root)))}`;
+    if (p.relkind === 'f') {
+      throw preconditionFailed(`${where} is a foreign table: its rows are not on the source server and its changes are not in its WAL; detach it or leave its table out`);
+    }
+    if (p.relpersistence !== 'p') {
+      throw preconditionFailed(
+        `${where} is ${p.relpersistence === 'u' ? 'unlogged' : 'temporary'}: its changes are not written to the WAL and cannot be replicated; ALTER TABLE ... SET LOGGED or leave its table out`,
+      );
+    }
+  }
+  const allOids = [...oids, ...partitions.map((p) => Number(p.oid))];
+
   // One client runs one query at a time: sequential awaits, not Promise.all.
-  const columns = await queryColumns(client, oids);
-  const defaultSeqs = await queryDefaultSequences(client, oids);
+  const columns = await queryColumns(client, allOids);
+  const defaultSeqs = await queryDefaultSequences(client, allOids);
   const ownedSeqs = await queryOwnedSequences(client, oids);
-  const constraints = await queryConstraints(client, oids, version);
-  const indexes = await queryIndexes(client, oids);
+  const constraints = await queryConstraints(client, allOids, version);
+  const indexes = await queryIndexes(client, allOids);
   const seqOids = [...new Set([...defaultSeqs.map((d) => d.seqoid), ...ownedSeqs.map((o) => o.seqoid)].map(Number))];
   const seqParams = await querySequences(client, seqOids);
   const seqByOid = new Map(seqParams.map((s) => [Number(s.oid), s]));
 
-  return ordered.map((rel) => {
+  const tables = ordered.map((rel) => {
     const relid = Number(rel.oid);
     const source: QualifiedName = { schema: rel.schema, name: rel.name };
+    const parts = partitions.filter((p) => Number(p.root) === relid);
     const warnings: string[] = [];
 
-    // Sequences: owned by a column of this table (serial 'a', identity 'i'), or named in a default.
+    // Sequences: owned by a column of this table (serial 'a', identity 'i'), or named in a default of
+    // the table or of one of its partitions.
     const sequences = new Map<number, SourceSequence>();
     const seqFor = (oid: number): SourceSequence => {
       let s = sequences.get(oid);
@@ -116,18 +187,16 @@ export async function readSourceTables(client: pg.Client, names: QualifiedName[]
       s.ownedByColumn = o.attname;
       s.identity = o.deptype === 'i';
     }
-    const defaultSeqsByAttnum = new Map<number, QualifiedName[]>();
-    for (const d of defaultSeqs.filter((d) => Number(d.relid) === relid)) {
-      const s = seqFor(Number(d.seqoid));
-      const list = defaultSeqsByAttnum.get(d.attnum) ?? [];
-      if (!list.some((q) => q.schema === s.name.schema && q.name === s.name.name)) list.push(s.name);
-      defaultSeqsByAttnum.set(d.attnum, list);
-    }
-
-    const table: SourceTable = {
-      source,
-      columns: columns
-        .filter((c) => Number(c.relid) === relid)
+    const columnsOf = (oid: number, what: QualifiedName): SourceColumn[] => {
+      const defaultSeqsByAttnum = new Map<number, QualifiedName[]>();
+      for (const d of defaultSeqs.filter((d) => Number(d.relid) === oid)) {
+        const s = seqFor(Number(d.seqoid));
+        const list = defaultSeqsByAttnum.get(d.attnum) ?? [];
+        if (!list.some((q) => q.schema === s.name.schema && q.name === s.name.name)) list.push(s.name);
+        defaultSeqsByAttnum.set(d.attnum, list);
+      }
+      return columns
+        .filter((c) => Number(c.relid) === oid)
         .map((c) => {
           const col: SourceColumn = { name: c.attname, type: c.type, notNull: c.attnotnull };
           if (c.expr !== null && c.attgenerated === 's') col.generated = c.expr;
@@ -139,63 +208,138 @@ export async function readSourceTables(client: pg.Client, names: QualifiedName[]
           if (c.attidentity === 'a') col.identity = 'always';
           if (c.attidentity === 'd') col.identity = 'by-default';
           if (c.coll_schema !== null && c.coll_name !== null) col.collation = { schema: c.coll_schema, name: c.coll_name };
+          if (c.lo_ref && oid === relid) {
+            warnings.push(
+              `column ${c.attname} of ${displayName(what)} has type ${c.type}: if it holds large object references, the large objects themselves are not migrated (only the numbers are copied)`,
+            );
+          }
           return col;
-        }),
-      replicaIdentity: replicaIdentity(rel.relreplident),
-      indexes: [],
-      constraints: [],
-      foreignKeys: [],
-      sequences: [...sequences.values()],
-      estimatedRows: Math.max(0, Math.round(rel.reltuples)),
+        });
     };
 
-    for (const c of constraints.filter((c) => Number(c.relid) === relid)) {
-      switch (c.contype) {
-        case 'p':
-          table.primaryKey = { name: c.conname, columns: c.cols, definition: c.def };
-          break;
-        case 'u':
-          table.constraints.push({ name: c.conname, kind: 'unique', definition: c.def });
-          break;
-        case 'c':
-          table.constraints.push({ name: c.conname, kind: 'check', definition: c.def });
-          break;
-        case 'x':
-          table.constraints.push({ name: c.conname, kind: 'exclusion', definition: c.def });
-          break;
-        case 'f': {
-          if (c.ref_schema === null || c.ref_name === null) throw new Error(`foreign key ${c.conname} of ${displayName(source)} has no referenced table`);
-          const fk: SourceForeignKey = {
-            name: c.conname,
-            columns: c.cols,
-            referencedTable: { schema: c.ref_schema, name: c.ref_name },
-            referencedColumns: c.ref_cols,
-            onUpdate: c.confupdtype as FkAction,
-            onDelete: c.confdeltype as FkAction,
-            match: c.confmatchtype as FkMatch,
-            deferrable: c.condeferrable,
-            deferred: c.condeferred,
-            validated: c.convalidated,
-          };
-          if (c.del_set_cols && c.del_set_cols.length) fk.deleteSetColumns = c.del_set_cols;
-          table.foreignKeys.push(fk);
-          break;
+    const objects = (oid: number, what: QualifiedName, partition: boolean) => {
+      const out: Pick<SourceTable, 'primaryKey' | 'indexes' | 'constraints' | 'foreignKeys'> & {
+        replicaIdentityIndex?: { name: string; columns: string[]; inherited: boolean };
+      } = { indexes: [], constraints: [], foreignKeys: [] };
+      // conparentid <> 0 (a partition's copy of its parent's key or foreign key, or the per-partition
+      // clones of a foreign key to a partitioned table) are left out in the query.
+      for (const c of constraints.filter((c) => Number(c.relid) === oid)) {
+        if (partition && c.inherited) continue; // a CHECK the partition has from its parent
+        switch (c.contype) {
+          case 'p':
+            out.primaryKey = { name: c.conname, columns: c.cols, definition: c.def };
+            break;
+          case 'u':
+            out.constraints.push({ name: c.conname, kind: 'unique', definition: c.def });
+            break;
+          case 'c':
+            out.constraints.push({ name: c.conname, kind: 'check', definition: c.def });
+            break;
+          case 'x':
+            out.constraints.push({ name: c.conname, kind: 'exclusion', definition: c.def });
+            break;
+          case 'f': {
+            if (c.ref_schema === null || c.ref_name === null) throw new Error(`foreign key ${c.conname} of ${displayName(what)} has no referenced table`);
+            const fk: SourceForeignKey = {
+              name: c.conname,
+              columns: c.cols,
+              referencedTable: { schema: c.ref_schema, name: c.ref_name },
+              referencedColumns: c.ref_cols,
+              onUpdate: c.confupdtype as FkAction,
+              onDelete: c.confdeltype as FkAction,
+              match: c.confmatchtype as FkMatch,
+              deferrable: c.condeferrable,
+              deferred: c.condeferred,
+              validated: c.convalidated,
+            };
+            if (c.del_set_cols && c.del_set_cols.length) fk.deleteSetColumns = c.del_set_cols;
+            out.foreignKeys.push(fk);
+            break;
+          }
         }
       }
-    }
-
-    for (const i of indexes.filter((i) => Number(i.relid) === relid)) {
-      if (i.indisreplident) table.replicaIdentityIndex = { name: i.name, columns: i.key_cols };
-      if (i.backs_constraint) continue; // created with its constraint (PK before the load, others after)
-      if (!i.indisvalid) {
-        warnings.push(`index ${i.name} of ${displayName(source)} is invalid on the source (a failed CREATE INDEX CONCURRENTLY?) and is not created`);
-        continue;
+      for (const i of indexes.filter((i) => Number(i.relid) === oid)) {
+        if (i.indisreplident) out.replicaIdentityIndex = { name: i.name, columns: i.key_cols, inherited: i.inherited };
+        if (i.backs_constraint) continue; // created with its constraint (PK before the load, others after)
+        if (partition && i.inherited) continue; // created by the parent's index, which cascades
+        if (!i.indisvalid) {
+          warnings.push(`index ${i.name} of ${displayName(what)} is invalid on the source (a failed CREATE INDEX CONCURRENTLY?) and is not created`);
+          continue;
+        }
+        out.indexes.push({ name: i.name, definition: i.def });
       }
-      table.indexes.push({ name: i.name, definition: i.def });
+      return out;
+    };
+
+    const own = objects(relid, source, false);
+    const table: SourceTable = {
+      source,
+      columns: columnsOf(relid, source),
+      replicaIdentity: replicaIdentity(rel.relreplident),
+      indexes: own.indexes,
+      constraints: own.constraints,
+      foreignKeys: own.foreignKeys,
+      sequences: [],
+      estimatedRows: Math.max(0, Math.round(rel.reltuples)),
+    };
+    if (own.primaryKey) table.primaryKey = own.primaryKey;
+    if (own.replicaIdentityIndex) table.replicaIdentityIndex = { name: own.replicaIdentityIndex.name, columns: own.replicaIdentityIndex.columns };
+
+    if (rel.relkind === 'p') {
+      if (rel.partkey === null) throw new Error(`partitioned table ${displayName(source)} has no partition key`);
+      table.partitionKey = rel.partkey;
+      table.partitions = parts.map((p): SourcePartition => {
+        const name = { schema: p.schema, name: p.name };
+        const o = objects(Number(p.oid), name, true);
+        const part: SourcePartition = {
+          name,
+          parent: { schema: p.parent_schema, name: p.parent_name },
+          bound: p.bound,
+          columns: columnsOf(Number(p.oid), name),
+          replicaIdentity: replicaIdentity(p.relreplident),
+          indexes: o.indexes,
+          constraints: o.constraints,
+          foreignKeys: o.foreignKeys,
+        };
+        if (p.partkey !== null) part.partitionKey = p.partkey;
+        if (o.primaryKey) part.primaryKey = o.primaryKey;
+        if (o.replicaIdentityIndex) part.replicaIdentityIndex = o.replicaIdentityIndex;
+        return part;
+      });
+      // A partitioned table holds no rows itself: its size is its leaves'.
+      table.estimatedRows = parts.filter((p) => p.relkind === 'r').reduce((n, p) => n + Math.max(0, Math.round(p.reltuples)), 0);
     }
+    table.sequences = [...sequences.values()];
     if (warnings.length) table.warnings = warnings;
     return table;
   });
+  return { tables, oids, version };
+}
+
+function nameOfOid(rels: RelRow[], oid: number): QualifiedName {
+  const r = rels.find((x) => Number(x.oid) === oid);
+  return r ? { schema: r.schema, name: r.name } : { schema: '?', name: String(oid) };
+}
+
+/** Every partition below each root, at any depth, parents before children. */
+async function queryPartitions(client: pg.Client, roots: number[]): Promise<PartitionRow[]> {
+  const r = await client.query<PartitionRow>(
+    `SELECT t.relid::oid AS oid, w.root, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS relkind,
+            c.relpersistence::text AS relpersistence, c.relreplident::text AS relreplident, c.reltuples::float8 AS reltuples,
+            pg_get_expr(c.relpartbound, c.oid) AS bound,
+            CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey,
+            pn.nspname::text AS parent_schema, pc.relname::text AS parent_name
+       FROM unnest($1::oid[]) AS w(root)
+       CROSS JOIN LATERAL pg_partition_tree(w.root) AS t
+       JOIN pg_class c ON c.oid = t.relid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_class pc ON pc.oid = t.parentrelid
+       JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+      WHERE t.level > 0
+      ORDER BY w.root, t.level, n.nspname, c.relname`,
+    [roots],
+  );
+  return r.rows;
 }
 
 function key(q: { schema: string; name: string }): string {
@@ -229,6 +373,8 @@ interface ColumnRow {
   expr: string | null;
   coll_schema: string | null;
   coll_name: string | null;
+  /** oid or the lo extension's domain: may hold large object references. */
+  lo_ref: boolean;
 }
 
 async function queryColumns(client: pg.Client, oids: number[]): Promise<ColumnRow[]> {
@@ -237,7 +383,8 @@ async function queryColumns(client: pg.Client, oids: number[]): Promise<ColumnRo
             format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
             a.attidentity::text AS attidentity, a.attgenerated::text AS attgenerated,
             pg_get_expr(d.adbin, d.adrelid) AS expr,
-            cn.nspname::text AS coll_schema, co.collname::text AS coll_name
+            cn.nspname::text AS coll_schema, co.collname::text AS coll_name,
+            (t.oid = 'pg_catalog.oid'::regtype OR (t.typname = 'lo' AND t.typtype = 'd')) AS lo_ref
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -336,6 +483,8 @@ interface ConstraintRow {
   condeferred: boolean;
   convalidated: boolean;
   del_set_cols: string[] | null;
+  /** Inherited from a parent (coninhcount > 0): for a partition, its parent's CHECK. */
+  inherited: boolean;
 }
 
 /** Column names of an attnum array, in array order (key order). */
@@ -354,11 +503,11 @@ async function queryConstraints(client: pg.Client, oids: number[], version: numb
             ${attnames('c.confkey', 'c.confrelid')} AS ref_cols,
             c.confupdtype::text AS confupdtype, c.confdeltype::text AS confdeltype, c.confmatchtype::text AS confmatchtype,
             c.condeferrable, c.condeferred, c.convalidated,
-            ${delSetCols} AS del_set_cols
+            ${delSetCols} AS del_set_cols, c.coninhcount > 0 AS inherited
        FROM pg_constraint c
        LEFT JOIN pg_class rc ON rc.oid = c.confrelid
        LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-      WHERE c.conrelid = ANY($1::oid[]) AND c.contype IN ('p', 'u', 'c', 'x', 'f')
+      WHERE c.conrelid = ANY($1::oid[]) AND c.contype IN ('p', 'u', 'c', 'x', 'f') AND c.conparentid = 0
       ORDER BY c.conrelid, c.conname`,
     [oids],
   );
@@ -373,6 +522,8 @@ interface IndexRow {
   indisvalid: boolean;
   backs_constraint: boolean;
   key_cols: string[];
+  /** A partition's index attached to an index of its parent. */
+  inherited: boolean;
 }
 
 async function queryIndexes(client: pg.Client, oids: number[]): Promise<IndexRow[]> {
@@ -383,7 +534,8 @@ async function queryIndexes(client: pg.Client, oids: number[]): Promise<IndexRow
                      WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x')) AS backs_constraint,
             ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                   WHERE k.ord <= i.indnkeyatts ORDER BY k.ord) AS key_cols
+                   WHERE k.ord <= i.indnkeyatts ORDER BY k.ord) AS key_cols,
+            ic.relispartition AS inherited
        FROM pg_index i
        JOIN pg_class ic ON ic.oid = i.indexrelid
       WHERE i.indrelid = ANY($1::oid[])

@@ -13,7 +13,7 @@
  */
 import type { ColumnDef, SequenceRef, TableDef } from './model';
 import { columnList, ident, literal, qname } from './sql';
-import { displayName, SpecError, type NormalizedSpec, type QualifiedName } from './spec';
+import { displayName, mapTableName, SpecError, type NormalizedSpec, type QualifiedName } from './spec';
 
 export type NameMapping = Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>;
 
@@ -105,6 +105,41 @@ export interface SourceTable {
   estimatedRows: number;
   /** Notes from the reader (e.g. skipped invalid indexes), carried into TableDef.warnings. */
   warnings?: string[];
+  /** pg_get_partkeydef (e.g. `RANGE (payment_date)`): set for a partitioned table. */
+  partitionKey?: string;
+  /**
+   * Every partition below a partitioned table, at any depth, each after its parent. A partition's
+   * columns, indexes and constraints are the ones it has of its own: what it inherits from its parent
+   * (columns, the primary key, indexes and constraints created on the parent) is left out.
+   */
+  partitions?: SourcePartition[];
+}
+
+export interface SourcePartition {
+  name: QualifiedName;
+  /** The partitioned table it is attached to: the root or a partition above it. */
+  parent: QualifiedName;
+  /** pg_get_expr(relpartbound): `FOR VALUES FROM (..) TO (..)`, `FOR VALUES IN (..)`, `FOR VALUES WITH (..)` or `DEFAULT`. */
+  bound: string;
+  /** pg_get_partkeydef when this partition is partitioned itself. */
+  partitionKey?: string;
+  /** All its columns (compared with the parent's: a partition may have a default or NOT NULL of its own). */
+  columns: SourceColumn[];
+  /** A primary key of its own (not inherited from the parent). */
+  primaryKey?: { name: string; columns: string[]; definition: string };
+  replicaIdentity: 'default' | 'index' | 'full' | 'nothing';
+  replicaIdentityIndex?: { name: string; columns: string[]; inherited: boolean };
+  /** Its own indexes (not attached to an index of the parent). */
+  indexes: SourceIndex[];
+  /** Its own constraints (not inherited). */
+  constraints: SourceConstraint[];
+  foreignKeys: SourceForeignKey[];
+}
+
+/** A user-defined type the mapping moves to another schema (the name stays). */
+export interface TypeRename {
+  source: QualifiedName;
+  target: QualifiedName;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -237,11 +272,52 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+const changedRenames = (renames: readonly TypeRename[]) => renames.filter((r) => !sameName(r.source, r.target));
+
+/**
+ * A column or attribute type as format_type printed it (search_path = '': user types qualified,
+ * arrays with a single `[]` whatever their dimensions), with a renamed type replaced by its target
+ * name. Built-in types and types that keep their schema are returned unchanged.
+ */
+export function rewriteTypeText(typeText: string, renames: readonly TypeRename[]): string {
+  const m = /^([\s\S]*?)((?:\[\])*)$/.exec(typeText);
+  const base = m?.[1] ?? typeText;
+  const dims = m?.[2] ?? '';
+  for (const r of changedRenames(renames)) {
+    if (printedQualifiedForms(r.source).includes(base)) return `${qname(r.target)}${dims}`;
+  }
+  return typeText;
+}
+
+/**
+ * Casts to a renamed type in text printed by pg_get_expr / pg_get_constraintdef / pg_get_indexdef /
+ * pg_get_partkeydef (`'G'::public.mpaa_rating`, `ROW(1, 2)::public.pair`, `'{}'::public.mood[]`):
+ * ruleutils prints every cast as `::type`, schema-qualified for types outside pg_catalog. A string
+ * literal that spells `::schema.type` exactly would be rewritten too; accepted.
+ */
+export function rewriteExprTypes(expr: string, renames: readonly TypeRename[]): string {
+  const changed = changedRenames(renames);
+  if (changed.length === 0 || !expr.includes('::')) return expr;
+  const needles = new Map<string, string>();
+  for (const r of changed) for (const p of printedQualifiedForms(r.source)) needles.set(`::${p}`, `::${qname(r.target)}`);
+  const alternatives = [...needles.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
+  // Not followed by more of a name: ::public.mood must not match ::public.mood2 or ::public."mood""x".
+  const re = new RegExp(`(?:${alternatives.join('|')})(?![A-Za-z0-9_$"\\u0080-\\uFFFF])`, 'g');
+  return expr.replace(re, (m) => needles.get(m)!);
+}
+
 /**
  * Rewrites pg_get_indexdef output for the target: `CREATE [UNIQUE] INDEX <name> ON [ONLY] <schema>.<table>
  * USING ...` gets the target index name and table; everything from USING on is kept verbatim.
+ * pg_get_indexdef prints ONLY for an index of a partitioned table (pg_dump creates it on the parent
+ * alone, then attaches each partition's); `dropOnly` removes it so the index cascades to the partitions.
  */
-export function rewriteIndexDefinition(definition: string, index: { source: string; target: string }, table: { source: QualifiedName; target: QualifiedName }): string {
+export function rewriteIndexDefinition(
+  definition: string,
+  index: { source: string; target: string },
+  table: { source: QualifiedName; target: QualifiedName },
+  opts: { dropOnly?: boolean } = {},
+): string {
   const head = /^CREATE (UNIQUE )?INDEX /.exec(definition);
   if (head) {
     const rest = definition.slice(head[0].length);
@@ -253,7 +329,7 @@ export function rewriteIndexDefinition(definition: string, index: { source: stri
       for (const tbl of printedQualifiedForms(table.source)) {
         if (afterOn.startsWith(`${tbl} USING `)) {
           const tail = afterOn.slice(tbl.length + 1); // keeps "USING ..."
-          return `CREATE ${head[1] ?? ''}INDEX ${ident(index.target)} ON ${only}${qname(table.target)} ${tail}`;
+          return `CREATE ${head[1] ?? ''}INDEX ${ident(index.target)} ON ${opts.dropOnly ? '' : only}${qname(table.target)} ${tail}`;
         }
       }
     }
@@ -310,38 +386,77 @@ export function columnDefinition(col: ColumnDef, identitySequence?: { target: Qu
   return parts.join(' ');
 }
 
-/** The source column as the target will have it: sequence references renamed, collation quoted. */
-export function mapColumn(col: SourceColumn, spec: NameMapping): ColumnDef {
-  const out: ColumnDef = { name: col.name, type: col.type, notNull: col.notNull };
-  if (col.default !== undefined) {
-    const renames = (col.defaultSequences ?? []).map((s) => ({ source: s, target: mapSequenceName(s, spec) }));
-    out.default = rewriteSequenceReferences(col.default, renames);
-  }
-  if (col.generated !== undefined) out.generated = col.generated;
+/** The source column as the target will have it: sequence and type references renamed, collation quoted. */
+export function mapColumn(col: SourceColumn, spec: NameMapping, types: readonly TypeRename[] = []): ColumnDef {
+  const out: ColumnDef = { name: col.name, type: rewriteTypeText(col.type, types), notNull: col.notNull };
+  if (col.default !== undefined) out.default = mapDefault(col, spec, types);
+  if (col.generated !== undefined) out.generated = rewriteExprTypes(col.generated, types);
   if (col.identity) out.identity = col.identity;
   if (col.collation) out.collation = qname(col.collation);
   return out;
 }
 
-/** CREATE TABLE with every column and the primary key (the other constraints come after the load). */
-export function createTableDdl(table: SourceTable, target: QualifiedName, spec: NameMapping): string {
+function mapDefault(col: SourceColumn, spec: NameMapping, types: readonly TypeRename[]): string {
+  const renames = (col.defaultSequences ?? []).map((s) => ({ source: s, target: mapSequenceName(s, spec) }));
+  return rewriteExprTypes(rewriteSequenceReferences(col.default!, renames), types);
+}
+
+/**
+ * CREATE TABLE with every column and the primary key (the other constraints come after the load);
+ * `PARTITION BY` for a partitioned table (its partitions are created by partitionDdl).
+ */
+export function createTableDdl(table: SourceTable, target: QualifiedName, spec: NameMapping, types: readonly TypeRename[] = []): string {
   const lines = table.columns.map((c) => {
     const seq = c.identity ? table.sequences.find((s) => s.identity && s.ownedByColumn === c.name) : undefined;
     const identitySequence = seq ? { target: mapSequenceName(seq.name, spec), options: sequenceOptions(seq) } : undefined;
-    return columnDefinition(mapColumn(c, spec), identitySequence);
+    return columnDefinition(mapColumn(c, spec, types), identitySequence);
   });
   if (table.primaryKey) {
     lines.push(`CONSTRAINT ${ident(targetObjectName(table.primaryKey.name, spec))} ${table.primaryKey.definition}`);
   }
-  return `CREATE TABLE ${qname(target)} (\n  ${lines.join(',\n  ')}\n)`;
+  const partitionBy = table.partitionKey !== undefined ? ` PARTITION BY ${rewriteExprTypes(table.partitionKey, types)}` : '';
+  return `CREATE TABLE ${qname(target)} (\n  ${lines.join(',\n  ')}\n)${partitionBy}`;
 }
 
-export function createIndexDdl(index: SourceIndex, table: { source: QualifiedName; target: QualifiedName }, spec: NameMapping): string {
-  return rewriteIndexDefinition(index.definition, { source: index.name, target: targetObjectName(index.name, spec) }, table);
+/**
+ * `CREATE TABLE <partition> PARTITION OF <parent> <bound> [PARTITION BY ...]`, then what the partition
+ * has of its own: column defaults and NOT NULLs that differ from its parent's (PARTITION OF copies the
+ * parent's), its own primary key, and its replica identity when FULL or NOTHING.
+ */
+export function partitionDdl(
+  part: SourcePartition,
+  target: QualifiedName,
+  parent: { target: QualifiedName; columns: readonly SourceColumn[] },
+  spec: NameMapping,
+  types: readonly TypeRename[] = [],
+): string[] {
+  const partitionBy = part.partitionKey !== undefined ? ` PARTITION BY ${rewriteExprTypes(part.partitionKey, types)}` : '';
+  const out = [`CREATE TABLE ${qname(target)} PARTITION OF ${qname(parent.target)} ${part.bound}${partitionBy}`];
+  for (const col of part.columns) {
+    const up = parent.columns.find((c) => c.name === col.name);
+    if (!up || col.generated !== undefined || col.identity) continue;
+    const alter = `ALTER TABLE ${qname(target)} ALTER COLUMN ${ident(col.name)}`;
+    if (col.default !== up.default) out.push(col.default === undefined ? `${alter} DROP DEFAULT` : `${alter} SET DEFAULT ${mapDefault(col, spec, types)}`);
+    if (col.notNull && !up.notNull) out.push(`${alter} SET NOT NULL`);
+  }
+  if (part.primaryKey) {
+    out.push(`ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(part.primaryKey.name, spec))} ${part.primaryKey.definition}`);
+  }
+  if (part.replicaIdentity === 'full') out.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY FULL`);
+  if (part.replicaIdentity === 'nothing') out.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY NOTHING`);
+  return out;
 }
 
-export function addConstraintDdl(con: SourceConstraint, target: QualifiedName, spec: NameMapping): string {
-  return `ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(con.name, spec))} ${con.definition}`;
+/** The index on the target table; on a partitioned table it cascades to every partition (no ONLY). */
+export function createIndexDdl(index: SourceIndex, table: { source: QualifiedName; target: QualifiedName }, spec: NameMapping, types: readonly TypeRename[] = []): string {
+  return rewriteExprTypes(
+    rewriteIndexDefinition(index.definition, { source: index.name, target: targetObjectName(index.name, spec) }, table, { dropOnly: true }),
+    types,
+  );
+}
+
+export function addConstraintDdl(con: SourceConstraint, target: QualifiedName, spec: NameMapping, types: readonly TypeRename[] = []): string {
+  return `ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(con.name, spec))} ${rewriteExprTypes(con.definition, types)}`;
 }
 
 const FK_ACTIONS: Record<FkAction, string> = { a: 'NO ACTION', r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
@@ -373,36 +488,52 @@ function sameName(a: QualifiedName, b: QualifiedName): boolean {
 /**
  * Everything the later phases need to know about one table, with its DDL:
  *   preLoad : CREATE SCHEMA IF NOT EXISTS, CREATE SEQUENCE IF NOT EXISTS (non-identity), CREATE TABLE
- *             with the primary key, ALTER SEQUENCE .. OWNED BY, REPLICA IDENTITY FULL/NOTHING;
- *   postLoad: secondary indexes, unique/check/exclusion constraints, REPLICA IDENTITY USING INDEX,
- *             then foreign keys (also listed in `foreignKeys`, the tail of postLoad).
+ *             with the primary key [PARTITION BY], every partition (PARTITION OF, parents first),
+ *             ALTER SEQUENCE .. OWNED BY, REPLICA IDENTITY FULL/NOTHING;
+ *   postLoad: partitions' own indexes, then the table's indexes (which cascade to its partitions),
+ *             unique/check/exclusion constraints, REPLICA IDENTITY USING INDEX, then foreign keys (also
+ *             listed in `foreignKeys`, the tail of postLoad).
  * `migrated` lists every table of the migration, so foreign keys between them follow the mapping.
+ * `types` renames user-defined types whose schema the mapping changes (types-ddl.ts creates them).
  */
 export function buildTableDef(
   table: SourceTable,
   target: QualifiedName,
   spec: NameMapping,
   migrated: ReadonlyArray<{ source: QualifiedName; target: QualifiedName }>,
+  types: readonly TypeRename[] = [],
 ): TableDef {
-  if (Buffer.byteLength(target.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
-    // A spec problem (suffix too long for this name): SpecError is final at the activity boundary.
-    throw new SpecError(
-      `target table name ${JSON.stringify(target.name)} for ${displayName(table.source)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`,
-    );
-  }
+  const tooLong = (t: QualifiedName, of: QualifiedName) => {
+    if (Buffer.byteLength(t.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
+      // A spec problem (suffix too long for this name): SpecError is final at the activity boundary.
+      throw new SpecError(
+        `target table name ${JSON.stringify(t.name)} for ${displayName(of)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`,
+      );
+    }
+  };
+  tooLong(target, table.source);
   const warnings = [...(table.warnings ?? [])];
-  const columns = table.columns.map((c) => mapColumn(c, spec));
+  const columns = table.columns.map((c) => mapColumn(c, spec, types));
   const sequences: SequenceRef[] = table.sequences.map((s) => {
     const ref: SequenceRef = { source: s.name, target: mapSequenceName(s.name, spec), identity: s.identity };
     if (s.ownedByColumn !== undefined) ref.ownedByColumn = s.ownedByColumn;
     return ref;
   });
+  const partitions = (table.partitions ?? []).map((p) => ({ part: p, target: mapTableName(p.name, spec) }));
+  for (const p of partitions) tooLong(p.target, p.part.name);
 
   const preLoad: string[] = [];
-  const schemas = unique([target.schema, ...sequences.map((s) => s.target.schema)]);
+  const schemas = unique([target.schema, ...partitions.map((p) => p.target.schema), ...sequences.map((s) => s.target.schema)]);
   for (const schema of schemas) preLoad.push(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
   for (const s of table.sequences) if (!s.identity) preLoad.push(createSequenceDdl(s, spec));
-  preLoad.push(createTableDdl(table, target, spec));
+  preLoad.push(createTableDdl(table, target, spec, types));
+  const parents = new Map<string, { target: QualifiedName; columns: readonly SourceColumn[] }>([[nameKey(table.source), { target, columns: table.columns }]]);
+  for (const { part, target: pt } of partitions) {
+    const parent = parents.get(nameKey(part.parent));
+    if (!parent) throw new Error(`partition ${displayName(part.name)} comes before its parent ${displayName(part.parent)}`);
+    preLoad.push(...partitionDdl(part, pt, parent, spec, types));
+    parents.set(nameKey(part.name), { target: pt, columns: part.columns });
+  }
   for (const s of table.sequences) {
     if (!s.identity && s.ownedByColumn !== undefined) {
       preLoad.push(`ALTER SEQUENCE ${qname(mapSequenceName(s.name, spec))} OWNED BY ${qname(target)}.${ident(s.ownedByColumn)}`);
@@ -412,25 +543,47 @@ export function buildTableDef(
   if (table.replicaIdentity === 'nothing') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY NOTHING`);
 
   const postLoad: string[] = [];
+  // Partitions' own indexes first: an index created on the parent afterwards adopts a matching one
+  // instead of building a second, and its generated names cannot take theirs.
+  for (const { part, target: pt } of partitions) {
+    for (const idx of part.indexes) postLoad.push(createIndexDdl(idx, { source: part.name, target: pt }, spec, types));
+  }
   const pair = { source: table.source, target };
-  for (const idx of table.indexes) postLoad.push(createIndexDdl(idx, pair, spec));
-  for (const con of table.constraints) postLoad.push(addConstraintDdl(con, target, spec));
+  for (const idx of table.indexes) postLoad.push(createIndexDdl(idx, pair, spec, types));
+  for (const con of table.constraints) postLoad.push(addConstraintDdl(con, target, spec, types));
+  for (const { part, target: pt } of partitions) for (const con of part.constraints) postLoad.push(addConstraintDdl(con, pt, spec, types));
   if (table.replicaIdentity === 'index') {
     if (!table.replicaIdentityIndex) throw new Error(`${displayName(table.source)} has REPLICA IDENTITY USING INDEX but no index is marked as such`);
     // The index exists by now: it is a secondary index or a unique constraint's (created just above), or the PK's.
     postLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(table.replicaIdentityIndex.name, spec))}`);
   }
-  const foreignKeys: string[] = [];
-  for (const fk of table.foreignKeys) {
-    const ref = migrated.find((m) => sameName(m.source, fk.referencedTable));
-    if (!ref) {
+  for (const { part, target: pt } of partitions) {
+    if (part.replicaIdentity !== 'index') continue;
+    const ri = part.replicaIdentityIndex;
+    if (ri && !ri.inherited) {
+      postLoad.push(`ALTER TABLE ${qname(pt)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(ri.name, spec))}`);
+    } else {
       warnings.push(
-        `foreign key ${fk.name} of ${displayName(table.source)} references ${displayName(fk.referencedTable)}, which is not migrated: ` +
-          `it is created referencing ${displayName(fk.referencedTable)} on the target, which must exist there`,
+        `partition ${displayName(part.name)} has REPLICA IDENTITY USING INDEX ${ri?.name ?? '?'}, an index inherited from its parent whose name differs on the target: ` +
+          `its replica identity is left at the default there (the migration itself does not need it)`,
       );
     }
-    foreignKeys.push(addForeignKeyDdl(fk, target, ref ? ref.target : fk.referencedTable, spec));
   }
+  const foreignKeys: string[] = [];
+  const addFks = (fks: readonly SourceForeignKey[], owner: QualifiedName, ownerTarget: QualifiedName) => {
+    for (const fk of fks) {
+      const ref = migrated.find((m) => sameName(m.source, fk.referencedTable));
+      if (!ref) {
+        warnings.push(
+          `foreign key ${fk.name} of ${displayName(owner)} references ${displayName(fk.referencedTable)}, which is not migrated: ` +
+            `it is created referencing ${displayName(fk.referencedTable)} on the target, which must exist there`,
+        );
+      }
+      foreignKeys.push(addForeignKeyDdl(fk, ownerTarget, ref ? ref.target : fk.referencedTable, spec));
+    }
+  };
+  addFks(table.foreignKeys, table.source, target);
+  for (const { part, target: pt } of partitions) addFks(part.foreignKeys, part.name, pt);
   postLoad.push(...foreignKeys);
 
   const keyColumns = table.primaryKey?.columns ?? (table.replicaIdentity === 'index' ? table.replicaIdentityIndex?.columns : undefined) ?? [];
@@ -446,7 +599,15 @@ export function buildTableDef(
     sequences,
     estimatedRows: Math.max(0, table.estimatedRows),
   };
+  if (table.partitionKey !== undefined) {
+    def.partitioned = true;
+    def.partitions = partitions.map((p) => ({ source: p.part.name, target: p.target }));
+  }
   if (foreignKeys.length) def.foreignKeys = foreignKeys;
   if (warnings.length) def.warnings = warnings;
   return def;
+}
+
+function nameKey(q: QualifiedName): string {
+  return `${q.schema}\u0000${q.name}`;
 }

@@ -50,4 +50,12 @@ export interface TableDef {
   foreignKeys?: string[];
   /** Things a DBA should know, e.g. a foreign key to a table that is not migrated. */
   warnings?: string[];
+  /**
+   * A partitioned table: created with PARTITION BY and every partition (in preLoad), copied and
+   * replicated through this root (the publication publishes via the root). TRUNCATE ONLY does not
+   * apply to it; its partitions are emptied with it.
+   */
+  partitioned?: boolean;
+  /** Its partitions at every level (parents before children), source and target names. */
+  partitions?: Array<{ source: QualifiedName; target: QualifiedName }>;
 }

@@ -543,6 +543,8 @@ class ApplyEngine {
   private readonly maxBatchRows: number;
   private readonly tableMap = new Map<string, QualifiedName>();
   private readonly relations = new Map<number, RelationState>();
+  /** pgoutput Type messages: source OID of a user-defined type -> its name (a domain's: its base type's). */
+  private readonly sourceTypes = new Map<number, QualifiedName>();
   private readonly plugin: TextPgoutputPlugin;
   private readonly service: LogicalReplicationService;
 
@@ -712,6 +714,9 @@ class ApplyEngine {
       case 'relation':
         return this.onRelation(msg);
       case 'type':
+        // Sent before a relation that uses a non-built-in type: its name, to compare with the target's.
+        this.sourceTypes.set(msg.typeOid, { schema: msg.schema, name: msg.name });
+        return;
       case 'origin':
         return;
       case 'message':
@@ -876,13 +881,19 @@ class ApplyEngine {
     const display = displayName(target);
     const r = await this.target.query<{
       relkind: string;
-      columns: { name: string; typid: number; typmod: number; generated: boolean; identity: string; type: string }[];
+      /** typname: of the column type, or of its base type for a domain. */
+      columns: { name: string; typid: number; typmod: number; generated: boolean; identity: string; type: string; typname: string }[];
       pk: string[] | null;
     }>(
       `SELECT c.relkind::text AS relkind,
               coalesce((SELECT json_agg(json_build_object('name', a.attname, 'typid', a.atttypid::int, 'typmod', a.atttypmod,
                                                           'generated', a.attgenerated <> '', 'identity', a.attidentity,
-                                                          'type', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+                                                          'type', format_type(a.atttypid, a.atttypmod),
+                                                          'typname', (WITH RECURSIVE b AS (
+                                                                        SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
+                                                                        UNION ALL
+                                                                        SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t JOIN b ON t.oid = b.typbasetype WHERE b.typtype = 'd')
+                                                                      SELECT b.typname FROM b WHERE b.typtype <> 'd')) ORDER BY a.attnum)
                           FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
               (SELECT array_agg(a.attname::text ORDER BY k.ord)
                  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -901,8 +912,15 @@ class ApplyEngine {
     const typeDiffers = msg.columns
       .filter((c) => {
         const t = targetCols.get(c.name);
-        // Built-in types have the same OID everywhere; user types (enums, domains) differ by server.
-        return t && c.typeOid < FIRST_NORMAL_OBJECT_ID && t.typid < FIRST_NORMAL_OBJECT_ID && (c.typeOid !== t.typid || c.typeMod !== t.typmod);
+        if (!t) return false;
+        // Built-in types have the same OID everywhere; user types (enums, domains, extension types)
+        // differ by server and are compared by name (a type may live in a mapped schema). pgoutput's
+        // Type message names a domain's base type (getBaseType), so the target's base type is compared.
+        const sourceBuiltIn = c.typeOid < FIRST_NORMAL_OBJECT_ID;
+        if (sourceBuiltIn !== t.typid < FIRST_NORMAL_OBJECT_ID) return true;
+        if (sourceBuiltIn) return c.typeOid !== t.typid || c.typeMod !== t.typmod;
+        const named = this.sourceTypes.get(c.typeOid);
+        return named !== undefined && named.name !== t.typname;
       })
       .map((c) => c.name);
     if (onlySource.length || onlyTarget.length || typeDiffers.length) {
@@ -911,9 +929,11 @@ class ApplyEngine {
         onlyTarget.length ? `only on the target: ${onlyTarget.join(', ')}` : '',
         typeDiffers.length ? `different type: ${typeDiffers.join(', ')}` : '',
       ].filter(Boolean);
+      // Final: no retry brings the two back together. pg-dts does not replicate DDL.
       throw new ApplyError(
-        `source table ${displayName(source)} no longer matches target table ${display} (DDL on the source during the migration?): ${parts.join('; ')}`,
-        { table: display, operation: 'RELATION', permanent: true },
+        `DDL on the source during the migration: source table ${displayName(source)} no longer matches target table ${display} (${parts.join('; ')}); ` +
+          `pg-dts does not replicate schema changes, so the apply stops here: restart the migration once the source schema is settled`,
+        { table: displayName(source), operation: 'RELATION', permanent: true },
       );
     }
     const rel: ApplyRelation = {

@@ -68,8 +68,39 @@ ALTER TABLE public.kv ADD CONSTRAINT kv_v_check CHECK (v <> '') NOT VALID;
 CREATE UNIQUE INDEX kv_k ON public.kv (k) INCLUDE (v);
 ALTER TABLE public.kv REPLICA IDENTITY USING INDEX kv_k;
 
-CREATE TABLE public.parted (id int, at date) PARTITION BY RANGE (at);
-CREATE TABLE public.parted_2024 PARTITION OF public.parted FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE public.parted (id int, at date NOT NULL, k text NOT NULL, m int, PRIMARY KEY (id, at, k)) PARTITION BY RANGE (at);
+CREATE TABLE public.parted_2024 PARTITION OF public.parted FOR VALUES FROM ('2024-01-01') TO ('2025-01-01') PARTITION BY LIST (k);
+CREATE TABLE public.parted_2024_ab PARTITION OF public.parted_2024 FOR VALUES IN ('a', 'b');
+CREATE TABLE public.parted_2024_rest PARTITION OF public.parted_2024 DEFAULT;
+CREATE TABLE public.parted_2025 PARTITION OF public.parted FOR VALUES FROM ('2025-01-01') TO ('2026-01-01') PARTITION BY HASH (id);
+CREATE TABLE "Sales Dept"."parted_2025_h0" PARTITION OF public.parted_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE public.parted_2025_h1 PARTITION OF public.parted_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE public.parted_old PARTITION OF public.parted DEFAULT;
+CREATE INDEX parted_lower_k ON public.parted (lower(k));
+CREATE INDEX parted_ab_m ON public.parted_2024_ab (m);
+ALTER TABLE public.parted_old ALTER COLUMN m SET DEFAULT 7;
+ALTER TABLE public.parted_old ADD CONSTRAINT parted_old_m CHECK (m > 0);
+
+CREATE EXTENSION citext;
+CREATE SCHEMA "Odd Types";
+CREATE TYPE "Odd Types".mood AS ENUM ('sad', 'ok', 'it''s "happy"');
+CREATE DOMAIN public.posint AS integer DEFAULT 1 NOT NULL CHECK (VALUE > 0);
+CREATE TYPE public.inner_t AS (a int, m "Odd Types".mood, t text COLLATE "C");
+CREATE TYPE public.outer_t AS (i public.inner_t, arr public.inner_t[], p public.posint);
+CREATE TYPE public.floatrange AS RANGE (SUBTYPE = float8, SUBTYPE_DIFF = float8mi);
+CREATE TABLE public.typed (
+  id int PRIMARY KEY,
+  m "Odd Types".mood DEFAULT 'ok',
+  ms "Odd Types".mood[],
+  p public.posint,
+  o public.outer_t,
+  fr public.floatrange,
+  fmr public.floatmultirange,
+  c citext,
+  CHECK (m <> 'sad')
+);
+CREATE TABLE public.typed2 (id int PRIMARY KEY, m "Odd Types".mood, r public.floatrange);
+CREATE TABLE public.rowtyped (id int PRIMARY KEY, k public.kv);
 `;
 
 const TABLES: QualifiedName[] = [
@@ -265,13 +296,157 @@ describe('readTableDefs + generated DDL on real clusters', () => {
     expect(seqs).toEqual(['tickets', 'tickets_copy']);
   });
 
-  it('refuses partitioned tables and partitions, and missing tables', async () => {
+  it('refuses a partition on its own, and missing tables', async () => {
     const spec: Spec = { schemaMapping: {}, tableSuffix: '_x' };
     const one = (name: string) => [{ source: { schema: 'public', name }, target: { schema: 'public', name: `${name}_x` } }];
-    await expect(readTableDefs(s, one('parted'), spec)).rejects.toThrow(/partitioned tables are not supported yet: public\.parted/);
-    await expect(readTableDefs(s, one('parted_2024'), spec)).rejects.toThrow(/partitioned tables are not supported yet: public\.parted_2024/);
+    await expect(readTableDefs(s, one('parted_2024'), spec)).rejects.toThrow(/public\.parted_2024 is a partition of public\.parted: partitions are migrated with their partitioned table/);
+    await expect(readTableDefs(s, one('parted_2024_ab'), spec)).rejects.toThrow(/partition of public\.parted:/);
     await expect(readTableDefs(s, one('nope'), spec)).rejects.toThrow(/public\.nope does not exist/);
     // The failed reads left no transaction open.
     expect((await s.query('SELECT 1 AS ok')).rows[0].ok).toBe(1);
+  });
+
+  it('recreates a partitioned table with every partition at every level, bounds, keys and indexes, under mapped names', async () => {
+    const spec: Spec = { schemaMapping: { public: 'app' }, tableSuffix: '_p' };
+    const source = { schema: 'public', name: 'parted' };
+    const [def] = await readTableDefs(s, [{ source, target: mapTableName(source, spec) }], spec);
+    expect(def!.partitioned).toBe(true);
+    // Parents before children; "Sales Dept" keeps its schema (not mapped), the suffix applies to all.
+    expect(def!.partitions!.map((p) => `${p.target.schema}.${p.target.name}`)).toEqual([
+      'app.parted_2024_p',
+      'app.parted_2025_p',
+      'app.parted_old_p',
+      'Sales Dept.parted_2025_h0_p',
+      'app.parted_2024_ab_p',
+      'app.parted_2024_rest_p',
+      'app.parted_2025_h1_p',
+    ]);
+    const db = 'parts';
+    await dst.createDatabase(db);
+    const c = await dst.client(db);
+    try {
+      await apply(c, [def!]);
+      const tree = async (cl: Client, root: string) =>
+        (
+          await cl.query<{ name: string; parent: string | null; bound: string | null; key: string | null; indexes: string[] }>(
+            `SELECT n.nspname || '.' || c.relname AS name, pn.nspname || '.' || p.relname AS parent,
+                    pg_get_expr(c.relpartbound, c.oid) AS bound, pg_get_partkeydef(c.oid) AS key,
+                    ARRAY(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid ORDER BY 1) AS indexes
+               FROM pg_partition_tree($1::regclass) t JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_class p ON p.oid = t.parentrelid LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace
+              ORDER BY t.level, 1`,
+            [root],
+          )
+        ).rows;
+      const mapName = (q: string | null) => {
+        if (q === null) return null;
+        const [schema, name] = q.split('.') as [string, string];
+        return `${spec.schemaMapping[schema] ?? schema}.${name}_p`;
+      };
+      // Index text differs only by names: every index name and table name gets the suffix / schema.
+      const norm = (def: string) => def.replace(/INDEX (\S+) ON (ONLY )?(\S+)/, 'INDEX ON $3').replace(/"?Sales Dept"?\./, 'Sales Dept.');
+      const expected = (await tree(s, 'public.parted')).map((r) => ({ ...r, name: mapName(r.name), parent: mapName(r.parent), indexes: r.indexes.length }));
+      const actual = (await tree(c, 'app.parted_p')).map((r) => ({ ...r, indexes: r.indexes.length }));
+      expect(actual.sort((a, b) => a.name!.localeCompare(b.name!))).toEqual(expected.sort((a, b) => a.name!.localeCompare(b.name!)));
+      expect(actual).toHaveLength(8);
+      const leafIdx = (await tree(c, 'app.parted_p')).find((r) => r.name === 'app.parted_2024_ab_p')!.indexes.map(norm);
+      expect(leafIdx).toEqual(
+        expect.arrayContaining([
+          'CREATE INDEX ON app.parted_2024_ab_p USING btree (m)',
+          'CREATE INDEX ON app.parted_2024_ab_p USING btree (lower(k))',
+          'CREATE UNIQUE INDEX ON app.parted_2024_ab_p USING btree (id, at, k)',
+        ]),
+      );
+      // Rows route through the root (with the root's defaults); a partition's own default and check came along.
+      await c.query(`INSERT INTO app.parted_p (id, at, k) VALUES (1, '2020-01-01', 'z'), (2, '2024-05-01', 'a'), (3, '2025-05-01', 'q')`);
+      await c.query(`INSERT INTO app.parted_old_p (id, at, k) VALUES (0, '2019-01-01', 'z')`);
+      const rows = (await c.query(`SELECT tableoid::regclass::text AS part, id, m FROM app.parted_p ORDER BY id`)).rows;
+      expect(rows).toEqual([
+        { part: 'app.parted_old_p', id: 0, m: 7 },
+        { part: 'app.parted_old_p', id: 1, m: null },
+        { part: 'app.parted_2024_ab_p', id: 2, m: null },
+        { part: expect.stringMatching(/^("Sales Dept"\.parted_2025_h0_p|app\.parted_2025_h1_p)$/), id: 3, m: null },
+      ]);
+      await expect(c.query(`INSERT INTO app.parted_p (id, at, k, m) VALUES (4, '2020-01-01', 'z', -1)`)).rejects.toThrow(/parted_old_m_p/);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('creates the user-defined types the tables need, once, under the mapped schemas, and reuses existing ones', async () => {
+    const spec: Spec = { schemaMapping: { public: 'app', 'Odd Types': 'Weird' }, tableSuffix: '' };
+    const pairs = ['typed', 'typed2'].map((name) => ({ source: { schema: 'public', name }, target: mapTableName({ schema: 'public', name }, spec) }));
+    const defs = await readTableDefs(s, pairs, spec);
+    // Types go with the first table that needs them; typed2 finds them created.
+    expect(defs[0]!.preLoad.filter((x) => x.startsWith('DO '))).toHaveLength(6); // citext + 5 types
+    expect(defs[1]!.preLoad.filter((x) => x.startsWith('DO '))).toHaveLength(0);
+    const db = 'types1';
+    await dst.createDatabase(db);
+    const c = await dst.client(db);
+    try {
+      await apply(c, defs);
+      const colTypes = async (cl: Client, t: string) =>
+        (await cl.query(`SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 ORDER BY attnum`, [t])).rows;
+      expect(await colTypes(c, 'app.typed')).toEqual([
+        { attname: 'id', type: 'integer' },
+        { attname: 'm', type: '"Weird".mood' },
+        { attname: 'ms', type: '"Weird".mood[]' },
+        { attname: 'p', type: 'app.posint' },
+        { attname: 'o', type: 'app.outer_t' },
+        { attname: 'fr', type: 'app.floatrange' },
+        { attname: 'fmr', type: 'app.floatmultirange' },
+        { attname: 'c', type: 'citext' },
+      ]);
+      const labels = await c.query(`SELECT array_agg(enumlabel::text ORDER BY enumsortorder) AS l FROM pg_enum WHERE enumtypid = '"Weird".mood'::regtype`);
+      expect(labels.rows[0].l).toEqual(['sad', 'ok', 'it\'s "happy"']);
+      // The same literal means the same value on both sides.
+      const value = `(1, '{"it''s \\"happy\\""}', 2, '("(7,ok,x)","{""(8,sad,y)"",NULL}",3)', '[1.5,2.5)', '{[1,2),[3,4)}', 'MiXeD')`;
+      await s.query(`INSERT INTO public.typed (id, ms, p, o, fr, fmr, c) VALUES ${value}`);
+      await c.query(`INSERT INTO app.typed (id, ms, p, o, fr, fmr, c) VALUES ${value}`);
+      const read = `SELECT t::text AS row, c = 'mixed' AS ci FROM %s t`;
+      const a = (await s.query(read.replace('%s', 'public.typed'))).rows;
+      expect((await c.query(read.replace('%s', 'app.typed'))).rows).toEqual(a);
+      expect(a[0].ci).toBe(true);
+      // Domain default, NOT NULL and check, enum check constraint, all on the target.
+      await expect(c.query(`INSERT INTO app.typed (id, p) VALUES (2, 0)`)).rejects.toThrow(/posint_check/);
+      await expect(c.query(`INSERT INTO app.typed (id, m) VALUES (3, 'sad')`)).rejects.toThrow(/violates check constraint "typed_m_check"/);
+
+      // A second migration of a table using the same types finds them there.
+      const again = await readTableDefs(s, [{ source: { schema: 'public', name: 'typed2' }, target: { schema: 'app', name: 'typed2_again' } }], { ...spec, tableSuffix: '_again' });
+      expect(again[0]!.preLoad.filter((x) => x.startsWith('DO '))).toHaveLength(2);
+      await apply(c, again);
+      expect(await colTypes(c, 'app.typed2_again')).toEqual([
+        { attname: 'id', type: 'integer' },
+        { attname: 'm', type: '"Weird".mood' },
+        { attname: 'r', type: 'app.floatrange' },
+      ]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('refuses clearly what it cannot create: a table row type as a column type, an extension installed elsewhere', async () => {
+    const spec: Spec = { schemaMapping: {}, tableSuffix: '_r' };
+    const db = 'types2';
+    await dst.createDatabase(db);
+    const c = await dst.client(db);
+    try {
+      const row = await readTableDefs(s, [{ source: { schema: 'public', name: 'rowtyped' }, target: { schema: 'public', name: 'rowtyped_r' } }], spec);
+      const e1 = (await apply(c, row).catch((e: unknown) => e)) as { code?: string; message?: string };
+      await c.query('ROLLBACK').catch(() => undefined);
+      expect(e1.code).toBe('0A000');
+      expect(e1.message).toContain('type public.kv cannot be migrated (it is the row type of public.kv, used as a column type)');
+
+      await c.query('CREATE SCHEMA other; CREATE EXTENSION citext WITH SCHEMA other');
+      const typed = await readTableDefs(s, [{ source: { schema: 'public', name: 'typed' }, target: { schema: 'public', name: 'typed_r' } }], spec);
+      const e2 = (await apply(c, typed).catch((e: unknown) => e)) as { code?: string; message?: string };
+      await c.query('ROLLBACK').catch(() => undefined);
+      expect(e2.code).toBe('0A000');
+      expect(e2.message).toContain('extension citext, which the target has installed in schema other, not public as on the source');
+      // Nothing was left behind by the failed transaction.
+      expect((await c.query(`SELECT count(*)::int AS n FROM pg_type WHERE typname IN ('mood', 'posint')`)).rows[0].n).toBe(0);
+    } finally {
+      await c.end();
+    }
   });
 });

@@ -11,13 +11,18 @@ import {
   mapSequenceName,
   quoteIdentLikePg,
   rewriteIndexDefinition,
+  partitionDdl,
+  rewriteExprTypes,
   rewriteSequenceReferences,
+  rewriteTypeText,
   targetObjectName,
   type SourceForeignKey,
+  type SourcePartition,
   type SourceSequence,
   type SourceTable,
 } from '../../activities/ddl';
 import { mapTableName } from '../../activities/spec';
+import { createTypeDdl, createTypesDdl, extensionStatement, mapTypeName, typeCreationStatements, typeRenames, type SourceType } from '../../activities/types-ddl';
 
 const spec = { schemaMapping: { public: 'app', 'Sales Dept': 'Ventes' }, tableSuffix: '_migrated' };
 const noMapping = { schemaMapping: {}, tableSuffix: '' };
@@ -398,5 +403,249 @@ describe('buildTableDef', () => {
   it('creates a table without primary key', () => {
     const t = table({ source: { schema: 'public', name: 'Ünïcode "tbl"' }, columns: [{ name: 'ß', type: 'integer', notNull: false }] });
     expect(createTableDdl(t, mapTableName(t.source, spec), spec)).toBe('CREATE TABLE "app"."Ünïcode ""tbl""_migrated" (\n  "ß" integer\n)');
+  });
+});
+
+describe('type names in printed text', () => {
+  const renames = [
+    { source: { schema: 'public', name: 'mood' }, target: { schema: 'app', name: 'mood' } },
+    { source: { schema: 'Odd Types', name: 'Pair' }, target: { schema: 'Weird', name: 'Pair' } },
+    { source: { schema: 'public', name: 'same' }, target: { schema: 'public', name: 'same' } },
+  ];
+  it('rewrites a column type, keeping array brackets, leaving built-in and unmapped types alone', () => {
+    expect(rewriteTypeText('public.mood', renames)).toBe('"app"."mood"');
+    expect(rewriteTypeText('public.mood[]', renames)).toBe('"app"."mood"[]');
+    expect(rewriteTypeText('"Odd Types"."Pair"', renames)).toBe('"Weird"."Pair"');
+    expect(rewriteTypeText('public.mood2', renames)).toBe('public.mood2');
+    expect(rewriteTypeText('character varying(20)[]', renames)).toBe('character varying(20)[]');
+    expect(rewriteTypeText('public.same', renames)).toBe('public.same');
+  });
+  it('rewrites casts in expressions, not longer names or other text', () => {
+    expect(rewriteExprTypes(`'ok'::public.mood`, renames)).toBe(`'ok'::"app"."mood"`);
+    expect(rewriteExprTypes(`(m <> 'sad'::public.mood) AND (x = '{}'::public.mood[])`, renames)).toBe(`(m <> 'sad'::"app"."mood") AND (x = '{}'::"app"."mood"[])`);
+    expect(rewriteExprTypes(`ROW(1, 2)::"Odd Types"."Pair"`, renames)).toBe(`ROW(1, 2)::"Weird"."Pair"`);
+    expect(rewriteExprTypes(`'a'::public.mood2`, renames)).toBe(`'a'::public.mood2`);
+    expect(rewriteExprTypes(`public.mood('x')`, renames)).toBe(`public.mood('x')`);
+    expect(rewriteExprTypes(`'x'::text`, [])).toBe(`'x'::text`);
+  });
+  it('maps columns, defaults, generated expressions and checks through the renames', () => {
+    const col = mapColumn({ name: 'm', type: 'public.mood[]', notNull: false, default: `'{ok}'::public.mood[]` }, spec, renames);
+    expect(col).toEqual({ name: 'm', type: '"app"."mood"[]', notNull: false, default: `'{ok}'::"app"."mood"[]` });
+    expect(addConstraintDdl({ name: 'c', kind: 'check', definition: `CHECK ((m <> 'sad'::public.mood))` }, { schema: 'app', name: 't' }, spec, renames)).toBe(
+      `ALTER TABLE "app"."t" ADD CONSTRAINT "c_migrated" CHECK ((m <> 'sad'::"app"."mood"))`,
+    );
+  });
+});
+
+describe('user-defined types', () => {
+  const types: SourceType[] = [
+    { kind: 'enum', name: { schema: 'public', name: 'mood' }, labels: ['sad', "it's", 'ha$pgdts$ppy'] },
+    {
+      kind: 'domain',
+      name: { schema: 'public', name: 'posint' },
+      baseType: 'integer',
+      default: '1',
+      notNull: true,
+      checks: [{ name: 'posint_check', definition: 'CHECK ((VALUE > 0))' }],
+    },
+    {
+      kind: 'composite',
+      name: { schema: 'public', name: 'pair' },
+      attributes: [
+        { name: 'm', type: 'public.mood' },
+        { name: 'Label', type: 'text', collation: { schema: 'pg_catalog', name: 'C' } },
+      ],
+    },
+    {
+      kind: 'range',
+      name: { schema: 'public', name: 'floatrange' },
+      subtype: 'double precision',
+      subtypeDiff: { schema: 'pg_catalog', name: 'float8mi' },
+      multirange: { schema: 'public', name: 'floatmultirange' },
+    },
+    { kind: 'extension', name: { schema: 'public', name: 'hstore' }, extension: 'hstore' },
+    { kind: 'unsupported', name: { schema: 'public', name: 'blob' }, reason: 'it is a base type' },
+  ];
+  const renames = typeRenames(types, spec);
+
+  it('maps type schemas without a suffix, multiranges too', () => {
+    expect(mapTypeName({ schema: 'public', name: 'mood' }, spec)).toEqual({ schema: 'app', name: 'mood' });
+    expect(renames.map((r) => `${r.source.name}->${r.target.schema}.${r.target.name}`)).toEqual([
+      'mood->app.mood',
+      'posint->app.posint',
+      'pair->app.pair',
+      'floatrange->app.floatrange',
+      'floatmultirange->app.floatmultirange',
+      'blob->app.blob',
+    ]);
+    expect(typeRenames(types, noMapping)).toEqual([]);
+  });
+
+  it('creates each kind under its mapped name', () => {
+    const [e, d, c, r] = types as [
+      Extract<SourceType, { kind: 'enum' }>,
+      Extract<SourceType, { kind: 'domain' }>,
+      Extract<SourceType, { kind: 'composite' }>,
+      Extract<SourceType, { kind: 'range' }>,
+    ];
+    expect(typeCreationStatements(e, spec, renames)).toEqual([`CREATE TYPE "app"."mood" AS ENUM ('sad', 'it''s', 'ha$pgdts$ppy')`]);
+    expect(typeCreationStatements(d, spec, renames)).toEqual([
+      'CREATE DOMAIN "app"."posint" AS integer DEFAULT 1 NOT NULL',
+      'ALTER DOMAIN "app"."posint" ADD CONSTRAINT "posint_check" CHECK ((VALUE > 0))',
+    ]);
+    expect(typeCreationStatements(c, spec, renames)).toEqual(['CREATE TYPE "app"."pair" AS ("m" "app"."mood", "Label" text COLLATE "pg_catalog"."C")']);
+    expect(typeCreationStatements(r, spec, renames)).toEqual([
+      'CREATE TYPE "app"."floatrange" AS RANGE (SUBTYPE = double precision, SUBTYPE_DIFF = "pg_catalog"."float8mi", MULTIRANGE_TYPE_NAME = "app"."floatmultirange")',
+    ]);
+  });
+
+  it('guards each creation so an existing type is used as it is, with a dollar quote that does not clash', () => {
+    const block = createTypeDdl(types[0]!, spec, renames)!;
+    expect(block).toBe(
+      [
+        'DO $pgdts1$',
+        'BEGIN',
+        `  IF pg_catalog.to_regtype('"app"."mood"') IS NULL THEN`,
+        `    EXECUTE 'CREATE TYPE "app"."mood" AS ENUM (''sad'', ''it''''s'', ''ha$pgdts$ppy'')';`,
+        '  END IF;',
+        'END',
+        '$pgdts1$',
+      ].join('\n'),
+    );
+    const refuse = createTypeDdl(types[5]!, spec, renames)!;
+    expect(refuse).toContain(`IF pg_catalog.to_regtype('"app"."blob"') IS NULL THEN`);
+    expect(refuse).toContain(`ERRCODE = 'feature_not_supported'`);
+    expect(refuse).toContain('type public.blob cannot be migrated (it is a base type); create it on the target as app.blob before starting the migration');
+    expect(createTypeDdl(types[4]!, spec, renames)).toBeUndefined();
+  });
+
+  it('installs an extension once, in its source schema, refusing clearly when the target lacks it or has it elsewhere', () => {
+    const ext = extensionStatement('hstore', 'public', [{ schema: 'public', name: 'hstore' }]);
+    expect(ext).toContain(`WHERE e.extname = 'hstore'`);
+    expect(ext).toContain(`EXECUTE 'CREATE EXTENSION IF NOT EXISTS "hstore" WITH SCHEMA "public" CASCADE';`);
+    expect(ext).toContain('extension hstore, which is not available on the target');
+    expect(ext).toContain(`ELSIF installed <> 'public' THEN`);
+    const all = createTypesDdl([...types, { kind: 'extension', name: { schema: 'public', name: 'ghstore' }, extension: 'hstore' }], spec, renames);
+    expect(all.slice(0, 2)).toEqual(['CREATE SCHEMA IF NOT EXISTS "app"', 'CREATE SCHEMA IF NOT EXISTS "public"']);
+    expect(all.filter((s) => s.includes('CREATE EXTENSION'))).toHaveLength(1);
+    expect(all.find((s) => s.includes('CREATE EXTENSION'))).toContain('type(s) public.hstore, public.ghstore of extension hstore');
+    expect(all).toHaveLength(2 + 6);
+  });
+});
+
+describe('partitioned tables', () => {
+  const cols = [
+    { name: 'id', type: 'integer', notNull: true, default: `nextval('public.pay_id_seq'::regclass)`, defaultSequences: [{ schema: 'public', name: 'pay_id_seq' }] },
+    { name: 'at', type: 'timestamp with time zone', notNull: true },
+    { name: 'kind', type: 'public.mood', notNull: false },
+  ];
+  const part = (name: string, parent: string, bound: string, extra: Partial<SourcePartition> = {}): SourcePartition => ({
+    name: { schema: 'public', name },
+    parent: { schema: 'public', name: parent },
+    bound,
+    columns: cols,
+    replicaIdentity: 'default',
+    indexes: [],
+    constraints: [],
+    foreignKeys: [],
+    ...extra,
+  });
+  const root = table({
+    source: { schema: 'public', name: 'pay' },
+    columns: cols,
+    primaryKey: { name: 'pay_pkey', columns: ['at', 'id'], definition: 'PRIMARY KEY (at, id)' },
+    partitionKey: 'RANGE (at)',
+    indexes: [{ name: 'pay_kind', definition: 'CREATE INDEX pay_kind ON ONLY public.pay USING btree (kind)' }],
+    sequences: [bigintSeq('public', 'pay_id_seq')],
+    partitions: [
+      part('pay_2024', 'pay', `FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2025-01-01 00:00:00+00')`, { partitionKey: 'LIST (kind)' }),
+      part('pay_old', 'pay', 'DEFAULT', {
+        columns: [cols[0]!, { ...cols[1]! }, { name: 'kind', type: 'public.mood', notNull: true, default: `'sad'::public.mood` }],
+        replicaIdentity: 'full',
+        constraints: [{ name: 'old_check', kind: 'check', definition: 'CHECK ((id > 0))' }],
+      }),
+      part('pay_2024_a', 'pay_2024', `FOR VALUES IN ('sad', 'ok')`, {
+        indexes: [{ name: 'pay_2024_a_local', definition: 'CREATE INDEX pay_2024_a_local ON public.pay_2024_a USING btree (id)' }],
+        foreignKeys: [
+          {
+            name: 'a_fk',
+            columns: ['id'],
+            referencedTable: { schema: 'public', name: 'other' },
+            referencedColumns: ['id'],
+            onUpdate: 'a',
+            onDelete: 'a',
+            match: 's',
+            deferrable: false,
+            deferred: false,
+            validated: true,
+          },
+        ],
+      }),
+    ],
+  });
+  const renames = [{ source: { schema: 'public', name: 'mood' }, target: { schema: 'app', name: 'mood' } }];
+  const def = buildTableDef(root, mapTableName(root.source, spec), spec, [{ source: root.source, target: mapTableName(root.source, spec) }], renames);
+
+  it('creates the root with PARTITION BY, then every partition under its mapped parent, with what differs from the parent', () => {
+    expect(def.preLoad).toEqual([
+      'CREATE SCHEMA IF NOT EXISTS "app"',
+      'CREATE SEQUENCE IF NOT EXISTS "app"."pay_id_seq_migrated" AS bigint START WITH 1 INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 NO CYCLE',
+      [
+        'CREATE TABLE "app"."pay_migrated" (',
+        `  "id" integer DEFAULT nextval('"app"."pay_id_seq_migrated"'::regclass) NOT NULL,`,
+        '  "at" timestamp with time zone NOT NULL,',
+        '  "kind" "app"."mood",',
+        '  CONSTRAINT "pay_pkey_migrated" PRIMARY KEY (at, id)',
+        ') PARTITION BY RANGE (at)',
+      ].join('\n'),
+      `CREATE TABLE "app"."pay_2024_migrated" PARTITION OF "app"."pay_migrated" FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2025-01-01 00:00:00+00') PARTITION BY LIST (kind)`,
+      'CREATE TABLE "app"."pay_old_migrated" PARTITION OF "app"."pay_migrated" DEFAULT',
+      `ALTER TABLE "app"."pay_old_migrated" ALTER COLUMN "kind" SET DEFAULT 'sad'::"app"."mood"`,
+      'ALTER TABLE "app"."pay_old_migrated" ALTER COLUMN "kind" SET NOT NULL',
+      'ALTER TABLE "app"."pay_old_migrated" REPLICA IDENTITY FULL',
+      `CREATE TABLE "app"."pay_2024_a_migrated" PARTITION OF "app"."pay_2024_migrated" FOR VALUES IN ('sad', 'ok')`,
+    ]);
+  });
+
+  it("creates partitions' own indexes first, the root index without ONLY (it cascades), then constraints and foreign keys", () => {
+    expect(def.postLoad).toEqual([
+      'CREATE INDEX "pay_2024_a_local_migrated" ON "app"."pay_2024_a_migrated" USING btree (id)',
+      'CREATE INDEX "pay_kind_migrated" ON "app"."pay_migrated" USING btree (kind)',
+      'ALTER TABLE "app"."pay_old_migrated" ADD CONSTRAINT "old_check_migrated" CHECK ((id > 0))',
+      'ALTER TABLE "app"."pay_2024_a_migrated" ADD CONSTRAINT "a_fk_migrated" FOREIGN KEY ("id") REFERENCES "public"."other" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION',
+    ]);
+    expect(def.foreignKeys).toEqual(def.postLoad.slice(-1));
+    expect(def.warnings).toEqual([expect.stringContaining('foreign key a_fk of public.pay_2024_a references public.other, which is not migrated')]);
+  });
+
+  it('describes the partitions and copies through the root', () => {
+    expect(def.partitioned).toBe(true);
+    expect(def.partitions).toEqual([
+      { source: { schema: 'public', name: 'pay_2024' }, target: { schema: 'app', name: 'pay_2024_migrated' } },
+      { source: { schema: 'public', name: 'pay_old' }, target: { schema: 'app', name: 'pay_old_migrated' } },
+      { source: { schema: 'public', name: 'pay_2024_a' }, target: { schema: 'app', name: 'pay_2024_a_migrated' } },
+    ]);
+    expect(def.copyColumns).toEqual(['id', 'at', 'kind']);
+    expect(def.keyColumns).toEqual(['at', 'id']);
+  });
+
+  it('refuses a partition listed before its parent, and too-long partition names', () => {
+    const bad = { ...root, partitions: [root.partitions![2]!, root.partitions![0]!] };
+    expect(() => buildTableDef(bad, mapTableName(root.source, spec), spec, [])).toThrow(/comes before its parent/);
+    const long = { ...root, partitions: [part('p'.repeat(60), 'pay', 'DEFAULT')] };
+    expect(() => buildTableDef(long, mapTableName(root.source, spec), spec, [])).toThrow(/longer than 63 bytes/);
+  });
+
+  it('partitionDdl leaves a partition identical to its parent alone', () => {
+    expect(partitionDdl(part('p1', 'pay', 'DEFAULT'), { schema: 's', name: 'p1' }, { target: { schema: 's', name: 'pay' }, columns: cols }, noMapping)).toEqual([
+      'CREATE TABLE "s"."p1" PARTITION OF "s"."pay" DEFAULT',
+    ]);
+  });
+
+  it('drops ON ONLY from an index of a partitioned table', () => {
+    const pair = { source: { schema: 'public', name: 'users' }, target: { schema: 'app', name: 'users_migrated' } };
+    expect(createIndexDdl({ name: 'i', definition: 'CREATE INDEX i ON ONLY public.users USING btree (a)' }, pair, spec)).toBe(
+      'CREATE INDEX "i_migrated" ON "app"."users_migrated" USING btree (a)',
+    );
   });
 });
