@@ -1,112 +1,279 @@
 #!/usr/bin/env node
 /**
- * `dts`: start and drive migrations. Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and
- * TEMPORAL_TASK_QUEUE like the worker. Exit codes: 0 ok, 1 the operation failed, 2 bad usage/input.
+ * `dts`: start and drive migrations (commander). Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and
+ * TEMPORAL_TASK_QUEUE like the worker, and PG_DTS_CODEC_KEY for payload encryption.
+ * Exit codes: 0 ok, 1 the operation failed (or the migration it watched did not complete, or there is
+ * no such migration), 2 bad usage or input (unknown command or option, unreadable or malformed spec).
  */
 import { readFileSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
-import { Command, CommanderError } from 'commander';
-import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import path from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { isGrpcDeadlineError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { normalizeSpec, SpecError } from '../activities/spec';
-import { temporalSettings } from '../worker/config';
-import { WORKFLOW_TYPE, type MigrationStatus } from '../workflows/contract';
-import { formatStatus } from './format';
+import { PHASES, type MigrationStatus } from '../workflows/contract';
+import { applySignal } from '../workflows/state';
+import { CODEC_KEY_ENV, CodecKeyError, codecCorsOrigins, codecFromEnv, registerCodecRoutes } from './codec';
+import { formatStatus, StatusBars } from './format';
+import { registerVerify } from './verify';
+import {
+  assertSecretsProtected,
+  ConflictError,
+  connectTemporal,
+  InputError,
+  listQuery,
+  phaseOf,
+  queryStatus,
+  startMigration,
+  stateOf,
+  TERMINAL_PHASES,
+  type MigrationMemo,
+  type TemporalContext,
+} from './temporal';
 
-class UsageError extends Error {}
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
 
-async function withClient<T>(fn: (client: Client, taskQueue: string) => Promise<T>): Promise<T> {
-  const s = temporalSettings();
-  const connection = await Connection.connect({ address: s.address }).catch((err: Error) => {
-    throw new Error(`cannot reach Temporal at ${s.address}: ${err.message}`);
-  });
-  try {
-    return await fn(new Client({ connection, namespace: s.namespace }), s.taskQueue);
-  } finally {
-    await connection.close();
+/** Bad usage or input: exit 2. */
+export class UsageError extends Error {}
+/** Ends the command with this exit code; the message (if any) goes to stderr. */
+class Exit extends Error {
+  constructor(
+    readonly code: number,
+    message = '',
+  ) {
+    super(message);
   }
 }
 
-export function readSpecFile(path: string): unknown {
+/** Where the CLI writes (tests capture it). */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  /** The terminal for live progress bars; undefined when stdout is not a TTY. */
+  tty?: NodeJS.WriteStream;
+}
+
+const processIo: CliIo = {
+  out: (t) => process.stdout.write(`${t}\n`),
+  err: (t) => process.stderr.write(`${t}\n`),
+  tty: process.stdout.isTTY ? process.stdout : undefined,
+};
+
+const HELP_AFTER = `
+Environment:
+  TEMPORAL_ADDRESS     Temporal frontend (default localhost:7233)
+  TEMPORAL_NAMESPACE   namespace (default default)
+  TEMPORAL_TASK_QUEUE  task queue of the workers (default pg-migration)
+  ${CODEC_KEY_ENV}     base64 of 32 bytes: encrypt workflow payloads (AES-256-GCM); the
+                       same key on every client, API and worker. Needed for specs with passwords.
+
+Exit codes:
+  0  success
+  1  the operation failed: Temporal unreachable, no such migration, the migration has ended,
+     a refused pause, or (status --watch) the migration ended FAILED or CANCELLED
+  2  bad usage or input: unknown command or option, unreadable or malformed spec`;
+
+export function readSpecFile(file: string): unknown {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`${path} is not valid JSON: ${(err as Error).message}`);
+    throw new UsageError(`${file} is not valid JSON: ${(err as Error).message}`);
   }
 }
 
-export function buildProgram(): Command {
-  const program = new Command('dts').description('PostgreSQL-to-PostgreSQL online migration on Temporal').exitOverride();
+function positiveInt(name: string, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`${name} must be an integer from 1 to ${max}.`);
+    return n;
+  };
+}
+
+async function withTemporal<T>(fn: (ctx: TemporalContext) => Promise<T>): Promise<T> {
+  let ctx: TemporalContext;
+  try {
+    ctx = await connectTemporal();
+  } catch (err) {
+    if (err instanceof CodecKeyError) throw new UsageError(err.message);
+    throw err;
+  }
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+/**
+ * A command's module, loaded only when that command runs (the demo pulls in the test harness, the API
+ * Fastify). `require`, not `import()`: bin/dts.js runs this file through tsx's CommonJS hook.
+ */
+const lazy = <T>(id: string): T => require(id) as T;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function status(ctx: TemporalContext, handle: WorkflowHandle): Promise<MigrationStatus> {
+  try {
+    return await queryStatus(ctx, handle);
+  } catch (err) {
+    if (isGrpcDeadlineError(err) || isGrpcDeadlineError((err as { cause?: unknown }).cause)) {
+      throw new Exit(EXIT_FAILED, `no worker answered the status query of ${handle.workflowId} within 10 s: is a worker polling task queue ${ctx.settings.taskQueue}?`);
+    }
+    throw err;
+  }
+}
+
+/** Fails (exit 1) when the migration's workflow is no longer running. */
+async function assertRunning(handle: WorkflowHandle, action: string): Promise<void> {
+  const d = await handle.describe();
+  if (d.status.name !== 'RUNNING') {
+    throw new Exit(EXIT_FAILED, `migration ${handle.workflowId} has ended (${stateOf(d.status.name, phaseOf(d))}): nothing to ${action}`);
+  }
+}
+
+export function buildProgram(io: CliIo = processIo): Command {
+  const program = new Command('dts')
+    .description('PostgreSQL-to-PostgreSQL online migration on Temporal')
+    .version(packageVersion(), '-V, --version')
+    .configureOutput({ writeOut: (s) => io.out(s.replace(/\n$/, '')), writeErr: (s) => io.err(s.replace(/\n$/, '')) })
+    .showHelpAfterError('(dts --help for usage)')
+    .exitOverride()
+    .addHelpText('after', HELP_AFTER);
 
   program
     .command('start')
-    .description('start a migration; prints the workflow id')
+    .description('start a migration from a MigrationSpec file; prints the workflow id')
     .requiredOption('-c, --config <file>', 'MigrationSpec JSON file')
-    .option('--id <workflowId>', 'workflow id (default: a new one)')
-    .action(async (opts: { config: string; id?: string }) => {
+    .option('--id <workflowId>', 'workflow id (default: migration-<uuid>)')
+    .option('--paused', 'create it paused: only the read-only preflight runs until `dts resume <id>`')
+    .action(async (opts: { config: string; id?: string; paused?: boolean }) => {
       const spec = readSpecFile(opts.config);
+      // Refuse a malformed spec, or an unprotected password, before contacting anything.
       try {
-        normalizeSpec(spec); // refuse a malformed spec here, before anything starts
+        assertSecretsProtected(normalizeSpec(spec), codecFromEnv() !== undefined);
       } catch (err) {
-        if (err instanceof SpecError) throw new UsageError(err.message);
+        if (err instanceof SpecError || err instanceof InputError || err instanceof CodecKeyError) throw new UsageError(`${opts.config}: ${err.message}`);
         throw err;
       }
-      const workflowId = opts.id ?? `migration-${randomUUID()}`;
-      await withClient(async (client, taskQueue) => {
-        await client.workflow.start(WORKFLOW_TYPE, {
-          taskQueue,
-          workflowId,
-          args: [spec],
-          staticSummary: 'pg-dts migration',
-        });
-      });
-      console.log(workflowId);
-    });
-
-  program
-    .command('status <workflowId>')
-    .description('show phase, tables and replication lag')
-    .option('--json', 'print the raw status as JSON')
-    .option('-w, --watch', 'refresh every 2 seconds until the migration ends')
-    .action(async (workflowId: string, opts: { json?: boolean; watch?: boolean }) => {
-      await withClient(async (client) => {
-        const handle = client.workflow.getHandle(workflowId);
-        for (;;) {
-          const status = await handle.query<MigrationStatus>('status');
-          if (opts.watch && process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
-          console.log(opts.json ? JSON.stringify(status, null, 2) : formatStatus(status));
-          const done = ['COMPLETED', 'FAILED', 'CANCELLED'].includes(status.phase);
-          if (!opts.watch || done) break;
-          await new Promise((r) => setTimeout(r, 2000));
+      await withTemporal(async (ctx) => {
+        try {
+          const { workflowId } = await startMigration(ctx.client, spec, {
+            taskQueue: ctx.settings.taskQueue,
+            workflowId: opts.id,
+            paused: opts.paused,
+            encrypted: ctx.codec !== undefined,
+          });
+          io.out(workflowId);
+        } catch (err) {
+          if (err instanceof SpecError || err instanceof InputError) throw new UsageError(`${opts.config}: ${err.message}`);
+          if (err instanceof ConflictError) throw new Exit(EXIT_FAILED, err.message);
+          throw err;
         }
       });
     });
 
-  for (const name of ['pause', 'resume', 'cancel', 'cutover'] as const) {
+  program
+    .command('status <workflowId>')
+    .description('phase, per-table progress and replication lag; --watch follows it live until it ends')
+    .option('--json', 'print the status query as JSON (with --watch: one line per change)')
+    .option('-w, --watch', 'follow until the migration ends; exit 0 if it COMPLETED, 1 otherwise')
+    .addOption(new Option('--interval <seconds>', 'seconds between refreshes with --watch').default(2).argParser(positiveInt('--interval', 3600)))
+    .action(async (workflowId: string, opts: { json?: boolean; watch?: boolean; interval: number }) => {
+      await withTemporal(async (ctx) => {
+        const handle = ctx.client.workflow.getHandle(workflowId);
+        if (!opts.watch) {
+          const s = await status(ctx, handle);
+          io.out(opts.json ? JSON.stringify(s, null, 2) : formatStatus(s));
+          return;
+        }
+        const bars = !opts.json && io.tty ? new StatusBars(io.tty) : undefined;
+        let last = '';
+        try {
+          for (;;) {
+            const s = await status(ctx, handle);
+            if (bars) bars.update(s);
+            else {
+              const text = opts.json ? JSON.stringify(s) : formatStatus(s);
+              if (text !== last) io.out(opts.json ? text : `${new Date().toISOString()}\n${text}\n`);
+              last = text;
+            }
+            if (TERMINAL_PHASES.includes(s.phase)) {
+              bars?.stop();
+              if (s.phase !== 'COMPLETED') throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${s.phase}${s.error ? `: ${s.error}` : ''}`);
+              return;
+            }
+            // A terminated or timed-out workflow never reaches a terminal phase: stop on its status.
+            const d = await handle.describe();
+            if (d.status.name !== 'RUNNING') {
+              bars?.stop();
+              throw new Exit(EXIT_FAILED, `migration ${workflowId} ended (Temporal status ${d.status.name}) in phase ${s.phase}`);
+            }
+            await sleep(opts.interval * 1000);
+          }
+        } finally {
+          bars?.stop();
+        }
+      });
+    });
+
+  const signals: Array<[string, string]> = [
+    ['pause', 'pause (in-flight copies stop and are redone; the apply stops, the slot keeps the WAL); refused during the cutover'],
+    ['resume', 'resume a paused migration (or start one created with --paused)'],
+    ['cancel', 'cancel: stop, lift any fence, drop the slot and publication, drop the target tables it created'],
+    ['cutover', 'cut over now (cutover mode manual)'],
+  ];
+  for (const [name, description] of signals) {
     program
       .command(`${name} <workflowId>`)
-      .description(`send the ${name} signal`)
+      .description(description)
       .action(async (workflowId: string) => {
-        await withClient((client) => client.workflow.getHandle(workflowId).signal(name));
-        console.log(`${name} sent to ${workflowId}`);
+        await withTemporal(async (ctx) => {
+          const handle = ctx.client.workflow.getHandle(workflowId);
+          await assertRunning(handle, name);
+          let note = '';
+          if (name === 'pause' || name === 'resume') {
+            // The workflow decides (state.ts); predict its answer to report a refusal with exit 1.
+            const s = await queryStatus(ctx, handle, 5000).catch(() => undefined);
+            if (s) {
+              const effect = applySignal(s, name);
+              if (name === 'pause' && effect.paused !== true) throw new Exit(EXIT_FAILED, `${workflowId}: ${effect.lastControl ?? 'pause refused'}`);
+              note = effect.lastControl ? ` (${effect.lastControl})` : '';
+            }
+          }
+          await handle.signal(name);
+          io.out(`${name} sent to ${workflowId}${note}`);
+        });
       });
   }
 
   program
     .command('list')
-    .description('list migrations and their phases')
-    .option('--phase <phase>', 'only migrations in this phase')
-    .action(async (opts: { phase?: string }) => {
-      await withClient(async (client) => {
-        const query = `WorkflowType = '${WORKFLOW_TYPE}'${opts.phase ? ` AND MigrationPhase = '${opts.phase.replace(/'/g, '')}'` : ''}`;
-        for await (const wf of client.workflow.list({ query })) {
-          const phase = (wf.searchAttributes?.MigrationPhase as string[] | undefined)?.[0] ?? '?';
-          console.log(`${wf.workflowId}\t${wf.status.name}\t${phase}\t${wf.startTime.toISOString()}`);
+    .description('list migrations (newest first): id, Temporal status, phase, start time, source -> target')
+    .addOption(new Option('--phase <phase>', 'only migrations in this phase').choices([...PHASES]))
+    .addOption(new Option('--limit <n>', 'at most this many').default(50).argParser(positiveInt('--limit', 10_000)))
+    .option('--json', 'print JSON, one object per migration')
+    .action(async (opts: { phase?: string; limit: number; json?: boolean }) => {
+      await withTemporal(async (ctx) => {
+        let n = 0;
+        for await (const wf of ctx.client.workflow.list({ query: listQuery(opts.phase) })) {
+          if (n++ >= opts.limit) break;
+          const memo = (wf.memo ?? {}) as Partial<MigrationMemo>;
+          const row = {
+            id: wf.workflowId,
+            temporalStatus: wf.status.name,
+            phase: phaseOf(wf),
+            startTime: wf.startTime.toISOString(),
+            source: memo.source ?? null,
+            target: memo.target ?? null,
+          };
+          io.out(opts.json ? JSON.stringify(row) : [row.id, row.temporalStatus, row.phase ?? '-', row.startTime, row.source ? `${row.source} -> ${row.target}` : ''].join('\t'));
         }
       });
     });
@@ -115,37 +282,107 @@ export function buildProgram(): Command {
     .command('worker')
     .description('run a worker (same as npm run worker)')
     .action(async () => {
-      const { runWorker } = await import('../worker/main');
+      const { runWorker } = lazy<typeof import('../worker/main')>('../worker/main');
       await runWorker();
+    });
+
+  program
+    .command('api')
+    .description('serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) and the codec endpoint (/codec)')
+    .addOption(new Option('-p, --port <port>', 'port').default(8080).argParser(positiveInt('--port', 65535)))
+    .option('--host <host>', 'address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
+    .action(async (opts: { port: number; host: string }) => {
+      if (codecKeyInvalid()) throw new UsageError(codecKeyInvalid()!);
+      const { runApi } = lazy<typeof import('./api')>('./api');
+      await runApi({ port: opts.port, host: opts.host });
+    });
+
+  program
+    .command('codec-server')
+    .description(`serve only the codec endpoint (/codec/encode, /codec/decode) for the Temporal UI; needs ${CODEC_KEY_ENV}`)
+    .addOption(new Option('-p, --port <port>', 'port').default(8081).argParser(positiveInt('--port', 65535)))
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .action(async (opts: { port: number; host: string }) => {
+      let codec;
+      try {
+        codec = codecFromEnv();
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      if (!codec) throw new UsageError(`${CODEC_KEY_ENV} is not set: there is nothing to decode`);
+      const Fastify = lazy<typeof import('fastify')>('fastify').default;
+      const app = Fastify({ logger: true });
+      await registerCodecRoutes(app, { codec, corsOrigins: codecCorsOrigins() });
+      await app.listen({ port: opts.port, host: opts.host });
+      io.err(`codec endpoint http://${opts.host}:${opts.port}/codec (key id ${codec.keyId}); CORS for ${codecCorsOrigins().join(', ')}`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await app.close();
     });
 
   program
     .command('demo')
     .description('run a complete live migration on throwaway local servers (same as npm run demo)')
     .action(async () => {
-      const { runDemo } = await import('./demo');
-      await runDemo();
+      const { runDemo } = lazy<typeof import('./demo')>('./demo');
+      const ok = await runDemo();
+      if (ok === false) throw new Exit(EXIT_FAILED);
     });
 
+  registerVerify(program);
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
+function codecKeyInvalid(): string | undefined {
   try {
-    await buildProgram().parseAsync(argv);
-    return 0;
+    codecFromEnv();
+    return undefined;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof UsageError) {
-      console.error(`dts: ${err.message}`);
-      return 2;
+    return (err as Error).message;
+  }
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** Runs the CLI; resolves to the exit code (never calls process.exit). */
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const before = process.exitCode;
+  process.exitCode = undefined;
+  try {
+    await buildProgram(io).parseAsync(argv);
+    // A command may report its outcome through process.exitCode (dts verify does).
+    const code = process.exitCode;
+    return typeof code === 'number' ? code : EXIT_OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) return EXIT_OK;
+      // commander printed the error; UsageErrors thrown from option parsers arrive wrapped.
+      return EXIT_USAGE;
+    }
+    if (err instanceof Exit) {
+      if (err.message) io.err(`dts: ${err.message}`);
+      return err.code;
+    }
+    if (err instanceof UsageError || err instanceof CodecKeyError) {
+      io.err(`dts: ${err.message}`);
+      return EXIT_USAGE;
     }
     if (err instanceof WorkflowNotFoundError) {
-      console.error(`dts: no such migration: ${err.workflowId}`);
-      return 1;
+      io.err(`dts: no such migration: ${err.workflowId}`);
+      return EXIT_FAILED;
     }
-    console.error(`dts: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    io.err(`dts: ${err instanceof Error ? err.message : String(err)}`);
+    return EXIT_FAILED;
+  } finally {
+    process.exitCode = before;
   }
 }
 

@@ -1,5 +1,6 @@
-/** Text rendering of the status query for the CLI and the demo. */
-import type { MigrationReport, MigrationStatus } from '../workflows/contract';
+/** Text rendering of the status query and the report for the CLI and the demo; live bars (cli-progress). */
+import { MultiBar, type SingleBar } from 'cli-progress';
+import type { MigrationReport, MigrationStatus, TableStatus } from '../workflows/contract';
 
 const bar = (done: number, total: number | undefined, width = 24): string => {
   if (!total || total <= 0) return ' '.repeat(width);
@@ -7,20 +8,73 @@ const bar = (done: number, total: number | undefined, width = 24): string => {
   return '█'.repeat(filled) + '░'.repeat(width - filled);
 };
 
+/** 1536 → "1.5 KiB". */
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+/** 3725 → "1h02m05s"; 65 → "1m05s"; 7 → "7s". */
+export function humanDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const r = s % 60;
+  if (h) return `${h}h${String(m).padStart(2, '0')}m${String(r).padStart(2, '0')}s`;
+  if (m) return `${m}m${String(r).padStart(2, '0')}s`;
+  return `${r}s`;
+}
+
+/** Optional progress fields a newer workflow may report besides the contract's minimum. */
+type TableExtras = { rowsPerSecond?: number; etaSeconds?: number };
+type ReplicationExtras = { lagSeconds?: number };
+
+/** The total a bar runs to: the estimate, or the rows copied once they pass it. */
+export function tableTotal(t: Pick<TableStatus, 'rowsCopied' | 'rowsTotal'>): number {
+  return Math.max(t.rowsTotal ?? 0, t.rowsCopied, 0);
+}
+
+/** First line of a status: id, phase, paused, mode. */
+export function headerLine(s: MigrationStatus): string {
+  const copied = s.tables.filter((t) => !['pending', 'copying'].includes(t.state)).length;
+  return `migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}  tables ${copied}/${s.tables.length} copied`;
+}
+
+/** The replication line: applied and source positions, lag in bytes (and seconds when reported). */
+export function lagLine(s: MigrationStatus): string | undefined {
+  const r = s.replication;
+  if (!r) return undefined;
+  const secs = (r as typeof r & ReplicationExtras).lagSeconds;
+  const lag = `lag ${humanBytes(r.lagBytes)}${secs !== undefined ? ` / ${secs.toFixed(1)} s` : ''}`;
+  return `replication: ${lag}, applied ${r.confirmedLsn}, source ${r.sourceLsn ?? '?'}, ${r.transactions} transactions / ${r.changes} changes applied`;
+}
+
+/** Lines after the tables: cutover, control, notices, error. */
+export function footerLines(s: MigrationStatus): string[] {
+  const lines: string[] = [];
+  if (s.cutover?.windowMs !== undefined) lines.push(`cutover window: ${s.cutover.windowMs} ms`);
+  else if (s.cutover?.fencedAt) lines.push(`source writes stopped since ${s.cutover.fencedAt}`);
+  if (s.lastControl) lines.push(`last control: ${s.lastControl}`);
+  for (const n of s.notices) lines.push(`notice: ${n}`);
+  if (s.error) lines.push(`error: ${s.error}`);
+  return lines;
+}
+
 export function formatStatus(s: MigrationStatus): string {
-  const lines = [`migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}`];
+  const lines = [headerLine(s)];
   const w = Math.max(8, ...s.tables.map((t) => t.source.length));
   for (const t of s.tables) {
-    const total = t.rowsTotal && t.rowsTotal > t.rowsCopied ? t.rowsTotal : t.rowsCopied;
-    lines.push(`  ${t.source.padEnd(w)}  ${bar(t.rowsCopied, total)}  ${String(t.rowsCopied).padStart(10)} rows  ${t.state}  -> ${t.target}`);
+    lines.push(`  ${t.source.padEnd(w)}  ${bar(t.rowsCopied, tableTotal(t))}  ${String(t.rowsCopied).padStart(10)} rows  ${t.state}  -> ${t.target}`);
   }
-  if (s.replication) {
-    const r = s.replication;
-    lines.push(`  replication: applied ${r.confirmedLsn}, source ${r.sourceLsn ?? '?'}, lag ${r.lagBytes} bytes, ${r.transactions} transactions / ${r.changes} changes applied`);
-  }
-  if (s.cutover?.windowMs !== undefined) lines.push(`  cutover window: ${s.cutover.windowMs} ms`);
-  for (const n of s.notices) lines.push(`  notice: ${n}`);
-  if (s.error) lines.push(`  error: ${s.error}`);
+  const lag = lagLine(s);
+  if (lag) lines.push(`  ${lag}`);
+  for (const l of footerLines(s)) lines.push(`  ${l}`);
   return lines.join('\n');
 }
 
@@ -35,4 +89,96 @@ export function formatReport(r: MigrationReport): string {
   if (r.cutoverWindowMs !== undefined) lines.push(`  cutover window (source writes stopped): ${r.cutoverWindowMs} ms`);
   for (const n of r.notices) lines.push(`  notice: ${n}`);
   return lines.join('\n');
+}
+
+/** What one table's bar shows at one moment. */
+export interface TableBarModel {
+  name: string;
+  value: number;
+  total: number;
+  state: string;
+  rate: string;
+  eta: string;
+}
+
+/**
+ * Per-table bar values. `previous` (rows and time of the last sample) gives a rate when the status
+ * has none of its own.
+ */
+export function tableBars(s: MigrationStatus, previous?: { at: number; rows: Map<string, number> }, now = Date.now()): TableBarModel[] {
+  const w = Math.max(8, ...s.tables.map((t) => t.source.length));
+  return s.tables.map((t) => {
+    const extras = t as TableStatus & TableExtras;
+    const total = tableTotal(t);
+    let perSec = extras.rowsPerSecond;
+    if (perSec === undefined && previous && t.state === 'copying' && now > previous.at) {
+      const before = previous.rows.get(t.source);
+      if (before !== undefined && t.rowsCopied >= before) perSec = ((t.rowsCopied - before) * 1000) / (now - previous.at);
+    }
+    const etaSec = extras.etaSeconds ?? (perSec && perSec > 0 && total > t.rowsCopied ? (total - t.rowsCopied) / perSec : undefined);
+    return {
+      name: t.source.padEnd(w),
+      value: t.rowsCopied,
+      total: Math.max(total, 1),
+      state: t.state.padEnd(9),
+      rate: perSec !== undefined && t.state === 'copying' ? `${Math.round(perSec).toLocaleString('en-US')} rows/s` : '',
+      eta: etaSec !== undefined && t.state === 'copying' ? `eta ${humanDuration(etaSec)}` : '',
+    };
+  });
+}
+
+/**
+ * Live status for `dts status --watch` on a terminal: a header line, one progress bar per table, the
+ * replication lag line and the last control/notice/error lines, redrawn in place (cli-progress).
+ */
+export class StatusBars {
+  private readonly multi: MultiBar;
+  private header?: SingleBar;
+  private readonly bars = new Map<string, SingleBar>();
+  private readonly lines: SingleBar[] = [];
+  private previous?: { at: number; rows: Map<string, number> };
+
+  constructor(stream: NodeJS.WriteStream = process.stdout) {
+    this.multi = new MultiBar(
+      {
+        stream,
+        format: ' {name} {bar} {percentage}% {value}/{total} rows  {state} {rate} {remaining}',
+        barCompleteChar: '█',
+        barIncompleteChar: '░',
+        barsize: 24,
+        hideCursor: true,
+        clearOnComplete: false,
+        stopOnComplete: false,
+        autopadding: true,
+        formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? Number(v).toLocaleString('en-US') : String(v)),
+      },
+      // The preset only supplies defaults; the format above decides what a bar shows.
+      { format: '', barCompleteChar: '█', barIncompleteChar: '░' },
+    );
+  }
+
+  update(s: MigrationStatus, now = Date.now()): void {
+    const text = (line: string) => ({ line });
+    this.header ??= this.multi.create(1, 0, text(''), { format: '{line}' });
+    this.header.update(0, text(headerLine(s)));
+    for (const m of tableBars(s, this.previous, now)) {
+      const payload = { name: m.name, state: m.state, rate: m.rate, remaining: m.eta };
+      const key = m.name.trim();
+      let b = this.bars.get(key);
+      if (!b) {
+        b = this.multi.create(m.total, m.value, payload);
+        this.bars.set(key, b);
+      }
+      b.setTotal(m.total);
+      b.update(m.value, payload);
+    }
+    this.previous = { at: now, rows: new Map(s.tables.map((t) => [t.source, t.rowsCopied])) };
+    const extra = [lagLine(s) ?? '', ...footerLines(s)];
+    while (this.lines.length < extra.length) this.lines.push(this.multi.create(1, 0, text(''), { format: ' {line}' }));
+    this.lines.forEach((b, i) => b.update(0, text(extra[i] ?? '')));
+  }
+
+  stop(): void {
+    this.multi.stop();
+  }
 }

@@ -4,6 +4,7 @@
 import type { Connection as ClientConnection } from '@temporalio/client';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
+import type { DataConverter } from '@temporalio/common';
 import path from 'node:path';
 import { createActivities } from '../activities';
 
@@ -30,6 +31,8 @@ export interface WorkerOptions {
   namespace: string;
   taskQueue: string;
   maxConcurrentActivityTaskExecutions?: number;
+  /** Payload codec etc. (client/codec.ts): must match the clients' when payloads are encrypted. */
+  dataConverter?: DataConverter;
 }
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
@@ -39,6 +42,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     taskQueue: opts.taskQueue,
     workflowBundle: await workflowBundle(),
     activities: createActivities(),
+    dataConverter: opts.dataConverter,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 32,
     // Cancellation reaches an activity only with a heartbeat response: send heartbeats promptly so a
     // cancelled apply or snapshot holder stops within a second or two (the cutover window waits on it).

@@ -1,0 +1,167 @@
+/**
+ * The REST API's request and response shapes (zod), from which Fastify validates requests and
+ * @fastify/swagger builds the OpenAPI description served at /api/v1/openapi.json. The request body
+ * is the seed service's: `source_db` / `target_db` with host, port, user, password, dbname, sslmode;
+ * `tables`; `table_suffix` — plus optional fields for the rest of the MigrationSpec.
+ */
+import { z } from 'zod';
+import { PHASES } from '../workflows/contract';
+
+export const API_PREFIX = '/api/v1';
+
+export const OPENAPI_INFO = {
+  title: 'pg-dts',
+  version: '1.0.0',
+  description: [
+    'PostgreSQL-to-PostgreSQL online migrations run as Temporal workflows (`migrationWorkflow`).',
+    'Every migration is a workflow execution: this API keeps no database of its own, it reads Temporal',
+    '(visibility, describe, the `status` query) and acts through signals.',
+    '',
+    'A migration is *created* paused: it runs only its read-only preflight and waits before changing',
+    'anything until `POST /migrations/{id}/start`.',
+    '',
+    'Passwords in `source_db`/`target_db` are accepted only when payload encryption is on',
+    '(`PG_DTS_CODEC_KEY` set for the API and every worker); they never appear in responses. Without a',
+    'key, leave them out and give the workers a pgpass file.',
+  ].join('\n'),
+};
+
+const identifier = z.string().min(1).max(63);
+
+export const DbConnectionSchema = z
+  .strictObject({
+    host: z.string().min(1).describe('server host name or address'),
+    port: z.coerce.number().int().min(1).max(65535).optional().describe('default 5432'),
+    user: z.string().min(1),
+    password: z.string().optional().describe('write-only; needs payload encryption (PG_DTS_CODEC_KEY)'),
+    dbname: z.string().min(1),
+    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+  })
+  .meta({ id: 'DbConnection' });
+
+export const CreateMigrationSchema = z
+  .strictObject({
+    source_db: DbConnectionSchema,
+    target_db: DbConnectionSchema,
+    tables: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe('only these tables ("schema.table", or unqualified for the first schema); default: every table in `schemas`'),
+    table_suffix: z
+      .string()
+      .max(30)
+      .regex(/^[A-Za-z0-9_]*$/, 'may only contain letters, digits and underscores')
+      .optional()
+      .describe('appended to every target table name: users -> users_migrated'),
+    schemas: z.array(identifier).min(1).optional().describe('default ["public"]'),
+    schema_mapping: z.record(identifier, identifier).optional().describe('source schema -> target schema'),
+    cutover: z.enum(['auto', 'manual']).optional().describe('auto (default): cut over once the lag is small; manual: wait for POST /cutover'),
+    max_lag_bytes: z.number().int().min(0).optional().describe('auto cutover threshold (default 1 MiB)'),
+    after_cutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
+    mode: z.enum(['online', 'offline']).optional(),
+    parallelism: z.number().int().min(1).max(64).optional(),
+    keep_target_on_cancel: z.boolean().optional(),
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'letters, digits, ".", "_" and "-" (at most 100, starting with a letter or digit)')
+      .optional()
+      .describe('workflow id; default migration-<uuid>'),
+  })
+  .meta({ id: 'CreateMigration' });
+export type CreateMigrationBody = z.infer<typeof CreateMigrationSchema>;
+
+export const ErrorSchema = z
+  .object({
+    error: z.string(),
+    field: z.string().optional().describe('the request field at fault, e.g. source_db.host'),
+  })
+  .meta({ id: 'Error' });
+
+const StateSchema = z
+  .enum(['created', 'running', 'paused', 'completed', 'failed', 'cancelled', 'terminated', 'timed_out'])
+  .describe('created: paused before any change, waiting for /start');
+const PhaseSchema = z.enum(PHASES);
+
+export const TableStatusSchema = z.looseObject({
+  source: z.string(),
+  target: z.string(),
+  state: z.string(),
+  rowsCopied: z.number(),
+  rowsTotal: z.number().optional(),
+});
+
+export const MigrationStatusSchema = z
+  .looseObject({
+    state: StateSchema,
+    migrationId: z.string(),
+    phase: PhaseSchema,
+    paused: z.boolean(),
+    mode: z.string(),
+    tables: z.array(TableStatusSchema),
+    replication: z.looseObject({ confirmedLsn: z.string(), lagBytes: z.number() }).optional(),
+    cutover: z.looseObject({}).optional(),
+    notices: z.array(z.string()),
+    lastControl: z.string().optional(),
+    error: z.string().optional(),
+  })
+  .describe('the workflow\'s `status` query, with the migration\'s state')
+  .meta({ id: 'MigrationStatus' });
+
+export const MigrationSchema = z
+  .object({
+    id: z.string().describe('the workflow id'),
+    runId: z.string(),
+    state: StateSchema,
+    phase: PhaseSchema.nullable().describe('the MigrationPhase search attribute'),
+    temporalStatus: z.string().describe('Temporal execution status: RUNNING, COMPLETED, FAILED, ...'),
+    source: z.string().nullable().describe('user@host:port/dbname (never a password)'),
+    target: z.string().nullable(),
+    tables: z.array(z.string()).nullable().describe('requested tables; null: every table in the schemas'),
+    createdAt: z.string(),
+    closedAt: z.string().nullable(),
+    links: z.object({ self: z.string(), status: z.string() }),
+  })
+  .meta({ id: 'Migration' });
+
+export const MigrationDetailSchema = MigrationSchema.extend({
+  status: MigrationStatusSchema.nullable().describe('the status query; null while no worker answers'),
+  report: z.looseObject({}).nullable().describe('the workflow result, once it has ended normally'),
+  error: z.string().nullable(),
+}).meta({ id: 'MigrationDetail' });
+
+export const MigrationListSchema = z
+  .object({
+    migrations: z.array(MigrationSchema),
+    total: z.number().int(),
+    limit: z.number().int(),
+    offset: z.number().int(),
+  })
+  .meta({ id: 'MigrationList' });
+
+export const ControlResultSchema = z
+  .object({
+    id: z.string(),
+    action: z.enum(['start', 'pause', 'resume', 'cancel', 'cutover']),
+    signal: z.string().describe('the signal sent to the workflow'),
+    message: z.string(),
+  })
+  .meta({ id: 'ControlResult' });
+
+export const HealthSchema = z
+  .object({
+    status: z.enum(['ok', 'unavailable']),
+    temporal: z.object({ address: z.string(), namespace: z.string(), reachable: z.boolean(), error: z.string().optional() }),
+    taskQueue: z.string(),
+    workers: z.object({ workflowPollers: z.number().int(), activityPollers: z.number().int() }),
+    payloadEncryption: z.object({ enabled: z.boolean(), keyId: z.string().optional() }),
+  })
+  .meta({ id: 'Health' });
+
+export const IdParamsSchema = z.object({ id: z.string().min(1).max(1000) });
+
+export const ListQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  offset: z.coerce.number().int().min(0).max(100_000).default(0),
+  phase: PhaseSchema.optional().describe('only migrations in this phase (MigrationPhase search attribute)'),
+});

@@ -1,0 +1,139 @@
+/**
+ * `dts` without a Temporal server: usage errors exit 2 before anything is contacted, an unreachable
+ * server exits 1, help documents the exit codes; and the pure status rendering behind the bars.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { main, type CliIo } from '../../client/cli';
+import { formatStatus, humanBytes, humanDuration, lagLine, tableBars } from '../../client/format';
+import type { MigrationStatus } from '../../workflows/contract';
+
+const dir = mkdtempSync(join(tmpdir(), 'dts-cli-'));
+const file = (name: string, content: string) => {
+  const p = join(dir, name);
+  writeFileSync(p, content);
+  return p;
+};
+
+let saved: NodeJS.ProcessEnv;
+beforeEach(() => {
+  saved = { ...process.env };
+  // Nothing listens here: a command that got as far as Temporal would fail with exit 1, not 2.
+  process.env.TEMPORAL_ADDRESS = '127.0.0.1:1';
+  delete process.env.PG_DTS_CODEC_KEY;
+});
+afterEach(() => {
+  process.env = saved;
+});
+
+async function dts(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIo = { out: (t) => out.push(t), err: (t) => err.push(t) };
+  const code = await main(['node', 'dts', ...args], io);
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+describe('dts usage', () => {
+  it('documents commands, environment and exit codes; --help exits 0', async () => {
+    const r = await dts('--help');
+    expect(r.code).toBe(0);
+    for (const cmd of ['start', 'status', 'list', 'pause', 'resume', 'cancel', 'cutover', 'worker', 'api', 'demo', 'codec-server']) {
+      expect(r.out).toMatch(new RegExp(`\\n\\s+${cmd}\\b`));
+    }
+    expect(r.out).toMatch(/Exit codes:\n\s+0\s+success\n\s+1\s+the operation failed/);
+    expect(r.out).toMatch(/TEMPORAL_ADDRESS/);
+    expect((await dts('status', '--help')).out).toMatch(/--watch/);
+  });
+
+  it('exits 2 on unknown commands, options and missing arguments', async () => {
+    expect((await dts('frobnicate')).code).toBe(2);
+    expect((await dts('start')).code).toBe(2);
+    expect((await dts('status')).code).toBe(2);
+    expect((await dts('status', 'x', '--bogus')).code).toBe(2);
+    expect((await dts('status', 'x', '--interval', '0')).code).toBe(2);
+    expect((await dts('list', '--phase', 'NOT_A_PHASE')).code).toBe(2);
+    expect((await dts('api', '--port', '70000')).code).toBe(2);
+    expect((await dts()).code).toBe(2);
+  });
+
+  it('exits 2 on an unreadable, invalid or malformed spec, naming the field, before contacting Temporal', async () => {
+    let r = await dts('start', '--config', join(dir, 'missing.json'));
+    expect(r).toMatchObject({ code: 2, err: expect.stringMatching(/cannot read .*missing\.json: ENOENT/) });
+    r = await dts('start', '--config', file('bad.json', '{ nope'));
+    expect(r).toMatchObject({ code: 2, err: expect.stringMatching(/is not valid JSON/) });
+    r = await dts('start', '--config', file('malformed.json', JSON.stringify({ source: 'postgres://a@h/db', target: 'mysql://x', tableSuffix: 'a-b' })));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/target: must be a postgres:\/\//);
+    expect(r.err).toMatch(/tableSuffix: may only contain/);
+  });
+
+  it('refuses a password without payload encryption, and never prints it', async () => {
+    const secret = 'Sup3r-S3cret-pw';
+    const spec = { source: { host: 'h', user: 'u', password: secret, database: 'd' }, target: `postgres://u:${secret}@h2/d` };
+    const r = await dts('start', '--config', file('pw.json', JSON.stringify(spec)));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/source contains a password.*PG_DTS_CODEC_KEY/s);
+    expect(r.out + r.err).not.toContain(secret);
+  });
+
+  it('exits 2 on a malformed PG_DTS_CODEC_KEY, without echoing it', async () => {
+    process.env.PG_DTS_CODEC_KEY = 'c2hvcnQ=';
+    const r = await dts('start', '--config', file('ok.json', JSON.stringify({ source: 'postgres://a@h/db', target: 'postgres://a@h2/db' })));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/PG_DTS_CODEC_KEY decodes to 5 bytes, not 32/);
+    expect(r.err).not.toContain('c2hvcnQ=');
+  });
+
+  it('exits 1 when Temporal cannot be reached', async () => {
+    process.env.PG_DTS_CODEC_KEY = randomBytes(32).toString('base64');
+    const r = await dts('status', 'some-id');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/cannot reach Temporal at 127\.0\.0\.1:1/);
+  }, 30_000);
+});
+
+describe('status rendering', () => {
+  const status: MigrationStatus = {
+    migrationId: 'm1',
+    phase: 'MIGRATING_DATA',
+    paused: false,
+    mode: 'online',
+    tables: [
+      { source: 'public.orders', target: 'app.orders', state: 'copying', rowsCopied: 500, rowsTotal: 1000 },
+      { source: 'public.users', target: 'app.users', state: 'copied', rowsCopied: 1200, rowsTotal: 1000 },
+      { source: 'public.empty', target: 'app.empty', state: 'pending', rowsCopied: 0 },
+    ],
+    replication: { slot: 's', confirmedLsn: '0/16B3748', sourceLsn: '0/16B9000', lagBytes: 22712, transactions: 3, changes: 40 },
+    notices: ['n1'],
+    lastControl: 'resumed in MIGRATING_DATA',
+  };
+
+  it('computes bar totals, rates and ETAs from successive samples', () => {
+    const before = { at: 1_000, rows: new Map([['public.orders', 100]]) };
+    const bars = tableBars(status, before, 3_000);
+    expect(bars.map((b) => [b.name.trim(), b.value, b.total, b.state.trim()])).toEqual([
+      ['public.orders', 500, 1000, 'copying'],
+      ['public.users', 1200, 1200, 'copied'],
+      ['public.empty', 0, 1, 'pending'],
+    ]);
+    expect(bars[0]!.rate).toBe('200 rows/s');
+    expect(bars[0]!.eta).toBe('eta 3s');
+    expect(bars[1]!.rate).toBe('');
+  });
+
+  it('renders the lag line and the text status', () => {
+    expect(lagLine(status)).toBe('replication: lag 22.2 KiB, applied 0/16B3748, source 0/16B9000, 3 transactions / 40 changes applied');
+    expect(lagLine({ ...status, replication: { ...status.replication!, lagSeconds: 1.25 } as never })).toMatch(/lag 22\.2 KiB \/ 1\.3 s/);
+    const text = formatStatus(status);
+    expect(text).toMatch(/^migration m1 {2}phase MIGRATING_DATA {2}mode online {2}tables 1\/3 copied/);
+    expect(text).toMatch(/public\.orders +█{12}░{12} +500 rows {2}copying {2}-> app\.orders/);
+    expect(text).toMatch(/last control: resumed in MIGRATING_DATA/);
+    expect(humanBytes(512)).toBe('512 B');
+    expect(humanBytes(3 * 1024 * 1024)).toBe('3.0 MiB');
+    expect(humanDuration(3725)).toBe('1h02m05s');
+  });
+});
