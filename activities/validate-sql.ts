@@ -1,0 +1,254 @@
+/**
+ * VALIDATING, the SQL: pure builders (no I/O) for every query the validation runs. Each returns
+ * `{ text, values }`; identifiers go through activities/sql.ts, type names are PostgreSQL's own
+ * format_type text (read with search_path = '' on each side), values always travel as parameters.
+ *
+ * Content is compared in PostgreSQL's text form, which the session pins (TEXT_FORMAT_SETTINGS):
+ *  - a row's identity is `ROW(c1, c2, ...)::text` over the copied columns in source order; record_out
+ *    quotes empty strings and leaves NULLs empty, so NULL and '' differ, and every type (arrays, json,
+ *    ranges, composites, NaN/Infinity, bytea, timestamps) renders deterministically;
+ *  - a chunk's checksum is `count(*)` and the sum of a 64-bit hash of each row's text, an aggregate that
+ *    does not depend on row order and, unlike xor, does not let duplicate rows cancel out.
+ */
+import { ident, literal, qname } from './sql';
+import type { QualifiedName } from './spec';
+
+export interface Sql {
+  text: string;
+  values: unknown[];
+}
+
+/**
+ * 64-bit row hash used by chunk checksums.
+ * - `hashtext`: hashtextextended() over the row text (fast, built in since PostgreSQL 11); its result
+ *   depends on the server's byte order, so it is only used when both sides agree on a probe.
+ * - `md5`: the first 64 bits of md5(), identical everywhere; about twice as slow.
+ */
+export type RowHash = 'hashtext' | 'md5';
+
+/** A key range, lower bound inclusive, upper bound exclusive; bounds are key tuples in text form. */
+export interface KeyRange {
+  lo?: readonly string[];
+  hi?: readonly string[];
+}
+
+/** What a side knows about its table: quoted name, compared columns, key columns and their types there. */
+export interface TableShape {
+  table: QualifiedName;
+  /** Compared columns, in source attnum order (TableDef.copyColumns). */
+  columns: readonly string[];
+  /** Key columns (TableDef.keyColumns); empty: no key. */
+  keyColumns: readonly string[];
+  /** format_type() of each key column on this side, read with search_path = ''. */
+  keyTypes: readonly string[];
+}
+
+const col = (c: string): string => `t.${ident(c)}`;
+
+/** `ROW(t.c1, t.c2)::text`: the row's text form over the compared columns. */
+export function rowText(columns: readonly string[]): string {
+  return `ROW(${columns.map(col).join(', ')})::text`;
+}
+
+export function rowHash64(columns: readonly string[], hash: RowHash): string {
+  return hash === 'hashtext'
+    ? `hashtextextended(${rowText(columns)} COLLATE "C", 0)`
+    : `('x' || left(md5(${rowText(columns)}), 16))::bit(64)::bigint`;
+}
+
+const keyTuple = (s: TableShape): string =>
+  s.keyColumns.length === 1 ? col(s.keyColumns[0]!) : `(${s.keyColumns.map(col).join(', ')})`;
+
+const keyOrder = (s: TableShape): string => s.keyColumns.map(col).join(', ');
+
+const keyTextList = (s: TableShape): string => s.keyColumns.map((k, i) => `${col(k)}::text AS k${i}`).join(', ');
+
+/** `(t.a, t.b) >= ($1::integer, $2::text) AND (t.a, t.b) < ($3::integer, $4::text)`, or TRUE. */
+export function keyRangePredicate(s: TableShape, range: KeyRange, values: unknown[]): string {
+  if (s.keyColumns.length === 0) throw new Error('keyRangePredicate: the table has no key');
+  const bound = (b: readonly string[]): string => {
+    if (b.length !== s.keyColumns.length) throw new Error(`key bound has ${b.length} values for ${s.keyColumns.length} key columns`);
+    const params = b.map((v, i) => {
+      values.push(v);
+      return `$${values.length}::${s.keyTypes[i]!}`;
+    });
+    return params.length === 1 ? params[0]! : `(${params.join(', ')})`;
+  };
+  const parts: string[] = [];
+  if (range.lo) parts.push(`${keyTuple(s)} >= ${bound(range.lo)}`);
+  if (range.hi) parts.push(`${keyTuple(s)} < ${bound(range.hi)}`);
+  return parts.length ? parts.join(' AND ') : 'TRUE';
+}
+
+/**
+ * Column names and types of a table on one side. Run with search_path = '' so that format_type
+ * qualifies user types. One row with exists = false (and NULL columns) when the table is missing.
+ */
+export function describeTableSql(table: QualifiedName): Sql {
+  return {
+    text:
+      `SELECT r.oid IS NOT NULL AS exists, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type ` +
+      `FROM (SELECT to_regclass($1) AS oid) r ` +
+      `LEFT JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped ` +
+      `ORDER BY a.attnum`,
+    values: [qname(table)],
+  };
+}
+
+export function countSql(table: QualifiedName): Sql {
+  return { text: `SELECT count(*)::text AS n FROM ${qname(table)}`, values: [] };
+}
+
+/** Row count and order-independent hash sum of one key range (the whole table for an empty range). */
+export function chunkChecksumSql(s: TableShape, range: KeyRange, hash: RowHash): Sql {
+  const values: unknown[] = [];
+  const where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
+  return {
+    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash)}), 0)::text AS h FROM ${qname(s.table)} t WHERE ${where}`,
+    values,
+  };
+}
+
+/**
+ * Chunk boundaries from a page sample: the sampled keys in key order (the caller picks quantiles).
+ * Reads `percent` of the table's pages, so it costs a fraction of a scan.
+ */
+export function sampledKeysInOrderSql(s: TableShape, percent: number): Sql {
+  return {
+    text: `SELECT ${keyTextList(s)} FROM ${qname(s.table)} t TABLESAMPLE SYSTEM (${samplePercent(percent)}) ORDER BY ${keyOrder(s)}`,
+    values: [],
+  };
+}
+
+/**
+ * Exact split points of a key range: the key of every `step`-th row in key order (rows step+1,
+ * 2*step+1, ...), so each piece holds `step` rows. Reads every key of the range (an index scan).
+ */
+export function splitPointsSql(s: TableShape, range: KeyRange, step: number): Sql {
+  const values: unknown[] = [];
+  const where = keyRangePredicate(s, range, values);
+  values.push(Math.max(1, Math.floor(step)));
+  const ks = s.keyColumns.map((_, i) => `k${i}`).join(', ');
+  return {
+    text:
+      `SELECT ${ks} FROM (SELECT ${keyTextList(s)}, row_number() OVER (ORDER BY ${keyOrder(s)}) AS rn ` +
+      `FROM ${qname(s.table)} t WHERE ${where}) s WHERE rn > 1 AND (rn - 1) % $${values.length} = 0 ORDER BY rn`,
+    values,
+  };
+}
+
+/**
+ * Every row of a key range as (key text..., md5 of the row text[, xmin]), at most `limit` rows.
+ * `withVersion` adds the row version (xmin): two reads showing the same xmin saw the same tuple, so
+ * the row did not change in between (the live check relies on it on the source).
+ */
+export function rowHashesSql(s: TableShape, range: KeyRange, limit: number, withVersion = false): Sql {
+  const values: unknown[] = [];
+  const where = keyRangePredicate(s, range, values);
+  values.push(Math.max(1, Math.floor(limit)));
+  return {
+    text:
+      `SELECT ${keyTextList(s)}, md5(${rowText(s.columns)}) AS h${withVersion ? ', t.xmin::text AS v' : ''} ` +
+      `FROM ${qname(s.table)} t WHERE ${where} ORDER BY ${keyOrder(s)} LIMIT $${values.length}`,
+    values,
+  };
+}
+
+/**
+ * A random sample of keys. With `percent` the sample is drawn from that share of the table's pages
+ * (cheap on big tables), otherwise from the whole table.
+ */
+export function sampleKeysSql(s: TableShape, size: number, percent?: number): Sql {
+  const from = percent === undefined ? `${qname(s.table)} t` : `${qname(s.table)} t TABLESAMPLE SYSTEM (${samplePercent(percent)})`;
+  return { text: `SELECT ${keyTextList(s)} FROM ${from} ORDER BY random() LIMIT $1`, values: [Math.max(0, Math.floor(size))] };
+}
+
+/**
+ * The rows with the given keys (one text array per key column, same length), each compared column as
+ * text. `ord` is the 1-based position of the requested key, so rows map back to the keys asked for.
+ */
+export function rowsByKeySql(s: TableShape, keys: ReadonlyArray<readonly string[]>): Sql {
+  const values: unknown[] = s.keyColumns.map((_, i) => keys.map((k) => k[i]));
+  const us = s.keyColumns.map((_, i) => `k${i}`);
+  const unnest = `unnest(${s.keyColumns.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS u(${us.join(', ')}, ord)`;
+  const typed = s.keyColumns.map((_, i) => `u.k${i}::${s.keyTypes[i]!}`);
+  const on = s.keyColumns.length === 1 ? `${col(s.keyColumns[0]!)} = ${typed[0]!}` : `(${s.keyColumns.map(col).join(', ')}) = (${typed.join(', ')})`;
+  const cols = s.columns.map((c, i) => `${col(c)}::text AS c${i}`);
+  return {
+    text: `SELECT u.ord::int AS ord${cols.length ? ', ' + cols.join(', ') : ''} FROM ${unnest} JOIN ${qname(s.table)} t ON ${on}`,
+    values,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tables without a key: rows are identified by the md5 of their text, buckets by its first hex digits.
+// ---------------------------------------------------------------------------------------------------
+
+const hashedRows = (s: TableShape, withVersion = false): string =>
+  `(SELECT md5(${rowText(s.columns)}) AS h${withVersion ? ', t.xmin::text AS v' : ''} FROM ${qname(s.table)} t OFFSET 0) r`;
+
+/** Per-bucket (first `prefix` hex digits of the row md5) count and hash sum, in one scan. */
+export function bucketChecksumsSql(s: TableShape, prefix: number): Sql {
+  return {
+    text:
+      `SELECT substr(r.h, 1, ${bucketPrefix(prefix)}) AS b, count(*)::text AS n, sum(('x' || left(r.h, 16))::bit(64)::bigint)::text AS h ` +
+      `FROM ${hashedRows(s)} GROUP BY 1`,
+    values: [],
+  };
+}
+
+/** Row md5s and their multiplicities in the given buckets (`withVersion`: and the rows' xmins). */
+export function bucketRowsSql(s: TableShape, prefix: number, buckets: readonly string[], withVersion = false): Sql {
+  return {
+    text:
+      `SELECT r.h, count(*)::text AS n${withVersion ? `, string_agg(r.v, ',' ORDER BY r.v) AS v` : ''} ` +
+      `FROM ${hashedRows(s, withVersion)} WHERE substr(r.h, 1, ${bucketPrefix(prefix)}) = ANY($1::text[]) GROUP BY r.h`,
+    values: [[...buckets]],
+  };
+}
+
+/** A random sample of row md5s (tables without a key). */
+export function sampleRowHashesSql(s: TableShape, size: number, percent?: number): Sql {
+  const from = percent === undefined ? `${qname(s.table)} t` : `${qname(s.table)} t TABLESAMPLE SYSTEM (${samplePercent(percent)})`;
+  return { text: `SELECT md5(${rowText(s.columns)}) AS h FROM ${from} ORDER BY random() LIMIT $1`, values: [Math.max(0, Math.floor(size))] };
+}
+
+/** How many rows have each of the given md5s. */
+export function countRowHashesSql(s: TableShape, hashes: readonly string[]): Sql {
+  return { text: `SELECT r.h, count(*)::text AS n FROM ${hashedRows(s)} WHERE r.h = ANY($1::text[]) GROUP BY r.h`, values: [[...hashes]] };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------------
+
+/** One consistent, read-only view of a side; search_path = '' so every name we print is qualified. */
+export const BEGIN_READ = ['BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', `SET LOCAL search_path = ''`] as const;
+
+/** Both sides answer this identically iff hashtextextended can be compared across them. */
+export const HASH_PROBE_SQL = `SELECT hashtextextended('pg-dts checksum probe ' || chr(252) || ' 0123456789', 7)::text AS a, hashtextextended('', 42)::text AS b`;
+
+/**
+ * The source's WAL insert position. Read after a snapshot's first query it bounds every commit the
+ * snapshot sees. Not pg_current_wal_lsn(), the *write* position: with synchronous_commit = off a
+ * transaction is visible before its commit record has been written, so it can lie beyond that.
+ */
+export const CURRENT_LSN_SQL = 'SELECT pg_current_wal_insert_lsn()::text AS lsn';
+
+export const NUDGE_PREFIX = 'pg-dts-validate';
+/**
+ * A tiny transaction on the source (a transactional logical message, no table touched): the apply
+ * receives it and records a position past it, so an idle source cannot keep a live check waiting.
+ */
+export const NUDGE_SQL = `SELECT pg_logical_emit_message(true, ${literal(NUDGE_PREFIX)}, '')::text AS lsn`;
+
+function samplePercent(p: number): string {
+  const v = Math.min(100, Math.max(0.0001, p));
+  return String(Number(v.toPrecision(6)));
+}
+
+function bucketPrefix(n: number): number {
+  const v = Math.floor(n);
+  if (v < 1 || v > 8) throw new Error(`bucket prefix length ${n} out of range 1..8`);
+  return v;
+}
