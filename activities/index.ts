@@ -10,7 +10,8 @@ import { fenceSource, liftFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight } from './preflight';
 import { createTargetTables, finishTargetTables } from './schema';
-import { validateCounts } from './validate';
+import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateTablesInput } from './validate';
+import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withClient } from './db';
 import { applyProgressSignal, snapshotReadySignal } from '../workflows/contract';
@@ -58,6 +59,23 @@ export function createActivities(deps: ActivityDeps = {}) {
     fenceSource,
     liftFence,
     syncSequences,
+
+    /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */
+    async validateMigration(input: ValidateTablesInput): Promise<{ results: TableValidationResult[]; failure?: string }> {
+      const ctx = Context.current();
+      const results = await validateTables(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
+      throwIfCancelled(ctx);
+      const failed = results.some((r) => !r.ok);
+      return { results, failure: failed ? formatValidationFailure(results) : undefined };
+    },
+
+    /** Advisory check during SYNCING_WAL: tolerates rows changing under it. */
+    async validateLive(input: ValidateLiveInput): Promise<LiveTableValidation[]> {
+      const ctx = Context.current();
+      const results = await validateLive(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
+      throwIfCancelled(ctx);
+      return results;
+    },
 
     async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<number> {
       try {

@@ -49,8 +49,12 @@ async function allExist(c: Client, defs: TableDef[]): Promise<boolean> {
 /** SQLSTATEs meaning "this object is already there": a retried post-load step skips it. */
 const ALREADY_THERE = new Set(['42P07', '42710', '42P16']);
 
-export async function finishTargetTables(input: { target: MigrationPlan['spec']['target']; defs: TableDef[] }): Promise<{ statements: number }> {
+export async function finishTargetTables(input: {
+  target: MigrationPlan['spec']['target'];
+  defs: TableDef[];
+}): Promise<{ statements: number; skipped: string[] }> {
   let statements = 0;
+  const skipped: string[] = [];
   try {
     await withClient(
       input.target,
@@ -69,7 +73,15 @@ export async function finishTargetTables(input: { target: MigrationPlan['spec'][
               statements++;
             } catch (err) {
               await c.query('ROLLBACK').catch(() => undefined);
-              if (!ALREADY_THERE.has((err as { code?: string }).code ?? '')) throw err;
+              const code = (err as { code?: string }).code ?? '';
+              if (ALREADY_THERE.has(code)) continue;
+              // A foreign key to a table that is neither migrated nor present on the target: the data
+              // is there, the constraint cannot be; say so rather than fail the whole migration.
+              if (fks.has(stmt) && code === '42P01') {
+                skipped.push(`foreign key not created (${(err as Error).message}): ${stmt}`);
+                continue;
+              }
+              throw err;
             }
           }
         }
@@ -77,7 +89,7 @@ export async function finishTargetTables(input: { target: MigrationPlan['spec'][
       },
       { applicationName: 'pg-dts schema' },
     );
-    return { statements };
+    return { statements, skipped };
   } catch (err) {
     throw classify(err, 'create indexes and constraints');
   }

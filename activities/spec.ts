@@ -52,6 +52,16 @@ export const migrationSpecSchema = z
     afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
     /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
     mode: z.enum(['online', 'offline']).optional(),
+    /** VALIDATING (source fenced): sampled rows per table, full checksums; live: advisory check during SYNCING_WAL. */
+    validation: z
+      .object({
+        sampleSize: z.number().int().min(0).max(1_000_000).optional(),
+        checksum: z.boolean().optional(),
+        live: z.boolean().optional(),
+        chunkRows: z.number().int().min(1000).optional(),
+      })
+      .strict()
+      .optional(),
     /**
      * Tables with no replica identity (no primary key) are refused unless this is true: then the
      * migration sets REPLICA IDENTITY FULL on them for its duration and restores it afterwards.
@@ -93,6 +103,7 @@ export interface NormalizedSpec {
   keepTargetOnCancel: boolean;
   historyEventsLimit?: number;
   setReplicaIdentityFull: boolean;
+  validation: { sampleSize: number; checksum: boolean; live: boolean; chunkRows?: number };
 }
 
 export class SpecError extends Error {
@@ -182,6 +193,12 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,
+    validation: {
+      sampleSize: s.validation?.sampleSize ?? 1000,
+      checksum: s.validation?.checksum ?? false,
+      live: s.validation?.live ?? false,
+      chunkRows: s.validation?.chunkRows,
+    },
   };
 }
 

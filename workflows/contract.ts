@@ -47,9 +47,13 @@ export interface TableReport {
   targetRows: number;
   countsMatch: boolean;
   copyDurationMs?: number;
-  /** Not run yet by this version: the sample and checksum validation levels come later. */
   sample: 'not-run' | 'match' | 'mismatch';
   checksum: 'not-run' | 'match' | 'mismatch';
+  /** Differing rows by key (at most 100 per table), when validation found any. */
+  mismatches?: Array<{ chunk?: string; key: Record<string, string | null>; kind: 'missing-on-target' | 'extra-on-target' | 'different'; columns?: string[] }>;
+  mismatchesTruncated?: boolean;
+  mismatchedChunks?: string[];
+  validationError?: string;
 }
 
 export interface MigrationReport {
@@ -75,6 +79,8 @@ export interface MigrationStatus {
   tables: TableStatus[];
   replication?: ReplicationStatus;
   cutover?: { requested: boolean; fencedAt?: string; fenceLsn?: string; windowMs?: number };
+  /** The advisory check during SYNCING_WAL (validation.live), per table. */
+  liveValidation?: Array<{ source: string; checksum: 'match' | 'mismatch' | 'unsettled'; mismatches: number; error?: string }>;
   notices: string[];
   /** What the last pause/resume did, or why it was refused. */
   lastControl?: string;

@@ -55,6 +55,8 @@ const applyOpts: ActivityOptions = {
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
 const waitOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '2 hours', heartbeatTimeout: '30 seconds' };
+const validationOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '24 hours', heartbeatTimeout: '2 minutes' };
+const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
 
 const quick = wf.proxyActivities<Activities>(quickOpts);
 const schema = wf.proxyActivities<Activities>(schemaOpts);
@@ -62,6 +64,8 @@ const copy = wf.proxyActivities<Activities>(copyOpts);
 const holder = wf.proxyActivities<Activities>(holderOpts);
 const apply = wf.proxyActivities<Activities>(applyOpts);
 const wait = wf.proxyActivities<Activities>(waitOpts);
+const validation = wf.proxyActivities<Activities>(validationOpts);
+const live = wf.proxyActivities<Activities>(liveOpts);
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
 
@@ -151,7 +155,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let fenceSet = false;
   let fencedAt: string | undefined;
   let sequences: MigrationReport['sequences'] = [];
-  let counts: Awaited<ReturnType<Activities['validateCounts']>> = [];
+  let counts: Awaited<ReturnType<Activities['validateMigration']>>['results'] = [];
+  let liveScope: wf.CancellationScope | undefined;
   let applyScope: wf.CancellationScope | undefined;
   let applyDone: Promise<void> | undefined;
 
@@ -288,6 +293,36 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       });
   }
 
+  /** Advisory: compares while writes go on; its verdict goes to the status, never fails the migration. */
+  function startLiveValidation(): void {
+    const p = plan!;
+    const scope = new wf.CancellationScope();
+    liveScope = scope;
+    void scope
+      .run(() =>
+        live.validateLive.executeWithOptions({ ...liveOpts, summary: 'live comparison while the source is writing' }, [
+          {
+            source: p.spec.source,
+            target: p.spec.target,
+            slot,
+            tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
+            parallelism: 2,
+            chunkRows: p.spec.validation.chunkRows,
+          },
+        ]),
+      )
+      .then(
+        (results) => {
+          state.liveValidation = results.map((r) => ({ source: r.source, checksum: r.checksum, mismatches: r.mismatches.length, error: r.error }));
+          const bad = results.filter((r) => r.checksum === 'mismatch');
+          if (bad.length) state.notices.push(`live validation found differences in: ${bad.map((r) => r.source).join(', ')}`);
+        },
+        (e) => {
+          if (!wf.isCancellation(e)) state.notices.push(`live validation could not finish: ${errorMessage(e)}`);
+        },
+      );
+  }
+
   async function stopApply(): Promise<void> {
     applyScope?.cancel();
     await applyDone;
@@ -310,8 +345,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         targetRows: c?.targetRows ?? t.rowsCopied,
         countsMatch: c?.countsMatch ?? false,
         copyDurationMs: copyMs.get(t.source),
-        sample: 'not-run',
-        checksum: 'not-run',
+        sample: c?.sample ?? 'not-run',
+        checksum: c?.checksum ?? 'not-run',
+        ...(c && c.mismatches.length ? { mismatches: c.mismatches, mismatchesTruncated: c.mismatchesTruncated } : {}),
+        ...(c && c.mismatchedChunks.length ? { mismatchedChunks: c.mismatchedChunks } : {}),
+        ...(c?.error ? { validationError: c.error } : {}),
       };
     });
     const finishedAt = Date.now();
@@ -380,9 +418,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (online) await copyInSnapshot();
     else await copyAll();
     for (const t of state.tables) t.state = 'indexing';
-    await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
+    const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
       { target: plan.spec.target, defs },
     ]);
+    state.notices.push(...finished.skipped);
   }
 
   async function syncWal(): Promise<void> {
@@ -391,6 +430,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await pauseGate();
     setPhase('SYNCING_WAL', p.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
     for (const t of state.tables) t.state = 'syncing';
+    if (p.spec.validation.live && !continued) startLiveValidation();
     const historyFull = () => {
       const i = wf.workflowInfo();
       return i.continueAsNewSuggested || i.historyLength > (p.spec.historyEventsLimit ?? HISTORY_EVENTS_LIMIT);
@@ -420,6 +460,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   async function stopWrites(): Promise<void> {
     const p = plan!;
+    liveScope?.cancel();
     // ── STOPPING_WRITES ──
     setPhase('STOPPING_WRITES', 'fencing source writes');
     fenceSet = true;
@@ -439,21 +480,26 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   async function validate(): Promise<void> {
     const p = plan!;
     // ── VALIDATING ──
-    setPhase('VALIDATING', 'comparing row counts');
-    counts = await quick.validateCounts.executeWithOptions({ ...quickOpts, summary: 'compare row counts' }, [
-      { source: p.spec.source, target: p.spec.target, tables: defs.map((d) => ({ source: d.source, target: d.target })) },
+    const v = p.spec.validation;
+    const levels = ['row counts', v.sampleSize > 0 ? `${v.sampleSize} sampled rows` : '', v.checksum ? 'checksums' : ''].filter(Boolean).join(', ');
+    setPhase('VALIDATING', `comparing ${levels}`);
+    const validated = await validation.validateMigration.executeWithOptions({ ...validationOpts, summary: `compare ${levels}` }, [
+      {
+        source: p.spec.source,
+        target: p.spec.target,
+        tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
+        sampleSize: v.sampleSize,
+        checksum: v.checksum,
+        chunkRows: v.chunkRows,
+        parallelism: p.spec.parallelism,
+      },
     ]);
+    counts = validated.results;
     for (const c of counts) {
       const ts = state.tables.find((t) => t.source === c.source);
-      if (ts) ts.state = c.countsMatch ? 'validated' : 'failed';
+      if (ts) ts.state = c.ok ? 'validated' : 'failed';
     }
-    const bad = counts.filter((c) => !c.countsMatch);
-    if (bad.length) {
-      throw ApplicationFailure.nonRetryable(
-        `row counts differ: ${bad.map((c) => `${c.source} has ${c.sourceRows} rows, ${c.target} has ${c.targetRows}`).join('; ')}`,
-        'ValidationError',
-      );
-    }
+    if (validated.failure) throw ApplicationFailure.nonRetryable(`validation failed:\n${validated.failure}`, 'ValidationError');
   }
 
   async function finalize(online: boolean): Promise<void> {

@@ -134,6 +134,7 @@ describe('online migration', () => {
       schemas: ['public', 'Sales Dept'],
       tableSuffix: '_new',
       cutover: { mode: 'manual' },
+      validation: { checksum: true, sampleSize: 500, live: true },
     });
     const syncing = await m.waitForPhase('SYNCING_WAL');
     expect(syncing.tables.every((t) => t.state === 'syncing')).toBe(true);
@@ -145,6 +146,14 @@ describe('online migration', () => {
       await new Promise((r) => setTimeout(r, 200));
     }
     expect((await m.status()).replication?.transactions).toBeGreaterThan(0);
+    // The advisory live comparison ran while the writer was going and found nothing wrong.
+    let liveResult = (await m.status()).liveValidation;
+    for (let i = 0; i < 300 && !liveResult; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      liveResult = (await m.status()).liveValidation;
+    }
+    expect(liveResult?.length, (await m.status()).notices.join('\n')).toBe(SHOP_TABLES.length);
+    expect(liveResult!.filter((r) => r.checksum === 'mismatch')).toEqual([]);
     await m.signal('cutover');
     const report = await m.result();
     const stats = await writer.stop();
@@ -152,7 +161,7 @@ describe('online migration', () => {
     expect(stats.fenced).toBe(true); // the writer ran until the fence stopped it
     expect(report.phase).toBe('COMPLETED');
     expect(report.cutoverWindowMs).toBeGreaterThanOrEqual(0);
-    for (const t of report.tables) expect(t.countsMatch).toBe(true);
+    for (const t of report.tables) expect({ t: t.source, counts: t.countsMatch, sample: t.sample, checksum: t.checksum }).toEqual({ t: t.source, counts: true, sample: 'match', checksum: 'match' });
     await expectSameContent(db, (s, t) => [s, `${t}_new`]);
 
     // Sequences: the target's are at least the source's.
@@ -260,6 +269,24 @@ describe('online migration', () => {
     const left = await replicationLeftovers(db);
     expect({ slots: left.slots, publications: left.publications }).toEqual({ slots: 0, publications: 0 });
     expect(left.fenceTriggers).toBe(SHOP_TABLES.length);
+  });
+
+  it('a target corrupted during the sync fails validation naming the key, and the source is released', async () => {
+    const { db, source, target } = await freshDatabases(0.1);
+    const m = await env.startMigration({ source, target, tables: ['public.orders', 'public.kv'], tableSuffix: '_v', cutover: { mode: 'manual' }, validation: { checksum: true } });
+    await m.waitForPhase('SYNCING_WAL');
+    await env.target.query(`UPDATE public.orders_v SET total = total + 0.0001 WHERE id = 42`, [], db);
+    await env.target.query(`DELETE FROM public.kv_v WHERE k = 'key7'`, [], db);
+    await m.signal('cutover');
+    const err = (await m.result().catch((e: unknown) => e)) as WorkflowFailedError;
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const message = String(err.cause?.message);
+    expect(message).toContain('validation failed');
+    expect(message).toMatch(/public\.orders -> public\.orders_v: .*id=42: different \(total\)/);
+    expect(message).toMatch(/public\.kv -> public\.kv_v: .*k=key7: missing-on-target/);
+    expect((await m.status()).phase).toBe('FAILED');
+    expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
+    await env.source.query(`INSERT INTO public.kv VALUES ('after-failure', 1)`, [], db);
   });
 
   it('cancel during SYNCING_WAL drops the slot, publication and target tables', async () => {
