@@ -59,6 +59,12 @@ const validationOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '24
 const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
 
 const quick = wf.proxyActivities<Activities>(quickOpts);
+/** A quick activity with its one-line summary in the Temporal UI. */
+const step = <K extends keyof Activities>(name: K, summary: string, ...args: Parameters<Activities[K]>) =>
+  (quick[name] as unknown as { executeWithOptions(o: ActivityOptions, a: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> }).executeWithOptions(
+    { ...quickOpts, summary },
+    args,
+  );
 const schema = wf.proxyActivities<Activities>(schemaOpts);
 const copy = wf.proxyActivities<Activities>(copyOpts);
 const holder = wf.proxyActivities<Activities>(holderOpts);
@@ -129,6 +135,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       updatedAt: new Date().toISOString(),
     };
     if (p.fenceToken) fenceToken = p.fenceToken;
+    if (state.phase === 'SYNCING_WAL') wf.setCurrentDetails(`**SYNCING_WAL**\n\napplied ${p.appliedLsn}, lag ${p.lagBytes} bytes, ${p.transactions} transactions`);
   });
 
   const setPhase = (phase: Phase, details?: string) => {
@@ -149,7 +156,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let replicaIdentityChanged = continued !== undefined && (continued.plan.replicaIdentityFull?.length ?? 0) > 0;
   const restoreReplicaIdentity = async () => {
     if (!replicaIdentityChanged || !plan) return;
-    await quick.setReplicaIdentity({ source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: r.original })) });
+    await step('setReplicaIdentity', 'restore replica identities', { source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: r.original })) });
     replicaIdentityChanged = false;
   };
   let fenceSet = false;
@@ -200,6 +207,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           }
         }
         ts.state = 'copied';
+        const copied = state.tables.filter((t) => t.state === 'copied').length;
+        wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${copied}/${state.tables.length} tables copied; last: ${ts.source} (${r.rows} rows)`);
         ts.rowsCopied = r.rows;
         ts.bytesCopied = r.bytes;
         copyMs.set(ts.source, r.durationMs);
@@ -406,10 +415,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (online) {
       if (plan.replicaIdentityFull.length) {
         replicaIdentityChanged = true;
-        await quick.setReplicaIdentity({ source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: 'full' })) });
+        await step('setReplicaIdentity', 'set REPLICA IDENTITY FULL', { source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: 'full' as const })) });
       }
       replicationCreated = true;
-      await quick.createPublication({ source: plan.spec.source, publication, tables: defs.map((d) => d.source) });
+      await step('createPublication', `create publication ${publication}`, { source: plan.spec.source, publication, tables: defs.map((d) => d.source) });
     }
 
     // ── MIGRATING_DATA ──
@@ -474,7 +483,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     void waiting.then(() => void (passed = true), () => undefined);
     await untilOrApplyFails(() => passed || fenceToken === fence.token);
     await waiting;
-    sequences = await quick.syncSequences({ source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) });
+    sequences = await step('syncSequences', 'set target sequences to the source values', { source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) });
   }
 
   async function validate(): Promise<void> {
@@ -508,11 +517,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     setPhase('FINALIZING', 'stopping the apply, dropping the slot and publication, releasing writes');
     if (!online) return;
     await stopApply();
-    await quick.dropReplication({ source: p.spec.source, target: p.spec.target, slot, publication });
+    await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
     replicationCreated = false;
     await restoreReplicaIdentity();
     if (p.spec.afterCutover === 'restore-writes') {
-      const lifted = await quick.liftFence(fenceInput());
+      const lifted = await step('liftFence', 'release source writes', fenceInput());
       fenceSet = false;
       state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
     } else {
@@ -525,17 +534,19 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (!plan) return;
     const p = plan;
     await stopApply();
-    if (replicationCreated) await quick.dropReplication({ source: p.spec.source, target: p.spec.target, slot, publication });
+    if (replicationCreated) await step('dropReplication', `cleanup: drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
     await restoreReplicaIdentity();
-    if (fenceSet) await quick.liftFence(fenceInput());
-    if (dropTarget && tablesCreated) await quick.dropTargetTables({ target: p.spec.target, tables: p.tables.map((t) => t.target) });
+    if (fenceSet) await step('liftFence', 'cleanup: release source writes', fenceInput());
+    if (dropTarget && tablesCreated) await step('dropTargetTables', 'cleanup: drop the target tables this migration created', { target: p.spec.target, tables: p.tables.map((t) => t.target) });
   }
 
   try {
     await main.run(run);
     if (continueAsNew) {
       await wf.condition(wf.allHandlersFinished);
-      return await wf.continueAsNew<typeof migrationWorkflow>(spec, continueAsNew);
+      // Memo (source → target, shown by the API and UI) and search attributes carry over to the next run.
+      const info = wf.workflowInfo();
+      return await wf.makeContinueAsNewFunc<typeof migrationWorkflow>({ memo: info.memo, typedSearchAttributes: info.typedSearchAttributes })(spec, continueAsNew);
     }
     setPhase('COMPLETED', 'migration complete');
     return report('COMPLETED');
