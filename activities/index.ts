@@ -16,6 +16,7 @@ import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withClient } from './db';
 import { applyProgressSignal, snapshotReadySignal } from '../workflows/contract';
 import { dropApplyProgress, dropTargetTables } from './cleanup';
+import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
 
 export interface ActivityDeps {
@@ -59,6 +60,12 @@ export function createActivities(deps: ActivityDeps = {}) {
     fenceSource,
     liftFence,
     syncSequences,
+
+    /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
+    async createSchemaObjects(input: SchemaObjectsInput): Promise<SchemaObjectsResult> {
+      const ctx = Context.current();
+      return migrateSchemaObjects(input, { heartbeat: (d) => ctx.heartbeat(d), signal: ctx.cancellationSignal });
+    },
 
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */
     async validateMigration(input: ValidateTablesInput): Promise<{ results: TableValidationResult[]; failure?: string }> {

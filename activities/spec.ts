@@ -52,6 +52,8 @@ export const migrationSpecSchema = z
     afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
     /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
     mode: z.enum(['online', 'offline']).optional(),
+    /** After cutover, recreate the views, materialized views (refreshed), functions and triggers of the migrated schemas. */
+    objects: z.boolean().optional(),
     /** VALIDATING (source fenced): sampled rows per table, full checksums; live: advisory check during SYNCING_WAL. */
     validation: z
       .object({
@@ -104,6 +106,7 @@ export interface NormalizedSpec {
   historyEventsLimit?: number;
   setReplicaIdentityFull: boolean;
   validation: { sampleSize: number; checksum: boolean; live: boolean; chunkRows?: number };
+  objects: boolean;
 }
 
 export class SpecError extends Error {
@@ -193,6 +196,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,
+    objects: s.objects ?? false,
     validation: {
       sampleSize: s.validation?.sampleSize ?? 1000,
       checksum: s.validation?.checksum ?? false,

@@ -35,6 +35,8 @@ export interface ReplicationStatus {
   confirmedLsn: string;
   sourceLsn?: string;
   lagBytes: number;
+  /** Age of the last applied source commit while the apply is behind; 0 when caught up. */
+  lagSeconds?: number;
   transactions: number;
   changes: number;
   updatedAt?: string;
@@ -67,6 +69,8 @@ export interface MigrationReport {
   durationMs: number;
   /** Source writes stopped: from the fence to its release (online only). */
   cutoverWindowMs?: number;
+  /** Views, materialized views, functions and triggers recreated after cutover (spec.objects). */
+  objects?: { created: string[]; skipped: Array<{ object: string; reason: string }> };
   notices: string[];
   error?: string;
 }
@@ -106,6 +110,7 @@ export interface ApplyProgressReport {
   appliedLsn: string;
   sourceLsn: string;
   lagBytes: number;
+  lagSeconds?: number;
   transactions: number;
   changes: number;
   fenceToken?: string;

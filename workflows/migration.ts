@@ -55,7 +55,14 @@ const applyOpts: ActivityOptions = {
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
 const waitOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '2 hours', heartbeatTimeout: '30 seconds' };
-const validationOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '24 hours', heartbeatTimeout: '2 minutes' };
+// Cancel must reach cleanup (and lift the fence) at once, not wait for a comparison stuck on a lock.
+const validationOpts: ActivityOptions = {
+  ...quickOpts,
+  startToCloseTimeout: '24 hours',
+  heartbeatTimeout: '2 minutes',
+  cancellationType: ActivityCancellationType.TRY_CANCEL,
+};
+const fenceOpts: ActivityOptions = { ...quickOpts, cancellationType: ActivityCancellationType.TRY_CANCEL };
 const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
 
 const quick = wf.proxyActivities<Activities>(quickOpts);
@@ -130,6 +137,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       confirmedLsn: p.appliedLsn,
       sourceLsn: p.sourceLsn,
       lagBytes: p.lagBytes,
+      lagSeconds: p.lagSeconds,
       transactions: p.transactions,
       changes: p.changes,
       updatedAt: new Date().toISOString(),
@@ -164,6 +172,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let sequences: MigrationReport['sequences'] = [];
   let counts: Awaited<ReturnType<Activities['validateMigration']>>['results'] = [];
   let liveScope: wf.CancellationScope | undefined;
+  let objects: MigrationReport['objects'] & { notices: string[] } | undefined;
   let applyScope: wf.CancellationScope | undefined;
   let applyDone: Promise<void> | undefined;
 
@@ -372,6 +381,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       finishedAt: new Date(finishedAt).toISOString(),
       durationMs: finishedAt - startedAt,
       cutoverWindowMs: state.cutover?.windowMs,
+      ...(objects ? { objects: { created: objects.created, skipped: objects.skipped } } : {}),
       notices: state.notices,
       error,
     };
@@ -473,7 +483,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     // ── STOPPING_WRITES ──
     setPhase('STOPPING_WRITES', 'fencing source writes');
     fenceSet = true;
-    const fence = await quick.fenceSource.executeWithOptions({ ...quickOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]);
+    const fence = await quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]);
     fencedAt = fence.fencedAt;
     state.cutover = { requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn };
     const waiting = wait.awaitFenceApplied.executeWithOptions({ ...waitOpts, summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
@@ -515,17 +525,38 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const p = plan!;
     // ── FINALIZING ──
     setPhase('FINALIZING', 'stopping the apply, dropping the slot and publication, releasing writes');
-    if (!online) return;
-    await stopApply();
-    await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
-    replicationCreated = false;
-    await restoreReplicaIdentity();
-    if (p.spec.afterCutover === 'restore-writes') {
-      const lifted = await step('liftFence', 'release source writes', fenceInput());
-      fenceSet = false;
-      state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
-    } else {
-      state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
+    if (online) {
+      await stopApply();
+      await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
+      replicationCreated = false;
+      await restoreReplicaIdentity();
+      if (p.spec.afterCutover === 'restore-writes') {
+        const lifted = await step('liftFence', 'release source writes', fenceInput());
+        fenceSet = false;
+        state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
+      } else {
+        state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
+      }
+    }
+    if (p.spec.objects) {
+      // After the cutover, outside the write-stop window; one object that cannot be created is reported,
+      // never a reason to fail a migration whose data is already across.
+      try {
+        objects = await schema.createSchemaObjects.executeWithOptions({ ...schemaOpts, summary: 'create views, functions and triggers' }, [
+          {
+            source: p.spec.source,
+            target: p.spec.target,
+            schemas: p.spec.schemas,
+            tables: defs.map((d) => ({ source: d.source, target: d.target })),
+            schemaMapping: p.spec.schemaMapping,
+            tableSuffix: p.spec.tableSuffix,
+          },
+        ]);
+        state.notices.push(...objects.notices, ...objects.skipped.map((x) => `${x.object} was not created: ${x.reason}`));
+      } catch (e) {
+        if (wf.isCancellation(e)) throw e;
+        state.notices.push(`views, functions and triggers were not created: ${errorMessage(e)}`);
+      }
     }
   }
 

@@ -66,6 +66,7 @@ afterAll(async () => {
 describe('offline migration', () => {
   it('copies schema and data through the name mapping, phases visible, counts and content equal', async () => {
     const { db, source, target } = await freshDatabases();
+    await env.source.query(`CREATE VIEW public.big_orders AS SELECT o.id, c.email FROM public.orders o JOIN public.customers c ON c.id = o.customer_id WHERE o.total > 100`, [], db);
     const m = await env.startMigration({
       source,
       target,
@@ -74,6 +75,7 @@ describe('offline migration', () => {
       schemaMapping: { public: 'app' },
       mode: 'offline',
       parallelism: 3,
+      objects: true,
     });
     const report = await m.result();
     expect(report.phase).toBe('COMPLETED');
@@ -95,6 +97,12 @@ describe('offline migration', () => {
     expect(fks.map((f) => f.def)).toEqual(['FOREIGN KEY (order_id) REFERENCES app.orders_migrated(id)']);
     const idx = await env.target.query(`SELECT 1 FROM pg_indexes WHERE schemaname = 'app' AND indexname = 'orders_placed_at_idx_migrated'`, [], db);
     expect(idx).toHaveLength(1);
+
+    // objects: the view was recreated after the data, on the mapped tables.
+    expect(report.objects?.created.some((o) => o.includes('big_orders'))).toBe(true);
+    const [srcView] = await env.source.query<{ n: string }>(`SELECT count(*)::text AS n FROM public.big_orders`, [], db);
+    const [dstView] = await env.target.query<{ n: string }>(`SELECT count(*)::text AS n FROM app.big_orders_migrated`, [], db);
+    expect(dstView!.n).toBe(srcView!.n);
 
     // The search attribute follows the phase.
     const desc = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
