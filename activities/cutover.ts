@@ -78,40 +78,80 @@ export async function fenceSource(input: FenceInput): Promise<FenceResult> {
   }
 }
 
-/** Idempotent; safe whether or not the fence was ever set. */
-export async function liftFence(input: FenceInput): Promise<{ lifted: number; liftedAt: string }> {
+/**
+ * Releases source writes at once, then removes the fence's triggers.
+ *
+ * DROP TRIGGER needs an ACCESS EXCLUSIVE lock: it would wait for every open reader of the table and,
+ * while waiting, block new readers too. So the release itself takes no table lock: the trigger
+ * function is replaced by a pass-through (writes go through from the next statement on). The
+ * triggers, now harmless, are then dropped with a short lock timeout; any that cannot be dropped
+ * yet are reported in `pending` and `removeFence` retries them. Idempotent.
+ */
+export async function liftFence(input: FenceInput): Promise<{ lifted: number; liftedAt: string; pending: number }> {
   try {
-    return await withClient(
+    const liftedAt = await withClient(
       input.source,
       async (c) => {
-        let lifted = 0;
-        await c.query('BEGIN');
-        for (const t of input.tables) {
-          const exists = await c.query(
-            `SELECT 1 FROM pg_trigger g JOIN pg_class k ON k.oid = g.tgrelid JOIN pg_namespace n ON n.oid = k.relnamespace
-              WHERE n.nspname = $1 AND k.relname = $2 AND g.tgname = $3`,
-            [t.schema, t.name, `pg_dts_fence_${input.migrationId}`],
+        const fn = await c.query(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${fenceFunction(input.migrationId)}()`]);
+        if (fn.rows[0].ok) {
+          await c.query(
+            `CREATE OR REPLACE FUNCTION ${fenceFunction(input.migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN RETURN NULL; END $fn$`,
           );
-          if (exists.rowCount) {
-            await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(input.migrationId)} ON ${qname(t)}`);
-            lifted++;
-          }
         }
-        await c.query(`DROP FUNCTION IF EXISTS ${fenceFunction(input.migrationId)}()`);
-        // Remove our schema only when nothing else of ours (another migration's fence) is in it.
-        const left = await c.query(
-          `SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 LIMIT 1`,
-          [FENCE_SCHEMA],
-        );
-        if (!left.rowCount) await c.query(`DROP SCHEMA IF EXISTS ${ident(FENCE_SCHEMA)}`);
-        await c.query('COMMIT');
-        return { lifted, liftedAt: new Date().toISOString() };
+        return new Date().toISOString();
       },
       { applicationName: 'pg-dts fence' },
     );
+    const { dropped, pending } = await dropFenceTriggers(input);
+    return { lifted: dropped, liftedAt, pending };
   } catch (err) {
     throw classify(err, 'lift the fence');
   }
+}
+
+/** Drops the (released) fence triggers, function and schema; retried by the workflow until done. */
+export async function removeFence(input: FenceInput): Promise<{ dropped: number }> {
+  try {
+    const { dropped, pending } = await dropFenceTriggers(input);
+    if (pending) throw new Error(`${pending} released fence trigger(s) still wait for readers of their tables; retrying`);
+    return { dropped };
+  } catch (err) {
+    throw classify(err, 'remove the fence triggers');
+  }
+}
+
+async function dropFenceTriggers(input: FenceInput): Promise<{ dropped: number; pending: number }> {
+  return withClient(
+    input.source,
+    async (c) => {
+      let dropped = 0;
+      let pending = 0;
+      // Short: waiting in the lock queue would block the application's readers behind us.
+      await c.query(`SET lock_timeout = '1s'`);
+      for (const t of input.tables) {
+        const exists = await c.query(
+          `SELECT 1 FROM pg_trigger g JOIN pg_class k ON k.oid = g.tgrelid JOIN pg_namespace n ON n.oid = k.relnamespace
+            WHERE n.nspname = $1 AND k.relname = $2 AND g.tgname = $3`,
+          [t.schema, t.name, `pg_dts_fence_${input.migrationId}`],
+        );
+        if (!exists.rowCount) continue;
+        try {
+          await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(input.migrationId)} ON ${qname(t)}`);
+          dropped++;
+        } catch (err) {
+          if ((err as { code?: string }).code !== '55P03') throw err;
+          pending++;
+        }
+      }
+      if (pending) return { dropped, pending };
+      await c.query(`DROP FUNCTION IF EXISTS ${fenceFunction(input.migrationId)}()`);
+      // Remove our schema only when nothing else of ours (another migration's fence) is in it.
+      const left = await c.query(`SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 LIMIT 1`, [FENCE_SCHEMA]);
+      if (!left.rowCount) await c.query(`DROP SCHEMA IF EXISTS ${ident(FENCE_SCHEMA)}`);
+      return { dropped, pending };
+    },
+    { applicationName: 'pg-dts fence' },
+  );
 }
 
 export interface SequenceSyncInput {

@@ -6,7 +6,7 @@
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
 import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, type CopyTableInput, type CopyTableResult } from './copy';
-import { fenceSource, liftFence, syncSequences } from './cutover';
+import { fenceSource, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight } from './preflight';
 import { createTargetTables, finishTargetTables } from './schema';
@@ -59,6 +59,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     validateCounts,
     fenceSource,
     liftFence,
+    removeFence,
     syncSequences,
 
     /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
@@ -70,7 +71,9 @@ export function createActivities(deps: ActivityDeps = {}) {
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */
     async validateMigration(input: ValidateTablesInput): Promise<{ results: TableValidationResult[]; failure?: string }> {
       const ctx = Context.current();
-      const results = await validateTables(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
+      // Beat on a timer too: a comparison blocked in one long query must still hear a cancel.
+      const beat = setInterval(() => ctx.heartbeat(), 1000);
+      const results = await validateTables(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal }).finally(() => clearInterval(beat));
       throwIfCancelled(ctx);
       const failed = results.some((r) => !r.ok);
       return { results, failure: failed ? formatValidationFailure(results) : undefined };

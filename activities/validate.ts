@@ -238,7 +238,7 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
         progress(name, 'done');
         return result;
       };
-    });
+    }, hooks.signal);
   } catch (err) {
     throw classify(err, 'validate');
   }
@@ -304,6 +304,7 @@ export async function runPool<R>(
   input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
   applicationName: string,
   setup: (src: Client, dst: Client, hash: RowHash) => Promise<(t: ValidateTableSpec) => Promise<R>>,
+  signal?: AbortSignal,
 ): Promise<R[]> {
   const results: R[] = new Array<R>(input.tables.length);
   if (input.tables.length === 0) return results;
@@ -316,6 +317,12 @@ export async function runPool<R>(
     try {
       const dst = await open(input.target, 'target', applicationName);
       try {
+        // Cancelled: cut both connections, which ends a query stuck on a lock and releases this
+        // comparison's snapshot and locks on the source (the fence cannot be dropped under them).
+        const cut = () => {
+          for (const c of [src, dst]) (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        };
+        signal?.addEventListener('abort', cut, { once: true });
         hash ??= await probeRowHash(src, dst);
         const check = await setup(src, dst, hash);
         for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t);

@@ -62,7 +62,14 @@ const validationOpts: ActivityOptions = {
   heartbeatTimeout: '2 minutes',
   cancellationType: ActivityCancellationType.TRY_CANCEL,
 };
-const fenceOpts: ActivityOptions = { ...quickOpts, cancellationType: ActivityCancellationType.TRY_CANCEL };
+// The fence activity is waited for even when cancelled: a fence created after cleanup had run would
+// be left behind (it fails within its 5 s lock timeout when it cannot get its locks).
+const fenceOpts: ActivityOptions = quickOpts;
+// Released triggers are harmless no-ops: keep trying to drop them, gently, for as long as readers hold on.
+const fenceRemovalOpts: ActivityOptions = {
+  ...quickOpts,
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 0, nonRetryableErrorTypes: NON_RETRYABLE },
+};
 const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
 
 const quick = wf.proxyActivities<Activities>(quickOpts);
@@ -78,6 +85,7 @@ const holder = wf.proxyActivities<Activities>(holderOpts);
 const apply = wf.proxyActivities<Activities>(applyOpts);
 const wait = wf.proxyActivities<Activities>(waitOpts);
 const validation = wf.proxyActivities<Activities>(validationOpts);
+const fenceRemoval = wf.proxyActivities<Activities>(fenceRemovalOpts);
 const live = wf.proxyActivities<Activities>(liveOpts);
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
@@ -532,8 +540,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await restoreReplicaIdentity();
       if (p.spec.afterCutover === 'restore-writes') {
         const lifted = await step('liftFence', 'release source writes', fenceInput());
-        fenceSet = false;
         state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
+        if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'drop the released fence triggers' }, [fenceInput()]);
+        fenceSet = false;
       } else {
         state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
       }
@@ -567,7 +576,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await stopApply();
     if (replicationCreated) await step('dropReplication', `cleanup: drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
     await restoreReplicaIdentity();
-    if (fenceSet) await step('liftFence', 'cleanup: release source writes', fenceInput());
+    if (fenceSet) {
+      const lifted = await step('liftFence', 'cleanup: release source writes', fenceInput());
+      if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'cleanup: drop the released fence triggers' }, [fenceInput()]);
+    }
     if (dropTarget && tablesCreated) await step('dropTargetTables', 'cleanup: drop the target tables this migration created', { target: p.spec.target, tables: p.tables.map((t) => t.target) });
   }
 

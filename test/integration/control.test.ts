@@ -110,6 +110,76 @@ describe('pause and resume', () => {
   });
 });
 
+describe('while the source is fenced', () => {
+  it('STOPPING_WRITES: pause is refused with the reason; cancel with a worker restart during cleanup leaves nothing behind', async () => {
+    const { db, source, target, tables } = await fresh(0.05);
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_w', cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL');
+    // An application transaction that never ends keeps the fence waiting for its lock.
+    const app = await env.source.client(db);
+    await app.query(`BEGIN; INSERT INTO public.kv VALUES ('open-txn', 1)`);
+    await m.signal('cutover');
+    await m.waitForPhase('STOPPING_WRITES');
+    await m.signal('pause');
+    await sleep(500);
+    const s = await m.status();
+    expect(s.paused).toBe(false);
+    expect(s.lastControl).toMatch(/pause refused in STOPPING_WRITES: source writes are stopped/);
+    await m.signal('cancel');
+    await env.restartWorker(); // cleanup activities must survive it
+    await app.query('ROLLBACK');
+    await app.end();
+    expect((await m.result()).phase).toBe('CANCELLED');
+    expect(await leftovers(db)).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: [] });
+    await env.source.query(`INSERT INTO public.kv VALUES ('writable', 1)`, [], db);
+  });
+
+  it('VALIDATING: cancel lifts the fence at once even while the comparison is stuck', async () => {
+    const { db, source, target, tables } = await fresh(0.05);
+    // keepTargetOnCancel: dropping the target table would (rightly) wait for the blocker's lock.
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_x', cutover: { mode: 'manual' }, keepTargetOnCancel: true });
+    await m.waitForPhase('SYNCING_WAL');
+    const blocker = await env.target.client(db);
+    await blocker.query(`BEGIN; LOCK TABLE public.kv_x IN ACCESS EXCLUSIVE MODE`);
+    await m.signal('cutover');
+    await m.waitForPhase('VALIDATING');
+    expect((await leftovers(db)).fences).toBeGreaterThan(0); // fenced while validating
+    await m.signal('cancel');
+    const report = await m.result();
+    expect(report.phase).toBe('CANCELLED');
+    // The fence, slot and publication are gone while the comparison is still blocked.
+    const left = await leftovers(db);
+    expect({ slots: left.slots, pubs: left.pubs, fences: left.fences }).toEqual({ slots: 0, pubs: 0, fences: 0 });
+    await blocker.query('ROLLBACK');
+    await blocker.end();
+    await env.source.query(`INSERT INTO public.kv VALUES ('writable', 1)`, [], db);
+  });
+});
+
+describe('server restarts', () => {
+  it('the target restarting during SYNCING_WAL is retried; the migration ends identical', async () => {
+    const { db, source, target, tables } = await fresh(0.1);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_z', cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL');
+    await sleep(1000);
+    await env.target.stop('fast');
+    await sleep(2000);
+    await env.target.start();
+    const before = (await m.status()).replication?.transactions ?? 0;
+    for (let i = 0; i < 150; i++) {
+      if (((await m.status()).replication?.transactions ?? 0) > before + 10) break;
+      await sleep(200);
+    }
+    await m.signal('cutover');
+    const report = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(report.phase).toBe('COMPLETED');
+    await expectIdentical(db, '_z');
+  });
+});
+
 describe('long syncs', () => {
   it('continues as new when history grows in SYNCING_WAL, and the chain ends identical', async () => {
     const { db, source, target, tables } = await fresh(0.1);
