@@ -272,9 +272,11 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     await dst.query('BEGIN');
     let freeze = false;
     if (range) {
-      // Serialises retries of one range; a committed earlier attempt means there is nothing to do.
+      // Two attempts of one range may overlap (a retry after a heartbeat timeout while the first still
+      // runs): the lock makes the later one wait, then find the earlier one's record.
+      await dst.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`pg-dts copy ${qname(table.target)} ${range.id}`]);
       const done = await dst.query<{ rows: string; bytes: string; snapshot: string }>(
-        'SELECT rows::text, bytes::text, snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2 FOR UPDATE',
+        'SELECT rows::text, bytes::text, snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2',
         [qname(table.target), range.id],
       );
       const row = done.rows[0];
@@ -387,15 +389,12 @@ export async function planCopyRanges(input: PlanRangesInput): Promise<CopyRange[
 
 /** `n` contiguous page ranges over `pages` pages; the last is open-ended. Pure. */
 export function splitPages(pages: number, n: number): CopyRange[] {
-  const count = Math.max(1, Math.min(n, pages));
-  const per = Math.ceil(pages / count);
+  const per = Math.max(1, Math.ceil(pages / Math.max(1, Math.min(n, pages))));
+  const count = Math.max(1, Math.ceil(pages / per));
   const ranges: CopyRange[] = [];
   for (let i = 0; i < count; i++) {
-    const pageFrom = i * per;
-    if (pageFrom >= pages && i > 0) break;
-    const last = i === count - 1 || (i + 1) * per >= pages;
-    ranges.push(last ? { id: `${i + 1}/${count}`, pageFrom } : { id: `${i + 1}/${count}`, pageFrom, pageTo: (i + 1) * per });
-    if (last) break;
+    const id = `${i + 1}/${count}`;
+    ranges.push(i === count - 1 ? { id, pageFrom: i * per } : { id, pageFrom: i * per, pageTo: (i + 1) * per });
   }
   return ranges;
 }
@@ -417,6 +416,18 @@ export async function prepareRangedCopy(input: { target: ConnectionSpec; table: 
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw classify(err, `prepare the ranged copy of ${displayName(input.table)}`);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** After the migration (or on cancel): the range records of these target tables are no longer needed. */
+export async function forgetCopyProgress(target: ConnectionSpec, tables: QualifiedName[]): Promise<void> {
+  const c = await connect(target, { applicationName: 'pg-dts cleanup' });
+  try {
+    const has = await c.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.copy_progress') IS NOT NULL AS ok`);
+    if (!has.rows[0]?.ok) return;
+    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = ANY($1::text[])', [tables.map(qname)]);
   } finally {
     await c.end().catch(() => undefined);
   }

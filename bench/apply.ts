@@ -1,0 +1,430 @@
+/**
+ * Apply benchmark (issue 7): pg-dts's WAL apply beside PostgreSQL's native logical replication
+ * (CREATE SUBSCRIPTION), on the same source, the same workload, in the same run.
+ *
+ *   1. live load: pgbench (builtin tpcb-like) at a fixed rate for a fixed time while pg-dts is in
+ *      SYNCING_WAL (manual cutover) and a native subscription replicates the same tables into a second
+ *      target database; every second: lag (bytes) and applied transactions on both sides; then the
+ *      catch-up time once the load stops;
+ *   2. one large transaction (default 1 GiB) on the source: time to apply it on both sides and the
+ *      worker's peak RSS meanwhile;
+ *   3. cutover with the load running: the write-stop window (fence → release) from the report, and the
+ *      VALIDATING phase's time;
+ *   4. backlog: slots created, a 20,000-transaction backlog written while nobody applies, then the
+ *      native subscription enabled and timed; then pg-dts's apply engine (runApply, in this process)
+ *      timed on its own slot over the same WAL.
+ * The worker runs `worker/main.ts` in a child process; its RSS is read from /proc/<pid>/status.
+ * Transactions applied are counted on each target from pgbench_history (one row per pgbench
+ * transaction), so both sides are measured the same way; changes = 4 per transaction (3 UPDATEs and
+ * 1 INSERT).
+ *
+ *   npx tsx bench/apply.ts [--rate R] [--seconds S] [--scale N] [--clients C] [--big-mb M] [--backlog T]
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { Command } from 'commander';
+import type { Client } from 'pg';
+import type { PgCluster } from '../test/harness/pg-cluster';
+import { startTemporal } from '../test/harness/temporal';
+import { quietTemporalLogs } from '../worker/logging';
+import { runApply } from '../activities/apply/stream';
+import {
+  bash,
+  bytes,
+  contentHash,
+  machineDescription,
+  mb,
+  num,
+  pgbenchInit,
+  pgEnv,
+  ratio,
+  recreateDatabase,
+  RssMonitor,
+  say,
+  sec,
+  shq,
+  sleep,
+  startBenchClusters,
+  startMigration,
+  table,
+  timed,
+  WorkerProcess,
+  lsnBig,
+  type RunResult,
+} from './common';
+
+const DB = 'bench';
+const PGBENCH_TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
+const BIG = 'bench_big';
+const CHANGES_PER_TXN = 4;
+
+interface Options {
+  rate: number;
+  seconds: number;
+  scale: number;
+  clients: number;
+  bigMb: number;
+  backlog: number;
+}
+
+function options(): Options {
+  const o = new Command()
+    .name('bench/apply.ts')
+    .description('WAL apply: pg-dts vs native logical replication')
+    .option('--rate <tps>', 'pgbench -R: transactions per second offered during the live load', '1000')
+    .option('--seconds <s>', 'pgbench -T: length of the live load', '60')
+    .option('--scale <n>', 'pgbench scale of the source', '10')
+    .option('--clients <n>', 'pgbench -c', '4')
+    .option('--big-mb <mb>', 'size of the one large transaction (0 = skip)', '1024')
+    .option('--backlog <n>', 'transactions in the backlog test (0 = skip)', '20000')
+    .parse()
+    .opts<Record<string, string>>();
+  return {
+    rate: Number(o.rate),
+    seconds: Number(o.seconds),
+    scale: Number(o.scale),
+    clients: Number(o.clients),
+    bigMb: Number(o.bigMb),
+    backlog: Number(o.backlog),
+  };
+}
+
+function startPgbench(source: PgCluster, args: string[]): { done: Promise<RunResult>; stop(): void } {
+  const child = spawn('pgbench', ['-n', '-h', source.host, '-p', String(source.port), '-U', 'postgres', ...args, DB], { env: pgEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<RunResult>((resolve) => child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr })));
+  return { done, stop: () => void child.kill('SIGINT') };
+}
+
+const pgbenchTps = (r: RunResult): string => /tps = ([\d.]+)/.exec(r.stdout)?.[1] ?? '?';
+const pgbenchProcessed = (r: RunResult): string => /number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1] ?? '?';
+
+async function one<T>(c: Client, sql: string, params: unknown[] = []): Promise<T> {
+  return (await c.query(sql, params)).rows[0] as T;
+}
+const historyCount = async (c: Client): Promise<number> => Number((await one<{ n: string }>(c, 'SELECT count(*)::text AS n FROM pgbench_history')).n);
+
+async function waitUntil(pred: () => Promise<boolean>, timeoutMs: number, everyMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await pred()) return true;
+    await sleep(everyMs);
+  }
+  return false;
+}
+
+async function main(): Promise<void> {
+  const opt = options();
+  quietTemporalLogs('ERROR');
+  say(`machine: ${machineDescription()}`);
+  say(`rate ${opt.rate} tps for ${opt.seconds} s, ${opt.clients} clients, scale ${opt.scale}, large transaction ${opt.bigMb} MB, backlog ${num(opt.backlog)} transactions`);
+  const { source, target, destroy } = await startBenchClusters();
+  const cleanups: Array<() => Promise<void>> = [destroy];
+  const out: string[] = [];
+  const clients: Client[] = [];
+  try {
+    await source.createDatabase(DB);
+    await pgbenchInit(source, DB, opt.scale);
+    await source.query(`CREATE TABLE ${BIG} (id bigint PRIMARY KEY, payload text NOT NULL)`, [], DB);
+
+    // ── Native subscription (second target database), initial sync included ──
+    await recreateDatabase(target, 'native');
+    await bash(`pg_dump -s ${shq(source.uri(DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri('native'))}`);
+    await source.query(`CREATE PUBLICATION native_pub FOR TABLE ${[...PGBENCH_TABLES, BIG].join(', ')}`, [], DB);
+    await target.query(
+      `CREATE SUBSCRIPTION native_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${DB} user=postgres' PUBLICATION native_pub WITH (copy_data = true)`,
+      [],
+      'native',
+    );
+    const synced = await waitUntil(
+      async () => (await target.query<{ n: string }>(`SELECT count(*) FILTER (WHERE srsubstate <> 'r')::text AS n FROM pg_subscription_rel`, [], 'native'))[0]!.n === '0',
+      600_000,
+      250,
+    );
+    if (!synced) throw new Error('native subscription did not finish its initial sync');
+    say('native subscription native_sub: initial sync done, streaming');
+
+    // ── pg-dts: online, manual cutover, worker in a child process ──
+    const temporal = await startTemporal();
+    cleanups.unshift(() => temporal.teardown());
+    const taskQueue = `bench-${randomUUID().slice(0, 8)}`;
+    const worker = await WorkerProcess.start(temporal.address, taskQueue);
+    cleanups.unshift(() => worker.stop());
+    const rss = new RssMonitor(worker.pid);
+    cleanups.unshift(async () => rss.stop());
+    await recreateDatabase(target, 'dts');
+    const driver = await startMigration(temporal.client, taskQueue, {
+      source: source.uri(DB),
+      target: target.uri('dts'),
+      cutover: { mode: 'manual' },
+    });
+    await driver.waitForPhase('SYNCING_WAL');
+    const first = await waitUntil(async () => (await driver.status()).replication !== undefined, 60_000, 200);
+    if (!first) throw new Error('pg-dts apply did not report progress');
+    const st0 = await driver.status();
+    const slot = st0.replication!.slot;
+    say(`pg-dts ${driver.workflowId}: SYNCING_WAL, slot ${slot}; worker RSS ${mb(rss.baseline)} at start`);
+
+    const src = await source.client(DB);
+    const dts = await target.client('dts');
+    const nat = await target.client('native');
+    clients.push(src, dts, nat);
+
+    // ── 1. live load ──
+    const base = { src: await historyCount(src), dts: await historyCount(dts), nat: await historyCount(nat) };
+    say(`live load: pgbench -c ${opt.clients} -j 2 -R ${opt.rate} -T ${opt.seconds} (builtin tpcb-like)`);
+    rss.begin('live');
+    const loadStart = performance.now();
+    const bench = startPgbench(source, ['-c', String(opt.clients), '-j', '2', '-R', String(opt.rate), '-T', String(opt.seconds)]);
+    let loadEnd: number | undefined;
+    void bench.done.then(() => (loadEnd = performance.now()));
+    const rows: string[][] = [['t (s)', 'source txns', 'pg-dts txns', 'pg-dts lag', 'behind', 'status lag', 'native txns', 'native lag', 'behind']];
+    const samples: Array<{ t: number; load: boolean; dts: number; nat: number; dtsLag: number; natLag: number; dtsBehind: number; natBehind: number }> = [];
+    // Seconds behind ≈ transactions not yet applied / the offered rate.
+    const behind = (srcTx: number, applied: number) => Math.max(0, srcTx - applied) / opt.rate;
+    let caughtDts: number | undefined;
+    let caughtNat: number | undefined;
+    let srcFinal: number | undefined;
+    const deadline = performance.now() + (opt.seconds + 600) * 1000;
+    for (let tick = 1; ; tick++) {
+      await sleep(Math.max(0, loadStart + tick * 1000 - performance.now()));
+      const now = performance.now();
+      const [l, a, s, hd, hn, hs] = await Promise.all([
+        one<{ cur: string; nat: string | null }>(src, `SELECT pg_current_wal_lsn()::text AS cur, (SELECT replay_lsn::text FROM pg_stat_replication WHERE application_name = 'native_sub') AS nat`),
+        one<{ lsn: string } | undefined>(dts, 'SELECT applied_lsn::text AS lsn FROM pgdts.apply_progress WHERE slot_name = $1', [slot]),
+        driver.status(),
+        historyCount(dts),
+        historyCount(nat),
+        historyCount(src),
+      ]);
+      const cur = lsnBig(l.cur);
+      const dtsLag = a ? Number(cur - lsnBig(a.lsn)) : NaN;
+      const natLag = l.nat ? Number(cur - lsnBig(l.nat)) : NaN;
+      const t = (now - loadStart) / 1000;
+      const load = loadEnd === undefined;
+      const dtsBehind = behind(hs - base.src, hd - base.dts);
+      const natBehind = behind(hs - base.src, hn - base.nat);
+      samples.push({ t, load, dts: hd - base.dts, nat: hn - base.nat, dtsLag, natLag, dtsBehind, natBehind });
+      rows.push([
+        t.toFixed(0),
+        num(hs - base.src),
+        num(hd - base.dts),
+        bytes(Math.max(0, dtsLag)),
+        `${dtsBehind.toFixed(2)} s`,
+        bytes(s.replication?.lagBytes ?? NaN),
+        num(hn - base.nat),
+        bytes(Math.max(0, natLag)),
+        `${natBehind.toFixed(2)} s`,
+      ]);
+      if (!load) {
+        srcFinal ??= await historyCount(src);
+        if (caughtDts === undefined && hd - base.dts >= srcFinal - base.src) caughtDts = now - loadEnd!;
+        if (caughtNat === undefined && hn - base.nat >= srcFinal - base.src) caughtNat = now - loadEnd!;
+        if (caughtDts !== undefined && caughtNat !== undefined) break;
+      }
+      if (now > deadline) break;
+    }
+    rss.end('live');
+    const br = await bench.done;
+    out.push('== Live load: applied transactions and lag, sampled every second ==', table(rows));
+    const during = samples.filter((x) => x.load);
+    const rateOf = (k: 'dts' | 'nat') => {
+      const last = during[during.length - 1];
+      return last ? last[k] / last.t : 0;
+    };
+    const lagStats = (k: 'dtsLag' | 'natLag' | 'dtsBehind' | 'natBehind') => {
+      const v = during.map((x) => x[k]).filter((x) => Number.isFinite(x));
+      return { max: Math.max(0, ...v), mean: v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0 };
+    };
+    const ld = lagStats('dtsLag');
+    const ln = lagStats('natLag');
+    const sd = lagStats('dtsBehind');
+    const sn = lagStats('natBehind');
+    const offered = Number(pgbenchTps(br));
+    out.push(
+      '',
+      `pgbench: ${pgbenchProcessed(br)} transactions, ${pgbenchTps(br)} tps offered (target rate ${opt.rate})`,
+      table([
+        ['', 'pg-dts', 'native'],
+        ['applied during the load (txn/s)', rateOf('dts').toFixed(0), rateOf('nat').toFixed(0)],
+        ['applied during the load (changes/s)', (rateOf('dts') * CHANGES_PER_TXN).toFixed(0), (rateOf('nat') * CHANGES_PER_TXN).toFixed(0)],
+        ['lag during the load, mean (bytes of WAL)', bytes(ld.mean), bytes(ln.mean)],
+        ['lag during the load, max (bytes of WAL)', bytes(ld.max), bytes(ln.max)],
+        ['lag during the load, mean (s: txns behind / rate)', `${sd.mean.toFixed(2)} s`, `${sn.mean.toFixed(2)} s`],
+        ['lag during the load, max (s: txns behind / rate)', `${sd.max.toFixed(2)} s`, `${sn.max.toFixed(2)} s`],
+        ['catch-up after the load stopped', caughtDts !== undefined ? sec(caughtDts) : 'not within 10 min', caughtNat !== undefined ? sec(caughtNat) : 'not within 10 min'],
+      ]),
+      `pg-dts kept up: ${rateOf('dts') >= offered * 0.97 ? 'yes' : 'no'} (applied ${ratio(rateOf('dts'), offered)} of the offered rate); worker peak RSS during the load ${mb(rss.peak('live'))}`,
+    );
+    console.log(out.slice(-3).join('\n'));
+
+    // ── 2. one large transaction ──
+    if (opt.bigMb > 0) {
+      const n = Math.round((opt.bigMb * 1024 * 1024) / 1024); // ~1 KiB of payload a row
+      say(`large transaction: INSERT of ${num(n)} rows of 1 KiB (${opt.bigMb} MB) in one transaction`);
+      rss.begin('big');
+      const ins = await timed(() => src.query(`INSERT INTO ${BIG} SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, ${n}) g`));
+      const committed = performance.now();
+      const bigCount = async (c: Client) => Number((await one<{ n: string }>(c, `SELECT count(*)::text AS n FROM ${BIG}`)).n);
+      let dtsMs: number | undefined;
+      let natMs: number | undefined;
+      await waitUntil(
+        async () => {
+          if (dtsMs === undefined && (await bigCount(dts)) === n) dtsMs = performance.now() - committed;
+          if (natMs === undefined && (await bigCount(nat)) === n) natMs = performance.now() - committed;
+          return dtsMs !== undefined && natMs !== undefined;
+        },
+        30 * 60_000,
+        500,
+      );
+      const peak = rss.end('big');
+      out.push(
+        '',
+        `== One ${opt.bigMb} MB transaction (${num(n)} rows; the INSERT took ${sec(ins.ms)} on the source) ==`,
+        table([
+          ['', 'pg-dts', 'native'],
+          ['applied, from the source commit', dtsMs !== undefined ? sec(dtsMs) : 'not within 30 min', natMs !== undefined ? sec(natMs) : 'not within 30 min'],
+        ]),
+        `worker peak RSS while streaming and applying it: ${mb(peak)} (at start ${mb(rss.baseline)})`,
+      );
+      console.log(out.slice(-4).join('\n'));
+    }
+
+    // ── 3. cutover under load ──
+    say(`cutover with pgbench running at ${opt.rate} tps`);
+    const hBefore = await historyCount(src);
+    const bench2 = startPgbench(source, ['-c', String(opt.clients), '-j', '2', '-R', String(opt.rate), '-T', '600']);
+    await sleep(5000);
+    await driver.signal('cutover');
+    const run = await driver.done;
+    // The fence rejects the clients' next write (SQLSTATE 25006): pgbench stops on its own.
+    const stopped = await Promise.race([bench2.done.then(() => true), sleep(10_000).then(() => false)]);
+    if (!stopped) bench2.stop();
+    const b2 = await bench2.done;
+    const rejected = (b2.stderr.match(/25006|read-only|fenced|aborted/gi) ?? []).length;
+    out.push(
+      '',
+      '== Cutover with the load running ==',
+      `report: ${run.report.phase}; cutover window (source writes stopped, fence → release): ${run.report.cutoverWindowMs !== undefined ? sec(run.report.cutoverWindowMs) : 'n/a'}`,
+      `phases: STOPPING_WRITES ${sec(run.phases.durations.STOPPING_WRITES ?? NaN)}, VALIDATING ${sec(run.phases.durations.VALIDATING ?? NaN)}, FINALIZING ${sec(run.phases.durations.FINALIZING ?? NaN)} (status polled every 100 ms)`,
+      `pgbench during the cutover: ${num((await historyCount(src)) - hBefore)} transactions committed, ${rejected} client errors/aborts at the fence`,
+    );
+    if (run.report.phase !== 'COMPLETED') throw new Error(`migration ended in ${run.report.phase}: ${run.report.error ?? ''}`);
+    let same = true;
+    for (const t of [...PGBENCH_TABLES, BIG]) {
+      const [a, b] = await Promise.all([contentHash(source, DB, t), contentHash(target, 'dts', t)]);
+      if (a.rows !== b.rows || a.hash !== b.hash) {
+        same = false;
+        out.push(`  ${t}: source ${a.rows} rows, pg-dts target ${b.rows} rows, hashes ${a.hash === b.hash ? 'equal' : 'differ'}`);
+      }
+    }
+    out.push(same ? 'pg-dts target identical to the source after the cutover (row counts and content hashes of every table)' : 'pg-dts target DIFFERS from the source (see above)');
+    console.log(out.slice(-5).join('\n'));
+    await target.query('DROP SUBSCRIPTION native_sub', [], 'native');
+    await source.query('DROP PUBLICATION native_pub', [], DB);
+    await worker.stop();
+
+    // ── 4. backlog ──
+    if (opt.backlog > 0) out.push('', ...(await backlogTest(source, target, opt)));
+
+    console.log(`\n${out.join('\n')}`);
+  } finally {
+    for (const c of clients) await c.end().catch(() => undefined);
+    for (const c of cleanups) await c().catch((e: unknown) => console.error('cleanup:', (e as Error).message));
+  }
+}
+
+async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): Promise<string[]> {
+  const perClient = Math.ceil(opt.backlog / opt.clients);
+  const txns = perClient * opt.clients;
+  say(`backlog: copying ${DB} (pgbench tables) to bl_native and bl_dts`);
+  for (const db of ['bl_native', 'bl_dts']) {
+    await recreateDatabase(target, db);
+    await bash(`pg_dump ${PGBENCH_TABLES.map((t) => `-t ${t}`).join(' ')} ${shq(source.uri(DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri(db))}`);
+  }
+  await source.query(`CREATE PUBLICATION bl_pub FOR TABLE ${PGBENCH_TABLES.join(', ')}`, [], DB);
+  await source.query(`SELECT pg_create_logical_replication_slot('bl_dts', 'pgoutput')`, [], DB);
+  await target.query(
+    `CREATE SUBSCRIPTION bl_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${DB} user=postgres' PUBLICATION bl_pub WITH (copy_data = false, enabled = false)`,
+    [],
+    'bl_native',
+  );
+  say(`backlog: pgbench -c ${opt.clients} -j 2 -t ${perClient} (${num(txns)} transactions) while nothing applies`);
+  const b = await timed(() => startPgbench(source, ['-c', String(opt.clients), '-j', '2', '-t', String(perClient)]).done);
+  const srcC = await source.client(DB);
+  const want = await historyCount(srcC);
+  const lsnAfter = (await srcC.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l;
+  const walBytes = Number((await srcC.query<{ b: string }>(`SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS b FROM pg_replication_slots WHERE slot_name = 'bl_dts'`)).rows[0]!.b);
+  await srcC.end();
+  say(`backlog written in ${sec(b.ms)} (${pgbenchTps(b.value)} tps): ${mb(walBytes)} of WAL behind both slots, up to ${lsnAfter}`);
+
+  const firstAt: Record<string, number> = {};
+  const poll = async (db: string): Promise<number> => {
+    const c = await target.client(db);
+    try {
+      const start = await historyCount(c);
+      const t0 = performance.now();
+      const ok = await waitUntil(
+        async () => {
+          const n = await historyCount(c);
+          if (n > start) firstAt[db] ??= performance.now() - t0;
+          return n >= want;
+        },
+        30 * 60_000,
+        10,
+      );
+      return ok ? performance.now() - t0 : NaN;
+    } finally {
+      await c.end();
+    }
+  };
+  // Native alone first: enable the subscription and time until every transaction is on the target.
+  const natPoll = poll('bl_native');
+  await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
+  const natMs = await natPoll;
+  say(`backlog: native subscription applied ${num(txns)} transactions in ${sec(natMs)}`);
+  // Then pg-dts's engine alone on its own slot, over the same WAL.
+  const controller = new AbortController();
+  const dtsPoll = poll('bl_dts');
+  const applying = runApply({
+    source: source.uri(DB),
+    target: target.uri('bl_dts'),
+    slot: 'bl_dts',
+    publication: 'bl_pub',
+    tables: PGBENCH_TABLES.map((t) => ({ source: { schema: 'public', name: t }, target: { schema: 'public', name: t } })),
+    signal: controller.signal,
+  });
+  applying.catch(() => undefined);
+  const dtsMs = await Promise.race([dtsPoll, applying.then(() => NaN)]);
+  controller.abort();
+  const result = await applying.catch((e: Error) => ({ error: e.message }));
+  say(`backlog: pg-dts applied ${num(txns)} transactions in ${sec(dtsMs)} (${JSON.stringify(result)})`);
+  let same = true;
+  for (const t of PGBENCH_TABLES) {
+    const [a, n, d] = await Promise.all([contentHash(source, DB, t), contentHash(target, 'bl_native', t), contentHash(target, 'bl_dts', t)]);
+    if (a.hash !== n.hash || a.hash !== d.hash || a.rows !== d.rows) same = false;
+  }
+  await target.query('DROP SUBSCRIPTION bl_sub', [], 'bl_native');
+  await source.query(`SELECT pg_drop_replication_slot('bl_dts')`, [], DB);
+  await source.query('DROP PUBLICATION bl_pub', [], DB);
+  return [
+    `== Backlog: ${num(txns)} pgbench transactions (${mb(walBytes)} of WAL) waiting in each slot, applied by each side alone ==`,
+    table([
+      ['', 'pg-dts (runApply)', 'native'],
+      ['time to apply the backlog (from start)', sec(dtsMs), sec(natMs)],
+      ['  of which until the first transaction landed', sec(firstAt.bl_dts ?? NaN), sec(firstAt.bl_native ?? NaN)],
+      ['transactions/s (whole time)', num(txns / (dtsMs / 1000)), num(txns / (natMs / 1000))],
+      ['transactions/s (after the first landed)', num(txns / ((dtsMs - (firstAt.bl_dts ?? 0)) / 1000)), num(txns / ((natMs - (firstAt.bl_native ?? 0)) / 1000))],
+      ['changes/s', num((txns * CHANGES_PER_TXN) / (dtsMs / 1000)), num((txns * CHANGES_PER_TXN) / (natMs / 1000))],
+    ]),
+    `pg-dts throughput = ${ratio(natMs, dtsMs)} native's (target ≥ 1.0×, aim 1.5×); both targets ${same ? 'identical to the source' : 'DIFFER from the source'}`,
+  ];
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  process.exit(1);
+});
