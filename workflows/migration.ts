@@ -471,7 +471,19 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           : state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= p.spec.cutover.maxLagBytes;
       startApply();
       await untilOrApplyFails(() => state.paused || cutoverDue() || historyFull());
-      if (!state.paused && cutoverDue()) return;
+      if (!state.paused && cutoverDue()) {
+        if (p.spec.cutover.mode === 'manual') {
+          // Drain the backlog before fencing, so that writes stop only for the last changes: up to
+          // 5 minutes, then fence anyway (the apply still has to pass the fence before VALIDATING).
+          wf.setCurrentDetails('**SYNCING_WAL**\n\ncutover requested: waiting for the lag to be small before stopping writes');
+          await wf.condition(
+            () => applyError !== undefined || (state.replication !== undefined && state.replication.lagBytes <= p.spec.cutover.maxLagBytes),
+            '5 minutes',
+          );
+          if (applyError !== undefined) throw applyError;
+        }
+        return;
+      }
       // Paused, or this run's history is long: either way the apply stops here; the slot keeps the WAL
       // and the next apply resumes from the position recorded on the target.
       await stopApply();
