@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { startCluster, type PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { fingerprint } from '../test/harness/compare';
-import { loadShopData, SHOP_SCHEMA, startWriter } from '../test/harness/fixtures';
+import { loadShopData, SHOP_SCHEMA, SHOP_TABLES, startWriter } from '../test/harness/fixtures';
 import { createWorker } from '../worker/worker';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../workflows/contract';
 import { formatReport } from './format';
@@ -96,15 +96,7 @@ export async function runDemo(): Promise<boolean> {
     console.log(formatReport(report));
 
     let identical = true;
-    for (const [schema, table] of [
-      ['public', 'customers'],
-      ['public', 'orders'],
-      ['Sales Dept', 'Order Items'],
-      ['public', 'documents'],
-      ['public', 'kv'],
-      ['public', 'audit_log'],
-      ['public', 'scratch'],
-    ] as const) {
+    for (const [schema, table] of SHOP_TABLES) {
       const a = await fingerprint(source, 'shop', schema, table);
       const b = await fingerprint(target, 'shop', schema === 'public' ? 'app' : schema, `${table}_migrated`);
       const same = a.rows === b.rows && a.hash === b.hash;

@@ -5,6 +5,17 @@
  */
 import type { Client } from 'pg';
 
+/** The shop schema's tables, [schema, table]. */
+export const SHOP_TABLES: ReadonlyArray<readonly [string, string]> = [
+  ['public', 'customers'],
+  ['public', 'orders'],
+  ['Sales Dept', 'Order Items'],
+  ['public', 'documents'],
+  ['public', 'kv'],
+  ['public', 'audit_log'],
+  ['public', 'scratch'],
+];
+
 export const SHOP_SCHEMA = `
 CREATE SCHEMA "Sales Dept";
 CREATE TABLE public.customers (

@@ -5,17 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
-import { loadShopData, SHOP_SCHEMA, startWriter } from '../harness/fixtures';
+import { loadShopData, SHOP_SCHEMA, SHOP_TABLES, startWriter } from '../harness/fixtures';
 
-const SHOP_TABLES: Array<[string, string]> = [
-  ['public', 'customers'],
-  ['public', 'orders'],
-  ['Sales Dept', 'Order Items'],
-  ['public', 'documents'],
-  ['public', 'kv'],
-  ['public', 'audit_log'],
-  ['public', 'scratch'],
-];
 
 let env: TestEnv;
 let dbCounter = 0;
