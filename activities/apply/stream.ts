@@ -450,6 +450,8 @@ export interface ApplyProgress {
   /** pg_current_wal_lsn() on the source at the last check. */
   sourceLsn: string;
   lagBytes: number;
+  /** Age of the last applied source commit while behind (0 when caught up): lag in time. */
+  lagSeconds: number;
   /** Transactions and changes applied by this run. */
   transactions: number;
   changes: number;
@@ -710,6 +712,8 @@ class ApplyEngine {
         }
         return;
       case 'commit':
+        // pgoutput timestamps are microseconds since 2000-01-01 UTC.
+        this.lastCommitTimeMs = Number(msg.commitTime / 1000n) + 946_684_800_000;
         return this.commit(msg.endLsn);
       case 'relation':
         return this.onRelation(msg);
@@ -993,6 +997,9 @@ class ApplyEngine {
     }
   }
 
+  /** Commit time of the last source transaction seen, for the lag in seconds. */
+  private lastCommitTimeMs: number | undefined;
+
   async refreshSourceLsn(): Promise<void> {
     try {
       this.monitor ??= await connect(this.opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });
@@ -1015,6 +1022,7 @@ class ApplyEngine {
       receivedLsn: bigIntToLsn(this.received),
       sourceLsn: bigIntToLsn(this.sourceLsn),
       lagBytes: Number(lag),
+      lagSeconds: lag === 0n || this.lastCommitTimeMs === undefined ? 0 : Math.max(0, (Date.now() - this.lastCommitTimeMs) / 1000),
       transactions: this.transactions,
       changes: this.changes,
     };
