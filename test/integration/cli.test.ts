@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
-import { loadShopData, SHOP_SCHEMA } from '../harness/fixtures';
+import { loadShopData, SHOP_SCHEMA, startWriter } from '../harness/fixtures';
 import { main, type CliIo } from '../../client/cli';
 import { findTemporalCli } from '../../worker/temporal-cli';
 import type { MigrationStatus } from '../../workflows/contract';
@@ -107,6 +107,8 @@ describe('temporal CLI, with the commands README shows', () => {
     const temporal = async (...args: string[]) =>
       (await run(cli!, args, { env: { ...process.env, TEMPORAL_ADDRESS: env.temporal.address }, maxBuffer: 16 << 20 })).stdout;
 
+    // The source stays under write load from before the start until the fence stops the writer.
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
     await temporal('workflow', 'start', '--type', 'migrationWorkflow', '--task-queue', env.taskQueue, '--workflow-id', id, '--input', JSON.stringify(spec));
     const queried = await waitFor('SYNCING_WAL via temporal workflow query', async () => {
       const out = await temporal('workflow', 'query', '--workflow-id', id, '--name', 'status');
@@ -127,6 +129,9 @@ describe('temporal CLI, with the commands README shows', () => {
       const out = await temporal('workflow', 'list', '--query', "MigrationPhase = 'COMPLETED'");
       return out.includes(id) ? out : undefined;
     });
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(stats.fenced).toBe(true);
     await expectIdentical(db, PUBLIC_TABLES);
     expect(await sourceLeftovers(db)).toEqual({ slots: 0, pubs: 0, fences: 0 });
   });
