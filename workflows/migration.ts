@@ -123,11 +123,18 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   const main = new wf.CancellationScope();
   const copiesInFlight = new Set<wf.CancellationScope>();
+  /** Copies interrupted by a pause (not by a cancel): redone, whatever the flag says by the time they end. */
+  const pausedCopies = new Set<wf.CancellationScope>();
   wf.setHandler(statusQuery, () => state);
   wf.setHandler(pauseSignal, () => {
     Object.assign(state, applySignal(state, 'pause'));
     // In-flight copies stop now and are redone on resume (each copy empties its table first).
-    if (state.paused) for (const scope of copiesInFlight) scope.cancel();
+    if (state.paused) {
+      for (const scope of copiesInFlight) {
+        pausedCopies.add(scope);
+        scope.cancel();
+      }
+    }
   });
   wf.setHandler(resumeSignal, () => void Object.assign(state, applySignal(state, 'resume')));
   wf.setHandler(cutoverSignal, () => {
@@ -169,6 +176,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let tablesCreated = continued !== undefined;
   let replicationCreated = continued !== undefined;
   let continueAsNew: ContinuedSync | undefined;
+  /** FINALIZING has stopped the apply: the target is now the database of record. */
+  let cutOver = false;
+  let stopHolder: () => Promise<void> = async () => undefined;
   let replicaIdentityChanged = continued !== undefined && (continued.plan.replicaIdentityFull?.length ?? 0) > 0;
   const restoreReplicaIdentity = async () => {
     if (!replicaIdentityChanged || !plan) return;
@@ -216,11 +226,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             );
           } catch (e) {
             // Interrupted by pause (not by cancel): wait for resume and copy the table again.
-            if (!(wf.isCancellation(e) && state.paused && !main.consideredCancelled)) throw e;
+            if (!(wf.isCancellation(e) && pausedCopies.has(scope) && !main.consideredCancelled)) throw e;
             ts.state = 'pending';
             ts.rowsCopied = 0;
           } finally {
             copiesInFlight.delete(scope);
+            pausedCopies.delete(scope);
           }
         }
         ts.state = 'copied';
@@ -250,6 +261,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             holderError = e;
           },
         );
+      // Cleanup waits for the holder to end before dropping the slot it may be about to create.
+      stopHolder = async () => {
+        holderScope.cancel();
+        await held;
+      };
       await wf.condition(() => snapshots.has(attempt) || holderEnded);
       const snap = snapshots.get(attempt);
       if (snap) {
@@ -488,7 +504,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       // and the next apply resumes from the position recorded on the target.
       await stopApply();
       if (!state.paused) {
-        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested };
+        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false };
         return;
       }
       wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
@@ -503,14 +519,23 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     // ── STOPPING_WRITES ──
     setPhase('STOPPING_WRITES', 'fencing source writes');
     fenceSet = true;
-    const fence = await quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]);
+    // Not cancellable: a fence committed after cleanup had looked for it would stay forever. A cancel
+    // that arrived meanwhile takes effect right after, and cleanup lifts the fence.
+    const fence = await wf.CancellationScope.nonCancellable(() =>
+      quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]),
+    );
+    if (main.consideredCancelled) throw new wf.CancelledFailure('cancelled while fencing');
     fencedAt = fence.fencedAt;
     state.cutover = { requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn };
     const waiting = wait.awaitFenceApplied.executeWithOptions({ ...waitOpts, summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
       { target: p.spec.target, slot, token: fence.token },
     ]);
     let passed = false;
-    void waiting.then(() => void (passed = true), () => undefined);
+    // Either outcome ends the wait; `await waiting` then returns or rethrows.
+    void waiting.then(
+      () => void (passed = true),
+      () => void (passed = true),
+    );
     await untilOrApplyFails(() => passed || fenceToken === fence.token);
     await waiting;
     sequences = await step('syncSequences', 'set target sequences to the source values', { source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) });
@@ -546,10 +571,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     // ── FINALIZING ──
     setPhase('FINALIZING', 'stopping the apply, dropping the slot and publication, releasing writes');
     if (online) {
+      // The apply stops before writes are released: later source writes belong to no migration.
       await stopApply();
-      await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
-      replicationCreated = false;
-      await restoreReplicaIdentity();
+      cutOver = true;
       if (p.spec.afterCutover === 'restore-writes') {
         const lifted = await step('liftFence', 'release source writes', fenceInput());
         state.cutover = { ...state.cutover!, windowMs: Date.parse(lifted.liftedAt) - Date.parse(fencedAt!) };
@@ -558,6 +582,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       } else {
         state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
       }
+      await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
+      replicationCreated = false;
+      await restoreReplicaIdentity();
     }
     if (p.spec.objects) {
       // After the cutover, outside the write-stop window; one object that cannot be created is reported,
@@ -585,20 +612,48 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   async function cleanup(dropTarget: boolean): Promise<void> {
     if (!plan) return;
     const p = plan;
-    await stopApply();
-    if (replicationCreated) await step('dropReplication', `cleanup: drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
-    await restoreReplicaIdentity();
-    if (fenceSet) {
-      const lifted = await step('liftFence', 'cleanup: release source writes', fenceInput());
-      if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'cleanup: drop the released fence triggers' }, [fenceInput()]);
+    const failures: string[] = [];
+    // Each step on its own, the fence first: one failing step must not keep the source blocked.
+    const attempt = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (e) {
+        failures.push(`${what}: ${errorMessage(e)}`);
+      }
+    };
+    await attempt('stop the apply', stopApply);
+    await attempt('stop the snapshot holder', stopHolder);
+    if (fenceSet && !(cutOver && p.spec.afterCutover === 'keep-source-read-only')) {
+      await attempt('release source writes', async () => {
+        const lifted = await step('liftFence', 'cleanup: release source writes', fenceInput());
+        if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'cleanup: drop the released fence triggers' }, [fenceInput()]);
+      });
     }
-    if (dropTarget && tablesCreated) await step('dropTargetTables', 'cleanup: drop the target tables this migration created', { target: p.spec.target, tables: p.tables.map((t) => t.target) });
+    if (replicationCreated) {
+      await attempt('drop the slot and publication', () =>
+        step('dropReplication', `cleanup: drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication }),
+      );
+    }
+    await attempt('restore replica identities', restoreReplicaIdentity);
+    // After the cutover the target is the live database: never drop it then.
+    if (dropTarget && tablesCreated && !cutOver) {
+      await attempt('drop the target tables', () =>
+        step('dropTargetTables', 'cleanup: drop the target tables this migration created', { target: p.spec.target, tables: p.tables.map((t) => t.target) }),
+      );
+    }
+    if (failures.length) {
+      state.notices.push(...failures.map((f) => `cleanup incomplete: ${f}`));
+      throw ApplicationFailure.nonRetryable(`cleanup incomplete, check the source: ${failures.join('; ')}`, 'CleanupFailed');
+    }
   }
 
   try {
     await main.run(run);
     if (continueAsNew) {
       await wf.condition(wf.allHandlersFinished);
+      // Signals handled while this run was winding down: a cancel still cancels, a cutover carries over.
+      if (cancelRequested || main.consideredCancelled) throw new wf.CancelledFailure('cancelled before continuing as new');
+      continueAsNew.cutoverRequested = cutoverRequested;
       // Memo (source → target, shown by the API and UI) and search attributes carry over to the next run.
       const info = wf.workflowInfo();
       return await wf.makeContinueAsNewFunc<typeof migrationWorkflow>({ memo: info.memo, typedSearchAttributes: info.typedSearchAttributes })(spec, continueAsNew);
