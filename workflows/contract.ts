@@ -83,6 +83,8 @@ export interface MigrationStatus {
   tables: TableStatus[];
   replication?: ReplicationStatus;
   cutover?: { requested: boolean; fencedAt?: string; fenceLsn?: string; windowMs?: number };
+  /** VALIDATING's verdict per table, once it ran. */
+  validation?: Array<{ source: string; countsMatch: boolean; sample: 'not-run' | 'match' | 'mismatch'; checksum: 'not-run' | 'match' | 'mismatch'; mismatches: number; error?: string }>;
   /** The advisory check during SYNCING_WAL (validation.live), per table. */
   liveValidation?: Array<{ source: string; checksum: 'match' | 'mismatch' | 'unsettled'; mismatches: number; error?: string }>;
   notices: string[];

@@ -559,6 +559,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       },
     ]);
     counts = validated.results;
+    state.validation = counts.map((c) => ({
+      source: c.source,
+      countsMatch: c.countsMatch,
+      sample: c.sample,
+      checksum: c.checksum,
+      mismatches: c.mismatches.length,
+      ...(c.error ? { error: c.error } : {}),
+    }));
     for (const c of counts) {
       const ts = state.tables.find((t) => t.source === c.source);
       if (ts) ts.state = c.ok ? 'validated' : 'failed';

@@ -283,7 +283,9 @@ describe('online migration', () => {
     expect(message).toContain('validation failed');
     expect(message).toMatch(/public\.orders -> public\.orders_v: .*id=42: different \(total\)/);
     expect(message).toMatch(/public\.kv -> public\.kv_v: .*k=key7: missing-on-target/);
-    expect((await m.status()).phase).toBe('FAILED');
+    const failed = await m.status();
+    expect(failed.phase).toBe('FAILED');
+    expect(failed.validation?.find((v) => v.source === 'public.orders')).toMatchObject({ countsMatch: true, checksum: 'mismatch', mismatches: 1 });
     expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
     await env.source.query(`INSERT INTO public.kv VALUES ('after-failure', 1)`, [], db);
   });
