@@ -76,6 +76,31 @@ describe('pause and resume', () => {
     await expectIdentical(db, '_p');
   });
 
+  it('pause during a table copy interrupts it; resume copies it again cleanly, ending identical', async () => {
+    const { db, source, target, tables } = await fresh(0.05);
+    await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 600000) g`, [], db);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration({ source, target, tables: [...tables, 'public.big'], tableSuffix: '_i', parallelism: 1, cutover: { mode: 'manual' } });
+    for (let i = 0; i < 600; i++) {
+      if ((await m.status()).tables.find((t) => t.source === 'public.big')?.state === 'copying') break;
+      await sleep(25);
+    }
+    await m.signal('pause');
+    await sleep(1500);
+    const held = await m.status();
+    expect(held.paused).toBe(true);
+    expect(held.tables.filter((t) => t.state === 'copying')).toEqual([]);
+    expect(held.tables.find((t) => t.source === 'public.big')?.state).toBe('pending'); // interrupted, to be redone
+    await m.signal('resume');
+    await m.waitForPhase('SYNCING_WAL', 180_000);
+    await m.signal('cutover');
+    expect((await m.result()).phase).toBe('COMPLETED');
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    await expectIdentical(db, '_i');
+    expect(await fingerprint(env.target, db, 'public', 'big_i')).toEqual(await fingerprint(env.source, db, 'public', 'big'));
+  });
+
   it('pause in SYNCING_WAL stops the apply, the slot keeps the WAL, resume catches up exactly', async () => {
     const { db, source, target, tables } = await fresh();
     const writer = startWriter(() => env.source.client(db));
@@ -231,6 +256,14 @@ describe('tables without a replica identity', () => {
 });
 
 describe('cancel', () => {
+  it('cancel in INIT: CANCELLED before anything is created', async () => {
+    const { db, source, target, tables } = await fresh(0.02);
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_0' });
+    await m.signal('cancel');
+    expect((await m.result()).phase).toBe('CANCELLED');
+    expect(await leftovers(db)).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: [] });
+  });
+
   it('cancel while paused in the copy: CANCELLED, slot, publication and target tables gone, source writable', async () => {
     const { db, source, target, tables } = await fresh();
     const m = await env.startMigration({ source, target, tables, tableSuffix: '_c' });
