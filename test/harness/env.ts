@@ -9,10 +9,13 @@ import { startCluster, type PgCluster } from './pg-cluster';
 import { startTemporal } from './temporal';
 import { createWorker } from '../../worker/worker';
 import { quietTemporalLogs } from '../../worker/logging';
+import { loadShopData, SHOP_SCHEMA } from './fixtures';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../../workflows/contract';
 import type { MigrationSpecInput } from '../../activities/spec';
 
 export interface TestEnv {
+  /** A new database `name` on both clusters; on the source, the shop schema with data at `scale`. */
+  shopDatabase(name: string, scale?: number): Promise<void>;
   source: PgCluster;
   target: PgCluster;
   temporal: TestWorkflowEnvironment;
@@ -51,6 +54,17 @@ export async function startEnv(opts: { sourceSettings?: Record<string, string | 
   };
   await startWorker();
   return {
+    async shopDatabase(name, scale = 0.2) {
+      await source.createDatabase(name);
+      await target.createDatabase(name);
+      const c = await source.client(name);
+      try {
+        await c.query(SHOP_SCHEMA);
+        await loadShopData(c, scale);
+      } finally {
+        await c.end();
+      }
+    },
     source,
     target,
     temporal,

@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
-import { loadShopData, SHOP_SCHEMA } from '../harness/fixtures';
 import { buildApi } from '../../client/api';
 import type { TemporalContext } from '../../client/temporal';
 
@@ -20,12 +19,7 @@ const TABLES = ['customers', 'orders', 'kv'];
 
 async function fresh(scale = 0.2) {
   const db = `api${++n}`;
-  await env.source.createDatabase(db);
-  await env.target.createDatabase(db);
-  const c = await env.source.client(db);
-  await c.query(SHOP_SCHEMA);
-  await loadShopData(c, scale);
-  await c.end();
+  await env.shopDatabase(db, scale);
   return db;
 }
 

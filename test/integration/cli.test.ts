@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
-import { loadShopData, SHOP_SCHEMA, startWriter } from '../harness/fixtures';
+import { startWriter } from '../harness/fixtures';
 import { main, type CliIo } from '../../client/cli';
 import { findTemporalCli } from '../../worker/temporal-cli';
 import type { MigrationStatus } from '../../workflows/contract';
@@ -28,12 +28,7 @@ const dir = mkdtempSync(join(tmpdir(), 'dts-cli-it-'));
 
 async function fresh(scale = 0.2) {
   const db = `cli${++n}`;
-  await env.source.createDatabase(db);
-  await env.target.createDatabase(db);
-  const c = await env.source.client(db);
-  await c.query(SHOP_SCHEMA);
-  await loadShopData(c, scale);
-  await c.end();
+  await env.shopDatabase(db, scale);
   return db;
 }
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
-import { loadShopData, SHOP_SCHEMA, startWriter } from '../harness/fixtures';
+import { startWriter } from '../harness/fixtures';
 
 let env: TestEnv;
 let n = 0;
@@ -21,12 +21,7 @@ const TABLES: Array<[string, string]> = [
 
 async function fresh(scale = 0.2) {
   const db = `ctl${++n}`;
-  await env.source.createDatabase(db);
-  await env.target.createDatabase(db);
-  const c = await env.source.client(db);
-  await c.query(SHOP_SCHEMA);
-  await loadShopData(c, scale);
-  await c.end();
+  await env.shopDatabase(db, scale);
   return { db, source: env.source.uri(db), target: env.target.uri(db), tables: TABLES.map(([s, t]) => `${s}.${t}`) };
 }
 

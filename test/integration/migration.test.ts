@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
-import { loadShopData, SHOP_SCHEMA, SHOP_TABLES, startWriter } from '../harness/fixtures';
+import { SHOP_TABLES, startWriter } from '../harness/fixtures';
 
 
 let env: TestEnv;
@@ -14,15 +14,7 @@ let dbCounter = 0;
 /** A fresh source database with the shop schema and a fresh empty target database. */
 async function freshDatabases(scale = 1): Promise<{ db: string; source: string; target: string }> {
   const db = `shop${++dbCounter}`;
-  await env.source.createDatabase(db);
-  await env.target.createDatabase(db);
-  const c = await env.source.client(db);
-  try {
-    await c.query(SHOP_SCHEMA);
-    await loadShopData(c, scale);
-  } finally {
-    await c.end();
-  }
+  await env.shopDatabase(db, scale);
   return { db, source: env.source.uri(db), target: env.target.uri(db) };
 }
 
