@@ -21,7 +21,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { connect } from './db';
+import { connect, runIdempotentDdl } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
 import { columnList, literal, qname } from './sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
@@ -230,17 +230,8 @@ export const COPY_PROGRESS_DDL = [
 ] as const;
 
 async function ensureCopyProgress(c: Client): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      for (const sql of COPY_PROGRESS_DDL) await c.query(sql);
-      return;
-    } catch (err) {
-      // Concurrent range copies racing on CREATE ... IF NOT EXISTS: the loser retries once.
-      const code = (err as { code?: string }).code;
-      if (attempt < 2 && (code === '23505' || code === '42P06' || code === '42P07')) continue;
-      throw err;
-    }
-  }
+  // Concurrent range copies may race on CREATE ... IF NOT EXISTS.
+  await runIdempotentDdl(c, COPY_PROGRESS_DDL, 2);
 }
 
 export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promise<CopyTableResult> {

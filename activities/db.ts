@@ -105,3 +105,22 @@ export async function withClient<T>(spec: ConnectionSpec, fn: (c: Client) => Pro
     await c.end().catch(() => undefined);
   }
 }
+
+/** SQLSTATEs of two sessions racing on CREATE ... IF NOT EXISTS: the loser sees one of these. */
+const CREATE_RACE = new Set(['23505', '42P06', '42P07']);
+
+/**
+ * Runs idempotent DDL (CREATE ... IF NOT EXISTS) that concurrent sessions may run at the same time,
+ * retrying up to `retries` times when this session lost the race.
+ */
+export async function runIdempotentDdl(client: Client, statements: readonly string[], retries: number): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      for (const sql of statements) await client.query(sql);
+      return;
+    } catch (err) {
+      if (attempt < retries && CREATE_RACE.has((err as { code?: string }).code ?? '')) continue;
+      throw err;
+    }
+  }
+}

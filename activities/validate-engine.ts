@@ -425,16 +425,7 @@ export async function checksumKeyed(src: TableSide, dst: TableSide, pairing: Pai
   const nChunks = Math.max(1, Math.ceil(sourceRows / Math.max(1, opts.chunkRows)));
   const ranges = rangesBetween(await chunkBoundaries(src, sourceRows, nChunks));
   const labels = ranges.map((r, i) => chunkLabel(i, ranges.length, r));
-  const out: ChecksumResult = {
-    chunks: ranges.length,
-    mismatchedChunks: [],
-    unsettledRanges: [],
-    unsettledRows: 0,
-    found: [],
-    truncated: false,
-    sourceRows: 0,
-    targetRows: 0,
-  };
+  const out = emptyChecksumResult(ranges.length);
 
   // Level 0: every chunk. Strict: one chunk at a time (both sides at once). Live: batches.
   let frontier: Node[] = [];
@@ -560,18 +551,13 @@ export async function checksumKeyed(src: TableSide, dst: TableSide, pairing: Pai
   return out;
 }
 
+function emptyChecksumResult(chunks: number): ChecksumResult {
+  return { chunks, mismatchedChunks: [], unsettledRanges: [], unsettledRows: 0, found: [], truncated: false, sourceRows: 0, targetRows: 0 };
+}
+
 /** Tables without a key: one whole-table aggregate; if it differs, md5 buckets, then row md5s. */
 export async function checksumKeyless(pairing: Pairing, opts: ChecksumOptions): Promise<ChecksumResult> {
-  const out: ChecksumResult = {
-    chunks: 1,
-    mismatchedChunks: [],
-    unsettledRanges: [],
-    unsettledRows: 0,
-    found: [],
-    truncated: false,
-    sourceRows: 0,
-    targetRows: 0,
-  };
+  const out = emptyChecksumResult(1);
   const top = await pairing.compare((side) => side.summaries([{}]), { rounds: 1 });
   out.sourceRows = summaryRows(top.src.get('0'));
   out.targetRows = summaryRows(top.dst.get('0'));

@@ -25,7 +25,7 @@
  */
 import type { Client, ClientConfig } from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
-import { clientConfig, connect, describeConnection } from '../db';
+import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../db';
 import { FENCE_MESSAGE_PREFIX } from '../cutover';
 import { ident, literal } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
@@ -113,17 +113,7 @@ export async function readApplyProgress(client: Client, slot: string): Promise<A
 }
 
 export async function ensureApplyProgressTable(client: Client): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      for (const sql of APPLY_PROGRESS_DDL) await client.query(sql);
-      return;
-    } catch (err) {
-      // Two sessions racing on CREATE ... IF NOT EXISTS: the loser sees a unique violation; retry once.
-      const code = (err as { code?: string }).code;
-      if (attempt === 0 && (code === '23505' || code === '42P06' || code === '42P07')) continue;
-      throw err;
-    }
-  }
+  await runIdempotentDdl(client, APPLY_PROGRESS_DDL, 1);
 }
 
 /** Upsert, so a missing row can never let changes commit without their position. */

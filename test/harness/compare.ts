@@ -22,3 +22,15 @@ export async function fingerprint(cluster: PgCluster, database: string, schema: 
   );
   return { rows: Number(rows[0]!.n), hash: rows[0]!.h ?? 'empty' };
 }
+
+/** What a migration could leave behind on the source database: slots, publications, fence triggers. */
+export async function sourceLeftovers(cluster: PgCluster, database: string): Promise<{ slots: number; pubs: number; fences: number }> {
+  const [r] = await cluster.query<{ slots: number; pubs: number; fences: number }>(
+    `SELECT (SELECT count(*)::int FROM pg_replication_slots WHERE database = current_database()) AS slots,
+            (SELECT count(*)::int FROM pg_publication) AS pubs,
+            (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%') AS fences`,
+    [],
+    database,
+  );
+  return r!;
+}

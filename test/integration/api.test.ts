@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { startEnv, type TestEnv } from '../harness/env';
-import { fingerprint } from '../harness/compare';
+import { fingerprint, sourceLeftovers as leftoversOn } from '../harness/compare';
 import { buildApi } from '../../client/api';
 import type { TemporalContext } from '../../client/temporal';
 
@@ -58,16 +58,7 @@ const statusWhere = (id: string, pred: (s: any) => boolean) =>
     return r.status === 200 && pred(r.body) ? r.body : undefined;
   });
 
-async function sourceLeftovers(db: string) {
-  const [r] = await env.source.query<{ slots: number; pubs: number; fences: number }>(
-    `SELECT (SELECT count(*)::int FROM pg_replication_slots WHERE database = current_database()) AS slots,
-            (SELECT count(*)::int FROM pg_publication) AS pubs,
-            (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%') AS fences`,
-    [],
-    db,
-  );
-  return r!;
-}
+const sourceLeftovers = (db: string) => leftoversOn(env.source, db);
 const targetTables = async (db: string) =>
   (await env.target.query<{ t: string }>(`SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`, [], db)).map((r) => r.t);
 

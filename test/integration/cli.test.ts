@@ -12,7 +12,7 @@ import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
-import { fingerprint } from '../harness/compare';
+import { fingerprint, sourceLeftovers as leftoversOn } from '../harness/compare';
 import { startWriter } from '../harness/fixtures';
 import { main, type CliIo } from '../../client/cli';
 import { findTemporalCli } from '../../worker/temporal-cli';
@@ -38,16 +38,7 @@ async function expectIdentical(db: string, tables: string[], suffix = '') {
   }
 }
 
-async function sourceLeftovers(db: string) {
-  const [r] = await env.source.query<{ slots: number; pubs: number; fences: number }>(
-    `SELECT (SELECT count(*)::int FROM pg_replication_slots WHERE database = current_database()) AS slots,
-            (SELECT count(*)::int FROM pg_publication) AS pubs,
-            (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%') AS fences`,
-    [],
-    db,
-  );
-  return r!;
-}
+const sourceLeftovers = (db: string) => leftoversOn(env.source, db);
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
-import { startEnv, type TestEnv } from '../harness/env';
+import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { startWriter } from '../harness/fixtures';
 
@@ -45,6 +45,16 @@ async function expectIdentical(db: string, suffix: string) {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Cut over, stop the writer (the fence stops it anyway), and prove the target holds what the source does. */
+async function cutoverAndCompare(m: MigrationHandle, writer: ReturnType<typeof startWriter>, db: string, suffix: string): Promise<void> {
+  await m.signal('cutover');
+  const report = await m.result();
+  const stats = await writer.stop();
+  expect(stats.errors).toEqual([]);
+  expect(report.phase).toBe('COMPLETED');
+  await expectIdentical(db, suffix);
+}
 
 beforeAll(async () => {
   env = await startEnv();
@@ -121,12 +131,7 @@ describe('pause and resume', () => {
       if ((await leftovers(db)).activeSlots === 1) break;
       await sleep(200);
     }
-    await m.signal('cutover');
-    const report = await m.result();
-    const stats = await writer.stop();
-    expect(stats.errors).toEqual([]);
-    expect(report.phase).toBe('COMPLETED');
-    await expectIdentical(db, '_s');
+    await cutoverAndCompare(m, writer, db, '_s');
   });
 });
 
@@ -191,12 +196,7 @@ describe('server restarts', () => {
       if (((await m.status()).replication?.transactions ?? 0) > before + 10) break;
       await sleep(200);
     }
-    await m.signal('cutover');
-    const report = await m.result();
-    const stats = await writer.stop();
-    expect(stats.errors).toEqual([]);
-    expect(report.phase).toBe('COMPLETED');
-    await expectIdentical(db, '_z');
+    await cutoverAndCompare(m, writer, db, '_z');
   });
 });
 
@@ -221,12 +221,7 @@ describe('long syncs', () => {
     expect(runId).not.toBe(firstRun);
     const s = await m.waitForPhase('SYNCING_WAL');
     expect(s.tables.every((t) => t.rowsCopied > 0 || t.source === 'public.scratch')).toBe(true);
-    await m.signal('cutover');
-    const report = await m.result();
-    const stats = await writer.stop();
-    expect(stats.errors).toEqual([]);
-    expect(report.phase).toBe('COMPLETED');
-    await expectIdentical(db, '_h');
+    await cutoverAndCompare(m, writer, db, '_h');
     expect((await leftovers(db)).slots).toBe(0);
   });
 });
