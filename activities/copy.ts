@@ -243,7 +243,8 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
   let dst: Client | undefined;
   let srcPoisoned = false;
   let meter: TextMeter | BinaryMeter | undefined;
-  const tick = setInterval(() => hooks.heartbeat({ rows: meter?.rows ?? 0, bytes: meter?.bytes ?? 0 }), 2000);
+  const beat = () => hooks.heartbeat({ rows: meter?.rows ?? 0, bytes: meter?.bytes ?? 0 });
+  const tick = setInterval(beat, 1000);
   try {
     src = await connect(input.source, { applicationName: 'pg-dts copy' });
     dst = await connect(input.target, { applicationName: 'pg-dts copy' });
@@ -299,6 +300,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     meter = binary ? new BinaryMeter() : new TextMeter();
     const readStream = src.query(copyTo(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark: STREAM_BUFFER }));
     const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark: STREAM_BUFFER }));
+    beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
     await pipeline(readStream, meter, writeStream, { signal: hooks.signal });
     srcPoisoned = false;
@@ -339,40 +341,63 @@ function int(n: number): number {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Splitting large tables (the workflow side is not wired yet: see planCopyRanges)
+// Splitting large tables
 // ---------------------------------------------------------------------------------------------------
 
-export interface PlanRangesInput {
+export interface PlanCopiesInput {
   source: ConnectionSpec;
-  table: QualifiedName;
-  /** Tables smaller than this are one whole-table copy (default 1 GiB). */
-  minSplitBytes?: number;
+  tables: QualifiedName[];
+  /** Tables larger than this are copied in ranges (default 1 GiB). */
+  splitAboveBytes?: number;
   /** Aim for ranges of about this size (default 512 MiB). */
   rangeBytes?: number;
-  /** At most this many ranges (default 32). */
+  /** A split table gets at least this many ranges (the copy parallelism), so that all copiers help. */
+  minRanges?: number;
+  /** At most this many ranges per table (default 32). */
   maxRanges?: number;
 }
 
+export interface CopyPlan {
+  /** Heap size of the table (its partitions' for a partitioned one): the biggest are copied first. */
+  bytes: number;
+  /**
+   * Page ranges covering the whole heap (the last one open-ended, so pages added since the plan are
+   * read too; rows in them are invisible to the snapshot anyway), or absent: one whole-table copy.
+   */
+  ranges?: CopyRange[];
+}
+
 /**
- * How to copy one table: undefined = whole (copyTable without range), else page ranges covering the
- * whole heap (the last one open-ended, so pages added since the plan are read too; rows in them are
- * invisible to the snapshot anyway). Plain tables only: a partitioned table has no pages of its own.
+ * How to copy each table, in the order given. Plain tables only are split: a partitioned table has
+ * no pages of its own (its copy reads its partitions through the root).
  */
-export async function planCopyRanges(input: PlanRangesInput): Promise<CopyRange[] | undefined> {
-  const minSplit = input.minSplitBytes ?? 1024 ** 3;
+export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
+  const splitAbove = input.splitAboveBytes ?? 1024 ** 3;
   const rangeBytes = Math.max(8192, input.rangeBytes ?? 512 * 1024 ** 2);
   const maxRanges = Math.max(1, input.maxRanges ?? 32);
+  const minRanges = Math.min(maxRanges, Math.max(1, input.minRanges ?? 1));
   const c = await connect(input.source, { applicationName: 'pg-dts copy plan' });
   try {
     const r = await c.query<{ relkind: string; bytes: string; block: number }>(
-      `SELECT relkind::text, pg_relation_size(oid)::text AS bytes, current_setting('block_size')::int AS block FROM pg_class WHERE oid = $1::regclass`,
-      [qname(input.table)],
+      `SELECT k.relkind::text,
+              (CASE WHEN k.relkind = 'p'
+                    THEN (SELECT coalesce(sum(pg_relation_size(t.relid)), 0) FROM pg_partition_tree(k.oid) t WHERE t.isleaf)
+                    ELSE pg_relation_size(k.oid) END)::text AS bytes,
+              current_setting('block_size')::int AS block
+         FROM unnest($1::text[]) WITH ORDINALITY AS u(name, ord)
+         JOIN pg_class k ON k.oid = u.name::regclass
+        ORDER BY u.ord`,
+      [input.tables.map(qname)],
     );
-    const row = r.rows[0];
-    if (!row || row.relkind !== 'r') return undefined;
-    const bytes = Number(row.bytes);
-    if (bytes < minSplit) return undefined;
-    return splitPages(Math.ceil(bytes / row.block), Math.min(maxRanges, Math.ceil(bytes / rangeBytes)));
+    if (r.rows.length !== input.tables.length) throw new Error(`planned ${r.rows.length} of ${input.tables.length} tables`);
+    return r.rows.map((row) => {
+      const bytes = Number(row.bytes);
+      if (row.relkind !== 'r' || bytes <= splitAbove) return { bytes };
+      const n = Math.min(maxRanges, Math.max(minRanges, Math.ceil(bytes / rangeBytes)));
+      return { bytes, ranges: splitPages(Math.ceil(bytes / row.block), n) };
+    });
+  } catch (err) {
+    throw classify(err, 'plan the table copies');
   } finally {
     await c.end().catch(() => undefined);
   }
@@ -412,13 +437,27 @@ export async function prepareRangedCopy(input: { target: ConnectionSpec; table: 
   }
 }
 
-/** After the migration (or on cancel): the range records of these target tables are no longer needed. */
-export async function forgetCopyProgress(target: ConnectionSpec, tables: QualifiedName[]): Promise<void> {
-  const c = await connect(target, { applicationName: 'pg-dts cleanup' });
+/** After the copy (or on cancel): the range records of these target tables are no longer needed. */
+export async function forgetCopyProgress(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<void> {
+  const c = await connect(input.target, { applicationName: 'pg-dts cleanup' });
   try {
     const has = await c.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.copy_progress') IS NOT NULL AS ok`);
     if (!has.rows[0]?.ok) return;
-    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = ANY($1::text[])', [tables.map(qname)]);
+    await c.query('BEGIN');
+    await c.query('LOCK TABLE pgdts.copy_progress IN ACCESS EXCLUSIVE MODE');
+    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = ANY($1::text[])', [input.tables.map(qname)]);
+    // The last migration using the table removes it, and our schema once nothing else is in it.
+    const left = await c.query('SELECT 1 FROM pgdts.copy_progress LIMIT 1');
+    if (!left.rowCount) {
+      await c.query('DROP TABLE pgdts.copy_progress');
+      await c.query('SAVEPOINT schema_drop');
+      // Anything else still in the schema (the apply's progress table, ...) keeps it.
+      await c.query('DROP SCHEMA pgdts').catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
+    }
+    await c.query('COMMIT');
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw classify(err, 'forget the range copy records');
   } finally {
     await c.end().catch(() => undefined);
   }

@@ -5,7 +5,7 @@
  */
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
 import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
-import { copyTable, type CopyTableInput, type CopyTableResult } from './copy';
+import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
 import { fenceSource, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight } from './preflight';
@@ -14,7 +14,7 @@ import { formatValidationFailure, validateCounts, validateTables, type TableVali
 import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withClient } from './db';
-import { applyProgressSignal, snapshotReadySignal } from '../workflows/contract';
+import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, type CopyProgressReport } from '../workflows/contract';
 import { dropApplyProgress, dropTargetTables } from './cleanup';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
@@ -48,8 +48,63 @@ async function signalWorkflow(name: string, arg: unknown): Promise<void> {
   await ctx.client.workflow.getHandle(workflowId, runId).signal(name, arg);
 }
 
+/**
+ * Live copy progress, batched per workflow run: one signal carries every copy this worker has in
+ * flight for that run. Every signal is a history event, so the interval grows from 0.5 s to 30 s: a
+ * ten-hour copy adds about 1,200 signals per worker, not one per copy every few seconds.
+ */
+class CopyProgressReporter {
+  private readonly runs = new Map<
+    string,
+    { workflowId: string; runId: string; client: Context['client']; units: Map<string, CopyProgressReport['units'][number]>; every: number; timer?: NodeJS.Timeout; sending: Promise<void> }
+  >();
+
+  update(ctx: Context, workflowId: string, runId: string, unit: CopyProgressReport['units'][number]): void {
+    const key = `${workflowId}\u0000${runId}`;
+    let run = this.runs.get(key);
+    if (!run) {
+      run = { workflowId, runId, client: ctx.client, units: new Map(), every: 500, sending: Promise.resolve() };
+      this.runs.set(key, run);
+    }
+    run.units.set(unit.unit, unit);
+    if (!run.timer) this.schedule(key);
+  }
+
+  /** The unit has ended (its result reaches the workflow by itself): stop reporting it. */
+  done(workflowId: string, runId: string, unit: string): void {
+    const key = `${workflowId}\u0000${runId}`;
+    const run = this.runs.get(key);
+    if (!run) return;
+    run.units.delete(unit);
+    if (run.units.size === 0) {
+      clearTimeout(run.timer);
+      this.runs.delete(key);
+    }
+  }
+
+  private schedule(key: string): void {
+    const run = this.runs.get(key)!;
+    run.timer = setTimeout(() => {
+      run.timer = undefined;
+      if (this.runs.get(key) !== run || run.units.size === 0) return;
+      const report: CopyProgressReport = { units: [...run.units.values()] };
+      // In order, and a failed signal only loses one report.
+      run.sending = run.sending.then(() =>
+        run.client.workflow
+          .getHandle(run.workflowId, run.runId)
+          .signal(copyProgressSignal, report)
+          .catch(() => undefined),
+      );
+      run.every = Math.min(30_000, run.every * 2);
+      this.schedule(key);
+    }, run.every);
+    run.timer.unref();
+  }
+}
+
 export function createActivities(deps: ActivityDeps = {}) {
   const log = deps.log ?? activityLog;
+  const copyReporter = new CopyProgressReporter();
   return {
     preflight,
     createTargetTables,
@@ -95,14 +150,34 @@ export function createActivities(deps: ActivityDeps = {}) {
       }
     },
 
+    /** MIGRATING_DATA: the size of each table and, for the large ones, the page ranges to copy. */
+    planCopies,
+
+    /** Before one copy round of ranged tables: empties them and forgets earlier range records. */
+    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<void> {
+      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table });
+    },
+
+    forgetCopyProgress,
+
     async copyTable(input: CopyTableInput): Promise<CopyTableResult> {
       const ctx = Context.current();
-      const result = await copyTable(input, {
-        heartbeat: (p) => ctx.heartbeat(p),
-        signal: ctx.cancellationSignal,
-      });
-      log.info('table copied', { table: `${input.table.source.schema}.${input.table.source.name}`, rows: result.rows, ms: result.durationMs });
-      return result;
+      const exec = ctx.info.workflowExecution;
+      const table = `${input.table.source.schema}.${input.table.source.name}`;
+      const unit = input.range ? `${table}#${input.range.id}` : table;
+      try {
+        const result = await copyTable(input, {
+          heartbeat: (p) => {
+            ctx.heartbeat(p);
+            if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows, bytes: p.bytes });
+          },
+          signal: ctx.cancellationSignal,
+        });
+        log.info('table copied', { table, range: input.range?.id, rows: result.rows, ms: result.durationMs });
+        return result;
+      } finally {
+        if (exec) copyReporter.done(exec.workflowId, exec.runId, unit);
+      }
     },
 
     /**

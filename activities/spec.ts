@@ -75,6 +75,17 @@ export const migrationSpecSchema = z
     keepTargetOnCancel: z.boolean().optional(),
     /** How many table copies run at once. */
     parallelism: z.number().int().min(1).max(64).optional(),
+    /**
+     * Tables larger than splitAboveBytes (default 1 GiB) are copied in page ranges of about rangeBytes
+     * (default 512 MiB, at least `parallelism` ranges), each its own activity that any worker can run.
+     */
+    copy: z
+      .object({
+        splitAboveBytes: z.number().int().min(8192).optional(),
+        rangeBytes: z.number().int().min(8192).optional(),
+      })
+      .strict()
+      .optional(),
     /** Migration id used to name the slot and publication; defaults to the workflow id. */
     id: z
       .string()
@@ -102,6 +113,8 @@ export interface NormalizedSpec {
   afterCutover: 'restore-writes' | 'keep-source-read-only';
   mode: 'online' | 'offline';
   parallelism: number;
+  /** Optional only for plans recorded before it existed (replayed histories). */
+  copy?: { splitAboveBytes: number; rangeBytes: number };
   keepTargetOnCancel: boolean;
   historyEventsLimit?: number;
   setReplicaIdentityFull: boolean;
@@ -193,6 +206,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     afterCutover: s.afterCutover ?? 'restore-writes',
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,
+    copy: { splitAboveBytes: s.copy?.splitAboveBytes ?? 1024 ** 3, rangeBytes: s.copy?.rangeBytes ?? 512 * 1024 ** 2 },
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,

@@ -23,7 +23,7 @@ import type { PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
 import type { MigrationStatus } from '../workflows/contract';
-import { copyTable, planCopyRanges, prepareRangedCopy, type CopyRange } from '../activities/copy';
+import { copyTable, planCopies, prepareRangedCopy, type CopyRange } from '../activities/copy';
 import {
   bash,
   contentHash,
@@ -345,7 +345,8 @@ async function activityRun(source: PgCluster, target: PgCluster, sizes: TableSiz
     const units: Array<{ table: string; range?: CopyRange }> = [];
     for (const s of sizes) {
       const q = { schema: 'public', name: s.table };
-      const ranges = await planCopyRanges({ source: source.uri(SOURCE_DB), table: q, maxRanges: jobs });
+      const [plan] = await planCopies({ source: source.uri(SOURCE_DB), tables: [q], maxRanges: jobs });
+      const ranges = plan?.ranges;
       if (ranges) {
         await prepareRangedCopy({ target: target.uri('proj'), table: q });
         units.push(...ranges.map((range) => ({ table: s.table, range })));

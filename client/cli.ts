@@ -152,7 +152,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     .description('start a migration from a MigrationSpec file; prints the workflow id')
     .requiredOption('-c, --config <file>', 'MigrationSpec JSON file')
     .option('--id <workflowId>', 'workflow id (default: migration-<uuid>)')
-    .option('--paused', 'create it paused: only the read-only preflight runs until `dts resume <id>`')
+    .option('--paused', 'create it paused: nothing runs, not even the preflight, until `dts resume <id>`')
     .action(async (opts: { config: string; id?: string; paused?: boolean }) => {
       const spec = readSpecFile(opts.config);
       // Refuse a malformed spec, or an unprotected password, before contacting anything.

@@ -140,8 +140,8 @@ export interface StartOptions {
   workflowId?: string;
   /**
    * Create without starting: the workflow starts with a `pause` signal already delivered (signal
-   * with start), so it runs only its read-only preflight and holds before CREATING_TABLES until
-   * `resume`. Nothing is created on either database until then.
+   * with start), so it holds before the preflight until `resume`: nothing connects to either database
+   * until then (the spec itself is checked here, before the start).
    */
   paused?: boolean;
   /** True when the client encrypts payloads (else a password in the spec is refused). */

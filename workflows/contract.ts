@@ -28,6 +28,11 @@ export interface TableStatus {
   rowsCopied: number;
   rowsTotal?: number;
   bytesCopied?: number;
+  /** While copying: rows per second over the last progress reports, and the time left at that rate. */
+  rowsPerSecond?: number;
+  etaSeconds?: number;
+  /** A large table copied in page ranges by separate activities: how many, and how many are done. */
+  ranges?: { total: number; done: number };
 }
 
 export interface ReplicationStatus {
@@ -118,6 +123,15 @@ export interface ApplyProgressReport {
   fenceToken?: string;
 }
 export const applyProgressSignal = defineSignal<[ApplyProgressReport]>('applyProgress');
+
+/**
+ * Sent by a worker about the copies of one run it has in flight, batched (one signal for all of them,
+ * at most every 30 s once past the first seconds): live rows between the table-done events.
+ */
+export interface CopyProgressReport {
+  units: Array<{ table: string; unit: string; snapshot?: string; rows: number; bytes: number }>;
+}
+export const copyProgressSignal = defineSignal<[CopyProgressReport]>('copyProgress');
 
 export const MigrationPhaseKey = defineSearchAttributeKey('MigrationPhase', SearchAttributeType.KEYWORD);
 

@@ -7,10 +7,12 @@ import { ActivityCancellationType, ApplicationFailure, type ActivityOptions } fr
 import type { Activities } from '../activities';
 import type { MigrationPlan } from '../activities/preflight';
 import type { TableDef } from '../activities/model';
+import type { CopyPlan, CopyRange } from '../activities/copy';
 import type { MigrationSpecInput } from '../activities/spec';
 import {
   applyProgressSignal,
   cancelSignal,
+  copyProgressSignal,
   cutoverSignal,
   MigrationPhaseKey,
   pauseSignal,
@@ -22,6 +24,7 @@ import {
   type Phase,
   type SnapshotReady,
   type TableReport,
+  type TableStatus,
 } from './contract';
 import { migrationIdFor } from './names';
 import { applySignal } from './state';
@@ -202,47 +205,137 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     tables: defs.flatMap((d) => [d.source, ...(d.partitions ?? []).map((p) => p.source)]),
   });
 
+  /** One copy activity: a whole table, or one page range of a large one. */
+  interface CopyUnit {
+    def: TableDef;
+    ts: TableStatus;
+    key: string;
+    range?: CopyRange;
+  }
+  /** Progress of the current copy round (a new snapshot starts a new round). */
+  const round = {
+    snapshot: undefined as string | undefined,
+    /** Units in flight -> their table. */
+    running: new Map<string, string>(),
+    live: new Map<string, { table: string; rows: number; bytes: number }>(),
+    doneRows: new Map<string, { rows: number; bytes: number }>(),
+    rate: new Map<string, { at: number; rows: number }>(),
+  };
+  /** Rows of a table = its finished units' + its running units' last reports; rate and ETA from them. */
+  const refreshCopyProgress = (ts: TableStatus) => {
+    let rows = round.doneRows.get(ts.source)?.rows ?? 0;
+    let bytes = round.doneRows.get(ts.source)?.bytes ?? 0;
+    for (const l of round.live.values()) {
+      if (l.table !== ts.source) continue;
+      rows += l.rows;
+      bytes += l.bytes;
+    }
+    ts.rowsCopied = rows;
+    ts.bytesCopied = bytes;
+    const now = Date.now();
+    const prev = round.rate.get(ts.source);
+    if (prev && now - prev.at >= 1000 && rows >= prev.rows) {
+      const perSec = ((rows - prev.rows) * 1000) / (now - prev.at);
+      ts.rowsPerSecond = Math.round(perSec);
+      ts.etaSeconds = perSec > 0 && (ts.rowsTotal ?? 0) > rows ? Math.round((ts.rowsTotal! - rows) / perSec) : undefined;
+      round.rate.set(ts.source, { at: now, rows });
+    } else if (!prev) round.rate.set(ts.source, { at: now, rows });
+  };
+  wf.setHandler(copyProgressSignal, (r) => {
+    for (const u of r.units) {
+      // Reports of another round, or of a unit that has ended since, are stale.
+      if (u.snapshot !== round.snapshot || !round.running.has(u.unit)) continue;
+      round.live.set(u.unit, { table: u.table, rows: u.rows, bytes: u.bytes });
+    }
+    for (const table of new Set(r.units.map((u) => u.table))) {
+      const ts = state.tables.find((t) => t.source === table);
+      if (ts?.state === 'copying') refreshCopyProgress(ts);
+    }
+  });
+
+  const tableRunning = (table: string) => [...round.running.values()].includes(table);
+  /** Table sizes and page ranges (tables over spec.copy.splitAboveBytes), planned once. */
+  let copyPlans: Map<string, CopyPlan> | undefined;
+  const tableKey = (d: TableDef) => `${d.source.schema}.${d.source.name}`;
+
   async function copyAll(snapshot?: string): Promise<void> {
-    const queue = [...defs];
+    Object.assign(round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map() });
+    const units: CopyUnit[] = [];
+    const left = new Map<string, number>();
+    const firstStart = new Map<string, number>();
+    // Biggest first: the last table to finish should be a small one.
+    const ordered = copyPlans ? [...defs].sort((a, b) => (copyPlans!.get(tableKey(b))?.bytes ?? 0) - (copyPlans!.get(tableKey(a))?.bytes ?? 0)) : defs;
+    for (const def of ordered) {
+      const ts = tableStatus(def);
+      const ranges = copyPlans?.get(tableKey(def))?.ranges;
+      if (ranges) {
+        ts.ranges = { total: ranges.length, done: 0 };
+        units.push(...ranges.map((range) => ({ def, ts, key: `${ts.source}#${range.id}`, range })));
+      } else units.push({ def, ts, key: ts.source });
+      left.set(ts.source, ranges?.length ?? 1);
+    }
+    const ranged = ordered.filter((d) => copyPlans?.get(tableKey(d))?.ranges);
+    if (ranged.length) {
+      await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan!.spec.target, tables: ranged.map((d) => d.target) });
+    }
+    const queue = [...units];
     const runOne = async () => {
-      for (let def = queue.shift(); def; def = queue.shift()) {
-        const ts = tableStatus(def);
+      for (let u = queue.shift(); u; u = queue.shift()) {
+        const { ts, def } = u;
         let r: Awaited<ReturnType<Activities['copyTable']>> | undefined;
         while (!r) {
           await pauseGate();
           ts.state = 'copying';
+          if (!firstStart.has(ts.source)) firstStart.set(ts.source, Date.now());
+          round.running.set(u.key, ts.source);
           const scope = new wf.CancellationScope();
           copiesInFlight.add(scope);
           try {
             r = await scope.run(() =>
-              copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}` }, [
+              copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}${u.range ? ` (pages ${u.range.id})` : ''}` }, [
                 {
                   source: plan!.spec.source,
                   target: plan!.spec.target,
-                  table: { source: def!.source, target: def!.target, copyColumns: def!.copyColumns },
+                  table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
                   snapshot,
+                  ...(u.range ? { range: u.range } : {}),
                 },
               ]),
             );
           } catch (e) {
-            // Interrupted by pause (not by cancel): wait for resume and copy the table again.
+            // Interrupted by pause (not by cancel): wait for resume and copy the unit again (a range
+            // already committed is found by its record and not copied twice).
             if (!(wf.isCancellation(e) && pausedCopies.has(scope) && !main.consideredCancelled)) throw e;
-            ts.state = 'pending';
-            ts.rowsCopied = 0;
+            round.live.delete(u.key);
+            refreshCopyProgress(ts);
           } finally {
             copiesInFlight.delete(scope);
             pausedCopies.delete(scope);
+            round.running.delete(u.key);
           }
+          if (!r && !tableRunning(ts.source)) ts.state = 'pending';
+        }
+        round.live.delete(u.key);
+        const done = round.doneRows.get(ts.source) ?? { rows: 0, bytes: 0 };
+        round.doneRows.set(ts.source, { rows: done.rows + r.rows, bytes: done.bytes + r.bytes });
+        if (ts.ranges) ts.ranges.done++;
+        const remaining = left.get(ts.source)! - 1;
+        left.set(ts.source, remaining);
+        refreshCopyProgress(ts);
+        if (remaining > 0) {
+          // Its next range may be waiting for a resume.
+          if (!tableRunning(ts.source)) ts.state = 'pending';
+          continue;
         }
         ts.state = 'copied';
+        ts.rowsPerSecond = undefined;
+        ts.etaSeconds = undefined;
         const copied = state.tables.filter((t) => t.state === 'copied').length;
-        wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${copied}/${state.tables.length} tables copied; last: ${ts.source} (${r.rows} rows)`);
-        ts.rowsCopied = r.rows;
-        ts.bytesCopied = r.bytes;
-        copyMs.set(ts.source, r.durationMs);
+        wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${copied}/${state.tables.length} tables copied; last: ${ts.source} (${ts.rowsCopied} rows)`);
+        copyMs.set(ts.source, u.range ? Date.now() - firstStart.get(ts.source)! : r.durationMs);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(plan!.spec.parallelism, defs.length) }, runOne));
+    await Promise.all(Array.from({ length: Math.min(plan!.spec.parallelism, units.length) }, runOne));
   }
 
   /** Copies inside the slot's exported snapshot; redoes everything if the snapshot's holder is lost. */
@@ -426,6 +519,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   async function prepare(): Promise<void> {
     // ── INIT ──
     setPhase('INIT', 'preflight checks');
+    // Created paused (the REST API's create, `dts start --paused`): not even the read-only preflight
+    // connects before the start.
+    if (state.paused && wf.patched('pause-before-preflight')) {
+      wf.setCurrentDetails('**INIT** (created paused: nothing runs until resume)');
+      await pauseGate();
+      wf.setCurrentDetails('**INIT**\n\npreflight checks');
+    }
     plan = await quick.preflight.executeWithOptions({ ...quickOpts, summary: 'preflight checks', retry: { ...quickOpts.retry, maximumAttempts: 3 } }, [spec]);
     state.mode = plan.spec.mode;
     state.notices.push(...plan.notices);
@@ -458,8 +558,21 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     // ── MIGRATING_DATA ──
     await pauseGate();
     setPhase('MIGRATING_DATA', `copying ${defs.length} tables, ${plan.spec.parallelism} at a time`);
+    if (wf.patched('ranged-copies')) {
+      const split = plan.spec.copy;
+      const plans = await step('planCopies', 'measure tables, split the large ones into page ranges', {
+        source: plan.spec.source,
+        tables: defs.map((d) => d.source),
+        splitAboveBytes: split?.splitAboveBytes,
+        rangeBytes: split?.rangeBytes,
+        minRanges: plan.spec.parallelism,
+      });
+      copyPlans = new Map(defs.map((d, i) => [tableKey(d), plans[i]!]));
+    }
     if (online) await copyInSnapshot();
     else await copyAll();
+    const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
+    if (rangedTargets.length) await step('forgetCopyProgress', 'forget the range copy records', { target: plan.spec.target, tables: rangedTargets });
     for (const t of state.tables) t.state = 'indexing';
     const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
       { target: plan.spec.target, defs },
@@ -648,6 +761,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await attempt('drop the target tables', () =>
         step('dropTargetTables', 'cleanup: drop the target tables this migration created', { target: p.spec.target, tables: p.tables.map((t) => t.target) }),
       );
+    }
+    const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
+    if (tablesCreated && rangedTargets.length) {
+      await attempt('forget the range copy records', () => step('forgetCopyProgress', 'cleanup: forget the range copy records', { target: p.spec.target, tables: rangedTargets }));
     }
     if (failures.length) {
       state.notices.push(...failures.map((f) => `cleanup incomplete: ${f}`));

@@ -164,11 +164,12 @@ describe('REST API', () => {
     });
     expect((await http('POST', '/api/v1/migrations', body(db, { id }))).status).toBe(409);
 
-    // Created: the read-only preflight ran, nothing was created anywhere.
-    const held = await statusWhere(id, (s) => s.tables.length === TABLES.length);
-    expect(held).toMatchObject({ state: 'created', phase: 'INIT', paused: true });
+    // Created: nothing ran, not even the read-only preflight (no table list yet); nothing anywhere.
+    const held = await statusWhere(id, (s) => s.state === 'created');
+    expect(held).toMatchObject({ phase: 'INIT', paused: true, tables: [] });
     await new Promise((r) => setTimeout(r, 1000));
     expect((await http('GET', `/api/v1/migrations/${id}`)).body).toMatchObject({ state: 'created', phase: 'INIT' });
+    expect((await http('GET', `/api/v1/migrations/${id}/status`)).body.tables).toEqual([]);
     expect(await sourceLeftovers(db)).toEqual({ slots: 0, pubs: 0, fences: 0 });
     expect(await targetTables(db)).toEqual([]);
     expect(await http('POST', `/api/v1/migrations/${id}/pause`)).toMatchObject({ status: 409, body: { error: expect.stringMatching(/not started/) } });

@@ -83,13 +83,18 @@ describe('pause and resume', () => {
 
   it('pause during a table copy interrupts it; resume copies it again cleanly, ending identical', async () => {
     const { db, source, target, tables } = await fresh(0.05);
-    await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 600000) g`, [], db);
+    await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 1500000) g`, [], db);
     const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
     const m = await env.startMigration({ source, target, tables: [...tables, 'public.big'], tableSuffix: '_i', parallelism: 1, cutover: { mode: 'manual' } });
-    for (let i = 0; i < 600; i++) {
-      if ((await m.status()).tables.find((t) => t.source === 'public.big')?.state === 'copying') break;
-      await sleep(25);
+    // The status shows the copy's rows while it runs (live reports from the worker), not only at its end.
+    let live: { rowsCopied: number; rowsTotal?: number; state: string } | undefined;
+    for (let i = 0; i < 1200 && !live; i++) {
+      const big = (await m.status()).tables.find((t) => t.source === 'public.big');
+      if (big?.state === 'copying' && big.rowsCopied > 0) live = big;
+      else await sleep(25);
     }
+    expect(live?.rowsCopied).toBeGreaterThan(0);
+    expect(live!.rowsCopied).toBeLessThan(1_500_000);
     await m.signal('pause');
     await sleep(1500);
     const held = await m.status();
@@ -104,6 +109,57 @@ describe('pause and resume', () => {
     expect(stats.errors).toEqual([]);
     await expectIdentical(db, '_i');
     expect(await fingerprint(env.target, db, 'public', 'big_i')).toEqual(await fingerprint(env.source, db, 'public', 'big'));
+  });
+
+  it('large tables copy in page ranges under writes; a pause keeps the finished ranges, resume copies the rest; identical', async () => {
+    const { db, source, target, tables } = await fresh(0.05);
+    await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('y', 200) FROM generate_series(1, 600000) g`, [], db);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    // Every table over 64 kB is split: the shop's tables into 2 ranges (the parallelism), big into ~18.
+    const m = await env.startMigration({
+      source,
+      target,
+      tables: [...tables, 'public.big'],
+      tableSuffix: '_r',
+      parallelism: 2,
+      copy: { splitAboveBytes: 65536, rangeBytes: 8 * 1024 * 1024 },
+      cutover: { mode: 'manual' },
+    });
+    let big: { state: string; rowsCopied: number; ranges?: { total: number; done: number } } | undefined;
+    for (let i = 0; i < 2400; i++) {
+      big = (await m.status()).tables.find((t) => t.source === 'public.big');
+      if (big?.ranges && big.ranges.done >= 2) break;
+      await sleep(25);
+    }
+    expect(big?.ranges?.total).toBeGreaterThanOrEqual(10);
+    await m.signal('pause');
+    await sleep(1500);
+    const held = (await m.status()).tables.find((t) => t.source === 'public.big')!;
+    expect(held.ranges!.done).toBeGreaterThanOrEqual(2);
+    expect(held.ranges!.done).toBeLessThan(held.ranges!.total);
+    expect(held.state).toBe('pending');
+    // The finished ranges' rows stay counted: they are not copied again.
+    expect(held.rowsCopied).toBeGreaterThan(0);
+    await m.signal('resume');
+    await m.waitForPhase('SYNCING_WAL', 180_000);
+    const synced = await m.status();
+    expect(synced.tables.find((t) => t.source === 'public.big')?.ranges).toEqual({ total: held.ranges!.total, done: held.ranges!.total });
+    // Exactly the tables over the threshold were split, each in at least `parallelism` ranges.
+    const sizes = await env.source.query<{ t: string; bytes: string }>(
+      `SELECT 'public.' || relname AS t, pg_relation_size(oid)::text AS bytes FROM pg_class WHERE oid = ANY($1::regclass[])`,
+      [[...tables, 'public.big']],
+      db,
+    );
+    expect(sizes.length).toBe(tables.length + 1);
+    for (const { t, bytes } of sizes) {
+      const ranges = synced.tables.find((x) => x.source === t)?.ranges;
+      expect({ t, split: ranges !== undefined }).toEqual({ t, split: Number(bytes) > 65536 });
+      if (ranges) expect(ranges.total).toBeGreaterThanOrEqual(2);
+    }
+    await cutoverAndCompare(m, writer, db, '_r');
+    expect(await fingerprint(env.target, db, 'public', 'big_r')).toEqual(await fingerprint(env.source, db, 'public', 'big'));
+    // The range records are gone with the copy.
+    expect(await env.target.query(`SELECT to_regclass('pgdts.copy_progress') AS t`, [], db)).toEqual([{ t: null }]);
   });
 
   it('pause in SYNCING_WAL stops the apply, the slot keeps the WAL, resume catches up exactly', async () => {
