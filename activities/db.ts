@@ -3,6 +3,7 @@
  * on the worker through libpq's usual ways (PGPASSWORD, ~/.pgpass, PGPASSFILE), which pg implements.
  * Nothing here ever logs or throws a connection string: errors name host, port and database only.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Client, type ClientConfig } from 'pg';
 import { parse as parseUri } from 'pg-connection-string';
 import type { ConnectionSpec } from './spec';
@@ -89,11 +90,51 @@ export function describeConnection(spec: ConnectionSpec): string {
   return `${host}:${port}/${db}`;
 }
 
+/** The cancellation of the activity running in this async context (see withCancellation). */
+const cancellation = new AsyncLocalStorage<AbortSignal>();
+
+/**
+ * Runs `fn` so that every connection it opens is cancelled with `signal`: the running statement is
+ * cancelled on the server (pg_cancel_backend; a statement waiting for a lock would otherwise wait on,
+ * and commit later) and the connection closed, so an open transaction rolls back. For activities whose
+ * code knows nothing of cancellation (DDL batches, index builds).
+ */
+export function withCancellation<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+  return cancellation.run(signal, fn);
+}
+
+async function cancelBackend(spec: ConnectionSpec, client: Client): Promise<void> {
+  const pid = (client as unknown as { processID?: number }).processID;
+  if (pid) {
+    const c = new Client(clientConfig(spec, { applicationName: 'pg-dts cancel' }));
+    c.on('error', () => undefined);
+    try {
+      await c.connect();
+      await c.query('SELECT pg_cancel_backend($1)', [pid]);
+    } catch {
+      // The connection's end below rolls back its transaction all the same.
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+  await client.end().catch(() => undefined);
+}
+
 export async function connect(spec: ConnectionSpec, opts: ConnectOptions = {}): Promise<Client> {
+  const signal = cancellation.getStore();
+  if (signal?.aborted) throw new Error('cancelled');
   const client = new Client(clientConfig(spec, opts));
   // An idle client whose server goes away emits 'error'; without a listener that kills the worker.
   client.on('error', () => undefined);
   await client.connect();
+  if (signal) {
+    const onAbort = () => void cancelBackend(spec, client);
+    if (signal.aborted) onAbort();
+    else {
+      signal.addEventListener('abort', onAbort, { once: true });
+      client.once('end', () => signal.removeEventListener('abort', onAbort));
+    }
+  }
   return client;
 }
 

@@ -13,7 +13,7 @@ import { createTargetTables, finishTargetTables } from './schema';
 import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateTablesInput } from './validate';
 import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
-import { withClient } from './db';
+import { withCancellation, withClient } from './db';
 import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, type CopyProgressReport } from '../workflows/contract';
 import { dropApplyProgress, dropTargetTables } from './cleanup';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
@@ -102,13 +102,34 @@ class CopyProgressReporter {
   }
 }
 
+/**
+ * For activities that spend their time in long SQL statements (DDL, index builds): beats every 2 s so
+ * that a cancel is heard, and a cancel cancels their statements on the server and ends as a
+ * cancellation (the workflow waits for that before it cleans up, so nothing commits afterwards).
+ */
+async function cancellable<T>(fn: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const beat = setInterval(() => ctx.heartbeat(), 2000);
+  try {
+    const result = await withCancellation(ctx.cancellationSignal, fn);
+    // Code that reports per-statement failures may have taken the cancelled statements for those.
+    throwIfCancelled(ctx);
+    return result;
+  } catch (err) {
+    throwIfCancelled(ctx);
+    throw err;
+  } finally {
+    clearInterval(beat);
+  }
+}
+
 export function createActivities(deps: ActivityDeps = {}) {
   const log = deps.log ?? activityLog;
   const copyReporter = new CopyProgressReporter();
   return {
     preflight,
-    createTargetTables,
-    finishTargetTables,
+    createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
+    finishTargetTables: (...a: Parameters<typeof finishTargetTables>) => cancellable(() => finishTargetTables(...a)),
     createPublication,
     setReplicaIdentity,
     validateCounts,
@@ -120,7 +141,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
     async createSchemaObjects(input: SchemaObjectsInput): Promise<SchemaObjectsResult> {
       const ctx = Context.current();
-      return migrateSchemaObjects(input, { heartbeat: (d) => ctx.heartbeat(d), signal: ctx.cancellationSignal });
+      return cancellable(() => migrateSchemaObjects(input, { heartbeat: (d) => ctx.heartbeat(d), signal: ctx.cancellationSignal }));
     },
 
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */

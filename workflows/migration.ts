@@ -35,7 +35,14 @@ const quickOpts: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8, nonRetryableErrorTypes: NON_RETRYABLE },
 };
-const schemaOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '12 hours' };
+// DDL and index builds can take hours: they beat, and a cancel waits for them to have really stopped
+// (their statements cancelled on the server) before cleanup drops what they made.
+const schemaOpts: ActivityOptions = {
+  ...quickOpts,
+  startToCloseTimeout: '12 hours',
+  heartbeatTimeout: '1 minute',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+};
 const copyOpts: ActivityOptions = {
   startToCloseTimeout: '48 hours',
   heartbeatTimeout: '60 seconds',

@@ -333,4 +333,63 @@ describe('cancel', () => {
     const left = await leftovers(db);
     expect({ ...left, targetTables: left.targetTables.length }).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: TABLES.length });
   });
+
+  /** Sessions of the migration on the target that wait for a lock. */
+  const waitingOnTarget = async (db: string) =>
+    (
+      await env.target.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name LIKE 'pg-dts%'`,
+        [],
+        db,
+      )
+    )[0]!.n;
+  const untilWaiting = async (db: string) => {
+    for (let i = 0; i < 600 && (await waitingOnTarget(db)) === 0; i++) await sleep(100);
+    expect(await waitingOnTarget(db)).toBeGreaterThan(0);
+  };
+
+  it("CREATING_TABLES, by Temporal's cancellation while the DDL waits for a lock: the DDL is cancelled on the server, nothing is created, even once the lock goes", async () => {
+    const { db, source, target, tables } = await fresh(0.02);
+    await env.target.query(`CREATE SCHEMA landing`, [], db);
+    // Dropping the (empty) schema in an open transaction holds its lock: CREATE TABLE in it waits.
+    const blocker = await env.target.client(db);
+    await blocker.query(`BEGIN; DROP SCHEMA landing`);
+    const m = await env.startMigration({ source, target, tables, schemaMapping: { public: 'landing' } });
+    await m.waitForPhase('CREATING_TABLES');
+    await untilWaiting(db);
+    await env.temporal.client.workflow.getHandle(m.workflowId).cancel();
+    expect(await m.result().catch((e: unknown) => e)).toBeInstanceOf(WorkflowFailedError);
+    expect((await m.status()).phase).toBe('CANCELLED');
+    // Ended while the lock is still held: the waiting DDL was cancelled, not left to commit later.
+    expect(await waitingOnTarget(db)).toBe(0);
+    await blocker.query('ROLLBACK');
+    await blocker.end();
+    await sleep(1000);
+    expect(await leftovers(db)).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: [] });
+    await env.source.query(`INSERT INTO public.kv VALUES ('after-cancel', 1)`, [], db);
+  });
+
+  it('FINALIZING, by signal while creating views waits for a lock: CANCELLED at once, writes released, target kept, the view never appears', async () => {
+    const { db, source, target, tables } = await fresh(0.02);
+    await env.source.query(`CREATE SCHEMA reports; CREATE VIEW reports.order_count AS SELECT count(*) AS n FROM public.orders`, [], db);
+    await env.target.query(`CREATE SCHEMA reports`, [], db);
+    const blocker = await env.target.client(db);
+    await blocker.query(`BEGIN; DROP SCHEMA reports`);
+    const m = await env.startMigration({ source, target, schemas: ['public', 'reports'], tables, tableSuffix: '_v', objects: true });
+    await m.waitForPhase('FINALIZING', 120_000);
+    await untilWaiting(db);
+    await m.signal('cancel');
+    const report = await m.result();
+    expect(report.phase).toBe('CANCELLED');
+    expect(await waitingOnTarget(db)).toBe(0);
+    await blocker.query('ROLLBACK');
+    await blocker.end();
+    await sleep(1000);
+    expect(await env.target.query(`SELECT to_regclass('reports.order_count') AS v`, [], db)).toEqual([{ v: null }]);
+    // After the cutover the target is the database of record: kept, and identical to the source.
+    const left = await leftovers(db);
+    expect(left).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: TABLES.map(([sc, t]) => `${sc}.${t}_v`).sort() });
+    await expectIdentical(db, '_v');
+    await env.source.query(`INSERT INTO public.kv VALUES ('writable', 1)`, [], db);
+  });
 });
