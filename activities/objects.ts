@@ -9,7 +9,7 @@
  * replaced only where PostgreSQL prints a relation (a FROM/JOIN item, an INSERT/UPDATE/DELETE
  * target, a trigger's ON table), a function (a name followed by `(`) or a type (after `::`, or in a
  * function's signature), and only when it is exactly a migrated table's (or view's, function's,
- * type's) source name. Nothing is matched inside string literals or function bodies.
+ * type's) source name. Nothing is matched inside string literals (function bodies: below).
  *
  * A relation printed without an alias has its own name as reference name, and column references
  * use it (`customers.id`). When the mapping renames the relation, the old name is kept as an explicit
@@ -21,11 +21,33 @@
  *   trigger -> same name, on the target table (or view)
  *   index of a materialized view -> name + suffix (like a table's)
  *
- * Function bodies written as strings (plpgsql, and SQL functions written with AS '...') are copied as
- * they are: PostgreSQL does not parse them at creation, and neither do we. The result's notices name
- * the functions whose body mentions a renamed table. SQL-standard bodies (BEGIN ATOMIC / RETURN) are
- * parsed by PostgreSQL, printed qualified, and renamed like views. A `SET search_path` of a function
- * follows schemaMapping.
+ * Function bodies written as strings (PL/pgSQL, and SQL functions written with AS '...') are not
+ * parsed by PostgreSQL at creation and have no qualified print: they are lexed with the same lexer
+ * and renamed where a relation stands (rewriteFunction):
+ *   - FROM / JOIN items and comma-separated FROM lists, UPDATE, INSERT INTO, DELETE FROM (and its
+ *     USING), TABLE x, TRUNCATE [TABLE] x, LOCK TABLE x; PL/pgSQL `t%ROWTYPE` and `t.col%TYPE`;
+ *     `schema.table.column` references of a renamed table;
+ *   - a qualified name when it is exactly a renamed relation's source name; a bare name is looked up
+ *     the way the source resolves it: through the function's own `SET search_path` if it has one,
+ *     else in the function's own schema (pg-dts cannot know a caller's search_path; functions living
+ *     beside their tables, as in pg_dump output and pagila, is the common case). The first schema on
+ *     that path with a relation of that name decides, migrated or not (the catalog lists them).
+ *   - the new name is written qualified (`FROM app.rental_m rental`), so the function works whatever
+ *     the caller's search_path on the target. Exception: a function with its own search_path, which
+ *     the header rewrite maps, keeps a bare name bare (`FROM rental_m rental`) when the mapped path
+ *     leads to the target table: the body stays as relative as its author wrote it.
+ *   - when the name changes and the item has no alias, the old name is added as alias (INSERT with
+ *     AS), like views, so `rental.rental_id` keeps working.
+ * Not followed, and left as written: string literals and comments (never touched), column names,
+ * PL/pgSQL variables, CTEs and tables the body creates (shadowing names), names in other positions
+ * (DDL, COPY, ANALYZE, ...), function calls by bare name (they follow the caller's search_path), SQL
+ * built at run time (EXECUTE, format()), and bodies in other languages (plpython, C). The result's
+ * `rewritten` says what each body now names; its notices name the renamed relations a body still
+ * seems to name where it was not rewritten (schema.table outside a relation position, a bare name
+ * after LOCK/ANALYZE/ON..., a literal that is exactly a table's name such as TG_TABLE_NAME = 'rental',
+ * the tables named in the literals of a function that uses EXECUTE, or any mention in a body of
+ * another language). SQL-standard bodies (BEGIN ATOMIC / RETURN) are parsed by PostgreSQL, printed
+ * qualified, and renamed like views. A `SET search_path` of a function follows schemaMapping.
  *
  * Each object is created in its own transaction, in dependency order (pg_depend, through pg_rewrite
  * for views). An object whose creation fails, or that needs something the target does not have (a
@@ -64,6 +86,8 @@ export interface SchemaObjectsResult {
   skipped: Array<{ object: string; reason: string }>;
   /** Things a DBA should check, e.g. function bodies that still name the source tables. */
   notices: string[];
+  /** Function bodies written as strings that were rewritten through the mapping, and what now names what. */
+  rewritten: string[];
 }
 
 export interface SchemaObjectsHooks {
@@ -270,12 +294,14 @@ function applyEdits(tokens: readonly SqlToken[], edits: Edit[]): string {
 const lookup = (map: ReadonlyMap<string, QualifiedName>, parts: string[]): QualifiedName | undefined =>
   parts.length === 2 ? map.get(nameKey({ schema: parts[0]!, name: parts[1]! })) : undefined;
 
-/** What a relation printed at this position is: its kind decides how a kept alias is written. */
-type ItemKind = 'from' | 'insert' | 'dml' | 'trigger';
+/** What a relation at this position is: its kind decides how a kept alias is written (`plain`: none, TABLE x). */
+type ItemKind = 'from' | 'insert' | 'dml' | 'trigger' | 'plain';
 
 interface Frame {
   clause: string;
   expect: ItemKind | undefined;
+  /** The parentheses of a function call (string bodies): FROM in them is EXTRACT(x FROM y), not a relation, until a SELECT. */
+  call?: boolean;
 }
 
 /** Keywords that end a FROM list (or never start a relation item). */
@@ -299,11 +325,131 @@ function startsAlias(t: SqlToken | undefined): boolean {
   return quoteIdentLikePg(t.text) === t.text;
 }
 
+/** Words that may follow a relation in hand-written SQL or PL/pgSQL without being its alias (any case). */
+const NOT_ALIAS = new Set([
+  ...CLAUSE_KEYWORDS, ...JOIN_WORDS, 'JOIN', 'ON', 'USING', 'INTO', 'LOOP', 'THEN', 'ELSE', 'ELSIF', 'END', 'DEFAULT',
+  'OVERRIDING', 'TABLESAMPLE', 'AND', 'OR', 'NOT', 'IS', 'IN', 'STRICT', 'CONCURRENTLY', 'NOWAIT', 'SKIP', 'CASCADE', 'RESTRICT',
+  'RESTART', 'CONTINUE', 'IDENTITY', 'MODE',
+]);
+
+/** The same question for a string body: written by hand, so keywords and aliases come in any case. */
+function startsAliasInBody(t: SqlToken | undefined): boolean {
+  if (!t) return false;
+  if (t.kind === 'quoted') return true;
+  if (t.kind !== 'word') return false;
+  const w = t.text.toUpperCase();
+  if (w === 'AS') return true;
+  if (NOT_ALIAS.has(w)) return false;
+  const lower = asciiLower(t.text);
+  return quoteIdentLikePg(lower) === lower;
+}
+
+/** Words after which a bare name is a relation in statements string bodies are not rewritten in. */
+const UTILITY_BEFORE_RELATION = new Set(['TABLE', 'LOCK', 'COPY', 'ANALYZE', 'ANALYSE', 'VACUUM', 'VIEW', 'CLUSTER', 'REINDEX', 'ON', 'REFERENCES', 'INHERITS']);
+
+/** Words before TABLE that make it DDL (CREATE TEMP TABLE x, DROP TABLE x), not a reference to be renamed. */
+const TABLE_DDL = new Set(['CREATE', 'TEMP', 'TEMPORARY', 'UNLOGGED', 'GLOBAL', 'LOCAL', 'DROP', 'ALTER', 'FOREIGN', 'PARTITION', 'OF']);
+
+/**
+ * How a string body's names are resolved on the source and written for the target (see
+ * rewriteFunction): the schemas a bare name is looked up in, and the names that are not tables there.
+ */
+export interface BodyScope {
+  renames: ObjectRenames;
+  /** Where a bare name is looked up, in order: the function's own SET search_path, else its schema. */
+  path: string[];
+  /** The function sets its own search_path (the header rewrite maps it along with the schemas). */
+  ownPath: boolean;
+  /** Source relations known to exist (nameKey), renamed or not: a bare name stops at the first schema that has it. */
+  existing: ReadonlySet<string>;
+  /** Bare names that do not mean a table in this body: CTEs and tables it creates. */
+  shadowed: ReadonlySet<string>;
+  /** PL/pgSQL variables: `v.field%TYPE` is the variable's, and a variable is not reported as a table. */
+  variables: ReadonlySet<string>;
+}
+
+/** What a string body's rewrite did, by source name (`schema.name`). */
+interface BodyScan {
+  scope: BodyScope;
+  /** source -> target of every relation reference rewritten. */
+  rewritten: Map<string, string>;
+  /** Renamed relations the body seems to name where it was not rewritten. */
+  notFollowed: Set<string>;
+}
+
+/** A renamed relation the body refers to, and the text to write for it. */
+interface BodyRelation {
+  source: QualifiedName;
+  target: QualifiedName;
+  text: string;
+}
+
+const isIdentity = (source: QualifiedName, target: QualifiedName) => source.schema === target.schema && source.name === target.name;
+
+/** The renamed relations whose source name is `name` (any schema). */
+function renamedNamed(renames: ObjectRenames, name: string): QualifiedName[] {
+  const out: QualifiedName[] = [];
+  for (const [k, target] of renames.relations) {
+    const [schema, n] = k.split('\u0000') as [string, string];
+    if (n === name && !isIdentity({ schema, name: n }, target)) out.push({ schema, name: n });
+  }
+  return out;
+}
+
+/**
+ * The relation a name in a string body means, when the mapping renames it; `kept` when it means a
+ * relation that needs no change (not renamed, a CTE or variable, or reached through the mapped
+ * search_path); undefined when it is no relation pg-dts knows of. A qualified name is
+ * looked up as it is. A bare name is looked up through the scope's path: the first schema that has
+ * a relation of that name decides (so a table that is not migrated shadows a migrated one behind
+ * it). It is written qualified, except in a function with its own search_path when the mapped path
+ * still leads to it (its target schema is the mapped schema, and no earlier schema of the path has
+ * a relation of the target name): then only the name changes, and the body stays as relative as
+ * its author wrote it.
+ */
+function resolveBodyRelation(parts: string[], scope: BodyScope): BodyRelation | 'kept' | undefined {
+  const { renames } = scope;
+  const mapSchema = (s: string) => renames.schemaMapping[s] ?? s;
+  if (parts.length === 2) {
+    const source = { schema: parts[0]!, name: parts[1]! };
+    const target = renames.relations.get(nameKey(source));
+    if (!target) return scope.existing.has(nameKey(source)) ? 'kept' : undefined;
+    return isIdentity(source, target) ? 'kept' : { source, target, text: qname(target) };
+  }
+  if (parts.length !== 1) return undefined;
+  if (scope.shadowed.has(parts[0]!)) return 'kept';
+  const name = parts[0]!;
+  for (let i = 0; i < scope.path.length; i++) {
+    const source = { schema: scope.path[i]!, name };
+    const target = renames.relations.get(nameKey(source));
+    if (!target) {
+      if (scope.existing.has(nameKey(source))) return 'kept';
+      continue;
+    }
+    if (isIdentity(source, target)) return 'kept';
+    const earlier = scope.path.slice(0, i);
+    const shadowedOnTarget = earlier.some(
+      (s) => scope.existing.has(nameKey({ schema: s, name: target.name })) || [...renames.relations.values()].some((t) => t.schema === mapSchema(s) && t.name === target.name),
+    );
+    if (scope.ownPath && target.schema === mapSchema(source.schema) && !shadowedOnTarget) {
+      return target.name === name ? 'kept' : { source, target, text: quoteIdentLikePg(target.name) };
+    }
+    return { source, target, text: qname(target) };
+  }
+  return undefined;
+}
+
 /**
  * Renames relations, functions and types in a query as ruleutils prints it (a view's definition, an
  * SQL-standard function body, a trigger's WHEN and EXECUTE parts): see the file comment. In trigger
  * mode the relation is the one after the first top-level ON (and a constraint trigger's FROM); it
  * gets no alias (a trigger's expressions name OLD and NEW, never the table).
+ *
+ * With `body`, the tokens are a string body (SQL or PL/pgSQL as written by hand): relations are
+ * found by resolveBodyRelation (bare names too), TABLE, TRUNCATE, %ROWTYPE and %TYPE are relation
+ * positions as well, `schema.table.column` references follow their table, FROM inside a function
+ * call's parentheses is not a FROM clause, and what looks like a renamed relation elsewhere is
+ * recorded as not followed.
  */
 function rewriteQueryTokens(
   tokens: readonly SqlToken[],
@@ -312,11 +458,13 @@ function rewriteQueryTokens(
   renames: ObjectRenames,
   edits: Edit[],
   mode: 'query' | 'trigger',
+  body?: BodyScan,
 ): { triggerTable?: QualifiedName } {
   const frames: Frame[] = [{ clause: '', expect: undefined }];
   let prev: SqlToken | undefined;
   let triggerOnSeen = false;
   let triggerTable: QualifiedName | undefined;
+  let pendingCall = false;
   const prevWord = () => (prev?.kind === 'word' ? prev.text.toUpperCase() : '');
 
   const keyword = (kw: string, top: Frame, atTop: boolean): boolean => {
@@ -327,6 +475,7 @@ function rewriteQueryTokens(
           return true;
         }
         if (prevWord() === 'DISTINCT') return true; // IS [NOT] DISTINCT FROM
+        if (top.call) return true; // EXTRACT(year FROM x), substring(s FROM 2), trim(BOTH FROM s)
         top.clause = 'FROM';
         top.expect = 'from';
         return true;
@@ -364,14 +513,50 @@ function rewriteQueryTokens(
         top.clause = 'DML';
         top.expect = undefined;
         return true;
+      case 'TABLE':
+        if (!body) return false;
+        top.call = false;
+        top.expect = TABLE_DDL.has(prevWord()) ? undefined : 'plain';
+        if (prevWord() !== 'TRUNCATE' && prevWord() !== 'LOCK') top.clause = 'TABLE';
+        return true;
+      case 'TRUNCATE':
+        if (!body) return false;
+        top.clause = 'TRUNCATE';
+        top.expect = 'plain';
+        return true;
       default:
         if (JOIN_WORDS.has(kw)) return true;
         if (CLAUSE_KEYWORDS.has(kw)) {
           top.clause = kw;
           top.expect = undefined;
+          if (kw === 'SELECT' || kw === 'VALUES' || kw === 'WITH') top.call = false;
           return true;
         }
         return false;
+    }
+  };
+
+  /** A name in a relation position: renamed when it is a migrated table or a recreated view. */
+  const relation = (parts: string[]): BodyRelation | 'kept' | undefined => {
+    if (body) return resolveBodyRelation(parts, body.scope);
+    const target = lookup(renames.relations, parts);
+    return target ? { source: { schema: parts[0]!, name: parts[1]! }, target, text: qname(target) } : undefined;
+  };
+  const rewritten = (rel: BodyRelation) => body?.rewritten.set(displayName(rel.source), displayName(rel.target));
+  /**
+   * A name that looks like a renamed relation where it was not rewritten: `schema.table` anywhere, a
+   * bare name in a relation position, or after a word that names a relation in statements not
+   * rewritten (LOCK rental, ANALYZE rental, CREATE INDEX ... ON rental). Bare names elsewhere are
+   * columns and variables far more often than tables: not reported.
+   */
+  const mention = (parts: string[], relationPosition: boolean) => {
+    if (!body) return;
+    if (parts.length >= 2) {
+      const source = { schema: parts[0]!, name: parts[1]! };
+      const target = renames.relations.get(nameKey(source));
+      if (target && !isIdentity(source, target)) body.notFollowed.add(displayName(source));
+    } else if (parts.length === 1 && !body.scope.shadowed.has(parts[0]!) && !body.scope.variables.has(parts[0]!) && (relationPosition || UTILITY_BEFORE_RELATION.has(prevWord()))) {
+      for (const q of renamedNamed(renames, parts[0]!)) body.notFollowed.add(displayName(q));
     }
   };
 
@@ -385,20 +570,23 @@ function rewriteQueryTokens(
     if (t.kind === 'punct') {
       if (t.text === '(') {
         // A parenthesised FROM item (a join or a subquery) continues the FROM list inside.
-        frames.push({ clause: top.expect ? 'FROM' : '', expect: top.expect });
+        frames.push({ clause: top.expect ? 'FROM' : '', expect: top.expect, ...(pendingCall ? { call: true } : {}) });
         top.expect = undefined;
       } else if (t.text === ')') {
         if (frames.length > 1) frames.pop();
       } else if (t.text === ',') {
         if (top.clause === 'FROM') top.expect = 'from';
+        else if (top.clause === 'TRUNCATE') top.expect = 'plain';
       } else if (t.text === ';') {
         frames.length = 1;
         frames[0] = { clause: '', expect: undefined };
       }
+      pendingCall = false;
       prev = t;
       r++;
       continue;
     }
+    pendingCall = false;
     if (isIdentToken(t)) {
       const name = readName(tokens, r, to);
       if (name.parts.length === 1 && t.kind === 'word' && keyword(t.text.toUpperCase(), top, frames.length === 1)) {
@@ -407,27 +595,65 @@ function rewriteQueryTokens(
         continue;
       }
       const next = nextSignificant(tokens, name.end, to);
-      const replace = (target: QualifiedName) => edits.push({ start: r, end: name.end, text: qname(target) });
+      const replace = (text: string, end = name.end) => edits.push({ start: r, end, text });
       if (isPunct(next, '(') && top.expect !== 'insert') {
         // A call; but INSERT INTO t (columns) is the relation with its column list.
         const target = lookup(renames.functions, name.parts);
-        if (target) replace(target);
+        if (target) replace(qname(target));
         top.expect = undefined;
+        pendingCall = body !== undefined;
       } else if (prev?.kind === 'op' && prev.text === '::') {
         const target = lookup(renames.types, name.parts);
-        if (target) replace(target);
+        if (target) replace(qname(target));
       } else if (top.expect) {
         const kind = top.expect;
         top.expect = undefined;
-        const target = lookup(renames.relations, name.parts);
-        if (target) {
-          replace(target);
-          if (kind === 'trigger') triggerTable ??= { schema: name.parts[0]!, name: name.parts[1]! };
-          else if (target.name !== name.parts[1] && !startsAlias(next)) {
+        const rel = relation(name.parts);
+        if (rel === 'kept') {
+          // nothing to change
+        } else if (rel) {
+          replace(rel.text);
+          rewritten(rel);
+          if (kind === 'trigger') triggerTable ??= rel.source;
+          else if (kind !== 'plain' && rel.target.name !== rel.source.name && !(body ? startsAliasInBody(next) : startsAlias(next))) {
             // The reference name was the relation's own name: keep it as an alias (INSERT needs AS).
-            edits.push({ start: name.end, end: name.end, text: `${kind === 'insert' ? ' AS ' : ' '}${ident(name.parts[1]!)}` });
+            const alias = body ? quoteIdentLikePg(rel.source.name) : ident(rel.source.name);
+            edits.push({ start: name.end, end: name.end, text: `${kind === 'insert' ? ' AS ' : ' '}${alias}` });
           }
+        } else mention(name.parts, true);
+        if (body && startsAliasInBody(next)) {
+          // Skip the alias (and AS): it is a name of this query, not a table.
+          let a = tokens.indexOf(next!, name.end);
+          if (next!.kind === 'word' && next!.text.toUpperCase() === 'AS') {
+            const n2 = nextSignificant(tokens, a + 1, to);
+            a = isIdentToken(n2) ? tokens.indexOf(n2, a + 1) : a;
+          }
+          prev = tokens[a];
+          r = a + 1;
+          continue;
         }
+      } else if (body) {
+        const pct = nextSignificant(tokens, name.end, to);
+        const pctAt = pct ? tokens.indexOf(pct, name.end) : -1;
+        const what = pct?.kind === 'op' && pct.text === '%' ? nextSignificant(tokens, pctAt + 1, to) : undefined;
+        const attr = what?.kind === 'word' ? what.text.toUpperCase() : '';
+        if (attr === 'ROWTYPE' || (attr === 'TYPE' && name.parts.length >= 2)) {
+          // PL/pgSQL: table%ROWTYPE, table.column%TYPE (where a variable of that name wins, as in PL/pgSQL).
+          const relParts = attr === 'ROWTYPE' ? name.parts : name.parts.slice(0, -1);
+          const rel = attr === 'TYPE' && relParts.length === 1 && body.scope.variables.has(relParts[0]!) ? 'kept' : relation(relParts);
+          if (rel === undefined) mention(relParts, true);
+          else if (rel !== 'kept') {
+            replace(rel.text, attr === 'ROWTYPE' ? name.end : name.end - 2);
+            rewritten(rel);
+          }
+        } else if (name.parts.length === 3 && !isPunct(next, '(')) {
+          // schema.table.column: the table keeps its old name as alias when renamed, else it is just moved.
+          const rel = resolveBodyRelation(name.parts.slice(0, 2), body.scope);
+          if (rel && rel !== 'kept') {
+            replace(rel.target.name !== rel.source.name ? quoteIdentLikePg(rel.source.name) : qname(rel.target), name.end - 2);
+            rewritten(rel);
+          }
+        } else mention(name.parts, false);
       }
       prev = tokens[name.end - 1];
       r = name.end;
@@ -506,55 +732,232 @@ function functionBodyStart(tokens: readonly SqlToken[]): { index: number; sqlSta
   return { index: tokens.length, sqlStandard: false };
 }
 
+/** What the header of a pg_get_functiondef statement says about how its body finds tables. */
+export interface FunctionHeader {
+  /** The function's own schema. */
+  schema?: string;
+  /** LANGUAGE, as a name (`plpgsql`, `sql`). */
+  language?: string;
+  /** The schemas of its `SET search_path`, in order, as the source has them (`$user` left in). */
+  searchPath?: string[];
+}
+
+/** Reads schema, language and search_path from a function definition's header (before the body). */
+function readFunctionHeader(tokens: readonly SqlToken[], to: number): FunctionHeader {
+  const out: FunctionHeader = {};
+  const sig = tokens.slice(0, to).filter((t) => t.kind !== 'space' && t.kind !== 'comment');
+  for (let i = 0; i < sig.length; i++) {
+    const t = sig[i]!;
+    const w = t.kind === 'word' ? t.text.toUpperCase() : '';
+    if ((w === 'FUNCTION' || w === 'PROCEDURE') && out.schema === undefined && isIdentToken(sig[i + 1])) {
+      const name = readName(sig, i + 1, sig.length);
+      if (name.parts.length === 2) out.schema = name.parts[0]!;
+    } else if (w === 'LANGUAGE' && isIdentToken(sig[i + 1])) {
+      out.language = identValue(sig[i + 1]!);
+    } else if (w === 'SEARCH_PATH' && sig[i - 1]?.text.toUpperCase() === 'SET') {
+      // pg_get_functiondef prints each element as its own literal: SET search_path TO 'shop', 'public'.
+      const path: string[] = [];
+      let j = i + 1;
+      if (sig[j]?.text.toUpperCase() === 'TO' || sig[j]?.text === '=') j++;
+      for (; j < sig.length && sig[j]!.kind === 'string'; j += 2) {
+        path.push(sig[j]!.text.slice(1, -1).replace(/''/g, "'"));
+        if (!isPunct(sig[j + 1], ',')) break;
+      }
+      out.searchPath = path.filter((s) => s !== '');
+    }
+  }
+  return out;
+}
+
+/** The search_path schemas of a function definition (pg_get_functiondef), or undefined when it sets none. */
+export function functionSearchPath(definition: string): string[] | undefined {
+  const tokens = lexSql(definition);
+  return readFunctionHeader(tokens, functionBodyStart(tokens).index).searchPath;
+}
+
+/**
+ * Bare names that do not mean a table in a string body: CTE names (`WITH x AS (`) and tables the body
+ * creates (`CREATE TEMP TABLE x`); and in PL/pgSQL the variables of DECLARE sections and FOR loops.
+ */
+function shadowedNames(tokens: readonly SqlToken[], plpgsql: boolean): { shadowed: Set<string>; variables: Set<string> } {
+  const sig = tokens.filter((t) => t.kind !== 'space' && t.kind !== 'comment');
+  const out = new Set<string>();
+  const variables = new Set<string>();
+  const up = (t: SqlToken | undefined) => (t?.kind === 'word' ? t.text.toUpperCase() : '');
+  let declaring = false;
+  for (let i = 0; i < sig.length; i++) {
+    const t = sig[i]!;
+    const w = up(t);
+    const before = up(sig[i - 1]);
+    if (isIdentToken(t)) {
+      // CTE: after WITH / RECURSIVE / a comma, a name, maybe a column list, then AS ( or AS [NOT] MATERIALIZED.
+      if (before === 'WITH' || before === 'RECURSIVE' || isPunct(sig[i - 1], ',')) {
+        let j = i + 1;
+        if (isPunct(sig[j], '(')) {
+          let depth = 0;
+          for (; j < sig.length; j++) {
+            if (isPunct(sig[j], '(')) depth++;
+            else if (isPunct(sig[j], ')') && --depth === 0) break;
+          }
+          j++;
+        }
+        if (up(sig[j]) === 'AS' && (isPunct(sig[j + 1], '(') || ['MATERIALIZED', 'NOT'].includes(up(sig[j + 1])))) out.add(identValue(t));
+      }
+      if (before === 'TABLE' && ['CREATE', 'TEMP', 'TEMPORARY', 'UNLOGGED'].includes(up(sig[i - 2]))) out.add(identValue(t));
+      if (before === 'EXISTS' && up(sig[i - 2]) === 'NOT' && up(sig[i - 3]) === 'IF' && up(sig[i - 4]) === 'TABLE') out.add(identValue(t));
+    }
+    if (!plpgsql) continue;
+    if (w === 'DECLARE') {
+      declaring = true;
+      if (isIdentToken(sig[i + 1])) variables.add(identValue(sig[i + 1]!));
+    } else if (w === 'BEGIN') {
+      declaring = false;
+    } else if (declaring && isPunct(t, ';') && isIdentToken(sig[i + 1]) && up(sig[i + 1]) !== 'BEGIN') {
+      variables.add(identValue(sig[i + 1]!));
+    } else if ((w === 'FOR' || w === 'FOREACH') && isIdentToken(sig[i + 1]) && (up(sig[i + 2]) === 'IN' || up(sig[i + 2]) === 'SLICE')) {
+      variables.add(identValue(sig[i + 1]!));
+    }
+  }
+  return { shadowed: out, variables };
+}
+
+/** The text inside a string or dollar-quoted token. */
+function quotedContent(t: SqlToken): string {
+  if (t.kind === 'dollar') return t.text.slice(t.text.indexOf('$', 1) + 1, t.text.lastIndexOf('$', t.text.length - 2));
+  const q = t.text.indexOf("'");
+  return t.text.slice(q + 1, -1).replace(/''/g, "'");
+}
+
+/** A dollar quote for a function body, chosen the way pg_get_functiondef chooses it (so a re-read prints the same). */
+export function dollarQuote(body: string): string {
+  let tag = '$function';
+  while (body.includes(tag)) tag += 'x';
+  return `${tag}$${body}${tag}$`;
+}
+
+/** What rewriteFunction did to a function definition. */
+export interface FunctionRewrite {
+  text: string;
+  /** `schema.table -> schema.table_v2` for each relation the string body now names by its target name. */
+  rewritten: string[];
+  /** Renamed relations the string body seems to name where it could not be rewritten (sorted). */
+  notFollowed: string[];
+  /** Renamed relations named in the text of SQL the body builds and runs (EXECUTE): never rewritten. */
+  dynamic: string[];
+  /** The body is a string in a language pg-dts does not read (C, plpython, ...), and names renamed relations. */
+  unreadLanguage?: string;
+}
+
+const READ_LANGUAGES = new Set(['sql', 'plpgsql']);
+
 /**
  * A pg_get_functiondef statement (CREATE OR REPLACE FUNCTION|PROCEDURE ...) for the target: names in
- * the header renamed (rewriteSignature), an SQL-standard body renamed like a view, a string body kept.
+ * the header renamed (rewriteSignature), an SQL-standard body renamed like a view, and a string body
+ * in SQL or PL/pgSQL rewritten where it names a renamed relation in a relation position (see the file
+ * comment). `existing`: the source relations (nameKey) of the schemas bare names are looked up in,
+ * renamed or not; without it only the renamed ones are known.
  */
-export function rewriteFunctionDefinition(definition: string, renames: ObjectRenames): string {
+export function rewriteFunction(definition: string, renames: ObjectRenames, existing: ReadonlySet<string> = new Set()): FunctionRewrite {
   const tokens = lexSql(definition);
   const edits: Edit[] = [];
   const body = functionBodyStart(tokens);
   rewriteHeaderTokens(tokens, 0, body.index, renames, edits);
-  if (body.sqlStandard) rewriteQueryTokens(tokens, body.index, tokens.length, renames, edits, 'query');
-  return applyEdits(tokens, edits);
+  const out: FunctionRewrite = { text: '', rewritten: [], notFollowed: [], dynamic: [] };
+  if (body.sqlStandard) {
+    rewriteQueryTokens(tokens, body.index, tokens.length, renames, edits, 'query');
+    out.text = applyEdits(tokens, edits);
+    return out;
+  }
+  const header = readFunctionHeader(tokens, body.index);
+  const language = header.language ?? '';
+  // The body: the first string after the top-level AS (a C function's AS 'file', 'symbol' has two: not read).
+  let at = -1;
+  for (let r = body.index + 1; r < tokens.length; r++) {
+    const t = tokens[r]!;
+    if (t.kind === 'space' || t.kind === 'comment') continue;
+    if (t.kind === 'dollar' || (t.kind === 'string' && t.text.startsWith("'"))) at = r;
+    break;
+  }
+  const scan: BodyScan = {
+    scope: {
+      renames,
+      path: header.searchPath ? header.searchPath.filter((s) => s !== '$user' && s !== 'pg_catalog' && s !== 'pg_temp') : header.schema ? [header.schema] : [],
+      ownPath: header.searchPath !== undefined,
+      existing,
+      shadowed: new Set(),
+      variables: new Set(),
+    },
+    rewritten: new Map(),
+    notFollowed: new Set(),
+  };
+  if (at >= 0) {
+    const bodyToken = tokens[at]!;
+    const source = quotedContent(bodyToken);
+    const inner = lexSql(source);
+    const plpgsql = language === 'plpgsql';
+    scan.scope = { ...scan.scope, ...shadowedNames(inner, plpgsql) };
+    const innerEdits: Edit[] = [];
+    const dynamic = new Set<string>();
+    const executes = plpgsql && inner.some((t) => t.kind === 'word' && t.text.toUpperCase() === 'EXECUTE');
+    for (const t of inner) {
+      if (t.kind !== 'string' && t.kind !== 'dollar') continue;
+      const text = quotedContent(t);
+      // A literal that is exactly a renamed relation's name ('rental'::regclass, TG_TABLE_NAME = 'rental').
+      const whole = lexSql(text.trim());
+      if (whole.length > 0 && isIdentToken(whole[0]) && readName(whole, 0, whole.length).end === whole.length) {
+        const parts = readName(whole, 0, whole.length).parts;
+        const rel = resolveBodyRelation(parts, scan.scope);
+        if (rel && rel !== 'kept') scan.notFollowed.add(displayName(rel.source));
+        else if (rel === undefined && parts.length === 1) for (const q of renamedNamed(renames, parts[0]!)) scan.notFollowed.add(displayName(q));
+      }
+      if (executes) {
+        const sub: BodyScan = { scope: scan.scope, rewritten: new Map(), notFollowed: new Set() };
+        rewriteQueryTokens(whole, 0, whole.length, renames, [], 'query', sub);
+        for (const k of [...sub.rewritten.keys(), ...sub.notFollowed]) dynamic.add(k);
+      }
+    }
+    if (READ_LANGUAGES.has(language)) {
+      rewriteQueryTokens(inner, 0, inner.length, renames, innerEdits, 'query', scan);
+      if (innerEdits.length) {
+        const next = applyEdits(inner, innerEdits);
+        const quoted = bodyToken.kind === 'dollar' ? dollarQuote(next) : `'${next.replace(/'/g, "''")}'`;
+        edits.push({ start: at, end: at + 1, text: quoted });
+      }
+    } else if (language !== 'c' && language !== 'internal') {
+      // Not a language we read: only say what it seems to name, words in its strings included (a hint, not a parse).
+      const named = new Set<string>();
+      const words = (ts: readonly SqlToken[], depth: number) => {
+        for (let r = 0; r < ts.length; ) {
+          const t = ts[r]!;
+          if (depth === 0 && (t.kind === 'string' || t.kind === 'dollar' || t.kind === 'quoted')) words(lexSql(t.kind === 'quoted' ? t.text.slice(1, -1) : quotedContent(t)), 1);
+          if (t.kind !== 'word') {
+            r++;
+            continue;
+          }
+          const name = readName(ts, r, ts.length);
+          const rel = resolveBodyRelation(name.parts.slice(0, 2), scan.scope);
+          if (rel && rel !== 'kept') named.add(displayName(rel.source));
+          else if (rel === undefined && name.parts.length === 1) for (const x of renamedNamed(renames, name.parts[0]!)) named.add(displayName(x));
+          r = name.end;
+        }
+      };
+      words(inner, 0);
+      if (named.size) {
+        out.unreadLanguage = language || 'unknown';
+        for (const k of named) scan.notFollowed.add(k);
+      }
+    }
+    out.dynamic = [...dynamic].sort();
+  }
+  out.text = applyEdits(tokens, edits);
+  out.rewritten = [...scan.rewritten].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([s, t]) => `${s} -> ${t}`);
+  out.notFollowed = [...scan.notFollowed].sort();
+  return out;
 }
 
-/**
- * The relations a string body (plpgsql, or SQL written as a string) seems to name that the mapping
- * renames: qualified names of renamed relations, and bare names equal to a renamed relation's name.
- * A hint for the DBA, not a parse: the body is not rewritten.
- */
-export function bodyMentions(definition: string, renames: ObjectRenames): string[] {
-  const tokens = lexSql(definition);
-  const body = functionBodyStart(tokens);
-  if (body.sqlStandard) return [];
-  const changed = [...renames.relations.entries()]
-    .map(([k, target]) => {
-      const [schema, name] = k.split('\u0000') as [string, string];
-      return { source: { schema, name }, target };
-    })
-    .filter((x) => x.source.schema !== x.target.schema || x.source.name !== x.target.name);
-  if (changed.length === 0) return [];
-  const found = new Set<string>();
-  for (const t of tokens.slice(body.index)) {
-    if (t.kind !== 'dollar' && t.kind !== 'string') continue;
-    const inner = t.kind === 'dollar' ? t.text.slice(t.text.indexOf('$', 1) + 1, t.text.lastIndexOf('$', t.text.length - 2)) : t.text.slice(1, -1).replace(/''/g, "'");
-    const words = lexSql(inner);
-    for (let r = 0; r < words.length; ) {
-      if (!isIdentToken(words[r])) {
-        r++;
-        continue;
-      }
-      const name = readName(words, r, words.length);
-      for (const c of changed) {
-        const hit =
-          name.parts.length === 2 ? name.parts[0] === c.source.schema && name.parts[1] === c.source.name : name.parts.length === 1 && name.parts[0] === c.source.name;
-        if (hit) found.add(displayName(c.source));
-      }
-      r = name.end;
-    }
-  }
-  return [...found].sort();
+/** rewriteFunction's text. */
+export function rewriteFunctionDefinition(definition: string, renames: ObjectRenames, existing?: ReadonlySet<string>): string {
+  return rewriteFunction(definition, renames, existing).text;
 }
 
 /** A pg_get_triggerdef statement with its table (and a constraint trigger's FROM table), function and types renamed. */
@@ -758,6 +1161,11 @@ export interface ObjectCatalog {
   relations: CatalogRelation[];
   procs: CatalogProc[];
   types: Array<CatalogType & { refOid: number }>;
+  /**
+   * Every relation of the schemas function bodies look bare names up in (the migrated schemas and
+   * those of the functions' search_path), renamed or not: a bare name is the first one on the path.
+   */
+  pathRelations?: QualifiedName[];
 }
 
 export interface Requirement {
@@ -794,7 +1202,9 @@ export interface PlannedObject {
   refresh?: string;
   /** A reason known before touching the target. */
   problem?: string;
-  notice?: string;
+  notices?: string[];
+  /** What of a string body was rewritten through the mapping (SchemaObjectsResult.rewritten). */
+  rewritten?: string;
 }
 
 const RELKIND_WORDS: Record<string, string> = {
@@ -835,6 +1245,7 @@ export function objectRenames(catalog: ObjectCatalog, mapping: { schemaMapping: 
 export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMapping: Record<string, string>; tableSuffix: string }): PlannedObject[] {
   const renames = objectRenames(catalog, mapping);
   const mapSchema = (s: string) => mapping.schemaMapping[s] ?? s;
+  const existing = new Set((catalog.pathRelations ?? []).map(nameKey));
   const migratedOids = new Set(catalog.migrated.map((m) => m.oid));
   const migratedTarget = new Map(catalog.migrated.map((m) => [m.oid, m.target]));
   const viewKeys = new Map(catalog.views.map((v) => [v.oid, `v:${v.oid}`]));
@@ -909,11 +1320,13 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
     const n = needs(key, f.oid);
     let statement: string;
     let problem: string | undefined;
+    let rewrite: FunctionRewrite | undefined;
     if (f.kind === 'a') {
       statement = f.aggregate ? aggregateDdl(f.aggregate, target, renames) : '';
       if (!f.aggregate) problem = 'its pg_aggregate row could not be read';
     } else {
-      statement = rewriteFunctionDefinition(f.definition ?? '', renames);
+      rewrite = rewriteFunction(f.definition ?? '', renames, existing);
+      statement = rewrite.text;
     }
     const schemaStmt = `CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`;
     const o: PlannedObject = {
@@ -928,13 +1341,25 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
       requires: n.requires,
     };
     if (problem) o.problem = problem;
-    if (f.definition) {
-      const mentions = bodyMentions(f.definition, renames);
-      if (mentions.length) {
-        o.notice =
-          `${o.label}: its body names ${mentions.join(', ')}, which the mapping renames; function bodies are copied as written, ` +
-          `so check that it still reaches the right tables on the target (qualify them, or give the function a search_path)`;
+    if (rewrite) {
+      if (rewrite.rewritten.length) o.rewritten = `${o.label}: its body now names ${rewrite.rewritten.join(', ')}`;
+      const notices: string[] = [];
+      if (rewrite.notFollowed.length) {
+        const why = rewrite.unreadLanguage
+          ? `its body is in ${rewrite.unreadLanguage}, which pg-dts does not rewrite`
+          : 'pg-dts renames only table names in FROM/JOIN/UPDATE/INSERT INTO/DELETE FROM/TABLE/TRUNCATE positions and in %ROWTYPE/%TYPE';
+        notices.push(
+          `${o.label}: its body names ${rewrite.notFollowed.join(', ')}, which the mapping renames, where it was not rewritten (${why}); ` +
+            `check that it still reaches the right tables on the target`,
+        );
       }
+      if (rewrite.dynamic.length) {
+        notices.push(
+          `${o.label}: it builds SQL at run time (EXECUTE) naming ${rewrite.dynamic.join(', ')}, which the mapping renames; ` +
+            `SQL built at run time is not rewritten: change it on the target`,
+        );
+      }
+      if (notices.length) o.notices = notices;
     }
     objects.push(o);
   }
@@ -1318,7 +1743,19 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
     )
   ).rows.map((p) => ({ ...p, oid: Number(p.oid) }));
 
-  return { migrated, functions, views, triggers, schemaTypes, dependencies: deps, relations, procs, types: refTypes };
+  // Where string bodies look bare names up: every relation there, so a table that is not migrated
+  // shadows a migrated one later on the path, as it does on the source.
+  const pathSchemas = [...new Set([...schemas, ...functions.flatMap((f) => (f.definition ? functionSearchPath(f.definition) ?? [] : []))])];
+  const pathRelations = (
+    await client.query<QualifiedName>(
+      `SELECT n.nspname::text AS schema, c.relname::text AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')`,
+      [pathSchemas],
+    )
+  ).rows.map((r) => ({ schema: r.schema, name: r.name }));
+
+  return { migrated, functions, views, triggers, schemaTypes, dependencies: deps, relations, procs, types: refTypes, pathRelations };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1407,7 +1844,7 @@ async function availableOnTarget(c: Client, reqs: Requirement[]): Promise<Set<st
 
 /** Creates the planned objects on the target (see the file comment). */
 export async function createPlannedObjects(c: Client, plan: PlannedObject[], hooks: SchemaObjectsHooks = {}): Promise<SchemaObjectsResult> {
-  const result: SchemaObjectsResult = { created: [], skipped: [], notices: [] };
+  const result: SchemaObjectsResult = { created: [], skipped: [], notices: [], rewritten: [] };
   // Like pg_dump: names in the definitions are qualified; function bodies are not checked at creation
   // (they may name tables through a search_path, and plpgsql is checked when it runs anyway).
   await c.query(`SET search_path = ''`);
@@ -1426,7 +1863,7 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
   for (const o of plan) {
     if (hooks.signal?.aborted) throw new Error('cancelled while creating views, functions and triggers');
     hooks.heartbeat?.({ done: done++, total: plan.length });
-    if (o.notice) result.notices.push(o.notice);
+    if (o.notices) result.notices.push(...o.notices);
     const blocked = o.dependsOn.filter((d) => state.get(d) === 'skipped');
     if (o.problem) {
       skip(o, o.problem);
@@ -1448,6 +1885,7 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
         present++;
         state.set(o.key, 'created');
         result.created.push(o.createdLabel);
+        if (o.rewritten) result.rewritten.push(o.rewritten);
       } else if (ex !== 'absent') {
         // Someone else's object: never replaced. Whatever depends on it will use it as it is.
         state.set(o.key, 'kept');
@@ -1456,6 +1894,7 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
         await inTransaction(c, o.statements);
         state.set(o.key, 'created');
         result.created.push(o.createdLabel);
+        if (o.rewritten) result.rewritten.push(o.rewritten);
       }
     } catch (err) {
       if (transient(err)) throw err;

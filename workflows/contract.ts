@@ -75,7 +75,12 @@ export interface MigrationReport {
   /** Source writes stopped: from the fence to its release (online only). */
   cutoverWindowMs?: number;
   /** Views, materialized views, functions and triggers recreated after cutover (spec.objects). */
-  objects?: { created: string[]; skipped: Array<{ object: string; reason: string }> };
+  objects?: {
+    created: string[];
+    skipped: Array<{ object: string; reason: string }>;
+    /** Functions whose string body (plpgsql, SQL as a string) was renamed through the mapping, and how. */
+    rewritten?: string[];
+  };
   notices: string[];
   error?: string;
 }

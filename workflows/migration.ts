@@ -505,7 +505,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       finishedAt: new Date(finishedAt).toISOString(),
       durationMs: finishedAt - startedAt,
       cutoverWindowMs: state.cutover?.windowMs,
-      ...(objects ? { objects: { created: objects.created, skipped: objects.skipped } } : {}),
+      ...(objects ? { objects: { created: objects.created, skipped: objects.skipped, ...(objects.rewritten?.length ? { rewritten: objects.rewritten } : {}) } } : {}),
       notices: state.notices,
       error,
     };

@@ -4,8 +4,10 @@
  * does), then the views, materialized views, functions, aggregates and triggers recreated through a
  * schema mapping and a suffix. Checked by running them on both sides: every view returns the source's
  * rows, the materialized view is refreshed, functions return the same results, the trigger fires on
- * the target. An object that needs a table that is not migrated is skipped with the reason, and so is
- * what depends on it. A second run changes nothing. Then pagila's own views, functions and triggers.
+ * the target, string bodies (SQL and PL/pgSQL) read the renamed tables (an audit-log trigger writes
+ * into the renamed log table). An object that needs a table that is not migrated is skipped with the
+ * reason, and so is what depends on it. A second run changes nothing. Then pagila's own views,
+ * functions and triggers: inventory_in_stock and the functions around it give the source's results.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -60,9 +62,23 @@ CREATE TRIGGER customers_touch BEFORE INSERT OR UPDATE ON shop.customers FOR EAC
 CREATE FUNCTION shop.order_total(p_customer int) RETURNS numeric LANGUAGE sql STABLE
   BEGIN ATOMIC SELECT coalesce(sum(amount), 0) FROM shop.orders WHERE customer_id = p_customer; END;
 CREATE VIEW shop.with_total AS SELECT id, shop.order_total(id) AS total FROM shop.customers;
--- string body naming tables through its search_path: copied as written, reported
+-- string body naming tables through its search_path: renamed, kept relative to the mapped search_path
 CREATE FUNCTION shop.big_customers(min numeric DEFAULT 0) RETURNS SETOF shop.customers LANGUAGE sql SET search_path = shop
   AS $$ SELECT * FROM customers c WHERE (SELECT sum(amount) FROM orders o WHERE o.customer_id = c.id) > min $$;
+-- an audit log: a PL/pgSQL trigger function on a renamed table writing into another renamed table
+CREATE TABLE shop.order_audit (id bigserial PRIMARY KEY, order_id int NOT NULL, old_amount numeric(10,2), new_amount numeric(10,2), orders_of_customer int, note text);
+CREATE FUNCTION shop.audit_order() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  v_amount shop.orders.amount%TYPE := NEW.amount;
+  n int;
+BEGIN
+  -- counts the customer's orders in shop.orders, then logs to order_audit
+  SELECT count(*) INTO n FROM shop.orders WHERE orders.customer_id = NEW.customer_id;
+  INSERT INTO shop.order_audit (order_id, old_amount, new_amount, orders_of_customer, note)
+    VALUES (NEW.id, OLD.amount, v_amount, n, 'shop.orders changed');
+  RETURN NEW;
+END $$;
+CREATE TRIGGER orders_audit AFTER UPDATE OF amount ON shop.orders FOR EACH ROW EXECUTE FUNCTION shop.audit_order();
 -- an aggregate over a function of the schema
 CREATE FUNCTION shop.add_amount(numeric, numeric) RETURNS numeric LANGUAGE sql IMMUTABLE AS 'SELECT $1 + coalesce($2, 0)';
 CREATE AGGREGATE shop.total_of(numeric) (SFUNC = shop.add_amount, STYPE = numeric, INITCOND = '0');
@@ -115,7 +131,7 @@ describe('views, materialized views, functions and triggers after cutover', () =
     await source.query(SOURCE_DDL);
     const { spec, tables } = await migrateTables(source, target, 'postgres', {
       schemas: ['shop', 'Sales Dept'],
-      tables: ['shop.customers', 'shop.orders', '"Sales Dept"."Order Items"'],
+      tables: ['shop.customers', 'shop.orders', 'shop.order_audit', '"Sales Dept"."Order Items"'],
       ...MAPPING,
     });
     input = { source: spec.source, target: spec.target, schemas: spec.schemas, tables, ...MAPPING };
@@ -127,6 +143,7 @@ describe('views, materialized views, functions and triggers after cutover', () =
       sorted([
         'aggregate shop.total_of(numeric) -> store.total_of',
         'function shop.add_amount(numeric,numeric) -> store.add_amount',
+        'function shop.audit_order() -> store.audit_order',
         'function shop.big_customers(numeric) -> store.big_customers',
         'function shop.order_total(integer) -> store.order_total',
         'function shop.touch() -> store.touch',
@@ -139,20 +156,25 @@ describe('views, materialized views, functions and triggers after cutover', () =
         'view shop.top_regions -> store.top_regions_v2',
         'view shop.with_total -> store.with_total_v2',
         'trigger customers_touch on shop.customers -> store.customers_v2',
+        'trigger orders_audit on shop.orders -> store.orders_v2',
       ]),
     );
     expect(first.skipped).toEqual([
       { object: 'view shop.note_view', reason: 'uses table shop.notes, which is not migrated and does not exist on the target' },
       { object: 'view shop.note_count', reason: 'depends on view shop.note_view, which was not created' },
     ]);
-    // The string body still says `customers` and `orders`: the DBA is told.
-    expect(first.notices.join('\n')).toMatch(/function shop\.big_customers\(numeric\): its body names shop\.customers, shop\.orders/);
+    // String bodies follow the mapping, and the result says how; nothing is left for the DBA to check.
+    expect(first.rewritten).toEqual([
+      'function shop.audit_order(): its body now names shop.order_audit -> store.order_audit_v2, shop.orders -> store.orders_v2',
+      'function shop.big_customers(numeric): its body now names shop.customers -> store.customers_v2, shop.orders -> store.orders_v2',
+    ]);
+    expect(first.notices).toEqual([]);
     // Dependencies first: the view on the view after it, the view on the matview after it.
     const at = (s: string) => first.created.findIndex((x) => x.startsWith(s));
     expect(at('view shop.big_spenders')).toBeGreaterThan(at('view shop.customer_totals'));
     expect(at('view shop.top_regions')).toBeGreaterThan(at('materialized view shop.region_sales'));
     expect(at('view shop.with_total')).toBeGreaterThan(at('function shop.order_total'));
-    expect(at('trigger')).toBe(first.created.length - 1);
+    expect(at('trigger')).toBe(first.created.length - 2);
   });
 
   it('every view returns the rows the source view returns', async () => {
@@ -200,6 +222,12 @@ describe('views, materialized views, functions and triggers after cutover', () =
     const big = await target.query<{ d: string }>(`SELECT pg_get_functiondef('store.big_customers(numeric)'::regprocedure) AS d`);
     expect(big[0]!.d).toContain('RETURNS SETOF store.customers_v2');
     expect(big[0]!.d).toContain(`SET search_path TO 'store'`);
+    // Its string body now reads the target's tables, through that search_path.
+    expect(big[0]!.d).toContain('FROM customers_v2 c WHERE (SELECT sum(amount) FROM orders_v2 o');
+    const rows = (q: string) => `SELECT array_agg(id ORDER BY id)::text AS ids FROM ${q}.big_customers(100)`;
+    const [bs, bt] = await Promise.all([source.query<{ ids: string }>(rows('shop')), target.query<{ ids: string }>(rows('store'))]);
+    expect(bs[0]!.ids).toMatch(/^\{\d/);
+    expect(bt).toEqual(bs);
   });
 
   it('the trigger fires on the target', async () => {
@@ -214,11 +242,33 @@ describe('views, materialized views, functions and triggers after cutover', () =
     ]);
   });
 
+  it('the audit trigger, rewritten to the renamed tables, logs into the renamed log table on the target', async () => {
+    const before = await target.query<{ n: number }>(`SELECT count(*)::int AS n FROM store.orders_v2 WHERE customer_id = (SELECT customer_id FROM store.orders_v2 WHERE id = 5)`);
+    await target.query(`UPDATE store.orders_v2 SET amount = amount + 1 WHERE id = 5`);
+    await target.query(`UPDATE store.orders_v2 SET amount = amount - 1 WHERE id = 5`);
+    const log = await target.query<{ order_id: number; old_amount: string; new_amount: string; orders_of_customer: number; note: string }>(
+      `SELECT order_id, old_amount::text, new_amount::text, orders_of_customer, note FROM store.order_audit_v2 ORDER BY id`,
+    );
+    const amount = (await source.query<{ a: string }>(`SELECT amount::text AS a FROM shop.orders WHERE id = 5`))[0]!.a;
+    const plus = (Number(amount) + 1).toFixed(2);
+    expect(log).toEqual([
+      { order_id: 5, old_amount: amount, new_amount: plus, orders_of_customer: before[0]!.n, note: 'shop.orders changed' },
+      { order_id: 5, old_amount: plus, new_amount: amount, orders_of_customer: before[0]!.n, note: 'shop.orders changed' },
+    ]);
+    // The string literal naming the table was left as written; the source's log is untouched.
+    expect(await source.query(`SELECT count(*)::int AS n FROM shop.order_audit`)).toEqual([{ n: 0 }]);
+    const def = await target.query<{ d: string }>(`SELECT pg_get_functiondef('store.audit_order()'::regprocedure) AS d`);
+    expect(def[0]!.d).toContain('v_amount "store"."orders_v2".amount%TYPE');
+    expect(def[0]!.d).toContain('FROM "store"."orders_v2" orders WHERE orders.customer_id');
+    expect(def[0]!.d).toContain('INSERT INTO "store"."order_audit_v2" AS order_audit (order_id');
+  });
+
   it('a second run finds everything in place and changes nothing', async () => {
     const again = await migrateSchemaObjects(input);
     expect(again.created).toEqual(first.created);
     expect(again.skipped).toEqual(first.skipped);
-    expect(again.notices.join('\n')).toMatch(/14 of these objects were already on the target/);
+    expect(again.rewritten).toEqual(first.rewritten);
+    expect(again.notices.join('\n')).toMatch(/16 of these objects were already on the target/);
     const triggers = await target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'store.customers_v2'::regclass AND NOT tgisinternal`);
     expect(triggers[0]!.n).toBe(1);
   });
@@ -342,25 +392,41 @@ describe.skipIf(!pagilaPresent)('pagila: its views, functions, aggregate and tri
     }
   });
 
-  it('functions are there (string bodies as written, reported), and last_updated fires on the target', async () => {
-    const q = `SELECT %s.last_day('2022-02-10 12:00+00'::timestamptz)::text AS d, %s.inventory_in_stock(10) AS s`;
-    const s = await source.query<{ d: string; s: boolean }>(q.replace(/%s/g, 'public'), [], 'pagila');
-    expect(s[0]).toEqual({ d: '2022-02-28', s: true });
+  it('string bodies follow the mapping: inventory_in_stock and the functions using it return the source’s results', async () => {
+    expect(result.rewritten).toContain('function public.inventory_in_stock(integer): its body now names public.inventory -> app.inventory_m, public.rental -> app.rental_m');
+    expect(result.rewritten).toContain('function public.film_in_stock(integer,integer): its body now names public.inventory -> app.inventory_m');
+    // inventory_in_stock is no longer reported; rewards_report's SQL built at run time is, with what it names.
+    expect(result.notices.filter((n) => n.includes('inventory_in_stock(integer):'))).toEqual([]);
+    expect(result.notices.join('\n')).toMatch(/function public\.rewards_report\(integer,numeric\): it builds SQL at run time \(EXECUTE\) naming public\.customer, public\.payment/);
+
+    const calls = (s: string) => `
+      SELECT (SELECT array_agg(i.inventory_id ORDER BY i.inventory_id) FILTER (WHERE NOT ${s}.inventory_in_stock(i.inventory_id))::text FROM ${s}.inventory${s === 'app' ? '_m' : ''} i) AS out_of_stock,
+             (SELECT array_agg(coalesce(${s}.inventory_held_by_customer(g), -1) ORDER BY g)::text FROM generate_series(1, 300) g) AS held,
+             (SELECT array_agg(x ORDER BY f, st, x)::text FROM generate_series(1, 40) f, generate_series(1, 2) st, ${s}.film_in_stock(f, st) x) AS in_stock,
+             (SELECT array_agg(x ORDER BY f, st, x)::text FROM generate_series(1, 40) f, generate_series(1, 2) st, ${s}.film_not_in_stock(f, st) x) AS not_in_stock,
+             ${s}.last_day('2022-02-10 12:00+00'::timestamptz)::text AS last_day`;
+    const s = await source.query<Record<string, string>>(calls('public'), [], 'pagila');
+    expect(s[0]!.last_day).toBe('2022-02-28');
+    expect(s[0]!.out_of_stock).toMatch(/^\{\d/);
+    expect(s[0]!.in_stock).toMatch(/^\{\d/);
+    expect(s[0]!.not_in_stock).toMatch(/^\{\d/);
     const c = await target.client('pagila');
     try {
-      const t = await c.query<{ d: string }>(`SELECT app.last_day('2022-02-10 12:00+00'::timestamptz)::text AS d`);
-      expect(t.rows[0]!.d).toBe('2022-02-28');
-      // inventory_in_stock's body names `rental` and `inventory`, which are app.rental_m and
-      // app.inventory_m here: copied as written, it cannot find them, and the DBA was told so.
+      // film_in_stock calls inventory_in_stock by its bare name: function calls follow the caller's search_path.
       await c.query('SET search_path = app');
-      await expect(c.query('SELECT app.inventory_in_stock(10)')).rejects.toThrow(/relation "(rental|inventory)" does not exist/);
+      const t = await c.query<Record<string, string>>(calls('app'));
+      expect(t.rows).toEqual(s);
+      // They read the target's tables: returning a rental there puts the item back in stock.
+      const out = Number(/^\{(\d+)/.exec(s[0]!.out_of_stock!)![1]);
+      await c.query('BEGIN');
+      await c.query('UPDATE app.rental_m SET return_date = now() WHERE inventory_id = $1 AND return_date IS NULL', [out]);
+      expect((await c.query<{ s: boolean }>('SELECT app.inventory_in_stock($1) AS s', [out])).rows[0]!.s).toBe(true);
+      await c.query('ROLLBACK');
       await c.query(`UPDATE app.actor_m SET first_name = first_name WHERE actor_id = 1`);
       const stamped = await c.query<{ fresh: boolean }>(`SELECT last_update > now() - interval '1 minute' AS fresh FROM app.actor_m WHERE actor_id = 1`);
       expect(stamped.rows[0]!.fresh).toBe(true);
     } finally {
       await c.end();
     }
-    const notice = result.notices.find((n) => n.startsWith('function public.inventory_in_stock(integer)'));
-    expect(notice).toMatch(/its body names public\.inventory, public\.rental/);
   });
 });

@@ -6,11 +6,12 @@
 import { describe, expect, it } from 'vitest';
 import {
   aggregateDdl,
-  bodyMentions,
+  dollarQuote,
   lexSql,
   nameKey,
   orderByDependencies,
   planSchemaObjects,
+  rewriteFunction,
   rewriteFunctionDefinition,
   rewriteQueryText,
   rewriteSignature,
@@ -134,7 +135,7 @@ describe('rewriteQueryText (views)', () => {
 });
 
 describe('rewriteFunctionDefinition', () => {
-  it('renames the function, SETOF row types and search_path schemas, and keeps a string body as written', () => {
+  it('renames the function, SETOF row types and search_path schemas, and the string body through the mapped search_path', () => {
     const def = `CREATE OR REPLACE FUNCTION shop.big_customers(min numeric DEFAULT 0)
  RETURNS SETOF shop.customers
  LANGUAGE sql
@@ -145,9 +146,11 @@ AS $function$ SELECT * FROM customers c WHERE (SELECT sum(amount) FROM shop.orde
  RETURNS SETOF "store"."customers_v2"
  LANGUAGE sql
  SET search_path TO 'store', 'public'
-AS $function$ SELECT * FROM customers c WHERE (SELECT sum(amount) FROM shop.orders o WHERE o.customer_id = c.id) > min $function$
+AS $function$ SELECT * FROM customers_v2 c WHERE (SELECT sum(amount) FROM "store"."orders_v2" o WHERE o.customer_id = c.id) > min $function$
 `);
-    expect(bodyMentions(def, renames)).toEqual(['shop.customers', 'shop.orders']);
+    const r = rewriteFunction(def, renames);
+    expect(r.rewritten).toEqual(['shop.customers -> store.customers_v2', 'shop.orders -> store.orders_v2']);
+    expect(r.notFollowed).toEqual([]);
   });
 
   it('renames an SQL-standard body like a query, DML targets included', () => {
@@ -175,7 +178,7 @@ BEGIN ATOMIC
    WHERE (customers.id = "store"."order_total"(ins.p));
 END
 `);
-    expect(bodyMentions(def, renames)).toEqual([]);
+    expect(rewriteFunction(def, renames).rewritten).toEqual([]);
   });
 
   it('renames types in a signature', () => {
@@ -183,6 +186,183 @@ END
     expect(rewriteSignature('shop.touch(shop.status,shop.status[],shop.customers)', renames)).toBe(
       '"store"."touch"("store"."status","store"."status"[],"store"."customers_v2")',
     );
+  });
+});
+
+describe('string bodies (SQL and PL/pgSQL written as strings)', () => {
+  // pagila-like: public -> app, suffix _m
+  const tables = ['rental', 'inventory', 'film', 'payment', 'customer', 'audit_log'];
+  const pagila: ObjectRenames = {
+    relations: map(tables.map((n) => [q('public', n), q('app', `${n}_m`)])),
+    functions: map([[q('public', 'inventory_in_stock'), q('app', 'inventory_in_stock')]]),
+    types: map(tables.map((n) => [q('public', n), q('app', `${n}_m`)])),
+    schemaMapping: { public: 'app' },
+  };
+  const fn = (body: string, header = ' RETURNS boolean\n LANGUAGE plpgsql\n') => `CREATE OR REPLACE FUNCTION public.f(p_id integer)\n${header}AS $function$${body}$function$\n`;
+  const bodyOf = (def: string) => def.slice(def.indexOf('AS ') + 3).trim();
+
+  it('renames pagila’s inventory_in_stock: bare names qualified, the old name kept as alias, comments left alone', () => {
+    const body = `
+DECLARE
+    v_rentals INTEGER;
+BEGIN
+    -- AN ITEM IS IN-STOCK IF THERE ARE EITHER NO ROWS IN THE rental TABLE
+    SELECT count(*) INTO v_rentals
+    FROM rental
+    WHERE inventory_id = p_inventory_id;
+
+    SELECT COUNT(rental_id) INTO v_out
+    FROM inventory LEFT JOIN rental USING(inventory_id)
+    WHERE inventory.inventory_id = p_inventory_id
+    AND rental.return_date IS NULL;
+END `;
+    const r = rewriteFunction(fn(body), pagila);
+    expect(bodyOf(r.text)).toBe(`$function$
+DECLARE
+    v_rentals INTEGER;
+BEGIN
+    -- AN ITEM IS IN-STOCK IF THERE ARE EITHER NO ROWS IN THE rental TABLE
+    SELECT count(*) INTO v_rentals
+    FROM "app"."rental_m" rental
+    WHERE inventory_id = p_inventory_id;
+
+    SELECT COUNT(rental_id) INTO v_out
+    FROM "app"."inventory_m" inventory LEFT JOIN "app"."rental_m" rental USING(inventory_id)
+    WHERE inventory.inventory_id = p_inventory_id
+    AND rental.return_date IS NULL;
+END $function$`);
+    expect(r.rewritten).toEqual(['public.inventory -> app.inventory_m', 'public.rental -> app.rental_m']);
+    expect(r.notFollowed).toEqual([]);
+    expect(r.dynamic).toEqual([]);
+  });
+
+  it('keeps aliases, renames %ROWTYPE / %TYPE, DML targets, comma lists, TABLE and schema.table.column, and nothing else', () => {
+    const body = `
+DECLARE
+  rec rental%ROWTYPE;
+  v_id public.rental.rental_id%TYPE;
+  v_inv inventory.inventory_id%TYPE;
+  film text := 'rental % was not found in FROM rental';
+  n int;
+BEGIN
+  /* UPDATE rental SET x = 1 */
+  SELECT r.* INTO rec FROM public.rental r WHERE r.rental_id = p_id;
+  SELECT count(*) INTO n FROM film f, inventory, Rental AS x WHERE f.film_id = inventory.film_id AND extract(year FROM x.rental_date) > 2000;
+  SELECT public.rental.rental_id INTO v_id FROM public.rental;
+  UPDATE rental SET return_date = now() WHERE rental.rental_id = p_id;
+  UPDATE inventory i SET last_update = now() WHERE i.inventory_id = rec.inventory_id;
+  INSERT INTO audit_log (film, note) VALUES (film, 'rental');
+  INSERT INTO audit_log AS a SELECT * FROM audit_log WHERE a.film IS NULL;
+  DELETE FROM payment WHERE payment.rental_id = p_id;
+  FOR rec IN SELECT * FROM rental WHERE rental.customer_id = 1 loop
+    RAISE NOTICE 'film % rental', rec.film;
+  END LOOP;
+  PERFORM 1 FROM (TABLE customer) c;
+  RETURN EXISTS (SELECT 1 FROM inventory WHERE inventory_id = p_id);
+END `;
+    const r = rewriteFunction(fn(body), pagila);
+    expect(bodyOf(r.text)).toBe(`$function$
+DECLARE
+  rec "app"."rental_m"%ROWTYPE;
+  v_id "app"."rental_m".rental_id%TYPE;
+  v_inv "app"."inventory_m".inventory_id%TYPE;
+  film text := 'rental % was not found in FROM rental';
+  n int;
+BEGIN
+  /* UPDATE rental SET x = 1 */
+  SELECT r.* INTO rec FROM "app"."rental_m" r WHERE r.rental_id = p_id;
+  SELECT count(*) INTO n FROM "app"."film_m" f, "app"."inventory_m" inventory, "app"."rental_m" AS x WHERE f.film_id = inventory.film_id AND extract(year FROM x.rental_date) > 2000;
+  SELECT rental.rental_id INTO v_id FROM "app"."rental_m" rental;
+  UPDATE "app"."rental_m" rental SET return_date = now() WHERE rental.rental_id = p_id;
+  UPDATE "app"."inventory_m" i SET last_update = now() WHERE i.inventory_id = rec.inventory_id;
+  INSERT INTO "app"."audit_log_m" AS audit_log (film, note) VALUES (film, 'rental');
+  INSERT INTO "app"."audit_log_m" AS a SELECT * FROM "app"."audit_log_m" audit_log WHERE a.film IS NULL;
+  DELETE FROM "app"."payment_m" payment WHERE payment.rental_id = p_id;
+  FOR rec IN SELECT * FROM "app"."rental_m" rental WHERE rental.customer_id = 1 loop
+    RAISE NOTICE 'film % rental', rec.film;
+  END LOOP;
+  PERFORM 1 FROM (TABLE "app"."customer_m") c;
+  RETURN EXISTS (SELECT 1 FROM "app"."inventory_m" inventory WHERE inventory_id = p_id);
+END $function$`);
+    // 'rental' on its own is a literal that is exactly a renamed table's name: said, not changed.
+    expect(r.notFollowed).toEqual(['public.rental']);
+    expect(r.dynamic).toEqual([]);
+  });
+
+  it('leaves CTEs, temporary tables, columns and variables named like a table, and other languages alone', () => {
+    const body = `
+DECLARE
+  rental record;
+  v rental.rental_id%TYPE;
+BEGIN
+  CREATE TEMP TABLE payment (x int);
+  INSERT INTO payment SELECT 1;
+  WITH film AS (SELECT 1 AS film) SELECT film.film INTO v FROM film;
+  SELECT customer INTO v FROM audit_log;
+  RETURN true;
+END `;
+    const r = rewriteFunction(fn(body), pagila);
+    expect(bodyOf(r.text)).toBe(`$function$${body.replace('FROM audit_log;', 'FROM "app"."audit_log_m" audit_log;')}$function$`);
+    expect(r.notFollowed).toEqual([]);
+
+    const c = `CREATE OR REPLACE FUNCTION public.c(integer)\n RETURNS integer\n LANGUAGE c\nAS '$libdir/rental', $function$rental$function$\n`;
+    expect(rewriteFunction(c, pagila)).toEqual({ text: c, rewritten: [], notFollowed: [], dynamic: [] });
+    const py = fn(`return plpy.execute("SELECT 1 FROM rental")`, ' RETURNS integer\n LANGUAGE plpython3u\n');
+    const rp = rewriteFunction(py, pagila);
+    expect(bodyOf(rp.text)).toBe(bodyOf(py));
+    expect(rp.notFollowed).toEqual(['public.rental']);
+    expect(rp.unreadLanguage).toBe('plpython3u');
+  });
+
+  it('reports SQL built at run time and changes none of it', () => {
+    const body = `
+DECLARE n int;
+BEGIN
+  EXECUTE 'SELECT count(*) FROM customer WHERE x = $1' INTO n USING p_id;
+  EXECUTE format('DELETE FROM %I WHERE x = %L', 'payment', p_id);
+  RETURN n > 0;
+END `;
+    const r = rewriteFunction(fn(body), pagila);
+    expect(bodyOf(r.text)).toBe(`$function$${body}$function$`);
+    expect(r.rewritten).toEqual([]);
+    expect(r.dynamic).toEqual(['public.customer']);
+    expect(r.notFollowed).toEqual(['public.payment']);
+  });
+
+  it('re-quotes: a single-quoted SQL body doubles its quotes, a dollar quote gets a tag the new body does not contain', () => {
+    const sql = `CREATE FUNCTION public.n()\n RETURNS bigint\n LANGUAGE sql\nAS 'SELECT count(*) FROM rental WHERE note <> ''rental''; -- it''s'\n`;
+    expect(rewriteFunction(sql, pagila).text).toBe(
+      `CREATE FUNCTION public.n()\n RETURNS bigint\n LANGUAGE sql\nAS 'SELECT count(*) FROM "app"."rental_m" rental WHERE note <> ''rental''; -- it''s'\n`,
+    );
+    const tricky = fn(` SELECT '$function' FROM rental `, ' RETURNS text\n LANGUAGE sql\n').replace(/\$function\$/g, '$functionx$');
+    expect(bodyOf(rewriteFunction(tricky, pagila).text)).toBe(`$functionx$ SELECT '$function' FROM "app"."rental_m" rental $functionx$`);
+    expect(dollarQuote('a $functionx b')).toBe('$functionxx$a $functionx b$functionxx$');
+    expect(lexSql(dollarQuote('x $function')).length).toBe(1);
+  });
+
+  it('looks bare names up on the function’s search_path: mapped path keeps them bare, an earlier table shadows', () => {
+    const own = fn(` SELECT count(*) FROM rental `, ` RETURNS bigint\n LANGUAGE sql\n SET search_path TO 'public'\n`);
+    const r = rewriteFunction(own, pagila);
+    expect(r.text).toContain(`SET search_path TO 'app'`);
+    expect(bodyOf(r.text)).toBe('$function$ SELECT count(*) FROM rental_m rental $function$');
+
+    const shadow = fn(` SELECT count(*) FROM rental `, ` RETURNS bigint\n LANGUAGE sql\n SET search_path TO 'legacy', 'public'\n`);
+    const existing = new Set([nameKey(q('legacy', 'rental'))]);
+    expect(bodyOf(rewriteFunction(shadow, pagila, existing).text)).toBe('$function$ SELECT count(*) FROM rental $function$');
+    // Without the shadowing table, the legacy schema is passed and public's rental is found; legacy is not mapped: qualified.
+    expect(bodyOf(rewriteFunction(shadow, pagila).text)).toBe('$function$ SELECT count(*) FROM rental_m rental $function$');
+
+    // A function of another schema without a search_path: its bare names are its own schema's, not public's.
+    const other = fn(` SELECT count(*) FROM rental `, ' RETURNS bigint\n LANGUAGE sql\n').replace('public.f', 'reports.f');
+    const ro = rewriteFunction(other, pagila);
+    expect(bodyOf(ro.text)).toBe(bodyOf(other));
+    expect(ro.notFollowed).toEqual(['public.rental']);
+  });
+
+  it('changes nothing when the mapping renames nothing', () => {
+    const none: ObjectRenames = { relations: map(tables.map((n) => [q('public', n), q('public', n)])), functions: new Map(), types: new Map(), schemaMapping: {} };
+    const def = fn(` SELECT count(*) FROM rental, public.inventory WHERE rental.x = inventory.y `, ' RETURNS bigint\n LANGUAGE sql\n');
+    expect(rewriteFunction(def, none)).toEqual({ text: def, rewritten: [], notFollowed: [], dynamic: [] });
   });
 });
 
@@ -342,6 +522,30 @@ describe('planning', () => {
       'ALTER TABLE "store"."customers_v2" DISABLE TRIGGER "touch"',
     ]);
     expect(trigger.existing).toEqual({ kind: 'trigger', table: q('store', 'customers_v2'), name: 'touch' });
+  });
+
+  it('says what a string body now names, and what it still names that was not followed', () => {
+    const cat = base();
+    cat.functions.push({
+      oid: 21,
+      schema: 'shop',
+      name: 'purge',
+      kind: 'f',
+      signature: 'shop.purge()',
+      definition:
+        'CREATE OR REPLACE FUNCTION shop.purge()\n RETURNS void\n LANGUAGE plpgsql\n' +
+        "AS $function$ BEGIN DELETE FROM orders WHERE orders.id < 0; EXECUTE 'TRUNCATE customers'; ANALYZE shop.notes; END $function$\n",
+    });
+    // shop.notes is not migrated, and a relation of the schema on the source: it is not a renamed one.
+    cat.pathRelations = [q('shop', 'customers'), q('shop', 'orders'), q('shop', 'notes')];
+    const plan = planSchemaObjects(cat, { schemaMapping: { shop: 'store' }, tableSuffix: '_v2' });
+    const purge = plan.find((o) => o.key === 'f:21')!;
+    expect(purge.statements[1]).toContain(`DELETE FROM "store"."orders_v2" orders WHERE orders.id < 0; EXECUTE 'TRUNCATE customers'; ANALYZE shop.notes;`);
+    expect(purge.rewritten).toBe('function shop.purge(): its body now names shop.orders -> store.orders_v2');
+    expect(purge.notices).toEqual([
+      'function shop.purge(): it builds SQL at run time (EXECUTE) naming shop.customers, which the mapping renames; SQL built at run time is not rewritten: change it on the target',
+    ]);
+    expect(plan.find((o) => o.key === 'f:20')!.rewritten).toBeUndefined();
   });
 
   it('refuses a view name the suffix makes too long, before touching the target', () => {
