@@ -306,3 +306,51 @@ async function readDetails(client: pg.Client, rows: TypeRow[], warnings: string[
     }
   });
 }
+
+/** An extension whose objects a table's indexes, constraints or defaults use (not through a column type). */
+export interface ExtensionUse {
+  extension: string;
+  /** The extension's schema on the source: the printed SQL names its objects there. */
+  schema: string;
+  /** pg_describe_object of what is used, e.g. `operator class public.gist_int4_ops for access method gist`. */
+  objects: string[];
+}
+
+/**
+ * For each table oid (with its partitions), the extensions owning an object that one of its indexes
+ * (operator classes, functions in expressions), constraints (exclusion operators, functions in CHECK)
+ * or column defaults and generated expressions depend on: btree_gist for `EXCLUDE USING gist (room
+ * WITH =, ...)`, pg_trgm for a gin_trgm_ops index, uuid-ossp for `DEFAULT uuid_generate_v4()`. The
+ * target needs them before the table or its indexes can be created. Expects search_path = ''.
+ */
+export async function readExtensionUses(client: pg.Client, tableOids: number[]): Promise<ExtensionUse[][]> {
+  if (tableOids.length === 0) return [];
+  const r = await client.query<{ root: number; extension: string; schema: string; objects: string[] }>(
+    `WITH rels AS (
+       SELECT w.root, w.root AS relid FROM unnest($1::oid[]) AS w(root)
+       UNION SELECT w.root, t.relid FROM unnest($1::oid[]) AS w(root) CROSS JOIN LATERAL pg_partition_tree(w.root) AS t
+     ), deps AS (
+       SELECT rels.root, d.refclassid, d.refobjid FROM rels
+         JOIN pg_index i ON i.indrelid = rels.relid
+         JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+       UNION
+       SELECT rels.root, d.refclassid, d.refobjid FROM rels
+         JOIN pg_constraint c ON c.conrelid = rels.relid
+         JOIN pg_depend d ON d.classid = 'pg_constraint'::regclass AND d.objid = c.oid
+       UNION
+       SELECT rels.root, d.refclassid, d.refobjid FROM rels
+         JOIN pg_attrdef a ON a.adrelid = rels.relid
+         JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid
+     )
+     SELECT deps.root, e.extname::text AS extension, en.nspname::text AS schema,
+            array_agg(DISTINCT pg_describe_object(deps.refclassid, deps.refobjid, 0) ORDER BY pg_describe_object(deps.refclassid, deps.refobjid, 0)) AS objects
+       FROM deps
+       JOIN pg_depend x ON x.classid = deps.refclassid AND x.objid = deps.refobjid AND x.refclassid = 'pg_extension'::regclass AND x.deptype = 'e'
+       JOIN pg_extension e ON e.oid = x.refobjid
+       JOIN pg_namespace en ON en.oid = e.extnamespace
+      GROUP BY 1, 2, 3
+      ORDER BY 1, 2`,
+    [tableOids],
+  );
+  return tableOids.map((oid) => r.rows.filter((x) => Number(x.root) === oid).map(({ extension, schema, objects }) => ({ extension, schema, objects })));
+}

@@ -9,12 +9,14 @@
  * (oid = ANY($1)), inside one read-only transaction.
  */
 import type pg from 'pg';
-import { readSourceTypes, type SourceTypes } from './catalog-types';
+import { readExtensionUses, readSourceTypes, type ExtensionUse, type SourceTypes } from './catalog-types';
 import {
   buildTableDef,
+  ensureExtensionDdl,
   type FkAction,
   type FkMatch,
   type SourceColumn,
+  type SourceConstraintIndex,
   type SourceForeignKey,
   type SourcePartition,
   type SourceSequence,
@@ -70,12 +72,14 @@ export async function readTableDefs(
   if (tables.length === 0) return [];
   let sources: SourceTable[];
   let types: SourceTypes;
+  let extensionUses: ExtensionUse[][];
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     await client.query(`SET LOCAL search_path = ''`);
     const cat = await readSourceCatalog(client, tables.map((t) => t.source));
     sources = cat.tables;
     types = await readSourceTypes(client, cat.oids, cat.version);
+    extensionUses = await readExtensionUses(client, cat.oids);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -86,10 +90,19 @@ export async function readTableDefs(
   // Each type once, ahead of the first table that needs it; preLoad runs table after table in one
   // transaction, so later tables find it there.
   const created = new Set<number>();
+  const extensions = new Set<string>();
   defs.forEach((def, i) => {
     const fresh = (types.perTable[i] ?? []).filter((x) => !created.has(x));
     for (const x of fresh) created.add(x);
     if (fresh.length) def.preLoad.unshift(...createTypesDdl(fresh.map((x) => types.types[x]!), spec, renames));
+    for (const x of fresh) {
+      const t = types.types[x]!;
+      if (t.kind === 'extension') extensions.add(t.extension);
+    }
+    // Extensions the table's indexes, constraints or defaults need (not through a column type): first.
+    const uses = (extensionUses[i] ?? []).filter((u) => !extensions.has(u.extension));
+    for (const u of uses) extensions.add(u.extension);
+    if (uses.length) def.preLoad.unshift(...uses.map((u) => ensureExtensionDdl(u.extension, u.schema, u.objects)));
   });
   if (types.warnings.length) defs[0]!.warnings = [...(defs[0]!.warnings ?? []), ...types.warnings];
   return defs;
@@ -227,10 +240,10 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
         if (partition && c.inherited) continue; // a CHECK the partition has from its parent
         switch (c.contype) {
           case 'p':
-            out.primaryKey = { name: c.conname, columns: c.cols, definition: c.def };
+            out.primaryKey = { name: c.conname, columns: c.cols, definition: c.def, ...keyIndex(c) };
             break;
           case 'u':
-            out.constraints.push({ name: c.conname, kind: 'unique', definition: c.def });
+            out.constraints.push({ name: c.conname, kind: 'unique', definition: c.def, ...keyIndex(c) });
             break;
           case 'c':
             out.constraints.push({ name: c.conname, kind: 'check', definition: c.def });
@@ -260,7 +273,7 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
       }
       for (const i of indexes.filter((i) => Number(i.relid) === oid)) {
         if (i.indisreplident) out.replicaIdentityIndex = { name: i.name, columns: i.key_cols, inherited: i.inherited };
-        if (i.backs_constraint) continue; // created with its constraint (PK before the load, others after)
+        if (i.backs_constraint) continue; // created with its constraint
         if (partition && i.inherited) continue; // created by the parent's index, which cascades
         if (!i.indisvalid) {
           warnings.push(`index ${i.name} of ${displayName(what)} is invalid on the source (a failed CREATE INDEX CONCURRENTLY?) and is not created`);
@@ -485,6 +498,15 @@ interface ConstraintRow {
   del_set_cols: string[] | null;
   /** Inherited from a parent (coninhcount > 0): for a partition, its parent's CHECK. */
   inherited: boolean;
+  /** A primary key's or unique constraint's index: name and pg_get_indexdef. */
+  index_name: string | null;
+  index_def: string | null;
+}
+
+/** The index behind a primary key or unique constraint, when the catalog names it. */
+function keyIndex(c: ConstraintRow): { index?: SourceConstraintIndex } {
+  if (c.index_name === null || c.index_def === null) return {};
+  return { index: { name: c.index_name, definition: c.index_def, deferrable: c.condeferrable, deferred: c.condeferred } };
 }
 
 /** Column names of an attnum array, in array order (key order). */
@@ -503,8 +525,10 @@ async function queryConstraints(client: pg.Client, oids: number[], version: numb
             ${attnames('c.confkey', 'c.confrelid')} AS ref_cols,
             c.confupdtype::text AS confupdtype, c.confdeltype::text AS confdeltype, c.confmatchtype::text AS confmatchtype,
             c.condeferrable, c.condeferred, c.convalidated,
-            ${delSetCols} AS del_set_cols, c.coninhcount > 0 AS inherited
+            ${delSetCols} AS del_set_cols, c.coninhcount > 0 AS inherited,
+            ci.relname::text AS index_name, CASE WHEN ci.oid IS NOT NULL THEN pg_get_indexdef(ci.oid) END AS index_def
        FROM pg_constraint c
+       LEFT JOIN pg_class ci ON ci.oid = c.conindid AND c.contype IN ('p', 'u')
        LEFT JOIN pg_class rc ON rc.oid = c.confrelid
        LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
       WHERE c.conrelid = ANY($1::oid[]) AND c.contype IN ('p', 'u', 'c', 'x', 'f') AND c.conparentid = 0

@@ -11,11 +11,14 @@
  *   sequence    -> schema through schemaMapping, name + suffix
  *   index, constraint (PK, unique, check, exclusion, FK) -> name + suffix, in the table's target schema
  */
-import type { ColumnDef, SequenceRef, TableDef } from './model';
+import type { ColumnDef, PostLoadStep, SequenceRef, TableDef } from './model';
 import { columnList, ident, literal, qname } from './sql';
 import { displayName, mapTableName, SpecError, type NormalizedSpec, type QualifiedName } from './spec';
 
 export type NameMapping = Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>;
+
+/** A postLoad statement with its description (TableDef keeps them apart: postLoad, postLoadSteps). */
+export type PostLoadStatement = PostLoadStep & { sql: string };
 
 // ---------------------------------------------------------------------------------------------------
 // What the catalog reader hands over (source names, PostgreSQL's printed SQL text).
@@ -65,6 +68,29 @@ export interface SourceConstraint {
   kind: 'unique' | 'check' | 'exclusion';
   /** pg_get_constraintdef(oid): the body after the constraint name, without any table name. */
   definition: string;
+  /** A unique constraint's index (absent: the constraint is created with its index in one statement). */
+  index?: SourceConstraintIndex;
+}
+
+/**
+ * The unique index behind a primary key or unique constraint. With it, the target builds the index
+ * like any other (CREATE UNIQUE INDEX takes a SHARE lock, so it runs alongside the table's other index
+ * builds), then attaches it: ADD CONSTRAINT .. USING INDEX only updates the catalog.
+ */
+export interface SourceConstraintIndex {
+  name: string;
+  /** pg_get_indexdef(conindid): WITH (...), INCLUDE, NULLS NOT DISTINCT and tablespace are in it. */
+  definition: string;
+  deferrable: boolean;
+  deferred: boolean;
+}
+
+export interface SourcePrimaryKey {
+  name: string;
+  columns: string[];
+  /** pg_get_constraintdef, e.g. `PRIMARY KEY (a, b) INCLUDE (c)`. */
+  definition: string;
+  index?: SourceConstraintIndex;
 }
 
 /** pg_constraint codes: confupdtype / confdeltype and confmatchtype. */
@@ -91,8 +117,7 @@ export interface SourceTable {
   source: QualifiedName;
   /** attnum order, without dropped columns. */
   columns: SourceColumn[];
-  /** definition: pg_get_constraintdef, e.g. `PRIMARY KEY (a, b) INCLUDE (c)`. */
-  primaryKey?: { name: string; columns: string[]; definition: string };
+  primaryKey?: SourcePrimaryKey;
   replicaIdentity: 'default' | 'index' | 'full' | 'nothing';
   /** The index named by REPLICA IDENTITY USING INDEX (a secondary index, a unique constraint's or the PK's). */
   replicaIdentityIndex?: { name: string; columns: string[] };
@@ -126,7 +151,7 @@ export interface SourcePartition {
   /** All its columns (compared with the parent's: a partition may have a default or NOT NULL of its own). */
   columns: SourceColumn[];
   /** A primary key of its own (not inherited from the parent). */
-  primaryKey?: { name: string; columns: string[]; definition: string };
+  primaryKey?: SourcePrimaryKey;
   replicaIdentity: 'default' | 'index' | 'full' | 'nothing';
   replicaIdentityIndex?: { name: string; columns: string[]; inherited: boolean };
   /** Its own indexes (not attached to an index of the parent). */
@@ -402,8 +427,8 @@ function mapDefault(col: SourceColumn, spec: NameMapping, types: readonly TypeRe
 }
 
 /**
- * CREATE TABLE with every column and the primary key (the other constraints come after the load);
- * `PARTITION BY` for a partitioned table (its partitions are created by partitionDdl).
+ * CREATE TABLE with every column (NOT NULL included; keys, indexes and other constraints come after
+ * the load); `PARTITION BY` for a partitioned table (its partitions are created by partitionDdl).
  */
 export function createTableDdl(table: SourceTable, target: QualifiedName, spec: NameMapping, types: readonly TypeRename[] = []): string {
   const lines = table.columns.map((c) => {
@@ -411,9 +436,6 @@ export function createTableDdl(table: SourceTable, target: QualifiedName, spec: 
     const identitySequence = seq ? { target: mapSequenceName(seq.name, spec), options: sequenceOptions(seq) } : undefined;
     return columnDefinition(mapColumn(c, spec, types), identitySequence);
   });
-  if (table.primaryKey) {
-    lines.push(`CONSTRAINT ${ident(targetObjectName(table.primaryKey.name, spec))} ${table.primaryKey.definition}`);
-  }
   const partitionBy = table.partitionKey !== undefined ? ` PARTITION BY ${rewriteExprTypes(table.partitionKey, types)}` : '';
   return `CREATE TABLE ${qname(target)} (\n  ${lines.join(',\n  ')}\n)${partitionBy}`;
 }
@@ -421,7 +443,7 @@ export function createTableDdl(table: SourceTable, target: QualifiedName, spec: 
 /**
  * `CREATE TABLE <partition> PARTITION OF <parent> <bound> [PARTITION BY ...]`, then what the partition
  * has of its own: column defaults and NOT NULLs that differ from its parent's (PARTITION OF copies the
- * parent's), its own primary key, and its replica identity when FULL or NOTHING.
+ * parent's), and its replica identity when FULL or NOTHING. Its own primary key comes after the load.
  */
 export function partitionDdl(
   part: SourcePartition,
@@ -439,9 +461,6 @@ export function partitionDdl(
     if (col.default !== up.default) out.push(col.default === undefined ? `${alter} DROP DEFAULT` : `${alter} SET DEFAULT ${mapDefault(col, spec, types)}`);
     if (col.notNull && !up.notNull) out.push(`${alter} SET NOT NULL`);
   }
-  if (part.primaryKey) {
-    out.push(`ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(part.primaryKey.name, spec))} ${part.primaryKey.definition}`);
-  }
   if (part.replicaIdentity === 'full') out.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY FULL`);
   if (part.replicaIdentity === 'nothing') out.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY NOTHING`);
   return out;
@@ -455,8 +474,70 @@ export function createIndexDdl(index: SourceIndex, table: { source: QualifiedNam
   );
 }
 
-export function addConstraintDdl(con: SourceConstraint, target: QualifiedName, spec: NameMapping, types: readonly TypeRename[] = []): string {
+export function addConstraintDdl(
+  con: SourceConstraint | SourcePrimaryKey,
+  target: QualifiedName,
+  spec: NameMapping,
+  types: readonly TypeRename[] = [],
+): string {
   return `ALTER TABLE ${qname(target)} ADD CONSTRAINT ${ident(targetObjectName(con.name, spec))} ${rewriteExprTypes(con.definition, types)}`;
+}
+
+/** What ADD CONSTRAINT .. USING INDEX accepts: a plain unique b-tree index (no expression, no WHERE). */
+const ATTACHABLE_INDEX = /^CREATE UNIQUE INDEX .* USING btree \(/;
+
+/**
+ * A primary key or unique constraint of a plain (not partitioned) table, as pgcopydb builds it: the
+ * index under the constraint's target name (kind 'index', parallel with the table's other index
+ * builds), then `ADD CONSTRAINT <name> PRIMARY KEY | UNIQUE USING INDEX <name>` (kind 'constraint', a
+ * catalog update; the index keeps its name, which is the constraint's). Without the index's
+ * definition, or for an index USING INDEX would refuse, one ADD CONSTRAINT statement does both.
+ * Partitioned tables cannot attach an index this way (0A000): their keys use addConstraintDdl.
+ */
+export function keyConstraintSteps(
+  con: SourceConstraint | SourcePrimaryKey,
+  kind: 'primary-key' | 'unique',
+  table: { source: QualifiedName; target: QualifiedName },
+  spec: NameMapping,
+  types: readonly TypeRename[] = [],
+): PostLoadStatement[] {
+  const ix = con.index;
+  if (!ix || !ATTACHABLE_INDEX.test(ix.definition)) {
+    return [{ kind: 'constraint', sql: addConstraintDdl(con, table.target, spec, types) }];
+  }
+  const name = targetObjectName(con.name, spec);
+  const build = rewriteExprTypes(rewriteIndexDefinition(ix.definition, { source: ix.name, target: name }, table), types);
+  const deferral = ix.deferrable ? (ix.deferred ? ' DEFERRABLE INITIALLY DEFERRED' : ' DEFERRABLE') : '';
+  const attach = `ALTER TABLE ${qname(table.target)} ADD CONSTRAINT ${ident(name)} ${kind === 'primary-key' ? 'PRIMARY KEY' : 'UNIQUE'} USING INDEX ${ident(name)}${deferral}`;
+  return [
+    { kind: 'index', sql: build },
+    { kind: 'constraint', sql: attach, usingIndex: true },
+  ];
+}
+
+/**
+ * Makes sure `extension` is installed on the target in `schema` (its schema on the source, which the
+ * printed index, constraint and default text names) before a table that uses `objects` of it in an
+ * index, constraint or default: installs it when the target offers it, else refuses with a message
+ * naming what needs it (before the copy, not hours later when the index is built).
+ */
+export function ensureExtensionDdl(extension: string, schema: string, objects: readonly string[]): string {
+  const used = `the migrated tables' indexes, constraints or defaults use ${objects.join(', ')} of extension ${extension}`;
+  const refuse = (message: string) => `RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = ${message};`;
+  const body = [
+    `  SELECT n.nspname INTO installed FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ${literal(extension)};`,
+    '  IF installed IS NULL THEN',
+    `    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = ${literal(extension)}) THEN`,
+    `      ${refuse(literal(`${used}, which is not available on the target: install the package that provides it (for contrib extensions, postgresql-contrib) on the target server`))}`,
+    '    END IF;',
+    `    EXECUTE ${literal(`CREATE EXTENSION IF NOT EXISTS ${ident(extension)} WITH SCHEMA ${ident(schema)} CASCADE`)};`,
+    `  ELSIF installed <> ${literal(schema)} THEN`,
+    `    ${refuse(`${literal(`${used}, which the target has installed in schema `)} || installed || ${literal(`, not ${schema} as on the source: move it there (ALTER EXTENSION ${extension} SET SCHEMA ${schema}) before migrating`)}`)}`,
+    '  END IF;',
+  ].join('\n');
+  let tag = '$pgdts$';
+  for (let i = 1; body.includes(tag); i++) tag = `$pgdts${i}$`;
+  return `DO ${tag}\nDECLARE installed text;\nBEGIN\n${body}\nEND\n${tag}`;
 }
 
 const FK_ACTIONS: Record<FkAction, string> = { a: 'NO ACTION', r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
@@ -488,11 +569,15 @@ function sameName(a: QualifiedName, b: QualifiedName): boolean {
 /**
  * Everything the later phases need to know about one table, with its DDL:
  *   preLoad : CREATE SCHEMA IF NOT EXISTS, CREATE SEQUENCE IF NOT EXISTS (non-identity), CREATE TABLE
- *             with the primary key [PARTITION BY], every partition (PARTITION OF, parents first),
+ *             [PARTITION BY] without any key, every partition (PARTITION OF, parents first),
  *             ALTER SEQUENCE .. OWNED BY, REPLICA IDENTITY FULL/NOTHING;
- *   postLoad: partitions' own indexes, then the table's indexes (which cascade to its partitions),
- *             unique/check/exclusion constraints, REPLICA IDENTITY USING INDEX, then foreign keys (also
- *             listed in `foreignKeys`, the tail of postLoad).
+ *   postLoad: a plain table: the indexes of its primary key and unique constraints and its other
+ *             indexes (kind 'index': they may be built at the same time), then attaching the key
+ *             indexes (USING INDEX), check/exclusion constraints and REPLICA IDENTITY USING INDEX;
+ *             a partitioned table (whose steps run in this order): the primary key (it cascades to the
+ *             partitions, with names generated as before the load), partitions' own primary keys and
+ *             indexes, the table's indexes (which cascade), its constraints, the partitions';
+ *             then foreign keys (also listed in `foreignKeys`, the tail of postLoad).
  * `migrated` lists every table of the migration, so foreign keys between them follow the mapping.
  * `types` renames user-defined types whose schema the mapping changes (types-ddl.ts creates them).
  */
@@ -542,26 +627,47 @@ export function buildTableDef(
   if (table.replicaIdentity === 'full') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY FULL`);
   if (table.replicaIdentity === 'nothing') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY NOTHING`);
 
-  const postLoad: string[] = [];
-  // Partitions' own indexes first: an index created on the parent afterwards adopts a matching one
-  // instead of building a second, and its generated names cannot take theirs.
-  for (const { part, target: pt } of partitions) {
-    for (const idx of part.indexes) postLoad.push(createIndexDdl(idx, { source: part.name, target: pt }, spec, types));
-  }
   const pair = { source: table.source, target };
-  for (const idx of table.indexes) postLoad.push(createIndexDdl(idx, pair, spec, types));
-  for (const con of table.constraints) postLoad.push(addConstraintDdl(con, target, spec, types));
-  for (const { part, target: pt } of partitions) for (const con of part.constraints) postLoad.push(addConstraintDdl(con, pt, spec, types));
+  const steps: PostLoadStatement[] = [];
+  const index = (sql: string) => steps.push({ kind: 'index', sql });
+  const constraint = (sql: string) => steps.push({ kind: 'constraint', sql });
+  if (partitions.length === 0 && table.partitionKey === undefined) {
+    const builds: PostLoadStatement[] = [];
+    const attaches: PostLoadStatement[] = [];
+    const key = (con: SourceConstraint | SourcePrimaryKey, kind: 'primary-key' | 'unique') => {
+      for (const st of keyConstraintSteps(con, kind, pair, spec, types)) (st.kind === 'index' ? builds : attaches).push(st);
+    };
+    if (table.primaryKey) key(table.primaryKey, 'primary-key');
+    for (const con of table.constraints) {
+      if (con.kind === 'unique') key(con, 'unique');
+      else attaches.push({ kind: 'constraint', sql: addConstraintDdl(con, target, spec, types) });
+    }
+    for (const idx of table.indexes) builds.push({ kind: 'index', sql: createIndexDdl(idx, pair, spec, types) });
+    steps.push(...builds, ...attaches);
+  } else {
+    // The key first, as when it was created with the table: the partitions' key indexes get the names
+    // PostgreSQL generates, and none of a partition's own unique constraints is adopted in their place.
+    if (table.primaryKey) constraint(addConstraintDdl(table.primaryKey, target, spec, types));
+    for (const { part, target: pt } of partitions) if (part.primaryKey) constraint(addConstraintDdl(part.primaryKey, pt, spec, types));
+    // Partitions' own indexes next: an index created on the parent afterwards adopts a matching one
+    // instead of building a second, and its generated names cannot take theirs.
+    for (const { part, target: pt } of partitions) {
+      for (const idx of part.indexes) index(createIndexDdl(idx, { source: part.name, target: pt }, spec, types));
+    }
+    for (const idx of table.indexes) index(createIndexDdl(idx, pair, spec, types));
+    for (const con of table.constraints) constraint(addConstraintDdl(con, target, spec, types));
+    for (const { part, target: pt } of partitions) for (const con of part.constraints) constraint(addConstraintDdl(con, pt, spec, types));
+  }
   if (table.replicaIdentity === 'index') {
     if (!table.replicaIdentityIndex) throw new Error(`${displayName(table.source)} has REPLICA IDENTITY USING INDEX but no index is marked as such`);
-    // The index exists by now: it is a secondary index or a unique constraint's (created just above), or the PK's.
-    postLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(table.replicaIdentityIndex.name, spec))}`);
+    // The index exists by now: a secondary index, or a key's (built and attached just above).
+    constraint(`ALTER TABLE ${qname(target)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(table.replicaIdentityIndex.name, spec))}`);
   }
   for (const { part, target: pt } of partitions) {
     if (part.replicaIdentity !== 'index') continue;
     const ri = part.replicaIdentityIndex;
     if (ri && !ri.inherited) {
-      postLoad.push(`ALTER TABLE ${qname(pt)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(ri.name, spec))}`);
+      constraint(`ALTER TABLE ${qname(pt)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(ri.name, spec))}`);
     } else {
       warnings.push(
         `partition ${displayName(part.name)} has REPLICA IDENTITY USING INDEX ${ri?.name ?? '?'}, an index inherited from its parent whose name differs on the target: ` +
@@ -579,12 +685,14 @@ export function buildTableDef(
             `it is created referencing ${displayName(fk.referencedTable)} on the target, which must exist there`,
         );
       }
-      foreignKeys.push(addForeignKeyDdl(fk, ownerTarget, ref ? ref.target : fk.referencedTable, spec));
+      const references = ref ? ref.target : fk.referencedTable;
+      const sql = addForeignKeyDdl(fk, ownerTarget, references, spec);
+      foreignKeys.push(sql);
+      steps.push({ kind: 'foreign-key', sql, references: { ...references } });
     }
   };
   addFks(table.foreignKeys, table.source, target);
   for (const { part, target: pt } of partitions) addFks(part.foreignKeys, part.name, pt);
-  postLoad.push(...foreignKeys);
 
   const keyColumns = table.primaryKey?.columns ?? (table.replicaIdentity === 'index' ? table.replicaIdentityIndex?.columns : undefined) ?? [];
   const def: TableDef = {
@@ -595,7 +703,8 @@ export function buildTableDef(
     keyColumns: [...keyColumns],
     replicaIdentity: table.replicaIdentity,
     preLoad,
-    postLoad,
+    postLoad: steps.map((st) => st.sql),
+    postLoadSteps: steps.map(({ sql: _, ...step }) => step),
     sequences,
     estimatedRows: Math.max(0, table.estimatedRows),
   };

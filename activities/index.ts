@@ -129,7 +129,11 @@ export function createActivities(deps: ActivityDeps = {}) {
   return {
     preflight,
     createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
-    finishTargetTables: (...a: Parameters<typeof finishTargetTables>) => cancellable(() => finishTargetTables(...a)),
+    /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
+    async finishTargetTables(input: Parameters<typeof finishTargetTables>[0]) {
+      const ctx = Context.current();
+      return cancellable(() => finishTargetTables(input, { heartbeat: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal }));
+    },
     createPublication,
     setReplicaIdentity,
     validateCounts,

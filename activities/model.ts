@@ -26,6 +26,23 @@ export interface SequenceRef {
   identity: boolean;
 }
 
+/** What a parallel runner needs to know about one postLoad statement (postLoadSteps[i] describes postLoad[i]). */
+export interface PostLoadStep {
+  /**
+   * index: CREATE [UNIQUE] INDEX (the index of a primary key or unique constraint too, attached by a
+   *        later constraint step); constraint: an ALTER TABLE on this table (ADD CONSTRAINT, REPLICA
+   *        IDENTITY); foreign-key: ALTER TABLE .. ADD CONSTRAINT .. FOREIGN KEY.
+   */
+  kind: 'index' | 'constraint' | 'foreign-key';
+  /**
+   * ADD CONSTRAINT .. USING INDEX: on a retry, "index is already associated with a constraint"
+   * (SQLSTATE 55000) means an earlier attempt already did it.
+   */
+  usingIndex?: boolean;
+  /** A foreign key's referenced table: its target when migrated, else its name unchanged. */
+  references?: QualifiedName;
+}
+
 export interface TableDef {
   source: QualifiedName;
   target: QualifiedName;
@@ -35,10 +52,26 @@ export interface TableDef {
   /** Primary key columns, else the replica identity index's columns; empty when neither exists. */
   keyColumns: string[];
   replicaIdentity: 'default' | 'index' | 'full' | 'nothing';
-  /** Statements run before the load: sequences, the table and its primary key. */
+  /**
+   * Statements run before the load: types, schemas, sequences, the table and its partitions. No index
+   * or key: the load is much faster into a bare table (a retried copy truncates first or keys its
+   * ranges in pgdts.copy_progress, so it needs no key on the target).
+   */
   preLoad: string[];
-  /** Statements run after the load: secondary indexes, unique/check/exclusion/foreign-key constraints. */
+  /**
+   * Statements run after the load, in an order that works when run one by one: the primary key,
+   * secondary indexes, unique/check/exclusion constraints, the replica identity, then foreign keys.
+   * `postLoadSteps` says what a parallel runner needs to know about each statement.
+   */
   postLoad: string[];
+  /**
+   * One entry per postLoad statement, same order, saying what it is (the SQL is not repeated: this
+   * travels through workflow history). Absent in TableDefs from before it existed: postLoad then runs
+   * in order. Index builds of one table may run at the same time (CREATE INDEX takes a SHARE lock);
+   * its constraint steps follow them one at a time; foreign keys come last, after the keys of both
+   * tables exist. A partitioned table's steps run in order (see `partitioned`).
+   */
+  postLoadSteps?: PostLoadStep[];
   sequences: SequenceRef[];
   /** Estimated rows (pg_class.reltuples), for progress display only. */
   estimatedRows: number;

@@ -1,15 +1,17 @@
 /**
- * CREATING_TABLES (tables and primary keys, before the load) and the end of MIGRATING_DATA
- * (secondary indexes, constraints, ANALYZE, after the load). DDL comes from activities/ddl.ts, built
- * from the source catalog by activities/catalog.ts.
+ * CREATING_TABLES (bare tables, before the load) and the end of MIGRATING_DATA (primary keys,
+ * indexes, constraints, ANALYZE, after the load, on several sessions at once). DDL comes from
+ * activities/ddl.ts, built from the source catalog by activities/catalog.ts.
  */
 import type { Client } from 'pg';
 import { readTableDefs } from './catalog';
-import { withClient } from './db';
+import { connect, withClient } from './db';
 import { classify } from './errors';
+import type { PostLoadStatement } from './ddl';
 import type { TableDef } from './model';
 import type { MigrationPlan } from './preflight';
 import { qname } from './sql';
+import type { QualifiedName } from './spec';
 
 export async function createTargetTables(plan: Pick<MigrationPlan, 'spec' | 'tables'>): Promise<TableDef[]> {
   const { spec } = plan;
@@ -48,49 +50,290 @@ async function allExist(c: Client, defs: TableDef[]): Promise<boolean> {
 
 /** SQLSTATEs meaning "this object is already there": a retried post-load step skips it. */
 const ALREADY_THERE = new Set(['42P07', '42710', '42P16']);
+/** ADD CONSTRAINT .. USING INDEX on an index an earlier attempt already attached. */
+const ALREADY_ATTACHED = '55000';
 
-export async function finishTargetTables(input: {
+/** Sessions building indexes and constraints at once when the caller does not say (spec.parallelism's default). */
+export const DEFAULT_POST_LOAD_PARALLELISM = 4;
+
+/**
+ * Per session, unless the target is configured with more. Each build sorts with up to this much
+ * memory, so the target may use parallelism × this (1 GiB at 4); we cannot know the target's RAM, and
+ * 256MB already sorts large indexes mostly in memory. max_parallel_maintenance_workers is left to the
+ * target's configuration: PostgreSQL only gives a build workers for large tables, caps them all by
+ * max_parallel_workers, and the largest builds, which set the phase's length, are often the last ones
+ * running, when our other sessions are idle; a DBA who wants none sets it to 0 on the target.
+ */
+const MAINTENANCE_WORK_MEM_KB = 256 * 1024;
+
+/**
+ * Every session: no statement timeout (an index build may rightly take hours; pg_dump's scripts say
+ * the same), and maintenance_work_mem raised to MAINTENANCE_WORK_MEM_KB if lower.
+ */
+const SESSION_SETUP = `SELECT pg_backend_pid() AS pid, set_config('statement_timeout', '0', false),
+       CASE WHEN setting::bigint < ${MAINTENANCE_WORK_MEM_KB} THEN set_config('maintenance_work_mem', '${MAINTENANCE_WORK_MEM_KB}kB', false) END
+  FROM pg_settings WHERE name = 'maintenance_work_mem'`;
+
+export interface FinishTargetTablesInput {
   target: MigrationPlan['spec']['target'];
   defs: TableDef[];
-}): Promise<{ statements: number; skipped: string[] }> {
+  /** How many sessions build indexes, constraints and statistics at once (spec.parallelism); default 4. */
+  parallelism?: number;
+}
+
+/**
+ * One unit of post-load work: its statements run in order on one session. A job starts once every
+ * job in `after` has finished, and never while another job holding one of its `locks` runs.
+ */
+export interface PostLoadJob {
+  id: number;
+  /** The table it belongs to (a foreign key: the referencing table). */
+  table: QualifiedName;
+  kind: 'index' | 'constraints' | 'ordered' | 'analyze' | 'foreign-key';
+  steps: PostLoadStatement[];
+  after: number[];
+  locks: string[];
+  /** Larger first among ready jobs (estimated rows): the longest builds start early. */
+  weight: number;
+}
+
+/**
+ * Orders every table's post-load work (pure), pgcopydb-style:
+ *   - a plain table's index builds, its key indexes included, are separate jobs without lock keys:
+ *     CREATE INDEX takes a SHARE lock, so builds on one table run side by side;
+ *   - then one 'constraints' job per table: attach the key indexes (USING INDEX, a catalog update),
+ *     check and exclusion constraints, the replica identity (ALTER TABLE, an exclusive lock);
+ *   - a partitioned table, or a TableDef without postLoadSteps (from before they existed), runs its
+ *     statements in order in one 'ordered' job: order matters there (see buildTableDef);
+ *   - then ANALYZE of the table, so foreign keys are checked with statistics;
+ *   - foreign keys after ANALYZE of both tables, never two at once on a common table (ADD FOREIGN KEY
+ *     locks both tables in SHARE ROW EXCLUSIVE, which conflicts with itself: two could deadlock).
+ */
+export function planPostLoad(defs: readonly TableDef[]): PostLoadJob[] {
+  const jobs: PostLoadJob[] = [];
+  const add = (j: Omit<PostLoadJob, 'id'>) => {
+    const job = { ...j, id: jobs.length };
+    jobs.push(job);
+    return job;
+  };
+  const tableKey = (q: QualifiedName) => JSON.stringify([q.schema, q.name]);
+  // Every target name (roots and partitions) -> the index of its TableDef.
+  const owner = new Map<string, number>();
+  defs.forEach((d, i) => {
+    owner.set(tableKey(d.target), i);
+    for (const p of d.partitions ?? []) owner.set(tableKey(p.target), i);
+  });
+  const analyzed: number[] = [];
+  defs.forEach((d) => {
+    const key = tableKey(d.target);
+    const weight = d.estimatedRows;
+    const steps = statementsOf(d);
+    const body = steps.filter((st) => st.kind !== 'foreign-key');
+    let last: number[] = [];
+    if (d.partitioned || !hasSteps(d)) {
+      if (body.length) last = [add({ table: d.target, kind: 'ordered', steps: body, after: [], locks: [key], weight }).id];
+    } else {
+      const builds = body.filter((st) => st.kind === 'index').map((st) => add({ table: d.target, kind: 'index', steps: [st], after: [], locks: [], weight }).id);
+      const alters = body.filter((st) => st.kind !== 'index');
+      last = alters.length ? [add({ table: d.target, kind: 'constraints', steps: alters, after: builds, locks: [key], weight }).id] : builds;
+    }
+    const analyze: PostLoadStatement = { kind: 'constraint', sql: `ANALYZE ${qname(d.target)}` };
+    analyzed.push(add({ table: d.target, kind: 'analyze', steps: [analyze], after: last, locks: [key], weight }).id);
+  });
+  defs.forEach((d, i) => {
+    for (const st of statementsOf(d)) {
+      if (st.kind !== 'foreign-key') continue;
+      const key = tableKey(d.target);
+      let after: number[];
+      let locks: string[];
+      if (st.references) {
+        const ref = owner.get(tableKey(st.references));
+        after = ref === undefined ? [analyzed[i]!] : [analyzed[i]!, analyzed[ref]!];
+        locks = [key, ref === undefined ? tableKey(st.references) : tableKey(defs[ref]!.target)];
+      } else {
+        // Referenced table unknown: after every table, one such key at a time.
+        after = [...analyzed];
+        locks = [key, 'foreign keys of unknown tables'];
+      }
+      add({ table: d.target, kind: 'foreign-key', steps: [st], after: [...new Set(after)], locks: [...new Set(locks)], weight: d.estimatedRows });
+    }
+  });
+  return jobs;
+}
+
+/**
+ * postLoad with postLoadSteps. A TableDef from before postLoadSteps (or one whose lists disagree):
+ * every statement a 'constraint' but the foreign keys, the tail of postLoad; planPostLoad runs them
+ * in order.
+ */
+function statementsOf(d: TableDef): PostLoadStatement[] {
+  if (hasSteps(d)) return d.postLoad.map((sql, i) => ({ ...d.postLoadSteps![i]!, sql }));
+  const fks = new Set(d.foreignKeys ?? []);
+  return d.postLoad.map((sql): PostLoadStatement => (fks.has(sql) ? { kind: 'foreign-key', sql } : { kind: 'constraint', sql }));
+}
+
+const hasSteps = (d: TableDef) => d.postLoadSteps !== undefined && d.postLoadSteps.length === d.postLoad.length;
+
+/**
+ * End of MIGRATING_DATA: every table's keys, indexes and constraints, ANALYZE, then foreign keys, on
+ * `parallelism` sessions (planPostLoad says what may run together). Idempotent: a retry skips what an
+ * earlier attempt created. A foreign key to a table that exists neither in the migration nor on the
+ * target is reported in `skipped` instead of failing the migration.
+ */
+export interface FinishTargetTablesHooks {
+  /** Called as jobs finish (the activity heartbeats with it). */
+  heartbeat?(progress: { jobsDone: number; jobs: number }): void;
+  /** Aborting it cancels the statements running on the target and rejects. */
+  signal?: AbortSignal;
+}
+
+export async function finishTargetTables(input: FinishTargetTablesInput, hooks: FinishTargetTablesHooks = {}): Promise<{ statements: number; skipped: string[] }> {
+  const jobs = planPostLoad(input.defs);
+  if (jobs.length === 0) return { statements: 0, skipped: [] };
+  const sessions = Math.max(1, Math.min(Math.floor(input.parallelism ?? DEFAULT_POST_LOAD_PARALLELISM), jobs.length));
   let statements = 0;
   const skipped: string[] = [];
+  let where = 'create indexes and constraints';
+  const clients: Array<{ client: Client; pid: number }> = [];
   try {
-    await withClient(
-      input.target,
-      async (c) => {
-        await c.query(`SET maintenance_work_mem = '256MB'`);
-        // Foreign keys last, across all tables: one may reference a unique constraint of a table
-        // whose post-load statements come later.
-        const fks = new Set(input.defs.flatMap((d) => d.foreignKeys ?? []));
-        const ordered = [...input.defs.flatMap((d) => d.postLoad.filter((s) => !fks.has(s))), ...fks];
-        {
-          for (const stmt of ordered) {
-            await c.query('BEGIN');
-            try {
-              await c.query(stmt);
-              await c.query('COMMIT');
-              statements++;
-            } catch (err) {
-              await c.query('ROLLBACK').catch(() => undefined);
-              const code = (err as { code?: string }).code ?? '';
-              if (ALREADY_THERE.has(code)) continue;
-              // A foreign key to a table that is neither migrated nor present on the target: the data
-              // is there, the constraint cannot be; say so rather than fail the whole migration.
-              if (fks.has(stmt) && code === '42P01') {
-                skipped.push(`foreign key not created (${(err as Error).message}): ${stmt}`);
-                continue;
-              }
-              throw err;
-            }
-          }
+    const opened = await Promise.allSettled(Array.from({ length: sessions }, () => connect(input.target, { applicationName: 'pg-dts schema' })));
+    for (const o of opened) if (o.status === 'fulfilled') clients.push({ client: o.value, pid: 0 });
+    // Fewer sessions than asked (max_connections reached on the target): go on with those there are.
+    const refused = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (refused && clients.length === 0) throw refused.reason;
+    for (const c of clients) c.pid = (await c.client.query<{ pid: number }>(SESSION_SETUP)).rows[0]!.pid;
+
+    const runStep = async (c: Client, st: PostLoadStatement, job: PostLoadJob): Promise<void> => {
+      try {
+        await c.query(st.sql);
+        if (job.kind !== 'analyze') statements++;
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? '';
+        if (ALREADY_THERE.has(code)) return;
+        if (st.usingIndex && code === ALREADY_ATTACHED) return;
+        // A foreign key to a table that is neither migrated nor present on the target: the data is
+        // there, the constraint cannot be; say so rather than fail the whole migration.
+        if (st.kind === 'foreign-key' && code === '42P01') {
+          skipped.push(`foreign key not created (${(err as Error).message}): ${st.sql}`);
+          return;
         }
-        for (const def of input.defs) await c.query(`ANALYZE ${qname(def.target)}`);
-      },
-      { applicationName: 'pg-dts schema' },
-    );
+        throw Object.assign(err as object, { failedStatement: st.sql });
+      }
+    };
+    await runJobs(jobs, clients, runStep, hooks, () => connect(input.target, { applicationName: 'pg-dts schema' }));
     return { statements, skipped };
   } catch (err) {
-    throw classify(err, 'create indexes and constraints');
+    // Cancelled: the caller's own reason (Temporal's CancelledFailure), not a failure of ours.
+    if (hooks.signal?.aborted && err === hooks.signal.reason) throw err;
+    const stmt = (err as { failedStatement?: string }).failedStatement;
+    if (stmt) where = `create indexes and constraints (${stmt.length > 300 ? `${stmt.slice(0, 300)}…` : stmt})`;
+    throw classify(err, where);
+  } finally {
+    await Promise.all(clients.map((c) => c.client.end().catch(() => undefined)));
   }
+}
+
+/**
+ * Runs the jobs on the sessions, each session taking the heaviest job that is ready and whose lock
+ * keys are free. On the first failure nothing new starts and the statements still running are
+ * cancelled (closing our end would not stop a long CREATE INDEX on the server), then it throws.
+ */
+async function runJobs(
+  jobs: PostLoadJob[],
+  sessions: Array<{ client: Client; pid: number }>,
+  runStep: (c: Client, st: PostLoadStatement, job: PostLoadJob) => Promise<void>,
+  hooks: FinishTargetTablesHooks,
+  connectOne: () => Promise<Client>,
+): Promise<void> {
+  const waiting = new Map(jobs.map((j) => [j.id, new Set(j.after)]));
+  const dependents = new Map<number, number[]>();
+  for (const j of jobs) for (const a of j.after) dependents.set(a, [...(dependents.get(a) ?? []), j.id]);
+  const pending = new Set(jobs.map((j) => j.id));
+  const held = new Map<string, number>();
+  const busy = new Set<number>(); // pids running a job
+  let failure: { err: unknown } | undefined;
+  let wake: Array<() => void> = [];
+  const notify = () => {
+    const w = wake;
+    wake = [];
+    for (const f of w) f();
+  };
+  let done = 0;
+  /** Stops what runs on the server: from a session of ours that is free, else from a new one. */
+  const cancelRunning = async (from?: Client) => {
+    const pids = [...busy];
+    if (pids.length === 0) return;
+    const sql = 'SELECT pg_cancel_backend(p) FROM unnest($1::int[]) AS p';
+    if (from) return void (await from.query(sql, [pids]).catch(() => undefined));
+    const c = await connectOne().catch(() => undefined);
+    if (!c) return;
+    await c.query(sql, [pids]).catch(() => undefined);
+    await c.end().catch(() => undefined);
+  };
+  let cancelling: Promise<void> | undefined;
+  const onAbort = () => {
+    if (failure) return;
+    failure = { err: hooks.signal?.reason ?? new Error('cancelled') };
+    cancelling = cancelRunning();
+    notify();
+  };
+  if (hooks.signal?.aborted) onAbort();
+  hooks.signal?.addEventListener('abort', onAbort);
+
+  const pick = (): PostLoadJob | undefined => {
+    let best: PostLoadJob | undefined;
+    for (const id of pending) {
+      const j = jobs[id]!;
+      if (waiting.get(id)!.size > 0 || j.locks.some((l) => held.has(l))) continue;
+      if (!best || j.weight > best.weight) best = j;
+    }
+    return best;
+  };
+
+  const worker = async (s: { client: Client; pid: number }) => {
+    for (;;) {
+      if (failure) return;
+      if (pending.size === 0) return;
+      const job = pick();
+      if (!job) {
+        if (busy.size === 0) {
+          // Cannot happen with planPostLoad's jobs (they only wait for earlier ones); never hang on it.
+          failure = { err: new Error(`post-load jobs ${[...pending].join(', ')} wait for jobs that never finish`) };
+          notify();
+          return;
+        }
+        await new Promise<void>((r) => wake.push(r));
+        continue;
+      }
+      pending.delete(job.id);
+      for (const l of job.locks) held.set(l, job.id);
+      busy.add(s.pid);
+      try {
+        for (const st of job.steps) {
+          if (failure) return;
+          await runStep(s.client, st, job);
+        }
+      } catch (err) {
+        if (!failure) {
+          failure = { err };
+          busy.delete(s.pid);
+          await cancelRunning(s.client);
+        }
+        return;
+      } finally {
+        if (!failure) hooks.heartbeat?.({ jobsDone: ++done, jobs: jobs.length });
+        busy.delete(s.pid);
+        for (const l of job.locks) held.delete(l);
+        for (const d of dependents.get(job.id) ?? []) waiting.get(d)!.delete(job.id);
+        notify();
+      }
+    }
+  };
+  try {
+    await Promise.all(sessions.map(worker));
+  } finally {
+    hooks.signal?.removeEventListener('abort', onAbort);
+    await cancelling;
+  }
+  if (failure) throw failure.err;
 }

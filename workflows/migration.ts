@@ -582,7 +582,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (rangedTargets.length) await step('forgetCopyProgress', 'forget the range copy records', { target: plan.spec.target, tables: rangedTargets });
     for (const t of state.tables) t.state = 'indexing';
     const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
-      { target: plan.spec.target, defs },
+      { target: plan.spec.target, defs, parallelism: plan.spec.parallelism },
     ]);
     state.notices.push(...finished.skipped);
   }

@@ -8,6 +8,7 @@ import type { Client } from 'pg';
 import { readTableDefs } from '../../activities/catalog';
 import { quoteIdentLikePg } from '../../activities/ddl';
 import type { TableDef } from '../../activities/model';
+import { finishTargetTables } from '../../activities/schema';
 import { mapTableName, type QualifiedName } from '../../activities/spec';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
@@ -101,6 +102,10 @@ CREATE TABLE public.typed (
 );
 CREATE TABLE public.typed2 (id int PRIMARY KEY, m "Odd Types".mood, r public.floatrange);
 CREATE TABLE public.rowtyped (id int PRIMARY KEY, k public.kv);
+
+CREATE EXTENSION pg_trgm;
+CREATE TABLE public.docs (id int PRIMARY KEY, body text NOT NULL, CHECK (public.similarity(body, 'x') >= 0));
+CREATE INDEX docs_trgm ON public.docs USING gin (body public.gin_trgm_ops);
 `;
 
 const TABLES: QualifiedName[] = [
@@ -113,11 +118,19 @@ const TABLES: QualifiedName[] = [
 
 type Spec = { schemaMapping: Record<string, string>; tableSuffix: string };
 
-/** Runs preLoad (one transaction, like schema.ts), then every non-FK postLoad statement, then the FKs. */
-async function apply(target: Client, defs: TableDef[]): Promise<void> {
+/**
+ * Runs preLoad (one transaction, like schema.ts), then either every non-FK postLoad statement in order
+ * and the FKs, or, given the target's URI, finishTargetTables on several sessions.
+ */
+async function apply(target: Client, defs: TableDef[], parallelOn?: string): Promise<void> {
   await target.query('BEGIN');
   for (const d of defs) for (const s of d.preLoad) await target.query(s);
   await target.query('COMMIT');
+  if (parallelOn !== undefined) {
+    const r = await finishTargetTables({ target: parallelOn, defs, parallelism: 3 });
+    expect(r.skipped).toEqual([]);
+    return;
+  }
   for (const d of defs) for (const s of d.postLoad.slice(0, d.postLoad.length - (d.foreignKeys?.length ?? 0))) await target.query(s);
   for (const d of defs) for (const s of d.foreignKeys ?? []) await target.query(s);
 }
@@ -258,7 +271,7 @@ describe('readTableDefs + generated DDL on real clusters', () => {
     expect(defs[3]!.replicaIdentity).toBe('index');
     expect(defs[3]!.keyColumns).toEqual(['k']);
 
-    await apply(t, defs);
+    await apply(t, defs, dst.uri());
 
     for (const d of defs) {
       const expected = mapShape(await shape(s, d.source), defs, spec);
@@ -325,7 +338,7 @@ describe('readTableDefs + generated DDL on real clusters', () => {
     await dst.createDatabase(db);
     const c = await dst.client(db);
     try {
-      await apply(c, [def!]);
+      await apply(c, [def!], dst.uri(db));
       const tree = async (cl: Client, root: string) =>
         (
           await cl.query<{ name: string; parent: string | null; bound: string | null; key: string | null; indexes: string[] }>(
@@ -420,6 +433,39 @@ describe('readTableDefs + generated DDL on real clusters', () => {
         { attname: 'm', type: '"Weird".mood' },
         { attname: 'r', type: 'app.floatrange' },
       ]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('installs the extensions that indexes, constraints and defaults use before the table', async () => {
+    const spec: Spec = { schemaMapping: { public: 'app' }, tableSuffix: '' };
+    const [def] = await readTableDefs(s, [{ source: { schema: 'public', name: 'docs' }, target: { schema: 'app', name: 'docs' } }], spec);
+    expect(def!.preLoad[0]).toMatch(/^DO /);
+    expect(def!.preLoad[0]).toContain(`CREATE EXTENSION IF NOT EXISTS "pg_trgm" WITH SCHEMA "public" CASCADE`);
+    expect(def!.preLoad[0]).toContain('function public.similarity(text,text)');
+    expect(def!.preLoad[0]).toContain('operator class public.gin_trgm_ops for access method gin');
+    expect(def!.preLoad.filter((x) => x.startsWith('DO '))).toHaveLength(1);
+    const db = 'ext1';
+    await dst.createDatabase(db);
+    const c = await dst.client(db);
+    try {
+      await apply(c, [def!], dst.uri(db));
+      const idx = await c.query(`SELECT pg_get_indexdef('app.docs_trgm'::regclass) AS d`);
+      expect(idx.rows[0].d).toBe('CREATE INDEX docs_trgm ON app.docs USING gin (body gin_trgm_ops)');
+      // Installed elsewhere on the target: refused with the reason, before any table exists.
+      const db2 = 'ext2';
+      await dst.createDatabase(db2);
+      const c2 = await dst.client(db2);
+      try {
+        await c2.query('CREATE SCHEMA other; CREATE EXTENSION pg_trgm WITH SCHEMA other');
+        const e = (await apply(c2, [def!]).catch((err: unknown) => err)) as { code?: string; message?: string };
+        await c2.query('ROLLBACK').catch(() => undefined);
+        expect(e.code).toBe('0A000');
+        expect(e.message).toContain('of extension pg_trgm, which the target has installed in schema other, not public as on the source');
+      } finally {
+        await c2.end();
+      }
     } finally {
       await c.end();
     }

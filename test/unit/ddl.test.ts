@@ -7,6 +7,8 @@ import {
   createIndexDdl,
   createSequenceDdl,
   createTableDdl,
+  ensureExtensionDdl,
+  keyConstraintSteps,
   mapColumn,
   mapSequenceName,
   quoteIdentLikePg,
@@ -21,6 +23,7 @@ import {
   type SourceSequence,
   type SourceTable,
 } from '../../activities/ddl';
+import { planPostLoad, type PostLoadJob } from '../../activities/schema';
 import { mapTableName } from '../../activities/spec';
 import { createTypeDdl, createTypesDdl, extensionStatement, mapTypeName, typeCreationStatements, typeRenames, type SourceType } from '../../activities/types-ddl';
 
@@ -258,7 +261,17 @@ describe('buildTableDef', () => {
       { name: 'Note', type: 'text', notNull: false, collation: { schema: 'pg_catalog', name: 'C' } },
       { name: 'status', type: '"Sales Dept"."Status"', notNull: false, default: `'new'::"Sales Dept"."Status"` },
     ],
-    primaryKey: { name: 'Order Items_pkey', columns: ['Order ID', 'line'], definition: 'PRIMARY KEY ("Order ID", line)' },
+    primaryKey: {
+      name: 'Order Items_pkey',
+      columns: ['Order ID', 'line'],
+      definition: 'PRIMARY KEY ("Order ID", line)',
+      index: {
+        name: 'Order Items_pkey',
+        definition: `CREATE UNIQUE INDEX "Order Items_pkey" ON "Sales Dept"."Order Items" USING btree ("Order ID", line) WITH (fillfactor='80')`,
+        deferrable: false,
+        deferred: false,
+      },
+    },
     replicaIdentity: 'index',
     replicaIdentityIndex: { name: 'Unique Item', columns: ['item_no'] },
     indexes: [
@@ -267,7 +280,18 @@ describe('buildTableDef', () => {
     ],
     constraints: [
       { name: 'Order Items_qty_check', kind: 'check', definition: 'CHECK ((qty > 0))' },
-      { name: 'Unique Item', kind: 'unique', definition: 'UNIQUE (item_no)' },
+      {
+        name: 'Unique Item',
+        kind: 'unique',
+        definition: 'UNIQUE NULLS NOT DISTINCT (item_no) INCLUDE (qty) DEFERRABLE INITIALLY DEFERRED',
+        index: {
+          name: 'Unique Item',
+          definition: 'CREATE UNIQUE INDEX "Unique Item" ON "Sales Dept"."Order Items" USING btree (item_no) INCLUDE (qty) NULLS NOT DISTINCT',
+          deferrable: true,
+          deferred: true,
+        },
+      },
+      { name: 'oi_no_overlap', kind: 'exclusion', definition: 'EXCLUDE USING gist (customer WITH =, price WITH <>)' },
     ],
     foreignKeys: [
       {
@@ -312,7 +336,7 @@ describe('buildTableDef', () => {
     expect(def.target).toEqual({ schema: 'Ventes', name: 'Order Items_migrated' });
   });
 
-  it('creates schemas, shared and serial sequences, the table with its PK, then owns the serial sequence', () => {
+  it('creates schemas, shared and serial sequences, the table without its PK, then owns the serial sequence', () => {
     expect(def.preLoad).toEqual([
       'CREATE SCHEMA IF NOT EXISTS "Ventes"',
       'CREATE SCHEMA IF NOT EXISTS "app"',
@@ -329,25 +353,68 @@ describe('buildTableDef', () => {
         '  "price" numeric(12,2) NOT NULL,',
         '  "total" numeric GENERATED ALWAYS AS (((qty)::numeric * price)) STORED,',
         '  "Note" text COLLATE "pg_catalog"."C",',
-        `  "status" "Sales Dept"."Status" DEFAULT 'new'::"Sales Dept"."Status",`,
-        '  CONSTRAINT "Order Items_pkey_migrated" PRIMARY KEY ("Order ID", line)',
+        `  "status" "Sales Dept"."Status" DEFAULT 'new'::"Sales Dept"."Status"`,
         ')',
       ].join('\n'),
       'ALTER SEQUENCE "Ventes"."Order Items_line_seq_migrated" OWNED BY "Ventes"."Order Items_migrated"."line"',
     ]);
   });
 
-  it('creates indexes, constraints, the replica identity, then foreign keys after the load', () => {
+  it('builds key indexes with the other indexes, attaches them, adds constraints, the replica identity, then foreign keys after the load', () => {
     expect(def.postLoad).toEqual([
+      `CREATE UNIQUE INDEX "Order Items_pkey_migrated" ON "Ventes"."Order Items_migrated" USING btree ("Order ID", line) WITH (fillfactor='80')`,
+      'CREATE UNIQUE INDEX "Unique Item_migrated" ON "Ventes"."Order Items_migrated" USING btree (item_no) INCLUDE (qty) NULLS NOT DISTINCT',
       'CREATE INDEX "Big Orders_migrated" ON "Ventes"."Order Items_migrated" USING btree (price) WHERE (price > (100)::numeric)',
       'CREATE INDEX "oi_lower_note_migrated" ON "Ventes"."Order Items_migrated" USING btree (lower("Note"))',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "Order Items_pkey_migrated" PRIMARY KEY USING INDEX "Order Items_pkey_migrated"',
       'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "Order Items_qty_check_migrated" CHECK ((qty > 0))',
-      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "Unique Item_migrated" UNIQUE (item_no)',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "Unique Item_migrated" UNIQUE USING INDEX "Unique Item_migrated" DEFERRABLE INITIALLY DEFERRED',
+      'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "oi_no_overlap_migrated" EXCLUDE USING gist (customer WITH =, price WITH <>)',
       'ALTER TABLE "Ventes"."Order Items_migrated" REPLICA IDENTITY USING INDEX "Unique Item_migrated"',
       'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "fk_customer_migrated" FOREIGN KEY ("customer") REFERENCES "Ventes"."Customers_migrated" ("id") ON UPDATE NO ACTION ON DELETE CASCADE',
       'ALTER TABLE "Ventes"."Order Items_migrated" ADD CONSTRAINT "fk_product_migrated" FOREIGN KEY ("qty") REFERENCES "catalog"."products" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION',
     ]);
     expect(def.foreignKeys).toEqual(def.postLoad.slice(-2));
+  });
+
+  it('describes each post-load step for the parallel runner', () => {
+    expect(def.postLoadSteps).toHaveLength(def.postLoad.length);
+    expect(def.postLoadSteps!.map((st) => st.kind)).toEqual([
+      'index',
+      'index',
+      'index',
+      'index',
+      'constraint',
+      'constraint',
+      'constraint',
+      'constraint',
+      'constraint',
+      'foreign-key',
+      'foreign-key',
+    ]);
+    expect(def.postLoad.filter((_, i) => def.postLoadSteps![i]!.usingIndex)).toEqual([def.postLoad[4], def.postLoad[6]]);
+    expect(def.postLoadSteps!.slice(-2).map((st) => st.references)).toEqual([
+      { schema: 'Ventes', name: 'Customers_migrated' },
+      { schema: 'catalog', name: 'products' },
+    ]);
+  });
+
+  it('adds a key in one statement when the index is unknown or cannot be attached', () => {
+    const pair = { source: { schema: 'public', name: 't' }, target: { schema: 'app', name: 't_migrated' } };
+    const pk = { name: 't_pkey', columns: ['a'], definition: 'PRIMARY KEY (a)' };
+    expect(keyConstraintSteps(pk, 'primary-key', pair, spec)).toEqual([{ kind: 'constraint', sql: 'ALTER TABLE "app"."t_migrated" ADD CONSTRAINT "t_pkey_migrated" PRIMARY KEY (a)' }]);
+    const odd = { ...pk, index: { name: 't_pkey', definition: 'CREATE UNIQUE INDEX t_pkey ON public.t USING hash (a)', deferrable: false, deferred: false } };
+    expect(keyConstraintSteps(odd, 'primary-key', pair, spec)).toHaveLength(1);
+    const uq = {
+      name: 't_a_key',
+      kind: 'unique' as const,
+      definition: 'UNIQUE (a) DEFERRABLE',
+      index: { name: 't_a_key', definition: 'CREATE UNIQUE INDEX t_a_key ON public.t USING btree (a)', deferrable: true, deferred: false },
+    };
+    expect(keyConstraintSteps(uq, 'unique', pair, spec)).toEqual([
+      { kind: 'index', sql: 'CREATE UNIQUE INDEX "t_a_key_migrated" ON "app"."t_migrated" USING btree (a)' },
+      { kind: 'constraint', sql: 'ALTER TABLE "app"."t_migrated" ADD CONSTRAINT "t_a_key_migrated" UNIQUE USING INDEX "t_a_key_migrated" DEFERRABLE', usingIndex: true },
+    ]);
   });
 
   it('warns about a foreign key to a table that is not migrated', () => {
@@ -594,8 +661,7 @@ describe('partitioned tables', () => {
         'CREATE TABLE "app"."pay_migrated" (',
         `  "id" integer DEFAULT nextval('"app"."pay_id_seq_migrated"'::regclass) NOT NULL,`,
         '  "at" timestamp with time zone NOT NULL,',
-        '  "kind" "app"."mood",',
-        '  CONSTRAINT "pay_pkey_migrated" PRIMARY KEY (at, id)',
+        '  "kind" "app"."mood"',
         ') PARTITION BY RANGE (at)',
       ].join('\n'),
       `CREATE TABLE "app"."pay_2024_migrated" PARTITION OF "app"."pay_migrated" FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2025-01-01 00:00:00+00') PARTITION BY LIST (kind)`,
@@ -607,14 +673,16 @@ describe('partitioned tables', () => {
     ]);
   });
 
-  it("creates partitions' own indexes first, the root index without ONLY (it cascades), then constraints and foreign keys", () => {
+  it("adds the root's key first (it cascades), partitions' own indexes, the root index without ONLY (it cascades), then constraints and foreign keys", () => {
     expect(def.postLoad).toEqual([
+      'ALTER TABLE "app"."pay_migrated" ADD CONSTRAINT "pay_pkey_migrated" PRIMARY KEY (at, id)',
       'CREATE INDEX "pay_2024_a_local_migrated" ON "app"."pay_2024_a_migrated" USING btree (id)',
       'CREATE INDEX "pay_kind_migrated" ON "app"."pay_migrated" USING btree (kind)',
       'ALTER TABLE "app"."pay_old_migrated" ADD CONSTRAINT "old_check_migrated" CHECK ((id > 0))',
       'ALTER TABLE "app"."pay_2024_a_migrated" ADD CONSTRAINT "a_fk_migrated" FOREIGN KEY ("id") REFERENCES "public"."other" ("id") ON UPDATE NO ACTION ON DELETE NO ACTION',
     ]);
     expect(def.foreignKeys).toEqual(def.postLoad.slice(-1));
+    expect(def.postLoadSteps!.map((st) => st.kind)).toEqual(['constraint', 'index', 'index', 'constraint', 'foreign-key']);
     expect(def.warnings).toEqual([expect.stringContaining('foreign key a_fk of public.pay_2024_a references public.other, which is not migrated')]);
   });
 
@@ -647,5 +715,129 @@ describe('partitioned tables', () => {
     expect(createIndexDdl({ name: 'i', definition: 'CREATE INDEX i ON ONLY public.users USING btree (a)' }, pair, spec)).toBe(
       'CREATE INDEX "i_migrated" ON "app"."users_migrated" USING btree (a)',
     );
+  });
+});
+
+describe('ensureExtensionDdl', () => {
+  it('installs the extension in its source schema or refuses naming what needs it, quoting everything', () => {
+    const sql = ensureExtensionDdl('btree_gist', 'Odd "Schema"', ['operator class public.gist_int4_ops for access method gist', `function f('$pgdts$')`]);
+    expect(sql.startsWith('DO $pgdts1$\nDECLARE installed text;\nBEGIN\n')).toBe(true);
+    expect(sql.endsWith('\nEND\n$pgdts1$')).toBe(true);
+    expect(sql).toContain(`EXECUTE 'CREATE EXTENSION IF NOT EXISTS "btree_gist" WITH SCHEMA "Odd ""Schema""" CASCADE';`);
+    expect(sql).toContain(`ELSIF installed <> 'Odd "Schema"' THEN`);
+    expect(sql).toContain(`use operator class public.gist_int4_ops for access method gist, function f(''$pgdts$'') of extension btree_gist, which is not available on the target`);
+  });
+});
+
+describe('planPostLoad (what finishTargetTables may run at the same time)', () => {
+  const customers = buildTableDef(
+    table({
+      source: { schema: 'public', name: 'customers' },
+      columns: [{ name: 'id', type: 'integer', notNull: true }],
+      primaryKey: {
+        name: 'customers_pkey',
+        columns: ['id'],
+        definition: 'PRIMARY KEY (id)',
+        index: { name: 'customers_pkey', definition: 'CREATE UNIQUE INDEX customers_pkey ON public.customers USING btree (id)', deferrable: false, deferred: false },
+      },
+      estimatedRows: 10,
+    }),
+    { schema: 'public', name: 'customers' },
+    noMapping,
+    [],
+  );
+  const fkTo = (name: string, schema: string, ref: string) => ({
+    name,
+    columns: ['c'],
+    referencedTable: { schema, name: ref },
+    referencedColumns: ['id'],
+    onUpdate: 'a' as const,
+    onDelete: 'a' as const,
+    match: 's' as const,
+    deferrable: false,
+    deferred: false,
+    validated: true,
+  });
+  const ordersSrc = table({
+    source: { schema: 'public', name: 'orders' },
+    columns: [{ name: 'c', type: 'integer', notNull: false }],
+    indexes: [
+      { name: 'orders_c', definition: 'CREATE INDEX orders_c ON public.orders USING btree (c)' },
+      { name: 'orders_c2', definition: 'CREATE INDEX orders_c2 ON public.orders USING hash (c)' },
+    ],
+    constraints: [{ name: 'orders_c_check', kind: 'check', definition: 'CHECK ((c > 0))' }],
+    foreignKeys: [fkTo('orders_c_fk', 'public', 'customers'), fkTo('orders_x_fk', 'public', 'elsewhere')],
+    estimatedRows: 1000,
+  });
+  const migrated = [
+    { source: { schema: 'public', name: 'customers' }, target: { schema: 'public', name: 'customers' } },
+    { source: ordersSrc.source, target: ordersSrc.source },
+  ];
+  const orders = buildTableDef(ordersSrc, ordersSrc.source, noMapping, migrated);
+  const jobs = planPostLoad([customers, orders]);
+  const of = (name: string) => jobs.filter((j) => j.table.name === name);
+  const sqls = (j: PostLoadJob) => j.steps.map((st) => st.sql);
+
+  it('builds every index of a table as its own job without lock, then one constraints job, then ANALYZE', () => {
+    const o = of('orders');
+    const builds = o.filter((j) => j.kind === 'index');
+    expect(builds.map(sqls)).toEqual([['CREATE INDEX "orders_c" ON "public"."orders" USING btree (c)'], ['CREATE INDEX "orders_c2" ON "public"."orders" USING hash (c)']]);
+    expect(builds.every((j) => j.locks.length === 0 && j.after.length === 0 && j.weight === 1000)).toBe(true);
+    const cons = o.find((j) => j.kind === 'constraints')!;
+    expect(sqls(cons)).toEqual(['ALTER TABLE "public"."orders" ADD CONSTRAINT "orders_c_check" CHECK ((c > 0))']);
+    expect(cons.after).toEqual(builds.map((j) => j.id));
+    const analyze = o.find((j) => j.kind === 'analyze')!;
+    expect(sqls(analyze)).toEqual(['ANALYZE "public"."orders"']);
+    expect(analyze.after).toEqual([cons.id]);
+    expect(analyze.locks).toEqual(cons.locks);
+
+    const c = of('customers');
+    expect(c.map((j) => j.kind)).toEqual(['index', 'constraints', 'analyze']);
+    expect(sqls(c[1]!)).toEqual(['ALTER TABLE "public"."customers" ADD CONSTRAINT "customers_pkey" PRIMARY KEY USING INDEX "customers_pkey"']);
+  });
+
+  it('adds foreign keys after ANALYZE of both tables, locking both', () => {
+    const fks = jobs.filter((j) => j.kind === 'foreign-key');
+    expect(fks).toHaveLength(2);
+    const analyzeOf = (name: string) => of(name).find((j) => j.kind === 'analyze')!.id;
+    expect(fks[0]!.after).toEqual([analyzeOf('orders'), analyzeOf('customers')]);
+    expect(fks[0]!.locks).toHaveLength(2);
+    expect(fks[0]!.locks).toContain(of('customers')[1]!.locks[0]);
+    // Not migrated: after its own table only; still locks the other table's name.
+    expect(fks[1]!.after).toEqual([analyzeOf('orders')]);
+    expect(fks[1]!.locks).toEqual([of('orders')[2]!.locks[0], JSON.stringify(['public', 'elsewhere'])]);
+    // Every dependency points at an earlier job: the plan always completes.
+    for (const j of jobs) for (const a of j.after) expect(a).toBeLessThan(j.id);
+  });
+
+  it('runs a partitioned table, and a TableDef from before postLoadSteps, statement by statement', () => {
+    const parted = buildTableDef(
+      table({
+        source: { schema: 'public', name: 'p' },
+        columns: [{ name: 'id', type: 'integer', notNull: true }],
+        primaryKey: { name: 'p_pkey', columns: ['id'], definition: 'PRIMARY KEY (id)' },
+        partitionKey: 'RANGE (id)',
+        indexes: [{ name: 'p_i', definition: 'CREATE INDEX p_i ON ONLY public.p USING btree (id)' }],
+        partitions: [{ name: { schema: 'public', name: 'p1' }, parent: { schema: 'public', name: 'p' }, bound: 'DEFAULT', columns: [], replicaIdentity: 'default', indexes: [], constraints: [], foreignKeys: [] }],
+      }),
+      { schema: 'public', name: 'p' },
+      noMapping,
+      [],
+    );
+    const { postLoadSteps: _, ...legacy } = orders;
+    const plan = planPostLoad([parted, legacy]);
+    expect(plan.map((j) => j.kind)).toEqual(['ordered', 'analyze', 'ordered', 'analyze', 'foreign-key', 'foreign-key']);
+    expect(sqls(plan[0]!)).toEqual(parted.postLoad);
+    expect(sqls(plan[2]!)).toEqual(orders.postLoad.slice(0, -2));
+    // Unknown referenced tables: after every table, one at a time.
+    expect(plan[4]!.after).toEqual([1, 3]);
+    expect(plan[4]!.locks[1]).toBe(plan[5]!.locks[1]);
+  });
+
+  it('maps a foreign key to a partition onto its partitioned table', () => {
+    const parted = { ...customers, target: { schema: 'public', name: 'root' }, partitioned: true, partitions: [{ source: { schema: 'public', name: 'customers' }, target: { schema: 'public', name: 'customers' } }] };
+    const plan = planPostLoad([parted, orders]);
+    const fk = plan.find((j) => j.kind === 'foreign-key')!;
+    expect(fk.locks).toContain(JSON.stringify(['public', 'root']));
   });
 });
