@@ -258,7 +258,22 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       const ts = state.tables.find((t) => t.source === table);
       if (ts?.state === 'copying') refreshCopyProgress(ts);
     }
+    if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(copyDetails());
   });
+  /** The Temporal UI's current details while copying: tables done, and each copy in flight. */
+  const copyDetails = () => {
+    const done = state.tables.filter((t) => t.state === 'copied').length;
+    const lines = state.tables
+      .filter((t) => t.state === 'copying')
+      .map((t) => {
+        const pct = t.rowsTotal ? ` (${Math.min(100, Math.floor((100 * t.rowsCopied) / t.rowsTotal))}%)` : '';
+        const rate = t.rowsPerSecond !== undefined ? `, ${t.rowsPerSecond} rows/s` : '';
+        const eta = t.etaSeconds !== undefined ? `, about ${t.etaSeconds} s left` : '';
+        const ranges = t.ranges ? `, ranges ${t.ranges.done}/${t.ranges.total}` : '';
+        return `- ${t.source}: ${t.rowsCopied}${t.rowsTotal ? `/${t.rowsTotal}` : ''} rows${pct}${rate}${eta}${ranges}`;
+      });
+    return `**MIGRATING_DATA**\n\n${done}/${state.tables.length} tables copied\n${lines.join('\n')}`;
+  };
 
   const tableRunning = (table: string) => [...round.running.values()].includes(table);
   /** Table sizes and page ranges (tables over spec.copy.splitAboveBytes), planned once. */

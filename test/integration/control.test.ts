@@ -95,6 +95,9 @@ describe('pause and resume', () => {
     }
     expect(live?.rowsCopied).toBeGreaterThan(0);
     expect(live!.rowsCopied).toBeLessThan(1_500_000);
+    // The Temporal UI's current details show the copy in flight.
+    const meta = await env.temporal.client.workflow.getHandle(m.workflowId).query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(meta.currentDetails).toMatch(/MIGRATING_DATA[\s\S]*- public\.big: \d+(\/\d+)? rows/);
     await m.signal('pause');
     await sleep(1500);
     const held = await m.status();
