@@ -351,7 +351,7 @@ export interface PlanCopiesInput {
   splitAboveBytes?: number;
   /** Aim for ranges of about this size (default 512 MiB). */
   rangeBytes?: number;
-  /** A split table gets at least this many ranges (the copy parallelism), so that all copiers help. */
+  /** A split table gets a multiple of this many ranges (the copy parallelism), so that all copiers help. */
   minRanges?: number;
   /** At most this many ranges per table (default 32). */
   maxRanges?: number;
@@ -393,7 +393,9 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
     return r.rows.map((row) => {
       const bytes = Number(row.bytes);
       if (row.relkind !== 'r' || bytes <= splitAbove) return { bytes };
-      const n = Math.min(maxRanges, Math.max(minRanges, Math.ceil(bytes / rangeBytes)));
+      // A multiple of the parallelism, so that the last round of ranges keeps every copier busy.
+      const wanted = Math.max(minRanges, Math.ceil(bytes / rangeBytes));
+      const n = Math.min(maxRanges, Math.ceil(wanted / minRanges) * minRanges);
       return { bytes, ranges: splitPages(Math.ceil(bytes / row.block), n) };
     });
   } catch (err) {
