@@ -8,7 +8,8 @@
  *    the source again; only a difference the source held still for counts, the rest is re-read later;
  *  - checksumKeyed / checksumKeyless: chunk checksums, then bisection of every differing chunk down to
  *    the rows (keys) that differ;
- *  - sampleKeyed / sampleKeyless: random rows fetched by key and compared column by column.
+ *  - sampleKeyed / sampleKeyless: random rows read by key and compared column by column (by digests
+ *    computed in the database, a bounded number of rows per read).
  */
 import type { Client } from 'pg';
 import { compareLsn } from './apply/stream';
@@ -40,12 +41,13 @@ import {
   CURRENT_LSN_SQL,
   describeTableSql,
   NUDGE_SQL,
+  rowDigestsByKeySql,
   rowHashesSql,
-  rowsByKeySql,
   sampledKeysInOrderSql,
   sampleKeysSql,
   sampleRowHashesSql,
   splitPointsSql,
+  type DigestMode,
   type KeyRange,
   type RowHash,
   type Sql,
@@ -68,6 +70,10 @@ export class TableSide {
     readonly hash: RowHash,
     /** Live: every read is its own short snapshot (and, on the source, reports its LSN). */
     readonly live: boolean,
+    /** format_type() of every column on this side. */
+    readonly columnTypes: ReadonlyMap<string, string>,
+    /** The server's encoding (server_encoding). */
+    readonly encoding: string,
   ) {}
 
   /**
@@ -81,7 +87,8 @@ export class TableSide {
     hash: RowHash,
     live: boolean,
   ): Promise<TableSide> {
-    const describe = async () => (await query<{ exists: boolean; name: string | null; type: string | null }>(client, describeTableSql(t.table))).rows;
+    const describe = async () =>
+      (await query<{ exists: boolean; name: string | null; type: string | null; encoding: string }>(client, describeTableSql(t.table))).rows;
     const rows = live ? await inSnapshot(client, describe) : await describe();
     if (!rows[0]?.exists) throw new ShapeError(`table ${displayName(t.table)} does not exist on the ${side}`);
     const types = new Map(rows.filter((r) => r.name !== null).map((r) => [r.name!, r.type!]));
@@ -90,7 +97,7 @@ export class TableSide {
       throw new ShapeError(`column(s) ${missing.map((c) => JSON.stringify(c)).join(', ')} missing from ${displayName(t.table)} on the ${side}`);
     }
     const shape: TableShape = { table: t.table, columns: t.columns, keyColumns: t.keyColumns, keyTypes: t.keyColumns.map((k) => types.get(k)!) };
-    return new TableSide(client, side, shape, hash, live);
+    return new TableSide(client, side, shape, hash, live, types, rows[0].encoding);
   }
 
   /** Runs `fn` as one consistent read; on a live source also returns the WAL position after it. */
@@ -146,11 +153,14 @@ export class TableSide {
     return (await queryArrays(this.client, sampleKeysSql(this.shape, size, percent))) as string[][];
   }
 
-  /** Key id -> each compared column as text, for the rows with these keys. */
-  async rowsByKey(keys: ReadonlyArray<readonly string[]>): Promise<Map<string, Array<string | null>>> {
+  /**
+   * Key id -> the digest of each compared column (see DigestMode), for the rows with these keys. One
+   * read: callers pass at most digestBatchSize() keys.
+   */
+  async digestsByKey(keys: ReadonlyArray<readonly string[]>, modes: readonly DigestMode[]): Promise<Map<string, Array<string | null>>> {
     const out = new Map<string, Array<string | null>>();
     if (keys.length === 0) return out;
-    const r = await queryArrays(this.client, rowsByKeySql(this.shape, keys));
+    const r = await queryArrays(this.client, rowDigestsByKeySql(this.shape, keys, modes));
     for (const row of r) {
       const key = keys[Number(row[0]) - 1];
       if (key) out.set(keyId(key), row.slice(1));
@@ -610,23 +620,68 @@ function samplePercentFor(rows: number, want: number): number | undefined {
   return rows > want * 20 ? Math.min(100, (100 * want * 20) / rows) : undefined;
 }
 
+/**
+ * How each column is digested for a comparison across these two sides: bytea on both sides by its
+ * bytes, everything else by its text form (converted to UTF-8 when the servers' encodings differ).
+ */
+export function digestModes(src: TableSide, dst: TableSide): DigestMode[] {
+  const sameEncoding = src.encoding === dst.encoding;
+  return src.shape.columns.map((c) =>
+    src.columnTypes.get(c) === 'bytea' && dst.columnTypes.get(c) === 'bytea' ? 'bytes' : sameEncoding ? 'text' : 'utf8',
+  );
+}
+
+/** Cells (keys x columns) per digest read: about 1 MB of digests, whatever the table's width. */
+const DIGEST_BATCH_CELLS = 20_000;
+
+/** Keys per digest read for a table of `columns` columns (at most 1,000). */
+export function digestBatchSize(columns: number): number {
+  return Math.max(1, Math.min(1000, Math.floor(DIGEST_BATCH_CELLS / Math.max(1, columns + 1))));
+}
+
+/**
+ * Compares the rows with these keys column by column, by digest, one batch of keys at a time (a
+ * batch's digests from both sides are compared and dropped before the next is read). `onRow` gets each
+ * key's digests on both sides (undefined: no row with that key there).
+ */
+async function compareDigestsByKey(
+  src: TableSide,
+  dst: TableSide,
+  keys: ReadonlyArray<readonly string[]>,
+  read: (side: TableSide, batch: ReadonlyArray<readonly string[]>, modes: readonly DigestMode[]) => Promise<Map<string, Array<string | null>>>,
+  onRow: (id: string, s: Array<string | null> | undefined, d: Array<string | null> | undefined) => void,
+): Promise<void> {
+  const modes = digestModes(src, dst);
+  const step = digestBatchSize(modes.length);
+  for (let i = 0; i < keys.length; i += step) {
+    const batch = keys.slice(i, i + step);
+    const [a, b] = await Promise.all([read(src, batch, modes), read(dst, batch, modes)]);
+    for (const k of batch) {
+      const id = keyId(k);
+      onRow(id, a.get(id), b.get(id));
+    }
+  }
+}
+
 export async function sampleKeyed(src: TableSide, dst: TableSide, sourceRows: number, size: number): Promise<SampleResult> {
   const percent = samplePercentFor(sourceRows, size);
   let keys = await src.sampleKeys(size, percent);
   if (percent !== undefined && keys.length < Math.min(size, sourceRows)) keys = await src.sampleKeys(size);
-  const [a, b] = await Promise.all([src.rowsByKey(keys), dst.rowsByKey(keys)]);
   const found: SampleResult['found'] = [];
-  for (const k of keys) {
-    const id = keyId(k);
-    const s = a.get(id);
-    const d = b.get(id);
-    if (!s) continue; // deleted on the source meanwhile (verify on a live database)
-    if (!d) found.push({ id, kind: 'missing-on-target' });
-    else {
-      const cols = differingColumns(src.shape.columns, s, d);
-      if (cols.length) found.push({ id, kind: 'different', columns: cols });
-    }
-  }
+  await compareDigestsByKey(
+    src,
+    dst,
+    keys,
+    (side, batch, modes) => side.digestsByKey(batch, modes),
+    (id, s, d) => {
+      if (!s) return; // deleted on the source meanwhile (verify on a live database)
+      if (!d) found.push({ id, kind: 'missing-on-target' });
+      else {
+        const cols = differingColumns(src.shape.columns, s, d);
+        if (cols.length) found.push({ id, kind: 'different', columns: cols });
+      }
+    },
+  );
   return { sampled: keys.length, found };
 }
 
@@ -645,19 +700,19 @@ export async function sampleKeyless(src: TableSide, dst: TableSide, sourceRows: 
   return { sampled: hashes.length, found };
 }
 
-/** For rows known to differ: which columns (one read of both sides by key). */
+/** For rows known to differ: which columns (both sides read by key, by digest). */
 export async function columnsThatDiffer(src: TableSide, dst: TableSide, ids: readonly string[]): Promise<Map<string, string[]>> {
   const keys = ids.map((id) => JSON.parse(id) as string[]);
-  const [a, b] = await Promise.all([
-    src.snapshot(() => src.rowsByKey(keys)).then((r) => r.value),
-    dst.snapshot(() => dst.rowsByKey(keys)).then((r) => r.value),
-  ]);
   const out = new Map<string, string[]>();
-  for (const id of ids) {
-    const s = a.get(id);
-    const d = b.get(id);
-    if (s && d) out.set(id, differingColumns(src.shape.columns, s, d));
-  }
+  await compareDigestsByKey(
+    src,
+    dst,
+    keys,
+    async (side, batch, modes) => (await side.snapshot(() => side.digestsByKey(batch, modes))).value,
+    (id, s, d) => {
+      if (s && d) out.set(id, differingColumns(src.shape.columns, s, d));
+    },
+  );
   return out;
 }
 

@@ -8,7 +8,9 @@
  *    quotes empty strings and leaves NULLs empty, so NULL and '' differ, and every type (arrays, json,
  *    ranges, composites, NaN/Infinity, bytea, timestamps) renders deterministically;
  *  - a chunk's checksum is `count(*)` and the sum of a 64-bit hash of each row's text, an aggregate that
- *    does not depend on row order and, unlike xor, does not let duplicate rows cancel out.
+ *    does not depend on row order and, unlike xor, does not let duplicate rows cancel out;
+ *  - a sampled row is compared column by column through md5 digests of each value (DigestMode), so no
+ *    value, however wide, is ever fetched.
  */
 import { ident, literal, qname } from './sql';
 import type { QualifiedName } from './spec';
@@ -81,13 +83,15 @@ export function keyRangePredicate(s: TableShape, range: KeyRange, values: unknow
 }
 
 /**
- * Column names and types of a table on one side. Run with search_path = '' so that format_type
- * qualifies user types. One row with exists = false (and NULL columns) when the table is missing.
+ * Column names and types of a table on one side, and the server's encoding. Run with search_path = ''
+ * so that format_type qualifies user types. One row with exists = false (and NULL columns) when the
+ * table is missing.
  */
 export function describeTableSql(table: QualifiedName): Sql {
   return {
     text:
-      `SELECT r.oid IS NOT NULL AS exists, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type ` +
+      `SELECT r.oid IS NOT NULL AS exists, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ` +
+      `current_setting('server_encoding') AS encoding ` +
       `FROM (SELECT to_regclass($1) AS oid) r ` +
       `LEFT JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped ` +
       `ORDER BY a.attnum`,
@@ -164,16 +168,45 @@ export function sampleKeysSql(s: TableShape, size: number, percent?: number): Sq
 }
 
 /**
- * The rows with the given keys (one text array per key column, same length), each compared column as
- * text. `ord` is the 1-based position of the requested key, so rows map back to the keys asked for.
+ * How a sampled value is digested in the database, so that only 32 hex characters per column reach the
+ * worker whatever the value's width (a 100 MB bytea is 200 MB of hex text):
+ *  - `bytes`: md5 of the value itself, for bytea on both sides (no text form built at all);
+ *  - `text`: md5 of the value's text form (the ::text the comparison has always used; the session pins
+ *    DateStyle, TimeZone, extra_float_digits, bytea_output etc.), as the server's encoding stores it:
+ *    used when both servers have the same encoding, so equal text means equal bytes;
+ *  - `utf8`: the same text form converted to UTF-8 first: the servers' encodings differ.
+ * md5 (128 bits) cannot make different values look equal short of a deliberate collision, and does not
+ * depend on the platform (hashtextextended depends on the byte order). NULL stays NULL, so NULL and ''
+ * still differ. Every column is digested, small ones too: the report names columns, never values, so
+ * the worker has no use for the values, and a size threshold would have to agree on both sides
+ * (pg_column_size does not: compression and storage differ between two copies of the same value).
  */
-export function rowsByKeySql(s: TableShape, keys: ReadonlyArray<readonly string[]>): Sql {
+export type DigestMode = 'bytes' | 'text' | 'utf8';
+
+export function columnDigest(column: string, mode: DigestMode): string {
+  switch (mode) {
+    case 'bytes':
+      return `md5(${col(column)})`;
+    case 'text':
+      return `md5(${col(column)}::text)`;
+    case 'utf8':
+      return `md5(convert_to(${col(column)}::text, 'UTF8'))`;
+  }
+}
+
+/**
+ * The digests of the compared columns (one mode per column) of the rows with the given keys (one text
+ * array per key column, same length). `ord` is the 1-based position of the requested key, so rows map
+ * back to the keys asked for.
+ */
+export function rowDigestsByKeySql(s: TableShape, keys: ReadonlyArray<readonly string[]>, modes: readonly DigestMode[]): Sql {
+  if (modes.length !== s.columns.length) throw new Error(`${modes.length} digest modes for ${s.columns.length} columns`);
   const values: unknown[] = s.keyColumns.map((_, i) => keys.map((k) => k[i]));
   const us = s.keyColumns.map((_, i) => `k${i}`);
   const unnest = `unnest(${s.keyColumns.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS u(${us.join(', ')}, ord)`;
   const typed = s.keyColumns.map((_, i) => `u.k${i}::${s.keyTypes[i]!}`);
   const on = s.keyColumns.length === 1 ? `${col(s.keyColumns[0]!)} = ${typed[0]!}` : `(${s.keyColumns.map(col).join(', ')}) = (${typed.join(', ')})`;
-  const cols = s.columns.map((c, i) => `${col(c)}::text AS c${i}`);
+  const cols = s.columns.map((c, i) => `${columnDigest(c, modes[i]!)} AS c${i}`);
   return {
     text: `SELECT u.ord::int AS ord${cols.length ? ', ' + cols.join(', ') : ''} FROM ${unnest} JOIN ${qname(s.table)} t ON ${on}`,
     values,

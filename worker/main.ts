@@ -3,30 +3,55 @@
  * TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE, encrypting payloads when
  * PG_DTS_CODEC_KEY is set (the same key as the clients and the API). Start as many as you like: any
  * worker takes any copy. SIGINT/SIGTERM shut it down gracefully.
+ *
+ * The workflow code comes from the prebuilt bundle (`npm run build:bundle`, worker/bundle.ts). When it
+ * is missing or stale the worker rebuilds it in a child process, so webpack's memory goes away with the
+ * child instead of staying in the worker; if that fails it bundles in process, as before.
  */
-import { Connection } from '@temporalio/client';
+import path from 'node:path';
+import type { WorkflowBundleOption } from '@temporalio/worker';
 import { NativeConnection } from '@temporalio/worker';
+import { buildInChildProcess, prebuiltWorkflowBundle, repoRoot } from './bundle';
 import { payloadEncryption, temporalSettings } from './config';
 import { createWorker, ensureSearchAttributes } from './worker';
 
 export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const s = temporalSettings(env);
   const { codec, dataConverter } = payloadEncryption(env);
-  const clientConnection = await Connection.connect({ address: s.address }).catch((err: Error) => {
+  const connection = await NativeConnection.connect({ address: s.address }).catch((err: Error) => {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err.message}`);
   });
   try {
-    const added = await ensureSearchAttributes(clientConnection, s.namespace);
+    const added = await ensureSearchAttributes(connection, s.namespace);
     if (added.length) console.log(`registered search attributes in namespace ${s.namespace}: ${added.join(', ')}`);
+    const workflowBundle = workflowCode(env);
+    const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter, ...(workflowBundle ? { workflowBundle } : {}) });
+    const encryption = codec ? `payload encryption on (key id ${codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
+    console.log(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
+    await worker.run();
   } finally {
-    await clientConnection.close();
+    await connection.close();
   }
-  const connection = await NativeConnection.connect({ address: s.address });
-  const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter });
-  const encryption = codec ? `payload encryption on (key id ${codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
-  console.log(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
-  await worker.run();
-  await connection.close();
+}
+
+/**
+ * The prebuilt bundle, rebuilt first in a child process when it is missing or stale; undefined (bundle
+ * in process) when that fails or PG_DTS_WORKFLOW_BUNDLE=build.
+ */
+function workflowCode(env: NodeJS.ProcessEnv): WorkflowBundleOption | undefined {
+  if (env.PG_DTS_WORKFLOW_BUNDLE === 'build') return undefined;
+  const before = prebuiltWorkflowBundle();
+  if (before.fresh) {
+    console.log(`workflow bundle ${path.relative(repoRoot, before.codePath)} (built ${before.manifest.builtAt})`);
+    return { codePath: before.codePath };
+  }
+  console.log(`${before.reason}: building the workflow bundle`);
+  const built = buildInChildProcess(undefined, env);
+  const after = prebuiltWorkflowBundle();
+  if (after.fresh) return { codePath: after.codePath };
+  // Not built, or a source changed again meanwhile.
+  console.warn(`could not use a prebuilt workflow bundle (${built ? after.reason : 'build failed'}): bundling in this process`);
+  return undefined;
 }
 
 if (require.main === module) {

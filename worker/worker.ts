@@ -2,29 +2,30 @@
  * Builds a worker for the migration task queue. Used by `npm run worker`, the demo and the tests.
  */
 import type { Connection as ClientConnection } from '@temporalio/client';
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import type { DataConverter } from '@temporalio/common';
-import path from 'node:path';
 import { createActivities } from '../activities';
+import { bundleInProcess, prebuiltWorkflowBundle } from './bundle';
 
-export const workflowsPath = path.join(__dirname, '..', 'workflows', 'index.ts');
+export { workflowsPath } from './bundle';
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
-/** The workflow bundle is built once per process (it takes seconds). */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
+let bundle: Promise<WorkflowBundleOption> | undefined;
+/**
+ * The workflow code, once per process: the prebuilt bundle (worker/bundle.ts) when it was built from
+ * the current sources, else bundled here with webpack (seconds, and about 100 MB more for good).
+ * PG_DTS_WORKFLOW_BUNDLE=build always bundles here.
+ */
+export function workflowBundle(env: NodeJS.ProcessEnv = process.env): Promise<WorkflowBundleOption> {
+  bundle ??= (async () => {
+    if (env.PG_DTS_WORKFLOW_BUNDLE !== 'build') {
+      const prebuilt = prebuiltWorkflowBundle();
+      if (prebuilt.fresh) return { codePath: prebuilt.codePath };
+    }
+    return bundleInProcess();
+  })();
   return bundle;
 }
-
-const quietBundlerLogger = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  log: () => undefined,
-  warn: (m: string, meta?: unknown) => console.warn(m, meta ?? ''),
-  error: (m: string, meta?: unknown) => console.error(m, meta ?? ''),
-};
 
 export interface WorkerOptions {
   connection: NativeConnection;
@@ -33,6 +34,8 @@ export interface WorkerOptions {
   maxConcurrentActivityTaskExecutions?: number;
   /** Payload codec etc. (client/codec.ts): must match the clients' when payloads are encrypted. */
   dataConverter?: DataConverter;
+  /** Workflow code; default workflowBundle(). */
+  workflowBundle?: WorkflowBundleOption;
 }
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
@@ -40,7 +43,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue,
-    workflowBundle: await workflowBundle(),
+    workflowBundle: opts.workflowBundle ?? (await workflowBundle()),
     activities: createActivities(),
     dataConverter: opts.dataConverter,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 32,
@@ -53,7 +56,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
 /** Search attributes the workflow writes; registered if the namespace lacks them. */
 export const SEARCH_ATTRIBUTES = { MigrationPhase: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD };
 
-export async function ensureSearchAttributes(connection: ClientConnection, namespace: string): Promise<string[]> {
+/** Takes a client Connection or the worker's NativeConnection (no second, grpc-js connection needed). */
+export async function ensureSearchAttributes(connection: Pick<ClientConnection, 'operatorService'>, namespace: string): Promise<string[]> {
   const existing = await connection.operatorService.listSearchAttributes({ namespace });
   const have = { ...(existing.customAttributes ?? {}), ...(existing.systemAttributes ?? {}) };
   const missing = Object.fromEntries(Object.entries(SEARCH_ATTRIBUTES).filter(([k]) => !(k in have)));

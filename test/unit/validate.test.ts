@@ -9,8 +9,9 @@ import {
   chunkChecksumSql,
   describeTableSql,
   keyRangePredicate,
+  columnDigest,
+  rowDigestsByKeySql,
   rowHashesSql,
-  rowsByKeySql,
   sampleKeysSql,
   splitPointsSql,
   type TableShape,
@@ -79,16 +80,26 @@ describe('validation SQL', () => {
     expect(rowHashesSql(single, {}, 10).text).not.toContain('xmin');
   });
 
-  it('fetches rows by key through unnest with ordinality, every column as text', () => {
-    expect(rowsByKeySql(composite, [['1', '2'], ['3', '4']])).toEqual({
+  it('reads rows by key through unnest with ordinality, every column as a digest computed in the database', () => {
+    expect(rowDigestsByKeySql(composite, [['1', '2'], ['3', '4']], ['text', 'text', 'utf8'])).toEqual({
       text:
-        'SELECT u.ord::int AS ord, t."Order ID"::text AS c0, t."line"::text AS c1, t."note"::text AS c2 ' +
+        `SELECT u.ord::int AS ord, md5(t."Order ID"::text) AS c0, md5(t."line"::text) AS c1, md5(convert_to(t."note"::text, 'UTF8')) AS c2 ` +
         'FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(k0, k1, ord) JOIN "Sales Dept"."Order ""Items""" t ON (t."Order ID", t."line") = (u.k0::bigint, u.k1::integer)',
       values: [
         ['1', '3'],
         ['2', '4'],
       ],
     });
+    expect(rowDigestsByKeySql(single, [['a']], ['text', 'bytes']).text).toBe(
+      'SELECT u.ord::int AS ord, md5(t."id"::text) AS c0, md5(t."v") AS c1 FROM unnest($1::text[]) WITH ORDINALITY AS u(k0, ord) JOIN "public"."t" t ON t."id" = u.k0::uuid',
+    );
+    expect(() => rowDigestsByKeySql(single, [['a']], ['text'])).toThrow(/1 digest modes for 2 columns/);
+  });
+
+  it('digests bytea by its bytes, other values by their text form, in UTF-8 when the encodings differ', () => {
+    expect(columnDigest('Big "B"', 'bytes')).toBe('md5(t."Big ""B""")');
+    expect(columnDigest('x', 'text')).toBe('md5(t."x"::text)');
+    expect(columnDigest('x', 'utf8')).toBe(`md5(convert_to(t."x"::text, 'UTF8'))`);
   });
 
   it('splits a range at every n-th key', () => {
@@ -124,6 +135,7 @@ describe('validation SQL', () => {
 
   it('describes a table by its quoted name', () => {
     expect(describeTableSql(composite.table).values).toEqual(['"Sales Dept"."Order ""Items"""']);
+    expect(describeTableSql(composite.table).text).toContain(`current_setting('server_encoding') AS encoding`);
   });
 });
 
