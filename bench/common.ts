@@ -302,7 +302,7 @@ export class WorkerProcess {
     const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-worker-'));
     const logFile = join(dir, 'worker.log');
     const log = createWriteStream(logFile);
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'worker', 'main.ts')], {
+    const child = spawn(process.execPath, ['--require', 'tsx/cjs', join(ROOT, 'worker', 'main.ts')], {
       cwd: ROOT,
       env: { ...pgEnv(), TEMPORAL_ADDRESS: address, TEMPORAL_TASK_QUEUE: taskQueue, TEMPORAL_NAMESPACE: 'default' },
       stdio: ['ignore', 'pipe', 'pipe'],
