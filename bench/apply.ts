@@ -21,6 +21,7 @@
  *   npx tsx bench/apply.ts [--rate R] [--seconds S] [--scale N] [--clients C] [--big-mb M] [--backlog T]
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { Command } from 'commander';
 import type { Client } from 'pg';
@@ -65,6 +66,8 @@ interface Options {
   clients: number;
   bigMb: number;
   backlog: number;
+  backlogOnly: boolean;
+  repeat: number;
 }
 
 function options(): Options {
@@ -77,6 +80,8 @@ function options(): Options {
     .option('--clients <n>', 'pgbench -c', '4')
     .option('--big-mb <mb>', 'size of the one large transaction (0 = skip)', '1024')
     .option('--backlog <n>', 'transactions in the backlog test (0 = skip)', '20000')
+    .option('--backlog-only', 'run only the backlog test (no Temporal, no worker)')
+    .option('--repeat <n>', 'with --backlog-only: run the backlog test this many times', '1')
     .parse()
     .opts<Record<string, string>>();
   return {
@@ -86,6 +91,8 @@ function options(): Options {
     clients: Number(o.clients),
     bigMb: Number(o.bigMb),
     backlog: Number(o.backlog),
+    backlogOnly: Boolean(o.backlogOnly),
+    repeat: Math.max(1, Number(o.repeat)),
   };
 }
 
@@ -129,6 +136,11 @@ async function main(): Promise<void> {
     await source.createDatabase(DB);
     await pgbenchInit(source, DB, opt.scale);
     await source.query(`CREATE TABLE ${BIG} (id bigint PRIMARY KEY, payload text NOT NULL)`, [], DB);
+    if (opt.backlogOnly) {
+      for (let i = 0; i < opt.repeat; i++) out.push('', `run ${i + 1} of ${opt.repeat}`, ...(await backlogTest(source, target, opt)));
+      console.log(`\n${out.join('\n')}`);
+      return;
+    }
 
     // ── Native subscription (second target database), initial sync included ──
     await recreateDatabase(target, 'native');
@@ -362,13 +374,32 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
   say(`backlog written in ${sec(b.ms)} (${pgbenchTps(b.value)} tps): ${mb(walBytes)} of WAL behind both slots, up to ${lsnAfter}`);
 
   const firstAt: Record<string, number> = {};
+  // CPU seconds of each side's server processes (walsender on the source, apply backend on the
+  // target), read from /proc while they run: on a shared machine wall-clock time is noisy, CPU less so.
+  const cpu: Record<string, CpuWatch> = { bl_native: new CpuWatch(), bl_dts: new CpuWatch() };
+  const pidQueries: Record<string, { target: string; source: string }> = {
+    bl_native: {
+      target: `SELECT pid FROM pg_stat_subscription WHERE subname = 'bl_sub' AND pid IS NOT NULL`,
+      source: `SELECT pid FROM pg_stat_replication WHERE application_name = 'bl_sub'`,
+    },
+    bl_dts: {
+      target: `SELECT pid FROM pg_stat_activity WHERE application_name = 'pg-dts apply bl_dts'`,
+      source: `SELECT pid FROM pg_stat_replication WHERE application_name = 'pg-dts walsender bl_dts'`,
+    },
+  };
   const poll = async (db: string): Promise<number> => {
     const c = await target.client(db);
+    const s = await source.client(DB);
+    const w = cpu[db]!;
+    const q = pidQueries[db]!;
     try {
       const start = await historyCount(c);
       const t0 = performance.now();
       const ok = await waitUntil(
         async () => {
+          if (w.apply === undefined) w.apply = (await c.query<{ pid: number }>(q.target)).rows[0]?.pid;
+          if (w.walsender === undefined) w.walsender = (await s.query<{ pid: number }>(q.source)).rows[0]?.pid;
+          w.sample();
           const n = await historyCount(c);
           if (n > start) firstAt[db] ??= performance.now() - t0;
           return n >= want;
@@ -376,9 +407,11 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
         30 * 60_000,
         10,
       );
+      w.sample();
       return ok ? performance.now() - t0 : NaN;
     } finally {
       await c.end();
+      await s.end();
     }
   };
   // Native alone first: enable the subscription and time until every transaction is on the target.
@@ -388,6 +421,7 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
   say(`backlog: native subscription applied ${num(txns)} transactions in ${sec(natMs)}`);
   // Then pg-dts's engine alone on its own slot, over the same WAL.
   const controller = new AbortController();
+  const cpu0 = process.cpuUsage();
   const dtsPoll = poll('bl_dts');
   const applying = runApply({
     source: source.uri(DB),
@@ -399,6 +433,8 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
   });
   applying.catch(() => undefined);
   const dtsMs = await Promise.race([dtsPoll, applying.then(() => NaN)]);
+  const nodeCpu = process.cpuUsage(cpu0);
+  const nodeSec = (nodeCpu.user + nodeCpu.system) / 1e6;
   controller.abort();
   const result = await applying.catch((e: Error) => ({ error: e.message }));
   say(`backlog: pg-dts applied ${num(txns)} transactions in ${sec(dtsMs)} (${JSON.stringify(result)})`);
@@ -419,9 +455,36 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
       ['transactions/s (whole time)', num(txns / (dtsMs / 1000)), num(txns / (natMs / 1000))],
       ['transactions/s (after the first landed)', num(txns / ((dtsMs - (firstAt.bl_dts ?? 0)) / 1000)), num(txns / ((natMs - (firstAt.bl_native ?? 0)) / 1000))],
       ['changes/s', num((txns * CHANGES_PER_TXN) / (dtsMs / 1000)), num((txns * CHANGES_PER_TXN) / (natMs / 1000))],
+      ['CPU: walsender (source)', `${cpu.bl_dts!.walsenderSec.toFixed(2)} s`, `${cpu.bl_native!.walsenderSec.toFixed(2)} s`],
+      ['CPU: apply backend (target)', `${cpu.bl_dts!.applySec.toFixed(2)} s`, `${cpu.bl_native!.applySec.toFixed(2)} s`],
+      ['CPU: pg-dts node process (this one, apply + polling)', `${nodeSec.toFixed(2)} s`, '-'],
+      ['CPU: total', `${(cpu.bl_dts!.walsenderSec + cpu.bl_dts!.applySec + nodeSec).toFixed(2)} s`, `${(cpu.bl_native!.walsenderSec + cpu.bl_native!.applySec).toFixed(2)} s`],
     ]),
     `pg-dts throughput = ${ratio(natMs, dtsMs)} native's (target ≥ 1.0×, aim 1.5×); both targets ${same ? 'identical to the source' : 'DIFFER from the source'}`,
   ];
+}
+
+/** utime + stime of a process from /proc/<pid>/stat, in seconds (undefined once it is gone). */
+function procCpuSec(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, clock ticks (USER_HZ = 100)
+  } catch {
+    return undefined;
+  }
+}
+
+/** Last CPU time seen of one side's walsender and apply backend (they may exit before the end). */
+class CpuWatch {
+  walsender: number | undefined;
+  apply: number | undefined;
+  walsenderSec = 0;
+  applySec = 0;
+  sample(): void {
+    if (this.walsender !== undefined) this.walsenderSec = procCpuSec(this.walsender) ?? this.walsenderSec;
+    if (this.apply !== undefined) this.applySec = procCpuSec(this.apply) ?? this.applySec;
+  }
 }
 
 main().catch((err: unknown) => {

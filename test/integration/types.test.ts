@@ -41,6 +41,8 @@ function columns(): Array<[string, string, string[]]> {
     ['txt', 'text', [`E'tab\\there\\nnew line\\r\\\\ back\\\\slash \\'single\\' "double" \\u00fc \\u20ac \\U0001F600'`, `''`, `'NULL'`]],
     ['vc', 'varchar(12)', [`'  spaces  '`, `'ünï'`, 'NULL']],
     ['ch', 'char(4)', [`'ab'`, `'ab  '`, 'NULL']],
+    // The one-byte internal type: a high-bit byte prints as an octal escape that only charin reads back.
+    ['qc', '"char"', [`'\\351'`, `'a'`, 'NULL']],
     ['by', 'bytea', [`'\\x00ff5c0a27225c'`, `''`, `'\\x'`]],
     ['bo', 'boolean', ['true', 'false', 'NULL']],
     ['da', 'date', [`'infinity'`, `'-infinity'`, `'0044-03-15 BC'`]],
