@@ -347,9 +347,9 @@ function int(n: number): number {
 export interface PlanCopiesInput {
   source: ConnectionSpec;
   tables: QualifiedName[];
-  /** Tables larger than this are copied in ranges (default 1 GiB). */
+  /** Tables larger than this are copied in ranges (default 512 MiB). */
   splitAboveBytes?: number;
-  /** Aim for ranges of about this size (default 512 MiB). */
+  /** Aim for ranges of about this size (default 256 MiB). */
   rangeBytes?: number;
   /** A split table gets a multiple of this many ranges (the copy parallelism), so that all copiers help. */
   minRanges?: number;
@@ -372,8 +372,8 @@ export interface CopyPlan {
  * no pages of its own (its copy reads its partitions through the root).
  */
 export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
-  const splitAbove = input.splitAboveBytes ?? 1024 ** 3;
-  const rangeBytes = Math.max(8192, input.rangeBytes ?? 512 * 1024 ** 2);
+  const splitAbove = input.splitAboveBytes ?? 512 * 1024 ** 2;
+  const rangeBytes = Math.max(8192, input.rangeBytes ?? 256 * 1024 ** 2);
   const maxRanges = Math.max(1, input.maxRanges ?? 32);
   const minRanges = Math.min(maxRanges, Math.max(1, input.minRanges ?? 1));
   const c = await connect(input.source, { applicationName: 'pg-dts copy plan' });
@@ -446,10 +446,15 @@ export async function forgetCopyProgress(input: { target: ConnectionSpec; tables
     const has = await c.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.copy_progress') IS NOT NULL AS ok`);
     if (!has.rows[0]?.ok) return;
     await c.query('BEGIN');
-    await c.query('LOCK TABLE pgdts.copy_progress IN ACCESS EXCLUSIVE MODE');
     await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = ANY($1::text[])', [input.tables.map(qname)]);
-    // The last migration using the table removes it, and our schema once nothing else is in it.
-    const left = await c.query('SELECT 1 FROM pgdts.copy_progress LIMIT 1');
+    // The last migration using the table removes it, and our schema once nothing else is in it; never
+    // waiting for the lock, which would stall another migration's range copies on this target.
+    await c.query('SAVEPOINT table_drop');
+    const locked = await c.query('LOCK TABLE pgdts.copy_progress IN ACCESS EXCLUSIVE MODE NOWAIT').then(
+      () => true,
+      () => c.query('ROLLBACK TO SAVEPOINT table_drop').then(() => false),
+    );
+    const left = locked ? await c.query('SELECT 1 FROM pgdts.copy_progress LIMIT 1') : { rowCount: 1 };
     if (!left.rowCount) {
       await c.query('DROP TABLE pgdts.copy_progress');
       await c.query('SAVEPOINT schema_drop');

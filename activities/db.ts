@@ -4,6 +4,7 @@
  * Nothing here ever logs or throws a connection string: errors name host, port and database only.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { setMaxListeners } from 'node:events';
 import { Client, type ClientConfig } from 'pg';
 import { parse as parseUri } from 'pg-connection-string';
 import type { ConnectionSpec } from './spec';
@@ -100,6 +101,8 @@ const cancellation = new AsyncLocalStorage<AbortSignal>();
  * code knows nothing of cancellation (DDL batches, index builds).
  */
 export function withCancellation<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+  // One listener per connection: an activity with many sessions must not trip Node's leak warning.
+  setMaxListeners(1000, signal);
   return cancellation.run(signal, fn);
 }
 

@@ -56,7 +56,18 @@ async function signalWorkflow(name: string, arg: unknown): Promise<void> {
 class CopyProgressReporter {
   private readonly runs = new Map<
     string,
-    { workflowId: string; runId: string; client: Context['client']; units: Map<string, CopyProgressReport['units'][number]>; every: number; timer?: NodeJS.Timeout; sending: Promise<void> }
+    {
+      workflowId: string;
+      runId: string;
+      client: Context['client'];
+      units: Map<string, CopyProgressReport['units'][number]>;
+      every: number;
+      timer?: NodeJS.Timeout;
+      /** No unit in flight: the timer only forgets the run. */
+      idle?: boolean;
+      last?: string;
+      sending: Promise<void>;
+    }
   >();
 
   update(ctx: Context, workflowId: string, runId: string, unit: CopyProgressReport['units'][number]): void {
@@ -67,10 +78,18 @@ class CopyProgressReporter {
       this.runs.set(key, run);
     }
     run.units.set(unit.unit, unit);
+    if (run.idle) {
+      clearTimeout(run.timer);
+      run.timer = undefined;
+    }
     if (!run.timer) this.schedule(key);
   }
 
-  /** The unit has ended (its result reaches the workflow by itself): stop reporting it. */
+  /**
+   * The unit has ended (its result reaches the workflow by itself): stop reporting it. The run's
+   * interval is kept (many short copies must not each restart at 0.5 s); a run idle for 10 minutes
+   * is forgotten.
+   */
   done(workflowId: string, runId: string, unit: string): void {
     const key = `${workflowId}\u0000${runId}`;
     const run = this.runs.get(key);
@@ -78,16 +97,29 @@ class CopyProgressReporter {
     run.units.delete(unit);
     if (run.units.size === 0) {
       clearTimeout(run.timer);
-      this.runs.delete(key);
+      run.timer = setTimeout(() => {
+        if (this.runs.get(key) === run && run.units.size === 0) this.runs.delete(key);
+      }, 600_000);
+      run.timer.unref();
+      run.idle = true;
     }
   }
 
   private schedule(key: string): void {
     const run = this.runs.get(key)!;
+    run.idle = false;
     run.timer = setTimeout(() => {
       run.timer = undefined;
       if (this.runs.get(key) !== run || run.units.size === 0) return;
-      const report: CopyProgressReport = { units: [...run.units.values()] };
+      const units = [...run.units.values()];
+      const fingerprint = units.map((u) => `${u.unit}:${u.rows}`).join(',');
+      // Nothing moved since the last report: no signal (every signal is a history event).
+      if (fingerprint === run.last) {
+        this.schedule(key);
+        return;
+      }
+      run.last = fingerprint;
+      const report: CopyProgressReport = { units };
       // In order, and a failed signal only loses one report.
       run.sending = run.sending.then(() =>
         run.client.workflow
@@ -107,11 +139,17 @@ class CopyProgressReporter {
  * that a cancel is heard, and a cancel cancels their statements on the server and ends as a
  * cancellation (the workflow waits for that before it cleans up, so nothing commits afterwards).
  */
-async function cancellable<T>(fn: () => Promise<T>): Promise<T> {
+async function cancellable<T>(fn: (heartbeat: (details?: unknown) => void) => Promise<T>): Promise<T> {
   const ctx = Context.current();
-  const beat = setInterval(() => ctx.heartbeat(), 2000);
+  // The timer repeats the activity's last details, so the UI keeps showing its progress.
+  let last: unknown;
+  const heartbeat = (details?: unknown) => {
+    last = details;
+    ctx.heartbeat(details);
+  };
+  const beat = setInterval(() => ctx.heartbeat(last), 2000);
   try {
-    const result = await withCancellation(ctx.cancellationSignal, fn);
+    const result = await withCancellation(ctx.cancellationSignal, () => fn(heartbeat));
     // Code that reports per-statement failures may have taken the cancelled statements for those.
     throwIfCancelled(ctx);
     return result;
@@ -132,7 +170,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
     async finishTargetTables(input: Parameters<typeof finishTargetTables>[0]) {
       const ctx = Context.current();
-      return cancellable(() => finishTargetTables(input, { heartbeat: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal }));
+      return cancellable((heartbeat) => finishTargetTables(input, { heartbeat, signal: ctx.cancellationSignal }));
     },
     createPublication,
     setReplicaIdentity,
@@ -145,7 +183,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
     async createSchemaObjects(input: SchemaObjectsInput): Promise<SchemaObjectsResult> {
       const ctx = Context.current();
-      return cancellable(() => migrateSchemaObjects(input, { heartbeat: (d) => ctx.heartbeat(d), signal: ctx.cancellationSignal }));
+      return cancellable((heartbeat) => migrateSchemaObjects(input, { heartbeat, signal: ctx.cancellationSignal }));
     },
 
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */

@@ -76,8 +76,8 @@ export const migrationSpecSchema = z
     /** How many table copies run at once. */
     parallelism: z.number().int().min(1).max(64).optional(),
     /**
-     * Tables larger than splitAboveBytes (default 1 GiB) are copied in page ranges of about rangeBytes
-     * (default 512 MiB, at least `parallelism` ranges), each its own activity that any worker can run.
+     * Tables larger than splitAboveBytes (default 512 MiB) are copied in page ranges of about rangeBytes
+     * (default 256 MiB; a multiple of `parallelism` ranges), each its own activity that any worker can run.
      */
     copy: z
       .object({
@@ -206,7 +206,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     afterCutover: s.afterCutover ?? 'restore-writes',
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,
-    copy: { splitAboveBytes: s.copy?.splitAboveBytes ?? 1024 ** 3, rangeBytes: s.copy?.rangeBytes ?? 512 * 1024 ** 2 },
+    copy: { splitAboveBytes: s.copy?.splitAboveBytes ?? 512 * 1024 ** 2, rangeBytes: s.copy?.rangeBytes ?? 256 * 1024 ** 2 },
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,

@@ -1,7 +1,8 @@
 /**
  * Records workflow histories for the determinism check (test/integration/replay.test.ts).
- * Usage: npx tsx test/replay.ts record   — runs an online and an offline migration on throwaway
- * servers and writes their histories to test/fixtures/histories/. Re-record only on purpose: a
+ * Usage: npx tsx test/replay.ts record [suffix]   — runs an online and an offline migration on throwaway
+ * servers and writes their histories to test/fixtures/histories/ (<mode>-<suffix>.json with a suffix,
+ * so that older recordings stay and keep replaying). Re-record an existing file only on purpose: a
  * history that no longer replays means running migrations would break (use patched() instead).
  */
 import { writeFileSync } from 'node:fs';
@@ -12,7 +13,8 @@ import { loadShopData, SHOP_SCHEMA, startWriter } from './harness/fixtures';
 
 export const HISTORY_DIR = join(__dirname, 'fixtures', 'histories');
 
-async function record(): Promise<void> {
+/** Writes <mode>.json, or <mode>-<suffix>.json beside the older recordings (which keep replaying). */
+async function record(suffix?: string): Promise<void> {
   const env = await startEnv();
   try {
     for (const mode of ['online', 'offline'] as const) {
@@ -25,7 +27,17 @@ async function record(): Promise<void> {
       await c.end();
       const writer = mode === 'online' ? startWriter(() => env.source.client(db), { pauseMs: 5 }) : undefined;
       const m = await env.startMigration(
-        { source: env.source.uri(db), target: env.target.uri(db), schemas: ['public', 'Sales Dept'], tableSuffix: '_r', mode, cutover: { mode: 'manual' } },
+        {
+          source: env.source.uri(db),
+          target: env.target.uri(db),
+          schemas: ['public', 'Sales Dept'],
+          tableSuffix: '_r',
+          mode,
+          cutover: { mode: 'manual' },
+          // Tables over 64 kB copy in page ranges: the range path is in the history too.
+          parallelism: 2,
+          copy: { splitAboveBytes: 65536, rangeBytes: 1024 * 1024 },
+        },
         `history-${mode}`,
       );
       if (mode === 'online') {
@@ -38,7 +50,7 @@ async function record(): Promise<void> {
       await m.result();
       await writer?.stop();
       const history = await env.temporal.client.workflow.getHandle(m.workflowId).fetchHistory();
-      writeFileSync(join(HISTORY_DIR, `${mode}.json`), historyToJSON(history));
+      writeFileSync(join(HISTORY_DIR, suffix ? `${mode}-${suffix}.json` : `${mode}.json`), historyToJSON(history));
       console.log(`recorded ${mode}: ${history.events?.length} events`);
     }
   } finally {
@@ -47,7 +59,7 @@ async function record(): Promise<void> {
 }
 
 if (require.main === module && process.argv[2] === 'record') {
-  record().catch((err) => {
+  record(process.argv[3]).catch((err) => {
     console.error(err);
     process.exit(1);
   });

@@ -90,6 +90,9 @@ const step = <K extends keyof Activities>(name: K, summary: string, ...args: Par
     args,
   );
 const schema = wf.proxyActivities<Activities>(schemaOpts);
+/** Runs recorded before schema activities were waited for on cancel keep their old options on replay. */
+const legacySchemaOpts: ActivityOptions = { ...quickOpts, startToCloseTimeout: '12 hours' };
+const schemaOptsNow = (): ActivityOptions => (wf.patched('schema-wait-cancel') ? schemaOpts : legacySchemaOpts);
 const copy = wf.proxyActivities<Activities>(copyOpts);
 const holder = wf.proxyActivities<Activities>(holderOpts);
 const apply = wf.proxyActivities<Activities>(applyOpts);
@@ -246,7 +249,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       ts.rowsPerSecond = Math.round(perSec);
       ts.etaSeconds = perSec > 0 && (ts.rowsTotal ?? 0) > rows ? Math.round((ts.rowsTotal! - rows) / perSec) : undefined;
       round.rate.set(ts.source, { at: now, rows });
-    } else if (!prev) round.rate.set(ts.source, { at: now, rows });
+    } else if (!prev || rows < prev.rows) round.rate.set(ts.source, { at: now, rows });
   };
   wf.setHandler(copyProgressSignal, (r) => {
     for (const u of r.units) {
@@ -285,7 +288,6 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const units: CopyUnit[] = [];
     const left = new Map<string, number>();
     const firstStart = new Map<string, number>();
-    // Biggest first: the last table to finish should be a small one.
     const ordered = copyPlans ? [...defs].sort((a, b) => (copyPlans!.get(tableKey(b))?.bytes ?? 0) - (copyPlans!.get(tableKey(a))?.bytes ?? 0)) : defs;
     for (const def of ordered) {
       const ts = tableStatus(def);
@@ -295,6 +297,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         units.push(...ranges.map((range) => ({ def, ts, key: `${ts.source}#${range.id}`, range })));
       } else units.push({ def, ts, key: ts.source });
       left.set(ts.source, ranges?.length ?? 1);
+    }
+    // Biggest units first (a range counts as its share of its table), so the last ones to finish are small.
+    if (copyPlans) {
+      const unitBytes = (u: CopyUnit) => {
+        const p = copyPlans!.get(tableKey(u.def));
+        return (p?.bytes ?? 0) / (p?.ranges?.length ?? 1);
+      };
+      units.sort((a, b) => unitBytes(b) - unitBytes(a));
     }
     const ranged = ordered.filter((d) => copyPlans?.get(tableKey(d))?.ranges);
     if (ranged.length) {
@@ -357,7 +367,28 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         copyMs.set(ts.source, u.range ? Date.now() - firstStart.get(ts.source)! : r.durationMs);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(plan!.spec.parallelism, units.length) }, runOne));
+    const runners = Math.min(plan!.spec.parallelism, units.length);
+    if (!wf.patched('copy-failure-stops-copies')) {
+      await Promise.all(Array.from({ length: runners }, runOne));
+      return;
+    }
+    // The first failure stops the other copies (and keeps them from taking more units) before the
+    // error goes on to cleanup: nothing may still load into tables that cleanup is about to drop.
+    const scope = new wf.CancellationScope();
+    let failure: { error: unknown } | undefined;
+    await scope.run(() =>
+      Promise.all(
+        Array.from({ length: runners }, () =>
+          runOne().catch((error: unknown) => {
+            if (failure) return;
+            failure = { error };
+            queue.length = 0;
+            scope.cancel();
+          }),
+        ),
+      ),
+    );
+    if (failure) throw failure.error;
   }
 
   /** Copies inside the slot's exported snapshot; redoes everything if the snapshot's holder is lost. */
@@ -564,7 +595,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await pauseGate();
     setPhase('CREATING_TABLES', `${plan.sourceDescription} → ${plan.targetDescription}, ${plan.tables.length} tables`);
     tablesCreated = true;
-    defs = await schema.createTargetTables.executeWithOptions({ ...schemaOpts, summary: `create ${plan.tables.length} target tables` }, [
+    defs = await schema.createTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: `create ${plan.tables.length} target tables` }, [
       { spec: plan.spec, tables: plan.tables },
     ]);
     for (const d of defs) state.notices.push(...(d.warnings ?? []));
@@ -596,7 +627,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
     if (rangedTargets.length) await step('forgetCopyProgress', 'forget the range copy records', { target: plan.spec.target, tables: rangedTargets });
     for (const t of state.tables) t.state = 'indexing';
-    const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOpts, summary: 'create indexes and constraints, analyze' }, [
+    const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create indexes and constraints, analyze' }, [
       { target: plan.spec.target, defs, parallelism: plan.spec.parallelism },
     ]);
     state.notices.push(...finished.skipped);
@@ -733,7 +764,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       // After the cutover, outside the write-stop window; one object that cannot be created is reported,
       // never a reason to fail a migration whose data is already across.
       try {
-        objects = await schema.createSchemaObjects.executeWithOptions({ ...schemaOpts, summary: 'create views, functions and triggers' }, [
+        objects = await schema.createSchemaObjects.executeWithOptions({ ...schemaOptsNow(), summary: 'create views, functions and triggers' }, [
           {
             source: p.spec.source,
             target: p.spec.target,
