@@ -34,15 +34,18 @@ async function record(suffix?: string): Promise<void> {
           tableSuffix: '_r',
           mode,
           cutover: { mode: 'manual' },
-          // Tables over 64 kB copy in page ranges: the range path is in the history too.
+          // Tables over one page copy in page ranges: the range path is in the history too.
           parallelism: 2,
-          copy: { splitAboveBytes: 65536, rangeBytes: 1024 * 1024 },
+          copy: { splitAboveBytes: 8192, rangeBytes: 8192 },
         },
         `history-${mode}`,
       );
       if (mode === 'online') {
         await m.waitForPhase('SYNCING_WAL');
         await m.signal('pause');
+        // Resumed before the apply has stopped, the run would continue as new (and this records the
+        // last run only).
+        await new Promise((r) => setTimeout(r, 2000));
         await m.signal('resume');
         await new Promise((r) => setTimeout(r, 3000));
         await m.signal('cutover');
