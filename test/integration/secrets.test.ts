@@ -229,6 +229,8 @@ describe('secrets', () => {
     const created = await http('POST', '/api/v1/migrations', { ...body(db, WRONG), tables: ['customers'] });
     expect(created.status).toBe(201);
     const id = created.body.id as string;
+    // Created paused: nothing connects until the start.
+    expect((await http('POST', `/api/v1/migrations/${id}/start`)).status).toBe(202);
     const failed = await until(id, (d) => d.state === 'failed');
     expect(failed.error).toMatch(/password authentication failed for user "migrator"/);
     const text = [JSON.stringify(failed), historyText(await env.temporal.client.workflow.getHandle(id).fetchHistory()), apiLog.join('')].join('\n');
