@@ -31,10 +31,6 @@ export function humanDuration(seconds: number): string {
   return `${r}s`;
 }
 
-/** Optional progress fields a newer workflow may report besides the contract's minimum. */
-type TableExtras = { rowsPerSecond?: number; etaSeconds?: number };
-type ReplicationExtras = { lagSeconds?: number };
-
 /** The total a bar runs to: the estimate, or the rows copied once they pass it. */
 export function tableTotal(t: Pick<TableStatus, 'rowsCopied' | 'rowsTotal'>): number {
   return Math.max(t.rowsTotal ?? 0, t.rowsCopied, 0);
@@ -50,7 +46,7 @@ export function headerLine(s: MigrationStatus): string {
 export function lagLine(s: MigrationStatus): string | undefined {
   const r = s.replication;
   if (!r) return undefined;
-  const secs = (r as typeof r & ReplicationExtras).lagSeconds;
+  const secs = r.lagSeconds;
   const lag = `lag ${humanBytes(r.lagBytes)}${secs !== undefined ? ` / ${secs.toFixed(1)} s` : ''}`;
   return `replication: ${lag}, applied ${r.confirmedLsn}, source ${r.sourceLsn ?? '?'}, ${r.transactions} transactions / ${r.changes} changes applied`;
 }
@@ -108,14 +104,13 @@ export interface TableBarModel {
 export function tableBars(s: MigrationStatus, previous?: { at: number; rows: Map<string, number> }, now = Date.now()): TableBarModel[] {
   const w = Math.max(8, ...s.tables.map((t) => t.source.length));
   return s.tables.map((t) => {
-    const extras = t as TableStatus & TableExtras;
     const total = tableTotal(t);
-    let perSec = extras.rowsPerSecond;
+    let perSec = t.rowsPerSecond;
     if (perSec === undefined && previous && t.state === 'copying' && now > previous.at) {
       const before = previous.rows.get(t.source);
       if (before !== undefined && t.rowsCopied >= before) perSec = ((t.rowsCopied - before) * 1000) / (now - previous.at);
     }
-    const etaSec = extras.etaSeconds ?? (perSec && perSec > 0 && total > t.rowsCopied ? (total - t.rowsCopied) / perSec : undefined);
+    const etaSec = t.etaSeconds ?? (perSec && perSec > 0 && total > t.rowsCopied ? (total - t.rowsCopied) / perSec : undefined);
     return {
       name: t.source.padEnd(w),
       value: t.rowsCopied,

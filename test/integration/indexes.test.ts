@@ -14,10 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyTable } from '../../activities/copy';
 import { quoteIdentLikePg } from '../../activities/ddl';
 import type { TableDef } from '../../activities/model';
-import { listSourceTables } from '../../activities/preflight';
 import { createTargetTables, finishTargetTables } from '../../activities/schema';
 import { normalizeSpec, type NormalizedSpec, type QualifiedName } from '../../activities/spec';
 import { fingerprint } from '../harness/compare';
+import { createAndCopy } from '../harness/load';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const SOURCE_DDL = `
@@ -137,18 +137,6 @@ function mapped(cat: Catalog, defs: readonly TableDef[]): Catalog {
     indexes: Object.fromEntries(Object.entries(cat.indexes).map(([n, d]) => [name(n), d])),
     constraints: Object.fromEntries(Object.entries(cat.constraints).map(([n, d]) => [name(n), text(d).replace(/ index=(.+)$/, (_, i: string) => ` index=${name(i)}`)])),
   };
-}
-
-/** createTargetTables, then every table copied: what the workflow does before finishTargetTables. */
-async function createAndCopy(spec: NormalizedSpec, source: PgCluster, db: string): Promise<TableDef[]> {
-  const c = await source.client(db);
-  const { tables } = await listSourceTables(c, spec).finally(() => c.end());
-  const defs = await createTargetTables({ spec, tables });
-  const signal = new AbortController().signal;
-  for (const d of defs) {
-    await copyTable({ source: spec.source, target: spec.target, table: { source: d.source, target: d.target, copyColumns: d.copyColumns } }, { heartbeat: () => undefined, signal });
-  }
-  return defs;
 }
 
 async function sqlState(p: Promise<unknown>): Promise<{ code?: string; constraint?: string; message?: string }> {

@@ -16,10 +16,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyTable } from '../../activities/copy';
 import { migrateSchemaObjects, type SchemaObjectsResult } from '../../activities/objects';
-import { listSourceTables } from '../../activities/preflight';
 import { createTargetTables, finishTargetTables } from '../../activities/schema';
 import { normalizeSpec, type MigrationSpecInput, type QualifiedName } from '../../activities/spec';
 import { fingerprint } from '../harness/compare';
+import { createAndCopy } from '../harness/load';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const SOURCE_DDL = `
@@ -99,13 +99,7 @@ const MAPPING = { schemaMapping: { shop: 'store', 'Sales Dept': 'Ventes' }, tabl
 /** Creates the migrated tables on the target and copies them, the way the workflow's first phases do. */
 async function migrateTables(source: PgCluster, target: PgCluster, db: string, specInput: Omit<MigrationSpecInput, 'source' | 'target'>) {
   const spec = normalizeSpec({ ...specInput, source: source.uri(db), target: target.uri(db) });
-  const c = await source.client(db);
-  const { tables } = await listSourceTables(c, spec).finally(() => c.end());
-  const defs = await createTargetTables({ spec, tables });
-  const signal = new AbortController().signal;
-  for (const d of defs) {
-    await copyTable({ source: spec.source, target: spec.target, table: { source: d.source, target: d.target, copyColumns: d.copyColumns } }, { heartbeat: () => undefined, signal });
-  }
+  const defs = await createAndCopy(spec, source, db);
   await finishTargetTables({ target: spec.target, defs });
   return { spec, tables: defs.map((d) => ({ source: d.source, target: d.target })) };
 }
