@@ -37,12 +37,16 @@
  * - a handler that throws does not stop its queue: ours never throw, they record the failure and stop;
  * - it does not escape the slot or publication names: we build START_REPLICATION ourselves.
  */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Client, ClientConfig } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../db';
 import { FENCE_MESSAGE_PREFIX } from '../cutover';
-import { ident, literal } from '../sql';
+import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
+import { LargeChangeSplitter, STAND_IN_TAG, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
 import { KeyedChanges, hasBig, insertSql, keyedRelation, type BatchStatement, type KeyedRelation } from './batch';
 import {
   UNCHANGED_TOAST,
@@ -159,9 +163,10 @@ export type PgoutputMessage =
   | { tag: 'origin'; originLsn: bigint; name: string }
   | { tag: 'relation'; relationOid: number; schema: string; name: string; replicaIdentity: ReplicaIdentity; columns: RelationColumn[] }
   | { tag: 'type'; typeOid: number; schema: string; name: string }
-  | { tag: 'insert'; relationOid: number; new: Tuple }
-  | { tag: 'update'; relationOid: number; key: Tuple | null; old: Tuple | null; new: Tuple }
-  | { tag: 'delete'; relationOid: number; key: Tuple | null; old: Tuple | null }
+  // `spooled`: a large change whose large values are in the spool (spool.ts), as marker strings here.
+  | { tag: 'insert'; relationOid: number; new: Tuple; spooled?: number }
+  | { tag: 'update'; relationOid: number; key: Tuple | null; old: Tuple | null; new: Tuple; spooled?: number }
+  | { tag: 'delete'; relationOid: number; key: Tuple | null; old: Tuple | null; spooled?: number }
   | { tag: 'truncate'; relationOids: number[]; cascade: boolean; restartIdentity: boolean }
   | { tag: 'message'; transactional: boolean; lsn: bigint; prefix: string; content: Buffer }
   /** Parsing failed: reported through the apply (a throw inside the socket handler would kill the process). */
@@ -363,6 +368,10 @@ export function startReplicationSql(slot: string, publication: string, startLsn:
   return `START_REPLICATION SLOT ${ident(slot)} LOGICAL ${startLsn} (${options.join(', ')})`;
 }
 
+/** A change message over this size is parsed as it arrives, its values over LARGE_VALUE spooled to disk. */
+const LARGE_CHANGE = 8 * 1024 * 1024;
+const LARGE_VALUE = 256 * 1024;
+
 /**
  * Structurally a pg-logical-replication plugin (the library only calls `parse` and `start`). It counts
  * what it parsed: the library parses on arrival and queues, so parsed === handled means "nothing
@@ -372,17 +381,54 @@ class TextPgoutputPlugin {
   parsed = 0;
   /** Size of the message parsed last (the library emits it right after parsing it). */
   lastSize = 0;
-  constructor(readonly options: { publication: string }) {}
+  private splitter: LargeChangeSplitter | undefined;
+  constructor(readonly options: { publication: string; spool: Spool; largeChangeBytes: number; largeValueBytes: number }) {}
   get name(): string {
     return 'pgoutput';
+  }
+  /** Large changes parsed from the socket so far. */
+  get largeChanges(): number {
+    return this.splitter?.count ?? 0;
   }
   parse(buffer: Buffer): PgoutputMessage {
     this.parsed++;
     this.lastSize = buffer.length;
+    if (buffer[0] === STAND_IN_TAG && buffer.length === 5) {
+      const msg = this.splitter?.take(buffer.readUInt32BE(1));
+      return msg ?? { tag: 'invalid', error: new Error('a large change stand-in without its change') };
+    }
     return parsePgoutput(buffer);
   }
   start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+    this.interceptLargeChanges(client);
     return client.query(startReplicationSql(slotName, this.options.publication, lastLsn));
+  }
+
+  /**
+   * Puts a LargeChangeSplitter between the socket and pg's protocol parser (its one 'data' listener).
+   * Called while the connection is idle, before START_REPLICATION: the next byte starts a message.
+   */
+  private interceptLargeChanges(client: Client): void {
+    const stream = (client as unknown as { connection?: { stream?: NodeJS.EventEmitter & { destroy(e?: Error): void } } }).connection?.stream;
+    const listeners = stream?.listeners('data') ?? [];
+    if (!stream || listeners.length !== 1) throw new ApplyError('cannot attach to the replication connection (pg changed its internals?)', { permanent: true });
+    const pgParser = listeners[0] as (b: Buffer) => void;
+    const splitter = new LargeChangeSplitter({
+      spool: this.options.spool,
+      messageThreshold: this.options.largeChangeBytes,
+      valueThreshold: this.options.largeValueBytes,
+      forward: (b) => pgParser.call(stream, b),
+    });
+    this.splitter = splitter;
+    stream.removeListener('data', pgParser);
+    stream.on('data', (chunk: Buffer) => {
+      try {
+        splitter.push(chunk);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        stream.destroy(new Error(`reading a large change from the replication stream failed: ${e.message}${e.code ? ` (${e.code}, spool ${this.options.spool.dir})` : ''}`));
+      }
+    });
   }
 }
 
@@ -497,6 +543,14 @@ export interface ApplyOptions {
   setBased?: boolean;
   /** Told when a set-based write failed and the open group was rolled back and replayed change by change. */
   onReplay?: (info: { table?: string; code?: string; changes: number }) => void;
+  /**
+   * A change message over this many bytes (default 8 MiB) is read as it arrives and its values over
+   * `largeValueBytes` (default 256 KiB) go to a spool file, then to the target through COPY.
+   */
+  largeChangeBytes?: number;
+  largeValueBytes?: number;
+  /** Where spool files go (default: the OS temporary directory). */
+  spoolDir?: string;
 }
 
 export interface ApplyResult {
@@ -505,6 +559,8 @@ export interface ApplyResult {
   transactions: number;
   changes: number;
   fenceToken?: string;
+  /** Changes over `largeChangeBytes`, read as they arrived with their large values spooled to disk. */
+  largeChanges: number;
 }
 
 function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
@@ -631,6 +687,10 @@ class ApplyEngine {
   private readonly sourceTypes = new Map<number, QualifiedName>();
   private readonly plugin: TextPgoutputPlugin;
   private readonly service: LogicalReplicationService;
+  /** Large values of large changes, on disk until their group commits. */
+  private readonly spool: Spool;
+  /** Highest spool sequence number of a change handled so far (applied in the open group, or skipped). */
+  private spoolSeen = 0;
 
   /** Last source commit end LSN committed on the target. */
   private committed: bigint;
@@ -724,7 +784,13 @@ class ApplyEngine {
     this.processed = applied;
     this.lastEnd = applied;
     this.fenceToken = fenceToken;
-    this.plugin = new TextPgoutputPlugin({ publication: opts.publication });
+    this.spool = new Spool(opts.spoolDir);
+    this.plugin = new TextPgoutputPlugin({
+      publication: opts.publication,
+      spool: this.spool,
+      largeChangeBytes: opts.largeChangeBytes ?? LARGE_CHANGE,
+      largeValueBytes: opts.largeValueBytes ?? LARGE_VALUE,
+    });
     this.service = new LogicalReplicationService(replicationConfig(opts.source, opts.slot), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: false },
@@ -899,6 +965,7 @@ class ApplyEngine {
       case 'insert':
       case 'update':
       case 'delete': {
+        if (msg.spooled !== undefined) return false;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return true;
         const c: Change = { msg, mapped: m };
@@ -972,6 +1039,7 @@ class ApplyEngine {
       case 'insert':
       case 'update':
       case 'delete': {
+        if (msg.spooled !== undefined && msg.spooled > this.spoolSeen) this.spoolSeen = msg.spooled;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return;
         const c: Change = { msg, mapped: m };
@@ -1055,7 +1123,7 @@ class ApplyEngine {
 
   /** The change goes to a table written set-based just now (past a replay or the retention bound, only order-free ones). */
   private setBased(c: Change): c is { msg: ChangeMessage; mapped: MappedRelation } {
-    if (c.msg.tag === 'truncate') return false;
+    if (c.msg.tag === 'truncate' || c.msg.spooled !== undefined) return false;
     const keyed = (c.mapped as MappedRelation).keyed;
     return keyed !== undefined && (!this.strictTxn || keyed.orderFree);
   }
@@ -1104,6 +1172,8 @@ class ApplyEngine {
   private async change(c: Change): Promise<void> {
     if (c.msg.tag === 'truncate') {
       if (await this.flushKeyed()) return; // replayed, this change included
+    } else if (c.msg.spooled !== undefined) {
+      if (await this.flushKeyed(c.msg.relationOid)) return; // replayed, this change included
     } else if (this.setBased(c)) {
       const oid = c.msg.relationOid;
       if (this.batches.has(oid)) await this.flushBatch(oid); // keep this table's order
@@ -1242,6 +1312,10 @@ class ApplyEngine {
     }
     const m = c.mapped as MappedRelation;
     const msg = c.msg;
+    if (msg.spooled !== undefined) {
+      await this.flushBatch(msg.relationOid);
+      return this.applySpooled(m, msg);
+    }
     if (msg.tag === 'insert') {
       const b = this.addInsert(msg.relationOid, m, msg.new);
       if (this.isBatchFull(b)) await this.flushBatch(msg.relationOid);
@@ -1255,6 +1329,53 @@ class ApplyEngine {
       const stmt = this.build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
       await this.execOne(m, 'DELETE', stmt);
     }
+  }
+
+  /**
+   * A change with spooled values (spool.ts): its values go from their files through COPY into a one-row
+   * temporary table with the target columns' types, and the change's statement reads them from there,
+   * so no value is ever held whole in this process.
+   */
+  private async applySpooled(m: MappedRelation, msg: ChangeMessage): Promise<void> {
+    const op = msg.tag.toUpperCase();
+    const stmts: SqlStatement[] = [];
+    if (msg.tag === 'insert') stmts.push(this.build(m, op, () => insertStatement(m.rel, [msg.new])));
+    else if (msg.tag === 'update') {
+      const plan = this.build(m, op, () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
+      if (!plan) return;
+      stmts.push(plan);
+      if (plan.fallback) stmts.push(plan.fallback);
+    } else stmts.push(this.build(m, op, () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old })));
+    const spooled = new Map<string, { v: SpooledValue; expr: string }>();
+    for (const st of stmts) {
+      for (const v of st.values) {
+        if (!isSpooled(v ?? undefined) || spooled.has(v!)) continue;
+        const sv = this.spool.get(v!);
+        if (!sv) throw new ApplyError(`${op} on ${m.display}: a spooled value is missing`, { table: m.display, operation: op });
+        spooled.set(v!, { v: sv, expr: `(SELECT v${spooled.size + 1} FROM pg_temp.pgdts_spooled)` });
+      }
+    }
+    const inline = (v: string | null) => (v === null ? undefined : spooled.get(v)?.expr);
+    const [first, fallback] = stmts.map((st) => ({ ...inlineParams(st.text, st.values, inline) }));
+    const cols = [...spooled.values()].map(({ v }, i) => `${ident(m.rel.columns[v.column]!)} AS v${i + 1}`);
+    try {
+      await this.ensureTxn();
+      await this.target.query(
+        // Dropped below, or rolled back with the transaction on any failure.
+        `CREATE TEMP TABLE pgdts_spooled AS SELECT ${cols.join(', ')} FROM ${qname(m.rel.target)} WITH NO DATA`,
+      );
+      await pipeline(Readable.from(copyRow([...spooled.values()].map((s) => s.v))), this.target.query(copyFrom('COPY pg_temp.pgdts_spooled FROM STDIN')));
+    } catch (err) {
+      throw new ApplyError(`${op} on ${m.display} failed writing a large value: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+    }
+    if (msg.tag === 'insert') {
+      try {
+        await this.target.query(first!);
+      } catch (err) {
+        throw new ApplyError(`INSERT into ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+      }
+    } else await this.execOne(m, op, first!, fallback);
+    await this.target.query('DROP TABLE pg_temp.pgdts_spooled');
   }
 
   /** Runs a statement that must affect exactly one row (`fallback` when the first affects none). */
@@ -1415,6 +1536,7 @@ class ApplyEngine {
     this.inTxn = false;
     this.committed = endLsn;
     if (endLsn > this.processed) this.processed = endLsn;
+    if (this.spoolSeen > 0) this.spool.release(this.spoolSeen);
     this.transactions += this.groupTxns;
     this.changes += this.groupChanges;
     this.groupTxns = 0;
@@ -1697,12 +1819,18 @@ class ApplyEngine {
     await this.waitConfirmed();
     await this.service.destroy().catch(() => undefined);
     await Promise.race([this.subscribeDone, sleep(5_000)]);
+    try {
+      this.spool.close();
+    } catch {
+      // a leftover directory is removed by the next apply on this machine
+    }
     await this.waitSlotReleased();
     const result: ApplyResult = {
       appliedLsn: bigIntToLsn(this.committed),
       confirmedLsn: bigIntToLsn(this.durable),
       transactions: this.transactions,
       changes: this.changes,
+      largeChanges: this.plugin.largeChanges,
     };
     if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
     // eslint-disable-next-line no-console
