@@ -5,6 +5,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
+import net from 'node:net';
 import { Client, type ClientConfig } from 'pg';
 import { parse as parseUri } from 'pg-connection-string';
 import type { ConnectionSpec } from './spec';
@@ -96,9 +97,9 @@ const cancellation = new AsyncLocalStorage<AbortSignal>();
 
 /**
  * Runs `fn` so that every connection it opens is cancelled with `signal`: the running statement is
- * cancelled on the server (pg_cancel_backend; a statement waiting for a lock would otherwise wait on,
- * and commit later) and the connection closed, so an open transaction rolls back. For activities whose
- * code knows nothing of cancellation (DDL batches, index builds).
+ * cancelled on the server (a statement waiting for a lock would otherwise wait on, and commit later)
+ * and the connection closed, so an open transaction rolls back. For activities whose code knows
+ * nothing of cancellation (DDL batches, index builds).
  */
 export function withCancellation<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
   // One listener per connection: an activity with many sessions must not trip Node's leak warning.
@@ -106,9 +107,36 @@ export function withCancellation<T>(signal: AbortSignal, fn: () => Promise<T>): 
   return cancellation.run(signal, fn);
 }
 
+/**
+ * The protocol's CancelRequest for what `client`'s backend is running: a 16-byte packet on a socket
+ * of its own, which the postmaster handles before any authentication and without taking a connection
+ * slot (pg_cancel_backend needs a session, which a server at max_connections refuses). True when the
+ * packet was delivered; the server never answers it.
+ */
+export function sendCancelRequest(client: Client, timeoutMs = 5_000): Promise<boolean> {
+  const c = client as unknown as { processID?: number | null; secretKey?: number | null; host?: string; port?: number };
+  if (!c.processID || c.secretKey === null || c.secretKey === undefined) return Promise.resolve(false);
+  const host = c.host || 'localhost';
+  const port = c.port || 5432;
+  const packet = Buffer.alloc(16);
+  packet.writeInt32BE(16, 0);
+  packet.writeInt32BE(80877102, 4); // the CancelRequest code: 1234 << 16 | 5678
+  packet.writeInt32BE(c.processID, 8);
+  packet.writeInt32BE(c.secretKey, 12);
+  return new Promise((resolve) => {
+    const sock = host.startsWith('/') ? net.connect(`${host}/.s.PGSQL.${port}`) : net.connect(port, host);
+    let sent = false;
+    sock.setTimeout(timeoutMs, () => sock.destroy());
+    sock.on('connect', () => sock.end(packet, () => (sent = true)));
+    sock.on('error', () => undefined);
+    sock.on('close', () => resolve(sent));
+  });
+}
+
 async function cancelBackend(spec: ConnectionSpec, client: Client): Promise<void> {
   const pid = (client as unknown as { processID?: number }).processID;
-  if (pid) {
+  if (pid && !(await sendCancelRequest(client))) {
+    // No CancelRequest delivered (a proxy in between that refuses it?): ask from a session of our own.
     const c = new Client(clientConfig(spec, { applicationName: 'pg-dts cancel' }));
     c.on('error', () => undefined);
     try {
