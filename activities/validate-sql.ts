@@ -43,19 +43,26 @@ export interface TableShape {
   keyColumns: readonly string[];
   /** format_type() of each key column on this side, read with search_path = ''. */
   keyTypes: readonly string[];
+  /**
+   * The two servers' encodings differ: row texts are hashed as UTF-8 (convert_to), so the same
+   * characters hash alike although each server stores them as different bytes.
+   */
+  utf8?: boolean;
 }
 
 const col = (c: string): string => `t.${ident(c)}`;
 
-/** `ROW(t.c1, t.c2)::text`: the row's text form over the compared columns. */
-export function rowText(columns: readonly string[]): string {
-  return `ROW(${columns.map(col).join(', ')})::text`;
+/** `ROW(t.c1, t.c2)::text`: the row's text form over the compared columns (`utf8`: as UTF-8 bytes). */
+export function rowText(columns: readonly string[], utf8 = false): string {
+  const text = `ROW(${columns.map(col).join(', ')})::text`;
+  return utf8 ? `convert_to(${text}, 'UTF8')` : text;
 }
 
-export function rowHash64(columns: readonly string[], hash: RowHash): string {
-  return hash === 'hashtext'
+/** The 64-bit row hash; across encodings always md5 of the UTF-8 bytes (hashtextextended takes text). */
+export function rowHash64(columns: readonly string[], hash: RowHash, utf8 = false): string {
+  return hash === 'hashtext' && !utf8
     ? `hashtextextended(${rowText(columns)} COLLATE "C", 0)`
-    : `('x' || left(md5(${rowText(columns)}), 16))::bit(64)::bigint`;
+    : `('x' || left(md5(${rowText(columns, utf8)}), 16))::bit(64)::bigint`;
 }
 
 const keyTuple = (s: TableShape): string =>
@@ -108,7 +115,7 @@ export function chunkChecksumSql(s: TableShape, range: KeyRange, hash: RowHash):
   const values: unknown[] = [];
   const where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
   return {
-    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash)}), 0)::text AS h FROM ${qname(s.table)} t WHERE ${where}`,
+    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8)}), 0)::text AS h FROM ${qname(s.table)} t WHERE ${where}`,
     values,
   };
 }
@@ -152,7 +159,7 @@ export function rowHashesSql(s: TableShape, range: KeyRange, limit: number, with
   values.push(Math.max(1, Math.floor(limit)));
   return {
     text:
-      `SELECT ${keyTextList(s)}, md5(${rowText(s.columns)}) AS h${withVersion ? ', t.xmin::text AS v' : ''} ` +
+      `SELECT ${keyTextList(s)}, md5(${rowText(s.columns, s.utf8)}) AS h${withVersion ? ', t.xmin::text AS v' : ''} ` +
       `FROM ${qname(s.table)} t WHERE ${where} ORDER BY ${keyOrder(s)} LIMIT $${values.length}`,
     values,
   };
@@ -218,7 +225,7 @@ export function rowDigestsByKeySql(s: TableShape, keys: ReadonlyArray<readonly s
 // ---------------------------------------------------------------------------------------------------
 
 const hashedRows = (s: TableShape, withVersion = false): string =>
-  `(SELECT md5(${rowText(s.columns)}) AS h${withVersion ? ', t.xmin::text AS v' : ''} FROM ${qname(s.table)} t OFFSET 0) r`;
+  `(SELECT md5(${rowText(s.columns, s.utf8)}) AS h${withVersion ? ', t.xmin::text AS v' : ''} FROM ${qname(s.table)} t OFFSET 0) r`;
 
 /** Per-bucket (first `prefix` hex digits of the row md5) count and hash sum, in one scan. */
 export function bucketChecksumsSql(s: TableShape, prefix: number): Sql {
@@ -243,7 +250,7 @@ export function bucketRowsSql(s: TableShape, prefix: number, buckets: readonly s
 /** A random sample of row md5s (tables without a key). */
 export function sampleRowHashesSql(s: TableShape, size: number, percent?: number): Sql {
   const from = percent === undefined ? `${qname(s.table)} t` : `${qname(s.table)} t TABLESAMPLE SYSTEM (${samplePercent(percent)})`;
-  return { text: `SELECT md5(${rowText(s.columns)}) AS h FROM ${from} ORDER BY random() LIMIT $1`, values: [Math.max(0, Math.floor(size))] };
+  return { text: `SELECT md5(${rowText(s.columns, s.utf8)}) AS h FROM ${from} ORDER BY random() LIMIT $1`, values: [Math.max(0, Math.floor(size))] };
 }
 
 /** How many rows have each of the given md5s. */

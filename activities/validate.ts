@@ -293,6 +293,7 @@ export async function openSides(src: Client, dst: Client, t: ValidateTableSpec, 
   if (a.status === 'rejected' && b.status === 'rejected' && b.reason instanceof ShapeError && !(a.reason instanceof ShapeError)) throw b.reason;
   if (a.status === 'rejected') throw a.reason;
   if (b.status === 'rejected') throw b.reason;
+  if (a.value.encoding !== b.value.encoding) a.value.shape.utf8 = b.value.shape.utf8 = true;
   return [a.value, b.value];
 }
 

@@ -181,7 +181,9 @@ describe('validating wide rows', () => {
     await target.query(`CREATE DATABASE ${db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`);
     await source.createDatabase(db);
     const fill = `CREATE TABLE public.names (id int PRIMARY KEY, name text, raw bytea);
-      INSERT INTO public.names SELECT g, 'Zoë Müller-Sørensen ' || g, convert_to('é' || g, 'UTF8') FROM generate_series(1, 50) g;`;
+      INSERT INTO public.names SELECT g, 'Zoë Müller-Sørensen ' || g, convert_to('é' || g, 'UTF8') FROM generate_series(1, 50) g;
+      CREATE TABLE public.nokey (name text);
+      INSERT INTO public.nokey SELECT 'Zoë ' || (g % 10) FROM generate_series(1, 30) g;`;
     await Promise.all([source.query(fill, undefined, db), target.query(fill, undefined, db)]);
     // The same characters, stored as different bytes: ë, ü and ø are 2 bytes each in UTF8, 1 in LATIN1.
     const [s] = await source.query<{ n: number }>(`SELECT octet_length(name) AS n FROM public.names WHERE id = 1`, [], db);
@@ -189,11 +191,26 @@ describe('validating wide rows', () => {
     expect(s!.n).toBe(t!.n + 3); // ë, ü, ø
     const names = { schema: 'public', name: 'names' };
     const spec: ValidateTableSpec = { source: names, target: names, keyColumns: ['id'], copyColumns: ['id', 'name', 'raw'] };
-    const check = () => validateTables({ source: source.uri(db), target: target.uri(db), tables: [spec], sampleSize: 100, checksum: false });
-    const [equal] = await check();
+    const nokey = { schema: 'public', name: 'nokey' };
+    const noKeySpec: ValidateTableSpec = { source: nokey, target: nokey, keyColumns: [], copyColumns: ['name'] };
+    const check = (checksum: boolean) =>
+      validateTables({ source: source.uri(db), target: target.uri(db), tables: [spec, noKeySpec], sampleSize: checksum ? 0 : 100, checksum });
+    const [equal, equalNoKey] = await check(false);
     expect({ ok: equal!.ok, sample: equal!.sample, sampled: equal!.sampledRows }).toEqual({ ok: true, sample: 'match', sampled: 50 });
+    expect({ ok: equalNoKey!.ok, sample: equalNoKey!.sample }).toEqual({ ok: true, sample: 'match' });
+    // The checksum hashes each row's text as UTF-8 on both sides: equal rows match, byte counts apart.
+    const summed = await check(true);
+    expect(summed.map((r) => [r.ok, r.checksum])).toEqual([
+      [true, 'match'],
+      [true, 'match'],
+    ]);
     await target.query(`UPDATE public.names SET name = replace(name, 'ø', 'o') WHERE id = 7`, [], db);
-    const [changed] = await check();
+    await target.query(`UPDATE public.nokey SET name = 'Zoe 3' WHERE ctid = (SELECT ctid FROM public.nokey WHERE name = 'Zoë 3' LIMIT 1)`, [], db);
+    const [changed] = await check(false);
     expect(strip(changed!)).toEqual([{ key: { id: '7' }, kind: 'different', columns: ['name'], foundBy: 'sample' }]);
+    const [byChecksum, noKeyByChecksum] = await check(true);
+    expect(byChecksum!.checksum).toBe('mismatch');
+    expect(strip(byChecksum!)).toEqual([{ key: { id: '7' }, kind: 'different', columns: ['name'], foundBy: 'checksum' }]);
+    expect(noKeyByChecksum!.checksum).toBe('mismatch');
   });
 });
