@@ -522,6 +522,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           slot,
           publication,
           tables: defs.map((d) => ({ source: d.source, target: d.target })),
+          cutoverLagBytes: plan!.spec.cutover.maxLagBytes,
         },
       ]);
     applyDone = scope
