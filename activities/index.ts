@@ -24,13 +24,18 @@ export interface ActivityDeps {
   log?: { info(msg: string, meta?: Record<string, unknown>): void; warn(msg: string, meta?: Record<string, unknown>): void };
 }
 
+/** Its abort listener goes with it: the snapshot holder sleeps once a second for hours. */
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const onAbort = () => {
       clearTimeout(t);
       resolve();
-    });
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 
 function throwIfCancelled(ctx: Context): void {
@@ -286,11 +291,14 @@ export function createActivities(deps: ActivityDeps = {}) {
       publication: string;
       tables: ApplyTable[];
       reportEveryMs?: number;
+      /** The cutover's lag threshold (spec.cutover.maxLagBytes): a report that first gets under it is signalled at once. */
+      cutoverLagBytes?: number;
     }): Promise<{ appliedLsn: string }> {
       const ctx = Context.current();
       let lastSignal = 0;
       const startedAt = Date.now();
       let lastFence: string | undefined;
+      let lastSignalledLag = Number.POSITIVE_INFINITY;
       let pending: Promise<void> = Promise.resolve();
       const prev = ctx.info.heartbeatDetails as { transactions?: number; changes?: number } | undefined;
       const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
@@ -319,8 +327,11 @@ export function createActivities(deps: ActivityDeps = {}) {
             // of a run, or the apply behind), then every 15 s; the fence marker at once.
             const steady = now - startedAt > 120_000 && p.lagBytes < 1024 * 1024;
             const every = input.reportEveryMs ?? (steady ? 15_000 : 2_000);
-            if (fenceNew || now - lastSignal >= every) {
+            // The lag has just come under the cutover threshold: the workflow waits for that news.
+            const caughtUp = input.cutoverLagBytes !== undefined && p.lagBytes <= input.cutoverLagBytes && lastSignalledLag > input.cutoverLagBytes;
+            if (fenceNew || caughtUp || now - lastSignal >= every) {
               lastSignal = now;
+              lastSignalledLag = p.lagBytes;
               lastFence = p.fenceToken;
               // Serialise signals so the workflow sees progress in order; a failed signal is not fatal.
               pending = pending.then(() => signalWorkflow(applyProgressSignal.name, p).catch(() => undefined));

@@ -79,6 +79,12 @@ export interface FinishTargetTablesInput {
   defs: TableDef[];
   /** How many sessions build indexes, constraints and statistics at once (spec.parallelism); default 4. */
   parallelism?: number;
+  /**
+   * Which part of the post-load work: everything (default), 'tables' (each table's own indexes, keys,
+   * constraints and ANALYZE: the workflow runs it per table as soon as that table is copied) or
+   * 'foreign-keys' (the keys between tables, once every table is finished).
+   */
+  part?: 'all' | 'tables' | 'foreign-keys';
 }
 
 /**
@@ -172,6 +178,17 @@ function statementsOf(d: TableDef): PostLoadStatement[] {
   return d.postLoad.map((sql): PostLoadStatement => (fks.has(sql) ? { kind: 'foreign-key', sql } : { kind: 'constraint', sql }));
 }
 
+/**
+ * The jobs of one part of the post-load work, renumbered; a kept job no longer waits for jobs left
+ * out (the caller runs them before: each table is finished before its foreign keys).
+ */
+export function selectPostLoad(jobs: readonly PostLoadJob[], part: FinishTargetTablesInput['part'] = 'all'): PostLoadJob[] {
+  if (part === 'all') return [...jobs];
+  const kept = jobs.filter((j) => (part === 'foreign-keys') === (j.kind === 'foreign-key'));
+  const ids = new Map(kept.map((j, i) => [j.id, i]));
+  return kept.map((j) => ({ ...j, id: ids.get(j.id)!, after: j.after.filter((a) => ids.has(a)).map((a) => ids.get(a)!) }));
+}
+
 const hasSteps = (d: TableDef) => d.postLoadSteps !== undefined && d.postLoadSteps.length === d.postLoad.length;
 
 /**
@@ -188,7 +205,7 @@ export interface FinishTargetTablesHooks {
 }
 
 export async function finishTargetTables(input: FinishTargetTablesInput, hooks: FinishTargetTablesHooks = {}): Promise<{ statements: number; skipped: string[] }> {
-  const jobs = planPostLoad(input.defs);
+  const jobs = selectPostLoad(planPostLoad(input.defs), input.part);
   if (jobs.length === 0) return { statements: 0, skipped: [] };
   const sessions = Math.max(1, Math.min(Math.floor(input.parallelism ?? DEFAULT_POST_LOAD_PARALLELISM), jobs.length));
   let statements = 0;

@@ -230,6 +230,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     live: new Map<string, { table: string; rows: number; bytes: number }>(),
     doneRows: new Map<string, { rows: number; bytes: number }>(),
     rate: new Map<string, { at: number; rows: number }>(),
+    /** Every unit of the round has landed: the snapshot is no longer needed (per-table post-load). */
+    landed: false,
   };
   /** Rows of a table = its finished units' + its running units' last reports; rate and ETA from them. */
   const refreshCopyProgress = (ts: TableStatus) => {
@@ -275,16 +277,23 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         const ranges = t.ranges ? `, ranges ${t.ranges.done}/${t.ranges.total}` : '';
         return `- ${t.source}: ${t.rowsCopied}${t.rowsTotal ? `/${t.rowsTotal}` : ''} rows${pct}${rate}${eta}${ranges}`;
       });
-    return `**MIGRATING_DATA**\n\n${done}/${state.tables.length} tables copied\n${lines.join('\n')}`;
+    const indexing = state.tables.filter((t) => t.state === 'indexing').map((t) => `- ${t.source}: copied, building indexes`);
+    return `**MIGRATING_DATA**\n\n${done}/${state.tables.length} tables copied\n${[...lines, ...indexing].join('\n')}`;
   };
 
   const tableRunning = (table: string) => [...round.running.values()].includes(table);
   /** Table sizes and page ranges (tables over spec.copy.splitAboveBytes), planned once. */
   let copyPlans: Map<string, CopyPlan> | undefined;
+  /**
+   * Each table's own post-load DDL (indexes, keys, constraints, ANALYZE) runs as soon as its last unit
+   * has landed, beside the other copies; foreign keys once every table is finished. Runs recorded
+   * before it built everything after the last copy, in one activity.
+   */
+  let perTablePostLoad = false;
   const tableKey = (d: TableDef) => `${d.source.schema}.${d.source.name}`;
 
   async function copyAll(snapshot?: string): Promise<void> {
-    Object.assign(round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map() });
+    Object.assign(round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });
     const units: CopyUnit[] = [];
     const left = new Map<string, number>();
     const firstStart = new Map<string, number>();
@@ -311,63 +320,103 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan!.spec.target, tables: ranged.map((d) => d.target) });
     }
     const queue = [...units];
-    const runOne = async () => {
-      for (let u = queue.shift(); u; u = queue.shift()) {
-        const { ts, def } = u;
-        let r: Awaited<ReturnType<Activities['copyTable']>> | undefined;
-        while (!r) {
-          await pauseGate();
-          ts.state = 'copying';
-          if (!firstStart.has(ts.source)) firstStart.set(ts.source, Date.now());
-          round.running.set(u.key, ts.source);
-          const scope = new wf.CancellationScope();
-          copiesInFlight.add(scope);
-          try {
-            r = await scope.run(() =>
-              copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}${u.range ? ` (pages ${u.range.id})` : ''}` }, [
-                {
-                  source: plan!.spec.source,
-                  target: plan!.spec.target,
-                  table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
-                  snapshot,
-                  ...(u.range ? { range: u.range } : {}),
-                },
-              ]),
-            );
-          } catch (e) {
-            // Interrupted by pause (not by cancel): wait for resume and copy the unit again (a range
-            // already committed is found by its record and not copied twice).
-            if (!(wf.isCancellation(e) && pausedCopies.has(scope) && !main.consideredCancelled)) throw e;
-            round.live.delete(u.key);
-            refreshCopyProgress(ts);
-          } finally {
-            copiesInFlight.delete(scope);
-            pausedCopies.delete(scope);
-            round.running.delete(u.key);
-          }
-          if (!r && !tableRunning(ts.source)) ts.state = 'pending';
+    /** Tables whose last unit has landed, waiting for their own post-load DDL (per-table mode). */
+    const toFinish: Array<{ def: TableDef; ts: TableStatus }> = [];
+    /** One unit, until it is copied (a pause interrupts it and copies it again after the resume). */
+    const copyUnit = async (u: CopyUnit) => {
+      const { ts, def } = u;
+      let r: Awaited<ReturnType<Activities['copyTable']>> | undefined;
+      while (!r) {
+        await pauseGate();
+        ts.state = 'copying';
+        if (!firstStart.has(ts.source)) firstStart.set(ts.source, Date.now());
+        round.running.set(u.key, ts.source);
+        const scope = new wf.CancellationScope();
+        copiesInFlight.add(scope);
+        try {
+          r = await scope.run(() =>
+            copy.copyTable.executeWithOptions({ ...copyOpts, summary: `copy ${ts.source} -> ${ts.target}${u.range ? ` (pages ${u.range.id})` : ''}` }, [
+              {
+                source: plan!.spec.source,
+                target: plan!.spec.target,
+                table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
+                snapshot,
+                ...(u.range ? { range: u.range } : {}),
+              },
+            ]),
+          );
+        } catch (e) {
+          // Interrupted by pause (not by cancel): wait for resume and copy the unit again (a range
+          // already committed is found by its record and not copied twice).
+          if (!(wf.isCancellation(e) && pausedCopies.has(scope) && !main.consideredCancelled)) throw e;
+          round.live.delete(u.key);
+          refreshCopyProgress(ts);
+        } finally {
+          copiesInFlight.delete(scope);
+          pausedCopies.delete(scope);
+          round.running.delete(u.key);
         }
-        round.live.delete(u.key);
-        const done = round.doneRows.get(ts.source) ?? { rows: 0, bytes: 0 };
-        round.doneRows.set(ts.source, { rows: done.rows + r.rows, bytes: done.bytes + r.bytes });
-        if (ts.ranges) ts.ranges.done++;
-        const remaining = left.get(ts.source)! - 1;
-        left.set(ts.source, remaining);
-        refreshCopyProgress(ts);
-        if (remaining > 0) {
-          // Its next range may be waiting for a resume.
-          if (!tableRunning(ts.source)) ts.state = 'pending';
-          continue;
-        }
-        ts.state = 'copied';
-        ts.rowsPerSecond = undefined;
-        ts.etaSeconds = undefined;
-        const copied = state.tables.filter((t) => t.state === 'copied').length;
-        wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${copied}/${state.tables.length} tables copied; last: ${ts.source} (${ts.rowsCopied} rows)`);
-        copyMs.set(ts.source, u.range ? Date.now() - firstStart.get(ts.source)! : r.durationMs);
+        if (!r && !tableRunning(ts.source)) ts.state = 'pending';
       }
+      round.live.delete(u.key);
+      const done = round.doneRows.get(ts.source) ?? { rows: 0, bytes: 0 };
+      round.doneRows.set(ts.source, { rows: done.rows + r.rows, bytes: done.bytes + r.bytes });
+      if (ts.ranges) ts.ranges.done++;
+      const remaining = left.get(ts.source)! - 1;
+      left.set(ts.source, remaining);
+      refreshCopyProgress(ts);
+      if (remaining > 0) {
+        // Its next range may be waiting for a resume.
+        if (!tableRunning(ts.source)) ts.state = 'pending';
+        return;
+      }
+      ts.state = 'copied';
+      ts.rowsPerSecond = undefined;
+      ts.etaSeconds = undefined;
+      const copied = state.tables.filter((t) => t.state === 'copied').length;
+      wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${copied}/${state.tables.length} tables copied; last: ${ts.source} (${ts.rowsCopied} rows)`);
+      copyMs.set(ts.source, u.range ? Date.now() - firstStart.get(ts.source)! : r.durationMs);
+      if (perTablePostLoad) {
+        ts.state = 'indexing';
+        toFinish.push({ def, ts });
+      }
+      if (--unitsLeft === 0) round.landed = true;
     };
     const runners = Math.min(plan!.spec.parallelism, units.length);
+    let unitsLeft = units.length;
+    /**
+     * Sessions of the parallelism no runner uses: runners beyond the units, and runners that found
+     * nothing left to do. A table's post-load DDL borrows them for its index builds, so copies and
+     * builds together never use more than spec.parallelism sessions.
+     */
+    let spare = plan!.spec.parallelism - runners;
+    /** Each runner is one session: a copied table's post-load DDL first (its copy is done), else the next unit. */
+    const runOne = async () => {
+      for (;;) {
+        const ready = toFinish.shift();
+        if (ready) {
+          await pauseGate();
+          const builds = ready.def.partitioned ? 1 : Math.max(1, (ready.def.postLoadSteps ?? []).filter((st) => st.kind === 'index').length);
+          const extra = Math.max(0, Math.min(spare, builds - 1));
+          spare -= extra;
+          try {
+            const finished = await schema.finishTargetTables.executeWithOptions(
+              { ...schemaOptsNow(), summary: `indexes, constraints and ANALYZE of ${ready.ts.target}` },
+              [{ target: plan!.spec.target, defs: [ready.def], parallelism: 1 + extra, part: 'tables' }],
+            );
+            state.notices.push(...finished.skipped);
+          } finally {
+            spare += extra;
+          }
+          ready.ts.state = 'copied';
+          continue;
+        }
+        const u = queue.shift();
+        if (!u) break;
+        await copyUnit(u);
+      }
+      spare++;
+    };
     if (!wf.patched('copy-failure-stops-copies')) {
       await Promise.all(Array.from({ length: runners }, runOne));
       return;
@@ -425,7 +474,16 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             copyError = e;
           },
         );
-        await wf.condition(() => copiesEnded || holderEnded);
+        await wf.condition(() => copiesEnded || holderEnded || (perTablePostLoad && round.landed));
+        if (perTablePostLoad && round.landed) {
+          // Every copy has imported and used the snapshot: release it (and the source's xmin) while
+          // the last tables' indexes are still being built; a holder lost from now on costs nothing.
+          holderScope.cancel();
+          await held;
+          await copies;
+          if (copyError) throw copyError;
+          return;
+        }
         if (copiesEnded && !holderEnded && !copyError) {
           holderScope.cancel();
           await held;
@@ -464,6 +522,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           slot,
           publication,
           tables: defs.map((d) => ({ source: d.source, target: d.target })),
+          cutoverLagBytes: plan!.spec.cutover.maxLagBytes,
         },
       ]);
     applyDone = scope
@@ -622,10 +681,21 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       });
       copyPlans = new Map(defs.map((d, i) => [tableKey(d), plans[i]!]));
     }
+    perTablePostLoad = wf.patched('post-load-per-table');
     if (online) await copyInSnapshot();
     else await copyAll();
     const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
     if (rangedTargets.length) await step('forgetCopyProgress', 'forget the range copy records', { target: plan.spec.target, tables: rangedTargets });
+    if (perTablePostLoad) {
+      // Every table is finished: the foreign keys between them (both ends must be there).
+      if (defs.some((d) => (d.postLoadSteps ?? []).some((st) => st.kind === 'foreign-key') || (d.foreignKeys?.length ?? 0) > 0)) {
+        const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create foreign keys' }, [
+          { target: plan.spec.target, defs, parallelism: plan.spec.parallelism, part: 'foreign-keys' },
+        ]);
+        state.notices.push(...finished.skipped);
+      }
+      return;
+    }
     for (const t of state.tables) t.state = 'indexing';
     const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create indexes and constraints, analyze' }, [
       { target: plan.spec.target, defs, parallelism: plan.spec.parallelism },

@@ -675,6 +675,9 @@ function connectionLevel(code: string | undefined): boolean {
   return code === undefined || /^(08|57|53|58|XX)/.test(code);
 }
 
+/** Progress reports this long after the stream has started, before the regular interval takes over. */
+const EARLY_REPORTS_MS = [50, 250, 750];
+
 class ApplyEngine {
   private readonly interval: number;
   private readonly maxBatchRows: number;
@@ -761,6 +764,7 @@ class ApplyEngine {
   private replicationDown = false;
   private timer: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
+  private readonly earlyTimers: NodeJS.Timeout[] = [];
   private ticking = false;
   private settle!: { resolve: (r: ApplyResult) => void; reject: (e: Error) => void };
   private readonly onAbort = (): void => void this.stop();
@@ -809,6 +813,9 @@ class ApplyEngine {
     this.service.on('start', () => {
       this.started = true;
       this.ack();
+      // The first reports come early, not a whole progress interval in: an automatic cutover waits
+      // for a report from this run of the apply, and a slot already caught up should say so at once.
+      for (const ms of EARLY_REPORTS_MS) if (ms < this.interval) this.earlyTimers.push(setTimeout(() => void this.tick(), ms));
     });
     this.service.on('data', (_lsn: string, msg: PgoutputMessage) => this.onData(_lsn, msg));
     this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => this.onHeartbeat(lsn, shouldRespond));
@@ -1792,6 +1799,7 @@ class ApplyEngine {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     if (this.statusTimer) clearInterval(this.statusTimer);
+    for (const t of this.earlyTimers) clearTimeout(t);
     this.opts.signal.removeEventListener('abort', this.onAbort);
     // Wait for the statement in flight, roll back a partial transaction, make what is committed
     // durable and confirm it. A target that does not answer is cut off by the caller closing it.

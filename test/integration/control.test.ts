@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
+import { activitySpans, type ActivitySpan } from '../harness/history';
 import { startWriter } from '../harness/fixtures';
 
 let env: TestEnv;
@@ -143,6 +144,8 @@ describe('pause and resume', () => {
     expect(held.state).toBe('pending');
     // The finished ranges' rows stay counted: they are not copied again.
     expect(held.rowsCopied).toBeGreaterThan(0);
+    // Not fully copied: none of big's indexes is built yet.
+    expect(await env.target.query(`SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'big_r'`, [], db)).toEqual([]);
     await m.signal('resume');
     await m.waitForPhase('SYNCING_WAL', 180_000);
     const synced = await m.status();
@@ -163,6 +166,20 @@ describe('pause and resume', () => {
     expect(await fingerprint(env.target, db, 'public', 'big_r')).toEqual(await fingerprint(env.source, db, 'public', 'big'));
     // The range records are gone with the copy.
     expect(await env.target.query(`SELECT to_regclass('pgdts.copy_progress') AS t`, [], db)).toEqual([{ t: null }]);
+    // Each table's post-load DDL ran once, after its last range had landed, whatever the pause did.
+    const spans = await activitySpans(env.temporal, m.workflowId);
+    const unitOf = (s: ActivitySpan) => {
+      const input = s.input[0] as { table?: { target: { name: string } }; defs?: Array<{ target: { name: string } }>; part?: string };
+      return input.table?.target.name ?? (input.part === 'tables' ? input.defs![0]!.target.name : input.part);
+    };
+    const finishes = spans.filter((s) => s.type === 'finishTargetTables' && s.outcome === 'completed');
+    const copied = spans.filter((s) => s.type === 'copyTable' && s.outcome === 'completed');
+    const names = [...tables, 'public.big'].map((t) => `${t.split('.')[1]}_r`).sort();
+    expect(finishes.map(unitOf).filter((t) => t !== 'foreign-keys').sort()).toEqual(names);
+    for (const f of finishes) {
+      const lastCopy = Math.max(...copied.filter((c) => unitOf(c) === unitOf(f) || unitOf(f) === 'foreign-keys').map((c) => c.endedAt!));
+      expect({ t: unitOf(f), after: f.startedAt! >= lastCopy }).toEqual({ t: unitOf(f), after: true });
+    }
   });
 
   it('pause in SYNCING_WAL stops the apply, the slot keeps the WAL, resume catches up exactly', async () => {

@@ -6,6 +6,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
+import { activitySpans, peakSessions, type ActivitySpan } from '../harness/history';
 
 
 let env: TestEnv;
@@ -294,5 +295,71 @@ describe('online migration', () => {
     const left = await env.target.query(`SELECT 1 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`, [], db);
     expect(left).toHaveLength(0);
     await env.source.query(`INSERT INTO public.kv VALUES ('after-cancel', 1)`, [], db);
+  });
+});
+
+describe('post-load DDL per table', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** The target table a finishTargetTables activity worked on ('foreign-keys' for the last one). */
+  const finishOf = (s: ActivitySpan) => {
+    const input = s.input[0] as { part?: string; defs: Array<{ target: { name: string } }> };
+    return input.part === 'tables' ? input.defs[0]!.target.name : input.part ?? 'all';
+  };
+  const copyOf = (s: ActivitySpan) => (s.input[0] as { table: { target: { name: string } } }).table.target.name;
+
+  it("a copied table's indexes are built while another table still copies, within the parallelism; foreign keys last; identical", async () => {
+    const db = `overlap${++dbCounter}`;
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    await env.source.query(
+      `CREATE TABLE public.big (id int PRIMARY KEY, pad text);
+       INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 1500000) g;
+       CREATE TABLE public.small (id int PRIMARY KEY, big_id int REFERENCES public.big (id), label text UNIQUE);
+       INSERT INTO public.small SELECT g, g * 7, 'label ' || g FROM generate_series(1, 20000) g;
+       CREATE INDEX small_big_id ON public.small (big_id);`,
+      [],
+      db,
+    );
+    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tables: ['public.big', 'public.small'], tableSuffix: '_o', parallelism: 2 });
+    // On the target itself: small's three indexes exist while big's COPY is still running.
+    let overlapSeen = false;
+    for (let i = 0; i < 4000 && !overlapSeen; i++) {
+      const [r] = await env.target.query<{ indexes: number; copying: number }>(
+        `SELECT (SELECT count(*)::int FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'small_o') AS indexes,
+                (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE 'COPY "public"."big_o"%') AS copying`,
+        [],
+        db,
+      );
+      if (r!.indexes === 3 && r!.copying > 0) overlapSeen = true;
+      else if (!['INIT', 'CREATING_TABLES', 'MIGRATING_DATA'].includes((await m.status()).phase)) break;
+      else await sleep(25);
+    }
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    expect(overlapSeen).toBe(true);
+
+    // In the history: small's post-load activity ran before big's copy ended, each table's exactly once,
+    // and the foreign keys only after every copy and every table's own DDL.
+    const spans = await activitySpans(env.temporal, m.workflowId);
+    const copies = spans.filter((s) => s.type === 'copyTable');
+    const finishes = spans.filter((s) => s.type === 'finishTargetTables');
+    expect(finishes.map(finishOf).sort()).toEqual(['big_o', 'foreign-keys', 'small_o']);
+    const bigCopy = copies.find((s) => copyOf(s) === 'big_o')!;
+    const smallFinish = finishes.find((s) => finishOf(s) === 'small_o')!;
+    expect(smallFinish.outcome).toBe('completed');
+    expect(smallFinish.endedAt!).toBeLessThan(bigCopy.endedAt!);
+    const fk = finishes.find((s) => finishOf(s) === 'foreign-keys')!;
+    for (const s of [...copies, ...finishes.filter((f) => f !== fk)]) expect(fk.startedAt!).toBeGreaterThanOrEqual(s.endedAt!);
+    // Copies and index builds together never held more sessions than the parallelism.
+    const sessions = (s: ActivitySpan) => (s.type === 'finishTargetTables' ? ((s.input[0] as { parallelism?: number }).parallelism ?? 4) : 1);
+    expect(peakSessions([...copies, ...finishes], sessions)).toBeLessThanOrEqual(2);
+
+    for (const t of ['big', 'small']) expect(await fingerprint(env.target, db, 'public', `${t}_o`)).toEqual(await fingerprint(env.source, db, 'public', t));
+    const defs = await env.target.query<{ def: string }>(
+      `SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid IN ('public.small_o'::regclass, 'public.big_o'::regclass) ORDER BY 1`,
+      [],
+      db,
+    );
+    expect(defs.map((d) => d.def)).toEqual(['FOREIGN KEY (big_id) REFERENCES big_o(id)', 'PRIMARY KEY (id)', 'PRIMARY KEY (id)', 'UNIQUE (label)']);
   });
 });

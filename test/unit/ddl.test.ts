@@ -23,7 +23,7 @@ import {
   type SourceSequence,
   type SourceTable,
 } from '../../activities/ddl';
-import { planPostLoad, type PostLoadJob } from '../../activities/schema';
+import { planPostLoad, selectPostLoad, type PostLoadJob } from '../../activities/schema';
 import { mapTableName } from '../../activities/spec';
 import { createTypeDdl, createTypesDdl, extensionStatement, mapTypeName, typeCreationStatements, typeRenames, type SourceType } from '../../activities/types-ddl';
 
@@ -808,6 +808,22 @@ describe('planPostLoad (what finishTargetTables may run at the same time)', () =
     expect(fks[1]!.locks).toEqual([of('orders')[2]!.locks[0], JSON.stringify(['public', 'elsewhere'])]);
     // Every dependency points at an earlier job: the plan always completes.
     for (const j of jobs) for (const a of j.after) expect(a).toBeLessThan(j.id);
+  });
+
+  it("splits into each table's own work (run when it is copied) and the foreign keys (run last), renumbered", () => {
+    const own = selectPostLoad(planPostLoad([orders]), 'tables');
+    expect(own.map((j) => j.kind)).toEqual(['index', 'index', 'constraints', 'analyze']);
+    expect(own.map((j) => j.id)).toEqual([0, 1, 2, 3]);
+    expect(own[2]!.after).toEqual([0, 1]);
+    expect(own[3]!.after).toEqual([2]);
+    const fks = selectPostLoad(jobs, 'foreign-keys');
+    expect(fks.map((j) => [j.id, j.kind, j.after])).toEqual([
+      [0, 'foreign-key', []],
+      [1, 'foreign-key', []],
+    ]);
+    // The locks stay: two foreign keys on one table never run at once.
+    expect(fks.map((j) => j.locks)).toEqual(jobs.filter((j) => j.kind === 'foreign-key').map((j) => j.locks));
+    expect(selectPostLoad(jobs)).toEqual(jobs);
   });
 
   it('runs a partitioned table, and a TableDef from before postLoadSteps, statement by statement', () => {
