@@ -215,6 +215,12 @@ export function binaryCompatible(
   });
 }
 
+/**
+ * The row of pgdts.copy_progress (range_id '') that names a ranged table's current copy round: the
+ * snapshot prepareRangedCopy emptied the table for. Range ids are never empty.
+ */
+const ROUND_MARKER = '';
+
 /** Where a range copy records that it committed (target side, same transaction as its rows). */
 export const COPY_PROGRESS_DDL = [
   'CREATE SCHEMA IF NOT EXISTS pgdts',
@@ -267,6 +273,17 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
       // Two attempts of one range may overlap (a retry after a heartbeat timeout while the first still
       // runs): the lock makes the later one wait, then find the earlier one's record.
       await dst.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`pg-dts copy ${qname(table.target)} ${range.id}`]);
+      // The copy round this attempt belongs to must still be the table's current one: an attempt of an
+      // earlier round (its snapshot lost, the table emptied again since) must not add its rows. The
+      // share lock holds off the next round's prepareRangedCopy until this transaction ends.
+      const roundRow = await dst.query<{ snapshot: string }>(
+        'SELECT snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2 FOR SHARE',
+        [qname(table.target), ROUND_MARKER],
+      );
+      const current = roundRow.rows[0]?.snapshot;
+      if (current !== undefined && current !== snapshotKey) {
+        throw preconditionFailed(`${where}: superseded: this copy belongs to the round of snapshot ${snapshotKey}, the table has since been prepared for snapshot ${current}`);
+      }
       const done = await dst.query<{ rows: string; bytes: string; snapshot: string }>(
         'SELECT rows::text, bytes::text, snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2',
         [qname(table.target), range.id],
@@ -418,18 +435,24 @@ export function splitPages(pages: number, n: number): CopyRange[] {
 }
 
 /**
- * Before the range copies of one table for one snapshot: empties the target table and forgets the
- * range records of any earlier snapshot. Idempotent; must not run while range copies of the table are
- * in flight (the workflow runs it once per table per copy round).
+ * Before the range copies of one table for one snapshot (absent: offline): records the round, empties
+ * the target table and forgets the range records of any earlier snapshot. Idempotent. The round is
+ * written first: it waits for range copies still in their transaction (they hold it in share mode),
+ * and a copy of an earlier round that starts later finds the new round and refuses to copy.
  */
-export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName }): Promise<void> {
+export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName; snapshot?: string }): Promise<void> {
   const c = await connect(input.target, { applicationName: 'pg-dts copy' });
   try {
     await ensureCopyProgress(c);
     await c.query('BEGIN');
+    await c.query(
+      `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, 0, 0)
+       ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, copied_at = now()`,
+      [qname(input.table), ROUND_MARKER, input.snapshot ?? 'offline'],
+    );
     const k = await c.query<{ relkind: string }>('SELECT relkind::text FROM pg_class WHERE oid = $1::regclass', [qname(input.table)]);
     await c.query(`TRUNCATE ${k.rows[0]?.relkind === 'p' ? '' : 'ONLY '}${qname(input.table)}`);
-    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1', [qname(input.table)]);
+    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1 AND range_id <> $2', [qname(input.table), ROUND_MARKER]);
     await c.query('COMMIT');
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);

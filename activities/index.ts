@@ -222,8 +222,8 @@ export function createActivities(deps: ActivityDeps = {}) {
     planCopies,
 
     /** Before one copy round of ranged tables: empties them and forgets earlier range records. */
-    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<void> {
-      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table });
+    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[]; snapshot?: string }): Promise<void> {
+      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot });
     },
 
     forgetCopyProgress,

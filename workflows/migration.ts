@@ -317,7 +317,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     const ranged = ordered.filter((d) => copyPlans?.get(tableKey(d))?.ranges);
     if (ranged.length) {
-      await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan!.spec.target, tables: ranged.map((d) => d.target) });
+      await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan!.spec.target, tables: ranged.map((d) => d.target), snapshot });
     }
     const queue = [...units];
     /** Tables whose last unit has landed, waiting for their own post-load DDL (per-table mode). */
