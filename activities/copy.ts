@@ -375,7 +375,11 @@ export interface PlanCopiesInput {
 }
 
 export interface CopyPlan {
-  /** Heap size of the table (its partitions' for a partitioned one): the biggest are copied first. */
+  /**
+   * Size of the table with its TOAST data (its partitions' for a partitioned one): the biggest are
+   * copied first, and it decides the split. A table of wide values is mostly TOAST: by its heap alone
+   * it would look small.
+   */
   bytes: number;
   /**
    * Page ranges covering the whole heap (the last one open-ended, so pages added since the plan are
@@ -395,11 +399,12 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
   const minRanges = Math.min(maxRanges, Math.max(1, input.minRanges ?? 1));
   const c = await connect(input.source, { applicationName: 'pg-dts copy plan' });
   try {
-    const r = await c.query<{ relkind: string; bytes: string; block: number }>(
+    const r = await c.query<{ relkind: string; bytes: string; heap: string; block: number }>(
       `SELECT k.relkind::text,
               (CASE WHEN k.relkind = 'p'
-                    THEN (SELECT coalesce(sum(pg_relation_size(t.relid)), 0) FROM pg_partition_tree(k.oid) t WHERE t.isleaf)
-                    ELSE pg_relation_size(k.oid) END)::text AS bytes,
+                    THEN (SELECT coalesce(sum(pg_table_size(t.relid)), 0) FROM pg_partition_tree(k.oid) t WHERE t.isleaf)
+                    ELSE pg_table_size(k.oid) END)::text AS bytes,
+              pg_relation_size(k.oid)::text AS heap,
               current_setting('block_size')::int AS block
          FROM unnest($1::text[]) WITH ORDINALITY AS u(name, ord)
          JOIN pg_class k ON k.oid = u.name::regclass
@@ -413,7 +418,8 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
       // A multiple of the parallelism, so that the last round of ranges keeps every copier busy.
       const wanted = Math.max(minRanges, Math.ceil(bytes / rangeBytes));
       const n = Math.min(maxRanges, Math.ceil(wanted / minRanges) * minRanges);
-      return { bytes, ranges: splitPages(Math.ceil(bytes / row.block), n) };
+      // Ranges of heap pages: a row's TOAST data goes with it, so equal pages carry about equal bytes.
+      return { bytes, ranges: splitPages(Math.max(1, Math.ceil(Number(row.heap) / row.block)), n) };
     });
   } catch (err) {
     throw classify(err, 'plan the table copies');

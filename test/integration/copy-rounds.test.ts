@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
-import { copyTable, prepareRangedCopy, splitPages, type CopyTableInput } from '../../activities/copy';
+import { copyTable, planCopies, prepareRangedCopy, splitPages, type CopyTableInput } from '../../activities/copy';
 import { fingerprint } from '../harness/compare';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
@@ -67,5 +67,26 @@ describe('ranged copy rounds', () => {
     await two.holder.end();
     await source.query(`UPDATE public.t SET v = md5(id::text) WHERE id <= 10`);
     expect(await fingerprint(target, 'postgres', 'public', 't')).toEqual(await fingerprint(source, 'postgres', 'public', 't'));
+  });
+
+  it('sizes tables with their TOAST data: a table of wide values is split and copied first', async () => {
+    // 2,000 rows of 8 kB incompressible text: a heap of a few pages, ~16 MB of TOAST.
+    await source.query(`CREATE TABLE public.wide (id int PRIMARY KEY, doc text);
+      ALTER TABLE public.wide ALTER doc SET STORAGE EXTERNAL;
+      INSERT INTO public.wide SELECT g, (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 256) i) FROM generate_series(1, 2000) g;
+      CREATE TABLE public.narrow (id int PRIMARY KEY, v int); INSERT INTO public.narrow SELECT g, g FROM generate_series(1, 100000) g`);
+    const [heap] = await source.query<{ wide: string; narrow: string }>(`SELECT pg_relation_size('public.wide')::text AS wide, pg_relation_size('public.narrow')::text AS narrow`);
+    expect(Number(heap!.wide), 'by its heap, wide is the smaller table').toBeLessThan(Number(heap!.narrow));
+    const [narrow, wide] = await planCopies({
+      source: source.uri(),
+      tables: [{ schema: 'public', name: 'narrow' }, { schema: 'public', name: 'wide' }],
+      splitAboveBytes: 8 * 1024 * 1024,
+      rangeBytes: 4 * 1024 * 1024,
+      minRanges: 2,
+    });
+    expect(wide!.bytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(wide!.bytes).toBeGreaterThan(narrow!.bytes);
+    expect(wide!.ranges?.length ?? 0).toBeGreaterThanOrEqual(2);
+    expect(narrow!.ranges).toBeUndefined();
   });
 });
