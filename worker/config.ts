@@ -26,3 +26,48 @@ export function payloadEncryption(env: NodeJS.ProcessEnv = process.env): { codec
   const codec = codecFromEnv(env);
   return { codec, dataConverter: dataConverterFor(codec) };
 }
+
+/**
+ * How much the worker process holds, from the environment (see workerTuning for the defaults and why):
+ *   PG_DTS_MAX_ACTIVITIES       activities at a time on this worker (copies, the apply, ...); default 32
+ *   PG_DTS_MAX_CACHED_WORKFLOWS workflow runs kept in memory between tasks (sticky cache); default 50
+ *   PG_DTS_WORKFLOW_THREADS     worker threads running workflow code, each its own V8 isolate and Node
+ *                               environment (~40 MB); 0 (the default) runs workflow code on the main thread
+ *   PG_DTS_SEMI_SPACE_MB        V8 young-generation semi-space (MB) of the workflow thread; default 4
+ *                               (the main thread's is a node flag: NODE_OPTIONS=--max-semi-space-size=4)
+ *   PG_DTS_MEMORY_LOG_MS        log process.memoryUsage() every this many ms (0 = never, the default)
+ */
+export interface WorkerTuning {
+  maxConcurrentActivityTaskExecutions: number;
+  maxCachedWorkflows: number;
+  workflowThreadPoolSize: number;
+  /** undefined: leave V8's default (16 MB on 64-bit). */
+  semiSpaceMb?: number;
+  memoryLogMs: number;
+}
+
+export const DEFAULT_TUNING: WorkerTuning = {
+  maxConcurrentActivityTaskExecutions: 32,
+  maxCachedWorkflows: 50,
+  workflowThreadPoolSize: 0,
+  semiSpaceMb: 4,
+  memoryLogMs: 0,
+};
+
+export function workerTuning(env: NodeJS.ProcessEnv = process.env): WorkerTuning {
+  const int = (name: string, fallback: number, min: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min} (got ${JSON.stringify(raw)})`);
+    return n;
+  };
+  const semi = env.PG_DTS_SEMI_SPACE_MB;
+  return {
+    maxConcurrentActivityTaskExecutions: int('PG_DTS_MAX_ACTIVITIES', DEFAULT_TUNING.maxConcurrentActivityTaskExecutions, 1),
+    maxCachedWorkflows: int('PG_DTS_MAX_CACHED_WORKFLOWS', DEFAULT_TUNING.maxCachedWorkflows, 0),
+    workflowThreadPoolSize: int('PG_DTS_WORKFLOW_THREADS', DEFAULT_TUNING.workflowThreadPoolSize, 0),
+    semiSpaceMb: semi === 'default' ? undefined : int('PG_DTS_SEMI_SPACE_MB', DEFAULT_TUNING.semiSpaceMb!, 1),
+    memoryLogMs: int('PG_DTS_MEMORY_LOG_MS', DEFAULT_TUNING.memoryLogMs, 0),
+  };
+}

@@ -12,11 +12,14 @@ import path from 'node:path';
 import type { WorkflowBundleOption } from '@temporalio/worker';
 import { NativeConnection } from '@temporalio/worker';
 import { buildInChildProcess, prebuiltWorkflowBundle, repoRoot } from './bundle';
-import { payloadEncryption, temporalSettings } from './config';
+import { payloadEncryption, temporalSettings, workerTuning } from './config';
+import { startMemoryLog } from './memory';
 import { createWorker, ensureSearchAttributes } from './worker';
 
 export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const s = temporalSettings(env);
+  const tuning = workerTuning(env);
+  if (tuning.memoryLogMs > 0) startMemoryLog(tuning.memoryLogMs);
   const { codec, dataConverter } = payloadEncryption(env);
   const connection = await NativeConnection.connect({ address: s.address }).catch((err: Error) => {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err.message}`);
@@ -25,7 +28,7 @@ export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<v
     const added = await ensureSearchAttributes(connection, s.namespace);
     if (added.length) console.log(`registered search attributes in namespace ${s.namespace}: ${added.join(', ')}`);
     const workflowBundle = workflowCode(env);
-    const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter, ...(workflowBundle ? { workflowBundle } : {}) });
+    const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter, tuning, ...(workflowBundle ? { workflowBundle } : {}) });
     const encryption = codec ? `payload encryption on (key id ${codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
     console.log(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
     await worker.run();
