@@ -10,7 +10,7 @@
  *   npx tsx bench/apply-memory.ts --mb 1024 --row-bytes 1024
  */
 import { Command } from 'commander';
-import { getHeapSpaceStatistics } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runApply } from '../activities/apply/stream';
 import { mb, num, say, sec, sleep, startBenchClusters, table } from './common';
 
@@ -50,11 +50,13 @@ async function main(): Promise<void> {
     .option('--mb <n>', 'size of the one transaction', '1024')
     .option('--row-bytes <n>', 'payload bytes per row (text)', '1024')
     .option('--sample-ms <n>', 'sampling period', '50')
+    .option('--v8-flags <flags>', 'V8 flags set at run time (v8.setFlagsFromString), the way worker/ can set them')
     .parse()
-    .opts<{ mb: string; rowBytes: string; sampleMs: string }>();
+    .opts<{ mb: string; rowBytes: string; sampleMs: string; v8Flags?: string }>();
+  if (o.v8Flags) setFlagsFromString(o.v8Flags);
   const rowBytes = Number(o.rowBytes);
   const rows = Math.round((Number(o.mb) * MB) / rowBytes);
-  say(`node ${process.version} ${process.execArgv.join(' ')}; one transaction of ${num(rows)} rows × ${rowBytes} bytes`);
+  say(`node ${process.version} ${process.execArgv.join(' ')}${o.v8Flags ? ` + at run time ${o.v8Flags}` : ''}; one transaction of ${num(rows)} rows × ${rowBytes} bytes`);
   const { source, target, destroy } = await startBenchClusters();
   try {
     await source.createDatabase(DB);

@@ -67,6 +67,8 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   // on (a workflow thread, if any), not this thread's, which only a node flag sets
   // (node --max-semi-space-size=4, or NODE_OPTIONS).
   if (tuning.semiSpaceMb !== undefined) setFlagsFromString(`--max-semi-space-size=${tuning.semiSpaceMb}`);
+  // Read by V8 each time it sets the next old-generation limit: applies to this thread too.
+  if (tuning.heapGrowingPercent !== undefined) setFlagsFromString(`--heap-growing-percent=${tuning.heapGrowingPercent}`);
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
