@@ -70,6 +70,7 @@ interface Options {
   verify: boolean;
   repeat: number;
   variants: WorkerVariant[];
+  copyBuffers: number[];
 }
 
 export interface WorkerVariant {
@@ -101,13 +102,14 @@ function options(): Options {
     .option('--only <list>', `comma-separated subset of ${ALL_RUNS.join(',')}`, ALL_RUNS.join(','))
     .option('--repeat <n>', 'run every tool this many times (rotating the order) and report medians', '1')
     .option('--no-verify', 'skip the content-hash comparison of every target with the source')
+    .option('--copy-buffers <list>', 'with activity: one activity run per stream buffer size in KiB (PG_DTS_COPY_BUFFER_KB), e.g. 256,1024')
     .option('--worker-variants <spec>', "pg-dts runs once per worker variant: 'name=ENV=V,ENV=V;--node-flag|name2=...'")
     .parse();
-  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string }>();
+  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string }>();
   const scale = Number(o.scale);
   const only = o.only.split(',').map((s) => s.trim()) as RunName[];
   for (const r of only) if (!ALL_RUNS.includes(r)) cmd.error(`unknown run ${r}`);
-  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants) };
+  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants), copyBuffers: o.copyBuffers ? o.copyBuffers.split(',').map(Number) : [] };
 }
 
 interface ToolResult {
@@ -252,6 +254,18 @@ async function main(): Promise<void> {
       }
     };
     const runAll = async (name: RunName, rep: number): Promise<Array<{ result: ToolResult; db: string }>> => {
+      if (name === 'activity' && opt.copyBuffers.length) {
+        const out: Array<{ result: ToolResult; db: string }> = [];
+        const sizes = opt.copyBuffers.map((_, i) => opt.copyBuffers[(i + rep - 1) % opt.copyBuffers.length]!);
+        for (const kb of sizes) {
+          process.env.PG_DTS_COPY_BUFFER_KB = String(kb);
+          const { result } = await runOne(name, rep);
+          out.push({ result: { ...result, name: `${result.name} [${kb} KiB buffers]` }, db: '' });
+          await dropDatabase(target, 'proj');
+        }
+        delete process.env.PG_DTS_COPY_BUFFER_KB;
+        return out;
+      }
       if (!opt.variants.length || (name !== 'online' && name !== 'offline')) return [await runOne(name, rep)];
       const out: Array<{ result: ToolResult; db: string }> = [];
       // Rotated like the tools, so no variant always runs first.
