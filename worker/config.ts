@@ -33,8 +33,8 @@ export function payloadEncryption(env: NodeJS.ProcessEnv = process.env): { codec
  *   PG_DTS_MAX_CACHED_WORKFLOWS workflow runs kept in memory between tasks (sticky cache); default 50
  *   PG_DTS_WORKFLOW_THREADS     worker threads running workflow code, each its own V8 isolate and Node
  *                               environment (~40 MB); 0 (the default) runs workflow code on the main thread
- *   PG_DTS_SEMI_SPACE_MB        V8 young-generation semi-space (MB) of the workflow thread; default 4
- *                               (the main thread's is a node flag: NODE_OPTIONS=--max-semi-space-size=4)
+ *   PG_DTS_SEMI_SPACE_MB        V8 young-generation semi-space (MB) of workflow threads, if any; default 4
+ *                               (the main thread's is a node flag, left at V8's default: see main.ts)
  *   PG_DTS_HEAP_GROWING_PERCENT V8's old-generation growing factor, 1 + N/100 (V8 picks 1.1 to 4 itself
  *                               when unset, the default): 15 to 40 about halves the apply's growth on a
  *                               1 GiB transaction but cost +60% of the apply's CPU in one measurement
