@@ -69,15 +69,23 @@ export interface CopyHooks {
   signal: AbortSignal;
 }
 
-/** Larger stream buffers than Node's 16 KiB default: fewer pauses between the two sockets. */
-const STREAM_BUFFER = 1024 * 1024;
+/**
+ * Stream buffers (highWaterMark of each stage) larger than Node's 16 KiB default: fewer pauses between
+ * the two sockets. Each copy in flight holds up to four of them (COPY TO, both sides of the meter, COPY
+ * FROM). PG_DTS_COPY_BUFFER_KB on the worker overrides it (bench/copy.ts compares sizes).
+ */
+const DEFAULT_STREAM_BUFFER = 256 * 1024;
+function streamBuffer(): number {
+  const kb = Number(process.env.PG_DTS_COPY_BUFFER_KB);
+  return Number.isInteger(kb) && kb >= 16 ? kb * 1024 : DEFAULT_STREAM_BUFFER;
+}
 
 /** Counts rows (one newline ends each row in text COPY; embedded newlines are escaped) and bytes. */
 class TextMeter extends Transform {
   rows = 0;
   bytes = 0;
-  constructor() {
-    super({ highWaterMark: STREAM_BUFFER });
+  constructor(highWaterMark: number) {
+    super({ highWaterMark });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.bytes += chunk.length;
@@ -102,8 +110,8 @@ export class BinaryMeter extends Transform {
   private state: 'header' | 'tuple' | 'field' | 'end' = 'header';
   private fieldsLeft = 0;
   private partial: Buffer = Buffer.alloc(0);
-  constructor() {
-    super({ highWaterMark: STREAM_BUFFER });
+  constructor(highWaterMark: number) {
+    super({ highWaterMark });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.bytes += chunk.length;
@@ -314,9 +322,10 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
       : '';
     const opts = [binary ? 'FORMAT binary' : '', freeze ? 'FREEZE' : ''].filter(Boolean);
     const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
-    meter = binary ? new BinaryMeter() : new TextMeter();
-    const readStream = src.query(copyTo(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark: STREAM_BUFFER }));
-    const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark: STREAM_BUFFER }));
+    const highWaterMark = streamBuffer();
+    meter = binary ? new BinaryMeter(highWaterMark) : new TextMeter(highWaterMark);
+    const readStream = src.query(copyTo(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }));
+    const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
     beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
     await pipeline(readStream, meter, writeStream, { signal: hooks.signal });

@@ -21,7 +21,6 @@
  *   npx tsx bench/apply.ts [--rate R] [--seconds S] [--scale N] [--clients C] [--big-mb M] [--backlog T]
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { Command } from 'commander';
 import type { Client } from 'pg';
@@ -51,6 +50,7 @@ import {
   timed,
   WorkerProcess,
   lsnBig,
+  processCpuSec,
   type RunResult,
 } from './common';
 
@@ -269,7 +269,7 @@ async function main(): Promise<void> {
         ['lag during the load, max (s: txns behind / rate)', `${sd.max.toFixed(2)} s`, `${sn.max.toFixed(2)} s`],
         ['catch-up after the load stopped', caughtDts !== undefined ? sec(caughtDts) : 'not within 10 min', caughtNat !== undefined ? sec(caughtNat) : 'not within 10 min'],
       ]),
-      `pg-dts kept up: ${rateOf('dts') >= offered * 0.97 ? 'yes' : 'no'} (applied ${ratio(rateOf('dts'), offered)} of the offered rate); worker peak RSS during the load ${mb(rss.peak('live'))}`,
+      `pg-dts kept up: ${rateOf('dts') >= offered * 0.97 ? 'yes' : 'no'} (applied ${ratio(rateOf('dts'), offered)} of the offered rate); worker peak RSS during the load ${mb(rss.peak('live'))}, worker CPU ${rss.cpuSec('live').toFixed(1)} s`,
     );
     console.log(out.slice(-3).join('\n'));
 
@@ -300,7 +300,7 @@ async function main(): Promise<void> {
           ['', 'pg-dts', 'native'],
           ['applied, from the source commit', dtsMs !== undefined ? sec(dtsMs) : 'not within 30 min', natMs !== undefined ? sec(natMs) : 'not within 30 min'],
         ]),
-        `worker peak RSS while streaming and applying it: ${mb(peak)} (at start ${mb(rss.baseline)})`,
+        `worker peak RSS while streaming and applying it: ${mb(peak)} (at start ${mb(rss.baseline)}); worker CPU ${rss.cpuSec('big').toFixed(1)} s`,
       );
       console.log(out.slice(-4).join('\n'));
     }
@@ -464,17 +464,6 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
   ];
 }
 
-/** utime + stime of a process from /proc/<pid>/stat, in seconds (undefined once it is gone). */
-function procCpuSec(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, clock ticks (USER_HZ = 100)
-  } catch {
-    return undefined;
-  }
-}
-
 /** Last CPU time seen of one side's walsender and apply backend (they may exit before the end). */
 class CpuWatch {
   walsender: number | undefined;
@@ -482,8 +471,8 @@ class CpuWatch {
   walsenderSec = 0;
   applySec = 0;
   sample(): void {
-    if (this.walsender !== undefined) this.walsenderSec = procCpuSec(this.walsender) ?? this.walsenderSec;
-    if (this.apply !== undefined) this.applySec = procCpuSec(this.apply) ?? this.applySec;
+    if (this.walsender !== undefined) this.walsenderSec = processCpuSec(this.walsender) ?? this.walsenderSec;
+    if (this.apply !== undefined) this.applySec = processCpuSec(this.apply) ?? this.applySec;
   }
 }
 

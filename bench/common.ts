@@ -237,6 +237,17 @@ export function procMemory(pid: number): { rss: number; hwm: number } | undefine
   }
 }
 
+/** utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds. */
+export function processCpuSec(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, clock ticks (USER_HZ = 100)
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Samples a process's VmRSS every 100 ms; windows report the peak inside them. At the start of a
  * window it also resets the kernel's own peak (VmHWM, `echo 5 > /proc/<pid>/clear_refs`) so the
@@ -244,7 +255,7 @@ export function procMemory(pid: number): { rss: number; hwm: number } | undefine
  */
 export class RssMonitor {
   private timer: NodeJS.Timeout;
-  private windows = new Map<string, { peak: number; open: boolean; hwmReset: boolean }>();
+  private windows = new Map<string, { peak: number; open: boolean; hwmReset: boolean; cpu0: number; cpu: number }>();
   baseline = 0;
   constructor(readonly pid: number) {
     this.baseline = procMemory(pid)?.rss ?? 0;
@@ -264,7 +275,8 @@ export class RssMonitor {
     } catch {
       // not allowed here: the sampled peak only
     }
-    this.windows.set(name, { peak: procMemory(this.pid)?.rss ?? 0, open: true, hwmReset });
+    const cpu0 = processCpuSec(this.pid) ?? 0;
+    this.windows.set(name, { peak: procMemory(this.pid)?.rss ?? 0, open: true, hwmReset, cpu0, cpu: 0 });
   }
   end(name: string): number {
     const w = this.windows.get(name);
@@ -273,6 +285,7 @@ export class RssMonitor {
       this.sample();
       const m = procMemory(this.pid);
       if (m && w.hwmReset) w.peak = Math.max(w.peak, m.hwm);
+      w.cpu = (processCpuSec(this.pid) ?? w.cpu0) - w.cpu0;
       w.open = false;
     }
     return w.peak;
@@ -280,8 +293,28 @@ export class RssMonitor {
   peak(name: string): number {
     return this.windows.get(name)?.peak ?? 0;
   }
+  /** CPU seconds (user + system, every thread) the process used in the window: less noisy than wall time on a shared machine. */
+  cpuSec(name: string): number {
+    return this.windows.get(name)?.cpu ?? NaN;
+  }
   stop(): void {
     clearInterval(this.timer);
+  }
+}
+
+/**
+ * The node flags of package.json's `worker` script (`node <flags> --require tsx/cjs worker/main.ts`),
+ * so the benchmarks' worker runs with what `npm run worker` runs.
+ */
+export function npmWorkerNodeFlags(): string[] {
+  try {
+    const script = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts?.worker ?? '';
+    const words = script.split(/\s+/).filter(Boolean);
+    if (words[0] !== 'node') return [];
+    const end = words.indexOf('--require');
+    return words.slice(1, end === -1 ? words.length - 1 : end).filter((w) => w.startsWith('--'));
+  } catch {
+    return [];
   }
 }
 
@@ -298,13 +331,21 @@ export class WorkerProcess {
     return this.child.pid!;
   }
 
-  static async start(address: string, taskQueue: string): Promise<WorkerProcess> {
+  /**
+   * `opts.env` adds to the worker's environment (e.g. PG_DTS_WORKER_* settings, worker/config.ts) and
+   * `opts.nodeFlags` go before the script; both default to PG_DTS_BENCH_WORKER_ENV (`K=V,K=V`) and
+   * PG_DTS_BENCH_WORKER_FLAGS (space-separated) so any benchmark can compare worker settings.
+   */
+  static async start(address: string, taskQueue: string, opts: { env?: Record<string, string>; nodeFlags?: string[] } = {}): Promise<WorkerProcess> {
     const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-worker-'));
     const logFile = join(dir, 'worker.log');
     const log = createWriteStream(logFile);
-    const child = spawn(process.execPath, ['--require', 'tsx/cjs', join(ROOT, 'worker', 'main.ts')], {
+    const envExtra = opts.env ?? Object.fromEntries((process.env.PG_DTS_BENCH_WORKER_ENV ?? '').split(',').filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    const nodeFlags = opts.nodeFlags ?? (process.env.PG_DTS_BENCH_WORKER_FLAGS !== undefined ? process.env.PG_DTS_BENCH_WORKER_FLAGS.split(' ').filter(Boolean) : npmWorkerNodeFlags());
+    if (Object.keys(envExtra).length || nodeFlags.length) say(`worker process settings: ${[...nodeFlags, ...Object.entries(envExtra).map(([k, v]) => `${k}=${v}`)].join(' ')}`);
+    const child = spawn(process.execPath, [...nodeFlags, '--require', 'tsx/cjs', join(ROOT, 'worker', 'main.ts')], {
       cwd: ROOT,
-      env: { ...pgEnv(), TEMPORAL_ADDRESS: address, TEMPORAL_TASK_QUEUE: taskQueue, TEMPORAL_NAMESPACE: 'default' },
+      env: { ...pgEnv(), TEMPORAL_ADDRESS: address, TEMPORAL_TASK_QUEUE: taskQueue, TEMPORAL_NAMESPACE: 'default', ...envExtra },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const w = new WorkerProcess(child, logFile);
@@ -324,7 +365,7 @@ export class WorkerProcess {
   }
 
   /** Stops the worker; its log is removed unless `keepLog` (then its path is printed). */
-  async stop(keepLog = false): Promise<void> {
+  async stop(keepLog = process.env.PG_DTS_BENCH_KEEP_WORKER_LOG === '1'): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
       this.child.kill('SIGINT');

@@ -13,6 +13,10 @@
  * order-independent content hash per table). Also samples the worker's peak RSS while it copies.
  *
  *   npx tsx bench/copy.ts [--scale N] [--jobs J] [--wide-rows R] [--only raw,raw-pk,pgcopydb,offline,online,activity]
+ *                         [--worker-variants 'name=ENV=V,ENV=V;--node-flag|name2=...']
+ * With --worker-variants, every pg-dts run is made once per variant, each with a worker process of its
+ * own started with that environment and those node flags (same clusters, same source, interleaved), and
+ * the memory summary adds the worker's RSS right after it started.
  */
 import { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -44,6 +48,8 @@ import {
   shq,
   startBenchClusters,
   startMigration,
+  procMemory,
+  sleep,
   table,
   tableSizes,
   timed,
@@ -63,6 +69,27 @@ interface Options {
   only: RunName[];
   verify: boolean;
   repeat: number;
+  variants: WorkerVariant[];
+  copyBuffers: number[];
+}
+
+export interface WorkerVariant {
+  name: string;
+  env?: Record<string, string>;
+  nodeFlags?: string[];
+}
+
+/** 'name=ENV=V,ENV=V;--flag --flag|name2=...' → variants. */
+export function parseWorkerVariants(spec: string | undefined): WorkerVariant[] {
+  if (!spec) return [];
+  return spec.split('|').map((v) => {
+    const [head = '', flags = ''] = v.split(';');
+    const eq = head.indexOf('=');
+    const name = eq === -1 ? head : head.slice(0, eq);
+    const env: Record<string, string> = {};
+    for (const kv of (eq === -1 ? '' : head.slice(eq + 1)).split(',').filter((x) => x.includes('='))) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
+    return { name, env, nodeFlags: flags.split(' ').filter(Boolean) };
+  });
 }
 
 function options(): Options {
@@ -75,12 +102,14 @@ function options(): Options {
     .option('--only <list>', `comma-separated subset of ${ALL_RUNS.join(',')}`, ALL_RUNS.join(','))
     .option('--repeat <n>', 'run every tool this many times (rotating the order) and report medians', '1')
     .option('--no-verify', 'skip the content-hash comparison of every target with the source')
+    .option('--copy-buffers <list>', 'with activity: one activity run per stream buffer size in KiB (PG_DTS_COPY_BUFFER_KB), e.g. 256,1024')
+    .option('--worker-variants <spec>', "pg-dts runs once per worker variant: 'name=ENV=V,ENV=V;--node-flag|name2=...'")
     .parse();
-  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string }>();
+  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string }>();
   const scale = Number(o.scale);
   const only = o.only.split(',').map((s) => s.trim()) as RunName[];
   for (const r of only) if (!ALL_RUNS.includes(r)) cmd.error(`unknown run ${r}`);
-  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)) };
+  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants), copyBuffers: o.copyBuffers ? o.copyBuffers.split(',').map(Number) : [] };
 }
 
 interface ToolResult {
@@ -126,22 +155,44 @@ async function main(): Promise<void> {
     const dtsRuns = opt.only.filter((r): r is 'offline' | 'online' => r === 'offline' || r === 'online');
     const memory: string[] = [];
     let dts: { temporal: Awaited<ReturnType<typeof startTemporal>>; taskQueue: string; rss: RssMonitor } | undefined;
+    let temporal: Awaited<ReturnType<typeof startTemporal>> | undefined;
     if (dtsRuns.length) {
       say('starting a Temporal dev server and a worker process (worker/main.ts)');
-      const temporal = await startTemporal();
-      cleanups.unshift(() => temporal.teardown());
-      const taskQueue = `bench-${randomUUID().slice(0, 8)}`;
-      const worker = await WorkerProcess.start(temporal.address, taskQueue);
-      cleanups.unshift(() => worker.stop());
-      const rss = new RssMonitor(worker.pid);
-      cleanups.unshift(async () => rss.stop());
-      memory.push(`worker process (pid ${worker.pid}) RSS after start, idle: ${mb(rss.baseline)}`);
-      dts = { temporal, taskQueue, rss };
+      temporal = await startTemporal();
+      const t = temporal;
+      cleanups.unshift(() => t.teardown());
+      if (!opt.variants.length) {
+        const taskQueue = `bench-${randomUUID().slice(0, 8)}`;
+        const worker = await WorkerProcess.start(temporal.address, taskQueue);
+        cleanups.unshift(() => worker.stop());
+        const rss = new RssMonitor(worker.pid);
+        cleanups.unshift(async () => rss.stop());
+        memory.push(`worker process (pid ${worker.pid}) RSS after start, idle: ${mb(rss.baseline)}`);
+        dts = { temporal, taskQueue, rss };
+      }
     }
+    /** With variants: a worker of the variant's own for one run. */
+    const withVariant = async <T>(v: WorkerVariant, fn: () => Promise<T>): Promise<T> => {
+      const taskQueue = `bench-${randomUUID().slice(0, 8)}`;
+      const worker = await WorkerProcess.start(temporal!.address, taskQueue, { env: v.env ?? {}, nodeFlags: v.nodeFlags ?? [] });
+      const rss = new RssMonitor(worker.pid);
+      await sleep(3000); // settled, like an idle worker
+      const idle = procMemory(worker.pid)?.rss ?? 0;
+      memory.push(`[${v.name}] worker RSS after start, idle: ${mb(idle)}`);
+      dts = { temporal: temporal!, taskQueue, rss };
+      try {
+        return await fn();
+      } finally {
+        rss.stop();
+        await worker.stop();
+        dts = undefined;
+      }
+    };
     const largest = sizes[0]!.table;
 
-    const dtsRun = async (mode: 'offline' | 'online', rep: number): Promise<ToolResult> => {
+    const dtsRun = async (mode: 'offline' | 'online', rep: number, variant?: string): Promise<ToolResult> => {
       const { temporal, taskQueue, rss } = dts!;
+      const label = variant ? `${mode} [${variant}]` : mode;
       const db = `dts_${mode}`;
       const w = (k: string) => `${mode}-${k}-${rep}`;
       await recreateDatabase(target, db);
@@ -174,13 +225,13 @@ async function main(): Promise<void> {
       const phases = Object.entries(r.phases.durations)
         .map(([p, ms]) => `${p} ${sec(ms)}`)
         .join(', ');
-      say(`pg-dts ${mode}: COMPLETED in ${sec(r.totalMs)} (${phases})`);
+      say(`pg-dts ${label}: COMPLETED in ${sec(r.totalMs)} (${phases})`);
       memory.push(
-        `pg-dts ${mode} (run ${rep}): worker peak RSS during the copy of ${largest}: ${mb(rss.peak(w('largest')))}; ` +
-          `during MIGRATING_DATA: ${mb(rss.peak(w('data')))}; whole migration: ${mb(rss.peak(w('all')))}`,
+        `pg-dts ${label} (run ${rep}): worker peak RSS during the copy of ${largest}: ${mb(rss.peak(w('largest')))}; ` +
+          `during MIGRATING_DATA: ${mb(rss.peak(w('data')))}; whole migration: ${mb(rss.peak(w('all')))}; worker CPU ${rss.cpuSec(w('all')).toFixed(1)} s`,
       );
       return {
-        name: `pg-dts ${mode}`,
+        name: `pg-dts ${label}`,
         totalMs: r.totalMs,
         dataMs: r.phases.durations.MIGRATING_DATA,
         perTableMs: new Map(r.report.tables.map((t) => [t.source.replace(/^public\./, ''), t.copyDurationMs ?? NaN])),
@@ -202,6 +253,31 @@ async function main(): Promise<void> {
           return { result: await dtsRun(name, rep), db: `dts_${name}` };
       }
     };
+    const runAll = async (name: RunName, rep: number): Promise<Array<{ result: ToolResult; db: string }>> => {
+      if (name === 'activity' && opt.copyBuffers.length) {
+        const out: Array<{ result: ToolResult; db: string }> = [];
+        const sizes = opt.copyBuffers.map((_, i) => opt.copyBuffers[(i + rep - 1) % opt.copyBuffers.length]!);
+        for (const kb of sizes) {
+          process.env.PG_DTS_COPY_BUFFER_KB = String(kb);
+          const { result } = await runOne(name, rep);
+          out.push({ result: { ...result, name: `${result.name} [${kb} KiB buffers]` }, db: '' });
+          await dropDatabase(target, 'proj');
+        }
+        delete process.env.PG_DTS_COPY_BUFFER_KB;
+        return out;
+      }
+      if (!opt.variants.length || (name !== 'online' && name !== 'offline')) return [await runOne(name, rep)];
+      const out: Array<{ result: ToolResult; db: string }> = [];
+      // Rotated like the tools, so no variant always runs first.
+      const vs = opt.variants.map((_, i) => opt.variants[(i + rep - 1) % opt.variants.length]!);
+      for (const v of vs) {
+        const result = await withVariant(v, () => dtsRun(name, rep, v.name));
+        out.push({ result, db: '' });
+        if (rep === 1) await verify(result.name, `dts_${name}`).catch((e: Error) => say(e.message));
+        await dropDatabase(target, `dts_${name}`);
+      }
+      return out;
+    };
 
     // Each repetition runs every tool once, in a rotated order, so a burst of load from elsewhere on
     // the machine does not always hit the same tool; the summary takes each tool's median.
@@ -210,13 +286,14 @@ async function main(): Promise<void> {
       const order = opt.only.map((_, i) => opt.only[(i + rep - 1) % opt.only.length]!);
       if (opt.repeat > 1) say(`── repetition ${rep} of ${opt.repeat}: ${order.join(', ')} ──`);
       for (const name of order) {
-        const { result, db } = await runOne(name, rep);
-        byTool.set(result.name, [...(byTool.get(result.name) ?? []), result]);
-        if (rep === 1) await verify(result.name, db);
-        await dropDatabase(target, db);
+        for (const { result, db } of await runAll(name, rep)) {
+          byTool.set(result.name, [...(byTool.get(result.name) ?? []), result]);
+          if (rep === 1 && db) await verify(result.name, db);
+        }
+        await dropDatabase(target, name === 'online' || name === 'offline' ? `dts_${name}` : name === 'raw-pk' ? 'raw' : name === 'activity' ? 'proj' : name);
       }
     }
-    const results: ToolResult[] = opt.only.map((n) => median(byTool.get(toolName(n)) ?? [])).filter((r): r is ToolResult => r !== undefined);
+    const results: ToolResult[] = [...byTool.values()].map((runs) => median(runs)).filter((r): r is ToolResult => r !== undefined);
 
     // ── Summary ──
     console.log(`\n== Initial copy: whole run${opt.repeat > 1 ? ` (median of ${opt.repeat} runs)` : ''} ==`);

@@ -26,3 +26,54 @@ export function payloadEncryption(env: NodeJS.ProcessEnv = process.env): { codec
   const codec = codecFromEnv(env);
   return { codec, dataConverter: dataConverterFor(codec) };
 }
+
+/**
+ * How much the worker process holds, from the environment (see workerTuning for the defaults and why):
+ *   PG_DTS_MAX_ACTIVITIES       activities at a time on this worker (copies, the apply, ...); default 32
+ *   PG_DTS_MAX_CACHED_WORKFLOWS workflow runs kept in memory between tasks (sticky cache); default 50
+ *   PG_DTS_WORKFLOW_THREADS     worker threads running workflow code, each its own V8 isolate and Node
+ *                               environment (~40 MB); 0 (the default) runs workflow code on the main thread
+ *   PG_DTS_SEMI_SPACE_MB        V8 young-generation semi-space (MB) of workflow threads, if any; default 4
+ *                               (the main thread's is a node flag, left at V8's default: see main.ts)
+ *   PG_DTS_HEAP_GROWING_PERCENT V8's old-generation growing factor, 1 + N/100 (V8 picks 1.1 to 4 itself
+ *                               when unset, the default): 15 to 40 about halves the apply's growth on a
+ *                               1 GiB transaction but cost +60% of the apply's CPU in one measurement
+ *   PG_DTS_MEMORY_LOG_MS        log process.memoryUsage() every this many ms (0 = never, the default)
+ */
+export interface WorkerTuning {
+  maxConcurrentActivityTaskExecutions: number;
+  maxCachedWorkflows: number;
+  workflowThreadPoolSize: number;
+  /** undefined: leave V8's default (16 MB on 64-bit). */
+  semiSpaceMb?: number;
+  /** undefined: V8's own dynamic factor. */
+  heapGrowingPercent?: number;
+  memoryLogMs: number;
+}
+
+export const DEFAULT_TUNING: WorkerTuning = {
+  maxConcurrentActivityTaskExecutions: 32,
+  maxCachedWorkflows: 50,
+  workflowThreadPoolSize: 0,
+  semiSpaceMb: 4,
+  memoryLogMs: 0,
+};
+
+export function workerTuning(env: NodeJS.ProcessEnv = process.env): WorkerTuning {
+  const int = (name: string, fallback: number, min: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min} (got ${JSON.stringify(raw)})`);
+    return n;
+  };
+  const semi = env.PG_DTS_SEMI_SPACE_MB;
+  return {
+    maxConcurrentActivityTaskExecutions: int('PG_DTS_MAX_ACTIVITIES', DEFAULT_TUNING.maxConcurrentActivityTaskExecutions, 1),
+    maxCachedWorkflows: int('PG_DTS_MAX_CACHED_WORKFLOWS', DEFAULT_TUNING.maxCachedWorkflows, 0),
+    workflowThreadPoolSize: int('PG_DTS_WORKFLOW_THREADS', DEFAULT_TUNING.workflowThreadPoolSize, 0),
+    semiSpaceMb: semi === 'default' ? undefined : int('PG_DTS_SEMI_SPACE_MB', DEFAULT_TUNING.semiSpaceMb!, 1),
+    heapGrowingPercent: env.PG_DTS_HEAP_GROWING_PERCENT ? int('PG_DTS_HEAP_GROWING_PERCENT', 0, 1) : undefined,
+    memoryLogMs: int('PG_DTS_MEMORY_LOG_MS', DEFAULT_TUNING.memoryLogMs, 0),
+  };
+}

@@ -7,16 +7,25 @@
  * The workflow code comes from the prebuilt bundle (`npm run build:bundle`, worker/bundle.ts). When it
  * is missing or stale the worker rebuilds it in a child process, so webpack's memory goes away with the
  * child instead of staying in the worker; if that fails it bundles in process, as before.
+ *
+ * Memory (issue 7; worker/config.ts): workflow code runs on the main thread (PG_DTS_WORKFLOW_THREADS=0,
+ * no second V8 isolate), copies use 256 KiB stream buffers (PG_DTS_COPY_BUFFER_KB). The main thread's
+ * young generation is left at V8's default on purpose: `--max-semi-space-size=4` saves ~20 MB idle but
+ * promotes more of the apply's short-lived data, so one 1 GiB transaction peaked higher (330 MB vs
+ * 274 MB) and took more CPU (24.6 s vs 17.4 s).
  */
 import path from 'node:path';
 import type { WorkflowBundleOption } from '@temporalio/worker';
 import { NativeConnection } from '@temporalio/worker';
 import { buildInChildProcess, prebuiltWorkflowBundle, repoRoot } from './bundle';
-import { payloadEncryption, temporalSettings } from './config';
+import { payloadEncryption, temporalSettings, workerTuning } from './config';
+import { startMemoryLog } from './memory';
 import { createWorker, ensureSearchAttributes } from './worker';
 
 export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const s = temporalSettings(env);
+  const tuning = workerTuning(env);
+  if (tuning.memoryLogMs > 0) startMemoryLog(tuning.memoryLogMs);
   const { codec, dataConverter } = payloadEncryption(env);
   const connection = await NativeConnection.connect({ address: s.address }).catch((err: Error) => {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err.message}`);
@@ -25,9 +34,14 @@ export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<v
     const added = await ensureSearchAttributes(connection, s.namespace);
     if (added.length) console.log(`registered search attributes in namespace ${s.namespace}: ${added.join(', ')}`);
     const workflowBundle = workflowCode(env);
-    const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter, ...(workflowBundle ? { workflowBundle } : {}) });
+    const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter, tuning, ...(workflowBundle ? { workflowBundle } : {}) });
     const encryption = codec ? `payload encryption on (key id ${codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
     console.log(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
+    console.log(
+      `memory settings: ${tuning.workflowThreadPoolSize === 0 ? 'workflows on the main thread' : `${tuning.workflowThreadPoolSize} workflow thread(s)`}, ` +
+        `up to ${tuning.maxConcurrentActivityTaskExecutions} activities, ${tuning.maxCachedWorkflows} cached workflows` +
+        (tuning.heapGrowingPercent ? `, V8 heap growing ${tuning.heapGrowingPercent}%` : ''),
+    );
     await worker.run();
   } finally {
     await connection.close();

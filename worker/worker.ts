@@ -2,11 +2,13 @@
  * Builds a worker for the migration task queue. Used by `npm run worker`, the demo and the tests.
  */
 import type { Connection as ClientConnection } from '@temporalio/client';
-import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import { NativeConnection, Worker, type WorkerOptions as TemporalWorkerOptions, type WorkflowBundleOption } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import type { DataConverter } from '@temporalio/common';
 import { createActivities } from '../activities';
 import { bundleInProcess, prebuiltWorkflowBundle } from './bundle';
+import { setFlagsFromString } from 'node:v8';
+import { workerTuning, type WorkerTuning } from './config';
 
 export { workflowsPath } from './bundle';
 
@@ -32,13 +34,41 @@ export interface WorkerOptions {
   namespace: string;
   taskQueue: string;
   maxConcurrentActivityTaskExecutions?: number;
+  /** Memory settings; default workerTuning(process.env) (worker/config.ts). */
+  tuning?: Partial<WorkerTuning>;
   /** Payload codec etc. (client/codec.ts): must match the clients' when payloads are encrypted. */
   dataConverter?: DataConverter;
   /** Workflow code; default workflowBundle(). */
   workflowBundle?: WorkflowBundleOption;
 }
 
+/**
+ * The Worker options that follow from the memory settings (worker/config.ts). isolateExecutionTimeout is
+ * not in the SDK's WorkerOptions type ("not exposed at the moment") but Worker.create honours it (1.24:
+ * user options are spread over the defaults); test/unit/worker-config.test.ts checks the compiled value.
+ */
+export function temporalWorkerOptions(
+  tuning: WorkerTuning,
+): Pick<TemporalWorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'maxCachedWorkflows' | 'workflowThreadPoolSize' | 'debugMode'> & { isolateExecutionTimeout?: string } {
+  return {
+    maxConcurrentActivityTaskExecutions: tuning.maxConcurrentActivityTaskExecutions,
+    maxCachedWorkflows: tuning.maxCachedWorkflows,
+    // 0 threads: the SDK's in-thread mode (named debugMode, made for debuggers) with the same 5 s limit
+    // on one workflow activation as the threaded mode (debugMode alone would lift it). Saves the thread's
+    // own V8 isolate and Node environment, about 40 MB; workflow activations are short and rare here.
+    ...(tuning.workflowThreadPoolSize === 0 ? { debugMode: true, isolateExecutionTimeout: '5s' } : { workflowThreadPoolSize: tuning.workflowThreadPoolSize }),
+  };
+}
+
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
+  const tuning = { ...workerTuning(), ...opts.tuning };
+  if (opts.maxConcurrentActivityTaskExecutions !== undefined) tuning.maxConcurrentActivityTaskExecutions = opts.maxConcurrentActivityTaskExecutions;
+  // V8 reads this when it creates an isolate: it sizes the young generation of isolates created from now
+  // on (a workflow thread, if any), not this thread's, which only a node flag sets
+  // (node --max-semi-space-size=N, or NODE_OPTIONS; worker/main.ts says why it is left alone).
+  if (tuning.semiSpaceMb !== undefined) setFlagsFromString(`--max-semi-space-size=${tuning.semiSpaceMb}`);
+  // Read by V8 each time it sets the next old-generation limit: applies to this thread too.
+  if (tuning.heapGrowingPercent !== undefined) setFlagsFromString(`--heap-growing-percent=${tuning.heapGrowingPercent}`);
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
@@ -46,7 +76,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     workflowBundle: opts.workflowBundle ?? (await workflowBundle()),
     activities: createActivities(),
     dataConverter: opts.dataConverter,
-    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 32,
+    ...(temporalWorkerOptions(tuning) as Partial<TemporalWorkerOptions>),
     // Cancellation reaches an activity only with a heartbeat response: send heartbeats promptly so a
     // cancelled apply or snapshot holder stops within a second or two (the cutover window waits on it).
     maxHeartbeatThrottleInterval: '1 second',
