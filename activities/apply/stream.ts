@@ -911,6 +911,12 @@ class ApplyEngine {
           if (!this.stopping) {
             this.begun++;
             if (!this.handleSync(item.msg)) await this.handle(item.msg);
+            else if (this.followUp) {
+              // Work handleSync left for after the message: here, before the next message.
+              const f = this.followUp;
+              this.followUp = undefined;
+              await f();
+            }
           }
         } catch (err) {
           this.fail(err);
@@ -936,6 +942,18 @@ class ApplyEngine {
     if (pause) stream?.pause?.();
     else stream?.resume?.();
   }
+
+  /**
+   * Work a message handled in handleSync still needs, in order: from the socket callback (nothing
+   * queued or running) a task of its own, which every later message waits behind; inside `drain`,
+   * right after the message, before the next one. (Queued behind the running drain instead, it would
+   * run after later messages, a COMMIT among them: a group committed without the change.)
+   */
+  private after(fn: () => Promise<void>): void {
+    if (this.draining) this.followUp = fn;
+    else this.enqueue(fn);
+  }
+  private followUp: (() => Promise<void>) | undefined;
 
   /** Runs `fn` after everything before it in `serial`; a failure stops the apply. */
   private enqueue(fn: () => Promise<void>): void {
@@ -978,8 +996,8 @@ class ApplyEngine {
         const c: Change = { msg, mapped: m };
         if (!this.foldable(c)) return false;
         this.account(c);
-        if (!this.fold(c)) this.enqueue(() => this.change(c));
-        else if (this.foldDue()) this.enqueue(() => this.afterFold());
+        if (!this.fold(c)) this.after(() => this.change(c));
+        else if (this.foldDue()) this.after(() => this.afterFold());
         return true;
       }
       default:

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
+import { fingerprint as harnessFingerprint } from '../harness/compare';
 import {
   applyApplicationName,
   lsnToBigInt,
@@ -576,6 +577,114 @@ describe('runApply groups source transactions', () => {
       ['public.grp_full', 'dst.grp_full_m'],
     ]);
     await source.query(`SELECT pg_drop_replication_slot('s6')`);
+  });
+});
+
+describe('runApply under crashes inside group commits', () => {
+  it('stays exactly once and in commit order when the target dies while a group commits with a backlog waiting', async () => {
+    // ord_t: keyed, every transaction overwrites a few rows with its own number (a reordered or lost
+    // group leaves other values), inserts a new key and deletes an older one (a group applied twice
+    // fails on the key, one lost leaves rows behind). log_t: no key, duplicates (change by change; a
+    // double apply shows as extra rows).
+    await source.query(`
+      CREATE TABLE ord_t (id int PRIMARY KEY, v bigint NOT NULL, note text);
+      CREATE TABLE log_t (a int, b text);
+      ALTER TABLE log_t REPLICA IDENTITY FULL;
+      INSERT INTO ord_t SELECT g, 0, 'init' FROM generate_series(0, 29) g;
+      -- Key changes of rows with an unchanged TOASTed value cannot be folded: applied one by one.
+      CREATE TABLE toast_k (id int PRIMARY KEY, big text);
+      ALTER TABLE toast_k ALTER big SET STORAGE EXTERNAL;
+      INSERT INTO toast_k SELECT g, repeat(md5(g::text), 100) FROM generate_series(1, 3000) g;
+      CREATE PUBLICATION pub7 FOR TABLE ord_t, log_t, toast_k;`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s7', 'pgoutput')`);
+    await target.query(`
+      CREATE SCHEMA IF NOT EXISTS dst;
+      CREATE TABLE dst.ord_t_m (id int PRIMARY KEY, v bigint NOT NULL, note text);
+      CREATE TABLE dst.log_t_m (a int, b text);
+      INSERT INTO dst.ord_t_m SELECT g, 0, 'init' FROM generate_series(0, 29) g;
+      CREATE TABLE dst.toast_k_m (id int PRIMARY KEY, big text);
+      INSERT INTO dst.toast_k_m SELECT g, repeat(md5(g::text), 100) FROM generate_series(1, 3000) g;`);
+    // The apply's progress write for this slot is slow (the next group is folded meanwhile), and the
+    // n-th one kills its own session inside the group's commit. ALWAYS: it fires under
+    // session_replication_role = replica too.
+    await target.query(`
+      CREATE SCHEMA IF NOT EXISTS pgdts;
+      CREATE TABLE IF NOT EXISTS pgdts.apply_progress (slot_name text PRIMARY KEY, applied_lsn pg_lsn NOT NULL, fence_token text, updated_at timestamptz NOT NULL DEFAULT now());
+      CREATE TABLE public.crash_ctl (n int NOT NULL);
+      INSERT INTO public.crash_ctl VALUES (-1);
+      CREATE FUNCTION public.crash_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+      DECLARE left_ int;
+      BEGIN
+        IF NEW.slot_name = 's7' THEN
+          PERFORM pg_sleep(0.01);
+          UPDATE public.crash_ctl SET n = n - 1 RETURNING n INTO left_;
+          IF left_ = 0 THEN
+            PERFORM pg_terminate_backend(pg_backend_pid());
+            PERFORM pg_sleep(5);
+          END IF;
+        END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER crash_at_commit AFTER UPDATE ON pgdts.apply_progress FOR EACH ROW EXECUTE FUNCTION public.crash_at_commit();
+      ALTER TABLE pgdts.apply_progress ENABLE ALWAYS TRIGGER crash_at_commit;`);
+    try {
+      // A backlog, so that the stream always has the next group waiting while one is written.
+      const src = await source.client();
+      const TXNS = 3000;
+      for (let i = 1; i <= TXNS; i += 100) {
+        const body: string[] = [];
+        for (let j = i; j < i + 100; j++) {
+          const del = j > 5 ? `DELETE FROM ord_t WHERE id = ${1000 + j - 5};` : '';
+          const logDel = j % 7 === 0 ? `DELETE FROM log_t WHERE ctid = (SELECT ctid FROM log_t WHERE a = ${j % 10} LIMIT 1);` : '';
+          body.push(
+            `BEGIN; UPDATE ord_t SET v = ${j}, note = 'txn ${j}' WHERE id IN (${j % 30}, ${(j * 7) % 30}); INSERT INTO ord_t VALUES (${1000 + j}, ${j}, NULL); ${del} ` +
+              `INSERT INTO log_t VALUES (${j % 10}, 'x'), (${j % 10}, 'x'); ${logDel} UPDATE toast_k SET id = id + 100000 WHERE id = ${j}; COMMIT;`,
+          );
+        }
+        await src.query(body.join('\n'));
+      }
+      await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'tok7')`);
+      await src.end();
+
+      const opts = { source: source.uri(), target: target.uri(), slot: 's7', publication: 'pub7', tables: map(['ord_t', 'log_t', 'toast_k']), maxGroupChanges: 60 };
+      const watch = watchConfirmedNeverAhead('s7');
+      const seen: bigint[] = [];
+      let crashes = 0;
+      // Each run dies at its n-th group commit (n varies), until one gets through the backlog to the fence.
+      let through = false;
+      for (let attempt = 0; attempt < 100 && !through; attempt++) {
+        await target.query(`UPDATE public.crash_ctl SET n = $1`, [3 + ((attempt * 7) % 11)]);
+        const run = startApply(opts);
+        const r = await run.until((p) => p.fenceToken === 'tok7').catch((e: Error) => e);
+        if (r instanceof Error) {
+          crashes++;
+          expect(r.message).toMatch(/target|terminat|connection/i);
+        } else {
+          through = true;
+          run.abort();
+          await run.result.catch(() => undefined); // a crash in a later idle progress write changes nothing
+        }
+        seen.push(lsnToBigInt((await readProgress('s7'))!.appliedLsn));
+      }
+      expect(through).toBe(true);
+      const { violations, samples } = await watch.stop();
+      console.log(`crash test: ${crashes} crashes inside a group commit, applied positions ${seen.length}, ${samples} samples`);
+      expect(crashes).toBeGreaterThan(10);
+      // Each crashed run still committed the groups before the failing one: progress moved forward.
+      expect(seen.filter((l, i) => i > 0 && l > seen[i - 1]!).length).toBeGreaterThan(5);
+      expect(violations).toEqual([]);
+      for (const [s, t] of [
+        ['ord_t', 'ord_t_m'],
+        ['log_t', 'log_t_m'],
+        ['toast_k', 'toast_k_m'],
+      ] as const) {
+        const [a, b] = await Promise.all([harnessFingerprint(source, 'postgres', 'public', s), harnessFingerprint(target, 'postgres', 'dst', t)]);
+        expect({ table: t, ...b }).toEqual({ table: t, ...a });
+      }
+    } finally {
+      await target.query(`DROP TRIGGER IF EXISTS crash_at_commit ON pgdts.apply_progress; DROP FUNCTION IF EXISTS public.crash_at_commit(); DROP TABLE IF EXISTS public.crash_ctl`);
+      await source.query(`SELECT pg_drop_replication_slot('s7')`).catch(() => undefined);
+    }
   });
 });
 
