@@ -71,6 +71,8 @@ interface Options {
   repeat: number;
   variants: WorkerVariant[];
   copyBuffers: number[];
+  /** spec.copy.splitAboveBytes for the pg-dts runs (undefined: the spec's default). */
+  splitAbove?: number;
 }
 
 export interface WorkerVariant {
@@ -104,12 +106,13 @@ function options(): Options {
     .option('--no-verify', 'skip the content-hash comparison of every target with the source')
     .option('--copy-buffers <list>', 'with activity: one activity run per stream buffer size in KiB (PG_DTS_COPY_BUFFER_KB), e.g. 256,1024')
     .option('--worker-variants <spec>', "pg-dts runs once per worker variant: 'name=ENV=V,ENV=V;--node-flag|name2=...'")
+    .option('--split-above <bytes>', "pg-dts spec.copy.splitAboveBytes (tables larger are copied in page ranges; default the spec's 512 MiB)")
     .parse();
-  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string }>();
+  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string; splitAbove?: string }>();
   const scale = Number(o.scale);
   const only = o.only.split(',').map((s) => s.trim()) as RunName[];
   for (const r of only) if (!ALL_RUNS.includes(r)) cmd.error(`unknown run ${r}`);
-  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants), copyBuffers: o.copyBuffers ? o.copyBuffers.split(',').map(Number) : [] };
+  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants), copyBuffers: o.copyBuffers ? o.copyBuffers.split(',').map(Number) : [], splitAbove: o.splitAbove ? Number(o.splitAbove) : undefined };
 }
 
 interface ToolResult {
@@ -216,7 +219,7 @@ async function main(): Promise<void> {
         }
       };
       rss.begin(w('all'));
-      const spec = { source: source.uri(SOURCE_DB), target: target.uri(db), mode, parallelism: opt.jobs };
+      const spec = { source: source.uri(SOURCE_DB), target: target.uri(db), mode, parallelism: opt.jobs, ...(opt.splitAbove !== undefined ? { copy: { splitAboveBytes: opt.splitAbove } } : {}) };
       const driver = await startMigration(temporal.client, taskQueue, spec, { onStatus });
       const r: MigrationRun = await driver.done;
       rss.end(w('all'));
