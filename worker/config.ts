@@ -32,7 +32,10 @@ export function payloadEncryption(env: NodeJS.ProcessEnv = process.env): { codec
  *   PG_DTS_MAX_ACTIVITIES       activities at a time on this worker (copies, the apply, ...); default 32
  *   PG_DTS_MAX_CACHED_WORKFLOWS workflow runs kept in memory between tasks (sticky cache); default 50
  *   PG_DTS_WORKFLOW_THREADS     worker threads running workflow code, each its own V8 isolate and Node
- *                               environment (~40 MB); 0 (the default) runs workflow code on the main thread
+ *                               environment (~40 MB); default 1. 0 runs workflow code on the main thread:
+ *                               ~40 MB less, but a 1 GiB transaction's apply took 47.4 s instead of 33.2 s
+ *                               (worker CPU 26.2 s vs 15.7 s) in one A/B (bench/apply.ts --seconds 10
+ *                               --backlog 0), in line with an earlier 54 vs 48 s
  *   PG_DTS_SEMI_SPACE_MB        V8 young-generation semi-space (MB) of workflow threads, if any; default 4
  *                               (the main thread's is a node flag, left at V8's default: see main.ts)
  *   PG_DTS_HEAP_GROWING_PERCENT V8's old-generation growing factor, 1 + N/100 (V8 picks 1.1 to 4 itself
@@ -54,7 +57,7 @@ export interface WorkerTuning {
 export const DEFAULT_TUNING: WorkerTuning = {
   maxConcurrentActivityTaskExecutions: 32,
   maxCachedWorkflows: 50,
-  workflowThreadPoolSize: 0,
+  workflowThreadPoolSize: 1,
   semiSpaceMb: 4,
   memoryLogMs: 0,
 };

@@ -8,8 +8,8 @@
  * is missing or stale the worker rebuilds it in a child process, so webpack's memory goes away with the
  * child instead of staying in the worker; if that fails it bundles in process, as before.
  *
- * Memory (issue 7; worker/config.ts): workflow code runs on the main thread (PG_DTS_WORKFLOW_THREADS=0,
- * no second V8 isolate), copies use 256 KiB stream buffers (PG_DTS_COPY_BUFFER_KB). The main thread's
+ * Memory (issue 7; worker/config.ts): one workflow thread (PG_DTS_WORKFLOW_THREADS; 0 would save its
+ * ~40 MB isolate but slowed a large apply), copies use 256 KiB stream buffers (PG_DTS_COPY_BUFFER_KB). The main thread's
  * young generation is left at V8's default on purpose: `--max-semi-space-size=4` saves ~20 MB idle but
  * promotes more of the apply's short-lived data, so one 1 GiB transaction peaked higher (330 MB vs
  * 274 MB) and took more CPU (24.6 s vs 17.4 s).

@@ -12,7 +12,7 @@ import { noopMetricMeter } from '@temporalio/common';
 describe('workerTuning', () => {
   it('defaults: workflows on the main thread, a small young generation for new isolates, no memory log', () => {
     expect(workerTuning({})).toEqual(DEFAULT_TUNING);
-    expect(DEFAULT_TUNING).toMatchObject({ workflowThreadPoolSize: 0, semiSpaceMb: 4, maxConcurrentActivityTaskExecutions: 32, memoryLogMs: 0 });
+    expect(DEFAULT_TUNING).toMatchObject({ workflowThreadPoolSize: 1, semiSpaceMb: 4, maxConcurrentActivityTaskExecutions: 32, memoryLogMs: 0 });
   });
 
   it('reads every setting', () => {
