@@ -5,7 +5,7 @@
  */
 import type { Client } from 'pg';
 import { readTableDefs } from './catalog';
-import { connect, withClient } from './db';
+import { connect, sendCancelRequest, withClient } from './db';
 import { classify } from './errors';
 import type { PostLoadStatement } from './ddl';
 import type { TableDef } from './model';
@@ -267,7 +267,7 @@ async function runJobs(
   for (const j of jobs) for (const a of j.after) dependents.set(a, [...(dependents.get(a) ?? []), j.id]);
   const pending = new Set(jobs.map((j) => j.id));
   const held = new Map<string, number>();
-  const busy = new Set<number>(); // pids running a job
+  const busy = new Map<number, Client>(); // sessions running a job, by pid
   let failure: { err: unknown } | undefined;
   let wake: Array<() => void> = [];
   const notify = () => {
@@ -276,9 +276,15 @@ async function runJobs(
     for (const f of w) f();
   };
   let done = 0;
-  /** Stops what runs on the server: from a session of ours that is free, else from a new one. */
+  /**
+   * Stops what runs on the server: the protocol's CancelRequest for each busy session (needs no
+   * connection slot); where that could not be sent, pg_cancel_backend from a free session of ours, else
+   * from a new one.
+   */
   const cancelRunning = async (from?: Client) => {
-    const pids = [...busy];
+    const sessions = [...busy];
+    const delivered = await Promise.all(sessions.map(([, c]) => sendCancelRequest(c)));
+    const pids = sessions.filter((_, i) => !delivered[i]).map(([pid]) => pid);
     if (pids.length === 0) return;
     const sql = 'SELECT pg_cancel_backend(p) FROM unnest($1::int[]) AS p';
     if (from) return void (await from.query(sql, [pids]).catch(() => undefined));
@@ -324,7 +330,7 @@ async function runJobs(
       }
       pending.delete(job.id);
       for (const l of job.locks) held.set(l, job.id);
-      busy.add(s.pid);
+      busy.set(s.pid, s.client);
       try {
         for (const st of job.steps) {
           if (failure) return;

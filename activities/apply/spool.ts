@@ -43,13 +43,6 @@ export function isSpooled(v: TupleValue | undefined): v is string {
   return typeof v === 'string' && v.charCodeAt(0) === 0 && v.startsWith(SPOOL_MARK);
 }
 
-/** The spool markers in a change's tuples. */
-export function spooledMarkers(msg: { new?: readonly TupleValue[] | null; old?: readonly TupleValue[] | null; key?: readonly TupleValue[] | null }): string[] {
-  const out: string[] = [];
-  for (const t of [msg.new, msg.old, msg.key]) if (t) for (const v of t) if (isSpooled(v)) out.push(v);
-  return out;
-}
-
 /** Directory per apply run under `root`; directories left by a process that is gone are removed. */
 export class Spool {
   readonly dir: string;
@@ -83,16 +76,6 @@ export class Spool {
   /** The sequence number of the last value spooled so far. */
   get last(): number {
     return this.seq;
-  }
-
-  /** Deletes the files of these values (their change is committed, or was skipped). */
-  drop(markers: Iterable<string>): void {
-    for (const marker of markers) {
-      const v = this.values.get(marker);
-      if (!v) continue;
-      this.values.delete(marker);
-      fs.rmSync(v.file, { force: true });
-    }
   }
 
   /** Deletes the files of every value up to `seq` (their changes are committed, or were skipped). */

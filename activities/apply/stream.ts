@@ -1374,14 +1374,14 @@ class ApplyEngine {
     const spooled = new Map<string, { v: SpooledValue; expr: string }>();
     for (const st of stmts) {
       for (const v of st.values) {
-        if (!isSpooled(v ?? undefined) || spooled.has(v!)) continue;
-        const sv = this.spool.get(v!);
+        if (v === null || !isSpooled(v) || spooled.has(v)) continue;
+        const sv = this.spool.get(v);
         if (!sv) throw new ApplyError(`${op} on ${m.display}: a spooled value is missing`, { table: m.display, operation: op });
-        spooled.set(v!, { v: sv, expr: `(SELECT v${spooled.size + 1} FROM pg_temp.pgdts_spooled)` });
+        spooled.set(v, { v: sv, expr: `(SELECT v${spooled.size + 1} FROM pg_temp.pgdts_spooled)` });
       }
     }
     const inline = (v: string | null) => (v === null ? undefined : spooled.get(v)?.expr);
-    const [first, fallback] = stmts.map((st) => ({ ...inlineParams(st.text, st.values, inline) }));
+    const [first, fallback] = stmts.map((st) => inlineParams(st.text, st.values, inline));
     const cols = [...spooled.values()].map(({ v }, i) => `${ident(m.rel.columns[v.column]!)} AS v${i + 1}`);
     try {
       await this.ensureTxn();
