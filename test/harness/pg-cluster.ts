@@ -4,7 +4,7 @@
  * user (PostgreSQL refuses to run as root).
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, chmodSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,7 +71,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<PgCluster
   const base = mkdtempSync(join(tmpdir(), `pgdts-${opts.name ?? 'pg'}-`));
   chmodSync(base, 0o777);
   const dataDir = join(base, 'data');
-  const port = await freePort();
+  let port = await freePort();
   await asPostgres(join(bin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync']);
   const settings: Record<string, string | number> = {
     listen_addresses: "'127.0.0.1'",
@@ -101,7 +101,20 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<PgCluster
   const stop = async (mode: 'fast' | 'immediate' = 'fast') => {
     await asPostgres(pgCtl, ['-D', dataDir, '-m', mode, '-w', '-t', '60', 'stop']);
   };
-  await start();
+  // The port was free when picked, but initdb takes a while: another process (a parallel test's server,
+  // an outgoing connection) may have taken it since. Then start again on another one (a later `port`
+  // line in postgresql.conf wins).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      break;
+    } catch (err) {
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+      if (attempt >= 5 || !/could not bind|Address already in use/.test(log)) throw err;
+      port = await freePort();
+      appendFileSync(join(dataDir, 'postgresql.conf'), `port = ${port}\n`);
+    }
+  }
   const host = '127.0.0.1';
   const uri = (database = 'postgres') => `postgres://postgres@${host}:${port}/${encodeURIComponent(database)}`;
   const client = async (database = 'postgres') => {
