@@ -78,7 +78,8 @@ const fenceOpts: ActivityOptions = quickOpts;
 // Released triggers are harmless no-ops: keep trying to drop them, gently, for as long as readers hold on.
 const fenceRemovalOpts: ActivityOptions = {
   ...quickOpts,
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 0, nonRetryableErrorTypes: NON_RETRYABLE },
+  // No maximumAttempts: unlimited (the SDK refuses 0, which failed this rare path outright).
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: NON_RETRYABLE },
 };
 const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
 
