@@ -67,6 +67,10 @@ function memorySampler() {
   const gc = vm.runInNewContext('gc') as () => void;
   const rss = () => process.memoryUsage().rss;
   const live = () => {
+    // Twice: V8 frees dead ArrayBuffers' memory (Buffers, counted in `external`) on a concurrent
+    // sweeper after a full GC; the next GC first finishes that sweep, so only then does `external`
+    // stop counting buffers that are already garbage (one GC read up to ~50 MB of them in CI).
+    gc();
     gc();
     const m = process.memoryUsage();
     return m.heapUsed + m.external;
