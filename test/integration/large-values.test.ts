@@ -19,7 +19,8 @@
  *    115 MB of text, more as JS objects). The apply holds by design, each bounded in bytes: up to 2 MB
  *    of received messages waiting for the target, 2 MB of folded changes not yet written, 4 MB of the
  *    group's changes kept for a replay, one statement of 1 MB; measured alone (apply only, GC every
- *    300 ms) it grows 20-25 MB whether the transaction has 300,000 or 900,000 rows;
+ *    300 ms) it grows 20-25 MB whether the transaction has 300,000 or 900,000 rows; here +9 MB (read
+ *    after one GC instead of two, which still counted dead Buffers not yet swept: +60-70 MB);
  *  - the large values: RSS grows < 100 MB and live memory < 64 MB, while the 100 MB bytea alone is a
  *    200 MB replication message (hex text). The replication protocol carries one change as one
  *    message, which pg's protocol parser would hold whole, then the apply as a string, then pg as a
