@@ -47,7 +47,7 @@ import { FENCE_MESSAGE_PREFIX } from '../cutover';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
 import { LargeChangeSplitter, STAND_IN_TAG, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
-import { KeyedChanges, hasBig, insertSql, keyedRelation, type BatchStatement, type KeyedRelation } from './batch';
+import { KeyedChanges, copyChunks, copyInsertSql, hasBig, insertSql, keyedRelation, type BatchStatement, type KeyedRelation } from './batch';
 import {
   UNCHANGED_TOAST,
   deleteStatement,
@@ -541,6 +541,12 @@ export interface ApplyOptions {
    * applies every change as its own statement, in source order.
    */
   setBased?: boolean;
+  /**
+   * Set-based inserts go as COPY ... FROM STDIN (default true) instead of INSERT ... SELECT FROM
+   * unnest(): less work on the target (COPY inserts rows in batches) and no statement-sized buffers in
+   * the worker.
+   */
+  copyInserts?: boolean;
   /** Told when a set-based write failed and the open group was rolled back and replayed change by change. */
   onReplay?: (info: { table?: string; code?: string; changes: number }) => void;
   /**
@@ -1237,7 +1243,7 @@ class ApplyEngine {
    */
   private async flushKeyed(only?: number): Promise<boolean> {
     if (this.pendingKeyed === 0) return false;
-    const limits = { maxRows: this.maxBatchRows, maxBytes: MAX_BATCH_BYTES, bigValue: BIG_VALUE };
+    const limits = { maxRows: this.maxBatchRows, maxBytes: MAX_BATCH_BYTES, bigValue: BIG_VALUE, copy: this.opts.copyInserts !== false };
     try {
       for (const [oid, kc] of this.keyed) {
         if (only !== undefined && oid !== only) continue;
@@ -1267,9 +1273,8 @@ class ApplyEngine {
     let n: number | null;
     try {
       await this.ensureTxn();
-      const name = stmt.prepare ? this.statementName(stmt.text) : undefined;
       const t0 = performance.now();
-      n = (await this.target.query(name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values })).rowCount;
+      n = await this.runBatch(stmt);
       if (this.stats) {
         this.stats.statements++;
         this.stats.dbMs += performance.now() - t0;
@@ -1286,6 +1291,17 @@ class ApplyEngine {
     if (n !== stmt.expect) {
       throw new ApplyError(`${stmt.op} on ${display} affected ${n ?? 0} rows instead of ${stmt.expect}`, { table: display, operation: stmt.op, permanent: true });
     }
+  }
+
+  /** Runs a set-based statement (or COPY) in the open transaction; the rows it wrote. */
+  private async runBatch(stmt: BatchStatement): Promise<number | null> {
+    if (stmt.copyRows) {
+      const copy = this.target.query(copyFrom(stmt.text));
+      await pipeline(Readable.from(copyChunks(stmt.copyRows)), copy);
+      return copy.rowCount;
+    }
+    const name = stmt.prepare ? this.statementName(stmt.text) : undefined;
+    return (await this.target.query(name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values })).rowCount;
   }
 
   /**
@@ -1441,16 +1457,19 @@ class ApplyEngine {
     const castTypes = b.mapped.castTypes;
     // One prepared INSERT ... SELECT FROM unnest() whatever the number of rows; plain parameters when a
     // value is large (no array literal copy of it).
-    const stmt =
-      castTypes && this.opts.setBased !== false && !b.rows.some((r) => hasBig(r, BIG_VALUE))
+    // Or one COPY, large values included.
+    const copy = castTypes && this.opts.setBased !== false && this.opts.copyInserts !== false;
+    const stmt = copy
+      ? copyInsertSql(b.mapped, b.rows)
+      : castTypes && this.opts.setBased !== false && !b.rows.some((r) => hasBig(r, BIG_VALUE))
         ? insertSql({ rel: b.mapped.rel, castTypes }, b.rows)
         : undefined;
     const plain = stmt ? undefined : this.build(b.mapped, 'INSERT', () => insertStatement(b.mapped.rel, b.rows));
-    const name = stmt ? this.statementName(stmt.text) : undefined;
     try {
       await this.ensureTxn();
       const t0 = performance.now();
-      await this.target.query(stmt ? (name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values }) : plain!);
+      if (stmt) await this.runBatch(stmt);
+      else await this.target.query(plain!);
       if (this.stats) {
         this.stats.statements++;
         this.stats.dbMs += performance.now() - t0;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedChanges, deleteSql, insertSql, keyedRelation, textArray, textArrayBinary, updateSql, type KeyedRelation } from '../../activities/apply/batch';
+import { KeyedChanges, copyChunks, copyField, copyInsertSql, deleteSql, insertSql, keyedRelation, textArray, textArrayBinary, updateSql, type KeyedRelation } from '../../activities/apply/batch';
 import { UNCHANGED_TOAST, type ApplyRelation } from '../../activities/apply/statements';
 
 const U: typeof UNCHANGED_TOAST = UNCHANGED_TOAST;
@@ -186,6 +186,22 @@ describe('KeyedChanges: the net effect per key', () => {
     expect(out[4]!.text).toBe('INSERT INTO "app"."Order Items" ("id", "name", "body") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)');
   });
 
+  it('with copy, all inserts (large values too) go as one COPY after the deletes and updates', () => {
+    const kc = fresh();
+    for (let i = 0; i < 5; i++) kc.insert([String(i), 'n', 'x'.repeat(10)]);
+    kc.insert(['9', 'n', 'y'.repeat(100)]);
+    kc.update({ new: ['20', 'n', 'z'.repeat(100)] });
+    kc.delete({ oldKey: ['30', null, null] });
+    const out = [...kc.drain({ maxRows: 2, maxBytes: 1 << 20, bigValue: 100, copy: true })];
+    expect(out.map((s) => [s.op, s.expect, s.copyRows !== undefined])).toEqual([
+      ['DELETE', 1, false],
+      ['UPDATE', 1, false],
+      ['INSERT', 6, true],
+    ]);
+    expect(out[2]!.text).toBe('COPY "app"."Order Items" ("id", "name", "body") FROM STDIN');
+    expect(out[2]!.copyRows!.map((r) => r[0])).toEqual(['0', '1', '2', '3', '4', '9']);
+  });
+
   it('tracks the bytes it holds', () => {
     const kc = fresh();
     kc.insert(['1', 'abc', null]);
@@ -193,5 +209,26 @@ describe('KeyedChanges: the net effect per key', () => {
     expect(kc.bytes).toBe(7);
     kc.delete({ oldKey: ['1', null, null] });
     expect(kc.bytes).toBe(0);
+  });
+});
+
+describe('COPY text format', () => {
+  it('escapes backslash, tab, newline and CR, writes NULL as \\N, and refuses an unchanged TOAST marker', () => {
+    expect(copyField(null)).toBe('\\N');
+    expect(copyField('plain é€')).toBe('plain é€');
+    expect(copyField('a\\b\tc\nd\re')).toBe('a\\\\b\\tc\\nd\\re');
+    expect(copyField('\\N')).toBe('\\\\N'); // the text "\N", not NULL
+    expect(copyField('\\.')).toBe('\\\\.'); // never the end-of-data marker
+    expect(() => copyField(U)).toThrow(/unchanged TOAST/);
+  });
+  it('chunks rows into buffers of about the size asked, each row whole in order', () => {
+    const rows = Array.from({ length: 100 }, (_, i) => [String(i), i % 7 === 0 ? null : `v\t${i}`]);
+    const chunks = [...copyChunks(rows, 50)];
+    expect(chunks.length).toBeGreaterThan(10);
+    for (const c of chunks.slice(0, -1)) expect(c.length).toBeGreaterThanOrEqual(50);
+    const text = Buffer.concat(chunks).toString('utf8');
+    expect(text.split('\n').slice(0, -1)).toEqual(rows.map((r) => r.map(copyField).join('\t')));
+    expect(Buffer.concat([...copyChunks(rows)]).toString('utf8')).toBe(text);
+    expect(copyInsertSql(k, rows).expect).toBe(100);
   });
 });
