@@ -19,9 +19,9 @@
  * the memory summary adds the worker's RSS right after it started.
  */
 import { Command } from 'commander';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
@@ -73,6 +73,8 @@ interface Options {
   copyBuffers: number[];
   /** spec.copy.splitAboveBytes for the pg-dts runs (undefined: the spec's default). */
   splitAbove?: number;
+  /** log_min_duration_statement on the target, and each run's slowest statements printed. */
+  slowMs?: number;
 }
 
 export interface WorkerVariant {
@@ -107,12 +109,29 @@ function options(): Options {
     .option('--copy-buffers <list>', 'with activity: one activity run per stream buffer size in KiB (PG_DTS_COPY_BUFFER_KB), e.g. 256,1024')
     .option('--worker-variants <spec>', "pg-dts runs once per worker variant: 'name=ENV=V,ENV=V;--node-flag|name2=...'")
     .option('--split-above <bytes>', "pg-dts spec.copy.splitAboveBytes (tables larger are copied in page ranges; default the spec's 512 MiB)")
+    .option('--slow-statements <ms>', "log the target's statements that take at least this long (log_min_duration_statement) and print each run's slowest")
     .parse();
-  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string; splitAbove?: string }>();
+  const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string; splitAbove?: string; slowStatements?: string }>();
   const scale = Number(o.scale);
   const only = o.only.split(',').map((s) => s.trim()) as RunName[];
   for (const r of only) if (!ALL_RUNS.includes(r)) cmd.error(`unknown run ${r}`);
-  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants), copyBuffers: o.copyBuffers ? o.copyBuffers.split(',').map(Number) : [], splitAbove: o.splitAbove ? Number(o.splitAbove) : undefined };
+  return { scale, jobs: Number(o.jobs), wideRows: o.wideRows ? Number(o.wideRows) : scale * 5000, only, verify: o.verify, repeat: Math.max(1, Number(o.repeat)), variants: parseWorkerVariants(o.workerVariants), copyBuffers: o.copyBuffers ? o.copyBuffers.split(',').map(Number) : [], splitAbove: o.splitAbove ? Number(o.splitAbove) : undefined, slowMs: o.slowStatements ? Number(o.slowStatements) : undefined };
+}
+
+/**
+ * The target's slowest statements while `fn` runs (its server log, log_min_duration_statement on):
+ * where each tool's time goes after the data (index builds, constraints, ANALYZE).
+ */
+async function slowStatements<T>(target: PgCluster, label: string, fn: () => Promise<T>): Promise<T> {
+  const log = join(dirname(target.dataDir), 'server.log');
+  const from = statSync(log).size;
+  const out = await fn();
+  const text = readFileSync(log).subarray(from).toString('utf8');
+  const found = [...text.matchAll(/duration: ([\d.]+) ms\s+(?:statement|execute [^:]*): ([^\n]*)/g)].map((m) => ({ ms: Number(m[1]), sql: m[2]!.slice(0, 110) }));
+  found.sort((a, b) => b.ms - a.ms);
+  say(`${label}: the target's ${Math.min(8, found.length)} slowest statements`);
+  for (const f of found.slice(0, 8)) say(`  ${sec(f.ms).padStart(8)}  ${f.sql}`);
+  return out;
 }
 
 interface ToolResult {
@@ -134,6 +153,10 @@ async function main(): Promise<void> {
   if (pgcopydb) say((await run(pgcopydb, ['--version'])).stdout.split('\n').find((l) => l.startsWith('pgcopydb')) ?? 'pgcopydb');
 
   const { source, target, destroy } = await startBenchClusters();
+  if (opt.slowMs !== undefined) {
+    await target.query(`ALTER SYSTEM SET log_min_duration_statement = ${Math.round(opt.slowMs)}`);
+    await target.query('SELECT pg_reload_conf()');
+  }
   const cleanups: Array<() => Promise<void>> = [destroy];
   try {
     await source.createDatabase(SOURCE_DB);
@@ -289,7 +312,8 @@ async function main(): Promise<void> {
       const order = opt.only.map((_, i) => opt.only[(i + rep - 1) % opt.only.length]!);
       if (opt.repeat > 1) say(`── repetition ${rep} of ${opt.repeat}: ${order.join(', ')} ──`);
       for (const name of order) {
-        for (const { result, db } of await runAll(name, rep)) {
+        const runs = opt.slowMs !== undefined ? await slowStatements(target, `${name} (run ${rep})`, () => runAll(name, rep)) : await runAll(name, rep);
+        for (const { result, db } of runs) {
           byTool.set(result.name, [...(byTool.get(result.name) ?? []), result]);
           if (rep === 1 && db) await verify(result.name, db);
         }
