@@ -397,7 +397,6 @@ export function copyInsertSql(k: Pick<KeyedRelation, 'rel'>, rows: readonly (rea
   return { op: 'INSERT', prepare: false, text: `COPY ${qname(k.rel.target)} (${k.rel.columns.map(ident).join(', ')}) FROM STDIN`, values: [], expect: rows.length, copyRows: rows };
 }
 
-const COPY_SPECIAL = /[\\\t\n\r]/;
 const COPY_SPECIAL_ALL = /[\\\t\n\r]/g;
 const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 
@@ -405,21 +404,39 @@ const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': 
 export function copyField(v: TupleValue): string {
   if (v === null) return '\\N';
   if (typeof v !== 'string') throw new Error('an unchanged TOASTed value cannot be inserted');
-  return COPY_SPECIAL.test(v) ? v.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!) : v;
+  // Four indexOf scans: several times faster than one test of a character-class regex.
+  if (v.indexOf('\\') < 0 && v.indexOf('\t') < 0 && v.indexOf('\n') < 0 && v.indexOf('\r') < 0) return v;
+  return v.replace(COPY_SPECIAL_ALL, (c) => COPY_ESCAPES[c]!);
 }
 
-/** The rows as COPY text-format data, in Buffers of about `chunkChars` (one row may make a larger one). */
-export function* copyChunks(rows: readonly (readonly TupleValue[])[], chunkChars = 64 * 1024): Generator<Buffer, void, undefined> {
-  let s = '';
+/**
+ * The rows as COPY text-format data, written straight into Buffers of `chunkBytes` (a value that does
+ * not fit gets a Buffer of its own size): no intermediate strings.
+ */
+export function* copyChunks(rows: readonly (readonly TupleValue[])[], chunkBytes = 64 * 1024): Generator<Buffer, void, undefined> {
+  let buf = Buffer.allocUnsafe(chunkBytes);
+  let o = 0;
+  const room = (n: number): Buffer | undefined => {
+    if (o + n <= buf.length) return undefined;
+    const full = o > 0 ? buf.subarray(0, o) : undefined;
+    buf = Buffer.allocUnsafe(Math.max(chunkBytes, n));
+    o = 0;
+    return full;
+  };
   for (const r of rows) {
-    for (let j = 0; j < r.length; j++) s += j === 0 ? copyField(r[j]!) : '\t' + copyField(r[j]!);
-    s += '\n';
-    if (s.length >= chunkChars) {
-      yield Buffer.from(s, 'utf8');
-      s = '';
+    for (let j = 0; j < r.length; j++) {
+      const f = copyField(r[j]!);
+      // At most 3 bytes of UTF-8 per UTF-16 unit; plus the tab before it and the row's newline.
+      const full = room(f.length * 3 + 2);
+      if (full) yield full;
+      if (j > 0) buf[o++] = 0x09;
+      o += buf.write(f, o, 'utf8');
     }
+    const full = room(1);
+    if (full) yield full;
+    buf[o++] = 0x0a;
   }
-  if (s.length) yield Buffer.from(s, 'utf8');
+  if (o > 0) yield buf.subarray(0, o);
 }
 
 /** One row with a large value: plain untyped parameters, no array literal copy of the value. */

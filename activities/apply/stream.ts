@@ -15,7 +15,13 @@
  * as a few prepared set-based statements per group; other tables get multi-row INSERTs and one statement
  * per UPDATE/DELETE. If a set-based write fails (a unique index that sees rows in another order than
  * the source did, or any other error), the group is rolled back and replayed change by change in source
- * order, which either succeeds or reports the failing change precisely.
+ * order, which either succeeds or reports the failing change precisely. Inserts of a set-based write
+ * go as COPY FROM STDIN (rows written straight into 64 KiB Buffers).
+ *
+ * Memory: what the engine holds is bounded in bytes (MAX_QUEUED_*, MAX_PENDING_*, RETAIN_MAX_*, one
+ * batch); a source transaction larger than GC_EVERY_TXN_BYTES also gets a full GC each time that much
+ * more of it arrived, or V8 lets its garbage (the transaction's whole size, passing through) grow the
+ * heap by ~100 MB before collecting it.
  *
  * Durability without an fsync per transaction: the apply session runs with synchronous_commit = off.
  * A lost async commit would be harmless if the slot had not been confirmed past it, so the confirmed
@@ -38,6 +44,8 @@
  * - it does not escape the slot or publication names: we build START_REPLICATION ourselves.
  */
 import { Readable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { pipeline } from 'node:stream/promises';
 import type { Client, ClientConfig } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
@@ -547,6 +555,8 @@ export interface ApplyOptions {
    * the worker.
    */
   copyInserts?: boolean;
+  /** A full GC every this many bytes inside one source transaction (default 32 MiB; 0: never). */
+  gcEveryTxnBytes?: number;
   /** Told when a set-based write failed and the open group was rolled back and replayed change by change. */
   onReplay?: (info: { table?: string; code?: string; changes: number }) => void;
   /**
@@ -646,6 +656,30 @@ const RETAIN_MAX_BYTES = 4 * 1024 * 1024;
 /** Messages received and waiting for the target, at most (then the stream waits). */
 const MAX_QUEUED = 10_000;
 const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
+/**
+ * Inside one source transaction, a full GC each time this many more bytes of it arrived (only
+ * transactions larger than that ever trigger one). Why: a huge transaction passes its whole size
+ * through the worker as short-lived objects and Buffers (a 1 GiB one, ~2 GB), and V8 starts a full
+ * collection only after the heap has grown by a fraction of itself, so RSS climbed ~200 MB over a
+ * 1 GiB transaction while what the engine holds stays bounded (MAX_QUEUED_*, MAX_PENDING_*,
+ * RETAIN_MAX_*). A full GC of this heap takes tens of milliseconds: a few per GiB.
+ */
+const GC_EVERY_TXN_BYTES = 32 * 1024 * 1024;
+
+/** V8's full collection, when it can be had (the flag is set at run time; null: refused). */
+let fullGc: (() => void) | null | undefined;
+function collectGarbage(): void {
+  if (fullGc === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      fullGc = runInNewContext('gc') as () => void;
+    } catch {
+      fullGc = null;
+    }
+  }
+  fullGc?.();
+}
+
 /** Prepared statements per session at most; past it, statements are sent unnamed. */
 const MAX_PREPARED = 2_000;
 /** First OID of user objects: below it, types are built in and have the same OID on every server. */
@@ -712,6 +746,8 @@ class ApplyEngine {
   private received = 0n;
   /** LSN of the last data message (the library's spelling), folded into `received` when reported. */
   private receivedData: string | undefined;
+  /** Bytes of the current source transaction received since its BEGIN or the last forced GC. */
+  private txnBytesSinceGc = 0;
   private sourceLsn = 0n;
   private fenceToken: string | undefined;
   /** End LSN of the last source transaction applied in the open group (committed when none). */
@@ -744,7 +780,7 @@ class ApplyEngine {
   private readonly batches = new Map<number, InsertBatch>();
   private readonly prepared = new Map<string, string>();
   /** PGDTS_APPLY_STATS=1: where the time went, printed at the end (benchmarks). */
-  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), firstData: 0, replays: 0, by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
+  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), firstData: 0, replays: 0, gcs: 0, by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
 
   /** Messages waiting for `drain` (entries before qHead are done), and their size. */
   private queue: ({ msg: PgoutputMessage; size: number } | undefined)[] = [];
@@ -882,6 +918,12 @@ class ApplyEngine {
     }
     // Data LSNs only grow: kept as the library's string, converted when reported.
     this.receivedData = lsn;
+    if (msg.tag === 'begin') this.txnBytesSinceGc = 0;
+    else if ((this.txnBytesSinceGc += size) >= (this.opts.gcEveryTxnBytes ?? GC_EVERY_TXN_BYTES) && this.opts.gcEveryTxnBytes !== 0) {
+      this.txnBytesSinceGc = 0;
+      collectGarbage();
+      if (this.stats) this.stats.gcs++;
+    }
     if (this.pendingWork === 0 && this.qHead === this.queue.length) {
       this.begun++;
       let done: boolean;
