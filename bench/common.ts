@@ -302,20 +302,30 @@ export class RssMonitor {
   }
 }
 
-/**
- * The node flags of package.json's `worker` script (`node <flags> --require tsx/cjs worker/main.ts`),
- * so the benchmarks' worker runs with what `npm run worker` runs.
- */
-export function npmWorkerNodeFlags(): string[] {
+/** package.json's `worker` script as words: `[K=V ...] node <flags> --require tsx/cjs worker/main.ts`. */
+function npmWorkerScript(): string[] {
   try {
     const script = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts?.worker ?? '';
-    const words = script.split(/\s+/).filter(Boolean);
-    if (words[0] !== 'node') return [];
-    const end = words.indexOf('--require');
-    return words.slice(1, end === -1 ? words.length - 1 : end).filter((w) => w.startsWith('--'));
+    return script.split(/\s+/).filter(Boolean);
   } catch {
     return [];
   }
+}
+
+/** The node flags of package.json's `worker` script, so the benchmarks' worker runs with what `npm run worker` runs. */
+export function npmWorkerNodeFlags(): string[] {
+  const words = npmWorkerScript();
+  const node = words.indexOf('node');
+  if (node < 0) return [];
+  const end = words.indexOf('--require');
+  return words.slice(node + 1, end === -1 ? words.length - 1 : end).filter((w) => w.startsWith('--'));
+}
+
+/** The environment assignments in front of package.json's `worker` script (e.g. MALLOC_ARENA_MAX=2). */
+export function npmWorkerEnv(): Record<string, string> {
+  const words = npmWorkerScript();
+  const node = words.indexOf('node');
+  return Object.fromEntries(words.slice(0, Math.max(0, node)).filter((w) => /^[A-Z_][A-Z0-9_]*=/.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
 }
 
 /**
@@ -340,7 +350,10 @@ export class WorkerProcess {
     const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-worker-'));
     const logFile = join(dir, 'worker.log');
     const log = createWriteStream(logFile);
-    const envExtra = opts.env ?? Object.fromEntries((process.env.PG_DTS_BENCH_WORKER_ENV ?? '').split(',').filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    const envExtra = opts.env ?? {
+      ...npmWorkerEnv(),
+      ...Object.fromEntries((process.env.PG_DTS_BENCH_WORKER_ENV ?? '').split(',').filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+    };
     const nodeFlags = opts.nodeFlags ?? (process.env.PG_DTS_BENCH_WORKER_FLAGS !== undefined ? process.env.PG_DTS_BENCH_WORKER_FLAGS.split(' ').filter(Boolean) : npmWorkerNodeFlags());
     if (Object.keys(envExtra).length || nodeFlags.length) say(`worker process settings: ${[...nodeFlags, ...Object.entries(envExtra).map(([k, v]) => `${k}=${v}`)].join(' ')}`);
     const child = spawn(process.execPath, [...nodeFlags, '--require', 'tsx/cjs', join(ROOT, 'worker', 'main.ts')], {
