@@ -24,7 +24,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { connect, runIdempotentDdl } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
 import { columnList, literal, qname } from './sql';
-import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
+import { DEFAULT_SPLIT_ABOVE_BYTES, displayName, type ConnectionSpec, type QualifiedName } from './spec';
 
 /**
  * A slice of the source table by physical position: heap pages [pageFrom, pageTo) (pageTo absent =
@@ -373,7 +373,7 @@ function int(n: number): number {
 export interface PlanCopiesInput {
   source: ConnectionSpec;
   tables: QualifiedName[];
-  /** Tables larger than this are copied in ranges (default 512 MiB). */
+  /** Tables larger than this are copied in ranges (default DEFAULT_SPLIT_ABOVE_BYTES, 4 GiB). */
   splitAboveBytes?: number;
   /** Aim for ranges of about this size (default 256 MiB). */
   rangeBytes?: number;
@@ -402,7 +402,7 @@ export interface CopyPlan {
  * no pages of its own (its copy reads its partitions through the root).
  */
 export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
-  const splitAbove = input.splitAboveBytes ?? 512 * 1024 ** 2;
+  const splitAbove = input.splitAboveBytes ?? DEFAULT_SPLIT_ABOVE_BYTES;
   const rangeBytes = Math.max(8192, input.rangeBytes ?? 256 * 1024 ** 2);
   const maxRanges = Math.max(1, input.maxRanges ?? 32);
   const minRanges = Math.min(maxRanges, Math.max(1, input.minRanges ?? 1));

@@ -29,6 +29,9 @@ const connection = z.union([
   connObject,
 ]);
 
+
+/** spec.copy.splitAboveBytes's default: see the field's comment. */
+export const DEFAULT_SPLIT_ABOVE_BYTES = 4 * 1024 ** 3;
 export const migrationSpecSchema = z
   .object({
     source: connection,
@@ -76,8 +79,11 @@ export const migrationSpecSchema = z
     /** How many table copies run at once. */
     parallelism: z.number().int().min(1).max(64).optional(),
     /**
-     * Tables larger than splitAboveBytes (default 512 MiB) are copied in page ranges of about rangeBytes
+     * Tables larger than splitAboveBytes (default 4 GiB) are copied in page ranges of about rangeBytes
      * (default 256 MiB; a multiple of `parallelism` ranges), each its own activity that any worker can run.
+     * Why not lower: a whole-table copy loads with COPY FREEZE in key order, and its primary key then
+     * built in 8.5 s where the same 2.5 GB table loaded in ranges took 17.8 s (unhinted rows, interleaved
+     * order), while the ranges copied it only 1.04x faster on 2 cores (BENCHMARKS.md, session 4).
      */
     copy: z
       .object({
@@ -206,7 +212,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     afterCutover: s.afterCutover ?? 'restore-writes',
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,
-    copy: { splitAboveBytes: s.copy?.splitAboveBytes ?? 512 * 1024 ** 2, rangeBytes: s.copy?.rangeBytes ?? 256 * 1024 ** 2 },
+    copy: { splitAboveBytes: s.copy?.splitAboveBytes ?? DEFAULT_SPLIT_ABOVE_BYTES, rangeBytes: s.copy?.rangeBytes ?? 256 * 1024 ** 2 },
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,

@@ -108,7 +108,7 @@ function options(): Options {
     .option('--no-verify', 'skip the content-hash comparison of every target with the source')
     .option('--copy-buffers <list>', 'with activity: one activity run per stream buffer size in KiB (PG_DTS_COPY_BUFFER_KB), e.g. 256,1024')
     .option('--worker-variants <spec>', "pg-dts runs once per worker variant: 'name=ENV=V,ENV=V;--node-flag|name2=...'")
-    .option('--split-above <bytes>', "pg-dts spec.copy.splitAboveBytes (tables larger are copied in page ranges; default the spec's 512 MiB)")
+    .option('--split-above <bytes>', "pg-dts spec.copy.splitAboveBytes (tables larger are copied in page ranges; default the spec's 4 GiB)")
     .option('--slow-statements <ms>', "log the target's statements that take at least this long (log_min_duration_statement) and print each run's slowest")
     .parse();
   const o = cmd.opts<{ scale: string; jobs: string; wideRows?: string; only: string; verify: boolean; repeat: string; workerVariants?: string; copyBuffers?: string; splitAbove?: string; slowStatements?: string }>();
