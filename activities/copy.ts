@@ -17,10 +17,10 @@
  * so values read back exactly. Rows are counted on the way (for heartbeats) and checked at the end
  * against what both servers report.
  */
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { from as copyFrom } from 'pg-copy-streams';
+import { CopyOut } from './copy-out';
 import { connect, runIdempotentDdl } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
 import { columnList, literal, qname } from './sql';
@@ -71,104 +71,13 @@ export interface CopyHooks {
 
 /**
  * Stream buffers (highWaterMark of each stage) larger than Node's 16 KiB default: fewer pauses between
- * the two sockets. Each copy in flight holds up to four of them (COPY TO, both sides of the meter, COPY
- * FROM). PG_DTS_COPY_BUFFER_KB on the worker overrides it (bench/copy.ts compares sizes).
+ * the two sockets. Each copy in flight holds up to two of them (COPY TO, COPY FROM).
+ * PG_DTS_COPY_BUFFER_KB on the worker overrides it (bench/copy.ts compares sizes).
  */
 const DEFAULT_STREAM_BUFFER = 256 * 1024;
 function streamBuffer(): number {
   const kb = Number(process.env.PG_DTS_COPY_BUFFER_KB);
   return Number.isInteger(kb) && kb >= 16 ? kb * 1024 : DEFAULT_STREAM_BUFFER;
-}
-
-/** Counts rows (one newline ends each row in text COPY; embedded newlines are escaped) and bytes. */
-class TextMeter extends Transform {
-  rows = 0;
-  bytes = 0;
-  constructor(highWaterMark: number) {
-    super({ highWaterMark });
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
-    this.bytes += chunk.length;
-    let i = -1;
-    while ((i = chunk.indexOf(10, i + 1)) !== -1) this.rows++;
-    cb(null, chunk);
-  }
-}
-
-const BINARY_HEADER_LENGTH = 19; // "PGCOPY\n\377\r\n\0" + int32 flags + int32 header extension length
-
-/**
- * Counts rows of a binary COPY stream (and bytes) without copying it: walks the tuple headers
- * (int16 field count, then int32 length + data per field; -1 field count ends the stream). A header
- * integer may straddle two chunks: its bytes wait in `partial`.
- */
-export class BinaryMeter extends Transform {
-  rows = 0;
-  bytes = 0;
-  /** Data bytes still to pass over (field contents, the header extension). */
-  private skip = 0;
-  private state: 'header' | 'tuple' | 'field' | 'end' = 'header';
-  private fieldsLeft = 0;
-  private partial: Buffer = Buffer.alloc(0);
-  constructor(highWaterMark: number) {
-    super({ highWaterMark });
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
-    this.bytes += chunk.length;
-    try {
-      this.scan(chunk);
-    } catch (err) {
-      cb(err as Error);
-      return;
-    }
-    cb(null, chunk);
-  }
-  private scan(chunk: Buffer): void {
-    let p = 0;
-    const len = chunk.length;
-    while (p < len && this.state !== 'end') {
-      if (this.skip > 0) {
-        const n = Math.min(this.skip, len - p);
-        this.skip -= n;
-        p += n;
-        continue;
-      }
-      const need = this.state === 'header' ? BINARY_HEADER_LENGTH : this.state === 'tuple' ? 2 : 4;
-      let buf: Buffer;
-      let at: number;
-      if (this.partial.length === 0 && p + need <= len) {
-        buf = chunk;
-        at = p;
-        p += need;
-      } else {
-        const take = Math.min(need - this.partial.length, len - p);
-        this.partial = Buffer.concat([this.partial, chunk.subarray(p, p + take)]);
-        p += take;
-        if (this.partial.length < need) return;
-        buf = this.partial;
-        at = 0;
-        this.partial = Buffer.alloc(0);
-      }
-      if (this.state === 'header') {
-        if (buf.toString('latin1', at, at + 6) !== 'PGCOPY') throw new Error('binary COPY stream does not start with the PGCOPY signature');
-        this.skip = buf.readInt32BE(at + 15);
-        this.state = 'tuple';
-      } else if (this.state === 'tuple') {
-        const fields = buf.readInt16BE(at);
-        if (fields === -1) {
-          this.state = 'end';
-        } else {
-          this.rows++;
-          this.fieldsLeft = fields;
-          if (fields > 0) this.state = 'field';
-        }
-      } else {
-        const l = buf.readInt32BE(at);
-        if (l > 0) this.skip = l;
-        if (--this.fieldsLeft === 0) this.state = 'tuple';
-      }
-    }
-  }
 }
 
 /** First OID of user objects: below it, types are built in and have the same OID on every server. */
@@ -256,8 +165,10 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
   let src: Client | undefined;
   let dst: Client | undefined;
   let srcPoisoned = false;
-  let meter: TextMeter | BinaryMeter | undefined;
-  const beat = () => hooks.heartbeat({ rows: meter?.rows ?? 0, bytes: meter?.bytes ?? 0 });
+  let readStream: CopyOut | undefined;
+  let binary = false;
+  // Rows so far: one CopyData message per row (binary COPY adds one for its trailer, PostgreSQL 15).
+  const beat = () => hooks.heartbeat({ rows: Math.max(0, (readStream?.messages ?? 0) - (binary ? 1 : 0)), bytes: readStream?.bytes ?? 0 });
   const tick = setInterval(beat, 1000);
   try {
     src = await connect(input.source, { applicationName: 'pg-dts copy' });
@@ -273,7 +184,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     }
     if (range) await ensureCopyProgress(dst);
     const [srcTypes, dstTypes] = await Promise.all([columnTypes(src, table.source), columnTypes(dst, table.target)]);
-    const binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
+    binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
 
     await dst.query('BEGIN');
     let freeze = false;
@@ -323,19 +234,19 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     const opts = [binary ? 'FORMAT binary' : '', freeze ? 'FREEZE' : ''].filter(Boolean);
     const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
     const highWaterMark = streamBuffer();
-    meter = binary ? new BinaryMeter(highWaterMark) : new TextMeter(highWaterMark);
-    const readStream = src.query(copyTo(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }));
+    const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }));
+    readStream = out;
     const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
     beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
-    await pipeline(readStream, meter, writeStream, { signal: hooks.signal });
+    await pipeline(out, writeStream, { signal: hooks.signal });
     srcPoisoned = false;
     // Queued behind the COPY: once it returns, the source's own row count has arrived too.
     await src.query('COMMIT');
-    // Both servers say how many rows they moved; they must agree with each other and with our count.
+    // Both servers say how many rows they moved: they must agree.
     const rows = writeStream.rowCount;
-    if (readStream.rowCount !== rows || meter.rows !== rows) {
-      throw new Error(`row counts disagree: the source sent ${readStream.rowCount}, the target loaded ${rows}, the stream carried ${meter.rows}`);
+    if (out.rowCount !== rows) {
+      throw new Error(`row counts disagree: the source sent ${out.rowCount}, the target loaded ${rows}`);
     }
     if (range) {
       await dst.query('INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, $4, $5)', [
@@ -343,12 +254,12 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
         range.id,
         snapshotKey,
         rows,
-        meter.bytes,
+        out.bytes,
       ]);
     }
     await dst.query('COMMIT');
-    hooks.heartbeat({ rows, bytes: meter.bytes });
-    return { rows, bytes: meter.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
+    hooks.heartbeat({ rows, bytes: out.bytes });
+    return { rows, bytes: out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
   } catch (err) {
     await dst?.query('ROLLBACK').catch(() => undefined);
     throw classify(err, where);
