@@ -14,8 +14,9 @@
  * both servers are the same major version — always the case for tables pg-dts created from the source
  * catalog, except for user-defined types (enums, domains, composites, extension types), whose binary
  * form carries server-specific OIDs. Otherwise text COPY, with the session settings of activities/db.ts
- * so values read back exactly. Rows are counted on the way (for heartbeats) and checked at the end
- * against what both servers report.
+ * so values read back exactly. The source's CopyData messages go to the target unchanged
+ * (copy-out.ts); they are counted on the way for heartbeats, and at the end the row counts both
+ * servers report must agree.
  */
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
