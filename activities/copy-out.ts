@@ -6,13 +6,11 @@
  * of millions of short-lived objects, the largest share of the worker's CPU during a copy (profiled in
  * BENCHMARKS.md, session 4). This subclass keeps everything else of it (how it takes the connection's
  * socket from pg, gives it back, reports errors and the row count) and replaces only its per-chunk
- * parser: it walks the 5-byte message headers of each socket chunk and passes on either the CopyData
- * contents (copied into one Buffer per chunk) or, `framed`, the CopyData messages themselves as slices of
- * the chunk, which CopyInFramed writes to the target unchanged (copyTable does this). It also counts the
- * CopyData messages, for progress.
+ * parser: it walks the 5-byte message headers of each socket chunk and copies the CopyData contents into
+ * one Buffer per chunk. It also counts the CopyData messages, for progress.
  */
-import type { ReadableOptions, WritableOptions } from 'node:stream';
-import { from as copyFrom, to as copyTo, type CopyStreamQuery, type CopyToStreamQuery } from 'pg-copy-streams';
+import type { ReadableOptions } from 'node:stream';
+import { to as copyTo, type CopyToStreamQuery } from 'pg-copy-streams';
 
 const COPY_DATA = 0x64; // d
 const ERROR_RESPONSE = 0x45; // E
@@ -31,19 +29,6 @@ type CopyToConstructor = new (text: string, options?: ReadableOptions) => CopyTo
 const CopyToBase = (copyTo('') as object).constructor as CopyToConstructor;
 
 export class CopyOut extends CopyToBase {
-  /**
-   * @param framed pass the CopyData messages on whole (header and contents, as slices of the socket's
-   *   chunks: nothing copied), for a CopyIn with `framed` that writes them to the target unchanged
-   *   (frontend and backend CopyData messages are the same bytes). Otherwise the contents alone.
-   */
-  constructor(
-    text: string,
-    options?: ReadableOptions,
-    private readonly framed = false,
-  ) {
-    super(text, options);
-  }
-
   /** CopyData messages so far (one per row; binary COPY adds one for its trailer). */
   messages = 0;
   /** Bytes of COPY data so far. */
@@ -62,21 +47,14 @@ export class CopyOut extends CopyToBase {
     const buf = this.head ? Buffer.concat([this.head, chunk]) : chunk;
     this.head = null;
     const n = buf.length;
-    // Contents mode: copied into `out`. Framed mode: runs of whole CopyData messages, [run, p).
-    const out = this.framed ? undefined : Buffer.allocUnsafe(n);
+    const out = Buffer.allocUnsafe(n);
     let o = 0;
-    let run = this.framed && this.data && this.left > 0 ? 0 : -1;
-    let drained = true;
-    const endRun = (at: number) => {
-      if (run >= 0 && at > run) drained = this.push(buf.subarray(run, at)) && drained;
-      run = -1;
-    };
     let p = 0;
     let done = false;
     while (p < n && !done) {
       if (this.left > 0) {
         const k = Math.min(this.left, n - p);
-        if (this.data && out) o += buf.copy(out, o, p, p + k);
+        if (this.data) o += buf.copy(out, o, p, p + k);
         p += k;
         this.left -= k;
         if (this.left === 0 && this.last) done = true;
@@ -94,13 +72,12 @@ export class CopyOut extends CopyToBase {
         break;
       }
       const len = buf.readUInt32BE(p + 1) - 4;
+      p += 5;
       if (code === COPY_DATA) {
-        if (this.framed && run < 0) run = p;
-        p += 5;
         this.messages++;
         this.bytes += len;
         if (p + len <= n) {
-          if (out) o += buf.copy(out, o, p, p + len);
+          o += buf.copy(out, o, p, p + len);
           p += len;
         } else {
           this.data = true;
@@ -108,17 +85,13 @@ export class CopyOut extends CopyToBase {
         }
         continue;
       }
-      endRun(p);
-      p += 5;
       // CopyDone, or anything else: the COPY ends after this message (as in the base class).
       this.data = false;
       this.left = len;
       this.last = !INTERSPERSED.has(code);
       if (len === 0 && this.last) done = true;
     }
-    // A header held back for the next chunk is not part of this run.
-    endRun(this.head ? n - this.head.length : p);
-    if (out && o > 0) drained = this.push(out.subarray(0, o)) && drained;
+    const drained = o > 0 ? this.push(out.subarray(0, o)) : true;
     if (done) {
       // What follows (CommandComplete, ReadyForQuery) is pg's to read.
       if (p < n) self._buffer!.push(buf.subarray(p));
@@ -127,18 +100,5 @@ export class CopyOut extends CopyToBase {
       self._cleanup();
     }
     return drained;
-  }
-}
-
-type CopyFromConstructor = new (text: string, options?: WritableOptions) => CopyStreamQuery;
-const CopyFromBase = (copyFrom('') as object).constructor as CopyFromConstructor;
-
-/**
- * COPY ... FROM STDIN that is written whole CopyData messages (a framed CopyOut's output) and sends them
- * as they are, instead of wrapping each chunk in a message of its own.
- */
-export class CopyInFramed extends CopyFromBase {
-  flushChunk(chunk: Buffer): boolean {
-    return (this as unknown as { connection: { stream: { write(b: Buffer): boolean } } }).connection.stream.write(chunk);
   }
 }

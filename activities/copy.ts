@@ -14,13 +14,14 @@
  * both servers are the same major version — always the case for tables pg-dts created from the source
  * catalog, except for user-defined types (enums, domains, composites, extension types), whose binary
  * form carries server-specific OIDs. Otherwise text COPY, with the session settings of activities/db.ts
- * so values read back exactly. The source's CopyData messages go to the target unchanged
- * (copy-out.ts); they are counted on the way for heartbeats, and at the end the row counts both
- * servers report must agree.
+ * so values read back exactly. The source's COPY data is read by copy-out.ts (no per-row objects); its
+ * CopyData messages are counted on the way for heartbeats, and at the end the row counts both servers
+ * report must agree.
  */
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import { CopyInFramed, CopyOut } from './copy-out';
+import { from as copyFrom } from 'pg-copy-streams';
+import { CopyOut } from './copy-out';
 import { connect, runIdempotentDdl } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
 import { columnList, literal, qname } from './sql';
@@ -78,6 +79,11 @@ const DEFAULT_STREAM_BUFFER = 256 * 1024;
 function streamBuffer(): number {
   const kb = Number(process.env.PG_DTS_COPY_BUFFER_KB);
   return Number.isInteger(kb) && kb >= 16 ? kb * 1024 : DEFAULT_STREAM_BUFFER;
+}
+
+/** Closes a client's socket at once, whatever it was doing. */
+function dropConnection(c: Client | undefined): void {
+  (c as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream?.destroy();
 }
 
 /** First OID of user objects: below it, types are built in and have the same OID on every server. */
@@ -165,6 +171,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
   let src: Client | undefined;
   let dst: Client | undefined;
   let srcPoisoned = false;
+  let dstPoisoned = false;
   let readStream: CopyOut | undefined;
   let binary = false;
   // Rows so far: one CopyData message per row (binary COPY adds one for its trailer, PostgreSQL 15).
@@ -234,15 +241,15 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     const opts = [binary ? 'FORMAT binary' : '', freeze ? 'FREEZE' : ''].filter(Boolean);
     const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
     const highWaterMark = streamBuffer();
-    // The source's CopyData messages go to the target as they are (copy-out.ts): no per-row work in
-    // the worker beyond reading each message's 5-byte header.
-    const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }, true));
+    const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }));
     readStream = out;
-    const writeStream = dst.query(new CopyInFramed(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
+    const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
     beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
+    dstPoisoned = true; // and the target's
     await pipeline(out, writeStream, { signal: hooks.signal });
     srcPoisoned = false;
+    dstPoisoned = false;
     // Queued behind the COPY: once it returns, the source's own row count has arrived too.
     await src.query('COMMIT');
     // Both servers say how many rows they moved: they must agree.
@@ -263,13 +270,16 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     hooks.heartbeat({ rows, bytes: out.bytes });
     return { rows, bytes: out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
   } catch (err) {
-    await dst?.query('ROLLBACK').catch(() => undefined);
+    if (!dstPoisoned) await dst?.query('ROLLBACK').catch(() => undefined);
     throw classify(err, where);
   } finally {
     clearInterval(tick);
-    await dst?.end().catch(() => undefined);
-    // Destroying the reading side does not cancel the server's COPY: drop that connection outright.
-    if (srcPoisoned) (src as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream?.destroy();
+    // A COPY cut short is ended by dropping its connection (the server then rolls its transaction back):
+    // destroying the reading side does not cancel the source's COPY, and nothing needs the target's
+    // session after a failure (test/integration/copy-abort.test.ts).
+    if (dstPoisoned) dropConnection(dst);
+    else await dst?.end().catch(() => undefined);
+    if (srcPoisoned) dropConnection(src);
     else await src?.end().catch(() => undefined);
   }
 }
