@@ -40,6 +40,9 @@
  * - its own parser turns values into JS objects with pg's global type parsers (timestamptz -> Date
  *   loses microseconds) and folds unchanged-TOAST into undefined: we plug in our own pgoutput parser
  *   (`parsePgoutput`) that keeps every value as PostgreSQL text and marks unchanged TOAST explicitly;
+ * - per message, pg's parser made a message object and the library an LSN string, and both copied:
+ *   our plugin reads the socket itself (ReplicationFramer, spool.ts) and parses each XLogData message
+ *   in place; the library only starts the stream and sends our standby status updates;
  * - its `acknowledge(lsn)` sends lsn + 1, so we pass the durable position minus one;
  * - a handler that throws does not stop its queue: ours never throw, they record the failure and stop;
  * - it does not escape the slot or publication names: we build START_REPLICATION ourselves.
@@ -55,7 +58,7 @@ import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../
 import { FENCE_MESSAGE_PREFIX } from '../cutover';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
-import { LargeChangeSplitter, STAND_IN_TAG, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
+import { ReplicationFramer, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
 import { KeyedChanges, copyChunks, copyInsertSql, hasBig, insertSql, keyedRelation, type BatchStatement, type KeyedRelation } from './batch';
 import {
   UNCHANGED_TOAST,
@@ -182,10 +185,13 @@ export type PgoutputMessage =
   | { tag: 'invalid'; error: Error };
 
 class Reader {
-  private p = 0;
-  constructor(private readonly b: Buffer) {}
+  constructor(
+    private readonly b: Buffer,
+    private p: number,
+    private readonly end: number,
+  ) {}
   private need(n: number): void {
-    if (this.p + n > this.b.length) throw new Error('pgoutput message ends early');
+    if (this.p + n > this.end) throw new Error('pgoutput message ends early');
   }
   u8(): number {
     this.need(1);
@@ -223,7 +229,7 @@ class Reader {
   }
   str(): string {
     const end = this.b.indexOf(0, this.p);
-    if (end < 0) throw new Error('pgoutput string is not terminated');
+    if (end < 0 || end >= this.end) throw new Error('pgoutput string is not terminated');
     const s = this.b.toString('utf8', this.p, end);
     this.p = end + 1;
     return s;
@@ -284,10 +290,10 @@ function readIdentity(c: number): ReplicaIdentity {
   }
 }
 
-/** Parses one pgoutput message (the XLogData payload). Never throws. */
-export function parsePgoutput(buf: Buffer): PgoutputMessage {
+/** Parses one pgoutput message (the XLogData payload, `buf[start, end)`). Never throws. */
+export function parsePgoutput(buf: Buffer, start = 0, end = buf.length): PgoutputMessage {
   try {
-    const r = new Reader(buf);
+    const r = new Reader(buf, start, end);
     const tag = r.u8();
     switch (tag) {
       case 0x42: // B
@@ -381,61 +387,77 @@ export function startReplicationSql(slot: string, publication: string, startLsn:
 const LARGE_CHANGE = 8 * 1024 * 1024;
 const LARGE_VALUE = 256 * 1024;
 
+/** What the replication connection delivers to the engine, straight from the socket (ReplicationFramer). */
+export interface StreamSink {
+  /** One pgoutput message, at WAL position `lsn`; `size` is its payload's size in bytes. */
+  data(lsn: number, msg: PgoutputMessage, size: number): void;
+  keepalive(walEnd: number, replyRequested: boolean): void;
+}
+
 /**
- * Structurally a pg-logical-replication plugin (the library only calls `parse` and `start`). It counts
- * what it parsed: the library parses on arrival and queues, so parsed === handled means "nothing
- * received is still waiting".
+ * Structurally a pg-logical-replication plugin (the library only calls `parse` and `start`), but the
+ * library's per-message path is bypassed: `start` puts a ReplicationFramer in front of pg's protocol
+ * parser, which parses every CopyData message of the stream in place and hands it to the sink; pg's
+ * parser and the library see only the other protocol messages (START_REPLICATION's replies, errors,
+ * the end of the stream). It counts what it parsed: parsed === handled means "nothing received is
+ * still waiting".
  */
 class TextPgoutputPlugin {
   parsed = 0;
-  /** Size of the message parsed last (the library emits it right after parsing it). */
-  lastSize = 0;
-  private splitter: LargeChangeSplitter | undefined;
-  constructor(readonly options: { publication: string; spool: Spool; largeChangeBytes: number; largeValueBytes: number }) {}
+  private framer: ReplicationFramer | undefined;
+  constructor(
+    readonly options: { publication: string; spool: Spool; largeChangeBytes: number; largeValueBytes: number },
+    private readonly sink: StreamSink,
+  ) {}
   get name(): string {
     return 'pgoutput';
   }
   /** Large changes parsed from the socket so far. */
   get largeChanges(): number {
-    return this.splitter?.count ?? 0;
+    return this.framer?.count ?? 0;
   }
-  parse(buffer: Buffer): PgoutputMessage {
-    this.parsed++;
-    this.lastSize = buffer.length;
-    if (buffer[0] === STAND_IN_TAG && buffer.length === 5) {
-      const msg = this.splitter?.take(buffer.readUInt32BE(1));
-      return msg ?? { tag: 'invalid', error: new Error('a large change stand-in without its change') };
-    }
-    return parsePgoutput(buffer);
+  /** Only reached if a CopyData message got past the framer: reported, never applied. */
+  parse(_buffer: Buffer): PgoutputMessage {
+    return { tag: 'invalid', error: new Error('a replication message bypassed the reader') };
   }
   start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
-    this.interceptLargeChanges(client);
+    this.intercept(client);
     return client.query(startReplicationSql(slotName, this.options.publication, lastLsn));
   }
 
   /**
-   * Puts a LargeChangeSplitter between the socket and pg's protocol parser (its one 'data' listener).
+   * Puts a ReplicationFramer between the socket and pg's protocol parser (its one 'data' listener).
    * Called while the connection is idle, before START_REPLICATION: the next byte starts a message.
    */
-  private interceptLargeChanges(client: Client): void {
+  private intercept(client: Client): void {
     const stream = (client as unknown as { connection?: { stream?: NodeJS.EventEmitter & { destroy(e?: Error): void } } }).connection?.stream;
     const listeners = stream?.listeners('data') ?? [];
     if (!stream || listeners.length !== 1) throw new ApplyError('cannot attach to the replication connection (pg changed its internals?)', { permanent: true });
     const pgParser = listeners[0] as (b: Buffer) => void;
-    const splitter = new LargeChangeSplitter({
+    const sink = this.sink;
+    const framer = new ReplicationFramer({
       spool: this.options.spool,
       messageThreshold: this.options.largeChangeBytes,
       valueThreshold: this.options.largeValueBytes,
       forward: (b) => pgParser.call(stream, b),
+      xlog: (lsn, buf, start, end) => {
+        this.parsed++;
+        sink.data(lsn, parsePgoutput(buf, start, end), end - start);
+      },
+      large: (lsn, change, size) => {
+        this.parsed++;
+        sink.data(lsn, change, size);
+      },
+      keepalive: (walEnd, reply) => sink.keepalive(walEnd, reply),
     });
-    this.splitter = splitter;
+    this.framer = framer;
     stream.removeListener('data', pgParser);
     stream.on('data', (chunk: Buffer) => {
       try {
-        splitter.push(chunk);
+        framer.push(chunk);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
-        stream.destroy(new Error(`reading a large change from the replication stream failed: ${e.message}${e.code ? ` (${e.code}, spool ${this.options.spool.dir})` : ''}`));
+        stream.destroy(new Error(`reading the replication stream failed: ${e.message}${e.code ? ` (${e.code}, spool ${this.options.spool.dir})` : ''}`));
       }
     });
   }
@@ -746,8 +768,8 @@ class ApplyEngine {
   /** A keepalive position seen while nothing was pending: safe to record as applied. */
   private idleCandidate = 0n;
   private received = 0n;
-  /** LSN of the last data message (the library's spelling), folded into `received` when reported. */
-  private receivedData: string | undefined;
+  /** LSN of the last data message, folded into `received` when reported. */
+  private receivedData: number | undefined;
   /** Bytes of the current source transaction received since its BEGIN or the last forced GC. */
   private txnBytesSinceGc = 0;
   private sourceLsn = 0n;
@@ -833,12 +855,15 @@ class ApplyEngine {
     this.lastEnd = applied;
     this.fenceToken = fenceToken;
     this.spool = new Spool(opts.spoolDir);
-    this.plugin = new TextPgoutputPlugin({
-      publication: opts.publication,
-      spool: this.spool,
-      largeChangeBytes: opts.largeChangeBytes ?? LARGE_CHANGE,
-      largeValueBytes: opts.largeValueBytes ?? LARGE_VALUE,
-    });
+    this.plugin = new TextPgoutputPlugin(
+      {
+        publication: opts.publication,
+        spool: this.spool,
+        largeChangeBytes: opts.largeChangeBytes ?? LARGE_CHANGE,
+        largeValueBytes: opts.largeValueBytes ?? LARGE_VALUE,
+      },
+      { data: (lsn, msg, size) => this.onData(lsn, msg, size), keepalive: (walEnd, reply) => this.onHeartbeat(walEnd, reply) },
+    );
     this.service = new LogicalReplicationService(replicationConfig(opts.source, opts.slot), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: false },
@@ -861,8 +886,6 @@ class ApplyEngine {
       // for a report from this run of the apply, and a slot already caught up should say so at once.
       for (const ms of EARLY_REPORTS_MS) if (ms < this.interval) this.earlyTimers.push(setTimeout(() => void this.tick(), ms));
     });
-    this.service.on('data', (_lsn: string, msg: PgoutputMessage) => this.onData(_lsn, msg));
-    this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => this.onHeartbeat(lsn, shouldRespond));
     this.timer = setInterval(() => void this.tick(), this.interval);
     // Standby status on its own clock, well inside wal_sender_timeout whatever the progress interval:
     // while a long statement keeps the stream paused, keepalive requests are not even read.
@@ -911,14 +934,13 @@ class ApplyEngine {
    * handled right here. The rest wait in `queue` for `drain`, which runs in `serial`; the socket is
    * paused while the queue is over MAX_QUEUED_*.
    */
-  private onData(lsn: string, msg: PgoutputMessage): void {
-    const size = this.plugin.lastSize;
+  private onData(lsn: number, msg: PgoutputMessage, size: number): void {
     if (this.stats && !this.stats.firstData) this.stats.firstData = Date.now();
     if (this.stopping) {
       this.handled++;
       return;
     }
-    // Data LSNs only grow: kept as the library's string, converted when reported.
+    // Data LSNs only grow: kept as a number, converted when reported.
     this.receivedData = lsn;
     if (msg.tag === 'begin') this.txnBytesSinceGc = 0;
     else if ((this.txnBytesSinceGc += size) >= (this.opts.gcEveryTxnBytes ?? GC_EVERY_TXN_BYTES) && this.opts.gcEveryTxnBytes !== 0) {
@@ -1060,9 +1082,9 @@ class ApplyEngine {
     return !this.inSourceTxn && !this.inTxn && this.groupTxns === 0 && this.plugin.parsed === this.handled;
   }
 
-  private onHeartbeat(lsn: string, shouldRespond: boolean): void {
+  private onHeartbeat(lsn: number, shouldRespond: boolean): void {
     try {
-      const walEnd = lsnToBigInt(lsn);
+      const walEnd = BigInt(lsn);
       if (walEnd > this.received) this.received = walEnd;
       if (this.stopping) return;
       // Everything before this keepalive has been received; if all of it is applied and no transaction
@@ -1834,7 +1856,7 @@ class ApplyEngine {
 
   private receivedLsn(): bigint {
     if (this.receivedData !== undefined) {
-      const l = lsnToBigInt(this.receivedData);
+      const l = BigInt(this.receivedData);
       this.receivedData = undefined;
       if (l > this.received) this.received = l;
     }

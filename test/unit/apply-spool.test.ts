@@ -1,14 +1,16 @@
 /**
- * The large-change splitter (activities/apply/spool.ts) on synthetic replication byte streams: every
- * message passes through byte for byte except large changes, which become stand-ins whose parsed change
- * equals `parsePgoutput` of the original, with large values in spool files holding exactly their bytes.
+ * The replication framer (activities/apply/spool.ts) on synthetic replication byte streams, in any
+ * chunking: every XLogData message reaches `xlog` with its LSN and exact payload, keepalives reach
+ * `keepalive`, other backend messages reach pg's parser byte for byte, in order; large changes reach
+ * `large` parsed, equal to `parsePgoutput` of the original, with large values in spool files holding
+ * exactly their bytes.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UNCHANGED_TOAST, type TupleValue } from '../../activities/apply/statements';
-import { LargeChangeSplitter, Spool, STAND_IN_TAG, copyEscape, copyRow, inlineParams, isSpooled } from '../../activities/apply/spool';
+import { ReplicationFramer, Spool, copyEscape, type LargeChange, copyRow, inlineParams, isSpooled } from '../../activities/apply/spool';
 import { parsePgoutput, type PgoutputMessage } from '../../activities/apply/stream';
 
 const roots: string[] = [];
@@ -81,7 +83,7 @@ function stream(): Buffer {
     xlog(Buffer.concat([u8(0x42), Buffer.alloc(20)])), // BEGIN
     xlog(Buffer.concat([u8(0x49), rel, u8(0x4e), tuple(['1', 'small', null])])), // small INSERT
     xlog(Buffer.concat([u8(0x49), rel, u8(0x4e), tuple(['2', bigText, null, '', bigHex, UNCHANGED_TOAST])])), // large INSERT
-    copyData(Buffer.concat([u8(0x6b), Buffer.alloc(17)])), // keepalive
+    copyData(Buffer.concat([u8(0x6b), Buffer.from('0000000100000abc', 'hex'), Buffer.alloc(8), u8(1)])), // keepalive, reply requested
     Buffer.concat([u8(0x4e), i32(4 + 6), Buffer.from('notice')]), // some other backend message
     xlog(Buffer.concat([u8(0x4d), u8(1), Buffer.alloc(8), Buffer.from('prefix\0'), i32(200_000), Buffer.alloc(200_000, 0x41)])), // large non-change: passes
     xlog(Buffer.concat([u8(0x55), rel, u8(0x4b), tuple(['2', null]), u8(0x4e), tuple(['3', bigText])])), // large UPDATE with old key
@@ -117,49 +119,63 @@ function resolved(s: Spool, m: PgoutputMessage): PgoutputMessage {
   }
 }
 
-describe('LargeChangeSplitter', () => {
+describe('ReplicationFramer', () => {
   const chunkings: [string, () => number][] = [
     ['one byte at a time', () => 1],
     ['7 bytes', () => 7],
     ['random up to 64 kB', () => 1 + Math.floor(Math.random() * 65536)],
     ['whole', () => Number.MAX_SAFE_INTEGER],
   ];
+  type Event = { kind: 'xlog' | 'large'; lsn: number; msg: PgoutputMessage; size: number } | { kind: 'keepalive'; lsn: number; reply: boolean } | { kind: 'other'; type: number; bytes: Buffer };
   for (const [name, sizes] of chunkings) {
-    it(`passes small messages through and stands in for large changes (${name})`, () => {
+    it(`hands each message over in order, parsing large changes as they arrive (${name})`, () => {
       const input = stream();
       const s = spool();
+      const events: Event[] = [];
       const forwarded: Buffer[] = [];
-      const splitter = new LargeChangeSplitter({ spool: s, messageThreshold: 100_000, valueThreshold: 1000, forward: (b) => forwarded.push(Buffer.from(b)) });
-      for (const c of chunked(input, sizes)) splitter.push(c);
+      const framer = new ReplicationFramer({
+        spool: s,
+        messageThreshold: 100_000,
+        valueThreshold: 1000,
+        forward: (b) => forwarded.push(Buffer.from(b)),
+        xlog: (l, buf, start, end) => events.push({ kind: 'xlog', lsn: l, msg: parsePgoutput(buf, start, end), size: end - start }),
+        large: (l, msg, size) => events.push({ kind: 'large', lsn: l, msg, size }),
+        keepalive: (l, reply) => events.push({ kind: 'keepalive', lsn: l, reply }),
+      });
+      for (const c of chunked(input, sizes)) framer.push(c);
       const before = frames(input);
-      const after = frames(Buffer.concat(forwarded));
-      expect(after).toHaveLength(before.length);
-      expect(splitter.count).toBe(3);
-      const expected = before.map(([t, p]) => (t === 0x64 && p[0] === 0x77 ? parsePgoutput(p.subarray(25)) : undefined));
-      let standIns = 0;
-      for (let i = 0; i < before.length; i++) {
-        const [bt, bp] = before[i]!;
-        const [at, ap] = after[i]!;
-        expect(at).toBe(bt);
-        const large = bt === 0x64 && bp.length > 100_000 && bp[0] === 0x77 && [0x49, 0x55, 0x44].includes(bp[25]!);
-        if (!large) {
-          expect(ap.equals(bp), `message ${i} unchanged`).toBe(true);
+      // Forwarded bytes are whole messages, the non-CopyData ones, unchanged.
+      const others = frames(Buffer.concat(forwarded));
+      expect(others.map(([t]) => t)).toEqual(before.filter(([t]) => t !== 0x64).map(([t]) => t));
+      expect(framer.count).toBe(3);
+      const copies = before.filter(([t]) => t === 0x64);
+      expect(events).toHaveLength(copies.length);
+      let large = 0;
+      for (let i = 0; i < copies.length; i++) {
+        const p = copies[i]![1];
+        const e = events[i]!;
+        if (p[0] === 0x6b) {
+          expect(e).toEqual({ kind: 'keepalive', lsn: 0x1_0000_0abc, reply: true });
           continue;
         }
-        standIns++;
-        expect(ap.length).toBe(30);
-        expect(ap.subarray(0, 25).equals(bp.subarray(0, 25)), 'XLogData header kept').toBe(true);
-        expect(ap[25]).toBe(STAND_IN_TAG);
-        const msg = splitter.take(ap.readUInt32BE(26))!;
-        expect(msg.spooled).toBeGreaterThan(0);
-        expect(splitter.take(ap.readUInt32BE(26)), 'taken once').toBeUndefined();
-        const { spooled, ...plain } = msg;
+        expect(e.kind === 'keepalive' || e.kind === 'other' ? undefined : e.lsn, `message ${i} LSN`).toBe(Number(p.readBigUInt64BE(1)));
+        const expected = parsePgoutput(p.subarray(25));
+        expect(expected.tag).not.toBe('invalid');
+        const isLarge = p.length > 100_000 && [0x49, 0x55, 0x44].includes(p[25]!);
+        if (!isLarge) {
+          expect(e).toMatchObject({ kind: 'xlog', size: p.length - 25 });
+          expect((e as { msg: PgoutputMessage }).msg, `message ${i}`).toEqual(expected);
+          continue;
+        }
+        large++;
+        expect(e).toMatchObject({ kind: 'large', size: p.length - 25 });
+        const { spooled, ...plain } = (e as { msg: LargeChange }).msg;
         expect(spooled).toBeGreaterThan(0);
         // Nothing large is held in the message itself.
         expect(JSON.stringify([plain.tag === 'delete' ? null : plain.new, plain.tag === 'insert' ? null : [plain.key, plain.old]]).length).toBeLessThan(2000);
-        expect(resolved(s, plain)).toEqual(expected[i]);
+        expect(resolved(s, plain)).toEqual(expected);
       }
-      expect(standIns).toBe(3);
+      expect(large).toBe(3);
       s.release(s.last);
       expect(fs.readdirSync(s.dir)).toEqual([]);
       s.close();
@@ -167,12 +183,21 @@ describe('LargeChangeSplitter', () => {
     });
   }
 
+  const quiet = { forward: () => undefined, xlog: () => undefined, large: () => undefined, keepalive: () => undefined };
   it('refuses a change that ends before its message does', () => {
     const s = spool();
-    const splitter = new LargeChangeSplitter({ spool: s, messageThreshold: 10, valueThreshold: 1000, forward: () => undefined });
+    const framer = new ReplicationFramer({ spool: s, messageThreshold: 10, valueThreshold: 1000, ...quiet });
     const rel = i32(1);
     const body = Buffer.concat([u8(0x49), rel, u8(0x4e), tuple(['1', 'x'.repeat(50)]), Buffer.from('trailing')]);
-    expect(() => splitter.push(xlog(body))).toThrow(/longer than its message/);
+    expect(() => framer.push(xlog(body))).toThrow(/longer than its message/);
+  });
+
+  it('refuses a CopyData message that is not replication data, and a bad length', () => {
+    const s = spool();
+    const framer = new ReplicationFramer({ spool: s, messageThreshold: 100, valueThreshold: 1000, ...quiet });
+    expect(() => framer.push(copyData(Buffer.from('zzz')))).toThrow(/unknown message 0x7a/);
+    expect(() => new ReplicationFramer({ spool: s, messageThreshold: 100, valueThreshold: 1000, ...quiet }).push(Buffer.concat([u8(0x64), i32(2)]))).toThrow(/bad message length/);
+    expect(() => new ReplicationFramer({ spool: s, messageThreshold: 100, valueThreshold: 1000, ...quiet }).push(copyData(Buffer.from('w12')))).toThrow(/too short/);
   });
 
   it('removes spool directories of processes that are gone', () => {
