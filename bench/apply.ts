@@ -430,6 +430,8 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
     publication: 'bl_pub',
     tables: PGBENCH_TABLES.map((t) => ({ source: { schema: 'public', name: t }, target: { schema: 'public', name: t } })),
     signal: controller.signal,
+    // A/B runs of engine settings: PG_DTS_BENCH_APPLY_OPTIONS='{"foldAhead":false}'.
+    ...(JSON.parse(process.env.PG_DTS_BENCH_APPLY_OPTIONS ?? '{}') as object),
   });
   applying.catch(() => undefined);
   const dtsMs = await Promise.race([dtsPoll, applying.then(() => NaN)]);

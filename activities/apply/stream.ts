@@ -19,6 +19,10 @@
  * consecutive inserts of a table written in order) go as COPY FROM STDIN, rows written straight into
  * 64 KiB Buffers.
  *
+ * Overlap: while a group is written and committed (its statements waiting on the target), what arrives
+ * is already folded into the next group (`foldAhead`, `next`), up to the first message that needs I/O;
+ * nothing of the next group reaches the target before the group before it is committed.
+ *
  * Memory: what the engine holds is bounded in bytes (MAX_QUEUED_*, MAX_PENDING_*, RETAIN_MAX_*, one
  * batch); a source transaction larger than GC_EVERY_TXN_BYTES also gets a full GC each time that much
  * more of it arrived, or V8 lets its garbage (the transaction's whole size, passing through) grow the
@@ -580,6 +584,11 @@ export interface ApplyOptions {
   copyInserts?: boolean;
   /** A full GC every this many bytes inside one source transaction (default 32 MiB; 0: never). */
   gcEveryTxnBytes?: number;
+  /**
+   * Handle what arrives while a group is written into the next group (default true); false: it waits
+   * until the group is committed.
+   */
+  foldAhead?: boolean;
   /** Told when a set-based write failed and the open group was rolled back and replayed change by change. */
   onReplay?: (info: { table?: string; code?: string; changes: number }) => void;
   /**
@@ -600,6 +609,8 @@ export interface ApplyResult {
   fenceToken?: string;
   /** Changes over `largeChangeBytes`, read as they arrived with their large values spooled to disk. */
   largeChanges: number;
+  /** Messages handled into the next group while the one before was being written (ApplyOptions.foldAhead). */
+  foldedAhead: number;
 }
 
 function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
@@ -659,6 +670,37 @@ type TruncateMessage = Extract<PgoutputMessage, { tag: 'truncate' }>;
 /** One decoded change with the mapping it was decoded under (kept for a replay of the group). */
 type Change = { msg: ChangeMessage; mapped: MappedRelation } | { msg: TruncateMessage; mapped: MappedRelation[] };
 
+/** One group's state (ApplyEngine fields of the same names): what `ApplyEngine.next` holds. */
+interface GroupState {
+  keyed: Map<number, KeyedChanges>;
+  pendingKeyed: number;
+  batches: Map<number, InsertBatch>;
+  retained: Change[] | undefined;
+  retainedBytes: number;
+  strictTxn: boolean;
+  groupTxns: number;
+  groupChanges: number;
+  groupBytes: number;
+  groupStart: number;
+  groupFence: string | undefined;
+}
+
+function freshGroup(): GroupState {
+  return {
+    keyed: new Map(),
+    pendingKeyed: 0,
+    batches: new Map(),
+    retained: [],
+    retainedBytes: 0,
+    strictTxn: false,
+    groupTxns: 0,
+    groupChanges: 0,
+    groupBytes: 0,
+    groupStart: 0,
+    groupFence: undefined,
+  };
+}
+
 const MAX_BATCH_PARAMS = 30_000;
 const MAX_BATCH_BYTES = 1024 * 1024;
 /** A value this long gets a statement of its own with plain parameters (no array literal copy). */
@@ -679,6 +721,8 @@ const RETAIN_MAX_BYTES = 4 * 1024 * 1024;
 /** Messages received and waiting for the target, at most (then the stream waits). */
 const MAX_QUEUED = 10_000;
 const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
+/** Queued messages handled into the next group per turn of the event loop while a group is written. */
+const FOLD_AHEAD_SLICE = 256;
 /**
  * Inside one source transaction, a full GC each time this many more bytes of it arrived (only
  * transactions larger than that ever trigger one). Why: a huge transaction passes its whole size
@@ -798,13 +842,26 @@ class ApplyEngine {
   /** The rest of the open target transaction is applied change by change. */
   private strictTxn = false;
   /** Set-based pending changes per relation OID, and how many were folded since the last write. */
-  private readonly keyed = new Map<number, KeyedChanges>();
+  private keyed = new Map<number, KeyedChanges>();
   private pendingKeyed = 0;
   /** Change-by-change path: consecutive INSERTs per relation OID. */
-  private readonly batches = new Map<number, InsertBatch>();
+  private batches = new Map<number, InsertBatch>();
+  /**
+   * While a group is being written and committed: the group after it, into which the socket callback
+   * folds what arrives meanwhile (swapped in for each such message), so the engine's CPU work and the
+   * target's overlap. It stops taking messages at the first one that needs I/O (that one and all later
+   * ones wait in the queue) or leaves work behind (`nextFollowUps`, run right after the commit).
+   */
+  private next: GroupState | undefined;
+  private nextFollowUps: (() => Promise<void>)[] = [];
+  private nextBlocked = false;
+  /** handleSync is running on `next` (swapped in). */
+  private overlapping = false;
+  /** Messages handled into the next group while a group was written. */
+  private foldedAhead = 0;
   private readonly prepared = new Map<string, string>();
   /** PGDTS_APPLY_STATS=1: where the time went, printed at the end (benchmarks). */
-  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), firstData: 0, replays: 0, gcs: 0, by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
+  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), setupMs: 0, firstData: 0, firstCommit: 0, replays: 0, gcs: 0, by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
 
   /** Messages waiting for `drain` (entries before qHead are done), and their size. */
   private queue: ({ msg: PgoutputMessage; size: number } | undefined)[] = [];
@@ -842,7 +899,9 @@ class ApplyEngine {
     applied: bigint,
     fenceToken: string | undefined,
     private readonly statusEveryMs: number,
+    calledAt = Date.now(),
   ) {
+    if (this.stats) this.stats.setupMs = this.stats.start - calledAt;
     this.interval = Math.max(50, opts.progressIntervalMs ?? 2000);
     this.maxBatchRows = Math.max(1, opts.maxBatchRows ?? 1000);
     this.maxGroupChanges = Math.max(1, opts.maxGroupChanges ?? 10_000);
@@ -948,15 +1007,26 @@ class ApplyEngine {
       collectGarbage();
       if (this.stats) this.stats.gcs++;
     }
-    if (this.pendingWork === 0 && this.qHead === this.queue.length) {
+    const next = this.nextBlocked ? undefined : this.next;
+    if ((this.pendingWork === 0 || next) && this.qHead === this.queue.length) {
       this.begun++;
       let done: boolean;
+      if (next) {
+        this.swapGroup(next);
+        this.overlapping = true;
+        this.foldedAhead++;
+      }
       try {
         done = this.handleSync(msg);
       } catch (err) {
         this.handled++;
         this.fail(err);
         return;
+      } finally {
+        if (next) {
+          this.overlapping = false;
+          this.swapGroup(next);
+        }
       }
       if (done) {
         this.handled++;
@@ -1022,7 +1092,10 @@ class ApplyEngine {
    * run after later messages, a COMMIT among them: a group committed without the change.)
    */
   private after(fn: () => Promise<void>): void {
-    if (this.draining) this.followUp = fn;
+    if (this.overlapping) {
+      this.nextFollowUps.push(fn);
+      this.nextBlocked = true;
+    } else if (this.draining) this.followUp = fn;
     else this.enqueue(fn);
   }
   private followUp: (() => Promise<void>) | undefined;
@@ -1066,11 +1139,21 @@ class ApplyEngine {
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return true;
         const c: Change = { msg, mapped: m };
-        if (!this.foldable(c)) return false;
-        this.account(c);
-        if (!this.fold(c)) this.after(() => this.change(c));
-        else if (this.foldDue()) this.after(() => this.afterFold());
-        return true;
+        if (this.foldable(c)) {
+          this.account(c);
+          if (!this.fold(c)) this.after(() => this.change(c));
+          else if (this.foldDue()) this.after(() => this.afterFold());
+          return true;
+        }
+        if (msg.tag === 'insert' && !this.setBased(c)) {
+          // An INSERT written in order (a table without a key, or a strict transaction): added to its
+          // table's batch, written when the batch is full or anything else touches the table.
+          this.account(c);
+          const b = this.addInsert(msg.relationOid, m, msg.new);
+          if (this.isBatchFull(b) || this.retentionDue()) this.after(() => this.afterInsert(msg.relationOid));
+          return true;
+        }
+        return false;
       }
       default:
         return false;
@@ -1250,8 +1333,19 @@ class ApplyEngine {
     return (
       this.pendingKeyed >= MAX_PENDING_KEYED ||
       this.keyedBytes() >= MAX_PENDING_BYTES ||
-      (this.retained !== undefined && (this.retained.length >= RETAIN_MAX_CHANGES || this.retainedBytes >= RETAIN_MAX_BYTES))
+      this.retentionDue()
     );
+  }
+
+  private retentionDue(): boolean {
+    return this.retained !== undefined && (this.retained.length >= RETAIN_MAX_CHANGES || this.retainedBytes >= RETAIN_MAX_BYTES);
+  }
+
+  /** After an INSERT added to its table's batch (handleSync): the batch written if full, retention checked. */
+  private async afterInsert(oid: number): Promise<void> {
+    const b = this.batches.get(oid);
+    if (b && this.isBatchFull(b)) await this.flushBatch(oid);
+    await this.checkRetention();
   }
 
   private async afterFold(): Promise<void> {
@@ -1293,7 +1387,7 @@ class ApplyEngine {
   }
 
   private async checkRetention(): Promise<void> {
-    if (!this.retained || (this.retained.length < RETAIN_MAX_CHANGES && this.retainedBytes < RETAIN_MAX_BYTES)) return;
+    if (!this.retentionDue()) return;
     // Too much to keep for a replay: write what is pending while a replay is still possible, then go on
     // change by change until this target transaction commits.
     if (await this.flushKeyed()) return;
@@ -1577,7 +1671,7 @@ class ApplyEngine {
     }
     const due = !this.skipping && this.commitDue();
     this.endSourceTxn(endLsn);
-    if (due) return this.commitGroup(false);
+    if (due) return this.commitGroup(false, true);
     this.awaitMore();
   }
 
@@ -1611,7 +1705,7 @@ class ApplyEngine {
       this.enqueue(async () => {
         if (this.stopping || this.inSourceTxn || this.groupTxns === 0) return;
         if (this.plugin.parsed > this.begun && Date.now() - this.groupStart < this.maxGroupMs) return; // more came: its commit decides
-        await this.commitGroup(false);
+        await this.commitGroup(false, true);
       });
     }, this.groupIdleMs);
   }
@@ -1621,14 +1715,112 @@ class ApplyEngine {
    * and the fence token when the group ends with the fence's transaction) in the same transaction.
    * Only between source transactions.
    */
-  private async commitGroup(forceSync: boolean): Promise<void> {
+  private async commitGroup(forceSync: boolean, overlap = false): Promise<void> {
     if (this.commitTimer) {
       clearTimeout(this.commitTimer);
       this.commitTimer = undefined;
     }
     if (this.inSourceTxn || this.groupTxns === 0) return;
-    await this.flushPending();
+    // Captured now: transactions received while this group is written go into the next one.
     const endLsn = this.lastEnd;
+    const next = freshGroup();
+    overlap &&= this.opts.foldAhead !== false;
+    if (overlap) this.next = next;
+    this.nextBlocked = false;
+    this.nextFollowUps = [];
+    try {
+      const writing = this.writeGroup(forceSync, endLsn);
+      if (overlap) void this.foldAhead(next);
+      await writing;
+    } finally {
+      this.next = undefined;
+    }
+    // The next group (what arrived meanwhile) becomes the open one; the committed one's state is dropped.
+    this.swapGroup(next);
+    const followUps = this.nextFollowUps;
+    this.nextFollowUps = [];
+    for (const f of followUps) await f();
+  }
+
+  /**
+   * While the open group is written (its statements waiting on the target): handles the queued
+   * messages into the next group, in order, FOLD_AHEAD_SLICE at a time between the target's replies,
+   * until the queue is empty (what arrives later is handled in onData), a message needs I/O or leaves
+   * work behind, or the group is committed.
+   */
+  private async foldAhead(next: GroupState): Promise<void> {
+    while (this.next === next && !this.nextBlocked && !this.stopping && this.qHead < this.queue.length) {
+      for (let n = 0; n < FOLD_AHEAD_SLICE && this.qHead < this.queue.length && !this.nextBlocked; n++) {
+        const item = this.queue[this.qHead]!;
+        this.begun++;
+        this.swapGroup(next);
+        this.overlapping = true;
+        let done: boolean;
+        try {
+          done = this.handleSync(item.msg);
+        } catch (err) {
+          done = true;
+          this.nextBlocked = true;
+          this.fail(err);
+        } finally {
+          this.overlapping = false;
+          this.swapGroup(next);
+        }
+        if (!done) {
+          this.begun--;
+          this.nextBlocked = true;
+          break;
+        }
+        this.foldedAhead++;
+        this.queue[this.qHead++] = undefined;
+        this.handled++;
+        this.queuedBytes -= item.size;
+      }
+      if (this.paused && this.queue.length - this.qHead <= MAX_QUEUED / 2 && this.queuedBytes <= MAX_QUEUED_BYTES / 2) this.pauseStream(false);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Exchanges the open group's state with `o`'s. */
+  private swapGroup(o: GroupState): void {
+    const keyed = this.keyed;
+    this.keyed = o.keyed;
+    o.keyed = keyed;
+    const pendingKeyed = this.pendingKeyed;
+    this.pendingKeyed = o.pendingKeyed;
+    o.pendingKeyed = pendingKeyed;
+    const batches = this.batches;
+    this.batches = o.batches;
+    o.batches = batches;
+    const retained = this.retained;
+    this.retained = o.retained;
+    o.retained = retained;
+    const retainedBytes = this.retainedBytes;
+    this.retainedBytes = o.retainedBytes;
+    o.retainedBytes = retainedBytes;
+    const strictTxn = this.strictTxn;
+    this.strictTxn = o.strictTxn;
+    o.strictTxn = strictTxn;
+    const groupTxns = this.groupTxns;
+    this.groupTxns = o.groupTxns;
+    o.groupTxns = groupTxns;
+    const groupChanges = this.groupChanges;
+    this.groupChanges = o.groupChanges;
+    o.groupChanges = groupChanges;
+    const groupBytes = this.groupBytes;
+    this.groupBytes = o.groupBytes;
+    o.groupBytes = groupBytes;
+    const groupStart = this.groupStart;
+    this.groupStart = o.groupStart;
+    o.groupStart = groupStart;
+    const groupFence = this.groupFence;
+    this.groupFence = o.groupFence;
+    o.groupFence = groupFence;
+  }
+
+  /** Writes the open group's pending changes and commits it with its progress row. */
+  private async writeGroup(forceSync: boolean, endLsn: bigint): Promise<void> {
+    await this.flushPending();
     const fence = this.groupFence;
     const sync = forceSync || fence !== undefined || Date.now() - this.lastSyncAt >= this.interval;
     const sql = `${this.inTxn ? '' : 'BEGIN; '}${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressUpsert(this.opts.slot, endLsn, fence)}; COMMIT`;
@@ -1637,6 +1829,7 @@ class ApplyEngine {
       const t0 = performance.now();
       await this.target.query(sql);
       if (this.stats) {
+        this.stats.firstCommit ||= Date.now();
         this.stats.groups++;
         this.stats.commitMs += performance.now() - t0;
       }
@@ -1649,13 +1842,6 @@ class ApplyEngine {
     if (this.spoolSeen > 0) this.spool.release(this.spoolSeen);
     this.transactions += this.groupTxns;
     this.changes += this.groupChanges;
-    this.groupTxns = 0;
-    this.groupChanges = 0;
-    this.groupBytes = 0;
-    this.groupFence = undefined;
-    this.retained = [];
-    this.retainedBytes = 0;
-    this.strictTxn = false;
     if (sync) {
       this.lastSyncAt = Date.now();
       this.durable = endLsn;
@@ -1826,7 +2012,7 @@ class ApplyEngine {
     try {
       if (!this.inSourceTxn && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) {
         // A group left open (only non-transactional messages came after it): commit it.
-        this.enqueue(() => this.commitGroup(false));
+        this.enqueue(() => this.commitGroup(false, true));
       } else if (!this.inTxn && !this.inSourceTxn && this.groupTxns === 0 && maxBig(this.committed, this.idleCandidate) > this.durable) {
         this.enqueue(() => this.flushDurable());
       }
@@ -1942,10 +2128,11 @@ class ApplyEngine {
       transactions: this.transactions,
       changes: this.changes,
       largeChanges: this.plugin.largeChanges,
+      foldedAhead: this.foldedAhead,
     };
     if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
     // eslint-disable-next-line no-console
-    if (this.stats) console.error(`apply stats: ${JSON.stringify({ ...this.stats, runMs: Date.now() - this.stats.start, firstDataMs: this.stats.firstData - this.stats.start })}`);
+    if (this.stats) console.error(`apply stats: ${JSON.stringify({ ...this.stats, runMs: Date.now() - this.stats.start, firstDataMs: this.stats.firstData - this.stats.start, firstCommitMs: this.stats.firstCommit - this.stats.start, foldedAhead: this.foldedAhead })}`);
     if (this.failure) this.settle.reject(this.failure);
     else this.settle.resolve(result);
   }
@@ -2040,6 +2227,7 @@ async function waitSlotFree(c: Client, slot: string, ms: number, signal: AbortSi
  * or something fails (rejects with an ApplyError naming the table and operation, never row values).
  */
 export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
+  const calledAt = Date.now();
   let target: Client;
   try {
     target = await connect(opts.target, { applicationName: applyApplicationName(opts.slot) });
@@ -2084,7 +2272,7 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     const timeoutMs = timeout.rows[0]?.ms ?? 60_000;
     const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
 
-    engine = new ApplyEngine(opts, target, monitor, applied, progress!.fenceToken, statusEveryMs);
+    engine = new ApplyEngine(opts, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     monitor = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();
