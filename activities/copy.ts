@@ -20,8 +20,7 @@
  */
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
-import { CopyOut } from './copy-out';
+import { CopyInFramed, CopyOut } from './copy-out';
 import { connect, runIdempotentDdl } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
 import { columnList, literal, qname } from './sql';
@@ -241,9 +240,11 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     const opts = [binary ? 'FORMAT binary' : '', freeze ? 'FREEZE' : ''].filter(Boolean);
     const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
     const highWaterMark = streamBuffer();
-    const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }));
+    // The source's CopyData messages go to the target as they are (copy-out.ts): the worker copies
+    // nothing but the pieces of messages cut by a socket chunk's end.
+    const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }, true));
     readStream = out;
-    const writeStream = dst.query(copyFrom(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
+    const writeStream = dst.query(new CopyInFramed(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
     beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
     dstPoisoned = true; // and the target's

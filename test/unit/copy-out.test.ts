@@ -31,8 +31,8 @@ function stream(seed: number) {
 }
 
 /** Runs the parser over `wire` cut into chunks; what it pushed, handed back to pg, and counted. */
-function feed(wire: Buffer, cut: (left: number) => number) {
-  const c = new CopyOut('COPY t TO STDOUT');
+function feed(wire: Buffer, cut: (left: number) => number, framed = false) {
+  const c = new CopyOut('COPY t TO STDOUT', undefined, framed);
   const pushed: Buffer[] = [];
   const handedBack: Buffer[] = [];
   let ended = false;
@@ -74,6 +74,35 @@ describe('CopyOut: COPY data out of the protocol stream', () => {
       expect(r.detached).toBe(1);
       expect(r.ended()).toBe(true);
       // What follows CopyDone reaches pg whole: from this chunk and every later one.
+      expect(Buffer.concat([...r.handedBack, r.rest]).equals(after)).toBe(true);
+    });
+  }
+
+  for (const [name, cut] of cuts) {
+    it(`framed: passes whole CopyData messages only, whose contents are exactly the rows (${name})`, async () => {
+      const { rows, wire, after } = stream(name.length + 1);
+      const r = feed(wire, cut, true);
+      await new Promise((res) => setImmediate(res));
+      const contents: Buffer[] = [];
+      const broken: number[] = [];
+      r.pushed.forEach((b, i) => {
+        // Each Buffer passed on is a sequence of whole CopyData messages (a CopyFail may follow any).
+        let p = 0;
+        while (p < b.length) {
+          const end = b.length - p >= 5 && b[p] === 0x64 ? p + 1 + b.readUInt32BE(p + 1) : Infinity;
+          if (end > b.length) {
+            broken.push(i);
+            break;
+          }
+          contents.push(b.subarray(p + 5, end));
+          p = end;
+        }
+      });
+      expect(broken).toEqual([]);
+      expect(Buffer.concat(contents).equals(Buffer.concat(rows))).toBe(true);
+      expect(r.c.messages).toBe(rows.length);
+      expect(r.detached).toBe(1);
+      expect(r.ended()).toBe(true);
       expect(Buffer.concat([...r.handedBack, r.rest]).equals(after)).toBe(true);
     });
   }
