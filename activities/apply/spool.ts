@@ -305,7 +305,12 @@ export class ReplicationFramer {
   /** Large changes parsed so far (tests and diagnostics). */
   count = 0;
 
-  constructor(private readonly opts: FramerOptions) {}
+  /** opts.messageThreshold, but never below a change's headers (the large path reads them first). */
+  private readonly threshold: number;
+
+  constructor(private readonly opts: FramerOptions) {
+    this.threshold = Math.max(opts.messageThreshold, LONG_HEADER);
+  }
 
   /** Bytes from the socket, in any chunking. Throws on a malformed stream (the caller ends the connection). */
   push(chunk: Buffer): void {
@@ -346,7 +351,7 @@ export class ReplicationFramer {
           const type = chunk[p]!;
           const total = 1 + chunk.readInt32BE(p + 1);
           if (total < SHORT_HEADER) throw new Error('replication stream: bad message length');
-          if (p + total <= end && (type !== 0x64 || total - SHORT_HEADER <= this.opts.messageThreshold)) {
+          if (p + total <= end && (type !== 0x64 || total - SHORT_HEADER <= this.threshold)) {
             if (type === 0x64) this.copyData(chunk, p + SHORT_HEADER, p + total);
             else this.opts.forward(chunk.subarray(p, p + total));
             p += total;
@@ -363,7 +368,7 @@ export class ReplicationFramer {
         const payload = this.hdr.readInt32BE(1) - 4;
         if (payload < 0) throw new Error('replication stream: bad message length');
         if (this.hdrLen === SHORT_HEADER) {
-          if (this.hdr[0] === 0x64 && payload > this.opts.messageThreshold) continue; // a large CopyData: read on
+          if (this.hdr[0] === 0x64 && payload > this.threshold) continue; // a large CopyData: read on
           this.hdrLen = 0;
           if (this.hdr[0] !== 0x64) {
             this.opts.forward(Buffer.from(this.hdr.subarray(0, SHORT_HEADER)));

@@ -857,6 +857,8 @@ class ApplyEngine {
   private nextBlocked = false;
   /** handleSync is running on `next` (swapped in). */
   private overlapping = false;
+  /** A group's write or COMMIT failed: the open group can never be committed (doStop must not retry it). */
+  private groupLost = false;
   /** Messages handled into the next group while a group was written. */
   private foldedAhead = 0;
   private readonly prepared = new Map<string, string>();
@@ -1014,7 +1016,6 @@ class ApplyEngine {
       if (next) {
         this.swapGroup(next);
         this.overlapping = true;
-        this.foldedAhead++;
       }
       try {
         done = this.handleSync(msg);
@@ -1028,6 +1029,7 @@ class ApplyEngine {
           this.swapGroup(next);
         }
       }
+      if (next && done) this.foldedAhead++;
       if (done) {
         this.handled++;
         return;
@@ -1732,6 +1734,11 @@ class ApplyEngine {
       const writing = this.writeGroup(forceSync, endLsn);
       if (overlap) void this.foldAhead(next);
       await writing;
+    } catch (err) {
+      // This group can never be committed now: a clean stop (doStop) must not try it again. (A failed
+      // COMMIT ends the target transaction: a retry would commit the progress row alone.)
+      this.groupLost = true;
+      throw err;
     } finally {
       this.next = undefined;
     }
@@ -2098,7 +2105,7 @@ class ApplyEngine {
       this.commitTimer = undefined;
       // A clean stop commits the complete source transactions of the open group; a partial one is
       // rolled back (it is streamed again on restart).
-      if (!this.failure && !this.inSourceTxn && this.groupTxns > 0) await this.commitGroup(true).catch(() => undefined);
+      if (!this.failure && !this.groupLost && !this.inSourceTxn && this.groupTxns > 0) await this.commitGroup(true).catch(() => undefined);
       this.keyed.clear();
       this.pendingKeyed = 0;
       this.batches.clear();

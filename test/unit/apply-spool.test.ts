@@ -192,6 +192,22 @@ describe('ReplicationFramer', () => {
     expect(() => framer.push(xlog(body))).toThrow(/longer than its message/);
   });
 
+  it('takes a threshold below the headers as the headers (short messages stay whole)', () => {
+    const s = spool();
+    const kinds: string[] = [];
+    const framer = new ReplicationFramer({
+      spool: s,
+      messageThreshold: 1,
+      valueThreshold: 1000,
+      forward: () => undefined,
+      xlog: (_l, buf, start, end) => kinds.push(parsePgoutput(buf, start, end).tag),
+      large: (_l, msg) => kinds.push(`large ${msg.tag}`),
+      keepalive: () => kinds.push('keepalive'),
+    });
+    for (const c of chunked(stream(), () => 7)) framer.push(c);
+    expect(kinds).toEqual(['begin', 'large insert', 'large insert', 'keepalive', 'message', 'large update', 'large delete', 'commit']);
+  });
+
   it('refuses a CopyData message that is not replication data, and a bad length', () => {
     const s = spool();
     const framer = new ReplicationFramer({ spool: s, messageThreshold: 100, valueThreshold: 1000, ...quiet });
