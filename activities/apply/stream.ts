@@ -1013,21 +1013,12 @@ class ApplyEngine {
     if ((this.pendingWork === 0 || next) && this.qHead === this.queue.length) {
       this.begun++;
       let done: boolean;
-      if (next) {
-        this.swapGroup(next);
-        this.overlapping = true;
-      }
       try {
-        done = this.handleSync(msg);
+        done = next ? this.handleAhead(next, msg) : this.handleSync(msg);
       } catch (err) {
         this.handled++;
         this.fail(err);
         return;
-      } finally {
-        if (next) {
-          this.overlapping = false;
-          this.swapGroup(next);
-        }
       }
       if (next && done) this.foldedAhead++;
       if (done) {
@@ -1760,18 +1751,13 @@ class ApplyEngine {
       for (let n = 0; n < FOLD_AHEAD_SLICE && this.qHead < this.queue.length && !this.nextBlocked; n++) {
         const item = this.queue[this.qHead]!;
         this.begun++;
-        this.swapGroup(next);
-        this.overlapping = true;
         let done: boolean;
         try {
-          done = this.handleSync(item.msg);
+          done = this.handleAhead(next, item.msg);
         } catch (err) {
           done = true;
           this.nextBlocked = true;
           this.fail(err);
-        } finally {
-          this.overlapping = false;
-          this.swapGroup(next);
         }
         if (!done) {
           this.begun--;
@@ -1785,6 +1771,18 @@ class ApplyEngine {
       }
       if (this.paused && this.queue.length - this.qHead <= MAX_QUEUED / 2 && this.queuedBytes <= MAX_QUEUED_BYTES / 2) this.pauseStream(false);
       await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** handleSync on the next group: swapped in for the call. */
+  private handleAhead(next: GroupState, msg: PgoutputMessage): boolean {
+    this.swapGroup(next);
+    this.overlapping = true;
+    try {
+      return this.handleSync(msg);
+    } finally {
+      this.overlapping = false;
+      this.swapGroup(next);
     }
   }
 
