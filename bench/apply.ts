@@ -68,6 +68,9 @@ interface Options {
   backlog: number;
   backlogOnly: boolean;
   repeat: number;
+  /** Engine settings (ApplyOptions) per pg-dts variant of the backlog test. */
+  variants: Array<Record<string, unknown>>;
+  rounds: number;
 }
 
 function options(): Options {
@@ -82,6 +85,8 @@ function options(): Options {
     .option('--backlog <n>', 'transactions in the backlog test (0 = skip)', '20000')
     .option('--backlog-only', 'run only the backlog test (no Temporal, no worker)')
     .option('--repeat <n>', 'with --backlog-only: run the backlog test this many times', '1')
+    .option('--variants <json>', 'backlog: a JSON array of engine settings (ApplyOptions) to compare, e.g. \'[{}, {"foldAhead": false}]\' (default: PG_DTS_BENCH_APPLY_OPTIONS or the defaults)')
+    .option('--rounds <n>', 'backlog: apply the same backlog this many times per variant (interleaved)', '1')
     .parse()
     .opts<Record<string, string>>();
   return {
@@ -93,6 +98,8 @@ function options(): Options {
     backlog: Number(o.backlog),
     backlogOnly: Boolean(o.backlogOnly),
     repeat: Math.max(1, Number(o.repeat)),
+    variants: o.variants ? (JSON.parse(o.variants) as Array<Record<string, unknown>>) : [JSON.parse(process.env.PG_DTS_BENCH_APPLY_OPTIONS ?? '{}') as Record<string, unknown>],
+    rounds: Math.max(1, Number(o.rounds)),
   };
 }
 
@@ -349,16 +356,35 @@ async function main(): Promise<void> {
   }
 }
 
+interface BacklogRun {
+  /** Target database (and, for pg-dts, slot) of this run. */
+  db: string;
+  variant: number;
+  ms: number;
+  firstMs: number;
+  walsenderSec: number;
+  applySec: number;
+  nodeSec: number;
+}
+
+/**
+ * One backlog written once, applied several times over the same WAL: native first, then pg-dts once per
+ * variant and round (variants interleaved: A B A B ...), each on its own slot into its own copy of the
+ * tables. Paired runs over one backlog separate engine settings better than runs over separate backlogs.
+ */
 async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): Promise<string[]> {
   const perClient = Math.ceil(opt.backlog / opt.clients);
   const txns = perClient * opt.clients;
-  say(`backlog: copying ${DB} (pgbench tables) to bl_native and bl_dts`);
-  for (const db of ['bl_native', 'bl_dts']) {
+  const runs: Array<{ db: string; variant: number }> = [];
+  for (let r = 0; r < opt.rounds; r++) opt.variants.forEach((_, v) => runs.push({ db: `bl_dts_${runs.length + 1}`, variant: v }));
+  const dbs = ['bl_native', ...runs.map((r) => r.db)];
+  say(`backlog: copying ${DB} (pgbench tables) to ${dbs.join(', ')}`);
+  for (const db of dbs) {
     await recreateDatabase(target, db);
     await bash(`pg_dump ${PGBENCH_TABLES.map((t) => `-t ${t}`).join(' ')} ${shq(source.uri(DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri(db))}`);
   }
   await source.query(`CREATE PUBLICATION bl_pub FOR TABLE ${PGBENCH_TABLES.join(', ')}`, [], DB);
-  await source.query(`SELECT pg_create_logical_replication_slot('bl_dts', 'pgoutput')`, [], DB);
+  for (const r of runs) await source.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [r.db], DB);
   await target.query(
     `CREATE SUBSCRIPTION bl_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${DB} user=postgres' PUBLICATION bl_pub WITH (copy_data = false, enabled = false)`,
     [],
@@ -369,29 +395,18 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
   const srcC = await source.client(DB);
   const want = await historyCount(srcC);
   const lsnAfter = (await srcC.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l;
-  const walBytes = Number((await srcC.query<{ b: string }>(`SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS b FROM pg_replication_slots WHERE slot_name = 'bl_dts'`)).rows[0]!.b);
+  const walBytes = Number((await srcC.query<{ b: string }>(`SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS b FROM pg_replication_slots WHERE slot_name = $1`, [runs[0]!.db])).rows[0]!.b);
   await srcC.end();
-  say(`backlog written in ${sec(b.ms)} (${pgbenchTps(b.value)} tps): ${mb(walBytes)} of WAL behind both slots, up to ${lsnAfter}`);
+  say(`backlog written in ${sec(b.ms)} (${pgbenchTps(b.value)} tps): ${mb(walBytes)} of WAL behind every slot, up to ${lsnAfter}`);
 
-  const firstAt: Record<string, number> = {};
-  // CPU seconds of each side's server processes (walsender on the source, apply backend on the
-  // target), read from /proc while they run: on a shared machine wall-clock time is noisy, CPU less so.
-  const cpu: Record<string, CpuWatch> = { bl_native: new CpuWatch(), bl_dts: new CpuWatch() };
-  const pidQueries: Record<string, { target: string; source: string }> = {
-    bl_native: {
-      target: `SELECT pid FROM pg_stat_subscription WHERE subname = 'bl_sub' AND pid IS NOT NULL`,
-      source: `SELECT pid FROM pg_stat_replication WHERE application_name = 'bl_sub'`,
-    },
-    bl_dts: {
-      target: `SELECT pid FROM pg_stat_activity WHERE application_name = 'pg-dts apply bl_dts'`,
-      source: `SELECT pid FROM pg_stat_replication WHERE application_name = 'pg-dts walsender bl_dts'`,
-    },
-  };
-  const poll = async (db: string): Promise<number> => {
+  // Times until every transaction is on the target, and CPU seconds of the side's server processes
+  // (walsender on the source, apply backend on the target), read from /proc while they run: on a shared
+  // machine wall-clock time is noisy, CPU less so.
+  const poll = async (db: string, q: { target: string; source: string }): Promise<{ ms: number; firstMs: number; w: CpuWatch }> => {
     const c = await target.client(db);
     const s = await source.client(DB);
-    const w = cpu[db]!;
-    const q = pidQueries[db]!;
+    const w = new CpuWatch();
+    let firstMs = NaN;
     try {
       const start = await historyCount(c);
       const t0 = performance.now();
@@ -401,69 +416,95 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
           if (w.walsender === undefined) w.walsender = (await s.query<{ pid: number }>(q.source)).rows[0]?.pid;
           w.sample();
           const n = await historyCount(c);
-          if (n > start) firstAt[db] ??= performance.now() - t0;
+          if (n > start && Number.isNaN(firstMs)) firstMs = performance.now() - t0;
           return n >= want;
         },
         30 * 60_000,
         10,
       );
       w.sample();
-      return ok ? performance.now() - t0 : NaN;
+      return { ms: ok ? performance.now() - t0 : NaN, firstMs, w };
     } finally {
       await c.end();
       await s.end();
     }
   };
   // Native alone first: enable the subscription and time until every transaction is on the target.
-  const natPoll = poll('bl_native');
-  await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
-  const natMs = await natPoll;
-  say(`backlog: native subscription applied ${num(txns)} transactions in ${sec(natMs)}`);
-  // Then pg-dts's engine alone on its own slot, over the same WAL.
-  const controller = new AbortController();
-  const cpu0 = process.cpuUsage();
-  const dtsPoll = poll('bl_dts');
-  const applying = runApply({
-    source: source.uri(DB),
-    target: target.uri('bl_dts'),
-    slot: 'bl_dts',
-    publication: 'bl_pub',
-    tables: PGBENCH_TABLES.map((t) => ({ source: { schema: 'public', name: t }, target: { schema: 'public', name: t } })),
-    signal: controller.signal,
-    // A/B runs of engine settings: PG_DTS_BENCH_APPLY_OPTIONS='{"foldAhead":false}'.
-    ...(JSON.parse(process.env.PG_DTS_BENCH_APPLY_OPTIONS ?? '{}') as object),
+  const natPoll = poll('bl_native', {
+    target: `SELECT pid FROM pg_stat_subscription WHERE subname = 'bl_sub' AND pid IS NOT NULL`,
+    source: `SELECT pid FROM pg_stat_replication WHERE application_name = 'bl_sub'`,
   });
-  applying.catch(() => undefined);
-  const dtsMs = await Promise.race([dtsPoll, applying.then(() => NaN)]);
-  const nodeCpu = process.cpuUsage(cpu0);
-  const nodeSec = (nodeCpu.user + nodeCpu.system) / 1e6;
-  controller.abort();
-  const result = await applying.catch((e: Error) => ({ error: e.message }));
-  say(`backlog: pg-dts applied ${num(txns)} transactions in ${sec(dtsMs)} (${JSON.stringify(result)})`);
+  await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
+  const nat = await natPoll;
+  say(`backlog: native subscription applied ${num(txns)} transactions in ${sec(nat.ms)}`);
+  // Then pg-dts's engine alone on each of its slots, over the same WAL.
+  const done: BacklogRun[] = [];
   let same = true;
+  for (const r of runs) {
+    const controller = new AbortController();
+    const cpu0 = process.cpuUsage();
+    const dtsPoll = poll(r.db, {
+      target: `SELECT pid FROM pg_stat_activity WHERE application_name = 'pg-dts apply ${r.db}'`,
+      source: `SELECT pid FROM pg_stat_replication WHERE application_name = 'pg-dts walsender ${r.db}'`,
+    });
+    const applying = runApply({
+      source: source.uri(DB),
+      target: target.uri(r.db),
+      slot: r.db,
+      publication: 'bl_pub',
+      tables: PGBENCH_TABLES.map((t) => ({ source: { schema: 'public', name: t }, target: { schema: 'public', name: t } })),
+      signal: controller.signal,
+      ...opt.variants[r.variant]!,
+    });
+    applying.catch(() => undefined);
+    const d = await Promise.race([dtsPoll, applying.then(() => ({ ms: NaN, firstMs: NaN, w: new CpuWatch() }))]);
+    const nodeCpu = process.cpuUsage(cpu0);
+    controller.abort();
+    const result = await applying.catch((e: Error) => ({ error: e.message }));
+    say(`backlog: pg-dts ${variantName(opt, r.variant)} applied ${num(txns)} transactions in ${sec(d.ms)} (${JSON.stringify(result)})`);
+    done.push({ ...r, ms: d.ms, firstMs: d.firstMs, walsenderSec: d.w.walsenderSec, applySec: d.w.applySec, nodeSec: (nodeCpu.user + nodeCpu.system) / 1e6 });
+  }
   for (const t of PGBENCH_TABLES) {
-    const [a, n, d] = await Promise.all([contentHash(source, DB, t), contentHash(target, 'bl_native', t), contentHash(target, 'bl_dts', t)]);
-    if (a.hash !== n.hash || a.hash !== d.hash || a.rows !== d.rows) same = false;
+    const hashes = await Promise.all([contentHash(source, DB, t), ...dbs.map((db) => contentHash(target, db, t))]);
+    if (hashes.some((h) => h.hash !== hashes[0]!.hash || h.rows !== hashes[0]!.rows)) same = false;
   }
   await target.query('DROP SUBSCRIPTION bl_sub', [], 'bl_native');
-  await source.query(`SELECT pg_drop_replication_slot('bl_dts')`, [], DB);
+  for (const r of runs) await source.query(`SELECT pg_drop_replication_slot($1)`, [r.db], DB);
   await source.query('DROP PUBLICATION bl_pub', [], DB);
-  return [
-    `== Backlog: ${num(txns)} pgbench transactions (${mb(walBytes)} of WAL) waiting in each slot, applied by each side alone ==`,
-    table([
-      ['', 'pg-dts (runApply)', 'native'],
-      ['time to apply the backlog (from start)', sec(dtsMs), sec(natMs)],
-      ['  of which until the first transaction landed', sec(firstAt.bl_dts ?? NaN), sec(firstAt.bl_native ?? NaN)],
-      ['transactions/s (whole time)', num(txns / (dtsMs / 1000)), num(txns / (natMs / 1000))],
-      ['transactions/s (after the first landed)', num(txns / ((dtsMs - (firstAt.bl_dts ?? 0)) / 1000)), num(txns / ((natMs - (firstAt.bl_native ?? 0)) / 1000))],
-      ['changes/s', num((txns * CHANGES_PER_TXN) / (dtsMs / 1000)), num((txns * CHANGES_PER_TXN) / (natMs / 1000))],
-      ['CPU: walsender (source)', `${cpu.bl_dts!.walsenderSec.toFixed(2)} s`, `${cpu.bl_native!.walsenderSec.toFixed(2)} s`],
-      ['CPU: apply backend (target)', `${cpu.bl_dts!.applySec.toFixed(2)} s`, `${cpu.bl_native!.applySec.toFixed(2)} s`],
-      ['CPU: pg-dts node process (this one, apply + polling)', `${nodeSec.toFixed(2)} s`, '-'],
-      ['CPU: total', `${(cpu.bl_dts!.walsenderSec + cpu.bl_dts!.applySec + nodeSec).toFixed(2)} s`, `${(cpu.bl_native!.walsenderSec + cpu.bl_native!.applySec).toFixed(2)} s`],
-    ]),
-    `pg-dts throughput = ${ratio(natMs, dtsMs)} native's (target ≥ 1.0×, aim 1.5×); both targets ${same ? 'identical to the source' : 'DIFFER from the source'}`,
-  ];
+
+  const lines = [`== Backlog: ${num(txns)} pgbench transactions (${mb(walBytes)} of WAL) waiting in each slot, applied by each side alone ==`];
+  const rows: string[][] = [['', ...done.map((d) => `pg-dts ${variantName(opt, d.variant)}`), 'native']];
+  const col = (f: (d: BacklogRun) => string, n: string): string[] => [...done.map(f), n];
+  rows.push(['time to apply the backlog (from start)', ...col((d) => sec(d.ms), sec(nat.ms))]);
+  rows.push(['  of which until the first transaction landed', ...col((d) => sec(d.firstMs), sec(nat.firstMs))]);
+  rows.push(['transactions/s (whole time)', ...col((d) => num(txns / (d.ms / 1000)), num(txns / (nat.ms / 1000)))]);
+  rows.push(['transactions/s (after the first landed)', ...col((d) => num(txns / ((d.ms - d.firstMs) / 1000)), num(txns / ((nat.ms - nat.firstMs) / 1000)))]);
+  rows.push(['changes/s', ...col((d) => num((txns * CHANGES_PER_TXN) / (d.ms / 1000)), num((txns * CHANGES_PER_TXN) / (nat.ms / 1000)))]);
+  rows.push(['CPU: walsender (source)', ...col((d) => `${d.walsenderSec.toFixed(2)} s`, `${nat.w.walsenderSec.toFixed(2)} s`)]);
+  rows.push(['CPU: apply backend (target)', ...col((d) => `${d.applySec.toFixed(2)} s`, `${nat.w.applySec.toFixed(2)} s`)]);
+  rows.push(['CPU: pg-dts node process (this one, apply + polling)', ...col((d) => `${d.nodeSec.toFixed(2)} s`, '-')]);
+  rows.push(['CPU: total', ...col((d) => `${(d.walsenderSec + d.applySec + d.nodeSec).toFixed(2)} s`, `${(nat.w.walsenderSec + nat.w.applySec).toFixed(2)} s`)]);
+  rows.push(['throughput vs native', ...col((d) => ratio(nat.ms, d.ms), '1.00×')]);
+  lines.push(table(rows));
+  if (opt.variants.length > 1 || opt.rounds > 1) {
+    for (let v = 0; v < opt.variants.length; v++) {
+      const mine = done.filter((d) => d.variant === v);
+      const med = medianOf(mine.map((d) => d.ms));
+      lines.push(`pg-dts ${variantName(opt, v)}: ${mine.map((d) => sec(d.ms)).join(', ')}; median ${sec(med)} = ${ratio(nat.ms, med)} native's; node CPU median ${medianOf(mine.map((d) => d.nodeSec)).toFixed(2)} s`);
+    }
+  }
+  lines.push(`pg-dts throughput = ${done.map((d) => ratio(nat.ms, d.ms)).join(', ')} native's (target ≥ 1.0×, aim 1.5×); every target ${same ? 'identical to the source' : 'DIFFERS from the source'}`);
+  return lines;
+}
+
+function variantName(opt: Options, v: number): string {
+  return opt.variants.length > 1 ? `#${v + 1}` : '';
+}
+
+function medianOf(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** Last CPU time seen of one side's walsender and apply backend (they may exit before the end). */
