@@ -54,7 +54,7 @@
 import { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import type { Client, ClientConfig } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
@@ -372,6 +372,66 @@ export function parsePgoutput(buf: Buffer, start = 0, end = buf.length): Pgoutpu
   } catch (err) {
     return { tag: 'invalid', error: err instanceof Error ? err : new Error(String(err)) };
   }
+}
+
+/** What the apply needs to know of a target table (onRelation). */
+interface TargetTable {
+  relkind: string;
+  /** typname: of the column type, or of its base type for a domain. */
+  columns: {
+    name: string;
+    typid: number;
+    typmod: number;
+    generated: boolean;
+    identity: string;
+    type: string;
+    typname: string;
+    cast: string;
+    coll: string | null;
+  }[];
+  pk: string[] | null;
+  uniques: { cols: string[] | null; plain: boolean }[];
+}
+
+/** Reads the target tables' descriptions (columns, primary key, unique indexes) in one query, by name. */
+async function readTargetTables(target: Client, tables: readonly QualifiedName[]): Promise<Map<string, TargetTable>> {
+  const r = await target.query<TargetTable & { schema: string; name: string }>(
+    `SELECT n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS relkind,
+              coalesce((SELECT json_agg(json_build_object('name', a.attname, 'typid', a.atttypid::int, 'typmod', a.atttypmod,
+                                                          'generated', a.attgenerated <> '', 'identity', a.attidentity,
+                                                          'type', format_type(a.atttypid, a.atttypmod),
+                                                          -- For casts from text: format_type without a typmod would read bit/character as length 1.
+                                                          'cast', CASE WHEN a.atttypmod < 0
+                                                                       THEN (SELECT quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)
+                                                                               FROM pg_type ty JOIN pg_namespace tn ON tn.oid = ty.typnamespace WHERE ty.oid = a.atttypid)
+                                                                       ELSE format_type(a.atttypid, a.atttypmod) END,
+                                                          'coll', (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                                                                     FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                                                                    WHERE co.oid = a.attcollation
+                                                                      AND a.attcollation <> (SELECT ty.typcollation FROM pg_type ty WHERE ty.oid = a.atttypid)),
+                                                          'typname', (WITH RECURSIVE b AS (
+                                                                        SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
+                                                                        UNION ALL
+                                                                        SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t JOIN b ON t.oid = b.typbasetype WHERE b.typtype = 'd')
+                                                                      SELECT b.typname FROM b WHERE b.typtype <> 'd')) ORDER BY a.attnum)
+                          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
+              (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                 FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                WHERE i.indrelid = c.oid AND i.indisprimary) AS pk,
+              -- Unique indexes and exclusion constraints, of the table and of every partition: what
+              -- a set-based write (rows in another order than the source's) could trip over.
+              (SELECT coalesce(json_agg(json_build_object(
+                        'cols', (SELECT array_agg(a.attname::text) FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
+                        'plain', i.indexprs IS NULL AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[])) AND NOT i.indisexclusion)), '[]')
+                 FROM pg_index i
+                WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree(c.oid)) AND (i.indisunique OR i.indisexclusion)) AS uniques
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.relkind IN ('r', 'p')`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  );
+  return new Map(r.rows.map((row) => [keyOf({ schema: row.schema, name: row.name }), row]));
 }
 
 /** A replication-protocol string literal: the walsender's grammar knows '' but not E'' escapes. */
@@ -834,6 +894,8 @@ class ApplyEngine {
   private groupChanges = 0;
   private groupBytes = 0;
   private groupStart = 0;
+  /** Target tables read ahead by run() (undefined if that failed), each used by its first relation message. */
+  private prefetched: Promise<Map<string, TargetTable> | undefined> | undefined;
   private groupFence: string | undefined;
   private commitTimer: NodeJS.Timeout | undefined;
   /** Changes of the open target transaction, for a replay; undefined once too many to keep. */
@@ -863,7 +925,7 @@ class ApplyEngine {
   private foldedAhead = 0;
   private readonly prepared = new Map<string, string>();
   /** PGDTS_APPLY_STATS=1: where the time went, printed at the end (benchmarks). */
-  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), setupMs: 0, firstData: 0, firstCommit: 0, replays: 0, gcs: 0, by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
+  private readonly stats = process.env.PGDTS_APPLY_STATS ? { groups: 0, statements: 0, dbMs: 0, commitMs: 0, start: Date.now(), setupMs: 0, firstData: 0, firstCommit: 0, replays: 0, gcs: 0, targetBusyMs: 0, pausedMs: 0, pausedAt: 0, elu: performance.eventLoopUtilization(), by: {} as Record<string, { n: number; ms: number; rows: number }> } : undefined;
 
   /** Messages waiting for `drain` (entries before qHead are done), and their size. */
   private queue: ({ msg: PgoutputMessage; size: number } | undefined)[] = [];
@@ -903,7 +965,24 @@ class ApplyEngine {
     private readonly statusEveryMs: number,
     calledAt = Date.now(),
   ) {
-    if (this.stats) this.stats.setupMs = this.stats.start - calledAt;
+    if (this.stats) {
+      this.stats.setupMs = this.stats.start - calledAt;
+      // Time with a statement sent and not yet answered (as seen from here).
+      const st = this.stats;
+      const query = target.query.bind(target) as (...a: unknown[]) => unknown;
+      let out = 0;
+      let since = 0;
+      const done = (): void => {
+        if (--out === 0) st.targetBusyMs += performance.now() - since;
+      };
+      (target as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
+        if (out++ === 0) since = performance.now();
+        const r = query(...a);
+        if (r instanceof Promise) r.then(done, done);
+        else finished(r as NodeJS.WritableStream).then(done, done);
+        return r;
+      };
+    }
     this.interval = Math.max(50, opts.progressIntervalMs ?? 2000);
     this.maxBatchRows = Math.max(1, opts.maxBatchRows ?? 1000);
     this.maxGroupChanges = Math.max(1, opts.maxGroupChanges ?? 10_000);
@@ -955,7 +1034,12 @@ class ApplyEngine {
     }, this.statusEveryMs);
     this.opts.signal.addEventListener('abort', this.onAbort);
     if (this.opts.signal.aborted) void this.stop();
-    else this.subscribe(Date.now() + (this.opts.slotWaitMs ?? 30_000));
+    else {
+      // The target tables' descriptions, read once for all while the stream starts (instead of one
+      // catalog query per table as its first change arrives); a failure here is met again per table.
+      this.prefetched = readTargetTables(this.target, [...this.tableMap.values()]).catch(() => undefined);
+      this.subscribe(Date.now() + (this.opts.slotWaitMs ?? 30_000));
+    }
     return done;
   }
 
@@ -1073,6 +1157,13 @@ class ApplyEngine {
   /** Backpressure: the walsender waits (its socket buffer full) while we catch up. */
   private pauseStream(pause: boolean): void {
     this.paused = pause;
+    if (this.stats) {
+      if (pause) this.stats.pausedAt = performance.now();
+      else if (this.stats.pausedAt) {
+        this.stats.pausedMs += performance.now() - this.stats.pausedAt;
+        this.stats.pausedAt = 0;
+      }
+    }
     const stream = (this.service as unknown as { _connection?: { stream?: { pause?: () => void; resume?: () => void } } })._connection?.stream;
     if (pause) stream?.pause?.();
     else stream?.resume?.();
@@ -1110,7 +1201,7 @@ class ApplyEngine {
     switch (msg.tag) {
       case 'begin':
         if (this.inSourceTxn) return false;
-        if (msg.finalLsn >= this.lastEnd && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) return false;
+        if (msg.finalLsn >= this.lastEnd && this.groupTxns > 0 && this.groupAged()) return false;
         this.begin(msg.finalLsn);
         return true;
       case 'commit':
@@ -1183,7 +1274,7 @@ class ApplyEngine {
       case 'begin':
         if (this.inSourceTxn) throw new ApplyError('replication stream: BEGIN inside a transaction');
         // An old group waiting for more (a non-transactional message came in between): commit it first.
-        if (msg.finalLsn >= this.lastEnd && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) await this.commitGroup(false);
+        if (msg.finalLsn >= this.lastEnd && this.groupTxns > 0 && this.groupAged()) await this.commitGroup(false);
         this.begin(msg.finalLsn);
         return;
       case 'commit':
@@ -1646,6 +1737,11 @@ class ApplyEngine {
     await this.flushBatches();
   }
 
+  /** The open group is old enough to be committed. */
+  private groupAged(): boolean {
+    return Date.now() - this.groupStart >= this.maxGroupMs;
+  }
+
   /** The open group is to be committed at this source commit. */
   private commitDue(): boolean {
     return (
@@ -1653,7 +1749,7 @@ class ApplyEngine {
       this.groupFence !== undefined ||
       this.groupChanges >= this.maxGroupChanges ||
       this.groupBytes >= MAX_GROUP_BYTES ||
-      Date.now() - this.groupStart >= this.maxGroupMs
+      this.groupAged()
     );
   }
 
@@ -1697,7 +1793,7 @@ class ApplyEngine {
       if (this.stopping) return;
       this.enqueue(async () => {
         if (this.stopping || this.inSourceTxn || this.groupTxns === 0) return;
-        if (this.plugin.parsed > this.begun && Date.now() - this.groupStart < this.maxGroupMs) return; // more came: its commit decides
+        if (this.plugin.parsed > this.begun && !this.groupAged()) return; // more came: its commit decides
         await this.commitGroup(false, true);
       });
     }, this.groupIdleMs);
@@ -1866,59 +1962,10 @@ class ApplyEngine {
       return;
     }
     const display = displayName(target);
-    const r = await this.target.query<{
-      relkind: string;
-      /** typname: of the column type, or of its base type for a domain. */
-      columns: {
-        name: string;
-        typid: number;
-        typmod: number;
-        generated: boolean;
-        identity: string;
-        type: string;
-        typname: string;
-        cast: string;
-        coll: string | null;
-      }[];
-      pk: string[] | null;
-      uniques: { cols: string[] | null; plain: boolean }[];
-    }>(
-      `SELECT c.relkind::text AS relkind,
-              coalesce((SELECT json_agg(json_build_object('name', a.attname, 'typid', a.atttypid::int, 'typmod', a.atttypmod,
-                                                          'generated', a.attgenerated <> '', 'identity', a.attidentity,
-                                                          'type', format_type(a.atttypid, a.atttypmod),
-                                                          -- For casts from text: format_type without a typmod would read bit/character as length 1.
-                                                          'cast', CASE WHEN a.atttypmod < 0
-                                                                       THEN (SELECT quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)
-                                                                               FROM pg_type ty JOIN pg_namespace tn ON tn.oid = ty.typnamespace WHERE ty.oid = a.atttypid)
-                                                                       ELSE format_type(a.atttypid, a.atttypmod) END,
-                                                          'coll', (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
-                                                                     FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
-                                                                    WHERE co.oid = a.attcollation
-                                                                      AND a.attcollation <> (SELECT ty.typcollation FROM pg_type ty WHERE ty.oid = a.atttypid)),
-                                                          'typname', (WITH RECURSIVE b AS (
-                                                                        SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
-                                                                        UNION ALL
-                                                                        SELECT t.typname, t.typtype, t.typbasetype FROM pg_type t JOIN b ON t.oid = b.typbasetype WHERE b.typtype = 'd')
-                                                                      SELECT b.typname FROM b WHERE b.typtype <> 'd')) ORDER BY a.attnum)
-                          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
-              (SELECT array_agg(a.attname::text ORDER BY k.ord)
-                 FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                WHERE i.indrelid = c.oid AND i.indisprimary) AS pk,
-              -- Unique indexes and exclusion constraints, of the table and of every partition: what
-              -- a set-based write (rows in another order than the source's) could trip over.
-              (SELECT coalesce(json_agg(json_build_object(
-                        'cols', (SELECT array_agg(a.attname::text) FROM unnest(i.indkey::int2[]) AS k(attnum)
-                                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
-                        'plain', i.indexprs IS NULL AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[])) AND NOT i.indisexclusion)), '[]')
-                 FROM pg_index i
-                WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree(c.oid)) AND (i.indisunique OR i.indisexclusion)) AS uniques
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-      [target.schema, target.name],
-    );
-    const row = r.rows[0];
+    const ahead = await this.prefetched;
+    let row = ahead?.get(keyOf(target));
+    if (row) ahead!.delete(keyOf(target)); // used once: a table described again is read again
+    else row = (await readTargetTables(this.target, [target])).get(keyOf(target));
     if (!row) throw new ApplyError(`target table ${display} (for source ${displayName(source)}) does not exist`, { table: display, permanent: true });
     const targetCols = new Map(row.columns.filter((c) => !c.generated).map((c) => [c.name, c]));
     const onlySource = msg.columns.filter((c) => !targetCols.has(c.name)).map((c) => c.name);
@@ -2015,7 +2062,7 @@ class ApplyEngine {
     if (this.stopping || this.ticking) return;
     this.ticking = true;
     try {
-      if (!this.inSourceTxn && this.groupTxns > 0 && Date.now() - this.groupStart >= this.maxGroupMs) {
+      if (!this.inSourceTxn && this.groupTxns > 0 && this.groupAged()) {
         // A group left open (only non-transactional messages came after it): commit it.
         this.enqueue(() => this.commitGroup(false, true));
       } else if (!this.inTxn && !this.inSourceTxn && this.groupTxns === 0 && maxBig(this.committed, this.idleCandidate) > this.durable) {
@@ -2137,7 +2184,7 @@ class ApplyEngine {
     };
     if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
     // eslint-disable-next-line no-console
-    if (this.stats) console.error(`apply stats: ${JSON.stringify({ ...this.stats, runMs: Date.now() - this.stats.start, firstDataMs: this.stats.firstData - this.stats.start, firstCommitMs: this.stats.firstCommit - this.stats.start, foldedAhead: this.foldedAhead })}`);
+    if (this.stats) console.error(`apply stats: ${JSON.stringify({ ...this.stats, runMs: Date.now() - this.stats.start, firstDataMs: this.stats.firstData - this.stats.start, firstCommitMs: this.stats.firstCommit - this.stats.start, foldedAhead: this.foldedAhead, elu: performance.eventLoopUtilization(this.stats.elu).utilization, by: undefined })} ${JSON.stringify(this.stats.by)}`);
     if (this.failure) this.settle.reject(this.failure);
     else this.settle.resolve(result);
   }
