@@ -248,7 +248,18 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
     dstPoisoned = true; // and the target's
-    await pipeline(out, writeStream, { signal: hooks.signal });
+    // Cancelled: both connections are dropped at once. A target that answers nothing any more (a
+    // network black hole) would otherwise hold the cancel: the stream waits for its reply to CopyFail.
+    const dropBoth = (): void => {
+      dropConnection(dst);
+      dropConnection(src);
+    };
+    hooks.signal.addEventListener('abort', dropBoth, { once: true });
+    try {
+      await pipeline(out, writeStream, { signal: hooks.signal });
+    } finally {
+      hooks.signal.removeEventListener('abort', dropBoth);
+    }
     srcPoisoned = false;
     dstPoisoned = false;
     // Queued behind the COPY: once it returns, the source's own row count has arrived too.

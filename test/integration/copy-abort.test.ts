@@ -64,6 +64,35 @@ describe('a copy stopped mid-stream', () => {
     await expectStoppedCleanly(run, started);
   });
 
+  it('ends at once when cancelled while the target answers nothing (its session stopped), leaving an empty target', async () => {
+    // A target that stops answering (a network black hole, a frozen host) must not hold a cancelled copy:
+    // the CopyFail sent on cancel is never answered, so the copy must not wait for that answer.
+    const ac = new AbortController();
+    const run = copyTable({ source: source.uri(), target: target.uri(), table }, { heartbeat: () => undefined, signal: ac.signal });
+    await untilStreaming();
+    const pid = (await target.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = 'pg-dts copy'`))[0]!.pid;
+    process.kill(pid, 'SIGSTOP');
+    let outcome: Error | string | undefined;
+    let tookMs = 0;
+    try {
+      const abortedAt = Date.now();
+      ac.abort();
+      outcome = await Promise.race([
+        run.then(
+          () => 'finished',
+          (e: Error) => e,
+        ),
+        new Promise<string>((res) => setTimeout(() => res('still waiting after 15 s'), 15_000)),
+      ]);
+      tookMs = Date.now() - abortedAt;
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    expect(outcome, 'the cancelled copy fails').toBeInstanceOf(Error);
+    expect(tookMs, 'at once').toBeLessThan(5_000);
+    await expectStoppedCleanly(run, Date.now());
+  });
+
   it('ends at once when its source session is killed; then copies exactly', async () => {
     const started = Date.now();
     const run = copyTable({ source: source.uri(), target: target.uri(), table }, { heartbeat: () => undefined, signal: new AbortController().signal });
