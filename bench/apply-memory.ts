@@ -86,6 +86,8 @@ async function main(): Promise<void> {
       publication: 'big_pub',
       tables: [{ source: { schema: 'public', name: 'big' }, target: { schema: 'public', name: 'big' } }],
       signal: controller.signal,
+      // Engine settings to compare: PG_DTS_BENCH_APPLY_OPTIONS='{"gcEveryTxnBytes": 16777216}'.
+      ...(JSON.parse(process.env.PG_DTS_BENCH_APPLY_OPTIONS ?? '{}') as object),
     });
     applying.catch(() => undefined);
     const count = async () => Number((await target.query<{ n: string }>('SELECT count(*)::text AS n FROM big', [], DB))[0]!.n);

@@ -642,7 +642,7 @@ export interface ApplyOptions {
    * the worker.
    */
   copyInserts?: boolean;
-  /** A full GC every this many bytes inside one source transaction (default 32 MiB; 0: never). */
+  /** A full GC every this many bytes inside one source transaction (default 16 MiB; 0: never). */
   gcEveryTxnBytes?: number;
   /**
    * Handle what arrives while a group is written into the next group (default true); false: it waits
@@ -789,10 +789,12 @@ const FOLD_AHEAD_SLICE = 256;
  * through the worker as short-lived objects and Buffers (a 1 GiB one, ~2 GB), and V8 starts a full
  * collection only after the heap has grown by a fraction of itself, so RSS climbed ~200 MB over a
  * 1 GiB transaction while what the engine holds stays bounded (MAX_QUEUED_*, MAX_PENDING_*,
- * RETAIN_MAX_*). Measured on a 1 GiB transaction: peak RSS 393-402 MB without, 283 MB with it, at
- * ~2.5 s more worker CPU (32 full GCs); 16 MiB halved the growth again but cost twice that.
+ * RETAIN_MAX_*). Measured on a 1 GiB transaction: peak RSS 393-402 MB without, 283 MB with one every
+ * 32 MiB (~2.5 s more worker CPU). Every 16 MiB since session 6: in the worker right after a live load
+ * 32 MiB peaked at 302 MB; in-process (bench/apply-memory.ts) 16 MiB grew RSS by 71 MB instead of
+ * 93 MB for 2.2 s more CPU, the apply's time unchanged (29.5 vs 28.9 s: this process is not its limit).
  */
-const GC_EVERY_TXN_BYTES = 32 * 1024 * 1024;
+const GC_EVERY_TXN_BYTES = 16 * 1024 * 1024;
 
 /** V8's full collection, when it can be had (the flag is set at run time; null: refused). */
 let fullGc: (() => void) | null | undefined;
