@@ -12,6 +12,7 @@ import { preflight } from './preflight';
 import { createTargetTables, finishTargetTables } from './schema';
 import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateTablesInput } from './validate';
 import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
+import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
 import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, type CopyProgressReport } from '../workflows/contract';
@@ -192,14 +193,29 @@ export function createActivities(deps: ActivityDeps = {}) {
     },
 
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */
-    async validateMigration(input: ValidateTablesInput): Promise<{ results: TableValidationResult[]; failure?: string }> {
+    async validateMigration(input: ValidateTablesInput & { schemas?: string[] }): Promise<{ results: TableValidationResult[]; failure?: string; schemaDrift?: string[] }> {
       const ctx = Context.current();
       // Beat on a timer too: a comparison blocked in one long query must still hear a cancel.
       const beat = setInterval(() => ctx.heartbeat(), 1000);
-      const results = await validateTables(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal }).finally(() => clearInterval(beat));
-      throwIfCancelled(ctx);
-      const failed = results.some((r) => !r.ok);
-      return { results, failure: failed ? formatValidationFailure(results) : undefined };
+      try {
+        // DDL the apply never saw (no write came after it) is found here, not in the rows.
+        const drift = await findSchemaDrift(input).catch((err: unknown) => {
+          throw classify(err, 'compare the source schema with the one migrated');
+        });
+        const results = await validateTables(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
+        throwIfCancelled(ctx);
+        const failures: string[] = [];
+        if (drift.length) {
+          failures.push(
+            'the source schema changed during the migration; pg-dts does not replicate DDL, so the target lacks these changes ' +
+              `(restart the migration once the source schema is settled):\n${drift.map((d) => `  - ${d}`).join('\n')}`,
+          );
+        }
+        if (results.some((r) => !r.ok)) failures.push(formatValidationFailure(results));
+        return { results, failure: failures.length ? failures.join('\n') : undefined, ...(drift.length ? { schemaDrift: drift } : {}) };
+      } finally {
+        clearInterval(beat);
+      }
     },
 
     /** Advisory check during SYNCING_WAL: tolerates rows changing under it. */

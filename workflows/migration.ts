@@ -793,6 +793,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         checksum: v.checksum,
         chunkRows: v.chunkRows,
         parallelism: p.spec.parallelism,
+        // Whole schemas migrated: a table created in one since the start is reported.
+        ...(p.spec.tables ? {} : { schemas: p.spec.schemas }),
       },
     ]);
     counts = validated.results;

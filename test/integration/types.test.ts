@@ -267,4 +267,47 @@ describe('every type through copy and apply', () => {
     // What was applied before the DDL is on the target.
     expect(await env.target.query(`SELECT id, v, m::text FROM public.t_d`, [], db)).toEqual([{ id: 1, v: 2, m: 'a' }]);
   });
+
+  it('fails validation naming each change when DDL during SYNCING_WAL reaches the apply as nothing (no write after it)', async () => {
+    const db = 'drift';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    await env.source.query(
+      `CREATE TABLE public.t (id int PRIMARY KEY, v int); CREATE TABLE public.u (id int PRIMARY KEY, w text);
+       INSERT INTO public.t VALUES (1, 1), (2, 2); INSERT INTO public.u VALUES (1, 'a')`,
+      [],
+      db,
+    );
+    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tableSuffix: '_x', cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL', 90_000);
+    await env.source.query(`UPDATE public.t SET v = 10 WHERE id = 1`, [], db);
+    // No write to these tables after the DDL: the apply never sees it.
+    await env.source.query(
+      `ALTER TABLE public.t ADD COLUMN extra int DEFAULT 5; CREATE INDEX u_w ON public.u (w);
+       CREATE TABLE public.newtab (id int PRIMARY KEY); INSERT INTO public.newtab VALUES (1), (2)`,
+      [],
+      db,
+    );
+    await m.signal('cutover');
+    const err = (await m.result().catch((e: unknown) => e)) as { cause?: { message?: string } };
+    const message = err.cause?.message ?? '';
+    expect(message).toContain('the source schema changed during the migration');
+    expect(message).toContain('public.t: column(s) added: extra');
+    expect(message).toContain('public.u: 2 index(es) on the source, 1 on the target public.u_x');
+    expect(message).toContain('public.newtab: created on the source during the migration');
+    expect((await m.status()).phase).toBe('FAILED');
+    // The rows themselves were applied (the drift is what fails), and the source is writable again with
+    // nothing of the migration left on it.
+    expect(await env.target.query(`SELECT id, v FROM public.t_x ORDER BY id`, [], db)).toEqual([
+      { id: 1, v: 10 },
+      { id: 2, v: 2 },
+    ]);
+    await env.source.query(`INSERT INTO public.t VALUES (3, 3)`, [], db);
+    const [left] = await env.source.query<{ slots: number; pubs: number }>(
+      `SELECT (SELECT count(*)::int FROM pg_replication_slots) AS slots, (SELECT count(*)::int FROM pg_publication) AS pubs`,
+      [],
+      db,
+    );
+    expect(left).toEqual({ slots: 0, pubs: 0 });
+  });
 });
