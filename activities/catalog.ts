@@ -67,7 +67,7 @@ interface PartitionRow {
 export async function readTableDefs(
   client: pg.Client,
   tables: Array<{ source: QualifiedName; target: QualifiedName }>,
-  spec: Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>,
+  spec: Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'> & Partial<Pick<NormalizedSpec, 'schemas' | 'tables'>>,
 ): Promise<TableDef[]> {
   if (tables.length === 0) return [];
   let sources: SourceTable[];
@@ -78,6 +78,9 @@ export async function readTableDefs(
     await client.query(`SET LOCAL search_path = ''`);
     const cat = await readSourceCatalog(client, tables.map((t) => t.source));
     sources = cat.tables;
+    // Whole schemas migrated: their sequences that no column owns go too, with the first table of their
+    // schema (created before it, set to the source's value at cutover like the others).
+    if (spec.schemas?.length && !spec.tables) await addFreeSequences(client, spec.schemas, sources);
     types = await readSourceTypes(client, cat.oids, cat.version);
     extensionUses = await readExtensionUses(client, cat.oids);
     await client.query('COMMIT');
@@ -106,6 +109,32 @@ export async function readTableDefs(
   });
   if (types.warnings.length) defs[0]!.warnings = [...(defs[0]!.warnings ?? []), ...types.warnings];
   return defs;
+}
+
+/**
+ * Sequences of `schemas` that no column owns (neither serial nor identity) and no migrated table
+ * already uses: attached to the first table of their schema (else the first table), which creates them.
+ */
+async function addFreeSequences(client: pg.Client, schemas: string[], tables: SourceTable[]): Promise<void> {
+  if (tables.length === 0) return;
+  const r = await client.query<{ oid: string }>(
+    `SELECT s.oid::text AS oid
+       FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
+      WHERE s.relkind = 'S' AND n.nspname = ANY($1::text[])
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+      ORDER BY n.nspname, s.relname`,
+    [schemas],
+  );
+  const used = new Set(tables.flatMap((t) => t.sequences.map((q) => displayName(q.name))));
+  const found = await querySequences(client, r.rows.map((x) => Number(x.oid)));
+  found.sort((a, b) => (a.schema === b.schema ? (a.name < b.name ? -1 : 1) : a.schema < b.schema ? -1 : 1));
+  for (const p of found) {
+    const name = { schema: p.schema, name: p.name };
+    if (used.has(displayName(name))) continue;
+    const owner = tables.find((t) => t.source.schema === p.schema) ?? tables[0]!;
+    owner.sequences.push({ name, type: p.type, start: p.start, increment: p.increment, min: p.min, max: p.max, cache: p.cache, cycle: p.cycle, identity: false });
+  }
 }
 
 /** The raw catalog facts for each table, in the order given. Expects search_path = ''. */

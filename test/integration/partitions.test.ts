@@ -20,6 +20,9 @@ afterAll(async () => {
 
 const SCHEMA = `
 CREATE SEQUENCE public.events_id_seq;
+-- Used by no column: an application calls nextval() on it.
+CREATE SEQUENCE public.invoice_no START 1000 INCREMENT 7;
+SELECT nextval('public.invoice_no');
 CREATE TABLE public.events (
   id bigint NOT NULL DEFAULT nextval('public.events_id_seq'),
   gone int,
@@ -110,6 +113,7 @@ describe('partitioned tables', () => {
       await w.query(`UPDATE public.tickets SET status = 'open', note = note || ' reopened' WHERE status = 'weird' AND id % 3 = 0`);
       await w.query(`UPDATE public.tickets SET status = 'strange' WHERE status = 'done' AND id % 5 = 0`);
       await w.query('COMMIT');
+      await w.query(`SELECT nextval('public.invoice_no') FROM generate_series(1, 3)`);
     } finally {
       await w.end();
     }
@@ -166,6 +170,10 @@ describe('partitioned tables', () => {
     const [seq] = await env.target.query<{ v: string }>(`SELECT last_value::text AS v FROM moved.events_id_seq_p`, [], db);
     const [srcSeq] = await env.source.query<{ v: string }>(`SELECT last_value::text AS v FROM public.events_id_seq`, [], db);
     expect(seq!.v).toBe(srcSeq!.v);
+    // The sequence no column uses came along, at the source's value at cutover.
+    const [free] = await env.target.query<{ v: string; called: boolean }>(`SELECT last_value::text AS v, is_called AS called FROM moved.invoice_no_p`, [], db);
+    expect(free).toEqual({ v: '1021', called: true });
+    expect(await env.target.query<{ n: string }>(`SELECT nextval('moved.invoice_no_p')::text AS n`, [], db)).toEqual([{ n: '1028' }]);
   });
 
   it('refuses a partition named on its own, and a partitioned table with an unlogged partition, before creating anything', async () => {
