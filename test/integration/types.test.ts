@@ -37,6 +37,8 @@ function columns(): Array<[string, string, string[]]> {
     ['num_s', 'numeric(12,4)', ['-99999999.9999', '0.0001', 'NULL']],
     ['f4', 'real', [`'NaN'`, `'Infinity'`, `'-1.17549435e-38'`]],
     ['f8', 'double precision', [`'-Infinity'`, `'4.9e-324'`, `'1.7976931348623157e308'`]],
+    ['f4b', 'real', [`'-Infinity'`, `'-0'`, `'3.4028235e38'`]],
+    ['f8b', 'double precision', [`'NaN'`, `'Infinity'`, `'-0'`]],
     ['mon', 'money', [`'-92233720368547758.08'`, `'92233720368547758.07'`, `'0.01'`]],
     ['txt', 'text', [`E'tab\\there\\nnew line\\r\\\\ back\\\\slash \\'single\\' "double" \\u00fc \\u20ac \\U0001F600'`, `''`, `'NULL'`]],
     ['vc', 'varchar(12)', [`'  spaces  '`, `'ünï'`, 'NULL']],
@@ -226,6 +228,64 @@ describe('every type through copy and apply', () => {
     expect(ids).toEqual({ a: 'a', d: 'd', gen: expect.stringMatching(/^-2147483648\//), next: '14' });
     // The domain's check is there.
     await expect(env.target.query(`INSERT INTO app.all_types_m (dom) VALUES (0)`, [], db)).rejects.toThrow(/posint_check/);
+  });
+
+  it('migrates names with quotes, spaces, mixed case and non-ASCII online, through schemaMapping and tableSuffix', async () => {
+    const db = 'names';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    const sch = '"Ünï ""q"" Sch"';
+    const tbl = `${sch}."Tbl ""x"" é"`;
+    const seq = `${sch}."Sëq ""1"""`;
+    await env.source.query(
+      `CREATE SCHEMA ${sch};
+       CREATE SEQUENCE ${seq};
+       CREATE TABLE ${tbl} ("Col ""q"" ü" int PRIMARY KEY DEFAULT nextval('${seq.replace(/'/g, "''")}'), "välue" text, "MixedCase" int);
+       CREATE INDEX "ïdx ""v""" ON ${tbl} ("välue");
+       CREATE TABLE public."no key ñ" ("a b" int, "C" text);
+       ALTER TABLE public."no key ñ" REPLICA IDENTITY FULL;
+       INSERT INTO ${tbl} ("välue", "MixedCase") SELECT 'v' || g, g FROM generate_series(1, 50) g;
+       INSERT INTO public."no key ñ" SELECT g, 'ç' || g FROM generate_series(1, 20) g`,
+      [],
+      db,
+    );
+    const m = await env.startMigration({
+      source: env.source.uri(db),
+      target: env.target.uri(db),
+      schemas: ['Ünï "q" Sch', 'public'],
+      schemaMapping: { 'Ünï "q" Sch': 'Zïel "w"' },
+      tableSuffix: '_v2',
+      cutover: { mode: 'manual' },
+    });
+    await m.waitForPhase('SYNCING_WAL', 90_000);
+    await env.source.query(
+      `INSERT INTO ${tbl} ("välue", "MixedCase") VALUES ('new "q" ü', 99);
+       UPDATE ${tbl} SET "välue" = 'upd é', "MixedCase" = -1 WHERE "Col ""q"" ü" % 7 = 0;
+       DELETE FROM ${tbl} WHERE "Col ""q"" ü" % 11 = 0;
+       UPDATE public."no key ñ" SET "C" = 'ü' WHERE "a b" % 3 = 0;
+       DELETE FROM public."no key ñ" WHERE "a b" = 5`,
+      [],
+      db,
+    );
+    await m.signal('cutover');
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    expect(report.tables.map((t) => t.target).sort()).toEqual(['Zïel "w".Tbl "x" é_v2', 'public.no key ñ_v2']);
+    for (const [ss, st, ts, tt] of [
+      ['Ünï "q" Sch', 'Tbl "x" é', 'Zïel "w"', 'Tbl "x" é_v2'],
+      ['public', 'no key ñ', 'public', 'no key ñ_v2'],
+    ] as const) {
+      const a = await fingerprint(env.source, db, ss, st);
+      const b = await fingerprint(env.target, db, ts, tt);
+      expect(a.rows).toBeGreaterThan(10);
+      expect({ table: st, ...b }).toEqual({ table: st, ...a });
+    }
+    // The index and the sequence came through the mapping too, the sequence at the source's value.
+    const [idx] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_indexes WHERE schemaname = 'Zïel "w"' AND indexname LIKE 'ïdx%'`, [], db);
+    expect(idx!.n).toBe(1);
+    const [tv] = await env.target.query<{ v: string }>(`SELECT last_value::text AS v FROM "Zïel ""w"""."Sëq ""1""_v2"`, [], db);
+    const [sv] = await env.source.query<{ v: string }>(`SELECT last_value::text AS v FROM ${seq}`, [], db);
+    expect(tv!.v).toBe(sv!.v);
   });
 
   it('stops with a final error naming the table when DDL changes a migrated table during SYNCING_WAL', async () => {
