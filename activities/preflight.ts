@@ -40,6 +40,9 @@ async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): 
  * table with an unlogged or foreign partition is refused. Large objects are reported: they are not
  * migrated.
  */
+const FOREIGN_WHY =
+  'its rows live on another server and its changes are not in the WAL; create the foreign server, user mapping and table on the target yourself';
+
 export async function listSourceTables(client: Client, spec: NormalizedSpec): Promise<{ tables: TablePlan[]; notices: string[] }> {
   const notices: string[] = [];
   const schemasFound = await client.query<{ nspname: string }>('SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])', [spec.schemas]);
@@ -71,7 +74,7 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_class rc ON rc.oid = CASE WHEN c.relispartition THEN pg_partition_root(c.oid) END
        LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-      WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
+      WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'f')
       ORDER BY n.nspname, c.relname`,
     [schemaFilter],
   );
@@ -83,6 +86,10 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
       throw preconditionFailed(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
     }
     rows = wanted.map((t) => byKey.get(`${t.schema}\u0000${t.name}`)!);
+    const foreign = rows.filter((r) => r.relkind === 'f');
+    if (foreign.length) {
+      throw preconditionFailed(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);
+    }
     const partitions = rows.filter((r) => r.relispartition);
     if (partitions.length) {
       throw preconditionFailed(
@@ -95,6 +102,10 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
   for (const r of rows) {
     const q = { schema: r.schema, name: r.name };
     if (r.relispartition) continue; // migrated with its partitioned root
+    if (r.relkind === 'f') {
+      notices.push(`skipped ${displayName(q)}: foreign table: ${FOREIGN_WHY}`);
+      continue;
+    }
     if (r.relpersistence !== 'p') {
       notices.push(`skipped ${displayName(q)}: ${r.relpersistence === 'u' ? 'unlogged' : 'temporary'} tables are not written to the WAL and cannot be replicated`);
       continue;

@@ -131,6 +131,8 @@ describe('every type through copy and apply', () => {
         ALTER TABLE public.full_dups REPLICA IDENTITY FULL;
         -- Skipped with a notice.
         CREATE UNLOGGED TABLE public.scratch (id int);
+        CREATE FOREIGN DATA WRAPPER elsewhere_fdw; CREATE SERVER elsewhere FOREIGN DATA WRAPPER elsewhere_fdw;
+        CREATE FOREIGN TABLE public.remote_rows (id int) SERVER elsewhere;
       `);
       const names = cols.map(([n]) => n).join(', ');
       for (let row = 0; row < 3; row++) {
@@ -184,6 +186,7 @@ describe('every type through copy and apply', () => {
     expect(report.notices).toEqual(
       expect.arrayContaining([
         expect.stringContaining('skipped public.scratch: unlogged tables are not written to the WAL'),
+        expect.stringContaining('skipped public.remote_rows: foreign table: its rows live on another server'),
         expect.stringContaining('the source database holds 1 large object(s)'),
         expect.stringContaining('column o of public.all_types has type oid'),
       ]),
