@@ -8,7 +8,8 @@
  *  - every migrated table still exists, with the columns the copy and the apply know (copyColumns),
  *    each of the same type as its target column (built-in types by OID and typmod, user types by name:
  *    their schema may be mapped);
- *  - each table has as many indexes on the source as its target has (partitioned tables: on the root);
+ *  - each table has as many valid indexes on the source as its target has (partitioned tables: on the
+ *    root; an invalid index, left by a failed CREATE INDEX CONCURRENTLY, is not migrated);
  *  - when whole schemas are migrated, no table was created in them since (the same tables preflight
  *    takes: logged, not partitions).
  */
@@ -39,7 +40,7 @@ const FACTS_SQL = `
          coalesce((SELECT json_agg(json_build_object('name', a.attname, 'typid', a.atttypid::int, 'typmod', a.atttypmod, 'typname', t.typname) ORDER BY a.attnum)
                      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '[]') AS columns,
-         (SELECT count(*)::int FROM pg_index i WHERE i.indrelid = c.oid) AS indexes
+         (SELECT count(*)::int FROM pg_index i WHERE i.indrelid = c.oid AND i.indisvalid AND i.indisready) AS indexes
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.relkind IN ('r', 'p')`;
 

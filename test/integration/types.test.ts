@@ -337,10 +337,13 @@ describe('every type through copy and apply', () => {
     await env.target.createDatabase(db);
     await env.source.query(
       `CREATE TABLE public.t (id int PRIMARY KEY, v int); CREATE TABLE public.u (id int PRIMARY KEY, w text);
-       INSERT INTO public.t VALUES (1, 1), (2, 2); INSERT INTO public.u VALUES (1, 'a')`,
+       CREATE TABLE public.w (id int PRIMARY KEY, k int);
+       INSERT INTO public.t VALUES (1, 1), (2, 2); INSERT INTO public.u VALUES (1, 'a'); INSERT INTO public.w VALUES (1, 7), (2, 7)`,
       [],
       db,
     );
+    // An invalid index (a failed CREATE INDEX CONCURRENTLY) is not migrated, and is no drift either.
+    await expect(env.source.query(`CREATE UNIQUE INDEX CONCURRENTLY w_k ON public.w (k)`, [], db)).rejects.toThrow(/could not create unique index/);
     const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tableSuffix: '_x', cutover: { mode: 'manual' } });
     await m.waitForPhase('SYNCING_WAL', 90_000);
     await env.source.query(`UPDATE public.t SET v = 10 WHERE id = 1`, [], db);
@@ -358,6 +361,7 @@ describe('every type through copy and apply', () => {
     expect(message).toContain('public.t: column(s) added: extra');
     expect(message).toContain('public.u: 2 index(es) on the source, 1 on the target public.u_x');
     expect(message).toContain('public.newtab: created on the source during the migration');
+    expect(message).not.toContain('public.w');
     expect((await m.status()).phase).toBe('FAILED');
     // The rows themselves were applied (the drift is what fails), and the source is writable again with
     // nothing of the migration left on it.
