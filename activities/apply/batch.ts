@@ -17,6 +17,7 @@
  * (`castTypes`), as COPY and untyped parameters do.
  */
 import { ident, qname } from '../sql';
+import { encodeText, utf8Length } from './text';
 import { UNCHANGED_TOAST, insertStatement, type ApplyRelation, type Tuple, type TupleValue } from './statements';
 
 /** A target table the set-based path can write: it has a key that names one row. */
@@ -313,7 +314,7 @@ export function textArrayBinary(values: readonly (string | null)[]): Buffer {
       hasNull = 1;
       size += 4;
     } else {
-      const l = Buffer.byteLength(v, 'utf8');
+      const l = utf8Length(v);
       lens[i] = l;
       size += 4 + l;
     }
@@ -329,7 +330,7 @@ export function textArrayBinary(values: readonly (string | null)[]): Buffer {
     const l = lens[i]!;
     b.writeInt32BE(l, o);
     o += 4;
-    if (l > 0) o += b.write(values[i]!, o, 'utf8');
+    if (l > 0) o += encodeText(b, values[i]!, o, l);
   }
   return b;
 }
@@ -430,7 +431,7 @@ export function* copyChunks(rows: readonly (readonly TupleValue[])[], chunkBytes
       const full = room(f.length * 3 + 2);
       if (full) yield full;
       if (j > 0) buf[o++] = 0x09;
-      o += buf.write(f, o, 'utf8');
+      o += encodeText(buf, f, o);
     }
     const full = room(1);
     if (full) yield full;

@@ -63,6 +63,7 @@ import { FENCE_MESSAGE_PREFIX } from '../cutover';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
 import { ReplicationFramer, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
+import { decodeText } from './text';
 import { KeyedChanges, copyChunks, copyInsertSql, hasBig, insertSql, keyedRelation, type BatchStatement, type KeyedRelation } from './batch';
 import {
   UNCHANGED_TOAST,
@@ -250,9 +251,9 @@ class Reader {
   text(n: number): string {
     if (n < 0) throw new Error('pgoutput negative length');
     this.need(n);
-    const s = this.b.toString('utf8', this.p, this.p + n);
+    const p = this.p;
     this.p += n;
-    return s;
+    return decodeText(this.b, p, n);
   }
   tuple(): TupleValue[] {
     const n = this.i16();
