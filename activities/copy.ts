@@ -177,22 +177,38 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
   const beat = () => hooks.heartbeat({ rows: Math.max(0, (readStream?.messages ?? 0) - (binary ? 1 : 0)), bytes: readStream?.bytes ?? 0 });
   const tick = setInterval(beat, 1000);
   try {
-    src = await connect(input.source, { applicationName: 'pg-dts copy' });
-    dst = await connect(input.target, { applicationName: 'pg-dts copy' });
-    await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    if (input.snapshot) {
-      try {
-        await src.query(`SET TRANSACTION SNAPSHOT ${literal(input.snapshot)}`);
-      } catch (err) {
-        // The holder of the exported snapshot is gone: this copy can never be consistent with the slot.
-        throw snapshotLost(`${where}: cannot import snapshot ${input.snapshot}: ${(err as Error).message}`);
-      }
-    }
-    if (range) await ensureCopyProgress(dst);
-    const [srcTypes, dstTypes] = await Promise.all([columnTypes(src, table.source), columnTypes(dst, table.target)]);
+    // The source's and the target's setup run side by side: for a table of a few rows they are most of
+    // its time (two connections and a few round trips each, slow while other copies load the machine).
+    // Both are waited for, so that a failure on one side leaves no connection opening on the other.
+    const [s, d] = await Promise.allSettled([
+      (async () => {
+        const c = (src = await connect(input.source, { applicationName: 'pg-dts copy' }));
+        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        if (input.snapshot) {
+          try {
+            await c.query(`SET TRANSACTION SNAPSHOT ${literal(input.snapshot)}`);
+          } catch (err) {
+            // The holder of the exported snapshot is gone: this copy can never be consistent with the slot.
+            throw snapshotLost(`${where}: cannot import snapshot ${input.snapshot}: ${(err as Error).message}`);
+          }
+        }
+        return { c, types: await columnTypes(c, table.source) };
+      })(),
+      (async () => {
+        const c = (dst = await connect(input.target, { applicationName: 'pg-dts copy' }));
+        if (range) await ensureCopyProgress(c);
+        await c.query('BEGIN');
+        return { c, types: await columnTypes(c, table.target) };
+      })(),
+    ]);
+    if (s.status === 'rejected') throw s.reason;
+    if (d.status === 'rejected') throw d.reason;
+    src = s.value.c;
+    dst = d.value.c;
+    const srcTypes = s.value.types;
+    const dstTypes = d.value.types;
     binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
 
-    await dst.query('BEGIN');
     let freeze = false;
     if (range) {
       // Two attempts of one range may overlap (a retry after a heartbeat timeout while the first still
@@ -290,9 +306,8 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     // destroying the reading side does not cancel the source's COPY, and nothing needs the target's
     // session after a failure (test/integration/copy-abort.test.ts).
     if (dstPoisoned) dropConnection(dst);
-    else await dst?.end().catch(() => undefined);
     if (srcPoisoned) dropConnection(src);
-    else await src?.end().catch(() => undefined);
+    await Promise.all([dstPoisoned ? undefined : dst?.end().catch(() => undefined), srcPoisoned ? undefined : src?.end().catch(() => undefined)]);
   }
 }
 
