@@ -5,7 +5,7 @@
  * Exit codes: 0 ok, 1 the operation failed (or the migration it watched did not complete, or there is
  * no such migration), 2 bad usage or input (unknown command or option, unreadable or malformed spec).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isGrpcDeadlineError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
@@ -326,7 +326,14 @@ export function buildProgram(io: CliIo = processIo): Command {
     .command('demo')
     .description('run a complete live migration on throwaway local servers (same as npm run demo)')
     .action(async () => {
-      const { runDemo } = lazy<typeof import('./demo')>('./demo');
+      // Not `typeof import('./demo')`: that would compile the demo and the test harness into lib/.
+      let runDemo: () => Promise<boolean>;
+      try {
+        ({ runDemo } = lazy<{ runDemo: () => Promise<boolean> }>('./demo'));
+      } catch {
+        // The demo uses the test harness, which the installed package does not carry.
+        throw new Exit(EXIT_FAILED, 'the demo runs from a checkout of the repository: npm ci && npm run demo');
+      }
       const ok = await runDemo();
       if (ok === false) throw new Exit(EXIT_FAILED);
     });
@@ -346,7 +353,11 @@ function codecKeyInvalid(): string | undefined {
 
 function packageVersion(): string {
   try {
-    return (JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
+    // client/ in a checkout, lib/client/ in the installed package.
+    const file = [path.join(__dirname, '..', 'package.json'), path.join(__dirname, '..', '..', 'package.json')].find(
+      (f) => existsSync(f) && (JSON.parse(readFileSync(f, 'utf8')) as { name?: string }).name === 'pg-dts',
+    );
+    return file ? (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version : '0.0.0';
   } catch {
     return '0.0.0';
   }
@@ -386,6 +397,22 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   }
 }
 
-if (require.main === module) {
-  void main(process.argv).then((code) => process.exit(code));
+/**
+ * Exits once stdout and stderr have taken everything written to them. A pipe to another process can be
+ * non-blocking, and process.exit() right after a large write (`dts status --json` of many tables) cut
+ * the output at 64 KiB.
+ */
+export function exitWhenFlushed(code: number): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 }
+
+/** `dts` from a shell (bin/dts.js): a reader that stops early (`| head`) ends the command quietly. */
+export function runCli(argv: string[]): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT_OK);
+    throw err;
+  });
+  void main(argv).then(exitWhenFlushed);
+}
+
+if (require.main === module) runCli(process.argv);

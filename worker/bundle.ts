@@ -22,8 +22,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync,
 import path from 'node:path';
 import { bundleWorkflowCode, type BundleOptions, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 
-export const repoRoot = path.join(__dirname, '..');
-export const workflowsPath = path.join(repoRoot, 'workflows', 'index.ts');
+/** Running the compiled package (lib/worker/bundle.js) rather than the TypeScript sources. */
+const compiled = __filename.endsWith('.js');
+export const repoRoot = path.join(__dirname, compiled ? '../..' : '..');
+export const workflowsPath = path.join(__dirname, '..', 'workflows', compiled ? 'index.js' : 'index.ts');
 /** `dist/` is git-ignored. */
 export const defaultBundleDir = path.join(repoRoot, 'dist', 'workflow-bundle');
 
@@ -188,11 +190,11 @@ export function prebuiltWorkflowBundle(where: Partial<BundleLocation> = {}): Pre
 
 /**
  * Builds the bundle (worker/build-bundle.ts) in a child process, so that webpack's memory leaves with
- * it. True when the child succeeded. Uses tsx's require hook whatever started this process (tsx,
- * node --import tsx, bin/dts.js).
+ * it. True when the child succeeded. From the sources it uses tsx's require hook whatever started this
+ * process (tsx, node --import tsx, bin/dts.js); the compiled package runs the compiled script.
  */
 export function buildInChildProcess(dir: string = defaultBundleDir, env: NodeJS.ProcessEnv = process.env): boolean {
-  const script = path.join(__dirname, 'build-bundle.ts');
-  const child = spawnSync(process.execPath, ['--require', require.resolve('tsx/cjs'), script, dir], { stdio: 'inherit', env });
+  const args = compiled ? [path.join(__dirname, 'build-bundle.js'), dir] : ['--require', require.resolve('tsx/cjs'), path.join(__dirname, 'build-bundle.ts'), dir];
+  const child = spawnSync(process.execPath, args, { stdio: 'inherit', env });
   return child.status === 0;
 }
