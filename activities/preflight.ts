@@ -164,10 +164,17 @@ async function checkSourceForReplication(
     throw preconditionFailed(`the source has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
   }
   const role = await client.query<{ rolname: string; ok: boolean }>(
-    'SELECT rolname, (rolsuper OR rolreplication) AS ok FROM pg_roles WHERE rolname = current_user',
+    // Replication rights as managed services grant them: the REPLICATION attribute (Cloud SQL,
+    // Azure, Supabase, Neon, self-hosted) or membership of RDS/Aurora's rds_replication role.
+    `SELECT rolname, (rolsuper OR rolreplication
+                      OR EXISTS (SELECT 1 FROM pg_roles m WHERE m.rolname = 'rds_replication' AND pg_has_role(current_user, m.oid, 'MEMBER'))) AS ok
+       FROM pg_roles WHERE rolname = current_user`,
   );
   if (!role.rows[0]?.ok) {
-    throw preconditionFailed(`the source role ${JSON.stringify(role.rows[0]?.rolname)} lacks the REPLICATION privilege (ALTER ROLE ... REPLICATION)`);
+    throw preconditionFailed(
+      `the source role ${JSON.stringify(role.rows[0]?.rolname)} may not open a replication connection: ALTER ROLE ${JSON.stringify(role.rows[0]?.rolname)} REPLICATION ` +
+        `(on RDS/Aurora: GRANT rds_replication TO it; on Cloud SQL: cloudsql.logical_decoding = on and ALTER ROLE … REPLICATION; on Azure: ALTER ROLE … REPLICATION as azure_pg_admin)`,
+    );
   }
   const ident = await client.query<{ schema: string; name: string; relreplident: string }>(
     // Rows live in the leaves: a partitioned table's partitions each need an identity of their own.
@@ -211,10 +218,24 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
     );
   }
   if (online) {
-    const su = await client.query<{ rolname: string; rolsuper: boolean }>('SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user');
-    if (!su.rows[0]?.rolsuper) {
+    // The apply runs with session_replication_role = replica. A superuser may set it; so may, from
+    // PostgreSQL 15 on, a role granted SET on the parameter, directly or through a role it belongs to
+    // (managed services grant it to their admin role: RDS's rds_superuser, Cloud SQL's
+    // cloudsqlsuperuser, Azure's azure_pg_admin).
+    const su = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null; version: number }>(
+      `SELECT rolname, rolsuper, current_setting('server_version_num')::int AS version,
+              CASE WHEN current_setting('server_version_num')::int >= 150000
+                   THEN has_parameter_privilege('session_replication_role', 'SET') END AS may_set
+         FROM pg_roles WHERE rolname = current_user`,
+    );
+    const r = su.rows[0];
+    if (!r?.rolsuper && !r?.may_set) {
+      const role = JSON.stringify(r?.rolname);
       throw preconditionFailed(
-        `the target role ${JSON.stringify(su.rows[0]?.rolname)} is not a superuser; the change apply runs with session_replication_role = replica (as native logical replication does), which needs superuser`,
+        `the target role ${role} may not set session_replication_role, which the change apply runs with (replica, as native logical replication does, so triggers and foreign-key checks do not fire twice): ` +
+          (r && r.version >= 150000
+            ? `GRANT SET ON PARAMETER session_replication_role TO ${role} (as a superuser or the service's admin role: rds_superuser, cloudsqlsuperuser, azure_pg_admin), or connect as a role that has it`
+            : `on PostgreSQL before 15 only a superuser (or a managed service's admin role, e.g. rds_superuser) may set it: connect as one`),
       );
     }
   }
