@@ -10,10 +10,11 @@ async function main(): Promise<void> {
   const started = Date.now();
   const { codePath, manifest, bytes } = await buildWorkflowBundle({ dir });
   const sources = Object.keys(manifest.files).filter((f) => !f.startsWith('node_modules/')).length;
-  console.log(
+  const message =
     `workflow bundle ${path.relative(repoRoot, codePath)}: ${(bytes / 1024 / 1024).toFixed(1)} MB from ${Object.keys(manifest.files).length} files ` +
-      `(${sources} outside node_modules), built in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-  );
+    `(${sources} outside node_modules), built in ${((Date.now() - started) / 1000).toFixed(1)} s`;
+  // Run by a worker in a child process: its lines join the worker's log, in the worker's format.
+  console.log(process.env.PG_DTS_LOG_FORMAT === 'json' ? JSON.stringify({ time: new Date().toISOString(), level: 'info', message }) : message);
 }
 
 main().catch((err) => {

@@ -22,23 +22,37 @@ import { buildInChildProcess, prebuiltWorkflowBundle, repoRoot } from './bundle'
 import { payloadEncryption, temporalSettings, workerTuning } from './config';
 import { startMemoryLog } from './memory';
 import { createWorker, ensureSearchAttributes } from './worker';
+import { installWorkerRuntime } from './logging';
+import { freeLoopbackPort, parseAddress, startMetricsServer, type MetricsServer } from './metrics';
+import { connectTemporal, type TemporalContext } from '../client/temporal';
 
 export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const s = temporalSettings(env);
   const tuning = workerTuning(env);
+  const metricsAddress = env.PG_DTS_METRICS_ADDRESS;
+  if (metricsAddress) parseAddress(metricsAddress); // a malformed address fails before anything starts
+  const runtime = installWorkerRuntime(env, metricsAddress ? await freeLoopbackPort() : undefined);
+  const log = runtime.logger;
   if (tuning.memoryLogMs > 0) startMemoryLog(tuning.memoryLogMs);
   const { codec, dataConverter } = payloadEncryption(env);
   const connection = await NativeConnection.connect({ address: s.address }).catch((err: Error) => {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err.message}`);
   });
+  let metrics: { server: MetricsServer; temporal: TemporalContext } | undefined;
   try {
     const added = await ensureSearchAttributes(connection, s.namespace);
-    if (added.length) console.log(`registered search attributes in namespace ${s.namespace}: ${added.join(', ')}`);
-    const workflowBundle = workflowCode(env);
+    if (added.length) log.info(`registered search attributes in namespace ${s.namespace}: ${added.join(', ')}`);
+    const workflowBundle = workflowCode(env, (m) => log.info(m), (m) => log.warn(m));
     const worker = await createWorker({ connection, namespace: s.namespace, taskQueue: s.taskQueue, dataConverter, tuning, ...(workflowBundle ? { workflowBundle } : {}) });
+    if (metricsAddress) {
+      const temporal = await connectTemporal({ env });
+      const server = await startMetricsServer({ address: metricsAddress, client: temporal.client, taskQueue: s.taskQueue, coreMetricsUrl: runtime.coreMetricsUrl });
+      metrics = { server, temporal };
+      log.info(`metrics at ${server.url}`);
+    }
     const encryption = codec ? `payload encryption on (key id ${codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
-    console.log(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
-    console.log(
+    log.info(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
+    log.info(
       `memory settings: ${tuning.workflowThreadPoolSize === 0 ? 'workflows on the main thread' : `${tuning.workflowThreadPoolSize} workflow thread(s)`}, ` +
         `up to ${tuning.maxConcurrentActivityTaskExecutions} activities, ${tuning.maxCachedWorkflows} cached workflows` +
         (tuning.heapGrowingPercent ? `, V8 heap growing ${tuning.heapGrowingPercent}%` : ''),
@@ -50,6 +64,8 @@ export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<v
       if (alive) clearInterval(alive);
     }
   } finally {
+    await metrics?.server.close();
+    await metrics?.temporal.close();
     await connection.close();
   }
 }
@@ -72,19 +88,19 @@ function startHealthFile(file: string, running: () => boolean): NodeJS.Timeout {
  * The prebuilt bundle, rebuilt first in a child process when it is missing or stale; undefined (bundle
  * in process) when that fails or PG_DTS_WORKFLOW_BUNDLE=build.
  */
-function workflowCode(env: NodeJS.ProcessEnv): WorkflowBundleOption | undefined {
+function workflowCode(env: NodeJS.ProcessEnv, info: (m: string) => void, warn: (m: string) => void): WorkflowBundleOption | undefined {
   if (env.PG_DTS_WORKFLOW_BUNDLE === 'build') return undefined;
   const before = prebuiltWorkflowBundle();
   if (before.fresh) {
-    console.log(`workflow bundle ${path.relative(repoRoot, before.codePath)} (built ${before.manifest.builtAt})`);
+    info(`workflow bundle ${path.relative(repoRoot, before.codePath)} (built ${before.manifest.builtAt})`);
     return { codePath: before.codePath };
   }
-  console.log(`${before.reason}: building the workflow bundle`);
+  info(`${before.reason}: building the workflow bundle`);
   const built = buildInChildProcess(undefined, env);
   const after = prebuiltWorkflowBundle();
   if (after.fresh) return { codePath: after.codePath };
   // Not built, or a source changed again meanwhile.
-  console.warn(`could not use a prebuilt workflow bundle (${built ? after.reason : 'build failed'}): bundling in this process`);
+  warn(`could not use a prebuilt workflow bundle (${built ? after.reason : 'build failed'}): bundling in this process`);
   return undefined;
 }
 

@@ -179,6 +179,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     state.phase = phase;
     wf.upsertSearchAttributes([{ key: MigrationPhaseKey, value: phase }]);
     wf.setCurrentDetails(`**${phase}**${details ? `\n\n${details}` : ''}`);
+    // Through the SDK's workflow logger: not emitted on replay, and the worker's log line carries the
+    // workflow id (the migration) like every activity's.
+    wf.log.info(`phase ${phase}`, { phase, ...(details ? { details } : {}) });
   };
   const pauseGate = () => wf.condition(() => !state.paused);
   const tableStatus = (def: { source: { schema: string; name: string } }) =>
