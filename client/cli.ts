@@ -10,19 +10,21 @@ import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isGrpcDeadlineError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { normalizeSpec, SpecError } from '../activities/spec';
-import { PHASES, type MigrationStatus } from '../workflows/contract';
+import { PHASES, type MigrationReport, type MigrationStatus } from '../workflows/contract';
 import { applySignal } from '../workflows/state';
 import { CODEC_KEY_ENV, CodecKeyError, codecCorsOrigins, codecFromEnv, registerCodecRoutes } from './codec';
-import { formatStatus, StatusBars } from './format';
+import { formatReport, formatStatus, StatusBars } from './format';
 import { registerVerify } from './verify';
 import {
   assertSecretsProtected,
   ConflictError,
   connectTemporal,
+  failureMessage,
   InputError,
   listQuery,
   phaseOf,
   queryStatus,
+  resultOf,
   startMigration,
   stateOf,
   TERMINAL_PHASES,
@@ -220,6 +222,31 @@ export function buildProgram(io: CliIo = processIo): Command {
         } finally {
           bars?.stop();
         }
+      });
+    });
+
+  program
+    .command('report <workflowId>')
+    .description('the final report of a migration that has ended: per-table counts and verdicts, sequences, cutover window, durations')
+    .option('--json', 'print the report as JSON')
+    .action(async (workflowId: string, opts: { json?: boolean }) => {
+      await withTemporal(async (ctx) => {
+        const handle = ctx.client.workflow.getHandle(workflowId);
+        const d = await handle.describe();
+        if (d.status.name === 'RUNNING') {
+          const s = await queryStatus(ctx, handle, 5000).catch(() => undefined);
+          throw new Exit(EXIT_FAILED, `migration ${workflowId} is still running${s ? ` (phase ${s.phase})` : ''}: its report comes when it ends; dts status ${workflowId} shows where it is`);
+        }
+        let report: MigrationReport;
+        try {
+          report = await resultOf(ctx, handle);
+        } catch (err) {
+          const error = failureMessage(err);
+          if (opts.json) io.out(JSON.stringify({ migrationId: workflowId, phase: 'FAILED', temporalStatus: d.status.name, error }, null, 2));
+          throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${d.status.name}: ${error}`);
+        }
+        io.out(opts.json ? JSON.stringify(report, null, 2) : formatReport(report));
+        if (report.phase !== 'COMPLETED') throw new Exit(EXIT_FAILED);
       });
     });
 

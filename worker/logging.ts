@@ -3,11 +3,13 @@
  * once per process, before any connection.
  *
  * Logs: one line per event. `PG_DTS_LOG_FORMAT=json` writes one JSON object per line with `time`,
- * `level`, `message`, the event's fields, and `migrationId` on every line about a migration (the
- * workflow id, which the SDK attaches to every workflow and activity log entry). The SDK core's own
+ * `level`, `message`, the event's fields, and `migrationId` on every line about a migration (derived
+ * from the workflow id, which the SDK attaches to every workflow and activity log entry, as the
+ * status and report's `migrationId` is). The SDK core's own
  * log lines are forwarded through the same logger.
  */
 import { DefaultLogger, Runtime, type LogEntry, type LogLevel } from '@temporalio/worker';
+import { migrationIdFor } from '../workflows/names';
 
 let installed = false;
 
@@ -33,7 +35,8 @@ export function logFormat(env: NodeJS.ProcessEnv = process.env): LogFormat {
 /** One log entry as one JSON line (pure: unit-tested). BigInts become strings; the migration is named. */
 export function jsonLine(entry: Pick<LogEntry, 'level' | 'message' | 'meta'> & { timestampNanos: bigint }): string {
   const meta = (entry.meta ?? {}) as Record<string, unknown>;
-  const migrationId = typeof meta.workflowId === 'string' ? meta.workflowId : undefined;
+  // The id the status and the report carry (and slot names derive from); workflowId stays beside it.
+  const migrationId = typeof meta.workflowId === 'string' ? migrationIdFor(meta.workflowId) : undefined;
   const line = {
     time: new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString(),
     level: entry.level.toLowerCase(),

@@ -12,6 +12,7 @@ import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../..
 import { fingerprint } from '../harness/compare';
 import { freePort, startCluster, type PgCluster } from '../harness/pg-cluster';
 import { startTemporal } from '../harness/temporal';
+import { runCommand } from '../harness/process';
 
 const root = resolve(__dirname, '..', '..');
 
@@ -109,6 +110,18 @@ describe('worker metrics and JSON logs', () => {
       const [a, b] = await Promise.all([fingerprint(source, 'app', 'public', t), fingerprint(target, 'app', 'public', t)]);
       expect({ t, ...b }).toEqual({ t, ...a });
     }
+    // dts report: the table a user reads, and the same report as JSON.
+    const dts = (args: string[]) => runCommand(process.execPath, ['bin/dts.js', ...args], { cwd: root, env: { ...process.env, TEMPORAL_ADDRESS: temporal.address, PG_DTS_CODEC_KEY: '' } });
+    const text = await dts(['report', id]);
+    expect(text.code, text.err).toBe(0);
+    expect(text.out.startsWith(`COMPLETED: migration ${report.migrationId} (online)`)).toBe(true);
+    expect(text.out).toMatch(/public\.accounts\s+20000\s+20000\s+yes/);
+    const json = await dts(['report', id, '--json']);
+    expect(JSON.parse(json.out)).toEqual(JSON.parse(JSON.stringify(report)));
+    const unknown = await dts(['report', 'no-such-migration']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err).toContain('no such migration');
+
     // Once ended, the migration leaves the endpoint.
     expect(sample(await (await fetch(metricsUrl)).text(), 'pgdts_migration_phase', { migration: id, phase: 'SYNCING_WAL' })).toBeUndefined();
 
@@ -119,7 +132,7 @@ describe('worker metrics and JSON logs', () => {
       expect(e.time).toMatch(/^\d{4}-\d\d-\d\dT/);
       expect(e.level).toMatch(/^(trace|debug|info|warn|error)$/);
     }
-    const ours = entries.filter((e) => e.migrationId === id);
+    const ours = entries.filter((e) => e.migrationId === report.migrationId);
     for (const phase of ['INIT', 'CREATING_TABLES', 'MIGRATING_DATA', 'SYNCING_WAL', 'STOPPING_WRITES', 'VALIDATING', 'FINALIZING', 'COMPLETED']) {
       expect(ours.map((e) => e.message)).toContain(`phase ${phase}`);
     }

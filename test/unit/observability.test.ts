@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { jsonLine, logFormat } from '../../worker/logging';
 import { parseAddress } from '../../worker/metrics';
+import { migrationIdFor } from '../../workflows/names';
 
 describe('jsonLine', () => {
   it('names the migration from the workflow id and keeps the event fields', () => {
     const line = JSON.parse(
       jsonLine({ level: 'INFO', message: 'table copied', timestampNanos: 1_733_400_000_123_000_000n, meta: { workflowId: 'm1', table: 'public.t', rows: 10n } }),
     ) as Record<string, unknown>;
-    expect(line).toEqual({ time: '2024-12-05T12:00:00.123Z', level: 'info', message: 'table copied', migrationId: 'm1', workflowId: 'm1', table: 'public.t', rows: '10' });
+    expect(line).toEqual({ time: '2024-12-05T12:00:00.123Z', level: 'info', message: 'table copied', migrationId: migrationIdFor('m1'), workflowId: 'm1', table: 'public.t', rows: '10' });
   });
   it('has no migrationId for lines about no migration', () => {
     expect(JSON.parse(jsonLine({ level: 'WARN', message: 'x', timestampNanos: 0n, meta: undefined }))).toEqual({ time: '1970-01-01T00:00:00.000Z', level: 'warn', message: 'x' });
