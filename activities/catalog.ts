@@ -122,7 +122,10 @@ async function addFreeSequences(client: pg.Client, schemas: string[], tables: So
        FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
       WHERE s.relkind = 'S' AND n.nspname = ANY($1::text[])
         AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                         WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                           AND ((d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+                                -- an extension's own sequence: CREATE EXTENSION makes it on the target
+                                OR (d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')))
       ORDER BY n.nspname, s.relname`,
     [schemas],
   );

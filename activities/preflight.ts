@@ -61,6 +61,7 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
     reltuples: number;
     root: string | null;
     bad_partitions: string[] | null;
+    extension: string | null;
   }>(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind, c.relpersistence, c.relispartition,
             CASE WHEN c.relkind = 'p'
@@ -70,7 +71,9 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
             CASE WHEN c.relkind = 'p' THEN
               (SELECT array_agg(pn.nspname || '.' || p.relname || ' (' || CASE WHEN p.relkind = 'f' THEN 'foreign table' ELSE 'unlogged' END || ')' ORDER BY pn.nspname, p.relname)
                  FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid JOIN pg_namespace pn ON pn.oid = p.relnamespace
-                WHERE t.level > 0 AND (p.relkind = 'f' OR p.relpersistence <> 'p')) END AS bad_partitions
+                WHERE t.level > 0 AND (p.relkind = 'f' OR p.relpersistence <> 'p')) END AS bad_partitions,
+            (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS extension
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_class rc ON rc.oid = CASE WHEN c.relispartition THEN pg_partition_root(c.oid) END
        LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
@@ -90,6 +93,13 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
     if (foreign.length) {
       throw preconditionFailed(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);
     }
+    const owned = rows.filter((r) => r.extension);
+    if (owned.length) {
+      throw preconditionFailed(
+        `${owned.map((r) => `${displayName(r)} (extension ${r.extension})`).join(', ')}: belong(s) to an extension, which creates it on the target; ` +
+          "leave it out of tables: the rows you added to an extension's configuration tables are carried over with the extension",
+      );
+    }
     const partitions = rows.filter((r) => r.relispartition);
     if (partitions.length) {
       throw preconditionFailed(
@@ -104,6 +114,10 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
     if (r.relispartition) continue; // migrated with its partitioned root
     if (r.relkind === 'f') {
       notices.push(`skipped ${displayName(q)}: foreign table: ${FOREIGN_WHY}`);
+      continue;
+    }
+    if (r.extension) {
+      notices.push(`skipped ${displayName(q)}: it belongs to the extension ${r.extension}, which creates it on the target (rows you added to it are carried with the extension)`);
       continue;
     }
     if (r.relpersistence !== 'p') {

@@ -102,6 +102,9 @@ async function newTables(c: Client, schemas: string[], known: QualifiedName[]): 
     `SELECT n.nspname::text AS schema, c.relname::text AS name
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND NOT c.relispartition
+        -- an extension's own table (postgis's spatial_ref_sys) is the extension's, as in preflight
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')
       ORDER BY 1, 2`,
     [schemas],
   );

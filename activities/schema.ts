@@ -7,6 +7,7 @@ import type { Client } from 'pg';
 import { readTableDefs } from './catalog';
 import { connect, sendCancelRequest, withClient } from './db';
 import { classify } from './errors';
+import { copyExtensionConfig } from './extension-config';
 import type { PostLoadStatement } from './ddl';
 import type { TableDef } from './model';
 import type { MigrationPlan } from './preflight';
@@ -33,6 +34,12 @@ export async function createTargetTables(plan: Pick<MigrationPlan, 'spec' | 'tab
       },
       { applicationName: 'pg-dts schema' },
     );
+    const carried = await withClient(
+      spec.source,
+      (src) => withClient(spec.target, (dst) => copyExtensionConfig(src, dst, plan.tables.map((t) => t.source)), { applicationName: 'pg-dts schema' }),
+      { applicationName: 'pg-dts schema' },
+    );
+    if (carried.length && defs[0]) defs[0].warnings = [...(defs[0].warnings ?? []), ...carried];
     return defs;
   } catch (err) {
     throw classify(err, 'create target tables');

@@ -110,7 +110,7 @@ describe('preflight refusals', () => {
 
   it('missing REPLICATION privilege', async () => {
     const spec = { ...base(), source: `postgres://app_user@127.0.0.1:${src.port}/app` };
-    expect(await refusal(spec)).toContain('the source role "app_user" lacks the REPLICATION privilege');
+    expect(await refusal(spec)).toContain('the source role "app_user" may not open a replication connection: ALTER ROLE "app_user" REPLICATION');
   });
 
   it('no free replication slot', async () => {
