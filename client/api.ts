@@ -29,6 +29,7 @@ import type { z } from 'zod';
 import { SpecError, type MigrationSpecInput } from '../activities/spec';
 import { applySignal } from '../workflows/state';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../workflows/contract';
+import { apiTokenFromEnv, assertListenAllowed, boundedText, isAuthenticated, registerAuth } from './auth';
 import { codecCorsOrigins, registerCodecRoutes } from './codec';
 import {
   API_PREFIX,
@@ -70,6 +71,11 @@ export interface ApiOptions {
   corsOrigins?: string[];
   /** Fastify's (pino) logger: request lines and errors, never request bodies. Default off. */
   logger?: boolean | { level?: string; stream?: { write(line: string): void } };
+  /**
+   * Bearer token every request must carry (client/auth.ts); default PG_DTS_API_TOKEN / PG_DTS_API_TOKEN_FILE.
+   * null: none (loopback Host names only).
+   */
+  token?: string | null;
   /** Deadline of a status query (a query waits for a worker). Default 10 s. */
   queryTimeoutMs?: number;
   /** Deadline of all Temporal calls of one request (at least the query's + 5 s). Default 20 s. */
@@ -127,7 +133,8 @@ export function fieldOfSpecError(message: string): string | undefined {
 /** The status query's answer in the response's (open-ended) shape, with the state. */
 const statusBody = (status: MigrationStatus, state: MigrationState) => ({ ...status, state }) as unknown as z.infer<typeof MigrationStatusSchema>;
 
-const httpError = (reply: FastifyReply, code: number, error: string, field?: string) => reply.code(code).send(field ? { error, field } : { error });
+const httpError = (reply: FastifyReply, code: number, error: string, field?: string) =>
+  reply.code(code).send(field ? { error: boundedText(error), field: boundedText(field, 200) } : { error: boundedText(error) });
 
 const TERMINAL_STATES: MigrationState[] = ['completed', 'failed', 'cancelled', 'terminated', 'timed_out'];
 
@@ -138,7 +145,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const queryTimeoutMs = opts.queryTimeoutMs ?? 10_000;
   const requestTimeoutMs = Math.max(opts.requestTimeoutMs ?? 20_000, queryTimeoutMs + 5000);
 
+  const token = opts.token === undefined ? apiTokenFromEnv() : (opts.token ?? undefined);
+  const corsOrigins = opts.corsOrigins ?? codecCorsOrigins();
+
   const app = Fastify({ logger: opts.logger ?? false });
+  registerAuth(app, { token, allowedOrigins: corsOrigins, publicPaths: [`${API_PREFIX}/health`, `${API_PREFIX}/openapi.json`] });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -147,6 +158,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       openapi: '3.1.0',
       info: OPENAPI_INFO,
       tags: [{ name: 'migrations' }, { name: 'service' }],
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'PG_DTS_API_TOKEN' } } },
+      security: [{ bearerAuth: [] }],
     },
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
@@ -161,7 +174,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const field = [...path, ...(keys?.length ? [keys[0]!] : [])].join('.') || where;
         return { field, message: keys?.length ? `unknown field${keys.length > 1 ? 's' : ''} ${keys.join(', ')}` : v.message };
       });
-      return reply.code(400).send({ error: problems.map((p) => `${p.field}: ${p.message}`).join('; '), field: problems[0]!.field });
+      return httpError(reply, 400, problems.map((p) => `${p.field}: ${p.message}`).join('; '), problems[0]!.field);
     }
     if (typeof err.code === 'string' && err.code.startsWith('FST_ERR_CTP_')) {
       return httpError(reply, err.statusCode ?? 400, err.message, 'body');
@@ -388,7 +401,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         response: { 200: HealthSchema, 503: HealthSchema },
       },
     },
-    (_req, reply) =>
+    (req, reply) =>
       inTime(async () => {
         const body = {
           status: 'ok' as 'ok' | 'unavailable',
@@ -423,13 +436,17 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           body.temporal.error = (err as Error).message;
         }
         if (!body.temporal.reachable || body.workers.workflowPollers === 0 || body.workers.activityPollers === 0) body.status = 'unavailable';
-        return reply.code(body.status === 'ok' ? 200 : 503).send(body);
+        const code = body.status === 'ok' ? 200 : 503;
+        // Addresses, pollers and key ids are for those who may use the API; others learn up or down.
+        if (!isAuthenticated(req, token)) return reply.code(code).send({ status: body.status });
+        if (body.temporal.error) body.temporal.error = boundedText(body.temporal.error);
+        return reply.code(code).send(body);
       }),
   );
 
   app.get(`${API_PREFIX}/openapi.json`, { schema: { hide: true } }, async () => app.swagger());
 
-  await registerCodecRoutes(app, { codec: ctx.codec, corsOrigins: opts.corsOrigins ?? codecCorsOrigins() });
+  await registerCodecRoutes(app, { codec: ctx.codec, corsOrigins, namespace: ctx.settings.namespace });
   return app;
 }
 
@@ -442,13 +459,16 @@ function grpcCode(err: unknown): number | undefined {
 
 /** `dts api`: serve until SIGINT/SIGTERM. */
 export async function runApi(opts: { port: number; host: string; logger?: boolean }): Promise<void> {
+  const token = apiTokenFromEnv();
+  assertListenAllowed(opts.host, token);
   const ctx = await connectTemporal({ lazy: true });
-  const app = await buildApi({ temporal: ctx, logger: opts.logger ?? true });
+  const app = await buildApi({ temporal: ctx, logger: opts.logger ?? true, token: token ?? null });
   await app.listen({ port: opts.port, host: opts.host });
   const enc = ctx.codec ? `payload encryption on (key id ${ctx.codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
   console.error(
     `pg-dts API on http://${opts.host}:${opts.port}${API_PREFIX} (OpenAPI: ${API_PREFIX}/openapi.json), Temporal ${ctx.settings.address} ` +
-      `namespace ${ctx.settings.namespace}, task queue ${ctx.settings.taskQueue}; ${enc}`,
+      `namespace ${ctx.settings.namespace}, task queue ${ctx.settings.taskQueue}; ${enc}; ` +
+      (token ? 'requests need the bearer token' : 'no API token: loopback requests only'),
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

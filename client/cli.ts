@@ -12,6 +12,7 @@ import { isGrpcDeadlineError, WorkflowNotFoundError, type WorkflowHandle } from 
 import { normalizeSpec, SpecError } from '../activities/spec';
 import { PHASES, type MigrationReport, type MigrationStatus } from '../workflows/contract';
 import { applySignal } from '../workflows/state';
+import { ApiAuthConfigError, apiTokenFromEnv, assertListenAllowed, registerAuth } from './auth';
 import { CODEC_KEY_ENV, CodecKeyError, codecCorsOrigins, codecFromEnv, registerCodecRoutes } from './codec';
 import { formatReport, formatStatus, StatusBars } from './format';
 import { registerVerify } from './verify';
@@ -337,9 +338,12 @@ export function buildProgram(io: CliIo = processIo): Command {
         throw new UsageError((err as Error).message);
       }
       if (!codec) throw new UsageError(`${CODEC_KEY_ENV} is not set: there is nothing to decode`);
+      const token = apiTokenFromEnv();
+      assertListenAllowed(opts.host, token);
       const Fastify = lazy<typeof import('fastify')>('fastify').default;
       const app = Fastify({ logger: true });
-      await registerCodecRoutes(app, { codec, corsOrigins: codecCorsOrigins() });
+      registerAuth(app, { token, allowedOrigins: codecCorsOrigins(), publicPaths: [] });
+      await registerCodecRoutes(app, { codec, corsOrigins: codecCorsOrigins(), namespace: process.env.TEMPORAL_NAMESPACE || 'default' });
       await app.listen({ port: opts.port, host: opts.host });
       io.err(`codec endpoint http://${opts.host}:${opts.port}/codec (key id ${codec.keyId}); CORS for ${codecCorsOrigins().join(', ')}`);
       await new Promise<void>((resolve) => {
@@ -409,7 +413,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       if (err.message) io.err(`dts: ${err.message}`);
       return err.code;
     }
-    if (err instanceof UsageError || err instanceof CodecKeyError) {
+    if (err instanceof UsageError || err instanceof CodecKeyError || err instanceof ApiAuthConfigError) {
       io.err(`dts: ${err.message}`);
       return EXIT_USAGE;
     }

@@ -146,7 +146,15 @@ export interface CodecRoutesOptions {
   corsOrigins: string[];
   /** Where the endpoints live: `${prefix}/encode`, `${prefix}/decode`. Default `/codec`. */
   prefix?: string;
+  /** The namespace whose payloads this key protects: a request naming another (X-Namespace) is refused. */
+  namespace?: string;
 }
+
+/**
+ * Largest codec request body. The UI sends one event's payloads at a time and a migration's payloads
+ * are specs and reports of kilobytes; 64 MiB let one request grow the API from 127 MB to 655 MB.
+ */
+export const CODEC_BODY_LIMIT = 4 * 1024 * 1024;
 
 /** JSON body of the codec server protocol: `{ payloads: [{ metadata: { k: base64 }, data: base64 }] }`. */
 function payloadsFromJson(body: unknown): Payload[] {
@@ -171,7 +179,9 @@ class CodecRequestError extends Error {}
 
 /**
  * Registers POST `${prefix}/encode` and `${prefix}/decode` (with CORS for the Temporal UI) on a
- * Fastify instance, in their own encapsulated scope. Without a codec they answer 501.
+ * Fastify instance, in their own encapsulated scope. Without a codec they answer 501. Who may call
+ * them is the API's authentication (client/auth.ts: `Authorization` as the codec-server convention
+ * has it); the `X-Namespace` header, when sent, must name the namespace the key belongs to.
  */
 export async function registerCodecRoutes(app: FastifyInstance, opts: CodecRoutesOptions): Promise<void> {
   const prefix = opts.prefix ?? '/codec';
@@ -185,7 +195,11 @@ export async function registerCodecRoutes(app: FastifyInstance, opts: CodecRoute
         maxAge: 600,
       });
       for (const op of ['encode', 'decode'] as const) {
-        scope.post(`${prefix}/${op}`, { bodyLimit: 64 * 1024 * 1024, schema: { hide: true } }, async (req, reply) => {
+        scope.post(`${prefix}/${op}`, { bodyLimit: CODEC_BODY_LIMIT, schema: { hide: true } }, async (req, reply) => {
+          const ns = req.headers['x-namespace'];
+          if (opts.namespace !== undefined && typeof ns === 'string' && ns !== opts.namespace) {
+            return reply.code(403).send({ error: `this codec endpoint serves namespace ${opts.namespace}, not ${ns.slice(0, 200)}` });
+          }
           if (!opts.codec) {
             return reply.code(501).send({ error: `payload encryption is not configured: set ${CODEC_KEY_ENV}` });
           }
@@ -194,7 +208,7 @@ export async function registerCodecRoutes(app: FastifyInstance, opts: CodecRoute
             payloads = payloadsFromJson(req.body);
           } catch (err) {
             req.log.warn({ error: (err as Error).message }, `codec ${op}: malformed request`);
-            return reply.code(400).send({ error: (err as Error).message, field: 'payloads' });
+            return reply.code(400).send({ error: (err as Error).message.slice(0, 2000), field: 'payloads' });
           }
           try {
             const out = op === 'encode' ? await opts.codec.encode(payloads) : await opts.codec.decode(payloads);

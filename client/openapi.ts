@@ -23,6 +23,18 @@ export const OPENAPI_INFO = {
     'Passwords in `source_db`/`target_db` are accepted only when payload encryption is on',
     '(`PG_DTS_CODEC_KEY` set for the API and every worker); they never appear in responses. Without a',
     'key, leave them out and give the workers a pgpass file.',
+    '',
+    '**Authentication.** With `PG_DTS_API_TOKEN` (or `PG_DTS_API_TOKEN_FILE`) set, every request, the codec',
+    'endpoint\'s included, carries `Authorization: Bearer <token>`; anyone may GET `/health` (its `status`',
+    'only) and this document. Without a token the API answers only requests whose Host is a loopback name,',
+    'and `dts api` refuses to listen on another address. A POST whose `Origin` is neither this server nor',
+    'one of `PG_DTS_CODEC_CORS_ORIGINS` is refused (403): no cross-site form posts, no DNS rebinding.',
+    '',
+    '**Where the workers connect.** `PG_DTS_ALLOWED_HOSTS` on the workers (comma-separated host names,',
+    '`host:port`, IP addresses or CIDRs such as `10.0.0.0/8`, and unix-socket directories) limits the servers a',
+    'migration may name; unset, any TCP host but link-local addresses (169.254.0.0/16, fe80::/10). Unix',
+    'sockets and link-local addresses are refused unless listed. A server that asks for a clear-text',
+    'password without TLS gets none. A connection that fails is reported as "cannot connect to host:port".',
   ].join('\n'),
 };
 
@@ -151,11 +163,13 @@ export const ControlResultSchema = z
 export const HealthSchema = z
   .object({
     status: z.enum(['ok', 'unavailable']),
-    temporal: z.object({ address: z.string(), namespace: z.string(), reachable: z.boolean(), error: z.string().optional() }),
-    taskQueue: z.string(),
-    workers: z.object({ workflowPollers: z.number().int(), activityPollers: z.number().int() }),
-    payloadEncryption: z.object({ enabled: z.boolean(), keyId: z.string().optional() }),
+    // The rest only for authenticated callers.
+    temporal: z.object({ address: z.string(), namespace: z.string(), reachable: z.boolean(), error: z.string().optional() }).optional(),
+    taskQueue: z.string().optional(),
+    workers: z.object({ workflowPollers: z.number().int(), activityPollers: z.number().int() }).optional(),
+    payloadEncryption: z.object({ enabled: z.boolean(), keyId: z.string().optional() }).optional(),
   })
+  .describe('Without a valid token (when one is configured) only `status`')
   .meta({ id: 'Health' });
 
 export const IdParamsSchema = z.object({ id: z.string().min(1).max(1000) });
