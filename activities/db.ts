@@ -8,6 +8,7 @@ import { setMaxListeners } from 'node:events';
 import net from 'node:net';
 import { Client, type ClientConfig } from 'pg';
 import { parse as parseUri } from 'pg-connection-string';
+import { guardedStream } from './connect-guard';
 import type { ConnectionSpec } from './spec';
 
 /**
@@ -51,6 +52,8 @@ export function clientConfig(spec: ConnectionSpec, opts: ConnectOptions = {}): C
     connectionTimeoutMillis: 15_000,
     keepAlive: true,
     options: STARTUP_OPTIONS,
+    // PG_DTS_ALLOWED_HOSTS and no clear-text password without TLS (connect-guard.ts), on every socket.
+    stream: guardedStream,
   };
   if (opts.replication) cfg.replication = opts.replication;
   if (opts.statementTimeoutMs) cfg.statement_timeout = opts.statementTimeoutMs;

@@ -4,6 +4,7 @@
  * (network drops, restarts, lock timeouts) is left retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import { ConnectionRefusedError } from './connect-guard';
 import { SpecError } from './spec';
 
 /** Error types the workflow's retry policies treat as final. */
@@ -42,6 +43,9 @@ export function classify(err: unknown, where: string): unknown {
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof SpecError) {
     return ApplicationFailure.create({ message: err.message, type: 'SpecError', nonRetryable: true });
+  }
+  if (err instanceof ConnectionRefusedError) {
+    return ApplicationFailure.create({ message: `${where}: ${err.message}`, type: 'PreconditionError', nonRetryable: true });
   }
   const e = err as PgError & { permanent?: boolean };
   const msg = scrub(e?.message ?? String(err));

@@ -4,8 +4,10 @@
  * problem.
  */
 import type { Client } from 'pg';
+import { log } from '@temporalio/activity';
+import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
-import { classify, preconditionFailed } from './errors';
+import { classify, preconditionFailed, scrub } from './errors';
 import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
@@ -24,12 +26,33 @@ export interface MigrationPlan {
   targetDescription: string;
 }
 
+/**
+ * SQLSTATEs whose server message a DBA needs and that say nothing about the network: authentication
+ * and authorization (28), a missing database (3D). Anything else (refused, timed out, not PostgreSQL,
+ * TLS) is only "cannot connect", or the spec's author could map ports and services through the
+ * message (the worker's log has the detail).
+ */
+const SHOWN_CONNECT_ERRORS = /^(28|3D)/;
+
+/** The activity's logger (the worker's log), or stderr outside an activity (dts assess). */
+function workerLog(message: string): void {
+  try {
+    log.warn(message);
+  } catch {
+    console.warn(message);
+  }
+}
+
 async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): Promise<Client> {
   try {
     return await connect(spec, { applicationName: 'pg-dts preflight' });
   } catch (err) {
     const e = err as { code?: string; message?: string };
-    throw preconditionFailed(`cannot connect to the ${side} (${describeConnection(spec)}): ${e.message ?? String(err)}${e.code ? ` [${e.code}]` : ''}`);
+    const where = `cannot connect to the ${side} (${describeConnection(spec)})`;
+    if (err instanceof ConnectionRefusedError) throw preconditionFailed(`${where}: ${e.message}`);
+    if (typeof e.code === 'string' && SHOWN_CONNECT_ERRORS.test(e.code)) throw preconditionFailed(`${where}: ${scrub(e.message ?? '')} [${e.code}]`);
+    workerLog(`preflight: ${where}: ${scrub(e.message ?? String(err))}${e.code ? ` [${e.code}]` : ''}`);
+    throw preconditionFailed(where);
   }
 }
 
