@@ -14,7 +14,7 @@ import {
 } from '@temporalio/client';
 import { clientConfig, describeConnection as hostPortDb } from '../activities/db';
 import { normalizeSpec, type ConnectionSpec, type NormalizedSpec } from '../activities/spec';
-import { temporalSettings, type TemporalSettings } from '../worker/config';
+import { temporalConnectionOptions, temporalSettings, type TemporalSettings } from '../worker/config';
 import { PHASES, WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type Phase } from '../workflows/contract';
 import { AesGcmCodec, CODEC_KEY_ENV, codecFromEnv, dataConverterFor } from './codec';
 
@@ -34,11 +34,12 @@ export async function connectTemporal(opts: { env?: NodeJS.ProcessEnv; lazy?: bo
   const env = opts.env ?? process.env;
   const settings = temporalSettings(env);
   const codec = codecFromEnv(env);
+  const options = temporalConnectionOptions(env);
   let connection: Connection;
   if (opts.lazy) {
-    connection = Connection.lazy({ address: settings.address });
+    connection = Connection.lazy(options);
   } else {
-    connection = await Connection.connect({ address: settings.address }).catch((err: Error) => {
+    connection = await Connection.connect(options).catch((err: Error) => {
       throw new TemporalUnavailableError(`cannot reach Temporal at ${settings.address}: ${err.message}`);
     });
   }

@@ -1,5 +1,7 @@
 /** Worker and client settings from the environment (DESIGN.md §2). */
+import { readFileSync } from 'node:fs';
 import type { DataConverter } from '@temporalio/common';
+import type { TLSConfig } from '@temporalio/common/lib/internal-non-workflow';
 import { DEFAULT_TASK_QUEUE } from '../workflows/contract';
 import { codecFromEnv, dataConverterFor, type AesGcmCodec } from '../client/codec';
 
@@ -15,6 +17,64 @@ export function temporalSettings(env: NodeJS.ProcessEnv = process.env): Temporal
     namespace: env.TEMPORAL_NAMESPACE || 'default',
     taskQueue: env.TEMPORAL_TASK_QUEUE || DEFAULT_TASK_QUEUE,
   };
+}
+
+export class TemporalTlsError extends Error {
+  override name = 'TemporalTlsError';
+}
+
+/** What worker (NativeConnection), CLI and API (Connection) pass when they connect to Temporal. */
+export interface TemporalConnectionOptions {
+  address: string;
+  tls?: TLSConfig;
+  apiKey?: string;
+}
+
+/**
+ * TLS, mTLS and API key as the Temporal CLI reads them: TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY (client
+ * certificate and key files, mTLS), TEMPORAL_TLS_CA (the server's CA file), TEMPORAL_TLS_SERVER_NAME
+ * (SNI / name checked), TEMPORAL_API_KEY (bearer key; implies TLS, as with the CLI), TEMPORAL_TLS=true
+ * (TLS with the system's CAs) or false (no TLS even with an API key). Errors name the variable and the
+ * file, never a key.
+ */
+export function temporalConnectionOptions(env: NodeJS.ProcessEnv = process.env): TemporalConnectionOptions {
+  const { address } = temporalSettings(env);
+  const file = (name: string): Buffer | undefined => {
+    const path = env[name]?.trim();
+    if (!path) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new TemporalTlsError(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  };
+  const crt = file('TEMPORAL_TLS_CERT');
+  const key = file('TEMPORAL_TLS_KEY');
+  if (Boolean(crt) !== Boolean(key)) throw new TemporalTlsError('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together (the client certificate and its key)');
+  const ca = file('TEMPORAL_TLS_CA');
+  const serverName = env.TEMPORAL_TLS_SERVER_NAME?.trim() || undefined;
+  const apiKey = env.TEMPORAL_API_KEY?.trim() || undefined;
+  const flag = env.TEMPORAL_TLS?.trim().toLowerCase();
+  if (flag !== undefined && flag !== '' && !['true', 'false', '1', '0'].includes(flag)) throw new TemporalTlsError('TEMPORAL_TLS must be true or false');
+  const explicit = flag === 'true' || flag === '1' ? true : flag === 'false' || flag === '0' ? false : undefined;
+  const configured = Boolean(crt || ca || serverName);
+  if (explicit === false && configured) throw new TemporalTlsError('TEMPORAL_TLS=false contradicts TEMPORAL_TLS_CERT / _CA / _SERVER_NAME');
+  const useTls = explicit ?? (configured || apiKey !== undefined);
+  const tls: TLSConfig | undefined = useTls
+    ? {
+        ...(serverName ? { serverNameOverride: serverName } : {}),
+        ...(ca ? { serverRootCACertificate: ca } : {}),
+        ...(crt && key ? { clientCertPair: { crt, key } } : {}),
+      }
+    : undefined;
+  return { address, ...(tls ? { tls } : {}), ...(apiKey ? { apiKey } : {}) };
+}
+
+/** "TLS, mTLS, API key" for the start-up line: what is on, never what the secrets are. */
+export function describeTemporalSecurity(o: TemporalConnectionOptions): string {
+  const parts = [o.tls ? (o.tls.clientCertPair ? 'mTLS' : 'TLS') : 'no TLS'];
+  if (o.apiKey) parts.push('API key');
+  return parts.join(', ');
 }
 
 /**

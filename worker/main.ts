@@ -19,7 +19,7 @@ import path from 'node:path';
 import type { WorkflowBundleOption } from '@temporalio/worker';
 import { NativeConnection } from '@temporalio/worker';
 import { buildInChildProcess, prebuiltWorkflowBundle, repoRoot } from './bundle';
-import { payloadEncryption, temporalSettings, workerTuning } from './config';
+import { describeTemporalSecurity, payloadEncryption, temporalConnectionOptions, temporalSettings, workerTuning } from './config';
 import { startMemoryLog } from './memory';
 import { createWorker, ensureSearchAttributes } from './worker';
 import { installWorkerRuntime } from './logging';
@@ -35,7 +35,8 @@ export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<v
   const log = runtime.logger;
   if (tuning.memoryLogMs > 0) startMemoryLog(tuning.memoryLogMs);
   const { codec, dataConverter } = payloadEncryption(env);
-  const connection = await NativeConnection.connect({ address: s.address }).catch((err: Error) => {
+  const connectionOptions = temporalConnectionOptions(env);
+  const connection = await NativeConnection.connect(connectionOptions).catch((err: Error) => {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err.message}`);
   });
   let metrics: { server: MetricsServer; temporal: TemporalContext } | undefined;
@@ -51,7 +52,7 @@ export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<v
       log.info(`metrics at ${server.url}`);
     }
     const encryption = codec ? `payload encryption on (key id ${codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
-    log.info(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}); ${encryption}`);
+    log.info(`pg-dts worker polling task queue ${s.taskQueue} on ${s.address} (namespace ${s.namespace}, ${describeTemporalSecurity(connectionOptions)}); ${encryption}`);
     log.info(
       `memory settings: ${tuning.workflowThreadPoolSize === 0 ? 'workflows on the main thread' : `${tuning.workflowThreadPoolSize} workflow thread(s)`}, ` +
         `up to ${tuning.maxConcurrentActivityTaskExecutions} activities, ${tuning.maxCachedWorkflows} cached workflows` +
