@@ -23,6 +23,8 @@ import type { ConnectionSpec, QualifiedName } from './spec';
 export interface ActivityDeps {
   /** Optional logger; activities log through Temporal's activity logger by default. */
   log?: { info(msg: string, meta?: Record<string, unknown>): void; warn(msg: string, meta?: Record<string, unknown>): void };
+  /** The worker encrypts payloads (a payload codec is configured). */
+  encrypted?: boolean;
 }
 
 /** Its abort listener goes with it: the snapshot holder sleeps once a second for hours. */
@@ -171,6 +173,10 @@ export function createActivities(deps: ActivityDeps = {}) {
   const log = deps.log ?? activityLog;
   const copyReporter = new CopyProgressReporter();
   return {
+    /** Whether this worker encrypts payloads (a local activity: the workflow asks before storing a password). */
+    async payloadEncryption(): Promise<{ encrypted: boolean }> {
+      return { encrypted: deps.encrypted ?? false };
+    },
     preflight,
     createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
     /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */

@@ -58,6 +58,7 @@ import {
   startMigration,
   stateOf,
   TemporalUnavailableError,
+  workflowTaskProblem,
   type MigrationMemo,
   type MigrationState,
   type TemporalContext,
@@ -316,6 +317,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const base = resource(d, status);
         let report: MigrationReport | null = null;
         let error: string | null = status?.error ?? null;
+        if (!status && d.status.name === 'RUNNING') error = (await workflowTaskProblem(ctx, req.params.id).catch(() => undefined)) ?? null;
         if (TERMINAL_STATES.includes(base.state)) {
           try {
             report = await resultOf(ctx, client.workflow.getHandle(req.params.id));
@@ -342,6 +344,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const d = await describe(req.params.id);
         const status = await tryStatus(req.params.id);
         if (!status) {
+          const problem = await workflowTaskProblem(ctx, req.params.id).catch(() => undefined);
+          if (problem) return httpError(reply, 503, problem);
           return httpError(reply, 503, `no worker answered the status query within ${queryTimeoutMs / 1000} s: is a worker polling task queue ${d.taskQueue}?`);
         }
         return statusBody(status, stateOf(d.status.name, status.phase, status));

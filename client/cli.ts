@@ -26,6 +26,7 @@ import {
   phaseOf,
   queryStatus,
   resultOf,
+  workflowTaskProblem,
   startMigration,
   stateOf,
   TERMINAL_PHASES,
@@ -126,6 +127,10 @@ async function status(ctx: TemporalContext, handle: WorkflowHandle): Promise<Mig
   try {
     return await queryStatus(ctx, handle);
   } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw err;
+    // A workflow task that keeps failing (a worker with another codec key) is why no answer comes.
+    const problem = await workflowTaskProblem(ctx, handle.workflowId).catch(() => undefined);
+    if (problem) throw new Exit(EXIT_FAILED, problem);
     if (isGrpcDeadlineError(err) || isGrpcDeadlineError((err as { cause?: unknown }).cause)) {
       throw new Exit(EXIT_FAILED, `no worker answered the status query of ${handle.workflowId} within 10 s: is a worker polling task queue ${ctx.settings.taskQueue}?`);
     }

@@ -73,6 +73,11 @@ export class AesGcmCodec implements PayloadCodec {
     this.keys = keys;
   }
 
+  /** Ids of every key held (the first encrypts). */
+  get keyIds(): string[] {
+    return this.keys.map((k) => k.id);
+  }
+
   /** Id of the key that encrypts (the first). */
   get keyId(): string {
     return this.keys[0]!.id;
@@ -117,12 +122,21 @@ export class AesGcmCodec implements PayloadCodec {
   }
 }
 
+/** The key id an encrypted payload names; undefined for a payload that is not encrypted. */
+export function payloadKeyId(p: Payload | null | undefined): string | undefined {
+  if (fromUtf8(p?.metadata?.encoding) !== ENCRYPTED_ENCODING) return undefined;
+  return fromUtf8(p?.metadata?.[KEY_ID_METADATA]) ?? '(none)';
+}
+
 /** The codec PG_DTS_CODEC_KEY describes, or undefined when it is not set. */
 export function codecFromEnv(env: NodeJS.ProcessEnv = process.env): AesGcmCodec | undefined {
   const value = env[CODEC_KEY_ENV];
   if (value === undefined || value.trim() === '') return undefined;
   return new AesGcmCodec(parseCodecKeys(value));
 }
+
+/** The failure converter workers use (failure-converter.js): messages and stack traces in encoded payloads. */
+export const FAILURE_CONVERTER_PATH = require.resolve('./failure-converter.js');
 
 /** Data converter for clients and workers: the codec when configured, else Temporal's default. */
 export function dataConverterFor(codec: PayloadCodec | undefined): DataConverter | undefined {

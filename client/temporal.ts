@@ -16,7 +16,7 @@ import { clientConfig, describeConnection as hostPortDb } from '../activities/db
 import { normalizeSpec, type ConnectionSpec, type NormalizedSpec } from '../activities/spec';
 import { temporalConnectionOptions, temporalSettings, type TemporalSettings } from '../worker/config';
 import { PHASES, WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type Phase } from '../workflows/contract';
-import { AesGcmCodec, CODEC_KEY_ENV, codecFromEnv, dataConverterFor } from './codec';
+import { AesGcmCodec, CODEC_KEY_ENV, codecFromEnv, dataConverterFor, payloadKeyId } from './codec';
 
 export interface TemporalContext {
   client: Client;
@@ -251,6 +251,48 @@ export async function queryStatus(ctx: Pick<TemporalContext, 'connection'>, hand
 /** The report of a migration that has ended normally (COMPLETED or cancelled by signal). */
 export async function resultOf(ctx: Pick<TemporalContext, 'connection'>, handle: WorkflowHandle, timeoutMs = 10_000): Promise<MigrationReport> {
   return ctx.connection.withDeadline(Date.now() + timeoutMs, () => handle.result() as Promise<MigrationReport>);
+}
+
+/**
+ * Why a running migration does not answer: its latest workflow task failed and none has completed
+ * since (the workflow is stuck, not failed). A worker whose PG_DTS_CODEC_KEY cannot decrypt the
+ * migration's payloads is named with the key ids involved (the payloads', the worker's, this
+ * client's), never the keys. Undefined when the last workflow task did not fail.
+ */
+export async function workflowTaskProblem(ctx: Pick<TemporalContext, 'connection' | 'settings' | 'codec'>, workflowId: string): Promise<string | undefined> {
+  const svc = ctx.connection.workflowService;
+  const execution = { workflowId };
+  const recent = await svc.getWorkflowExecutionHistoryReverse({ namespace: ctx.settings.namespace, execution, maximumPageSize: 50 });
+  const lastTask = recent.history?.events?.find((e) => e.workflowTaskFailedEventAttributes || e.workflowTaskCompletedEventAttributes);
+  const failure = lastTask?.workflowTaskFailedEventAttributes?.failure;
+  if (!failure) return undefined;
+  const first = await svc.getWorkflowExecutionHistory({ namespace: ctx.settings.namespace, execution, maximumPageSize: 1 });
+  const inputKey = payloadKeyId(first.history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]);
+  // The worker encodes its failure with its own key (client/failure-converter.js): that names its key.
+  const workerKey = payloadKeyId(failure.encodedAttributes);
+  let message = failure.message ?? '';
+  if (failure.encodedAttributes) {
+    try {
+      const [plain] = ctx.codec && workerKey ? await ctx.codec.decode([failure.encodedAttributes]) : [failure.encodedAttributes];
+      if (!payloadKeyId(plain)) message = String((JSON.parse(Buffer.from(plain?.data ?? new Uint8Array()).toString('utf8')) as { message?: unknown }).message ?? message);
+    } catch {
+      // Encrypted with a key this client does not hold either: the key ids say enough.
+    }
+  }
+  const ours = ctx.codec?.keyIds ?? [];
+  const keyProblem =
+    (workerKey !== undefined && !ours.includes(workerKey)) ||
+    /PG_DTS_CODEC_KEY does not hold|failed authentication|binary\/encrypted|Unknown encoding/i.test(message);
+  if (keyProblem) {
+    const payloads = inputKey ? `its payloads are encrypted with key id ${inputKey}` : 'its input is not encrypted';
+    const worker = workerKey ? `a worker holding key id ${workerKey} (its first key)` : `a worker without ${CODEC_KEY_ENV}`;
+    const client = ours.length ? `this client holds key id${ours.length > 1 ? 's' : ''} ${ours.join(', ')}` : `this client has no ${CODEC_KEY_ENV}`;
+    return (
+      `migration ${workflowId} is stuck: ${worker} cannot process it (${payloads}; ${client}). ` +
+      `Give every worker polling its task queue the key it was started with (${CODEC_KEY_ENV}, comma-separated to hold several)`
+    );
+  }
+  return `migration ${workflowId} is stuck: its last workflow task failed: ${message.slice(0, 2000)}`;
 }
 
 /** The innermost message of a failure chain (WorkflowFailedError → MigrationFailed → ...). */

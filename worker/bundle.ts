@@ -21,6 +21,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode, type BundleOptions, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { FAILURE_CONVERTER_PATH } from '../client/codec';
 
 /** Running the compiled package (lib/worker/bundle.js) rather than the TypeScript sources. */
 const compiled = __filename.endsWith('.js');
@@ -30,7 +31,8 @@ export const workflowsPath = path.join(__dirname, '..', 'workflows', compiled ? 
 export const defaultBundleDir = path.join(repoRoot, 'dist', 'workflow-bundle');
 
 const MANIFEST = 'manifest.json';
-const FORMAT = 1;
+// 2: built with the failure converter (client/failure-converter.js).
+const FORMAT = 2;
 /** Unreferenced bundles older than this are removed by the next build. */
 const KEEP_OLD_BUNDLES_MS = 10 * 60_000;
 
@@ -103,7 +105,7 @@ export async function bundleInProcess(onFiles?: (files: string[]) => void, workf
     };
     return { ...config, plugins: [...(config.plugins ?? []), collect as unknown as NonNullable<WebpackConfig['plugins']>[number]] };
   };
-  return bundleWorkflowCode({ workflowsPath: workflows, logger: quietBundlerLogger, webpackConfigHook });
+  return bundleWorkflowCode({ workflowsPath: workflows, logger: quietBundlerLogger, webpackConfigHook, failureConverterPath: FAILURE_CONVERTER_PATH });
 }
 
 /** Builds the bundle and its manifest. */

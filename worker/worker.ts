@@ -6,6 +6,7 @@ import { NativeConnection, Worker, type WorkerOptions as TemporalWorkerOptions, 
 import { temporal } from '@temporalio/proto';
 import type { DataConverter } from '@temporalio/common';
 import { createActivities } from '../activities';
+import { FAILURE_CONVERTER_PATH } from '../client/codec';
 import { bundleInProcess, prebuiltWorkflowBundle } from './bundle';
 import { setFlagsFromString } from 'node:v8';
 import { workerTuning, type WorkerTuning } from './config';
@@ -74,8 +75,10 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     namespace: opts.namespace,
     taskQueue: opts.taskQueue,
     workflowBundle: opts.workflowBundle ?? (await workflowBundle()),
-    activities: createActivities(),
-    dataConverter: opts.dataConverter,
+    activities: createActivities({ encrypted: Boolean(opts.dataConverter?.payloadCodecs?.length) }),
+    // The bundle is built with the same failure converter (worker/bundle.ts): workflow and activity
+    // failures alike keep their message in an encoded (with a key, encrypted) payload.
+    dataConverter: { ...opts.dataConverter, failureConverterPath: FAILURE_CONVERTER_PATH },
     ...(temporalWorkerOptions(tuning) as Partial<TemporalWorkerOptions>),
     // Cancellation reaches an activity only with a heartbeat response: send heartbeats promptly so a
     // cancelled apply or snapshot holder stops within a second or two (the cutover window waits on it).

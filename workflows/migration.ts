@@ -27,6 +27,7 @@ import {
   type TableStatus,
 } from './contract';
 import { migrationIdFor } from './names';
+import { specCarriesPassword } from './secrets';
 import { applySignal } from './state';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
@@ -101,6 +102,7 @@ const wait = wf.proxyActivities<Activities>(waitOpts);
 const validation = wf.proxyActivities<Activities>(validationOpts);
 const fenceRemoval = wf.proxyActivities<Activities>(fenceRemovalOpts);
 const live = wf.proxyActivities<Activities>(liveOpts);
+const local = wf.proxyLocalActivities<Activities>({ startToCloseTimeout: '10 seconds' });
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
 
@@ -635,6 +637,17 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   async function prepare(): Promise<void> {
     // ── INIT ──
     setPhase('INIT', 'preflight checks');
+    // A password in the input while this worker stores payloads unencrypted: every activity would store
+    // it again in plain text (one table put 7 copies in history). Refuse before the first one.
+    if (specCarriesPassword(spec) && wf.patched('refuse-unencrypted-password') && !(await local.payloadEncryption()).encrypted) {
+      throw ApplicationFailure.create({
+        message:
+          'the spec carries a password and this worker stores payloads unencrypted (PG_DTS_CODEC_KEY is not set): refused before it is stored again. ' +
+          'Set PG_DTS_CODEC_KEY on the workers and the client, or leave the password out and let the workers resolve it (PGPASSWORD, ~/.pgpass, PGPASSFILE)',
+        type: 'SpecError',
+        nonRetryable: true,
+      });
+    }
     // Created paused (the REST API's create, `dts start --paused`): not even the read-only preflight
     // connects before the start.
     if (state.paused && wf.patched('pause-before-preflight')) {
