@@ -239,7 +239,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   };
 
   const api = app.withTypeProvider<ZodTypeProvider>();
-  const errors = { 400: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
+  const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
 
   api.post(
     `${API_PREFIX}/migrations`,
