@@ -29,7 +29,7 @@ import type { z } from 'zod';
 import { SpecError, type MigrationSpecInput } from '../activities/spec';
 import { applySignal } from '../workflows/state';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../workflows/contract';
-import { apiTokenFromEnv, assertListenAllowed, boundedText, isAuthenticated, registerAuth } from './auth';
+import { apiTlsFromEnv, apiTokenFromEnv, assertListenAllowed, boundedText, isAuthenticated, registerAuth, type ApiTls } from './auth';
 import { codecCorsOrigins, registerCodecRoutes } from './codec';
 import {
   API_PREFIX,
@@ -77,6 +77,8 @@ export interface ApiOptions {
    * null: none (loopback Host names only).
    */
   token?: string | null;
+  /** HTTPS, and with a client CA mutual TLS (client/auth.ts apiTlsFromEnv); default none. */
+  tls?: ApiTls;
   /** Deadline of a status query (a query waits for a worker). Default 10 s. */
   queryTimeoutMs?: number;
   /** Deadline of all Temporal calls of one request (at least the query's + 5 s). Default 20 s. */
@@ -149,8 +151,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const token = opts.token === undefined ? apiTokenFromEnv() : (opts.token ?? undefined);
   const corsOrigins = opts.corsOrigins ?? codecCorsOrigins();
 
-  const app = Fastify({ logger: opts.logger ?? false });
-  registerAuth(app, { token, allowedOrigins: corsOrigins, publicPaths: [`${API_PREFIX}/health`, `${API_PREFIX}/openapi.json`] });
+  const mutualTls = opts.tls?.requestCert === true;
+  // Fastify types an HTTPS instance apart; the routes are the same.
+  const app = (opts.tls ? Fastify({ logger: opts.logger ?? false, https: opts.tls }) : Fastify({ logger: opts.logger ?? false })) as unknown as FastifyInstance;
+  registerAuth(app, { token, mutualTls, allowedOrigins: corsOrigins, publicPaths: [`${API_PREFIX}/health`, `${API_PREFIX}/openapi.json`] });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -442,7 +446,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         if (!body.temporal.reachable || body.workers.workflowPollers === 0 || body.workers.activityPollers === 0) body.status = 'unavailable';
         const code = body.status === 'ok' ? 200 : 503;
         // Addresses, pollers and key ids are for those who may use the API; others learn up or down.
-        if (!isAuthenticated(req, token)) return reply.code(code).send({ status: body.status });
+        if (!isAuthenticated(req, token, mutualTls)) return reply.code(code).send({ status: body.status });
         if (body.temporal.error) body.temporal.error = boundedText(body.temporal.error);
         return reply.code(code).send(body);
       }),
@@ -464,15 +468,18 @@ function grpcCode(err: unknown): number | undefined {
 /** `dts api`: serve until SIGINT/SIGTERM. */
 export async function runApi(opts: { port: number; host: string; logger?: boolean }): Promise<void> {
   const token = apiTokenFromEnv();
-  assertListenAllowed(opts.host, token);
+  const tls = apiTlsFromEnv();
+  assertListenAllowed(opts.host, token, tls?.requestCert === true);
   const ctx = await connectTemporal({ lazy: true });
-  const app = await buildApi({ temporal: ctx, logger: opts.logger ?? true, token: token ?? null });
+  const app = await buildApi({ temporal: ctx, logger: opts.logger ?? true, token: token ?? null, ...(tls ? { tls } : {}) });
   await app.listen({ port: opts.port, host: opts.host });
   const enc = ctx.codec ? `payload encryption on (key id ${ctx.codec.keyId})` : 'payload encryption off (PG_DTS_CODEC_KEY not set)';
   console.error(
-    `pg-dts API on http://${opts.host}:${opts.port}${API_PREFIX} (OpenAPI: ${API_PREFIX}/openapi.json), Temporal ${ctx.settings.address} ` +
+    `pg-dts API on ${tls ? 'https' : 'http'}://${opts.host}:${opts.port}${API_PREFIX} (OpenAPI: ${API_PREFIX}/openapi.json), Temporal ${ctx.settings.address} ` +
       `namespace ${ctx.settings.namespace}, task queue ${ctx.settings.taskQueue}; ${enc}; ` +
-      (token ? 'requests need the bearer token' : 'no API token: loopback requests only'),
+      [tls?.requestCert ? 'mutual TLS' : tls ? 'HTTPS' : '', token ? 'requests need the bearer token' : tls?.requestCert ? '' : 'no API token: loopback requests only']
+        .filter(Boolean)
+        .join(', '),
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -12,8 +12,13 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { fileFromEnv } from '../worker/config';
 
 export const API_TOKEN_ENV = 'PG_DTS_API_TOKEN';
+/** mTLS instead of (or besides) the token: the API's certificate, its key, and the CA of client certificates. */
+export const API_TLS_CERT_ENV = 'PG_DTS_API_TLS_CERT';
+export const API_TLS_KEY_ENV = 'PG_DTS_API_TLS_KEY';
+export const API_TLS_CLIENT_CA_ENV = 'PG_DTS_API_TLS_CLIENT_CA';
 export const API_TOKEN_FILE_ENV = 'PG_DTS_API_TOKEN_FILE';
 /** Shorter tokens are refused: a guessable token is no authentication. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -43,6 +48,30 @@ export function apiTokenFromEnv(env: NodeJS.ProcessEnv = process.env): string | 
     throw new ApiAuthConfigError(`the API token must be at least ${MIN_TOKEN_LENGTH} characters without spaces (openssl rand -hex 32)`);
   }
   return token;
+}
+
+/** What node's https server takes: HTTPS, and with a client CA, only clients holding a certificate it signed. */
+export interface ApiTls {
+  cert: Buffer;
+  key: Buffer;
+  ca?: Buffer;
+  requestCert: boolean;
+  rejectUnauthorized: boolean;
+}
+
+/**
+ * HTTPS for `dts api` from PG_DTS_API_TLS_CERT and PG_DTS_API_TLS_KEY (files); with
+ * PG_DTS_API_TLS_CLIENT_CA, mutual TLS: the TLS handshake refuses a client without a certificate
+ * signed by that CA, which then authenticates every request. Undefined when none is set.
+ */
+export function apiTlsFromEnv(env: NodeJS.ProcessEnv = process.env): ApiTls | undefined {
+  const read = (name: string) => fileFromEnv(env, name, (m) => new ApiAuthConfigError(m));
+  const cert = read(API_TLS_CERT_ENV);
+  const key = read(API_TLS_KEY_ENV);
+  const ca = read(API_TLS_CLIENT_CA_ENV);
+  if (!cert && !key && !ca) return undefined;
+  if (!cert || !key) throw new ApiAuthConfigError(`${API_TLS_CERT_ENV} and ${API_TLS_KEY_ENV} go together (and ${API_TLS_CLIENT_CA_ENV} needs them)`);
+  return ca ? { cert, key, ca, requestCert: true, rejectUnauthorized: true } : { cert, key, requestCert: false, rejectUnauthorized: false };
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -76,9 +105,9 @@ export function hostOfHeader(host: string): string {
   return i > 0 && host.indexOf(':') === i ? host.slice(0, i) : host;
 }
 
-/** Refuses `dts api --host` on a non-loopback address without a token. */
-export function assertListenAllowed(host: string, token: string | undefined): void {
-  if (token || isLoopback(host)) return;
+/** Refuses `dts api --host` on a non-loopback address without a token or mTLS. */
+export function assertListenAllowed(host: string, token: string | undefined, mutualTls = false): void {
+  if (token || mutualTls || isLoopback(host)) return;
   throw new ApiAuthConfigError(
     `refusing to serve the API on ${host} without authentication: anyone who reaches it could start migrations against any ` +
       `database the workers reach and decrypt payloads. Set ${API_TOKEN_ENV} or ${API_TOKEN_FILE_ENV} (openssl rand -hex 32), or listen on 127.0.0.1`,
@@ -92,10 +121,13 @@ export interface AuthOptions {
   allowedOrigins: string[];
   /** Paths anyone may GET (the OpenAPI document, the health summary). */
   publicPaths: string[];
+  /** Mutual TLS: the handshake already refused every client without a certificate from the client CA. */
+  mutualTls?: boolean;
 }
 
-/** The request is authenticated (a valid token, or no token configured). */
-export function isAuthenticated(req: FastifyRequest, token: string | undefined): boolean {
+/** The request is authenticated (mutual TLS, a valid token, or no token configured). */
+export function isAuthenticated(req: FastifyRequest, token: string | undefined, mutualTls = false): boolean {
+  if (mutualTls && (req.raw.socket as { authorized?: boolean }).authorized === true) return true;
   return token === undefined || tokenMatches(token, bearerToken(req.headers.authorization));
 }
 
@@ -129,7 +161,7 @@ const deny = (reply: FastifyReply, code: number, error: string) => {
 export function registerAuth(app: FastifyInstance, opts: AuthOptions): void {
   app.addHook('onRequest', async (req, reply) => {
     const hostHeader = req.headers.host ?? '';
-    if (opts.token === undefined && !isLoopback(hostOfHeader(hostHeader))) {
+    if (opts.token === undefined && !opts.mutualTls && !isLoopback(hostOfHeader(hostHeader))) {
       return deny(reply, 403, `Host ${hostHeader.slice(0, 200)} refused: without ${API_TOKEN_ENV} the API answers loopback names only`);
     }
     // CORS preflights carry no credentials; @fastify/cors answers them on the codec routes.
@@ -140,7 +172,7 @@ export function registerAuth(app: FastifyInstance, opts: AuthOptions): void {
     }
     const path = req.url.split('?')[0]!;
     if ((req.method === 'GET' || req.method === 'HEAD') && opts.publicPaths.includes(path)) return undefined;
-    if (!isAuthenticated(req, opts.token)) {
+    if (!isAuthenticated(req, opts.token, opts.mutualTls)) {
       return deny(reply, 401, req.headers.authorization ? 'invalid API token' : `authentication required: Authorization: Bearer <${API_TOKEN_ENV}>`);
     }
     return undefined;

@@ -19,6 +19,20 @@ export function temporalSettings(env: NodeJS.ProcessEnv = process.env): Temporal
   };
 }
 
+/**
+ * The content of the file an environment variable names (certificates, keys); undefined when unset.
+ * The error names the variable, the path and the errno code, never content.
+ */
+export function fileFromEnv(env: NodeJS.ProcessEnv, name: string, fail: (message: string) => Error): Buffer | undefined {
+  const path = env[name]?.trim();
+  if (!path) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw fail(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
 export class TemporalTlsError extends Error {
   override name = 'TemporalTlsError';
 }
@@ -39,15 +53,7 @@ export interface TemporalConnectionOptions {
  */
 export function temporalConnectionOptions(env: NodeJS.ProcessEnv = process.env): TemporalConnectionOptions {
   const { address } = temporalSettings(env);
-  const file = (name: string): Buffer | undefined => {
-    const path = env[name]?.trim();
-    if (!path) return undefined;
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new TemporalTlsError(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-    }
-  };
+  const file = (name: string) => fileFromEnv(env, name, (m) => new TemporalTlsError(m));
   const crt = file('TEMPORAL_TLS_CERT');
   const key = file('TEMPORAL_TLS_KEY');
   if (Boolean(crt) !== Boolean(key)) throw new TemporalTlsError('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together (the client certificate and its key)');

@@ -6,10 +6,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { makeCertificates } from '../harness/certs';
 import { startTemporal } from '../harness/temporal';
 import { buildApi } from '../../client/api';
 import { AesGcmCodec, parseCodecKeys } from '../../client/codec';
@@ -169,6 +172,46 @@ describe('error bodies', () => {
     const r = await http(securedBase, 'POST', '/api/v1/migrations', { token: TOKEN, json: { ...spec, tables: [name] } });
     expect(r.status).toBe(400);
     expect(r.text.length).toBeLessThan(5000);
+  });
+});
+
+describe('mutual TLS', () => {
+  it('serves clients holding a certificate from the client CA, without a token, and no one else', async () => {
+    const certs = makeCertificates('api.test');
+    const app = await buildApi({
+      temporal: ctx,
+      token: null,
+      tls: { cert: readFileSync(certs.serverCert), key: readFileSync(certs.serverKey), ca: readFileSync(certs.ca), requestCert: true, rejectUnauthorized: true },
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = (app.server.address() as { port: number }).port;
+    const get = (withCert: boolean) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port,
+            path: '/api/v1/migrations',
+            // A name that is not loopback: with mTLS the certificate authenticates, not the Host.
+            headers: { host: `api.test:${port}` },
+            ca: readFileSync(certs.ca),
+            servername: 'api.test',
+            ...(withCert ? { cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey) } : {}),
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      expect(await get(true)).toBe(200);
+      await expect(get(false)).rejects.toThrow();
+    } finally {
+      await app.close();
+    }
   });
 });
 

@@ -5,28 +5,20 @@
  * connection (grpc-js) and the worker's (NativeConnection, Rust): TLS, the SNI name, the client
  * certificate signed by our CA.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NativeConnection } from '@temporalio/worker';
+import { makeCertificates, type TestCertificates } from '../harness/certs';
 import { temporalConnectionOptions } from '../../worker/config';
 import { connectTemporal } from '../../client/temporal';
 
-let dir: string;
-const f = (name: string) => join(dir, name);
-const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+let certs: TestCertificates;
+const f = (name: string) => join(certs.dir, name);
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pgdts-tls-'));
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '1', '-subj', '/CN=pg-dts test CA');
-  writeFileSync(f('ext.cnf'), 'subjectAltName=DNS:temporal.test\n');
-  for (const who of ['server', 'client']) {
-    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${who === 'server' ? 'temporal.test' : 'pg-dts worker'}`);
-    openssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.crt`), '-days', '1', '-extfile', f('ext.cnf'));
-  }
+  certs = makeCertificates('temporal.test');
 });
 
 describe('temporalConnectionOptions', () => {
