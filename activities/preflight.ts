@@ -6,6 +6,7 @@
 import type { Client } from 'pg';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed } from './errors';
+import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
 import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
@@ -279,6 +280,8 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
     const dst = await open(spec.target, 'target');
     try {
       const { tables, notices } = await listSourceTables(src, spec);
+      const unsafe = await findUnsafeExpressions(src, tables.map((t) => t.source));
+      if (unsafe.length) throw preconditionFailed(unsafeExpressionsMessage(unsafe));
       const targets = new Map<string, string>();
       for (const t of tables) {
         const k = displayName(t.target);

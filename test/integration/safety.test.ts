@@ -1,0 +1,92 @@
+/**
+ * Target-side safety (issue 18), each finding reproduced on real servers through the workflow:
+ * source-defined expressions never run with our rights, nothing we did not create is dropped or
+ * truncated, reserved names are refused, one migration per id, rights checked before anything changes.
+ */
+import { existsSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowFailedError } from '@temporalio/client';
+import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
+import { fingerprint } from '../harness/compare';
+
+let env: TestEnv;
+let dbCounter = 0;
+
+/** An empty database of the same name on both clusters, the source loaded with `ddl`. */
+async function databases(ddl: string): Promise<{ db: string; source: string; target: string }> {
+  const db = `safety${++dbCounter}`;
+  await env.source.createDatabase(db);
+  await env.target.createDatabase(db);
+  await env.source.query(ddl, [], db);
+  return { db, source: env.source.uri(db), target: env.target.uri(db) };
+}
+
+async function targetTables(db: string): Promise<string[]> {
+  const rows = await env.target.query<{ t: string }>(
+    `SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`,
+    [],
+    db,
+  );
+  return rows.map((r) => r.t);
+}
+
+/** The message a migration failed with (it must fail). */
+async function failure(m: MigrationHandle): Promise<string> {
+  const err = await m.result().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, 'the migration should have failed').toBeInstanceOf(WorkflowFailedError);
+  expect((await m.status()).phase).toBe('FAILED');
+  return String((err as WorkflowFailedError).cause?.message);
+}
+
+beforeAll(async () => {
+  env = await startEnv();
+});
+
+afterAll(async () => {
+  await env?.stop();
+});
+
+describe('source-defined expressions', () => {
+  it('refuses, before changing anything, CHECKs and domain CHECKs that would read files or run SQL as the target superuser', async () => {
+    // The file name carries the server's port: the source writes its own when the CHECK is added there.
+    const leak = `/tmp/pgdts-safety-${process.pid}-`;
+    const { db, source, target } = await databases(`
+      CREATE TABLE public.reads (id int PRIMARY KEY, v text);
+      CREATE TABLE public.writes (id int PRIMARY KEY, v int);
+      INSERT INTO public.reads VALUES (1, 'x');
+      INSERT INTO public.writes VALUES (1, 1);
+      ALTER TABLE public.reads ADD CHECK (v <> pg_read_file('/etc/passwd'));
+      SELECT lo_from_bytea(4242, 'owned');
+      ALTER TABLE public.writes ADD CONSTRAINT writes_v_check CHECK (lo_export(4242, '${leak}' || inet_server_port()) > 0);
+      CREATE DOMAIN public.sneaky AS text CHECK (query_to_xml('SELECT pg_read_file(''/etc/passwd'')', true, true, '') IS NOT NULL);
+      CREATE TABLE public.via_domain (id int PRIMARY KEY, v public.sneaky);
+      CREATE FUNCTION public.escalate(int) RETURNS boolean LANGUAGE sql AS 'SELECT set_config(''role'', ''none'', false) IS NOT NULL';
+      CREATE TABLE public.via_function (id int PRIMARY KEY, v int CHECK (public.escalate(v)));
+      CREATE TABLE public.harmless (id int PRIMARY KEY, v text CHECK (length(lower(v)) < 10 AND now() > '2000-01-01'), at timestamptz CHECK (at < clock_timestamp()));
+      CREATE INDEX ON public.harmless (lower(v)) WHERE v <> '';
+      INSERT INTO public.harmless VALUES (1, 'a', '2001-01-01');`);
+    // The same large object on the target: only the refusal keeps it from writing the file there.
+    await env.target.query(`SELECT lo_from_bytea(4242, 'owned')`, [], db);
+    const m = await env.startMigration({ source, target, mode: 'offline' });
+    const error = await failure(m);
+    expect(error).toContain('CHECK constraint reads_v_check on public.reads calls pg_read_file(text)');
+    expect(error).toContain('CHECK constraint writes_v_check on public.writes calls lo_export(oid,text)');
+    expect(error).toContain('CHECK constraint sneaky_check of domain public.sneaky calls query_to_xml(text,boolean,boolean,text)');
+    expect(error).toContain('CHECK constraint via_function_v_check on public.via_function calls public.escalate(integer) (a user-defined function)');
+    expect(error, 'the harmless table is not named').not.toContain('harmless');
+    expect(error, 'no file content in the error').not.toMatch(/root:|\/bin\/(ba)?sh/);
+    expect(existsSync(`${leak}${env.source.port}`), 'the source evaluated it').toBe(true);
+    rmSync(`${leak}${env.source.port}`, { force: true });
+    expect(existsSync(`${leak}${env.target.port}`), 'nothing written by the target').toBe(false);
+    expect(await targetTables(db), 'nothing created on the target').toEqual([]);
+
+    // The same source without the offending tables migrates, its built-in CHECKs and index intact.
+    const ok = await env.startMigration({ source, target, mode: 'offline', tables: ['public.harmless'] });
+    expect((await ok.result()).phase).toBe('COMPLETED');
+    expect(await fingerprint(env.target, db, 'public', 'harmless')).toEqual(await fingerprint(env.source, db, 'public', 'harmless'));
+  });
+});
