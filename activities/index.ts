@@ -16,7 +16,7 @@ import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
 import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, type CopyProgressReport } from '../workflows/contract';
-import { dropApplyProgress, dropTargetTables } from './cleanup';
+import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
 
@@ -226,9 +226,9 @@ export function createActivities(deps: ActivityDeps = {}) {
       return results;
     },
 
-    async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<number> {
+    async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[]; migrationId?: string }): Promise<DropTargetResult> {
       try {
-        return await dropTargetTables(input.target, input.tables);
+        return await dropTargetTables(input.target, input.tables, input.migrationId);
       } catch (err) {
         throw classify(err, 'drop target tables');
       }
@@ -238,8 +238,8 @@ export function createActivities(deps: ActivityDeps = {}) {
     planCopies,
 
     /** Before one copy round of ranged tables: empties them and forgets earlier range records. */
-    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[]; snapshot?: string }): Promise<void> {
-      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot });
+    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[]; snapshot?: string; migrationId?: string }): Promise<void> {
+      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, migrationId: input.migrationId });
     },
 
     forgetCopyProgress,

@@ -7,7 +7,7 @@ import type { Client } from 'pg';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed } from './errors';
 import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
-import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
+import { displayName, mapTableName, MAX_IDENTIFIER_BYTES, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
   source: QualifiedName;
@@ -256,6 +256,35 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
   }
 }
 
+/**
+ * Every name the migration gives on the target (tables, partitions, indexes, constraints, sequences:
+ * the source's name with tableSuffix) must fit in 63 bytes: PostgreSQL would truncate a longer one, so
+ * existence checks would miss it and two names could become one.
+ */
+async function checkNameLengths(client: Client, tables: TablePlan[], suffix: string): Promise<void> {
+  const r = await client.query<{ kind: string; name: string }>(
+    `WITH rels AS (
+       SELECT p.relid AS oid FROM unnest($1::text[], $2::text[]) AS u(s, r)
+         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
+         CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p)
+     SELECT DISTINCT kind, name FROM (
+       SELECT 'table' AS kind, k.relname::text AS name FROM rels JOIN pg_class k ON k.oid = rels.oid
+       UNION ALL SELECT 'index', k.relname FROM rels JOIN pg_index i ON i.indrelid = rels.oid JOIN pg_class k ON k.oid = i.indexrelid
+       UNION ALL SELECT 'constraint', con.conname FROM rels JOIN pg_constraint con ON con.conrelid = rels.oid
+       UNION ALL SELECT 'sequence', k.relname FROM rels JOIN pg_depend d ON d.refobjid = rels.oid AND d.classid = 'pg_class'::regclass
+                  JOIN pg_class k ON k.oid = d.objid AND k.relkind = 'S') x
+      WHERE octet_length(name || $3) > $4 ORDER BY 1, 2`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name), suffix, MAX_IDENTIFIER_BYTES],
+  );
+  if (r.rows.length) {
+    throw preconditionFailed(
+      `target name(s) longer than ${MAX_IDENTIFIER_BYTES} bytes with tableSuffix ${JSON.stringify(suffix)}: ${r.rows
+        .map((x) => `${x.kind} ${JSON.stringify(x.name + suffix)}`)
+        .join(', ')}; PostgreSQL would truncate them. Use a shorter tableSuffix or rename these on the source`,
+    );
+  }
+}
+
 async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[]): Promise<void> {
   const q = `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid, current_database() AS db`;
   const [a, b] = await Promise.all([src.query<{ sysid: string; db: string }>(q), dst.query<{ sysid: string; db: string }>(q)]);
@@ -280,6 +309,7 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
     const dst = await open(spec.target, 'target');
     try {
       const { tables, notices } = await listSourceTables(src, spec);
+      await checkNameLengths(src, tables, spec.tableSuffix);
       const unsafe = await findUnsafeExpressions(src, tables.map((t) => t.source));
       if (unsafe.length) throw preconditionFailed(unsafeExpressionsMessage(unsafe));
       const targets = new Map<string, string>();

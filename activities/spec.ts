@@ -5,11 +5,25 @@
  */
 import { z } from 'zod';
 
+/** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes: longer names are silently truncated. */
+export const MAX_IDENTIFIER_BYTES = 63;
+export const identifierTooLong = (s: string): boolean => Buffer.byteLength(s, 'utf8') > MAX_IDENTIFIER_BYTES;
+
+/**
+ * Schemas no migration may read from or write to: the system's own (pg_catalog holds pg_authid and
+ * its password hashes; PostgreSQL reserves every pg_ name) and ours (pgdts holds migrations' state).
+ */
+export function reservedSchema(name: string): boolean {
+  return name.startsWith('pg_') || name === 'information_schema' || name === 'pgdts';
+}
+const RESERVED_WHY = 'is a reserved schema (pg_*, information_schema, and pgdts, which holds pg-dts\'s own state)';
+
 const identifier = z
   .string()
   .min(1, 'must not be empty')
-  .max(63, 'is longer than 63 bytes, the PostgreSQL identifier limit')
+  .refine((s) => !identifierTooLong(s), `is longer than ${MAX_IDENTIFIER_BYTES} bytes, the PostgreSQL identifier limit`)
   .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters');
+const schemaName = identifier.refine((s) => !reservedSchema(s), RESERVED_WHY);
 
 const connObject = z
   .object({
@@ -36,14 +50,15 @@ export const migrationSpecSchema = z
   .object({
     source: connection,
     target: connection,
-    schemas: z.array(identifier).min(1, 'must name at least one schema').optional(),
+    schemas: z.array(schemaName).min(1, 'must name at least one schema').optional(),
     tables: z.array(z.string().min(1)).min(1, 'must name at least one table when given').optional(),
     tableSuffix: z
       .string()
       .max(30)
       .regex(/^[A-Za-z0-9_]*$/, 'may only contain letters, digits and underscores')
       .optional(),
-    schemaMapping: z.record(identifier, identifier).optional(),
+    // Keys are checked in normalizeSpec: zod reports a refused record key only as "Invalid key".
+    schemaMapping: z.record(z.string(), schemaName).optional(),
     cutover: z
       .object({
         mode: z.enum(['auto', 'manual']).default('auto'),
@@ -166,8 +181,8 @@ export function parseTableName(raw: string, defaultSchema: string): QualifiedNam
   }
   if (parts.some((p) => p.length === 0)) throw new SpecError(`table name ${JSON.stringify(raw)} has an empty part`);
   for (const p of parts) {
-    if (Buffer.byteLength(p, 'utf8') > 63) {
-      throw new SpecError(`table name ${JSON.stringify(raw)}: ${JSON.stringify(p)} is longer than 63 bytes`);
+    if (identifierTooLong(p)) {
+      throw new SpecError(`table name ${JSON.stringify(raw)}: ${JSON.stringify(p)} is longer than ${MAX_IDENTIFIER_BYTES} bytes`);
     }
   }
   return parts.length === 2 ? { schema: parts[0]!, name: parts[1]! } : { schema: defaultSchema, name: parts[0]! };
@@ -192,7 +207,14 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
   const s = parsed.data;
   const schemas = s.schemas ?? ['public'];
   if (new Set(schemas).size !== schemas.length) throw new SpecError('invalid migration spec: schemas: duplicate schema');
+  for (const key of Object.keys(s.schemaMapping ?? {})) {
+    const bad = schemaName.safeParse(key);
+    if (!bad.success) throw new SpecError(`invalid migration spec: schemaMapping: key ${JSON.stringify(key)} ${bad.error.issues[0]?.message ?? 'is not a schema name'}`);
+  }
   const tables = s.tables?.map((t) => parseTableName(t, schemas[0]!));
+  for (const t of tables ?? []) {
+    if (reservedSchema(t.schema)) throw new SpecError(`invalid migration spec: tables: ${JSON.stringify(t.schema)} ${RESERVED_WHY}`);
+  }
   if (tables) {
     const seen = new Set<string>();
     for (const t of tables) {

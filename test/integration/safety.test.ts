@@ -8,6 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
+import { preflight } from '../../activities/preflight';
+import { createTargetTables } from '../../activities/schema';
+import { copyTable } from '../../activities/copy';
+import { dropTargetTables } from '../../activities/cleanup';
 
 let env: TestEnv;
 let dbCounter = 0;
@@ -88,5 +92,67 @@ describe('source-defined expressions', () => {
     const ok = await env.startMigration({ source, target, mode: 'offline', tables: ['public.harmless'] });
     expect((await ok.result()).phase).toBe('COMPLETED');
     expect(await fingerprint(env.target, db, 'public', 'harmless')).toEqual(await fingerprint(env.source, db, 'public', 'harmless'));
+  });
+});
+
+describe('what we did not create', () => {
+  it('a target table created by someone else after preflight is refused at every phase: never adopted, emptied or dropped', async () => {
+    const { db, source, target } = await databases(`
+      CREATE TABLE public.a (id int PRIMARY KEY, v text);
+      INSERT INTO public.a SELECT g, 'src' || g FROM generate_series(1, 50) g;`);
+    const plan = await preflight({ source, target });
+    // Between INIT and CREATING_TABLES, someone creates the same table and writes to it.
+    await env.target.query(`CREATE TABLE public.a (id int PRIMARY KEY, v text); INSERT INTO public.a VALUES (1, 'theirs')`, [], db);
+    const theirs = await fingerprint(env.target, db, 'public', 'a');
+    const created = await createTargetTables({ ...plan, migrationId: 'm_safety' }).then(
+      () => 'created',
+      (e: Error) => e.message,
+    );
+    expect(created).toContain('target table(s) public.a were not created by migration m_safety');
+    const def = { source: { schema: 'public', name: 'a' }, target: { schema: 'public', name: 'a' }, copyColumns: ['id', 'v'] };
+    const copied = await copyTable({ source, target, table: def, migrationId: 'm_safety' }, { heartbeat: () => undefined, signal: new AbortController().signal }).then(
+      () => 'copied',
+      (e: Error) => e.message,
+    );
+    expect(copied).toContain('were not created by migration m_safety');
+    const dropped = await dropTargetTables(target, [def.target], 'm_safety');
+    expect(dropped).toEqual({ dropped: 0, kept: ['public.a: not created by this migration'] });
+    expect(await fingerprint(env.target, db, 'public', 'a'), 'their table and row untouched').toEqual(theirs);
+  });
+
+  it('cancel drops only the tables it created, never with CASCADE; pgdts keeps what is not ours', async () => {
+    const { db, source, target } = await databases(`
+      CREATE TABLE public.t1 (id int PRIMARY KEY, v text);
+      CREATE TABLE public.t2 (id int PRIMARY KEY, t1 int REFERENCES public.t1);
+      CREATE TABLE public.t3 (id int PRIMARY KEY);
+      INSERT INTO public.t1 SELECT g, 'v' || g FROM generate_series(1, 100) g;
+      INSERT INTO public.t2 SELECT g, g FROM generate_series(1, 100) g;
+      INSERT INTO public.t3 SELECT generate_series(1, 10);`);
+    // Someone's own table in a schema named like ours.
+    await env.target.query(`CREATE SCHEMA pgdts; CREATE TABLE pgdts.keep (id int); INSERT INTO pgdts.keep VALUES (7)`, [], db);
+    const m = await env.startMigration({ source, target, cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL');
+    // Objects of someone else's that depend on our tables.
+    await env.target.query(`CREATE VIEW public.their_view AS SELECT id FROM public.t1; CREATE TABLE public.their_refs (id int REFERENCES public.t3)`, [], db);
+    await m.signal('cancel');
+    const report = await m.result();
+    expect(report.phase).toBe('CANCELLED');
+    expect(await targetTables(db)).toEqual(['pgdts.keep', 'public.t1', 'public.t3', 'public.their_refs']);
+    const notices = (await m.status()).notices.join('\n');
+    expect(notices).toMatch(/target table not dropped: public\.t1: kept, other objects depend on it \(view their_view depends on table t1\)/);
+    expect(notices).toMatch(/target table not dropped: public\.t3: kept, other objects depend on it \(constraint their_refs_id_fkey on table their_refs depends on table t3\)/);
+    expect(await env.target.query(`SELECT count(*)::int AS n FROM public.their_view`, [], db)).toEqual([{ n: 100 }]);
+    expect(await env.target.query(`SELECT id FROM pgdts.keep`, [], db)).toEqual([{ id: 7 }]);
+  });
+});
+
+describe('names', () => {
+  it('a target name PostgreSQL would truncate (over 63 bytes with the suffix) is refused at INIT', async () => {
+    const long = 'ü'.repeat(28); // 28 characters, 56 bytes
+    const { db, source, target } = await databases(`CREATE TABLE public."${long}" (id int PRIMARY KEY)`);
+    const error = await failure(await env.startMigration({ source, target, tableSuffix: '_migrated', mode: 'offline' }));
+    expect(error).toContain(`table "${long}_migrated"`);
+    expect(error).toContain('longer than 63 bytes');
+    expect(await targetTables(db)).toEqual([]);
   });
 });

@@ -95,3 +95,23 @@ describe('workflow helpers', () => {
     expect(applySignal({ phase: 'SYNCING_WAL', paused: false }, 'pause')).toMatchObject({ paused: true });
   });
 });
+
+describe('reserved schemas and identifier length', () => {
+  const base = { source: 'postgres://u@h/db', target: 'postgres://u@h2/db' };
+  it('refuses system schemas and pgdts as sources, tables and mapping values', () => {
+    expect(() => normalizeSpec({ ...base, schemas: ['pg_catalog'] })).toThrow(/schemas\.0: is a reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemas: ['information_schema'] })).toThrow(/reserved schema/);
+    expect(() => normalizeSpec({ ...base, tables: ['pg_catalog.pg_authid'] })).toThrow(/tables: "pg_catalog" is a reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { public: 'information_schema' } })).toThrow(/schemaMapping\.public: is a reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { public: 'pgdts' } })).toThrow(/reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { pgdts: 'app' } })).toThrow(/reserved schema/);
+    expect(normalizeSpec({ ...base, schemas: ['pgdts_app', 'app_pg_x'] }).schemas).toEqual(['pgdts_app', 'app_pg_x']);
+  });
+  it('counts identifiers in bytes, as PostgreSQL does', () => {
+    const s32 = 'é'.repeat(32); // 32 characters, 64 bytes
+    expect(() => normalizeSpec({ ...base, schemas: [s32] })).toThrow(/longer than 63 bytes/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { public: s32 } })).toThrow(/longer than 63 bytes/);
+    expect(() => normalizeSpec({ ...base, tables: [`public.${s32}`] })).toThrow(/longer than 63 bytes/);
+    expect(normalizeSpec({ ...base, schemas: ['é'.repeat(31)] }).schemas).toHaveLength(1);
+  });
+});
