@@ -297,7 +297,54 @@ async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[])
   }
 }
 
-export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
+/** Another migration with this id: what names it, for the refusal. */
+export interface OtherMigration {
+  workflowId: string;
+}
+
+export interface PreflightContext {
+  /** The id that names slot, publication and fence (spec.id, or derived from the workflow id). */
+  migrationId?: string;
+  /** Running migrations (but this one) that use `migrationId`; from Temporal's visibility. */
+  runningWithId?: (migrationId: string) => Promise<OtherMigration[]>;
+}
+
+/**
+ * One migration per slot, publication and fence name: a second one with the same id would drop the
+ * first's slot and recreate it later (the first then silently skips changes), share its publication
+ * and lift its fence. Refused naming the running workflow, or the leftover object when none runs (a
+ * failed migration's cleanup did not finish: `dts cleanup`).
+ */
+async function checkIdFree(src: Client, dst: Client, migrationId: string, ctx: PreflightContext): Promise<void> {
+  const running = (await ctx.runningWithId?.(migrationId)) ?? [];
+  if (running.length) {
+    throw preconditionFailed(
+      `migration id ${JSON.stringify(migrationId)} is in use by running workflow(s) ${running.map((r) => r.workflowId).join(', ')}: two migrations with one id would share a replication slot, publication and fence; choose another spec.id`,
+    );
+  }
+  const name = `pg_dts_${migrationId}`;
+  const [s, d] = await Promise.all([
+    src.query<{ what: string }>(
+      `SELECT 'replication slot ' || slot_name AS what FROM pg_replication_slots WHERE slot_name = $1
+       UNION ALL SELECT 'publication ' || pubname FROM pg_publication WHERE pubname = $1
+       UNION ALL SELECT 'fence function pgdts.' || proname FROM pg_proc WHERE pronamespace = to_regnamespace('pgdts') AND proname = $2`,
+      [name, `fence_${migrationId}`],
+    ),
+    (async () => {
+      const has = await dst.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.apply_progress') IS NOT NULL AS ok`);
+      if (!has.rows[0]?.ok) return { rows: [] };
+      return dst.query<{ what: string }>(`SELECT 'apply position of slot ' || slot_name AS what FROM pgdts.apply_progress WHERE slot_name = $1`, [name]);
+    })(),
+  ]);
+  const left = [...s.rows.map((r) => `${r.what} on the source`), ...d.rows.map((r) => `${r.what} on the target`)];
+  if (left.length) {
+    throw preconditionFailed(
+      `migration id ${JSON.stringify(migrationId)} is already used: ${left.join(', ')}; another migration with this id exists or did not finish its cleanup (dts cleanup <id>), or choose another spec.id`,
+    );
+  }
+}
+
+export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): Promise<MigrationPlan> {
   let spec: NormalizedSpec;
   try {
     spec = normalizeSpec(rawSpec);
@@ -322,6 +369,7 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
       const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
       await checkNotSameTables(src, dst, tables);
       await checkTarget(dst, tables, spec.mode === 'online');
+      if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
       for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
       return { spec, tables, replicaIdentityFull, notices, sourceDescription: describeConnection(spec.source), targetDescription: describeConnection(spec.target) };
     } finally {

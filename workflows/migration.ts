@@ -26,7 +26,7 @@ import {
   type TableReport,
   type TableStatus,
 } from './contract';
-import { migrationIdFor } from './names';
+import { migrationIdOf } from './names';
 import { applySignal } from './state';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
@@ -125,8 +125,7 @@ const HISTORY_EVENTS_LIMIT = 10_000;
 export async function migrationWorkflow(spec: MigrationSpecInput, continued?: ContinuedSync): Promise<MigrationReport> {
   const startedAt = continued?.startedAt ?? Date.now();
   const info = wf.workflowInfo();
-  const rawId = (spec as { id?: unknown } | null)?.id;
-  const migrationId = typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(info.workflowId);
+  const migrationId = migrationIdOf(spec, info.workflowId);
   const slot = `pg_dts_${migrationId}`;
   const publication = slot;
 

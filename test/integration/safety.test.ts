@@ -156,3 +156,24 @@ describe('names', () => {
     expect(await targetTables(db)).toEqual([]);
   });
 });
+
+describe('one migration per id', () => {
+  it('a second workflow with the same spec.id is refused at INIT naming the running one; the first is unharmed', async () => {
+    const { db, source, target } = await databases(`
+      CREATE TABLE public.k (id int PRIMARY KEY, v int);
+      INSERT INTO public.k SELECT g, g FROM generate_series(1, 200) g;`);
+    await env.target.query('CREATE SCHEMA other', [], db);
+    const first = await env.startMigration({ id: 'shared_id', source, target, cutover: { mode: 'manual' } });
+    await first.waitForPhase('SYNCING_WAL');
+    const slotBefore = await env.source.query<{ slot_name: string }>(`SELECT slot_name FROM pg_replication_slots`, [], db);
+    const second = await env.startMigration({ id: 'shared_id', source, target, schemaMapping: { public: 'other' } });
+    const error = await failure(second);
+    expect(error).toContain(`migration id "shared_id" is in use by running workflow(s) ${first.workflowId}`);
+    expect(await env.source.query(`SELECT slot_name FROM pg_replication_slots`, [], db)).toEqual(slotBefore);
+    expect(await targetTables(db), 'the second created nothing').toEqual(['pgdts.apply_progress', 'public.k']);
+    await env.source.query(`UPDATE public.k SET v = v + 1 WHERE id <= 20`, [], db);
+    await first.signal('cutover');
+    expect((await first.result()).phase).toBe('COMPLETED');
+    expect(await fingerprint(env.target, db, 'public', 'k')).toEqual(await fingerprint(env.source, db, 'public', 'k'));
+  });
+});
