@@ -25,6 +25,10 @@ const identifier = z
   .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters');
 const schemaName = identifier.refine((s) => !reservedSchema(s), RESERVED_WHY);
 
+/** libpq's sslmode values, weakest first (activities/db.ts gives each libpq's meaning). */
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+
 const connObject = z
   .object({
     host: z.string().min(1).optional(),
@@ -32,17 +36,47 @@ const connObject = z
     user: z.string().min(1).optional(),
     password: z.string().optional(),
     database: z.string().min(1).optional(),
-    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+    sslmode: z.enum(SSL_MODES).optional(),
+    /** Paths on the worker: the CA that signs the server's certificate ("system": the OS's roots), our client certificate and key. */
+    sslrootcert: z.string().min(1).optional(),
+    sslcert: z.string().min(1).optional(),
+    sslkey: z.string().min(1).optional(),
   })
   .strict();
+
+/** URI query parameters pg-dts honours; any other would be silently ignored, so it is refused. */
+const URI_PARAMS = new Set(['host', 'port', 'user', 'password', 'dbname', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'application_name', 'connect_timeout']);
+
+/** What is wrong with a connection URI, checked before anything connects; undefined when nothing. */
+export function uriProblem(uri: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    return 'is not a valid URI (host, or a port from 1 to 65535, and percent-encoded special characters)';
+  }
+  if (!/^postgres(ql)?:$/.test(u.protocol)) return 'must be a postgres:// or postgresql:// URI';
+  if (u.port !== '' && Number(u.port) < 1) return `has port ${u.port}; a port is 1 to 65535`;
+  for (const [k, v] of u.searchParams) {
+    if (k === 'ssl') return 'has ssl=...: libpq has no such parameter; use sslmode=require, verify-ca or verify-full';
+    if (!URI_PARAMS.has(k)) return `has the parameter ${JSON.stringify(k)}, which pg-dts does not support (supported: ${[...URI_PARAMS].join(', ')})`;
+    if (k === 'sslmode' && !(SSL_MODES as readonly string[]).includes(v)) return `has sslmode=${v}; expected one of ${SSL_MODES.join(', ')}`;
+    if (k === 'port' && !/^\d+$/.test(v)) return `has port=${v}; a port is 1 to 65535`;
+    if (k === 'port' && (Number(v) < 1 || Number(v) > 65535)) return `has port=${v}; a port is 1 to 65535`;
+  }
+  return undefined;
+}
 
 const connection = z.union([
   z
     .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URI, or an object { host, port, user, database }'),
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URI, or an object { host, port, user, database }')
+    .superRefine((uri, ctx) => {
+      const problem = uriProblem(uri);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    }),
   connObject,
 ]);
-
 
 /** spec.copy.splitAboveBytes's default: see the field's comment. */
 export const DEFAULT_SPLIT_ABOVE_BYTES = 4 * 1024 ** 3;

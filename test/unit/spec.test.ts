@@ -115,3 +115,21 @@ describe('reserved schemas and identifier length', () => {
     expect(normalizeSpec({ ...base, schemas: ['é'.repeat(31)] }).schemas).toHaveLength(1);
   });
 });
+
+describe('connection URIs are validated in the spec check', () => {
+  const at = (uri: string) => () => normalizeSpec({ source: uri, target: 'postgres://u@h2/db' });
+  it('refuses what would fail late or be silently ignored', () => {
+    expect(at('postgres://u@h:70000/db')).toThrow(/source: is not a valid URI/);
+    expect(at('postgres://u@h:0/db')).toThrow(/port 0/);
+    expect(at('postgres://u@h/db?port=99999')).toThrow(/port=99999/);
+    expect(at('postgres://u@h/db?sslmode=maybe')).toThrow(/sslmode=maybe; expected one of disable, allow, prefer, require, verify-ca, verify-full/);
+    expect(at('postgres://u@h/db?ssl=true')).toThrow(/use sslmode=/);
+    expect(at('postgres://u@h/db?sslcompression=1')).toThrow(/"sslcompression", which pg-dts does not support/);
+    expect(() => normalizeSpec({ source: { host: 'h', sslmode: 'maybe' }, target: 'postgres://h/db' })).toThrow(SpecError);
+  });
+  it('accepts libpq URIs with TLS files and socket hosts', () => {
+    expect(at('postgres://u@h:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.crt&sslcert=/c&sslkey=/k')).not.toThrow();
+    expect(at('postgresql:///db?host=/var/run/postgresql')).not.toThrow();
+    expect(() => normalizeSpec({ source: { host: 'h', sslmode: 'verify-ca', sslrootcert: 'system' }, target: 'postgres://h/db' })).not.toThrow();
+  });
+});
