@@ -220,6 +220,40 @@ async function checkSourceForReplication(
   return [];
 }
 
+/**
+ * Every right the migration will use on the source, checked now so that a role with REPLICATION
+ * alone is refused before the target changes, not after its tables exist:
+ *   - SELECT on every table and partition (the copy, the validation);
+ *   - online: CREATE on the database (CREATE PUBLICATION; the fence function's pgdts schema) or on an
+ *     existing pgdts schema, and ownership of every table (a table joins a publication only by its
+ *     owner; the fence trigger and REPLICA IDENTITY FULL need it too).
+ * A superuser has them all.
+ */
+async function checkSourceRights(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
+  const r = await client.query<{ missing: string }>(
+    `WITH rels AS (
+       SELECT p.relid AS oid FROM unnest($1::text[], $2::text[]) AS u(s, r)
+         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
+         CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p)
+     SELECT 'SELECT on ' || oid::regclass::text AS missing FROM rels WHERE NOT has_table_privilege(oid, 'SELECT')
+     UNION ALL
+     SELECT 'ownership of ' || k.oid::regclass::text || ' (owned by ' || pg_get_userbyid(k.relowner) || ')'
+       FROM rels JOIN pg_class k ON k.oid = rels.oid WHERE $3 AND NOT pg_has_role(k.relowner, 'USAGE')
+     UNION ALL
+     SELECT 'CREATE on database ' || current_database() WHERE $3 AND NOT has_database_privilege(current_database(), 'CREATE')
+     UNION ALL
+     SELECT 'CREATE on schema pgdts' WHERE $3 AND to_regnamespace('pgdts') IS NOT NULL AND NOT has_schema_privilege('pgdts', 'CREATE')`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name), online],
+  );
+  if (r.rows.length) {
+    const role = await client.query<{ u: string }>('SELECT current_user AS u');
+    throw preconditionFailed(
+      `the source role ${JSON.stringify(role.rows[0]?.u)} lacks rights the migration needs: ${r.rows.map((x) => x.missing).join(', ')}. ` +
+        'It reads every table (SELECT); online, it creates a publication and the cutover fence (CREATE on the database), and only a table\'s owner can publish it, fence it with a trigger or set its replica identity',
+    );
+  }
+}
+
 async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
   const existing = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name
@@ -367,6 +401,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
         targets.set(k, displayName(t.source));
       }
       const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
+      await checkSourceRights(src, tables, spec.mode === 'online');
       await checkNotSameTables(src, dst, tables);
       await checkTarget(dst, tables, spec.mode === 'online');
       if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);

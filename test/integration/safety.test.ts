@@ -177,3 +177,29 @@ describe('one migration per id', () => {
     expect(await fingerprint(env.target, db, 'public', 'k')).toEqual(await fingerprint(env.source, db, 'public', 'k'));
   });
 });
+
+describe('rights', () => {
+  it('a source role with REPLICATION alone is refused at INIT, naming each missing right; granted them, it passes', async () => {
+    const { db, source, target } = await databases(`
+      CREATE TABLE public.r1 (id int PRIMARY KEY);
+      CREATE TABLE public.r2 (id int PRIMARY KEY);`);
+    await env.source.query(`DO $$ BEGIN CREATE ROLE repl_only LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    await env.source.query(`REVOKE CREATE ON DATABASE ${db} FROM PUBLIC; GRANT SELECT ON public.r1 TO repl_only`, [], db);
+    const asRepl = source.replace('postgres://postgres@', 'postgres://repl_only@');
+    const error = await preflight({ source: asRepl, target }).then(
+      () => 'passed',
+      (e: Error) => e.message,
+    );
+    expect(error).toContain('the source role "repl_only" lacks rights the migration needs');
+    expect(error).toContain('SELECT on r2');
+    expect(error).not.toContain('SELECT on r1');
+    expect(error).toContain('ownership of r1 (owned by postgres)');
+    expect(error).toContain(`CREATE on database ${db}`);
+    expect(await targetTables(db), 'nothing on the target').toEqual([]);
+    // Offline needs SELECT only.
+    await env.source.query(`GRANT SELECT ON public.r2 TO repl_only`, [], db);
+    await expect(preflight({ source: asRepl, target, mode: 'offline' })).resolves.toBeDefined();
+    await env.source.query(`ALTER TABLE public.r1 OWNER TO repl_only; ALTER TABLE public.r2 OWNER TO repl_only; GRANT CREATE ON DATABASE ${db} TO repl_only`, [], db);
+    await expect(preflight({ source: asRepl, target })).resolves.toBeDefined();
+  });
+});
