@@ -6,7 +6,8 @@ import { withClient } from './db';
 import { qname } from './sql';
 import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/stream';
 import { ident } from './sql';
-import { tableMarks } from './marks';
+import { markedObjects, tableMarks } from './marks';
+import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
 
 /**
@@ -41,15 +42,16 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
 
 export interface DropTargetResult {
   dropped: number;
-  /** Tables left in place, each with the reason (not ours, or someone else's objects depend on it). */
+  /** Tables and other objects left in place, each with the reason (not ours, or someone else's objects depend on it). */
   kept: string[];
 }
 
 /**
  * Drops the target tables this migration created (cancel without keepTargetOnCancel): only those
  * with its mark (activities/marks.ts; without `migrationId`, from runs before the marks, those that
- * exist), and never with CASCADE: a table that another object (a view, another table's foreign key)
- * depends on is kept and reported, with that object untouched.
+ * exist), then the schemas, types, sequences and extensions it marked; never with CASCADE: what
+ * another object (a view, another table's foreign key, a column) depends on is kept and reported,
+ * with that object untouched.
  */
 export async function dropTargetTables(target: ConnectionSpec, tables: QualifiedName[], migrationId?: string): Promise<DropTargetResult> {
   return withClient(target, async (c) => {
@@ -63,41 +65,57 @@ export async function dropTargetTables(target: ConnectionSpec, tables: Qualified
       const r = await c.query<{ ok: boolean }>(`SELECT to_regclass(t) IS NOT NULL AS ok FROM unnest($1::text[]) AS t`, [tables.map(qname)]);
       ours = tables.filter((_, i) => r.rows[i]!.ok);
     }
-    if (ours.length === 0) return { dropped: 0, kept };
-    // One statement first: foreign keys between our own tables need no CASCADE then.
-    try {
-      await c.query(`DROP TABLE ${ours.map(qname).join(', ')}`);
-      return { dropped: ours.length, kept };
-    } catch (err) {
-      if ((err as { code?: string }).code !== DEPENDENT_OBJECTS) throw err;
-    }
-    // Some are depended on from outside: drop the others, one by one until no more can go.
-    let left = ours;
     let dropped = 0;
-    const why = new Map<string, string>();
-    for (let progress = true; progress && left.length; ) {
-      progress = false;
-      const next: QualifiedName[] = [];
-      for (const t of left) {
-        await c.query('BEGIN');
-        try {
-          await c.query(`DROP TABLE ${qname(t)}`);
-          await c.query('COMMIT');
-          dropped++;
-          progress = true;
-        } catch (err) {
-          await c.query('ROLLBACK');
-          const e = err as { code?: string; detail?: string };
-          if (e.code !== DEPENDENT_OBJECTS) throw err;
-          why.set(displayName(t), (e.detail ?? '').replace(/\n/g, '; '));
-          next.push(t);
-        }
+    if (ours.length) {
+      // One statement first: foreign keys between our own tables need no CASCADE then.
+      const all = await dropEach(c, [{ sql: `DROP TABLE ${ours.map(qname).join(', ')}`, label: ours.map(displayName).join(', ') }]);
+      if (all.kept.length === 0) dropped = ours.length;
+      else {
+        // Some are depended on from outside: drop the others, one by one.
+        const each = await dropEach(c, ours.map((t) => ({ sql: `DROP TABLE ${qname(t)}`, label: displayName(t) })));
+        dropped = each.dropped;
+        kept.push(...each.kept);
       }
-      left = next;
     }
-    kept.push(...left.map((t) => `${displayName(t)}: kept, other objects depend on it (${why.get(displayName(t))})`));
+    // Then the schemas, types, sequences and extensions CREATING_TABLES added (none before the marks).
+    if (migrationId) {
+      const objects = await markedObjects(c, migrationId);
+      const r = await dropEach(c, objects.map((o) => ({ sql: `DROP ${o.kind} ${o.name}`, label: `${o.kind.toLowerCase()} ${o.name}` })));
+      kept.push(...r.kept);
+    }
     return { dropped, kept };
   });
+}
+
+/**
+ * Runs each DROP (never CASCADE) in its own transaction, again and again while any succeeds (one may
+ * wait for another of ours); what another object still depends on is kept, with PostgreSQL's detail.
+ */
+async function dropEach(c: Client, drops: Array<{ sql: string; label: string }>): Promise<{ dropped: number; kept: string[] }> {
+  let left = drops;
+  let dropped = 0;
+  const why = new Map<string, string>();
+  for (let progress = true; progress && left.length; ) {
+    progress = false;
+    const next: typeof drops = [];
+    for (const d of left) {
+      await c.query('BEGIN');
+      try {
+        await c.query(d.sql);
+        await c.query('COMMIT');
+        dropped++;
+        progress = true;
+      } catch (err) {
+        await c.query('ROLLBACK');
+        const e = err as { code?: string; detail?: string };
+        if (e.code !== DEPENDENT_OBJECTS) throw err;
+        why.set(d.label, (e.detail ?? '').replace(/\n/g, '; '));
+        next.push(d);
+      }
+    }
+    left = next;
+  }
+  return { dropped, kept: left.map((d) => `${d.label}: kept, other objects depend on it (${why.get(d.label)})`) };
 }
 
 /** SQLSTATE dependent_objects_still_exist: DROP without CASCADE refused. */

@@ -11,7 +11,7 @@ import { copyExtensionConfig } from './extension-config';
 import type { PostLoadStatement } from './ddl';
 import type { TableDef } from './model';
 import type { MigrationPlan } from './preflight';
-import { assertOurs, markTables, tableMarks } from './marks';
+import { addedObjects, assertOurs, catalogObjects, markObjects, markTables, tableMarks } from './marks';
 import { qname } from './sql';
 import type { QualifiedName } from './spec';
 
@@ -36,8 +36,13 @@ export async function createTargetTables(plan: Pick<MigrationPlan, 'spec' | 'tab
         } else if (await allExist(c, defs)) return;
         await c.query('BEGIN');
         try {
+          // Schemas, types, sequences and extensions that these statements add are ours too: marked, a cancel drops them.
+          const before = plan.migrationId ? await catalogObjects(c) : [];
           for (const def of defs) for (const stmt of def.preLoad) await c.query(stmt);
-          if (plan.migrationId) for (const stmt of markTables(names, plan.migrationId)) await c.query(stmt);
+          if (plan.migrationId) {
+            const added = addedObjects(before, await catalogObjects(c));
+            for (const stmt of [...markTables(names, plan.migrationId), ...markObjects(added, plan.migrationId)]) await c.query(stmt);
+          }
           await c.query('COMMIT');
         } catch (err) {
           await c.query('ROLLBACK').catch(() => undefined);

@@ -120,8 +120,15 @@ describe('what we did not create', () => {
     expect(await fingerprint(env.target, db, 'public', 'a'), 'their table and row untouched').toEqual(theirs);
   });
 
-  it('cancel drops only the tables it created, never with CASCADE; pgdts keeps what is not ours', async () => {
+  it('cancel drops only what it created (tables, schemas, types, sequences, extensions), never with CASCADE; pgdts keeps what is not ours', async () => {
     const { db, source, target } = await databases(`
+      CREATE EXTENSION citext;
+      CREATE SCHEMA sales;
+      CREATE TYPE sales.state AS ENUM ('new', 'paid');
+      CREATE DOMAIN sales.amount AS numeric CHECK (VALUE >= 0);
+      CREATE SEQUENCE sales.invoice_no;
+      CREATE TABLE sales.orders (id int PRIMARY KEY, state sales.state, total sales.amount, email citext, no bigint DEFAULT nextval('sales.invoice_no'));
+      INSERT INTO sales.orders VALUES (1, 'new', 3, 'A@x', 1);
       CREATE TABLE public.t1 (id int PRIMARY KEY, v text);
       CREATE TABLE public.t2 (id int PRIMARY KEY, t1 int REFERENCES public.t1);
       CREATE TABLE public.t3 (id int PRIMARY KEY);
@@ -130,8 +137,12 @@ describe('what we did not create', () => {
       INSERT INTO public.t3 SELECT generate_series(1, 10);`);
     // Someone's own table in a schema named like ours.
     await env.target.query(`CREATE SCHEMA pgdts; CREATE TABLE pgdts.keep (id int); INSERT INTO pgdts.keep VALUES (7)`, [], db);
-    const m = await env.startMigration({ source, target, cutover: { mode: 'manual' } });
+    // A type of the same name that was there before: used as it is, and kept.
+    await env.target.query(`CREATE TYPE public.mood AS ENUM ('ok')`, [], db);
+    await env.source.query(`CREATE TYPE public.mood AS ENUM ('ok'); ALTER TABLE public.t3 ADD COLUMN m public.mood`, [], db);
+    const m = await env.startMigration({ source, target, schemas: ['public', 'sales'], cutover: { mode: 'manual' } });
     await m.waitForPhase('SYNCING_WAL');
+    expect(await env.target.query(`SELECT count(*)::int AS n FROM sales.orders`, [], db)).toEqual([{ n: 1 }]);
     // Objects of someone else's that depend on our tables.
     await env.target.query(`CREATE VIEW public.their_view AS SELECT id FROM public.t1; CREATE TABLE public.their_refs (id int REFERENCES public.t3)`, [], db);
     await m.signal('cancel');
@@ -143,6 +154,15 @@ describe('what we did not create', () => {
     expect(notices).toMatch(/target table not dropped: public\.t3: kept, other objects depend on it \(constraint their_refs_id_fkey on table their_refs depends on table t3\)/);
     expect(await env.target.query(`SELECT count(*)::int AS n FROM public.their_view`, [], db)).toEqual([{ n: 100 }]);
     expect(await env.target.query(`SELECT id FROM pgdts.keep`, [], db)).toEqual([{ id: 7 }]);
+    const [left] = await env.target.query(
+      `SELECT (SELECT count(*)::int FROM pg_namespace WHERE nspname = 'sales') AS schemas,
+              (SELECT count(*)::int FROM pg_extension WHERE extname = 'citext') AS extensions,
+              (SELECT string_agg(typname, ',' ORDER BY typname) FROM pg_type WHERE typtype IN ('e', 'd') AND typnamespace <> 'information_schema'::regnamespace) AS types,
+              (SELECT count(*)::int FROM pg_class WHERE relkind = 'S') AS sequences`,
+      [],
+      db,
+    );
+    expect(left, 'only the type that was there before is left').toEqual({ schemas: 0, extensions: 0, types: 'mood', sequences: 0 });
   });
 });
 
