@@ -223,7 +223,8 @@ async function checkSourceForReplication(
 /**
  * Every right the migration will use on the source, checked now so that a role with REPLICATION
  * alone is refused before the target changes, not after its tables exist:
- *   - SELECT on every table and partition (the copy, the validation);
+ *   - SELECT on every table and partition (the copy, the validation), and online on their sequences
+ *     (the cutover carries their values over);
  *   - online: CREATE on the database (CREATE PUBLICATION; the fence function's pgdts schema) or on an
  *     existing pgdts schema, and ownership of every table (a table joins a publication only by its
  *     owner; the fence trigger and REPLICA IDENTITY FULL need it too).
@@ -239,6 +240,11 @@ async function checkSourceRights(client: Client, tables: TablePlan[], online: bo
      UNION ALL
      SELECT 'ownership of ' || k.oid::regclass::text || ' (owned by ' || pg_get_userbyid(k.relowner) || ')'
        FROM rels JOIN pg_class k ON k.oid = rels.oid WHERE $3 AND NOT pg_has_role(k.relowner, 'USAGE')
+     UNION ALL
+     SELECT DISTINCT 'SELECT on sequence ' || s.oid::regclass::text
+       FROM rels JOIN pg_depend d ON d.refobjid = rels.oid AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_class'::regclass
+       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+      WHERE $3 AND NOT has_table_privilege(s.oid, 'SELECT')
      UNION ALL
      SELECT 'CREATE on database ' || current_database() WHERE $3 AND NOT has_database_privilege(current_database(), 'CREATE')
      UNION ALL

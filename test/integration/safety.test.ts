@@ -201,7 +201,7 @@ describe('one migration per id', () => {
 describe('rights', () => {
   it('a source role with REPLICATION alone is refused at INIT, naming each missing right; granted them, it passes', async () => {
     const { db, source, target } = await databases(`
-      CREATE TABLE public.r1 (id int PRIMARY KEY);
+      CREATE TABLE public.r1 (id serial PRIMARY KEY);
       CREATE TABLE public.r2 (id int PRIMARY KEY);`);
     await env.source.query(`DO $$ BEGIN CREATE ROLE repl_only LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
     await env.source.query(`REVOKE CREATE ON DATABASE ${db} FROM PUBLIC; GRANT SELECT ON public.r1 TO repl_only`, [], db);
@@ -215,6 +215,7 @@ describe('rights', () => {
     expect(error).not.toContain('SELECT on r1');
     expect(error).toContain('ownership of r1 (owned by postgres)');
     expect(error).toContain(`CREATE on database ${db}`);
+    expect(error).toContain('SELECT on sequence r1_id_seq');
     expect(await targetTables(db), 'nothing on the target').toEqual([]);
     // Offline needs SELECT only.
     await env.source.query(`GRANT SELECT ON public.r2 TO repl_only`, [], db);
