@@ -272,6 +272,20 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
       `target table(s) already exist: ${existing.rows.map(displayName).join(', ')}; drop them, or choose another tableSuffix / schemaMapping`,
     );
   }
+  // The tables go into their mapped schemas (created when missing), the apply's position into pgdts.
+  const schemas = [...new Set([...tables.map((t) => t.target.schema), ...(online ? ['pgdts'] : [])])];
+  const rights = await client.query<{ missing: string }>(
+    `SELECT DISTINCT CASE WHEN n.oid IS NULL THEN 'CREATE on database ' || current_database() ELSE 'CREATE on schema ' || quote_ident(s) END AS missing
+       FROM unnest($1::text[]) AS s LEFT JOIN pg_namespace n ON n.nspname = s
+      WHERE CASE WHEN n.oid IS NULL THEN NOT has_database_privilege(current_database(), 'CREATE') ELSE NOT has_schema_privilege(n.oid, 'CREATE') END`,
+    [schemas],
+  );
+  if (rights.rows.length) {
+    const role = await client.query<{ u: string }>('SELECT current_user AS u');
+    throw preconditionFailed(
+      `the target role ${JSON.stringify(role.rows[0]?.u)} lacks ${rights.rows.map((r) => r.missing).join(', ')}: it creates the migrated tables in their schemas (and a missing schema in the database)${online ? ", and the apply's position in schema pgdts" : ''}`,
+    );
+  }
   if (online) {
     // The apply runs with session_replication_role = replica. A superuser may set it; so may, from
     // PostgreSQL 15 on, a role granted SET on the parameter, directly or through a role it belongs to

@@ -224,3 +224,24 @@ describe('rights', () => {
     await expect(preflight({ source: asRepl, target })).resolves.toBeDefined();
   });
 });
+
+describe('target rights', () => {
+  it('a target role that may not create the mapped schema is refused at INIT', async () => {
+    const { db, source, target } = await databases(`CREATE TABLE public.x (id int PRIMARY KEY)`);
+    await env.target.query(`DO $$ BEGIN CREATE ROLE tgt_plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    await env.target.query(`REVOKE CREATE ON DATABASE ${db} FROM PUBLIC; REVOKE CREATE ON SCHEMA public FROM PUBLIC`, [], db);
+    const asPlain = target.replace('postgres://postgres@', 'postgres://tgt_plain@');
+    const error = await preflight({ source, target: asPlain, mode: 'offline', schemaMapping: { public: 'app' } }).then(
+      () => 'passed',
+      (e: Error) => e.message,
+    );
+    expect(error).toBe(`the target role "tgt_plain" lacks CREATE on database ${db}: it creates the migrated tables in their schemas (and a missing schema in the database)`);
+    const inPublic = await preflight({ source, target: asPlain, mode: 'offline' }).then(
+      () => 'passed',
+      (e: Error) => e.message,
+    );
+    expect(inPublic).toContain('lacks CREATE on schema public');
+    await env.target.query(`GRANT CREATE ON SCHEMA public TO tgt_plain`, [], db);
+    await expect(preflight({ source, target: asPlain, mode: 'offline' })).resolves.toBeDefined();
+  });
+});
