@@ -245,3 +245,19 @@ describe('target rights', () => {
     await expect(preflight({ source, target: asPlain, mode: 'offline' })).resolves.toBeDefined();
   });
 });
+
+describe('objects: true', () => {
+  it('never recreates a SECURITY DEFINER function, which would run with the migration role\'s rights; other functions come along', async () => {
+    const { db, source, target } = await databases(`
+      CREATE TABLE public.o (id int PRIMARY KEY);
+      CREATE FUNCTION public.as_owner() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text';
+      REVOKE EXECUTE ON FUNCTION public.as_owner() FROM PUBLIC;
+      CREATE FUNCTION public.plain() RETURNS int LANGUAGE sql AS 'SELECT 1';`);
+    const m = await env.startMigration({ source, target, mode: 'offline', objects: true });
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    const notices = (await m.status()).notices.join('\n');
+    expect(notices).toMatch(/as_owner\(\) was not created: SECURITY DEFINER/);
+    expect(await env.target.query(`SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY 1`, [], db)).toEqual([{ proname: 'plain' }]);
+  });
+});
