@@ -6,30 +6,117 @@ import { withClient } from './db';
 import { qname } from './sql';
 import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/stream';
 import { ident } from './sql';
-import type { ConnectionSpec, QualifiedName } from './spec';
+import { markedObjects, tableMarks } from './marks';
+import type { Client } from 'pg';
+import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
 
-/** Removes the apply's position for this slot from the target, and our schema once it is empty. */
+/**
+ * Removes the apply's position for this slot from the target; the last migration using the table
+ * drops it, and our schema once nothing else is in it. Never CASCADE: the schema may hold other
+ * migrations' state (copy progress, a fence when this server is also a source) or a user's tables.
+ */
 export async function dropApplyProgress(target: ConnectionSpec, slot: string): Promise<void> {
   await withClient(target, async (c) => {
     const has = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [APPLY_PROGRESS_TABLE]);
     if (!has.rows[0].ok) return;
     await c.query(DELETE_APPLY_PROGRESS_SQL, [slot]);
-    const left = await c.query(`SELECT 1 FROM ${APPLY_PROGRESS_TABLE} LIMIT 1`);
-    if (!left.rowCount) await c.query(`DROP SCHEMA ${ident(APPLY_PROGRESS_SCHEMA)} CASCADE`);
+    await c.query('BEGIN');
+    try {
+      // Never wait for the lock: another migration's apply writes this table in every transaction.
+      const locked = await c.query(`LOCK TABLE ${APPLY_PROGRESS_TABLE} IN ACCESS EXCLUSIVE MODE NOWAIT`).then(
+        () => true,
+        () => false,
+      );
+      const left = locked ? await c.query(`SELECT 1 FROM ${APPLY_PROGRESS_TABLE} LIMIT 1`) : { rowCount: 1 };
+      if (left.rowCount) return void (await c.query('ROLLBACK'));
+      await c.query(`DROP TABLE ${APPLY_PROGRESS_TABLE}`);
+      await c.query('SAVEPOINT schema_drop');
+      await c.query(`DROP SCHEMA ${ident(APPLY_PROGRESS_SCHEMA)}`).catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
   });
 }
 
-/** Drops target tables this migration created (cancel without keepTarget). */
-export async function dropTargetTables(target: ConnectionSpec, tables: QualifiedName[]): Promise<number> {
+export interface DropTargetResult {
+  dropped: number;
+  /** Tables and other objects left in place, each with the reason (not ours, or someone else's objects depend on it). */
+  kept: string[];
+}
+
+/**
+ * Drops the target tables this migration created (cancel without keepTargetOnCancel): only those
+ * with its mark (activities/marks.ts; without `migrationId`, from runs before the marks, those that
+ * exist), then the schemas, types, sequences and extensions it marked; never with CASCADE: what
+ * another object (a view, another table's foreign key, a column) depends on is kept and reported,
+ * with that object untouched.
+ */
+export async function dropTargetTables(target: ConnectionSpec, tables: QualifiedName[], migrationId?: string): Promise<DropTargetResult> {
   return withClient(target, async (c) => {
-    let n = 0;
-    for (const t of tables) {
-      const r = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [qname(t)]);
-      if (r.rows[0].ok) {
-        await c.query(`DROP TABLE ${qname(t)} CASCADE`);
-        n++;
+    const kept: string[] = [];
+    let ours: QualifiedName[];
+    if (migrationId) {
+      const marks = await tableMarks(c, tables, migrationId);
+      ours = marks.ours;
+      kept.push(...marks.foreign.map((t) => `${displayName(t)}: not created by this migration`));
+    } else {
+      const r = await c.query<{ ok: boolean }>(`SELECT to_regclass(t) IS NOT NULL AS ok FROM unnest($1::text[]) AS t`, [tables.map(qname)]);
+      ours = tables.filter((_, i) => r.rows[i]!.ok);
+    }
+    let dropped = 0;
+    if (ours.length) {
+      // One statement first: foreign keys between our own tables need no CASCADE then.
+      const all = await dropEach(c, [{ sql: `DROP TABLE ${ours.map(qname).join(', ')}`, label: ours.map(displayName).join(', ') }]);
+      if (all.kept.length === 0) dropped = ours.length;
+      else {
+        // Some are depended on from outside: drop the others, one by one.
+        const each = await dropEach(c, ours.map((t) => ({ sql: `DROP TABLE ${qname(t)}`, label: displayName(t) })));
+        dropped = each.dropped;
+        kept.push(...each.kept);
       }
     }
-    return n;
+    // Then the schemas, types, sequences and extensions CREATING_TABLES added (none before the marks).
+    if (migrationId) {
+      const objects = await markedObjects(c, migrationId);
+      const r = await dropEach(c, objects.map((o) => ({ sql: `DROP ${o.kind} ${o.name}`, label: `${o.kind.toLowerCase()} ${o.name}` })));
+      kept.push(...r.kept);
+    }
+    return { dropped, kept };
   });
 }
+
+/**
+ * Runs each DROP (never CASCADE) in its own transaction, again and again while any succeeds (one may
+ * wait for another of ours); what another object still depends on is kept, with PostgreSQL's detail.
+ */
+async function dropEach(c: Client, drops: Array<{ sql: string; label: string }>): Promise<{ dropped: number; kept: string[] }> {
+  let left = drops;
+  let dropped = 0;
+  const why = new Map<string, string>();
+  for (let progress = true; progress && left.length; ) {
+    progress = false;
+    const next: typeof drops = [];
+    for (const d of left) {
+      await c.query('BEGIN');
+      try {
+        await c.query(d.sql);
+        await c.query('COMMIT');
+        dropped++;
+        progress = true;
+      } catch (err) {
+        await c.query('ROLLBACK');
+        const e = err as { code?: string; detail?: string };
+        if (e.code !== DEPENDENT_OBJECTS) throw err;
+        why.set(d.label, (e.detail ?? '').replace(/\n/g, '; '));
+        next.push(d);
+      }
+    }
+    left = next;
+  }
+  return { dropped, kept: left.map((d) => `${d.label}: kept, other objects depend on it (${why.get(d.label)})`) };
+}
+
+/** SQLSTATE dependent_objects_still_exist: DROP without CASCADE refused. */
+const DEPENDENT_OBJECTS = '2BP01';

@@ -23,6 +23,7 @@ import type { Client } from 'pg';
 import { CopyInFramed, CopyOut } from './copy-out';
 import { connect, runIdempotentDdl } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
+import { assertOurs } from './marks';
 import { columnList, literal, qname } from './sql';
 import { DEFAULT_SPLIT_ABOVE_BYTES, displayName, type ConnectionSpec, type QualifiedName } from './spec';
 
@@ -50,6 +51,8 @@ export interface CopyTableInput {
   range?: CopyRange;
   /** 'auto' (default): binary when the column types allow it. 'text' forces text COPY. */
   format?: 'auto' | 'text';
+  /** The migration whose mark the target table must carry before it is emptied (activities/marks.ts). */
+  migrationId?: string;
 }
 
 export interface CopyProgress {
@@ -243,6 +246,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
         throw preconditionFailed(`${where}: the target holds this range from another copy round (snapshot ${row.snapshot}); run prepareRangedCopy first`);
       }
     } else {
+      if (input.migrationId) await assertOurs(dst, [table.target], input.migrationId, where);
       // A partitioned table is emptied with its partitions (TRUNCATE ONLY refuses it).
       const partitioned = dstTypes.relkind === 'p';
       await dst.query(`TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
@@ -405,11 +409,12 @@ export function splitPages(pages: number, n: number): CopyRange[] {
  * written first: it waits for range copies still in their transaction (they hold it in share mode),
  * and a copy of an earlier round that starts later finds the new round and refuses to copy.
  */
-export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName; snapshot?: string }): Promise<void> {
+export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName; snapshot?: string; migrationId?: string }): Promise<void> {
   const c = await connect(input.target, { applicationName: 'pg-dts copy' });
   try {
     await ensureCopyProgress(c);
     await c.query('BEGIN');
+    if (input.migrationId) await assertOurs(c, [input.table], input.migrationId, `prepare the ranged copy of ${displayName(input.table)}`);
     await c.query(
       `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, 0, 0)
        ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, copied_at = now()`,

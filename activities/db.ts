@@ -7,9 +7,13 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
 import net from 'node:net';
 import { Client, type ClientConfig } from 'pg';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { ConnectionOptions } from 'node:tls';
 import { parse as parseUri } from 'pg-connection-string';
 import { guardedStream } from './connect-guard';
-import type { ConnectionSpec } from './spec';
+import { SSL_MODES, type ConnectionSpec, type SslMode } from './spec';
 
 /**
  * Session settings every pg-dts connection pins at startup: values travel between servers as
@@ -34,20 +38,18 @@ export interface ConnectOptions {
   statementTimeoutMs?: number;
 }
 
-export function clientConfig(spec: ConnectionSpec, opts: ConnectOptions = {}): ClientConfig {
-  const base: ClientConfig =
-    typeof spec === 'string'
-      ? fromUri(spec)
-      : {
-          host: spec.host,
-          port: spec.port,
-          user: spec.user,
-          password: spec.password,
-          database: spec.database,
-          ssl: sslFromMode(spec.sslmode),
-        };
+/**
+ * The client settings of each connection attempt, in libpq's order for the spec's sslmode (default
+ * PGSSLMODE, else prefer): disable: plain only; allow: plain, then TLS; prefer: TLS, then plain;
+ * require / verify-ca / verify-full: TLS only. TLS verifies the server's chain against sslrootcert
+ * (a file, or "system" for the OS's roots; default ~/.postgresql/root.crt when it exists) for the
+ * verify modes, and — as libpq does — for the others too when a root certificate is given; only
+ * verify-full checks the host name. sslcert/sslkey (default ~/.postgresql/postgresql.crt/.key when
+ * they exist) authenticate us.
+ */
+export function clientConfigs(spec: ConnectionSpec, opts: ConnectOptions = {}): Array<ClientConfig & { sslmodeUsed: SslMode }> {
   const cfg: ClientConfig & { replication?: string } = {
-    ...base,
+    ...clientConfig(spec),
     application_name: opts.applicationName ?? 'pg-dts',
     connectionTimeoutMillis: 15_000,
     keepAlive: true,
@@ -57,33 +59,96 @@ export function clientConfig(spec: ConnectionSpec, opts: ConnectOptions = {}): C
   };
   if (opts.replication) cfg.replication = opts.replication;
   if (opts.statementTimeoutMs) cfg.statement_timeout = opts.statementTimeoutMs;
-  return cfg;
+  const t = tlsSettings(spec);
+  const plain = { ...cfg, ssl: false, sslmodeUsed: 'disable' as const };
+  // A TLS attempt of prefer/allow that works is what sslmode=require with the same files means.
+  const secure = () => ({ ...cfg, ssl: tlsOptions(t), sslmodeUsed: t.mode === 'prefer' || t.mode === 'allow' ? ('require' as const) : t.mode });
+  switch (t.mode) {
+    case 'disable':
+      return [plain];
+    case 'allow':
+      return [plain, secure()];
+    case 'prefer':
+      return [secure(), plain];
+    default:
+      return [secure()];
+  }
+}
+
+/** Host, port, user, password and database, without TLS (no file is read): for reading them, and messages. */
+export function clientConfig(spec: ConnectionSpec): ClientConfig {
+  return typeof spec === 'string' ? fromUri(spec) : { host: spec.host, port: spec.port, user: spec.user, password: spec.password, database: spec.database };
+}
+
+interface TlsSettings {
+  mode: SslMode;
+  rootcert?: string;
+  cert?: string;
+  key?: string;
+}
+
+const TLS_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey'] as const;
+
+function tlsSettings(spec: ConnectionSpec): TlsSettings {
+  const given: Partial<Record<(typeof TLS_PARAMS)[number], string>> = {};
+  if (typeof spec === 'string') {
+    const q = new URL(spec).searchParams;
+    for (const k of TLS_PARAMS) given[k] = q.get(k) ?? undefined;
+  } else {
+    Object.assign(given, { sslmode: spec.sslmode, sslrootcert: spec.sslrootcert, sslcert: spec.sslcert, sslkey: spec.sslkey });
+  }
+  const mode = given.sslmode ?? process.env.PGSSLMODE ?? 'prefer';
+  if (!(SSL_MODES as readonly string[]).includes(mode)) throw new Error(`sslmode ${JSON.stringify(mode)} is not one of ${SSL_MODES.join(', ')}`);
+  const home = (f: string) => {
+    const p = path.join(os.homedir(), '.postgresql', f);
+    return existsSync(p) ? p : undefined;
+  };
+  return {
+    mode: mode as SslMode,
+    rootcert: given.sslrootcert ?? process.env.PGSSLROOTCERT ?? home('root.crt'),
+    cert: given.sslcert ?? process.env.PGSSLCERT ?? home('postgresql.crt'),
+    key: given.sslkey ?? process.env.PGSSLKEY ?? home('postgresql.key'),
+  };
+}
+
+function readTlsFile(param: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read ${param} ${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+}
+
+function tlsOptions(t: TlsSettings): ConnectionOptions {
+  const verify = t.mode === 'verify-ca' || t.mode === 'verify-full';
+  if (verify && !t.rootcert) {
+    throw new Error(
+      `sslmode=${t.mode} needs the certificate of the authority that signed the server's: set sslrootcert to its file (or "system" for the operating system's roots)`,
+    );
+  }
+  const o: ConnectionOptions = {
+    rejectUnauthorized: verify || t.rootcert !== undefined,
+    // verify-full checks the name (Node's default check); the others never do, as in libpq.
+    ...(t.mode === 'verify-full' ? {} : { checkServerIdentity: () => undefined }),
+  };
+  if (t.rootcert && t.rootcert !== 'system') o.ca = readTlsFile('sslrootcert', t.rootcert);
+  if (t.cert) o.cert = readTlsFile('sslcert', t.cert);
+  if (t.key) o.key = readTlsFile('sslkey', t.key);
+  return o;
 }
 
 function fromUri(uri: string): ClientConfig {
-  const p = parseUri(uri);
+  // Our TLS parameters are resolved above; pg-connection-string would read their files itself.
+  const u = new URL(uri);
+  for (const k of TLS_PARAMS) u.searchParams.delete(k);
+  const p = parseUri(u.toString());
   return {
     host: p.host ?? undefined,
     port: p.port ? Number(p.port) : undefined,
     user: p.user ?? undefined,
     password: p.password ?? undefined,
     database: p.database ?? undefined,
-    ssl: sslFromMode((p as { sslmode?: string }).sslmode),
   };
-}
-
-function sslFromMode(mode: string | undefined): ClientConfig['ssl'] {
-  switch (mode) {
-    case undefined:
-    case 'disable':
-    case 'allow':
-    case 'prefer':
-      return undefined;
-    case 'require':
-      return { rejectUnauthorized: false };
-    default:
-      return { rejectUnauthorized: true };
-  }
 }
 
 /** host:port/database, for messages: never the password. */
@@ -140,7 +205,7 @@ async function cancelBackend(spec: ConnectionSpec, client: Client): Promise<void
   const pid = (client as unknown as { processID?: number }).processID;
   if (pid && !(await sendCancelRequest(client))) {
     // No CancelRequest delivered (a proxy in between that refuses it?): ask from a session of our own.
-    const c = new Client(clientConfig(spec, { applicationName: 'pg-dts cancel' }));
+    const c = new Client(clientConfigs(spec, { applicationName: 'pg-dts cancel' })[0]);
     c.on('error', () => undefined);
     try {
       await c.connect();
@@ -154,15 +219,50 @@ async function cancelBackend(spec: ConnectionSpec, client: Client): Promise<void
   await client.end().catch(() => undefined);
 }
 
+/** The spec each open client connected with, its sslmode narrowed to what worked (see pinnedSpec). */
+const pinned = new WeakMap<Client, ConnectionSpec>();
+
+/**
+ * `spec` with its sslmode replaced by the one `client` connected with (prefer/allow become disable or
+ * require): for a connection that must be made the same way but cannot try in turn (the replication
+ * stream's library connects once).
+ */
+export function pinnedSpec(client: Client, spec: ConnectionSpec): ConnectionSpec {
+  return pinned.get(client) ?? spec;
+}
+
+function withSslmode(spec: ConnectionSpec, mode: SslMode): ConnectionSpec {
+  if (typeof spec !== 'string') return { ...spec, sslmode: mode };
+  const u = new URL(spec);
+  u.searchParams.set('sslmode', mode);
+  return u.toString();
+}
+
 export async function connect(spec: ConnectionSpec, opts: ConnectOptions = {}): Promise<Client> {
   const signal = cancellation.getStore();
   if (signal?.aborted) throw new Error('cancelled');
-  const client = new Client(clientConfig(spec, opts));
-  // An idle client whose server goes away emits 'error'; without a listener that kills the worker.
-  client.on('error', () => undefined);
-  await client.connect();
+  const attempts = clientConfigs(spec, opts);
+  let client: Client | undefined;
+  for (let i = 0; !client; i++) {
+    const attempt = attempts[i]!;
+    const c = new Client(attempt);
+    // An idle client whose server goes away emits 'error'; without a listener that kills the worker.
+    c.on('error', () => undefined);
+    try {
+      await c.connect();
+      client = c;
+      pinned.set(c, withSslmode(spec, attempt.sslmodeUsed));
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      // libpq's fallbacks: prefer retries without TLS after any failure of the TLS attempt; allow
+      // retries with TLS when the server refused the plain connection (pg_hba: hostssl only).
+      const next = attempts[i + 1];
+      const retry = next && (attempt.ssl ? true : /^28/.test((err as { code?: string }).code ?? ''));
+      if (!retry) throw err;
+    }
+  }
   if (signal) {
-    const onAbort = () => void cancelBackend(spec, client);
+    const onAbort = () => void cancelBackend(pinnedSpec(client, spec), client);
     if (signal.aborted) onAbort();
     else {
       signal.addEventListener('abort', onAbort, { once: true });

@@ -8,17 +8,34 @@ import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot, s
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
 import { fenceSource, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
-import { preflight } from './preflight';
+import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
+import { migrationIdOf } from '../workflows/names';
 import { createTargetTables, finishTargetTables } from './schema';
 import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateTablesInput } from './validate';
 import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, type CopyProgressReport } from '../workflows/contract';
-import { dropApplyProgress, dropTargetTables } from './cleanup';
+import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus } from '../workflows/contract';
+import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
+
+/** Running migrations (but `self`) whose status names `migrationId`; each asked for at most 5 s. */
+async function runningMigrationsWithId(ctx: Context, migrationId: string, self: string | undefined): Promise<OtherMigration[]> {
+  const found: OtherMigration[] = [];
+  let seen = 0;
+  for await (const w of ctx.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'` })) {
+    if (++seen > 1000) break;
+    if (w.workflowId === self) continue;
+    const status = await Promise.race([
+      ctx.client.workflow.getHandle(w.workflowId, w.runId).query<MigrationStatus>(statusQuery).catch(() => undefined),
+      sleep(5_000).then(() => undefined),
+    ]);
+    if (status?.migrationId === migrationId) found.push({ workflowId: w.workflowId });
+  }
+  return found;
+}
 
 export interface ActivityDeps {
   /** Optional logger; activities log through Temporal's activity logger by default. */
@@ -177,7 +194,17 @@ export function createActivities(deps: ActivityDeps = {}) {
     async payloadEncryption(): Promise<{ encrypted: boolean }> {
       return { encrypted: deps.encrypted ?? false };
     },
-    preflight,
+    /** INIT; refuses an id that a running migration (found through Temporal's visibility) already uses. */
+    async preflight(spec: unknown): Promise<MigrationPlan> {
+      const ctx = Context.current();
+      const self = ctx.info.workflowExecution?.workflowId;
+      const explicitId = typeof (spec as { id?: unknown } | null)?.id === 'string';
+      return preflight(spec, {
+        migrationId: self ? migrationIdOf(spec, self) : undefined,
+        // A derived id is unique with its workflow id; only an explicit spec.id can be shared.
+        runningWithId: explicitId ? (id) => runningMigrationsWithId(ctx, id, self) : undefined,
+      });
+    },
     createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
     /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
     async finishTargetTables(input: Parameters<typeof finishTargetTables>[0]) {
@@ -232,9 +259,9 @@ export function createActivities(deps: ActivityDeps = {}) {
       return results;
     },
 
-    async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<number> {
+    async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[]; migrationId?: string }): Promise<DropTargetResult> {
       try {
-        return await dropTargetTables(input.target, input.tables);
+        return await dropTargetTables(input.target, input.tables, input.migrationId);
       } catch (err) {
         throw classify(err, 'drop target tables');
       }
@@ -244,8 +271,8 @@ export function createActivities(deps: ActivityDeps = {}) {
     planCopies,
 
     /** Before one copy round of ranged tables: empties them and forgets earlier range records. */
-    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[]; snapshot?: string }): Promise<void> {
-      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot });
+    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[]; snapshot?: string; migrationId?: string }): Promise<void> {
+      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, migrationId: input.migrationId });
     },
 
     forgetCopyProgress,

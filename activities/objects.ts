@@ -1108,6 +1108,8 @@ export interface CatalogFunction {
   /** pg_get_functiondef; null for aggregates. */
   definition: string | null;
   aggregate?: CatalogAggregate;
+  /** pg_proc.prosecdef (absent: read before it was). */
+  securityDefiner?: boolean;
 }
 
 export interface CatalogTrigger {
@@ -1327,6 +1329,12 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
     } else {
       rewrite = rewriteFunction(f.definition ?? '', renames, existing);
       statement = rewrite.text;
+    }
+    // Recreated, it would be owned by the migration role (usually a superuser), and its callers would
+    // run it with those rights; owners and grants are not carried, so it is left out.
+    if (f.securityDefiner) {
+      problem =
+        'SECURITY DEFINER: recreated here it would run with the migration role\'s rights (owners and grants are not carried); create it on the target yourself, owned by the role that should hold those rights, with its grants';
     }
     const schemaStmt = `CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`;
     const o: PlannedObject = {
@@ -1609,9 +1617,9 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
   }
 
   const fnRows = (
-    await client.query<{ oid: number; schema: string; name: string; prokind: string; signature: string; definition: string | null }>(
+    await client.query<{ oid: number; schema: string; name: string; prokind: string; signature: string; definition: string | null; security_definer: boolean }>(
       `SELECT p.oid, n.nspname::text AS schema, p.proname::text AS name, p.prokind::text AS prokind,
-              p.oid::regprocedure::text AS signature,
+              p.oid::regprocedure::text AS signature, p.prosecdef AS security_definer,
               CASE WHEN p.prokind <> 'a' THEN pg_get_functiondef(p.oid) END AS definition
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = ANY($1::text[]) AND NOT ${EXTENSION_MEMBER('pg_proc', 'p.oid')}
@@ -1625,6 +1633,7 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
   );
   const functions: CatalogFunction[] = fnRows.map((f) => {
     const out: CatalogFunction = { oid: Number(f.oid), schema: f.schema, name: f.name, kind: f.prokind, signature: f.signature, definition: f.definition };
+    if (f.security_definer) out.securityDefiner = true;
     const agg = aggregates.get(Number(f.oid));
     if (agg) out.aggregate = agg;
     return out;

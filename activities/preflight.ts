@@ -8,7 +8,8 @@ import { log } from '@temporalio/activity';
 import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed, scrub } from './errors';
-import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
+import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
+import { displayName, mapTableName, MAX_IDENTIFIER_BYTES, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
   source: QualifiedName;
@@ -242,6 +243,46 @@ async function checkSourceForReplication(
   return [];
 }
 
+/**
+ * Every right the migration will use on the source, checked now so that a role with REPLICATION
+ * alone is refused before the target changes, not after its tables exist:
+ *   - SELECT on every table and partition (the copy, the validation), and online on their sequences
+ *     (the cutover carries their values over);
+ *   - online: CREATE on the database (CREATE PUBLICATION; the fence function's pgdts schema) or on an
+ *     existing pgdts schema, and ownership of every table (a table joins a publication only by its
+ *     owner; the fence trigger and REPLICA IDENTITY FULL need it too).
+ * A superuser has them all.
+ */
+async function checkSourceRights(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
+  const r = await client.query<{ missing: string }>(
+    `WITH rels AS (
+       SELECT p.relid AS oid FROM unnest($1::text[], $2::text[]) AS u(s, r)
+         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
+         CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p)
+     SELECT 'SELECT on ' || oid::regclass::text AS missing FROM rels WHERE NOT has_table_privilege(oid, 'SELECT')
+     UNION ALL
+     SELECT 'ownership of ' || k.oid::regclass::text || ' (owned by ' || pg_get_userbyid(k.relowner) || ')'
+       FROM rels JOIN pg_class k ON k.oid = rels.oid WHERE $3 AND NOT pg_has_role(k.relowner, 'USAGE')
+     UNION ALL
+     SELECT DISTINCT 'SELECT on sequence ' || s.oid::regclass::text
+       FROM rels JOIN pg_depend d ON d.refobjid = rels.oid AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_class'::regclass
+       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+      WHERE $3 AND NOT has_table_privilege(s.oid, 'SELECT')
+     UNION ALL
+     SELECT 'CREATE on database ' || current_database() WHERE $3 AND NOT has_database_privilege(current_database(), 'CREATE')
+     UNION ALL
+     SELECT 'CREATE on schema pgdts' WHERE $3 AND to_regnamespace('pgdts') IS NOT NULL AND NOT has_schema_privilege('pgdts', 'CREATE')`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name), online],
+  );
+  if (r.rows.length) {
+    const role = await client.query<{ u: string }>('SELECT current_user AS u');
+    throw preconditionFailed(
+      `the source role ${JSON.stringify(role.rows[0]?.u)} lacks rights the migration needs: ${r.rows.map((x) => x.missing).join(', ')}. ` +
+        'It reads every table (SELECT); online, it creates a publication and the cutover fence (CREATE on the database), and only a table\'s owner can publish it, fence it with a trigger or set its replica identity',
+    );
+  }
+}
+
 async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
   const existing = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name
@@ -252,6 +293,20 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
   if (existing.rows.length) {
     throw preconditionFailed(
       `target table(s) already exist: ${existing.rows.map(displayName).join(', ')}; drop them, or choose another tableSuffix / schemaMapping`,
+    );
+  }
+  // The tables go into their mapped schemas (created when missing), the apply's position into pgdts.
+  const schemas = [...new Set([...tables.map((t) => t.target.schema), ...(online ? ['pgdts'] : [])])];
+  const rights = await client.query<{ missing: string }>(
+    `SELECT DISTINCT CASE WHEN n.oid IS NULL THEN 'CREATE on database ' || current_database() ELSE 'CREATE on schema ' || quote_ident(s) END AS missing
+       FROM unnest($1::text[]) AS s LEFT JOIN pg_namespace n ON n.nspname = s
+      WHERE CASE WHEN n.oid IS NULL THEN NOT has_database_privilege(current_database(), 'CREATE') ELSE NOT has_schema_privilege(n.oid, 'CREATE') END`,
+    [schemas],
+  );
+  if (rights.rows.length) {
+    const role = await client.query<{ u: string }>('SELECT current_user AS u');
+    throw preconditionFailed(
+      `the target role ${JSON.stringify(role.rows[0]?.u)} lacks ${rights.rows.map((r) => r.missing).join(', ')}: it creates the migrated tables in their schemas (and a missing schema in the database)${online ? ", and the apply's position in schema pgdts" : ''}`,
     );
   }
   if (online) {
@@ -278,6 +333,35 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
   }
 }
 
+/**
+ * Every name the migration gives on the target (tables, partitions, indexes, constraints, sequences:
+ * the source's name with tableSuffix) must fit in 63 bytes: PostgreSQL would truncate a longer one, so
+ * existence checks would miss it and two names could become one.
+ */
+async function checkNameLengths(client: Client, tables: TablePlan[], suffix: string): Promise<void> {
+  const r = await client.query<{ kind: string; name: string }>(
+    `WITH rels AS (
+       SELECT p.relid AS oid FROM unnest($1::text[], $2::text[]) AS u(s, r)
+         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
+         CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p)
+     SELECT DISTINCT kind, name FROM (
+       SELECT 'table' AS kind, k.relname::text AS name FROM rels JOIN pg_class k ON k.oid = rels.oid
+       UNION ALL SELECT 'index', k.relname FROM rels JOIN pg_index i ON i.indrelid = rels.oid JOIN pg_class k ON k.oid = i.indexrelid
+       UNION ALL SELECT 'constraint', con.conname FROM rels JOIN pg_constraint con ON con.conrelid = rels.oid
+       UNION ALL SELECT 'sequence', k.relname FROM rels JOIN pg_depend d ON d.refobjid = rels.oid AND d.classid = 'pg_class'::regclass
+                  JOIN pg_class k ON k.oid = d.objid AND k.relkind = 'S') x
+      WHERE octet_length(name || $3) > $4 ORDER BY 1, 2`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name), suffix, MAX_IDENTIFIER_BYTES],
+  );
+  if (r.rows.length) {
+    throw preconditionFailed(
+      `target name(s) longer than ${MAX_IDENTIFIER_BYTES} bytes with tableSuffix ${JSON.stringify(suffix)}: ${r.rows
+        .map((x) => `${x.kind} ${JSON.stringify(x.name + suffix)}`)
+        .join(', ')}; PostgreSQL would truncate them. Use a shorter tableSuffix or rename these on the source`,
+    );
+  }
+}
+
 async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[]): Promise<void> {
   const q = `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid, current_database() AS db`;
   const [a, b] = await Promise.all([src.query<{ sysid: string; db: string }>(q), dst.query<{ sysid: string; db: string }>(q)]);
@@ -290,7 +374,54 @@ async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[])
   }
 }
 
-export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
+/** Another migration with this id: what names it, for the refusal. */
+export interface OtherMigration {
+  workflowId: string;
+}
+
+export interface PreflightContext {
+  /** The id that names slot, publication and fence (spec.id, or derived from the workflow id). */
+  migrationId?: string;
+  /** Running migrations (but this one) that use `migrationId`; from Temporal's visibility. */
+  runningWithId?: (migrationId: string) => Promise<OtherMigration[]>;
+}
+
+/**
+ * One migration per slot, publication and fence name: a second one with the same id would drop the
+ * first's slot and recreate it later (the first then silently skips changes), share its publication
+ * and lift its fence. Refused naming the running workflow, or the leftover object when none runs (a
+ * failed migration's cleanup did not finish: `dts cleanup`).
+ */
+async function checkIdFree(src: Client, dst: Client, migrationId: string, ctx: PreflightContext): Promise<void> {
+  const running = (await ctx.runningWithId?.(migrationId)) ?? [];
+  if (running.length) {
+    throw preconditionFailed(
+      `migration id ${JSON.stringify(migrationId)} is in use by running workflow(s) ${running.map((r) => r.workflowId).join(', ')}: two migrations with one id would share a replication slot, publication and fence; choose another spec.id`,
+    );
+  }
+  const name = `pg_dts_${migrationId}`;
+  const [s, d] = await Promise.all([
+    src.query<{ what: string }>(
+      `SELECT 'replication slot ' || slot_name AS what FROM pg_replication_slots WHERE slot_name = $1
+       UNION ALL SELECT 'publication ' || pubname FROM pg_publication WHERE pubname = $1
+       UNION ALL SELECT 'fence function pgdts.' || proname FROM pg_proc WHERE pronamespace = to_regnamespace('pgdts') AND proname = $2`,
+      [name, `fence_${migrationId}`],
+    ),
+    (async () => {
+      const has = await dst.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.apply_progress') IS NOT NULL AS ok`);
+      if (!has.rows[0]?.ok) return { rows: [] };
+      return dst.query<{ what: string }>(`SELECT 'apply position of slot ' || slot_name AS what FROM pgdts.apply_progress WHERE slot_name = $1`, [name]);
+    })(),
+  ]);
+  const left = [...s.rows.map((r) => `${r.what} on the source`), ...d.rows.map((r) => `${r.what} on the target`)];
+  if (left.length) {
+    throw preconditionFailed(
+      `migration id ${JSON.stringify(migrationId)} is already used: ${left.join(', ')}; another migration with this id exists or did not finish its cleanup (dts cleanup <id>), or choose another spec.id`,
+    );
+  }
+}
+
+export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): Promise<MigrationPlan> {
   let spec: NormalizedSpec;
   try {
     spec = normalizeSpec(rawSpec);
@@ -302,6 +433,9 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
     const dst = await open(spec.target, 'target');
     try {
       const { tables, notices } = await listSourceTables(src, spec);
+      await checkNameLengths(src, tables, spec.tableSuffix);
+      const unsafe = await findUnsafeExpressions(src, tables.map((t) => t.source));
+      if (unsafe.length) throw preconditionFailed(unsafeExpressionsMessage(unsafe));
       const targets = new Map<string, string>();
       for (const t of tables) {
         const k = displayName(t.target);
@@ -310,8 +444,10 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
         targets.set(k, displayName(t.source));
       }
       const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
+      await checkSourceRights(src, tables, spec.mode === 'online');
       await checkNotSameTables(src, dst, tables);
       await checkTarget(dst, tables, spec.mode === 'online');
+      if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
       for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
       return { spec, tables, replicaIdentityFull, notices, sourceDescription: describeConnection(spec.source), targetDescription: describeConnection(spec.target) };
     } finally {

@@ -11,21 +11,38 @@ import { copyExtensionConfig } from './extension-config';
 import type { PostLoadStatement } from './ddl';
 import type { TableDef } from './model';
 import type { MigrationPlan } from './preflight';
+import { addedObjects, assertOurs, catalogObjects, markObjects, markTables, tableMarks } from './marks';
 import { qname } from './sql';
 import type { QualifiedName } from './spec';
 
-export async function createTargetTables(plan: Pick<MigrationPlan, 'spec' | 'tables'>): Promise<TableDef[]> {
+/**
+ * With `migrationId` (every run since the target-marks patch) each table and partition is marked as
+ * created by this migration in the same transaction, and a table found there without the mark is a
+ * refusal: created by someone else since preflight, it is never adopted.
+ */
+export async function createTargetTables(plan: Pick<MigrationPlan, 'spec' | 'tables'> & { migrationId?: string }): Promise<TableDef[]> {
   const { spec } = plan;
   try {
     const defs = await withClient(spec.source, (c) => readTableDefs(c, plan.tables, spec), { applicationName: 'pg-dts schema' });
     await withClient(
       spec.target,
       async (c) => {
-        // A retry after a committed attempt finds every table there (preflight saw none before).
-        if (await allExist(c, defs)) return;
+        const names = defs.flatMap((d) => [d.target, ...(d.partitions ?? []).map((p) => p.target)]);
+        if (plan.migrationId) {
+          const marks = await tableMarks(c, names, plan.migrationId);
+          if (marks.foreign.length) await assertOurs(c, names, plan.migrationId, 'create target tables');
+          // A retry after a committed attempt finds every table there, marked.
+          if (marks.missing.length === 0) return;
+        } else if (await allExist(c, defs)) return;
         await c.query('BEGIN');
         try {
+          // Schemas, types, sequences and extensions that these statements add are ours too: marked, a cancel drops them.
+          const before = plan.migrationId ? await catalogObjects(c) : [];
           for (const def of defs) for (const stmt of def.preLoad) await c.query(stmt);
+          if (plan.migrationId) {
+            const added = addedObjects(before, await catalogObjects(c));
+            for (const stmt of [...markTables(names, plan.migrationId), ...markObjects(added, plan.migrationId)]) await c.query(stmt);
+          }
           await c.query('COMMIT');
         } catch (err) {
           await c.query('ROLLBACK').catch(() => undefined);

@@ -5,11 +5,29 @@
  */
 import { z } from 'zod';
 
+/** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes: longer names are silently truncated. */
+export const MAX_IDENTIFIER_BYTES = 63;
+export const identifierTooLong = (s: string): boolean => Buffer.byteLength(s, 'utf8') > MAX_IDENTIFIER_BYTES;
+
+/**
+ * Schemas no migration may read from or write to: the system's own (pg_catalog holds pg_authid and
+ * its password hashes; PostgreSQL reserves every pg_ name) and ours (pgdts holds migrations' state).
+ */
+export function reservedSchema(name: string): boolean {
+  return name.startsWith('pg_') || name === 'information_schema' || name === 'pgdts';
+}
+const RESERVED_WHY = 'is a reserved schema (pg_*, information_schema, and pgdts, which holds pg-dts\'s own state)';
+
 const identifier = z
   .string()
   .min(1, 'must not be empty')
-  .max(63, 'is longer than 63 bytes, the PostgreSQL identifier limit')
+  .refine((s) => !identifierTooLong(s), `is longer than ${MAX_IDENTIFIER_BYTES} bytes, the PostgreSQL identifier limit`)
   .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters');
+const schemaName = identifier.refine((s) => !reservedSchema(s), RESERVED_WHY);
+
+/** libpq's sslmode values, weakest first (activities/db.ts gives each libpq's meaning). */
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
 
 const connObject = z
   .object({
@@ -18,17 +36,47 @@ const connObject = z
     user: z.string().min(1).optional(),
     password: z.string().optional(),
     database: z.string().min(1).optional(),
-    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+    sslmode: z.enum(SSL_MODES).optional(),
+    /** Paths on the worker: the CA that signs the server's certificate ("system": the OS's roots), our client certificate and key. */
+    sslrootcert: z.string().min(1).optional(),
+    sslcert: z.string().min(1).optional(),
+    sslkey: z.string().min(1).optional(),
   })
   .strict();
+
+/** URI query parameters pg-dts honours; any other would be silently ignored, so it is refused. */
+const URI_PARAMS = new Set(['host', 'port', 'user', 'password', 'dbname', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'application_name', 'connect_timeout']);
+
+/** What is wrong with a connection URI, checked before anything connects; undefined when nothing. */
+export function uriProblem(uri: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    return 'is not a valid URI (host, or a port from 1 to 65535, and percent-encoded special characters)';
+  }
+  if (!/^postgres(ql)?:$/.test(u.protocol)) return 'must be a postgres:// or postgresql:// URI';
+  if (u.port !== '' && Number(u.port) < 1) return `has port ${u.port}; a port is 1 to 65535`;
+  for (const [k, v] of u.searchParams) {
+    if (k === 'ssl') return 'has ssl=...: libpq has no such parameter; use sslmode=require, verify-ca or verify-full';
+    if (!URI_PARAMS.has(k)) return `has the parameter ${JSON.stringify(k)}, which pg-dts does not support (supported: ${[...URI_PARAMS].join(', ')})`;
+    if (k === 'sslmode' && !(SSL_MODES as readonly string[]).includes(v)) return `has sslmode=${v}; expected one of ${SSL_MODES.join(', ')}`;
+    if (k === 'port' && !/^\d+$/.test(v)) return `has port=${v}; a port is 1 to 65535`;
+    if (k === 'port' && (Number(v) < 1 || Number(v) > 65535)) return `has port=${v}; a port is 1 to 65535`;
+  }
+  return undefined;
+}
 
 const connection = z.union([
   z
     .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URI, or an object { host, port, user, database }'),
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URI, or an object { host, port, user, database }')
+    .superRefine((uri, ctx) => {
+      const problem = uriProblem(uri);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    }),
   connObject,
 ]);
-
 
 /** spec.copy.splitAboveBytes's default: see the field's comment. */
 export const DEFAULT_SPLIT_ABOVE_BYTES = 4 * 1024 ** 3;
@@ -36,14 +84,15 @@ export const migrationSpecSchema = z
   .object({
     source: connection,
     target: connection,
-    schemas: z.array(identifier).min(1, 'must name at least one schema').optional(),
+    schemas: z.array(schemaName).min(1, 'must name at least one schema').optional(),
     tables: z.array(z.string().min(1)).min(1, 'must name at least one table when given').optional(),
     tableSuffix: z
       .string()
       .max(30)
       .regex(/^[A-Za-z0-9_]*$/, 'may only contain letters, digits and underscores')
       .optional(),
-    schemaMapping: z.record(identifier, identifier).optional(),
+    // Keys are checked in normalizeSpec: zod reports a refused record key only as "Invalid key".
+    schemaMapping: z.record(z.string(), schemaName).optional(),
     cutover: z
       .object({
         mode: z.enum(['auto', 'manual']).default('auto'),
@@ -166,8 +215,8 @@ export function parseTableName(raw: string, defaultSchema: string): QualifiedNam
   }
   if (parts.some((p) => p.length === 0)) throw new SpecError(`table name ${JSON.stringify(raw)} has an empty part`);
   for (const p of parts) {
-    if (Buffer.byteLength(p, 'utf8') > 63) {
-      throw new SpecError(`table name ${JSON.stringify(raw)}: ${JSON.stringify(p)} is longer than 63 bytes`);
+    if (identifierTooLong(p)) {
+      throw new SpecError(`table name ${JSON.stringify(raw)}: ${JSON.stringify(p)} is longer than ${MAX_IDENTIFIER_BYTES} bytes`);
     }
   }
   return parts.length === 2 ? { schema: parts[0]!, name: parts[1]! } : { schema: defaultSchema, name: parts[0]! };
@@ -192,7 +241,14 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
   const s = parsed.data;
   const schemas = s.schemas ?? ['public'];
   if (new Set(schemas).size !== schemas.length) throw new SpecError('invalid migration spec: schemas: duplicate schema');
+  for (const key of Object.keys(s.schemaMapping ?? {})) {
+    const bad = schemaName.safeParse(key);
+    if (!bad.success) throw new SpecError(`invalid migration spec: schemaMapping: key ${JSON.stringify(key)} ${bad.error.issues[0]?.message ?? 'is not a schema name'}`);
+  }
   const tables = s.tables?.map((t) => parseTableName(t, schemas[0]!));
+  for (const t of tables ?? []) {
+    if (reservedSchema(t.schema)) throw new SpecError(`invalid migration spec: tables: ${JSON.stringify(t.schema)} ${RESERVED_WHY}`);
+  }
   if (tables) {
     const seen = new Set<string>();
     for (const t of tables) {

@@ -26,7 +26,7 @@ import {
   type TableReport,
   type TableStatus,
 } from './contract';
-import { migrationIdFor } from './names';
+import { migrationIdFor, migrationIdOf } from './names';
 import { specCarriesPassword } from './secrets';
 import { applySignal } from './state';
 
@@ -117,6 +117,8 @@ export interface ContinuedSync {
   startedAt: number;
   copyMs: Array<[string, number]>;
   cutoverRequested: boolean;
+  /** The migration id the target tables are marked with (activities/marks.ts); absent for runs before the marks. */
+  marks?: string;
 }
 
 /** Continue as new once a run's history passes this many events (or when the server suggests it). */
@@ -125,8 +127,7 @@ const HISTORY_EVENTS_LIMIT = 10_000;
 export async function migrationWorkflow(spec: MigrationSpecInput, continued?: ContinuedSync): Promise<MigrationReport> {
   const startedAt = continued?.startedAt ?? Date.now();
   const info = wf.workflowInfo();
-  const rawId = (spec as { id?: unknown } | null)?.id;
-  const migrationId = typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(info.workflowId);
+  const migrationId = migrationIdOf(spec, info.workflowId);
   const slot = `pg_dts_${migrationId}`;
   const publication = slot;
 
@@ -193,6 +194,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let defs: TableDef[] = continued?.defs ?? [];
   const copyMs = new Map<string, number>(continued?.copyMs ?? []);
   let tablesCreated = continued !== undefined;
+  /** Passed to every activity that creates, empties or drops target tables: only marked ones are touched. */
+  let marks = continued?.marks;
   let replicationCreated = continued !== undefined;
   let continueAsNew: ContinuedSync | undefined;
   /** FINALIZING has stopped the apply: the target is now the database of record. */
@@ -323,7 +326,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     const ranged = ordered.filter((d) => copyPlans?.get(tableKey(d))?.ranges);
     if (ranged.length) {
-      await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan!.spec.target, tables: ranged.map((d) => d.target), snapshot });
+      await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan!.spec.target, tables: ranged.map((d) => d.target), snapshot, ...(marks ? { migrationId: marks } : {}) });
     }
     const queue = [...units];
     /** Tables whose last unit has landed, waiting for their own post-load DDL (per-table mode). */
@@ -348,6 +351,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
                 table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
                 snapshot,
                 ...(u.range ? { range: u.range } : {}),
+                ...(marks ? { migrationId: marks } : {}),
               },
             ]),
           );
@@ -671,8 +675,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await pauseGate();
     setPhase('CREATING_TABLES', `${plan.sourceDescription} → ${plan.targetDescription}, ${plan.tables.length} tables`);
     tablesCreated = true;
+    if (wf.patched('target-marks')) marks = migrationId;
     defs = await schema.createTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: `create ${plan.tables.length} target tables` }, [
-      { spec: plan.spec, tables: plan.tables },
+      { spec: plan.spec, tables: plan.tables, ...(marks ? { migrationId: marks } : {}) },
     ]);
     for (const d of defs) state.notices.push(...(d.warnings ?? []));
     if (online) {
@@ -757,7 +762,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       // and the next apply resumes from the position recorded on the target.
       await stopApply();
       if (!state.paused) {
-        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false };
+        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false, ...(marks ? { marks } : {}) };
         return;
       }
       wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
@@ -900,9 +905,15 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await attempt('restore replica identities', restoreReplicaIdentity);
     // After the cutover the target is the live database: never drop it then.
     if (dropTarget && tablesCreated && !cutOver) {
-      await attempt('drop the target tables', () =>
-        step('dropTargetTables', 'cleanup: drop the target tables this migration created', { target: p.spec.target, tables: p.tables.map((t) => t.target) }),
-      );
+      await attempt('drop the target tables', async () => {
+        const r = await step('dropTargetTables', 'cleanup: drop the target tables this migration created', {
+          target: p.spec.target,
+          tables: p.tables.map((t) => t.target),
+          ...(marks ? { migrationId: marks } : {}),
+        });
+        // A number from runs recorded before tables were kept.
+        if (typeof r === 'object') state.notices.push(...r.kept.map((k) => `target table not dropped: ${k}`));
+      });
     }
     const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
     if (tablesCreated && rangedTargets.length) {

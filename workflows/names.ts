@@ -22,3 +22,9 @@ export function migrationIdFor(workflowId: string): string {
     .slice(0, 30);
   return `${readable || 'm'}_${fnv1a(workflowId)}`;
 }
+
+/** The id naming slot, publication and fence: spec.id when valid, else derived from the workflow id. */
+export function migrationIdOf(spec: unknown, workflowId: string): string {
+  const rawId = (spec as { id?: unknown } | null)?.id;
+  return typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(workflowId);
+}

@@ -44,8 +44,9 @@ export class Spool {
   private seq = 0;
   private readonly values = new Map<string, SpooledValue>();
 
-  constructor(root = path.join(os.tmpdir(), 'pgdts-spool')) {
+  constructor(root = defaultSpoolRoot()) {
     fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+    assertPrivateDir(root);
     for (const name of safeReaddir(root)) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1]);
       if (pid && pid !== process.pid && !alive(pid)) fs.rmSync(path.join(root, name), { recursive: true, force: true });
@@ -86,6 +87,28 @@ export class Spool {
     this.values.clear();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Per user: in a shared /tmp another user could otherwise create the folder first. */
+function defaultSpoolRoot(): string {
+  return path.join(os.tmpdir(), `pgdts-spool-${process.getuid?.() ?? os.userInfo().username}`);
+}
+
+/**
+ * The spool root holds row values: it must be a real folder (not a link elsewhere), ours, and closed
+ * to others, or another local user could read the values or redirect our writes.
+ */
+export function assertPrivateDir(dir: string): void {
+  const st = fs.lstatSync(dir);
+  const uid = process.getuid?.();
+  const problem = !st.isDirectory()
+    ? 'is not a directory (a symbolic link?)'
+    : uid !== undefined && st.uid !== uid
+      ? `belongs to uid ${st.uid}, not to us (uid ${uid})`
+      : (st.mode & 0o077) !== 0
+        ? `is open to other users (mode ${(st.mode & 0o777).toString(8)})`
+        : undefined;
+  if (problem) throw new Error(`the spool folder ${dir} ${problem}: remove it, or set TMPDIR to a private folder`);
 }
 
 function safeReaddir(dir: string): string[] {

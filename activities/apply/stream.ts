@@ -58,7 +58,7 @@ import { finished, pipeline } from 'node:stream/promises';
 import type { Client, ClientConfig } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
-import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../db';
+import { clientConfigs, connect, describeConnection, pinnedSpec, runIdempotentDdl } from '../db';
 import { FENCE_MESSAGE_PREFIX } from '../cutover';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
@@ -676,7 +676,8 @@ export interface ApplyResult {
 
 function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
   // clientConfig pins TEXT_FORMAT_SETTINGS at startup: the walsender renders values with them.
-  return clientConfig(spec, { replication: 'database', applicationName: `pg-dts walsender ${slot}`.slice(0, 63) });
+  // The first attempt only: the spec is pinned (pinnedSpec) to the sslmode the monitor connected with.
+  return clientConfigs(spec, { replication: 'database', applicationName: `pg-dts walsender ${slot}`.slice(0, 63) })[0]!;
 }
 
 async function prepareTargetSession(c: Client): Promise<void> {
@@ -2327,7 +2328,8 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     const timeoutMs = timeout.rows[0]?.ms ?? 60_000;
     const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
 
-    engine = new ApplyEngine(opts, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
+    // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
+    engine = new ApplyEngine({ ...opts, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     monitor = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();

@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from 'pg';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
-import { connect, clientConfig } from '../../activities/db';
+import { connect, clientConfigs } from '../../activities/db';
 import { ALLOWED_HOSTS_ENV, parseAllowedHosts, refusal } from '../../activities/connect-guard';
 import { preflight } from '../../activities/preflight';
 
@@ -74,7 +74,7 @@ describe('clear-text password', () => {
       await expect(connect({ host: '127.0.0.1', port: fake.port, user: 'u', database: 'd' })).rejects.toThrow(/asked for the password in clear text.*password was not sent/);
       await expect(connect(`postgres://u:${PASSWORD}@127.0.0.1:${fake.port}/d`)).rejects.toThrow(/clear text/);
       // The replication connection (pg-logical-replication builds its own Client from this config).
-      const repl = new Client(clientConfig({ host: '127.0.0.1', port: fake.port, user: 'u', database: 'd', password: PASSWORD }, { replication: 'database' }));
+      const repl = new Client(clientConfigs({ host: '127.0.0.1', port: fake.port, user: 'u', database: 'd', password: PASSWORD }, { replication: 'database' }).at(-1)!);
       repl.on('error', () => undefined);
       await expect(repl.connect()).rejects.toThrow(/clear text/);
       await settle();

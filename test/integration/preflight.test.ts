@@ -74,15 +74,13 @@ describe('preflight refusals', () => {
     expect(plan.sourceDescription).toBe(`127.0.0.1:${src.port}/app`);
   });
 
-  it('skips a temporary table with a notice', async () => {
+  it('refuses a temporary table: its pg_temp_N schema is reserved', async () => {
     // A temporary table lives in its session's pg_temp_N schema, as long as that session does.
     const holder = await src.client('app');
     try {
       await holder.query('CREATE TEMP TABLE tmp_rows (id int PRIMARY KEY)');
       const schema = (await holder.query<{ s: string }>('SELECT nspname::text AS s FROM pg_namespace WHERE oid = pg_my_temp_schema()')).rows[0]!.s;
-      const plan = await preflight({ ...base(), tables: ['users', `${schema}.tmp_rows`] });
-      expect(plan.tables.map((t) => t.source.name)).toEqual(['users']);
-      expect(plan.notices).toContain(`skipped ${schema}.tmp_rows: temporary tables are not written to the WAL and cannot be replicated`);
+      expect(await refusal({ ...base(), tables: ['users', `${schema}.tmp_rows`] })).toContain(`tables: "${schema}" is a reserved schema`);
     } finally {
       await holder.end();
     }

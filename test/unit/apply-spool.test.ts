@@ -228,6 +228,22 @@ describe('ReplicationFramer', () => {
   });
 });
 
+describe('the spool folder is private', () => {
+  it('refuses a root that is a link, or open to other users', () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'pgdts-spool-test-'));
+    roots.push(base);
+    const elsewhere = path.join(base, 'elsewhere');
+    fs.mkdirSync(elsewhere, { mode: 0o700 });
+    fs.symlinkSync(elsewhere, path.join(base, 'link'));
+    expect(() => new Spool(path.join(base, 'link'))).toThrow(/is not a directory \(a symbolic link\?\)/);
+    const open = path.join(base, 'open');
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    expect(() => new Spool(open)).toThrow(/is open to other users \(mode 777\)/);
+    expect(fs.readdirSync(open), 'nothing written there').toEqual([]);
+  });
+});
+
 describe('spooled values to COPY', () => {
   it('escapes backslash, newline, carriage return and tab only', () => {
     expect(copyEscape(Buffer.from('a\\b\nc\rd\te"f\'é')).toString()).toBe('a\\\\b\\nc\\rd\\te"f\'é');

@@ -95,3 +95,41 @@ describe('workflow helpers', () => {
     expect(applySignal({ phase: 'SYNCING_WAL', paused: false }, 'pause')).toMatchObject({ paused: true });
   });
 });
+
+describe('reserved schemas and identifier length', () => {
+  const base = { source: 'postgres://u@h/db', target: 'postgres://u@h2/db' };
+  it('refuses system schemas and pgdts as sources, tables and mapping values', () => {
+    expect(() => normalizeSpec({ ...base, schemas: ['pg_catalog'] })).toThrow(/schemas\.0: is a reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemas: ['information_schema'] })).toThrow(/reserved schema/);
+    expect(() => normalizeSpec({ ...base, tables: ['pg_catalog.pg_authid'] })).toThrow(/tables: "pg_catalog" is a reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { public: 'information_schema' } })).toThrow(/schemaMapping\.public: is a reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { public: 'pgdts' } })).toThrow(/reserved schema/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { pgdts: 'app' } })).toThrow(/reserved schema/);
+    expect(normalizeSpec({ ...base, schemas: ['pgdts_app', 'app_pg_x'] }).schemas).toEqual(['pgdts_app', 'app_pg_x']);
+  });
+  it('counts identifiers in bytes, as PostgreSQL does', () => {
+    const s32 = 'é'.repeat(32); // 32 characters, 64 bytes
+    expect(() => normalizeSpec({ ...base, schemas: [s32] })).toThrow(/longer than 63 bytes/);
+    expect(() => normalizeSpec({ ...base, schemaMapping: { public: s32 } })).toThrow(/longer than 63 bytes/);
+    expect(() => normalizeSpec({ ...base, tables: [`public.${s32}`] })).toThrow(/longer than 63 bytes/);
+    expect(normalizeSpec({ ...base, schemas: ['é'.repeat(31)] }).schemas).toHaveLength(1);
+  });
+});
+
+describe('connection URIs are validated in the spec check', () => {
+  const at = (uri: string) => () => normalizeSpec({ source: uri, target: 'postgres://u@h2/db' });
+  it('refuses what would fail late or be silently ignored', () => {
+    expect(at('postgres://u@h:70000/db')).toThrow(/source: is not a valid URI/);
+    expect(at('postgres://u@h:0/db')).toThrow(/port 0/);
+    expect(at('postgres://u@h/db?port=99999')).toThrow(/port=99999/);
+    expect(at('postgres://u@h/db?sslmode=maybe')).toThrow(/sslmode=maybe; expected one of disable, allow, prefer, require, verify-ca, verify-full/);
+    expect(at('postgres://u@h/db?ssl=true')).toThrow(/use sslmode=/);
+    expect(at('postgres://u@h/db?sslcompression=1')).toThrow(/"sslcompression", which pg-dts does not support/);
+    expect(() => normalizeSpec({ source: { host: 'h', sslmode: 'maybe' }, target: 'postgres://h/db' })).toThrow(SpecError);
+  });
+  it('accepts libpq URIs with TLS files and socket hosts', () => {
+    expect(at('postgres://u@h:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.crt&sslcert=/c&sslkey=/k')).not.toThrow();
+    expect(at('postgresql:///db?host=/var/run/postgresql')).not.toThrow();
+    expect(() => normalizeSpec({ source: { host: 'h', sslmode: 'verify-ca', sslrootcert: 'system' }, target: 'postgres://h/db' })).not.toThrow();
+  });
+});
