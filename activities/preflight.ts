@@ -8,6 +8,7 @@ import { log } from '@temporalio/activity';
 import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed, scrub } from './errors';
+import { formatPgVersion, hasFailoverSlots, hasPublishViaRoot, MIN_MAJOR, serverVersionNum } from './pg-version';
 import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
@@ -179,9 +180,6 @@ async function checkSourceForReplication(
     `SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')`,
   );
   const s = Object.fromEntries(settings.rows.map((r) => [r.name, r.setting]));
-  if (Number(s.server_version_num) < 140000) {
-    throw preconditionFailed(`the source runs PostgreSQL ${s.server_version_num}; online migration needs PostgreSQL 14 or later (pgoutput messages)`);
-  }
   if (s.wal_level !== 'logical') {
     throw preconditionFailed(
       `the source has wal_level = ${s.wal_level}; online migration needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the source server)`,
@@ -240,6 +238,47 @@ async function checkSourceForReplication(
     );
   }
   return [];
+}
+
+/**
+ * Versions, before any other catalog query (those use functions that 12 introduced). Refuses only what
+ * cannot work, saying why; the versions are named as people write them (13.23).
+ */
+export async function checkVersions(src: Client, dst: Client, spec: NormalizedSpec): Promise<void> {
+  const [sv, tv] = await Promise.all([serverVersionNum(src), serverVersionNum(dst)]);
+  for (const [side, v] of [['source', sv], ['target', tv]] as const) {
+    if (v < MIN_MAJOR * 10000) {
+      throw preconditionFailed(
+        `the ${side} runs PostgreSQL ${formatPgVersion(v)}; pg-dts needs PostgreSQL ${MIN_MAJOR} or later on both sides ` +
+          '(it reads the catalog with pg_partition_tree, pg_partition_root and generated columns, all added in 12)',
+      );
+    }
+  }
+  if (spec.slot?.failover && spec.mode === 'online' && !hasFailoverSlots(sv)) {
+    throw preconditionFailed(
+      `slot.failover needs PostgreSQL 17 or later on the source (failover slots and sync_replication_slots were added in 17); the source runs ${formatPgVersion(sv)}: remove slot.failover`,
+    );
+  }
+}
+
+/**
+ * PostgreSQL 12 cannot publish a partitioned table (publish_via_partition_root is 13+), and its
+ * partitions published one by one would reach the apply as tables it does not know.
+ */
+async function checkPartitionsPublishable(src: Client, tables: TablePlan[]): Promise<void> {
+  const v = await serverVersionNum(src);
+  if (hasPublishViaRoot(v)) return;
+  const r = await src.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.relkind = 'p' ORDER BY 1, 2`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
+  );
+  if (r.rows.length) {
+    throw preconditionFailed(
+      `partitioned table(s) ${r.rows.map(displayName).join(', ')} on a PostgreSQL ${formatPgVersion(v)} source: PostgreSQL 12 cannot publish a partitioned table as a whole ` +
+        '(publish_via_partition_root came in 13), so an online migration cannot follow them; migrate them with "mode": "offline", upgrade the source to 13 or later, or leave them out',
+    );
+  }
 }
 
 async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
@@ -301,6 +340,7 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
   try {
     const dst = await open(spec.target, 'target');
     try {
+      await checkVersions(src, dst, spec);
       const { tables, notices } = await listSourceTables(src, spec);
       const targets = new Map<string, string>();
       for (const t of tables) {
@@ -309,6 +349,7 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
         if (prev) throw preconditionFailed(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
         targets.set(k, displayName(t.source));
       }
+      if (spec.mode === 'online') await checkPartitionsPublishable(src, tables);
       const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
       await checkNotSameTables(src, dst, tables);
       await checkTarget(dst, tables, spec.mode === 'online');

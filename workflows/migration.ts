@@ -26,7 +26,7 @@ import {
   type TableReport,
   type TableStatus,
 } from './contract';
-import { migrationIdFor } from './names';
+import { migrationIdFor, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
 import { applySignal } from './state';
 
@@ -127,7 +127,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   const info = wf.workflowInfo();
   const rawId = (spec as { id?: unknown } | null)?.id;
   const migrationId = typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(info.workflowId);
-  const slot = `pg_dts_${migrationId}`;
+  const slot = slotNameFor(migrationId);
   const publication = slot;
 
   const state: MigrationStatus = continued?.state ?? { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
@@ -454,7 +454,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       let holderError: unknown;
       replicationCreated = true;
       const held = holderScope
-        .run(() => holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: `hold snapshot of slot ${slot}` }, [{ source: plan!.spec.source, slot, attempt }]))
+        .run(() => holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: `hold snapshot of slot ${slot}` }, [{ source: plan!.spec.source, slot, attempt, ...(plan!.spec.slot?.failover ? { failover: true } : {}) }]))
         .then(
           () => void (holderEnded = true),
           (e) => {

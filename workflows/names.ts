@@ -22,3 +22,8 @@ export function migrationIdFor(workflowId: string): string {
     .slice(0, 30);
   return `${readable || 'm'}_${fnv1a(workflowId)}`;
 }
+
+/** The replication slot's name, also the publication's. */
+export function slotNameFor(migrationId: string): string {
+  return `pg_dts_${migrationId}`;
+}

@@ -59,7 +59,8 @@ import type { Client, ClientConfig } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../db';
-import { FENCE_MESSAGE_PREFIX } from '../cutover';
+import { FENCE_MESSAGE_PREFIX, fenceMarkerTable } from '../cutover';
+import { hasPgoutputMessages, serverVersionNum } from '../pg-version';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
 import { ReplicationFramer, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
@@ -441,10 +442,12 @@ function replString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-export function startReplicationSql(slot: string, publication: string, startLsn: string): string {
+export function startReplicationSql(slot: string, publication: string, startLsn: string, messages = true): string {
   lsnToBigInt(startLsn); // validates
   // publication_names is parsed like a list of SQL identifiers: quote ours so case and commas survive.
-  const options = [`proto_version '1'`, `publication_names ${replString(ident(publication))}`, `messages 'true'`];
+  const options = [`proto_version '1'`, `publication_names ${replString(ident(publication))}`];
+  // Sources before 14 reject the option; their fence marker is a row (fenceMarkerTable) instead.
+  if (messages) options.push(`messages 'true'`);
   return `START_REPLICATION SLOT ${ident(slot)} LOGICAL ${startLsn} (${options.join(', ')})`;
 }
 
@@ -485,9 +488,10 @@ class TextPgoutputPlugin {
   parse(_buffer: Buffer): PgoutputMessage {
     return { tag: 'invalid', error: new Error('a replication message bypassed the reader') };
   }
-  start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+  async start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+    const version = await serverVersionNum(client);
     this.intercept(client);
-    return client.query(startReplicationSql(slotName, this.options.publication, lastLsn));
+    return client.query(startReplicationSql(slotName, this.options.publication, lastLsn, hasPgoutputMessages(version)));
   }
 
   /**
@@ -716,6 +720,8 @@ interface MappedRelation {
 interface RelationState {
   source: QualifiedName;
   mapped?: MappedRelation;
+  /** Our fence marker table (sources before 14): its INSERT marks the fence, nothing is written. */
+  fenceMarker?: true;
 }
 
 interface InsertBatch {
@@ -856,6 +862,7 @@ class ApplyEngine {
   private readonly maxGroupMs: number;
   private readonly groupIdleMs: number;
   private readonly tableMap = new Map<string, QualifiedName>();
+  private readonly fenceMarkerKey: string;
   private readonly relations = new Map<number, RelationState>();
   /** pgoutput Type messages: source OID of a user-defined type -> its name (a domain's: its base type's). */
   private readonly sourceTypes = new Map<number, QualifiedName>();
@@ -992,6 +999,7 @@ class ApplyEngine {
     this.maxGroupMs = Math.max(0, opts.maxGroupMs ?? 100);
     this.groupIdleMs = Math.max(0, opts.groupIdleMs ?? 5);
     for (const t of opts.tables) this.tableMap.set(keyOf(t.source), t.target);
+    this.fenceMarkerKey = keyOf(fenceMarkerTable(opts.publication));
     this.committed = applied;
     this.durable = applied;
     this.processed = applied;
@@ -1222,6 +1230,7 @@ class ApplyEngine {
       case 'insert':
       case 'update':
       case 'delete': {
+        if (this.noteFenceMarker(msg)) return true;
         if (msg.spooled !== undefined) return false;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return true;
@@ -1306,6 +1315,7 @@ class ApplyEngine {
       case 'insert':
       case 'update':
       case 'delete': {
+        if (this.noteFenceMarker(msg)) return;
         if (msg.spooled !== undefined && msg.spooled > this.spoolSeen) this.spoolSeen = msg.spooled;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return;
@@ -1316,7 +1326,9 @@ class ApplyEngine {
       case 'truncate': {
         if (!this.inSourceTxn) throw new ApplyError('replication stream: TRUNCATE outside a transaction');
         if (this.skipping) return;
-        const c: Change = { msg, mapped: msg.relationOids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
+        const oids = msg.relationOids.filter((oid) => !this.relations.get(oid)?.fenceMarker);
+        if (!oids.length) return;
+        const c: Change = { msg: { ...msg, relationOids: oids }, mapped: oids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
         this.account(c);
         return this.change(c);
       }
@@ -1341,6 +1353,16 @@ class ApplyEngine {
         this.txnFence = msg.content.toString('utf8');
       }
     }
+  }
+
+  /**
+   * A change to our fence marker table (sources before 14) is the fence marker itself, handled like
+   * the logical message newer sources send: true when `msg` was one (nothing to write).
+   */
+  private noteFenceMarker(msg: ChangeMessage): boolean {
+    if (!this.relations.get(msg.relationOid)?.fenceMarker) return false;
+    if (msg.tag === 'insert' && this.inSourceTxn && !this.skipping && typeof msg.new[0] === 'string') this.txnFence = msg.new[0];
+    return true;
   }
 
   /** The mapped relation a change goes to, or undefined when its transaction is being skipped. */
@@ -1961,7 +1983,7 @@ class ApplyEngine {
     const source = { schema: msg.schema, name: msg.name };
     const target = this.tableMap.get(keyOf(source));
     if (!target) {
-      this.relations.set(msg.relationOid, { source });
+      this.relations.set(msg.relationOid, keyOf(source) === this.fenceMarkerKey ? { source, fenceMarker: true } : { source });
       return;
     }
     const display = displayName(target);
