@@ -4,7 +4,7 @@
  *
  * CI runs the pairs that bound the range: the oldest source to the newest target, 14 (the oldest with
  * pgoutput messages, and the newest with the old slot syntax) to the newest, and the newest to itself.
- * `npm run test:versions` runs the longer matrix (VERSION_MATRIX below); PG_DTS_TEST_VERSION_PAIRS
+ * `npm run test:versions` runs the longer matrix (versionMatrix below); PG_DTS_TEST_VERSION_PAIRS
  * ("12-18,13-16") picks pairs by hand. Binaries come from test/harness/pg-binaries.ts, cached.
  */
 import { randomUUID } from 'node:crypto';
