@@ -109,6 +109,9 @@ INSERT INTO public.typed (m, p, r, j, a, t)
   SELECT (ARRAY['sad','ok','happy'])[1 + g % 3]::public.mood, g, public.floatrange(g, g + 0.5), jsonb_build_object('g', g), ARRAY['x', NULL, g::text],
          timestamptz '2024-01-01 00:00:00.000001+00' + g * interval '1 second'
     FROM generate_series(1, 200) g;
+CREATE VIEW public.happy AS SELECT id, r FROM public.typed WHERE m = 'happy';
+CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.j := NEW.j || '{"touched": true}'; RETURN NEW; END $$;
+CREATE TRIGGER typed_touch BEFORE UPDATE ON public.typed FOR EACH ROW EXECUTE FUNCTION public.touch();
 ${
   sourceMajor >= 13
     ? `CREATE TABLE public.events (id int NOT NULL, part int NOT NULL, note text, PRIMARY KEY (id, part)) PARTITION BY LIST (part);
@@ -186,6 +189,7 @@ describe('online migration between major versions', () => {
           schemas: ['public', 'Sales Dept'],
           cutover: { mode: 'manual' },
           validation: { checksum: true, sampleSize: 200 },
+          objects: true,
           ...(failover ? { slot: { failover: true } } : {}),
         },
       ],
@@ -214,6 +218,8 @@ describe('online migration between major versions', () => {
     expect(stats.fenced).toBe(true);
     expect(report.phase).toBe('COMPLETED');
     expect(report.tables.every((t) => t.countsMatch)).toBe(true);
+    // The catalog queries for views, functions and triggers ran on this source, their DDL on this target.
+    expect(report.objects?.created).toEqual(expect.arrayContaining([expect.stringContaining('happy'), expect.stringContaining('touch'), expect.stringContaining('typed_touch')]));
 
     const tables: Array<readonly [string, string]> = [...SHOP_TABLES, ['public', 'typed'], ...(from >= 13 ? [['public', 'events'] as const] : [])];
     for (const [schema, table] of tables) {
