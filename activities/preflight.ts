@@ -8,7 +8,7 @@ import { log } from '@temporalio/activity';
 import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed, scrub } from './errors';
-import { formatPgVersion, hasFailoverSlots, hasPublishViaRoot, MIN_MAJOR, serverVersionNum } from './pg-version';
+import { formatPgVersion, hasFailoverSlots, MIN_MAJOR, serverVersionNum } from './pg-version';
 import { displayName, mapTableName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
@@ -261,26 +261,6 @@ export async function checkVersions(src: Client, dst: Client, spec: NormalizedSp
   }
 }
 
-/**
- * PostgreSQL 12 cannot publish a partitioned table (publish_via_partition_root is 13+), and its
- * partitions published one by one would reach the apply as tables it does not know.
- */
-async function checkPartitionsPublishable(src: Client, tables: TablePlan[]): Promise<void> {
-  const v = await serverVersionNum(src);
-  if (hasPublishViaRoot(v)) return;
-  const r = await src.query<{ schema: string; name: string }>(
-    `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.relkind = 'p' ORDER BY 1, 2`,
-    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
-  );
-  if (r.rows.length) {
-    throw preconditionFailed(
-      `partitioned table(s) ${r.rows.map(displayName).join(', ')} on a PostgreSQL ${formatPgVersion(v)} source: PostgreSQL 12 cannot publish a partitioned table as a whole ` +
-        '(publish_via_partition_root came in 13), so an online migration cannot follow them; migrate them with "mode": "offline", upgrade the source to 13 or later, or leave them out',
-    );
-  }
-}
-
 async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
   const existing = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name
@@ -349,7 +329,6 @@ export async function preflight(rawSpec: unknown): Promise<MigrationPlan> {
         if (prev) throw preconditionFailed(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
         targets.set(k, displayName(t.source));
       }
-      if (spec.mode === 'online') await checkPartitionsPublishable(src, tables);
       const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
       await checkNotSameTables(src, dst, tables);
       await checkTarget(dst, tables, spec.mode === 'online');

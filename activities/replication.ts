@@ -25,7 +25,9 @@ export async function createPublication(input: PublicationInput): Promise<void> 
   try {
     await withClient(input.source, async (c) => {
       const version = await serverVersionNum(c);
-      const tables = [...input.tables];
+      // Before 13 a partitioned table cannot be published as a whole: its leaves are (the apply writes
+      // them through the partitioned table on the target).
+      const tables = hasPublishViaRoot(version) ? [...input.tables] : await withLeavesForPartitioned(c, input.tables);
       if (!hasPgoutputMessages(version)) {
         for (const ddl of FENCE_MARKER_DDL(input.publication)) await c.query(ddl);
         tables.push(fenceMarkerTable(input.publication));
@@ -38,6 +40,21 @@ export async function createPublication(input: PublicationInput): Promise<void> 
   } catch (err) {
     throw classify(err, 'create publication');
   }
+}
+
+async function withLeavesForPartitioned(c: Client, tables: readonly QualifiedName[]): Promise<QualifiedName[]> {
+  const r = await c.query<{ schema: string; name: string }>(
+    `SELECT coalesce(ln.nspname, u.s) AS schema, coalesce(l.relname, u.r) AS name
+       FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(s, r, i)
+       LEFT JOIN pg_namespace n ON n.nspname = u.s
+       LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r AND c.relkind = 'p'
+       LEFT JOIN LATERAL (SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf) t ON true
+       LEFT JOIN pg_class l ON l.oid = t.relid
+       LEFT JOIN pg_namespace ln ON ln.oid = l.relnamespace
+      ORDER BY u.i, 1, 2`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  );
+  return r.rows;
 }
 
 export interface SlotHandle {

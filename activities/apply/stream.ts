@@ -60,7 +60,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfig, connect, describeConnection, runIdempotentDdl } from '../db';
 import { FENCE_MESSAGE_PREFIX, fenceMarkerTable } from '../cutover';
-import { hasPgoutputMessages, serverVersionNum } from '../pg-version';
+import { hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
 import { ReplicationFramer, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
@@ -594,6 +594,39 @@ export interface ApplyTable {
   target: QualifiedName;
 }
 
+/**
+ * A leaf partition of a migrated partitioned table on a source before 13, which publishes leaves only
+ * (no publish_via_partition_root): its changes are written through the root's target table, which
+ * routes each row to its partition, as the copy did.
+ */
+export interface LeafRoute {
+  source: QualifiedName;
+  /** The migrated (root) table it belongs to, on the source and on the target. */
+  root: QualifiedName;
+  target: QualifiedName;
+  /** How many leaves that root has: a TRUNCATE must name them all. */
+  leaves: number;
+}
+
+/** The leaves of the partitioned tables among `tables`, with their roots' target names. */
+export async function readLeafRoutes(source: Client, tables: readonly ApplyTable[]): Promise<LeafRoute[]> {
+  const r = await source.query<{ i: string; schema: string; name: string; leaves: number }>(
+    `SELECT u.i::text AS i, ln.nspname AS schema, l.relname AS name, count(*) OVER (PARTITION BY u.i)::int AS leaves
+       FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(s, r, i)
+       JOIN pg_namespace n ON n.nspname = u.s
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r AND c.relkind = 'p'
+       CROSS JOIN LATERAL pg_partition_tree(c.oid) t
+       JOIN pg_class l ON l.oid = t.relid
+       JOIN pg_namespace ln ON ln.oid = l.relnamespace
+      WHERE t.isleaf`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
+  );
+  return r.rows.map((row) => {
+    const t = tables[Number(row.i) - 1]!;
+    return { source: { schema: row.schema, name: row.name }, root: t.source, target: t.target, leaves: row.leaves };
+  });
+}
+
 export interface ApplyProgress {
   /** Source commit end LSN of the last transaction committed on the target (or an idle keepalive's). */
   appliedLsn: string;
@@ -863,6 +896,8 @@ class ApplyEngine {
   private readonly groupIdleMs: number;
   private readonly tableMap = new Map<string, QualifiedName>();
   private readonly fenceMarkerKey: string;
+  /** Leaf partition (sources before 13) -> its root's key and leaf count (routeLeaves). */
+  private readonly leafRoots = new Map<string, { root: string; leaves: number }>();
   private readonly relations = new Map<number, RelationState>();
   /** pgoutput Type messages: source OID of a user-defined type -> its name (a domain's: its base type's). */
   private readonly sourceTypes = new Map<number, QualifiedName>();
@@ -1328,6 +1363,7 @@ class ApplyEngine {
         if (this.skipping) return;
         const oids = msg.relationOids.filter((oid) => !this.relations.get(oid)?.fenceMarker);
         if (!oids.length) return;
+        if (this.leafRoots.size) this.checkLeafTruncate(oids);
         const c: Change = { msg: { ...msg, relationOids: oids }, mapped: oids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
         this.account(c);
         return this.change(c);
@@ -1351,6 +1387,40 @@ class ApplyEngine {
     } else if (msg.tag === 'message') {
       if (msg.transactional && msg.prefix === FENCE_MESSAGE_PREFIX && this.inSourceTxn && !this.skipping) {
         this.txnFence = msg.content.toString('utf8');
+      }
+    }
+  }
+
+  /** Sources before 13 publish leaf partitions: each is written through its root's target table. */
+  routeLeaves(routes: readonly LeafRoute[]): void {
+    for (const r of routes) {
+      this.tableMap.set(keyOf(r.source), r.target);
+      this.leafRoots.set(keyOf(r.source), { root: keyOf(r.root), leaves: r.leaves });
+    }
+  }
+
+  /**
+   * TRUNCATE of a whole partitioned table reaches us as one TRUNCATE of all its leaves, and truncates
+   * the root's target. One of a single leaf would empty every partition on the target: refused.
+   */
+  private checkLeafTruncate(oids: readonly number[]): void {
+    const seen = new Map<string, { leaves: number; count: number; names: string[] }>();
+    for (const oid of oids) {
+      const source = this.relations.get(oid)?.source;
+      const leaf = source && this.leafRoots.get(keyOf(source));
+      if (!source || !leaf) continue;
+      const e = seen.get(leaf.root) ?? { leaves: leaf.leaves, count: 0, names: [] };
+      e.count++;
+      e.names.push(displayName(source));
+      seen.set(leaf.root, e);
+    }
+    for (const e of seen.values()) {
+      if (e.count < e.leaves) {
+        throw new ApplyError(
+          `TRUNCATE of partition(s) ${e.names.join(', ')} alone on the source: a PostgreSQL 12 source publishes partitions one by one and pg-dts writes them through their ` +
+            'partitioned table on the target, so it cannot empty a single partition there; restart the migration (or truncate the same partition on the target and migrate offline)',
+          { table: e.names.join(', '), operation: 'TRUNCATE', permanent: true },
+        );
       }
     }
   }
@@ -2349,7 +2419,9 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     const timeoutMs = timeout.rows[0]?.ms ?? 60_000;
     const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
 
+    const leafRoutes = hasPublishViaRoot(await serverVersionNum(monitor)) ? [] : await readLeafRoutes(monitor, opts.tables);
     engine = new ApplyEngine(opts, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
+    engine.routeLeaves(leafRoutes);
     monitor = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();
