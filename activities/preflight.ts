@@ -278,13 +278,14 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
     // PostgreSQL 15 on, a role granted SET on the parameter, directly or through a role it belongs to
     // (managed services grant it to their admin role: RDS's rds_superuser, Cloud SQL's
     // cloudsqlsuperuser, Azure's azure_pg_admin).
-    const su = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null; version: number }>(
-      `SELECT rolname, rolsuper, current_setting('server_version_num')::int AS version,
-              CASE WHEN current_setting('server_version_num')::int >= 150000
-                   THEN has_parameter_privilege('session_replication_role', 'SET') END AS may_set
+    // has_parameter_privilege does not exist before 15, and an unknown function fails the whole
+    // statement even in a CASE branch never taken: the version decides which SQL is sent.
+    const version = await serverVersionNum(client);
+    const su = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null }>(
+      `SELECT rolname, rolsuper, ${version >= 150000 ? `has_parameter_privilege('session_replication_role', 'SET')` : 'NULL::bool'} AS may_set
          FROM pg_roles WHERE rolname = current_user`,
     );
-    const r = su.rows[0];
+    const r = su.rows[0] && { ...su.rows[0], version };
     if (!r?.rolsuper && !r?.may_set) {
       const role = JSON.stringify(r?.rolname);
       throw preconditionFailed(

@@ -2,8 +2,9 @@
  * Major-version upgrades: online migrations under concurrent writes between PostgreSQL versions, each
  * ending COMPLETED with every table and sequence equal on both sides and nothing left on the source.
  *
- * CI runs the pairs that bound the range: the oldest source to the newest target, 14 (the oldest with
- * pgoutput messages, and the newest with the old slot syntax) to the newest, and the newest to itself.
+ * CI runs the pairs that bound the range: the oldest source to the newest and to the oldest target, 14
+ * (the oldest with pgoutput messages, and the newest with the old slot syntax) to the newest, and the
+ * newest to itself.
  * `npm run test:versions` runs the longer matrix (versionMatrix below); PG_DTS_TEST_VERSION_PAIRS
  * ("12-18,13-16") picks pairs by hand. Binaries come from test/harness/pg-binaries.ts, cached.
  */
@@ -22,8 +23,11 @@ import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../..
 
 const OLDEST_SOURCE = 12;
 const NEWEST = 18;
+const OLDEST_TARGET = 13;
 const CI_PAIRS: Array<[number, number]> = [
   [OLDEST_SOURCE, NEWEST],
+  // The target side's oldest: catches SQL the target does not know yet (has_parameter_privilege is 15+).
+  [OLDEST_SOURCE, OLDEST_TARGET],
   [14, NEWEST],
   [NEWEST, NEWEST],
 ];
@@ -40,7 +44,7 @@ export function versionMatrix(): Array<[number, number]> {
     if (s >= 13) add(s, s);
     if (s < NEWEST) add(s, s + 1);
   }
-  for (let t = 13; t <= NEWEST; t++) add(OLDEST_SOURCE, t);
+  for (let t = OLDEST_TARGET; t <= NEWEST; t++) add(OLDEST_SOURCE, t);
   return [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
 }
 
