@@ -124,8 +124,13 @@ CREATE TABLE public.events_b_rest PARTITION OF public.events_b DEFAULT;
 INSERT INTO public.events SELECT g, 1 + g % 2, 'e' || g FROM generate_series(1, 200) g;`;
 }
 
-/** Writes to the typed tables until the fence refuses them; a row moves between partitions. */
-async function typedWriter(source: PgCluster, db: string, stop: () => boolean): Promise<number> {
+/**
+ * Writes to the typed tables until the fence refuses them; a row moves between partitions. TRUNCATEs
+ * only once `syncing()`: TRUNCATE is not MVCC-safe, so one committed during MIGRATING_DATA before the
+ * table's copy began would hide from the copy rows that the stream then updates (a limitation of the
+ * copy on every version, not of this test's pairs).
+ */
+async function typedWriter(source: PgCluster, db: string, syncing: () => boolean, stop: () => boolean, counts: { truncates: number }): Promise<number> {
   const c = await source.client(db);
   let n = 0;
   try {
@@ -135,7 +140,10 @@ async function typedWriter(source: PgCluster, db: string, stop: () => boolean): 
         await c.query(`UPDATE public.typed SET m = 'happy', r = NULL, j = j || '{"u": 1}' WHERE id = $1`, [(i % 200) + 1]);
         await c.query(`INSERT INTO public.events VALUES ($1, 1, 'w')`, [100_000 + i]);
         await c.query(`UPDATE public.events SET part = 2 WHERE id = $1`, [100_000 + i]);
-        if (i % 10 === 0) await c.query(`TRUNCATE public.events`);
+        if (i % 10 === 0 && syncing()) {
+          await c.query(`TRUNCATE public.events`);
+          counts.truncates++;
+        }
         n++;
       } catch (err) {
         const code = (err as { code?: string }).code;
@@ -175,7 +183,9 @@ describe('online migration between major versions', () => {
     // Writes run through the copy, the sync and up to the fence (where the source refuses them).
     const writer = startWriter(() => source.client(db), { bigTransactionRows: 5_000, pauseMs: 5 });
     let stopTyped = false;
-    const typed = typedWriter(source, db, () => stopTyped).then(
+    let syncing = false;
+    const counts = { truncates: 0 };
+    const typed = typedWriter(source, db, () => syncing, () => stopTyped, counts).then(
       (n) => n,
       (err: unknown) => err as Error,
     );
@@ -200,7 +210,8 @@ describe('online migration between major versions', () => {
     // Let the apply carry writes, then cut over while they still flow.
     for (let i = 0; ; i++) {
       const s = await handle.query<MigrationStatus>('status');
-      if (s.phase === 'SYNCING_WAL' && (s.replication?.transactions ?? 0) > 20) break;
+      syncing = s.phase === 'SYNCING_WAL';
+      if (syncing && (s.replication?.transactions ?? 0) > 20 && counts.truncates > 0) break;
       if (['FAILED', 'CANCELLED', 'COMPLETED'].includes(s.phase) || i > 600) throw new Error(`migration in ${s.phase}: ${s.error ?? 'no progress'}`);
       await new Promise((r) => setTimeout(r, 200));
     }
