@@ -97,7 +97,7 @@ export async function readSourceTypes(client: pg.Client, tableOids: number[], ve
   for (const oid of nodes.keys()) visit(oid, [oid]);
 
   const warnings: string[] = [];
-  const details = await readDetails(client, order.map((o) => nodes.get(o)!.row), warnings);
+  const details = await readDetails(client, order.map((o) => nodes.get(o)!.row), warnings, version);
   const index = new Map(order.map((oid, i) => [oid, i]));
 
   const closure = (start: number[]): number[] => {
@@ -148,7 +148,7 @@ async function queryTypes(client: pg.Client, oids: number[], version: number): P
 
 const qn = (s: string | null, n: string | null): QualifiedName | undefined => (s !== null && n !== null ? { schema: s, name: n } : undefined);
 
-async function readDetails(client: pg.Client, rows: TypeRow[], warnings: string[]): Promise<SourceType[]> {
+async function readDetails(client: pg.Client, rows: TypeRow[], warnings: string[], version: number): Promise<SourceType[]> {
   const oids = rows.map((r) => Number(r.oid));
   if (oids.length === 0) return [];
   const enums = new Map(
@@ -235,7 +235,7 @@ async function readDetails(client: pg.Client, rows: TypeRow[], warnings: string[
            LEFT JOIN pg_namespace pcn ON pcn.oid = pc.pronamespace
            LEFT JOIN pg_proc pd ON pd.oid = r.rngsubdiff
            LEFT JOIN pg_namespace pdn ON pdn.oid = pd.pronamespace
-           LEFT JOIN pg_type m ON m.oid = r.rngmultitypid
+           LEFT JOIN pg_type m ON m.oid = ${version >= 140000 ? 'r.rngmultitypid' : 'NULL::oid'}
            LEFT JOIN pg_namespace mn ON mn.oid = m.typnamespace
           WHERE r.rngtypid = ANY($1::oid[])`,
         [oids],
@@ -283,8 +283,9 @@ async function readDetails(client: pg.Client, rows: TypeRow[], warnings: string[
         if (!r.opc_default && r.opc_schema !== 'pg_catalog') {
           return { kind: 'unsupported', name, reason: `its subtype operator class ${r.opc_schema}.${r.opc_name} is not migrated` };
         }
-        const mr = qn(r.mr_schema, r.mr_name) ?? { schema: row.schema, name: `${row.name}_multirange` };
-        const t: SourceRangeType = { kind: 'range', name, subtype: r.subtype, multirange: mr };
+        const t: SourceRangeType = { kind: 'range', name, subtype: r.subtype };
+        const mr = qn(r.mr_schema, r.mr_name);
+        if (mr) t.multirange = mr;
         if (!r.opc_default) t.subtypeOpclass = { schema: r.opc_schema, name: r.opc_name };
         const coll = qn(r.coll_schema, r.coll_name);
         if (coll) t.collation = coll;

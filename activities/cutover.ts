@@ -14,10 +14,27 @@ import { classify } from './errors';
 import { ident, literal, qname } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
 import type { SequenceRef } from './model';
+import { hasPgoutputMessages, serverVersionNum } from './pg-version';
+import { slotNameFor } from '../workflows/names';
 
 // PostgreSQL reserves schema names starting with pg_.
 export const FENCE_SCHEMA = 'pgdts';
 export const FENCE_MESSAGE_PREFIX = 'pg-dts-fence';
+
+/**
+ * Sources before PostgreSQL 14 cannot send logical messages through pgoutput: there the fence is marked
+ * by a row inserted into this table of ours, which is in the migration's publication (and not fenced).
+ * The apply treats that INSERT exactly like the message: its transaction ends a group, and the token
+ * is committed with the applied position.
+ */
+export function fenceMarkerTable(publication: string): QualifiedName {
+  return { schema: FENCE_SCHEMA, name: `${publication}_fence` };
+}
+
+export const FENCE_MARKER_DDL = (publication: string): string[] => [
+  `CREATE SCHEMA IF NOT EXISTS ${ident(FENCE_SCHEMA)}`,
+  `CREATE TABLE IF NOT EXISTS ${qname(fenceMarkerTable(publication))} (token text PRIMARY KEY, fenced_at timestamptz NOT NULL DEFAULT now())`,
+];
 
 const fenceFunction = (migrationId: string) => `${ident(FENCE_SCHEMA)}.${ident(`fence_${migrationId}`)}`;
 const fenceTrigger = (migrationId: string) => ident(`pg_dts_fence_${migrationId}`);
@@ -66,9 +83,14 @@ export async function fenceSource(input: FenceInput): Promise<FenceResult> {
           throw err;
         }
         const fencedAt = new Date().toISOString();
-        // Committed after the fence: when the apply sees this message, it has seen every write before it.
+        // Committed after the fence: when the apply sees this marker, it has seen every write before it.
         const token = `${input.migrationId}:${Date.now()}`;
-        const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
+        if (hasPgoutputMessages(await serverVersionNum(c))) {
+          const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
+          return { token, fenceLsn: r.rows[0]!.lsn, fencedAt };
+        }
+        await c.query(`INSERT INTO ${qname(fenceMarkerTable(slotNameFor(input.migrationId)))} (token) VALUES ($1)`, [token]);
+        const r = await c.query<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
         return { token, fenceLsn: r.rows[0]!.lsn, fencedAt };
       },
       { applicationName: 'pg-dts fence' },
@@ -145,13 +167,24 @@ async function dropFenceTriggers(input: FenceInput): Promise<{ dropped: number; 
       }
       if (pending) return { dropped, pending };
       await c.query(`DROP FUNCTION IF EXISTS ${fenceFunction(input.migrationId)}()`);
-      // Remove our schema only when nothing else of ours (another migration's fence) is in it.
-      const left = await c.query(`SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 LIMIT 1`, [FENCE_SCHEMA]);
-      if (!left.rowCount) await c.query(`DROP SCHEMA IF EXISTS ${ident(FENCE_SCHEMA)}`);
+      await dropFenceSchemaIfEmpty(c);
       return { dropped, pending };
     },
     { applicationName: 'pg-dts fence' },
   );
+}
+
+/**
+ * Removes our schema only when nothing else of ours (another migration's fence function or marker
+ * table) is in it.
+ */
+export async function dropFenceSchemaIfEmpty(c: Client): Promise<void> {
+  const left = await c.query(
+    `SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1
+     UNION ALL SELECT 1 FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname = $1 LIMIT 1`,
+    [FENCE_SCHEMA],
+  );
+  if (!left.rowCount) await c.query(`DROP SCHEMA IF EXISTS ${ident(FENCE_SCHEMA)}`);
 }
 
 export interface SequenceSyncInput {

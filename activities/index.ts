@@ -302,9 +302,9 @@ export function createActivities(deps: ActivityDeps = {}) {
      * connection open and idle until cancelled (every copy has imported the snapshot by then). If this
      * activity dies, the snapshot dies with it; the workflow notices by the heartbeat timeout.
      */
-    async holdSnapshot(input: { source: ConnectionSpec; slot: string; attempt: number }): Promise<{ consistentPoint: string }> {
+    async holdSnapshot(input: { source: ConnectionSpec; slot: string; attempt: number; failover?: boolean }): Promise<{ consistentPoint: string }> {
       const ctx = Context.current();
-      const handle = await createSlotWithSnapshot(input.source, input.slot);
+      const handle = await createSlotWithSnapshot(input.source, input.slot, { failover: input.failover });
       try {
         await signalWorkflow(snapshotReadySignal.name, {
           attempt: input.attempt,

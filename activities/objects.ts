@@ -62,6 +62,7 @@ import { FENCE_SCHEMA } from './cutover';
 import { connect } from './db';
 import { MAX_IDENTIFIER_BYTES, quoteIdentLikePg, rewriteExprTypes, rewriteIndexDefinition, targetObjectName, type TypeRename } from './ddl';
 import { classify } from './errors';
+import { serverVersionNum } from './pg-version';
 import { ident, literal, qname } from './sql';
 import { displayName, mapTableName, type ConnectionSpec, type QualifiedName } from './spec';
 
@@ -1672,6 +1673,8 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
   }));
 
   const triggerRels = [...migrated.map((m) => m.oid), ...views.map((v) => v.oid)];
+  // A partition's copy of its parent's trigger: tgparentid from 13 on; 12 marks the copies internal.
+  const parentless = (await serverVersionNum(client)) >= 130000 ? ' AND t.tgparentid = 0' : '';
   const triggers = (
     await client.query<{ oid: number; name: string; relid: number; schema: string; table: string; definition: string; enabled: string }>(
       `SELECT t.oid, t.tgname::text AS name, t.tgrelid AS relid, n.nspname::text AS schema, c.relname::text AS table,
@@ -1681,7 +1684,7 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
          JOIN pg_namespace n ON n.oid = c.relnamespace
          JOIN pg_proc p ON p.oid = t.tgfoid
          JOIN pg_namespace fn ON fn.oid = p.pronamespace
-        WHERE t.tgrelid = ANY($1::oid[]) AND NOT t.tgisinternal AND t.tgparentid = 0 AND fn.nspname <> $2
+        WHERE t.tgrelid = ANY($1::oid[]) AND NOT t.tgisinternal${parentless} AND fn.nspname <> $2
         ORDER BY n.nspname, c.relname, t.tgname`,
       [triggerRels, FENCE_SCHEMA],
     )

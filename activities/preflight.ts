@@ -9,6 +9,7 @@ import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed, scrub } from './errors';
 import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
+import { formatPgVersion, hasFailoverSlots, MIN_MAJOR, serverVersionNum } from './pg-version';
 import { displayName, mapTableName, MAX_IDENTIFIER_BYTES, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
@@ -180,9 +181,6 @@ async function checkSourceForReplication(
     `SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')`,
   );
   const s = Object.fromEntries(settings.rows.map((r) => [r.name, r.setting]));
-  if (Number(s.server_version_num) < 140000) {
-    throw preconditionFailed(`the source runs PostgreSQL ${s.server_version_num}; online migration needs PostgreSQL 14 or later (pgoutput messages)`);
-  }
   if (s.wal_level !== 'logical') {
     throw preconditionFailed(
       `the source has wal_level = ${s.wal_level}; online migration needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the source server)`,
@@ -283,6 +281,27 @@ async function checkSourceRights(client: Client, tables: TablePlan[], online: bo
   }
 }
 
+/**
+ * Versions, before any other catalog query (those use functions that 12 introduced). Refuses only what
+ * cannot work, saying why; the versions are named as people write them (13.23).
+ */
+export async function checkVersions(src: Client, dst: Client, spec: NormalizedSpec): Promise<void> {
+  const [sv, tv] = await Promise.all([serverVersionNum(src), serverVersionNum(dst)]);
+  for (const [side, v] of [['source', sv], ['target', tv]] as const) {
+    if (v < MIN_MAJOR * 10000) {
+      throw preconditionFailed(
+        `the ${side} runs PostgreSQL ${formatPgVersion(v)}; pg-dts needs PostgreSQL ${MIN_MAJOR} or later on both sides ` +
+          '(it reads the catalog with pg_partition_tree, pg_partition_root and generated columns, all added in 12)',
+      );
+    }
+  }
+  if (spec.slot?.failover && spec.mode === 'online' && !hasFailoverSlots(sv)) {
+    throw preconditionFailed(
+      `slot.failover needs PostgreSQL 17 or later on the source (failover slots and sync_replication_slots were added in 17); the source runs ${formatPgVersion(sv)}: remove slot.failover`,
+    );
+  }
+}
+
 async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
   const existing = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name
@@ -314,13 +333,14 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
     // PostgreSQL 15 on, a role granted SET on the parameter, directly or through a role it belongs to
     // (managed services grant it to their admin role: RDS's rds_superuser, Cloud SQL's
     // cloudsqlsuperuser, Azure's azure_pg_admin).
-    const su = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null; version: number }>(
-      `SELECT rolname, rolsuper, current_setting('server_version_num')::int AS version,
-              CASE WHEN current_setting('server_version_num')::int >= 150000
-                   THEN has_parameter_privilege('session_replication_role', 'SET') END AS may_set
+    // has_parameter_privilege does not exist before 15, and an unknown function fails the whole
+    // statement even in a CASE branch never taken: the version decides which SQL is sent.
+    const version = await serverVersionNum(client);
+    const su = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null }>(
+      `SELECT rolname, rolsuper, ${version >= 150000 ? `has_parameter_privilege('session_replication_role', 'SET')` : 'NULL::bool'} AS may_set
          FROM pg_roles WHERE rolname = current_user`,
     );
-    const r = su.rows[0];
+    const r = su.rows[0] && { ...su.rows[0], version };
     if (!r?.rolsuper && !r?.may_set) {
       const role = JSON.stringify(r?.rolname);
       throw preconditionFailed(
@@ -432,6 +452,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
   try {
     const dst = await open(spec.target, 'target');
     try {
+      await checkVersions(src, dst, spec);
       const { tables, notices } = await listSourceTables(src, spec);
       await checkNameLengths(src, tables, spec.tableSuffix);
       const unsafe = await findUnsafeExpressions(src, tables.map((t) => t.source));

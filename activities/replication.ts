@@ -6,6 +6,8 @@
 import type { Client } from 'pg';
 import { connect, withClient } from './db';
 import { classify } from './errors';
+import { dropFenceSchemaIfEmpty, fenceMarkerTable, FENCE_MARKER_DDL } from './cutover';
+import { createSlotCommand, hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from './pg-version';
 import { ident, literal, qname } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
 
@@ -15,18 +17,44 @@ export interface PublicationInput {
   tables: QualifiedName[];
 }
 
-/** Idempotent: creates the publication, or resets an existing one of ours to exactly these tables. */
+/**
+ * Idempotent: creates the publication, or resets an existing one of ours to exactly these tables. On
+ * sources before 14 it also holds our fence marker table (cutover.ts), created here.
+ */
 export async function createPublication(input: PublicationInput): Promise<void> {
   try {
     await withClient(input.source, async (c) => {
-      const list = input.tables.map(qname).join(', ');
+      const version = await serverVersionNum(c);
+      // Before 13 a partitioned table cannot be published as a whole: its leaves are (the apply writes
+      // them through the partitioned table on the target).
+      const tables = hasPublishViaRoot(version) ? [...input.tables] : await withLeavesForPartitioned(c, input.tables);
+      if (!hasPgoutputMessages(version)) {
+        for (const ddl of FENCE_MARKER_DDL(input.publication)) await c.query(ddl);
+        tables.push(fenceMarkerTable(input.publication));
+      }
+      const list = tables.map(qname).join(', ');
       const exists = await c.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [input.publication]);
       if (exists.rowCount) await c.query(`ALTER PUBLICATION ${ident(input.publication)} SET TABLE ${list}`);
-      else await c.query(`CREATE PUBLICATION ${ident(input.publication)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`);
+      else await c.query(`CREATE PUBLICATION ${ident(input.publication)} FOR TABLE ${list}${hasPublishViaRoot(version) ? ' WITH (publish_via_partition_root = true)' : ''}`);
     });
   } catch (err) {
     throw classify(err, 'create publication');
   }
+}
+
+async function withLeavesForPartitioned(c: Client, tables: readonly QualifiedName[]): Promise<QualifiedName[]> {
+  const r = await c.query<{ schema: string; name: string }>(
+    `SELECT coalesce(ln.nspname, u.s) AS schema, coalesce(l.relname, u.r) AS name
+       FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(s, r, i)
+       LEFT JOIN pg_namespace n ON n.nspname = u.s
+       LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r AND c.relkind = 'p'
+       LEFT JOIN LATERAL (SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf) t ON true
+       LEFT JOIN pg_class l ON l.oid = t.relid
+       LEFT JOIN pg_namespace ln ON ln.oid = l.relnamespace
+      ORDER BY u.i, 1, 2`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  );
+  return r.rows;
 }
 
 export interface SlotHandle {
@@ -40,12 +68,14 @@ export interface SlotHandle {
  * only while this connection stays open and idle: the caller must keep it so until every copy began.
  * A slot left by an earlier, lost attempt is dropped first: its snapshot died with its connection.
  */
-export async function createSlotWithSnapshot(source: ConnectionSpec, slot: string): Promise<SlotHandle> {
+export async function createSlotWithSnapshot(source: ConnectionSpec, slot: string, opts: { failover?: boolean } = {}): Promise<SlotHandle> {
   await dropSlot(source, slot);
   const client = await connect(source, { replication: 'database', applicationName: 'pg-dts snapshot' });
   try {
+    // Asked before the slot exists: a command after it would invalidate the exported snapshot.
+    const version = await serverVersionNum(client);
     // Replication connections take no parameters; the slot name is ours ([a-z0-9_]) and quoted anyway.
-    const r = await client.query(`CREATE_REPLICATION_SLOT ${ident(slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
+    const r = await client.query(createSlotCommand(ident(slot), version, opts.failover));
     const row = r.rows[0] as { consistent_point: string; snapshot_name: string };
     return { client, snapshotName: row.snapshot_name, consistentPoint: row.consistent_point };
   } catch (err) {
@@ -81,7 +111,16 @@ export async function dropSlot(source: ConnectionSpec, slot: string): Promise<bo
 }
 
 export async function dropPublication(source: ConnectionSpec, publication: string): Promise<void> {
-  await withClient(source, (c) => c.query(`DROP PUBLICATION IF EXISTS ${ident(publication)}`));
+  await withClient(source, async (c) => {
+    await c.query(`DROP PUBLICATION IF EXISTS ${ident(publication)}`);
+    // Only ever ours: named after our publication, in our schema (sources before 14 have one).
+    const marker = fenceMarkerTable(publication);
+    const has = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [qname(marker)]);
+    if (has.rows[0]?.ok) {
+      await c.query(`DROP TABLE IF EXISTS ${qname(marker)}`);
+      await dropFenceSchemaIfEmpty(c);
+    }
+  });
 }
 
 export async function sourceHasSlot(source: ConnectionSpec, slot: string): Promise<{ slot: boolean; publication: boolean }> {

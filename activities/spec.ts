@@ -141,6 +141,12 @@ export const migrationSpecSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * The replication slot. `failover: true` (sources on PostgreSQL 17+) creates it as a failover slot,
+     * which the source's standbys keep in sync (`sync_replication_slots`), so the migration survives a
+     * failover of the source to one of them.
+     */
+    slot: z.object({ failover: z.boolean().optional() }).strict().optional(),
     /** Migration id used to name the slot and publication; defaults to the workflow id. */
     id: z
       .string()
@@ -175,6 +181,8 @@ export interface NormalizedSpec {
   setReplicaIdentityFull: boolean;
   validation: { sampleSize: number; checksum: boolean; live: boolean; chunkRows?: number };
   objects: boolean;
+  /** Present only when asked for (plans recorded before it have none). */
+  slot?: { failover: boolean };
 }
 
 export class SpecError extends Error {
@@ -273,6 +281,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,
     objects: s.objects ?? false,
+    ...(s.slot?.failover ? { slot: { failover: true } } : {}),
     validation: {
       sampleSize: s.validation?.sampleSize ?? 1000,
       checksum: s.validation?.checksum ?? false,

@@ -58,7 +58,8 @@ export interface SourceRangeType {
   /** Built-in (pg_catalog) functions only; user functions make the type unsupported (canonical) or are left out (subtype_diff). */
   canonical?: QualifiedName;
   subtypeDiff?: QualifiedName;
-  multirange: QualifiedName;
+  /** The source's multirange type (PostgreSQL 14+); none before 14, and the target then names its own. */
+  multirange?: QualifiedName;
 }
 
 export interface SourceExtensionType {
@@ -102,7 +103,7 @@ export function typeRenames(types: readonly SourceType[], spec: Pick<NameMapping
   for (const t of types) {
     if (t.kind === 'extension') continue;
     add(t.name);
-    if (t.kind === 'range') add(t.multirange);
+    if (t.kind === 'range' && t.multirange) add(t.multirange);
   }
   return out;
 }
@@ -159,7 +160,7 @@ export function typeCreationStatements(t: Exclude<SourceType, SourceExtensionTyp
       if (t.collation) opts.push(`COLLATION = ${qname(t.collation)}`);
       if (t.canonical) opts.push(`CANONICAL = ${catalogName(t.canonical)}`);
       if (t.subtypeDiff) opts.push(`SUBTYPE_DIFF = ${catalogName(t.subtypeDiff)}`);
-      opts.push(`MULTIRANGE_TYPE_NAME = ${qname(mapTypeName(t.multirange, spec))}`);
+      if (t.multirange) opts.push(`MULTIRANGE_TYPE_NAME = ${qname(mapTypeName(t.multirange, spec))}`);
       return [`CREATE TYPE ${target} AS RANGE (${opts.join(', ')})`];
     }
   }

@@ -26,7 +26,7 @@ import {
   type TableReport,
   type TableStatus,
 } from './contract';
-import { migrationIdFor, migrationIdOf } from './names';
+import { migrationIdFor, migrationIdOf, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
 import { applySignal } from './state';
 
@@ -128,7 +128,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   const startedAt = continued?.startedAt ?? Date.now();
   const info = wf.workflowInfo();
   const migrationId = migrationIdOf(spec, info.workflowId);
-  const slot = `pg_dts_${migrationId}`;
+  const slot = slotNameFor(migrationId);
   const publication = slot;
 
   const state: MigrationStatus = continued?.state ?? { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
@@ -458,7 +458,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       let holderError: unknown;
       replicationCreated = true;
       const held = holderScope
-        .run(() => holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: `hold snapshot of slot ${slot}` }, [{ source: plan!.spec.source, slot, attempt }]))
+        .run(() => holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: `hold snapshot of slot ${slot}` }, [{ source: plan!.spec.source, slot, attempt, ...(plan!.spec.slot?.failover ? { failover: true } : {}) }]))
         .then(
           () => void (holderEnded = true),
           (e) => {

@@ -28,3 +28,8 @@ export function migrationIdOf(spec: unknown, workflowId: string): string {
   const rawId = (spec as { id?: unknown } | null)?.id;
   return typeof rawId === 'string' && /^[a-z0-9_]{1,40}$/.test(rawId) ? rawId : migrationIdFor(workflowId);
 }
+
+/** The replication slot's name, also the publication's. */
+export function slotNameFor(migrationId: string): string {
+  return `pg_dts_${migrationId}`;
+}

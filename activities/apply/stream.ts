@@ -59,7 +59,8 @@ import type { Client, ClientConfig } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfigs, connect, describeConnection, pinnedSpec, runIdempotentDdl } from '../db';
-import { FENCE_MESSAGE_PREFIX } from '../cutover';
+import { FENCE_MESSAGE_PREFIX, fenceMarkerTable } from '../cutover';
+import { hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
 import { ReplicationFramer, Spool, copyRow, inlineParams, isSpooled, type SpooledValue } from './spool';
@@ -441,10 +442,12 @@ function replString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-export function startReplicationSql(slot: string, publication: string, startLsn: string): string {
+export function startReplicationSql(slot: string, publication: string, startLsn: string, messages = true): string {
   lsnToBigInt(startLsn); // validates
   // publication_names is parsed like a list of SQL identifiers: quote ours so case and commas survive.
-  const options = [`proto_version '1'`, `publication_names ${replString(ident(publication))}`, `messages 'true'`];
+  const options = [`proto_version '1'`, `publication_names ${replString(ident(publication))}`];
+  // Sources before 14 reject the option; their fence marker is a row (fenceMarkerTable) instead.
+  if (messages) options.push(`messages 'true'`);
   return `START_REPLICATION SLOT ${ident(slot)} LOGICAL ${startLsn} (${options.join(', ')})`;
 }
 
@@ -485,9 +488,10 @@ class TextPgoutputPlugin {
   parse(_buffer: Buffer): PgoutputMessage {
     return { tag: 'invalid', error: new Error('a replication message bypassed the reader') };
   }
-  start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+  async start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+    const version = await serverVersionNum(client);
     this.intercept(client);
-    return client.query(startReplicationSql(slotName, this.options.publication, lastLsn));
+    return client.query(startReplicationSql(slotName, this.options.publication, lastLsn, hasPgoutputMessages(version)));
   }
 
   /**
@@ -588,6 +592,39 @@ function sqlState(err: unknown): string | undefined {
 export interface ApplyTable {
   source: QualifiedName;
   target: QualifiedName;
+}
+
+/**
+ * A leaf partition of a migrated partitioned table on a source before 13, which publishes leaves only
+ * (no publish_via_partition_root): its changes are written through the root's target table, which
+ * routes each row to its partition, as the copy did.
+ */
+export interface LeafRoute {
+  source: QualifiedName;
+  /** The migrated (root) table it belongs to, on the source and on the target. */
+  root: QualifiedName;
+  target: QualifiedName;
+  /** How many leaves that root has: a TRUNCATE must name them all. */
+  leaves: number;
+}
+
+/** The leaves of the partitioned tables among `tables`, with their roots' target names. */
+export async function readLeafRoutes(source: Client, tables: readonly ApplyTable[]): Promise<LeafRoute[]> {
+  const r = await source.query<{ i: string; schema: string; name: string; leaves: number }>(
+    `SELECT u.i::text AS i, ln.nspname AS schema, l.relname AS name, count(*) OVER (PARTITION BY u.i)::int AS leaves
+       FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(s, r, i)
+       JOIN pg_namespace n ON n.nspname = u.s
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r AND c.relkind = 'p'
+       CROSS JOIN LATERAL pg_partition_tree(c.oid) t
+       JOIN pg_class l ON l.oid = t.relid
+       JOIN pg_namespace ln ON ln.oid = l.relnamespace
+      WHERE t.isleaf`,
+    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
+  );
+  return r.rows.map((row) => {
+    const t = tables[Number(row.i) - 1]!;
+    return { source: { schema: row.schema, name: row.name }, root: t.source, target: t.target, leaves: row.leaves };
+  });
 }
 
 export interface ApplyProgress {
@@ -717,6 +754,8 @@ interface MappedRelation {
 interface RelationState {
   source: QualifiedName;
   mapped?: MappedRelation;
+  /** Our fence marker table (sources before 14): its INSERT marks the fence, nothing is written. */
+  fenceMarker?: true;
 }
 
 interface InsertBatch {
@@ -857,6 +896,9 @@ class ApplyEngine {
   private readonly maxGroupMs: number;
   private readonly groupIdleMs: number;
   private readonly tableMap = new Map<string, QualifiedName>();
+  private readonly fenceMarkerKey: string;
+  /** Leaf partition (sources before 13) -> its root's key and leaf count (routeLeaves). */
+  private readonly leafRoots = new Map<string, { root: string; leaves: number }>();
   private readonly relations = new Map<number, RelationState>();
   /** pgoutput Type messages: source OID of a user-defined type -> its name (a domain's: its base type's). */
   private readonly sourceTypes = new Map<number, QualifiedName>();
@@ -993,6 +1035,7 @@ class ApplyEngine {
     this.maxGroupMs = Math.max(0, opts.maxGroupMs ?? 100);
     this.groupIdleMs = Math.max(0, opts.groupIdleMs ?? 5);
     for (const t of opts.tables) this.tableMap.set(keyOf(t.source), t.target);
+    this.fenceMarkerKey = keyOf(fenceMarkerTable(opts.publication));
     this.committed = applied;
     this.durable = applied;
     this.processed = applied;
@@ -1223,6 +1266,7 @@ class ApplyEngine {
       case 'insert':
       case 'update':
       case 'delete': {
+        if (this.noteFenceMarker(msg)) return true;
         if (msg.spooled !== undefined) return false;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return true;
@@ -1307,6 +1351,7 @@ class ApplyEngine {
       case 'insert':
       case 'update':
       case 'delete': {
+        if (this.noteFenceMarker(msg)) return;
         if (msg.spooled !== undefined && msg.spooled > this.spoolSeen) this.spoolSeen = msg.spooled;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return;
@@ -1317,7 +1362,10 @@ class ApplyEngine {
       case 'truncate': {
         if (!this.inSourceTxn) throw new ApplyError('replication stream: TRUNCATE outside a transaction');
         if (this.skipping) return;
-        const c: Change = { msg, mapped: msg.relationOids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
+        const oids = msg.relationOids.filter((oid) => !this.relations.get(oid)?.fenceMarker);
+        if (!oids.length) return;
+        if (this.leafRoots.size) this.checkLeafTruncate(oids);
+        const c: Change = { msg: { ...msg, relationOids: oids }, mapped: oids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
         this.account(c);
         return this.change(c);
       }
@@ -1342,6 +1390,50 @@ class ApplyEngine {
         this.txnFence = msg.content.toString('utf8');
       }
     }
+  }
+
+  /** Sources before 13 publish leaf partitions: each is written through its root's target table. */
+  routeLeaves(routes: readonly LeafRoute[]): void {
+    for (const r of routes) {
+      this.tableMap.set(keyOf(r.source), r.target);
+      this.leafRoots.set(keyOf(r.source), { root: keyOf(r.root), leaves: r.leaves });
+    }
+  }
+
+  /**
+   * TRUNCATE of a whole partitioned table reaches us as one TRUNCATE of all its leaves, and truncates
+   * the root's target. One of a single leaf would empty every partition on the target: refused.
+   */
+  private checkLeafTruncate(oids: readonly number[]): void {
+    const seen = new Map<string, { leaves: number; count: number; names: string[] }>();
+    for (const oid of oids) {
+      const source = this.relations.get(oid)?.source;
+      const leaf = source && this.leafRoots.get(keyOf(source));
+      if (!source || !leaf) continue;
+      const e = seen.get(leaf.root) ?? { leaves: leaf.leaves, count: 0, names: [] };
+      e.count++;
+      e.names.push(displayName(source));
+      seen.set(leaf.root, e);
+    }
+    for (const e of seen.values()) {
+      if (e.count < e.leaves) {
+        throw new ApplyError(
+          `TRUNCATE of partition(s) ${e.names.join(', ')} alone on the source: a PostgreSQL 12 source publishes partitions one by one and pg-dts writes them through their ` +
+            'partitioned table on the target, so it cannot empty a single partition there; restart the migration (or truncate the same partition on the target and migrate offline)',
+          { table: e.names.join(', '), operation: 'TRUNCATE', permanent: true },
+        );
+      }
+    }
+  }
+
+  /**
+   * A change to our fence marker table (sources before 14) is the fence marker itself, handled like
+   * the logical message newer sources send: true when `msg` was one (nothing to write).
+   */
+  private noteFenceMarker(msg: ChangeMessage): boolean {
+    if (!this.relations.get(msg.relationOid)?.fenceMarker) return false;
+    if (msg.tag === 'insert' && this.inSourceTxn && !this.skipping && typeof msg.new[0] === 'string') this.txnFence = msg.new[0];
+    return true;
   }
 
   /** The mapped relation a change goes to, or undefined when its transaction is being skipped. */
@@ -1962,7 +2054,7 @@ class ApplyEngine {
     const source = { schema: msg.schema, name: msg.name };
     const target = this.tableMap.get(keyOf(source));
     if (!target) {
-      this.relations.set(msg.relationOid, { source });
+      this.relations.set(msg.relationOid, keyOf(source) === this.fenceMarkerKey ? { source, fenceMarker: true } : { source });
       return;
     }
     const display = displayName(target);
@@ -2328,8 +2420,10 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     const timeoutMs = timeout.rows[0]?.ms ?? 60_000;
     const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
 
+    const leafRoutes = hasPublishViaRoot(await serverVersionNum(monitor)) ? [] : await readLeafRoutes(monitor, opts.tables);
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
     engine = new ApplyEngine({ ...opts, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
+    engine.routeLeaves(leafRoutes);
     monitor = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();

@@ -34,3 +34,14 @@ export async function sourceLeftovers(cluster: PgCluster, database: string): Pro
   );
   return r!;
 }
+
+/** Every sequence of the database with the value nextval() last returned (null: never called). */
+export async function sequenceValues(cluster: PgCluster, database: string): Promise<Record<string, string | null>> {
+  const rows = await cluster.query<{ name: string; last_value: string | null }>(
+    `SELECT schemaname || '.' || sequencename AS name, last_value::text AS last_value
+       FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'pgdts') ORDER BY 1`,
+    [],
+    database,
+  );
+  return Object.fromEntries(rows.map((r) => [r.name, r.last_value]));
+}

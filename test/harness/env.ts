@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import { startCluster, type PgCluster } from './pg-cluster';
+import { startCluster, versionFromEnv, type PgCluster } from './pg-cluster';
 import { startTemporal } from './temporal';
 import { createWorker } from '../../worker/worker';
 import { quietTemporalLogs } from '../../worker/logging';
@@ -34,11 +34,20 @@ export interface MigrationHandle {
   waitForPhase(phase: string, timeoutMs?: number): Promise<MigrationStatus>;
 }
 
-export async function startEnv(opts: { sourceSettings?: Record<string, string | number> } = {}): Promise<TestEnv> {
+export interface EnvOptions {
+  sourceSettings?: Record<string, string | number>;
+  /** Major versions of the two clusters; default PG_DTS_TEST_SOURCE_VERSION / PG_DTS_TEST_TARGET_VERSION, else the system's. */
+  sourceVersion?: number;
+  targetVersion?: number;
+}
+
+export async function startEnv(opts: EnvOptions = {}): Promise<TestEnv> {
   quietTemporalLogs(process.env.PG_DTS_TEST_LOG === 'info' ? undefined : 'ERROR');
+  const sourceVersion = opts.sourceVersion ?? versionFromEnv('PG_DTS_TEST_SOURCE_VERSION');
+  const targetVersion = opts.targetVersion ?? versionFromEnv('PG_DTS_TEST_TARGET_VERSION');
   const [source, target, temporal] = await Promise.all([
-    startCluster({ name: 'source', settings: opts.sourceSettings }),
-    startCluster({ name: 'target' }),
+    startCluster({ name: 'source', settings: opts.sourceSettings, version: sourceVersion }),
+    startCluster({ name: 'target', version: targetVersion }),
     startTemporal(),
   ]);
   const taskQueue = `test-${randomUUID()}`;

@@ -10,10 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
+import { embeddedPgBinDir } from './pg-binaries';
 
 const run = promisify(execFile);
 
-export function pgBinDir(): string {
+/**
+ * The server binaries to run: of major version `version` when given (the system's if installed, else
+ * the official build from pg-binaries.ts), otherwise PG_BIN_DIR or the system's PostgreSQL 15.
+ */
+export function pgBinDir(version?: number): string {
+  if (version !== undefined) {
+    const system = `/usr/lib/postgresql/${version}/bin`;
+    return existsSync(join(system, 'initdb')) ? system : embeddedPgBinDir(version);
+  }
   const candidates = [process.env.PG_BIN_DIR, '/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin'];
   for (const c of candidates) if (c && existsSync(join(c, 'initdb'))) return c;
   const which = spawnSync('sh', ['-c', 'dirname "$(command -v initdb)"'], { encoding: 'utf8' });
@@ -64,10 +73,20 @@ export interface PgCluster {
 export interface ClusterOptions {
   name?: string;
   settings?: Record<string, string | number>;
+  /** Major version (12–18); default: the system's PostgreSQL (15). */
+  version?: number;
+}
+
+/** A major version from an environment variable (e.g. PG_DTS_TEST_SOURCE_VERSION=12), or undefined. */
+export function versionFromEnv(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw)) throw new Error(`${name}=${raw}: expected a PostgreSQL major version such as 14`);
+  return Number(raw);
 }
 
 export async function startCluster(opts: ClusterOptions = {}): Promise<PgCluster> {
-  const bin = pgBinDir();
+  const bin = pgBinDir(opts.version);
   const base = mkdtempSync(join(tmpdir(), `pgdts-${opts.name ?? 'pg'}-`));
   chmodSync(base, 0o777);
   const dataDir = join(base, 'data');
