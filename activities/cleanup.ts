@@ -9,6 +9,7 @@ import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
+import { deleteProofSql, PROOF_TABLE } from './validate-sql';
 
 /**
  * Removes the apply's position for this slot from the target; the last migration using the table
@@ -20,6 +21,10 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
     const has = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [APPLY_PROGRESS_TABLE]);
     if (!has.rows[0].ok) return;
     await c.query(DELETE_APPLY_PROGRESS_SQL, [slot]);
+    // The content proof's chunks of this migration (keyed by the same slot).
+    const proof = deleteProofSql(slot);
+    const hasProof = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
+    if (hasProof.rows[0].ok) await c.query(proof.text, proof.values);
     await c.query('BEGIN');
     try {
       // Never wait for the lock: another migration's apply writes this table in every transaction.
@@ -30,6 +35,17 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       const left = locked ? await c.query(`SELECT 1 FROM ${APPLY_PROGRESS_TABLE} LIMIT 1`) : { rowCount: 1 };
       if (left.rowCount) return void (await c.query('ROLLBACK'));
       await c.query(`DROP TABLE ${APPLY_PROGRESS_TABLE}`);
+      // The content proof's table goes with it once no migration has chunks in it.
+      if (hasProof.rows[0].ok) {
+        // A proof still writing (being cancelled) keeps it; the next cleanup drops it.
+        await c.query('SAVEPOINT proof_lock');
+        const proofLocked = await c.query(`LOCK TABLE ${PROOF_TABLE} IN ACCESS EXCLUSIVE MODE NOWAIT`).then(
+          () => true,
+          () => c.query('ROLLBACK TO SAVEPOINT proof_lock').then(() => false),
+        );
+        const proofLeft = proofLocked ? await c.query(`SELECT 1 FROM ${PROOF_TABLE} LIMIT 1`) : { rowCount: 1 };
+        if (!proofLeft.rowCount) await c.query(`DROP TABLE ${PROOF_TABLE}`);
+      }
       await c.query('SAVEPOINT schema_drop');
       await c.query(`DROP SCHEMA ${ident(APPLY_PROGRESS_SCHEMA)}`).catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
       await c.query('COMMIT');

@@ -13,10 +13,11 @@ import { migrationIdOf } from '../workflows/names';
 import { createTargetTables, finishTargetTables } from './schema';
 import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateTablesInput } from './validate';
 import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
+import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResult } from './validate-proof';
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus } from '../workflows/contract';
+import { applyProgressSignal, copyProgressSignal, proofProgressSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus } from '../workflows/contract';
 import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
@@ -257,6 +258,52 @@ export function createActivities(deps: ActivityDeps = {}) {
       const results = await validateLive(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
       throwIfCancelled(ctx);
       return results;
+    },
+
+    /**
+     * SYNCING_WAL: the content proof's passes, until cancelled (or a divergence is confirmed). Its
+     * state lives on the target, so a retry, a new run or VALIDATING continues from it.
+     */
+    async proveLive(input: ProveLiveInput): Promise<ProveLiveResult> {
+      const ctx = Context.current();
+      let last: ProofProgress | undefined;
+      let sent = '';
+      let every = 2000;
+      let pending: Promise<void> = Promise.resolve();
+      const send = () => {
+        if (!last || JSON.stringify(last) === sent) return;
+        sent = JSON.stringify(last);
+        const p = last;
+        pending = pending.then(() => signalWorkflow(proofProgressSignal.name, p).catch(() => undefined));
+      };
+      // Every signal is a history event: every 2 s at first, doubling to 30 s; a pass's end at once.
+      let timer: NodeJS.Timeout | undefined;
+      const tick = () => {
+        send();
+        every = Math.min(30_000, every * 2);
+        timer = setTimeout(tick, every);
+      };
+      timer = setTimeout(tick, every);
+      const beat = setInterval(() => ctx.heartbeat(last), 1000);
+      let passes = 0;
+      try {
+        const result = await proveLive(input, {
+          signal: ctx.cancellationSignal,
+          onProofProgress: (p) => {
+            last = p;
+            if (p.passesComplete !== passes) {
+              passes = p.passesComplete;
+              send();
+            }
+          },
+        });
+        await pending;
+        throwIfCancelled(ctx);
+        return result;
+      } finally {
+        clearTimeout(timer);
+        clearInterval(beat);
+      }
     },
 
     async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[]; migrationId?: string }): Promise<DropTargetResult> {

@@ -284,7 +284,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     ...(s.slot?.failover ? { slot: { failover: true } } : {}),
     validation: {
       sampleSize: s.validation?.sampleSize ?? 1000,
-      checksum: s.validation?.checksum ?? false,
+      checksum: s.validation?.checksum ?? true,
       live: s.validation?.live ?? false,
       chunkRows: s.validation?.chunkRows,
     },

@@ -36,6 +36,8 @@ import {
   bucketChecksumsSql,
   bucketRowsSql,
   chunkChecksumSql,
+  chunkFingerprintSql,
+  chunkProofSql,
   countRowHashesSql,
   countSql,
   CURRENT_LSN_SQL,
@@ -125,6 +127,18 @@ export class TableSide {
       out.set(String(i), `${r.n}:${r.h}`);
     }
     return out;
+  }
+
+  /** Count and tuple fingerprint of one range (see chunkFingerprintSql). */
+  async fingerprint(range: KeyRange): Promise<{ rows: number; tuples: string }> {
+    const r = (await query<{ n: string; f: string }>(this.client, chunkFingerprintSql(this.shape, range))).rows[0]!;
+    return { rows: Number(r.n), tuples: `${r.n}:${r.f}` };
+  }
+
+  /** Count, content checksum (`count:sum`, as summaries()) and tuple fingerprint of one range, one scan. */
+  async proofSummary(range: KeyRange): Promise<{ rows: number; content: string; tuples: string }> {
+    const r = (await query<{ n: string; h: string; f: string }>(this.client, chunkProofSql(this.shape, range, this.hash))).rows[0]!;
+    return { rows: Number(r.n), content: `${r.n}:${r.h}`, tuples: `${r.n}:${r.f}` };
   }
 
   /** A live source read carries row versions (xmin), so the live check can tell a row held still. */
@@ -431,18 +445,27 @@ const LEAF_BATCH_ROWS = 20_000;
  * splits the differing ranges at keys read from the side with more rows there, compares the pieces'
  * checksums (all of a level in a few reads), and compares ranges of at most leafRows rows row by row.
  */
-export async function checksumKeyed(src: TableSide, dst: TableSide, pairing: Pairing, sourceRows: number, opts: ChecksumOptions): Promise<ChecksumResult> {
+export async function checksumKeyed(
+  src: TableSide,
+  dst: TableSide,
+  pairing: Pairing,
+  sourceRows: number,
+  opts: ChecksumOptions,
+  /** The proof's chunks, of which only `only` are compared (the others are proven already). */
+  planned?: { ranges: readonly KeyRange[]; only: readonly number[] },
+): Promise<ChecksumResult> {
   const nChunks = Math.max(1, Math.ceil(sourceRows / Math.max(1, opts.chunkRows)));
-  const ranges = rangesBetween(await chunkBoundaries(src, sourceRows, nChunks));
+  const ranges = planned ? [...planned.ranges] : rangesBetween(await chunkBoundaries(src, sourceRows, nChunks));
+  const indices = planned ? [...planned.only] : ranges.map((_, i) => i);
   const labels = ranges.map((r, i) => chunkLabel(i, ranges.length, r));
   const out = emptyChecksumResult(ranges.length);
 
   // Level 0: every chunk. Strict: one chunk at a time (both sides at once). Live: batches.
   let frontier: Node[] = [];
   const batch = pairing.live ? SUMMARY_BATCH : 1;
-  for (let start = 0; start < ranges.length; start += batch) {
+  for (let start = 0; start < indices.length; start += batch) {
     throwIfAborted(opts.signal);
-    const ids = new Set(Array.from({ length: Math.min(batch, ranges.length - start) }, (_, j) => String(start + j)));
+    const ids = new Set(indices.slice(start, start + batch).map(String));
     const r = await pairing.compare((side, only) => side.summaries(ranges, only ?? ids), { rounds: 1 });
     for (const id of ids) {
       out.sourceRows += summaryRows(r.src.get(id));
@@ -452,7 +475,7 @@ export async function checksumKeyed(src: TableSide, dst: TableSide, pairing: Pai
       const i = Number(id);
       frontier.push({ range: ranges[i]!, chunk: i, path: [], src: r.src.get(id), dst: r.dst.get(id) });
     }
-    opts.onChunk?.(Math.min(ranges.length, start + batch), ranges.length);
+    opts.onChunk?.(Math.min(indices.length, start + batch), indices.length);
   }
   frontier.sort(byPath);
   // Strict: a chunk whose checksum differs is a mismatch, even if its rows cannot all be listed.

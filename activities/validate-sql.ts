@@ -121,6 +121,93 @@ export function chunkChecksumSql(s: TableShape, range: KeyRange, hash: RowHash):
 }
 
 /**
+ * Which heap tuple versions a range holds: the sum of a hash of each tuple's (tableoid, ctid, xmin).
+ * A tuple version's content never changes (an UPDATE writes a new version at a new ctid with a new
+ * xmin, a DELETE removes it, VACUUM FULL moves it), so a range whose tuple set is unchanged on one
+ * side still holds exactly what it held before: the proof compares it with itself over time, never
+ * across servers, so the hash's byte order does not matter. Reads no column, detoasts nothing.
+ * xmin is the raw one (freezing keeps it), so only 2^32 transactions in between could reuse one.
+ */
+const TUPLE_ID = `hashtextextended(t.tableoid::text || t.ctid::text || t.xmin::text, 0)`;
+
+/** Row count and tuple fingerprint of one key range (the whole table for an empty range). */
+export function chunkFingerprintSql(s: TableShape, range: KeyRange): Sql {
+  const values: unknown[] = [];
+  const where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
+  return { text: `SELECT count(*)::text AS n, coalesce(sum(${TUPLE_ID}), 0)::text AS f FROM ${qname(s.table)} t WHERE ${where}`, values };
+}
+
+/** Count, content checksum and tuple fingerprint of one key range, in one scan (one snapshot). */
+export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash): Sql {
+  const values: unknown[] = [];
+  const where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
+  return {
+    text:
+      `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8)}), 0)::text AS h, ` +
+      `coalesce(sum(${TUPLE_ID}), 0)::text AS f FROM ${qname(s.table)} t WHERE ${where}`,
+    values,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The proof's state on the target: chunk boundaries, and each verified chunk's tuple fingerprints
+// ---------------------------------------------------------------------------------------------------
+
+export const PROOF_TABLE = 'pgdts.proof_chunks';
+
+export const PROOF_SCHEMA_SQL = [
+  'CREATE SCHEMA IF NOT EXISTS pgdts',
+  `CREATE TABLE IF NOT EXISTS ${PROOF_TABLE} (
+    slot_name text NOT NULL,
+    table_name text NOT NULL,
+    chunk int NOT NULL,
+    chunks int NOT NULL,
+    lo text[],
+    hi text[],
+    rows bigint,
+    source_tuples text,
+    target_tuples text,
+    verified_at timestamptz,
+    PRIMARY KEY (slot_name, table_name, chunk)
+  )`,
+] as const;
+
+/** The stored chunks of one table, in order; none when the proof has not planned it yet. */
+export function proofChunksSql(slot: string, table: string): Sql {
+  return {
+    text: `SELECT chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk`,
+    values: [slot, table],
+  };
+}
+
+/** A table's chunks, planned once (a retried or continued proof keeps the first plan). */
+export function insertProofChunksSql(slot: string, table: string, ranges: readonly KeyRange[]): Sql {
+  return {
+    text:
+      `INSERT INTO ${PROOF_TABLE} (slot_name, table_name, chunk, chunks, lo, hi) ` +
+      `SELECT $1, $2, i - 1, $3, CASE WHEN lo = 'null' THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(lo)) END, ` +
+      `CASE WHEN hi = 'null' THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(hi)) END ` +
+      `FROM jsonb_array_elements($4::jsonb) WITH ORDINALITY AS r(x, i), LATERAL (SELECT x->'lo' AS lo, x->'hi' AS hi) b ` +
+      `ON CONFLICT DO NOTHING`,
+    values: [slot, table, ranges.length, JSON.stringify(ranges.map((r) => ({ lo: r.lo ?? null, hi: r.hi ?? null })))],
+  };
+}
+
+/** One chunk's verdict: verified with both sides' fingerprints, or (NULLs) not verified. */
+export function recordProofChunkSql(slot: string, table: string, chunk: number, v: { rows: number; source: string; target: string } | undefined): Sql {
+  return {
+    text:
+      `UPDATE ${PROOF_TABLE} SET rows = $4, source_tuples = $5, target_tuples = $6, verified_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END ` +
+      `WHERE slot_name = $1 AND table_name = $2 AND chunk = $3`,
+    values: [slot, table, chunk, v?.rows ?? null, v?.source ?? null, v?.target ?? null],
+  };
+}
+
+export function deleteProofSql(slot: string): Sql {
+  return { text: `DELETE FROM ${PROOF_TABLE} WHERE slot_name = $1`, values: [slot] };
+}
+
+/**
  * Chunk boundaries from a page sample: the sampled keys in key order (the caller picks quantiles).
  * Reads `percent` of the table's pages, so it costs a fraction of a scan.
  */

@@ -19,6 +19,7 @@ import { classify } from './errors';
 import { qname } from './sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
 import { HASH_PROBE_SQL, BEGIN_READ, type RowHash } from './validate-sql';
+import { planCutoverCheck } from './validate-proof';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY, type Mismatch, type MismatchKind, type Outcome } from './validate-compare';
 import {
   checksumKeyed,
@@ -126,6 +127,11 @@ export interface ValidateTablesInput {
   leafRows?: number;
   /** Pieces a differing range is split into (default 16). */
   fanout?: number;
+  /**
+   * The content proof run during SYNCING_WAL under this slot (validate-proof.ts): its verified chunks
+   * whose tuples are unchanged on both sides are proven; only the others are compared here.
+   */
+  proofSlot?: string;
 }
 
 export interface ValidateProgress {
@@ -162,6 +168,11 @@ export interface TableValidationResult {
   mismatchesTruncated: boolean;
   /** The table could not be compared (missing on a side, a column missing). */
   error?: string;
+  /**
+   * The checksum's coverage: chunks proven before the cutover (verified during SYNCING_WAL, unchanged
+   * on both sides since) and compared here; rows covered (every row of the source when it ran).
+   */
+  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number };
   /** Counts match, and neither the sample nor the checksum found a difference. */
   ok: boolean;
   durationMs: number;
@@ -194,7 +205,9 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
         try {
           const [s, d] = await openSides(src, dst, t, hash, false);
           progress(name, 'count');
-          [result.sourceRows, result.targetRows] = await Promise.all([s.count(), d.count()]);
+          // The proof's chunk fingerprints count every row too: no separate count(*) then.
+          const planned = withChecksum && input.proofSlot ? await planCutoverCheck(s, d, input.proofSlot, name, hooks.signal) : undefined;
+          [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
           result.countsMatch = result.sourceRows === result.targetRows;
 
           let sample: SampleResult | undefined;
@@ -214,9 +227,17 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
             throwIfAborted(hooks.signal);
             const pairing = new StrictPairing(s, d);
             const chunkOpts = { ...opts, onChunk: (chunksDone: number, chunks: number) => progress(name, 'checksum', { chunksDone, chunks }) };
-            const c = t.keyColumns.length
-              ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts)
-              : await checksumKeyless(pairing, chunkOpts);
+            const c = planned
+              ? t.keyColumns.length
+                ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts, { ranges: planned.ranges, only: planned.recheck })
+                : planned.recheck.length
+                  ? await checksumKeyless(pairing, chunkOpts)
+                  : { chunks: 1, mismatchedChunks: [], found: [], truncated: false }
+              : t.keyColumns.length
+                ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts)
+                : await checksumKeyless(pairing, chunkOpts);
+            const rechecked = planned ? planned.recheck.length : c.chunks;
+            result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
             result.chunks = c.chunks;
             result.mismatchedChunks = c.mismatchedChunks;
             result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';

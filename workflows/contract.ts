@@ -61,6 +61,29 @@ export interface TableReport {
   mismatchesTruncated?: boolean;
   mismatchedChunks?: string[];
   validationError?: string;
+  /** The content proof's coverage of this table (see MigrationReport.proof). */
+  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number };
+}
+
+/**
+ * The full content proof (validation.checksum, on by default): every row compared by chunk checksums.
+ * Online, chunks are verified during SYNCING_WAL; at cutover only those not verified or changed since
+ * are compared again. `enabled: false` says the migration ran without it (validation.checksum = false).
+ */
+export interface ProofReport {
+  enabled: boolean;
+  chunks: number;
+  /** Chunks proven before the write stop and unchanged since. */
+  verifiedBeforeCutover: number;
+  /** Chunks compared at VALIDATING (source fenced, or quiet offline). */
+  reverifiedAtCutover: number;
+  /** Rows covered: every source row when the proof ran. */
+  rowsCovered: number;
+  /** Passes the live proof completed during SYNCING_WAL, and how long it ran there. */
+  livePasses?: number;
+  liveMs?: number;
+  /** Time VALIDATING took (counts, sample and the re-check), inside the write stop when online. */
+  validatingMs?: number;
 }
 
 export interface MigrationReport {
@@ -74,6 +97,7 @@ export interface MigrationReport {
   durationMs: number;
   /** Source writes stopped: from the fence to its release (online only). */
   cutoverWindowMs?: number;
+  proof?: ProofReport;
   /** Views, materialized views, functions and triggers recreated after cutover (spec.objects). */
   objects?: {
     created: string[];
@@ -95,6 +119,11 @@ export interface MigrationStatus {
   cutover?: { requested: boolean; fencedAt?: string; fenceLsn?: string; windowMs?: number };
   /** VALIDATING's verdict per table, once it ran. */
   validation?: Array<{ source: string; countsMatch: boolean; sample: 'not-run' | 'match' | 'mismatch'; checksum: 'not-run' | 'match' | 'mismatch'; mismatches: number; error?: string }>;
+  /**
+   * The content proof: progress while SYNCING_WAL (`running`; `ready` once every chunk was tried), its
+   * verdict after VALIDATING (`reverifiedAtCutover` then set), `off` when validation.checksum = false.
+   */
+  proof?: ProofProgressReport & { state: 'running' | 'ready' | 'stopped' | 'diverged' | 'validated' | 'off'; reverifiedAtCutover?: number };
   /** The advisory check during SYNCING_WAL (validation.live), per table. */
   liveValidation?: Array<{ source: string; checksum: 'match' | 'mismatch' | 'unsettled'; mismatches: number; error?: string }>;
   notices: string[];
@@ -137,6 +166,19 @@ export interface CopyProgressReport {
   units: Array<{ table: string; unit: string; snapshot?: string; rows: number; bytes: number }>;
 }
 export const copyProgressSignal = defineSignal<[CopyProgressReport]>('copyProgress');
+
+/** Sent by the content proof during SYNCING_WAL (every few seconds at first, then at most every 30 s). */
+export interface ProofProgressReport {
+  /** Passes started / complete; the first complete pass has tried every chunk once. */
+  pass: number;
+  passesComplete: number;
+  tables: number;
+  chunks: number;
+  chunksVerified: number;
+  rowsCovered: number;
+  lastPassMs?: number;
+}
+export const proofProgressSignal = defineSignal<[ProofProgressReport]>('proofProgress');
 
 export const MigrationPhaseKey = defineSearchAttributeKey('MigrationPhase', SearchAttributeType.KEYWORD);
 

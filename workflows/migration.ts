@@ -16,12 +16,14 @@ import {
   cutoverSignal,
   MigrationPhaseKey,
   pauseSignal,
+  proofProgressSignal,
   resumeSignal,
   snapshotReadySignal,
   statusQuery,
   type MigrationReport,
   type MigrationStatus,
   type Phase,
+  type ProofReport,
   type SnapshotReady,
   type TableReport,
   type TableStatus,
@@ -29,6 +31,7 @@ import {
 import { migrationIdFor, migrationIdOf, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
 import { applySignal } from './state';
+import { formatValidationFailure } from '../activities/validate-compare';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
 
@@ -83,6 +86,13 @@ const fenceRemovalOpts: ActivityOptions = {
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: NON_RETRYABLE },
 };
 const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
+// The content proof runs for the whole sync; its state is on the target, so a retry continues it.
+const proofOpts: ActivityOptions = {
+  startToCloseTimeout: '365 days',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE },
+  cancellationType: ActivityCancellationType.TRY_CANCEL,
+};
 
 const quick = wf.proxyActivities<Activities>(quickOpts);
 /** A quick activity with its one-line summary in the Temporal UI. */
@@ -103,6 +113,7 @@ const validation = wf.proxyActivities<Activities>(validationOpts);
 const fenceRemoval = wf.proxyActivities<Activities>(fenceRemovalOpts);
 const live = wf.proxyActivities<Activities>(liveOpts);
 const local = wf.proxyLocalActivities<Activities>({ startToCloseTimeout: '10 seconds' });
+const proof = wf.proxyActivities<Activities>(proofOpts);
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
 
@@ -163,6 +174,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     main.cancel();
   });
   wf.setHandler(snapshotReadySignal, (s) => void snapshots.set(s.attempt, s));
+  wf.setHandler(proofProgressSignal, (p) => {
+    if (state.proof?.state !== 'running' && state.proof?.state !== 'ready') return;
+    state.proof = { ...p, state: p.passesComplete > 0 ? 'ready' : 'running' };
+  });
   wf.setHandler(applyProgressSignal, (p) => {
     state.replication = {
       slot,
@@ -212,6 +227,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let sequences: MigrationReport['sequences'] = [];
   let counts: Awaited<ReturnType<Activities['validateMigration']>>['results'] = [];
   let liveScope: wf.CancellationScope | undefined;
+  /** The content proof during SYNCING_WAL: its scope, whether it ended, a divergence it confirmed. */
+  let proofScope: wf.CancellationScope | undefined;
+  let proofEnded = false;
+  let proofUsed = false;
+  let proofFailure: string | undefined;
+  let proofStartedAt: number | undefined;
+  let proofLiveMs = 0;
+  let validatingMs: number | undefined;
   let objects: MigrationReport['objects'] & { notices: string[] } | undefined;
   let applyScope: wf.CancellationScope | undefined;
   let applyDone: Promise<void> | undefined;
@@ -580,6 +603,82 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       );
   }
 
+  /**
+   * The content proof (validate-proof.ts) for as long as the sync lasts; a divergence it confirms
+   * fails the migration before anything is fenced. If it cannot run, VALIDATING compares every chunk
+   * it did not prove (a longer write stop, never a weaker proof).
+   */
+  function startProof(): void {
+    if (proofScope || proofEnded) return;
+    const p = plan!;
+    const scope = new wf.CancellationScope();
+    proofScope = scope;
+    proofStartedAt = Date.now();
+    // Carried over from a paused or continued sync: the passes done so far still count.
+    state.proof = { pass: 0, passesComplete: 0, tables: defs.length, chunks: 0, chunksVerified: 0, rowsCovered: 0, ...state.proof, state: (state.proof?.passesComplete ?? 0) > 0 ? 'ready' : 'running' };
+    void scope
+      .run(() =>
+        proof.proveLive.executeWithOptions({ ...proofOpts, summary: 'content proof: chunk checksums while the source is writing' }, [
+          {
+            source: p.spec.source,
+            target: p.spec.target,
+            slot,
+            tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
+            parallelism: Math.max(1, Math.min(2, p.spec.parallelism)),
+            chunkRows: p.spec.validation.chunkRows,
+          },
+        ]),
+      )
+      .then(
+        (r) => {
+          proofEnded = true;
+          state.proof = { ...r.progress, state: r.divergence ? 'diverged' : 'ready' };
+          if (r.divergence?.length) {
+            counts = r.divergence;
+            state.validation = r.divergence.map((c) => ({ source: c.source, countsMatch: c.countsMatch, sample: c.sample, checksum: c.checksum, mismatches: c.mismatches.length }));
+            for (const c of r.divergence) {
+              const ts = state.tables.find((t) => t.source === c.source);
+              if (ts) ts.state = 'failed';
+            }
+            proofFailure = `validation failed (found by the content proof during SYNCING_WAL, before any write stop):\n${formatValidationFailure(r.divergence)}`;
+          }
+        },
+        (e) => {
+          if (wf.isCancellation(e)) return;
+          proofEnded = true;
+          if (state.proof) state.proof.state = 'stopped';
+          state.notices.push(`the content proof stopped during SYNCING_WAL (${errorMessage(e)}); VALIDATING compares every chunk it did not prove`);
+        },
+      )
+      .finally(() => {
+        if (proofScope === scope) proofScope = undefined;
+        proofLiveMs += Date.now() - proofStartedAt!;
+      });
+  }
+
+  function stopProof(): void {
+    proofScope?.cancel();
+    proofScope = undefined;
+  }
+
+  /** The proof's totals, from VALIDATING's per-table results. */
+  const proofReport = (): ProofReport => {
+    const r: ProofReport = { enabled: plan?.spec.validation.checksum ?? false, chunks: 0, verifiedBeforeCutover: 0, reverifiedAtCutover: 0, rowsCovered: 0 };
+    for (const c of counts) {
+      if (!c.proof) continue;
+      r.chunks += c.proof.chunks;
+      r.verifiedBeforeCutover += c.proof.verifiedBeforeCutover;
+      r.reverifiedAtCutover += c.proof.reverifiedAtCutover;
+      r.rowsCovered += c.proof.rows;
+    }
+    if (proofUsed) {
+      r.livePasses = state.proof?.passesComplete ?? 0;
+      r.liveMs = proofLiveMs;
+    }
+    if (validatingMs !== undefined) r.validatingMs = validatingMs;
+    return r;
+  };
+
   async function stopApply(): Promise<void> {
     applyScope?.cancel();
     await applyDone;
@@ -607,6 +706,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         ...(c && c.mismatches.length ? { mismatches: c.mismatches, mismatchesTruncated: c.mismatchesTruncated } : {}),
         ...(c && c.mismatchedChunks.length ? { mismatchedChunks: c.mismatchedChunks } : {}),
         ...(c?.error ? { validationError: c.error } : {}),
+        ...(c?.proof ? { proof: c.proof } : {}),
       };
     });
     const finishedAt = Date.now();
@@ -620,6 +720,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       finishedAt: new Date(finishedAt).toISOString(),
       durationMs: finishedAt - startedAt,
       cutoverWindowMs: state.cutover?.windowMs,
+      ...(plan && (validatingMs !== undefined || proofUsed) ? { proof: proofReport() } : {}),
       ...(objects ? { objects: { created: objects.created, skipped: objects.skipped, ...(objects.rewritten?.length ? { rewritten: objects.rewritten } : {}) } } : {}),
       notices: state.notices,
       error,
@@ -732,6 +833,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     setPhase('SYNCING_WAL', p.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
     for (const t of state.tables) t.state = 'syncing';
     if (p.spec.validation.live && !continued) startLiveValidation();
+    proofUsed = p.spec.validation.checksum && wf.patched('live-proof');
     const historyFull = () => {
       const i = wf.workflowInfo();
       return i.continueAsNewSuggested || i.historyLength > (p.spec.historyEventsLimit ?? HISTORY_EVENTS_LIMIT);
@@ -744,7 +846,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           ? cutoverRequested
           : state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= p.spec.cutover.maxLagBytes;
       startApply();
-      await untilOrApplyFails(() => state.paused || cutoverDue() || historyFull());
+      if (proofUsed) startProof();
+      // With the proof on, the cutover waits for its first full pass: chunks it has not verified would
+      // be compared inside the write stop.
+      const proofReady = () => !proofUsed || proofEnded || (state.proof?.passesComplete ?? 0) > 0;
+      await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady()) || historyFull() || proofFailure !== undefined);
+      if (proofFailure !== undefined) throw ApplicationFailure.nonRetryable(proofFailure, 'ValidationError');
       if (!state.paused && cutoverDue()) {
         if (p.spec.cutover.mode === 'manual') {
           // Drain the backlog before fencing, so that writes stop only for the last changes: up to
@@ -760,6 +867,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       }
       // Paused, or this run's history is long: either way the apply stops here; the slot keeps the WAL
       // and the next apply resumes from the position recorded on the target.
+      stopProof();
       await stopApply();
       if (!state.paused) {
         continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false, ...(marks ? { marks } : {}) };
@@ -774,6 +882,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   async function stopWrites(): Promise<void> {
     const p = plan!;
     liveScope?.cancel();
+    stopProof();
     // ── STOPPING_WRITES ──
     setPhase('STOPPING_WRITES', 'fencing source writes');
     fenceSet = true;
@@ -803,8 +912,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const p = plan!;
     // ── VALIDATING ──
     const v = p.spec.validation;
-    const levels = ['row counts', v.sampleSize > 0 ? `${v.sampleSize} sampled rows` : '', v.checksum ? 'checksums' : ''].filter(Boolean).join(', ');
+    const levels = ['row counts', v.sampleSize > 0 ? `${v.sampleSize} sampled rows` : '', v.checksum ? (proofUsed ? 'checksums of the chunks changed since the proof' : 'checksums') : ''].filter(Boolean).join(', ');
     setPhase('VALIDATING', `comparing ${levels}`);
+    if (!v.checksum && wf.patched('live-proof')) {
+      state.proof = { state: 'off', pass: 0, passesComplete: 0, tables: defs.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
+      state.notices.push('content proof off (validation.checksum = false): only row counts and sampled rows were compared');
+    }
+    const validatingStarted = Date.now();
     const validated = await validation.validateMigration.executeWithOptions({ ...validationOpts, summary: `compare ${levels}` }, [
       {
         source: p.spec.source,
@@ -814,11 +928,25 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         checksum: v.checksum,
         chunkRows: v.chunkRows,
         parallelism: p.spec.parallelism,
+        ...(proofUsed ? { proofSlot: slot } : {}),
         // Whole schemas migrated: a table created in one since the start is reported.
         ...(p.spec.tables ? {} : { schemas: p.spec.schemas }),
       },
     ]);
     counts = validated.results;
+    validatingMs = Date.now() - validatingStarted;
+    if (v.checksum) {
+      const r = proofReport();
+      state.proof = {
+        ...(state.proof ?? { pass: 0, passesComplete: 0 }),
+        state: 'validated',
+        tables: defs.length,
+        chunks: r.chunks,
+        chunksVerified: r.chunks,
+        rowsCovered: r.rowsCovered,
+        reverifiedAtCutover: r.reverifiedAtCutover,
+      };
+    }
     state.validation = counts.map((c) => ({
       source: c.source,
       countsMatch: c.countsMatch,
@@ -889,6 +1017,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         failures.push(`${what}: ${errorMessage(e)}`);
       }
     };
+    stopProof();
     await attempt('stop the apply', stopApply);
     await attempt('stop the snapshot holder', stopHolder);
     if (fenceSet && !(cutOver && p.spec.afterCutover === 'keep-source-read-only')) {

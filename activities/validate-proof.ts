@@ -1,0 +1,288 @@
+/**
+ * The content proof: every row of every table compared, without a write stop that grows with the data.
+ *
+ * During SYNCING_WAL (proveLive), each table is cut into chunks by key (tables without a key: one chunk,
+ * compared as a multiset of row hashes), planned once and stored on the target (pgdts.proof_chunks).
+ * A chunk is verified when its content checksum read on the source in one snapshot equals the one read
+ * on the target in another (after the apply has passed the source's position, so that they can meet).
+ * Both reads also return the chunk's tuple fingerprint on their side (which heap tuple versions it
+ * holds: validate-sql.ts chunkFingerprintSql); both are stored with the verdict. Equal checksums prove
+ * content(source at S) = content(target at T) whatever happened in between on either side.
+ *
+ * Passes repeat while the sync goes on: a verified chunk whose fingerprints are unchanged on both sides
+ * still holds what was proven; one that changed on either side (the apply wrote to it, someone wrote to
+ * the target directly, a row was deleted on either side) is verified again.
+ *
+ * At cutover (validate.ts, source fenced, target caught up) every chunk's fingerprint is read on both
+ * sides again; only the chunks not verified, or changed on either side since, are compared by checksum
+ * and bisected down to the keys. A chunk with both fingerprints unchanged holds, on each side, the very
+ * tuples that were proven equal, so the write stop grows with what changed since the last pass (plus
+ * one scan reading tuple headers, in place of the count(*) it replaces), not with the data.
+ *
+ * A chunk whose source held still (same fingerprint before and after the target read) while the target
+ * differs is narrowed down to its rows with the live pairing; rows confirmed to differ end the proof
+ * with a divergence, which fails the migration before anything is fenced.
+ */
+import type { Client } from 'pg';
+import type { ProofProgressReport } from '../workflows/contract';
+import { withClient } from './db';
+import { classify } from './errors';
+import { displayName } from './spec';
+import { rangesBetween, type Mismatch } from './validate-compare';
+import {
+  checksumKeyed,
+  checksumKeyless,
+  chunkBoundaries,
+  LivePairing,
+  ShapeError,
+  sleep,
+  throwIfAborted,
+  waitForApplyProgress,
+  type TableSide,
+  type WaitForTarget,
+} from './validate-engine';
+import {
+  assembleMismatches,
+  checksumOptions,
+  openSides,
+  runPool,
+  type TableValidationResult,
+  type ValidateHooks,
+  type ValidateTableSpec,
+  type ValidateTablesInput,
+} from './validate';
+import { insertProofChunksSql, PROOF_SCHEMA_SQL, PROOF_TABLE, proofChunksSql, recordProofChunkSql, type KeyRange, type RowHash, type Sql } from './validate-sql';
+
+export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
+  /** The apply's slot: names the proof's state and the apply position to wait for. */
+  slot: string;
+  /** Stop after this many passes (tests); default: run until cancelled. */
+  maxPasses?: number;
+  /** Shortest pause between passes (default 5 s; at least as long as the last pass took). */
+  passPauseMs?: number;
+  /** Longest wait for the target to reach a source position (default 60 s); then: left for later. */
+  catchUpTimeoutMs?: number;
+}
+
+/** What the status shows while the proof runs (sums over every table). */
+export type ProofProgress = ProofProgressReport;
+
+export interface ProveLiveResult {
+  progress: ProofProgress;
+  /** Rows confirmed to differ while the source held still: the migration fails without fencing. */
+  divergence?: TableValidationResult[];
+}
+
+export interface ProveLiveHooks extends ValidateHooks {
+  onProofProgress?: (p: ProofProgress) => void;
+  waitForTarget?: WaitForTarget;
+}
+
+export async function ensureProofSchema(c: Client): Promise<void> {
+  for (const s of PROOF_SCHEMA_SQL) await c.query(s);
+}
+
+async function run(c: Client, sql: Sql) {
+  return c.query(sql.text, sql.values);
+}
+
+export interface StoredChunk {
+  range: KeyRange;
+  rows?: number;
+  /** Fingerprints of the verified chunk on each side; undefined: not verified. */
+  source?: string;
+  target?: string;
+}
+
+/** The table's stored chunks (empty when not planned), read on the target. */
+export async function loadProofChunks(target: Client, slot: string, table: string): Promise<StoredChunk[]> {
+  const has = await target.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
+  if (!has.rows[0]?.ok) return [];
+  const q = proofChunksSql(slot, table);
+  const r = await target.query<{ lo: string[] | null; hi: string[] | null; rows: string | null; source_tuples: string | null; target_tuples: string | null }>(q.text, q.values);
+  return r.rows.map((row) => {
+    const range: KeyRange = {};
+    if (row.lo) range.lo = row.lo;
+    if (row.hi) range.hi = row.hi;
+    const c: StoredChunk = { range };
+    if (row.rows !== null) c.rows = Number(row.rows);
+    if (row.source_tuples !== null && row.target_tuples !== null) {
+      c.source = row.source_tuples;
+      c.target = row.target_tuples;
+    }
+    return c;
+  });
+}
+
+interface TableProgress {
+  chunks: number;
+  verified: number;
+  rows: number;
+}
+
+export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {}): Promise<ProveLiveResult> {
+  const opts = checksumOptions(input, hooks.signal);
+  const perTable = new Map<string, TableProgress>();
+  const progress: ProofProgress = { pass: 0, passesComplete: 0, tables: input.tables.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
+  const report = () => {
+    let chunks = 0;
+    let verified = 0;
+    let rows = 0;
+    for (const t of perTable.values()) {
+      chunks += t.chunks;
+      verified += t.verified;
+      rows += t.rows;
+    }
+    Object.assign(progress, { chunks, chunksVerified: verified, rowsCovered: rows });
+    hooks.onProofProgress?.({ ...progress });
+  };
+  let divergent = false;
+  try {
+    // Once, on one session: concurrent CREATE ... IF NOT EXISTS can collide in the catalog.
+    await withClient(input.target, ensureProofSchema, { applicationName: 'pg-dts proof' });
+    for (;;) {
+      progress.pass++;
+      const started = Date.now();
+      const results = await runPool(
+        input,
+        'pg-dts proof',
+        async (src, dst, hash) => {
+          const waitForTarget = hooks.waitForTarget ?? waitForApplyProgress(dst, src, input.slot, input.catchUpTimeoutMs ?? 60_000);
+          return (t) => proveTable(src, dst, t, hash, waitForTarget);
+        },
+        hooks.signal,
+      );
+      const diverged = results.filter((r): r is TableValidationResult => r !== undefined);
+      progress.passesComplete++;
+      progress.lastPassMs = Date.now() - started;
+      report();
+      // One more pass after the first divergence: a change made at once to several chunks is named whole.
+      if (diverged.length && divergent) return { progress, divergence: diverged };
+      if (diverged.length) {
+        divergent = true;
+        continue;
+      }
+      if (input.maxPasses !== undefined && progress.pass >= input.maxPasses) return { progress };
+      await sleep(Math.max(input.passPauseMs ?? 5000, progress.lastPassMs), hooks.signal);
+      throwIfAborted(hooks.signal);
+    }
+  } catch (err) {
+    throw classify(err, 'content proof');
+  }
+
+  /** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
+  async function proveTable(src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, waitForTarget: WaitForTarget) {
+    const name = displayName(t.source);
+    let s: TableSide;
+    let d: TableSide;
+    try {
+      [s, d] = await openSides(src, dst, t, hash, true);
+    } catch (err) {
+      // A table changed shape: VALIDATING reports it (schema drift) with the source fenced.
+      if (err instanceof ShapeError) return undefined;
+      throw err;
+    }
+    let chunks = await loadProofChunks(dst, input.slot, name);
+    if (chunks.length === 0) {
+      let ranges: KeyRange[] = [{}];
+      if (t.keyColumns.length) {
+        const rows = (await s.snapshot(() => s.count())).value;
+        ranges = rangesBetween(await chunkBoundaries(s, rows, Math.max(1, Math.ceil(rows / opts.chunkRows))));
+      }
+      await run(dst, insertProofChunksSql(input.slot, name, ranges));
+      chunks = await loadProofChunks(dst, input.slot, name);
+    }
+    const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
+    for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
+    perTable.set(name, tp);
+    const suspects: number[] = [];
+    for (let i = 0; i < chunks.length; i++) {
+      throwIfAborted(hooks.signal);
+      const c = chunks[i]!;
+      if (c.source) {
+        // Verified before: still proven while neither side's tuples changed.
+        const sf = (await s.snapshot(() => s.fingerprint(c.range))).value;
+        const df = (await d.snapshot(() => d.fingerprint(c.range))).value;
+        if (sf.tuples === c.source && df.tuples === c.target) continue;
+        tp.verified--;
+        tp.rows -= c.rows ?? 0;
+        delete c.source;
+        delete c.target;
+      }
+      const s1 = await s.snapshot(() => s.proofSummary(c.range));
+      const caughtUp = await waitForTarget(s1.lsn!, hooks.signal);
+      const d1 = (await d.snapshot(() => d.proofSummary(c.range))).value;
+      let verdict: { rows: number; source: string; target: string } | undefined;
+      if (d1.content === s1.value.content) verdict = { rows: s1.value.rows, source: s1.value.tuples, target: d1.tuples };
+      else if (caughtUp) {
+        const s2 = (await s.snapshot(() => s.proofSummary(c.range))).value;
+        if (d1.content === s2.content) verdict = { rows: s2.rows, source: s2.tuples, target: d1.tuples };
+        // The source held still around the target's read, yet the target differs.
+        else if (s2.tuples === s1.value.tuples) suspects.push(i);
+      }
+      await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
+      if (verdict) {
+        c.source = verdict.source;
+        c.target = verdict.target;
+        c.rows = verdict.rows;
+        tp.verified++;
+        tp.rows += verdict.rows;
+      }
+      report();
+    }
+    if (suspects.length === 0) return undefined;
+    // Narrow the suspect chunks down to rows; only rows confirmed to differ count.
+    const pairing = new LivePairing(s, d, { waitForTarget, maxRounds: 4, recheckDelayMs: 250, ...(hooks.signal ? { signal: hooks.signal } : {}) });
+    const found = t.keyColumns.length
+      ? await checksumKeyed(s, d, pairing, 0, opts, { ranges: chunks.map((c) => c.range), only: suspects })
+      : await checksumKeyless(pairing, opts);
+    if (found.found.length === 0) return undefined;
+    const listed = await assembleMismatches(s, d, t, found.found, [], opts.maxMismatches);
+    const result: TableValidationResult = {
+      source: name,
+      target: displayName(t.target),
+      sourceRows: found.sourceRows,
+      targetRows: found.targetRows,
+      countsMatch: found.sourceRows === found.targetRows,
+      sample: 'not-run',
+      sampledRows: 0,
+      checksum: 'mismatch',
+      chunks: chunks.length,
+      mismatchedChunks: found.mismatchedChunks,
+      rowHash: hash,
+      mismatches: listed.mismatches,
+      mismatchesTruncated: found.truncated || listed.truncated,
+      ok: false,
+      durationMs: 0,
+    };
+    return result;
+  }
+}
+
+/** What the cutover check learns from the stored proof about one table. */
+export interface CutoverPlan {
+  ranges: KeyRange[];
+  /** Chunks to compare now: never verified, or changed on either side since. */
+  recheck: number[];
+  sourceRows: number;
+  targetRows: number;
+}
+
+/**
+ * At cutover (both sides in their repeatable-read transaction): each stored chunk's fingerprint on
+ * both sides; undefined when the proof never planned this table.
+ */
+export async function planCutoverCheck(s: TableSide, d: TableSide, slot: string, table: string, signal?: AbortSignal): Promise<CutoverPlan | undefined> {
+  const chunks = await loadProofChunks(d.client, slot, table);
+  if (chunks.length === 0) return undefined;
+  const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], sourceRows: 0, targetRows: 0 };
+  for (let i = 0; i < chunks.length; i++) {
+    throwIfAborted(signal);
+    const c = chunks[i]!;
+    const [sf, df] = await Promise.all([s.fingerprint(c.range), d.fingerprint(c.range)]);
+    plan.sourceRows += sf.rows;
+    plan.targetRows += df.rows;
+    if (!c.source || sf.tuples !== c.source || df.tuples !== c.target) plan.recheck.push(i);
+  }
+  return plan;
+}

@@ -1,0 +1,186 @@
+/**
+ * The content proof by default: chunks verified while the source writes (SYNCING_WAL), only the chunks
+ * changed since re-checked at cutover, divergences named by key, before or at the cutover.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowFailedError } from '@temporalio/client';
+import { startEnv, type TestEnv } from '../harness/env';
+import { fingerprint } from '../harness/compare';
+import { SHOP_TABLES, startWriter } from '../harness/fixtures';
+import { proveLive } from '../../activities/validate-proof';
+import { validateTables, type ValidateTableSpec } from '../../activities/validate';
+import { formatMismatch } from '../../activities/validate-compare';
+import type { MigrationReport } from '../../workflows/contract';
+
+let env: TestEnv;
+
+beforeAll(async () => {
+  env = await startEnv();
+});
+
+afterAll(async () => {
+  await env?.stop();
+});
+
+const ITEMS_DDL = `
+CREATE TABLE public.items (id int PRIMARY KEY, v int NOT NULL, body text);
+ALTER TABLE public.items ALTER body SET STORAGE EXTERNAL;
+INSERT INTO public.items SELECT g, g, CASE WHEN g % 100 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x) ELSE 'b' || g END
+  FROM generate_series(1, 5000) g;
+CREATE TABLE public.bag (a int, b text);
+INSERT INTO public.bag SELECT g % 50, 'x' || (g % 7) FROM generate_series(1, 300) g;
+`;
+
+const items: ValidateTableSpec = { source: { schema: 'public', name: 'items' }, target: { schema: 'public', name: 'items' }, keyColumns: ['id'], copyColumns: ['id', 'v', 'body'] };
+const bag: ValidateTableSpec = { source: { schema: 'public', name: 'bag' }, target: { schema: 'public', name: 'bag' }, keyColumns: [], copyColumns: ['a', 'b'] };
+
+describe('the proof, activity by activity', () => {
+  it('proves every chunk live; at cutover re-checks only the chunks changed on either side, naming each key', async () => {
+    const db = 'proof_units';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    await env.source.query(ITEMS_DDL, [], db);
+    await env.target.query(ITEMS_DDL, [], db);
+    const sides = { source: env.source.uri(db), target: env.target.uri(db) };
+    const input = { ...sides, slot: 'proof_units', tables: [items, bag], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    // The source is idle and the target is a copy: nothing to wait for.
+    const caughtUp = { waitForTarget: async () => true };
+
+    const first = await proveLive({ ...input, maxPasses: 1 }, caughtUp);
+    expect(first.divergence).toBeUndefined();
+    expect(first.progress).toMatchObject({ passesComplete: 1, chunks: 6, chunksVerified: 6, rowsCovered: 5300 });
+    // Values stored out of line: the change below is to a TOASTed value.
+    const [toast] = await env.target.query<{ t: string }>(`SELECT reltoastrelid::regclass::text AS t FROM pg_class WHERE oid = 'public.items'::regclass`, [], db);
+    const [chunks] = await env.target.query<{ n: number }>(`SELECT count(DISTINCT chunk_id)::int AS n FROM ${toast!.t}`, [], db);
+    expect(chunks!.n).toBe(50);
+
+    // Chunks of 1,000 ids: 1 untouched; 4 changed alike on both sides (what the apply does); 2, 3 and 5
+    // changed on the target alone: a value, a deleted row, a TOASTed value and an extra row.
+    await env.source.query(`UPDATE public.items SET v = v + 10 WHERE id = 3500`, [], db);
+    await env.target.query(
+      `UPDATE public.items SET v = v + 10 WHERE id = 3500;
+       UPDATE public.items SET v = v + 1 WHERE id = 1500;
+       DELETE FROM public.items WHERE id = 2500;
+       UPDATE public.items SET body = body || 'x' WHERE id = 4500;
+       INSERT INTO public.items VALUES (5001, 0, 'extra');
+       DELETE FROM public.bag WHERE ctid = (SELECT min(ctid) FROM public.bag WHERE a = 7);`,
+      [],
+      db,
+    );
+
+    const [it, bg] = await validateTables({ ...sides, tables: [items, bag], chunkRows: 1000, leafRows: 50, fanout: 4, proofSlot: 'proof_units' });
+    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000 });
+    expect(it!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual([
+      'id=1500: different (v)',
+      'id=2500: missing-on-target',
+      'id=4500: different (body)',
+      'id=5001: extra-on-target',
+    ]);
+    expect({ counts: it!.countsMatch, source: it!.sourceRows, target: it!.targetRows, ok: it!.ok }).toEqual({ counts: true, source: 5000, target: 5000, ok: false });
+    expect(bg!.proof).toEqual({ chunks: 1, verifiedBeforeCutover: 0, reverifiedAtCutover: 1, rows: 300 });
+    expect(bg!.mismatches).toMatchObject([{ kind: 'missing-on-target' }]);
+
+    // The live proof finds the same divergence itself, before any cutover.
+    const second = await proveLive({ ...input, maxPasses: 3 }, caughtUp);
+    const byTable = new Map(second.divergence?.map((r) => [r.source, r.mismatches.map((m) => `${formatMismatch(m).replace(/ \[chunk .*\]$/, '')}`)]));
+    expect(byTable.get('public.items')).toEqual(['id=1500: different (v)', 'id=2500: missing-on-target', 'id=4500: different (body)', 'id=5001: extra-on-target']);
+    expect(byTable.get('public.bag')).toHaveLength(1);
+
+    // Repaired: every chunk proven again, none left for the cutover.
+    await env.target.query(
+      `UPDATE public.items SET v = v - 1 WHERE id = 1500;
+       INSERT INTO public.items SELECT g, g, (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x) FROM generate_series(2500, 2500) g;
+       UPDATE public.items SET body = left(body, -1) WHERE id = 4500;
+       DELETE FROM public.items WHERE id = 5001;
+       INSERT INTO public.bag VALUES (7, 'x0');`,
+      [],
+      db,
+    );
+    const healed = await proveLive({ ...input, maxPasses: 1 }, caughtUp);
+    expect(healed.divergence).toBeUndefined();
+    expect(healed.progress).toMatchObject({ chunks: 6, chunksVerified: 6 });
+    const [again] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, proofSlot: 'proof_units' });
+    expect({ ok: again!.ok, proof: again!.proof }).toEqual({ ok: true, proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000 } });
+  });
+});
+
+let dbCounter = 0;
+async function freshDatabases(scale: number): Promise<{ db: string; source: string; target: string }> {
+  const db = `proofshop${++dbCounter}`;
+  await env.shopDatabase(db, scale);
+  return { db, source: env.source.uri(db), target: env.target.uri(db) };
+}
+
+async function fenceTriggers(db: string): Promise<number> {
+  const [r] = await env.source.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'pg_dts_fence%'`, [], db);
+  return r!.n;
+}
+
+describe('online migration with the default spec', () => {
+  it('a row changed, a row deleted, a row added and a TOASTed value changed on the target during SYNCING_WAL fail the migration, naming each key', async () => {
+    const { db, source, target } = await freshDatabases(0.2);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 20 });
+    const m = await env.startMigration({ source, target, cutover: { mode: 'manual' } });
+    await m.waitForPhase('SYNCING_WAL');
+    for (let i = 0; i < 300 && (await m.status()).proof?.state !== 'ready'; i++) await new Promise((r) => setTimeout(r, 200));
+    expect((await m.status()).proof).toMatchObject({ state: 'ready', chunksVerified: expect.any(Number) });
+    // Rows the writer never touches (it changes the lowest keys, the newest rows and scratch).
+    await env.target.query(
+      `UPDATE public.customers SET name = 'changed on the target' WHERE id = 77;
+       DELETE FROM public.kv WHERE k = 'key99';
+       INSERT INTO public.orders (id, customer_id, total, placed_at) VALUES (9999999, 1, 1, '2024-01-01');
+       UPDATE public.documents SET body = body || '!' WHERE id = 150;`,
+      [],
+      db,
+    );
+    await m.signal('cutover');
+    const err = (await m.result().catch((e: unknown) => e)) as WorkflowFailedError;
+    await writer.stop();
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const message = String(err.cause?.message);
+    expect(message).toContain('validation failed');
+    expect(message).toMatch(/public\.customers -> public\.customers: .*id=77: different \(name\)/);
+    expect(message).toMatch(/public\.kv -> public\.kv: .*k=key99: missing-on-target/);
+    expect(message).toMatch(/public\.orders -> public\.orders: .*id=9999999: extra-on-target/);
+    expect(message).toMatch(/public\.documents -> public\.documents: .*id=150: different \(body\)/);
+    const failed = await m.status();
+    expect(failed.phase).toBe('FAILED');
+    // Found before the cutover: the source was never fenced (or, found at cutover, released again).
+    expect(await fenceTriggers(db)).toBe(0);
+  });
+
+  it('a clean migration under concurrent writes completes with the proof in the report', async () => {
+    const { db, source, target } = await freshDatabases(0.5);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration({ source, target });
+    const report: MigrationReport = await m.result();
+    const stats = await writer.stop();
+    expect(stats.errors).toEqual([]);
+    expect(report.phase).toBe('COMPLETED');
+    const proof = report.proof!;
+    expect(proof.enabled).toBe(true);
+    expect(proof.chunks).toBeGreaterThanOrEqual(SHOP_TABLES.length);
+    expect(proof.verifiedBeforeCutover + proof.reverifiedAtCutover).toBe(proof.chunks);
+    expect(proof.livePasses).toBeGreaterThanOrEqual(1);
+    expect(proof.rowsCovered).toBe(report.tables.reduce((n, t) => n + t.sourceRows, 0));
+    for (const t of report.tables) expect({ t: t.source, checksum: t.checksum, proven: t.proof?.rows }).toEqual({ t: t.source, checksum: 'match', proven: t.sourceRows });
+    // Content equal on both sides, table by table.
+    for (const [schema, table] of SHOP_TABLES) {
+      const a = await fingerprint(env.source, db, schema, table);
+      const b = await fingerprint(env.target, db, schema, table);
+      expect({ table, ...b }).toEqual({ table, ...a });
+    }
+    const status = await m.status();
+    expect(status.proof).toMatchObject({ state: 'validated', chunks: proof.chunks, reverifiedAtCutover: proof.reverifiedAtCutover });
+  });
+
+  it('validation.checksum = false turns the proof off, and the report says so', async () => {
+    const { source, target } = await freshDatabases(0.05);
+    const m = await env.startMigration({ source, target, validation: { checksum: false } });
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    expect(report.proof).toMatchObject({ enabled: false, chunks: 0 });
+    expect(report.notices.join('\n')).toContain('content proof off (validation.checksum = false)');
+    expect(report.tables.every((t) => t.checksum === 'not-run')).toBe(true);
+  });
+});
