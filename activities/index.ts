@@ -276,7 +276,8 @@ export function createActivities(deps: ActivityDeps = {}) {
         const p = last;
         pending = pending.then(() => signalWorkflow(proofProgressSignal.name, p).catch(() => undefined));
       };
-      // Every signal is a history event: every 2 s at first, doubling to 30 s; a pass's end at once.
+      // Every signal is a history event: every 2 s at first, doubling to 30 s; the first complete pass
+      // at once (the cutover waits for it).
       let timer: NodeJS.Timeout | undefined;
       const tick = () => {
         send();
@@ -285,16 +286,13 @@ export function createActivities(deps: ActivityDeps = {}) {
       };
       timer = setTimeout(tick, every);
       const beat = setInterval(() => ctx.heartbeat(last), 1000);
-      let passes = 0;
       try {
         const result = await proveLive(input, {
           signal: ctx.cancellationSignal,
           onProofProgress: (p) => {
+            const first = p.passesComplete > 0 && (last?.passesComplete ?? 0) === 0;
             last = p;
-            if (p.passesComplete !== passes) {
-              passes = p.passesComplete;
-              send();
-            }
+            if (first) send();
           },
         });
         await pending;

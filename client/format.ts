@@ -51,9 +51,26 @@ export function lagLine(s: MigrationStatus): string | undefined {
   return `replication: ${lag}, applied ${r.confirmedLsn}, source ${r.sourceLsn ?? '?'}, ${r.transactions} transactions / ${r.changes} changes applied`;
 }
 
+/** The content proof's progress (status) or verdict (report): chunks, rows, what the cutover re-checked. */
+export function proofLine(p: MigrationStatus['proof'] | MigrationReport['proof']): string | undefined {
+  if (!p) return undefined;
+  if ('enabled' in p) {
+    if (!p.enabled) return 'content proof: off (validation.checksum = false): only counts and sampled rows compared';
+    const live = p.livePasses !== undefined ? `, ${p.livePasses} live passes in ${((p.liveMs ?? 0) / 1000).toFixed(1)} s` : '';
+    const cost = p.validatingMs !== undefined ? `; VALIDATING took ${p.validatingMs} ms` : '';
+    return `content proof: ${p.chunks} chunks, ${p.rowsCovered} rows: ${p.verifiedBeforeCutover} proven before the cutover, ${p.reverifiedAtCutover} re-checked at it${live}${cost}`;
+  }
+  if (p.state === 'off') return 'content proof: off (validation.checksum = false)';
+  const at = p.reverifiedAtCutover !== undefined ? `, ${p.reverifiedAtCutover} re-checked at cutover` : '';
+  const pass = p.lastPassMs !== undefined ? `, last pass ${(p.lastPassMs / 1000).toFixed(1)} s` : '';
+  return `content proof (${p.state}): ${p.chunksVerified}/${p.chunks} chunks verified, ${p.rowsCovered} rows covered, pass ${p.pass}${pass}${at}`;
+}
+
 /** Lines after the tables: cutover, control, notices, error. */
 export function footerLines(s: MigrationStatus): string[] {
   const lines: string[] = [];
+  const proof = proofLine(s.proof);
+  if (proof) lines.push(proof);
   if (s.cutover?.windowMs !== undefined) lines.push(`cutover window: ${s.cutover.windowMs} ms`);
   else if (s.cutover?.fencedAt) lines.push(`source writes stopped since ${s.cutover.fencedAt}`);
   if (s.lastControl) lines.push(`last control: ${s.lastControl}`);
@@ -83,6 +100,8 @@ export function formatReport(r: MigrationReport): string {
   }
   for (const s of r.sequences) lines.push(`  sequence ${s.source} = ${s.sourceValue} -> ${s.target} = ${s.targetValue}`);
   if (r.cutoverWindowMs !== undefined) lines.push(`  cutover window (source writes stopped): ${r.cutoverWindowMs} ms`);
+  const proof = proofLine(r.proof);
+  if (proof) lines.push(`  ${proof}`);
   for (const n of r.notices) lines.push(`  notice: ${n}`);
   return lines.join('\n');
 }
