@@ -6,12 +6,14 @@
  *   - a plain count(*) (the floor: one scan without looking at values),
  *   - validateTables at each level: counts + sample, the full checksum with hashtextextended and with
  *     md5 row hashes,
+ *   - the default proof: one live pass, then the cutover's check with nothing / one chunk changed since,
  *   - the checksum again after one row of the target was changed (chunks bisected down to that row).
  * Throughput is per side (both sides run at once): rows / elapsed, and table bytes (heap + TOAST) / elapsed.
  */
 import { cpus, loadavg } from 'node:os';
 import { startCluster, type PgCluster } from '../test/harness/pg-cluster';
 import { validateTables, type TableValidationResult, type ValidateTablesInput } from '../activities/validate';
+import { proveLive } from '../activities/validate-proof';
 
 const ROWS = Math.max(1, Math.floor(Number(process.argv[2] ?? 1_000_000)));
 const TABLE = { schema: 'public', name: 'bench_checksum' };
@@ -96,6 +98,17 @@ async function main(): Promise<void> {
     const h = await run('counts + checksum, hashtextextended', { sampleSize: 0, rowHash: 'hashtext' });
     const m = await run('counts + checksum, md5', { sampleSize: 0, rowHash: 'md5' });
     if (!h.ok || !m.ok) throw new Error('identical tables did not validate as equal');
+
+    // The default proof: one live pass (outside the write stop), then what VALIDATING does at cutover.
+    const slot = 'bench_proof';
+    const pass = await timed(() => proveLive({ ...base, slot, maxPasses: 1 }, { waitForTarget: async () => true }));
+    add(`live proof, one pass (SYNCING_WAL, no write stop): ${pass.value.progress.chunksVerified}/${pass.value.progress.chunks} chunks`, pass.ms);
+    const a = await run('cutover with the proof, nothing changed since the pass', { sampleSize: 0, proofSlot: slot });
+    if (!a.ok || a.proof?.reverifiedAtCutover !== 0) throw new Error(`expected nothing to re-check: ${JSON.stringify(a.proof)}`);
+    // The same change on both sides, as the apply would make it: that one chunk is re-checked.
+    for (const c of [source, target]) await c.query(`UPDATE public.bench_checksum SET ratio = ratio + 1 WHERE id = 12345`);
+    const b = await run('cutover with the proof, one chunk changed since the pass', { sampleSize: 0, proofSlot: slot });
+    if (!b.ok || b.proof?.reverifiedAtCutover !== 1) throw new Error(`expected one chunk to re-check: ${JSON.stringify(b.proof)}`);
 
     // Not a multiple of 1000: those rows hold NaN, which adding to does not change.
     const victim = Math.min(ROWS, Math.floor(ROWS * 0.61) + 7);
