@@ -27,7 +27,7 @@ import type { Client } from 'pg';
 import type { ProofProgressReport } from '../workflows/contract';
 import { withClient } from './db';
 import { classify } from './errors';
-import { displayName } from './spec';
+import { displayName, type ConnectionSpec } from './spec';
 import { rangesBetween, type Mismatch } from './validate-compare';
 import {
   checksumKeyed,
@@ -157,11 +157,12 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       progress.lastPassMs = Date.now() - started;
       report();
       // One more pass after the first divergence: a change made at once to several chunks is named whole.
-      if (diverged.length && divergent) return { progress, divergence: diverged };
       if (diverged.length) {
+        if (divergent) return { progress, divergence: diverged };
         divergent = true;
         continue;
       }
+      divergent = false;
       if (input.maxPasses !== undefined && progress.pass >= input.maxPasses) return { progress };
       await sleep(Math.max(input.passPauseMs ?? 5000, progress.lastPassMs), hooks.signal);
       throwIfAborted(hooks.signal);
@@ -276,12 +277,27 @@ export interface CutoverPlan {
 }
 
 /**
+ * Every table's stored chunks, read before VALIDATING opens its comparison transactions: a lock held
+ * on pgdts.proof_chunks by a comparison stuck on a table lock would keep cleanup from dropping it.
+ */
+export async function loadAllProofChunks(target: ConnectionSpec, slot: string, tables: readonly string[]): Promise<Map<string, StoredChunk[]>> {
+  return withClient(
+    target,
+    async (c) => {
+      const out = new Map<string, StoredChunk[]>();
+      for (const t of tables) out.set(t, await loadProofChunks(c, slot, t));
+      return out;
+    },
+    { applicationName: 'pg-dts validate' },
+  );
+}
+
+/**
  * At cutover (both sides in their repeatable-read transaction): each stored chunk's fingerprint on
  * both sides; undefined when the proof never planned this table.
  */
-export async function planCutoverCheck(s: TableSide, d: TableSide, slot: string, table: string, signal?: AbortSignal): Promise<CutoverPlan | undefined> {
-  const chunks = await loadProofChunks(d.client, slot, table);
-  if (chunks.length === 0) return undefined;
+export async function planCutoverCheck(s: TableSide, d: TableSide, chunks: readonly StoredChunk[] | undefined, signal?: AbortSignal): Promise<CutoverPlan | undefined> {
+  if (!chunks?.length) return undefined;
   const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], sourceRows: 0, targetRows: 0 };
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(signal);

@@ -19,7 +19,7 @@ import { classify } from './errors';
 import { qname } from './sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
 import { HASH_PROBE_SQL, BEGIN_READ, type RowHash } from './validate-sql';
-import { planCutoverCheck } from './validate-proof';
+import { loadAllProofChunks, planCutoverCheck } from './validate-proof';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY, type Mismatch, type MismatchKind, type Outcome } from './validate-compare';
 import {
   checksumKeyed,
@@ -196,6 +196,7 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
     hooks.onProgress?.({ table, step, tablesDone, tables: input.tables.length, ...extra });
 
   try {
+    const stored = withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
     return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
       return async (t) => {
         const started = Date.now();
@@ -206,7 +207,7 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
           const [s, d] = await openSides(src, dst, t, hash, false);
           progress(name, 'count');
           // The proof's chunk fingerprints count every row too: no separate count(*) then.
-          const planned = withChecksum && input.proofSlot ? await planCutoverCheck(s, d, input.proofSlot, name, hooks.signal) : undefined;
+          const planned = await planCutoverCheck(s, d, stored?.get(name), hooks.signal);
           [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
           result.countsMatch = result.sourceRows === result.targetRows;
 

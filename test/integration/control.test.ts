@@ -240,6 +240,8 @@ describe('while the source is fenced', () => {
     // keepTargetOnCancel: dropping the target table would (rightly) wait for the blocker's lock.
     const m = await env.startMigration({ source, target, tables, tableSuffix: '_x', cutover: { mode: 'manual' }, keepTargetOnCancel: true });
     await m.waitForPhase('SYNCING_WAL');
+    // The cutover waits for the content proof's first pass, which the lock would hold up too.
+    while ((await m.status()).proof?.state !== 'ready') await sleep(200);
     const blocker = await env.target.client(db);
     await blocker.query(`BEGIN; LOCK TABLE public.kv_x IN ACCESS EXCLUSIVE MODE`);
     await m.signal('cutover');

@@ -29,9 +29,14 @@ INSERT INTO public.items SELECT g, g, CASE WHEN g % 100 = 0 THEN (SELECT string_
   FROM generate_series(1, 5000) g;
 CREATE TABLE public.bag (a int, b text);
 INSERT INTO public.bag SELECT g % 50, 'x' || (g % 7) FROM generate_series(1, 300) g;
+CREATE TABLE public.parts (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE public.parts_1 PARTITION OF public.parts FOR VALUES FROM (MINVALUE) TO (1000);
+CREATE TABLE public.parts_2 PARTITION OF public.parts FOR VALUES FROM (1000) TO (MAXVALUE);
+INSERT INTO public.parts SELECT g, 'p' || g FROM generate_series(1, 1999) g;
 `;
 
 const items: ValidateTableSpec = { source: { schema: 'public', name: 'items' }, target: { schema: 'public', name: 'items' }, keyColumns: ['id'], copyColumns: ['id', 'v', 'body'] };
+const parts: ValidateTableSpec = { source: { schema: 'public', name: 'parts' }, target: { schema: 'public', name: 'parts' }, keyColumns: ['id'], copyColumns: ['id', 'v'] };
 const bag: ValidateTableSpec = { source: { schema: 'public', name: 'bag' }, target: { schema: 'public', name: 'bag' }, keyColumns: [], copyColumns: ['a', 'b'] };
 
 describe('the proof, activity by activity', () => {
@@ -42,13 +47,13 @@ describe('the proof, activity by activity', () => {
     await env.source.query(ITEMS_DDL, [], db);
     await env.target.query(ITEMS_DDL, [], db);
     const sides = { source: env.source.uri(db), target: env.target.uri(db) };
-    const input = { ...sides, slot: 'proof_units', tables: [items, bag], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    const input = { ...sides, slot: 'proof_units', tables: [items, bag, parts], chunkRows: 1000, leafRows: 50, fanout: 4 };
     // The source is idle and the target is a copy: nothing to wait for.
     const caughtUp = { waitForTarget: async () => true };
 
     const first = await proveLive({ ...input, maxPasses: 1 }, caughtUp);
     expect(first.divergence).toBeUndefined();
-    expect(first.progress).toMatchObject({ passesComplete: 1, chunks: 6, chunksVerified: 6, rowsCovered: 5300 });
+    expect(first.progress).toMatchObject({ passesComplete: 1, chunks: 8, chunksVerified: 8, rowsCovered: 7299 });
     // Values stored out of line: the change below is to a TOASTed value.
     const [toast] = await env.target.query<{ t: string }>(`SELECT reltoastrelid::regclass::text AS t FROM pg_class WHERE oid = 'public.items'::regclass`, [], db);
     const [chunks] = await env.target.query<{ n: number }>(`SELECT count(DISTINCT chunk_id)::int AS n FROM ${toast!.t}`, [], db);
@@ -63,12 +68,13 @@ describe('the proof, activity by activity', () => {
        DELETE FROM public.items WHERE id = 2500;
        UPDATE public.items SET body = body || 'x' WHERE id = 4500;
        INSERT INTO public.items VALUES (5001, 0, 'extra');
-       DELETE FROM public.bag WHERE ctid = (SELECT min(ctid) FROM public.bag WHERE a = 7);`,
+       DELETE FROM public.bag WHERE ctid = (SELECT min(ctid) FROM public.bag WHERE a = 7);
+       UPDATE public.parts SET v = 'moved' WHERE id = 1500;`,
       [],
       db,
     );
 
-    const [it, bg] = await validateTables({ ...sides, tables: [items, bag], chunkRows: 1000, leafRows: 50, fanout: 4, proofSlot: 'proof_units' });
+    const [it, bg, pt] = await validateTables({ ...sides, tables: [items, bag, parts], chunkRows: 1000, leafRows: 50, fanout: 4, proofSlot: 'proof_units' });
     expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000 });
     expect(it!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual([
       'id=1500: different (v)',
@@ -79,12 +85,16 @@ describe('the proof, activity by activity', () => {
     expect({ counts: it!.countsMatch, source: it!.sourceRows, target: it!.targetRows, ok: it!.ok }).toEqual({ counts: true, source: 5000, target: 5000, ok: false });
     expect(bg!.proof).toEqual({ chunks: 1, verifiedBeforeCutover: 0, reverifiedAtCutover: 1, rows: 300 });
     expect(bg!.mismatches).toMatchObject([{ kind: 'missing-on-target' }]);
+    // A partitioned table: tuples of different partitions told apart (tableoid), the changed one found.
+    expect(pt!.proof).toEqual({ chunks: 2, verifiedBeforeCutover: 1, reverifiedAtCutover: 1, rows: 1999 });
+    expect(pt!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=1500: different (v)']);
 
     // The live proof finds the same divergence itself, before any cutover.
     const second = await proveLive({ ...input, maxPasses: 3 }, caughtUp);
     const byTable = new Map(second.divergence?.map((r) => [r.source, r.mismatches.map((m) => `${formatMismatch(m).replace(/ \[chunk .*\]$/, '')}`)]));
     expect(byTable.get('public.items')).toEqual(['id=1500: different (v)', 'id=2500: missing-on-target', 'id=4500: different (body)', 'id=5001: extra-on-target']);
     expect(byTable.get('public.bag')).toHaveLength(1);
+    expect(byTable.get('public.parts')).toEqual(['id=1500: different (v)']);
 
     // Repaired: every chunk proven again, none left for the cutover.
     await env.target.query(
@@ -92,13 +102,14 @@ describe('the proof, activity by activity', () => {
        INSERT INTO public.items SELECT g, g, (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x) FROM generate_series(2500, 2500) g;
        UPDATE public.items SET body = left(body, -1) WHERE id = 4500;
        DELETE FROM public.items WHERE id = 5001;
-       INSERT INTO public.bag VALUES (7, 'x0');`,
+       INSERT INTO public.bag VALUES (7, 'x0');
+       UPDATE public.parts SET v = 'p1500' WHERE id = 1500;`,
       [],
       db,
     );
     const healed = await proveLive({ ...input, maxPasses: 1 }, caughtUp);
     expect(healed.divergence).toBeUndefined();
-    expect(healed.progress).toMatchObject({ chunks: 6, chunksVerified: 6 });
+    expect(healed.progress).toMatchObject({ chunks: 8, chunksVerified: 8 });
     const [again] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, proofSlot: 'proof_units' });
     expect({ ok: again!.ok, proof: again!.proof }).toEqual({ ok: true, proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000 } });
   });
