@@ -90,7 +90,7 @@ export class TableSide {
     live: boolean,
   ): Promise<TableSide> {
     const describe = async () =>
-      (await query<{ exists: boolean; name: string | null; type: string | null; encoding: string }>(client, describeTableSql(t.table))).rows;
+      (await query<{ exists: boolean; name: string | null; type: string | null; encoding: string; tid_hash: boolean }>(client, describeTableSql(t.table))).rows;
     const rows = live ? await inSnapshot(client, describe) : await describe();
     if (!rows[0]?.exists) throw new ShapeError(`table ${displayName(t.table)} does not exist on the ${side}`);
     const types = new Map(rows.filter((r) => r.name !== null).map((r) => [r.name!, r.type!]));
@@ -99,6 +99,7 @@ export class TableSide {
       throw new ShapeError(`column(s) ${missing.map((c) => JSON.stringify(c)).join(', ')} missing from ${displayName(t.table)} on the ${side}`);
     }
     const shape: TableShape = { table: t.table, columns: t.columns, keyColumns: t.keyColumns, keyTypes: t.keyColumns.map((k) => types.get(k)!) };
+    if (rows[0].tid_hash) shape.tidHash = true;
     return new TableSide(client, side, shape, hash, live, types, rows[0].encoding);
   }
 

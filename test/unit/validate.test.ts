@@ -7,6 +7,7 @@ import {
   bucketChecksumsSql,
   bucketRowsSql,
   chunkChecksumSql,
+  chunkFingerprintSql,
   describeTableSql,
   keyRangePredicate,
   columnDigest,
@@ -136,6 +137,9 @@ describe('validation SQL', () => {
   it('describes a table by its quoted name', () => {
     expect(describeTableSql(composite.table).values).toEqual(['"Sales Dept"."Order ""Items"""']);
     expect(describeTableSql(composite.table).text).toContain(`current_setting('server_encoding') AS encoding`);
+    // The proof's tuple fingerprint: ctid hashed as a tid where the server has hashtidextended, else as text.
+    expect(chunkFingerprintSql({ ...composite, tidHash: true }, {}).text).toContain('sum(hashtidextended(t.ctid, (t.xmin::text::int8 << 32) # t.tableoid::int8))');
+    expect(chunkFingerprintSql(composite, {}).text).toContain('sum(hashtextextended(t.tableoid::text || t.ctid::text || t.xmin::text, 0))');
   });
 });
 
