@@ -674,6 +674,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (proofUsed) {
       r.livePasses = state.proof?.passesComplete ?? 0;
       r.liveMs = proofLiveMs;
+      // Ended before VALIDATING (a divergence, a cancel): what the live proof had verified by then.
+      if (validatingMs === undefined && state.proof) Object.assign(r, { chunks: state.proof.chunks, verifiedBeforeCutover: state.proof.chunksVerified, rowsCovered: state.proof.rowsCovered });
     }
     if (validatingMs !== undefined) r.validatingMs = validatingMs;
     return r;
