@@ -207,6 +207,9 @@ describe('online migration with the default spec', () => {
     }
     const status = await m.status();
     expect(status.proof).toMatchObject({ state: 'validated', chunks: proof.chunks, reverifiedAtCutover: proof.reverifiedAtCutover });
+    // The proof's state went with the migration: nothing of ours is left on the target.
+    const [left] = await env.target.query<{ t: string | null; s: number }>(`SELECT to_regclass('pgdts.proof_chunks')::text AS t, (SELECT count(*)::int FROM pg_namespace WHERE nspname = 'pgdts') AS s`, [], db);
+    expect(left).toEqual({ t: null, s: 0 });
   });
 
   it('validation.checksum = false turns the proof off, and the report says so', async () => {
