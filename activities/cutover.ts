@@ -7,6 +7,13 @@
  * that is writing to the table and blocks new writers until it commits; after that no write to the
  * table can commit. It persists, so "keep-source-read-only" is the same fence left in place — and
  * cleanup must always lift it (the workflow does, in a non-cancellable scope).
+ *
+ * Bounded write stop (spec.cutover.maxWriteStopSeconds): the trigger function carries a deadline and
+ * compares clock_timestamp() with it, so past the deadline writes go through again with no worker
+ * alive. The cutover is then only valid if the fence still held when the apply stopped:
+ * `commitCutover` checks the deadline and releases (or keeps) the fence in one source transaction, and
+ * a fence that expired sends the migration back to SYNCING_WAL instead of completing on a target that
+ * may lack writes made after the deadline.
  */
 import type { Client } from 'pg';
 import { withClient } from './db';
@@ -49,10 +56,26 @@ export interface FenceResult {
   token: string;
   fenceLsn: string;
   fencedAt: string;
+  /** The source's time past which the fence lets writes through by itself (bounded fences only). */
+  deadline?: string;
 }
 
-export async function fenceSource(input: FenceInput): Promise<FenceResult> {
+/** The fence trigger's body: rejects writes, until `deadline` when one is given. */
+export function fenceFunctionBody(migrationId: string, deadline?: string): string {
+  const reject = `RAISE EXCEPTION 'writes to %.% are stopped: pg-dts migration ${migrationId} is cutting over to the new server', TG_TABLE_SCHEMA, TG_TABLE_NAME
+                 USING ERRCODE = 'read_only_sql_transaction';`;
+  // clock_timestamp(), not now(): a transaction that began before the deadline must not be fenced after it.
+  if (deadline === undefined) return `BEGIN\n  ${reject}\nEND`;
+  return `BEGIN\n  IF clock_timestamp() < ${literal(deadline)}::timestamptz THEN\n    ${reject}\n  END IF;\n  RETURN NULL;\nEND`;
+}
+
+const PASS_THROUGH = 'BEGIN RETURN NULL; END';
+const replaceFunction = (migrationId: string, body: string) =>
+  `CREATE OR REPLACE FUNCTION ${fenceFunction(migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$ ${body} $fn$`;
+
+export async function fenceSource(input: FenceInput & { maxWriteStopSeconds?: number }): Promise<FenceResult> {
   try {
+    let deadline: string | undefined;
     return await withClient(
       input.source,
       async (c) => {
@@ -61,13 +84,12 @@ export async function fenceSource(input: FenceInput): Promise<FenceResult> {
           // Fail fast instead of queueing behind a long transaction forever; the activity retries.
           await c.query(`SET LOCAL lock_timeout = '5s'`);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(FENCE_SCHEMA)}`);
-          await c.query(
-            `CREATE OR REPLACE FUNCTION ${fenceFunction(input.migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$
-             BEGIN
-               RAISE EXCEPTION 'writes to %.% are stopped: pg-dts migration ${input.migrationId} is cutting over to the new server', TG_TABLE_SCHEMA, TG_TABLE_NAME
-                 USING ERRCODE = 'read_only_sql_transaction';
-             END $fn$`,
-          );
+          // Counted from the start of this transaction: writers queue behind our locks from then on.
+          if (input.maxWriteStopSeconds !== undefined) {
+            const r = await c.query<{ d: string }>(`SELECT (now() + make_interval(secs => $1))::text AS d`, [input.maxWriteStopSeconds]);
+            deadline = r.rows[0]!.d;
+          }
+          await c.query(replaceFunction(input.migrationId, fenceFunctionBody(input.migrationId, deadline)));
           for (const t of input.tables) {
             await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(input.migrationId)} ON ${qname(t)}`);
             await c.query(
@@ -87,11 +109,11 @@ export async function fenceSource(input: FenceInput): Promise<FenceResult> {
         const token = `${input.migrationId}:${Date.now()}`;
         if (hasPgoutputMessages(await serverVersionNum(c))) {
           const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
-          return { token, fenceLsn: r.rows[0]!.lsn, fencedAt };
+          return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };
         }
         await c.query(`INSERT INTO ${qname(fenceMarkerTable(slotNameFor(input.migrationId)))} (token) VALUES ($1)`, [token]);
         const r = await c.query<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
-        return { token, fenceLsn: r.rows[0]!.lsn, fencedAt };
+        return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };
       },
       { applicationName: 'pg-dts fence' },
     );
@@ -116,9 +138,7 @@ export async function liftFence(input: FenceInput): Promise<{ lifted: number; li
       async (c) => {
         const fn = await c.query(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${fenceFunction(input.migrationId)}()`]);
         if (fn.rows[0].ok) {
-          await c.query(
-            `CREATE OR REPLACE FUNCTION ${fenceFunction(input.migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN RETURN NULL; END $fn$`,
-          );
+          await c.query(replaceFunction(input.migrationId, PASS_THROUGH));
         }
         return new Date().toISOString();
       },
@@ -128,6 +148,82 @@ export async function liftFence(input: FenceInput): Promise<{ lifted: number; li
     return { lifted: dropped, liftedAt, pending };
   } catch (err) {
     throw classify(err, 'lift the fence');
+  }
+}
+
+export interface CommitCutoverResult {
+  /** The fence held from the fence to this moment: no source write can be missing on the target. */
+  held: boolean;
+  /** Why not, when it did not hold. */
+  reason?: string;
+  liftedAt?: string;
+  /** Released triggers that could not be dropped yet (removeFence retries them). */
+  pending: number;
+}
+
+/** Our transaction must commit this long before the deadline, so no writer sees the old function after it. */
+const COMMIT_MARGIN = '1 second';
+
+/**
+ * The cutover's point of no return, with the apply already stopped: in one source transaction,
+ * checks that the bounded fence has not expired and then releases writes (restore-writes) or makes
+ * the fence permanent (keep-source-read-only). An expired fence (or one removed by hand) is lifted
+ * and reported as not held: writes after its deadline may be missing on the target, so the workflow
+ * goes back to SYNCING_WAL. Idempotent.
+ */
+export async function commitCutover(input: FenceInput & { deadline: string; keepReadOnly: boolean }): Promise<CommitCutoverResult> {
+  try {
+    const verdict = await withClient(
+      input.source,
+      async (c) => {
+        await c.query('BEGIN');
+        try {
+          const fn = await c.query<{ ok: boolean; present: boolean }>(
+            `SELECT to_regprocedure($1) IS NOT NULL AS present, clock_timestamp() < $2::timestamptz - interval '${COMMIT_MARGIN}' AS ok`,
+            [`${fenceFunction(input.migrationId)}()`, input.deadline],
+          );
+          const { present, ok } = fn.rows[0]!;
+          const held = present && ok;
+          if (present) {
+            const keep = held && input.keepReadOnly;
+            await c.query(replaceFunction(input.migrationId, keep ? fenceFunctionBody(input.migrationId) : PASS_THROUGH));
+          }
+          await c.query('COMMIT');
+          if (!present) return { held: false, reason: 'the fence was removed from the source before the cutover finished' };
+          if (!held) return { held: false, reason: `the fence expired at ${input.deadline} (cutover.maxWriteStopSeconds) before the cutover finished` };
+          // Our commit itself could have been slow: only a commit before the deadline proves it.
+          const after = await c.query<{ ok: boolean }>(`SELECT clock_timestamp() < $1::timestamptz AS ok`, [input.deadline]);
+          if (after.rows[0]!.ok) return { held: true };
+          if (input.keepReadOnly) await c.query(replaceFunction(input.migrationId, PASS_THROUGH));
+          return { held: false, reason: `the fence's deadline ${input.deadline} passed while the cutover committed` };
+        } catch (err) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      },
+      { applicationName: 'pg-dts fence' },
+    );
+    const liftedAt = new Date().toISOString();
+    if (verdict.held && input.keepReadOnly) return { held: true, pending: 0 };
+    const { pending } = await dropFenceTriggers(input);
+    return { ...verdict, liftedAt, pending };
+  } catch (err) {
+    throw classify(err, 'commit the cutover');
+  }
+}
+
+/** Whether the bounded fence still stops writes: it exists and its deadline has not passed (source clock). */
+export async function fenceHolds(input: { source: ConnectionSpec; migrationId: string; deadline: string }): Promise<boolean> {
+  try {
+    return await withClient(input.source, async (c) => {
+      const r = await c.query<{ ok: boolean }>(`SELECT to_regprocedure($1) IS NOT NULL AND clock_timestamp() < $2::timestamptz AS ok`, [
+        `${fenceFunction(input.migrationId)}()`,
+        input.deadline,
+      ]);
+      return r.rows[0]!.ok;
+    });
+  } catch (err) {
+    throw classify(err, 'check the fence');
   }
 }
 

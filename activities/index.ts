@@ -6,7 +6,7 @@
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
 import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
-import { fenceSource, liftFence, removeFence, syncSequences } from './cutover';
+import { commitCutover, fenceHolds, fenceSource, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { migrationIdOf } from '../workflows/names';
@@ -17,8 +17,10 @@ import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResul
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, proofProgressSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus } from '../workflows/contract';
+import { applyProgressSignal, copyProgressSignal, proofProgressSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus } from '../workflows/contract';
+import { readSlotWal, walFailure, walReportDue, walVerdict, type WalBudget, type WalVerdict } from './wal';
 import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
+import { findOrphans, formatLeftover, runningMigrationIds } from './leftovers';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
 
@@ -187,6 +189,23 @@ async function cancellable<T>(fn: (heartbeat: (details?: unknown) => void) => Pr
   }
 }
 
+/**
+ * Quick steps that run while source writes are stopped beat every 2 s, so that a lost worker is
+ * noticed within the short heartbeat timeout the workflow gives them (not their start-to-close).
+ */
+function beating<A extends unknown[], T>(fn: (...a: A) => Promise<T>): (...a: A) => Promise<T> {
+  return async (...a: A) => {
+    const ctx = Context.current();
+    ctx.heartbeat();
+    const beat = setInterval(() => ctx.heartbeat(), 2000);
+    try {
+      return await fn(...a);
+    } finally {
+      clearInterval(beat);
+    }
+  };
+}
+
 export function createActivities(deps: ActivityDeps = {}) {
   const log = deps.log ?? activityLog;
   const copyReporter = new CopyProgressReporter();
@@ -200,11 +219,25 @@ export function createActivities(deps: ActivityDeps = {}) {
       const ctx = Context.current();
       const self = ctx.info.workflowExecution?.workflowId;
       const explicitId = typeof (spec as { id?: unknown } | null)?.id === 'string';
-      return preflight(spec, {
+      const plan = await preflight(spec, {
         migrationId: self ? migrationIdOf(spec, self) : undefined,
         // A derived id is unique with its workflow id; only an explicit spec.id can be shared.
         runningWithId: explicitId ? (id) => runningMigrationsWithId(ctx, id, self) : undefined,
       });
+      // Advisory: what migrations that no longer run left on these servers.
+      try {
+        const orphans = await findOrphans(plan.spec.source, plan.spec.target, await runningMigrationIds(ctx.client));
+        if (orphans.length) {
+          plan.notices.push(
+            `${orphans.length} leftover(s) of pg-dts migrations that no longer run (dts orphans lists them, dts cleanup <id> removes them): ` +
+              orphans.slice(0, 10).map(formatLeftover).join('; ') +
+              (orphans.length > 10 ? '; …' : ''),
+          );
+        }
+      } catch (err) {
+        log.warn('could not look for leftovers of earlier migrations', { error: (err as Error).message });
+      }
+      return plan;
     },
     createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
     /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
@@ -215,10 +248,12 @@ export function createActivities(deps: ActivityDeps = {}) {
     createPublication,
     setReplicaIdentity,
     validateCounts,
-    fenceSource,
+    fenceSource: beating(fenceSource),
     liftFence,
     removeFence,
-    syncSequences,
+    syncSequences: beating(syncSequences),
+    commitCutover: beating(commitCutover),
+    fenceHolds,
 
     /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
     async createSchemaObjects(input: SchemaObjectsInput): Promise<SchemaObjectsResult> {
@@ -443,6 +478,31 @@ export function createActivities(deps: ActivityDeps = {}) {
       } finally {
         clearInterval(beat);
       }
+    },
+
+    /**
+     * The WAL budget, from the slot's creation until cancelled: reports what the slot retains, fails
+     * (non-retryable) past wal.maxRetainedBytes or when the source has invalidated the slot. A slot
+     * not created yet is waited for.
+     */
+    async watchSlotWal(input: { source: ConnectionSpec; slot: string; everyMs?: number } & WalBudget): Promise<void> {
+      const ctx = Context.current();
+      let prev: { verdict: WalVerdict; retainedBytes: number; at: number } | undefined;
+      while (!ctx.cancellationSignal.aborted) {
+        const w = await readSlotWal(input.source, input.slot).catch((err: unknown) => {
+          throw classify(err, `read replication slot ${input.slot}`);
+        });
+        ctx.heartbeat();
+        const verdict = walVerdict(w, input);
+        const now = Date.now();
+        if (w.exists && walReportDue(prev, verdict, w.retainedBytes, now)) {
+          prev = { verdict, retainedBytes: w.retainedBytes, at: now };
+          await signalWorkflow(slotWalSignal.name, { retainedBytes: w.retainedBytes, walStatus: w.walStatus, verdict }).catch(() => undefined);
+        }
+        if (verdict === 'over' || verdict === 'lost') throw walFailure(input.slot, w, input, verdict);
+        await sleep(input.everyMs ?? 5000, ctx.cancellationSignal);
+      }
+      throwIfCancelled(ctx);
     },
 
     /** Waits until the apply has committed the fence marker on the target (heartbeating). */

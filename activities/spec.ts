@@ -4,6 +4,7 @@
  * activities, the CLI and unit tests.
  */
 import { z } from 'zod';
+import { DEFAULT_MAX_WRITE_STOP_SECONDS } from '../workflows/state';
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes: longer names are silently truncated. */
 export const MAX_IDENTIFIER_BYTES = 63;
@@ -98,6 +99,11 @@ export const migrationSpecSchema = z
         mode: z.enum(['auto', 'manual']).default('auto'),
         /** auto mode: cut over once the apply is this many bytes or fewer behind the source. */
         maxLagBytes: z.number().int().min(0).default(1024 * 1024),
+        /**
+         * Longest time source writes may stay stopped for one cutover attempt: past it the fence lets
+         * writes through on its own (no worker needed) and the migration returns to SYNCING_WAL.
+         */
+        maxWriteStopSeconds: z.number().int().min(5).max(3600).optional(),
       })
       .strict()
       .optional(),
@@ -147,6 +153,17 @@ export const migrationSpecSchema = z
      * failover of the source to one of them.
      */
     slot: z.object({ failover: z.boolean().optional() }).strict().optional(),
+    /** The WAL the replication slot retains: a warning past warnRetainedBytes, a clean stop past maxRetainedBytes. */
+    wal: z
+      .object({
+        warnRetainedBytes: z.number().int().min(0).optional(),
+        maxRetainedBytes: z.number().int().min(1).optional(),
+      })
+      .strict()
+      .refine((w) => w.warnRetainedBytes === undefined || w.maxRetainedBytes === undefined || w.warnRetainedBytes <= w.maxRetainedBytes, {
+        message: 'warnRetainedBytes must not exceed maxRetainedBytes',
+      })
+      .optional(),
     /** Migration id used to name the slot and publication; defaults to the workflow id. */
     id: z
       .string()
@@ -170,7 +187,10 @@ export interface NormalizedSpec {
   tables?: QualifiedName[];
   tableSuffix: string;
   schemaMapping: Record<string, string>;
-  cutover: { mode: 'auto' | 'manual'; maxLagBytes: number };
+  /** maxWriteStopSeconds is optional only for plans recorded before it existed. */
+  cutover: { mode: 'auto' | 'manual'; maxLagBytes: number; maxWriteStopSeconds?: number };
+  /** Optional only for plans recorded before it existed. */
+  wal?: { warnRetainedBytes?: number; maxRetainedBytes?: number };
   afterCutover: 'restore-writes' | 'keep-source-read-only';
   mode: 'online' | 'offline';
   parallelism: number;
@@ -272,7 +292,12 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     tables,
     tableSuffix: s.tableSuffix ?? '',
     schemaMapping: s.schemaMapping ?? {},
-    cutover: { mode: s.cutover?.mode ?? 'auto', maxLagBytes: s.cutover?.maxLagBytes ?? 1024 * 1024 },
+    cutover: {
+      mode: s.cutover?.mode ?? 'auto',
+      maxLagBytes: s.cutover?.maxLagBytes ?? 1024 * 1024,
+      maxWriteStopSeconds: s.cutover?.maxWriteStopSeconds ?? DEFAULT_MAX_WRITE_STOP_SECONDS,
+    },
+    wal: { ...(s.wal?.warnRetainedBytes !== undefined ? { warnRetainedBytes: s.wal.warnRetainedBytes } : {}), ...(s.wal?.maxRetainedBytes !== undefined ? { maxRetainedBytes: s.wal.maxRetainedBytes } : {}) },
     afterCutover: s.afterCutover ?? 'restore-writes',
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,

@@ -16,6 +16,7 @@ import { ApiAuthConfigError, apiTokenFromEnv, assertListenAllowed, registerAuth 
 import { CODEC_KEY_ENV, CodecKeyError, codecCorsOrigins, codecFromEnv, registerCodecRoutes } from './codec';
 import { formatReport, formatStatus, StatusBars } from './format';
 import { registerVerify } from './verify';
+import { CleanupRefused, formatLeftover, runCleanup, runOrphans, type CleanupOptions } from './cleanup';
 import {
   assertSecretsProtected,
   ConflictError,
@@ -372,6 +373,39 @@ export function buildProgram(io: CliIo = processIo): Command {
       }
       const ok = await runDemo();
       if (ok === false) throw new Exit(EXIT_FAILED);
+    });
+
+  program
+    .command('cleanup <id>')
+    .description("remove what a migration left (its fence first, then slot, publication, the apply's position on the target); also after terminate or failure; refused while it runs")
+    .option('--source <url>', 'source URI (default: from the workflow); with it, <id> may be a migration id as dts orphans prints it')
+    .option('--target <url>', 'target URI (default: from the workflow)')
+    .action(async (id: string, opts: CleanupOptions) => {
+      await withTemporal(async (ctx) => {
+        try {
+          const { migrationId, removed } = await runCleanup(ctx, id, opts);
+          if (!removed.length) io.out(`nothing left by migration ${migrationId}`);
+          for (const l of removed) io.out(`removed ${formatLeftover(l)}`);
+        } catch (err) {
+          if (err instanceof CleanupRefused) throw new Exit(EXIT_FAILED, err.message);
+          throw err;
+        }
+      });
+    });
+
+  program
+    .command('orphans')
+    .description('list slots, publications, fences and progress rows of pg-dts migrations that are no longer running')
+    .requiredOption('--source <url>', 'source database URI')
+    .option('--target <url>', 'target database URI')
+    .option('--json', 'print JSON, one object per leftover')
+    .action(async (opts: { source: string; target?: string; json?: boolean }) => {
+      await withTemporal(async (ctx) => {
+        const orphans = await runOrphans(ctx, opts);
+        if (opts.json) for (const l of orphans) io.out(JSON.stringify(l));
+        else if (!orphans.length) io.out('no leftovers of pg-dts migrations that are not running');
+        else for (const l of orphans) io.out(formatLeftover(l));
+      });
     });
 
   registerVerify(program);

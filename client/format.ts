@@ -72,7 +72,12 @@ export function footerLines(s: MigrationStatus): string[] {
   const proof = proofLine(s.proof);
   if (proof) lines.push(proof);
   if (s.cutover?.windowMs !== undefined) lines.push(`cutover window: ${s.cutover.windowMs} ms`);
-  else if (s.cutover?.fencedAt) lines.push(`source writes stopped since ${s.cutover.fencedAt}`);
+  else if (s.cutover?.fencedAt) lines.push(`source writes stopped since ${s.cutover.fencedAt}${s.cutover.deadline ? `, released by ${s.cutover.deadline} at the latest` : ''}`);
+  if (s.cutover?.abandoned) lines.push(`last cutover attempt abandoned: ${s.cutover.abandoned}${s.cutover.retryAt ? `; next attempt after ${s.cutover.retryAt}` : ''}`);
+  if (s.wal) {
+    const budget = s.wal.maxRetainedBytes !== undefined ? ` (limit ${humanBytes(s.wal.maxRetainedBytes)})` : '';
+    lines.push(`slot ${s.wal.slot} retains ${humanBytes(s.wal.retainedBytes)} of WAL${budget}, wal_status ${s.wal.walStatus ?? '?'}`);
+  }
   if (s.lastControl) lines.push(`last control: ${s.lastControl}`);
   for (const n of s.notices) lines.push(`notice: ${n}`);
   if (s.error) lines.push(`error: ${s.error}`);

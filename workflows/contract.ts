@@ -116,7 +116,19 @@ export interface MigrationStatus {
   mode: 'online' | 'offline';
   tables: TableStatus[];
   replication?: ReplicationStatus;
-  cutover?: { requested: boolean; fencedAt?: string; fenceLsn?: string; windowMs?: number };
+  cutover?: {
+    requested: boolean;
+    fencedAt?: string;
+    fenceLsn?: string;
+    windowMs?: number;
+    /** The source time at which the fence lets writes through by itself (cutover.maxWriteStopSeconds). */
+    deadline?: string;
+    /** Cutover attempts so far, and why the last one was abandoned (writes released, back to SYNCING_WAL). */
+    attempts?: number;
+    abandoned?: string;
+    /** auto mode, after an abandoned attempt: not before this time. */
+    retryAt?: string;
+  };
   /** VALIDATING's verdict per table, once it ran. */
   validation?: Array<{ source: string; countsMatch: boolean; sample: 'not-run' | 'match' | 'mismatch'; checksum: 'not-run' | 'match' | 'mismatch'; mismatches: number; error?: string }>;
   /**
@@ -126,6 +138,8 @@ export interface MigrationStatus {
   proof?: ProofProgressReport & { state: 'running' | 'ready' | 'stopped' | 'diverged' | 'validated' | 'off'; reverifiedAtCutover?: number };
   /** The advisory check during SYNCING_WAL (validation.live), per table. */
   liveValidation?: Array<{ source: string; checksum: 'match' | 'mismatch' | 'unsettled'; mismatches: number; error?: string }>;
+  /** The WAL the replication slot retains on the source (spec.wal's budget), as last read. */
+  wal?: { slot: string; retainedBytes: number; walStatus: string | null; warnRetainedBytes?: number; maxRetainedBytes?: number; warned?: boolean; updatedAt: string };
   notices: string[];
   /** What the last pause/resume did, or why it was refused. */
   lastControl?: string;
@@ -157,6 +171,14 @@ export interface ApplyProgressReport {
   fenceToken?: string;
 }
 export const applyProgressSignal = defineSignal<[ApplyProgressReport]>('applyProgress');
+
+/** Sent by the WAL watcher when what the slot retains changes notably. */
+export interface SlotWalReport {
+  retainedBytes: number;
+  walStatus: string | null;
+  verdict: 'ok' | 'warn' | 'over' | 'lost';
+}
+export const slotWalSignal = defineSignal<[SlotWalReport]>('slotWal');
 
 /**
  * Sent by a worker about the copies of one run it has in flight, batched (one signal for all of them,

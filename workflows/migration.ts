@@ -18,6 +18,7 @@ import {
   pauseSignal,
   proofProgressSignal,
   resumeSignal,
+  slotWalSignal,
   snapshotReadySignal,
   statusQuery,
   type MigrationReport,
@@ -30,7 +31,7 @@ import {
 } from './contract';
 import { migrationIdFor, migrationIdOf, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
-import { applySignal } from './state';
+import { applySignal, cutoverRetryDelayMs, DEFAULT_MAX_WRITE_STOP_SECONDS } from './state';
 import { formatValidationFailure } from '../activities/validate-compare';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
@@ -85,6 +86,18 @@ const fenceRemovalOpts: ActivityOptions = {
   // No maximumAttempts: unlimited (the SDK refuses 0, which failed this rare path outright).
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: NON_RETRYABLE },
 };
+/**
+ * Steps that run with the source fenced under a bounded write stop: a lost worker must be noticed in
+ * seconds, not after a 5-minute start-to-close or a 2-minute heartbeat timeout.
+ */
+const fencedHeartbeat: ActivityOptions['heartbeatTimeout'] = '5 seconds';
+// The WAL watcher runs as long as the slot exists; its two verdicts are final, a source restart is not.
+const walOpts: ActivityOptions = {
+  startToCloseTimeout: '365 days',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: [...NON_RETRYABLE, 'SlotInvalidated', 'WalBudgetExceeded'] },
+  cancellationType: ActivityCancellationType.TRY_CANCEL,
+};
 const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
 // The content proof runs for the whole sync; its state is on the target, so a retry continues it.
 const proofOpts: ActivityOptions = {
@@ -114,6 +127,7 @@ const fenceRemoval = wf.proxyActivities<Activities>(fenceRemovalOpts);
 const live = wf.proxyActivities<Activities>(liveOpts);
 const local = wf.proxyLocalActivities<Activities>({ startToCloseTimeout: '10 seconds' });
 const proof = wf.proxyActivities<Activities>(proofOpts);
+const walWatch = wf.proxyActivities<Activities>(walOpts);
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
 
@@ -193,6 +207,18 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (state.phase === 'SYNCING_WAL') wf.setCurrentDetails(`**SYNCING_WAL**\n\napplied ${p.appliedLsn}, lag ${p.lagBytes} bytes, ${p.transactions} transactions`);
   });
 
+  /** The WAL watcher's final verdict (budget exceeded, slot invalidated): the migration fails with it. */
+  let walError: unknown;
+  let walScope: wf.CancellationScope | undefined;
+  wf.setHandler(slotWalSignal, (r) => {
+    const budget = plan?.spec.wal ?? {};
+    const warned = (state.wal?.warned ?? false) || r.verdict === 'warn';
+    if (warned && !state.wal?.warned) {
+      state.notices.push(`replication slot ${slot} retains ${r.retainedBytes} bytes of WAL, over wal.warnRetainedBytes (${budget.warnRetainedBytes}): the source keeps that WAL until the apply has streamed it`);
+    }
+    state.wal = { slot, retainedBytes: r.retainedBytes, walStatus: r.walStatus, ...budget, warned, updatedAt: new Date().toISOString() };
+  });
+
   const setPhase = (phase: Phase, details?: string) => {
     state.phase = phase;
     wf.upsertSearchAttributes([{ key: MigrationPhaseKey, value: phase }]);
@@ -224,6 +250,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   };
   let fenceSet = false;
   let fencedAt: string | undefined;
+  /** The fence carries a deadline (cutover.maxWriteStopSeconds); runs recorded before it do not. */
+  let boundedStop = false;
+  let fenceDeadline: string | undefined;
+  /** auto mode: the wait between an abandoned cutover attempt and the next. */
+  let retryWait = false;
+  let abandonedAttempts = 0;
+  const writeStopBound = () => plan!.spec.cutover.maxWriteStopSeconds ?? DEFAULT_MAX_WRITE_STOP_SECONDS;
   let sequences: MigrationReport['sequences'] = [];
   let counts: Awaited<ReturnType<Activities['validateMigration']>>['results'] = [];
   let liveScope: wf.CancellationScope | undefined;
@@ -681,6 +714,21 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     return r;
   };
 
+  /** Watches the slot's retained WAL from before its creation until FINALIZING drops it (spec.wal). */
+  function startWalWatch(): void {
+    if (walScope || !wf.patched('wal-budget')) return;
+    const p = plan!;
+    const scope = new wf.CancellationScope();
+    walScope = scope;
+    void scope
+      .run(() => walWatch.watchSlotWal.executeWithOptions({ ...walOpts, summary: `watch the WAL slot ${slot} retains` }, [{ source: p.spec.source, slot, ...(p.spec.wal ?? {}) }]))
+      .catch((e: unknown) => {
+        if (wf.isCancellation(e)) return;
+        walError = e;
+        main.cancel();
+      });
+  }
+
   async function stopApply(): Promise<void> {
     applyScope?.cancel();
     await applyDone;
@@ -731,7 +779,18 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   async function run(): Promise<void> {
     if (!continued) await prepare();
+    else if (plan!.spec.mode === 'online') startWalWatch();
     const online = plan!.spec.mode === 'online';
+    if (online && wf.patched('bounded-write-stop')) {
+      boundedStop = true;
+      for (;;) {
+        await syncWal();
+        if (continueAsNew) return;
+        const abandoned = (await cutoverWithinBound()) ?? (await finalize(online));
+        if (abandoned === undefined) return;
+        await abandonCutover(abandoned);
+      }
+    }
     if (online) {
       await syncWal();
       if (continueAsNew) return;
@@ -790,6 +849,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       }
       replicationCreated = true;
       await step('createPublication', `create publication ${publication}`, { source: plan.spec.source, publication, tables: defs.map((d) => d.source) });
+      startWalWatch();
     }
 
     // ── MIGRATING_DATA ──
@@ -834,7 +894,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await pauseGate();
     setPhase('SYNCING_WAL', p.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
     for (const t of state.tables) t.state = 'syncing';
-    if (p.spec.validation.live && !continued) startLiveValidation();
+    if (p.spec.validation.live && !continued && !liveScope) startLiveValidation();
     proofUsed = p.spec.validation.checksum && wf.patched('live-proof');
     const historyFull = () => {
       const i = wf.workflowInfo();
@@ -846,8 +906,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       const cutoverDue = () =>
         p.spec.cutover.mode === 'manual'
           ? cutoverRequested
-          : state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= p.spec.cutover.maxLagBytes;
-      startApply();
+          : !retryWait && state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= p.spec.cutover.maxLagBytes;
+      // Back from an abandoned cutover attempt, the apply may still be running.
+      if (!applyScope) startApply();
       if (proofUsed) startProof();
       // With the proof on, the cutover waits for its first full pass: chunks it has not verified would
       // be compared inside the write stop.
@@ -888,15 +949,24 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     // ── STOPPING_WRITES ──
     setPhase('STOPPING_WRITES', 'fencing source writes');
     fenceSet = true;
+    fenceDeadline = undefined;
     // Not cancellable: a fence committed after cleanup had looked for it would stay forever. A cancel
     // that arrived meanwhile takes effect right after, and cleanup lifts the fence.
+    // Bounded: retried only within the write-stop bound (a fence a lost attempt committed releases itself).
     const fence = await wf.CancellationScope.nonCancellable(() =>
-      quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]),
+      boundedStop
+        ? quick.fenceSource.executeWithOptions(
+            { ...fenceOpts, scheduleToCloseTimeout: `${writeStopBound()} seconds`, heartbeatTimeout: fencedHeartbeat, summary: `fence ${defs.length} source tables for at most ${writeStopBound()} s` },
+            [{ ...fenceInput(), maxWriteStopSeconds: writeStopBound() }],
+          )
+        : quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]),
     );
     if (main.consideredCancelled) throw new wf.CancelledFailure('cancelled while fencing');
     fencedAt = fence.fencedAt;
-    state.cutover = { requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn };
-    const waiting = wait.awaitFenceApplied.executeWithOptions({ ...waitOpts, summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
+    fenceDeadline = fence.deadline;
+    state.cutover = { ...state.cutover, requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn, deadline: fence.deadline, windowMs: undefined };
+    const fenced = (o: ActivityOptions): ActivityOptions => (boundedStop ? { ...o, heartbeatTimeout: fencedHeartbeat } : o);
+    const waiting = wait.awaitFenceApplied.executeWithOptions({ ...fenced(waitOpts), summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
       { target: p.spec.target, slot, token: fence.token },
     ]);
     let passed = false;
@@ -907,7 +977,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     );
     await untilOrApplyFails(() => passed || fenceToken === fence.token);
     await waiting;
-    sequences = await step('syncSequences', 'set target sequences to the source values', { source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) });
+    const sequenceInput = { source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) };
+    sequences = boundedStop
+      ? await quick.syncSequences.executeWithOptions({ ...fenced(quickOpts), summary: 'set target sequences to the source values' }, [sequenceInput])
+      : await step('syncSequences', 'set target sequences to the source values', sequenceInput);
   }
 
   async function validate(): Promise<void> {
@@ -921,7 +994,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       state.notices.push('content proof off (validation.checksum = false): only row counts and sampled rows were compared');
     }
     const validatingStarted = Date.now();
-    const validated = await validation.validateMigration.executeWithOptions({ ...validationOpts, summary: `compare ${levels}` }, [
+    const opts = boundedStop ? { ...validationOpts, heartbeatTimeout: fencedHeartbeat } : validationOpts;
+    const validated = await validation.validateMigration.executeWithOptions({ ...opts, summary: `compare ${levels}` }, [
       {
         source: p.spec.source,
         target: p.spec.target,
@@ -964,11 +1038,32 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (validated.failure) throw ApplicationFailure.nonRetryable(`validation failed:\n${validated.failure}`, 'ValidationError');
   }
 
-  async function finalize(online: boolean): Promise<void> {
+  /** Returns why the cutover was abandoned when its bounded fence did not hold to the end. */
+  async function finalize(online: boolean): Promise<string | undefined> {
     const p = plan!;
     // ── FINALIZING ──
     setPhase('FINALIZING', 'stopping the apply, dropping the slot and publication, releasing writes');
-    if (online) {
+    if (online && boundedStop) {
+      // The apply stops before writes are released: later source writes belong to no migration.
+      await stopApply();
+      const keepReadOnly = p.spec.afterCutover === 'keep-source-read-only';
+      const committed = await quick.commitCutover.executeWithOptions(
+        { ...quickOpts, heartbeatTimeout: fencedHeartbeat, summary: keepReadOnly ? 'check the fence held, keep it' : 'check the fence held, release source writes' },
+        [{ ...fenceInput(), deadline: fenceDeadline!, keepReadOnly }],
+      );
+      if (!committed.held) return committed.reason ?? 'the fence did not hold';
+      cutOver = true;
+      walScope?.cancel();
+      if (keepReadOnly) state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
+      else {
+        state.cutover = { ...state.cutover!, windowMs: Date.parse(committed.liftedAt!) - Date.parse(fencedAt!) };
+        if (committed.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'drop the released fence triggers' }, [fenceInput()]);
+        fenceSet = false;
+      }
+      await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
+      replicationCreated = false;
+      await restoreReplicaIdentity();
+    } else if (online) {
       // The apply stops before writes are released: later source writes belong to no migration.
       await stopApply();
       cutOver = true;
@@ -1004,6 +1099,79 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         state.notices.push(`views, functions and triggers were not created: ${errorMessage(e)}`);
       }
     }
+    return undefined;
+  }
+
+  /**
+   * STOPPING_WRITES and VALIDATING within cutover.maxWriteStopSeconds. The fence lets writes through
+   * by itself at its deadline, with or without a worker; this timer only makes the workflow notice
+   * (when a worker runs it again), stop the cutover's steps and go back to SYNCING_WAL. Returns why
+   * the attempt was abandoned, or undefined when it can go on to FINALIZING.
+   */
+  async function cutoverWithinBound(): Promise<string | undefined> {
+    const bound = writeStopBound();
+    const work = new wf.CancellationScope();
+    const timer = new wf.CancellationScope();
+    let timedOut = false;
+    void timer.run(() => wf.sleep(bound * 1000)).then(
+      () => {
+        timedOut = true;
+        work.cancel();
+      },
+      () => undefined,
+    );
+    try {
+      await work.run(async () => {
+        await stopWrites();
+        await validate();
+      });
+      return undefined;
+    } catch (e) {
+      if (main.consideredCancelled) throw e;
+      if (timedOut && wf.isCancellation(e)) return `the cutover did not finish within ${bound} s (cutover.maxWriteStopSeconds) in ${state.phase}`;
+      // A step lost with its worker and not retried within the bound (the fence's schedule-to-close).
+      if (isTimeout(e)) return `the cutover lost a step in ${state.phase} (${errorMessage(e)})`;
+      // A step retried on another worker after the fence had expired saw writes made since: its
+      // verdict (a validation mismatch, say) is about a source that was not fenced any more.
+      if (fenceDeadline !== undefined) {
+        const deadline = fenceDeadline;
+        const holds = await wf.CancellationScope.nonCancellable(() => step('fenceHolds', 'is the source still fenced', { source: plan!.spec.source, migrationId, deadline }));
+        if (!holds) return `the fence expired at ${deadline} (cutover.maxWriteStopSeconds) before ${state.phase} finished: ${errorMessage(e)}`;
+      }
+      throw e;
+    } finally {
+      timer.cancel();
+    }
+  }
+
+  /** An abandoned attempt: writes released for good, back to SYNCING_WAL, the reason in the status. */
+  async function abandonCutover(reason: string): Promise<void> {
+    abandonedAttempts++;
+    setPhase('SYNCING_WAL', `${reason}: source writes released`);
+    await wf.CancellationScope.nonCancellable(async () => {
+      const lifted = await step('liftFence', 'release source writes (cutover abandoned)', fenceInput());
+      if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'drop the released fence triggers' }, [fenceInput()]);
+    });
+    fenceSet = false;
+    // The abandoned attempt's verdicts were about a source that may have been written meanwhile.
+    state.validation = undefined;
+    const manual = plan!.spec.cutover.mode === 'manual';
+    cutoverRequested = false;
+    const delay = cutoverRetryDelayMs(abandonedAttempts, writeStopBound());
+    state.cutover = {
+      requested: false,
+      attempts: abandonedAttempts + 1,
+      abandoned: reason,
+      ...(manual ? {} : { retryAt: new Date(Date.now() + delay).toISOString() }),
+    };
+    state.notices.push(`cutover attempt ${abandonedAttempts} abandoned: ${reason}; source writes released, ${manual ? 'waiting for a new cutover signal' : `trying again in ${Math.round(delay / 1000)} s`}`);
+    if (!manual) {
+      retryWait = true;
+      void wf.sleep(delay).then(
+        () => void (retryWait = false),
+        () => undefined,
+      );
+    }
   }
 
   /** Leaves nothing behind that hurts the source: no apply, slot, publication or fence. */
@@ -1020,6 +1188,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       }
     };
     stopProof();
+    walScope?.cancel();
     await attempt('stop the apply', stopApply);
     await attempt('stop the snapshot holder', stopHolder);
     if (fenceSet && !(cutOver && p.spec.afterCutover === 'keep-source-read-only')) {
@@ -1069,8 +1238,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     setPhase('COMPLETED', 'migration complete');
     return report('COMPLETED');
-  } catch (err) {
-    if (err instanceof wf.ContinueAsNew) throw err;
+  } catch (caught) {
+    if (caught instanceof wf.ContinueAsNew) throw caught;
+    // The WAL watcher stopped the run by cancelling it: a failure with its reason, not a cancel.
+    const err = walError ?? caught;
     const cancelled = wf.isCancellation(err);
     const message = cancelled ? undefined : errorMessage(err);
     state.error = message;
@@ -1089,6 +1260,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 function isSnapshotLost(err: unknown): boolean {
   for (let e = err as { type?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
     if (e.type === 'SnapshotLost') return true;
+  }
+  return false;
+}
+
+/** An activity that timed out (its worker lost) rather than failed. */
+function isTimeout(err: unknown): boolean {
+  for (let e = err as { name?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.name === 'TimeoutFailure') return true;
   }
   return false;
 }

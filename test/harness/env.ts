@@ -39,6 +39,8 @@ export interface EnvOptions {
   /** Major versions of the two clusters; default PG_DTS_TEST_SOURCE_VERSION / PG_DTS_TEST_TARGET_VERSION, else the system's. */
   sourceVersion?: number;
   targetVersion?: number;
+  /** false: no worker in the test's process (tests that run workers in processes of their own). */
+  inProcessWorker?: boolean;
 }
 
 export async function startEnv(opts: EnvOptions = {}): Promise<TestEnv> {
@@ -61,7 +63,7 @@ export async function startEnv(opts: EnvOptions = {}): Promise<TestEnv> {
     if (worker && worker.getState() === 'RUNNING') worker.shutdown();
     await running?.catch(() => undefined);
   };
-  await startWorker();
+  if (opts.inProcessWorker !== false) await startWorker();
   return {
     async shopDatabase(name, scale = 0.2) {
       await source.createDatabase(name);

@@ -12,6 +12,7 @@ import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
+import { waitFor } from '../harness/wait';
 import { fingerprint, sourceLeftovers as leftoversOn } from '../harness/compare';
 import { startWriter } from '../harness/fixtures';
 import { main, type CliIo } from '../../client/cli';
@@ -40,15 +41,6 @@ async function expectIdentical(db: string, tables: string[], suffix = '') {
 
 const sourceLeftovers = (db: string) => leftoversOn(env.source, db);
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 /** `dts ...` in this process; `tty` gets the live bars when given. */
 async function dts(args: string[], tty?: NodeJS.WriteStream): Promise<{ code: number; out: string; err: string }> {

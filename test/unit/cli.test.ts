@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { main, type CliIo } from '../../client/cli';
+import { dts } from '../harness/dts';
 import { formatStatus, humanBytes, humanDuration, lagLine, tableBars } from '../../client/format';
 import type { MigrationStatus } from '../../workflows/contract';
 
@@ -29,13 +29,6 @@ afterEach(() => {
   process.env = saved;
 });
 
-async function dts(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(['node', 'dts', ...args], io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
 
 describe('dts usage', () => {
   it('documents commands, environment and exit codes; --help exits 0', async () => {

@@ -1,0 +1,163 @@
+/**
+ * What a migration leaves on the servers, found by name and removed by name: `dts orphans` lists it,
+ * `dts cleanup` removes one migration's, and the preflight reports what no running migration owns.
+ *
+ * Every object is ours by its name, derived from the migration id (workflows/names.ts): slot and
+ * publication `pg_dts_<id>`, fence trigger `pg_dts_fence_<id>` with its function `pgdts.fence_<id>`,
+ * the apply's position in the target's `pgdts.apply_progress` (keyed by the slot). Nothing else is
+ * looked at, so nothing we did not create is touched. Range-copy records (`pgdts.copy_progress`) are
+ * keyed by target table, not by migration: they are listed, never removed here.
+ */
+import type { Client } from '@temporalio/client';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
+import { withClient } from './db';
+import { migrationIdFor } from '../workflows/names';
+import { WORKFLOW_TYPE } from '../workflows/contract';
+import { liftFence, removeFence, FENCE_SCHEMA } from './cutover';
+import { dropPublication, dropSlot } from './replication';
+import { dropApplyProgress } from './cleanup';
+import type { ConnectionSpec, QualifiedName } from './spec';
+
+export type LeftoverKind = 'slot' | 'publication' | 'fence' | 'apply-progress' | 'copy-progress';
+
+export interface Leftover {
+  /** The migration it belongs to; undefined for range-copy records (keyed by table). */
+  migrationId?: string;
+  kind: LeftoverKind;
+  server: 'source' | 'target';
+  /** The slot, publication, fenced table, progress row or copy record. */
+  name: string;
+  /** Slots: WAL retained, state, whether a walsender uses it. */
+  detail?: string;
+  /** Fences: the fenced table. */
+  table?: QualifiedName;
+}
+
+const PREFIX = 'pg_dts_';
+const FENCE_PREFIX = 'pg_dts_fence_';
+/** LIKE pattern for a prefix (its underscores are wildcards otherwise). */
+const like = (prefix: string) => `${prefix.replace(/_/g, '\\_')}%`;
+
+export async function findSourceLeftovers(source: ConnectionSpec): Promise<Leftover[]> {
+  return withClient(
+    source,
+    async (c) => {
+      const out: Leftover[] = [];
+      const slots = await c.query<{ slot_name: string; active: boolean; wal_status: string | null; retained: string | null }>(
+        `SELECT slot_name, active, wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained
+           FROM pg_replication_slots WHERE database = current_database() AND slot_name LIKE $1 ORDER BY slot_name`,
+        [like(PREFIX)],
+      );
+      for (const s of slots.rows) {
+        out.push({
+          migrationId: s.slot_name.slice(PREFIX.length),
+          kind: 'slot',
+          server: 'source',
+          name: s.slot_name,
+          detail: `${s.retained ?? '?'} bytes of WAL retained, wal_status ${s.wal_status ?? '?'}${s.active ? ', in use' : ''}`,
+        });
+      }
+      const pubs = await c.query<{ pubname: string }>(`SELECT pubname FROM pg_publication WHERE pubname LIKE $1 ORDER BY pubname`, [like(PREFIX)]);
+      for (const p of pubs.rows) out.push({ migrationId: p.pubname.slice(PREFIX.length), kind: 'publication', server: 'source', name: p.pubname });
+      const fences = await c.query<{ tgname: string; schema: string; name: string }>(
+        `SELECT g.tgname, n.nspname AS schema, k.relname AS name
+           FROM pg_trigger g JOIN pg_class k ON k.oid = g.tgrelid JOIN pg_namespace n ON n.oid = k.relnamespace
+          WHERE g.tgname LIKE $1 ORDER BY 1, 2, 3`,
+        [like(FENCE_PREFIX)],
+      );
+      for (const f of fences.rows) out.push({ migrationId: f.tgname.slice(FENCE_PREFIX.length), kind: 'fence', server: 'source', name: `${f.schema}.${f.name}`, table: { schema: f.schema, name: f.name } });
+      // A fence function whose triggers are gone already (a release cut short).
+      const fns = await c.query<{ proname: string }>(
+        `SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname LIKE 'fence\\_%'`,
+        [FENCE_SCHEMA],
+      );
+      for (const f of fns.rows) {
+        const id = f.proname.slice('fence_'.length);
+        if (!out.some((l) => l.kind === 'fence' && l.migrationId === id)) out.push({ migrationId: id, kind: 'fence', server: 'source', name: `${FENCE_SCHEMA}.${f.proname}()` });
+      }
+      return out;
+    },
+    { applicationName: 'pg-dts orphans' },
+  );
+}
+
+export async function findTargetLeftovers(target: ConnectionSpec): Promise<Leftover[]> {
+  return withClient(
+    target,
+    async (c) => {
+      const out: Leftover[] = [];
+      const has = await c.query<{ apply: boolean; copy: boolean }>(
+        `SELECT to_regclass('pgdts.apply_progress') IS NOT NULL AS apply, to_regclass('pgdts.copy_progress') IS NOT NULL AS copy`,
+      );
+      if (has.rows[0]!.apply) {
+        const rows = await c.query<{ slot_name: string }>(`SELECT slot_name FROM pgdts.apply_progress ORDER BY 1`);
+        for (const r of rows.rows) {
+          out.push({ migrationId: r.slot_name.startsWith(PREFIX) ? r.slot_name.slice(PREFIX.length) : r.slot_name, kind: 'apply-progress', server: 'target', name: r.slot_name });
+        }
+      }
+      if (has.rows[0]!.copy) {
+        const rows = await c.query<{ target_table: string }>(`SELECT DISTINCT target_table FROM pgdts.copy_progress ORDER BY 1`);
+        for (const r of rows.rows) out.push({ kind: 'copy-progress', server: 'target', name: r.target_table });
+      }
+      return out;
+    },
+    { applicationName: 'pg-dts orphans' },
+  );
+}
+
+/** Leftovers on both servers whose migration is not among `running` (copy records only when none runs). */
+export async function findOrphans(source: ConnectionSpec, target: ConnectionSpec | undefined, running: ReadonlySet<string>): Promise<Leftover[]> {
+  const all = [...(await findSourceLeftovers(source)), ...(target ? await findTargetLeftovers(target) : [])];
+  return all.filter((l) => (l.migrationId === undefined ? running.size === 0 : !running.has(l.migrationId)));
+}
+
+/**
+ * Removes one migration's leftovers: releases its fence first (the application's writes), then drops
+ * its slot (ending a walsender still attached) and publication, then its apply position on the
+ * target. Idempotent; returns what it found and removed.
+ */
+export async function removeMigrationLeftovers(input: { source: ConnectionSpec; target?: ConnectionSpec; migrationId: string }): Promise<Leftover[]> {
+  const found = [...(await findSourceLeftovers(input.source)), ...(input.target ? await findTargetLeftovers(input.target) : [])].filter(
+    (l) => l.migrationId === input.migrationId,
+  );
+  const fenced = found.flatMap((l) => (l.kind === 'fence' && l.table ? [l.table] : []));
+  if (found.some((l) => l.kind === 'fence')) {
+    const fence = { source: input.source, migrationId: input.migrationId, tables: fenced };
+    const lifted = await liftFence(fence);
+    if (lifted.pending) await removeFence(fence);
+  }
+  const slot = `${PREFIX}${input.migrationId}`;
+  await dropSlot(input.source, slot);
+  await dropPublication(input.source, slot);
+  if (input.target) await dropApplyProgress(input.target, slot);
+  return found;
+}
+
+/** The migration id a workflow uses: spec.id when given, else derived from the workflow id (as the workflow does). */
+export async function migrationOf(client: Client, workflowId: string, runId?: string): Promise<{ migrationId: string; spec: Record<string, unknown> | undefined }> {
+  const history = await client.workflowService.getWorkflowExecutionHistory({
+    namespace: client.options.namespace,
+    execution: { workflowId, ...(runId ? { runId } : {}) },
+    maximumPageSize: 1,
+  });
+  const started = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const spec = started
+    ? await decodeFromPayloadsAtIndex<Record<string, unknown> | undefined>(client.options.loadedDataConverter, 0, started.input?.payloads).catch(() => undefined)
+    : undefined;
+  const id = spec?.id;
+  return { migrationId: typeof id === 'string' && /^[a-z0-9_]{1,40}$/.test(id) ? id : migrationIdFor(workflowId), spec };
+}
+
+/** Ids of the migrations whose workflows are running now (their leftovers are not orphans). */
+export async function runningMigrationIds(client: Client): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for await (const w of client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'` })) {
+    ids.add((await migrationOf(client, w.workflowId, w.runId)).migrationId);
+  }
+  return ids;
+}
+
+/** One line per leftover, for notices and the CLI. */
+export function formatLeftover(l: Leftover): string {
+  return `${l.server} ${l.kind} ${l.name}${l.migrationId ? ` (migration ${l.migrationId})` : ''}${l.detail ? `: ${l.detail}` : ''}`;
+}
