@@ -1129,8 +1129,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     } catch (e) {
       if (main.consideredCancelled) throw e;
       if (timedOut && wf.isCancellation(e)) return `the cutover did not finish within ${bound} s (cutover.maxWriteStopSeconds) in ${state.phase}`;
-      // A step lost with its worker and not retried within the bound (the fence's schedule-to-close).
-      if (isTimeout(e)) return `the cutover lost a step in ${state.phase} (${errorMessage(e)})`;
+      // A step lost with its worker, or one that kept failing (a lock timeout), past its bound.
+      if (isTimeout(e)) return `a cutover step timed out in ${state.phase} (${errorMessage(e)})`;
       // A step retried on another worker after the fence had expired saw writes made since: its
       // verdict (a validation mismatch, say) is about a source that was not fenced any more.
       if (fenceDeadline !== undefined) {
