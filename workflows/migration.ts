@@ -1136,7 +1136,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       if (fenceDeadline !== undefined) {
         const deadline = fenceDeadline;
         const holds = await wf.CancellationScope.nonCancellable(() => step('fenceHolds', 'is the source still fenced', { source: plan!.spec.source, migrationId, deadline }));
-        if (!holds) return `the fence expired at ${deadline} (cutover.maxWriteStopSeconds) before ${state.phase} finished: ${errorMessage(e)}`;
+        if (!holds) return `the fence expired at ${deadline} (cutover.maxWriteStopSeconds) before ${state.phase} finished: ${errorMessage(e).split('\n')[0]}`;
       }
       throw e;
     } finally {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { cutoverRetryDelayMs } from '../../workflows/state';
-import { fenceFunctionBody } from '../../activities/cutover';
+import { existingDeadline, fenceFunctionBody } from '../../activities/cutover';
 import { normalizeSpec } from '../../activities/spec';
 
 describe('bounded write stop', () => {
@@ -19,6 +19,10 @@ describe('bounded write stop', () => {
     expect(body).toContain('RETURN NULL');
     // Unbounded (keep-source-read-only after the cutover): no way out but a release.
     expect(fenceFunctionBody('m1')).not.toContain('clock_timestamp');
+    // A retried fence keeps the deadline the first try committed.
+    expect(existingDeadline(body)).toBe('2026-12-05 04:00:30.123+00');
+    expect(existingDeadline(fenceFunctionBody('m1'))).toBeUndefined();
+    expect(existingDeadline('BEGIN RETURN NULL; END')).toBeUndefined();
   });
 
   it('spec: maxWriteStopSeconds defaults to 30, the WAL budget is checked', () => {
