@@ -920,8 +920,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           // Drain the backlog before fencing, so that writes stop only for the last changes: up to
           // 5 minutes, then fence anyway (the apply still has to pass the fence before VALIDATING).
           wf.setCurrentDetails('**SYNCING_WAL**\n\ncutover requested: waiting for the lag to be small before stopping writes');
+          // Bounded: a report from after the signal, i.e. an apply that runs now (one lost with its
+          // worker is retried only after its heartbeat timeout, longer than the write-stop bound).
+          const reportedBefore = state.replication?.updatedAt;
           await wf.condition(
-            () => applyError !== undefined || (state.replication !== undefined && state.replication.lagBytes <= p.spec.cutover.maxLagBytes),
+            () =>
+              applyError !== undefined ||
+              (state.replication !== undefined && (!boundedStop || state.replication.updatedAt !== reportedBefore) && state.replication.lagBytes <= p.spec.cutover.maxLagBytes),
             '5 minutes',
           );
           if (applyError !== undefined) throw applyError;
@@ -1136,7 +1141,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       if (fenceDeadline !== undefined) {
         const deadline = fenceDeadline;
         const holds = await wf.CancellationScope.nonCancellable(() => step('fenceHolds', 'is the source still fenced', { source: plan!.spec.source, migrationId, deadline }));
-        if (!holds) return `the fence expired at ${deadline} (cutover.maxWriteStopSeconds) before ${state.phase} finished: ${errorMessage(e).split('\n')[0]}`;
+        if (!holds) return `the fence expired at ${deadline} (cutover.maxWriteStopSeconds) before ${state.phase} finished: ${errorMessage(e).replace(/\s+/g, ' ').slice(0, 200)}`;
       }
       throw e;
     } finally {
