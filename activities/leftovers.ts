@@ -11,7 +11,7 @@
 import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { withClient } from './db';
-import { migrationIdFor } from '../workflows/names';
+import { migrationIdOf } from '../workflows/names';
 import { WORKFLOW_TYPE } from '../workflows/contract';
 import { liftFence, removeFence, FENCE_SCHEMA } from './cutover';
 import { dropPublication, dropSlot } from './replication';
@@ -144,8 +144,7 @@ export async function migrationOf(client: Client, workflowId: string, runId?: st
   const spec = started
     ? await decodeFromPayloadsAtIndex<Record<string, unknown> | undefined>(client.options.loadedDataConverter, 0, started.input?.payloads).catch(() => undefined)
     : undefined;
-  const id = spec?.id;
-  return { migrationId: typeof id === 'string' && /^[a-z0-9_]{1,40}$/.test(id) ? id : migrationIdFor(workflowId), spec };
+  return { migrationId: migrationIdOf(spec, workflowId), spec };
 }
 
 /** Ids of the migrations whose workflows are running now (their leftovers are not orphans). */
