@@ -602,7 +602,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         }
       })
       .catch((e: unknown) => {
-        if (!wf.isCancellation(e)) applyError = e;
+        // Bounded runs go back to SYNCING_WAL after FINALIZING stopped the apply: an apply that ended
+        // after we cancelled it (timed out with its lost worker) must not fail the next sync.
+        if (!wf.isCancellation(e) && !(boundedStop && scope.consideredCancelled)) applyError = e;
       });
   }
 
