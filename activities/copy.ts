@@ -185,16 +185,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     // Both are waited for, so that a failure on one side leaves no connection opening on the other.
     const [s, d] = await Promise.allSettled([
       (async () => {
-        const c = (src = await connect(input.source, { applicationName: 'pg-dts copy' }));
-        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        if (input.snapshot) {
-          try {
-            await c.query(`SET TRANSACTION SNAPSHOT ${literal(input.snapshot)}`);
-          } catch (err) {
-            // The holder of the exported snapshot is gone: this copy can never be consistent with the slot.
-            throw snapshotLost(`${where}: cannot import snapshot ${input.snapshot}: ${(err as Error).message}`);
-          }
-        }
+        const c = await openSnapshotSession(input.source, input.snapshot, where, (x) => (src = x));
         return { c, types: await columnTypes(c, table.source) };
       })(),
       (async () => {
@@ -253,54 +244,29 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
       freeze = !partitioned;
     }
 
-    const cols = columnList(table.copyColumns);
     const rangeWhere = range
       ? ` WHERE ctid >= '(${int(range.pageFrom)},0)'::tid${range.pageTo !== undefined ? ` AND ctid < '(${int(range.pageTo)},0)'::tid` : ''}`
       : '';
-    const opts = [binary ? 'FORMAT binary' : '', freeze ? 'FREEZE' : ''].filter(Boolean);
-    const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
-    const highWaterMark = streamBuffer();
-    // The source's CopyData messages go to the target as they are (copy-out.ts): the worker copies
-    // nothing but the pieces of messages cut by a socket chunk's end.
-    const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(table.source)}${rangeWhere}) TO STDOUT${binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }, true));
-    readStream = out;
-    const writeStream = dst.query(new CopyInFramed(`COPY ${qname(table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
-    beat();
     srcPoisoned = true; // until the pipeline ends cleanly, the source client may be mid-COPY
     dstPoisoned = true; // and the target's
-    // Cancelled: both connections are dropped at once. A target that answers nothing any more (a
-    // network black hole) would otherwise hold the cancel: the stream waits for its reply to CopyFail.
-    const dropBoth = (): void => {
-      dropConnection(dst);
-      dropConnection(src);
-    };
-    hooks.signal.addEventListener('abort', dropBoth, { once: true });
-    try {
-      await pipeline(out, writeStream, { signal: hooks.signal });
-    } finally {
-      hooks.signal.removeEventListener('abort', dropBoth);
-    }
+    const streamed = await streamTable(src, dst, { table, binary, freeze, rangeWhere, signal: hooks.signal }, (o) => (readStream = o), beat);
     srcPoisoned = false;
     dstPoisoned = false;
     // Queued behind the COPY: once it returns, the source's own row count has arrived too.
     await src.query('COMMIT');
-    // Both servers say how many rows they moved: they must agree.
-    const rows = writeStream.rowCount;
-    if (out.rowCount !== rows) {
-      throw new Error(`row counts disagree: the source sent ${out.rowCount}, the target loaded ${rows}`);
-    }
+    const rows = checkedRows(streamed);
     if (range) {
       await dst.query('INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, $4, $5)', [
         qname(table.target),
         range.id,
         snapshotKey,
         rows,
-        out.bytes,
+        streamed.out.bytes,
       ]);
     }
     await dst.query('COMMIT');
-    hooks.heartbeat({ rows, bytes: out.bytes });
-    return { rows, bytes: out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
+    hooks.heartbeat({ rows, bytes: streamed.out.bytes });
+    return { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
   } catch (err) {
     if (!dstPoisoned) await dst?.query('ROLLBACK').catch(() => undefined);
     throw classify(err, where);
@@ -312,6 +278,142 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     if (dstPoisoned) dropConnection(dst);
     if (srcPoisoned) dropConnection(src);
     await Promise.all([dstPoisoned ? undefined : dst?.end().catch(() => undefined), srcPoisoned ? undefined : src?.end().catch(() => undefined)]);
+  }
+}
+
+/** A source session reading inside the snapshot (offline: its own); `opened` gets it as soon as it is connected. */
+async function openSnapshotSession(source: ConnectionSpec, snapshot: string | undefined, where: string, opened: (c: Client) => void): Promise<Client> {
+  const c = await connect(source, { applicationName: 'pg-dts copy' });
+  opened(c);
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  if (snapshot) {
+    try {
+      await c.query(`SET TRANSACTION SNAPSHOT ${literal(snapshot)}`);
+    } catch (err) {
+      // The holder of the exported snapshot is gone: this copy can never be consistent with the slot.
+      throw snapshotLost(`${where}: cannot import snapshot ${snapshot}: ${(err as Error).message}`);
+    }
+  }
+  return c;
+}
+
+/**
+ * One table's rows through COPY, source to target, on sessions already in their transactions. A
+ * failure or cancel leaves both sessions mid-COPY: the caller drops them.
+ */
+async function streamTable(
+  src: Client,
+  dst: Client,
+  t: { table: CopyTableInput['table']; binary: boolean; freeze: boolean; rangeWhere: string; signal: AbortSignal },
+  reading: (out: CopyOut) => void,
+  beat: () => void,
+): Promise<{ out: CopyOut; writeStream: CopyInFramed }> {
+  const cols = columnList(t.table.copyColumns);
+  const opts = [t.binary ? 'FORMAT binary' : '', t.freeze ? 'FREEZE' : ''].filter(Boolean);
+  const with_ = opts.length ? ` WITH (${opts.join(', ')})` : '';
+  const highWaterMark = streamBuffer();
+  // The source's CopyData messages go to the target as they are (copy-out.ts): the worker copies
+  // nothing but the pieces of messages cut by a socket chunk's end.
+  const out = src.query(new CopyOut(`COPY (SELECT ${cols} FROM ${qname(t.table.source)}${t.rangeWhere}) TO STDOUT${t.binary ? ' WITH (FORMAT binary)' : ''}`, { highWaterMark }, true));
+  reading(out);
+  const writeStream = dst.query(new CopyInFramed(`COPY ${qname(t.table.target)} (${cols}) FROM STDIN${with_}`, { highWaterMark }));
+  beat();
+  // Cancelled: both connections are dropped at once. A target that answers nothing any more (a
+  // network black hole) would otherwise hold the cancel: the stream waits for its reply to CopyFail.
+  const dropBoth = (): void => {
+    dropConnection(dst);
+    dropConnection(src);
+  };
+  t.signal.addEventListener('abort', dropBoth, { once: true });
+  try {
+    await pipeline(out, writeStream, { signal: t.signal });
+  } finally {
+    t.signal.removeEventListener('abort', dropBoth);
+  }
+  return { out, writeStream };
+}
+
+/** Both servers say how many rows they moved: they must agree (call once the source's COPY has completed). */
+function checkedRows(s: { out: CopyOut; writeStream: CopyInFramed }): number {
+  const rows = s.writeStream.rowCount;
+  if (s.out.rowCount !== rows) throw new Error(`row counts disagree: the source sent ${s.out.rowCount}, the target loaded ${rows}`);
+  return rows;
+}
+
+export interface CopyWholeTablesInput {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  tables: Array<CopyTableInput['table']>;
+  snapshot?: string;
+  format?: 'auto' | 'text';
+  /** The migration whose mark every target table must carry before it is emptied (activities/marks.ts). */
+  migrationId?: string;
+}
+
+/**
+ * Many whole tables on one pair of sessions: one source transaction in the snapshot for all of them,
+ * one target transaction per table (TRUNCATE, COPY FREEZE, COMMIT: idempotent like copyTable). For
+ * small tables the two connections and their setup were most of a copy's time.
+ */
+export async function copyWholeTables(
+  input: CopyWholeTablesInput,
+  hooks: CopyHooks & { tableDone?: (i: number, r: CopyTableResult) => void },
+): Promise<CopyTableResult[]> {
+  let src: Client | undefined;
+  let dst: Client | undefined;
+  let poisoned = false;
+  let readStream: CopyOut | undefined;
+  let where = `copy ${input.tables.length} tables`;
+  const done = { rows: 0, bytes: 0 };
+  let binary = false;
+  const beat = () => hooks.heartbeat({ rows: done.rows + Math.max(0, (readStream?.messages ?? 0) - (binary ? 1 : 0)), bytes: done.bytes + (readStream?.bytes ?? 0) });
+  const tick = setInterval(beat, 1000);
+  const results: CopyTableResult[] = [];
+  try {
+    const [s, d] = await Promise.allSettled([
+      openSnapshotSession(input.source, input.snapshot, where, (x) => (src = x)),
+      (async () => (dst = await connect(input.target, { applicationName: 'pg-dts copy' })))(),
+    ]);
+    if (s.status === 'rejected') throw s.reason;
+    if (d.status === 'rejected') throw d.reason;
+    const [sc, dc] = [s.value, d.value];
+    // One catalog query for the whole batch: nothing is emptied unless every table is ours.
+    if (input.migrationId) await assertOurs(dc, input.tables.map((t) => t.target), input.migrationId, where);
+    for (const [i, table] of input.tables.entries()) {
+      const started = Date.now();
+      where = `copy ${displayName(table.source)} -> ${displayName(table.target)}`;
+      readStream = undefined;
+      const [srcTypes, dstTypes] = await Promise.all([columnTypes(sc, table.source), columnTypes(dc, table.target)]);
+      binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
+      const partitioned = dstTypes.relkind === 'p';
+      poisoned = true;
+      await dc.query(`BEGIN; TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
+      const streamed = await streamTable(sc, dc, { table, binary, freeze: !partitioned, rangeWhere: '', signal: hooks.signal }, (o) => (readStream = o), beat);
+      // The source's row count arrives with its COPY's completion, which this query waits behind.
+      await sc.query('SELECT 1');
+      const rows = checkedRows(streamed);
+      await dc.query('COMMIT');
+      poisoned = false;
+      const r: CopyTableResult = { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
+      done.rows += r.rows;
+      done.bytes += r.bytes;
+      readStream = undefined;
+      results.push(r);
+      hooks.tableDone?.(i, r);
+      beat();
+    }
+    await sc.query('COMMIT');
+    return results;
+  } catch (err) {
+    throw classify(err, where);
+  } finally {
+    clearInterval(tick);
+    // Mid-table, both sessions are dropped: the servers roll back (see copyTable).
+    if (poisoned) {
+      dropConnection(dst);
+      dropConnection(src);
+    }
+    await Promise.all([poisoned ? undefined : dst?.end().catch(() => undefined), poisoned ? undefined : src?.end().catch(() => undefined)]);
   }
 }
 

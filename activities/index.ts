@@ -23,6 +23,10 @@ import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cl
 import { findOrphans, formatLeftover, runningMigrationIds } from './leftovers';
 import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult } from './objects';
 import type { ConnectionSpec, QualifiedName } from './spec';
+import { forgetPlan, readDefs, readTablePlans, storeDefs, storeTablePlans, type PlanRef } from './plan-store';
+import { batchDefs, copyBatch, planCopyBatches, type CopyBatchInput, type CopyBatchResult } from './copy-batch';
+import type { TableDef } from './model';
+import { fenceTables, namePairs, sequencesOf, validationTables } from '../workflows/plan-views';
 
 /** Running migrations (but `self`) whose status names `migrationId`; each asked for at most 5 s. */
 async function runningMigrationsWithId(ctx: Context, migrationId: string, self: string | undefined): Promise<OtherMigration[]> {
@@ -32,7 +36,7 @@ async function runningMigrationsWithId(ctx: Context, migrationId: string, self: 
     if (++seen > 1000) break;
     if (w.workflowId === self) continue;
     const status = await Promise.race([
-      ctx.client.workflow.getHandle(w.workflowId, w.runId).query<MigrationStatus>(statusQuery).catch(() => undefined),
+      ctx.client.workflow.getHandle(w.workflowId, w.runId).query<MigrationStatus>(statusQuery.name).catch(() => undefined),
       sleep(5_000).then(() => undefined),
     ]);
     if (status?.migrationId === migrationId) found.push({ workflowId: w.workflowId });
@@ -206,6 +210,24 @@ function beating<A extends unknown[], T>(fn: (...a: A) => Promise<T>): (...a: A)
   };
 }
 
+/**
+ * An input whose tables the workflow sends by reference (`plan`): they are read from the plan stored
+ * on the target and derived from the definitions by `view`. Inputs with the tables inline (runs
+ * recorded before the plan store) pass through unchanged.
+ */
+type ByRef<I, K extends keyof I> = Omit<I, K> & Partial<Pick<I, K>> & { plan?: PlanRef };
+async function resolve<I, K extends keyof I>(input: ByRef<I, K>, key: K, view: (defs: TableDef[]) => I[K]): Promise<I> {
+  if (input[key] !== undefined || !input.plan) return input as unknown as I;
+  const { plan, ...rest } = input;
+  const defs = await readDefs(plan).catch((err: unknown) => {
+    throw classify(err, 'read the migration plan from the target');
+  });
+  return { ...rest, [key]: view(defs) } as unknown as I;
+}
+
+/** Results listed in full for the workflow's page of tables, and for at most this many others (the failing ones). */
+const RESULTS_BEYOND_PAGE = 100;
+
 export function createActivities(deps: ActivityDeps = {}) {
   const log = deps.log ?? activityLog;
   const copyReporter = new CopyProgressReporter();
@@ -214,8 +236,12 @@ export function createActivities(deps: ActivityDeps = {}) {
     async payloadEncryption(): Promise<{ encrypted: boolean }> {
       return { encrypted: deps.encrypted ?? false };
     },
-    /** INIT; refuses an id that a running migration (found through Temporal's visibility) already uses. */
-    async preflight(spec: unknown): Promise<MigrationPlan> {
+    /**
+     * INIT; refuses an id that a running migration (found through Temporal's visibility) already uses.
+     * With `store`: the table list goes to the plan store on the target once every check has passed,
+     * and the result carries only its first `store.track` tables and the count.
+     */
+    async preflight(spec: unknown, store?: { migrationId: string; track: number }): Promise<MigrationPlan> {
       const ctx = Context.current();
       const self = ctx.info.workflowExecution?.workflowId;
       const explicitId = typeof (spec as { id?: unknown } | null)?.id === 'string';
@@ -237,33 +263,110 @@ export function createActivities(deps: ActivityDeps = {}) {
       } catch (err) {
         log.warn('could not look for leftovers of earlier migrations', { error: (err as Error).message });
       }
-      return plan;
+      if (!store) return plan;
+      await storeTablePlans({ target: plan.spec.target, migrationId: store.migrationId }, plan.tables).catch((err: unknown) => {
+        throw classify(err, 'store the migration plan on the target');
+      });
+      return { ...plan, tables: plan.tables.slice(0, store.track), tableCount: plan.tables.length };
     },
     createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
-    /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
-    async finishTargetTables(input: Parameters<typeof finishTargetTables>[0]) {
-      const ctx = Context.current();
-      return cancellable((heartbeat) => finishTargetTables(input, { heartbeat, signal: ctx.cancellationSignal }));
+    /** CREATING_TABLES by reference: the definitions are stored with the plan; the workflow gets counts. */
+    async createPlannedTables(input: { spec: Parameters<typeof createTargetTables>[0]['spec']; plan: PlanRef; migrationId?: string }) {
+      return cancellable(async () => {
+        const tables = await readTablePlans(input.plan).catch((err: unknown) => {
+          throw classify(err, 'read the migration plan from the target');
+        });
+        const defs = await createTargetTables({ spec: input.spec, tables, migrationId: input.migrationId });
+        await storeDefs(input.plan, defs).catch((err: unknown) => {
+          throw classify(err, 'store the table definitions on the target');
+        });
+        const warnings = defs.flatMap((d) => d.warnings ?? []);
+        return {
+          tables: defs.length,
+          warnings: warnings.slice(0, RESULTS_BEYOND_PAGE),
+          warningsLeftOut: Math.max(0, warnings.length - RESULTS_BEYOND_PAGE),
+          foreignKeys: defs.some((d) => (d.postLoadSteps ?? []).some((st) => st.kind === 'foreign-key') || (d.foreignKeys?.length ?? 0) > 0),
+        };
+      });
     },
-    createPublication,
+    /** End of MIGRATING_DATA: keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
+    async finishTargetTables(input: ByRef<Parameters<typeof finishTargetTables>[0], 'defs'> & { batch?: number; ords?: number[] }) {
+      const ctx = Context.current();
+      return cancellable(async (heartbeat) => {
+        const { batch, ords, ...rest } = input;
+        const resolved =
+          rest.defs || !rest.plan
+            ? await resolve<Parameters<typeof finishTargetTables>[0], 'defs'>(rest, 'defs', (d) => d)
+            : { ...rest, defs: batch !== undefined ? await batchDefs(rest.plan, batch) : await readDefs(rest.plan, ords) };
+        return finishTargetTables(resolved, { heartbeat, signal: ctx.cancellationSignal });
+      });
+    },
+    createPublication: async (input: ByRef<Parameters<typeof createPublication>[0], 'tables'>) =>
+      createPublication(await resolve(input, 'tables', (defs) => defs.map((d) => d.source))),
     setReplicaIdentity,
     validateCounts,
-    fenceSource: beating(fenceSource),
-    liftFence,
-    removeFence,
-    syncSequences: beating(syncSequences),
-    commitCutover: beating(commitCutover),
+    fenceSource: beating(async (input: ByRef<Parameters<typeof fenceSource>[0], 'tables'>) => fenceSource(await resolve(input, 'tables', fenceTables))),
+    liftFence: async (input: ByRef<Parameters<typeof liftFence>[0], 'tables'>) => liftFence(await resolve(input, 'tables', fenceTables)),
+    removeFence: async (input: ByRef<Parameters<typeof removeFence>[0], 'tables'>) => removeFence(await resolve(input, 'tables', fenceTables)),
+    syncSequences: beating(async (input: ByRef<Parameters<typeof syncSequences>[0], 'sequences'>) => {
+      const result = await syncSequences(await resolve(input, 'sequences', sequencesOf));
+      // By reference: how many, and the first ones (one per sequence would grow with the tables).
+      return input.plan ? result.slice(0, RESULTS_BEYOND_PAGE) : result;
+    }),
+    commitCutover: beating(async (input: ByRef<Parameters<typeof commitCutover>[0], 'tables'>) => commitCutover(await resolve(input, 'tables', fenceTables))),
     fenceHolds,
 
-    /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
-    async createSchemaObjects(input: SchemaObjectsInput): Promise<SchemaObjectsResult> {
+    /** MIGRATING_DATA by reference: sizes, page ranges and batches, stored with the plan. */
+    planCopyBatches,
+
+    /** Copies one batch of units (many small tables, or one page range) inside the snapshot. */
+    async copyTableBatch(input: CopyBatchInput): Promise<CopyBatchResult> {
       const ctx = Context.current();
-      return cancellable((heartbeat) => migrateSchemaObjects(input, { heartbeat, signal: ctx.cancellationSignal }));
+      const exec = ctx.info.workflowExecution;
+      const unit = `batch ${input.batch}`;
+      let table = unit;
+      try {
+        const result = await copyBatch(input, {
+          unit: (u) => void (table = u.table),
+          heartbeat: (p) => {
+            ctx.heartbeat(p);
+            if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows, bytes: p.bytes });
+          },
+          signal: ctx.cancellationSignal,
+        });
+        log.info('batch copied', { batch: input.batch, units: result.units, rows: result.rows, ms: result.durationMs });
+        return result;
+      } finally {
+        if (exec) copyReporter.done(exec.workflowId, exec.runId, unit);
+      }
+    },
+
+    /** The end of a migration kept by reference (finalized, cancelled or failed): its plan rows go. */
+    async forgetPlan(input: { target: ConnectionSpec; migrationId: string }): Promise<void> {
+      const plan: PlanRef = { target: input.target, migrationId: input.migrationId };
+      try {
+        // Range records exist only for tables copied in ranges; naming every table is harmless.
+        const defs = await readDefs(plan).catch(() => []);
+        if (defs.length) await forgetCopyProgress({ target: input.target, tables: defs.map((d) => d.target) });
+        await forgetPlan(input.target, input.migrationId);
+      } catch (err) {
+        throw classify(err, 'forget the migration plan');
+      }
+    },
+
+    /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
+    async createSchemaObjects(input: ByRef<SchemaObjectsInput, 'tables'>): Promise<SchemaObjectsResult> {
+      const ctx = Context.current();
+      const resolved = await resolve(input, 'tables', namePairs);
+      return cancellable((heartbeat) => migrateSchemaObjects(resolved, { heartbeat, signal: ctx.cancellationSignal }));
     },
 
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */
-    async validateMigration(input: ValidateTablesInput & { schemas?: string[] }): Promise<{ results: TableValidationResult[]; failure?: string; schemaDrift?: string[] }> {
+    async validateMigration(
+      byRef: ByRef<ValidateTablesInput, 'tables'> & { schemas?: string[]; track?: number },
+    ): Promise<{ results: TableValidationResult[]; failure?: string; schemaDrift?: string[]; totals?: { tables: number; failed: number } }> {
       const ctx = Context.current();
+      const input = { ...(await resolve<ValidateTablesInput, 'tables'>(byRef, 'tables', validationTables)), schemas: byRef.schemas };
       // Beat on a timer too: a comparison blocked in one long query must still hear a cancel.
       const beat = setInterval(() => ctx.heartbeat(), 1000);
       try {
@@ -281,26 +384,40 @@ export function createActivities(deps: ActivityDeps = {}) {
           );
         }
         if (results.some((r) => !r.ok)) failures.push(formatValidationFailure(results));
-        return { results, failure: failures.length ? failures.join('\n') : undefined, ...(drift.length ? { schemaDrift: drift } : {}) };
+        const failure = failures.length ? failures.join('\n') : undefined;
+        if (!byRef.plan) return { results, failure, ...(drift.length ? { schemaDrift: drift } : {}) };
+        // By reference: the page of tables and the first failing others, with the totals.
+        const track = byRef.track ?? 0;
+        const listed = [...results.filter((_, i) => i < track), ...results.filter((r, i) => i >= track && !r.ok).slice(0, RESULTS_BEYOND_PAGE)];
+        return {
+          results: listed,
+          failure: failure && failure.length > 64 * 1024 ? `${failure.slice(0, 64 * 1024)}\n…` : failure,
+          ...(drift.length ? { schemaDrift: drift.slice(0, RESULTS_BEYOND_PAGE) } : {}),
+          totals: { tables: results.length, failed: results.filter((r) => !r.ok).length },
+        };
       } finally {
         clearInterval(beat);
       }
     },
 
     /** Advisory check during SYNCING_WAL: tolerates rows changing under it. */
-    async validateLive(input: ValidateLiveInput): Promise<LiveTableValidation[]> {
+    async validateLive(byRef: ByRef<ValidateLiveInput, 'tables'> & { track?: number }): Promise<LiveTableValidation[]> {
       const ctx = Context.current();
+      const input = await resolve<ValidateLiveInput, 'tables'>(byRef, 'tables', validationTables);
       const results = await validateLive(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
       throwIfCancelled(ctx);
-      return results;
+      if (!byRef.plan) return results;
+      const track = byRef.track ?? 0;
+      return [...results.filter((_, i) => i < track), ...results.filter((r, i) => i >= track && r.checksum === 'mismatch').slice(0, RESULTS_BEYOND_PAGE)];
     },
 
     /**
      * SYNCING_WAL: the content proof's passes, until cancelled (or a divergence is confirmed). Its
      * state lives on the target, so a retry, a new run or VALIDATING continues from it.
      */
-    async proveLive(input: ProveLiveInput): Promise<ProveLiveResult> {
+    async proveLive(byRef: ByRef<ProveLiveInput, 'tables'>): Promise<ProveLiveResult> {
       const ctx = Context.current();
+      const input = await resolve<ProveLiveInput, 'tables'>(byRef, 'tables', validationTables);
       let last: ProofProgress | undefined;
       let sent = '';
       let every = 2000;
@@ -339,9 +456,11 @@ export function createActivities(deps: ActivityDeps = {}) {
       }
     },
 
-    async dropTargetTables(input: { target: ConnectionSpec; tables: QualifiedName[]; migrationId?: string }): Promise<DropTargetResult> {
+    async dropTargetTables(input: { target: ConnectionSpec; tables?: QualifiedName[]; plan?: PlanRef; migrationId?: string }): Promise<DropTargetResult> {
       try {
-        return await dropTargetTables(input.target, input.tables, input.migrationId);
+        // By reference: INIT's list (CREATING_TABLES may have failed before storing definitions).
+        const tables = input.tables ?? (input.plan ? (await readTablePlans(input.plan)).map((t) => t.target) : []);
+        return await dropTargetTables(input.target, tables, input.migrationId);
       } catch (err) {
         throw classify(err, 'drop target tables');
       }
@@ -351,8 +470,9 @@ export function createActivities(deps: ActivityDeps = {}) {
     planCopies,
 
     /** Before one copy round of ranged tables: empties them and forgets earlier range records. */
-    async prepareRangedCopies(input: { target: ConnectionSpec; tables: QualifiedName[]; snapshot?: string; migrationId?: string }): Promise<void> {
-      for (const table of input.tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, migrationId: input.migrationId });
+    async prepareRangedCopies(input: { target: ConnectionSpec; tables?: QualifiedName[]; plan?: PlanRef; ords?: number[]; snapshot?: string; migrationId?: string }): Promise<void> {
+      const tables = input.tables ?? (input.plan ? (await readDefs(input.plan, input.ords ?? [])).map((d) => d.target) : []);
+      for (const table of tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, migrationId: input.migrationId });
     },
 
     forgetCopyProgress,
@@ -413,17 +533,23 @@ export function createActivities(deps: ActivityDeps = {}) {
      * SYNCING_WAL: streams the slot into the target until cancelled. Resumes from the target's
      * recorded position after any crash or retry. Reports progress to the workflow by signal.
      */
-    async applyChanges(input: {
-      source: ConnectionSpec;
-      target: ConnectionSpec;
-      slot: string;
-      publication: string;
-      tables: ApplyTable[];
-      reportEveryMs?: number;
-      /** The cutover's lag threshold (spec.cutover.maxLagBytes): a report that first gets under it is signalled at once. */
-      cutoverLagBytes?: number;
-    }): Promise<{ appliedLsn: string }> {
+    async applyChanges(
+      byRef: ByRef<
+        {
+          source: ConnectionSpec;
+          target: ConnectionSpec;
+          slot: string;
+          publication: string;
+          tables: ApplyTable[];
+          reportEveryMs?: number;
+          /** The cutover's lag threshold (spec.cutover.maxLagBytes): a report that first gets under it is signalled at once. */
+          cutoverLagBytes?: number;
+        },
+        'tables'
+      >,
+    ): Promise<{ appliedLsn: string }> {
       const ctx = Context.current();
+      const input = await resolve(byRef, 'tables', namePairs);
       let lastSignal = 0;
       const startedAt = Date.now();
       let lastFence: string | undefined;

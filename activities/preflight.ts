@@ -21,6 +21,8 @@ export interface TablePlan {
 export interface MigrationPlan {
   spec: NormalizedSpec;
   tables: TablePlan[];
+  /** Set when the plan is kept on the target: `tables` is then only its first page, this the count. */
+  tableCount?: number;
   /** Tables without a replica identity that the migration sets to FULL (setReplicaIdentityFull), with what to restore. */
   replicaIdentityFull: Array<{ table: QualifiedName; original: 'default' | 'nothing' }>;
   notices: string[];

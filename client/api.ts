@@ -28,7 +28,7 @@ import { temporal } from '@temporalio/proto';
 import type { z } from 'zod';
 import { SpecError, type MigrationSpecInput } from '../activities/spec';
 import { applySignal } from '../workflows/state';
-import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../workflows/contract';
+import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type StatusPage } from '../workflows/contract';
 import { apiTlsFromEnv, apiTokenFromEnv, assertListenAllowed, boundedText, isAuthenticated, registerAuth, type ApiTls } from './auth';
 import { codecCorsOrigins, registerCodecRoutes } from './codec';
 import {
@@ -39,6 +39,7 @@ import {
   HealthSchema,
   IdParamsSchema,
   ListQuerySchema,
+  StatusPageQuerySchema,
   MigrationDetailSchema,
   MigrationListSchema,
   MigrationSchema,
@@ -215,9 +216,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   };
 
   /** The status query, or undefined when no worker answers in time. */
-  const tryStatus = async (id: string, timeoutMs = queryTimeoutMs): Promise<MigrationStatus | undefined> => {
+  const tryStatus = async (id: string, timeoutMs = queryTimeoutMs, page?: StatusPage): Promise<MigrationStatus | undefined> => {
     try {
-      return await queryStatus(ctx, client.workflow.getHandle(id), timeoutMs);
+      return await queryStatus(ctx, client.workflow.getHandle(id), timeoutMs, page);
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw err;
       return undefined;
@@ -338,15 +339,17 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     {
       schema: {
         tags: ['migrations'],
-        summary: 'The workflow\'s status query: phase, paused, per-table progress, replication lag',
+        summary: 'The workflow\'s status query: phase, paused, totals, a page of per-table progress, replication lag',
         params: IdParamsSchema,
+        querystring: StatusPageQuerySchema,
         response: { 200: MigrationStatusSchema, ...errors },
       },
     },
     (req, reply) =>
       inTime(async () => {
         const d = await describe(req.params.id);
-        const status = await tryStatus(req.params.id);
+        const { offset, limit } = req.query;
+        const status = await tryStatus(req.params.id, queryTimeoutMs, offset !== undefined || limit !== undefined ? { offset, limit } : undefined);
         if (!status) {
           const problem = await workflowTaskProblem(ctx, req.params.id).catch(() => undefined);
           if (problem) return httpError(reply, 503, problem);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isGrpcDeadlineError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { normalizeSpec, SpecError } from '../activities/spec';
-import { PHASES, type MigrationReport, type MigrationStatus } from '../workflows/contract';
+import { PHASES, type MigrationReport, type MigrationStatus, type StatusPage } from '../workflows/contract';
 import { applySignal } from '../workflows/state';
 import { ApiAuthConfigError, apiTokenFromEnv, assertListenAllowed, registerAuth } from './auth';
 import { CODEC_KEY_ENV, CodecKeyError, codecCorsOrigins, codecFromEnv, registerCodecRoutes } from './codec';
@@ -124,9 +124,9 @@ const lazy = <T>(id: string): T => require(id) as T;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function status(ctx: TemporalContext, handle: WorkflowHandle): Promise<MigrationStatus> {
+async function status(ctx: TemporalContext, handle: WorkflowHandle, page?: StatusPage): Promise<MigrationStatus> {
   try {
-    return await queryStatus(ctx, handle);
+    return await queryStatus(ctx, handle, undefined, page);
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) throw err;
     // A workflow task that keeps failing (a worker with another codec key) is why no answer comes.
@@ -194,11 +194,14 @@ export function buildProgram(io: CliIo = processIo): Command {
     .option('--json', 'print the status query as JSON (with --watch: one line per change)')
     .option('-w, --watch', 'follow until the migration ends; exit 0 if it COMPLETED, 1 otherwise')
     .addOption(new Option('--interval <seconds>', 'seconds between refreshes with --watch').default(2).argParser(positiveInt('--interval', 3600)))
-    .action(async (workflowId: string, opts: { json?: boolean; watch?: boolean; interval: number }) => {
+    .addOption(new Option('--offset <n>', 'first table of the page of tables shown').argParser(positiveInt('--offset', 1_000_000)))
+    .addOption(new Option('--limit <n>', 'tables shown (the workflow follows at most 200 one by one)').argParser(positiveInt('--limit', 1_000)))
+    .action(async (workflowId: string, opts: { json?: boolean; watch?: boolean; interval: number; offset?: number; limit?: number }) => {
       await withTemporal(async (ctx) => {
         const handle = ctx.client.workflow.getHandle(workflowId);
+        const page = opts.offset !== undefined || opts.limit !== undefined ? { offset: opts.offset, limit: opts.limit } : undefined;
         if (!opts.watch) {
-          const s = await status(ctx, handle);
+          const s = await status(ctx, handle, page);
           io.out(opts.json ? JSON.stringify(s, null, 2) : formatStatus(s));
           return;
         }
@@ -206,7 +209,7 @@ export function buildProgram(io: CliIo = processIo): Command {
         let last = '';
         try {
           for (;;) {
-            const s = await status(ctx, handle);
+            const s = await status(ctx, handle, page);
             if (bars) bars.update(s);
             else {
               const text = opts.json ? JSON.stringify(s) : formatStatus(s);

@@ -38,8 +38,13 @@ export function tableTotal(t: Pick<TableStatus, 'rowsCopied' | 'rowsTotal'>): nu
 
 /** First line of a status: id, phase, paused, mode. */
 export function headerLine(s: MigrationStatus): string {
-  const copied = s.tables.filter((t) => !['pending', 'copying'].includes(t.state)).length;
-  return `migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}  tables ${copied}/${s.tables.length} copied`;
+  // A large migration's tables are a page: its totals are in progress.
+  const copied = s.progress ? s.progress.tablesCopied : s.tables.filter((t) => !['pending', 'copying'].includes(t.state)).length;
+  const total = s.progress ? s.progress.tablesTotal : s.tables.length;
+  const p = s.progress;
+  const rate = p?.bytesPerSecond !== undefined ? `  ${humanBytes(p.bytesPerSecond)}/s` : '';
+  const eta = p?.etaSeconds !== undefined ? `  about ${p.etaSeconds} s left` : '';
+  return `migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}  tables ${copied}/${total} copied${p ? `  ${p.rowsCopied} rows, ${humanBytes(p.bytesCopied)}` : ''}${rate}${eta}`;
 }
 
 /** The replication line: applied and source positions, lag in bytes (and seconds when reported). */
@@ -90,6 +95,7 @@ export function formatStatus(s: MigrationStatus): string {
   for (const t of s.tables) {
     lines.push(`  ${t.source.padEnd(w)}  ${bar(t.rowsCopied, tableTotal(t))}  ${String(t.rowsCopied).padStart(10)} rows  ${t.state}  -> ${t.target}`);
   }
+  if (s.tablesTotal !== undefined && s.tablesTotal > s.tables.length) lines.push(`  (${s.tables.length} of ${s.tablesTotal} tables shown)`);
   const lag = lagLine(s);
   if (lag) lines.push(`  ${lag}`);
   for (const l of footerLines(s)) lines.push(`  ${l}`);

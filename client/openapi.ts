@@ -175,6 +175,12 @@ export const HealthSchema = z
 
 export const IdParamsSchema = z.object({ id: z.string().min(1).max(1000) });
 
+/** A page of the status's tables (the workflow follows at most 200 one by one; totals are in `progress`). */
+export const StatusPageQuerySchema = z.object({
+  offset: z.coerce.number().int().min(0).max(1_000_000).optional(),
+  limit: z.coerce.number().int().min(1).max(1_000).optional(),
+});
+
 export const ListQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20),
   offset: z.coerce.number().int().min(0).max(100_000).default(0),

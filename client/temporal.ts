@@ -15,7 +15,7 @@ import {
 import { clientConfig, describeConnection as hostPortDb } from '../activities/db';
 import { normalizeSpec, type ConnectionSpec, type NormalizedSpec } from '../activities/spec';
 import { temporalConnectionOptions, temporalSettings, type TemporalSettings } from '../worker/config';
-import { PHASES, WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type Phase } from '../workflows/contract';
+import { PHASES, WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type StatusPage, type Phase } from '../workflows/contract';
 import { AesGcmCodec, CODEC_KEY_ENV, codecFromEnv, dataConverterFor, payloadKeyId } from './codec';
 
 export interface TemporalContext {
@@ -244,8 +244,9 @@ export function stateOf(temporalStatus: string, phase: Phase | null, status?: Pi
 }
 
 /** The `status` query with a deadline (a query waits for a worker; without one it would hang). */
-export async function queryStatus(ctx: Pick<TemporalContext, 'connection'>, handle: WorkflowHandle, timeoutMs = 10_000): Promise<MigrationStatus> {
-  return ctx.connection.withDeadline(Date.now() + timeoutMs, () => handle.query<MigrationStatus>('status'));
+export async function queryStatus(ctx: Pick<TemporalContext, 'connection'>, handle: WorkflowHandle, timeoutMs = 10_000, page?: StatusPage): Promise<MigrationStatus> {
+  // Without a page, no argument: workers from before paging answer the same query.
+  return ctx.connection.withDeadline(Date.now() + timeoutMs, () => (page ? handle.query<MigrationStatus, [StatusPage]>('status', page) : handle.query<MigrationStatus>('status')));
 }
 
 /** The report of a migration that has ended normally (COMPLETED or cancelled by signal). */

@@ -90,7 +90,9 @@ export interface MigrationReport {
   migrationId: string;
   phase: Phase;
   mode: 'online' | 'offline';
+  /** Every table up to TABLES_PAGE of them; beyond, the first page and every table validation failed. */
   tables: TableReport[];
+  tablesTotal?: number;
   sequences: Array<{ source: string; target: string; sourceValue: string; targetValue: string }>;
   startedAt: string;
   finishedAt: string;
@@ -109,12 +111,43 @@ export interface MigrationReport {
   error?: string;
 }
 
+/**
+ * The whole migration in numbers: what `tables` cannot say once it is only a page (a migration of
+ * thousands of tables keeps its per-table list on the target, not in the workflow).
+ */
+export interface MigrationProgress {
+  tablesTotal: number;
+  tablesCopied: number;
+  rowsCopied: number;
+  bytesCopied: number;
+  /** Sizes measured before the copy (on disk, with TOAST): the copy's denominator. */
+  bytesTotal?: number;
+  /** Copy units (batches of small tables, page ranges) done and in all. */
+  batchesDone?: number;
+  batchesTotal?: number;
+  /** Over the copy so far, and the time left at that rate. */
+  bytesPerSecond?: number;
+  etaSeconds?: number;
+}
+
+/** Arguments of the `status` query (optional): which page of `tables` to return. */
+export interface StatusPage {
+  offset?: number;
+  limit?: number;
+}
+
 export interface MigrationStatus {
   migrationId: string;
   phase: Phase;
   paused: boolean;
   mode: 'online' | 'offline';
+  /**
+   * One page of the tables (see `tablesTotal` and `progress`): every table up to the workflow's page
+   * size (TABLES_PAGE), the first ones of a larger migration.
+   */
   tables: TableStatus[];
+  tablesTotal?: number;
+  progress?: MigrationProgress;
   replication?: ReplicationStatus;
   cutover?: {
     requested: boolean;
@@ -150,7 +183,13 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const cancelSignal = defineSignal('cancel');
 export const cutoverSignal = defineSignal('cutover');
-export const statusQuery = defineQuery<MigrationStatus>('status');
+export const statusQuery = defineQuery<MigrationStatus, [StatusPage?]>('status');
+
+/**
+ * Tables a workflow follows one by one (status, report): every table of a migration up to this many,
+ * the first ones of a larger one. The rest are counted (`progress`), their plan kept on the target.
+ */
+export const TABLES_PAGE = 200;
 
 /** Sent by the snapshot-holding activity once the slot exists and its snapshot can be imported. */
 export interface SnapshotReady {

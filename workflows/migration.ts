@@ -9,6 +9,9 @@ import type { MigrationPlan } from '../activities/preflight';
 import type { TableDef } from '../activities/model';
 import type { CopyPlan, CopyRange } from '../activities/copy';
 import type { MigrationSpecInput } from '../activities/spec';
+import type { PlanRef } from '../activities/plan-store';
+import { copyBatches, runUntilFirstFailure } from './copy-batches';
+import { fenceTables, sequencesOf } from './plan-views';
 import {
   applyProgressSignal,
   cancelSignal,
@@ -21,6 +24,8 @@ import {
   slotWalSignal,
   snapshotReadySignal,
   statusQuery,
+  TABLES_PAGE,
+  type MigrationProgress,
   type MigrationReport,
   type MigrationStatus,
   type Phase,
@@ -136,8 +141,10 @@ const MAX_SNAPSHOT_ATTEMPTS = 3;
  * long the sync lasts). Internal: users start the workflow with the spec alone.
  */
 export interface ContinuedSync {
+  /** By reference (planRef set): the plan's first TABLES_PAGE tables only, and no defs. */
   plan: MigrationPlan;
   defs: TableDef[];
+  planRef?: PlanRef;
   state: MigrationStatus;
   startedAt: number;
   copyMs: Array<[string, number]>;
@@ -167,7 +174,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   const copiesInFlight = new Set<wf.CancellationScope>();
   /** Copies interrupted by a pause (not by a cancel): redone, whatever the flag says by the time they end. */
   const pausedCopies = new Set<wf.CancellationScope>();
-  wf.setHandler(statusQuery, () => state);
+  // The page asked for; `tables` never holds more than TABLES_PAGE entries by reference.
+  wf.setHandler(statusQuery, (page) =>
+    page && (page.offset !== undefined || page.limit !== undefined)
+      ? { ...state, tables: state.tables.slice(page.offset ?? 0, (page.offset ?? 0) + (page.limit ?? TABLES_PAGE)) }
+      : state,
+  );
   wf.setHandler(pauseSignal, () => {
     Object.assign(state, applySignal(state, 'pause'));
     // In-flight copies stop now and are redone on resume (each copy empties its table first).
@@ -233,6 +245,17 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   let plan: MigrationPlan | undefined = continued?.plan;
   let defs: TableDef[] = continued?.defs ?? [];
+  /**
+   * The plan (tables, definitions, copy batches) kept on the target, not in history: activities read
+   * it by this reference. Absent in runs recorded before it: they carry the plan inline.
+   */
+  let planRef: PlanRef | undefined = continued?.planRef;
+  /** By reference: what the workflow knows of every table, in numbers. */
+  const progress: MigrationProgress = state.progress ?? { tablesTotal: 0, tablesCopied: 0, rowsCopied: 0, bytesCopied: 0 };
+  /** The tables' input of an activity: inline, or the plan's reference. */
+  const tablesOr = <T>(inline: () => T) => (planRef ? { plan: planRef } : inline());
+  /** How many tables the migration has, whether their definitions are here or on the target. */
+  const tableCount = () => (planRef ? progress.tablesTotal : defs.length);
   const copyMs = new Map<string, number>(continued?.copyMs ?? []);
   let tablesCreated = continued !== undefined;
   /** Passed to every activity that creates, empties or drops target tables: only marked ones are touched. */
@@ -274,11 +297,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   // Partitions too: a statement trigger on a partitioned table does not fire for writes made
   // straight into one of its partitions.
-  const fenceInput = () => ({
-    source: plan!.spec.source,
-    migrationId,
-    tables: defs.flatMap((d) => [d.source, ...(d.partitions ?? []).map((p) => p.source)]),
-  });
+  const fenceInput = () => ({ source: plan!.spec.source, migrationId, ...tablesOr(() => ({ tables: fenceTables(defs) })) });
 
   /** One copy activity: a whole table, or one page range of a large one. */
   interface CopyUnit {
@@ -328,8 +347,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       const ts = state.tables.find((t) => t.source === table);
       if (ts?.state === 'copying') refreshCopyProgress(ts);
     }
-    if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(copyDetails());
+    if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(planRef ? batchDetails() : copyDetails());
   });
+  /** By reference: the numbers, and each batch in flight with the table it is on. */
+  const batchDetails = () => {
+    const lines = [...round.live.entries()].map(([unit, l]) => `- ${unit}: ${l.table}, ${l.rows} rows`);
+    return `**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, ${progress.rowsCopied} rows\n${lines.join('\n')}`;
+  };
   /** The Temporal UI's current details while copying: tables done, and each copy in flight. */
   const copyDetails = () => {
     const done = state.tables.filter((t) => t.state === 'copied').length;
@@ -487,27 +511,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await Promise.all(Array.from({ length: runners }, runOne));
       return;
     }
-    // The first failure stops the other copies (and keeps them from taking more units) before the
-    // error goes on to cleanup: nothing may still load into tables that cleanup is about to drop.
-    const scope = new wf.CancellationScope();
-    let failure: { error: unknown } | undefined;
-    await scope.run(() =>
-      Promise.all(
-        Array.from({ length: runners }, () =>
-          runOne().catch((error: unknown) => {
-            if (failure) return;
-            failure = { error };
-            queue.length = 0;
-            scope.cancel();
-          }),
-        ),
-      ),
-    );
-    if (failure) throw failure.error;
+    await runUntilFirstFailure(runners, runOne, () => (queue.length = 0));
   }
 
   /** Copies inside the slot's exported snapshot; redoes everything if the snapshot's holder is lost. */
-  async function copyInSnapshot(): Promise<void> {
+  async function copyInSnapshot(copyRound: (snapshot: string) => Promise<void>): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const holderScope = new wf.CancellationScope();
       let holderEnded = false;
@@ -533,7 +541,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         const copyScope = new wf.CancellationScope();
         let copiesEnded = false;
         let copyError: unknown;
-        const copies = copyScope.run(() => copyAll(snap.snapshotName)).then(
+        const copies = copyScope.run(() => copyRound(snap.snapshotName)).then(
           () => void (copiesEnded = true),
           (e) => {
             copiesEnded = true;
@@ -573,7 +581,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         );
       }
       state.notices.push(`snapshot holder lost (attempt ${attempt}): ${errorMessage(holderError)}; redoing the copy in a new snapshot`);
-      for (const t of state.tables) Object.assign(t, { state: 'pending', rowsCopied: 0 });
+      for (const t of state.tables) Object.assign(t, { state: 'pending', rowsCopied: 0, bytesCopied: undefined, ...(t.ranges ? { ranges: { ...t.ranges, done: 0 } } : {}) });
     }
   }
 
@@ -587,7 +595,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           target: plan!.spec.target,
           slot,
           publication,
-          tables: defs.map((d) => ({ source: d.source, target: d.target })),
+          ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target })) })),
           cutoverLagBytes: plan!.spec.cutover.maxLagBytes,
         },
       ]);
@@ -620,7 +628,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             source: p.spec.source,
             target: p.spec.target,
             slot,
-            tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
+            ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })) })),
+            ...(planRef ? { track: TABLES_PAGE } : {}),
             parallelism: 2,
             chunkRows: p.spec.validation.chunkRows,
           },
@@ -650,7 +659,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     proofScope = scope;
     proofStartedAt = Date.now();
     // Carried over from a paused or continued sync: the passes done so far still count.
-    state.proof = { pass: 0, passesComplete: 0, tables: defs.length, chunks: 0, chunksVerified: 0, rowsCovered: 0, ...state.proof, state: (state.proof?.passesComplete ?? 0) > 0 ? 'ready' : 'running' };
+    state.proof = { pass: 0, passesComplete: 0, tables: tableCount(), chunks: 0, chunksVerified: 0, rowsCovered: 0, ...state.proof, state: (state.proof?.passesComplete ?? 0) > 0 ? 'ready' : 'running' };
     void scope
       .run(() =>
         proof.proveLive.executeWithOptions({ ...proofOpts, summary: 'content proof: chunk checksums while the source is writing' }, [
@@ -658,7 +667,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             source: p.spec.source,
             target: p.spec.target,
             slot,
-            tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
+            ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })) })),
             parallelism: Math.max(1, Math.min(2, p.spec.parallelism)),
             chunkRows: p.spec.validation.chunkRows,
           },
@@ -743,8 +752,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (applyError !== undefined) throw applyError;
   }
 
+  /** The plan kept on the target goes with the migration (its rows only: other migrations may share the tables). */
+  const forgetPlan = (p: MigrationPlan) => step('forgetPlan', 'forget the plan kept on the target', { target: p.spec.target, migrationId });
+
   const report = (phase: Phase, error?: string): MigrationReport => {
-    const tables: TableReport[] = state.tables.map((t) => {
+    // By reference the page of tables, plus every table validation failed (bounded by the activity).
+    const listed = planRef ? [...state.tables, ...counts.filter((c) => !c.ok && !state.tables.some((t) => t.source === c.source)).map((c) => ({ source: c.source, target: c.target, rowsCopied: 0 }))] : state.tables;
+    const tables: TableReport[] = listed.map((t) => {
       const c = counts.find((x) => x.source === t.source);
       return {
         source: t.source,
@@ -767,6 +781,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       phase,
       mode: state.mode,
       tables,
+      ...(planRef ? { tablesTotal: progress.tablesTotal } : {}),
       sequences,
       startedAt: new Date(startedAt).toISOString(),
       finishedAt: new Date(finishedAt).toISOString(),
@@ -823,7 +838,19 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await pauseGate();
       wf.setCurrentDetails('**INIT**\n\npreflight checks');
     }
-    plan = await quick.preflight.executeWithOptions({ ...quickOpts, summary: 'preflight checks', retry: { ...quickOpts.retry, maximumAttempts: 3 } }, [spec]);
+    // The plan goes to the target and only its first page of tables comes back (runs recorded before
+    // this kept the whole plan in history).
+    const byRef = wf.patched('plan-in-target');
+    plan = await quick.preflight.executeWithOptions(
+      { ...quickOpts, summary: 'preflight checks', retry: { ...quickOpts.retry, maximumAttempts: 3 } },
+      byRef ? [spec, { migrationId, track: TABLES_PAGE }] : [spec],
+    );
+    if (byRef) {
+      planRef = { target: plan.spec.target, migrationId };
+      progress.tablesTotal = plan.tableCount ?? plan.tables.length;
+      state.tablesTotal = progress.tablesTotal;
+      state.progress = progress;
+    }
     state.mode = plan.spec.mode;
     state.notices.push(...plan.notices);
     state.tables = plan.tables.map((t) => ({
@@ -837,21 +864,35 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
     // ── CREATING_TABLES ──
     await pauseGate();
-    setPhase('CREATING_TABLES', `${plan.sourceDescription} → ${plan.targetDescription}, ${plan.tables.length} tables`);
+    const tableCount = plan.tableCount ?? plan.tables.length;
+    setPhase('CREATING_TABLES', `${plan.sourceDescription} → ${plan.targetDescription}, ${tableCount} tables`);
     tablesCreated = true;
     if (wf.patched('target-marks')) marks = migrationId;
-    defs = await schema.createTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: `create ${plan.tables.length} target tables` }, [
-      { spec: plan.spec, tables: plan.tables, ...(marks ? { migrationId: marks } : {}) },
-    ]);
-    for (const d of defs) state.notices.push(...(d.warnings ?? []));
+    let foreignKeys = false;
+    if (planRef) {
+      const created = await schema.createPlannedTables.executeWithOptions({ ...schemaOptsNow(), summary: `create ${tableCount} target tables` }, [
+        { spec: plan.spec, plan: planRef, ...(marks ? { migrationId: marks } : {}) },
+      ]);
+      state.notices.push(...created.warnings, ...(created.warningsLeftOut ? [`${created.warningsLeftOut} more warnings about the tables' definitions`] : []));
+      foreignKeys = created.foreignKeys;
+    } else {
+      defs = await schema.createTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: `create ${plan.tables.length} target tables` }, [
+        { spec: plan.spec, tables: plan.tables, ...(marks ? { migrationId: marks } : {}) },
+      ]);
+      for (const d of defs) state.notices.push(...(d.warnings ?? []));
+    }
     if (online) {
       if (plan.replicaIdentityFull.length) {
         replicaIdentityChanged = true;
         await step('setReplicaIdentity', 'set REPLICA IDENTITY FULL', { source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: 'full' as const })) });
       }
       replicationCreated = true;
-      await step('createPublication', `create publication ${publication}`, { source: plan.spec.source, publication, tables: defs.map((d) => d.source) });
+      await step('createPublication', `create publication ${publication}`, { source: plan.spec.source, publication, ...tablesOr(() => ({ tables: defs.map((d) => d.source) })) });
       startWalWatch();
+    }
+    if (planRef) {
+      await migrateByReference(plan, foreignKeys);
+      return;
     }
 
     // ── MIGRATING_DATA ──
@@ -869,7 +910,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       copyPlans = new Map(defs.map((d, i) => [tableKey(d), plans[i]!]));
     }
     perTablePostLoad = wf.patched('post-load-per-table');
-    if (online) await copyInSnapshot();
+    if (online) await copyInSnapshot(copyAll);
     else await copyAll();
     const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
     if (rangedTargets.length) await step('forgetCopyProgress', 'forget the range copy records', { target: plan.spec.target, tables: rangedTargets });
@@ -888,6 +929,68 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       { target: plan.spec.target, defs, parallelism: plan.spec.parallelism },
     ]);
     state.notices.push(...finished.skipped);
+  }
+
+  /** MIGRATING_DATA with the plan kept on the target: batches of units, then the foreign keys. */
+  async function migrateByReference(p: MigrationPlan, foreignKeys: boolean): Promise<void> {
+    const ref = planRef!;
+    await pauseGate();
+    setPhase('MIGRATING_DATA', `copying ${progress.tablesTotal} tables, ${p.spec.parallelism} at a time`);
+    const split = p.spec.copy;
+    const batches = await step('planCopyBatches', 'measure tables, split the large ones, group the small ones into batches', {
+      source: p.spec.source,
+      plan: ref,
+      splitAboveBytes: split?.splitAboveBytes,
+      rangeBytes: split?.rangeBytes,
+      minRanges: p.spec.parallelism,
+    });
+    progress.bytesTotal = batches.bytes;
+    const ranged = new Map(batches.ranged.map((r) => [r.ord, r.ranges]));
+    for (const [ord, total] of ranged) {
+      const ts = state.tables[ord];
+      if (ts) ts.ranges = { total, done: 0 };
+    }
+    const copyRound = (snapshot?: string) => {
+      Object.assign(round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });
+      return copyBatches(
+        {
+          batches: batches.batches,
+          ranged,
+          parallelism: p.spec.parallelism,
+          state,
+          progress,
+          track: TABLES_PAGE,
+          copyMs,
+          inFlight: copiesInFlight,
+          paused: pausedCopies,
+          main,
+          round,
+          pauseGate,
+          prepareRanged: (ords, snap) =>
+            step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, { target: p.spec.target, plan: ref, ords, snapshot: snap, ...(marks ? { migrationId: marks } : {}) }),
+          copyBatch: (input) =>
+            copy.copyTableBatch.executeWithOptions({ ...copyOpts, summary: `copy batch ${input.batch + 1}/${batches.batches}` }, [
+              { source: p.spec.source, target: p.spec.target, plan: ref, ...input, ...(marks ? { migrationId: marks } : {}) },
+            ]),
+          finish: async (what) => {
+            const finished = await schema.finishTargetTables.executeWithOptions(
+              { ...schemaOptsNow(), summary: 'batch' in what ? `indexes, constraints and ANALYZE of batch ${what.batch + 1}` : `indexes, constraints and ANALYZE of ${what.ords.length} ranged tables` },
+              [{ target: p.spec.target, plan: ref, ...what, parallelism: 1, part: 'tables' }],
+            );
+            state.notices.push(...finished.skipped);
+          },
+        },
+        snapshot,
+      );
+    };
+    if (p.spec.mode === 'online') await copyInSnapshot(copyRound);
+    else await copyRound();
+    if (foreignKeys) {
+      const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create foreign keys' }, [
+        { target: p.spec.target, plan: ref, parallelism: p.spec.parallelism, part: 'foreign-keys' },
+      ]);
+      state.notices.push(...finished.skipped);
+    }
   }
 
   async function syncWal(): Promise<void> {
@@ -940,7 +1043,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       stopProof();
       await stopApply();
       if (!state.paused) {
-        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false, ...(marks ? { marks } : {}) };
+        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false, ...(marks ? { marks } : {}), ...(planRef ? { planRef } : {}) };
         return;
       }
       wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
@@ -963,10 +1066,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const fence = await wf.CancellationScope.nonCancellable(() =>
       boundedStop
         ? quick.fenceSource.executeWithOptions(
-            { ...fenceOpts, scheduleToCloseTimeout: `${writeStopBound()} seconds`, heartbeatTimeout: fencedHeartbeat, summary: `fence ${defs.length} source tables for at most ${writeStopBound()} s` },
+            { ...fenceOpts, scheduleToCloseTimeout: `${writeStopBound()} seconds`, heartbeatTimeout: fencedHeartbeat, summary: `fence ${tableCount()} source tables for at most ${writeStopBound()} s` },
             [{ ...fenceInput(), maxWriteStopSeconds: writeStopBound() }],
           )
-        : quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${defs.length} source tables` }, [fenceInput()]),
+        : quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${tableCount()} source tables` }, [fenceInput()]),
     );
     if (main.consideredCancelled) throw new wf.CancelledFailure('cancelled while fencing');
     fencedAt = fence.fencedAt;
@@ -984,7 +1087,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     );
     await untilOrApplyFails(() => passed || fenceToken === fence.token);
     await waiting;
-    const sequenceInput = { source: p.spec.source, target: p.spec.target, sequences: defs.flatMap((d) => d.sequences) };
+    const sequenceInput = { source: p.spec.source, target: p.spec.target, ...tablesOr(() => ({ sequences: sequencesOf(defs) })) };
     sequences = boundedStop
       ? await quick.syncSequences.executeWithOptions({ ...fenced(quickOpts), summary: 'set target sequences to the source values' }, [sequenceInput])
       : await step('syncSequences', 'set target sequences to the source values', sequenceInput);
@@ -997,7 +1100,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const levels = ['row counts', v.sampleSize > 0 ? `${v.sampleSize} sampled rows` : '', v.checksum ? (proofUsed ? 'checksums of the chunks changed since the proof' : 'checksums') : ''].filter(Boolean).join(', ');
     setPhase('VALIDATING', `comparing ${levels}`);
     if (!v.checksum && wf.patched('live-proof')) {
-      state.proof = { state: 'off', pass: 0, passesComplete: 0, tables: defs.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
+      state.proof = { state: 'off', pass: 0, passesComplete: 0, tables: tableCount(), chunks: 0, chunksVerified: 0, rowsCovered: 0 };
       state.notices.push('content proof off (validation.checksum = false): only row counts and sampled rows were compared');
     }
     const validatingStarted = Date.now();
@@ -1006,7 +1109,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       {
         source: p.spec.source,
         target: p.spec.target,
-        tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
+        ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })) })),
+        ...(planRef ? { track: TABLES_PAGE } : {}),
         sampleSize: v.sampleSize,
         checksum: v.checksum,
         chunkRows: v.chunkRows,
@@ -1023,7 +1127,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       state.proof = {
         ...(state.proof ?? { pass: 0, passesComplete: 0 }),
         state: 'validated',
-        tables: defs.length,
+        tables: tableCount(),
         chunks: r.chunks,
         chunksVerified: r.chunks,
         rowsCovered: r.rowsCovered,
@@ -1095,7 +1199,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             source: p.spec.source,
             target: p.spec.target,
             schemas: p.spec.schemas,
-            tables: defs.map((d) => ({ source: d.source, target: d.target })),
+            ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target })) })),
             schemaMapping: p.spec.schemaMapping,
             tableSuffix: p.spec.tableSuffix,
           },
@@ -1106,6 +1210,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         state.notices.push(`views, functions and triggers were not created: ${errorMessage(e)}`);
       }
     }
+    if (planRef) await forgetPlan(p);
     return undefined;
   }
 
@@ -1215,13 +1320,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await attempt('drop the target tables', async () => {
         const r = await step('dropTargetTables', 'cleanup: drop the target tables this migration created', {
           target: p.spec.target,
-          tables: p.tables.map((t) => t.target),
+          ...tablesOr(() => ({ tables: p.tables.map((t) => t.target) })),
           ...(marks ? { migrationId: marks } : {}),
         });
         // A number from runs recorded before tables were kept.
         if (typeof r === 'object') state.notices.push(...r.kept.map((k) => `target table not dropped: ${k}`));
       });
     }
+    if (planRef) await attempt('forget the plan', () => forgetPlan(p));
     const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
     if (tablesCreated && rangedTargets.length) {
       await attempt('forget the range copy records', () => step('forgetCopyProgress', 'cleanup: forget the range copy records', { target: p.spec.target, tables: rangedTargets }));

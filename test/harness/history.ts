@@ -72,3 +72,73 @@ export function peakSessions(spans: ActivitySpan[], weight: (s: ActivitySpan) =>
   }
   return peak;
 }
+
+/** The limits issue 16 sets on every workflow run's history, as measured. */
+export interface RunHistoryLimits {
+  workflowId: string;
+  runId: string;
+  events: number;
+  /** Encoded size of the whole history. */
+  bytes: number;
+  /** The largest single payload (activity input or result, signal, continue-as-new input...). */
+  largestPayload: number;
+  /** The longest workflow task: started to completed, and the event that completed it. */
+  longestTaskMs: number;
+  longestTaskEvent: number;
+}
+
+/**
+ * Every run of `workflowId` (continue-as-new included) and of the child workflows they started,
+ * measured from their histories as the server returns them (fetchHistory).
+ */
+export async function historyLimits(temporal: TestWorkflowEnvironment, workflowId: string): Promise<RunHistoryLimits[]> {
+  const { temporal: proto } = await import('@temporalio/proto');
+  const out: RunHistoryLimits[] = [];
+  const seen = new Set<string>();
+  const visit = async (id: string, runId?: string): Promise<void> => {
+    const history = await temporal.client.workflow.getHandle(id, runId).fetchHistory();
+    const events = history.events ?? [];
+    const first = events[0]?.workflowExecutionStartedEventAttributes;
+    const run = runId ?? first?.originalExecutionRunId ?? '';
+    if (seen.has(`${id}/${run}`)) return;
+    seen.add(`${id}/${run}`);
+    let largestPayload = 0;
+    const walk = (v: unknown): void => {
+      if (!v || typeof v !== 'object') return;
+      if (v instanceof Uint8Array) return;
+      const o = v as Record<string, unknown>;
+      if (o.data instanceof Uint8Array && 'metadata' in o) largestPayload = Math.max(largestPayload, o.data.length);
+      for (const x of Object.values(o)) walk(x);
+    };
+    let longestTaskMs = 0;
+    let longestTaskEvent = 0;
+    const started = new Map<string, number>();
+    const children: Array<{ id: string; runId: string }> = [];
+    let next: string | undefined;
+    for (const e of events) {
+      walk(e);
+      const at = ms(e.eventTime as Time);
+      if (e.workflowTaskStartedEventAttributes) started.set(key(e.eventId), at);
+      const done = e.workflowTaskCompletedEventAttributes ?? e.workflowTaskFailedEventAttributes ?? e.workflowTaskTimedOutEventAttributes;
+      const took = done ? at - (started.get(key((done as { startedEventId?: unknown }).startedEventId as number)) ?? at) : 0;
+      if (took > longestTaskMs) {
+        longestTaskMs = took;
+        longestTaskEvent = Number(e.eventId ?? 0);
+      }
+      const child = e.childWorkflowExecutionStartedEventAttributes?.workflowExecution;
+      if (child?.workflowId && child.runId) children.push({ id: child.workflowId, runId: child.runId });
+      const can = e.workflowExecutionContinuedAsNewEventAttributes;
+      if (can?.newExecutionRunId) next = can.newExecutionRunId;
+    }
+    const bytes = proto.api.history.v1.History.encode(history).finish().length;
+    out.push({ workflowId: id, runId: run, events: events.length, bytes, largestPayload, longestTaskMs, longestTaskEvent });
+    for (const c of children) await visit(c.id, c.runId);
+    if (next) await visit(id, next);
+  };
+  const firstRun = await temporal.client.workflow.getHandle(workflowId).describe();
+  // Start from the first run of the chain: describe() gives the latest; its history names the first.
+  const latest = await temporal.client.workflow.getHandle(workflowId, firstRun.runId).fetchHistory();
+  const original = latest.events?.[0]?.workflowExecutionStartedEventAttributes?.firstExecutionRunId ?? firstRun.runId;
+  await visit(workflowId, original);
+  return out;
+}

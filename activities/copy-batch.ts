@@ -1,0 +1,136 @@
+/**
+ * MIGRATING_DATA at scale: the copy units (whole tables, page ranges of large ones) are planned once
+ * into batches stored with the plan on the target (plan-store.ts), and one activity copies one batch.
+ * A schema of thousands of tiny tables is then a few dozen activities instead of thousands, and the
+ * workflow's history grows with the batches, not with the tables.
+ */
+import { copyTable, copyWholeTables, planCopies, type CopyHooks, type CopyProgress } from './copy';
+import { assignBatches, readBatch, readDefs, storeCopyPlan, type PlanRef } from './plan-store';
+import type { ConnectionSpec } from './spec';
+
+/** Small tables share a batch up to this many of them... */
+export const BATCH_MAX_TABLES = 100;
+/** ...or this many bytes together. */
+export const BATCH_MAX_BYTES = 256 * 1024 ** 2;
+
+export interface PlanCopyBatchesInput {
+  source: ConnectionSpec;
+  plan: PlanRef;
+  splitAboveBytes?: number;
+  rangeBytes?: number;
+  minRanges?: number;
+  maxBatchTables?: number;
+  maxBatchBytes?: number;
+}
+
+export interface CopyBatchesPlan {
+  batches: number;
+  /** Tables copied in page ranges (plan order) and how many ranges each: their post-load waits for the last. */
+  ranged: Array<{ ord: number; ranges: number }>;
+  bytes: number;
+}
+
+export async function planCopyBatches(input: PlanCopyBatchesInput): Promise<CopyBatchesPlan> {
+  const defs = await readDefs(input.plan);
+  const plans = await planCopies({
+    source: input.source,
+    tables: defs.map((d) => d.source),
+    splitAboveBytes: input.splitAboveBytes,
+    rangeBytes: input.rangeBytes,
+    minRanges: input.minRanges,
+  });
+  const units = assignBatches(plans, { maxTables: input.maxBatchTables ?? BATCH_MAX_TABLES, maxBytes: input.maxBatchBytes ?? BATCH_MAX_BYTES });
+  await storeCopyPlan(input.plan, plans, units);
+  return {
+    batches: units.reduce((n, u) => Math.max(n, u.batch + 1), 0),
+    ranged: plans.flatMap((p, ord) => (p.ranges ? [{ ord, ranges: p.ranges.length }] : [])),
+    bytes: plans.reduce((n, p) => n + p.bytes, 0),
+  };
+}
+
+export interface CopyBatchInput {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  plan: PlanRef;
+  batch: number;
+  snapshot?: string;
+  /** Tables of plan order below this are the workflow's page of tables: their own results come back. */
+  track?: number;
+  /** The migration whose mark the target tables must carry before they are emptied (activities/marks.ts). */
+  migrationId?: string;
+}
+
+export interface CopyBatchResult extends CopyProgress {
+  durationMs: number;
+  /** Units copied (whole tables and ranges). */
+  units: number;
+  /** The page ranges this batch copied, by table (the workflow counts them down). */
+  ranges: number[];
+  /** Results of the tracked tables among them (bounded by the batch size). */
+  tables: Array<{ ord: number; rows: number; bytes: number; durationMs: number }>;
+}
+
+/** Copies the batch's whole tables on one pair of sessions, then its page ranges (one at a time), all inside the snapshot. */
+export async function copyBatch(
+  input: CopyBatchInput,
+  hooks: CopyHooks & { unit?: (u: { table: string; ord: number }) => void },
+): Promise<CopyBatchResult> {
+  const started = Date.now();
+  const units = await readBatch(input.plan, input.batch);
+  const out: CopyBatchResult = { rows: 0, bytes: 0, durationMs: 0, units: 0, ranges: [], tables: [] };
+  const track = input.track ?? 0;
+  const note = (ord: number, r: CopyProgress & { durationMs: number }, range: boolean) => {
+    out.rows += r.rows;
+    out.bytes += r.bytes;
+    out.units++;
+    if (range) out.ranges.push(ord);
+    if (ord < track) out.tables.push({ ord, rows: r.rows, bytes: r.bytes, durationMs: r.durationMs });
+  };
+  const whole = units.filter((u) => !u.range);
+  if (whole[0]) {
+    hooks.unit?.({ table: `${whole[0].def.source.schema}.${whole[0].def.source.name}`, ord: whole[0].ord });
+    const before = { ...out };
+    await copyWholeTables(
+      {
+        source: input.source,
+        target: input.target,
+        snapshot: input.snapshot,
+        migrationId: input.migrationId,
+        tables: whole.map((u) => ({ source: u.def.source, target: u.def.target, copyColumns: u.def.copyColumns })),
+      },
+      {
+        heartbeat: (p) => hooks.heartbeat({ rows: before.rows + p.rows, bytes: before.bytes + p.bytes }),
+        signal: hooks.signal,
+        tableDone: (i, r) => {
+          const u = whole[i]!;
+          note(u.ord, r, false);
+          const next = whole[i + 1];
+          if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, ord: next.ord });
+        },
+      },
+    );
+  }
+  for (const u of units.filter((x) => x.range)) {
+    hooks.unit?.({ table: `${u.def.source.schema}.${u.def.source.name}`, ord: u.ord });
+    const base = { rows: out.rows, bytes: out.bytes };
+    const r = await copyTable(
+      {
+        source: input.source,
+        target: input.target,
+        table: { source: u.def.source, target: u.def.target, copyColumns: u.def.copyColumns },
+        snapshot: input.snapshot,
+        range: u.range,
+        migrationId: input.migrationId,
+      },
+      { heartbeat: (p) => hooks.heartbeat({ rows: base.rows + p.rows, bytes: base.bytes + p.bytes }), signal: hooks.signal },
+    );
+    note(u.ord, r, true);
+  }
+  out.durationMs = Date.now() - started;
+  return out;
+}
+
+/** The definitions of the tables a batch copied whole (a ranged table is finished after its last range). */
+export async function batchDefs(plan: PlanRef, batch: number) {
+  return (await readBatch(plan, batch)).filter((u) => !u.range).map((u) => u.def);
+}

@@ -1,0 +1,151 @@
+/**
+ * MIGRATING_DATA for a plan kept on the target: copy batches (many small tables, or one page range of
+ * a large table) run `parallelism` at a time, each followed by its tables' own post-load DDL. What
+ * reaches history per batch is its number and a few counts, so a run's history grows with the
+ * batches (about tables / 100 + ranges), not with the tables. Deterministic workflow code.
+ */
+import * as wf from '@temporalio/workflow';
+import type { CopyBatchInput, CopyBatchResult } from '../activities/copy-batch';
+import type { MigrationStatus, MigrationProgress } from './contract';
+
+export interface BatchCopyContext {
+  batches: number;
+  /** Tables copied in page ranges: plan position -> number of ranges. */
+  ranged: ReadonlyMap<number, number>;
+  parallelism: number;
+  state: MigrationStatus;
+  progress: MigrationProgress;
+  /** Plan positions below this have an entry in state.tables (same index). */
+  track: number;
+  copyMs: Map<string, number>;
+  /** Copy scopes a pause cancels; those it cancelled are in `paused` (redone after the resume). */
+  inFlight: Set<wf.CancellationScope>;
+  paused: Set<wf.CancellationScope>;
+  main: wf.CancellationScope;
+  /** Every batch of the round has landed: the snapshot is no longer needed. */
+  round: { landed: boolean; running: Map<string, string> };
+  pauseGate(): Promise<void>;
+  prepareRanged(ords: number[], snapshot: string | undefined): Promise<void>;
+  copyBatch(input: Pick<CopyBatchInput, 'batch' | 'snapshot' | 'track'>): Promise<CopyBatchResult>;
+  /** The post-load DDL of the tables a batch copied whole, or of ranged tables whose last range landed. */
+  finish(what: { batch: number } | { ords: number[] }): Promise<void>;
+}
+
+export async function copyBatches(ctx: BatchCopyContext, snapshot?: string): Promise<void> {
+  const { state, progress } = ctx;
+  Object.assign(progress, { tablesCopied: 0, rowsCopied: 0, bytesCopied: 0, batchesDone: 0, batchesTotal: ctx.batches, bytesPerSecond: undefined, etaSeconds: undefined });
+  const startedAt = Date.now();
+  const rangesLeft = new Map(ctx.ranged);
+  if (rangesLeft.size) await ctx.prepareRanged([...rangesLeft.keys()], snapshot);
+  const queue = Array.from({ length: ctx.batches }, (_, i) => i);
+  const toFinish: Array<{ what: { batch: number } | { ords: number[] }; tracked: number[] }> = [];
+  let batchesLeft = ctx.batches;
+  ctx.round.landed = batchesLeft === 0;
+
+  const landed = (batch: number, r: CopyBatchResult) => {
+    progress.rowsCopied += r.rows;
+    progress.bytesCopied += r.bytes;
+    progress.batchesDone = (progress.batchesDone ?? 0) + 1;
+    const wholeTables = r.units - r.ranges.length;
+    progress.tablesCopied += wholeTables;
+    const tracked: number[] = [];
+    for (const t of r.tables) {
+      const ts = state.tables[t.ord];
+      if (!ts) continue;
+      ts.rowsCopied += t.rows;
+      ts.bytesCopied = (ts.bytesCopied ?? 0) + t.bytes;
+      if (ts.ranges) ts.ranges.done++;
+      else {
+        ts.state = 'indexing';
+        tracked.push(t.ord);
+        ctx.copyMs.set(ts.source, t.durationMs);
+      }
+    }
+    if (wholeTables > 0) toFinish.push({ what: { batch }, tracked });
+    const lastRanges: number[] = [];
+    for (const ord of r.ranges) {
+      const left = rangesLeft.get(ord)! - 1;
+      rangesLeft.set(ord, left);
+      if (left > 0) continue;
+      lastRanges.push(ord);
+      progress.tablesCopied++;
+      const ts = state.tables[ord];
+      if (ts) ts.state = 'indexing';
+    }
+    if (lastRanges.length) toFinish.push({ what: { ords: lastRanges }, tracked: lastRanges.filter((o) => o < ctx.track) });
+    const seconds = (Date.now() - startedAt) / 1000;
+    if (seconds >= 1) {
+      progress.bytesPerSecond = Math.round(progress.bytesCopied / seconds);
+      progress.etaSeconds =
+        progress.bytesTotal !== undefined && progress.bytesPerSecond > 0 ? Math.max(0, Math.round((progress.bytesTotal - progress.bytesCopied) / progress.bytesPerSecond)) : undefined;
+    }
+    wf.setCurrentDetails(
+      `**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, batch ${progress.batchesDone}/${ctx.batches}, ${progress.rowsCopied} rows`,
+    );
+    if (--batchesLeft === 0) ctx.round.landed = true;
+  };
+
+  /** One batch, until it is copied (a pause interrupts it; it is copied again after the resume). */
+  const copyOne = async (batch: number) => {
+    const unit = `batch ${batch}`;
+    let r: CopyBatchResult | undefined;
+    while (!r) {
+      await ctx.pauseGate();
+      const scope = new wf.CancellationScope();
+      ctx.inFlight.add(scope);
+      ctx.round.running.set(unit, unit);
+      try {
+        r = await scope.run(() => ctx.copyBatch({ batch, snapshot, track: ctx.track }));
+      } catch (e) {
+        if (!(wf.isCancellation(e) && ctx.paused.has(scope) && !ctx.main.consideredCancelled)) throw e;
+      } finally {
+        ctx.inFlight.delete(scope);
+        ctx.paused.delete(scope);
+        ctx.round.running.delete(unit);
+      }
+    }
+    landed(batch, r);
+  };
+
+  const runOne = async () => {
+    for (;;) {
+      const ready = toFinish.shift();
+      if (ready) {
+        await ctx.pauseGate();
+        await ctx.finish(ready.what);
+        for (const ord of ready.tracked) {
+          const ts = state.tables[ord];
+          if (ts) ts.state = 'copied';
+        }
+        continue;
+      }
+      const batch = queue.shift();
+      if (batch === undefined) break;
+      await copyOne(batch);
+    }
+  };
+
+  await runUntilFirstFailure(Math.max(1, Math.min(ctx.parallelism, ctx.batches)), runOne, () => (queue.length = 0));
+}
+
+/**
+ * `n` runners at once. The first failure stops the others (and `stop` keeps them from taking more
+ * work) before the error goes on to cleanup: nothing may still load into tables cleanup will drop.
+ */
+export async function runUntilFirstFailure(n: number, runner: () => Promise<void>, stop: () => void): Promise<void> {
+  const scope = new wf.CancellationScope();
+  let failure: { error: unknown } | undefined;
+  await scope.run(() =>
+    Promise.all(
+      Array.from({ length: n }, () =>
+        runner().catch((error: unknown) => {
+          if (failure) return;
+          failure = { error };
+          stop();
+          scope.cancel();
+        }),
+      ),
+    ),
+  );
+  if (failure) throw failure.error;
+}
