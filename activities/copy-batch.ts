@@ -11,7 +11,7 @@ import type { ConnectionSpec } from './spec';
 /** Small tables share a batch up to this many of them... */
 export const BATCH_MAX_TABLES = 100;
 /** ...or this many bytes together. */
-export const BATCH_MAX_BYTES = 256 * 1024 ** 2;
+export const BATCH_MAX_BYTES = 64 * 1024 ** 2;
 
 export interface PlanCopyBatchesInput {
   source: ConnectionSpec;
@@ -73,7 +73,7 @@ export interface CopyBatchResult extends CopyProgress {
 /** Copies the batch's whole tables on one pair of sessions, then its page ranges (one at a time), all inside the snapshot. */
 export async function copyBatch(
   input: CopyBatchInput,
-  hooks: CopyHooks & { unit?: (u: { table: string; ord: number }) => void },
+  hooks: CopyHooks & { unit?: (u: { table: string; ord: number; at: CopyProgress }) => void },
 ): Promise<CopyBatchResult> {
   const started = Date.now();
   const units = await readBatch(input.plan, input.batch);
@@ -88,7 +88,7 @@ export async function copyBatch(
   };
   const whole = units.filter((u) => !u.range);
   if (whole[0]) {
-    hooks.unit?.({ table: `${whole[0].def.source.schema}.${whole[0].def.source.name}`, ord: whole[0].ord });
+    hooks.unit?.({ table: `${whole[0].def.source.schema}.${whole[0].def.source.name}`, ord: whole[0].ord, at: { rows: out.rows, bytes: out.bytes } });
     const before = { ...out };
     await copyWholeTables(
       {
@@ -105,13 +105,13 @@ export async function copyBatch(
           const u = whole[i]!;
           note(u.ord, r, false);
           const next = whole[i + 1];
-          if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, ord: next.ord });
+          if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, ord: next.ord, at: { rows: out.rows, bytes: out.bytes } });
         },
       },
     );
   }
   for (const u of units.filter((x) => x.range)) {
-    hooks.unit?.({ table: `${u.def.source.schema}.${u.def.source.name}`, ord: u.ord });
+    hooks.unit?.({ table: `${u.def.source.schema}.${u.def.source.name}`, ord: u.ord, at: { rows: out.rows, bytes: out.bytes } });
     const base = { rows: out.rows, bytes: out.bytes };
     const r = await copyTable(
       {

@@ -325,12 +325,17 @@ export function createActivities(deps: ActivityDeps = {}) {
       const exec = ctx.info.workflowExecution;
       const unit = `batch ${input.batch}`;
       let table = unit;
+      // Where the current table started in the batch's progress: reports are per table.
+      let start = { rows: 0, bytes: 0 };
       try {
         const result = await copyBatch(input, {
-          unit: (u) => void (table = u.table),
+          unit: (u) => {
+            table = u.table;
+            start = u.at;
+          },
           heartbeat: (p) => {
             ctx.heartbeat(p);
-            if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows, bytes: p.bytes });
+            if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows - start.rows, bytes: p.bytes - start.bytes });
           },
           signal: ctx.cancellationSignal,
         });

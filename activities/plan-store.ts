@@ -116,9 +116,10 @@ export interface StoredUnit {
 }
 
 /**
- * Groups copy units into batches, biggest first. A page range or a table over `maxBytes` is a batch
- * of its own; small tables share a batch up to `maxTables` of them or `maxBytes` together, so a
- * schema of thousands of tiny tables is a few dozen activities, not thousands. Pure.
+ * Groups copy units into batches, biggest first. A page range, or a table of a quarter of `maxBytes`
+ * or more, is a batch of its own (its post-load DDL starts as soon as it has landed, and small
+ * tables' DDL runs while it copies); smaller tables share a batch up to `maxTables` of them or
+ * `maxBytes` together, so a schema of thousands of tiny tables is a few dozen activities. Pure.
  */
 export function assignBatches(plans: readonly CopyPlan[], opts: { maxBytes: number; maxTables: number }): StoredUnit[] {
   const order = plans.map((p, ord) => ({ p, ord })).sort((a, b) => b.p.bytes - a.p.bytes || a.ord - b.ord);
@@ -128,6 +129,11 @@ export function assignBatches(plans: readonly CopyPlan[], opts: { maxBytes: numb
   for (const { p, ord } of order) {
     if (p.ranges) {
       for (const range of p.ranges) units.push({ batch: ++batch, ord, range });
+      open = undefined;
+      continue;
+    }
+    if (p.bytes >= opts.maxBytes / 4) {
+      units.push({ batch: ++batch, ord });
       open = undefined;
       continue;
     }

@@ -52,10 +52,15 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string): Pro
     for (const t of r.tables) {
       const ts = state.tables[t.ord];
       if (!ts) continue;
-      ts.rowsCopied += t.rows;
-      ts.bytesCopied = (ts.bytesCopied ?? 0) + t.bytes;
-      if (ts.ranges) ts.ranges.done++;
-      else {
+      if (ts.ranges) {
+        ts.rowsCopied += t.rows;
+        ts.bytesCopied = (ts.bytesCopied ?? 0) + t.bytes;
+        ts.ranges.done++;
+        // Its next range may be waiting for a resume.
+        if (ts.state === 'copying') ts.state = 'pending';
+      } else {
+        // Live reports set the rows while it copied: the result is the final count.
+        Object.assign(ts, { rowsCopied: t.rows, bytesCopied: t.bytes });
         ts.state = 'indexing';
         tracked.push(t.ord);
         ctx.copyMs.set(ts.source, t.durationMs);
@@ -98,6 +103,13 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string): Pro
         r = await scope.run(() => ctx.copyBatch({ batch, snapshot, track: ctx.track }));
       } catch (e) {
         if (!(wf.isCancellation(e) && ctx.paused.has(scope) && !ctx.main.consideredCancelled)) throw e;
+        // A pause cancels every copy in flight: their tables are copied again after the resume (a
+        // ranged table keeps its finished ranges).
+        for (const ts of state.tables) {
+          if (ts.state !== 'copying') continue;
+          ts.state = 'pending';
+          if (!ts.ranges) Object.assign(ts, { rowsCopied: 0, bytesCopied: undefined });
+        }
       } finally {
         ctx.inFlight.delete(scope);
         ctx.paused.delete(scope);

@@ -58,6 +58,11 @@ const copyOpts: ActivityOptions = {
   heartbeatTimeout: '60 seconds',
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
 };
+/**
+ * A copy batch beats every second; a worker killed mid-batch is noticed after this timeout and the
+ * batch goes to another worker (it empties each table it copies, so it is redone whole).
+ */
+const batchOpts: ActivityOptions = { ...copyOpts, heartbeatTimeout: '30 seconds' };
 // The snapshot dies with the connection that exported it: a retry could not bring it back, so the
 // workflow itself recovers from a lost holder (new slot, copies redone).
 const holderOpts: ActivityOptions = {
@@ -345,13 +350,21 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     for (const table of new Set(r.units.map((u) => u.table))) {
       const ts = state.tables.find((t) => t.source === table);
-      if (ts?.state === 'copying') refreshCopyProgress(ts);
+      if (!planRef) {
+        if (ts?.state === 'copying') refreshCopyProgress(ts);
+        continue;
+      }
+      // A batch reports the table it is on (its rows so far): a table of the page shows as copying.
+      const u = r.units.find((x) => x.table === table)!;
+      if (!ts || !round.running.has(u.unit) || !['pending', 'copying'].includes(ts.state)) continue;
+      ts.state = 'copying';
+      if (!ts.ranges) Object.assign(ts, { rowsCopied: u.rows, bytesCopied: u.bytes });
     }
     if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(planRef ? batchDetails() : copyDetails());
   });
   /** By reference: the numbers, and each batch in flight with the table it is on. */
   const batchDetails = () => {
-    const lines = [...round.live.entries()].map(([unit, l]) => `- ${unit}: ${l.table}, ${l.rows} rows`);
+    const lines = [...round.live.entries()].map(([unit, l]) => `- ${l.table}: ${l.rows} rows (${unit})`);
     return `**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, ${progress.rowsCopied} rows\n${lines.join('\n')}`;
   };
   /** The Temporal UI's current details while copying: tables done, and each copy in flight. */
@@ -969,7 +982,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           prepareRanged: (ords, snap) =>
             step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, { target: p.spec.target, plan: ref, ords, snapshot: snap, ...(marks ? { migrationId: marks } : {}) }),
           copyBatch: (input) =>
-            copy.copyTableBatch.executeWithOptions({ ...copyOpts, summary: `copy batch ${input.batch + 1}/${batches.batches}` }, [
+            copy.copyTableBatch.executeWithOptions({ ...batchOpts, summary: `copy batch ${input.batch + 1}/${batches.batches}` }, [
               { source: p.spec.source, target: p.spec.target, plan: ref, ...input, ...(marks ? { migrationId: marks } : {}) },
             ]),
           finish: async (what) => {

@@ -166,20 +166,21 @@ describe('pause and resume', () => {
     expect(await fingerprint(env.target, db, 'public', 'big_r')).toEqual(await fingerprint(env.source, db, 'public', 'big'));
     // The range records are gone with the copy.
     expect(await env.target.query(`SELECT to_regclass('pgdts.copy_progress') AS t`, [], db)).toEqual([{ t: null }]);
-    // Each table's post-load DDL ran once, after its last range had landed, whatever the pause did.
+    // Each table's post-load DDL ran once, after its copy had landed, whatever the pause did: a batch's
+    // whole tables after that batch, a ranged table's (named by plan position) once each.
     const spans = await activitySpans(env.temporal, m.workflowId);
-    const unitOf = (s: ActivitySpan) => {
-      const input = s.input[0] as { table?: { target: { name: string } }; defs?: Array<{ target: { name: string } }>; part?: string };
-      return input.table?.target.name ?? (input.part === 'tables' ? input.defs![0]!.target.name : input.part);
-    };
     const finishes = spans.filter((s) => s.type === 'finishTargetTables' && s.outcome === 'completed');
-    const copied = spans.filter((s) => s.type === 'copyTable' && s.outcome === 'completed');
-    const names = [...tables, 'public.big'].map((t) => `${t.split('.')[1]}_r`).sort();
-    expect(finishes.map(unitOf).filter((t) => t !== 'foreign-keys').sort()).toEqual(names);
-    for (const f of finishes) {
-      const lastCopy = Math.max(...copied.filter((c) => unitOf(c) === unitOf(f) || unitOf(f) === 'foreign-keys').map((c) => c.endedAt!));
-      expect({ t: unitOf(f), after: f.startedAt! >= lastCopy }).toEqual({ t: unitOf(f), after: true });
+    const copied = spans.filter((s) => s.type === 'copyTableBatch' && s.outcome === 'completed');
+    const inputOf = (s: ActivitySpan) => s.input[0] as { batch?: number; ords?: number[]; part?: string };
+    const rangedOrds = finishes.flatMap((f) => inputOf(f).ords ?? []);
+    expect(rangedOrds.length).toBe(synced.tables.filter((t) => t.ranges).length);
+    expect(new Set(rangedOrds).size).toBe(rangedOrds.length);
+    for (const f of finishes.filter((x) => inputOf(x).batch !== undefined)) {
+      const copy = copied.find((c) => inputOf(c).batch === inputOf(f).batch)!;
+      expect({ batch: inputOf(f).batch, after: f.startedAt! >= copy.endedAt! }).toEqual({ batch: inputOf(f).batch, after: true });
     }
+    const fk = finishes.find((f) => inputOf(f).part === 'foreign-keys');
+    if (fk) for (const c of copied) expect(fk.startedAt!).toBeGreaterThanOrEqual(c.endedAt!);
   });
 
   it('pause in SYNCING_WAL stops the apply, the slot keeps the WAL, resume catches up exactly', async () => {

@@ -300,12 +300,12 @@ describe('online migration', () => {
 
 describe('post-load DDL per table', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  /** The target table a finishTargetTables activity worked on ('foreign-keys' for the last one). */
+  /** The copy batch a finishTargetTables activity finished ('foreign-keys' for the last one). */
   const finishOf = (s: ActivitySpan) => {
-    const input = s.input[0] as { part?: string; defs: Array<{ target: { name: string } }> };
-    return input.part === 'tables' ? input.defs[0]!.target.name : input.part ?? 'all';
+    const input = s.input[0] as { part?: string; batch?: number };
+    return input.part === 'tables' ? `batch ${input.batch}` : input.part ?? 'all';
   };
-  const copyOf = (s: ActivitySpan) => (s.input[0] as { table: { target: { name: string } } }).table.target.name;
+  const copyOf = (s: ActivitySpan) => `batch ${(s.input[0] as { batch: number }).batch}`;
 
   it("a copied table's indexes are built while another table still copies, within the parallelism; foreign keys last; identical", async () => {
     const db = `overlap${++dbCounter}`;
@@ -341,11 +341,12 @@ describe('post-load DDL per table', () => {
     // In the history: small's post-load activity ran before big's copy ended, each table's exactly once,
     // and the foreign keys only after every copy and every table's own DDL.
     const spans = await activitySpans(env.temporal, m.workflowId);
-    const copies = spans.filter((s) => s.type === 'copyTable');
+    // Each table is a batch of its own (big is over a quarter of a batch's bytes), the biggest first.
+    const copies = spans.filter((s) => s.type === 'copyTableBatch');
     const finishes = spans.filter((s) => s.type === 'finishTargetTables');
-    expect(finishes.map(finishOf).sort()).toEqual(['big_o', 'foreign-keys', 'small_o']);
-    const bigCopy = copies.find((s) => copyOf(s) === 'big_o')!;
-    const smallFinish = finishes.find((s) => finishOf(s) === 'small_o')!;
+    expect(finishes.map(finishOf).sort()).toEqual(['batch 0', 'batch 1', 'foreign-keys']);
+    const bigCopy = copies.find((s) => copyOf(s) === 'batch 0')!;
+    const smallFinish = finishes.find((s) => finishOf(s) === 'batch 1')!;
     expect(smallFinish.outcome).toBe('completed');
     expect(smallFinish.endedAt!).toBeLessThan(bigCopy.endedAt!);
     const fk = finishes.find((s) => finishOf(s) === 'foreign-keys')!;
