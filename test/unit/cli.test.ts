@@ -129,4 +129,15 @@ describe('status rendering', () => {
     expect(humanBytes(3 * 1024 * 1024)).toBe('3.0 MiB');
     expect(humanDuration(3725)).toBe('1h02m05s');
   });
+
+  it('a migration of thousands of tables: totals from progress, and how much of the list is shown', () => {
+    const many: MigrationStatus = {
+      ...status,
+      tablesTotal: 2000,
+      progress: { tablesTotal: 2000, tablesCopied: 850, rowsCopied: 17000, bytesCopied: 3 * 1024 * 1024, bytesPerSecond: 1024 * 1024, etaSeconds: 4 },
+    };
+    const text = formatStatus(many);
+    expect(text).toMatch(/^migration m1 {2}phase MIGRATING_DATA {2}mode online {2}tables 850\/2000 copied {2}17000 rows, 3\.0 MiB {2}1\.0 MiB\/s {2}about 4 s left/);
+    expect(text).toMatch(/\(3 of 2000 tables shown\)/);
+  });
 });
