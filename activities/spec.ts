@@ -144,6 +144,8 @@ export const migrationSpecSchema = z
       .object({
         splitAboveBytes: z.number().int().min(8192).optional(),
         rangeBytes: z.number().int().min(8192).optional(),
+        /** Small tables copied by one activity on one pair of sessions (default 100). */
+        batchTables: z.number().int().min(1).max(10_000).optional(),
       })
       .strict()
       .optional(),
@@ -195,7 +197,7 @@ export interface NormalizedSpec {
   mode: 'online' | 'offline';
   parallelism: number;
   /** Optional only for plans recorded before it existed (replayed histories). */
-  copy?: { splitAboveBytes: number; rangeBytes: number };
+  copy?: { splitAboveBytes: number; rangeBytes: number; batchTables?: number };
   keepTargetOnCancel: boolean;
   historyEventsLimit?: number;
   setReplicaIdentityFull: boolean;
@@ -301,7 +303,11 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     afterCutover: s.afterCutover ?? 'restore-writes',
     mode: s.mode ?? 'online',
     parallelism: s.parallelism ?? 4,
-    copy: { splitAboveBytes: s.copy?.splitAboveBytes ?? DEFAULT_SPLIT_ABOVE_BYTES, rangeBytes: s.copy?.rangeBytes ?? 256 * 1024 ** 2 },
+    copy: {
+      splitAboveBytes: s.copy?.splitAboveBytes ?? DEFAULT_SPLIT_ABOVE_BYTES,
+      rangeBytes: s.copy?.rangeBytes ?? 256 * 1024 ** 2,
+      ...(s.copy?.batchTables !== undefined ? { batchTables: s.copy.batchTables } : {}),
+    },
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,

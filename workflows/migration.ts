@@ -956,6 +956,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       splitAboveBytes: split?.splitAboveBytes,
       rangeBytes: split?.rangeBytes,
       minRanges: p.spec.parallelism,
+      maxBatchTables: split?.batchTables,
     });
     progress.bytesTotal = batches.bytes;
     const ranged = new Map(batches.ranged.map((r) => [r.ord, r.ranges]));

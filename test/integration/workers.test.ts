@@ -11,8 +11,8 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { startEnv, type TestEnv } from '../harness/env';
 import type { PgCluster } from '../harness/pg-cluster';
 
-const TABLES = 600;
-const ROWS = 3000;
+const TABLES = 300;
+const ROWS = 2000;
 let env: TestEnv;
 let other: ChildProcess | undefined;
 
@@ -58,12 +58,20 @@ describe('two workers', () => {
       `DO $$ BEGIN FOR i IN 1..${TABLES} LOOP
          EXECUTE format('CREATE TABLE w.t%s (id int PRIMARY KEY, v text NOT NULL)', i);
          EXECUTE format('INSERT INTO w.t%s SELECT g, repeat(md5(g::text || %L), 3) FROM generate_series(1, ${ROWS}) g', i, i);
-         IF i % 200 = 0 THEN COMMIT; END IF;
+         IF i % 100 = 0 THEN COMMIT; END IF;
        END LOOP; END $$`,
       [],
       db,
     );
-    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), schemas: ['w'], parallelism: 2, cutover: { mode: 'manual' } });
+    // Batches of 5 tables: 60 of them, so that both workers get some.
+    const m = await env.startMigration({
+      source: env.source.uri(db),
+      target: env.target.uri(db),
+      schemas: ['w'],
+      parallelism: 2,
+      copy: { batchTables: 5 },
+      cutover: { mode: 'manual' },
+    });
     // The holder runs on this process's worker: the second one starts only once the copy has begun.
     await m.waitForPhase('MIGRATING_DATA', 120_000);
     await m.signal('pause');
