@@ -4,7 +4,7 @@
  * A schema of thousands of tiny tables is then a few dozen activities instead of thousands, and the
  * workflow's history grows with the batches, not with the tables.
  */
-import { copyTable, copyWholeTables, planCopies, type CopyHooks, type CopyProgress } from './copy';
+import { copyTable, copyWholeTables, planCopies, type CopyHooks, type CopyPlan, type CopyProgress } from './copy';
 import { assignBatches, readBatch, readDefs, storeCopyPlan, type PlanRef } from './plan-store';
 import type { ConnectionSpec } from './spec';
 
@@ -12,6 +12,11 @@ import type { ConnectionSpec } from './spec';
 export const BATCH_MAX_TABLES = 100;
 /** ...or this many bytes together. */
 export const BATCH_MAX_BYTES = 64 * 1024 ** 2;
+/**
+ * Batches of whole tables aimed at, at most: the limits above grow for a database with more (each
+ * batch is two activities in the workflow's history). Page ranges of very large tables come on top.
+ */
+export const MAX_BATCHES = 250;
 
 export interface PlanCopyBatchesInput {
   source: ConnectionSpec;
@@ -39,12 +44,26 @@ export async function planCopyBatches(input: PlanCopyBatchesInput): Promise<Copy
     rangeBytes: input.rangeBytes,
     minRanges: input.minRanges,
   });
-  const units = assignBatches(plans, { maxTables: input.maxBatchTables ?? BATCH_MAX_TABLES, maxBytes: input.maxBatchBytes ?? BATCH_MAX_BYTES });
+  const units = assignBatches(plans, batchLimits(plans, { maxTables: input.maxBatchTables ?? BATCH_MAX_TABLES, maxBytes: input.maxBatchBytes ?? BATCH_MAX_BYTES }));
   await storeCopyPlan(input.plan, plans, units);
   return {
     batches: units.reduce((n, u) => Math.max(n, u.batch + 1), 0),
     ranged: plans.flatMap((p, ord) => (p.ranges ? [{ ord, ranges: p.ranges.length }] : [])),
     bytes: plans.reduce((n, p) => n + p.bytes, 0),
+  };
+}
+
+/**
+ * The batch limits for these tables: the given ones, grown so that whole tables make about
+ * MAX_BATCHES batches at most (each batch is a few history events; bigger batches instead of more).
+ * A table of a quarter of maxBytes is alone: at most MAX_BATCHES of those. Pure.
+ */
+export function batchLimits(plans: readonly CopyPlan[], wanted: { maxTables: number; maxBytes: number }): { maxTables: number; maxBytes: number } {
+  const whole = plans.filter((p) => !p.ranges);
+  const bytes = whole.reduce((n, p) => n + p.bytes, 0);
+  return {
+    maxTables: Math.max(wanted.maxTables, Math.ceil(whole.length / MAX_BATCHES)),
+    maxBytes: Math.max(wanted.maxBytes, Math.ceil((4 * bytes) / MAX_BATCHES)),
   };
 }
 

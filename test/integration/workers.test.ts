@@ -95,9 +95,11 @@ describe('two workers', () => {
     // Kill the second worker as soon as it has a batch in flight (a started attempt is in history only
     // once it ends: the pending activities say who runs what now).
     let killedActivity: string | undefined;
-    for (const deadline = Date.now() + 120_000; killedActivity === undefined; ) {
-      if (Date.now() > deadline) throw new Error('the second worker never took a batch');
+    const seen = new Set<string>();
+    for (const deadline = Date.now() + 90_000; killedActivity === undefined; ) {
+      if (Date.now() > deadline) throw new Error(`the second worker (${identity}) never took a batch; seen: ${[...seen].join(', ')}`);
       const d = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
+      for (const p of d.raw.pendingActivities ?? []) seen.add(`${p.activityType?.name}:${String(p.state)}:${p.lastWorkerIdentity}`);
       const mine = (d.raw.pendingActivities ?? []).find(
         (p) => p.activityType?.name === 'copyTableBatch' && (p.lastWorkerIdentity ?? '').startsWith(identity) && Number(p.state) === 2,
       );

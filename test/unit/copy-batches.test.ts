@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { assignBatches } from '../../activities/plan-store';
+import { MAX_BATCHES, batchLimits } from '../../activities/copy-batch';
 
 const MB = 1024 ** 2;
 
@@ -37,5 +38,21 @@ describe('assignBatches', () => {
     const units = assignBatches(Array.from({ length: 10_000 }, () => ({ bytes: 16_384 })), { maxTables: 100, maxBytes: 64 * MB });
     expect(new Set(units.map((u) => u.batch)).size).toBe(100);
     expect(assignBatches([], { maxTables: 100, maxBytes: MB })).toEqual([]);
+  });
+
+  it('bounds the batch count whatever the table count and sizes: batches grow instead', () => {
+    for (const [n, bytes] of [
+      [100_000, 16_384],
+      [10_000, 20 * MB],
+      [5_000, 200 * MB],
+    ] as const) {
+      const plans = Array.from({ length: n }, (_, i) => ({ bytes: bytes * (1 + (i % 7)) }));
+      const units = assignBatches(plans, batchLimits(plans, { maxTables: 100, maxBytes: 64 * MB }));
+      const batches = new Set(units.map((u) => u.batch)).size;
+      expect({ n, bytes, bounded: batches <= 3 * MAX_BATCHES }).toEqual({ n, bytes, bounded: true });
+      expect(units).toHaveLength(n);
+    }
+    // Below the bound, the limits asked for stand.
+    expect(batchLimits([{ bytes: MB }], { maxTables: 100, maxBytes: 64 * MB })).toEqual({ maxTables: 100, maxBytes: 64 * MB });
   });
 });
