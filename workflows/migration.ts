@@ -62,7 +62,13 @@ const copyOpts: ActivityOptions = {
  * A copy batch beats every second; a worker killed mid-batch is noticed after this timeout and the
  * batch goes to another worker (it empties each table it copies, so it is redone whole).
  */
-const batchOpts: ActivityOptions = { ...copyOpts, heartbeatTimeout: '30 seconds' };
+const batchOpts: ActivityOptions = {
+  ...copyOpts,
+  heartbeatTimeout: '30 seconds',
+  // Through the task queue, not eagerly to the worker running the workflow: with eager dispatch
+  // that one worker took every batch while the others stood idle (workers.test.ts).
+  allowEagerDispatch: false,
+};
 // The snapshot dies with the connection that exported it: a retry could not bring it back, so the
 // workflow itself recovers from a lost holder (new slot, copies redone).
 const holderOpts: ActivityOptions = {
@@ -988,7 +994,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             ]),
           finish: async (what) => {
             const finished = await schema.finishTargetTables.executeWithOptions(
-              { ...schemaOptsNow(), summary: 'batch' in what ? `indexes, constraints and ANALYZE of batch ${what.batch + 1}` : `indexes, constraints and ANALYZE of ${what.ords.length} ranged tables` },
+              { ...schemaOptsNow(), allowEagerDispatch: false, summary: 'batch' in what ? `indexes, constraints and ANALYZE of batch ${what.batch + 1}` : `indexes, constraints and ANALYZE of ${what.ords.length} ranged tables` },
               [{ target: p.spec.target, plan: ref, ...what, parallelism: 1, part: 'tables' }],
             );
             state.notices.push(...finished.skipped);

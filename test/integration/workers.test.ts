@@ -5,6 +5,8 @@
  * that lives (the second worker starts after it), so nothing else is redone.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPayloadConverter } from '@temporalio/common';
@@ -84,7 +86,8 @@ describe('two workers', () => {
     other = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(__dirname, '../../worker/main.ts')], {
       cwd: path.join(__dirname, '../..'),
       env: { ...process.env, TEMPORAL_ADDRESS: env.temporal.address, TEMPORAL_NAMESPACE: 'default', TEMPORAL_TASK_QUEUE: env.taskQueue },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its log goes to a file: an unread pipe fills and blocks the worker's writes.
+      stdio: ['ignore', 'pipe', openSync(path.join(tmpdir(), `pg-dts-worker-${process.pid}.log`), 'w')],
     });
     const identity = `${other.pid}@`;
     await new Promise<void>((resolve, reject) => {
