@@ -89,6 +89,11 @@ export function recordStatus(m: Gauges, id: string, s: MigrationStatus): void {
     total += t.rowsTotal ?? 0;
     bytes += t.bytesCopied ?? 0;
   }
+  // A migration of more tables than the status lists (a page): its totals are in progress.
+  if (s.progress && (s.tablesTotal ?? 0) > s.tables.length) {
+    copied = s.progress.rowsCopied;
+    bytes = s.progress.bytesCopied;
+  }
   for (const [state, n] of byState) m.tables.set({ migration: id, state }, n);
   m.rowsCopied.set({ migration: id }, copied);
   m.rowsTotal.set({ migration: id }, total);
