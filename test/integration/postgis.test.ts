@@ -3,8 +3,8 @@
  * objects (spatial_ref_sys, its types and functions) are the extension's, created by CREATE EXTENSION
  * on the target, not copied as user tables; the rows a user added to spatial_ref_sys (a custom SRID)
  * reach the target; geometry and geography columns with SRIDs and type modifiers, NULLs and large
- * (TOASTed) polygons arrive exactly through the copy and the apply, compared by ST_AsEWKB; the GiST
- * indexes are built after the load. Needs PostGIS for the server binaries in use (.ci/run installs
+ * (TOASTed) polygons arrive exactly through the copy and the apply, compared by ST_AsEWKB; the GiST,
+ * SP-GiST and BRIN indexes are built after the load. Needs PostGIS for the server binaries in use (.ci/run installs
  * Debian's package); without it the test fails and says so.
  */
 import { existsSync } from 'node:fs';
@@ -29,6 +29,8 @@ CREATE TABLE places (
 );
 CREATE INDEX places_pt ON places USING gist (pt);
 CREATE INDEX places_loc ON places USING gist (loc);
+CREATE INDEX places_pt_spgist ON places USING spgist (pt);
+CREATE INDEX places_area_brin ON places USING brin (area);
 INSERT INTO places (name, pt, area, loc, custom)
 SELECT 'p' || g,
        ST_SetSRID(ST_MakePoint(g % 360 - 180, g % 170 - 85), 4326),
@@ -98,7 +100,12 @@ describe('PostGIS', () => {
       db,
     );
     expect(types.map((t) => t.t)).toEqual(['bigint', 'text', 'geometry(Point,4326)', 'geometry(MultiPolygon,3857)', 'geography(Point,4326)', 'geometry(Point,990001)']);
-    const idx = await env.target.query<{ def: string }>(`SELECT indexdef AS def FROM pg_indexes WHERE tablename = 'places' ORDER BY indexname`, [], db);
-    expect(idx.map((i) => i.def).join('\n')).toMatch(/USING gist \(pt\)[\s\S]*USING gist \(loc\)|USING gist \(loc\)[\s\S]*USING gist \(pt\)/);
+    // GiST, SP-GiST and BRIN indexes, built after the load, with the extension's operator classes.
+    const indexes = `SELECT indexname AS name, regexp_replace(indexdef, ' ON .* USING ', ' USING ') AS def FROM pg_indexes WHERE tablename = 'places' ORDER BY indexname`;
+    const [si, ti] = await Promise.all([env.source.query<{ name: string; def: string }>(indexes, [], db), env.target.query<{ name: string; def: string }>(indexes, [], db)]);
+    expect(ti).toEqual(si);
+    expect(ti.map((i) => i.def).join('\n')).toMatch(/USING spgist \(pt\)[\s\S]*USING brin \(area\)|USING brin \(area\)[\s\S]*USING spgist \(pt\)/);
+    const valid = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_index WHERE indrelid = 'places'::regclass AND indisvalid`, [], db);
+    expect(valid[0]!.n).toBe(5);
   });
 });
