@@ -54,7 +54,7 @@ export function freeLoopbackPort(): Promise<number> {
   });
 }
 
-function gauges(registry: Registry) {
+export function gauges(registry: Registry) {
   const g = (name: string, help: string, labelNames: string[] = ['migration']) => new Gauge({ name: `pgdts_${name}`, help, labelNames, registers: [registry] });
   return {
     phase: g('migration_phase', 'Current phase of the migration (1 for the phase it is in)', ['migration', 'phase']),
@@ -68,6 +68,9 @@ function gauges(registry: Registry) {
     transactions: g('apply_transactions', 'Source transactions applied on the target'),
     changes: g('apply_changes', 'Row changes applied on the target'),
     cutoverWindow: g('cutover_window_seconds', 'How long source writes were stopped at the cutover'),
+    cutoverAttempts: g('cutover_attempts', 'Cutover attempts so far (an abandoned one released writes and went back to SYNCING_WAL)'),
+    walRetained: g('wal_retained_bytes', 'WAL the migration\'s replication slot keeps on the source'),
+    walLost: g('wal_slot_lost', '1 when the source has invalidated the slot (wal_status lost)'),
     validationMismatches: g('validation_mismatches', 'Rows that validation found different, per table', ['migration', 'table']),
     scrapeErrors: new Gauge({ name: 'pgdts_status_query_errors', help: 'Running migrations whose status query failed in the last scrape', registers: [registry] }),
   };
@@ -105,6 +108,11 @@ export function recordStatus(m: Gauges, id: string, s: MigrationStatus): void {
     m.changes.set({ migration: id }, s.replication.changes);
   }
   if (s.cutover?.windowMs !== undefined) m.cutoverWindow.set({ migration: id }, s.cutover.windowMs / 1000);
+  if (s.cutover?.attempts !== undefined) m.cutoverAttempts.set({ migration: id }, s.cutover.attempts);
+  if (s.wal) {
+    m.walRetained.set({ migration: id }, s.wal.retainedBytes);
+    m.walLost.set({ migration: id }, s.wal.walStatus === 'lost' ? 1 : 0);
+  }
   for (const v of s.validation ?? []) m.validationMismatches.set({ migration: id, table: v.source }, v.mismatches);
 }
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { jsonLine, logFormat } from '../../worker/logging';
-import { parseAddress } from '../../worker/metrics';
+import { Registry } from 'prom-client';
+import { gauges, parseAddress, recordStatus } from '../../worker/metrics';
+import type { MigrationStatus } from '../../workflows/contract';
 import { migrationIdFor } from '../../workflows/names';
 
 describe('jsonLine', () => {
@@ -28,5 +30,37 @@ describe('parseAddress', () => {
   it('names the variable when malformed', () => {
     expect(() => parseAddress('9464')).toThrow('PG_DTS_METRICS_ADDRESS must be host:port');
     expect(() => parseAddress('h:70000')).toThrow('PG_DTS_METRICS_ADDRESS must be host:port');
+  });
+});
+
+describe('recordStatus', () => {
+  it('turns one status answer into the migration\'s gauges', async () => {
+    const registry = new Registry();
+    const m = gauges(registry);
+    const status = {
+      migrationId: 'x', phase: 'SYNCING_WAL', paused: false, mode: 'online', notices: [],
+      tables: [
+        { source: 'public.a', target: 'public.a', state: 'syncing', rowsCopied: 10, rowsTotal: 10, bytesCopied: 100 },
+        { source: 'public.b', target: 'public.b', state: 'syncing', rowsCopied: 5, rowsTotal: 6, bytesCopied: 50 },
+      ],
+      replication: { slot: 's', confirmedLsn: '0/1', lagBytes: 4096, lagSeconds: 2, transactions: 7, changes: 70 },
+      wal: { slot: 's', retainedBytes: 123456, walStatus: 'lost', updatedAt: '' },
+      cutover: { requested: true, attempts: 2 },
+    } as unknown as MigrationStatus;
+    recordStatus(m, 'wf-1', status);
+    const page = await registry.metrics();
+    for (const line of [
+      'pgdts_migration_phase{migration="wf-1",phase="SYNCING_WAL"} 1',
+      'pgdts_migration_phase{migration="wf-1",phase="COMPLETED"} 0',
+      'pgdts_tables{migration="wf-1",state="syncing"} 2',
+      'pgdts_rows_copied{migration="wf-1"} 15',
+      'pgdts_rows_total{migration="wf-1"} 16',
+      'pgdts_bytes_copied{migration="wf-1"} 150',
+      'pgdts_apply_lag_bytes{migration="wf-1"} 4096',
+      'pgdts_apply_transactions{migration="wf-1"} 7',
+      'pgdts_wal_retained_bytes{migration="wf-1"} 123456',
+      'pgdts_wal_slot_lost{migration="wf-1"} 1',
+      'pgdts_cutover_attempts{migration="wf-1"} 2',
+    ]) expect(page).toContain(line);
   });
 });
