@@ -47,8 +47,9 @@ export async function readSlotWal(source: ConnectionSpec, slot: string): Promise
     source,
     async (c) => {
       const r = await c.query<{ retained: string | null; wal_status: string | null }>(
-        `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained, wal_status
-           FROM pg_replication_slots WHERE slot_name = $1`,
+        // wal_status exists from PostgreSQL 13: read through to_jsonb so a 12 source gives NULL.
+        `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained, to_jsonb(s) ->> 'wal_status' AS wal_status
+           FROM pg_replication_slots s WHERE slot_name = $1`,
         [slot],
       );
       const row = r.rows[0];
