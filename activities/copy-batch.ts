@@ -92,7 +92,11 @@ export interface CopyBatchResult extends CopyProgress {
 /** Copies the batch's whole tables on one pair of sessions, then its page ranges (one at a time), all inside the snapshot. */
 export async function copyBatch(
   input: CopyBatchInput,
-  hooks: CopyHooks & { unit?: (u: { table: string; ord: number; at: CopyProgress }) => void },
+  hooks: CopyHooks & {
+    unit?: (u: { table: string; ord: number; at: CopyProgress }) => void;
+    /** A whole table, or one page range of a large one, has landed (one log line each). */
+    copied?: (u: { table: string; range?: string; rows: number; bytes: number; durationMs: number }) => void;
+  },
 ): Promise<CopyBatchResult> {
   const started = Date.now();
   const units = await readBatch(input.plan, input.batch);
@@ -123,6 +127,7 @@ export async function copyBatch(
         tableDone: (i, r) => {
           const u = whole[i]!;
           note(u.ord, r, false);
+          hooks.copied?.({ table: `${u.def.source.schema}.${u.def.source.name}`, rows: r.rows, bytes: r.bytes, durationMs: r.durationMs });
           const next = whole[i + 1];
           if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, ord: next.ord, at: { rows: out.rows, bytes: out.bytes } });
         },
@@ -144,6 +149,7 @@ export async function copyBatch(
       { heartbeat: (p) => hooks.heartbeat({ rows: base.rows + p.rows, bytes: base.bytes + p.bytes }), signal: hooks.signal },
     );
     note(u.ord, r, true);
+    hooks.copied?.({ table: `${u.def.source.schema}.${u.def.source.name}`, range: u.range!.id, rows: r.rows, bytes: r.bytes, durationMs: r.durationMs });
   }
   out.durationMs = Date.now() - started;
   return out;

@@ -337,6 +337,7 @@ export function createActivities(deps: ActivityDeps = {}) {
             ctx.heartbeat(p);
             if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows - start.rows, bytes: p.bytes - start.bytes });
           },
+          copied: (c) => log.info('table copied', { table: c.table, range: c.range, batch: input.batch, rows: c.rows, ms: c.durationMs }),
           signal: ctx.cancellationSignal,
         });
         log.info('batch copied', { batch: input.batch, units: result.units, rows: result.rows, ms: result.durationMs });
