@@ -28,7 +28,7 @@ import type { ProofProgressReport } from '../workflows/contract';
 import { withClient } from './db';
 import { classify } from './errors';
 import { displayName, type ConnectionSpec } from './spec';
-import { rangesBetween, type Mismatch } from './validate-compare';
+import { formatValidationFailure, rangesBetween, type Mismatch } from './validate-compare';
 import {
   checksumKeyed,
   checksumKeyless,
@@ -71,6 +71,8 @@ export interface ProveLiveResult {
   progress: ProofProgress;
   /** Rows confirmed to differ while the source held still: the migration fails without fencing. */
   divergence?: TableValidationResult[];
+  /** The divergence as the failure names it (formatted here: workflow code imports only types from activities). */
+  divergenceText?: string;
 }
 
 export interface ProveLiveHooks extends ValidateHooks {
@@ -158,7 +160,7 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       report();
       // One more pass after the first divergence: a change made at once to several chunks is named whole.
       if (diverged.length) {
-        if (divergent) return { progress, divergence: diverged };
+        if (divergent) return { progress, divergence: diverged, divergenceText: formatValidationFailure(diverged) };
         divergent = true;
         continue;
       }

@@ -37,7 +37,6 @@ import {
 import { migrationIdFor, migrationIdOf, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
 import { applySignal, cutoverRetryDelayMs, DEFAULT_MAX_WRITE_STOP_SECONDS } from './state';
-import { formatValidationFailure } from '../activities/validate-compare';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
 
@@ -703,7 +702,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
               const ts = state.tables.find((t) => t.source === c.source);
               if (ts) ts.state = 'failed';
             }
-            proofFailure = `validation failed (found by the content proof during SYNCING_WAL, before any write stop):\n${formatValidationFailure(r.divergence)}`;
+            proofFailure = `validation failed (found by the content proof during SYNCING_WAL, before any write stop):\n${r.divergenceText ?? r.divergence.map((c) => c.source).join(', ')}`;
           }
         },
         (e) => {
