@@ -215,16 +215,22 @@ describe('online migration', () => {
     await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g`, [], db);
     const writer = startWriter(() => env.source.client(db));
     const m = await env.startMigration({ source, target, schemas: ['public', 'Sales Dept'], tableSuffix: '_r', parallelism: 1, cutover: { mode: 'manual' } });
-    for (let i = 0; i < 300; i++) {
-      const s = await m.status();
-      if (s.tables.some((t) => t.state === 'copying')) break;
-      await new Promise((r) => setTimeout(r, 50));
+    // The connection that exported the snapshot dies (a network drop, a restart of its backend) while
+    // a copy reads in its snapshot: killed as soon as a COPY runs on the source (the big table's copy
+    // lasts seconds), not at a status poll, which a fast batch of small tables could outrun.
+    let killed = 0;
+    for (const deadline = Date.now() + 60_000; killed === 0 && Date.now() < deadline; ) {
+      const [r] = await env.source.query<{ n: number }>(
+        `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+          WHERE application_name = 'pg-dts snapshot'
+            AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query ILIKE 'COPY %TO STDOUT%')`,
+        [],
+        db,
+      );
+      killed = r!.n;
+      if (!killed) await new Promise((res) => setTimeout(res, 20));
     }
-    // The connection that exported the snapshot dies (a network drop, a restart of its backend).
-    const killed = await env.source.query<{ n: number }>(
-      `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pg-dts snapshot'`,
-    );
-    expect(killed[0]!.n).toBe(1);
+    expect(killed).toBe(1);
     const syncing = await m.waitForPhase('SYNCING_WAL', 180_000);
     expect(syncing.notices.join('\n')).toMatch(/snapshot holder lost \(attempt 1\)/);
     await m.signal('cutover');

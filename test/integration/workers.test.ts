@@ -108,8 +108,15 @@ describe('two workers', () => {
       );
       if (mine.length) {
         other.kill('SIGKILL');
-        // Its batches in flight (both runners may have been on it).
-        inFlight.push(...mine.map((p) => p.activityId ?? ''));
+        // Its batches in flight (both runners may have been on it). Read again once it is dead: a batch
+        // it took between the look above and the kill is in flight too (the server keeps the dead
+        // worker as the pending activity's last worker until its heartbeat times out).
+        await new Promise((r) => setTimeout(r, 500));
+        const after = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
+        const lost = (after.raw.pendingActivities ?? []).filter(
+          (p) => p.activityType?.name === 'copyTableBatch' && (p.lastWorkerIdentity ?? '').startsWith(identity) && Number(p.state) === 2,
+        );
+        inFlight.push(...new Set([...mine, ...lost].map((p) => p.activityId ?? '')));
         killedActivity = inFlight[0];
       } else await new Promise((r) => setTimeout(r, 100));
     }
