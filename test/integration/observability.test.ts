@@ -4,7 +4,6 @@
  * (our gauges for that migration, the SDK's runtime metrics beside them) and its log lines are parsed
  * (every line JSON; phase changes and copied tables named, with the migration id).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +11,7 @@ import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../..
 import { fingerprint } from '../harness/compare';
 import { freePort, startCluster, type PgCluster } from '../harness/pg-cluster';
 import { startTemporal } from '../harness/temporal';
-import { runCommand } from '../harness/process';
+import { runCommand, startWorkerProcess, type WorkerProcess } from '../harness/process';
 
 const root = resolve(__dirname, '..', '..');
 
@@ -31,8 +30,7 @@ describe('worker metrics and JSON logs', () => {
   let temporal: TestWorkflowEnvironment;
   let source: PgCluster;
   let target: PgCluster;
-  let worker: ChildProcess | undefined;
-  let stdout = '';
+  let worker: WorkerProcess | undefined;
   let metricsUrl: string;
   const taskQueue = `obs-${Date.now()}`;
 
@@ -50,19 +48,14 @@ describe('worker metrics and JSON logs', () => {
     );
     const port = await freePort();
     metricsUrl = `http://127.0.0.1:${port}/metrics`;
-    worker = spawn(process.execPath, ['--require', 'tsx/cjs', 'worker/main.ts'], {
+    worker = await startWorkerProcess(process.execPath, ['--require', 'tsx/cjs', 'worker/main.ts'], {
       cwd: root,
       env: { ...process.env, TEMPORAL_ADDRESS: temporal.address, TEMPORAL_TASK_QUEUE: taskQueue, PG_DTS_METRICS_ADDRESS: `127.0.0.1:${port}`, PG_DTS_LOG_FORMAT: 'json', PG_DTS_CODEC_KEY: '' },
-      stdio: ['ignore', 'pipe', 'inherit'],
     });
-    worker.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    const deadline = Date.now() + 150_000;
-    while (!stdout.includes('pg-dts worker polling') && Date.now() < deadline && worker.exitCode === null) await new Promise((r) => setTimeout(r, 200));
-    expect(stdout).toContain('pg-dts worker polling');
   }, 240_000);
 
   afterAll(async () => {
-    worker?.kill('SIGKILL');
+    worker?.child.kill('SIGKILL');
     await Promise.allSettled([source?.destroy(), target?.destroy(), temporal?.teardown()]);
   });
 
@@ -126,7 +119,7 @@ describe('worker metrics and JSON logs', () => {
     expect(sample(await (await fetch(metricsUrl)).text(), 'pgdts_migration_phase', { migration: id, phase: 'SYNCING_WAL' })).toBeUndefined();
 
     await new Promise((r) => setTimeout(r, 500));
-    const lines = stdout.trim().split('\n');
+    const lines = worker!.stdout().trim().split('\n');
     const entries = lines.map((l) => JSON.parse(l) as { time: string; level: string; message: string; migrationId?: string; table?: string });
     for (const e of entries) {
       expect(e.time).toMatch(/^\d{4}-\d\d-\d\dT/);

@@ -4,7 +4,6 @@
  * @temporalio/testing (dev-only), and its `dts worker` — from that folder, not this checkout — runs an
  * online migration to COMPLETED with both sides equal. Output piped to another process arrives whole.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -13,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WORKFLOW_TYPE, type MigrationReport } from '../../workflows/contract';
 import { fingerprint } from '../harness/compare';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
-import { runCommand } from '../harness/process';
+import { runCommand, startWorkerProcess, type WorkerProcess } from '../harness/process';
 import { startTemporal } from '../harness/temporal';
 
 const root = resolve(__dirname, '..', '..');
@@ -74,7 +73,7 @@ describe('npm pack, installed in an empty folder', () => {
     let temporal: TestWorkflowEnvironment;
     let source: PgCluster;
     let target: PgCluster;
-    let worker: ChildProcess | undefined;
+    let worker: WorkerProcess | undefined;
 
     beforeAll(async () => {
       [temporal, source, target] = await Promise.all([startTemporal(), startCluster({ name: 'pack-src' }), startCluster({ name: 'pack-tgt' })]);
@@ -89,20 +88,15 @@ describe('npm pack, installed in an empty folder', () => {
     }, 180_000);
 
     afterAll(async () => {
-      worker?.kill('SIGKILL');
+      worker?.child.kill('SIGKILL');
       await Promise.allSettled([source?.destroy(), target?.destroy(), temporal?.teardown()]);
     });
 
     it('runs an online migration to COMPLETED, both sides equal; list --json is JSON only', async () => {
       const taskQueue = `pack-${Date.now()}`;
       const env = { ...process.env, TEMPORAL_ADDRESS: temporal.address, TEMPORAL_TASK_QUEUE: taskQueue, PG_DTS_CODEC_KEY: '' };
-      worker = spawn(bin('dts'), ['worker'], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let log = '';
-      worker.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-      worker.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-      const deadline = Date.now() + 120_000;
-      while (!log.includes('pg-dts worker polling') && Date.now() < deadline && worker.exitCode === null) await new Promise((r) => setTimeout(r, 200));
-      expect(log).toContain(`pg-dts worker polling task queue ${taskQueue}`);
+      worker = await startWorkerProcess(bin('dts'), ['worker'], { cwd: app, env, timeoutMs: 120_000 });
+      expect(worker.output()).toContain(`pg-dts worker polling task queue ${taskQueue}`);
 
       const handle = await temporal.client.workflow.start(WORKFLOW_TYPE, {
         taskQueue,
@@ -111,7 +105,7 @@ describe('npm pack, installed in an empty folder', () => {
       });
       await source.query(`UPDATE items SET price = price + 1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 11 = 0`, [], 'shop');
       const report = (await handle.result()) as MigrationReport;
-      expect(report.phase, log.slice(-2000)).toBe('COMPLETED');
+      expect(report.phase, worker.output().slice(-2000)).toBe('COMPLETED');
       const [a, b] = await Promise.all([fingerprint(source, 'shop', 'public', 'items'), fingerprint(target, 'shop', 'public', 'items_migrated')]);
       expect(b).toEqual(a);
       expect(a.rows).toBeGreaterThan(4000);
