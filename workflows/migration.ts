@@ -295,6 +295,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let liveScope: wf.CancellationScope | undefined;
   /** The content proof during SYNCING_WAL: its scope, whether it ended, a divergence it confirmed. */
   let proofScope: wf.CancellationScope | undefined;
+  /** Settles once the proof activity has really stopped (WAIT_CANCELLATION_COMPLETED); cleanup waits for it. */
+  let proofStopped: Promise<void> | undefined;
   let proofEnded = false;
   let proofUsed = false;
   let proofFailure: string | undefined;
@@ -678,9 +680,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     proofStartedAt = Date.now();
     // Carried over from a paused or continued sync: the passes done so far still count.
     state.proof = { pass: 0, passesComplete: 0, tables: tableCount(), chunks: 0, chunksVerified: 0, rowsCovered: 0, ...state.proof, state: (state.proof?.passesComplete ?? 0) > 0 ? 'ready' : 'running' };
-    void scope
+    // Cleanup waits for a cancelled proof to have stopped: one still writing its chunks would keep
+    // pgdts.proof_chunks on the target after a cancel. Runs recorded before keep TRY_CANCEL.
+    const waitCancel = wf.patched('proof-wait-cancel');
+    const run = scope
       .run(() =>
-        proof.proveLive.executeWithOptions({ ...proofOpts, summary: 'content proof: chunk checksums while the source is writing' }, [
+        proof.proveLive.executeWithOptions({ ...proofOpts, ...(waitCancel ? { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : {}), summary: 'content proof: chunk checksums while the source is writing' }, [
           {
             source: p.spec.source,
             target: p.spec.target,
@@ -716,6 +721,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         if (proofScope === scope) proofScope = undefined;
         proofLiveMs += Date.now() - proofStartedAt!;
       });
+    if (waitCancel) proofStopped = run;
   }
 
   function stopProof(): void {
@@ -1321,6 +1327,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     stopProof();
     walScope?.cancel();
     await attempt('stop the apply', stopApply);
+    // Settles with the activity's end (its cancel reaches it at its next heartbeat, within seconds).
+    if (proofStopped) await attempt('stop the content proof', () => proofStopped!);
     await attempt('stop the snapshot holder', stopHolder);
     if (fenceSet && !(cutOver && p.spec.afterCutover === 'keep-source-read-only')) {
       await attempt('release source writes', async () => {

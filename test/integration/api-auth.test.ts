@@ -93,11 +93,13 @@ describe('bearer token', () => {
       ['POST', '/codec/decode', { payloads: [] }],
       ['POST', '/codec/encode', { payloads: [] }],
     ];
+    // Differs from TOKEN in its last character, whatever that is.
+    const wrongToken = `${TOKEN.slice(0, -1)}${TOKEN.endsWith('0') ? '1' : '0'}`;
     for (const [method, path, json] of routes) {
       const none = await http(securedBase, method, path, { json });
       expect(none.status, `${method} ${path}`).toBe(401);
       expect(none.body.error).toMatch(/authentication required/);
-      const wrong = await http(securedBase, method, path, { json, token: `${TOKEN.slice(0, -1)}0` });
+      const wrong = await http(securedBase, method, path, { json, token: wrongToken });
       expect(wrong.status, `${method} ${path}`).toBe(401);
       expect(wrong.body.error).toBe('invalid API token');
     }
