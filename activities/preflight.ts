@@ -31,12 +31,18 @@ export interface MigrationPlan {
 }
 
 /**
- * SQLSTATEs whose server message a DBA needs and that say nothing about the network: authentication
- * and authorization (28), a missing database (3D). Anything else (refused, timed out, not PostgreSQL,
- * TLS) is only "cannot connect", or the spec's author could map ports and services through the
- * message (the worker's log has the detail).
+ * What a caller learns about a connection that failed: "cannot connect to host:port", and for the
+ * SQLSTATEs a DBA must act on — authentication and authorization (28), a missing database (3D) — a
+ * fixed word on which, never the server's own text (a caller of the API could otherwise read
+ * whatever a server at that address answers). Anything else (refused, timed out, not PostgreSQL,
+ * TLS) is only "cannot connect". The worker's log has the detail.
  */
-const SHOWN_CONNECT_ERRORS = /^(28|3D)/;
+function connectReason(code: string): string | undefined {
+  if (code === '28P01') return 'authentication failed (wrong password, or no password where one is needed)';
+  if (code.startsWith('28')) return 'not authorized (pg_hba.conf refused this role, database or address, or the role may not log in)';
+  if (code.startsWith('3D')) return 'the database does not exist';
+  return undefined;
+}
 
 /** The activity's logger (the worker's log), or stderr outside an activity (dts assess). */
 function workerLog(message: string): void {
@@ -54,8 +60,9 @@ async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): 
     const e = err as { code?: string; message?: string };
     const where = `cannot connect to the ${side} (${describeConnection(spec)})`;
     if (err instanceof ConnectionRefusedError) throw preconditionFailed(`${where}: ${e.message}`);
-    if (typeof e.code === 'string' && SHOWN_CONNECT_ERRORS.test(e.code)) throw preconditionFailed(`${where}: ${scrub(e.message ?? '')} [${e.code}]`);
     workerLog(`preflight: ${where}: ${scrub(e.message ?? String(err))}${e.code ? ` [${e.code}]` : ''}`);
+    const reason = typeof e.code === 'string' ? connectReason(e.code) : undefined;
+    if (reason) throw preconditionFailed(`${where}: ${reason} [${e.code}]`);
     throw preconditionFailed(where);
   }
 }

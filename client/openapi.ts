@@ -35,7 +35,7 @@ export const OPENAPI_INFO = {
     '`host:port`, IP addresses or CIDRs such as `10.0.0.0/8`, and unix-socket directories) limits the servers a',
     'migration may name; unset, any TCP host but link-local addresses (169.254.0.0/16, fe80::/10). Unix',
     'sockets and link-local addresses are refused unless listed. A server that asks for a clear-text',
-    'password without TLS gets none. A connection that fails is reported as "cannot connect to host:port".',
+    'password without TLS gets none. A connection that fails is reported as "cannot connect to host:port", with a fixed reason for a failed authentication or a missing database, never the server\'s own text.',
   ].join('\n'),
 };
 

@@ -168,4 +168,36 @@ describe(ALLOWED_HOSTS_ENV, () => {
       await new Promise((r) => fake.close(r));
     }
   });
+
+  it('an authentication or missing-database failure gets a fixed reason, never the server\'s own text', { timeout: 60_000 }, async () => {
+    // A server that answers every startup with a FATAL 28P01 carrying text of its own choosing.
+    const planted = 'contents of /etc/passwd: root:x:0:0';
+    const field = (t: string, v: string) => Buffer.concat([Buffer.from(t), Buffer.from(v), Buffer.from([0])]);
+    const body = Buffer.concat([field('S', 'FATAL'), field('C', '28P01'), field('M', planted), Buffer.from([0])]);
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(body.length + 4);
+    const errorResponse = Buffer.concat([Buffer.from('E'), len, body]);
+    const fake = net.createServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', (d) => {
+        // An SSLRequest (8 bytes, code 80877103) gets "no TLS" first.
+        if (d.length === 8 && d.readInt32BE(4) === 80877103) {
+          s.write('N');
+          s.once('data', () => s.end(errorResponse));
+        } else s.end(errorResponse);
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    const port = (fake.address() as net.AddressInfo).port;
+    try {
+      const fail = async (source: string) => (await preflight({ target: cluster.uri('postgres'), tables: ['t'], source }).then(() => undefined, (e: Error) => e))?.message;
+      const auth = await fail(`postgres://u@127.0.0.1:${port}/d?sslmode=disable`);
+      expect(auth).toBe(`cannot connect to the source (127.0.0.1:${port}/d): authentication failed (wrong password, or no password where one is needed) [28P01]`);
+      expect(auth).not.toContain(planted);
+      const missing = await fail(cluster.uri('no_such_db'));
+      expect(missing).toMatch(/^cannot connect to the source \(.*\/no_such_db\): the database does not exist \[3D000\]$/);
+    } finally {
+      await new Promise((r) => fake.close(r));
+    }
+  });
 });
