@@ -196,28 +196,34 @@ export function buildProgram(io: CliIo = processIo): Command {
     .addOption(new Option('--interval <seconds>', 'seconds between refreshes with --watch').default(2).argParser(positiveInt('--interval', 3600)))
     .addOption(new Option('--offset <n>', 'first table of the page of tables shown').argParser(positiveInt('--offset', 1_000_000)))
     .addOption(new Option('--limit <n>', 'tables shown (the workflow follows at most 200 one by one)').argParser(positiveInt('--limit', 1_000)))
-    .action(async (workflowId: string, opts: { json?: boolean; watch?: boolean; interval: number; offset?: number; limit?: number }) => {
+    .option('--summary', 'tables counted per state, and only those in flight shown (the default with --watch on a terminal past 20 tables)')
+    .action(async (workflowId: string, opts: { json?: boolean; watch?: boolean; interval: number; offset?: number; limit?: number; summary?: boolean }) => {
       await withTemporal(async (ctx) => {
         const handle = ctx.client.workflow.getHandle(workflowId);
         const page = opts.offset !== undefined || opts.limit !== undefined ? { offset: opts.offset, limit: opts.limit } : undefined;
         if (!opts.watch) {
           const s = await status(ctx, handle, page);
-          io.out(opts.json ? JSON.stringify(s, null, 2) : formatStatus(s));
+          io.out(opts.json ? JSON.stringify(s, null, 2) : formatStatus(s, { summary: opts.summary }));
           return;
         }
-        const bars = !opts.json && io.tty ? new StatusBars(io.tty) : undefined;
+        const bars = !opts.json && io.tty ? new StatusBars(io.tty, opts.summary ? { summaryOver: 0 } : {}) : undefined;
         let last = '';
         try {
           for (;;) {
             const s = await status(ctx, handle, page);
             if (bars) bars.update(s);
             else {
-              const text = opts.json ? JSON.stringify(s) : formatStatus(s);
+              const text = opts.json ? JSON.stringify(s) : formatStatus(s, { summary: opts.summary });
               if (text !== last) io.out(opts.json ? text : `${new Date().toISOString()}\n${text}\n`);
               last = text;
             }
             if (TERMINAL_PHASES.includes(s.phase)) {
               bars?.stop();
+              // The end of a watch is the report, as `dts report` prints it.
+              if (!opts.json) {
+                const report = await resultOf(ctx, handle).catch(() => undefined);
+                if (report) io.out(`\n${formatReport(report)}`);
+              }
               if (s.phase !== 'COMPLETED') throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${s.phase}${s.error ? `: ${s.error}` : ''}`);
               return;
             }

@@ -47,6 +47,33 @@ export function headerLine(s: MigrationStatus): string {
   return `migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}  tables ${copied}/${total} copied${p ? `  ${p.rowsCopied} rows, ${humanBytes(p.bytesCopied)}` : ''}${rate}${eta}`;
 }
 
+/**
+ * The whole copy on one line: bytes of the measured total, percentage, rate and time left, copy
+ * units; undefined before the sizes are known.
+ */
+export function overallLine(s: MigrationStatus, width = 24): string | undefined {
+  const p = s.progress;
+  if (!p?.bytesTotal) return undefined;
+  // Sizes are measured on disk before the copy; COPY text can run past them.
+  const copyDone = !['INIT', 'CREATING_TABLES', 'MIGRATING_DATA'].includes(s.phase);
+  const done = copyDone ? p.bytesTotal : Math.min(p.bytesCopied, p.bytesTotal);
+  const pct = Math.floor((done / p.bytesTotal) * 100);
+  const rate = !copyDone && p.bytesPerSecond !== undefined ? `, ${humanBytes(p.bytesPerSecond)}/s` : '';
+  const eta = !copyDone && p.etaSeconds !== undefined ? `, eta ${humanDuration(p.etaSeconds)}` : '';
+  const units = p.batchesTotal !== undefined ? `, units ${p.batchesDone ?? 0}/${p.batchesTotal}` : '';
+  return `overall ${bar(done, p.bytesTotal, width)} ${String(pct).padStart(3)}%  ${humanBytes(done)} of ${humanBytes(p.bytesTotal)}${rate}${eta}${units}`;
+}
+
+/** Tables per state, in the order a table moves through them: "12 copied, 3 copying, 985 pending". */
+export function stateCounts(s: MigrationStatus): string {
+  const order = ['failed', 'copying', 'indexing', 'pending', 'copied', 'syncing', 'validated'];
+  const n = new Map<string, number>();
+  for (const t of s.tables) n.set(t.state, (n.get(t.state) ?? 0) + 1);
+  const shown = order.filter((k) => n.has(k)).map((k) => `${n.get(k)} ${k}`);
+  const of = s.tablesTotal !== undefined && s.tablesTotal > s.tables.length ? ` (of the first ${s.tables.length} of ${s.tablesTotal} tables)` : '';
+  return `tables: ${shown.join(', ') || 'none'}${of}`;
+}
+
 /** The replication line: applied and source positions, lag in bytes (and seconds when reported). */
 export function lagLine(s: MigrationStatus): string | undefined {
   const r = s.replication;
@@ -89,13 +116,18 @@ export function footerLines(s: MigrationStatus): string[] {
   return lines;
 }
 
-export function formatStatus(s: MigrationStatus): string {
+/** `summary`: the tables per state and only those in flight, instead of a line per table. */
+export function formatStatus(s: MigrationStatus, opts: { summary?: boolean } = {}): string {
   const lines = [headerLine(s)];
-  const w = Math.max(8, ...s.tables.map((t) => t.source.length));
-  for (const t of s.tables) {
+  const overall = overallLine(s);
+  if (overall) lines.push(`  ${overall}`);
+  if (opts.summary) lines.push(`  ${stateCounts(s)}`);
+  const shown = opts.summary ? s.tables.filter((t) => t.state === 'copying' || t.state === 'indexing') : s.tables;
+  const w = Math.max(8, ...shown.map((t) => t.source.length));
+  for (const t of shown) {
     lines.push(`  ${t.source.padEnd(w)}  ${bar(t.rowsCopied, tableTotal(t))}  ${String(t.rowsCopied).padStart(10)} rows  ${t.state}  -> ${t.target}`);
   }
-  if (s.tablesTotal !== undefined && s.tablesTotal > s.tables.length) lines.push(`  (${s.tables.length} of ${s.tablesTotal} tables shown)`);
+  if (!opts.summary && s.tablesTotal !== undefined && s.tablesTotal > s.tables.length) lines.push(`  (${s.tables.length} of ${s.tablesTotal} tables shown)`);
   const lag = lagLine(s);
   if (lag) lines.push(`  ${lag}`);
   for (const l of footerLines(s)) lines.push(`  ${l}`);
@@ -152,6 +184,9 @@ export function tableBars(s: MigrationStatus, previous?: { at: number; rows: Map
   });
 }
 
+/** Bars a summary (many tables) shows at most: the tables in flight. */
+const SUMMARY_BARS = 10;
+
 /**
  * Live status for `dts status --watch` on a terminal: a header line, one progress bar per table, the
  * replication lag line and the last control/notice/error lines, redrawn in place (cli-progress).
@@ -161,9 +196,23 @@ export class StatusBars {
   private header?: SingleBar;
   private readonly bars = new Map<string, SingleBar>();
   private readonly lines: SingleBar[] = [];
+  /** Under the header: the overall copy line and, in summary mode, the tables per state. */
+  private readonly topLines: SingleBar[] = [];
   private previous?: { at: number; rows: Map<string, number> };
+  private readonly summaryOver: number;
 
-  constructor(stream: NodeJS.WriteStream = process.stdout) {
+  /**
+   * `summaryOver`: with more tables than this, a bar only for the tables in flight (at most
+   * SUMMARY_BARS) and one line counting the tables per state, so 1,500 tables do not give 1,500 bars.
+   */
+  constructor(stream: NodeJS.WriteStream = process.stdout, opts: { summaryOver?: number } = {}) {
+    // A terminal left with its cursor hidden is the user's problem after a Ctrl-C: put it back.
+    this.onInterrupt = () => {
+      this.stop();
+      process.exit(130);
+    };
+    process.once('SIGINT', this.onInterrupt);
+    this.summaryOver = opts.summaryOver ?? 20;
     this.multi = new MultiBar(
       {
         stream,
@@ -186,16 +235,29 @@ export class StatusBars {
     const text = (line: string) => ({ line });
     this.header ??= this.multi.create(1, 0, text(''), { format: '{line}' });
     this.header.update(0, text(headerLine(s)));
-    for (const m of tableBars(s, this.previous, now)) {
-      const payload = { name: m.name, state: m.state, rate: m.rate, remaining: m.eta };
-      const key = m.name.trim();
-      let b = this.bars.get(key);
-      if (!b) {
-        b = this.multi.create(m.total, m.value, payload);
-        this.bars.set(key, b);
+    const summary = Math.max(s.tables.length, s.tablesTotal ?? 0) > this.summaryOver;
+    // Created together on the first update, so that lines keep their places as values come and go.
+    if (!this.topLines.length) for (let i = 0; i < (summary ? 2 + SUMMARY_BARS : 1); i++) this.topLines.push(this.multi.create(1, 0, text(''), { format: ' {line}' }));
+    const models = tableBars(s, this.previous, now);
+    if (summary) {
+      // The tables in flight as text bars in fixed slots; the rest counted per state.
+      const inFlight = models.filter((m) => m.state.trim() === 'copying' || m.state.trim() === 'indexing').slice(0, SUMMARY_BARS);
+      const rows = inFlight.map((m) => `${m.name} ${bar(m.value, m.total)} ${String(Math.floor((m.value / m.total) * 100)).padStart(3)}% ${m.value.toLocaleString('en-US')}/${m.total.toLocaleString('en-US')} rows  ${m.state} ${m.rate} ${m.eta}`.trimEnd());
+      const top = [overallLine(s) ?? '', stateCounts(s), ...rows];
+      this.topLines.forEach((b, i) => b.update(0, text(top[i] ?? '')));
+    } else {
+      this.topLines[0]!.update(0, text(overallLine(s) ?? ''));
+      for (const m of models) {
+        const payload = { name: m.name, state: m.state, rate: m.rate, remaining: m.eta };
+        const key = m.name.trim();
+        let b = this.bars.get(key);
+        if (!b) {
+          b = this.multi.create(m.total, m.value, payload);
+          this.bars.set(key, b);
+        }
+        b.setTotal(m.total);
+        b.update(m.value, payload);
       }
-      b.setTotal(m.total);
-      b.update(m.value, payload);
     }
     this.previous = { at: now, rows: new Map(s.tables.map((t) => [t.source, t.rowsCopied])) };
     const extra = [lagLine(s) ?? '', ...footerLines(s)];
@@ -203,7 +265,10 @@ export class StatusBars {
     this.lines.forEach((b, i) => b.update(0, text(extra[i] ?? '')));
   }
 
+  private readonly onInterrupt: () => void;
+
   stop(): void {
+    process.removeListener('SIGINT', this.onInterrupt);
     this.multi.stop();
   }
 }

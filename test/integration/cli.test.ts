@@ -162,6 +162,9 @@ describe('dts', () => {
     expect(drawn).toMatch(/phase (SYNCING_WAL|STOPPING_WRITES|VALIDATING|FINALIZING|COMPLETED)/);
     expect(drawn).toMatch(/public\.orders +█+░* 100% [\d,]+\/[\d,]+ rows/);
     expect(drawn).toMatch(/replication: lag [\d.]+ (B|KiB|MiB)/);
+    // The watch ends with the report, as `dts report` prints it.
+    expect(watched.out).toMatch(/COMPLETED: migration \S+ \(online\) in [\d.]+ s/);
+    expect(watched.out).toMatch(/public\.orders +\d+ +\d+ +yes/);
     await expectIdentical(db, tables, '_cli');
     expect(await sourceLeftovers(db)).toEqual({ slots: 0, pubs: 0, fences: 0 });
 

@@ -5,10 +5,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dts } from '../harness/dts';
-import { formatStatus, humanBytes, humanDuration, lagLine, tableBars } from '../../client/format';
+import { formatStatus, humanBytes, humanDuration, lagLine, overallLine, StatusBars, tableBars } from '../../client/format';
 import type { MigrationStatus } from '../../workflows/contract';
 
 const dir = mkdtempSync(join(tmpdir(), 'dts-cli-'));
@@ -139,5 +140,46 @@ describe('status rendering', () => {
     const text = formatStatus(many);
     expect(text).toMatch(/^migration m1 {2}phase MIGRATING_DATA {2}mode online {2}tables 850\/2000 copied {2}17000 rows, 3\.0 MiB {2}1\.0 MiB\/s {2}about 4 s left/);
     expect(text).toMatch(/\(3 of 2000 tables shown\)/);
+  });
+
+  it('the overall line: bytes of the total, percentage, rate, time left and units; 100% once the copy is over', () => {
+    const copying: MigrationStatus = {
+      ...status,
+      progress: { tablesTotal: 3, tablesCopied: 1, rowsCopied: 1700, bytesCopied: 256 * 1024 * 1024, bytesTotal: 1024 * 1024 * 1024, bytesPerSecond: 8 * 1024 * 1024, etaSeconds: 96, batchesDone: 2, batchesTotal: 7 },
+    };
+    expect(overallLine(copying)).toBe(`overall ${'█'.repeat(6)}${'░'.repeat(18)}  25%  256.0 MiB of 1.0 GiB, 8.0 MiB/s, eta 1m36s, units 2/7`);
+    expect(formatStatus(copying)).toContain('\n  overall ');
+    // COPY text can run past the on-disk sizes; the line never says more than 100%.
+    expect(overallLine({ ...copying, progress: { ...copying.progress!, bytesCopied: 2 * 1024 * 1024 * 1024 } })).toMatch(/ 100% {2}1\.0 GiB of 1\.0 GiB/);
+    expect(overallLine({ ...copying, phase: 'SYNCING_WAL' })).toBe(`overall ${'█'.repeat(24)} 100%  1.0 GiB of 1.0 GiB, units 2/7`);
+    expect(overallLine(status)).toBeUndefined();
+  });
+
+  it('summary mode counts the tables per state and shows only those in flight', () => {
+    const text = formatStatus(status, { summary: true });
+    expect(text).toContain('tables: 1 copying, 1 pending, 1 copied');
+    expect(text).toMatch(/public\.orders .* copying/);
+    expect(text).not.toContain('public.users');
+    expect(text).not.toContain('public.empty');
+  });
+
+  it('live bars past 20 tables: one line per table in flight (at most 10), the rest counted, and SIGINT released on stop', () => {
+    const tables = Array.from({ length: 1500 }, (_, i) => ({ source: `t.t${i}`, target: `t.t${i}`, state: i < 12 ? ('copying' as const) : ('pending' as const), rowsCopied: i < 12 ? 50 : 0, rowsTotal: 100 }));
+    const screen = new PassThrough() as PassThrough & NodeJS.WriteStream;
+    Object.assign(screen, { isTTY: true, columns: 200, rows: 60, cursorTo: () => true, moveCursor: () => true, clearLine: () => true, clearScreenDown: () => true });
+    let drawn = '';
+    screen.on('data', (b: Buffer) => (drawn += b.toString()));
+    const before = process.listenerCount('SIGINT');
+    const bars = new StatusBars(screen);
+    expect(process.listenerCount('SIGINT')).toBe(before + 1);
+    bars.update({ ...status, tables, tablesTotal: 1500 });
+    bars.stop();
+    expect(process.listenerCount('SIGINT')).toBe(before);
+    expect(drawn).toContain('tables: 12 copying, 1488 pending');
+    const shownTables = new Set(drawn.match(/t\.t\d+ /g));
+    expect(shownTables.size).toBe(10);
+    expect(drawn).not.toContain('t.t12 ');
+    // The cursor is shown again (cli-progress hid it while drawing).
+    expect(drawn).toContain('\u001b[?25h');
   });
 });
