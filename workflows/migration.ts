@@ -188,7 +188,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   wf.setHandler(statusQuery, (page) =>
     page && (page.offset !== undefined || page.limit !== undefined)
       ? { ...state, tables: state.tables.slice(page.offset ?? 0, (page.offset ?? 0) + (page.limit ?? TABLES_PAGE)) }
-      : state,
+      : state, { description: 'phase, per-table progress (a page: { offset, limit }), lag, cutover, proof, WAL, notices' }
   );
   wf.setHandler(pauseSignal, () => {
     Object.assign(state, applySignal(state, 'pause'));
@@ -199,21 +199,21 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         scope.cancel();
       }
     }
-  });
-  wf.setHandler(resumeSignal, () => void Object.assign(state, applySignal(state, 'resume')));
+  }, { description: 'user: pause (in-flight copies stop and are redone on resume; the apply stops, the slot keeps the WAL); refused during the cutover' });
+  wf.setHandler(resumeSignal, () => void Object.assign(state, applySignal(state, 'resume')), { description: 'user: resume a paused migration (or start one created paused)' });
   wf.setHandler(cutoverSignal, () => {
     cutoverRequested = true;
     state.cutover = { ...state.cutover, requested: true };
-  });
+  }, { description: 'user: cut over now (cutover mode manual, or sooner in auto)' });
   wf.setHandler(cancelSignal, () => {
     cancelRequested = true;
     main.cancel();
-  });
-  wf.setHandler(snapshotReadySignal, (s) => void snapshots.set(s.attempt, s));
+  }, { description: 'user: cancel; lift any fence, drop the slot and publication, drop the target tables it created' });
+  wf.setHandler(snapshotReadySignal, (s) => void snapshots.set(s.attempt, s), { description: 'internal (the snapshot holder): the exported snapshot is ready for the copy' });
   wf.setHandler(proofProgressSignal, (p) => {
     if (state.proof?.state !== 'running' && state.proof?.state !== 'ready') return;
     state.proof = { ...p, state: p.passesComplete > 0 ? 'ready' : 'running' };
-  });
+  }, { description: 'internal (the content proof): chunks verified so far, when they change' });
   wf.setHandler(applyProgressSignal, (p) => {
     state.replication = {
       slot,
@@ -227,7 +227,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     };
     if (p.fenceToken) fenceToken = p.fenceToken;
     if (state.phase === 'SYNCING_WAL') wf.setCurrentDetails(`**SYNCING_WAL**\n\napplied ${p.appliedLsn}, lag ${p.lagBytes} bytes, ${p.transactions} transactions`);
-  });
+  }, { description: 'internal (the apply): applied position and lag, every 2 s at first, every 15 s once caught up' });
 
   /** The WAL watcher's final verdict (budget exceeded, slot invalidated): the migration fails with it. */
   let walError: unknown;
@@ -239,7 +239,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       state.notices.push(`replication slot ${slot} retains ${r.retainedBytes} bytes of WAL, over wal.warnRetainedBytes (${budget.warnRetainedBytes}): the source keeps that WAL until the apply has streamed it`);
     }
     state.wal = { slot, retainedBytes: r.retainedBytes, walStatus: r.walStatus, ...budget, warned, updatedAt: new Date().toISOString() };
-  });
+  }, { description: 'internal (the WAL watcher): WAL retained by the slot, on a change of verdict' });
 
   const setPhase = (phase: Phase, details?: string) => {
     state.phase = phase;
@@ -368,7 +368,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       if (!ts.ranges) Object.assign(ts, { rowsCopied: u.rows, bytesCopied: u.bytes });
     }
     if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(planRef ? batchDetails() : copyDetails());
-  });
+  }, { description: 'internal (copy units): rows and bytes copied while they move, backing off to every 30 s' });
   /** By reference: the numbers, and each batch in flight with the table it is on. */
   const batchDetails = () => {
     const lines = [...round.live.entries()].map(([unit, l]) => `- ${l.table}: ${l.rows} rows (${unit})`);

@@ -97,8 +97,14 @@ describe('pause and resume', () => {
     expect(live?.rowsCopied).toBeGreaterThan(0);
     expect(live!.rowsCopied).toBeLessThan(1_500_000);
     // The Temporal UI's current details show the copy in flight.
-    const meta = await env.temporal.client.workflow.getHandle(m.workflowId).query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    const meta = await env.temporal.client.workflow
+      .getHandle(m.workflowId)
+      .query<{ currentDetails?: string; definition?: { signalDefinitions?: Array<{ name: string; description?: string }> } }>('__temporal_workflow_metadata');
     expect(meta.currentDetails).toMatch(/MIGRATING_DATA[\s\S]*- public\.big: \d+(\/\d+)? rows/);
+    // The UI's signal list says which signals are the user's and which are the worker's own reports.
+    const signals = new Map((meta.definition?.signalDefinitions ?? []).map((d) => [d.name, d.description ?? '']));
+    for (const name of ['pause', 'resume', 'cutover', 'cancel']) expect(signals.get(name)).toMatch(/^user: /);
+    expect(signals.get('copyProgress')).toMatch(/^internal \(copy units\)/);
     await m.signal('pause');
     await sleep(1500);
     const held = await m.status();
