@@ -369,8 +369,9 @@ export class WorkerProcess {
         out += d.toString();
         if (out.includes('pg-dts worker polling')) resolve();
       };
+      // The worker's log goes to stderr (stdout is kept for command output): either may say it.
       child.stdout!.on('data', onData);
-      child.stderr!.on('data', (d: Buffer) => log.write(d));
+      child.stderr!.on('data', onData);
       child.on('exit', (code) => reject(new Error(`worker exited with ${code} before polling; see ${logFile}`)));
       setTimeout(() => reject(new Error(`worker did not start within 120 s; see ${logFile}`)), 120_000).unref();
     });

@@ -3,6 +3,7 @@
  * ended, and its input. For tests that check what ran at the same time.
  */
 import { defaultPayloadConverter } from '@temporalio/common';
+import { temporal as proto } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
 export interface ActivitySpan {
@@ -92,7 +93,6 @@ export interface RunHistoryLimits {
  * measured from their histories as the server returns them (fetchHistory).
  */
 export async function historyLimits(temporal: TestWorkflowEnvironment, workflowId: string): Promise<RunHistoryLimits[]> {
-  const { temporal: proto } = await import('@temporalio/proto');
   const out: RunHistoryLimits[] = [];
   const seen = new Set<string>();
   const visit = async (id: string, runId?: string): Promise<void> => {
