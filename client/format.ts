@@ -74,6 +74,20 @@ export function stateCounts(s: MigrationStatus): string {
   return `tables: ${shown.join(', ') || 'none'}${of}`;
 }
 
+/**
+ * The copy units in flight as the status reports them (`copying`, any table of the migration): one
+ * line each; undefined when the status has none (then the page's tables in state copying stand in).
+ */
+export function copyingLines(s: MigrationStatus): string[] | undefined {
+  if (!s.copying?.length) return undefined;
+  const w = Math.max(8, ...s.copying.map((c) => c.table.length));
+  return s.copying.map((c) => {
+    const t = s.tables.find((x) => x.source === c.table);
+    const total = t?.rowsTotal && !t.ranges ? ` of ${t.rowsTotal.toLocaleString('en-US')}` : '';
+    return `${c.table.padEnd(w)}  ${c.rows.toLocaleString('en-US')}${total} rows, ${humanBytes(c.bytes)}  (${c.unit})`;
+  });
+}
+
 /** The replication line: applied and source positions, lag in bytes (and seconds when reported). */
 export function lagLine(s: MigrationStatus): string | undefined {
   const r = s.replication;
@@ -122,7 +136,9 @@ export function formatStatus(s: MigrationStatus, opts: { summary?: boolean } = {
   const overall = overallLine(s);
   if (overall) lines.push(`  ${overall}`);
   if (opts.summary) lines.push(`  ${stateCounts(s)}`);
-  const shown = opts.summary ? s.tables.filter((t) => t.state === 'copying' || t.state === 'indexing') : s.tables;
+  const units = opts.summary ? copyingLines(s) : undefined;
+  if (units) for (const l of units) lines.push(`  ${l}`);
+  const shown = opts.summary ? (units ? [] : s.tables.filter((t) => t.state === 'copying' || t.state === 'indexing')) : s.tables;
   const w = Math.max(8, ...shown.map((t) => t.source.length));
   for (const t of shown) {
     lines.push(`  ${t.source.padEnd(w)}  ${bar(t.rowsCopied, tableTotal(t))}  ${String(t.rowsCopied).padStart(10)} rows  ${t.state}  -> ${t.target}`);
@@ -242,7 +258,7 @@ export class StatusBars {
     if (summary) {
       // The tables in flight as text bars in fixed slots; the rest counted per state.
       const inFlight = models.filter((m) => m.state.trim() === 'copying' || m.state.trim() === 'indexing').slice(0, SUMMARY_BARS);
-      const rows = inFlight.map((m) => `${m.name} ${bar(m.value, m.total)} ${String(Math.floor((m.value / m.total) * 100)).padStart(3)}% ${m.value.toLocaleString('en-US')}/${m.total.toLocaleString('en-US')} rows  ${m.state} ${m.rate} ${m.eta}`.trimEnd());
+      const rows = copyingLines(s)?.slice(0, SUMMARY_BARS) ?? inFlight.map((m) => `${m.name} ${bar(m.value, m.total)} ${String(Math.floor((m.value / m.total) * 100)).padStart(3)}% ${m.value.toLocaleString('en-US')}/${m.total.toLocaleString('en-US')} rows  ${m.state} ${m.rate} ${m.eta}`.trimEnd());
       const top = [overallLine(s) ?? '', stateCounts(s), ...rows];
       this.topLines.forEach((b, i) => b.update(0, text(top[i] ?? '')));
     } else {

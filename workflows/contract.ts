@@ -148,6 +148,11 @@ export interface MigrationStatus {
   tables: TableStatus[];
   tablesTotal?: number;
   progress?: MigrationProgress;
+  /**
+   * MIGRATING_DATA: each copy unit in flight (at most spec.parallelism) with the table it is on and
+   * its rows and bytes so far, whether or not that table is on the page of `tables`.
+   */
+  copying?: Array<{ unit: string; table: string; rows: number; bytes: number }>;
   replication?: ReplicationStatus;
   cutover?: {
     requested: boolean;

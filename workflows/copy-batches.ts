@@ -23,7 +23,7 @@ export interface BatchCopyContext {
   paused: Set<wf.CancellationScope>;
   main: wf.CancellationScope;
   /** Every batch of the round has landed: the snapshot is no longer needed. */
-  round: { landed: boolean; running: Map<string, string> };
+  round: { landed: boolean; running: Map<string, string>; live: Map<string, unknown> };
   pauseGate(): Promise<void>;
   prepareRanged(ords: number[], snapshot: string | undefined): Promise<void>;
   copyBatch(input: Pick<CopyBatchInput, 'batch' | 'snapshot' | 'track'>): Promise<CopyBatchResult>;
@@ -114,6 +114,8 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string): Pro
         ctx.inFlight.delete(scope);
         ctx.paused.delete(scope);
         ctx.round.running.delete(unit);
+        // Its last report goes with it: the status and the UI list only the batches in flight.
+        ctx.round.live.delete(unit);
       }
     }
     landed(batch, r);

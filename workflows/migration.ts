@@ -185,10 +185,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   /** Copies interrupted by a pause (not by a cancel): redone, whatever the flag says by the time they end. */
   const pausedCopies = new Set<wf.CancellationScope>();
   // The page asked for; `tables` never holds more than TABLES_PAGE entries by reference.
-  wf.setHandler(statusQuery, (page) =>
-    page && (page.offset !== undefined || page.limit !== undefined)
-      ? { ...state, tables: state.tables.slice(page.offset ?? 0, (page.offset ?? 0) + (page.limit ?? TABLES_PAGE)) }
-      : state, { description: 'phase, per-table progress (a page: { offset, limit }), lag, cutover, proof, WAL, notices' }
+  wf.setHandler(statusQuery, (page) => {
+    // The units in flight, from the copy reports (a query only reads: nothing here reaches history).
+    const copying = state.phase === 'MIGRATING_DATA' && round.live.size ? { copying: [...round.live].map(([unit, l]) => ({ unit, ...l })) } : {};
+    return page && (page.offset !== undefined || page.limit !== undefined)
+      ? { ...state, ...copying, tables: state.tables.slice(page.offset ?? 0, (page.offset ?? 0) + (page.limit ?? TABLES_PAGE)) }
+      : { ...state, ...copying };
+  }, { description: 'phase, per-table progress (a page: { offset, limit }), lag, cutover, proof, WAL, notices' }
   );
   wf.setHandler(pauseSignal, () => {
     Object.assign(state, applySignal(state, 'pause'));

@@ -67,7 +67,18 @@ describe('2,000 tables', () => {
       validation: { checksum: false, sampleSize: 5 },
     });
     const t0 = Date.now();
+    // While the copy runs, the status names the units in flight (at most parallelism of them) and the
+    // table each is on, whichever page that table is on.
+    const inFlight: Array<{ unit: string; table: string }> = [];
+    for (let s = await m.status(); ['INIT', 'CREATING_TABLES', 'MIGRATING_DATA'].includes(s.phase) && Date.now() - t0 < 280_000; s = await m.status()) {
+      expect(s.copying?.length ?? 0).toBeLessThanOrEqual(2);
+      inFlight.push(...(s.copying ?? []));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(inFlight.length).toBeGreaterThan(0);
+    for (const c of inFlight) expect(c).toMatchObject({ unit: expect.stringMatching(/^batch \d+$/), table: expect.stringMatching(/^tenant\.t\d+$/) });
     const syncing = await m.waitForPhase('SYNCING_WAL', 280_000);
+    expect(syncing.copying).toBeUndefined();
     console.log(`SYNCING_WAL after ${Date.now() - t0} ms`);
     // A small answer whatever the table count: a page of tables and the totals.
     expect(syncing.tables.length).toBeLessThanOrEqual(200);

@@ -155,6 +155,14 @@ describe('status rendering', () => {
     expect(overallLine(status)).toBeUndefined();
   });
 
+  it('summary mode lists the copy units in flight from the status, whatever page their table is on', () => {
+    const s: MigrationStatus = { ...status, tablesTotal: 5000, copying: [{ unit: 'batch 7', table: 'tenant.t4711', rows: 1234, bytes: 2048 }] };
+    const text = formatStatus(s, { summary: true });
+    expect(text).toMatch(/tenant\.t4711 +1,234 rows, 2\.0 KiB {2}\(batch 7\)/);
+    // The units stand in for the page's tables in state copying.
+    expect(text).not.toMatch(/public\.orders .* copying/);
+  });
+
   it('summary mode counts the tables per state and shows only those in flight', () => {
     const text = formatStatus(status, { summary: true });
     expect(text).toContain('tables: 1 copying, 1 pending, 1 copied');
