@@ -562,6 +562,15 @@ export function addForeignKeyDdl(fk: SourceForeignKey, target: QualifiedName, re
   return parts.join(' ');
 }
 
+/**
+ * A foreign key added NOT VALID (a catalog change: it is enforced for new rows from then on, without
+ * checking the existing ones), then validated by this statement, which reads the rows under a lock
+ * that lets writes go on (SHARE UPDATE EXCLUSIVE), unlike ADD FOREIGN KEY's SHARE ROW EXCLUSIVE.
+ */
+export function validateConstraintDdl(table: QualifiedName, constraint: string): string {
+  return `ALTER TABLE ${qname(table)} VALIDATE CONSTRAINT ${ident(constraint)}`;
+}
+
 function sameName(a: QualifiedName, b: QualifiedName): boolean {
   return a.schema === b.schema && a.name === b.name;
 }
@@ -676,7 +685,7 @@ export function buildTableDef(
     }
   }
   const foreignKeys: string[] = [];
-  const addFks = (fks: readonly SourceForeignKey[], owner: QualifiedName, ownerTarget: QualifiedName) => {
+  const addFks = (fks: readonly SourceForeignKey[], owner: QualifiedName, ownerTarget: QualifiedName, partitioned: boolean) => {
     for (const fk of fks) {
       const ref = migrated.find((m) => sameName(m.source, fk.referencedTable));
       if (!ref) {
@@ -688,11 +697,13 @@ export function buildTableDef(
       const references = ref ? ref.target : fk.referencedTable;
       const sql = addForeignKeyDdl(fk, ownerTarget, references, spec);
       foreignKeys.push(sql);
-      steps.push({ kind: 'foreign-key', sql, references: { ...references } });
+      // Before PostgreSQL 18 a partitioned table takes no NOT VALID foreign key: it is added validated.
+      const validate = fk.validated && !partitioned ? validateConstraintDdl(ownerTarget, targetObjectName(fk.name, spec)) : undefined;
+      steps.push({ kind: 'foreign-key', sql, references: { ...references }, ...(validate ? { validate } : {}) });
     }
   };
-  addFks(table.foreignKeys, table.source, target);
-  for (const { part, target: pt } of partitions) addFks(part.foreignKeys, part.name, pt);
+  addFks(table.foreignKeys, table.source, target, table.partitionKey !== undefined);
+  for (const { part, target: pt } of partitions) addFks(part.foreignKeys, part.name, pt, part.partitionKey !== undefined);
 
   const keyColumns = table.primaryKey?.columns ?? (table.replicaIdentity === 'index' ? table.replicaIdentityIndex?.columns : undefined) ?? [];
   const def: TableDef = {

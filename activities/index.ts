@@ -550,6 +550,8 @@ export function createActivities(deps: ActivityDeps = {}) {
           reportEveryMs?: number;
           /** The cutover's lag threshold (spec.cutover.maxLagBytes): a report that first gets under it is signalled at once. */
           cutoverLagBytes?: number;
+          /** false: the target role may not set session_replication_role (MigrationPlan.applyReplicaRole). */
+          replicaRole?: boolean;
         },
         'tables'
       >,
@@ -576,6 +578,7 @@ export function createActivities(deps: ActivityDeps = {}) {
           slot: input.slot,
           publication: input.publication,
           tables: input.tables,
+          ...(input.replicaRole === false ? { replicaRole: false } : {}),
           signal: controller.signal,
           onProgress: (raw) => {
             // Counts accumulate across attempts: a retried apply continues the totals of the last one.

@@ -41,6 +41,12 @@ export interface PostLoadStep {
   usingIndex?: boolean;
   /** A foreign key's referenced table: its target when migrated, else its name unchanged. */
   references?: QualifiedName;
+  /**
+   * A foreign key that may be added NOT VALID and validated after (FinishTargetTablesInput.notValidFirst):
+   * the VALIDATE CONSTRAINT statement. Absent for a key the source has not validated, or on a
+   * partitioned table (NOT VALID is refused there before PostgreSQL 18).
+   */
+  validate?: string;
 }
 
 export interface TableDef {

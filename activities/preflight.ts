@@ -9,7 +9,7 @@ import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed, scrub } from './errors';
 import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
-import { formatPgVersion, hasFailoverSlots, MIN_MAJOR, serverVersionNum } from './pg-version';
+import { formatPgVersion, hasFailoverSlots, hasPublishViaRoot, MIN_MAJOR, serverVersionNum } from './pg-version';
 import { displayName, mapTableName, MAX_IDENTIFIER_BYTES, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
 export interface TablePlan {
@@ -28,6 +28,19 @@ export interface MigrationPlan {
   notices: string[];
   sourceDescription: string;
   targetDescription: string;
+  /**
+   * Online: whether the target role may set session_replication_role = replica (superuser, or SET on
+   * the parameter). true, or absent (plans made before this was asked): the apply runs in replica mode
+   * and foreign keys are created at the end of MIGRATING_DATA. false: the apply runs without it and
+   * nothing that fires on the apply's writes exists on the target tables until FINALIZING (foreign
+   * keys are created there, after the apply has stopped; triggers are only ever created there).
+   */
+  applyReplicaRole?: boolean;
+}
+
+interface TargetApply {
+  replicaRole: boolean;
+  role: string;
 }
 
 /**
@@ -181,8 +194,74 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
   return { tables, notices };
 }
 
+/** What the source's catalog says about the role's replication right, for the refusal's advice. */
+interface ReplicationRoles {
+  rolname: string;
+  rolreplication: boolean;
+  /** Which managed service's admin roles the server has, and whether the role belongs to them. */
+  rds: boolean;
+  rds_member: boolean;
+  cloudsql: boolean;
+  azure: boolean;
+}
+
+/**
+ * The advice for a role that may not open a replication connection, in the terms of the service the
+ * server belongs to (recognised by its admin roles). Pure.
+ */
+export function replicationGrantAdvice(r: ReplicationRoles): string {
+  const role = JSON.stringify(r.rolname);
+  if (r.rds) {
+    return `GRANT rds_replication TO ${role} (RDS/Aurora: as the master user; the parameter group needs rds.logical_replication = 1)` +
+      (r.rds_member ? `. ${role} is a member of rds_replication, which grants replication only on RDS/Aurora: on this server ALTER ROLE ${role} REPLICATION` : '');
+  }
+  if (r.cloudsql) return `ALTER ROLE ${role} REPLICATION (Cloud SQL: as a cloudsqlsuperuser member; the instance needs the flag cloudsql.logical_decoding = on)`;
+  if (r.azure) return `ALTER ROLE ${role} REPLICATION (Azure: as an azure_pg_admin member; the server needs wal_level = logical)`;
+  return `ALTER ROLE ${role} REPLICATION (as a superuser)`;
+}
+
+/**
+ * The replication right, whichever way the service grants it: the REPLICATION attribute (self-hosted,
+ * Cloud SQL, Azure, Supabase, Neon), superuser, or RDS/Aurora's rds_replication membership, which only
+ * RDS's walsender honours. So the proof is a replication connection of our own (IDENTIFY_SYSTEM,
+ * read-only, the walsender the slot will use): the catalog only says what to grant when it fails.
+ */
+async function checkReplicationRight(client: Client, source: NormalizedSpec['source']): Promise<void> {
+  let refused: { code?: string; message?: string } | undefined;
+  try {
+    const probe = await connect(source, { applicationName: 'pg-dts preflight', replication: 'database' });
+    try {
+      await probe.query('IDENTIFY_SYSTEM');
+    } finally {
+      await probe.end().catch(() => undefined);
+    }
+  } catch (err) {
+    refused = err as { code?: string; message?: string };
+  }
+  if (!refused) return;
+  const r = await client.query<ReplicationRoles>(
+    `SELECT rolname, rolreplication,
+            to_regrole('rds_replication') IS NOT NULL AS rds,
+            EXISTS (SELECT 1 FROM pg_roles m WHERE m.rolname = 'rds_replication' AND pg_has_role(current_user, m.oid, 'MEMBER')) AS rds_member,
+            to_regrole('cloudsqlsuperuser') IS NOT NULL AS cloudsql,
+            to_regrole('azure_pg_admin') IS NOT NULL AS azure
+       FROM pg_roles WHERE rolname = current_user`,
+  );
+  const roles = r.rows[0];
+  const role = JSON.stringify(roles?.rolname);
+  // 42501: "must be superuser or replication role to start walsender" (before 16), "permission denied to start WAL sender" (16+).
+  if (refused.code === '42501' && roles) {
+    throw preconditionFailed(`the source role ${role} may not open a replication connection: ${replicationGrantAdvice(roles)}`);
+  }
+  throw preconditionFailed(
+    `the source refuses a replication connection for role ${role}: ${scrub(refused.message ?? String(refused))}${refused.code ? ` [${refused.code}]` : ''}` +
+      (refused.code?.startsWith('28') ? ' (pg_hba.conf: logical replication connections match the database line, not "replication")' : ''),
+  );
+}
+
 async function checkSourceForReplication(
   client: Client,
+  source: NormalizedSpec['source'],
   tables: TablePlan[],
   setFull: boolean,
 ): Promise<MigrationPlan['replicaIdentityFull']> {
@@ -208,19 +287,7 @@ async function checkSourceForReplication(
   if (u.senders >= Number(s.max_wal_senders)) {
     throw preconditionFailed(`the source has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
   }
-  const role = await client.query<{ rolname: string; ok: boolean }>(
-    // Replication rights as managed services grant them: the REPLICATION attribute (Cloud SQL,
-    // Azure, Supabase, Neon, self-hosted) or membership of RDS/Aurora's rds_replication role.
-    `SELECT rolname, (rolsuper OR rolreplication
-                      OR EXISTS (SELECT 1 FROM pg_roles m WHERE m.rolname = 'rds_replication' AND pg_has_role(current_user, m.oid, 'MEMBER'))) AS ok
-       FROM pg_roles WHERE rolname = current_user`,
-  );
-  if (!role.rows[0]?.ok) {
-    throw preconditionFailed(
-      `the source role ${JSON.stringify(role.rows[0]?.rolname)} may not open a replication connection: ALTER ROLE ${JSON.stringify(role.rows[0]?.rolname)} REPLICATION ` +
-        `(on RDS/Aurora: GRANT rds_replication TO it; on Cloud SQL: cloudsql.logical_decoding = on and ALTER ROLE … REPLICATION; on Azure: ALTER ROLE … REPLICATION as azure_pg_admin)`,
-    );
-  }
+  await checkReplicationRight(client, source);
   const ident = await client.query<{ schema: string; name: string; relreplident: string }>(
     // Rows live in the leaves: a partitioned table's partitions each need an identity of their own.
     `SELECT n.nspname AS schema, c.relname AS name, c.relreplident
@@ -252,40 +319,74 @@ async function checkSourceForReplication(
 
 /**
  * Every right the migration will use on the source, checked now so that a role with REPLICATION
- * alone is refused before the target changes, not after its tables exist:
+ * alone is refused before the target changes, not after its tables exist. Each missing right is named
+ * with what it is for and the statement that grants it:
  *   - SELECT on every table and partition (the copy, the validation), and online on their sequences
  *     (the cutover carries their values over);
  *   - online: CREATE on the database (CREATE PUBLICATION; the fence function's pgdts schema) or on an
- *     existing pgdts schema, and ownership of every table (a table joins a publication only by its
- *     owner; the fence trigger and REPLICA IDENTITY FULL need it too).
+ *     existing pgdts schema;
+ *   - online: ownership (or membership of the owning role) of each published table (CREATE PUBLICATION
+ *     ... FOR TABLE accepts only the owner's tables: the listed tables, their leaves on sources before
+ *     13), of every table and partition the fence covers (the TRIGGER privilege would create the fence
+ *     trigger, but only the owner may drop it), and of the tables set to REPLICA IDENTITY FULL.
  * A superuser has them all.
  */
-async function checkSourceRights(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
-  const r = await client.query<{ missing: string }>(
-    `WITH rels AS (
-       SELECT p.relid AS oid FROM unnest($1::text[], $2::text[]) AS u(s, r)
-         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
-         CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p)
-     SELECT 'SELECT on ' || oid::regclass::text AS missing FROM rels WHERE NOT has_table_privilege(oid, 'SELECT')
+async function checkSourceRights(
+  client: Client,
+  tables: TablePlan[],
+  online: boolean,
+  replicaIdentityFull: MigrationPlan['replicaIdentityFull'],
+): Promise<void> {
+  const viaRoot = hasPublishViaRoot(await serverVersionNum(client));
+  const r = await client.query<{ missing: string; grant: string }>(
+    `WITH listed AS (
+       SELECT c.oid, c.relkind FROM unnest($1::text[], $2::text[]) AS u(s, r)
+         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r),
+     rels AS (
+       SELECT p.relid AS oid,
+              -- published: the listed table itself, or (no publish_via_partition_root) each leaf of a partitioned one
+              (p.relid = l.oid AND (l.relkind <> 'p' OR $4)) OR (NOT $4 AND p.isleaf AND p.relid <> l.oid) AS published
+         FROM listed l CROSS JOIN LATERAL (SELECT l.oid AS relid, l.relkind <> 'p' AS isleaf UNION SELECT relid, isleaf FROM pg_partition_tree(l.oid)) p),
+     full_ident AS (
+       SELECT c.oid FROM unnest($5::text[], $6::text[]) AS u(s, r)
+         JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r),
+     me AS (SELECT quote_ident(current_user) AS me)
+     SELECT 'SELECT on ' || oid::regclass::text AS missing, 'GRANT SELECT ON ' || oid::regclass::text || ' TO ' || me AS grant
+       FROM (SELECT DISTINCT oid FROM rels) x, me WHERE NOT has_table_privilege(oid, 'SELECT')
      UNION ALL
-     SELECT 'ownership of ' || k.oid::regclass::text || ' (owned by ' || pg_get_userbyid(k.relowner) || ')'
-       FROM rels JOIN pg_class k ON k.oid = rels.oid WHERE $3 AND NOT pg_has_role(k.relowner, 'USAGE')
+     SELECT 'ownership of ' || k.oid::regclass::text || ' (owned by ' || pg_get_userbyid(k.relowner) || '), to '
+              || concat_ws(', ', CASE WHEN bool_or(rels.published) THEN 'publish it' END, 'fence it (create and drop its trigger)',
+                           CASE WHEN k.oid IN (SELECT oid FROM full_ident) THEN 'set REPLICA IDENTITY FULL' END),
+            'ALTER TABLE ' || k.oid::regclass::text || ' OWNER TO ' || me || ' (or GRANT ' || quote_ident(pg_get_userbyid(k.relowner)) || ' TO ' || me || ')'
+       FROM rels JOIN pg_class k ON k.oid = rels.oid, me WHERE $3 AND NOT pg_has_role(k.relowner, 'USAGE')
+      GROUP BY k.oid, k.relowner, me
      UNION ALL
-     SELECT DISTINCT 'SELECT on sequence ' || s.oid::regclass::text
+     SELECT DISTINCT 'SELECT on sequence ' || s.oid::regclass::text, 'GRANT SELECT ON SEQUENCE ' || s.oid::regclass::text || ' TO ' || me
        FROM rels JOIN pg_depend d ON d.refobjid = rels.oid AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_class'::regclass
-       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S', me
       WHERE $3 AND NOT has_table_privilege(s.oid, 'SELECT')
      UNION ALL
-     SELECT 'CREATE on database ' || current_database() WHERE $3 AND NOT has_database_privilege(current_database(), 'CREATE')
+     SELECT 'CREATE on database ' || current_database() || ', to create the publication and the fence function''s schema pgdts',
+            'GRANT CREATE ON DATABASE ' || quote_ident(current_database()) || ' TO ' || me
+       FROM me WHERE $3 AND NOT has_database_privilege(current_database(), 'CREATE')
      UNION ALL
-     SELECT 'CREATE on schema pgdts' WHERE $3 AND to_regnamespace('pgdts') IS NOT NULL AND NOT has_schema_privilege('pgdts', 'CREATE')`,
-    [tables.map((t) => t.source.schema), tables.map((t) => t.source.name), online],
+     SELECT 'CREATE on schema pgdts, to create the fence function', 'GRANT CREATE ON SCHEMA pgdts TO ' || me
+       FROM me WHERE $3 AND to_regnamespace('pgdts') IS NOT NULL AND NOT has_schema_privilege('pgdts', 'CREATE')`,
+    [
+      tables.map((t) => t.source.schema),
+      tables.map((t) => t.source.name),
+      online,
+      viaRoot,
+      replicaIdentityFull.map((t) => t.table.schema),
+      replicaIdentityFull.map((t) => t.table.name),
+    ],
   );
   if (r.rows.length) {
     const role = await client.query<{ u: string }>('SELECT current_user AS u');
     throw preconditionFailed(
-      `the source role ${JSON.stringify(role.rows[0]?.u)} lacks rights the migration needs: ${r.rows.map((x) => x.missing).join(', ')}. ` +
-        'It reads every table (SELECT); online, it creates a publication and the cutover fence (CREATE on the database), and only a table\'s owner can publish it, fence it with a trigger or set its replica identity',
+      `the source role ${JSON.stringify(role.rows[0]?.u)} lacks rights the migration needs: ${r.rows.map((x) => x.missing).join('; ')}. ` +
+        `It reads every table (SELECT); online, it creates a publication and the cutover fence, and only a table's owner can publish it, drop a trigger from it or set its replica identity. ` +
+        `Grant: ${r.rows.map((x) => `${x.grant};`).join(' ')}`,
     );
   }
 }
@@ -311,7 +412,7 @@ export async function checkVersions(src: Client, dst: Client, spec: NormalizedSp
   }
 }
 
-async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<void> {
+async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<TargetApply | undefined> {
   const existing = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -337,29 +438,25 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
       `the target role ${JSON.stringify(role.rows[0]?.u)} lacks ${rights.rows.map((r) => r.missing).join(', ')}: it creates the migrated tables in their schemas (and a missing schema in the database)${online ? ", and the apply's position in schema pgdts" : ''}`,
     );
   }
-  if (online) {
-    // The apply runs with session_replication_role = replica. A superuser may set it; so may, from
-    // PostgreSQL 15 on, a role granted SET on the parameter, directly or through a role it belongs to
-    // (managed services grant it to their admin role: RDS's rds_superuser, Cloud SQL's
-    // cloudsqlsuperuser, Azure's azure_pg_admin).
-    // has_parameter_privilege does not exist before 15, and an unknown function fails the whole
-    // statement even in a CASE branch never taken: the version decides which SQL is sent.
-    const version = await serverVersionNum(client);
-    const su = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null }>(
-      `SELECT rolname, rolsuper, ${version >= 150000 ? `has_parameter_privilege('session_replication_role', 'SET')` : 'NULL::bool'} AS may_set
-         FROM pg_roles WHERE rolname = current_user`,
-    );
-    const r = su.rows[0] && { ...su.rows[0], version };
-    if (!r?.rolsuper && !r?.may_set) {
-      const role = JSON.stringify(r?.rolname);
-      throw preconditionFailed(
-        `the target role ${role} may not set session_replication_role, which the change apply runs with (replica, as native logical replication does, so triggers and foreign-key checks do not fire twice): ` +
-          (r && r.version >= 150000
-            ? `GRANT SET ON PARAMETER session_replication_role TO ${role} (as a superuser or the service's admin role: rds_superuser, cloudsqlsuperuser, azure_pg_admin), or connect as a role that has it`
-            : `on PostgreSQL before 15 only a superuser (or a managed service's admin role, e.g. rds_superuser) may set it: connect as one`),
-      );
-    }
-  }
+  return online ? mayUseReplicaRole(client) : undefined;
+}
+
+/**
+ * Whether the apply may run with session_replication_role = replica, as native logical replication
+ * does: a superuser may set it, and from PostgreSQL 15 on a role granted SET on the parameter, directly
+ * or through a role it belongs to (RDS's rds_superuser has it). Cloud SQL and Azure give no role it:
+ * there the apply runs without it, with foreign keys created after the cutover (TargetApply).
+ * has_parameter_privilege does not exist before 15, and an unknown function fails the whole statement
+ * even in a CASE branch never taken: the version decides which SQL is sent.
+ */
+async function mayUseReplicaRole(client: Client): Promise<TargetApply> {
+  const version = await serverVersionNum(client);
+  const r = await client.query<{ rolname: string; rolsuper: boolean; may_set: boolean | null }>(
+    `SELECT rolname, rolsuper, ${version >= 150000 ? `has_parameter_privilege('session_replication_role', 'SET')` : 'NULL::bool'} AS may_set
+       FROM pg_roles WHERE rolname = current_user`,
+  );
+  const row = r.rows[0];
+  return { replicaRole: Boolean(row?.rolsuper || row?.may_set), role: row?.rolname ?? '?' };
 }
 
 /**
@@ -473,13 +570,26 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
         if (prev) throw preconditionFailed(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
         targets.set(k, displayName(t.source));
       }
-      const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, tables, spec.setReplicaIdentityFull) : [];
-      await checkSourceRights(src, tables, spec.mode === 'online');
+      const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, spec.source, tables, spec.setReplicaIdentityFull) : [];
+      await checkSourceRights(src, tables, spec.mode === 'online', replicaIdentityFull);
       await checkNotSameTables(src, dst, tables);
-      await checkTarget(dst, tables, spec.mode === 'online');
+      const apply = await checkTarget(dst, tables, spec.mode === 'online');
       if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
       for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
-      return { spec, tables, replicaIdentityFull, notices, sourceDescription: describeConnection(spec.source), targetDescription: describeConnection(spec.target) };
+      if (apply && !apply.replicaRole) {
+        notices.push(
+          `the target role ${JSON.stringify(apply.role)} may not set session_replication_role: the apply runs without it, and foreign keys are created (NOT VALID, then validated) at FINALIZING, once the apply has stopped`,
+        );
+      }
+      return {
+        spec,
+        tables,
+        replicaIdentityFull,
+        notices,
+        sourceDescription: describeConnection(spec.source),
+        targetDescription: describeConnection(spec.target),
+        ...(apply ? { applyReplicaRole: apply.replicaRole } : {}),
+      };
     } finally {
       await dst.end().catch(() => undefined);
     }

@@ -161,6 +161,8 @@ export interface ContinuedSync {
   cutoverRequested: boolean;
   /** The migration id the target tables are marked with (activities/marks.ts); absent for runs before the marks. */
   marks?: string;
+  /** The foreign keys wait for FINALIZING (the apply runs without session_replication_role). */
+  foreignKeysPending?: boolean;
 }
 
 /** Continue as new once a run's history passes this many events (or when the server suggests it). */
@@ -275,6 +277,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let marks = continued?.marks;
   let replicationCreated = continued !== undefined;
   let continueAsNew: ContinuedSync | undefined;
+  /**
+   * The target role may not set session_replication_role (plan.applyReplicaRole false): the apply
+   * runs with triggers firing, so the foreign keys are created at FINALIZING, once it has stopped.
+   */
+  let keysAfterCutover = false;
+  /** Foreign keys left for FINALIZING. */
+  let foreignKeysPending = continued?.foreignKeysPending ?? false;
   /** FINALIZING has stopped the apply: the target is now the database of record. */
   let cutOver = false;
   let stopHolder: () => Promise<void> = async () => undefined;
@@ -620,6 +629,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           publication,
           ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target })) })),
           cutoverLagBytes: plan!.spec.cutover.maxLagBytes,
+          ...(plan!.applyReplicaRole === false ? { replicaRole: false } : {}),
         },
       ]);
     applyDone = scope
@@ -888,6 +898,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       rowsTotal: t.estimatedRows,
     }));
     const online = plan.spec.mode === 'online';
+    keysAfterCutover = online && plan.applyReplicaRole === false && wf.patched('keys-after-cutover');
 
     // ── CREATING_TABLES ──
     await pauseGate();
@@ -944,10 +955,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (perTablePostLoad) {
       // Every table is finished: the foreign keys between them (both ends must be there).
       if (defs.some((d) => (d.postLoadSteps ?? []).some((st) => st.kind === 'foreign-key') || (d.foreignKeys?.length ?? 0) > 0)) {
-        const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create foreign keys' }, [
-          { target: plan.spec.target, defs, parallelism: plan.spec.parallelism, part: 'foreign-keys' },
-        ]);
-        state.notices.push(...finished.skipped);
+        if (keysAfterCutover) foreignKeysPending = true;
+        else {
+          const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create foreign keys' }, [
+            { target: plan.spec.target, defs, parallelism: plan.spec.parallelism, part: 'foreign-keys' },
+          ]);
+          state.notices.push(...finished.skipped);
+        }
       }
       return;
     }
@@ -1013,7 +1027,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     };
     if (p.spec.mode === 'online') await copyInSnapshot(copyRound);
     else await copyRound();
-    if (foreignKeys) {
+    if (foreignKeys && keysAfterCutover) foreignKeysPending = true;
+    else if (foreignKeys) {
       const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create foreign keys' }, [
         { target: p.spec.target, plan: ref, parallelism: p.spec.parallelism, part: 'foreign-keys' },
       ]);
@@ -1071,7 +1086,17 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       stopProof();
       await stopApply();
       if (!state.paused) {
-        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false, ...(marks ? { marks } : {}), ...(planRef ? { planRef } : {}) };
+        continueAsNew = {
+          plan: p,
+          defs,
+          state,
+          startedAt,
+          copyMs: [...copyMs],
+          cutoverRequested: false,
+          ...(marks ? { marks } : {}),
+          ...(planRef ? { planRef } : {}),
+          ...(foreignKeysPending ? { foreignKeysPending } : {}),
+        };
         return;
       }
       wf.setCurrentDetails('**SYNCING_WAL** (paused: the apply is stopped, the slot retains WAL)');
@@ -1217,6 +1242,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       await step('dropReplication', `drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication });
       replicationCreated = false;
       await restoreReplicaIdentity();
+    }
+    if (foreignKeysPending) {
+      // The apply has stopped: nothing replicated can trip them, and their checks fire from now on.
+      const finished = await schema.finishTargetTables.executeWithOptions({ ...schemaOptsNow(), summary: 'create foreign keys (NOT VALID, then VALIDATE)' }, [
+        { target: p.spec.target, ...tablesOr(() => ({ defs })), parallelism: p.spec.parallelism, part: 'foreign-keys', notValidFirst: true },
+      ]);
+      state.notices.push(...finished.skipped);
+      foreignKeysPending = false;
     }
     if (p.spec.objects) {
       // After the cutover, outside the write-stop window; one object that cannot be created is reported,

@@ -697,6 +697,13 @@ export interface ApplyOptions {
   largeValueBytes?: number;
   /** Where spool files go (default: the OS temporary directory). */
   spoolDir?: string;
+  /**
+   * Run with session_replication_role = replica (default true), so no trigger or foreign-key check
+   * fires for replicated rows. false (a target role that may not set it: Cloud SQL, Azure): the
+   * migration has created nothing that fires on the target tables, and the apply refuses to start
+   * while anything enabled would (a trigger someone added would apply its effects a second time).
+   */
+  replicaRole?: boolean;
 }
 
 export interface ApplyResult {
@@ -717,19 +724,22 @@ function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
   return clientConfigs(spec, { replication: 'database', applicationName: `pg-dts walsender ${slot}`.slice(0, 63) })[0]!;
 }
 
-async function prepareTargetSession(c: Client): Promise<void> {
-  try {
-    // Like native logical replication: triggers and foreign-key checks do not fire for replicated rows.
-    await c.query('SET session_replication_role = replica');
-  } catch (err) {
-    if (sqlState(err) === '42501') {
-      throw new ApplyError(
-        'the apply must run with session_replication_role = replica on the target (so triggers and foreign keys do not fire twice) ' +
-          'and the target user may not set it: connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO that user',
-        { code: '42501', permanent: true },
-      );
+async function prepareTargetSession(c: Client, replicaRole: boolean, tables: readonly ApplyTable[]): Promise<void> {
+  if (!replicaRole) await assertNothingFires(c, tables);
+  else {
+    try {
+      // Like native logical replication: triggers and foreign-key checks do not fire for replicated rows.
+      await c.query('SET session_replication_role = replica');
+    } catch (err) {
+      if (sqlState(err) === '42501') {
+        throw new ApplyError(
+          'the apply must run with session_replication_role = replica on the target (so triggers and foreign keys do not fire twice) ' +
+            'and the target user may not set it: connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO that user',
+          { code: '42501', permanent: true },
+        );
+      }
+      throw err;
     }
-    throw err;
   }
   const sets = [
     // Durability is handled by periodic synchronous commits (see the file comment).
@@ -740,6 +750,35 @@ async function prepareTargetSession(c: Client): Promise<void> {
     'SET idle_in_transaction_session_timeout = 0',
   ];
   await c.query(sets.join('; '));
+}
+
+/**
+ * Without replica mode every enabled trigger on a target table (or partition) fires for the apply's
+ * writes: a user's trigger would apply its effects a second time, a foreign key (its internal
+ * triggers, on either end) could reject a group whose rows arrive in another order than the source
+ * wrote them. The migration creates neither before FINALIZING; refuse what someone else added.
+ */
+async function assertNothingFires(c: Client, tables: readonly ApplyTable[]): Promise<void> {
+  const r = await c.query<{ what: string }>(
+    `SELECT DISTINCT CASE WHEN t.tgisinternal AND t.tgconstraint <> 0
+                          THEN 'foreign key ' || quote_ident(k.conname) || ' of ' || k.conrelid::regclass::text
+                          ELSE 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text END AS what
+       FROM unnest($1::text[], $2::text[]) AS u(s, r)
+       JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
+       CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p
+       JOIN pg_trigger t ON t.tgrelid = p.relid AND t.tgenabled <> 'D'
+       LEFT JOIN pg_constraint k ON k.oid = t.tgconstraint
+      ORDER BY 1 LIMIT 20`,
+    [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],
+  );
+  if (r.rows.length) {
+    throw new ApplyError(
+      `the target role may not set session_replication_role, so the apply runs with triggers firing, and the target tables carry ${r.rows.map((x) => x.what).join(', ')}: ` +
+        'these would fire for replicated rows (applying their effects twice, or rejecting rows written in another order); drop or disable them until the migration has finished, ' +
+        'or connect as a role that may set session_replication_role',
+      { code: '55000', permanent: true },
+    );
+  }
 }
 
 interface MappedRelation {
@@ -2385,7 +2424,7 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
   let monitor: Client | undefined;
   let engine: ApplyEngine | undefined;
   try {
-    await prepareTargetSession(target);
+    await prepareTargetSession(target, opts.replicaRole ?? true, opts.tables);
     await ensureApplyProgressTable(target);
     try {
       monitor = await connect(opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });

@@ -397,6 +397,12 @@ describe('buildTableDef', () => {
       { schema: 'Ventes', name: 'Customers_migrated' },
       { schema: 'catalog', name: 'products' },
     ]);
+    // Validated on the source: may be added NOT VALID and validated after (keys after the cutover).
+    expect(def.postLoadSteps!.slice(-2).map((st) => st.validate)).toEqual([
+      'ALTER TABLE "Ventes"."Order Items_migrated" VALIDATE CONSTRAINT "fk_customer_migrated"',
+      'ALTER TABLE "Ventes"."Order Items_migrated" VALIDATE CONSTRAINT "fk_product_migrated"',
+    ]);
+    expect(def.postLoadSteps!.filter((st) => st.kind !== 'foreign-key').every((st) => st.validate === undefined)).toBe(true);
   });
 
   it('adds a key in one statement when the index is unknown or cannot be attached', () => {
@@ -683,7 +689,19 @@ describe('partitioned tables', () => {
     ]);
     expect(def.foreignKeys).toEqual(def.postLoad.slice(-1));
     expect(def.postLoadSteps!.map((st) => st.kind)).toEqual(['constraint', 'index', 'index', 'constraint', 'foreign-key']);
+    // A leaf partition takes NOT VALID; a partitioned table does not before PostgreSQL 18.
+    expect(def.postLoadSteps!.at(-1)!.validate).toBe('ALTER TABLE "app"."pay_2024_a_migrated" VALIDATE CONSTRAINT "a_fk_migrated"');
     expect(def.warnings).toEqual([expect.stringContaining('foreign key a_fk of public.pay_2024_a references public.other, which is not migrated')]);
+  });
+
+  it("adds a partitioned table's own foreign key validated at once (NOT VALID is refused there before PostgreSQL 18)", () => {
+    const fk = root.partitions![2]!.foreignKeys[0]!;
+    const withFk = { ...root, foreignKeys: [{ ...fk, name: 'root_fk' }] };
+    const d = buildTableDef(withFk, mapTableName(root.source, spec), spec, [{ source: root.source, target: mapTableName(root.source, spec) }], renames);
+    expect(d.postLoadSteps!.filter((st) => st.kind === 'foreign-key').map((st) => st.validate)).toEqual([
+      undefined,
+      'ALTER TABLE "app"."pay_2024_a_migrated" VALIDATE CONSTRAINT "a_fk_migrated"',
+    ]);
   });
 
   it('describes the partitions and copies through the root', () => {
