@@ -766,7 +766,8 @@ async function assertNothingFires(c: Client, tables: readonly ApplyTable[]): Pro
        FROM unnest($1::text[], $2::text[]) AS u(s, r)
        JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
        CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p
-       JOIN pg_trigger t ON t.tgrelid = p.relid AND t.tgenabled <> 'D'
+       -- What fires with session_replication_role = origin: enabled (O) and ALWAYS (A), not REPLICA-only (R) or disabled (D).
+       JOIN pg_trigger t ON t.tgrelid = p.relid AND t.tgenabled IN ('O', 'A')
        LEFT JOIN pg_constraint k ON k.oid = t.tgconstraint
       ORDER BY 1 LIMIT 20`,
     [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],

@@ -432,14 +432,15 @@ describe('runApply', () => {
     expect(e5.message).toMatch(/session_replication_role.*superuser/);
 
     // Without replica mode (replicaRole: false) whatever fires on a target table would fire for
-    // replicated rows: a user's trigger, a foreign key (its triggers on either end). Refused, named.
+    // replicated rows: a user's trigger, a foreign key (its triggers on either end). Refused, named;
+    // a trigger enabled for replica mode only does not fire there.
     await target.query(
       `CREATE FUNCTION dst.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
        CREATE TRIGGER user_trg BEFORE INSERT ON dst.err_t_m FOR EACH ROW EXECUTE FUNCTION dst.noop()`,
     );
     const e6 = (await startApply({ ...opts, replicaRole: false }).result.catch((e: Error) => e)) as Error;
     expect(e6.message).toContain('the target tables carry trigger user_trg on dst.err_t_m');
-    await target.query(`ALTER TABLE dst.err_t_m DISABLE TRIGGER user_trg; ALTER TABLE dst.ddl_t_m ADD CONSTRAINT ddl_fk FOREIGN KEY (id) REFERENCES dst.err_t_m (id) NOT VALID`);
+    await target.query(`ALTER TABLE dst.err_t_m ENABLE REPLICA TRIGGER user_trg; ALTER TABLE dst.ddl_t_m ADD CONSTRAINT ddl_fk FOREIGN KEY (id) REFERENCES dst.err_t_m (id) NOT VALID`);
     const e7 = (await startApply({ ...opts, replicaRole: false }).result.catch((e: Error) => e)) as Error;
     expect(e7.message).toContain('the target tables carry foreign key ddl_fk of dst.ddl_t_m:');
     expect(e7.message).not.toContain('user_trg');
