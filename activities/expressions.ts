@@ -3,7 +3,7 @@
  *
  * CHECK constraints, domain CHECKs, generated columns, index expressions and predicates and partition
  * keys are rebuilt on the target from the source catalog, then evaluated there by the copy, the
- * post-load DDL and the apply — all in superuser sessions (the apply needs session_replication_role).
+ * post-load DDL and the apply — all in the migration role's sessions, often a superuser's.
  * `SET ROLE` around them would be no boundary: an expression can call set_config('role', 'none') and
  * then run SQL through query_to_xml. So every function such an expression calls must be on an
  * allow-list, else preflight refuses naming the object and the function, before anything changes.

@@ -197,7 +197,6 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
 /** What the source's catalog says about the role's replication right, for the refusal's advice. */
 interface ReplicationRoles {
   rolname: string;
-  rolreplication: boolean;
   /** Which managed service's admin roles the server has, and whether the role belongs to them. */
   rds: boolean;
   rds_member: boolean;
@@ -240,7 +239,7 @@ async function checkReplicationRight(client: Client, source: NormalizedSpec['sou
   }
   if (!refused) return;
   const r = await client.query<ReplicationRoles>(
-    `SELECT rolname, rolreplication,
+    `SELECT rolname,
             to_regrole('rds_replication') IS NOT NULL AS rds,
             EXISTS (SELECT 1 FROM pg_roles m WHERE m.rolname = 'rds_replication' AND pg_has_role(current_user, m.oid, 'MEMBER')) AS rds_member,
             to_regrole('cloudsqlsuperuser') IS NOT NULL AS cloudsql,
@@ -253,9 +252,14 @@ async function checkReplicationRight(client: Client, source: NormalizedSpec['sou
   if (refused.code === '42501' && roles) {
     throw preconditionFailed(`the source role ${role} may not open a replication connection: ${replicationGrantAdvice(roles)}`);
   }
+  // As for any connection: a fixed reason for the caller, the server's own text in the worker's log.
+  workerLog(`preflight: the source refused a replication connection for role ${role}: ${scrub(refused.message ?? String(refused))}${refused.code ? ` [${refused.code}]` : ''}`);
+  const reason = refused.code ? connectReason(refused.code) : undefined;
   throw preconditionFailed(
-    `the source refuses a replication connection for role ${role}: ${scrub(refused.message ?? String(refused))}${refused.code ? ` [${refused.code}]` : ''}` +
-      (refused.code?.startsWith('28') ? ' (pg_hba.conf: logical replication connections match the database line, not "replication")' : ''),
+    `the source refuses a replication connection for role ${role}` +
+      (reason ? `: ${reason} [${refused.code}]` : '') +
+      (refused.code?.startsWith('28') ? ' (pg_hba.conf: a logical replication connection matches the database\'s lines, not "replication")' : '') +
+      '; the migration streams its changes through one',
   );
 }
 

@@ -1422,6 +1422,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const message = cancelled ? undefined : errorMessage(err);
     state.error = message;
     await wf.CancellationScope.nonCancellable(() => cleanup(cancelled && !plan?.spec.keepTargetOnCancel));
+    if (foreignKeysPending && !(cancelled && !plan?.spec.keepTargetOnCancel)) {
+      state.notices.push('the target tables were left without their foreign keys: they are created at FINALIZING when the target role may not set session_replication_role');
+    }
     setPhase(cancelled ? 'CANCELLED' : 'FAILED', message);
     if (cancelled) {
       // Cancelled by our signal: a normal end with a report. By Temporal's cancel: end as Canceled.

@@ -187,7 +187,15 @@ describe('managed-service roles, no superuser on either side', () => {
 
   it('refuses a source role short of a right, naming what to grant, before creating anything', async () => {
     const db = 'managed3';
-    await managedShop(db, 'cloud_migrator');
+    await Promise.all([env.source.createDatabase(db), env.target.createDatabase(db)]);
+    await env.source.query(
+      `CREATE TABLE public.customers (id serial PRIMARY KEY, email text);
+       CREATE TABLE public.audit_log (actor text); ALTER TABLE public.audit_log REPLICA IDENTITY FULL;
+       ALTER TABLE public.customers OWNER TO app_owner; ALTER TABLE public.audit_log OWNER TO app_owner`,
+      [],
+      db,
+    );
+    await env.target.query(`ALTER DATABASE ${db} OWNER TO cloud_migrator`);
     await env.source.query(
       `CREATE ROLE repl_member LOGIN IN ROLE rds_replication; CREATE ROLE not_owner LOGIN REPLICATION;
        GRANT CREATE ON DATABASE ${db} TO not_owner`,

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { replicationGrantAdvice } from '../../activities/preflight';
 
 describe('what to grant a source role that may not open a replication connection', () => {
-  const base = { rolname: 'mig', rolreplication: false, rds: false, rds_member: false, cloudsql: false, azure: false };
+  const base = { rolname: 'mig', rds: false, rds_member: false, cloudsql: false, azure: false };
 
   it("names each service's way, recognised by its admin roles", () => {
     expect(replicationGrantAdvice({ ...base, rds: true })).toBe(
