@@ -2,7 +2,8 @@
  * Records workflow histories for the determinism check (test/integration/replay.test.ts).
  * Usage: npx tsx test/replay.ts record [suffix]   — runs an online and an offline migration on throwaway
  * servers and writes their histories to test/fixtures/histories/ (<mode>-<suffix>.json with a suffix,
- * so that older recordings stay and keep replaying). Re-record an existing file only on purpose: a
+ * so that older recordings stay and keep replaying); `record-managed` records the path without
+ * session_replication_role. Re-record an existing file only on purpose: a
  * history that no longer replays means running migrations would break (use patched() instead).
  */
 import { writeFileSync } from 'node:fs';
@@ -59,6 +60,52 @@ async function record(suffix?: string): Promise<void> {
   } finally {
     await env.stop();
   }
+}
+
+/**
+ * `record-managed`: an online migration to a target role that may not set session_replication_role
+ * (foreign keys after the cutover, patch keys-after-cutover), written to online-keys-after-cutover.json.
+ */
+async function recordManaged(): Promise<void> {
+  const env = await startEnv();
+  try {
+    const db = 'rec_managed';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    await env.target.query(`CREATE ROLE rec_owner LOGIN; ALTER DATABASE ${db} OWNER TO rec_owner`);
+    await env.target.query(`ALTER SCHEMA public OWNER TO rec_owner`, [], db);
+    const c = await env.source.client(db);
+    await c.query(SHOP_SCHEMA);
+    await loadShopData(c, 0.05);
+    await c.end();
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration(
+      {
+        source: env.source.uri(db),
+        target: env.target.uri(db).replace('postgres://postgres@', 'postgres://rec_owner@'),
+        schemas: ['public', 'Sales Dept'],
+        cutover: { mode: 'manual' },
+      },
+      'history-keys-after-cutover',
+    );
+    await m.waitForPhase('SYNCING_WAL');
+    await new Promise((r) => setTimeout(r, 3000));
+    await m.signal('cutover');
+    await m.result();
+    await writer.stop();
+    const history = await env.temporal.client.workflow.getHandle(m.workflowId).fetchHistory();
+    writeFileSync(join(HISTORY_DIR, 'online-keys-after-cutover.json'), historyToJSON(history));
+    console.log(`recorded online-keys-after-cutover: ${history.events?.length} events`);
+  } finally {
+    await env.stop();
+  }
+}
+
+if (require.main === module && process.argv[2] === 'record-managed') {
+  recordManaged().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 }
 
 if (require.main === module && process.argv[2] === 'record') {
