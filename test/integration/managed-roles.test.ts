@@ -13,6 +13,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint, qualified, sourceLeftovers } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
+import { activitySpans } from '../harness/history';
 import { preflight } from '../../activities/preflight';
 
 let env: TestEnv;
@@ -70,6 +71,10 @@ describe('managed-service roles, no superuser on either side', () => {
     await m.signal('cutover');
     const report = await m.result();
     expect(report.phase).toBe('COMPLETED');
+    // A role that may set session_replication_role keeps the replica path: keys in MIGRATING_DATA.
+    expect(report.notices.join('\n')).not.toContain('may not set session_replication_role');
+    const keys = (await activitySpans(env.temporal, m.workflowId)).filter((s) => s.type === 'finishTargetTables' && (s.input[0] as { part?: string }).part === 'foreign-keys');
+    expect(keys.map((s) => (s.input[0] as { notValidFirst?: boolean }).notValidFirst)).toEqual([undefined]);
     for (const [s, t] of SHOP_TABLES) {
       const [a, b] = await Promise.all([fingerprint(env.source, db, s, t), fingerprint(env.target, db, s, t)]);
       expect({ table: `${s}.${t}`, ...b }).toEqual({ table: `${s}.${t}`, ...a });
@@ -149,6 +154,17 @@ describe('managed-service roles, no superuser on either side', () => {
     const report = await m.result();
     expect(report.phase).toBe('COMPLETED');
     expect(report.notices.join('\n')).toContain('may not set session_replication_role: the apply runs without it');
+    // The apply ran without replica mode, and the foreign keys came once it had stopped, after the
+    // cutover's point of no return: one NOT VALID-then-VALIDATE step, none in MIGRATING_DATA.
+    const spans = await activitySpans(env.temporal, m.workflowId);
+    const input = (s: { input: unknown[] }) => s.input[0] as { part?: string; notValidFirst?: boolean; replicaRole?: boolean };
+    const applies = spans.filter((s) => s.type === 'applyChanges');
+    expect(applies.length).toBeGreaterThan(0);
+    expect(applies.every((s) => input(s).replicaRole === false)).toBe(true);
+    const keys = spans.filter((s) => s.type === 'finishTargetTables' && input(s).part === 'foreign-keys');
+    expect(keys.map((s) => input(s).notValidFirst)).toEqual([true]);
+    const committed = spans.find((s) => s.type === 'commitCutover')!;
+    expect(keys[0]!.scheduledAt).toBeGreaterThanOrEqual(committed.endedAt!);
     for (const [s, t] of tables) {
       const [a, b] = await Promise.all([fingerprint(env.source, db, s, t), fingerprint(env.target, db, s, t)]);
       expect({ table: `${s}.${t}`, ...b }).toEqual({ table: `${s}.${t}`, ...a });
