@@ -128,7 +128,7 @@ async function waitForApply(handle: Awaited<ReturnType<TestEnv['startMigration']
 }
 
 describe('large values and a large transaction', () => {
-  // 300 s: it moves about a GB through copy and apply; on a loaded two-core machine it ran past the default 180 s.
+  // 300 s: over 400 MB of values go through copy and apply; on a loaded two-core machine it ran past the default 180 s.
   it('go through copy and apply exactly; memory does not grow with the transaction and holds one value at a time', { timeout: 300_000 }, async () => {
     const db = 'large';
     await env.source.createDatabase(db);
