@@ -11,7 +11,8 @@ import { classify } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { migrationIdOf } from '../workflows/names';
 import { createTargetTables, finishTargetTables } from './schema';
-import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateTablesInput } from './validate';
+import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateProgress, type ValidateTablesInput } from './validate';
+import { validateAndRepair, type RepairOutcome, type RepairSettings } from './validate-repair';
 import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
 import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResult } from './validate-proof';
 import { findSchemaDrift } from './schema-drift';
@@ -369,8 +370,8 @@ export function createActivities(deps: ActivityDeps = {}) {
 
     /** VALIDATING: counts, sampled rows and (optionally) chunked checksums, with the failure report. */
     async validateMigration(
-      byRef: ByRef<ValidateTablesInput, 'tables'> & { schemas?: string[]; track?: number },
-    ): Promise<{ results: TableValidationResult[]; failure?: string; schemaDrift?: string[]; totals?: { tables: number; failed: number } }> {
+      byRef: ByRef<ValidateTablesInput, 'tables'> & { schemas?: string[]; track?: number; repair?: RepairSettings },
+    ): Promise<{ results: TableValidationResult[]; failure?: string; schemaDrift?: string[]; totals?: { tables: number; failed: number; repaired?: number }; repair?: RepairOutcome }> {
       const ctx = Context.current();
       const input = { ...(await resolve<ValidateTablesInput, 'tables'>(byRef, 'tables', validationTables)), schemas: byRef.schemas };
       // Beat on a timer too: a comparison blocked in one long query must still hear a cancel.
@@ -380,9 +381,12 @@ export function createActivities(deps: ActivityDeps = {}) {
         const drift = await findSchemaDrift(input).catch((err: unknown) => {
           throw classify(err, 'compare the source schema with the one migrated');
         });
-        const results = await validateTables(input, { onProgress: (p) => ctx.heartbeat(p), signal: ctx.cancellationSignal });
+        const hooks = { onProgress: (p: ValidateProgress) => ctx.heartbeat(p), signal: ctx.cancellationSignal };
+        // validation.repair: never on a schema that drifted (the failure below names the drift).
+        const { results, repair } = byRef.repair && !drift.length ? await validateAndRepair(input, byRef.repair, hooks) : { results: await validateTables(input, hooks), repair: undefined };
         throwIfCancelled(ctx);
         const failures: string[] = [];
+        if (repair?.refused) failures.push(`validation.repair: ${repair.refused}`);
         if (drift.length) {
           failures.push(
             'the source schema changed during the migration; pg-dts does not replicate DDL, so the target lacks these changes ' +
@@ -391,15 +395,16 @@ export function createActivities(deps: ActivityDeps = {}) {
         }
         if (results.some((r) => !r.ok)) failures.push(formatValidationFailure(results));
         const failure = failures.length ? failures.join('\n') : undefined;
-        if (!byRef.plan) return { results, failure, ...(drift.length ? { schemaDrift: drift } : {}) };
-        // By reference: the page of tables and the first failing others, with the totals.
+        if (!byRef.plan) return { results, failure, ...(drift.length ? { schemaDrift: drift } : {}), ...(repair ? { repair } : {}) };
+        // By reference: the page of tables and the first failing or repaired others, with the totals.
         const track = byRef.track ?? 0;
-        const listed = [...results.filter((_, i) => i < track), ...results.filter((r, i) => i >= track && !r.ok).slice(0, RESULTS_BEYOND_PAGE)];
+        const listed = [...results.filter((_, i) => i < track), ...results.filter((r, i) => i >= track && (!r.ok || r.repair)).slice(0, RESULTS_BEYOND_PAGE)];
         return {
           results: listed,
           failure: failure && failure.length > 64 * 1024 ? `${failure.slice(0, 64 * 1024)}\n…` : failure,
           ...(drift.length ? { schemaDrift: drift.slice(0, RESULTS_BEYOND_PAGE) } : {}),
-          totals: { tables: results.length, failed: results.filter((r) => !r.ok).length },
+          totals: { tables: results.length, failed: results.filter((r) => !r.ok).length, ...(repair ? { repaired: repair.tables } : {}) },
+          ...(repair ? { repair } : {}),
         };
       } finally {
         clearInterval(beat);

@@ -6,6 +6,9 @@
 import { z } from 'zod';
 import { DEFAULT_MAX_WRITE_STOP_SECONDS } from '../workflows/state';
 
+/** validation.repairMaxRows when not set: few enough rows to rewrite within the bounded write stop. */
+export const DEFAULT_REPAIR_MAX_ROWS = 10_000;
+
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes: longer names are silently truncated. */
 export const MAX_IDENTIFIER_BYTES = 63;
 export const identifierTooLong = (s: string): boolean => Buffer.byteLength(s, 'utf8') > MAX_IDENTIFIER_BYTES;
@@ -119,8 +122,13 @@ export const migrationSpecSchema = z
         checksum: z.boolean().optional(),
         live: z.boolean().optional(),
         chunkRows: z.number().int().min(1000).optional(),
+        /** Rows the checksum names as differing are rewritten on the target from the source, in the fenced window. */
+        repair: z.boolean().optional(),
+        /** The most rows a repair may rewrite (all tables together); more differ and the migration fails, nothing written. */
+        repairMaxRows: z.number().int().min(1).max(10_000_000).optional(),
       })
       .strict()
+      .refine((v) => !(v.repair && v.checksum === false), { message: 'repair needs the checksum (it names the rows to repair): drop checksum: false', path: ['repair'] })
       .optional(),
     /**
      * Tables with no replica identity (no primary key) are refused unless this is true: then the
@@ -201,7 +209,8 @@ export interface NormalizedSpec {
   keepTargetOnCancel: boolean;
   historyEventsLimit?: number;
   setReplicaIdentityFull: boolean;
-  validation: { sampleSize: number; checksum: boolean; live: boolean; chunkRows?: number };
+  /** repair/repairMaxRows present only when repair is asked for (plans recorded before it have neither). */
+  validation: { sampleSize: number; checksum: boolean; live: boolean; chunkRows?: number; repair?: boolean; repairMaxRows?: number };
   objects: boolean;
   /** Present only when asked for (plans recorded before it have none). */
   slot?: { failover: boolean };
@@ -318,6 +327,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
       checksum: s.validation?.checksum ?? true,
       live: s.validation?.live ?? false,
       chunkRows: s.validation?.chunkRows,
+      ...(s.validation?.repair ? { repair: true, repairMaxRows: s.validation.repairMaxRows ?? DEFAULT_REPAIR_MAX_ROWS } : {}),
     },
   };
 }

@@ -394,6 +394,8 @@ export interface ChecksumResult {
   chunks: number;
   /** Labels of the top-level chunks that differ. */
   mismatchedChunks: string[];
+  /** Strict: their key ranges, same order (a repair checks them again). */
+  mismatchedRanges?: KeyRange[];
   /** Live: ranges whose rows kept changing (or whose target did not catch up). */
   unsettledRanges: string[];
   unsettledRows: number;
@@ -480,7 +482,10 @@ export async function checksumKeyed(
   }
   frontier.sort(byPath);
   // Strict: a chunk whose checksum differs is a mismatch, even if its rows cannot all be listed.
-  if (!pairing.live) out.mismatchedChunks = frontier.map((n) => labels[n.chunk]!);
+  if (!pairing.live) {
+    out.mismatchedChunks = frontier.map((n) => labels[n.chunk]!);
+    out.mismatchedRanges = frontier.map((n) => ranges[n.chunk]!);
+  }
 
   const found: Array<FoundRow & { chunkIndex: number; path: number[]; seq: number }> = [];
   for (let depth = 0; frontier.length > 0; depth++) {
@@ -597,7 +602,10 @@ export async function checksumKeyless(pairing: Pairing, opts: ChecksumOptions): 
   out.targetRows = summaryRows(top.dst.get('0'));
   opts.onChunk?.(1, 1);
   if (top.different.length === 0 && top.unsettled.length === 0) return out;
-  if (!pairing.live) out.mismatchedChunks.push('whole table');
+  if (!pairing.live) {
+    out.mismatchedChunks.push('whole table');
+    out.mismatchedRanges = [{}];
+  }
 
   // Buckets of about 1,000 rows: 16^prefix >= rows / 1000, at most 65,536 buckets.
   const rows = Math.max(out.sourceRows, out.targetRows);

@@ -387,3 +387,68 @@ function bucketPrefix(n: number): number {
   if (v < 1 || v > 8) throw new Error(`bucket prefix length ${n} out of range 1..8`);
   return v;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Repair (validate-repair.ts): rows rewritten on the target from the source, by key or whole chunk.
+// ---------------------------------------------------------------------------------------------------
+
+/** `DELETE FROM target t USING unnest(keys) u WHERE t.key = u.key`: the rows with these keys (target shape). */
+export function deleteByKeysSql(s: TableShape, keys: ReadonlyArray<ReadonlyArray<string | null>>): Sql {
+  if (s.keyColumns.length === 0) throw new Error('deleteByKeysSql: the table has no key');
+  const values: unknown[] = s.keyColumns.map((_, i) => keys.map((k) => k[i] ?? null));
+  const unnest = `unnest(${s.keyColumns.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS u(${s.keyColumns.map((_, i) => `k${i}`).join(', ')})`;
+  const typed = s.keyColumns.map((_, i) => `u.k${i}::${s.keyTypes[i]!}`);
+  const on = s.keyColumns.length === 1 ? `${col(s.keyColumns[0]!)} = ${typed[0]!}` : `(${s.keyColumns.map(col).join(', ')}) = (${typed.join(', ')})`;
+  return { text: `DELETE FROM ${qname(s.table)} t USING ${unnest} WHERE ${on}`, values };
+}
+
+/**
+ * `COPY (SELECT columns FROM source WHERE key IN (...)) TO STDOUT` (source shape). COPY takes no
+ * parameters: the keys are literals (escaped by pg's escapeLiteral), cast to the key types.
+ */
+export function copyOutByKeysSql(s: TableShape, keys: ReadonlyArray<ReadonlyArray<string | null>>): string {
+  if (s.keyColumns.length === 0) throw new Error('copyOutByKeysSql: the table has no key');
+  if (keys.length === 0) throw new Error('copyOutByKeysSql: no keys');
+  const lit = (v: string | null | undefined) => (v === null || v === undefined ? 'NULL' : literal(v));
+  const rows = keys.map((k) => `(${s.keyColumns.map((_, i) => lit(k[i])).join(', ')})`).join(', ');
+  const typed = s.keyColumns.map((_, i) => `u.k${i}::${s.keyTypes[i]!}`).join(', ');
+  const us = s.keyColumns.map((_, i) => `k${i}`).join(', ');
+  return (
+    `COPY (SELECT ${s.columns.map(col).join(', ')} FROM ${qname(s.table)} t ` +
+    `WHERE ${keyTuple(s)} IN (SELECT ${typed} FROM (VALUES ${rows}) AS u(${us}))) TO STDOUT`
+  );
+}
+
+/** Every row of the table (a chunk replaced whole: tables without a key). */
+export function copyOutAllSql(s: TableShape): string {
+  return `COPY (SELECT ${s.columns.map(col).join(', ')} FROM ${qname(s.table)} t) TO STDOUT`;
+}
+
+/**
+ * Into the target, text format. COPY writes identity columns' given values (as INSERT's OVERRIDING
+ * SYSTEM VALUE does) and leaves generated columns to be computed: they are not in the list.
+ */
+export function copyInSql(s: TableShape): string {
+  return `COPY ${qname(s.table)} (${s.columns.map(ident).join(', ')}) FROM STDIN`;
+}
+
+export function deleteAllSql(s: TableShape): Sql {
+  return { text: `DELETE FROM ${qname(s.table)}`, values: [] };
+}
+
+/**
+ * The relations under each table (itself, and every partition at every level) that do not carry a
+ * pg-dts mark (activities/marks.ts): `mark` exact, or any migration's when undefined.
+ */
+export function unmarkedRelationsSql(tables: readonly QualifiedName[], mark: string | undefined): Sql {
+  return {
+    text:
+      // pg_partition_tree lists nothing for a table that is not partitioned: the table itself comes first.
+      `SELECT n.nspname || '.' || c.relname AS rel FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ` +
+      `CROSS JOIN LATERAL (SELECT u.t::regclass AS relid UNION SELECT p.relid FROM pg_partition_tree(u.t::regclass) p) r ` +
+      `JOIN pg_class c ON c.oid = r.relid JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+      `WHERE NOT coalesce(${mark === undefined ? `obj_description(c.oid, 'pg_class') LIKE 'pg-dts migration %'` : `obj_description(c.oid, 'pg_class') = $2`}, false) ` +
+      `ORDER BY u.i, c.relname`,
+    values: mark === undefined ? [tables.map(qname)] : [tables.map(qname), mark],
+  };
+}

@@ -14,11 +14,12 @@
  * that tolerates rows changing under it.
  */
 import type { Client } from 'pg';
+import type { RepairReport } from '../workflows/contract';
 import { connect, describeConnection, withClient } from './db';
 import { classify } from './errors';
 import { qname } from './sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
-import { HASH_PROBE_SQL, BEGIN_READ, type RowHash } from './validate-sql';
+import { HASH_PROBE_SQL, BEGIN_READ, type KeyRange, type RowHash } from './validate-sql';
 import { loadAllProofChunks, planCutoverCheck } from './validate-proof';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY, type Mismatch, type MismatchKind, type Outcome } from './validate-compare';
 import {
@@ -136,7 +137,7 @@ export interface ValidateTablesInput {
 
 export interface ValidateProgress {
   table: string;
-  step: 'count' | 'sample' | 'checksum' | 'done';
+  step: 'count' | 'sample' | 'checksum' | 'done' | 'repair';
   chunksDone?: number;
   chunks?: number;
   tablesDone: number;
@@ -173,6 +174,8 @@ export interface TableValidationResult {
    * on both sides since) and compared here; rows covered (every row of the source when it ran).
    */
   proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number };
+  /** validation.repair / `dts verify --repair`: what was rewritten on the target (the verdicts above are then the ones after it). */
+  repair?: RepairReport;
   /** Counts match, and neither the sample nor the checksum found a difference. */
   ok: boolean;
   durationMs: number;
@@ -188,9 +191,35 @@ export const VALIDATE_DEFAULTS = {
 } as const;
 
 export async function validateTables(input: ValidateTablesInput, hooks: ValidateHooks = {}): Promise<TableValidationResult[]> {
+  return compareTables(input, hooks);
+}
+
+/**
+ * What a repair (validate-repair.ts) needs from the comparison of one table that differs: every
+ * differing row the checksum found (up to the repair's cap) and the top-level chunks they lie in.
+ */
+export interface RepairNeed {
+  /** Index of the table in the input. */
+  index: number;
+  found: FoundRow[];
+  chunks: Array<{ label: string; range: KeyRange }>;
+  /** The checksum could not name every differing row (more than the cap, or a range too big to list). */
+  truncated: boolean;
+}
+
+/**
+ * validateTables, and with `repair` set: the checksum narrows differing chunks down to up to
+ * `repair.cap` rows per table (not just the listed maxMismatches), handed to `repair.needs`.
+ */
+export async function compareTables(
+  input: ValidateTablesInput,
+  hooks: ValidateHooks = {},
+  repair?: { cap: number; needs: RepairNeed[] },
+): Promise<TableValidationResult[]> {
   const sampleSize = Math.max(0, Math.floor(input.sampleSize ?? VALIDATE_DEFAULTS.sampleSize));
   const withChecksum = input.checksum ?? true;
-  const opts = checksumOptions(input, hooks.signal);
+  const listed = checksumOptions(input, hooks.signal);
+  const opts = repair ? { ...listed, maxMismatches: Math.max(listed.maxMismatches, repair.cap) } : listed;
   let tablesDone = 0;
   const progress = (table: string, step: ValidateProgress['step'], extra: Partial<ValidateProgress> = {}) =>
     hooks.onProgress?.({ table, step, tablesDone, tables: input.tables.length, ...extra });
@@ -198,7 +227,7 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
   try {
     const stored = withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
     return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
-      return async (t) => {
+      return async (t, index) => {
         const started = Date.now();
         const name = displayName(t.source);
         const result = emptyResult(t, hash);
@@ -244,10 +273,14 @@ export async function validateTables(input: ValidateTablesInput, hooks: Validate
             result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';
             found = c.found;
             truncated = c.truncated;
+            if (repair && (c.mismatchedChunks.length || found.length)) {
+              const ranges = 'mismatchedRanges' in c ? (c.mismatchedRanges ?? []) : [];
+              repair.needs.push({ index, found, truncated, chunks: c.mismatchedChunks.map((label, i) => ({ label, range: ranges[i] ?? {} })) });
+            }
           }
-          const listed = await assembleMismatches(s, d, t, found, sample?.found ?? [], opts.maxMismatches);
-          result.mismatches = listed.mismatches;
-          result.mismatchesTruncated = truncated || listed.truncated;
+          const report = await assembleMismatches(s, d, t, found, sample?.found ?? [], listed.maxMismatches);
+          result.mismatches = report.mismatches;
+          result.mismatchesTruncated = truncated || report.truncated;
           await Promise.all([src.query('COMMIT'), dst.query('COMMIT')]);
         } catch (err) {
           await Promise.all([src.query('ROLLBACK').catch(() => undefined), dst.query('ROLLBACK').catch(() => undefined)]);
@@ -326,7 +359,7 @@ export async function openSides(src: Client, dst: Client, t: ValidateTableSpec, 
 export async function runPool<R>(
   input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
   applicationName: string,
-  setup: (src: Client, dst: Client, hash: RowHash) => Promise<(t: ValidateTableSpec) => Promise<R>>,
+  setup: (src: Client, dst: Client, hash: RowHash) => Promise<(t: ValidateTableSpec, index: number) => Promise<R>>,
   signal?: AbortSignal,
 ): Promise<R[]> {
   const results: R[] = new Array<R>(input.tables.length);
@@ -348,7 +381,7 @@ export async function runPool<R>(
         signal?.addEventListener('abort', cut, { once: true });
         hash ??= await probeRowHash(src, dst);
         const check = await setup(src, dst, hash);
-        for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t);
+        for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t, job.i);
       } finally {
         await dst.end().catch(() => undefined);
       }

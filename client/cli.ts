@@ -417,7 +417,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       });
     });
 
-  registerVerify(program);
+  registerVerify(program, io);
   return program;
 }
 

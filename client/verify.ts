@@ -14,6 +14,7 @@ import type { TableDef } from '../activities/model';
 import { listSourceTables, type TablePlan } from '../activities/preflight';
 import { displayName, normalizeSpec, SpecError, type NormalizedSpec } from '../activities/spec';
 import { formatMismatch, validateTables, VALIDATE_DEFAULTS, type TableValidationResult } from '../activities/validate';
+import { DEFAULT_REPAIR_MAX_ROWS, formatRepair, validateAndRepair, type RepairOutcome } from '../activities/validate-repair';
 
 export interface VerifyOptions {
   source: string;
@@ -27,10 +28,12 @@ export interface VerifyOptions {
   parallelism?: string;
   chunkRows?: string;
   maxMismatches?: string;
+  repair?: boolean;
+  repairMaxRows?: string;
   json?: boolean;
 }
 
-export function registerVerify(program: Command): void {
+export function registerVerify(program: Command, io?: { out(line: string): void; err(line: string): void }): void {
   program
     .command('verify')
     .description('compare two databases table by table: exact row counts, sampled rows, chunked content checksums')
@@ -45,9 +48,11 @@ export function registerVerify(program: Command): void {
     .option('--parallelism <n>', 'tables compared at once', String(VALIDATE_DEFAULTS.parallelism))
     .option('--chunk-rows <n>', 'rows per checksum chunk', String(VALIDATE_DEFAULTS.chunkRows))
     .option('--max-mismatches <n>', 'differing rows listed per table', String(VALIDATE_DEFAULTS.maxMismatches))
+    .option('--repair', 'rewrite the differing rows on the target from the source (only tables a pg-dts migration created), then compare their chunks again')
+    .option('--repair-max-rows <n>', 'with --repair: the most rows rewritten in all; more differ and nothing is written', String(DEFAULT_REPAIR_MAX_ROWS))
     .option('--json', 'print the results as JSON')
     .action(async (opts: VerifyOptions) => {
-      process.exitCode = await runVerify(opts);
+      process.exitCode = io ? await runVerify(opts, io.out, io.err) : await runVerify(opts);
     });
 }
 
@@ -56,7 +61,7 @@ class UsageError extends Error {}
 /** Runs the comparison; returns the exit code (0 identical, 1 different or failed, 2 bad usage). */
 export async function runVerify(opts: VerifyOptions, out: (line: string) => void = (l) => console.log(l), err: (line: string) => void = (l) => console.error(l)): Promise<number> {
   let spec: NormalizedSpec;
-  let numbers: { sample: number; parallelism: number; chunkRows: number; maxMismatches: number };
+  let numbers: { sample: number; parallelism: number; chunkRows: number; maxMismatches: number; repairMaxRows: number };
   try {
     spec = specFrom(opts);
     numbers = {
@@ -64,7 +69,9 @@ export async function runVerify(opts: VerifyOptions, out: (line: string) => void
       parallelism: integer('--parallelism', opts.parallelism, 1),
       chunkRows: integer('--chunk-rows', opts.chunkRows, 1),
       maxMismatches: integer('--max-mismatches', opts.maxMismatches, 1),
+      repairMaxRows: integer('--repair-max-rows', opts.repairMaxRows ?? String(DEFAULT_REPAIR_MAX_ROWS), 1),
     };
+    if (opts.repair && opts.checksum === false) throw new UsageError('--repair needs the checksum (it names the rows to repair): drop --no-checksum');
   } catch (e) {
     if (e instanceof UsageError || e instanceof SpecError) {
       err(`dts verify: ${e.message}`);
@@ -75,10 +82,11 @@ export async function runVerify(opts: VerifyOptions, out: (line: string) => void
 
   const started = Date.now();
   let results: TableValidationResult[];
+  let repair: RepairOutcome | undefined;
   try {
     const { defs, skipped } = await sourceTables(spec, err);
     for (const s of skipped) err(`dts verify: not compared: ${s}`);
-    results = await validateTables({
+    const input = {
       source: spec.source,
       target: spec.target,
       tables: defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns })),
@@ -87,14 +95,21 @@ export async function runVerify(opts: VerifyOptions, out: (line: string) => void
       parallelism: numbers.parallelism,
       chunkRows: numbers.chunkRows,
       maxMismatches: numbers.maxMismatches,
-    });
+    };
+    if (opts.repair) ({ results, repair } = await validateAndRepair(input, { maxRows: numbers.repairMaxRows, limitName: '--repair-max-rows' }));
+    else results = await validateTables(input);
   } catch (e) {
     err(`dts verify: ${scrub(e instanceof Error ? e.message : String(e))}`);
     return 1;
   }
 
-  if (opts.json) out(JSON.stringify(results, null, 2));
-  else for (const line of formatVerifyResults(results, Date.now() - started)) out(line);
+  if (opts.json) out(JSON.stringify(repair ? { results, repair } : results, null, 2));
+  else {
+    for (const line of formatVerifyResults(results, Date.now() - started)) out(line);
+    if (repair && (repair.tables || repair.refused)) out('');
+    for (const line of formatRepair(results, 20)) out(line.startsWith(' ') ? line : `repaired: ${line}`);
+    if (repair?.refused) out(`repair: ${repair.refused}`);
+  }
   return results.every((r) => r.ok) ? 0 : 1;
 }
 

@@ -63,6 +63,31 @@ export interface TableReport {
   validationError?: string;
   /** The content proof's coverage of this table (see MigrationReport.proof). */
   proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number };
+  /** validation.repair: the rows rewritten on the target from the source, and the chunks checked again. */
+  repair?: RepairReport;
+}
+
+/**
+ * What validation.repair (or `dts verify --repair`) did to one table. Bounded: the keys are listed up
+ * to a cap (counts cover them all), and so are the repaired chunks.
+ */
+export interface RepairReport {
+  /** Rows repaired: differing keys (keyed tables), or the rows of the replaced chunk (tables without a key). */
+  rows: number;
+  missing: number;
+  extra: number;
+  different: number;
+  /** Rows deleted from and written into the target. */
+  deleted: number;
+  inserted: number;
+  /** Tables without a key: the whole chunk (the table) was replaced. */
+  wholeChunk?: boolean;
+  /** Repaired rows by key (tables without a key: md5 of the row), at most the listing cap. */
+  keys: Array<{ key: Record<string, string | null>; kind: 'missing-on-target' | 'extra-on-target' | 'different' }>;
+  keysTruncated: boolean;
+  /** Every repaired chunk checked again after the repair: its count and checksum (`rows:sum`) on each side. */
+  chunks: Array<{ chunk: string; source: string; target: string; match: boolean }>;
+  chunksTruncated?: boolean;
 }
 
 /**
@@ -100,6 +125,8 @@ export interface MigrationReport {
   /** Source writes stopped: from the fence to its release (online only). */
   cutoverWindowMs?: number;
   proof?: ProofReport;
+  /** validation.repair: rows rewritten on the target at VALIDATING, over how many tables (per table: tables[].repair). */
+  repair?: { tables: number; rows: number };
   /** Views, materialized views, functions and triggers recreated after cutover (spec.objects). */
   objects?: {
     created: string[];
@@ -168,7 +195,7 @@ export interface MigrationStatus {
     retryAt?: string;
   };
   /** VALIDATING's verdict per table, once it ran. */
-  validation?: Array<{ source: string; countsMatch: boolean; sample: 'not-run' | 'match' | 'mismatch'; checksum: 'not-run' | 'match' | 'mismatch'; mismatches: number; error?: string }>;
+  validation?: Array<{ source: string; countsMatch: boolean; sample: 'not-run' | 'match' | 'mismatch'; checksum: 'not-run' | 'match' | 'mismatch'; mismatches: number; error?: string; repaired?: number }>;
   /**
    * The content proof: progress while SYNCING_WAL (`running`; `ready` once every chunk was tried), its
    * verdict after VALIDATING (`reverifiedAtCutover` then set), `off` when validation.checksum = false.

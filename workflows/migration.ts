@@ -315,6 +315,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let proofStartedAt: number | undefined;
   let proofLiveMs = 0;
   let validatingMs: number | undefined;
+  /** validation.repair: what VALIDATING rewrote on the target. */
+  let repaired: MigrationReport['repair'];
+  /** validation.repair is on (runs recorded before it never are: the marker only in runs that use it). */
+  const repairOn = () => plan?.spec.validation.repair === true && wf.patched('validation-repair');
   let objects: MigrationReport['objects'] & { notices: string[] } | undefined;
   let applyScope: wf.CancellationScope | undefined;
   let applyDone: Promise<void> | undefined;
@@ -713,7 +717,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         (r) => {
           proofEnded = true;
           state.proof = { ...r.progress, state: r.divergence ? 'diverged' : 'ready' };
-          if (r.divergence?.length) {
+          if (r.divergence?.length && repairOn()) {
+            // Rewritten at VALIDATING, with the source fenced: the diverged chunks are left unverified,
+            // so the cutover's check compares them again and names their rows.
+            const text = r.divergenceText ?? r.divergence.map((c) => c.source).join(', ');
+            state.notices.push(
+              `the content proof found rows that differ on the target during SYNCING_WAL; validation.repair rewrites them from the source in the fenced window:\n${text.length > 2000 ? `${text.slice(0, 2000)}…` : text}`,
+            );
+          } else if (r.divergence?.length) {
             counts = r.divergence;
             state.validation = r.divergence.map((c) => ({ source: c.source, countsMatch: c.countsMatch, sample: c.sample, checksum: c.checksum, mismatches: c.mismatches.length }));
             for (const c of r.divergence) {
@@ -794,7 +805,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   const report = (phase: Phase, error?: string): MigrationReport => {
     // By reference the page of tables, plus every table validation failed (bounded by the activity).
-    const listed = planRef ? [...state.tables, ...counts.filter((c) => !c.ok && !state.tables.some((t) => t.source === c.source)).map((c) => ({ source: c.source, target: c.target, rowsCopied: 0 }))] : state.tables;
+    const listed = planRef ? [...state.tables, ...counts.filter((c) => (!c.ok || c.repair) && !state.tables.some((t) => t.source === c.source)).map((c) => ({ source: c.source, target: c.target, rowsCopied: 0 }))] : state.tables;
     const tables: TableReport[] = listed.map((t) => {
       const c = counts.find((x) => x.source === t.source);
       return {
@@ -810,6 +821,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         ...(c && c.mismatchedChunks.length ? { mismatchedChunks: c.mismatchedChunks } : {}),
         ...(c?.error ? { validationError: c.error } : {}),
         ...(c?.proof ? { proof: c.proof } : {}),
+        ...(c?.repair ? { repair: c.repair } : {}),
       };
     });
     const finishedAt = Date.now();
@@ -825,6 +837,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       durationMs: finishedAt - startedAt,
       cutoverWindowMs: state.cutover?.windowMs,
       ...(plan && (validatingMs !== undefined || proofUsed) ? { proof: proofReport() } : {}),
+      ...(repaired ? { repair: repaired } : {}),
       ...(objects ? { objects: { created: objects.created, skipped: objects.skipped, ...(objects.rewritten?.length ? { rewritten: objects.rewritten } : {}) } } : {}),
       notices: state.notices,
       error,
@@ -1158,7 +1171,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     const validatingStarted = Date.now();
     const opts = boundedStop ? { ...validationOpts, heartbeatTimeout: fencedHeartbeat } : validationOpts;
-    const validated = await validation.validateMigration.executeWithOptions({ ...opts, summary: `compare ${levels}` }, [
+    const repair = repairOn();
+    const validated = await validation.validateMigration.executeWithOptions({ ...opts, summary: `compare ${levels}${repair ? ', repair what differs' : ''}` }, [
       {
         source: p.spec.source,
         target: p.spec.target,
@@ -1171,8 +1185,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         ...(proofUsed ? { proofSlot: slot } : {}),
         // Whole schemas migrated: a table created in one since the start is reported.
         ...(p.spec.tables ? {} : { schemas: p.spec.schemas }),
+        ...(repair ? { repair: { maxRows: v.repairMaxRows ?? 0, limitName: 'validation.repairMaxRows', ...(marks ? { migrationId: marks } : {}) } } : {}),
       },
     ]);
+    if (validated.repair?.tables) {
+      repaired = { tables: validated.repair.tables, rows: validated.repair.rows };
+      state.notices.push(`validation.repair rewrote ${validated.repair.rows} row(s) of ${validated.repair.tables} table(s) on the target from the source; every repaired chunk compared again (the report lists them by table)`);
+    }
     counts = validated.results;
     validatingMs = Date.now() - validatingStarted;
     if (v.checksum) {
@@ -1194,6 +1213,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       checksum: c.checksum,
       mismatches: c.mismatches.length,
       ...(c.error ? { error: c.error } : {}),
+      ...(c.repair ? { repaired: c.repair.rows } : {}),
     }));
     for (const c of counts) {
       const ts = state.tables.find((t) => t.source === c.source);

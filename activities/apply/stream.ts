@@ -724,7 +724,8 @@ function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
   return clientConfigs(spec, { replication: 'database', applicationName: `pg-dts walsender ${slot}`.slice(0, 63) })[0]!;
 }
 
-async function prepareTargetSession(c: Client, replicaRole: boolean, tables: readonly ApplyTable[]): Promise<void> {
+/** The apply's session rules on the target (replica mode, or nothing may fire; no timeouts); repairs write under them too. */
+export async function prepareTargetSession(c: Client, replicaRole: boolean, tables: readonly ApplyTable[]): Promise<void> {
   if (!replicaRole) await assertNothingFires(c, tables);
   else {
     try {
