@@ -223,6 +223,7 @@ describe('validation.repair through the migration workflow', () => {
     const stats = await writer.stop();
     expect(stats.errors).toEqual([]);
     expect(report.phase).toBe('COMPLETED');
+    console.log(`repair at cutover: ${report.repair?.rows} rows in ${report.repair?.tables} tables; VALIDATING ${report.proof?.validatingMs} ms, cutover window ${report.cutoverWindowMs} ms`);
     const byTable = new Map(report.tables.map((t) => [t.source, t]));
     const keys = (t: string) => byTable.get(t)?.repair?.keys.map((k) => `${Object.values(k.key).join(',')}:${k.kind}`);
     expect(keys('public.customers')).toEqual(['77:different']);
@@ -237,7 +238,8 @@ describe('validation.repair through the migration workflow', () => {
     }
     expect(report.repair?.tables).toBe(6);
     expect(report.notices.join('\n')).toContain('validation.repair rewrote');
-    for (const [schema, table] of [...SHOP_TABLES, ['public', 'quiet'] as const]) {
+    // The default schemas: public only.
+    for (const [schema, table] of [...SHOP_TABLES.filter(([sc]) => sc === 'public'), ['public', 'quiet'] as const]) {
       const a = await fingerprint(env.source, db, schema, table);
       const b = await fingerprint(env.target, db, schema, table);
       expect({ table, ...b }).toEqual({ table, ...a });
