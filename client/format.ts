@@ -161,6 +161,12 @@ export function formatReport(r: MigrationReport): string {
   if (r.cutoverWindowMs !== undefined) lines.push(`  cutover window (source writes stopped): ${r.cutoverWindowMs} ms`);
   const proof = proofLine(r.proof);
   if (proof) lines.push(`  ${proof}`);
+  // validation.repair: the keys are in `dts report --json` (tables[].repair).
+  for (const t of r.tables.filter((x) => x.repair)) {
+    const p = t.repair!;
+    const still = p.chunks.filter((c) => !c.match).length;
+    lines.push(`  repaired ${t.source}: ${p.wholeChunk ? 'its whole chunk replaced' : `${p.rows} row(s): ${p.missing} missing, ${p.extra} extra, ${p.different} different`}; ${still ? `${still} chunk(s) still differ` : `${p.chunks.length} chunk(s) equal again`}`);
+  }
   for (const n of r.notices) lines.push(`  notice: ${n}`);
   return lines.join('\n');
 }
