@@ -5,6 +5,7 @@
  * so that older recordings stay and keep replaying); `record-managed` records the path without
  * session_replication_role. Re-record an existing file only on purpose: a
  * history that no longer replays means running migrations would break (use patched() instead).
+ * `npx tsx test/replay.ts record-repair` records online-repair.json (validation.repair).
  */
 import { writeFileSync } from 'node:fs';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
@@ -101,15 +102,42 @@ async function recordManaged(): Promise<void> {
   }
 }
 
-if (require.main === module && process.argv[2] === 'record-managed') {
-  recordManaged().catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
+/**
+ * `record-repair`: online-repair.json, a run with validation.repair whose target is changed during
+ * SYNCING_WAL (a table the writer leaves alone, so the live proof confirms it), repaired at VALIDATING.
+ */
+async function recordRepair(): Promise<void> {
+  const env = await startEnv();
+  try {
+    const db = 'rec_repair';
+    await env.shopDatabase(db, 0.05);
+    await env.source.query(`CREATE TABLE public.quiet (id int PRIMARY KEY, v text); INSERT INTO public.quiet SELECT g, 'q' || g FROM generate_series(1, 100) g`, [], db);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), cutover: { mode: 'manual' }, validation: { repair: true } }, 'history-repair');
+    await m.waitForPhase('SYNCING_WAL');
+    for (let i = 0; i < 300 && (await m.status()).proof?.state !== 'ready'; i++) await new Promise((r) => setTimeout(r, 200));
+    await env.target.query(`UPDATE public.quiet SET v = 'changed' WHERE id = 7; DELETE FROM public.kv WHERE k = 'key9'`, [], db);
+    for (let i = 0; i < 300 && (await m.status()).proof?.state !== 'diverged'; i++) await new Promise((r) => setTimeout(r, 200));
+    await m.signal('cutover');
+    const report = await m.result();
+    await writer.stop();
+    if (!report.repair) throw new Error('the recorded run repaired nothing');
+    const history = await env.temporal.client.workflow.getHandle(m.workflowId).fetchHistory();
+    writeFileSync(join(HISTORY_DIR, 'online-repair.json'), historyToJSON(history));
+    console.log(`recorded online-repair: ${history.events?.length} events, ${report.repair.rows} rows repaired`);
+  } finally {
+    await env.stop();
+  }
 }
 
-if (require.main === module && process.argv[2] === 'record') {
-  record(process.argv[3]).catch((err) => {
+const commands: Record<string, () => Promise<void>> = {
+  record: () => record(process.argv[3]),
+  'record-managed': recordManaged,
+  'record-repair': recordRepair,
+};
+const command = commands[process.argv[2] ?? ''];
+if (require.main === module && command) {
+  command().catch((err) => {
     console.error(err);
     process.exit(1);
   });
