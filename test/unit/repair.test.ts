@@ -4,6 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { normalizeSpec, SpecError } from '../../activities/spec';
+import type { TableValidationResult } from '../../activities/validate';
+import { formatRepair } from '../../activities/validate-repair';
 import { copyInSql, copyOutAllSql, copyOutByKeysSql, deleteByKeysSql, unmarkedRelationsSql, type TableShape } from '../../activities/validate-sql';
 
 const composite: TableShape = {
@@ -47,5 +49,47 @@ describe('repair SQL', () => {
     expect(q.values).toEqual([['"public"."t"'], 'pg-dts migration m1']);
     expect(q.text).toContain('pg_partition_tree(u.t::regclass)');
     expect(unmarkedRelationsSql([{ schema: 'public', name: 't' }], undefined).text).toContain(`LIKE 'pg-dts migration %'`);
+  });
+});
+
+describe('repair report lines', () => {
+  const result = (over: Partial<TableValidationResult>): TableValidationResult => ({
+    source: 'public.t',
+    target: 'app.t',
+    sourceRows: 10,
+    targetRows: 10,
+    countsMatch: true,
+    sample: 'match',
+    sampledRows: 10,
+    checksum: 'match',
+    chunks: 2,
+    mismatchedChunks: [],
+    mismatches: [],
+    mismatchesTruncated: false,
+    ok: true,
+    durationMs: 1,
+    ...over,
+  });
+  it('one line per repaired table, keys below when asked, the rest counted', () => {
+    const keyed = result({
+      repair: {
+        rows: 3, missing: 1, extra: 1, different: 1, deleted: 2, inserted: 2, keysTruncated: false,
+        keys: [{ key: { id: '1' }, kind: 'missing-on-target' }, { key: { id: '2' }, kind: 'extra-on-target' }, { key: { id: '3' }, kind: 'different' }],
+        chunks: [{ chunk: '1/2 [-∞ .. 5)', source: '5:7', target: '5:7', match: true }],
+      },
+    });
+    const keyless = result({
+      source: 'public.bag',
+      target: 'app.bag',
+      repair: { rows: 10, missing: 1, extra: 0, different: 0, deleted: 9, inserted: 10, wholeChunk: true, keysTruncated: false, keys: [{ key: { 'md5(row)': 'ab' }, kind: 'missing-on-target' }], chunks: [{ chunk: 'whole table', source: '10:1', target: '10:2', match: false }] },
+    });
+    expect(formatRepair([keyed, result({}), keyless], 2)).toEqual([
+      'public.t -> app.t: 3 rows repaired (1 missing, 1 extra, 1 different); 1 chunk equal again',
+      '  id=1: missing-on-target',
+      '  id=2: extra-on-target',
+      '  … and 1 more',
+      'public.bag -> app.bag: its whole chunk replaced (9 rows deleted, 10 copied); chunk(s) still differ: whole table',
+      '  "md5(row)"=ab: missing-on-target',
+    ]);
   });
 });
