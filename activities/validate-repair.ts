@@ -124,7 +124,8 @@ function planRepair(input: ValidateTablesInput, results: TableValidationResult[]
   const total = jobs.reduce((n, j) => n + j.rows, 0);
   if (total > maxRows) {
     const parts = jobs.map((j) => `${j.result.source}: ${j.rows}${j.keyed ? '' : ' (no key: its whole chunk)'}`);
-    problems.push(`${total} rows would be rewritten (${parts.join(', ')}), more than ${limitName} (${maxRows})`);
+    const listed = parts.length > 20 ? [...parts.slice(0, 20), `${parts.length - 20} more tables`] : parts;
+    problems.push(`${total} rows would be rewritten (${listed.join(', ')}), more than ${limitName} (${maxRows})`);
   }
   if (problems.length) return `nothing was repaired:\n${problems.map((p) => `  - ${p}`).join('\n')}`;
   return jobs;
