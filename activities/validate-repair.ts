@@ -161,7 +161,11 @@ async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], ho
   let clean = false;
   try {
     dst = await open(input.target, 'target');
-    await prepareTargetSession(dst, true, []);
+    await prepareTargetSession(dst, true, []).catch((err: unknown) => {
+      // Its message speaks of the apply; a `dts verify --repair` user needs to know why it matters here.
+      const e = err as Error & { code?: string };
+      throw Object.assign(new Error(`the repair writes under the apply's session rules: ${e.message}`), e.code ? { code: e.code } : {});
+    });
     for (const s of BEGIN_READ) await src.query(s);
     await dst.query('BEGIN');
     // The apply commits asynchronously (it keeps its position with its rows); a repair is reported done.
