@@ -169,6 +169,14 @@ describe('dts verify --repair', () => {
     expect(over.out).toContain('more than --repair-max-rows (50)');
     expect(await fingerprints('target', db)).toEqual(corrupted);
 
+    // A table without any pg-dts migration's mark is not ours to write.
+    await env.target.query(`COMMENT ON TABLE public.pairs IS NULL`, [], db);
+    const unmarked = await verify(...base, '--repair');
+    expect(unmarked.code).toBe(1);
+    expect(unmarked.out).toContain('repair: nothing was repaired: pg-dts writes only into tables it created, and public.pairs does not carry the mark of a pg-dts migration');
+    expect(await fingerprints('target', db)).toEqual(corrupted);
+    await env.target.query(`COMMENT ON TABLE public.pairs IS 'pg-dts migration earlier-migration'`, [], db);
+
     const fixed = await verify(...base, '--repair');
     expect(fixed.err).toBe('');
     expect(fixed.code).toBe(0);
