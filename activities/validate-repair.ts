@@ -8,7 +8,8 @@
  *    in all (or a range too big to list, or a table that could not be compared) and nothing is written;
  *  - all or nothing: every table's repair is one target transaction, read from one source snapshot
  *    (during a migration the source is fenced, so that snapshot is the source at the fence);
- *  - written as the apply writes: the apply's session rules (session_replication_role, activities/apply),
+ *  - written as the apply writes: the apply's session rules (session_replication_role = replica, or, for
+ *    a target role that may not set it, nothing that would fire on the tables: activities/apply),
  *    the copied columns only (generated columns are computed by the target), identity columns taking the
  *    source's values (COPY does what INSERT's OVERRIDING SYSTEM VALUE does);
  *  - only tables pg-dts created are written: every target relation (partitions too) must carry the
@@ -45,6 +46,11 @@ export interface RepairSettings {
   migrationId?: string;
   /** What the limit is called in messages (`validation.repairMaxRows`, `--repair-max-rows`). */
   limitName?: string;
+  /**
+   * false: write as the apply does for a target role that may not set session_replication_role
+   * (MigrationPlan.applyReplicaRole): nothing may fire on the tables. Default: replica mode.
+   */
+  replicaRole?: boolean;
 }
 
 export interface RepairOutcome {
@@ -92,7 +98,7 @@ export async function validateAndRepair(
         repair: { ...outcome, refused: `nothing was repaired: pg-dts writes only into tables it created, and ${unmarked.join(', ')} ${unmarked.length === 1 ? 'does' : 'do'} not carry the mark of ${whose}` },
       };
     }
-    const written = await rewriteOnTarget(input, plan, hooks);
+    const written = await rewriteOnTarget(input, plan, repair.replicaRole ?? true, hooks);
     await recheck(input, plan, written, hooks);
   } catch (err) {
     throw classify(err, 'repair');
@@ -151,7 +157,7 @@ interface Written {
  * One source snapshot, one target transaction for every table. A failure or cancel drops both
  * connections: the target's transaction is rolled back whole.
  */
-async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], hooks: ValidateHooks): Promise<Written[]> {
+async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], replicaRole: boolean, hooks: ValidateHooks): Promise<Written[]> {
   const src = await open(input.source, 'source');
   let dst: Client | undefined;
   const drop = () => {
@@ -161,7 +167,11 @@ async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], ho
   let clean = false;
   try {
     dst = await open(input.target, 'target');
-    await prepareTargetSession(dst, true, []).catch((err: unknown) => {
+    await prepareTargetSession(
+      dst,
+      replicaRole,
+      jobs.map((j) => input.tables[j.need.index]!),
+    ).catch((err: unknown) => {
       // Its message speaks of the apply; a `dts verify --repair` user needs to know why it matters here.
       const e = err as Error & { code?: string };
       throw Object.assign(new Error(`the repair writes under the apply's session rules: ${e.message}`), e.code ? { code: e.code } : {});

@@ -1185,7 +1185,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         ...(proofUsed ? { proofSlot: slot } : {}),
         // Whole schemas migrated: a table created in one since the start is reported.
         ...(p.spec.tables ? {} : { schemas: p.spec.schemas }),
-        ...(repair ? { repair: { maxRows: v.repairMaxRows ?? 0, limitName: 'validation.repairMaxRows', ...(marks ? { migrationId: marks } : {}) } } : {}),
+        ...(repair
+          ? { repair: { maxRows: v.repairMaxRows ?? 0, limitName: 'validation.repairMaxRows', ...(marks ? { migrationId: marks } : {}), ...(p.applyReplicaRole === false ? { replicaRole: false } : {}) } }
+          : {}),
       },
     ]);
     if (validated.repair?.tables) {
