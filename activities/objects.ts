@@ -62,9 +62,22 @@ import { FENCE_SCHEMA } from './cutover';
 import { connect } from './db';
 import { MAX_IDENTIFIER_BYTES, quoteIdentLikePg, rewriteExprTypes, rewriteIndexDefinition, targetObjectName, type TypeRename } from './ddl';
 import { classify } from './errors';
+import {
+  accessStatements,
+  aclJson,
+  missingRolesNotice,
+  oursOnTarget,
+  ownerColumns,
+  readSourceAccess,
+  readTargetRoles,
+  type AclEntry,
+  type OwnedObject,
+  type SourceAccess,
+  type TargetRoles,
+} from './owners';
 import { serverVersionNum } from './pg-version';
 import { ident, literal, qname } from './sql';
-import { displayName, mapTableName, type ConnectionSpec, type QualifiedName } from './spec';
+import { displayName, mapTableName, type ConnectionSpec, type OwnersSpec, type QualifiedName } from './spec';
 
 // ---------------------------------------------------------------------------------------------------
 // The activity's contract
@@ -79,6 +92,12 @@ export interface SchemaObjectsInput {
   tables: Array<{ source: QualifiedName; target: QualifiedName }>;
   schemaMapping: Record<string, string>;
   tableSuffix: string;
+  /** spec.owners (owners.ts); absent: carried to the roles of the same name that exist on the target. */
+  owners?: OwnersSpec;
+  /** The mark of what CREATING_TABLES created: only those schemas, tables, sequences and types get owners and grants. */
+  migrationId?: string;
+  /** false: only the owners and grants of the migrated tables (spec.owners without spec.objects). */
+  objects?: boolean;
 }
 
 export interface SchemaObjectsResult {
@@ -1003,6 +1022,8 @@ export interface CatalogView {
   accessMethod: string | null;
   /** A materialized view's indexes (pg_get_indexdef). */
   indexes: Array<{ name: string; definition: string }>;
+  /** As CatalogFunction's. */
+  owner?: { name: string; superuser: boolean; acl: AclEntry[] | null };
 }
 
 /** CREATE VIEW / CREATE MATERIALIZED VIEW ... WITH NO DATA (plus the matview's indexes) on the target. */
@@ -1111,6 +1132,8 @@ export interface CatalogFunction {
   aggregate?: CatalogAggregate;
   /** pg_proc.prosecdef (absent: read before it was). */
   securityDefiner?: boolean;
+  /** Owner on the source, whether a superuser, and the ACL (null: default); absent in catalogs read before owners were carried. */
+  owner?: { name: string; superuser: boolean; acl: AclEntry[] | null };
 }
 
 export interface CatalogTrigger {
@@ -1208,7 +1231,14 @@ export interface PlannedObject {
   notices?: string[];
   /** What of a string body was rewritten through the mapping (SchemaObjectsResult.rewritten). */
   rewritten?: string;
+  /** Its source owner and grants, carried in the creating transaction (owners.ts). */
+  access?: SourceAccess;
+  /** SECURITY DEFINER: created only when it ends owned by a role that is not a superuser. */
+  securityDefiner?: boolean;
 }
+
+const SECURITY_DEFINER_UNOWNED =
+  'SECURITY DEFINER: it would be owned by the migration role (usually a superuser), and its callers would run it with those rights; create it on the target yourself, owned by the role that should hold those rights, with its grants';
 
 const RELKIND_WORDS: Record<string, string> = {
   r: 'table',
@@ -1331,12 +1361,9 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
       rewrite = rewriteFunction(f.definition ?? '', renames, existing);
       statement = rewrite.text;
     }
-    // Recreated, it would be owned by the migration role (usually a superuser), and its callers would
-    // run it with those rights; owners and grants are not carried, so it is left out.
-    if (f.securityDefiner) {
-      problem =
-        'SECURITY DEFINER: recreated here it would run with the migration role\'s rights (owners and grants are not carried); create it on the target yourself, owned by the role that should hold those rights, with its grants';
-    }
+    // Without its owner known it would stay the migration role's (usually a superuser), and its callers
+    // would run it with those rights.
+    if (f.securityDefiner && !f.owner) problem = SECURITY_DEFINER_UNOWNED;
     const schemaStmt = `CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`;
     const o: PlannedObject = {
       key,
@@ -1350,6 +1377,8 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
       requires: n.requires,
     };
     if (problem) o.problem = problem;
+    if (f.owner) o.access = { alter: 'ROUTINE', grant: 'ROUTINE', name: o.existing.kind === 'function' ? o.existing.signature : '', owner: f.owner.name, ownerSuper: f.owner.superuser, acl: f.owner.acl };
+    if (f.securityDefiner) o.securityDefiner = true;
     if (rewrite) {
       if (rewrite.rewritten.length) o.rewritten = `${o.label}: its body now names ${rewrite.rewritten.join(', ')}`;
       const notices: string[] = [];
@@ -1399,6 +1428,10 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
         o.ensure = ddl.statements.slice(1);
         o.compareText = ddl.query;
         if (v.kind === 'm' && v.populated) o.refresh = `REFRESH MATERIALIZED VIEW ${qname(target)}`;
+        if (v.owner) {
+          const alter = v.kind === 'm' ? 'MATERIALIZED VIEW' : 'VIEW';
+          o.access = { alter, grant: 'TABLE', name: qname(target), owner: v.owner.name, ownerSuper: v.owner.superuser, acl: v.owner.acl };
+        }
       } catch (err) {
         o.problem = err instanceof Error ? err.message : String(err);
       }
@@ -1585,6 +1618,13 @@ export async function readObjectCatalog(
   }
 }
 
+interface OwnerRow {
+  owner: string;
+  owner_super: boolean;
+  acl: AclEntry[] | null;
+}
+const ownerOf = (r: OwnerRow) => ({ name: r.owner, superuser: r.owner_super, acl: r.acl });
+
 async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput, 'schemas' | 'tables' | 'schemaMapping' | 'tableSuffix'>): Promise<ObjectCatalog> {
   const schemas = input.schemas;
   const roots = (
@@ -1618,9 +1658,9 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
   }
 
   const fnRows = (
-    await client.query<{ oid: number; schema: string; name: string; prokind: string; signature: string; definition: string | null; security_definer: boolean }>(
+    await client.query<{ oid: number; schema: string; name: string; prokind: string; signature: string; definition: string | null; security_definer: boolean } & OwnerRow>(
       `SELECT p.oid, n.nspname::text AS schema, p.proname::text AS name, p.prokind::text AS prokind,
-              p.oid::regprocedure::text AS signature, p.prosecdef AS security_definer,
+              p.oid::regprocedure::text AS signature, p.prosecdef AS security_definer, ${ownerColumns('p.proowner')}, ${aclJson('p.proacl')} AS acl,
               CASE WHEN p.prokind <> 'a' THEN pg_get_functiondef(p.oid) END AS definition
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = ANY($1::text[]) AND NOT ${EXTENSION_MEMBER('pg_proc', 'p.oid')}
@@ -1633,7 +1673,7 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
     fnRows.filter((f) => f.prokind === 'a').map((f) => Number(f.oid)),
   );
   const functions: CatalogFunction[] = fnRows.map((f) => {
-    const out: CatalogFunction = { oid: Number(f.oid), schema: f.schema, name: f.name, kind: f.prokind, signature: f.signature, definition: f.definition };
+    const out: CatalogFunction = { oid: Number(f.oid), schema: f.schema, name: f.name, kind: f.prokind, signature: f.signature, definition: f.definition, owner: ownerOf(f) };
     if (f.security_definer) out.securityDefiner = true;
     const agg = aggregates.get(Number(f.oid));
     if (agg) out.aggregate = agg;
@@ -1641,8 +1681,8 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
   });
 
   const viewRows = (
-    await client.query<{ oid: number; schema: string; name: string; relkind: string; definition: string; options: string[] | null; populated: boolean; am: string | null }>(
-      `SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS relkind,
+    await client.query<{ oid: number; schema: string; name: string; relkind: string; definition: string; options: string[] | null; populated: boolean; am: string | null } & OwnerRow>(
+      `SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS relkind, ${ownerColumns('c.relowner')}, ${aclJson('c.relacl')} AS acl,
               pg_get_viewdef(c.oid) AS definition, c.reloptions AS options, c.relispopulated AS populated, am.amname::text AS am
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_am am ON am.oid = c.relam
@@ -1670,6 +1710,7 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
     populated: v.populated,
     accessMethod: v.am,
     indexes: mvIndexes.filter((i) => Number(i.relid) === Number(v.oid)).map((i) => ({ name: i.name, definition: i.definition })),
+    owner: ownerOf(v),
   }));
 
   const triggerRels = [...migrated.map((m) => m.oid), ...views.map((v) => v.oid)];
@@ -1854,8 +1895,53 @@ async function availableOnTarget(c: Client, reqs: Requirement[]): Promise<Set<st
   return ok;
 }
 
-/** Creates the planned objects on the target (see the file comment). */
-export async function createPlannedObjects(c: Client, plan: PlannedObject[], hooks: SchemaObjectsHooks = {}): Promise<SchemaObjectsResult> {
+/** How objects get their owners: spec.owners and the target's roles (absent: the migration role keeps them). */
+export interface OwnersContext {
+  owners: OwnersSpec | undefined;
+  roles: TargetRoles;
+  /** Source roles that could not be carried (filled in). */
+  missing: Set<string>;
+}
+
+/**
+ * Owners and grants of objects CREATING_TABLES made (ours by their mark), one transaction each. A
+ * failure (a non-superuser migration role that is not a member of the owner role) leaves that object
+ * as it was and says so.
+ */
+async function carryAccess(c: Client, objects: readonly OwnedObject[], ctx: OwnersContext, notices: string[]): Promise<void> {
+  for (const o of objects) {
+    const plan = accessStatements(o.access, ctx.owners, ctx.roles);
+    for (const m of plan.missing) ctx.missing.add(m);
+    if (plan.statements.length === 0) continue;
+    try {
+      await inTransaction(c, plan.statements);
+    } catch (err) {
+      if (transient(err)) throw err;
+      notices.push(`the owner and grants of ${o.label} were not carried: ${errorText(err)}`);
+    }
+  }
+}
+
+/**
+ * A materialized view is refreshed as its owner on the target (REFRESH runs its query, and the
+ * functions it calls, with the owner's rights): never as a superuser unless its source owner was one.
+ */
+async function refreshAsOwner(c: Client, o: PlannedObject): Promise<string | undefined> {
+  const r = await c.query<{ owner: string; superuser: boolean }>(
+    `SELECT r.rolname::text AS owner, r.rolsuper AS superuser FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = to_regclass($1)`,
+    [o.existing.kind === 'relation' ? qname(o.existing.name) : ''],
+  );
+  const owner = r.rows[0];
+  if (!owner) return 'it was not found on the target to refresh';
+  if (owner.superuser && !o.access?.ownerSuper) {
+    return `not refreshed: its owner on the target, ${JSON.stringify(owner.owner)}, is a superuser and its source owner ${o.access ? JSON.stringify(o.access.owner) : ''} is not (no such role on the target), and refreshing runs its query with the owner's rights; give it an owner and refresh it`;
+  }
+  await inTransaction(c, [`SET LOCAL ROLE ${ident(owner.owner)}`, o.refresh!]);
+  return undefined;
+}
+
+/** Creates the planned objects on the target (see the file comment), with their owners and grants when `access` is given. */
+export async function createPlannedObjects(c: Client, plan: PlannedObject[], hooks: SchemaObjectsHooks = {}, access?: OwnersContext): Promise<SchemaObjectsResult> {
   const result: SchemaObjectsResult = { created: [], skipped: [], notices: [], rewritten: [] };
   // Like pg_dump: names in the definitions are qualified; function bodies are not checked at creation
   // (they may name tables through a search_path, and plpgsql is checked when it runs anyway).
@@ -1903,7 +1989,29 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
         state.set(o.key, 'kept');
         result.skipped.push({ object: o.label, reason: `${ex.different}; left as it is` });
       } else {
-        await inTransaction(c, o.statements);
+        const a = access && o.access ? accessStatements(o.access, access.owners, access.roles) : undefined;
+        for (const m of a?.missing ?? []) access?.missing.add(m);
+        if (o.securityDefiner) {
+          // Its callers run it with its owner's rights: the owner must be the source's (mapped), and no superuser.
+          const why =
+            a?.owner === undefined
+              ? `${SECURITY_DEFINER_UNOWNED}${o.access ? ` (its owner on the source, ${JSON.stringify(o.access.owner)}, has no role on the target)` : ''}`
+              : access?.roles.roles.get(a.owner)
+                ? `SECURITY DEFINER: its owner on the target would be ${JSON.stringify(a.owner)}, a superuser, and its callers would run it with those rights; create it yourself, owned by a role that is not a superuser`
+                : undefined;
+          if (why) {
+            skip(o, why);
+            continue;
+          }
+        }
+        try {
+          await inTransaction(c, [...o.statements, ...(a?.statements ?? [])]);
+        } catch (err) {
+          // Without its owner a SECURITY DEFINER function is not created at all (above); another object is, and the failure is said.
+          if (transient(err) || !a?.statements.length || o.securityDefiner) throw err;
+          await inTransaction(c, o.statements);
+          result.notices.push(`the owner and grants of ${o.label} were not carried: ${errorText(err)}`);
+        }
         state.set(o.key, 'created');
         result.created.push(o.createdLabel);
         if (o.rewritten) result.rewritten.push(o.rewritten);
@@ -1918,7 +2026,11 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
     if (hooks.signal?.aborted) throw new Error('cancelled while refreshing materialized views');
     hooks.heartbeat?.({ done, total: plan.length });
     try {
-      await c.query(o.refresh);
+      const notRefreshed = await refreshAsOwner(c, o);
+      if (notRefreshed) {
+        result.notices.push(`${o.label}: ${notRefreshed}`);
+        continue;
+      }
     } catch (err) {
       if (transient(err)) throw err;
       result.created = result.created.filter((x) => x !== o.createdLabel);
@@ -1938,12 +2050,25 @@ export async function migrateSchemaObjects(input: SchemaObjectsInput, hooks: Sch
   let target: Client | undefined;
   try {
     source = await connect(input.source, { applicationName: 'pg-dts objects' });
-    const catalog = await readObjectCatalog(source, input);
+    const withObjects = input.objects !== false;
+    const catalog = withObjects ? await readObjectCatalog(source, input) : undefined;
+    const carried = input.owners !== false && input.migrationId ? await readSourceAccess(source, input) : [];
     await source.end().catch(() => undefined);
     source = undefined;
-    const plan = planSchemaObjects(catalog, input);
+    const plan = catalog ? planSchemaObjects(catalog, input) : [];
     target = await connect(input.target, { applicationName: 'pg-dts objects' });
-    return await createPlannedObjects(target, plan, hooks);
+    const ctx: OwnersContext | undefined = input.owners === false ? undefined : { owners: input.owners, roles: await readTargetRoles(target), missing: new Set() };
+    const notices: string[] = [];
+    // Tables, schemas, sequences and types first: views and functions owned by those roles, and the
+    // refresh as the matview's owner, need the owner's rights on the tables.
+    if (ctx && input.migrationId) {
+      await target.query(`SET lock_timeout = '30s'`);
+      await carryAccess(target, await oursOnTarget(target, carried, input.migrationId), ctx, notices);
+    }
+    const result = await createPlannedObjects(target, plan, hooks, ctx);
+    const missing = ctx && missingRolesNotice(ctx.missing, ctx.roles.current, input.owners !== undefined);
+    result.notices.push(...notices, ...(missing ? [missing] : []));
+    return result;
   } catch (err) {
     throw classify(err, 'create views, functions and triggers');
   } finally {

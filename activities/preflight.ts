@@ -9,6 +9,7 @@ import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
 import { classify, preconditionFailed, scrub } from './errors';
 import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
+import { checkOwners } from './owners';
 import { formatPgVersion, hasFailoverSlots, hasPublishViaRoot, MIN_MAJOR, serverVersionNum } from './pg-version';
 import { displayName, mapTableName, MAX_IDENTIFIER_BYTES, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
 
@@ -578,6 +579,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
       await checkSourceRights(src, tables, spec.mode === 'online', replicaIdentityFull);
       await checkNotSameTables(src, dst, tables);
       const apply = await checkTarget(dst, tables, spec.mode === 'online');
+      await checkOwners(src, dst, spec, tables.map((t) => t.source));
       if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
       for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
       if (apply && !apply.replicaRole) {

@@ -28,6 +28,8 @@ const identifier = z
   .refine((s) => !identifierTooLong(s), `is longer than ${MAX_IDENTIFIER_BYTES} bytes, the PostgreSQL identifier limit`)
   .refine((s) => !s.includes('\u0000'), 'must not contain NUL characters');
 const schemaName = identifier.refine((s) => !reservedSchema(s), RESERVED_WHY);
+/** A role that may own what the migration creates: PUBLIC is no role, pg_* are the server's predefined roles. */
+const ownerRole = identifier.refine((s) => s.toLowerCase() !== 'public' && !s.startsWith('pg_'), 'is not a role that may own objects (public, pg_*)');
 
 /** libpq's sslmode values, weakest first (activities/db.ts gives each libpq's meaning). */
 export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
@@ -115,6 +117,25 @@ export const migrationSpecSchema = z
     mode: z.enum(['online', 'offline']).optional(),
     /** After cutover, recreate the views, materialized views (refreshed), functions and triggers of the migrated schemas. */
     objects: z.boolean().optional(),
+    /**
+     * Owners and grants of what the migration creates on the target (activities/owners.ts), carried at
+     * FINALIZING. Absent: with `objects`, carried to roles of the same name that exist on the target
+     * (the others stay with the migration role, named in a notice). An object: carried always;
+     * `map` renames roles (owners and grantees), `default` owns what a missing role owned; preflight
+     * refuses a source owner with no role on the target. `false`: nothing carried.
+     */
+    owners: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            // Keys are checked in normalizeSpec: zod reports a refused record key only as "Invalid key".
+            map: z.record(z.string(), ownerRole).optional(),
+            default: ownerRole.optional(),
+          })
+          .strict(),
+      ])
+      .optional(),
     /** VALIDATING (source fenced): sampled rows per table, full checksums; live: advisory check during SYNCING_WAL. */
     validation: z
       .object({
@@ -212,9 +233,14 @@ export interface NormalizedSpec {
   /** repair/repairMaxRows present only when repair is asked for (plans recorded before it have neither). */
   validation: { sampleSize: number; checksum: boolean; live: boolean; chunkRows?: number; repair?: boolean; repairMaxRows?: number };
   objects: boolean;
+  /** spec.owners; absent when not given (see OwnersSpec). */
+  owners?: OwnersSpec;
   /** Present only when asked for (plans recorded before it have none). */
   slot?: { failover: boolean };
 }
+
+/** false: nothing carried; an object: carried, every owner must exist on the target (mapped or default). */
+export type OwnersSpec = false | { map: Record<string, string>; default?: string };
 
 export class SpecError extends Error {
   override name = 'SpecError';
@@ -284,6 +310,10 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     const bad = schemaName.safeParse(key);
     if (!bad.success) throw new SpecError(`invalid migration spec: schemaMapping: key ${JSON.stringify(key)} ${bad.error.issues[0]?.message ?? 'is not a schema name'}`);
   }
+  for (const key of Object.keys(s.owners ? (s.owners.map ?? {}) : {})) {
+    const bad = identifier.safeParse(key);
+    if (!bad.success) throw new SpecError(`invalid migration spec: owners.map: key ${JSON.stringify(key)} ${bad.error.issues[0]?.message ?? 'is not a role name'}`);
+  }
   const tables = s.tables?.map((t) => parseTableName(t, schemas[0]!));
   for (const t of tables ?? []) {
     if (reservedSchema(t.schema)) throw new SpecError(`invalid migration spec: tables: ${JSON.stringify(t.schema)} ${RESERVED_WHY}`);
@@ -321,6 +351,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     historyEventsLimit: s.historyEventsLimit,
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,
     objects: s.objects ?? false,
+    ...(s.owners === false ? { owners: false as const } : s.owners ? { owners: { map: s.owners.map ?? {}, ...(s.owners.default ? { default: s.owners.default } : {}) } } : {}),
     ...(s.slot?.failover ? { slot: { failover: true } } : {}),
     validation: {
       sampleSize: s.validation?.sampleSize ?? 1000,

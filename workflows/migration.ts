@@ -1273,11 +1273,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       state.notices.push(...finished.skipped);
       foreignKeysPending = false;
     }
-    if (p.spec.objects) {
+    // spec.owners exists only in runs started after it: the same commands as before for recorded runs.
+    if (p.spec.objects || p.spec.owners) {
       // After the cutover, outside the write-stop window; one object that cannot be created is reported,
-      // never a reason to fail a migration whose data is already across.
+      // never a reason to fail a migration whose data is already across. Owners move only now, once the
+      // apply (which writes as the migration role) has stopped.
       try {
-        objects = await schema.createSchemaObjects.executeWithOptions({ ...schemaOptsNow(), summary: 'create views, functions and triggers' }, [
+        objects = await schema.createSchemaObjects.executeWithOptions({ ...schemaOptsNow(), summary: p.spec.objects ? 'create views, functions and triggers' : 'carry owners and grants' }, [
           {
             source: p.spec.source,
             target: p.spec.target,
@@ -1285,6 +1287,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target })) })),
             schemaMapping: p.spec.schemaMapping,
             tableSuffix: p.spec.tableSuffix,
+            ...(p.spec.owners !== undefined ? { owners: p.spec.owners } : {}),
+            ...(marks ? { migrationId: marks } : {}),
+            ...(p.spec.objects ? {} : { objects: false }),
           },
         ]);
         state.notices.push(...objects.notices, ...objects.skipped.map((x) => `${x.object} was not created: ${x.reason}`));
