@@ -66,6 +66,7 @@ import {
   accessStatements,
   aclJson,
   missingRolesNotice,
+  notMemberNotice,
   oursOnTarget,
   ownerColumns,
   readSourceAccess,
@@ -1901,6 +1902,8 @@ export interface OwnersContext {
   roles: TargetRoles;
   /** Source roles that could not be carried (filled in). */
   missing: Set<string>;
+  /** Target owners the migration role is not a member of (filled in). */
+  notMember: Set<string>;
 }
 
 /**
@@ -1912,6 +1915,7 @@ async function carryAccess(c: Client, objects: readonly OwnedObject[], ctx: Owne
   for (const o of objects) {
     const plan = accessStatements(o.access, ctx.owners, ctx.roles);
     for (const m of plan.missing) ctx.missing.add(m);
+    if (plan.notMember) ctx.notMember.add(plan.notMember);
     if (plan.statements.length === 0) continue;
     try {
       await inTransaction(c, plan.statements);
@@ -1991,11 +1995,18 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
       } else {
         const a = access && o.access ? accessStatements(o.access, access.owners, access.roles) : undefined;
         for (const m of a?.missing ?? []) access?.missing.add(m);
+        if (a?.notMember) access?.notMember.add(a.notMember);
         if (o.securityDefiner) {
           // Its callers run it with its owner's rights: the owner must be the source's (mapped), and no superuser.
           const why =
             a?.owner === undefined
-              ? `${SECURITY_DEFINER_UNOWNED}${o.access ? ` (its owner on the source, ${JSON.stringify(o.access.owner)}, has no role on the target)` : ''}`
+              ? `${SECURITY_DEFINER_UNOWNED}${
+                  a?.notMember
+                    ? ` (the migration role is not a member of ${JSON.stringify(a.notMember)}, which should own it)`
+                    : o.access
+                      ? ` (its owner on the source, ${JSON.stringify(o.access.owner)}, has no role on the target)`
+                      : ''
+                }`
               : access?.roles.roles.get(a.owner)
                 ? `SECURITY DEFINER: its owner on the target would be ${JSON.stringify(a.owner)}, a superuser, and its callers would run it with those rights; create it yourself, owned by a role that is not a superuser`
                 : undefined;
@@ -2057,7 +2068,7 @@ export async function migrateSchemaObjects(input: SchemaObjectsInput, hooks: Sch
     source = undefined;
     const plan = catalog ? planSchemaObjects(catalog, input) : [];
     target = await connect(input.target, { applicationName: 'pg-dts objects' });
-    const ctx: OwnersContext | undefined = input.owners === false ? undefined : { owners: input.owners, roles: await readTargetRoles(target), missing: new Set() };
+    const ctx: OwnersContext | undefined = input.owners === false ? undefined : { owners: input.owners, roles: await readTargetRoles(target), missing: new Set(), notMember: new Set() };
     const notices: string[] = [];
     // Tables, schemas, sequences and types first: views and functions owned by those roles, and the
     // refresh as the matview's owner, need the owner's rights on the tables.
@@ -2067,7 +2078,8 @@ export async function migrateSchemaObjects(input: SchemaObjectsInput, hooks: Sch
     }
     const result = await createPlannedObjects(target, plan, hooks, ctx);
     const missing = ctx && missingRolesNotice(ctx.missing, ctx.roles.current, input.owners !== undefined);
-    result.notices.push(...notices, ...(missing ? [missing] : []));
+    const notMember = ctx && notMemberNotice(ctx.notMember, ctx.roles);
+    result.notices.push(...notices, ...[missing, notMember].filter((n): n is string => n !== undefined));
     return result;
   } catch (err) {
     throw classify(err, 'create views, functions and triggers');

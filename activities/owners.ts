@@ -35,6 +35,11 @@ export interface TargetRoles {
   roles: ReadonlyMap<string, boolean>;
   /** The migration role. */
   current: string;
+  /**
+   * The roles the migration role may give an object to (ALTER … OWNER TO needs membership of the
+   * new owner, unless a superuser runs it); absent: any (a superuser).
+   */
+  member?: ReadonlySet<string>;
 }
 
 export type AlterKind = 'TABLE' | 'VIEW' | 'MATERIALIZED VIEW' | 'SEQUENCE' | 'ROUTINE' | 'TYPE' | 'DOMAIN' | 'SCHEMA';
@@ -80,15 +85,20 @@ export interface AccessPlan {
   statements: string[];
   /** Source roles that own or are granted this object and have no role on the target. */
   missing: string[];
+  /** The target role that should own it, of which the migration role is not a member: it keeps the object. */
+  notMember?: string;
 }
 
 /** Pure: the statements that give one object its owner and grants on the target. */
 export function accessStatements(a: SourceAccess, owners: OwnersSpec | undefined, roles: TargetRoles): AccessPlan {
   const plan: AccessPlan = { statements: [], missing: [] };
   if (owners === false) return plan;
-  const owner = targetOwner(a.owner, owners, roles);
+  let owner = targetOwner(a.owner, owners, roles);
   if (owner === undefined) plan.missing.push(a.owner);
-  else {
+  else if (roles.member && owner !== roles.current && !roles.member.has(owner)) {
+    plan.notMember = owner;
+    owner = undefined;
+  } else {
     plan.owner = owner;
     if (!a.ownedByTable && owner !== roles.current) plan.statements.push(`ALTER ${a.alter} ${a.name} OWNER TO ${ident(owner)}`);
   }
@@ -133,9 +143,31 @@ export function missingRolesNotice(missing: Iterable<string>, current: string, e
   );
 }
 
+/** The notice for owners the migration role could not give objects to (none: undefined). */
+export function notMemberNotice(owners: Iterable<string>, roles: TargetRoles): string | undefined {
+  const names = [...new Set(owners)].sort();
+  if (names.length === 0) return undefined;
+  return (
+    `the migration role ${JSON.stringify(roles.current)} is neither a superuser nor a member of ${names.map((n) => JSON.stringify(n)).join(', ')}: ` +
+    `what they own on the source stays owned by ${JSON.stringify(roles.current)} on the target; to carry it: ${names.map((n) => ownerGrantAdvice(n, roles)).join('; ')}`
+  );
+}
+
+/** How to let the migration role give objects to `owner`: membership, but never of a superuser (it would make the migration role one). */
+export function ownerGrantAdvice(owner: string, roles: TargetRoles): string {
+  return roles.roles.get(owner) ? `map ${JSON.stringify(owner)}, a superuser, to another role in spec.owners.map` : `GRANT ${ident(owner)} TO ${ident(roles.current)}`;
+}
+
 export async function readTargetRoles(c: Client): Promise<TargetRoles> {
-  const r = await c.query<{ rolname: string; rolsuper: boolean; current: boolean }>(`SELECT rolname::text AS rolname, rolsuper, rolname = current_user AS current FROM pg_roles`);
-  return { roles: new Map(r.rows.map((x) => [x.rolname, x.rolsuper])), current: r.rows.find((x) => x.current)?.rolname ?? '' };
+  const r = await c.query<{ rolname: string; rolsuper: boolean; current: boolean; member: boolean }>(
+    `SELECT rolname::text AS rolname, rolsuper, rolname = current_user AS current, pg_has_role(current_user, oid, 'MEMBER') AS member FROM pg_roles`,
+  );
+  const current = r.rows.find((x) => x.current);
+  return {
+    roles: new Map(r.rows.map((x) => [x.rolname, x.rolsuper])),
+    current: current?.rolname ?? '',
+    ...(current?.rolsuper ? {} : { member: new Set(r.rows.filter((x) => x.member).map((x) => x.rolname)) }),
+  };
 }
 
 /** SQL: an object's ACL as a JSON array of AclEntry, null when it is the default. */
@@ -276,10 +308,12 @@ export async function oursOnTarget(c: Client, objects: readonly OwnedObject[], m
  * INIT, with an `owners` object: every source role owning something the migration will create must
  * end as a target role (its own name, owners.map's, or owners.default), and a migration role that is
  * not a superuser must be a member of each (ALTER … OWNER TO needs it). Refuses naming the roles.
+ * Without one (objects: true), the same findings are notices: ownership moves only at FINALIZING,
+ * so roles created meanwhile still count.
  */
-export async function checkOwners(src: Client, dst: Client, spec: NormalizedSpec, tables: readonly QualifiedName[]): Promise<void> {
+export async function checkOwners(src: Client, dst: Client, spec: NormalizedSpec, tables: readonly QualifiedName[]): Promise<string[]> {
   const owners = spec.owners;
-  if (!owners) return;
+  if (owners === false || (owners === undefined && !spec.objects)) return [];
   const notExtension = (cls: string, oid: string) => `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '${cls}'::regclass AND e.objid = ${oid} AND e.deptype = 'e')`;
   const objects = spec.objects
     ? `UNION ALL SELECT c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY($3::text[]) AND c.relkind IN ('v', 'm') AND ${notExtension('pg_class', 'c.oid')}
@@ -298,22 +332,28 @@ export async function checkOwners(src: Client, dst: Client, spec: NormalizedSpec
     [tables.map((t) => t.schema), tables.map((t) => t.name), spec.schemas],
   );
   const roles = await readTargetRoles(dst);
-  if (owners.default !== undefined && !roles.roles.has(owners.default)) {
+  if (owners?.default !== undefined && !roles.roles.has(owners.default)) {
     throw preconditionFailed(`owners.default names role ${JSON.stringify(owners.default)}, which does not exist on the target: create it, or name an existing role`);
   }
   const missing = r.rows.map((x) => x.owner).filter((o) => targetOwner(o, owners, roles) === undefined);
+  if (owners === undefined) {
+    const needed = r.rows.map((x) => targetOwner(x.owner, owners, roles)).filter((o): o is string => o !== undefined && o !== roles.current && roles.member?.has(o) === false);
+    return [missingRolesNotice(missing, roles.current, false), notMemberNotice(needed, roles)]
+      .filter((n): n is string => n !== undefined)
+      .map((n) => `${n} (found in preflight: owners move at FINALIZING, so what is granted or created on the target before then counts)`);
+  }
   if (missing.length) {
     const as = (o: string) => (owners.map[o] !== undefined ? `${JSON.stringify(owners.map[o])} (owners.map of ${JSON.stringify(o)})` : JSON.stringify(o));
     throw preconditionFailed(
       `the target has no role ${missing.map(as).join(', ')}, which own(s) what the migration creates on the source's behalf: create them on the target, map them to existing roles (owners.map), or name a default owner (owners.default)`,
     );
   }
-  if (roles.roles.get(roles.current)) return;
-  const needed = [...new Set(r.rows.map((x) => targetOwner(x.owner, owners, roles)!))].filter((o) => o !== roles.current);
-  const m = await dst.query<{ role: string }>(`SELECT x AS role FROM unnest($1::text[]) AS x WHERE NOT pg_has_role(current_user, x, 'MEMBER') ORDER BY 1`, [needed]);
-  if (m.rows.length) {
+  const notMember = [...new Set(r.rows.map((x) => targetOwner(x.owner, owners, roles)!))].filter((o) => o !== roles.current && roles.member?.has(o) === false).sort();
+  if (notMember.length) {
     throw preconditionFailed(
-      `the target role ${JSON.stringify(roles.current)} is not a superuser and not a member of ${m.rows.map((x) => JSON.stringify(x.role)).join(', ')}: giving an object an owner needs that membership; ${m.rows.map((x) => `GRANT ${ident(x.role)} TO ${ident(roles.current)}`).join('; ')}`,
+      `the target role ${JSON.stringify(roles.current)} is not a superuser and cannot give what the migration creates to ${notMember.map((x) => JSON.stringify(x)).join(', ')} ` +
+        `(ALTER … OWNER TO needs membership of the new owner): ${notMember.map((x) => ownerGrantAdvice(x, roles)).join('; ')}`,
     );
   }
+  return [];
 }

@@ -579,7 +579,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
       await checkSourceRights(src, tables, spec.mode === 'online', replicaIdentityFull);
       await checkNotSameTables(src, dst, tables);
       const apply = await checkTarget(dst, tables, spec.mode === 'online');
-      await checkOwners(src, dst, spec, tables.map((t) => t.source));
+      notices.push(...(await checkOwners(src, dst, spec, tables.map((t) => t.source))));
       if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
       for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
       if (apply && !apply.replicaRole) {
