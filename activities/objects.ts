@@ -55,7 +55,12 @@
  * so is everything that depends on it; the others go on. Idempotent: an object that already exists on
  * the target with the same definition counts as created (a re-run, a retried activity); one that
  * exists with a different definition is left alone and reported. Materialized views are created WITH
- * NO DATA and refreshed at the end (unless the source's was never populated either).
+ * NO DATA and refreshed at the end (unless the source's was never populated either), as their owner.
+ *
+ * Owners and grants (owners.ts) are set in each object's creating transaction, so a SECURITY DEFINER
+ * function is never visible owned by the migration role; it is created only when its owner on the
+ * target is a role that is not a superuser. The schemas, tables, sequences and types CREATING_TABLES
+ * made get theirs first: the views' and matviews' owners need their rights on the tables.
  */
 import type { Client } from 'pg';
 import { FENCE_SCHEMA } from './cutover';
