@@ -42,6 +42,12 @@ GRANT SELECT, INSERT ON app.events TO bob WITH GRANT OPTION;
 CREATE SEQUENCE app.ticket_no;
 ALTER SEQUENCE app.ticket_no OWNER TO alice;
 GRANT USAGE ON SEQUENCE app.ticket_no TO bob;
+CREATE TABLE app.logs (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE app.logs_2026 PARTITION OF app.logs FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+ALTER TABLE app.logs OWNER TO alice;
+ALTER TABLE app.logs_2026 OWNER TO alice;
+GRANT SELECT ON app.logs TO bob;
+GRANT UPDATE ON app.logs_2026 TO bob;
 CREATE TABLE app.haunted (id int PRIMARY KEY, note text);
 ALTER TABLE app.haunted OWNER TO ghost;
 GRANT SELECT ON app.haunted TO bob;
@@ -74,6 +80,7 @@ ALTER MATERIALIZED VIEW app.ghost_view OWNER TO ghost;
 INSERT INTO app.accounts (name, mood, secret) SELECT 'account ' || i, CASE WHEN i % 3 = 0 THEN 'bad' ELSE 'ok' END::app.mood, md5(i::text) FROM generate_series(1, 200) i;
 INSERT INTO app.events (what) SELECT 'event ' || i FROM generate_series(1, 50) i;
 INSERT INTO app.haunted SELECT i, 'boo ' || i FROM generate_series(1, 10) i;
+INSERT INTO app.logs SELECT i, date '2026-01-01' + i FROM generate_series(1, 30) i;
 SELECT nextval('app.ticket_no') FROM generate_series(1, 7);
 REFRESH MATERIALIZED VIEW app.moods;
 REFRESH MATERIALIZED VIEW app.ghost_view;
@@ -84,7 +91,7 @@ const ACCESS_SQL = `
   SELECT 'schema app' AS object, pg_get_userbyid(nspowner)::text AS owner, nspacl::text AS acl FROM pg_namespace WHERE nspname = 'app'
   UNION ALL
   SELECT c.relkind::text || ' ' || c.relname, pg_get_userbyid(c.relowner)::text, c.relacl::text
-    FROM pg_class c WHERE c.relnamespace = 'app'::regnamespace AND c.relkind IN ('r', 'S', 'v', 'm')
+    FROM pg_class c WHERE c.relnamespace = 'app'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
   UNION ALL
   SELECT 'column ' || c.relname || '.' || a.attname, NULL, a.attacl::text
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = 'app'::regnamespace AND a.attacl IS NOT NULL
@@ -142,7 +149,7 @@ describe('objects: true carries owners and grants', () => {
     await m.waitForPhase('SYNCING_WAL', 180_000);
     // The apply writes as the migration role, which still owns every table it writes.
     duringSync = (
-      await env.target.query<{ owner: string }>(`SELECT DISTINCT pg_get_userbyid(relowner)::text AS owner FROM pg_class WHERE relnamespace = 'app'::regnamespace AND relkind IN ('r', 'S')`, [], db)
+      await env.target.query<{ owner: string }>(`SELECT DISTINCT pg_get_userbyid(relowner)::text AS owner FROM pg_class WHERE relnamespace = 'app'::regnamespace AND relkind IN ('r', 'p', 'S')`, [], db)
     ).map((r) => r.owner);
     await env.source.query(`SET ROLE alice; INSERT INTO app.accounts (name, secret) VALUES ('late', 'x'); UPDATE app.events SET what = 'changed' WHERE id <= 5`, [], db);
     await m.signal('cutover');
@@ -152,7 +159,7 @@ describe('objects: true carries owners and grants', () => {
   it('completes, the tables equal the source, ownership moved only after the apply', async () => {
     expect(report.phase).toBe('COMPLETED');
     expect(duringSync).toEqual(['postgres']);
-    await sameContent(db, ['accounts', 'events', 'haunted']);
+    await sameContent(db, ['accounts', 'events', 'haunted', 'logs', 'logs_2026']);
   });
 
   it('gives every object the source owner and exactly its grants; ghost’s stay with the migration role, named', async () => {
@@ -247,7 +254,7 @@ describe('an owners object', () => {
     });
     const report = await m.result();
     expect(report.phase).toBe('COMPLETED');
-    await sameContent(db, ['accounts', 'events', 'haunted']);
+    await sameContent(db, ['accounts', 'events', 'haunted', 'logs', 'logs_2026']);
     const owners = await env.target.query<{ relname: string; owner: string; acl: string | null }>(
       `SELECT relname::text, pg_get_userbyid(relowner)::text AS owner, relacl::text AS acl FROM pg_class WHERE oid IN ('app.haunted'::regclass, 'app.ghost_view'::regclass) ORDER BY 1`,
       [],
@@ -260,6 +267,22 @@ describe('an owners object', () => {
     const log = await env.target.query<{ who: string }>(`SELECT who FROM audit.refresh_log ORDER BY who`, [], db);
     expect(log.map((r) => r.who)).toEqual(['alice', 'alice', 'carol']);
     expect(report.notices.join('\n')).not.toMatch(/do not exist on the target/);
+  });
+});
+
+describe('owners without objects', () => {
+  it('gives the tables, sequences, type and schema their owners and grants, and creates no view or function', async () => {
+    const db = 'owners6';
+    await prepare(db);
+    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), schemas: ['app'], mode: 'offline', owners: { map: { ghost: 'carol' } } });
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    await sameContent(db, ['accounts', 'events', 'haunted', 'logs', 'logs_2026']);
+    const [src, dst] = await Promise.all([env.source.query<Access>(ACCESS_SQL, [], db), env.target.query<Access>(ACCESS_SQL, [], db)]);
+    const tablesEtc = (a: Access) => /^(schema|type|column|[rpS]) /.test(a.object) && !/haunted/.test(a.object);
+    expect(dst.filter(tablesEtc)).toEqual(src.filter(tablesEtc));
+    expect(dst.find((a) => a.object === 'r haunted')).toEqual({ object: 'r haunted', owner: 'carol', acl: '{carol=arwdDxt/carol,bob=r/carol}' });
+    expect(dst.filter((a) => /^(function|v|m) /.test(a.object))).toEqual([]);
   });
 });
 
@@ -277,7 +300,7 @@ describe('a target role that is no superuser (managed services)', () => {
     await m.signal('cutover');
     const report = await m.result();
     expect(report.phase).toBe('COMPLETED');
-    await sameContent(db, ['accounts', 'events', 'haunted']);
+    await sameContent(db, ['accounts', 'events', 'haunted', 'logs', 'logs_2026']);
     const [src, dst] = await Promise.all([env.source.query<Access>(ACCESS_SQL, [], db), env.target.query<Access>(ACCESS_SQL, [], db)]);
     const isGhost = (a: Access) => /haunted|ghost_view|run_as_postgres/.test(a.object);
     expect(dst.filter((a) => !isGhost(a))).toEqual(src.filter((a) => !isGhost(a)));
