@@ -1943,7 +1943,7 @@ async function refreshAsOwner(c: Client, o: PlannedObject): Promise<string | und
   const owner = r.rows[0];
   if (!owner) return 'it was not found on the target to refresh';
   if (owner.superuser && !o.access?.ownerSuper) {
-    return `not refreshed: its owner on the target, ${JSON.stringify(owner.owner)}, is a superuser and its source owner ${o.access ? JSON.stringify(o.access.owner) : ''} is not (no such role on the target), and refreshing runs its query with the owner's rights; give it an owner and refresh it`;
+    return `not refreshed: its owner on the target, ${JSON.stringify(owner.owner)}, is a superuser and its source owner${o.access ? ` ${JSON.stringify(o.access.owner)}` : ''} is not (its owner was not carried), and refreshing runs its query with the owner's rights; give it an owner and refresh it`;
   }
   await inTransaction(c, [`SET LOCAL ROLE ${ident(owner.owner)}`, o.refresh!]);
   return undefined;
@@ -2006,7 +2006,9 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
           const why =
             a?.owner === undefined
               ? `${SECURITY_DEFINER_UNOWNED}${
-                  a?.notMember
+                  !access
+                    ? ' (spec.owners is false)'
+                    : a?.notMember
                     ? ` (the migration role is not a member of ${JSON.stringify(a.notMember)}, which should own it)`
                     : o.access
                       ? ` (its owner on the source, ${JSON.stringify(o.access.owner)}, has no role on the target)`

@@ -249,6 +249,7 @@ export async function readSourceAccess(client: Client, input: TablesAccessInput)
               EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) AS owned
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'S'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
           AND (n.nspname = ANY($1::text[])
                OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
                             AND d.refobjid IN (SELECT t.relid FROM unnest($2::text[], $3::text[]) AS w(s, r), LATERAL ${treeOf("format('%I.%I', w.s, w.r)::regclass")} t)))
