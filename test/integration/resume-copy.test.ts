@@ -22,9 +22,14 @@ afterAll(async () => {
   await env?.stop();
 });
 
-/** Tables of our own beside the shop schema: whole ones copied three per batch, one keyless, one in page ranges. */
-const WHOLE = Array.from({ length: 9 }, (_, i) => `w${i + 1}`);
-const EXTRA = [...WHOLE, 'nokey', 'big'];
+/**
+ * Tables of our own beside the shop schema, in the order the copy takes them (biggest first): `big`
+ * in page ranges, then three whole tables per batch: w1-w3, w4-w6, w7, w8 and `slow` (small on disk,
+ * its values compress ~100x, so its COPY lasts seconds: the snapshot is lost while it runs, with w7
+ * and w8 of its batch committed), then `nokey` (no key at all) with shop tables.
+ */
+const WHOLE = Array.from({ length: 8 }, (_, i) => `w${i + 1}`);
+const EXTRA = [...WHOLE, 'slow', 'nokey', 'big'];
 
 /** Writes to the extra tables until stopped: inserts, updates and deletes, so a change applied twice (or lost) shows. */
 function startExtraWriter(connect: () => Promise<Client>) {
@@ -39,10 +44,10 @@ function startExtraWriter(connect: () => Promise<Client>) {
         try {
           await c.query('BEGIN');
           await c.query(`INSERT INTO public.${t} (id, n, pad) VALUES ($1, 0, 'new')`, [1_000_000 + i]);
-          await c.query(`UPDATE public.${t} SET n = n + 1 WHERE id = $1`, [(i * 7919) % 20_000]);
-          await c.query(`DELETE FROM public.${t} WHERE id = $1`, [(i * 104_729) % 20_000]);
+          await c.query(`UPDATE public.${t} SET n = n + 1 WHERE id = $1`, [(i * 7919) % 8_000]);
+          await c.query(`DELETE FROM public.${t} WHERE id = $1`, [(i * 104_729) % 8_000]);
           await c.query(`INSERT INTO public.nokey (n, pad) VALUES ($1, 'k')`, [i % 10]);
-          await c.query(`UPDATE public.big SET n = n + 1 WHERE id = $1`, [(i * 31) % 120_000]);
+          await c.query(`UPDATE public.big SET n = n + 1 WHERE id = $1`, [(i * 31) % 60_000]);
           await c.query('COMMIT');
           transactions++;
         } catch (err) {
@@ -70,14 +75,16 @@ describe('a snapshot lost during the copy', () => {
     const db = 'resume';
     await env.shopDatabase(db, 0.1);
     const ddl = WHOLE.map(
-      (t) => `CREATE TABLE public.${t} (id int PRIMARY KEY, n int NOT NULL, pad text); INSERT INTO public.${t} SELECT g, 0, repeat('x', 300) FROM generate_series(1, 20000) g;`,
+      (t) => `CREATE TABLE public.${t} (id int PRIMARY KEY, n int NOT NULL, pad text); INSERT INTO public.${t} SELECT g, 0, repeat('x', 300) FROM generate_series(1, 8000) g;`,
     ).join('\n');
     await env.source.query(
       `${ddl}
        CREATE TABLE public.nokey (n int, pad text); ALTER TABLE public.nokey REPLICA IDENTITY FULL;
-       INSERT INTO public.nokey SELECT g % 10, repeat('k', 100) FROM generate_series(1, 20000) g;
+       INSERT INTO public.nokey SELECT g % 10, repeat('k', 100) FROM generate_series(1, 5000) g;
+       CREATE TABLE public.slow (id int PRIMARY KEY, body text);
+       INSERT INTO public.slow SELECT g, repeat(md5(g::text), 15000) FROM generate_series(1, 80) g;
        CREATE TABLE public.big (id int PRIMARY KEY, n int NOT NULL, pad text);
-       INSERT INTO public.big SELECT g, 0, repeat('b', 200) FROM generate_series(1, 120000) g;`,
+       INSERT INTO public.big SELECT g, 0, repeat('b', 200) FROM generate_series(1, 60000) g;`,
       [],
       db,
     );
@@ -89,13 +96,12 @@ describe('a snapshot lost during the copy', () => {
       schemas: ['public', 'Sales Dept'],
       tableSuffix: '_c',
       parallelism: 1,
-      // big (~30 MB) in 4 page ranges, copied first (biggest units first); the rest three tables per batch.
-      copy: { splitAboveBytes: 8 * 1024 * 1024, rangeBytes: 8 * 1024 * 1024, batchTables: 3 },
+      // big (~15 MB) in 4 page ranges, copied first (biggest units first); the rest three tables per batch.
+      copy: { splitAboveBytes: 4 * 1024 * 1024, rangeBytes: 4 * 1024 * 1024, batchTables: 3 },
       cutover: { mode: 'manual' },
     });
 
-    // Once the ranged table and at least two whole tables are committed, and a COPY reads on the
-    // source: the connection holding the exported snapshot dies.
+    // While `slow` is copied: the connection holding the exported snapshot dies.
     const committed = async () => {
       const rows = await env.target
         .query<{ target_table: string; range_id: string }>(`SELECT target_table, range_id FROM pgdts.copy_progress`, [], db)
@@ -103,25 +109,32 @@ describe('a snapshot lost during the copy', () => {
       return { ranges: rows.filter((r) => r.target_table === '"public"."big_c"' && r.range_id !== '').length, whole: rows.filter((r) => r.range_id === '*').map((r) => r.target_table) };
     };
     let killed = 0;
-    let ranges = 0;
     for (const deadline = Date.now() + 120_000; killed === 0 && Date.now() < deadline; ) {
-      ranges ||= (await m.status()).tables.find((t) => t.source === 'public.big')?.ranges?.total ?? 0;
-      const c = await committed();
-      if (ranges > 1 && c.ranges === ranges && c.whole.length >= 2) {
-        const [r] = await env.source.query<{ n: number }>(
-          `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
-            WHERE application_name = 'pg-dts snapshot'
-              AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query ILIKE 'COPY %TO STDOUT%')`,
-          [],
-          db,
-        );
-        killed = r!.n;
-      }
+      const [r] = await env.source.query<{ n: number }>(
+        `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+          WHERE application_name = 'pg-dts snapshot'
+            AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query ILIKE 'COPY %"public"."slow"%TO STDOUT%')`,
+        [],
+        db,
+      );
+      killed = r!.n;
       if (!killed) await new Promise((res) => setTimeout(res, 20));
     }
     expect(killed).toBe(1);
+    const t0 = Date.now();
+    // Where the time goes (on a loaded machine): each phase change.
+    let phase = '';
+    const trace = setInterval(() => {
+      void m.status().then((s) => {
+        if (s.phase !== phase) console.log(`+${Date.now() - t0} ms ${(phase = s.phase)}`);
+      }, () => undefined);
+    }, 500);
+    const ranges = (await m.status()).tables.find((t) => t.source === 'public.big')?.ranges?.total ?? 0;
+    expect(ranges).toBeGreaterThan(1);
     // What the lost snapshot's round committed, and the transaction each table's rows came in.
     const before = await committed();
+    expect(before.ranges).toBe(ranges);
+    expect(before.whole).toEqual(expect.arrayContaining(WHOLE.map((t) => `"public"."${t}_c"`)));
     const firstCopy = new Map<string, string[]>();
     for (const t of [...before.whole, '"public"."big_c"']) {
       const xids = await env.target.query<{ x: string }>(`SELECT DISTINCT xmin::text AS x FROM ${t}`, [], db);
@@ -130,12 +143,13 @@ describe('a snapshot lost during the copy', () => {
     expect(firstCopy.get('"public"."big_c"')!.length).toBe(ranges);
 
     const syncing = await m.waitForPhase('SYNCING_WAL', 240_000);
+    const tSync = Date.now() - t0;
     expect(syncing.notices.join('\n')).toMatch(/snapshot holder lost \(attempt 1\).*resuming the copy in a new snapshot/);
     // Writes go on a little into the sync, then stop before the fence would refuse them.
     await new Promise((r) => setTimeout(r, 2000));
     const extraStats = await extra.stop();
     await m.signal('cutover');
-    const report = await m.result();
+    const report = await m.result().finally(() => clearInterval(trace));
     const stats = await writer.stop();
     expect(stats.errors).toEqual([]);
     expect(extraStats.errors).toEqual([]);
@@ -147,7 +161,10 @@ describe('a snapshot lost during the copy', () => {
     expect(resumes.copyResumes).toBe(1);
     expect(resumes.unitsKept).toBeGreaterThanOrEqual(ranges + before.whole.length);
     expect(resumes.unitsCopiedTwice).toBe(0);
-    console.log(`resume-copy: ${before.whole.length} whole tables and ${ranges} ranges committed at the kill; report: ${JSON.stringify(resumes)}`);
+    console.log(
+      `resume-copy: ${before.whole.length} whole tables and ${ranges} ranges committed at the kill; report: ${JSON.stringify(resumes)}; ` +
+        `SYNCING_WAL ${tSync} ms after the kill, COMPLETED after ${Date.now() - t0} ms`,
+    );
     // The kept tables were not loaded again: rows of their first copy's transaction are still there.
     for (const [t, xids] of firstCopy) {
       const [r] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${t} WHERE xmin::text = ANY($1::text[])`, [xids], db);
