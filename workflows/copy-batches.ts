@@ -193,7 +193,7 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
       } catch (e) {
         if (!(wf.isCancellation(e) && ctx.paused.has(scope) && !ctx.main.consideredCancelled)) throw e;
         // A pause cancels every copy in flight: their tables are copied again after the resume (a
-        // ranged table keeps its finished ranges).
+        // ranged table keeps its finished ranges; with `rounds`, the batch keeps the tables it committed).
         for (const ts of state.tables) {
           if (ts.state !== 'copying') continue;
           ts.state = 'pending';
