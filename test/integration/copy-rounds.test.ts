@@ -1,11 +1,12 @@
 /**
  * Range copies of an earlier copy round (its snapshot lost, the table prepared again for a new one)
  * must not add rows: a late attempt of the old round is refused, the new round's ranges copy, and the
- * target ends up equal to the source. Real clusters, exported snapshots, no Temporal.
+ * target ends up equal to the source. Whole-table copies record their snapshot and position, which a
+ * resumed round keeps and the apply reads. Real clusters, exported snapshots, no Temporal.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
-import { copyTable, planCopies, prepareRangedCopy, splitPages, type CopyTableInput } from '../../activities/copy';
+import { copyTable, copyWholeTables, planCopies, prepareRangedCopy, readCopyPositions, splitPages, type CopyTableInput } from '../../activities/copy';
 import { fingerprint } from '../harness/compare';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
@@ -67,6 +68,52 @@ describe('ranged copy rounds', () => {
     await two.holder.end();
     await source.query(`UPDATE public.t SET v = md5(id::text) WHERE id <= 10`);
     expect(await fingerprint(target, 'postgres', 'public', 't')).toEqual(await fingerprint(source, 'postgres', 'public', 't'));
+  });
+
+  it('records whole-table copies with their position: a resumed round keeps those of standing snapshots, counts the rest and emptied ranges as copied twice', async () => {
+    const ddl = `CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text); CREATE TABLE public.r (id int PRIMARY KEY, v text)`;
+    await source.query(ddl);
+    await target.query(ddl);
+    await source.query(`INSERT INTO public.a SELECT g, 'a' FROM generate_series(1, 500) g; INSERT INTO public.b SELECT g, 'b' FROM generate_series(1, 300) g;
+                        INSERT INTO public.r SELECT g, md5(g::text) FROM generate_series(1, 5000) g`);
+    const t = (name: string) => ({ source: { schema: 'public', name }, target: { schema: 'public', name }, copyColumns: ['id', 'v'] });
+    const hooks = { heartbeat: () => undefined, signal: new AbortController().signal };
+    const whole = async (snapshot: string, snapshotLsn: string, keep: string[], tables: string[]) => {
+      const flags: Array<{ kept?: boolean; recopied?: boolean }> = [];
+      await copyWholeTables({ source: source.uri(), target: target.uri(), tables: tables.map(t), snapshot, snapshotLsn, keep }, { ...hooks, tableDone: (_, r) => void flags.push({ kept: r.kept, recopied: r.recopied }) });
+      return flags;
+    };
+    const positions = async () => {
+      const c = await target.client();
+      try {
+        return Object.fromEntries(await readCopyPositions(c, ['a', 'b', 'r', 'unknown'].map((n) => t(n).target)));
+      } finally {
+        await c.end();
+      }
+    };
+
+    // Round 1 (slot at 0/100): a is committed, then the snapshot is lost.
+    const one = await exportSnapshot();
+    expect(await whole(one.name, '0/100', [one.name], ['a'])).toEqual([{}]);
+    await prepareRangedCopy({ target: target.uri(), table: t('r').target, snapshot: one.name, snapshotLsn: '0/100' });
+    await copyTable({ source: source.uri(), target: target.uri(), table: t('r'), snapshot: one.name, range: { id: '1/2', pageFrom: 0, pageTo: 10 } }, hooks);
+    await one.holder.query('COMMIT');
+    await one.holder.end();
+    const xminA = (await target.query<{ x: string }>(`SELECT DISTINCT xmin::text AS x FROM public.a`))[0]!.x;
+
+    // Round 2 (its snapshot at 0/200), resumed: a is kept, b copied; r had a range left: emptied, its committed range counted.
+    const two = await exportSnapshot();
+    expect(await whole(two.name, '0/200', [one.name, two.name], ['a', 'b'])).toEqual([{ kept: true, recopied: undefined }, {}]);
+    expect(await prepareRangedCopy({ target: target.uri(), table: t('r').target, snapshot: two.name, snapshotLsn: '0/200' })).toBe(1);
+    expect((await target.query<{ x: string }>(`SELECT DISTINCT xmin::text AS x FROM public.a`)).map((r) => r.x)).toEqual([xminA]);
+    expect(await positions()).toEqual({ '"public"."a"': '0/100', '"public"."b"': '0/200', '"public"."r"': '0/200' });
+
+    // A round in a new slot keeps nothing of the earlier ones: a table copied again is counted.
+    expect(await whole(two.name, '0/300', ['other'], ['b'])).toEqual([{ recopied: true }]);
+    await two.holder.query('COMMIT');
+    await two.holder.end();
+    expect(await fingerprint(target, 'postgres', 'public', 'a')).toEqual(await fingerprint(source, 'postgres', 'public', 'a'));
+    expect(await fingerprint(target, 'postgres', 'public', 'b')).toEqual(await fingerprint(source, 'postgres', 'public', 'b'));
   });
 
   it('sizes tables with their TOAST data: a table of wide values is split and copied first', async () => {
