@@ -979,6 +979,8 @@ class ApplyEngine {
    * lost) -> that snapshot's position: their rows hold every transaction whose commit starts before it.
    */
   private readonly copiedFrom = new Map<string, bigint>();
+  /** The highest of those positions: past it (transactions arrive in commit order) the map is dropped. */
+  private copiedMax = 0n;
   /** Changes to tables copied in a later snapshot, left out because their rows already held them. */
   private beforeCopySkipped = 0;
   private txnChanges = 0;
@@ -1505,7 +1507,11 @@ class ApplyEngine {
 
   /** Tables copied in a later snapshot (a resumed copy) and where it starts; see `inCopy`. */
   copiedSince(positions: ReadonlyMap<string, bigint>): void {
-    for (const [k, lsn] of positions) if (lsn > this.committed) this.copiedFrom.set(k, lsn);
+    for (const [k, lsn] of positions) {
+      if (lsn <= this.committed) continue;
+      this.copiedFrom.set(k, lsn);
+      if (lsn > this.copiedMax) this.copiedMax = lsn;
+    }
   }
 
   /**
@@ -1513,6 +1519,10 @@ class ApplyEngine {
    * position of the snapshot they were read in (the slot that exported it would not have sent it).
    */
   private inCopy(m: MappedRelation): boolean {
+    if (this.txnFinal >= this.copiedMax) {
+      this.copiedFrom.clear();
+      return false;
+    }
     const from = this.copiedFrom.get(qname(m.rel.target));
     if (from === undefined || this.txnFinal >= from) return false;
     this.beforeCopySkipped++;
