@@ -73,6 +73,10 @@ export interface CopyBatchInput {
   plan: PlanRef;
   batch: number;
   snapshot?: string;
+  /** The snapshot's position (its slot's consistent point): whole tables are recorded with it, ranged ones' rounds carry it. */
+  snapshotLsn?: string;
+  /** Earlier rounds' snapshots whose whole-table copies stand (copyWholeTables). */
+  keep?: string[];
   /** Tables of plan order below this are the workflow's page of tables: their own results come back. */
   track?: number;
   /** The migration whose mark the target tables must carry before they are emptied (activities/marks.ts). */
@@ -87,6 +91,9 @@ export interface CopyBatchResult extends CopyProgress {
   ranges: number[];
   /** Results of the tracked tables among them (bounded by the batch size). */
   tables: Array<{ ord: number; rows: number; bytes: number; durationMs: number }>;
+  /** Whole tables found committed in a kept snapshot (not copied again), and those copied a second time. */
+  kept?: number;
+  recopied?: number;
 }
 
 /** Copies the batch's whole tables on one pair of sessions, then its page ranges (one at a time), all inside the snapshot. */
@@ -100,7 +107,7 @@ export async function copyBatch(
 ): Promise<CopyBatchResult> {
   const started = Date.now();
   const units = await readBatch(input.plan, input.batch);
-  const out: CopyBatchResult = { rows: 0, bytes: 0, durationMs: 0, units: 0, ranges: [], tables: [] };
+  const out: CopyBatchResult = { rows: 0, bytes: 0, durationMs: 0, units: 0, ranges: [], tables: [], ...(input.snapshotLsn !== undefined ? { kept: 0, recopied: 0 } : {}) };
   const track = input.track ?? 0;
   const note = (ord: number, r: CopyProgress & { durationMs: number }, range: boolean) => {
     out.rows += r.rows;
@@ -118,6 +125,8 @@ export async function copyBatch(
         source: input.source,
         target: input.target,
         snapshot: input.snapshot,
+        snapshotLsn: input.snapshotLsn,
+        keep: input.keep,
         migrationId: input.migrationId,
         tables: whole.map((u) => ({ source: u.def.source, target: u.def.target, copyColumns: u.def.copyColumns })),
       },
@@ -127,6 +136,8 @@ export async function copyBatch(
         tableDone: (i, r) => {
           const u = whole[i]!;
           note(u.ord, r, false);
+          if (r.kept) out.kept = (out.kept ?? 0) + 1;
+          if (r.recopied) out.recopied = (out.recopied ?? 0) + 1;
           hooks.copied?.({ table: `${u.def.source.schema}.${u.def.source.name}`, rows: r.rows, bytes: r.bytes, durationMs: r.durationMs });
           const next = whole[i + 1];
           if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, ord: next.ord, at: { rows: out.rows, bytes: out.bytes } });

@@ -145,8 +145,17 @@ export function binaryCompatible(
  * snapshot prepareRangedCopy emptied the table for. Range ids are never empty.
  */
 const ROUND_MARKER = '';
+/**
+ * The row of a table copied whole (when the workflow asks for records: `snapshotLsn`), written in
+ * the transaction that loads it: which snapshot its rows are from, and that snapshot's position.
+ */
+const WHOLE_TABLE = '*';
 
-/** Where a range copy records that it committed (target side, same transaction as its rows). */
+/**
+ * Where a copy records that it committed (target side, same transaction as its rows). `lsn`: the
+ * position of the snapshot the rows were read in (the round marker's for a ranged table, the
+ * table's own for a whole one); the apply writes a table's changes only from there (readCopyPositions).
+ */
 export const COPY_PROGRESS_DDL = [
   'CREATE SCHEMA IF NOT EXISTS pgdts',
   `CREATE TABLE IF NOT EXISTS pgdts.copy_progress (
@@ -156,13 +165,38 @@ export const COPY_PROGRESS_DDL = [
   rows bigint NOT NULL,
   bytes bigint NOT NULL,
   copied_at timestamptz NOT NULL DEFAULT now(),
+  lsn pg_lsn,
   PRIMARY KEY (target_table, range_id)
 )`,
+  // A table made by an earlier version: ALTER only then (it takes a lock that in-flight copies' row locks would hold up).
+  `DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgdts.copy_progress'::regclass AND attname = 'lsn' AND NOT attisdropped) THEN
+    ALTER TABLE pgdts.copy_progress ADD COLUMN lsn pg_lsn;
+  END IF;
+END $$`,
 ] as const;
 
 async function ensureCopyProgress(c: Client): Promise<void> {
   // Concurrent range copies may race on CREATE ... IF NOT EXISTS.
   await runIdempotentDdl(c, COPY_PROGRESS_DDL, 2);
+}
+
+/**
+ * Target tables copied in a snapshot of a known position (whole, or in ranges of one round) and that
+ * position: their rows already hold every source transaction committed before it. The apply skips
+ * such a table's changes in transactions whose commit record starts before it, as PostgreSQL's own
+ * table sync does (worker.c, should_apply_changes_for_rel: applied when statelsn <= final_lsn).
+ */
+export async function readCopyPositions(c: Client, targets: readonly QualifiedName[]): Promise<Map<string, string>> {
+  const has = await c.query<{ ok: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgdts.copy_progress') AND attname = 'lsn' AND NOT attisdropped) AS ok`,
+  );
+  if (!has.rows[0]?.ok) return new Map();
+  const r = await c.query<{ target_table: string; lsn: string }>(
+    `SELECT target_table, lsn::text AS lsn FROM pgdts.copy_progress WHERE range_id IN ($1, $2) AND lsn IS NOT NULL AND target_table = ANY($3::text[])`,
+    [ROUND_MARKER, WHOLE_TABLE, targets.map(qname)],
+  );
+  return new Map(r.rows.map((x) => [x.target_table, x.lsn]));
 }
 
 export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promise<CopyTableResult> {
@@ -345,6 +379,13 @@ export interface CopyWholeTablesInput {
   target: ConnectionSpec;
   tables: Array<CopyTableInput['table']>;
   snapshot?: string;
+  /** The snapshot's position: each table's copy is recorded with it (pgdts.copy_progress). */
+  snapshotLsn?: string;
+  /**
+   * Snapshots of earlier rounds of this copy whose tables stand (the migration's slot was kept): a
+   * table recorded as copied in one of them is not copied again.
+   */
+  keep?: string[];
   format?: 'auto' | 'text';
   /** The migration whose mark every target table must carry before it is emptied (activities/marks.ts). */
   migrationId?: string;
@@ -357,7 +398,7 @@ export interface CopyWholeTablesInput {
  */
 export async function copyWholeTables(
   input: CopyWholeTablesInput,
-  hooks: CopyHooks & { tableDone?: (i: number, r: CopyTableResult) => void },
+  hooks: CopyHooks & { tableDone?: (i: number, r: CopyTableResult & { kept?: boolean; recopied?: boolean }) => void },
 ): Promise<CopyTableResult[]> {
   let src: Client | undefined;
   let dst: Client | undefined;
@@ -379,9 +420,21 @@ export async function copyWholeTables(
     const [sc, dc] = [s.value, d.value];
     // One catalog query for the whole batch: nothing is emptied unless every table is ours.
     if (input.migrationId) await assertOurs(dc, input.tables.map((t) => t.target), input.migrationId, where);
+    const recorded = input.snapshotLsn !== undefined ? await wholeTableRecords(dc, input.tables.map((t) => t.target)) : new Map<string, CopyRecord>();
+    const keep = new Set(input.keep ?? []);
     for (const [i, table] of input.tables.entries()) {
       const started = Date.now();
       where = `copy ${displayName(table.source)} -> ${displayName(table.target)}`;
+      const record = recorded.get(qname(table.target));
+      if (record && keep.has(record.snapshot)) {
+        // Committed in an earlier round whose snapshot stands: its rows stay, the apply starts it at its position.
+        const r = { rows: record.rows, bytes: record.bytes, durationMs: 0, alreadyCopied: true };
+        done.rows += r.rows;
+        done.bytes += r.bytes;
+        results.push(r);
+        hooks.tableDone?.(i, { ...r, kept: true });
+        continue;
+      }
       readStream = undefined;
       const [srcTypes, dstTypes] = await Promise.all([columnTypes(sc, table.source), columnTypes(dc, table.target)]);
       binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
@@ -392,6 +445,14 @@ export async function copyWholeTables(
       // The source's row count arrives with its COPY's completion, which this query waits behind.
       await sc.query('SELECT 1');
       const rows = checkedRows(streamed);
+      if (input.snapshotLsn !== undefined) {
+        // With the rows, in their transaction: the record never names a snapshot the table does not hold.
+        await dc.query(
+          `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes, lsn) VALUES ($1, $2, $3, $4, $5, $6::pg_lsn)
+           ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, lsn = EXCLUDED.lsn, copied_at = now()`,
+          [qname(table.target), WHOLE_TABLE, input.snapshot ?? 'offline', rows, streamed.out.bytes, input.snapshotLsn],
+        );
+      }
       await dc.query('COMMIT');
       poisoned = false;
       const r: CopyTableResult = { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
@@ -399,7 +460,8 @@ export async function copyWholeTables(
       done.bytes += r.bytes;
       readStream = undefined;
       results.push(r);
-      hooks.tableDone?.(i, r);
+      // Its rows were committed before, in a snapshot that does not stand: this copy is its second.
+      hooks.tableDone?.(i, record ? { ...r, recopied: true } : r);
       beat();
     }
     await sc.query('COMMIT');
@@ -415,6 +477,22 @@ export async function copyWholeTables(
     }
     await Promise.all([poisoned ? undefined : dst?.end().catch(() => undefined), poisoned ? undefined : src?.end().catch(() => undefined)]);
   }
+}
+
+interface CopyRecord {
+  snapshot: string;
+  rows: number;
+  bytes: number;
+}
+
+/** The whole-table copy records of these tables (creating the records' table on first use). */
+async function wholeTableRecords(c: Client, tables: readonly QualifiedName[]): Promise<Map<string, CopyRecord>> {
+  await ensureCopyProgress(c);
+  const r = await c.query<{ target_table: string; snapshot: string; rows: string; bytes: string }>(
+    'SELECT target_table, snapshot, rows::text, bytes::text FROM pgdts.copy_progress WHERE range_id = $1 AND target_table = ANY($2::text[])',
+    [WHOLE_TABLE, tables.map(qname)],
+  );
+  return new Map(r.rows.map((x) => [x.target_table, { snapshot: x.snapshot, rows: Number(x.rows), bytes: Number(x.bytes) }]));
 }
 
 function int(n: number): number {
@@ -511,21 +589,28 @@ export function splitPages(pages: number, n: number): CopyRange[] {
  * written first: it waits for range copies still in their transaction (they hold it in share mode),
  * and a copy of an earlier round that starts later finds the new round and refuses to copy.
  */
-export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName; snapshot?: string; migrationId?: string }): Promise<void> {
+export async function prepareRangedCopy(input: { target: ConnectionSpec; table: QualifiedName; snapshot?: string; snapshotLsn?: string; migrationId?: string }): Promise<number> {
   const c = await connect(input.target, { applicationName: 'pg-dts copy' });
   try {
     await ensureCopyProgress(c);
     await c.query('BEGIN');
     if (input.migrationId) await assertOurs(c, [input.table], input.migrationId, `prepare the ranged copy of ${displayName(input.table)}`);
     await c.query(
-      `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, 0, 0)
-       ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, copied_at = now()`,
-      [qname(input.table), ROUND_MARKER, input.snapshot ?? 'offline'],
+      `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes, lsn) VALUES ($1, $2, $3, 0, 0, $4::pg_lsn)
+       ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, lsn = EXCLUDED.lsn, copied_at = now()`,
+      [qname(input.table), ROUND_MARKER, input.snapshot ?? 'offline', input.snapshotLsn ?? null],
     );
     const k = await c.query<{ relkind: string }>('SELECT relkind::text FROM pg_class WHERE oid = $1::regclass', [qname(input.table)]);
     await c.query(`TRUNCATE ${k.rows[0]?.relkind === 'p' ? '' : 'ONLY '}${qname(input.table)}`);
+    // Ranges another round had committed: emptied now, so they will have been copied twice.
+    const removed = await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1 AND range_id <> $2 AND snapshot <> $3', [
+      qname(input.table),
+      ROUND_MARKER,
+      input.snapshot ?? 'offline',
+    ]);
     await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1 AND range_id <> $2', [qname(input.table), ROUND_MARKER]);
     await c.query('COMMIT');
+    return removed.rowCount ?? 0;
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw classify(err, `prepare the ranged copy of ${displayName(input.table)}`);

@@ -4,7 +4,7 @@
  * classification live here; the database work lives in the phase modules.
  */
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
-import { createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
+import { createResumeSnapshot, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
 import { commitCutover, fenceHolds, fenceSource, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
@@ -480,10 +480,23 @@ export function createActivities(deps: ActivityDeps = {}) {
     /** MIGRATING_DATA: the size of each table and, for the large ones, the page ranges to copy. */
     planCopies,
 
-    /** Before one copy round of ranged tables: empties them and forgets earlier range records. */
-    async prepareRangedCopies(input: { target: ConnectionSpec; tables?: QualifiedName[]; plan?: PlanRef; ords?: number[]; snapshot?: string; migrationId?: string }): Promise<void> {
+    /**
+     * Before one copy round of ranged tables: empties them and forgets earlier range records. Returns
+     * how many ranges an earlier round had committed (copied twice from now on).
+     */
+    async prepareRangedCopies(input: {
+      target: ConnectionSpec;
+      tables?: QualifiedName[];
+      plan?: PlanRef;
+      ords?: number[];
+      snapshot?: string;
+      snapshotLsn?: string;
+      migrationId?: string;
+    }): Promise<number> {
       const tables = input.tables ?? (input.plan ? (await readDefs(input.plan, input.ords ?? [])).map((d) => d.target) : []);
-      for (const table of tables) await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, migrationId: input.migrationId });
+      let removed = 0;
+      for (const table of tables) removed += await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, snapshotLsn: input.snapshotLsn, migrationId: input.migrationId });
+      return removed;
     },
 
     forgetCopyProgress,
@@ -513,9 +526,21 @@ export function createActivities(deps: ActivityDeps = {}) {
      * connection open and idle until cancelled (every copy has imported the snapshot by then). If this
      * activity dies, the snapshot dies with it; the workflow notices by the heartbeat timeout.
      */
-    async holdSnapshot(input: { source: ConnectionSpec; slot: string; attempt: number; failover?: boolean }): Promise<{ consistentPoint: string }> {
+    async holdSnapshot(input: {
+      source: ConnectionSpec;
+      slot: string;
+      attempt: number;
+      failover?: boolean;
+      /**
+       * A resumed copy: the migration's slot stays as it is; the snapshot comes from a temporary slot
+       * of this name (gone with this activity's connection).
+       */
+      resumeSlot?: string;
+    }): Promise<{ consistentPoint: string }> {
       const ctx = Context.current();
-      const handle = await createSlotWithSnapshot(input.source, input.slot, { failover: input.failover });
+      const handle = input.resumeSlot
+        ? await createResumeSnapshot(input.source, input.resumeSlot)
+        : await createSlotWithSnapshot(input.source, input.slot, { failover: input.failover });
       try {
         await signalWorkflow(snapshotReadySignal.name, {
           attempt: input.attempt,

@@ -44,9 +44,10 @@ export async function findSourceLeftovers(source: ConnectionSpec): Promise<Lefto
     async (c) => {
       const out: Leftover[] = [];
       const slots = await c.query<{ slot_name: string; active: boolean; wal_status: string | null; retained: string | null }>(
-        // wal_status exists from PostgreSQL 13 (NULL through to_jsonb on 12).
+        // wal_status exists from PostgreSQL 13 (NULL through to_jsonb on 12). A temporary slot (a
+        // resumed copy's snapshot) goes with its session: never a leftover.
         `SELECT slot_name, active, to_jsonb(s) ->> 'wal_status' AS wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained
-           FROM pg_replication_slots s WHERE database = current_database() AND slot_name LIKE $1 ORDER BY slot_name`,
+           FROM pg_replication_slots s WHERE database = current_database() AND slot_name LIKE $1 AND NOT temporary ORDER BY slot_name`,
         [like(PREFIX)],
       );
       for (const s of slots.rows) {

@@ -39,10 +39,11 @@ export const hasFailoverSlots = (v: number): boolean => v >= 170000;
  * The replication command that creates our slot and exports its snapshot. The parenthesised option
  * list is 15+ grammar; 14 and older know only the bare EXPORT_SNAPSHOT keyword.
  */
-export function createSlotCommand(quotedSlot: string, version: number, failover = false): string {
+export function createSlotCommand(quotedSlot: string, version: number, failover = false, temporary = false): string {
   if (failover && !hasFailoverSlots(version)) {
     throw new Error(`failover slots need PostgreSQL 17 or later; the source runs ${formatPgVersion(version)}`);
   }
-  if (version < 150000) return `CREATE_REPLICATION_SLOT ${quotedSlot} LOGICAL pgoutput EXPORT_SNAPSHOT`;
-  return `CREATE_REPLICATION_SLOT ${quotedSlot} LOGICAL pgoutput (SNAPSHOT 'export'${failover ? ', FAILOVER true' : ''})`;
+  const temp = temporary ? ' TEMPORARY' : '';
+  if (version < 150000) return `CREATE_REPLICATION_SLOT ${quotedSlot}${temp} LOGICAL pgoutput EXPORT_SNAPSHOT`;
+  return `CREATE_REPLICATION_SLOT ${quotedSlot}${temp} LOGICAL pgoutput (SNAPSHOT 'export'${failover ? ', FAILOVER true' : ''})`;
 }

@@ -84,6 +84,24 @@ export async function createSlotWithSnapshot(source: ConnectionSpec, slot: strin
   }
 }
 
+/**
+ * A copy resumed after its snapshot was lost (the migration's slot kept): a TEMPORARY slot exports a
+ * new snapshot and names its position (`consistentPoint`), which the apply orders the tables copied
+ * in it against. Nothing is ever streamed from it; it goes with its connection, whatever ends that.
+ */
+export async function createResumeSnapshot(source: ConnectionSpec, slot: string): Promise<SlotHandle> {
+  const client = await connect(source, { replication: 'database', applicationName: 'pg-dts snapshot' });
+  try {
+    const version = await serverVersionNum(client);
+    const r = await client.query(createSlotCommand(ident(slot), version, false, true));
+    const row = r.rows[0] as { consistent_point: string; snapshot_name: string };
+    return { client, snapshotName: row.snapshot_name, consistentPoint: row.consistent_point };
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw classify(err, 'create a temporary replication slot for the resumed copy');
+  }
+}
+
 /** Drops the slot if it exists, first ending whatever walsender still holds it. */
 export async function dropSlot(source: ConnectionSpec, slot: string): Promise<boolean> {
   return withClient(source, async (c) => {

@@ -44,7 +44,8 @@ export function headerLine(s: MigrationStatus): string {
   const p = s.progress;
   const rate = p?.bytesPerSecond !== undefined ? `  ${humanBytes(p.bytesPerSecond)}/s` : '';
   const eta = p?.etaSeconds !== undefined ? `  about ${p.etaSeconds} s left` : '';
-  return `migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}  tables ${copied}/${total} copied${p ? `  ${p.rowsCopied} rows, ${humanBytes(p.bytesCopied)}` : ''}${rate}${eta}`;
+  const resumed = p?.copyResumes ? `  (copy resumed ${p.copyResumes}x: ${p.unitsKept ?? 0} units kept, ${p.unitsCopiedTwice ?? 0} copied twice)` : '';
+  return `migration ${s.migrationId}  phase ${s.phase}${s.paused ? '  (paused)' : ''}  mode ${s.mode}  tables ${copied}/${total} copied${p ? `  ${p.rowsCopied} rows, ${humanBytes(p.bytesCopied)}` : ''}${rate}${eta}${resumed}`;
 }
 
 /**
@@ -159,6 +160,10 @@ export function formatReport(r: MigrationReport): string {
   }
   for (const s of r.sequences) lines.push(`  sequence ${s.source} = ${s.sourceValue} -> ${s.target} = ${s.targetValue}`);
   if (r.cutoverWindowMs !== undefined) lines.push(`  cutover window (source writes stopped): ${r.cutoverWindowMs} ms`);
+  if (r.copyResumes) {
+    const c = r.copyResumes;
+    lines.push(`  copy resumed after a lost snapshot ${c.copyResumes ?? 0} time(s): ${c.unitsKept ?? 0} units kept, ${c.unitsCopiedTwice ?? 0} copied twice`);
+  }
   const proof = proofLine(r.proof);
   if (proof) lines.push(`  ${proof}`);
   // validation.repair: the keys are in `dts report --json` (tables[].repair).

@@ -130,10 +130,66 @@ async function recordRepair(): Promise<void> {
   }
 }
 
+/**
+ * `record-resume-copy`: online-resume-copy.json, a run whose exported snapshot is lost while a batch
+ * copies (its holder's backend terminated): the copy resumes in a temporary slot's snapshot, keeping
+ * a page-ranged table and the batches that landed (patch resume-copy).
+ */
+async function recordResumeCopy(): Promise<void> {
+  const env = await startEnv();
+  try {
+    const db = 'rec_resume';
+    await env.shopDatabase(db, 0.05);
+    await env.source.query(
+      `CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g;
+       CREATE TABLE public.w1 (id int PRIMARY KEY, pad text); INSERT INTO public.w1 SELECT g, repeat('w', 300) FROM generate_series(1, 3000) g;
+       CREATE TABLE public.w2 (id int PRIMARY KEY, pad text); INSERT INTO public.w2 SELECT g, repeat('w', 300) FROM generate_series(1, 3000) g;
+       CREATE TABLE public.slow (id int PRIMARY KEY, body text); INSERT INTO public.slow SELECT g, repeat(md5(g::text), 15000) FROM generate_series(1, 60) g;`,
+      [],
+      db,
+    );
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration(
+      {
+        source: env.source.uri(db),
+        target: env.target.uri(db),
+        cutover: { mode: 'manual' },
+        parallelism: 1,
+        copy: { splitAboveBytes: 2 * 1024 * 1024, rangeBytes: 2 * 1024 * 1024, batchTables: 2 },
+      },
+      'history-resume-copy',
+    );
+    let killed = 0;
+    for (const deadline = Date.now() + 120_000; !killed && Date.now() < deadline; ) {
+      const [r] = await env.source.query<{ n: number }>(
+        `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pg-dts snapshot'
+            AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query ILIKE 'COPY %"public"."slow"%TO STDOUT%')`,
+        [],
+        db,
+      );
+      killed = r!.n;
+      if (!killed) await new Promise((r) => setTimeout(r, 20));
+    }
+    if (!killed) throw new Error('the snapshot holder was not caught during the copy');
+    await m.waitForPhase('SYNCING_WAL', 240_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    await m.signal('cutover');
+    const report = await m.result();
+    await writer.stop();
+    if (!report.copyResumes) throw new Error('the recorded run did not resume its copy');
+    const history = await env.temporal.client.workflow.getHandle(m.workflowId).fetchHistory();
+    writeFileSync(join(HISTORY_DIR, 'online-resume-copy.json'), historyToJSON(history));
+    console.log(`recorded online-resume-copy: ${history.events?.length} events, ${JSON.stringify(report.copyResumes)}`);
+  } finally {
+    await env.stop();
+  }
+}
+
 const commands: Record<string, () => Promise<void>> = {
   record: () => record(process.argv[3]),
   'record-managed': recordManaged,
   'record-repair': recordRepair,
+  'record-resume-copy': recordResumeCopy,
 };
 const command = commands[process.argv[2] ?? ''];
 if (require.main === module && command) {

@@ -124,6 +124,8 @@ export interface MigrationReport {
   durationMs: number;
   /** Source writes stopped: from the fence to its release (online only). */
   cutoverWindowMs?: number;
+  /** The copy went on after its exported snapshot was lost (MigrationProgress's counters of that). */
+  copyResumes?: Pick<MigrationProgress, 'copyResumes' | 'unitsKept' | 'unitsCopiedTwice'>;
   proof?: ProofReport;
   /** validation.repair: rows rewritten on the target at VALIDATING, over how many tables (per table: tables[].repair). */
   repair?: { tables: number; rows: number };
@@ -152,6 +154,14 @@ export interface MigrationProgress {
   /** Copy units (batches of small tables, page ranges) done and in all. */
   batchesDone?: number;
   batchesTotal?: number;
+  /**
+   * The copy's exported snapshot was lost and the copy resumed in a new one, this many times; units
+   * (whole tables, page ranges) committed before and kept; units whose committed copy was emptied
+   * and copied again (ranges of a table not finished when the snapshot went; tables of an earlier slot).
+   */
+  copyResumes?: number;
+  unitsKept?: number;
+  unitsCopiedTwice?: number;
   /** Over the copy so far, and the time left at that rate. */
   bytesPerSecond?: number;
   etaSeconds?: number;

@@ -10,7 +10,7 @@ import type { TableDef } from '../activities/model';
 import type { CopyPlan, CopyRange } from '../activities/copy';
 import type { MigrationSpecInput } from '../activities/spec';
 import type { PlanRef } from '../activities/plan-store';
-import { copyBatches, runUntilFirstFailure } from './copy-batches';
+import { copyBatches, newCopyRounds, runUntilFirstFailure } from './copy-batches';
 import { fenceTables, sequencesOf } from './plan-views';
 import {
   applyProgressSignal,
@@ -550,15 +550,27 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await runUntilFirstFailure(runners, runOne, () => (queue.length = 0));
   }
 
-  /** Copies inside the slot's exported snapshot; redoes everything if the snapshot's holder is lost. */
-  async function copyInSnapshot(copyRound: (snapshot: string) => Promise<void>): Promise<void> {
+  /**
+   * Copies inside the slot's exported snapshot. If the snapshot's holder is lost: with `resume`
+   * (patch 'resume-copy'), the slot stays and the next round copies, in a temporary slot's snapshot,
+   * only what was not committed (`copyRound`'s second argument); else everything again in a new slot.
+   */
+  async function copyInSnapshot(copyRound: (snap: SnapshotReady, resumed: boolean) => Promise<void>, opts: { resume?: boolean } = {}): Promise<void> {
+    /** The migration's slot was created and exported a snapshot: a lost holder leaves it usable. */
+    let slotStands = false;
     for (let attempt = 1; ; attempt++) {
       const holderScope = new wf.CancellationScope();
       let holderEnded = false;
       let holderError: unknown;
       replicationCreated = true;
+      const resumed = slotStands;
+      const holderInput = resumed
+        ? { source: plan!.spec.source, slot, attempt, resumeSlot: `${slot}_r${attempt}` }
+        : { source: plan!.spec.source, slot, attempt, ...(plan!.spec.slot?.failover ? { failover: true } : {}) };
       const held = holderScope
-        .run(() => holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: `hold snapshot of slot ${slot}` }, [{ source: plan!.spec.source, slot, attempt, ...(plan!.spec.slot?.failover ? { failover: true } : {}) }]))
+        .run(() =>
+          holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: resumed ? `hold a new snapshot (temporary slot ${slot}_r${attempt})` : `hold snapshot of slot ${slot}` }, [holderInput]),
+        )
         .then(
           () => void (holderEnded = true),
           (e) => {
@@ -573,19 +585,23 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       };
       await wf.condition(() => snapshots.has(attempt) || holderEnded);
       const snap = snapshots.get(attempt);
+      // A resumed round that got no snapshot (no free slot for the temporary one, say): the next starts over.
+      slotStands = opts.resume === true && snap !== undefined;
       if (snap) {
         const copyScope = new wf.CancellationScope();
         let copiesEnded = false;
         let copyError: unknown;
-        const copies = copyScope.run(() => copyRound(snap.snapshotName)).then(
+        const copies = copyScope.run(() => copyRound(snap, resumed)).then(
           () => void (copiesEnded = true),
           (e) => {
             copiesEnded = true;
             copyError = e;
           },
         );
-        await wf.condition(() => copiesEnded || holderEnded || (perTablePostLoad && round.landed));
-        if (perTablePostLoad && round.landed) {
+        // Resumable runs release the snapshot as soon as every unit has landed, too.
+        const releaseWhenLanded = perTablePostLoad || opts.resume === true;
+        await wf.condition(() => copiesEnded || holderEnded || (releaseWhenLanded && round.landed));
+        if (releaseWhenLanded && round.landed) {
           // Every copy has imported and used the snapshot: release it (and the source's xmin) while
           // the last tables' indexes are still being built; a holder lost from now on costs nothing.
           holderScope.cancel();
@@ -615,6 +631,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           `lost the exported snapshot ${MAX_SNAPSHOT_ATTEMPTS} times while copying; last error: ${errorMessage(holderError)}`,
           'SnapshotLost',
         );
+      }
+      if (slotStands) {
+        state.notices.push(`snapshot holder lost (attempt ${attempt}): ${errorMessage(holderError)}; resuming the copy in a new snapshot, keeping what was committed`);
+        continue;
       }
       state.notices.push(`snapshot holder lost (attempt ${attempt}): ${errorMessage(holderError)}; redoing the copy in a new snapshot`);
       for (const t of state.tables) Object.assign(t, { state: 'pending', rowsCopied: 0, bytesCopied: undefined, ...(t.ranges ? { ranges: { ...t.ranges, done: 0 } } : {}) });
@@ -836,6 +856,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       finishedAt: new Date(finishedAt).toISOString(),
       durationMs: finishedAt - startedAt,
       cutoverWindowMs: state.cutover?.windowMs,
+      ...(progress.copyResumes ? { copyResumes: { copyResumes: progress.copyResumes, unitsKept: progress.unitsKept ?? 0, unitsCopiedTwice: progress.unitsCopiedTwice ?? 0 } } : {}),
       ...(plan && (validatingMs !== undefined || proofUsed) ? { proof: proofReport() } : {}),
       ...(repaired ? { repair: repaired } : {}),
       ...(objects ? { objects: { created: objects.created, skipped: objects.skipped, ...(objects.rewritten?.length ? { rewritten: objects.rewritten } : {}) } } : {}),
@@ -961,7 +982,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       copyPlans = new Map(defs.map((d, i) => [tableKey(d), plans[i]!]));
     }
     perTablePostLoad = wf.patched('post-load-per-table');
-    if (online) await copyInSnapshot(copyAll);
+    if (online) await copyInSnapshot((snap) => copyAll(snap.snapshotName));
     else await copyAll();
     const rangedTargets = defs.filter((d) => copyPlans?.get(tableKey(d))?.ranges).map((d) => d.target);
     if (rangedTargets.length) await step('forgetCopyProgress', 'forget the range copy records', { target: plan.spec.target, tables: rangedTargets });
@@ -1005,7 +1026,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       const ts = state.tables[ord];
       if (ts) ts.ranges = { total, done: 0 };
     }
-    const copyRound = (snapshot?: string) => {
+    // Online runs since 'resume-copy': a lost snapshot costs only the units in flight.
+    const rounds = p.spec.mode === 'online' && wf.patched('resume-copy') ? newCopyRounds() : undefined;
+    const copyRound = (snapshot?: string, at?: { lsn: string; resumed: boolean }) => {
       Object.assign(round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });
       return copyBatches(
         {
@@ -1021,8 +1044,16 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           main,
           round,
           pauseGate,
-          prepareRanged: (ords, snap) =>
-            step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, { target: p.spec.target, plan: ref, ords, snapshot: snap, ...(marks ? { migrationId: marks } : {}) }),
+          rounds,
+          prepareRanged: (ords, snap, snapshotLsn) =>
+            step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, {
+              target: p.spec.target,
+              plan: ref,
+              ords,
+              snapshot: snap,
+              ...(snapshotLsn !== undefined ? { snapshotLsn } : {}),
+              ...(marks ? { migrationId: marks } : {}),
+            }),
           copyBatch: (input) =>
             copy.copyTableBatch.executeWithOptions({ ...batchOpts, summary: `copy batch ${input.batch + 1}/${batches.batches}` }, [
               { source: p.spec.source, target: p.spec.target, plan: ref, ...input, ...(marks ? { migrationId: marks } : {}) },
@@ -1036,9 +1067,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           },
         },
         snapshot,
+        at,
       );
     };
-    if (p.spec.mode === 'online') await copyInSnapshot(copyRound);
+    if (p.spec.mode === 'online') await copyInSnapshot((snap, resumed) => copyRound(snap.snapshotName, rounds ? { lsn: snap.consistentPoint, resumed } : undefined), { resume: rounds !== undefined });
     else await copyRound();
     if (foreignKeys && keysAfterCutover) foreignKeysPending = true;
     else if (foreignKeys) {

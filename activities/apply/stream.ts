@@ -60,6 +60,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfigs, connect, describeConnection, pinnedSpec, runIdempotentDdl } from '../db';
 import { FENCE_MESSAGE_PREFIX, fenceMarkerTable } from '../cutover';
+import { readCopyPositions } from '../copy';
 import { hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
@@ -714,6 +715,8 @@ export interface ApplyResult {
   fenceToken?: string;
   /** Changes over `largeChangeBytes`, read as they arrived with their large values spooled to disk. */
   largeChanges: number;
+  /** Changes left out because their table was copied in a later snapshot that already held them. */
+  skippedBeforeCopy: number;
   /** Messages handled into the next group while the one before was being written (ApplyOptions.foldAhead). */
   foldedAhead: number;
 }
@@ -969,7 +972,17 @@ class ApplyEngine {
   private lastEnd: bigint;
 
   private inSourceTxn = false;
-  /** Changes of the current source transaction so far. */
+  /** Where the current source transaction's commit record starts (pgoutput BEGIN's final LSN). */
+  private txnFinal = 0n;
+  /**
+   * Target tables copied in a later snapshot than the slot's (a copy resumed after its snapshot was
+   * lost) -> that snapshot's position: their rows hold every transaction whose commit starts before it.
+   */
+  private readonly copiedFrom = new Map<string, bigint>();
+  /** The highest of those positions: past it (transactions arrive in commit order) the map is dropped. */
+  private copiedMax = 0n;
+  /** Changes to tables copied in a later snapshot, left out because their rows already held them. */
+  private beforeCopySkipped = 0;
   private txnChanges = 0;
   private skipping = false;
   /** A target transaction is open (BEGIN sent). */
@@ -1403,7 +1416,10 @@ class ApplyEngine {
       case 'truncate': {
         if (!this.inSourceTxn) throw new ApplyError('replication stream: TRUNCATE outside a transaction');
         if (this.skipping) return;
-        const oids = msg.relationOids.filter((oid) => !this.relations.get(oid)?.fenceMarker);
+        const oids = msg.relationOids.filter((oid) => {
+          const st = this.relations.get(oid);
+          return !st?.fenceMarker && !(st?.mapped && this.copiedFrom.size && this.inCopy(st.mapped));
+        });
         if (!oids.length) return;
         if (this.leafRoots.size) this.checkLeafTruncate(oids);
         const c: Change = { msg: { ...msg, relationOids: oids }, mapped: oids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
@@ -1415,6 +1431,7 @@ class ApplyEngine {
 
   private begin(finalLsn: bigint): void {
     this.inSourceTxn = true;
+    this.txnFinal = finalLsn;
     // A commit record that starts before the applied position ends at or before it: done already.
     this.skipping = finalLsn < this.lastEnd;
     this.txnFence = undefined;
@@ -1477,11 +1494,39 @@ class ApplyEngine {
     return true;
   }
 
-  /** The mapped relation a change goes to, or undefined when its transaction is being skipped. */
+  /**
+   * The mapped relation a change goes to, or undefined when its transaction is being skipped or its
+   * table's rows were copied in a snapshot that already holds it.
+   */
   private changeTarget(oid: number, op: string): MappedRelation | undefined {
     if (!this.inSourceTxn) throw new ApplyError(`replication stream: ${op} outside a transaction`);
     if (this.skipping) return undefined;
-    return this.mappedOrThrow(oid, op);
+    const m = this.mappedOrThrow(oid, op);
+    return this.copiedFrom.size && this.inCopy(m) ? undefined : m;
+  }
+
+  /** Tables copied in a later snapshot (a resumed copy) and where it starts; see `inCopy`. */
+  copiedSince(positions: ReadonlyMap<string, bigint>): void {
+    for (const [k, lsn] of positions) {
+      if (lsn <= this.committed) continue;
+      this.copiedFrom.set(k, lsn);
+      if (lsn > this.copiedMax) this.copiedMax = lsn;
+    }
+  }
+
+  /**
+   * The current transaction is already in the table's copied rows: its commit starts before the
+   * position of the snapshot they were read in (the slot that exported it would not have sent it).
+   */
+  private inCopy(m: MappedRelation): boolean {
+    if (this.txnFinal >= this.copiedMax) {
+      this.copiedFrom.clear();
+      return false;
+    }
+    const from = this.copiedFrom.get(qname(m.rel.target));
+    if (from === undefined || this.txnFinal >= from) return false;
+    this.beforeCopySkipped++;
+    return true;
   }
 
   private mappedOrThrow(oid: number, op: string): MappedRelation {
@@ -2317,6 +2362,7 @@ class ApplyEngine {
       transactions: this.transactions,
       changes: this.changes,
       largeChanges: this.plugin.largeChanges,
+      skippedBeforeCopy: this.beforeCopySkipped,
       foldedAhead: this.foldedAhead,
     };
     if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
@@ -2465,6 +2511,8 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
     engine = new ApplyEngine({ ...opts, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     engine.routeLeaves(leafRoutes);
+    const copied = await readCopyPositions(target, opts.tables.map((t) => t.target));
+    engine.copiedSince(new Map([...copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
     monitor = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();

@@ -168,7 +168,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       const s = { phase: await phaseNow() };
       // INIT and CREATING_TABLES run quick steps with a 5-minute start-to-close and no heartbeat: a
       // kill there costs minutes (seen: a kill during planCopies stalled the run 5 minutes). A kill in the copy loses the
-      // exported snapshot and redoes the copy (at most 3 snapshots): once.
+      // exported snapshot; the copy resumes in a new one, keeping what was committed (at most 3 snapshots): once.
       // Only with a copy in flight: the steps around the copies (planCopies, ...) are quick ones too.
       if (s.phase === 'MIGRATING_DATA' && copyKills === 0 && (await m.status().catch(() => undefined))?.tables.some((t) => t.state === 'copying')) {
         copyKills++;
@@ -244,6 +244,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     log(`COMPLETED after ${kills.length} kills in ${[...new Set(kills.map((k) => k.phase))].join(', ')}; ${writer.committed()} application transactions`);
     log(`write stops seen by the application: ${writer.stops.map((w) => `${w} ms`).join(', ') || 'none ended'} (bound ${opts.maxWriteStopSeconds} s); completed cutover: fence to COMPLETED ${finalFenceToCompletedMs} ms`);
     log(`differences: ${differences.length ? differences.join('; ') : 'none'}; left on the source after dts cleanup: ${JSON.stringify(leftovers)}`);
+    if (report!.copyResumes) log(`copy resumed after a lost snapshot: ${JSON.stringify(report!.copyResumes)}`);
     return result_;
   } finally {
     process.env = savedEnv;

@@ -1,12 +1,15 @@
 /**
  * Range copies of an earlier copy round (its snapshot lost, the table prepared again for a new one)
  * must not add rows: a late attempt of the old round is refused, the new round's ranges copy, and the
- * target ends up equal to the source. Real clusters, exported snapshots, no Temporal.
+ * target ends up equal to the source. Whole-table copies record their snapshot and position, which a
+ * resumed round keeps and the apply reads. Real clusters, exported snapshots, no Temporal.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
-import { copyTable, planCopies, prepareRangedCopy, splitPages, type CopyTableInput } from '../../activities/copy';
+import { copyTable, copyWholeTables, planCopies, prepareRangedCopy, readCopyPositions, splitPages, type CopyTableInput } from '../../activities/copy';
 import { fingerprint } from '../harness/compare';
+import { lsnToBigInt, runApply } from '../../activities/apply/stream';
+import { createResumeSnapshot, createSlotWithSnapshot } from '../../activities/replication';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 let source: PgCluster;
@@ -19,6 +22,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([source?.destroy(), target?.destroy()]);
 });
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function exportSnapshot(): Promise<{ name: string; holder: Client }> {
   const holder = await source.client();
@@ -67,6 +72,99 @@ describe('ranged copy rounds', () => {
     await two.holder.end();
     await source.query(`UPDATE public.t SET v = md5(id::text) WHERE id <= 10`);
     expect(await fingerprint(target, 'postgres', 'public', 't')).toEqual(await fingerprint(source, 'postgres', 'public', 't'));
+  });
+
+  it('records whole-table copies with their position: a resumed round keeps those of standing snapshots, counts the rest and emptied ranges as copied twice', async () => {
+    const ddl = `CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text); CREATE TABLE public.r (id int PRIMARY KEY, v text)`;
+    await source.query(ddl);
+    await target.query(ddl);
+    await source.query(`INSERT INTO public.a SELECT g, 'a' FROM generate_series(1, 500) g; INSERT INTO public.b SELECT g, 'b' FROM generate_series(1, 300) g;
+                        INSERT INTO public.r SELECT g, md5(g::text) FROM generate_series(1, 5000) g`);
+    const t = (name: string) => ({ source: { schema: 'public', name }, target: { schema: 'public', name }, copyColumns: ['id', 'v'] });
+    const hooks = { heartbeat: () => undefined, signal: new AbortController().signal };
+    const whole = async (snapshot: string, snapshotLsn: string, keep: string[], tables: string[]) => {
+      const flags: Array<{ kept?: boolean; recopied?: boolean }> = [];
+      await copyWholeTables({ source: source.uri(), target: target.uri(), tables: tables.map(t), snapshot, snapshotLsn, keep }, { ...hooks, tableDone: (_, r) => void flags.push({ kept: r.kept, recopied: r.recopied }) });
+      return flags;
+    };
+    const positions = async () => {
+      const c = await target.client();
+      try {
+        return Object.fromEntries(await readCopyPositions(c, ['a', 'b', 'r', 'unknown'].map((n) => t(n).target)));
+      } finally {
+        await c.end();
+      }
+    };
+
+    // Round 1 (slot at 0/100): a is committed, then the snapshot is lost.
+    const one = await exportSnapshot();
+    expect(await whole(one.name, '0/100', [one.name], ['a'])).toEqual([{}]);
+    await prepareRangedCopy({ target: target.uri(), table: t('r').target, snapshot: one.name, snapshotLsn: '0/100' });
+    await copyTable({ source: source.uri(), target: target.uri(), table: t('r'), snapshot: one.name, range: { id: '1/2', pageFrom: 0, pageTo: 10 } }, hooks);
+    await one.holder.query('COMMIT');
+    await one.holder.end();
+    const xminA = (await target.query<{ x: string }>(`SELECT DISTINCT xmin::text AS x FROM public.a`))[0]!.x;
+
+    // Round 2 (its snapshot at 0/200), resumed: a is kept, b copied; r had a range left: emptied, its committed range counted.
+    const two = await exportSnapshot();
+    expect(await whole(two.name, '0/200', [one.name, two.name], ['a', 'b'])).toEqual([{ kept: true, recopied: undefined }, {}]);
+    expect(await prepareRangedCopy({ target: target.uri(), table: t('r').target, snapshot: two.name, snapshotLsn: '0/200' })).toBe(1);
+    expect((await target.query<{ x: string }>(`SELECT DISTINCT xmin::text AS x FROM public.a`)).map((r) => r.x)).toEqual([xminA]);
+    expect(await positions()).toEqual({ '"public"."a"': '0/100', '"public"."b"': '0/200', '"public"."r"': '0/200' });
+
+    // A round in a new slot keeps nothing of the earlier ones: a table copied again is counted.
+    expect(await whole(two.name, '0/300', ['other'], ['b'])).toEqual([{ recopied: true }]);
+    await two.holder.query('COMMIT');
+    await two.holder.end();
+    expect(await fingerprint(target, 'postgres', 'public', 'a')).toEqual(await fingerprint(source, 'postgres', 'public', 'a'));
+    expect(await fingerprint(target, 'postgres', 'public', 'b')).toEqual(await fingerprint(source, 'postgres', 'public', 'b'));
+  });
+
+  it('the apply leaves out, for a table copied in a later snapshot, the transactions that snapshot already held', async () => {
+    const ddl = `CREATE TABLE public.k (id int PRIMARY KEY, n int); CREATE TABLE public.nk (n int)`;
+    await source.query(`${ddl}; ALTER TABLE public.nk REPLICA IDENTITY FULL; CREATE PUBLICATION rc_pub FOR TABLE public.k, public.nk`);
+    await target.query(ddl);
+    await source.query(`INSERT INTO public.k SELECT g, 0 FROM generate_series(1, 100) g; INSERT INTO public.nk SELECT g % 5 FROM generate_series(1, 100) g`);
+    const t = (name: string) => ({ source: { schema: 'public', name }, target: { schema: 'public', name }, copyColumns: name === 'k' ? ['id', 'n'] : ['n'] });
+    const hooks = { heartbeat: () => undefined, signal: new AbortController().signal };
+    // Round 1: the slot (position L1) and k copied in its snapshot; then the snapshot is lost.
+    const one = await createSlotWithSnapshot(source.uri(), 'rc_slot');
+    await copyWholeTables({ source: source.uri(), target: target.uri(), tables: [t('k')], snapshot: one.snapshotName, snapshotLsn: one.consistentPoint }, hooks);
+    await one.client.end();
+    // Written between the two snapshots: k needs them applied, nk's copy will hold them (a keyless
+    // table: applied twice, they would duplicate rows).
+    for (let i = 1; i <= 5; i++) await source.query(`INSERT INTO public.k VALUES (${1000 + i}, ${i}); UPDATE public.k SET n = n + 1 WHERE id = ${i}; INSERT INTO public.nk VALUES (${i}); DELETE FROM public.nk WHERE ctid = (SELECT min(ctid) FROM public.nk)`);
+    // Round 2: nk in a temporary slot's snapshot (position L2); the slot itself stays at L1.
+    const two = await createResumeSnapshot(source.uri(), 'rc_slot_r2');
+    await copyWholeTables({ source: source.uri(), target: target.uri(), tables: [t('nk')], snapshot: two.snapshotName, snapshotLsn: two.consistentPoint }, hooks);
+    await two.client.end();
+    expect(lsnToBigInt(two.consistentPoint) > lsnToBigInt(one.consistentPoint)).toBe(true);
+    // After both snapshots: both tables need these.
+    for (let i = 1; i <= 3; i++) await source.query(`INSERT INTO public.nk VALUES (${10 + i}); UPDATE public.k SET n = n + 10 WHERE id = ${i + 10}`);
+    const [end] = await source.query<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
+
+    const ac = new AbortController();
+    let caughtUp!: () => void;
+    const reached = new Promise<void>((r) => (caughtUp = r));
+    const run = runApply({
+      source: source.uri(),
+      target: target.uri(),
+      slot: 'rc_slot',
+      publication: 'rc_pub',
+      tables: [t('k'), t('nk')],
+      progressIntervalMs: 100,
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (lsnToBigInt(p.appliedLsn) >= lsnToBigInt(end!.lsn)) caughtUp();
+      },
+    });
+    await Promise.race([reached, run, sleep(60_000)]);
+    ac.abort();
+    const result = await run;
+    await source.query(`SELECT pg_drop_replication_slot('rc_slot')`);
+    // nk's two changes in each of the five transactions before L2; none of k's.
+    expect(result.skippedBeforeCopy).toBe(10);
+    for (const name of ['k', 'nk']) expect({ name, ...(await fingerprint(target, 'postgres', 'public', name)) }).toEqual({ name, ...(await fingerprint(source, 'postgres', 'public', name)) });
   });
 
   it('sizes tables with their TOAST data: a table of wide values is split and copied first', async () => {

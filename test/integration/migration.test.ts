@@ -210,7 +210,7 @@ describe('online migration', () => {
     expect(await replicationLeftovers(db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0 });
   });
 
-  it('recovers when the exported snapshot is lost during the copy: new slot, copies redone, identical', async () => {
+  it('recovers when the exported snapshot is lost during the copy: the copy in flight redone in a new snapshot, identical', async () => {
     const { db, source, target } = await freshDatabases(0.1);
     await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g`, [], db);
     const writer = startWriter(() => env.source.client(db));

@@ -17,6 +17,9 @@ describe('PostgreSQL versions', () => {
     expect(createSlotCommand('"s"', 140023)).toBe('CREATE_REPLICATION_SLOT "s" LOGICAL pgoutput EXPORT_SNAPSHOT');
     expect(createSlotCommand('"s"', 150018)).toBe(`CREATE_REPLICATION_SLOT "s" LOGICAL pgoutput (SNAPSHOT 'export')`);
     expect(createSlotCommand('"s"', 170010, true)).toBe(`CREATE_REPLICATION_SLOT "s" LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)`);
+    // A resumed copy's snapshot: a temporary slot, gone with its connection.
+    expect(createSlotCommand('"s"', 140023, false, true)).toBe('CREATE_REPLICATION_SLOT "s" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT');
+    expect(createSlotCommand('"s"', 150018, false, true)).toBe(`CREATE_REPLICATION_SLOT "s" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
     expect(() => createSlotCommand('"s"', 160014, true)).toThrow('failover slots need PostgreSQL 17 or later; the source runs 16.14');
   });
 
