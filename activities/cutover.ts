@@ -60,10 +60,16 @@ export interface FenceResult {
   deadline?: string;
 }
 
-/** The fence trigger's body: rejects writes, until `deadline` when one is given. */
-export function fenceFunctionBody(migrationId: string, deadline?: string): string {
+/**
+ * The fence trigger's body: rejects writes, until `deadline` when one is given. `allowReplica`: a
+ * permanent fence that lets sessions in replica mode through (the fallback's reverse apply, which runs
+ * with session_replication_role = replica; only a superuser or a role granted SET on that parameter
+ * can, so the application stays fenced out).
+ */
+export function fenceFunctionBody(migrationId: string, deadline?: string, allowReplica = false): string {
   const reject = `RAISE EXCEPTION 'writes to %.% are stopped: pg-dts migration ${migrationId} is cutting over to the new server', TG_TABLE_SCHEMA, TG_TABLE_NAME
                  USING ERRCODE = 'read_only_sql_transaction';`;
+  if (allowReplica) return `BEGIN\n  IF current_setting('session_replication_role') <> 'replica' THEN\n    ${reject}\n  END IF;\n  RETURN NULL;\nEND`;
   // clock_timestamp(), not now(): a transaction that began before the deadline must not be fenced after it.
   if (deadline === undefined) return `BEGIN\n  ${reject}\nEND`;
   return `BEGIN\n  IF clock_timestamp() < ${literal(deadline)}::timestamptz THEN\n    ${reject}\n  END IF;\n  RETURN NULL;\nEND`;
@@ -183,7 +189,7 @@ const COMMIT_MARGIN = '1 second';
  * and reported as not held: writes after its deadline may be missing on the target, so the workflow
  * goes back to SYNCING_WAL. Idempotent.
  */
-export async function commitCutover(input: FenceInput & { deadline: string; keepReadOnly: boolean }): Promise<CommitCutoverResult> {
+export async function commitCutover(input: FenceInput & { deadline: string; keepReadOnly: boolean; allowReplica?: boolean }): Promise<CommitCutoverResult> {
   try {
     const verdict = await withClient(
       input.source,
@@ -198,7 +204,7 @@ export async function commitCutover(input: FenceInput & { deadline: string; keep
           const held = present && ok;
           if (present) {
             const keep = held && input.keepReadOnly;
-            await c.query(replaceFunction(input.migrationId, keep ? fenceFunctionBody(input.migrationId) : PASS_THROUGH));
+            await c.query(replaceFunction(input.migrationId, keep ? fenceFunctionBody(input.migrationId, undefined, input.allowReplica) : PASS_THROUGH));
           }
           await c.query('COMMIT');
           if (!present) return { held: false, reason: 'the fence was removed from the source before the cutover finished' };
@@ -221,6 +227,28 @@ export async function commitCutover(input: FenceInput & { deadline: string; keep
     return { ...verdict, liftedAt, pending };
   } catch (err) {
     throw classify(err, 'commit the cutover');
+  }
+}
+
+/**
+ * The fallback's end by `commit`: the source's fence stops every write again, replica-mode sessions
+ * included (the old server is abandoned; a write there would be lost). Idempotent; a fence already
+ * gone stays gone.
+ */
+export async function hardenFence(input: { source: ConnectionSpec; migrationId: string }): Promise<{ fenced: boolean }> {
+  try {
+    return await withClient(
+      input.source,
+      async (c) => {
+        const fn = await c.query<{ ok: boolean }>(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${fenceFunction(input.migrationId)}()`]);
+        if (!fn.rows[0]!.ok) return { fenced: false };
+        await c.query(replaceFunction(input.migrationId, fenceFunctionBody(input.migrationId)));
+        return { fenced: true };
+      },
+      { applicationName: 'pg-dts fence' },
+    );
+  } catch (err) {
+    throw classify(err, 'keep the source fenced');
   }
 }
 

@@ -4,9 +4,9 @@
  * classification live here; the database work lives in the phase modules.
  */
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
-import { createResumeSnapshot, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
+import { createResumeSnapshot, createReverseReplication, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
-import { commitCutover, fenceHolds, fenceSource, liftFence, removeFence, syncSequences } from './cutover';
+import { commitCutover, fenceHolds, fenceSource, hardenFence, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { migrationIdOf } from '../workflows/names';
@@ -27,7 +27,7 @@ import type { ConnectionSpec, QualifiedName } from './spec';
 import { forgetPlan, readDefs, readTablePlans, storeDefs, storeTablePlans, type PlanRef } from './plan-store';
 import { batchDefs, copyBatch, planCopyBatches, type CopyBatchInput, type CopyBatchResult } from './copy-batch';
 import type { TableDef } from './model';
-import { fenceTables, namePairs, sequencesOf, validationTables } from '../workflows/plan-views';
+import { fenceTables, namePairs, reverseFenceTables, reverseNamePairs, reverseSequencesOf, sequencesOf, targetTables, validationTables } from '../workflows/plan-views';
 
 /** Running migrations (but `self`) whose status names `migrationId`; each asked for at most 5 s. */
 async function runningMigrationsWithId(ctx: Context, migrationId: string, self: string | undefined): Promise<OtherMigration[]> {
@@ -226,6 +226,13 @@ async function resolve<I, K extends keyof I>(input: ByRef<I, K>, key: K, view: (
   return { ...rest, [key]: view(defs) } as unknown as I;
 }
 
+/** afterCutover "reverse": the input names the target's side of the plan (the changes flow back). */
+type Reversible<I> = I & { reverse?: boolean };
+async function resolveSide<I, K extends keyof I>(input: Reversible<ByRef<I, K>>, key: K, view: (defs: TableDef[]) => I[K], reverseView: (defs: TableDef[]) => I[K]): Promise<I> {
+  const { reverse, ...rest } = input;
+  return resolve<I, K>(rest as ByRef<I, K>, key, reverse ? reverseView : view);
+}
+
 /** Results listed in full for the workflow's page of tables, and for at most this many others (the failing ones). */
 const RESULTS_BEYOND_PAGE = 100;
 
@@ -306,16 +313,23 @@ export function createActivities(deps: ActivityDeps = {}) {
       createPublication(await resolve(input, 'tables', (defs) => defs.map((d) => d.source))),
     setReplicaIdentity,
     validateCounts,
-    fenceSource: beating(async (input: ByRef<Parameters<typeof fenceSource>[0], 'tables'>) => fenceSource(await resolve(input, 'tables', fenceTables))),
-    liftFence: async (input: ByRef<Parameters<typeof liftFence>[0], 'tables'>) => liftFence(await resolve(input, 'tables', fenceTables)),
-    removeFence: async (input: ByRef<Parameters<typeof removeFence>[0], 'tables'>) => removeFence(await resolve(input, 'tables', fenceTables)),
-    syncSequences: beating(async (input: ByRef<Parameters<typeof syncSequences>[0], 'sequences'>) => {
-      const result = await syncSequences(await resolve(input, 'sequences', sequencesOf));
+    // `reverse` (afterCutover "reverse", by reference): the fence is on the target's tables.
+    fenceSource: beating(async (input: Reversible<ByRef<Parameters<typeof fenceSource>[0], 'tables'>>) =>
+      fenceSource(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
+    ),
+    liftFence: async (input: Reversible<ByRef<Parameters<typeof liftFence>[0], 'tables'>>) => liftFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
+    removeFence: async (input: Reversible<ByRef<Parameters<typeof removeFence>[0], 'tables'>>) => removeFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
+    syncSequences: beating(async (input: Reversible<ByRef<Parameters<typeof syncSequences>[0], 'sequences'>>) => {
+      const result = await syncSequences(await resolveSide(input, 'sequences', sequencesOf, reverseSequencesOf));
       // By reference: how many, and the first ones (one per sequence would grow with the tables).
       return input.plan ? result.slice(0, RESULTS_BEYOND_PAGE) : result;
     }),
     commitCutover: beating(async (input: ByRef<Parameters<typeof commitCutover>[0], 'tables'>) => commitCutover(await resolve(input, 'tables', fenceTables))),
     fenceHolds,
+    hardenFence,
+    /** FINALIZING with afterCutover "reverse": publication and slot on the target, before the application moves there. */
+    createReverseReplication: async (input: ByRef<Parameters<typeof createReverseReplication>[0], 'tables'>) =>
+      createReverseReplication(await resolve(input, 'tables', targetTables)),
 
     /** MIGRATING_DATA by reference: sizes, page ranges and batches, stored with the plan. */
     planCopyBatches,
@@ -570,7 +584,7 @@ export function createActivities(deps: ActivityDeps = {}) {
      * recorded position after any crash or retry. Reports progress to the workflow by signal.
      */
     async applyChanges(
-      byRef: ByRef<
+      byRef: Reversible<ByRef<
         {
           source: ConnectionSpec;
           target: ConnectionSpec;
@@ -584,10 +598,10 @@ export function createActivities(deps: ActivityDeps = {}) {
           replicaRole?: boolean;
         },
         'tables'
-      >,
+      >>,
     ): Promise<{ appliedLsn: string }> {
       const ctx = Context.current();
-      const input = await resolve(byRef, 'tables', namePairs);
+      const input = await resolveSide(byRef, 'tables', namePairs, reverseNamePairs);
       let lastSignal = 0;
       const startedAt = Date.now();
       let lastFence: string | undefined;

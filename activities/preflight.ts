@@ -3,6 +3,7 @@
  * changes anywhere. Read-only on both servers. Every refusal is a non-retryable failure naming the
  * problem.
  */
+import { WITHOUT_REPLICA_IDENTITY_SQL } from './replication';
 import type { Client } from 'pg';
 import { log } from '@temporalio/activity';
 import { ConnectionRefusedError } from './connect-guard';
@@ -226,7 +227,7 @@ export function replicationGrantAdvice(r: ReplicationRoles): string {
  * RDS's walsender honours. So the proof is a replication connection of our own (IDENTIFY_SYSTEM,
  * read-only, the walsender the slot will use): the catalog only says what to grant when it fails.
  */
-async function checkReplicationRight(client: Client, source: NormalizedSpec['source']): Promise<void> {
+async function checkReplicationRight(client: Client, source: NormalizedSpec['source'], side: 'source' | 'target' = 'source'): Promise<void> {
   let refused: { code?: string; message?: string } | undefined;
   try {
     const probe = await connect(source, { applicationName: 'pg-dts preflight', replication: 'database' });
@@ -251,32 +252,31 @@ async function checkReplicationRight(client: Client, source: NormalizedSpec['sou
   const role = JSON.stringify(roles?.rolname);
   // 42501: "must be superuser or replication role to start walsender" (before 16), "permission denied to start WAL sender" (16+).
   if (refused.code === '42501' && roles) {
-    throw preconditionFailed(`the source role ${role} may not open a replication connection: ${replicationGrantAdvice(roles)}`);
+    throw preconditionFailed(`the ${side} role ${role} may not open a replication connection: ${replicationGrantAdvice(roles)}`);
   }
   // As for any connection: a fixed reason for the caller, the server's own text in the worker's log.
-  workerLog(`preflight: the source refused a replication connection for role ${role}: ${scrub(refused.message ?? String(refused))}${refused.code ? ` [${refused.code}]` : ''}`);
+  workerLog(`preflight: the ${side} refused a replication connection for role ${role}: ${scrub(refused.message ?? String(refused))}${refused.code ? ` [${refused.code}]` : ''}`);
   const reason = refused.code ? connectReason(refused.code) : undefined;
   throw preconditionFailed(
-    `the source refuses a replication connection for role ${role}` +
+    `the ${side} refuses a replication connection for role ${role}` +
       (reason ? `: ${reason} [${refused.code}]` : '') +
       (refused.code?.startsWith('28') ? ' (pg_hba.conf: a logical replication connection matches the database\'s lines, not "replication")' : '') +
       '; the migration streams its changes through one',
   );
 }
 
-async function checkSourceForReplication(
-  client: Client,
-  source: NormalizedSpec['source'],
-  tables: TablePlan[],
-  setFull: boolean,
-): Promise<MigrationPlan['replicaIdentityFull']> {
+/**
+ * What a logical slot needs on the server that streams (the source; the target too with
+ * afterCutover "reverse", whose changes flow back after the cutover).
+ */
+async function checkLogicalDecoding(client: Client, conn: NormalizedSpec['source'], side: 'source' | 'target'): Promise<void> {
   const settings = await client.query<{ name: string; setting: string }>(
     `SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')`,
   );
   const s = Object.fromEntries(settings.rows.map((r) => [r.name, r.setting]));
   if (s.wal_level !== 'logical') {
     throw preconditionFailed(
-      `the source has wal_level = ${s.wal_level}; online migration needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the source server)`,
+      `the ${side} has wal_level = ${s.wal_level}; ${side === 'source' ? 'online migration' : 'afterCutover "reverse" (a slot on the target after the cutover)'} needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the ${side} server)`,
     );
   }
   const used = await client.query<{ slots: number; senders: number }>(
@@ -286,27 +286,25 @@ async function checkSourceForReplication(
   const u = used.rows[0]!;
   if (u.slots >= Number(s.max_replication_slots)) {
     throw preconditionFailed(
-      `the source has no free replication slot: ${u.slots} of max_replication_slots = ${s.max_replication_slots} in use; drop an unused slot (pg_drop_replication_slot) or raise max_replication_slots`,
+      `the ${side} has no free replication slot: ${u.slots} of max_replication_slots = ${s.max_replication_slots} in use; drop an unused slot (pg_drop_replication_slot) or raise max_replication_slots`,
     );
   }
   if (u.senders >= Number(s.max_wal_senders)) {
-    throw preconditionFailed(`the source has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
+    throw preconditionFailed(`the ${side} has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
   }
-  await checkReplicationRight(client, source);
+  await checkReplicationRight(client, conn, side);
+}
+
+async function checkSourceForReplication(
+  client: Client,
+  source: NormalizedSpec['source'],
+  tables: TablePlan[],
+  setFull: boolean,
+): Promise<MigrationPlan['replicaIdentityFull']> {
+  await checkLogicalDecoding(client, source, 'source');
+  // Rows live in the leaves: a partitioned table's partitions each need an identity of their own.
   const ident = await client.query<{ schema: string; name: string; relreplident: string }>(
-    // Rows live in the leaves: a partitioned table's partitions each need an identity of their own.
-    `SELECT n.nspname AS schema, c.relname AS name, c.relreplident
-       FROM unnest($1::text[], $2::text[]) AS u(s, r)
-       JOIN pg_namespace n0 ON n0.nspname = u.s
-       JOIN pg_class c0 ON c0.relnamespace = n0.oid AND c0.relname = u.r
-       CROSS JOIN LATERAL (SELECT c0.oid AS relid WHERE c0.relkind = 'r'
-                           UNION SELECT relid FROM pg_partition_tree(c0.oid) WHERE isleaf) leaf
-       JOIN pg_class c ON c.oid = leaf.relid
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE (c.relreplident = 'n'
-             OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
-             OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
-        AND c.relkind = 'r'`,
+    WITHOUT_REPLICA_IDENTITY_SQL,
     [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
   );
   if (ident.rows.length && setFull) {
@@ -465,6 +463,25 @@ async function mayUseReplicaRole(client: Client): Promise<TargetApply> {
 }
 
 /**
+ * afterCutover "reverse": after the cutover a slot on the target streams back to the source, whose
+ * fence lets only sessions in replica mode through: the reverse apply's, which the source role must
+ * be allowed to start (the application, without that right, stays fenced out).
+ */
+async function checkReverse(src: Client, dst: Client, target: NormalizedSpec['target']): Promise<void> {
+  await checkLogicalDecoding(dst, target, 'target');
+  const version = await serverVersionNum(src);
+  const r = await src.query<{ rolname: string; ok: boolean }>(
+    `SELECT rolname, rolsuper${version >= 150000 ? ` OR has_parameter_privilege('session_replication_role', 'SET')` : ''} AS ok FROM pg_roles WHERE rolname = current_user`,
+  );
+  if (!r.rows[0]?.ok) {
+    throw preconditionFailed(
+      `afterCutover "reverse": the source role ${JSON.stringify(r.rows[0]?.rolname)} may not set session_replication_role, which the reverse apply writes the source with (the fence lets only replica-mode sessions through): ` +
+        'connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO that role',
+    );
+  }
+}
+
+/**
  * Every name the migration gives on the target (tables, partitions, indexes, constraints, sequences:
  * the source's name with tableSuffix) must fit in 63 bytes: PostgreSQL would truncate a longer one, so
  * existence checks would miss it and two names could become one.
@@ -581,6 +598,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
       const apply = await checkTarget(dst, tables, spec.mode === 'online');
       notices.push(...(await checkOwners(src, dst, spec, tables.map((t) => t.source))));
       if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
+      if (spec.afterCutover === 'reverse') await checkReverse(src, dst, spec.target);
       for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
       if (apply && !apply.replicaRole) {
         notices.push(

@@ -167,3 +167,59 @@ export async function setReplicaIdentity(input: ReplicaIdentityInput): Promise<v
     throw classify(err, 'set replica identity');
   }
 }
+
+/**
+ * The leaf tables among ($1 schemas, $2 names) without a replica identity usable for UPDATE and
+ * DELETE (no primary key, no REPLICA IDENTITY USING INDEX, not FULL): once published, the
+ * application's UPDATEs and DELETEs on them fail.
+ */
+export const WITHOUT_REPLICA_IDENTITY_SQL = `SELECT n.nspname AS schema, c.relname AS name, c.relreplident
+   FROM unnest($1::text[], $2::text[]) AS u(s, r)
+   JOIN pg_namespace n0 ON n0.nspname = u.s
+   JOIN pg_class c0 ON c0.relnamespace = n0.oid AND c0.relname = u.r
+   CROSS JOIN LATERAL (SELECT c0.oid AS relid WHERE c0.relkind = 'r'
+                       UNION SELECT relid FROM pg_partition_tree(c0.oid) WHERE isleaf) leaf
+   JOIN pg_class c ON c.oid = leaf.relid
+   JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE (c.relreplident = 'n'
+         OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+         OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+    AND c.relkind = 'r'`;
+
+export interface ReverseReplicationInput {
+  /** The migration's target: after the cutover, where the changes come from. */
+  target: ConnectionSpec;
+  /** Slot and publication name on the target (workflows/names.ts reverseIdFor). */
+  slot: string;
+  /** The migrated tables, by their target names. */
+  tables: QualifiedName[];
+}
+
+/**
+ * afterCutover "reverse", in FINALIZING with the source still fenced and the forward apply stopped: a
+ * publication of the migrated tables and a logical slot on the target, so that every change made there
+ * from now on can flow back to the source. No snapshot is needed: both sides hold the same rows at this
+ * point. Idempotent: an existing slot is kept (it already holds what was written since it was made).
+ * A target table without a usable replica identity gets REPLICA IDENTITY FULL: published without one,
+ * the application's UPDATEs and DELETEs on it would fail. Returns those tables.
+ */
+export async function createReverseReplication(input: ReverseReplicationInput): Promise<{ replicaIdentityFull: string[] }> {
+  try {
+    await createPublication({ source: input.target, publication: input.slot, tables: input.tables });
+    return await withClient(input.target, async (c) => {
+      const missing = await c.query<{ schema: string; name: string }>(
+        WITHOUT_REPLICA_IDENTITY_SQL,
+        [input.tables.map((t) => t.schema), input.tables.map((t) => t.name)],
+      );
+      if (missing.rowCount) {
+        await c.query(`SET lock_timeout = '10s'`);
+        for (const t of missing.rows) await c.query(`ALTER TABLE ${qname(t)} REPLICA IDENTITY FULL`);
+      }
+      const exists = await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [input.slot]);
+      if (!exists.rowCount) await c.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [input.slot]);
+      return { replicaIdentityFull: missing.rows.map((t) => `${t.schema}.${t.name}`) };
+    });
+  } catch (err) {
+    throw classify(err, 'create the reverse replication on the target');
+  }
+}

@@ -112,7 +112,12 @@ export const migrationSpecSchema = z
       })
       .strict()
       .optional(),
-    afterCutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
+    /**
+     * What happens to the source once the target is the database of record: writes released
+     * (default), kept stopped, or kept stopped while the target's changes flow back to it until the
+     * `commit` or `rollback` signal (the fallback, FALLBACK_READY).
+     */
+    afterCutover: z.enum(['restore-writes', 'keep-source-read-only', 'reverse']).optional(),
     /** Online (default) streams changes from a replication slot; offline copies a quiet source once. */
     mode: z.enum(['online', 'offline']).optional(),
     /** After cutover, recreate the views, materialized views (refreshed), functions and triggers of the migrated schemas. */
@@ -222,7 +227,7 @@ export interface NormalizedSpec {
   cutover: { mode: 'auto' | 'manual'; maxLagBytes: number; maxWriteStopSeconds?: number };
   /** Optional only for plans recorded before it existed. */
   wal?: { warnRetainedBytes?: number; maxRetainedBytes?: number };
-  afterCutover: 'restore-writes' | 'keep-source-read-only';
+  afterCutover: 'restore-writes' | 'keep-source-read-only' | 'reverse';
   mode: 'online' | 'offline';
   parallelism: number;
   /** Optional only for plans recorded before it existed (replayed histories). */
@@ -317,6 +322,9 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
   const tables = s.tables?.map((t) => parseTableName(t, schemas[0]!));
   for (const t of tables ?? []) {
     if (reservedSchema(t.schema)) throw new SpecError(`invalid migration spec: tables: ${JSON.stringify(t.schema)} ${RESERVED_WHY}`);
+  }
+  if (s.afterCutover === 'reverse' && s.mode === 'offline') {
+    throw new SpecError('invalid migration spec: afterCutover: "reverse" replicates the target\'s changes back to the source after the cutover and needs mode "online"');
   }
   if (tables) {
     const seen = new Set<string>();

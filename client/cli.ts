@@ -271,6 +271,8 @@ export function buildProgram(io: CliIo = processIo): Command {
     ['resume', 'resume a paused migration (or start one created with --paused)'],
     ['cancel', 'cancel: stop, lift any fence, drop the slot and publication, drop the target tables it created'],
     ['cutover', 'cut over now (cutover mode manual)'],
+    ['commit', 'afterCutover "reverse", in FALLBACK_READY: stay on the target (the reverse replication is dropped, the source stays fenced)'],
+    ['rollback', 'afterCutover "reverse", in FALLBACK_READY: move back to the source with every write made on the target (the target is fenced)'],
   ];
   for (const [name, description] of signals) {
     program

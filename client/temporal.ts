@@ -200,7 +200,7 @@ async function exists(client: Client, workflowId: string): Promise<boolean> {
 /** What a migration is doing, in one word (the REST API's `state`). */
 export type MigrationState = 'created' | 'running' | 'paused' | 'completed' | 'failed' | 'cancelled' | 'terminated' | 'timed_out';
 
-export const TERMINAL_PHASES: readonly Phase[] = ['COMPLETED', 'FAILED', 'CANCELLED'];
+export const TERMINAL_PHASES: readonly Phase[] = ['COMPLETED', 'ROLLED_BACK', 'FAILED', 'CANCELLED'];
 
 /** Visibility query for migrations, optionally in one phase (validated: no injection). */
 export function listQuery(phase?: string): string {

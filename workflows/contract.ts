@@ -13,7 +13,11 @@ export const PHASES = [
   'STOPPING_WRITES',
   'VALIDATING',
   'FINALIZING',
+  // afterCutover "reverse": after FINALIZING, until the commit or rollback signal.
+  'FALLBACK_READY',
+  'ROLLING_BACK',
   'COMPLETED',
+  'ROLLED_BACK',
   'FAILED',
   'CANCELLED',
 ] as const;
@@ -216,6 +220,11 @@ export interface MigrationStatus {
   /** The WAL the replication slot retains on the source (spec.wal's budget), as last read. */
   wal?: { slot: string; retainedBytes: number; walStatus: string | null; warnRetainedBytes?: number; maxRetainedBytes?: number; warned?: boolean; updatedAt: string };
   notices: string[];
+  /**
+   * afterCutover "reverse": the reverse replication (target → source) from FALLBACK_READY on; its lag
+   * is in `replication` (whose slot is then the target's).
+   */
+  fallback?: { slot: string; decision?: 'commit' | 'rollback'; fallbackReadyAt?: string; sequences?: Array<{ source: string; target: string; sourceValue: string; targetValue: string }> };
   /** What the last pause/resume did, or why it was refused. */
   lastControl?: string;
   error?: string;
@@ -225,6 +234,9 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const cancelSignal = defineSignal('cancel');
 export const cutoverSignal = defineSignal('cutover');
+/** afterCutover "reverse", in FALLBACK_READY: stay on the target (COMPLETED), or move back to the source (ROLLED_BACK). */
+export const commitSignal = defineSignal('commit');
+export const rollbackSignal = defineSignal('rollback');
 export const statusQuery = defineQuery<MigrationStatus, [StatusPage?]>('status');
 
 /**

@@ -11,16 +11,18 @@ import type { CopyPlan, CopyRange } from '../activities/copy';
 import type { MigrationSpecInput } from '../activities/spec';
 import type { PlanRef } from '../activities/plan-store';
 import { copyBatches, newCopyRounds, runUntilFirstFailure } from './copy-batches';
-import { fenceTables, sequencesOf } from './plan-views';
+import { fenceTables, reverseFenceTables, reverseNamePairs, reverseSequencesOf, sequencesOf, targetTables } from './plan-views';
 import {
   applyProgressSignal,
   cancelSignal,
+  commitSignal,
   copyProgressSignal,
   cutoverSignal,
   MigrationPhaseKey,
   pauseSignal,
   proofProgressSignal,
   resumeSignal,
+  rollbackSignal,
   slotWalSignal,
   snapshotReadySignal,
   statusQuery,
@@ -34,9 +36,9 @@ import {
   type TableReport,
   type TableStatus,
 } from './contract';
-import { migrationIdFor, migrationIdOf, slotNameFor } from './names';
+import { migrationIdFor, migrationIdOf, reverseIdFor, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
-import { applySignal, cutoverRetryDelayMs, DEFAULT_MAX_WRITE_STOP_SECONDS } from './state';
+import { applyFallbackSignal, applySignal, cutoverRetryDelayMs, DEFAULT_MAX_WRITE_STOP_SECONDS, type FallbackSignal } from './state';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
 
@@ -163,6 +165,8 @@ export interface ContinuedSync {
   marks?: string;
   /** The foreign keys wait for FINALIZING (the apply runs without session_replication_role). */
   foreignKeysPending?: boolean;
+  /** afterCutover "reverse": the run continued in FALLBACK_READY (cut over, reverse replication running). */
+  fallback?: true;
 }
 
 /** Continue as new once a run's history passes this many events (or when the server suggests it). */
@@ -174,6 +178,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   const migrationId = migrationIdOf(spec, info.workflowId);
   const slot = slotNameFor(migrationId);
   const publication = slot;
+  /** afterCutover "reverse": the fallback's slot and publication on the target, its rollback fence's id. */
+  const reverseId = reverseIdFor(migrationId);
+  const reverseSlot = slotNameFor(reverseId);
+  /** The slot the running apply streams from (status): the forward one, the reverse one in FALLBACK_READY. */
+  let streamingSlot = continued?.fallback ? reverseSlot : slot;
 
   const state: MigrationStatus = continued?.state ?? { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
   let cancelRequested = false;
@@ -214,6 +223,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     cancelRequested = true;
     main.cancel();
   }, { description: 'user: cancel; lift any fence, drop the slot and publication, drop the target tables it created' });
+  const onFallbackSignal = (signal: FallbackSignal) => {
+    const r = applyFallbackSignal(state, plan?.spec.afterCutover, signal);
+    state.lastControl = r.lastControl;
+    if (r.decision) state.fallback = { slot: reverseSlot, ...state.fallback, decision: r.decision };
+  };
+  wf.setHandler(commitSignal, () => onFallbackSignal('commit'), { description: 'user (afterCutover "reverse"): end FALLBACK_READY staying on the target (COMPLETED)' });
+  wf.setHandler(rollbackSignal, () => onFallbackSignal('rollback'), { description: 'user (afterCutover "reverse"): move back to the source with the writes made on the target (ROLLED_BACK)' });
   wf.setHandler(snapshotReadySignal, (s) => void snapshots.set(s.attempt, s), { description: 'internal (the snapshot holder): the exported snapshot is ready for the copy' });
   wf.setHandler(proofProgressSignal, (p) => {
     if (state.proof?.state !== 'running' && state.proof?.state !== 'ready') return;
@@ -221,7 +237,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   }, { description: 'internal (the content proof): chunks verified so far, when they change' });
   wf.setHandler(applyProgressSignal, (p) => {
     state.replication = {
-      slot,
+      slot: streamingSlot,
       confirmedLsn: p.appliedLsn,
       sourceLsn: p.sourceLsn,
       lagBytes: p.lagBytes,
@@ -231,7 +247,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       updatedAt: new Date().toISOString(),
     };
     if (p.fenceToken) fenceToken = p.fenceToken;
-    if (state.phase === 'SYNCING_WAL') wf.setCurrentDetails(`**SYNCING_WAL**\n\napplied ${p.appliedLsn}, lag ${p.lagBytes} bytes, ${p.transactions} transactions`);
+    if (state.phase === 'SYNCING_WAL' || state.phase === 'FALLBACK_READY') {
+      wf.setCurrentDetails(`**${state.phase}**\n\napplied ${p.appliedLsn}, lag ${p.lagBytes} bytes, ${p.transactions} transactions`);
+    }
   }, { description: 'internal (the apply): applied position and lag, every 2 s at first, every 15 s once caught up' });
 
   /** The WAL watcher's final verdict (budget exceeded, slot invalidated): the migration fails with it. */
@@ -275,7 +293,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let tablesCreated = continued !== undefined;
   /** Passed to every activity that creates, empties or drops target tables: only marked ones are touched. */
   let marks = continued?.marks;
-  let replicationCreated = continued !== undefined;
+  let replicationCreated = continued !== undefined && !continued.fallback;
   let continueAsNew: ContinuedSync | undefined;
   /**
    * The target role may not set session_replication_role (plan.applyReplicaRole false): the apply
@@ -285,16 +303,21 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   /** Foreign keys left for FINALIZING. */
   let foreignKeysPending = continued?.foreignKeysPending ?? false;
   /** FINALIZING has stopped the apply: the target is now the database of record. */
-  let cutOver = false;
+  let cutOver = continued?.fallback === true;
   let stopHolder: () => Promise<void> = async () => undefined;
-  let replicaIdentityChanged = continued !== undefined && (continued.plan.replicaIdentityFull?.length ?? 0) > 0;
+  let replicaIdentityChanged = continued !== undefined && !continued.fallback && (continued.plan.replicaIdentityFull?.length ?? 0) > 0;
   const restoreReplicaIdentity = async () => {
     if (!replicaIdentityChanged || !plan) return;
     await step('setReplicaIdentity', 'restore replica identities', { source: plan.spec.source, tables: plan.replicaIdentityFull.map((r) => ({ table: r.table, identity: r.original })) });
     replicaIdentityChanged = false;
   };
-  let fenceSet = false;
+  let fenceSet = continued?.fallback === true;
   let fencedAt: string | undefined;
+  /** afterCutover "reverse": the reverse slot and publication may exist on the target (cleanup drops them). */
+  let reverseCreated = continued?.fallback === true;
+  /** ROLLING_BACK has fenced the target (cleanup releases it). */
+  let targetFenceSet = false;
+  let rolledBack = false;
   /** The fence carries a deadline (cutover.maxWriteStopSeconds); runs recorded before it do not. */
   let boundedStop = false;
   let fenceDeadline: string | undefined;
@@ -641,21 +664,23 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
   }
 
-  function startApply(): void {
+  /** `reverse`: FALLBACK_READY's apply, from the target's reverse slot into the source tables. */
+  function startApply(reverse = false): void {
     const scope = new wf.CancellationScope();
     applyScope = scope;
-    const runOnce = () =>
-      apply.applyChanges.executeWithOptions({ ...applyOpts, summary: `apply WAL from slot ${slot}` }, [
-        {
-          source: plan!.spec.source,
-          target: plan!.spec.target,
+    const p = plan!;
+    const input = reverse
+      ? { source: p.spec.target, target: p.spec.source, slot: reverseSlot, publication: reverseSlot, ...tablesOr(() => ({ tables: reverseNamePairs(defs) })), reverse: true }
+      : {
+          source: p.spec.source,
+          target: p.spec.target,
           slot,
           publication,
           ...tablesOr(() => ({ tables: defs.map((d) => ({ source: d.source, target: d.target })) })),
-          cutoverLagBytes: plan!.spec.cutover.maxLagBytes,
-          ...(plan!.applyReplicaRole === false ? { replicaRole: false } : {}),
-        },
-      ]);
+          cutoverLagBytes: p.spec.cutover.maxLagBytes,
+          ...(p.applyReplicaRole === false ? { replicaRole: false } : {}),
+        };
+    const runOnce = () => apply.applyChanges.executeWithOptions({ ...applyOpts, summary: `apply WAL from slot ${input.slot}${reverse ? ' back to the source' : ''}` }, [input]);
     applyDone = scope
       .run(async () => {
         // The apply only ends by our cancellation; if it ever returns on its own, start it again: it
@@ -814,6 +839,19 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     applyScope = undefined;
   }
 
+  /** Waits until the apply has committed the fence's marker where it writes (its progress row), or fails with it. */
+  async function awaitFencePassed(input: Parameters<Activities['awaitFenceApplied']>[0], fenceLsn: string, opts: ActivityOptions): Promise<void> {
+    const waiting = wait.awaitFenceApplied.executeWithOptions({ ...opts, summary: `wait for the apply to pass ${fenceLsn}` }, [input]);
+    let passed = false;
+    // Either outcome ends the wait; `await waiting` then returns or rethrows.
+    void waiting.then(
+      () => void (passed = true),
+      () => void (passed = true),
+    );
+    await untilOrApplyFails(() => passed || fenceToken === input.token);
+    await waiting;
+  }
+
   /** Waits for `fn`, but fails as soon as the apply fails: nothing else would notice. */
   async function untilOrApplyFails(fn: () => boolean): Promise<void> {
     await wf.condition(() => fn() || applyError !== undefined);
@@ -866,6 +904,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   };
 
   async function run(): Promise<void> {
+    if (continued?.fallback) {
+      // Cut over already: straight back to FALLBACK_READY, the reverse apply resuming from the source's progress row.
+      boundedStop = true;
+      await fallback(plan!);
+      if (!continueAsNew && planRef) await forgetPlan(plan!);
+      return;
+    }
     if (!continued) await prepare();
     else if (plan!.spec.mode === 'online') startWalWatch();
     const online = plan!.spec.mode === 'online';
@@ -1089,10 +1134,6 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     for (const t of state.tables) t.state = 'syncing';
     if (p.spec.validation.live && !continued && !liveScope) startLiveValidation();
     proofUsed = p.spec.validation.checksum && wf.patched('live-proof');
-    const historyFull = () => {
-      const i = wf.workflowInfo();
-      return i.continueAsNewSuggested || i.historyLength > (p.spec.historyEventsLimit ?? HISTORY_EVENTS_LIMIT);
-    };
     for (;;) {
       // Auto cutover needs a fresh report from this run of the apply, not one from before a pause.
       const since = state.replication?.updatedAt;
@@ -1106,7 +1147,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       // With the proof on, the cutover waits for its first full pass: chunks it has not verified would
       // be compared inside the write stop.
       const proofReady = () => !proofUsed || proofEnded || (state.proof?.passesComplete ?? 0) > 0;
-      await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady()) || historyFull() || proofFailure !== undefined);
+      await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady()) || historyFull(p) || proofFailure !== undefined);
       if (proofFailure !== undefined) throw ApplicationFailure.nonRetryable(proofFailure, 'ValidationError');
       if (!state.paused && cutoverDue()) {
         if (p.spec.cutover.mode === 'manual') {
@@ -1174,17 +1215,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     fenceDeadline = fence.deadline;
     state.cutover = { ...state.cutover, requested: cutoverRequested, fencedAt: fence.fencedAt, fenceLsn: fence.fenceLsn, deadline: fence.deadline, windowMs: undefined };
     const fenced = (o: ActivityOptions): ActivityOptions => (boundedStop ? { ...o, heartbeatTimeout: fencedHeartbeat } : o);
-    const waiting = wait.awaitFenceApplied.executeWithOptions({ ...fenced(waitOpts), summary: `wait for the apply to pass ${fence.fenceLsn}` }, [
-      { target: p.spec.target, slot, token: fence.token },
-    ]);
-    let passed = false;
-    // Either outcome ends the wait; `await waiting` then returns or rethrows.
-    void waiting.then(
-      () => void (passed = true),
-      () => void (passed = true),
-    );
-    await untilOrApplyFails(() => passed || fenceToken === fence.token);
-    await waiting;
+    await awaitFencePassed({ target: p.spec.target, slot, token: fence.token }, fence.fenceLsn, fenced(waitOpts));
     const sequenceInput = { source: p.spec.source, target: p.spec.target, ...tablesOr(() => ({ sequences: sequencesOf(defs) })) };
     sequences = boundedStop
       ? await quick.syncSequences.executeWithOptions({ ...fenced(quickOpts), summary: 'set target sequences to the source values' }, [sequenceInput])
@@ -1264,15 +1295,26 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (online && boundedStop) {
       // The apply stops before writes are released: later source writes belong to no migration.
       await stopApply();
-      const keepReadOnly = p.spec.afterCutover === 'keep-source-read-only';
+      const reverse = p.spec.afterCutover === 'reverse';
+      // Before the application can write the target: from this slot on, every change there flows back.
+      if (reverse) await createReverse(p);
+      const keepReadOnly = p.spec.afterCutover === 'keep-source-read-only' || reverse;
       const committed = await quick.commitCutover.executeWithOptions(
-        { ...quickOpts, heartbeatTimeout: fencedHeartbeat, summary: keepReadOnly ? 'check the fence held, keep it' : 'check the fence held, release source writes' },
-        [{ ...fenceInput(), deadline: fenceDeadline!, keepReadOnly }],
+        {
+          ...quickOpts,
+          heartbeatTimeout: fencedHeartbeat,
+          summary: reverse ? 'check the fence held, keep it against all but the reverse apply' : keepReadOnly ? 'check the fence held, keep it' : 'check the fence held, release source writes',
+        },
+        [{ ...fenceInput(), deadline: fenceDeadline!, keepReadOnly, ...(reverse ? { allowReplica: true } : {}) }],
       );
-      if (!committed.held) return committed.reason ?? 'the fence did not hold';
+      if (!committed.held) {
+        if (reverse) await wf.CancellationScope.nonCancellable(() => dropReverse(p));
+        return committed.reason ?? 'the fence did not hold';
+      }
       cutOver = true;
       walScope?.cancel();
-      if (keepReadOnly) state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
+      if (reverse) state.notices.push("the source tables stay fenced against the application's writes while the target's changes flow back to them (afterCutover = reverse)");
+      else if (keepReadOnly) state.notices.push('the source tables stay read-only (afterCutover = keep-source-read-only)');
       else {
         state.cutover = { ...state.cutover!, windowMs: Date.parse(committed.liftedAt!) - Date.parse(fencedAt!) };
         if (committed.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'drop the released fence triggers' }, [fenceInput()]);
@@ -1330,8 +1372,98 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         state.notices.push(`views, functions and triggers were not created: ${errorMessage(e)}`);
       }
     }
+    if (online && boundedStop && p.spec.afterCutover === 'reverse') {
+      await fallback(p);
+      if (continueAsNew) return undefined;
+    }
     if (planRef) await forgetPlan(p);
     return undefined;
+  }
+
+  // ── FALLBACK_READY (afterCutover "reverse") ──
+
+  const reverseDrop = (p: MigrationPlan) => ({ source: p.spec.target, target: p.spec.source, slot: reverseSlot, publication: reverseSlot });
+  /** The rollback's fence, on the target's tables (and their partitions). */
+  const targetFenceInput = () => ({ source: plan!.spec.target, migrationId: reverseId, ...tablesOr(() => ({ tables: reverseFenceTables(defs) })), reverse: true });
+
+  async function createReverse(p: MigrationPlan): Promise<void> {
+    reverseCreated = true;
+    const r = await step('createReverseReplication', `create slot and publication ${reverseSlot} on the target`, {
+      target: p.spec.target,
+      slot: reverseSlot,
+      ...tablesOr(() => ({ tables: targetTables(defs) })),
+    });
+    state.notices.push(...r.replicaIdentityFull.map((t) => `target table ${t} had no replica identity: REPLICA IDENTITY FULL was set so that its changes can flow back to the source`));
+  }
+
+  async function dropReverse(p: MigrationPlan): Promise<void> {
+    await step('dropReplication', `drop the reverse slot and publication ${reverseSlot}`, reverseDrop(p));
+    reverseCreated = false;
+  }
+
+  /**
+   * The target's changes flow back to the still-fenced source until `commit` or `rollback`. Pause
+   * stops the reverse apply (the target's slot keeps the WAL); a long phase continues as new.
+   */
+  async function fallback(p: MigrationPlan): Promise<void> {
+    setPhase('FALLBACK_READY', "the target's changes flow back to the source: signal commit to stay on the target, rollback to move back");
+    state.fallback = { slot: reverseSlot, fallbackReadyAt: state.fallback?.fallbackReadyAt ?? new Date().toISOString(), ...(state.fallback?.decision ? { decision: state.fallback.decision } : {}) };
+    if (streamingSlot !== reverseSlot) {
+      streamingSlot = reverseSlot;
+      state.replication = undefined;
+    }
+    const decided = () => state.fallback?.decision !== undefined;
+    for (;;) {
+      if (!state.paused && !applyScope) startApply(true);
+      await untilOrApplyFails(() => state.paused || decided() || historyFull(p));
+      if (decided()) break;
+      await stopApply();
+      if (!state.paused) {
+        continueAsNew = { plan: p, defs, state, startedAt, copyMs: [...copyMs], cutoverRequested: false, fallback: true, ...(marks ? { marks } : {}), ...(planRef ? { planRef } : {}) };
+        return;
+      }
+      wf.setCurrentDetails('**FALLBACK_READY** (paused: the reverse apply is stopped, the target slot retains WAL)');
+      await wf.condition(() => !state.paused || decided());
+      wf.setCurrentDetails('**FALLBACK_READY**');
+    }
+    if (state.fallback!.decision === 'commit') {
+      // The old server is abandoned: its fence now stops every write, the reverse apply's included.
+      await stopApply();
+      await step('hardenFence', 'keep the source fenced for good', { source: p.spec.source, migrationId });
+      await dropReverse(p);
+      state.notices.push('fallback committed: the reverse replication was dropped; the source tables stay fenced (dts cleanup releases them)');
+      return;
+    }
+    await rollBack(p);
+  }
+
+  /** ROLLING_BACK: target fenced, its last writes applied to the source, sequences carried back, source writes released. */
+  async function rollBack(p: MigrationPlan): Promise<void> {
+    setPhase('ROLLING_BACK', 'fencing the target, applying its last changes to the source, releasing source writes');
+    if (state.paused) Object.assign(state, { paused: false, lastControl: 'resumed for the rollback: it needs the reverse apply' });
+    if (!applyScope) startApply(true);
+    targetFenceSet = true;
+    // Not cancellable, as STOPPING_WRITES' fence: one committed after cleanup had looked would stay.
+    const fence = await wf.CancellationScope.nonCancellable(() =>
+      quick.fenceSource.executeWithOptions({ ...fenceOpts, summary: `fence ${tableCount()} target tables` }, [targetFenceInput()]),
+    );
+    if (main.consideredCancelled) throw new wf.CancelledFailure('cancelled while fencing the target');
+    await awaitFencePassed({ target: p.spec.source, slot: reverseSlot, token: fence.token }, fence.fenceLsn, waitOpts);
+    await stopApply();
+    const seqs = await step('syncSequences', 'set source sequences to the target values', {
+      source: p.spec.target,
+      target: p.spec.source,
+      ...tablesOr(() => ({ sequences: reverseSequencesOf(defs) })),
+      reverse: true,
+    });
+    state.fallback = { ...state.fallback!, sequences: seqs };
+    const lifted = await step('liftFence', 'release source writes (rolled back)', fenceInput());
+    if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'drop the released fence triggers' }, [fenceInput()]);
+    fenceSet = false;
+    await dropReverse(p);
+    // The target stays fenced: the application is back on the source, a write to the target would be lost.
+    state.notices.push(`rolled back: the source holds every write made on the target and takes writes again; the target tables stay fenced (dts cleanup ${reverseId} --source <target> releases them)`);
+    rolledBack = true;
   }
 
   /**
@@ -1431,6 +1563,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'cleanup: drop the released fence triggers' }, [fenceInput()]);
       });
     }
+    if (targetFenceSet) {
+      await attempt('release target writes', async () => {
+        const lifted = await step('liftFence', 'cleanup: release target writes', targetFenceInput());
+        if (lifted.pending) await fenceRemoval.removeFence.executeWithOptions({ ...fenceRemovalOpts, summary: 'cleanup: drop the released target fence triggers' }, [targetFenceInput()]);
+      });
+    }
+    if (reverseCreated) await attempt('drop the reverse slot and publication', () => dropReverse(p));
     if (replicationCreated) {
       await attempt('drop the slot and publication', () =>
         step('dropReplication', `cleanup: drop slot and publication ${slot}`, { source: p.spec.source, target: p.spec.target, slot, publication }),
@@ -1471,6 +1610,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       const info = wf.workflowInfo();
       return await wf.makeContinueAsNewFunc<typeof migrationWorkflow>({ memo: info.memo, typedSearchAttributes: info.typedSearchAttributes })(spec, continueAsNew);
     }
+    if (rolledBack) {
+      setPhase('ROLLED_BACK', 'rolled back to the source');
+      return report('ROLLED_BACK');
+    }
     setPhase('COMPLETED', 'migration complete');
     return report('COMPLETED');
   } catch (caught) {
@@ -1492,6 +1635,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     throw ApplicationFailure.create({ message: message!, type: 'MigrationFailed', nonRetryable: true, details: [report('FAILED', message)] });
   }
+}
+
+/** This run's history is long enough to continue as new. */
+function historyFull(p: MigrationPlan): boolean {
+  const i = wf.workflowInfo();
+  return i.continueAsNewSuggested || i.historyLength > (p.spec.historyEventsLimit ?? HISTORY_EVENTS_LIMIT);
 }
 
 /** A copy could not import the exported snapshot: its holder is gone even if not yet noticed. */

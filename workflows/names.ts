@@ -33,3 +33,12 @@ export function migrationIdOf(spec: unknown, workflowId: string): string {
 export function slotNameFor(migrationId: string): string {
   return `pg_dts_${migrationId}`;
 }
+
+/**
+ * afterCutover "reverse": the id naming the fallback's slot and publication (on the target), its
+ * progress row (on the source) and the rollback's fence (on the target) — apart from the forward
+ * ones, also when source and target are one database.
+ */
+export function reverseIdFor(migrationId: string): string {
+  return `${migrationId}_r`;
+}
