@@ -66,7 +66,7 @@ function signal(m: MigrationHandle, name: 'commit' | 'rollback'): Promise<void> 
 }
 
 /** Online migration of the shop under writes on the source, cut over (auto), up to FALLBACK_READY. */
-async function migrateToFallback(scale: number): Promise<{ db: string; m: MigrationHandle; ready: MigrationStatus }> {
+async function migrateToFallback(scale: number, validation: Record<string, unknown> = { sampleSize: 200 }): Promise<{ db: string; m: MigrationHandle; ready: MigrationStatus }> {
   const { db, source, target } = await freshDatabases(scale);
   const writer = startWriter(() => env.source.client(db), { pauseMs: 2 });
   while (writer.stats.transactions < 20) await new Promise((r) => setTimeout(r, 50));
@@ -76,7 +76,7 @@ async function migrateToFallback(scale: number): Promise<{ db: string; m: Migrat
     schemas: SCHEMAS,
     cutover: { mode: 'auto', maxLagBytes: 256 * 1024 },
     afterCutover: 'reverse',
-    validation: { sampleSize: 200 },
+    validation,
   });
   const ready = await m.waitForPhase('FALLBACK_READY', 150_000);
   // The fence stopped the writer on the source: a real application now moves to the target.
@@ -97,6 +97,9 @@ async function waitForReverseSync(db: string): Promise<void> {
     return true;
   }, 60_000, 300);
 }
+
+/** Commit and cancel: counts and sampled rows at the cutover (the rollback's migration runs the full content proof). */
+const QUICK = { checksum: false, sampleSize: 100 };
 
 describe('fallback: reverse replication after the cutover', () => {
   it('rollback under writes on the target, across a worker restart: the source holds every write, sequences included, and takes writes again', async () => {
@@ -177,15 +180,15 @@ describe('fallback: reverse replication after the cutover', () => {
   });
 
   it('commit: changes flowed back during FALLBACK_READY (pause and resume too), then the reverse replication is dropped and the source stays fenced', async () => {
-    const { db, m } = await migrateToFallback(0.05);
+    const { db, m } = await migrateToFallback(0.05, QUICK);
     await env.target.query(`INSERT INTO public.kv VALUES ('t1', 1); DELETE FROM public.scratch WHERE id < 10; UPDATE public.documents SET title = 'retitled' WHERE id = 3`, [], db);
     await waitForReverseSync(db);
     // Pause stops the reverse apply (the target's slot keeps the WAL); resume brings what waited.
     await env.temporal.client.workflow.getHandle(m.workflowId).signal('pause');
     await waitFor('the pause', async () => ((await m.status()).paused ? true : undefined));
     await waitFor('the reverse apply to stop', async () => {
-      const [slot] = await env.target.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots`, [], db);
-      return slot && !slot.active ? true : undefined;
+      const slots = await env.target.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE database = current_database()`, [], db);
+      return slots.length === 1 && !slots[0]!.active ? true : undefined;
     });
     await env.target.query(`INSERT INTO public.kv VALUES ('while-paused', 2)`, [], db);
     await new Promise((r) => setTimeout(r, 1500));
@@ -207,7 +210,7 @@ describe('fallback: reverse replication after the cutover', () => {
   });
 
   it('cancel during FALLBACK_READY leaves nothing on either server and the source writable', async () => {
-    const { db, m } = await migrateToFallback(0.05);
+    const { db, m } = await migrateToFallback(0.05, QUICK);
     await env.target.query(`INSERT INTO public.kv VALUES ('t-cancel', 1)`, [], db);
     await m.signal('cancel');
     const report = await m.result();
