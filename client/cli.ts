@@ -224,7 +224,8 @@ export function buildProgram(io: CliIo = processIo): Command {
                 const report = await resultOf(ctx, handle).catch(() => undefined);
                 if (report) io.out(`\n${formatReport(report)}`);
               }
-              if (s.phase !== 'COMPLETED') throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${s.phase}${s.error ? `: ${s.error}` : ''}`);
+              // A rollback asked for and done (afterCutover "reverse") ended as asked.
+              if (s.phase !== 'COMPLETED' && s.phase !== 'ROLLED_BACK') throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${s.phase}${s.error ? `: ${s.error}` : ''}`);
               return;
             }
             // A terminated or timed-out workflow never reaches a terminal phase: stop on its status.
@@ -262,7 +263,7 @@ export function buildProgram(io: CliIo = processIo): Command {
           throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${d.status.name}: ${error}`);
         }
         io.out(opts.json ? JSON.stringify(report, null, 2) : formatReport(report));
-        if (report.phase !== 'COMPLETED') throw new Exit(EXIT_FAILED);
+        if (report.phase !== 'COMPLETED' && report.phase !== 'ROLLED_BACK') throw new Exit(EXIT_FAILED);
       });
     });
 

@@ -140,6 +140,8 @@ export interface MigrationReport {
     /** Functions whose string body (plpgsql, SQL as a string) was renamed through the mapping, and how. */
     rewritten?: string[];
   };
+  /** afterCutover "reverse": the fallback phase, what ended it, and (rollback) the sequences set on the source. */
+  fallback?: MigrationStatus['fallback'];
   notices: string[];
   error?: string;
 }

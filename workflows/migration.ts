@@ -898,6 +898,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       ...(plan && (validatingMs !== undefined || proofUsed) ? { proof: proofReport() } : {}),
       ...(repaired ? { repair: repaired } : {}),
       ...(objects ? { objects: { created: objects.created, skipped: objects.skipped, ...(objects.rewritten?.length ? { rewritten: objects.rewritten } : {}) } } : {}),
+      ...(state.fallback ? { fallback: state.fallback } : {}),
       notices: state.notices,
       error,
     };

@@ -159,6 +159,8 @@ describe('fallback: reverse replication after the cutover', () => {
     expect(stats.transactions).toBeGreaterThan(300);
     const report = await m.result();
     expect(report.phase).toBe('ROLLED_BACK');
+    expect(report.fallback).toMatchObject({ slot: reverseSlot, decision: 'rollback' });
+    expect(report.fallback?.sequences?.map((q) => q.source).sort()).toEqual(['public.customers_id_seq', 'public.orders_id_seq']);
     expect((await m.status()).phase).toBe('ROLLED_BACK');
     const done = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
     expect(done.searchAttributes.MigrationPhase).toEqual(['ROLLED_BACK']);
