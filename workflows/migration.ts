@@ -1520,6 +1520,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     fenceSet = false;
     // The abandoned attempt's verdicts were about a source that may have been written meanwhile.
     state.validation = undefined;
+    // A commit or rollback sent during its FINALIZING was about a fallback that did not begin.
+    state.fallback = undefined;
     const manual = plan!.spec.cutover.mode === 'manual';
     cutoverRequested = false;
     const delay = cutoverRetryDelayMs(abandonedAttempts, writeStopBound());

@@ -66,7 +66,7 @@ function signal(m: MigrationHandle, name: 'commit' | 'rollback'): Promise<void> 
 }
 
 /** Online migration of the shop under writes on the source, cut over (auto), up to FALLBACK_READY. */
-async function migrateToFallback(scale: number, validation: Record<string, unknown> = { sampleSize: 200 }): Promise<{ db: string; m: MigrationHandle; ready: MigrationStatus }> {
+async function migrateToFallback(scale: number, validation: Record<string, unknown> = { sampleSize: 200 }, extra: Record<string, unknown> = {}): Promise<{ db: string; m: MigrationHandle; ready: MigrationStatus }> {
   const { db, source, target } = await freshDatabases(scale);
   const writer = startWriter(() => env.source.client(db), { pauseMs: 2 });
   while (writer.stats.transactions < 20) await new Promise((r) => setTimeout(r, 50));
@@ -77,6 +77,7 @@ async function migrateToFallback(scale: number, validation: Record<string, unkno
     cutover: { mode: 'auto', maxLagBytes: 256 * 1024 },
     afterCutover: 'reverse',
     validation,
+    ...extra,
   });
   const ready = await m.waitForPhase('FALLBACK_READY', 150_000);
   // The fence stopped the writer on the source: a real application now moves to the target.
@@ -103,7 +104,10 @@ const QUICK = { checksum: false, sampleSize: 100 };
 
 describe('fallback: reverse replication after the cutover', () => {
   it('rollback under writes on the target, across a worker restart: the source holds every write, sequences included, and takes writes again', async () => {
-    const { db, m, ready } = await migrateToFallback(0.2);
+    // A short history (historyEventsLimit) lets FALLBACK_READY continue as a new run below.
+    const { db, m, ready } = await migrateToFallback(0.1, undefined, { historyEventsLimit: 200 });
+    const handle = env.temporal.client.workflow.getHandle(m.workflowId);
+    const firstRun = (await handle.describe()).runId;
     const id = migrationIdFor(m.workflowId);
     const reverseSlot = slotNameFor(reverseIdFor(id));
     expect(ready.fallback?.slot).toBe(reverseSlot);
@@ -143,6 +147,11 @@ describe('fallback: reverse replication after the cutover', () => {
       db,
     );
     await writes(150);
+    // History grown past the limit (ignored resume signals are events too): the run continues as new
+    // and goes straight back to the reverse apply, which resumes from the source's progress row.
+    for (let i = 0; i < 60; i++) await handle.signal('resume');
+    await waitFor('FALLBACK_READY to continue as new', async () => ((await handle.describe()).runId !== firstRun ? true : undefined), 60_000, 200);
+    await writes(100);
     // A worker crash while the reverse apply runs: it resumes from the source's progress row.
     await env.restartWorker();
     await writes(150);
@@ -156,9 +165,15 @@ describe('fallback: reverse replication after the cutover', () => {
     const stats = await writer.done.then(() => writer.stats);
     expect(stats.errors).toEqual([]);
     expect(stats.fenced).toBe(true);
-    expect(stats.transactions).toBeGreaterThan(300);
+    expect(stats.transactions).toBeGreaterThanOrEqual(300);
     const report = await m.result();
     expect(report.phase).toBe('ROLLED_BACK');
+    // The run that rolled back was started by FALLBACK_READY continuing as new.
+    const history = await env.temporal.client.workflow.getHandle(m.workflowId).fetchHistory();
+    const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+    expect(started?.continuedExecutionRunId).toBeTruthy();
+    const carried = JSON.parse(Buffer.from(started!.input!.payloads![1]!.data!).toString('utf8')) as { fallback?: boolean };
+    expect(carried.fallback).toBe(true);
     expect(report.fallback).toMatchObject({ slot: reverseSlot, decision: 'rollback' });
     expect(report.fallback?.sequences?.map((q) => q.source).sort()).toEqual(['public.customers_id_seq', 'public.orders_id_seq']);
     expect((await m.status()).phase).toBe('ROLLED_BACK');
@@ -193,7 +208,7 @@ describe('fallback: reverse replication after the cutover', () => {
       return slots.length === 1 && !slots[0]!.active ? true : undefined;
     });
     await env.target.query(`INSERT INTO public.kv VALUES ('while-paused', 2)`, [], db);
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, 1000));
     const [paused] = await env.source.query(`SELECT 1 FROM public.kv WHERE k = 'while-paused'`, [], db);
     expect(paused, 'nothing applied while paused').toBeUndefined();
     await env.temporal.client.workflow.getHandle(m.workflowId).signal('resume');
@@ -202,6 +217,7 @@ describe('fallback: reverse replication after the cutover', () => {
     await signal(m, 'commit');
     const report = await m.result();
     expect(report.phase).toBe('COMPLETED');
+    expect(report.fallback?.decision).toBe('commit');
     expect(await leftovers(env.target, db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0, progressRows: 0 });
     expect(await leftovers(env.source, db)).toEqual({ slots: 0, publications: 0, fenceTriggers: SHOP_TABLES.length, progressRows: 0 });
     // The old server is abandoned: every write is refused there, replica-mode sessions' included.
