@@ -11,7 +11,7 @@
 import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import { withClient } from './db';
-import { migrationIdOf } from '../workflows/names';
+import { migrationIdOf, reverseIdFor } from '../workflows/names';
 import { WORKFLOW_TYPE } from '../workflows/contract';
 import { liftFence, removeFence, FENCE_SCHEMA } from './cutover';
 import { dropPublication, dropSlot } from './replication';
@@ -153,7 +153,9 @@ export async function migrationOf(client: Client, workflowId: string, runId?: st
 export async function runningMigrationIds(client: Client): Promise<Set<string>> {
   const ids = new Set<string>();
   for await (const w of client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'` })) {
-    ids.add((await migrationOf(client, w.workflowId, w.runId)).migrationId);
+    const id = (await migrationOf(client, w.workflowId, w.runId)).migrationId;
+    // Its fallback's objects (afterCutover "reverse": slot and rollback fence on the target) too.
+    ids.add(id).add(reverseIdFor(id));
   }
   return ids;
 }
