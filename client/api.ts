@@ -7,7 +7,7 @@
  *   POST /api/v1/migrations                 create (paused before any change; see startMigration)
  *   GET  /api/v1/migrations?limit=&offset=  list (newest first), optional &phase=
  *   GET  /api/v1/migrations/{id}            one migration, its status and (once ended) report or error
- *   POST /api/v1/migrations/{id}/start|pause|resume|cancel|cutover
+ *   POST /api/v1/migrations/{id}/start|pause|resume|cancel|cutover|commit|rollback
  *   GET  /api/v1/migrations/{id}/status     the workflow's status query
  *   GET  /api/v1/health                     Temporal reachable and a worker polling the task queue
  *   GET  /api/v1/openapi.json
@@ -359,13 +359,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       }),
   );
 
-  type Action = 'start' | 'pause' | 'resume' | 'cancel' | 'cutover';
+  type Action = 'start' | 'pause' | 'resume' | 'cancel' | 'cutover' | 'commit' | 'rollback';
   const actions: Array<[Action, string]> = [
     ['start', 'Start a created migration'],
     ['pause', 'Pause (refused while source writes are stopped for the cutover)'],
     ['resume', 'Resume a paused migration'],
     ['cancel', 'Cancel: stop, clean up the source, drop the target tables created (unless keep_target_on_cancel)'],
     ['cutover', 'Cut over now (manual cutover mode)'],
+    ['commit', 'afterCutover "reverse", in FALLBACK_READY: stay on the target (the reverse replication is dropped, the source stays fenced)'],
+    ['rollback', 'afterCutover "reverse", in FALLBACK_READY: move back to the source with every write made on the target (the target is fenced)'],
   ];
   for (const [action, summary] of actions) {
     api.post(

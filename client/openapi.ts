@@ -71,7 +71,7 @@ export const CreateMigrationSchema = z
     schema_mapping: z.record(identifier, identifier).optional().describe('source schema -> target schema'),
     cutover: z.enum(['auto', 'manual']).optional().describe('auto (default): cut over once the lag is small; manual: wait for POST /cutover'),
     max_lag_bytes: z.number().int().min(0).optional().describe('auto cutover threshold (default 1 MiB)'),
-    after_cutover: z.enum(['restore-writes', 'keep-source-read-only']).optional(),
+    after_cutover: z.enum(['restore-writes', 'keep-source-read-only', 'reverse']).optional(),
     mode: z.enum(['online', 'offline']).optional(),
     parallelism: z.number().int().min(1).max(64).optional(),
     keep_target_on_cancel: z.boolean().optional(),
@@ -155,7 +155,7 @@ export const MigrationListSchema = z
 export const ControlResultSchema = z
   .object({
     id: z.string(),
-    action: z.enum(['start', 'pause', 'resume', 'cancel', 'cutover']),
+    action: z.enum(['start', 'pause', 'resume', 'cancel', 'cutover', 'commit', 'rollback']),
     signal: z.string().describe('the signal sent to the workflow'),
     message: z.string(),
   })
