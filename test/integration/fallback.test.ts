@@ -10,7 +10,8 @@ import { migrationIdFor, reverseIdFor, slotNameFor } from '../../workflows/names
 import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint, sequenceValues } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
-import type { PgCluster } from '../harness/pg-cluster';
+import { startCluster, type PgCluster } from '../harness/pg-cluster';
+import { WorkflowFailedError } from '@temporalio/client';
 import { waitFor } from '../harness/wait';
 
 let env: TestEnv;
@@ -241,5 +242,26 @@ describe('fallback: reverse replication after the cutover', () => {
     // Both servers take writes: the cut-over target keeps its tables, the source its fence no more.
     await env.source.query(`INSERT INTO public.kv VALUES ('after-cancel', 1)`, [], db);
     await env.target.query(`INSERT INTO public.kv VALUES ('after-cancel', 1)`, [], db);
+  });
+
+  it('a target that cannot stream back is refused by the preflight, before anything is created; offline is refused as a spec error', async () => {
+    const plain = await startCluster({ name: 'no-logical', settings: { wal_level: 'replica' } });
+    try {
+      const db = `fallback${++dbCounter}`;
+      await env.shopDatabase(db, 0.01);
+      await plain.createDatabase(db);
+      const m = await env.startMigration({ source: env.source.uri(db), target: plain.uri(db), schemas: SCHEMAS, afterCutover: 'reverse' });
+      const err = (await m.result().catch((e: unknown) => e)) as WorkflowFailedError;
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      expect(String(err.cause?.message)).toContain('the target has wal_level = replica; afterCutover "reverse" (a slot on the target after the cutover) needs wal_level = logical');
+      expect(await plain.query(`SELECT 1 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`, [], db)).toHaveLength(0);
+      expect(await leftovers(env.source, db)).toEqual({ slots: 0, publications: 0, fenceTriggers: 0, progressRows: 0 });
+
+      const offline = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), mode: 'offline', afterCutover: 'reverse' });
+      const err2 = (await offline.result().catch((e: unknown) => e)) as WorkflowFailedError;
+      expect(String(err2.cause?.message)).toContain('afterCutover: "reverse" replicates the target\'s changes back to the source after the cutover and needs mode "online"');
+    } finally {
+      await plain.destroy();
+    }
   });
 });
