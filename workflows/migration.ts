@@ -780,7 +780,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           }
         },
         (e) => {
-          if (wf.isCancellation(e)) return;
+          // Stopped by us (the cutover, a pause, cleanup): waited for since proof-wait-cancel, its end
+          // can come back as the activity's own "CANCELLED" failure, not a cancellation. Not a failure
+          // of the proof: a later SYNCING_WAL (an abandoned cutover) starts it again.
+          if (wf.isCancellation(e) || (waitCancel && scope.consideredCancelled)) return;
           proofEnded = true;
           if (state.proof) state.proof.state = 'stopped';
           state.notices.push(`the content proof stopped during SYNCING_WAL (${errorMessage(e)}); VALIDATING compares every chunk it did not prove`);

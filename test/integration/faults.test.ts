@@ -172,6 +172,9 @@ describe('bounded write stop', () => {
     const back = await abandoned(m);
     // VALIDATING's counts wait for the lock (STOPPING_WRITES when a step before them touches the table).
     expect(back.cutover!.abandoned).toMatch(/^the cutover did not finish within 10 s \(cutover.maxWriteStopSeconds\) in (VALIDATING|STOPPING_WRITES)$/);
+    // The content proof was stopped by the cutover, not failed: back in SYNCING_WAL it runs again.
+    expect(back.notices.join('\n')).not.toContain('the content proof stopped');
+    expect(back.proof?.state).not.toBe('stopped');
     await until('source writes to come back', async () => probe.window(), 30_000);
     await probe.stop();
     expect(probe.errors).toEqual([]);
