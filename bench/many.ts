@@ -10,7 +10,7 @@
  * longest workflow task) and the worker's peak RSS; then checks every table of both targets against
  * the source (row count and content hash).
  *
- *   npx tsx bench/many.ts [--tables 10000 | --partitions 1000] [--rows 20] [--jobs 2] [--only dts,pgcopydb]
+ *   npx tsx bench/many.ts [--tables 10000 | --partitions 1000] [--rows 20] [--jobs 2] [--only dts,pgcopydb] [--max-write-stop S]
  */
 import { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
@@ -33,6 +33,7 @@ interface Options {
   rows: number;
   jobs: number;
   only: Tool[];
+  maxWriteStop?: number;
 }
 
 function options(): Options {
@@ -43,11 +44,19 @@ function options(): Options {
     .option('--rows <n>', 'rows per table or partition', '20')
     .option('--jobs <n>', 'parallelism for both tools (spec.parallelism; pgcopydb --table-jobs and --index-jobs)', '2')
     .option('--only <list>', `comma-separated: ${TOOLS.join(',')}`, TOOLS.join(','))
+    .option('--max-write-stop <seconds>', 'spec cutover.maxWriteStopSeconds for pg-dts (default: the spec default, 30)')
     .parse();
-  const o = cmd.opts<{ tables: string; partitions?: string; rows: string; jobs: string; only: string }>();
+  const o = cmd.opts<{ tables: string; partitions?: string; rows: string; jobs: string; only: string; maxWriteStop?: string }>();
   const only = o.only.split(',').map((s) => s.trim()) as Tool[];
   for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
-  return { tables: o.partitions ? 0 : Number(o.tables), partitions: Number(o.partitions ?? 0), rows: Number(o.rows), jobs: Number(o.jobs), only };
+  return {
+    tables: o.partitions ? 0 : Number(o.tables),
+    partitions: Number(o.partitions ?? 0),
+    rows: Number(o.rows),
+    jobs: Number(o.jobs),
+    only,
+    ...(o.maxWriteStop ? { maxWriteStop: Number(o.maxWriteStop) } : {}),
+  };
 }
 
 /** The source: N tables t00001… in public, or one table `events` with P partitions. */
@@ -127,12 +136,14 @@ async function main(): Promise<void> {
       const rss = new RssMonitor(worker.pid);
       await recreateDatabase(target, 'dts');
       rss.begin('migration');
-      const spec = { source: source.uri(SOURCE_DB), target: target.uri('dts'), parallelism: opt.jobs };
+      const spec = { source: source.uri(SOURCE_DB), target: target.uri('dts'), parallelism: opt.jobs, ...(opt.maxWriteStop ? { cutover: { mode: 'auto', maxWriteStopSeconds: opt.maxWriteStop } } : {}) };
       const m = await startMigration(temporal.client, taskQueue, spec, { pollMs: 1000 });
       const r = await m.done;
       const mem = rss.end('migration');
       rss.stop();
       results.push({ tool: 'dts', ms: r.totalMs });
+      const attempts = r.report.notices.filter((n) => n.includes('abandoned')).length;
+      say(`pg-dts: cutover window ${r.report.cutoverWindowMs ?? '?'} ms${attempts ? ` (after ${attempts} abandoned attempts)` : ''}`);
       say(`pg-dts: ${r.report.phase} in ${sec(r.totalMs)}; phases ${Object.entries(r.phases.durations).map(([p, ms]) => `${p} ${sec(ms!)}`).join(', ')}`);
       say(`pg-dts worker peak RSS ${mb(mem)}`);
       const runs = await historyLimits(temporal, m.workflowId);
