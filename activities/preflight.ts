@@ -60,6 +60,16 @@ function connectReason(code: string): string | undefined {
 }
 
 /** The activity's logger (the worker's log), or stderr outside an activity (dts assess). */
+/**
+ * Where a check reports a problem. Preflight refuses at the first one (`refuse`: a non-retryable
+ * failure, so nothing further runs); `dts assess` collects them all, so each check carries on past a
+ * problem with what remains checkable.
+ */
+export type Problems = (message: string) => void;
+export const refuse: Problems = (message) => {
+  throw preconditionFailed(message);
+};
+
 function workerLog(message: string): void {
   try {
     log.warn(message);
@@ -68,7 +78,7 @@ function workerLog(message: string): void {
   }
 }
 
-async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): Promise<Client> {
+export async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): Promise<Client> {
   try {
     return await connect(spec, { applicationName: 'pg-dts preflight' });
   } catch (err) {
@@ -92,12 +102,12 @@ async function open(spec: NormalizedSpec['source'], side: 'source' | 'target'): 
 const FOREIGN_WHY =
   'its rows live on another server and its changes are not in the WAL; create the foreign server, user mapping and table on the target yourself';
 
-export async function listSourceTables(client: Client, spec: NormalizedSpec): Promise<{ tables: TablePlan[]; notices: string[] }> {
+export async function listSourceTables(client: Client, spec: NormalizedSpec, problem: Problems = refuse): Promise<{ tables: TablePlan[]; notices: string[] }> {
   const notices: string[] = [];
   const schemasFound = await client.query<{ nspname: string }>('SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])', [spec.schemas]);
   const missingSchemas = spec.schemas.filter((s) => !schemasFound.rows.some((r) => r.nspname === s));
   if (missingSchemas.length) {
-    throw preconditionFailed(`schema(s) not found on the source: ${missingSchemas.map((s) => JSON.stringify(s)).join(', ')}`);
+    problem(`schema(s) not found on the source: ${missingSchemas.map((s) => JSON.stringify(s)).join(', ')}`);
   }
   const wanted = spec.tables ?? null;
   const schemaFilter = wanted ? [...new Set(wanted.map((t) => t.schema))] : spec.schemas;
@@ -135,27 +145,29 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
   if (wanted) {
     const missing = wanted.filter((t) => !byKey.has(`${t.schema}\u0000${t.name}`));
     if (missing.length) {
-      throw preconditionFailed(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
+      problem(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
     }
-    rows = wanted.map((t) => byKey.get(`${t.schema}\u0000${t.name}`)!);
+    rows = wanted.flatMap((t) => byKey.get(`${t.schema}\u0000${t.name}`) ?? []);
     const foreign = rows.filter((r) => r.relkind === 'f');
     if (foreign.length) {
-      throw preconditionFailed(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);
+      problem(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);
     }
     const owned = rows.filter((r) => r.extension);
     if (owned.length) {
-      throw preconditionFailed(
+      problem(
         `${owned.map((r) => `${displayName(r)} (extension ${r.extension})`).join(', ')}: belong(s) to an extension, which creates it on the target; ` +
           "leave it out of tables: the rows you added to an extension's configuration tables are carried over with the extension",
       );
     }
     const partitions = rows.filter((r) => r.relispartition);
     if (partitions.length) {
-      throw preconditionFailed(
+      problem(
         `partitions cannot be migrated on their own: ${partitions.map((r) => `${displayName(r)} (a partition of ${r.root ?? '?'})`).join(', ')}; ` +
           'list the partitioned table instead: its partitions are migrated with it',
       );
     }
+    // Listed above: the rest of the list is still checked.
+    rows = rows.filter((r) => r.relkind !== 'f' && !r.extension && !r.relispartition);
   }
   const tables: TablePlan[] = [];
   for (const r of rows) {
@@ -174,15 +186,16 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec): Pr
       continue;
     }
     if (r.bad_partitions?.length) {
-      throw preconditionFailed(
+      problem(
         `partitioned table ${displayName(q)} has partitions whose changes are not in the WAL: ${r.bad_partitions.join(', ')}; ` +
           'make them logged (ALTER TABLE ... SET LOGGED), detach them, or leave the table out',
       );
+      continue;
     }
     tables.push({ source: q, target: mapTableName(q, spec), estimatedRows: Math.max(0, Math.round(r.reltuples)) });
   }
   if (tables.length === 0) {
-    throw preconditionFailed(`nothing to migrate: no tables in schema(s) ${spec.schemas.map((s) => JSON.stringify(s)).join(', ')} on the source`);
+    problem(`nothing to migrate: no tables in schema(s) ${spec.schemas.map((s) => JSON.stringify(s)).join(', ')} on the source`);
   }
   // Large objects live outside every table (pg_largeobject): COPY and logical replication carry
   // neither them nor their changes. pg_largeobject_metadata is readable without superuser.
@@ -227,7 +240,7 @@ export function replicationGrantAdvice(r: ReplicationRoles): string {
  * RDS's walsender honours. So the proof is a replication connection of our own (IDENTIFY_SYSTEM,
  * read-only, the walsender the slot will use): the catalog only says what to grant when it fails.
  */
-async function checkReplicationRight(client: Client, source: NormalizedSpec['source'], side: 'source' | 'target' = 'source'): Promise<void> {
+async function checkReplicationRight(client: Client, source: NormalizedSpec['source'], side: 'source' | 'target' = 'source', problem: Problems = refuse): Promise<void> {
   let refused: { code?: string; message?: string } | undefined;
   try {
     const probe = await connect(source, { applicationName: 'pg-dts preflight', replication: 'database' });
@@ -252,12 +265,13 @@ async function checkReplicationRight(client: Client, source: NormalizedSpec['sou
   const role = JSON.stringify(roles?.rolname);
   // 42501: "must be superuser or replication role to start walsender" (before 16), "permission denied to start WAL sender" (16+).
   if (refused.code === '42501' && roles) {
-    throw preconditionFailed(`the ${side} role ${role} may not open a replication connection: ${replicationGrantAdvice(roles)}`);
+    problem(`the ${side} role ${role} may not open a replication connection: ${replicationGrantAdvice(roles)}`);
+    return;
   }
   // As for any connection: a fixed reason for the caller, the server's own text in the worker's log.
   workerLog(`preflight: the ${side} refused a replication connection for role ${role}: ${scrub(refused.message ?? String(refused))}${refused.code ? ` [${refused.code}]` : ''}`);
   const reason = refused.code ? connectReason(refused.code) : undefined;
-  throw preconditionFailed(
+  problem(
     `the ${side} refuses a replication connection for role ${role}` +
       (reason ? `: ${reason} [${refused.code}]` : '') +
       (refused.code?.startsWith('28') ? ' (pg_hba.conf: a logical replication connection matches the database\'s lines, not "replication")' : '') +
@@ -269,13 +283,13 @@ async function checkReplicationRight(client: Client, source: NormalizedSpec['sou
  * What a logical slot needs on the server that streams (the source; the target too with
  * afterCutover "reverse", whose changes flow back after the cutover).
  */
-async function checkLogicalDecoding(client: Client, conn: NormalizedSpec['source'], side: 'source' | 'target'): Promise<void> {
+async function checkLogicalDecoding(client: Client, conn: NormalizedSpec['source'], side: 'source' | 'target', problem: Problems = refuse): Promise<void> {
   const settings = await client.query<{ name: string; setting: string }>(
     `SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')`,
   );
   const s = Object.fromEntries(settings.rows.map((r) => [r.name, r.setting]));
   if (s.wal_level !== 'logical') {
-    throw preconditionFailed(
+    problem(
       `the ${side} has wal_level = ${s.wal_level}; ${side === 'source' ? 'online migration' : 'afterCutover "reverse" (a slot on the target after the cutover)'} needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the ${side} server)`,
     );
   }
@@ -285,14 +299,14 @@ async function checkLogicalDecoding(client: Client, conn: NormalizedSpec['source
   );
   const u = used.rows[0]!;
   if (u.slots >= Number(s.max_replication_slots)) {
-    throw preconditionFailed(
+    problem(
       `the ${side} has no free replication slot: ${u.slots} of max_replication_slots = ${s.max_replication_slots} in use; drop an unused slot (pg_drop_replication_slot) or raise max_replication_slots`,
     );
   }
   if (u.senders >= Number(s.max_wal_senders)) {
-    throw preconditionFailed(`the ${side} has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
+    problem(`the ${side} has no free WAL sender: ${u.senders} of max_wal_senders = ${s.max_wal_senders} in use; raise max_wal_senders`);
   }
-  await checkReplicationRight(client, conn, side);
+  await checkReplicationRight(client, conn, side, problem);
 }
 
 async function checkSourceForReplication(
@@ -300,8 +314,9 @@ async function checkSourceForReplication(
   source: NormalizedSpec['source'],
   tables: TablePlan[],
   setFull: boolean,
+  problem: Problems = refuse,
 ): Promise<MigrationPlan['replicaIdentityFull']> {
-  await checkLogicalDecoding(client, source, 'source');
+  await checkLogicalDecoding(client, source, 'source', problem);
   // Rows live in the leaves: a partitioned table's partitions each need an identity of their own.
   const ident = await client.query<{ schema: string; name: string; relreplident: string }>(
     WITHOUT_REPLICA_IDENTITY_SQL,
@@ -311,7 +326,7 @@ async function checkSourceForReplication(
     return ident.rows.map((r) => ({ table: { schema: r.schema, name: r.name }, original: r.relreplident === 'n' ? 'nothing' : 'default' }));
   }
   if (ident.rows.length) {
-    throw preconditionFailed(
+    problem(
       `table(s) without a replica identity (no primary key, no REPLICA IDENTITY USING INDEX, not FULL): ${ident.rows
         .map(displayName)
         .join(', ')}. Once published, UPDATE and DELETE on them would fail on the source; add a primary key, run ALTER TABLE ... REPLICA IDENTITY FULL, or set "setReplicaIdentityFull": true in the spec`,
@@ -339,6 +354,7 @@ async function checkSourceRights(
   tables: TablePlan[],
   online: boolean,
   replicaIdentityFull: MigrationPlan['replicaIdentityFull'],
+  problem: Problems = refuse,
 ): Promise<void> {
   const viaRoot = hasPublishViaRoot(await serverVersionNum(client));
   const r = await client.query<{ missing: string; grant: string }>(
@@ -386,7 +402,7 @@ async function checkSourceRights(
   );
   if (r.rows.length) {
     const role = await client.query<{ u: string }>('SELECT current_user AS u');
-    throw preconditionFailed(
+    problem(
       `the source role ${JSON.stringify(role.rows[0]?.u)} lacks rights the migration needs: ${r.rows.map((x) => x.missing).join('; ')}. ` +
         `It reads every table (SELECT); online, it creates a publication and the cutover fence, and only a table's owner can publish it, drop a trigger from it or set its replica identity. ` +
         `Grant: ${r.rows.map((x) => `${x.grant};`).join(' ')}`,
@@ -398,24 +414,27 @@ async function checkSourceRights(
  * Versions, before any other catalog query (those use functions that 12 introduced). Refuses only what
  * cannot work, saying why; the versions are named as people write them (13.23).
  */
-export async function checkVersions(src: Client, dst: Client, spec: NormalizedSpec): Promise<void> {
+export async function checkVersions(src: Client, dst: Client, spec: NormalizedSpec, problem: Problems = refuse): Promise<boolean> {
   const [sv, tv] = await Promise.all([serverVersionNum(src), serverVersionNum(dst)]);
+  let supported = true;
   for (const [side, v] of [['source', sv], ['target', tv]] as const) {
     if (v < MIN_MAJOR * 10000) {
-      throw preconditionFailed(
+      supported = false;
+      problem(
         `the ${side} runs PostgreSQL ${formatPgVersion(v)}; pg-dts needs PostgreSQL ${MIN_MAJOR} or later on both sides ` +
           '(it reads the catalog with pg_partition_tree, pg_partition_root and generated columns, all added in 12)',
       );
     }
   }
   if (spec.slot?.failover && spec.mode === 'online' && !hasFailoverSlots(sv)) {
-    throw preconditionFailed(
+    problem(
       `slot.failover needs PostgreSQL 17 or later on the source (failover slots and sync_replication_slots were added in 17); the source runs ${formatPgVersion(sv)}: remove slot.failover`,
     );
   }
+  return supported;
 }
 
-async function checkTarget(client: Client, tables: TablePlan[], online: boolean): Promise<TargetApply | undefined> {
+async function checkTarget(client: Client, tables: TablePlan[], online: boolean, problem: Problems = refuse): Promise<TargetApply | undefined> {
   const existing = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -423,7 +442,7 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
     [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],
   );
   if (existing.rows.length) {
-    throw preconditionFailed(
+    problem(
       `target table(s) already exist: ${existing.rows.map(displayName).join(', ')}; drop them, or choose another tableSuffix / schemaMapping`,
     );
   }
@@ -437,7 +456,7 @@ async function checkTarget(client: Client, tables: TablePlan[], online: boolean)
   );
   if (rights.rows.length) {
     const role = await client.query<{ u: string }>('SELECT current_user AS u');
-    throw preconditionFailed(
+    problem(
       `the target role ${JSON.stringify(role.rows[0]?.u)} lacks ${rights.rows.map((r) => r.missing).join(', ')}: it creates the migrated tables in their schemas (and a missing schema in the database)${online ? ", and the apply's position in schema pgdts" : ''}`,
     );
   }
@@ -467,14 +486,14 @@ async function mayUseReplicaRole(client: Client): Promise<TargetApply> {
  * fence lets only sessions in replica mode through: the reverse apply's, which the source role must
  * be allowed to start (the application, without that right, stays fenced out).
  */
-async function checkReverse(src: Client, dst: Client, target: NormalizedSpec['target']): Promise<void> {
-  await checkLogicalDecoding(dst, target, 'target');
+async function checkReverse(src: Client, dst: Client, target: NormalizedSpec['target'], problem: Problems = refuse): Promise<void> {
+  await checkLogicalDecoding(dst, target, 'target', problem);
   const version = await serverVersionNum(src);
   const r = await src.query<{ rolname: string; ok: boolean }>(
     `SELECT rolname, rolsuper${version >= 150000 ? ` OR has_parameter_privilege('session_replication_role', 'SET')` : ''} AS ok FROM pg_roles WHERE rolname = current_user`,
   );
   if (!r.rows[0]?.ok) {
-    throw preconditionFailed(
+    problem(
       `afterCutover "reverse": the source role ${JSON.stringify(r.rows[0]?.rolname)} may not set session_replication_role, which the reverse apply writes the source with (the fence lets only replica-mode sessions through): ` +
         'connect as a superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role TO that role',
     );
@@ -486,7 +505,7 @@ async function checkReverse(src: Client, dst: Client, target: NormalizedSpec['ta
  * the source's name with tableSuffix) must fit in 63 bytes: PostgreSQL would truncate a longer one, so
  * existence checks would miss it and two names could become one.
  */
-async function checkNameLengths(client: Client, tables: TablePlan[], suffix: string): Promise<void> {
+async function checkNameLengths(client: Client, tables: TablePlan[], suffix: string, problem: Problems = refuse): Promise<void> {
   const r = await client.query<{ kind: string; name: string }>(
     `WITH rels AS (
        SELECT p.relid AS oid FROM unnest($1::text[], $2::text[]) AS u(s, r)
@@ -502,7 +521,7 @@ async function checkNameLengths(client: Client, tables: TablePlan[], suffix: str
     [tables.map((t) => t.source.schema), tables.map((t) => t.source.name), suffix, MAX_IDENTIFIER_BYTES],
   );
   if (r.rows.length) {
-    throw preconditionFailed(
+    problem(
       `target name(s) longer than ${MAX_IDENTIFIER_BYTES} bytes with tableSuffix ${JSON.stringify(suffix)}: ${r.rows
         .map((x) => `${x.kind} ${JSON.stringify(x.name + suffix)}`)
         .join(', ')}; PostgreSQL would truncate them. Use a shorter tableSuffix or rename these on the source`,
@@ -510,13 +529,13 @@ async function checkNameLengths(client: Client, tables: TablePlan[], suffix: str
   }
 }
 
-async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[]): Promise<void> {
+async function checkNotSameTables(src: Client, dst: Client, tables: TablePlan[], problem: Problems = refuse): Promise<void> {
   const q = `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid, current_database() AS db`;
   const [a, b] = await Promise.all([src.query<{ sysid: string; db: string }>(q), dst.query<{ sysid: string; db: string }>(q)]);
   if (a.rows[0]!.sysid !== b.rows[0]!.sysid || a.rows[0]!.db !== b.rows[0]!.db) return;
   const same = tables.filter((t) => t.source.schema === t.target.schema && t.source.name === t.target.name);
   if (same.length) {
-    throw preconditionFailed(
+    problem(
       `source and target are the same database and these tables would be migrated onto themselves: ${same.map((t) => displayName(t.source)).join(', ')}; set tableSuffix or schemaMapping`,
     );
   }
@@ -540,10 +559,10 @@ export interface PreflightContext {
  * and lift its fence. Refused naming the running workflow, or the leftover object when none runs (a
  * failed migration's cleanup did not finish: `dts cleanup`).
  */
-async function checkIdFree(src: Client, dst: Client, migrationId: string, ctx: PreflightContext): Promise<void> {
+async function checkIdFree(src: Client, dst: Client, migrationId: string, ctx: PreflightContext, problem: Problems = refuse): Promise<void> {
   const running = (await ctx.runningWithId?.(migrationId)) ?? [];
   if (running.length) {
-    throw preconditionFailed(
+    problem(
       `migration id ${JSON.stringify(migrationId)} is in use by running workflow(s) ${running.map((r) => r.workflowId).join(', ')}: two migrations with one id would share a replication slot, publication and fence; choose another spec.id`,
     );
   }
@@ -563,10 +582,72 @@ async function checkIdFree(src: Client, dst: Client, migrationId: string, ctx: P
   ]);
   const left = [...s.rows.map((r) => `${r.what} on the source`), ...d.rows.map((r) => `${r.what} on the target`)];
   if (left.length) {
-    throw preconditionFailed(
+    problem(
       `migration id ${JSON.stringify(migrationId)} is already used: ${left.join(', ')}; another migration with this id exists or did not finish its cleanup (dts cleanup <id>), or choose another spec.id`,
     );
   }
+}
+
+/**
+ * How a run of the checks treats a problem and an unexpected error. Preflight: the first problem
+ * refuses, errors go to classify(). Assess: problems are listed, and a check that errs is named as a
+ * problem in its own right while the others still run.
+ */
+export interface CheckRun {
+  problem: Problems;
+  guard<T>(what: string, fallback: T, fn: () => Promise<T>): Promise<T>;
+}
+const strict: CheckRun = { problem: refuse, guard: (_what, _fallback, fn) => fn() };
+
+export interface Checked {
+  tables: TablePlan[];
+  notices: string[];
+  replicaIdentityFull: MigrationPlan['replicaIdentityFull'];
+  /** How the apply may write on the target (online, target reached). */
+  apply?: TargetApply;
+}
+
+/**
+ * Every precondition, in preflight's order, read-only. A side that could not be reached (assess only)
+ * is skipped with what needs it.
+ */
+export async function checkAll(src: Client | undefined, dst: Client | undefined, spec: NormalizedSpec, ctx: PreflightContext, run: CheckRun): Promise<Checked> {
+  const { problem, guard } = run;
+  const none: Checked = { tables: [], notices: [], replicaIdentityFull: [] };
+  // The catalog queries below need 12's functions: nothing more can be asked of an older server.
+  if (src && dst && !(await guard('server versions', false, () => checkVersions(src, dst, spec, problem)))) return none;
+  if (!src) return none;
+  const { tables, notices } = await guard('the source tables', { tables: [], notices: [] }, () => listSourceTables(src, spec, problem));
+  await guard('target name lengths', undefined, () => checkNameLengths(src, tables, spec.tableSuffix, problem));
+  const unsafe = await guard('expressions', [], () => findUnsafeExpressions(src, tables.map((t) => t.source)));
+  if (unsafe.length) problem(unsafeExpressionsMessage(unsafe));
+  const targets = new Map<string, string>();
+  for (const t of tables) {
+    const k = displayName(t.target);
+    const prev = targets.get(k);
+    if (prev) problem(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
+    targets.set(k, displayName(t.source));
+  }
+  const replicaIdentityFull =
+    spec.mode === 'online' ? await guard('replication on the source', [], () => checkSourceForReplication(src, spec.source, tables, spec.setReplicaIdentityFull, problem)) : [];
+  await guard('source rights', undefined, () => checkSourceRights(src, tables, spec.mode === 'online', replicaIdentityFull, problem));
+  let apply: TargetApply | undefined;
+  if (dst) {
+    await guard('source and target identity', undefined, () => checkNotSameTables(src, dst, tables, problem));
+    apply = await guard('the target', undefined, () => checkTarget(dst, tables, spec.mode === 'online', problem));
+    // It refuses by throwing (a named default owner missing on the target): assess's guard lists that as a problem.
+    notices.push(...(await guard('owners', [], () => checkOwners(src, dst, spec, tables.map((t) => t.source)))));
+    const migrationId = ctx.migrationId;
+    if (migrationId) await guard('the migration id', undefined, () => checkIdFree(src, dst, migrationId, ctx, problem));
+    if (spec.afterCutover === 'reverse') await guard('the reverse replication', undefined, () => checkReverse(src, dst, spec.target, problem));
+  }
+  for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
+  if (apply && !apply.replicaRole) {
+    notices.push(
+      `the target role ${JSON.stringify(apply.role)} may not set session_replication_role: the apply runs without it, and foreign keys are created (NOT VALID, then validated) at FINALIZING, once the apply has stopped`,
+    );
+  }
+  return { tables, notices, replicaIdentityFull, ...(apply ? { apply } : {}) };
 }
 
 export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): Promise<MigrationPlan> {
@@ -580,31 +661,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
   try {
     const dst = await open(spec.target, 'target');
     try {
-      await checkVersions(src, dst, spec);
-      const { tables, notices } = await listSourceTables(src, spec);
-      await checkNameLengths(src, tables, spec.tableSuffix);
-      const unsafe = await findUnsafeExpressions(src, tables.map((t) => t.source));
-      if (unsafe.length) throw preconditionFailed(unsafeExpressionsMessage(unsafe));
-      const targets = new Map<string, string>();
-      for (const t of tables) {
-        const k = displayName(t.target);
-        const prev = targets.get(k);
-        if (prev) throw preconditionFailed(`tables ${prev} and ${displayName(t.source)} would both be migrated to ${k}`);
-        targets.set(k, displayName(t.source));
-      }
-      const replicaIdentityFull = spec.mode === 'online' ? await checkSourceForReplication(src, spec.source, tables, spec.setReplicaIdentityFull) : [];
-      await checkSourceRights(src, tables, spec.mode === 'online', replicaIdentityFull);
-      await checkNotSameTables(src, dst, tables);
-      const apply = await checkTarget(dst, tables, spec.mode === 'online');
-      notices.push(...(await checkOwners(src, dst, spec, tables.map((t) => t.source))));
-      if (ctx.migrationId) await checkIdFree(src, dst, ctx.migrationId, ctx);
-      if (spec.afterCutover === 'reverse') await checkReverse(src, dst, spec.target);
-      for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
-      if (apply && !apply.replicaRole) {
-        notices.push(
-          `the target role ${JSON.stringify(apply.role)} may not set session_replication_role: the apply runs without it, and foreign keys are created (NOT VALID, then validated) at FINALIZING, once the apply has stopped`,
-        );
-      }
+      const { tables, notices, replicaIdentityFull, apply } = await checkAll(src, dst, spec, ctx, strict);
       return {
         spec,
         tables,

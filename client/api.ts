@@ -9,6 +9,7 @@
  *   GET  /api/v1/migrations/{id}            one migration, its status and (once ended) report or error
  *   POST /api/v1/migrations/{id}/start|pause|resume|cancel|cutover|commit|rollback
  *   GET  /api/v1/migrations/{id}/status     the workflow's status query
+ *   POST /api/v1/assess                     every precondition of a spec at once, read-only (dts assess)
  *   GET  /api/v1/health                     Temporal reachable and a worker polling the task queue
  *   GET  /api/v1/openapi.json
  *   POST /codec/encode, /codec/decode       Temporal codec server protocol (CORS for the UI)
@@ -27,12 +28,16 @@ import { isGrpcServiceError, WorkflowNotFoundError, type WorkflowExecutionDescri
 import { temporal } from '@temporalio/proto';
 import type { z } from 'zod';
 import { SpecError, type MigrationSpecInput } from '../activities/spec';
+import { assess } from '../activities/assess';
+import { migrationIdOf } from '../workflows/names';
 import { applySignal } from '../workflows/state';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type StatusPage } from '../workflows/contract';
 import { apiTlsFromEnv, apiTokenFromEnv, assertListenAllowed, boundedText, isAuthenticated, registerAuth, type ApiTls } from './auth';
 import { codecCorsOrigins, registerCodecRoutes } from './codec';
 import {
   API_PREFIX,
+  AssessBodySchema,
+  AssessmentSchema,
   ControlResultSchema,
   CreateMigrationSchema,
   ErrorSchema,
@@ -404,6 +409,23 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         }),
     );
   }
+
+  api.post(
+    `${API_PREFIX}/assess`,
+    {
+      schema: {
+        tags: ['migrations'],
+        summary: "Check every precondition of a migration at once, read-only, from this server (its PG_DTS_ALLOWED_HOSTS applies); ok is false when any would refuse it",
+        body: AssessBodySchema,
+        response: { 200: AssessmentSchema, ...errors },
+      },
+    },
+    async (req) => {
+      const { wal_sample_seconds: walSampleSeconds, ...body } = req.body;
+      const spec = toMigrationSpec(body);
+      return assess(spec, { walSampleSeconds, ...(body.id ? { migrationId: migrationIdOf(spec, body.id) } : {}) });
+    },
+  );
 
   api.get(
     `${API_PREFIX}/health`,

@@ -11,6 +11,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { isGrpcDeadlineError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { normalizeSpec, SpecError } from '../activities/spec';
 import { PHASES, type MigrationReport, type MigrationStatus, type StatusPage } from '../workflows/contract';
+import { migrationIdOf } from '../workflows/names';
 import { applySignal } from '../workflows/state';
 import { ApiAuthConfigError, apiTokenFromEnv, assertListenAllowed, registerAuth } from './auth';
 import { CODEC_KEY_ENV, CodecKeyError, codecCorsOrigins, codecFromEnv, registerCodecRoutes } from './codec';
@@ -77,7 +78,8 @@ Exit codes:
   0  success
   1  the operation failed: Temporal unreachable, no such migration, the migration has ended,
      a refused pause, or (status --watch) the migration ended FAILED or CANCELLED
-  2  bad usage or input: unknown command or option, unreadable or malformed spec`;
+  2  bad usage or input: unknown command or option, unreadable or malformed spec
+     (dts assess lists a malformed spec's problems with the others and exits 1)`;
 
 export function readSpecFile(file: string): unknown {
   let text: string;
@@ -98,6 +100,17 @@ function positiveInt(name: string, max = Number.MAX_SAFE_INTEGER) {
     const n = Number(v);
     if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`${name} must be an integer from 1 to ${max}.`);
     return n;
+  };
+}
+
+function nonNegativeInt(name: string, max: number) {
+  return (v: string): number => {
+    if (v === '0') return 0;
+    try {
+      return positiveInt(name, max)(v);
+    } catch {
+      throw new InvalidArgumentError(`${name} must be an integer from 0 to ${max}.`);
+    }
   };
 }
 
@@ -186,6 +199,22 @@ export function buildProgram(io: CliIo = processIo): Command {
           throw err;
         }
       });
+    });
+
+  program
+    .command('assess')
+    .description('check every precondition of a MigrationSpec at once, read-only; exit 0 when nothing would stop it, 1 otherwise')
+    .requiredOption('-c, --config <file>', 'MigrationSpec JSON file')
+    .option('--id <workflowId>', 'the workflow id the migration will have: also checks that its slot, publication and fence names are free')
+    .option('--json', 'print the assessment as JSON')
+    .addOption(new Option('--wal-sample <seconds>', "seconds over which the source's WAL rate is measured (0: not measured)").default(5).argParser(nonNegativeInt('--wal-sample', 600)))
+    .action(async (opts: { config: string; id?: string; json?: boolean; walSample: number }) => {
+      const spec = readSpecFile(opts.config);
+      const { assess } = lazy<typeof import('../activities/assess')>('../activities/assess');
+      const { formatAssessment } = lazy<typeof import('./assess')>('./assess');
+      const a = await assess(spec, { walSampleSeconds: opts.walSample, ...(opts.id ? { migrationId: migrationIdOf(spec, opts.id) } : {}) });
+      io.out(opts.json ? JSON.stringify(a, null, 2) : formatAssessment(a));
+      if (!a.ok) throw new Exit(EXIT_FAILED);
     });
 
   program

@@ -186,3 +186,38 @@ export const ListQuerySchema = z.object({
   offset: z.coerce.number().int().min(0).max(100_000).default(0),
   phase: PhaseSchema.optional().describe('only migrations in this phase (MigrationPhase search attribute)'),
 });
+
+export const AssessBodySchema = CreateMigrationSchema.extend({
+  wal_sample_seconds: z.number().int().min(0).max(60).optional().describe("seconds over which the source's WAL rate is measured (default 5; 0: not measured)"),
+}).meta({ id: 'AssessRequest' });
+export type AssessBody = z.infer<typeof AssessBodySchema>;
+
+export const AssessmentSchema = z
+  .object({
+    ok: z.boolean().describe('true when nothing would stop the migration (warnings aside)'),
+    problems: z.array(z.string()).describe('every precondition that would refuse the migration, each on its own'),
+    warnings: z.array(z.string()).describe('what would not stop it but deserves a look: skipped tables, WAL retention, long transactions'),
+    source: z.string().optional().describe('host:port/dbname (never a password)'),
+    target: z.string().optional(),
+    mode: z.enum(['online', 'offline']).optional(),
+    tables: z
+      .object({
+        count: z.number().int(),
+        dataBytes: z.number().describe('heap and TOAST: what the copy moves'),
+        indexBytes: z.number(),
+        estimatedRows: z.number(),
+        largest: z.array(z.object({ table: z.string(), dataBytes: z.number(), estimatedRows: z.number() })),
+      })
+      .optional(),
+    estimate: z
+      .object({
+        copyBytesPerSecond: z.number().describe('assumed per copy session'),
+        sessions: z.number().int(),
+        copySeconds: z.number().describe('the data only: index builds and validation come on top'),
+        walBytesPerSecond: z.number().optional().describe('measured on the source over walSampleSeconds'),
+        walSampleSeconds: z.number().optional(),
+        retainedWalBytes: z.number().optional().describe('WAL the slot would retain by the end of the copy'),
+      })
+      .optional(),
+  })
+  .meta({ id: 'Assessment' });

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { copySeconds, lenientSpec } from '../../activities/assess';
+import { normalizeSpec } from '../../activities/spec';
+
+const conn = { source: 'postgres://u@a:5432/db', target: 'postgres://u@b:5432/db' };
+
+describe('lenientSpec: every spec problem, and what can still be checked', () => {
+  it('lists each problem and keeps the rest of the spec', () => {
+    const r = lenientSpec({ ...conn, schemas: ['public', 'pg_catalog', 'pgdts'], tableSuffix: 'bad-suffix', parallelism: 0 });
+    expect(r.problems).toEqual([
+      expect.stringMatching(/^spec: schemas\.1: is a reserved schema/),
+      expect.stringMatching(/^spec: schemas\.2: is a reserved schema/),
+      expect.stringMatching(/^spec: tableSuffix: may only contain/),
+      expect.stringMatching(/^spec: parallelism: /),
+    ]);
+    expect(r.spec).toMatchObject({ schemas: ['public'], tableSuffix: '', parallelism: 4 });
+  });
+
+  it('drops a refused schemaMapping key and goes on', () => {
+    const r = lenientSpec({ ...conn, schemaMapping: { pg_toast: 'x', public: 'app' } });
+    expect(r.problems).toEqual([expect.stringMatching(/^spec: schemaMapping: key "pg_toast" is a reserved schema/)]);
+    expect(r.spec?.schemaMapping).toEqual({});
+  });
+
+  it('checks no database when a connection or the table list is wrong', () => {
+    expect(lenientSpec({ ...conn, source: 'mysql://x' }).spec).toBeUndefined();
+    expect(lenientSpec({ ...conn, tables: ['pg_catalog.pg_authid'] })).toEqual({ problems: [expect.stringMatching(/tables: "pg_catalog" is a reserved schema/)] });
+    expect(lenientSpec([])).toEqual({ problems: [expect.stringMatching(/expected a JSON object/)] });
+  });
+
+  it('a sound spec has no problem', () => {
+    expect(lenientSpec(conn)).toEqual({ spec: normalizeSpec(conn), problems: [] });
+  });
+});
+
+describe('copySeconds', () => {
+  const spec = normalizeSpec({ ...conn, parallelism: 4 });
+  const mb = 1024 * 1024;
+  it('shares the bytes between sessions, bounded by the largest table copied whole', () => {
+    const sizes = { count: 8, dataBytes: 800 * mb, indexBytes: 0, estimatedRows: 0, largest: [{ table: 't', dataBytes: 100 * mb, estimatedRows: 0 }] };
+    expect(copySeconds(sizes, spec, 50 * mb)).toBe(4);
+    expect(copySeconds({ ...sizes, dataBytes: 500 * mb, largest: [{ table: 't', dataBytes: 400 * mb, estimatedRows: 0 }] }, spec, 50 * mb)).toBe(8);
+  });
+});
