@@ -130,6 +130,11 @@ export function socketRefusal(list: AllowList, dir: string): string | undefined 
   return `unix socket ${d} refused: list its directory in ${ALLOWED_HOSTS_ENV} to allow it`;
 }
 
+/** A dns.lookup for other TCP clients (the notify webhook): PG_DTS_ALLOWED_HOSTS checked on each address it resolves. */
+export function guardedLookup(host: string, port: number): (hostname: string, options: LookupOptions, callback: LookupCallback) => void {
+  return checkedLookup(allowListFromEnv(), host, port);
+}
+
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
 
 /** dns.lookup that drops refused addresses, and fails when none is left. */

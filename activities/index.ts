@@ -9,6 +9,7 @@ import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type Copy
 import { commitCutover, fenceHolds, fenceSource, hardenFence, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
+import { notifyWebhook } from './notify';
 import { migrationIdOf } from '../workflows/names';
 import { createTargetTables, finishTargetTables } from './schema';
 import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateProgress, type ValidateTablesInput } from './validate';
@@ -240,6 +241,8 @@ export function createActivities(deps: ActivityDeps = {}) {
   const log = deps.log ?? activityLog;
   const copyReporter = new CopyProgressReporter();
   return {
+    /** An alert to spec.notify's webhook (bounded retries in the workflow; a failure never fails the migration). */
+    notifyWebhook,
     /** Whether this worker encrypts payloads (a local activity: the workflow asks before storing a password). */
     async payloadEncryption(): Promise<{ encrypted: boolean }> {
       return { encrypted: deps.encrypted ?? false };

@@ -84,6 +84,41 @@ const connection = z.union([
   connObject,
 ]);
 
+/** What a webhook (spec.notify) can be told; lag and retained-wal fire when their threshold is crossed upwards. */
+export const NOTIFY_EVENTS = ['ready-for-cutover', 'completed', 'failed', 'cancelled', 'lag', 'retained-wal'] as const;
+export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
+
+/** Where a webhook may point: http(s), and no credentials in the URL (they would sit in history and logs). */
+export function webhookUrlProblem(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return 'is not a valid URL';
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'must be an http:// or https:// URL';
+  if (u.username || u.password) return 'must not carry a user or password: use a URL whose path or query holds the token your receiver checks';
+  return undefined;
+}
+
+const notify = z
+  .object({
+    url: z.string().superRefine((url, ctx) => {
+      const problem = webhookUrlProblem(url);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    }),
+    /** Default: every event whose threshold is set (lag, retained-wal) and the others. */
+    events: z.array(z.enum(NOTIFY_EVENTS)).min(1).optional(),
+    lagBytes: z.number().int().min(0).optional(),
+    retainedWalBytes: z.number().int().min(0).optional(),
+  })
+  .strict()
+  .refine((n) => !n.events?.includes('lag') || n.lagBytes !== undefined, { message: 'events lists "lag": set lagBytes, the threshold', path: ['lagBytes'] })
+  .refine((n) => !n.events?.includes('retained-wal') || n.retainedWalBytes !== undefined, {
+    message: 'events lists "retained-wal": set retainedWalBytes, the threshold',
+    path: ['retainedWalBytes'],
+  });
+
 /** spec.copy.splitAboveBytes's default: see the field's comment. */
 export const DEFAULT_SPLIT_ABOVE_BYTES = 4 * 1024 ** 3;
 export const migrationSpecSchema = z
@@ -200,6 +235,8 @@ export const migrationSpecSchema = z
         message: 'warnRetainedBytes must not exceed maxRetainedBytes',
       })
       .optional(),
+    /** Webhook for alerts: a POST of JSON per event, sent by a worker (never a password or connection string in it). */
+    notify: notify.optional(),
     /** Migration id used to name the slot and publication; defaults to the workflow id. */
     id: z
       .string()
@@ -242,6 +279,8 @@ export interface NormalizedSpec {
   owners?: OwnersSpec;
   /** Present only when asked for (plans recorded before it have none). */
   slot?: { failover: boolean };
+  /** Present only when asked for. */
+  notify?: { url: string; events?: NotifyEvent[]; lagBytes?: number; retainedWalBytes?: number };
 }
 
 /** false: nothing carried; an object: carried, every owner must exist on the target (mapped or default). */
@@ -361,6 +400,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     objects: s.objects ?? false,
     ...(s.owners === false ? { owners: false as const } : s.owners ? { owners: { map: s.owners.map ?? {}, ...(s.owners.default ? { default: s.owners.default } : {}) } } : {}),
     ...(s.slot?.failover ? { slot: { failover: true } } : {}),
+    ...(s.notify ? { notify: s.notify } : {}),
     validation: {
       sampleSize: s.validation?.sampleSize ?? 1000,
       checksum: s.validation?.checksum ?? true,

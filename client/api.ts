@@ -113,6 +113,10 @@ export function toMigrationSpec(b: CreateMigrationBody): MigrationSpecInput {
   if (b.mode) spec.mode = b.mode;
   if (b.parallelism !== undefined) spec.parallelism = b.parallelism;
   if (b.keep_target_on_cancel !== undefined) (spec as Record<string, unknown>).keepTargetOnCancel = b.keep_target_on_cancel;
+  if (b.notify) {
+    const { url, events, lag_bytes: lagBytes, retained_wal_bytes: retainedWalBytes } = b.notify;
+    spec.notify = { url, ...(events ? { events } : {}), ...(lagBytes !== undefined ? { lagBytes } : {}), ...(retainedWalBytes !== undefined ? { retainedWalBytes } : {}) };
+  }
   return spec;
 }
 
@@ -127,6 +131,8 @@ const SPEC_TO_BODY: Array<[RegExp, string]> = [
   [/^cutover\b/, 'cutover'],
   [/^afterCutover\b/, 'after_cutover'],
   [/^keepTargetOnCancel\b/, 'keep_target_on_cancel'],
+  [/^notify\.lagBytes\b/, 'notify.lag_bytes'],
+  [/^notify\.retainedWalBytes\b/, 'notify.retained_wal_bytes'],
 ];
 
 /** The body field a SpecError is about ("invalid migration spec: tableSuffix: ..." → table_suffix). */

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { PHASES } from '../workflows/contract';
+import { NOTIFY_EVENTS } from '../activities/spec';
 
 export const API_PREFIX = '/api/v1';
 
@@ -75,6 +76,15 @@ export const CreateMigrationSchema = z
     mode: z.enum(['online', 'offline']).optional(),
     parallelism: z.number().int().min(1).max(64).optional(),
     keep_target_on_cancel: z.boolean().optional(),
+    notify: z
+      .strictObject({
+        url: z.string().describe('http(s) URL, without user or password; must be allowed by PG_DTS_ALLOWED_HOSTS on the workers when that is set'),
+        events: z.array(z.enum(NOTIFY_EVENTS)).min(1).optional().describe('default: every event (lag and retained-wal need their threshold)'),
+        lag_bytes: z.number().int().min(0).optional(),
+        retained_wal_bytes: z.number().int().min(0).optional(),
+      })
+      .optional()
+      .describe('webhook: one JSON POST per event, without secrets'),
     id: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'letters, digits, ".", "_" and "-" (at most 100, starting with a letter or digit)')

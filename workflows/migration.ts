@@ -38,6 +38,8 @@ import {
 } from './contract';
 import { migrationIdFor, migrationIdOf, reverseIdFor, slotNameFor } from './names';
 import { specCarriesPassword } from './secrets';
+import { notifyOf, thresholdAlert, wants, type NotifyPayload } from './notify';
+import type { NotifyEvent } from '../activities/spec';
 import { applyFallbackSignal, applySignal, cutoverRetryDelayMs, DEFAULT_MAX_WRITE_STOP_SECONDS, type FallbackSignal } from './state';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
@@ -146,6 +148,13 @@ const local = wf.proxyLocalActivities<Activities>({ startToCloseTimeout: '10 sec
 const proof = wf.proxyActivities<Activities>(proofOpts);
 const walWatch = wf.proxyActivities<Activities>(walOpts);
 
+// A webhook that does not answer costs a few retries, never the migration.
+const notifyOpts: ActivityOptions = {
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: ['NotifyRefused'] },
+};
+const notifier = wf.proxyActivities<Activities>(notifyOpts);
+
 const MAX_SNAPSHOT_ATTEMPTS = 3;
 
 /**
@@ -167,6 +176,8 @@ export interface ContinuedSync {
   foreignKeysPending?: boolean;
   /** afterCutover "reverse": the run continued in FALLBACK_READY (cut over, reverse replication running). */
   fallback?: true;
+  /** The ready-for-cutover webhook was sent (spec.notify). */
+  readyAlerted?: boolean;
 }
 
 /** Continue as new once a run's history passes this many events (or when the server suggests it). */
@@ -186,6 +197,31 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   const state: MigrationStatus = continued?.state ?? { migrationId, phase: 'INIT', paused: false, mode: 'online', tables: [], notices: [] };
   let cancelRequested = false;
+  /** Threshold alerts armed (re-armed once the value falls to half its threshold); a new run re-arms them. */
+  const alertsArmed = { lag: true, wal: true };
+  /**
+   * One webhook event (spec.notify) through an activity; its failure becomes a notice. Names and
+   * numbers only: the spec, users and passwords never go into the payload.
+   */
+  const alert = async (event: NotifyEvent, message: string, extra: Partial<NotifyPayload> = {}): Promise<void> => {
+    const n = plan?.spec.notify ?? notifyOf(spec);
+    if (!wants(n, event) || !wf.patched('notify-webhooks')) return;
+    const payload: NotifyPayload = {
+      event,
+      migrationId,
+      workflowId: wf.workflowInfo().workflowId,
+      phase: state.phase,
+      at: new Date().toISOString(),
+      ...(plan ? { source: plan.sourceDescription, target: plan.targetDescription } : {}),
+      message,
+      ...extra,
+    };
+    try {
+      await notifier.notifyWebhook.executeWithOptions({ ...notifyOpts, summary: `notify: ${event}` }, [{ url: n.url, payload }]);
+    } catch (e) {
+      state.notices.push(`webhook for ${event} not delivered: ${errorMessage(e)}`);
+    }
+  };
   let cutoverRequested = continued?.cutoverRequested ?? false;
   const snapshots = new Map<number, SnapshotReady>();
   let fenceToken: string | undefined;
@@ -247,6 +283,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       updatedAt: new Date().toISOString(),
     };
     if (p.fenceToken) fenceToken = p.fenceToken;
+    const n = plan?.spec.notify;
+    if (wants(n, 'lag')) {
+      const a = thresholdAlert(alertsArmed.lag, p.lagBytes, n.lagBytes!);
+      alertsArmed.lag = a.armed;
+      if (a.fire) void alert('lag', `apply lag ${p.lagBytes} bytes, over notify.lagBytes (${n.lagBytes})`, { lagBytes: p.lagBytes, lagSeconds: p.lagSeconds, threshold: n.lagBytes });
+    }
     if (state.phase === 'SYNCING_WAL' || state.phase === 'FALLBACK_READY') {
       wf.setCurrentDetails(`**${state.phase}**\n\napplied ${p.appliedLsn}, lag ${p.lagBytes} bytes, ${p.transactions} transactions`);
     }
@@ -262,6 +304,12 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       state.notices.push(`replication slot ${slot} retains ${r.retainedBytes} bytes of WAL, over wal.warnRetainedBytes (${budget.warnRetainedBytes}): the source keeps that WAL until the apply has streamed it`);
     }
     state.wal = { slot, retainedBytes: r.retainedBytes, walStatus: r.walStatus, ...budget, warned, updatedAt: new Date().toISOString() };
+    const n = plan?.spec.notify;
+    if (wants(n, 'retained-wal')) {
+      const a = thresholdAlert(alertsArmed.wal, r.retainedBytes, n.retainedWalBytes!);
+      alertsArmed.wal = a.armed;
+      if (a.fire) void alert('retained-wal', `slot ${slot} retains ${r.retainedBytes} bytes of WAL, over notify.retainedWalBytes (${n.retainedWalBytes})`, { retainedWalBytes: r.retainedBytes, threshold: n.retainedWalBytes });
+    }
   }, { description: 'internal (the WAL watcher): WAL retained by the slot, on a change of verdict' });
 
   const setPhase = (phase: Phase, details?: string) => {
@@ -302,6 +350,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let keysAfterCutover = false;
   /** Foreign keys left for FINALIZING. */
   let foreignKeysPending = continued?.foreignKeysPending ?? false;
+  /** ready-for-cutover is sent once per migration (carried across continue-as-new). */
+  let readyAlerted = continued?.readyAlerted ?? false;
   /** FINALIZING has stopped the apply: the target is now the database of record. */
   let cutOver = continued?.fallback === true;
   let stopHolder: () => Promise<void> = async () => undefined;
@@ -1151,7 +1201,16 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       // With the proof on, the cutover waits for its first full pass: chunks it has not verified would
       // be compared inside the write stop.
       const proofReady = () => !proofUsed || proofEnded || (state.proof?.passesComplete ?? 0) > 0;
-      await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady()) || historyFull(p) || proofFailure !== undefined);
+      if (wants(p.spec.notify, 'ready-for-cutover') && !readyAlerted) {
+        const lagSmall = () => state.replication !== undefined && state.replication.updatedAt !== since && state.replication.lagBytes <= p.spec.cutover.maxLagBytes;
+        readyAlerted = true;
+        void wf.condition(() => state.phase !== 'SYNCING_WAL' || (lagSmall() && proofReady())).then(() => {
+          if (state.phase !== 'SYNCING_WAL') return undefined;
+          const how = p.spec.cutover.mode === 'manual' ? 'send the cutover signal (dts cutover)' : 'the cutover starts now';
+          return alert('ready-for-cutover', `ready for cutover: lag ${state.replication?.lagBytes ?? 0} bytes; ${how}`, { lagBytes: state.replication?.lagBytes, lagSeconds: state.replication?.lagSeconds });
+        }, () => undefined);
+      }
+            await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady()) || historyFull(p) || proofFailure !== undefined);
       if (proofFailure !== undefined) throw ApplicationFailure.nonRetryable(proofFailure, 'ValidationError');
       if (!state.paused && cutoverDue()) {
         if (p.spec.cutover.mode === 'manual') {
@@ -1186,6 +1245,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           ...(marks ? { marks } : {}),
           ...(planRef ? { planRef } : {}),
           ...(foreignKeysPending ? { foreignKeysPending } : {}),
+          ...(readyAlerted ? { readyAlerted } : {}),
         };
         return;
       }
@@ -1621,7 +1681,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       return report('ROLLED_BACK');
     }
     setPhase('COMPLETED', 'migration complete');
-    return report('COMPLETED');
+    const done = report('COMPLETED');
+    await alert('completed', 'migration completed', { cutoverWindowMs: done.cutoverWindowMs, tables: done.tablesTotal ?? done.tables.length });
+    return done;
   } catch (caught) {
     if (caught instanceof wf.ContinueAsNew) throw caught;
     // The WAL watcher stopped the run by cancelling it: a failure with its reason, not a cancel.
@@ -1634,6 +1696,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       state.notices.push('the target tables were left without their foreign keys: they are created at FINALIZING when the target role may not set session_replication_role');
     }
     setPhase(cancelled ? 'CANCELLED' : 'FAILED', message);
+    await wf.CancellationScope.nonCancellable(() =>
+      cancelled ? alert('cancelled', 'migration cancelled; cleanup done') : alert('failed', `migration failed: ${message}`, { error: message }),
+    );
     if (cancelled) {
       // Cancelled by our signal: a normal end with a report. By Temporal's cancel: end as Canceled.
       if (cancelRequested) return report('CANCELLED');
