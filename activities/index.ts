@@ -243,6 +243,15 @@ export function createActivities(deps: ActivityDeps = {}) {
   return {
     /** An alert to spec.notify's webhook (bounded retries in the workflow; a failure never fails the migration). */
     notifyWebhook,
+    /**
+     * Asks Temporal to cancel the calling workflow run: a run may end as CANCELED only once the server
+     * has recorded a cancellation, and a workflow cannot request its own (the cancel signal's end).
+     */
+    async requestOwnCancellation(): Promise<void> {
+      const exec = Context.current().info.workflowExecution;
+      if (!exec) throw new Error('activity was not started by a workflow');
+      await Context.current().client.workflow.getHandle(exec.workflowId, exec.runId).cancel();
+    },
     /** Whether this worker encrypts payloads (a local activity: the workflow asks before storing a password). */
     async payloadEncryption(): Promise<{ encrypted: boolean }> {
       return { encrypted: deps.encrypted ?? false };

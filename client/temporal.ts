@@ -4,10 +4,12 @@
  * state from Temporal alone (visibility, describe, the `status` query).
  */
 import { randomUUID } from 'node:crypto';
+import { CancelledFailure } from '@temporalio/common';
 import {
   Client,
   Connection,
   WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
   WorkflowNotFoundError,
   type WorkflowExecutionInfo,
   type WorkflowHandle,
@@ -228,7 +230,7 @@ export function stateOf(temporalStatus: string, phase: Phase | null, status?: Pi
       if (status?.paused) return status.phase === 'INIT' ? 'created' : 'paused';
       return 'running';
     case 'COMPLETED':
-      // A cancel signal ends the workflow normally, with a CANCELLED report.
+      // Runs from before the cancel-ends-canceled patch: a cancel signal ended them normally.
       return phase === 'CANCELLED' ? 'cancelled' : phase === 'FAILED' ? 'failed' : 'completed';
     case 'FAILED':
       return 'failed';
@@ -249,9 +251,25 @@ export async function queryStatus(ctx: Pick<TemporalContext, 'connection'>, hand
   return ctx.connection.withDeadline(Date.now() + timeoutMs, () => (page ? handle.query<MigrationStatus, [StatusPage]>('status', page) : handle.query<MigrationStatus>('status')));
 }
 
-/** The report of a migration that has ended normally (COMPLETED or cancelled by signal). */
+/** The report of a migration that has ended COMPLETED or cancelled (CANCELED; before, COMPLETED in phase CANCELLED). */
 export async function resultOf(ctx: Pick<TemporalContext, 'connection'>, handle: WorkflowHandle, timeoutMs = 10_000): Promise<MigrationReport> {
-  return ctx.connection.withDeadline(Date.now() + timeoutMs, () => handle.result() as Promise<MigrationReport>);
+  return ctx.connection.withDeadline(Date.now() + timeoutMs, () => reportOf(handle));
+}
+
+/**
+ * The workflow's result, or for a cancelled one (Temporal's CANCELED carries no result) the report it
+ * answers by query; a failure is thrown as it is.
+ */
+export async function reportOf(handle: WorkflowHandle): Promise<MigrationReport> {
+  try {
+    return (await handle.result()) as MigrationReport;
+  } catch (err) {
+    if (err instanceof WorkflowFailedError && err.cause instanceof CancelledFailure) {
+      const report = await handle.query<MigrationReport | null>('report').catch(() => null);
+      if (report) return report;
+    }
+    throw err;
+  }
 }
 
 /**

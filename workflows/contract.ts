@@ -240,6 +240,11 @@ export const cutoverSignal = defineSignal('cutover');
 export const commitSignal = defineSignal('commit');
 export const rollbackSignal = defineSignal('rollback');
 export const statusQuery = defineQuery<MigrationStatus, [StatusPage?]>('status');
+/**
+ * The final report once the migration has ended (null before). A cancelled migration ends as
+ * Temporal's CANCELED, which carries no result: its report is read with this query.
+ */
+export const reportQuery = defineQuery<MigrationReport | null>('report');
 
 /**
  * Tables a workflow follows one by one (status, report): every table of a migration up to this many,

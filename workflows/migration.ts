@@ -21,6 +21,7 @@ import {
   MigrationPhaseKey,
   pauseSignal,
   proofProgressSignal,
+  reportQuery,
   resumeSignal,
   rollbackSignal,
   slotWalSignal,
@@ -240,6 +241,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       : { ...state, ...copying };
   }, { description: 'phase, per-table progress (a page: { offset, limit }), lag, cutover, proof, WAL, notices' }
   );
+  /** The report once the run has ended (the `report` query): a CANCELED run carries none. */
+  let finalReport: MigrationReport | null = null;
+  wf.setHandler(reportQuery, () => finalReport);
   wf.setHandler(pauseSignal, () => {
     Object.assign(state, applySignal(state, 'pause'));
     // In-flight copies stop now and are redone on resume (each copy empties its table first).
@@ -1681,7 +1685,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       return report('ROLLED_BACK');
     }
     setPhase('COMPLETED', 'migration complete');
-    const done = report('COMPLETED');
+    const done = (finalReport = report('COMPLETED'));
     await alert('completed', 'migration completed', { cutoverWindowMs: done.cutoverWindowMs, tables: done.tablesTotal ?? done.tables.length });
     return done;
   } catch (caught) {
@@ -1699,12 +1703,25 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await wf.CancellationScope.nonCancellable(() =>
       cancelled ? alert('cancelled', 'migration cancelled; cleanup done') : alert('failed', `migration failed: ${message}`, { error: message }),
     );
+    finalReport = report(cancelled ? 'CANCELLED' : 'FAILED', message);
     if (cancelled) {
-      // Cancelled by our signal: a normal end with a report. By Temporal's cancel: end as Canceled.
-      if (cancelRequested) return report('CANCELLED');
+      if (cancelRequested) {
+        // Runs recorded before the patch ended normally with the report as result (COMPLETED).
+        if (!wf.patched('cancel-ends-canceled')) return finalReport;
+        // The cancel signal ends the run as Temporal's CANCELED, like `temporal workflow cancel`: only a
+        // cancellation the server has recorded may end a run so, and the server refuses a workflow's
+        // request to cancel itself; an activity asks as a client would, then the run waits for the
+        // request to arrive (its root scope is cancelled then).
+        const requested = await step('requestOwnCancellation', 'cancel: end as Temporal CANCELED').then(
+          () => true,
+          () => false,
+        );
+        if (!requested) return finalReport;
+        await wf.condition(() => false);
+      }
       throw err;
     }
-    throw ApplicationFailure.create({ message: message!, type: 'MigrationFailed', nonRetryable: true, details: [report('FAILED', message)] });
+    throw ApplicationFailure.create({ message: message!, type: 'MigrationFailed', nonRetryable: true, details: [finalReport] });
   }
 }
 

@@ -12,6 +12,7 @@ import { quietTemporalLogs } from '../../worker/logging';
 import { loadShopData, SHOP_SCHEMA } from './fixtures';
 import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../../workflows/contract';
 import type { MigrationSpecInput } from '../../activities/spec';
+import { reportOf } from '../../client/temporal';
 
 export interface TestEnv {
   /** A new database `name` on both clusters; on the source, the shop schema with data at `scale`. */
@@ -86,7 +87,8 @@ export async function startEnv(opts: EnvOptions = {}): Promise<TestEnv> {
       return {
         workflowId,
         status,
-        result: () => handle.result() as Promise<MigrationReport>,
+        // A cancelled migration ends CANCELED, without a result: its report comes from the `report` query.
+        result: () => reportOf(handle),
         signal: (name) => handle.signal(name),
         async waitForPhase(phase, timeoutMs = 120_000) {
           const deadline = Date.now() + timeoutMs;

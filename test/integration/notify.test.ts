@@ -2,13 +2,18 @@
  * Alerts (spec.notify): a real HTTP server in the test receives the webhooks of real migrations:
  * ready-for-cutover, lag and retained WAL over their thresholds, COMPLETED (then the data compared),
  * FAILED (in INIT, delivered on a retry after the receiver's 500) and CANCELLED. No payload carries a
- * user, a password or a connection string.
+ * user, a password or a connection string. The cancelled migration also shows that a cancel ends as
+ * Temporal's CANCELED while `dts status`, `dts report`, `dts list` and the API still give its phase
+ * and report.
  */
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
-import { fingerprint } from '../harness/compare';
+import { fingerprint, sourceLeftovers } from '../harness/compare';
+import { dts } from '../harness/dts';
+import { buildApi } from '../../client/api';
+import { connectTemporal } from '../../client/temporal';
 import { waitFor } from '../harness/wait';
 import type { NotifyPayload } from '../../workflows/notify';
 
@@ -107,7 +112,7 @@ describe('notify webhooks', () => {
     noSecrets(path);
   }, 120_000);
 
-  it('a cancel is sent as cancelled', async () => {
+  it("a cancel by signal: the cancelled webhook; Temporal's CANCELED, while dts and the API still show phase CANCELLED and the report", async () => {
     await env.shopDatabase('nt_cancel', 0.05);
     const path = '/hooks/cancel';
     const m = await env.startMigration({
@@ -118,10 +123,42 @@ describe('notify webhooks', () => {
       notify: { url: `${base}${path}`, events: ['cancelled', 'completed'] },
     });
     await m.waitForPhase('SYNCING_WAL');
-    await m.signal('cancel');
-    await m.result().catch(() => undefined);
-    await waitFor('cancelled webhook', async () => eventsAt(path).includes('cancelled') || undefined, 60_000);
-    expect(eventsAt(path)).toEqual(['cancelled']);
-    noSecrets(path);
+    const saved = { ...process.env };
+    process.env.TEMPORAL_ADDRESS = env.temporal.address;
+    process.env.TEMPORAL_NAMESPACE = 'default';
+    process.env.TEMPORAL_TASK_QUEUE = env.taskQueue;
+    delete process.env.PG_DTS_CODEC_KEY;
+    try {
+      expect(await dts('cancel', m.workflowId)).toMatchObject({ code: 0 });
+      const report = await m.result();
+      expect(report).toMatchObject({ phase: 'CANCELLED', migrationId: expect.any(String) });
+      const d = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
+      expect(d.status.name).toBe('CANCELLED');
+      await waitFor('cancelled webhook', async () => eventsAt(path).includes('cancelled') || undefined, 60_000);
+      expect(eventsAt(path)).toEqual(['cancelled']);
+      noSecrets(path);
+
+      const status = await dts('status', m.workflowId, '--json');
+      expect(JSON.parse(status.out)).toMatchObject({ phase: 'CANCELLED' });
+      const printed = await dts('report', m.workflowId, '--json');
+      expect(printed.code, 'the report of a migration that did not complete exits 1').toBe(1);
+      expect(JSON.parse(printed.out)).toMatchObject({ phase: 'CANCELLED', migrationId: report.migrationId });
+      const listed = await dts('list', '--json');
+      expect(listed.out.split('\n').map((l) => JSON.parse(l) as { id: string }).find((r) => r.id === m.workflowId)).toMatchObject({ temporalStatus: 'CANCELLED', phase: 'CANCELLED' });
+
+      const ctx = await connectTemporal();
+      const app = await buildApi({ temporal: ctx, token: null });
+      try {
+        const res = await app.inject({ method: 'GET', url: `/api/v1/migrations/${m.workflowId}` });
+        expect(res.statusCode, res.body).toBe(200);
+        expect(res.json()).toMatchObject({ state: 'cancelled', phase: 'CANCELLED', temporalStatus: 'CANCELLED', report: { phase: 'CANCELLED' } });
+      } finally {
+        await app.close();
+        await ctx.close();
+      }
+    } finally {
+      process.env = saved;
+    }
+    expect(await sourceLeftovers(env.source, 'nt_cancel')).toEqual({ slots: 0, pubs: 0, fences: 0 });
   }, 180_000);
 });
