@@ -243,7 +243,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   );
   /** The report once the run has ended (the `report` query): a CANCELED run carries none. */
   let finalReport: MigrationReport | null = null;
-  wf.setHandler(reportQuery, () => finalReport);
+  wf.setHandler(reportQuery, () => finalReport, { description: 'the final report once the migration has ended (null before); a cancelled run ends CANCELED and has it only here' });
   wf.setHandler(pauseSignal, () => {
     Object.assign(state, applySignal(state, 'pause'));
     // In-flight copies stop now and are redone on resume (each copy empties its table first).
