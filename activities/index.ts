@@ -4,7 +4,7 @@
  * classification live here; the database work lives in the phase modules.
  */
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
-import { createResumeSnapshot, createReverseReplication, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
+import { createResumeSnapshot, createReverseReplication, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity, slotCreationBlocker } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
 import { commitCutover, fenceHolds, fenceSource, hardenFence, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
@@ -19,7 +19,7 @@ import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResul
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, proofProgressSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus } from '../workflows/contract';
+import { applyProgressSignal, copyProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
 import { readSlotWal, walFailure, walReportDue, walVerdict, type WalBudget, type WalVerdict } from './wal';
 import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { findOrphans, formatLeftover, runningMigrationIds } from './leftovers';
@@ -564,9 +564,40 @@ export function createActivities(deps: ActivityDeps = {}) {
       resumeSlot?: string;
     }): Promise<{ consistentPoint: string }> {
       const ctx = Context.current();
-      const handle = input.resumeSlot
-        ? await createResumeSnapshot(input.source, input.resumeSlot)
-        : await createSlotWithSnapshot(input.source, input.slot, { failover: input.failover });
+      // CREATE_REPLICATION_SLOT waits until every transaction older than it has ended, for as long as
+      // they run: beat meanwhile (or the 20 s heartbeat timeout ends the holder), let a cancel cancel
+      // the statement, and tell the workflow which transaction it waits for.
+      const since = new Date().toISOString();
+      let waiting: SlotWaitReport | undefined;
+      const beat = setInterval(() => ctx.heartbeat({ creatingSlot: since, ...(waiting ? { waiting } : {}) }), 2000);
+      // Every signal is a history event: one when the blocker changes, else refreshes 5 s, 10 s, ... 5 min apart.
+      let refreshMs = 5000;
+      let lastSent = 0;
+      const watch = setInterval(() => {
+        void slotCreationBlocker(input.source, input.resumeSlot ?? input.slot)
+          .then((b) => {
+            if (b === undefined) return undefined;
+            const changed = b.pid !== waiting?.pid || waiting === undefined;
+            waiting = { for: 'slot creation', since, ...b };
+            if (!changed && Date.now() - lastSent < refreshMs) return undefined;
+            if (!changed) refreshMs = Math.min(300_000, refreshMs * 2);
+            lastSent = Date.now();
+            return signalWorkflow(slotWaitSignal.name, waiting);
+          })
+          .catch(() => undefined);
+      }, 5000);
+      let handle: Awaited<ReturnType<typeof createSlotWithSnapshot>>;
+      try {
+        handle = await withCancellation(ctx.cancellationSignal, () =>
+          input.resumeSlot ? createResumeSnapshot(input.source, input.resumeSlot) : createSlotWithSnapshot(input.source, input.slot, { failover: input.failover }),
+        );
+      } catch (err) {
+        throwIfCancelled(ctx);
+        throw err;
+      } finally {
+        clearInterval(beat);
+        clearInterval(watch);
+      }
       try {
         await signalWorkflow(snapshotReadySignal.name, {
           attempt: input.attempt,

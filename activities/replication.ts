@@ -102,6 +102,30 @@ export async function createResumeSnapshot(source: ConnectionSpec, slot: string)
   }
 }
 
+/**
+ * While CREATE_REPLICATION_SLOT for `slot` runs: the oldest transaction with an xid that began before
+ * it (what it waits for), or {} when none is visible (a role without pg_read_all_stats sees other
+ * roles' sessions without their transactions); undefined when the command is not running.
+ */
+export async function slotCreationBlocker(source: ConnectionSpec, slot: string): Promise<{ pid?: number; ageSeconds?: number; state?: string } | undefined> {
+  return withClient(source, async (c) => {
+    const r = await c.query<{ pid: number | null; age: number | null; state: string | null }>(
+      `WITH creating AS (
+         SELECT query_start FROM pg_stat_activity
+          WHERE backend_type = 'walsender' AND query LIKE 'CREATE\_REPLICATION\_SLOT%' AND strpos(query, $1) > 0
+          ORDER BY query_start DESC LIMIT 1)
+       SELECT a.pid, extract(epoch FROM now() - a.xact_start)::float8 AS age, a.state
+         FROM creating LEFT JOIN pg_stat_activity a
+           ON a.backend_xid IS NOT NULL AND a.xact_start < creating.query_start AND a.backend_type = 'client backend'
+        ORDER BY a.xact_start NULLS LAST LIMIT 1`,
+      [slot],
+    );
+    const row = r.rows[0];
+    if (!row) return undefined;
+    return row.pid === null ? {} : { pid: row.pid, ageSeconds: Math.round(row.age ?? 0), ...(row.state ? { state: row.state } : {}) };
+  }, { applicationName: 'pg-dts slot wait' });
+}
+
 /** Drops the slot if it exists, first ending whatever walsender still holds it. */
 export async function dropSlot(source: ConnectionSpec, slot: string): Promise<boolean> {
   return withClient(source, async (c) => {

@@ -147,8 +147,18 @@ export function formatStatus(s: MigrationStatus, opts: { summary?: boolean } = {
   if (!opts.summary && s.tablesTotal !== undefined && s.tablesTotal > s.tables.length) lines.push(`  (${s.tables.length} of ${s.tablesTotal} tables shown)`);
   const lag = lagLine(s);
   if (lag) lines.push(`  ${lag}`);
+  const waiting = waitingLine(s);
+  if (waiting) lines.push(`  ${waiting}`);
   for (const l of footerLines(s)) lines.push(`  ${l}`);
   return lines.join('\n');
+}
+
+/** What the migration waits for: the slot creation, on the oldest transaction that began before it. */
+export function waitingLine(s: Pick<MigrationStatus, 'waiting'>): string | undefined {
+  const w = s.waiting;
+  if (!w) return undefined;
+  const on = w.pid !== undefined ? `transaction of pid ${w.pid} (open ${w.ageSeconds ?? '?'} s${w.state ? `, ${w.state}` : ''})` : 'transactions older than it (not visible to this role)';
+  return `waiting: the replication slot's creation (since ${w.since}) waits for ${on} to end`;
 }
 
 export function formatReport(r: MigrationReport): string {

@@ -196,6 +196,12 @@ export interface MigrationStatus {
    * its rows and bytes so far, whether or not that table is on the page of `tables`.
    */
   copying?: Array<{ unit: string; table: string; rows: number; bytes: number }>;
+  /**
+   * What the migration waits for, while it waits: the replication slot's creation waits until every
+   * transaction older than it has ended (the oldest such transaction's backend pid and age, when the
+   * role may see them).
+   */
+  waiting?: SlotWaitReport;
   replication?: ReplicationStatus;
   cutover?: {
     requested: boolean;
@@ -259,6 +265,18 @@ export interface SnapshotReady {
   consistentPoint: string;
 }
 export const snapshotReadySignal = defineSignal<[SnapshotReady]>('snapshotReady');
+
+export interface SlotWaitReport {
+  /** What waits. */
+  for: 'slot creation';
+  since: string;
+  /** The oldest transaction it waits for: its backend, how long it has been open, its state. */
+  pid?: number;
+  ageSeconds?: number;
+  state?: string;
+}
+/** The snapshot holder, while CREATE_REPLICATION_SLOT waits for older transactions to end. */
+export const slotWaitSignal = defineSignal<[SlotWaitReport]>('slotWait');
 
 /** Sent by the apply activity every few seconds. */
 export interface ApplyProgressReport {

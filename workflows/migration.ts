@@ -25,6 +25,7 @@ import {
   resumeSignal,
   rollbackSignal,
   slotWalSignal,
+  slotWaitSignal,
   snapshotReadySignal,
   statusQuery,
   TABLES_PAGE,
@@ -270,7 +271,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   };
   wf.setHandler(commitSignal, () => onFallbackSignal('commit'), { description: 'user (afterCutover "reverse"): end FALLBACK_READY staying on the target (COMPLETED)' });
   wf.setHandler(rollbackSignal, () => onFallbackSignal('rollback'), { description: 'user (afterCutover "reverse"): move back to the source with the writes made on the target (ROLLED_BACK)' });
-  wf.setHandler(snapshotReadySignal, (s) => void snapshots.set(s.attempt, s), { description: 'internal (the snapshot holder): the exported snapshot is ready for the copy' });
+  wf.setHandler(slotWaitSignal, (w) => void (state.waiting = w), { description: 'internal (the snapshot holder): the slot creation waits for older transactions, every 5 s while it does' });
+  wf.setHandler(snapshotReadySignal, (s) => {
+    snapshots.set(s.attempt, s);
+    delete state.waiting;
+  }, { description: 'internal (the snapshot holder): the exported snapshot is ready for the copy' });
   wf.setHandler(proofProgressSignal, (p) => {
     if (state.proof?.state !== 'running' && state.proof?.state !== 'ready') return;
     state.proof = { ...p, state: p.passesComplete > 0 ? 'ready' : 'running' };
@@ -318,6 +323,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 
   const setPhase = (phase: Phase, details?: string) => {
     state.phase = phase;
+    delete state.waiting;
     wf.upsertSearchAttributes([{ key: MigrationPhaseKey, value: phase }]);
     wf.setCurrentDetails(`**${phase}**${details ? `\n\n${details}` : ''}`);
     // Through the SDK's workflow logger: not emitted on replay, and the worker's log line carries the

@@ -1,0 +1,67 @@
+/**
+ * Waiting is visible: a transaction left open on the source makes the replication slot's creation
+ * wait (CREATE_REPLICATION_SLOT waits for every older transaction with an xid). The status names the
+ * transaction's pid and age while the snapshot holder keeps beating past its 20 s heartbeat timeout;
+ * once the transaction ends the migration completes, source and target equal.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from 'pg';
+import { startEnv, type TestEnv } from '../harness/env';
+import { SHOP_TABLES } from '../harness/fixtures';
+import { fingerprint } from '../harness/compare';
+import { waitFor } from '../harness/wait';
+import { formatStatus } from '../../client/format';
+
+let env: TestEnv;
+
+beforeAll(async () => {
+  env = await startEnv();
+}, 180_000);
+
+afterAll(async () => {
+  await env?.stop();
+});
+
+describe('waiting visibility', () => {
+  it('the status names the transaction the slot creation waits for; the holder outlives its heartbeat timeout', async () => {
+    await env.shopDatabase('wt', 0.05);
+    // In another database: the wait is for every transaction of the server, and no lock of it touches the migrated tables.
+    const blocker: Client = await env.source.client('postgres');
+    let committed = false;
+    try {
+      await blocker.query('CREATE TABLE IF NOT EXISTS held (i int)');
+      await blocker.query('BEGIN');
+      await blocker.query('INSERT INTO held VALUES (1)');
+      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+
+      const m = await env.startMigration({ source: env.source.uri('wt'), target: env.target.uri('wt'), schemas: ['public', 'Sales Dept'] });
+      const first = await waitFor('status.waiting names the blocker', async () => {
+        const s = await m.status();
+        return s.waiting?.pid === pid ? s : undefined;
+      }, 90_000);
+      expect(first.waiting).toMatchObject({ for: 'slot creation', pid, ageSeconds: expect.any(Number), state: 'idle in transaction' });
+      expect(formatStatus(first)).toContain(`waits for transaction of pid ${pid}`);
+
+      // Past the holder's 20 s heartbeat timeout: it is still the same attempt, waiting, its age grown.
+      await new Promise((r) => setTimeout(r, 30_000));
+      const later = await m.status();
+      expect(later.phase).toBe('MIGRATING_DATA');
+      expect(later.error).toBeUndefined();
+      expect(later.waiting?.pid).toBe(pid);
+      expect(later.waiting!.ageSeconds!).toBeGreaterThan(first.waiting!.ageSeconds!);
+      expect(later.notices.join('\n')).not.toMatch(/snapshot/i);
+
+      await blocker.query('COMMIT');
+      committed = true;
+      const report = await m.result();
+      expect(report.phase).toBe('COMPLETED');
+      expect((await m.status()).waiting).toBeUndefined();
+      for (const [schema, table] of SHOP_TABLES) {
+        expect(await fingerprint(env.target, 'wt', schema, table), `${schema}.${table}`).toEqual(await fingerprint(env.source, 'wt', schema, table));
+      }
+    } finally {
+      if (!committed) await blocker.query('ROLLBACK').catch(() => undefined);
+      await blocker.end();
+    }
+  }, 300_000);
+});
