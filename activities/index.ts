@@ -4,6 +4,7 @@
  * classification live here; the database work lives in the phase modules.
  */
 import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
 import { createResumeSnapshot, createReverseReplication, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity, slotCreationBlocker } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
 import { commitCutover, fenceHolds, fenceSource, hardenFence, liftFence, removeFence, syncSequences } from './cutover';
@@ -562,6 +563,8 @@ export function createActivities(deps: ActivityDeps = {}) {
        * of this name (gone with this activity's connection).
        */
       resumeSlot?: string;
+      /** slot.maxWaitSeconds: how long the slot's creation may wait for older transactions. */
+      maxWaitSeconds?: number;
     }): Promise<{ consistentPoint: string }> {
       const ctx = Context.current();
       // CREATE_REPLICATION_SLOT waits until every transaction older than it has ended, for as long as
@@ -573,6 +576,17 @@ export function createActivities(deps: ActivityDeps = {}) {
       // Every signal is a history event: one when the blocker changes, else refreshes 5 s, 10 s, ... 5 min apart.
       let refreshMs = 5000;
       let lastSent = 0;
+      // slot.maxWaitSeconds: the creation is cancelled on the server and the holder fails naming what it waited for.
+      const giveUp = new AbortController();
+      ctx.cancellationSignal.addEventListener('abort', () => giveUp.abort(), { once: true });
+      let timedOut: string | undefined;
+      const limit = input.maxWaitSeconds
+        ? setTimeout(() => {
+            const on = waiting?.pid !== undefined ? `the transaction of pid ${waiting.pid} (open ${waiting.ageSeconds ?? '?'} s${waiting.state ? `, ${waiting.state}` : ''})` : 'older transactions';
+            timedOut = `the replication slot's creation waited ${input.maxWaitSeconds} s (slot.maxWaitSeconds) for ${on} to end; end it, or start when no long transaction runs on the source`;
+            giveUp.abort();
+          }, input.maxWaitSeconds * 1000)
+        : undefined;
       const watch = setInterval(() => {
         void slotCreationBlocker(input.source, input.resumeSlot ?? input.slot)
           .then((b) => {
@@ -588,15 +602,17 @@ export function createActivities(deps: ActivityDeps = {}) {
       }, 5000);
       let handle: Awaited<ReturnType<typeof createSlotWithSnapshot>>;
       try {
-        handle = await withCancellation(ctx.cancellationSignal, () =>
+        handle = await withCancellation(giveUp.signal, () =>
           input.resumeSlot ? createResumeSnapshot(input.source, input.resumeSlot) : createSlotWithSnapshot(input.source, input.slot, { failover: input.failover }),
         );
       } catch (err) {
         throwIfCancelled(ctx);
+        if (timedOut) throw ApplicationFailure.create({ message: timedOut, type: 'SlotWaitTimeout', nonRetryable: true });
         throw err;
       } finally {
         clearInterval(beat);
         clearInterval(watch);
+        clearTimeout(limit);
       }
       try {
         await signalWorkflow(snapshotReadySignal.name, {

@@ -223,7 +223,14 @@ export const migrationSpecSchema = z
      * which the source's standbys keep in sync (`sync_replication_slots`), so the migration survives a
      * failover of the source to one of them.
      */
-    slot: z.object({ failover: z.boolean().optional() }).strict().optional(),
+    slot: z
+      .object({
+        failover: z.boolean().optional(),
+        /** How long the slot's creation may wait for older transactions before the migration fails naming the oldest. */
+        maxWaitSeconds: z.number().int().min(1).optional(),
+      })
+      .strict()
+      .optional(),
     /** The WAL the replication slot retains: a warning past warnRetainedBytes, a clean stop past maxRetainedBytes. */
     wal: z
       .object({
@@ -278,7 +285,7 @@ export interface NormalizedSpec {
   /** spec.owners; absent when not given (see OwnersSpec). */
   owners?: OwnersSpec;
   /** Present only when asked for (plans recorded before it have none). */
-  slot?: { failover: boolean };
+  slot?: { failover: boolean; maxWaitSeconds?: number };
   /** Present only when asked for. */
   notify?: { url: string; events?: NotifyEvent[]; lagBytes?: number; retainedWalBytes?: number };
 }
@@ -399,7 +406,9 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
     setReplicaIdentityFull: s.setReplicaIdentityFull ?? false,
     objects: s.objects ?? false,
     ...(s.owners === false ? { owners: false as const } : s.owners ? { owners: { map: s.owners.map ?? {}, ...(s.owners.default ? { default: s.owners.default } : {}) } } : {}),
-    ...(s.slot?.failover ? { slot: { failover: true } } : {}),
+    ...(s.slot?.failover || s.slot?.maxWaitSeconds
+      ? { slot: { failover: s.slot.failover ?? false, ...(s.slot.maxWaitSeconds ? { maxWaitSeconds: s.slot.maxWaitSeconds } : {}) } }
+      : {}),
     ...(s.notify ? { notify: s.notify } : {}),
     validation: {
       sampleSize: s.validation?.sampleSize ?? 1000,

@@ -647,9 +647,11 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       let holderError: unknown;
       replicationCreated = true;
       const resumed = slotStands;
+      // slot.maxWaitSeconds bounds the wait for older transactions, whichever slot is created.
+      const maxWait = plan!.spec.slot?.maxWaitSeconds ? { maxWaitSeconds: plan!.spec.slot.maxWaitSeconds } : {};
       const holderInput = resumed
-        ? { source: plan!.spec.source, slot, attempt, resumeSlot: `${slot}_r${attempt}` }
-        : { source: plan!.spec.source, slot, attempt, ...(plan!.spec.slot?.failover ? { failover: true } : {}) };
+        ? { source: plan!.spec.source, slot, attempt, resumeSlot: `${slot}_r${attempt}`, ...maxWait }
+        : { source: plan!.spec.source, slot, attempt, ...(plan!.spec.slot?.failover ? { failover: true } : {}), ...maxWait };
       const held = holderScope
         .run(() =>
           holder.holdSnapshot.executeWithOptions({ ...holderOpts, summary: resumed ? `hold a new snapshot (temporary slot ${slot}_r${attempt})` : `hold snapshot of slot ${slot}` }, [holderInput]),
@@ -709,6 +711,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         }
       }
       if (wf.isCancellation(holderError)) throw holderError;
+      // slot.maxWaitSeconds ran out: a new attempt would wait for the same transaction.
+      if (hasType(holderError, 'SlotWaitTimeout')) throw ApplicationFailure.nonRetryable(errorMessage(holderError), 'PreconditionError');
       if (attempt >= MAX_SNAPSHOT_ATTEMPTS) {
         throw ApplicationFailure.nonRetryable(
           `lost the exported snapshot ${MAX_SNAPSHOT_ATTEMPTS} times while copying; last error: ${errorMessage(holderError)}`,
@@ -1735,6 +1739,13 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
 function historyFull(p: MigrationPlan): boolean {
   const i = wf.workflowInfo();
   return i.continueAsNewSuggested || i.historyLength > (p.spec.historyEventsLimit ?? HISTORY_EVENTS_LIMIT);
+}
+
+function hasType(err: unknown, type: string): boolean {
+  for (let e = err as { type?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.type === type) return true;
+  }
+  return false;
 }
 
 /** A copy could not import the exported snapshot: its holder is gone even if not yet noticed. */

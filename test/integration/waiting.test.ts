@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
 import { startEnv, type TestEnv } from '../harness/env';
 import { SHOP_TABLES } from '../harness/fixtures';
-import { fingerprint } from '../harness/compare';
+import { fingerprint, sourceLeftovers } from '../harness/compare';
 import { waitFor } from '../harness/wait';
 import { formatStatus } from '../../client/format';
 
@@ -64,4 +64,29 @@ describe('waiting visibility', () => {
       await blocker.end();
     }
   }, 300_000);
+
+  it('slot.maxWaitSeconds fails the migration naming the transaction, and leaves nothing on the source', async () => {
+    await env.shopDatabase('wt_limit', 0.02);
+    const blocker: Client = await env.source.client('postgres');
+    try {
+      await blocker.query('CREATE TABLE IF NOT EXISTS held (i int)');
+      await blocker.query('BEGIN');
+      await blocker.query('INSERT INTO held VALUES (2)');
+      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const m = await env.startMigration({ source: env.source.uri('wt_limit'), target: env.target.uri('wt_limit'), schemas: ['public', 'Sales Dept'], slot: { maxWaitSeconds: 8 } });
+      const err = await m.result().then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err).toBeDefined();
+      const s = await m.status();
+      expect(s.phase).toBe('FAILED');
+      expect(s.error).toMatch(new RegExp(`waited 8 s \\(slot.maxWaitSeconds\\) for the transaction of pid ${pid} \\(open \\d+ s, idle in transaction\\)`));
+      expect(s.notices.join('\n')).not.toMatch(/snapshot holder lost/);
+      expect(await sourceLeftovers(env.source, 'wt_limit')).toEqual({ slots: 0, pubs: 0, fences: 0 });
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => undefined);
+      await blocker.end();
+    }
+  }, 180_000);
 });

@@ -73,3 +73,12 @@ describe('notify: spec validation and threshold alerts', () => {
     expect(fired).toEqual([120, 130]);
   });
 });
+
+describe('slot.maxWaitSeconds', () => {
+  it('is kept when set, and leaves a failover-only slot as it was', () => {
+    expect(normalizeSpec({ ...conn, slot: { maxWaitSeconds: 600 } }).slot).toEqual({ failover: false, maxWaitSeconds: 600 });
+    expect(normalizeSpec({ ...conn, slot: { failover: true } }).slot).toEqual({ failover: true });
+    expect(normalizeSpec(conn).slot).toBeUndefined();
+    expect(() => normalizeSpec({ ...conn, slot: { maxWaitSeconds: 0 } })).toThrow(/slot\.maxWaitSeconds/);
+  });
+});
