@@ -1692,7 +1692,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     }
     if (rolledBack) {
       setPhase('ROLLED_BACK', 'rolled back to the source');
-      return report('ROLLED_BACK');
+      return (finalReport = report('ROLLED_BACK'));
     }
     setPhase('COMPLETED', 'migration complete');
     const done = (finalReport = report('COMPLETED'));
