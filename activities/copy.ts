@@ -621,12 +621,17 @@ export async function prepareRangedCopy(input: { target: ConnectionSpec; table: 
 
 /** After the copy (or on cancel): the range records of these target tables are no longer needed. */
 export async function forgetCopyProgress(input: { target: ConnectionSpec; tables: QualifiedName[] }): Promise<void> {
-  const c = await connect(input.target, { applicationName: 'pg-dts cleanup' });
+  await forgetCopyRecords(input.target, input.tables.map(qname));
+}
+
+/** Deletes the copy records of these target tables (as pgdts.copy_progress names them, quoted). */
+export async function forgetCopyRecords(target: ConnectionSpec, tables: readonly string[]): Promise<void> {
+  const c = await connect(target, { applicationName: 'pg-dts cleanup' });
   try {
     const has = await c.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.copy_progress') IS NOT NULL AS ok`);
     if (!has.rows[0]?.ok) return;
     await c.query('BEGIN');
-    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = ANY($1::text[])', [input.tables.map(qname)]);
+    await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = ANY($1::text[])', [tables]);
     // The last migration using the table removes it, and our schema once nothing else is in it; never
     // waiting for the lock, which would stall another migration's range copies on this target.
     await c.query('SAVEPOINT table_drop');

@@ -5,8 +5,9 @@
  * Every object is ours by its name, derived from the migration id (workflows/names.ts): slot and
  * publication `pg_dts_<id>`, fence trigger `pg_dts_fence_<id>` with its function `pgdts.fence_<id>`,
  * the apply's position in the target's `pgdts.apply_progress` (keyed by the slot). Nothing else is
- * looked at, so nothing we did not create is touched. Range-copy records (`pgdts.copy_progress`) are
- * keyed by target table, not by migration: they are listed, never removed here.
+ * looked at, so nothing we did not create is touched. Copy records (`pgdts.copy_progress`) are keyed
+ * by target table: one belongs to the migration whose mark (marks.ts) its table carries, and goes with
+ * that migration's leftovers; a record of an unmarked table is listed, never removed here.
  */
 import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
@@ -16,7 +17,12 @@ import { WORKFLOW_TYPE } from '../workflows/contract';
 import { liftFence, removeFence, FENCE_SCHEMA } from './cutover';
 import { dropPublication, dropSlot } from './replication';
 import { dropApplyProgress } from './cleanup';
+import { forgetCopyRecords } from './copy';
+import { markText } from './marks';
 import type { ConnectionSpec, QualifiedName } from './spec';
+
+/** A mark's text up to the migration id (marks.ts). */
+const MARK_PREFIX = markText('');
 
 export type LeftoverKind = 'slot' | 'publication' | 'fence' | 'apply-progress' | 'copy-progress';
 
@@ -98,8 +104,14 @@ export async function findTargetLeftovers(target: ConnectionSpec): Promise<Lefto
         }
       }
       if (has.rows[0]!.copy) {
-        const rows = await c.query<{ target_table: string }>(`SELECT DISTINCT target_table FROM pgdts.copy_progress ORDER BY 1`);
-        for (const r of rows.rows) out.push({ kind: 'copy-progress', server: 'target', name: r.target_table });
+        // A record belongs to the migration whose mark its table carries (marks.ts): the table it created.
+        const rows = await c.query<{ target_table: string; mark: string | null }>(
+          `SELECT DISTINCT p.target_table, obj_description(to_regclass(p.target_table), 'pg_class') AS mark FROM pgdts.copy_progress p ORDER BY 1`,
+        );
+        for (const r of rows.rows) {
+          const id = r.mark?.startsWith(MARK_PREFIX) ? r.mark.slice(MARK_PREFIX.length) : undefined;
+          out.push({ ...(id ? { migrationId: id } : {}), kind: 'copy-progress', server: 'target', name: r.target_table });
+        }
       }
       return out;
     },
@@ -131,7 +143,11 @@ export async function removeMigrationLeftovers(input: { source: ConnectionSpec; 
   const slot = `${PREFIX}${input.migrationId}`;
   await dropSlot(input.source, slot);
   await dropPublication(input.source, slot);
-  if (input.target) await dropApplyProgress(input.target, slot);
+  if (input.target) {
+    await dropApplyProgress(input.target, slot);
+    const copied = found.filter((l) => l.kind === 'copy-progress').map((l) => l.name);
+    if (copied.length) await forgetCopyRecords(input.target, copied);
+  }
   return found;
 }
 
