@@ -101,11 +101,14 @@ describe('REST API', () => {
     expect(r.body.openapi).toBe('3.1.0');
     expect(Object.keys(r.body.paths).sort()).toEqual(
       [
+        '/api/v1/assess',
         '/api/v1/health',
         '/api/v1/migrations',
         '/api/v1/migrations/{id}',
         '/api/v1/migrations/{id}/cancel',
+        '/api/v1/migrations/{id}/commit',
         '/api/v1/migrations/{id}/cutover',
+        '/api/v1/migrations/{id}/rollback',
         '/api/v1/migrations/{id}/pause',
         '/api/v1/migrations/{id}/resume',
         '/api/v1/migrations/{id}/start',
