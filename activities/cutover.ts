@@ -84,12 +84,140 @@ const PASS_THROUGH = 'BEGIN RETURN NULL; END';
 const replaceFunction = (migrationId: string, body: string) =>
   `CREATE OR REPLACE FUNCTION ${fenceFunction(migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$ ${body} $fn$`;
 
+const createTrigger = (migrationId: string, t: QualifiedName) =>
+  `CREATE TRIGGER ${fenceTrigger(migrationId)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qname(t)}
+     FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(migrationId)}()`;
+// Fire also for sessions in replica mode (e.g. a logical replication subscriber writing here).
+const enableAlways = (migrationId: string, t: QualifiedName) => `ALTER TABLE ${qname(t)} ENABLE ALWAYS TRIGGER ${fenceTrigger(migrationId)}`;
+
+/** The tables that do not have our fence trigger, enabled ALWAYS (one query, whatever the count). */
+async function tablesWithoutTrigger(c: Client, input: FenceInput): Promise<QualifiedName[]> {
+  const r = await c.query<{ i: number }>(
+    `SELECT t.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(s, n, i)
+      WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class k ON k.oid = g.tgrelid JOIN pg_namespace ns ON ns.oid = k.relnamespace
+                         WHERE ns.nspname = t.s AND k.relname = t.n AND g.tgname = $3 AND g.tgenabled = 'A')`,
+    [input.tables.map((t) => t.schema), input.tables.map((t) => t.name), `pg_dts_fence_${input.migrationId}`],
+  );
+  return r.rows.map((row) => input.tables[Number(row.i) - 1]!);
+}
+
+const INSTALL_BATCH = 100;
+
+/**
+ * SYNCING_WAL, before any cutover: puts the fence triggers in place with a pass-through function, so
+ * that STOPPING_WRITES only replaces the function (O(1) in the table count) instead of creating one
+ * trigger per table inside the write stop. Never replaces an existing function: a fence armed by a
+ * cutover must stay armed. Triggers are created in small transactions with a short lock timeout (each
+ * CREATE TRIGGER waits for the table's writers and queues the application behind it); tables that
+ * time out are tried again later. Idempotent.
+ */
+export async function installFence(
+  input: FenceInput,
+  opts: { heartbeat?: (details?: unknown) => void; signal?: AbortSignal } = {},
+): Promise<{ installed: number; present: number }> {
+  try {
+    return await withClient(
+      input.source,
+      async (c) => {
+        await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(FENCE_SCHEMA)}`);
+        const fn = await c.query<{ ok: boolean }>(`SELECT to_regprocedure($1) IS NOT NULL AS ok`, [`${fenceFunction(input.migrationId)}()`]);
+        if (!fn.rows[0]!.ok) {
+          await c.query(`CREATE FUNCTION ${fenceFunction(input.migrationId)}() RETURNS trigger LANGUAGE plpgsql AS $fn$ ${PASS_THROUGH} $fn$`).catch((err: { code?: string }) => {
+            // 42723: created meanwhile (by a cutover's fence); keep that one.
+            if (err.code !== '42723') throw err;
+          });
+        }
+        let todo = await tablesWithoutTrigger(c, input);
+        const present = input.tables.length - todo.length;
+        let installed = 0;
+        for (let round = 0; todo.length > 0; round++) {
+          const retry: QualifiedName[] = [];
+          for (let i = 0; i < todo.length; i += INSTALL_BATCH) {
+            if (opts.signal?.aborted) throw new Error('fence installation cancelled');
+            const batch = todo.slice(i, i + INSTALL_BATCH);
+            const done = await installBatch(c, input.migrationId, batch).catch(async (err: { code?: string }) => {
+              if (err.code !== '55P03') throw err;
+              // One busy table must not hold back the other 99: redo the batch one table at a time.
+              let n = 0;
+              for (const t of batch) {
+                if ((await installBatch(c, input.migrationId, [t]).catch((e: { code?: string }) => (e.code === '55P03' ? -1 : Promise.reject(e)))) < 0) retry.push(t);
+                else n++;
+              }
+              return n;
+            });
+            installed += done;
+            opts.heartbeat?.({ installed, present, waiting: retry.length });
+          }
+          todo = retry;
+          if (todo.length) await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** round)));
+        }
+        return { installed, present };
+      },
+      { applicationName: 'pg-dts fence' },
+    );
+  } catch (err) {
+    throw classify(err, 'install the fence triggers');
+  }
+}
+
+async function installBatch(c: Client, migrationId: string, tables: QualifiedName[]): Promise<number> {
+  await c.query('BEGIN');
+  try {
+    await c.query(`SET LOCAL lock_timeout = '3s'`);
+    for (const t of tables) {
+      // A trigger of ours that is not enabled ALWAYS (changed by hand) is recreated as ours.
+      await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(migrationId)} ON ${qname(t)}`);
+      await c.query(createTrigger(migrationId, t));
+      await c.query(enableAlways(migrationId, t));
+    }
+    await c.query('COMMIT');
+    return tables.length;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The write locks (of other sessions) held on these tables now, by transaction. */
+async function writersOf(c: Client, tables: QualifiedName[]): Promise<string[]> {
+  const r = await c.query<{ vxid: string }>(
+    `SELECT DISTINCT l.virtualtransaction AS vxid
+       FROM pg_locks l JOIN pg_class k ON k.oid = l.relation JOIN pg_namespace ns ON ns.oid = k.relnamespace
+       JOIN unnest($1::text[], $2::text[]) AS t(s, n) ON t.s = ns.nspname AND t.n = k.relname
+      WHERE l.locktype = 'relation' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+        AND l.pid IS DISTINCT FROM pg_backend_pid()`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  );
+  return r.rows.map((row) => row.vxid);
+}
+
+/** Waits (polling pg_locks) until none of these transactions is open; false after `ms`. */
+async function waitForTransactions(c: Client, vxids: string[], ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (!vxids.length) return true;
+    const r = await c.query(`SELECT 1 FROM pg_locks WHERE virtualtransaction = ANY($1::text[]) LIMIT 1`, [vxids]);
+    if (!r.rowCount) return true;
+    if (Date.now() >= until) return false;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/** As long as today's lock_timeout: the arm waits for the same writers CREATE TRIGGER waited for. */
+const ARM_WAIT_MS = 5000;
+
 export async function fenceSource(input: FenceInput & { maxWriteStopSeconds?: number }): Promise<FenceResult> {
   try {
     let deadline: string | undefined;
     return await withClient(
       input.source,
       async (c) => {
+        const armed = await armFence(c, input);
+        if (armed) {
+          deadline = armed.deadline;
+          return await emitMarker(c, input.migrationId, deadline);
+        }
         await c.query('BEGIN');
         try {
           // Fail fast instead of queueing behind a long transaction forever; the activity retries.
@@ -110,34 +238,73 @@ export async function fenceSource(input: FenceInput & { maxWriteStopSeconds?: nu
           await c.query(replaceFunction(input.migrationId, fenceFunctionBody(input.migrationId, deadline)));
           for (const t of input.tables) {
             await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(input.migrationId)} ON ${qname(t)}`);
-            await c.query(
-              `CREATE TRIGGER ${fenceTrigger(input.migrationId)} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qname(t)}
-                 FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(input.migrationId)}()`,
-            );
-            // Fire also for sessions in replica mode (e.g. a logical replication subscriber writing here).
-            await c.query(`ALTER TABLE ${qname(t)} ENABLE ALWAYS TRIGGER ${fenceTrigger(input.migrationId)}`);
+            await c.query(createTrigger(input.migrationId, t));
+            await c.query(enableAlways(input.migrationId, t));
           }
           await c.query('COMMIT');
         } catch (err) {
           await c.query('ROLLBACK').catch(() => undefined);
           throw err;
         }
-        const fencedAt = new Date().toISOString();
-        // Committed after the fence: when the apply sees this marker, it has seen every write before it.
-        const token = `${input.migrationId}:${Date.now()}`;
-        if (hasPgoutputMessages(await serverVersionNum(c))) {
-          const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
-          return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };
-        }
-        await c.query(`INSERT INTO ${qname(fenceMarkerTable(slotNameFor(input.migrationId)))} (token) VALUES ($1)`, [token]);
-        const r = await c.query<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
-        return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };
+        return await emitMarker(c, input.migrationId, deadline);
       },
       { applicationName: 'pg-dts fence' },
     );
   } catch (err) {
     throw classify(err, 'fence the source');
   }
+}
+
+/**
+ * The fence with its triggers already installed (`installFence`): only the function is replaced by the
+ * rejecting body, in one short transaction. No table lock makes that wait for the writers in flight,
+ * as CREATE TRIGGER's did, so it then waits for every transaction that held a write lock on a fenced
+ * table when the arm committed: those may have written before it (or still run the pass-through body:
+ * a transaction that already holds the table's lock does not take in the new function) and must commit
+ * before the marker. Transactions that lock a table later see the armed function. Undefined when a
+ * trigger is missing: the caller creates them as before.
+ */
+async function armFence(c: Client, input: FenceInput & { maxWriteStopSeconds?: number }): Promise<{ deadline?: string } | undefined> {
+  const fn = await c.query<{ src: string }>(`SELECT prosrc AS src FROM pg_proc WHERE oid = to_regprocedure($1)`, [`${fenceFunction(input.migrationId)}()`]);
+  if (!fn.rowCount || (await tablesWithoutTrigger(c, input)).length) return undefined;
+  let deadline: string | undefined;
+  await c.query('BEGIN');
+  try {
+    await c.query(`SET LOCAL lock_timeout = '5s'`);
+    if (input.maxWriteStopSeconds !== undefined) {
+      // As in the creating path: a retry keeps the deadline the armed fence already has.
+      deadline = existingDeadline(fn.rows[0]!.src);
+      if (deadline === undefined) {
+        const r = await c.query<{ d: string }>(`SELECT (now() + make_interval(secs => $1))::text AS d`, [input.maxWriteStopSeconds]);
+        deadline = r.rows[0]!.d;
+      }
+    }
+    await c.query(replaceFunction(input.migrationId, fenceFunctionBody(input.migrationId, deadline)));
+    await c.query('COMMIT');
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+  const writers = await writersOf(c, input.tables);
+  if (!(await waitForTransactions(c, writers, ARM_WAIT_MS))) {
+    // As a lock timeout of the creating path: writes go on, and the activity retries.
+    await c.query(replaceFunction(input.migrationId, PASS_THROUGH));
+    throw Object.assign(new Error(`canceling statement due to lock timeout: ${writers.length} transaction(s) writing to fenced tables did not end within ${ARM_WAIT_MS / 1000} s`), { code: '55P03' });
+  }
+  return deadline === undefined ? {} : { deadline };
+}
+
+/** Committed after the fence: when the apply sees this marker, it has seen every write before it. */
+async function emitMarker(c: Client, migrationId: string, deadline: string | undefined): Promise<FenceResult> {
+  const fencedAt = new Date().toISOString();
+  const token = `${migrationId}:${Date.now()}`;
+  if (hasPgoutputMessages(await serverVersionNum(c))) {
+    const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
+    return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };
+  }
+  await c.query(`INSERT INTO ${qname(fenceMarkerTable(slotNameFor(migrationId)))} (token) VALUES ($1)`, [token]);
+  const r = await c.query<{ lsn: string }>(`SELECT pg_current_wal_lsn()::text AS lsn`);
+  return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };
 }
 
 /**

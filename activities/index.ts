@@ -7,7 +7,7 @@ import { CancelledFailure, Context, log as activityLog } from '@temporalio/activ
 import { ApplicationFailure } from '@temporalio/common';
 import { createResumeSnapshot, createReverseReplication, createSlotWithSnapshot, createPublication, dropPublication, dropSlot, setReplicaIdentity, slotCreationBlocker } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
-import { commitCutover, fenceHolds, fenceSource, hardenFence, liftFence, removeFence, syncSequences } from './cutover';
+import { commitCutover, fenceHolds, fenceSource, hardenFence, installFence, liftFence, removeFence, syncSequences } from './cutover';
 import { classify } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { notifyWebhook } from './notify';
@@ -330,6 +330,12 @@ export function createActivities(deps: ActivityDeps = {}) {
     fenceSource: beating(async (input: Reversible<ByRef<Parameters<typeof fenceSource>[0], 'tables'>>) =>
       fenceSource(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
     ),
+    // SYNCING_WAL: the source's fence triggers as a pass-through, armed by fenceSource at the cutover.
+    installFence: async (input: ByRef<Parameters<typeof installFence>[0], 'tables'>) => {
+      const resolved = await resolve(input, 'tables', fenceTables);
+      const ctx = Context.current();
+      return cancellable((heartbeat) => installFence(resolved, { heartbeat, signal: ctx.cancellationSignal }));
+    },
     liftFence: async (input: Reversible<ByRef<Parameters<typeof liftFence>[0], 'tables'>>) => liftFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
     removeFence: async (input: Reversible<ByRef<Parameters<typeof removeFence>[0], 'tables'>>) => removeFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
     syncSequences: beating(async (input: Reversible<ByRef<Parameters<typeof syncSequences>[0], 'sequences'>>) => {

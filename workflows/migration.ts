@@ -388,6 +388,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   let sequences: MigrationReport['sequences'] = [];
   let counts: Awaited<ReturnType<Activities['validateMigration']>>['results'] = [];
   let liveScope: wf.CancellationScope | undefined;
+  /** SYNCING_WAL: the fence triggers' installation as a pass-through (STOPPING_WRITES then only arms them). */
+  let installScope: wf.CancellationScope | undefined;
+  let installDone: Promise<void> | undefined;
   /** The content proof during SYNCING_WAL: its scope, whether it ended, a divergence it confirmed. */
   let proofScope: wf.CancellationScope | undefined;
   /** Settles once the proof activity has really stopped (WAIT_CANCELLATION_COMPLETED); cleanup waits for it. */
@@ -860,6 +863,39 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (waitCancel) proofStopped = run;
   }
 
+  /**
+   * Runs beside the sync; its failure only costs the cutover the old path (fenceSource creates the
+   * triggers that are missing inside the write stop). Runs recorded before it never install.
+   */
+  function startFenceInstall(): void {
+    if (installScope || !wf.patched('fence-preinstall')) return;
+    // Installed triggers are ours to remove whatever happens next (pass-through ones are harmless).
+    fenceSet = true;
+    const scope = new wf.CancellationScope();
+    installScope = scope;
+    installDone = scope
+      .run(() =>
+        wait.installFence.executeWithOptions(
+          { ...waitOpts, startToCloseTimeout: '24 hours', cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, summary: `install the fence triggers on ${tableCount()} source tables (pass-through until the cutover)` },
+          [fenceInput()],
+        ),
+      )
+      .then(
+        () => undefined,
+        (e) => {
+          if (!wf.isCancellation(e)) wf.log.warn('the fence triggers could not be installed in advance; the cutover creates them', { error: errorMessage(e) });
+        },
+      );
+  }
+
+  /** Waits for the installation to have stopped: its CREATE TRIGGERs must not race the fence or its removal. */
+  async function stopFenceInstall(): Promise<void> {
+    installScope?.cancel();
+    installScope = undefined;
+    if (installDone) await installDone;
+    installDone = undefined;
+  }
+
   function stopProof(): void {
     proofScope?.cancel();
     proofScope = undefined;
@@ -1200,6 +1236,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     await pauseGate();
     setPhase('SYNCING_WAL', p.spec.cutover.mode === 'manual' ? 'waiting for the cutover signal' : 'cutting over once the lag is small');
     for (const t of state.tables) t.state = 'syncing';
+    startFenceInstall();
     if (p.spec.validation.live && !continued && !liveScope) startLiveValidation();
     proofUsed = p.spec.validation.checksum && wf.patched('live-proof');
     for (;;) {
@@ -1249,6 +1286,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       stopProof();
       await stopApply();
       if (!state.paused) {
+        if (installDone) await stopFenceInstall();
         continueAsNew = {
           plan: p,
           defs,
@@ -1273,6 +1311,8 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     const p = plan!;
     liveScope?.cancel();
     stopProof();
+    // Guarded: an await here, even of nothing, would reorder the commands of recorded histories.
+    if (installDone) await stopFenceInstall();
     // ── STOPPING_WRITES ──
     setPhase('STOPPING_WRITES', 'fencing source writes');
     fenceSet = true;
@@ -1637,6 +1677,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     // Settles with the activity's end (its cancel reaches it at its next heartbeat, within seconds).
     if (proofStopped) await attempt('stop the content proof', () => proofStopped!);
     await attempt('stop the snapshot holder', stopHolder);
+    if (installDone) await attempt('stop the fence installation', stopFenceInstall);
     if (fenceSet && !(cutOver && p.spec.afterCutover === 'keep-source-read-only')) {
       await attempt('release source writes', async () => {
         const lifted = await step('liftFence', 'cleanup: release source writes', fenceInput());
