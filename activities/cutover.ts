@@ -149,7 +149,8 @@ export async function installFence(
             opts.heartbeat?.({ installed, present, waiting: retry.length });
           }
           todo = retry;
-          if (todo.length) await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** round)));
+          // Cut short by a cancel: STOPPING_WRITES waits for this activity to have stopped.
+          if (todo.length) await abortableSleep(Math.min(30_000, 1000 * 2 ** round), opts.signal);
         }
         return { installed, present };
       },
@@ -159,6 +160,17 @@ export async function installFence(
     throw classify(err, 'install the fence triggers');
   }
 }
+
+const abortableSleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
 
 async function installBatch(c: Client, migrationId: string, tables: QualifiedName[]): Promise<number> {
   await c.query('BEGIN');

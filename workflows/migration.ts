@@ -391,6 +391,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   /** SYNCING_WAL: the fence triggers' installation as a pass-through (STOPPING_WRITES then only arms them). */
   let installScope: wf.CancellationScope | undefined;
   let installDone: Promise<void> | undefined;
+  let installSettled = false;
   /** The content proof during SYNCING_WAL: its scope, whether it ended, a divergence it confirmed. */
   let proofScope: wf.CancellationScope | undefined;
   /** Settles once the proof activity has really stopped (WAIT_CANCELLATION_COMPLETED); cleanup waits for it. */
@@ -871,6 +872,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     if (installScope || !wf.patched('fence-preinstall')) return;
     // Installed triggers are ours to remove whatever happens next (pass-through ones are harmless).
     fenceSet = true;
+    installSettled = false;
     const scope = new wf.CancellationScope();
     installScope = scope;
     installDone = scope
@@ -885,7 +887,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
         (e) => {
           if (!wf.isCancellation(e)) wf.log.warn('the fence triggers could not be installed in advance; the cutover creates them', { error: errorMessage(e) });
         },
-      );
+      )
+      .finally(() => {
+        installSettled = true;
+      });
   }
 
   /** Waits for the installation to have stopped: its CREATE TRIGGERs must not race the fence or its removal. */
@@ -1261,7 +1266,9 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           return alert('ready-for-cutover', `ready for cutover: lag ${state.replication?.lagBytes ?? 0} bytes; ${how}`, { lagBytes: state.replication?.lagBytes, lagSeconds: state.replication?.lagSeconds });
         }, () => undefined);
       }
-            await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady()) || historyFull(p) || proofFailure !== undefined);
+      // Likewise for the fence's installation: a cutover before it ends creates the triggers in the write stop.
+      const fenceReady = () => installDone === undefined || installSettled;
+      await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady() && fenceReady()) || historyFull(p) || proofFailure !== undefined);
       if (proofFailure !== undefined) throw ApplicationFailure.nonRetryable(proofFailure, 'ValidationError');
       if (!state.paused && cutoverDue()) {
         if (p.spec.cutover.mode === 'manual') {
