@@ -1266,8 +1266,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
           return alert('ready-for-cutover', `ready for cutover: lag ${state.replication?.lagBytes ?? 0} bytes; ${how}`, { lagBytes: state.replication?.lagBytes, lagSeconds: state.replication?.lagSeconds });
         }, () => undefined);
       }
-      // Likewise for the fence's installation: a cutover before it ends creates the triggers in the write stop.
-      const fenceReady = () => installDone === undefined || installSettled;
+      // Likewise for the fence's installation in auto mode: a cutover before it ends creates the
+      // triggers in the write stop. A manual cutover goes when asked: an application transaction that
+      // holds a table's lock keeps the installation waiting as long as it lasts, and the user decides.
+      const fenceReady = () => installDone === undefined || installSettled || (p.spec.cutover.mode === 'manual' && cutoverRequested);
       await untilOrApplyFails(() => state.paused || (cutoverDue() && proofReady() && fenceReady()) || historyFull(p) || proofFailure !== undefined);
       if (proofFailure !== undefined) throw ApplicationFailure.nonRetryable(proofFailure, 'ValidationError');
       if (!state.paused && cutoverDue()) {
