@@ -101,15 +101,21 @@ async function tablesWithoutTrigger(c: Client, input: FenceInput): Promise<Quali
   return r.rows.map((row) => input.tables[Number(row.i) - 1]!);
 }
 
-const INSTALL_BATCH = 100;
+/**
+ * One table per transaction: a transaction holding the lock of one table while it waits for another's
+ * deadlocked with an application transaction writing both in the other order (seen in
+ * resume-copy.test: the application got "deadlock detected"). Holding one lock at a time, the
+ * installation cannot be part of a cycle.
+ */
+const INSTALL_BATCH = 1;
 
 /**
  * SYNCING_WAL, before any cutover: puts the fence triggers in place with a pass-through function, so
  * that STOPPING_WRITES only replaces the function (O(1) in the table count) instead of creating one
  * trigger per table inside the write stop. Never replaces an existing function: a fence armed by a
- * cutover must stay armed. Triggers are created in small transactions with a short lock timeout (each
- * CREATE TRIGGER waits for the table's writers and queues the application behind it); tables that
- * time out are tried again later. Idempotent.
+ * cutover must stay armed. Each trigger is created in a transaction of its own with a short lock
+ * timeout (CREATE TRIGGER waits for the table's writers and queues the application behind it); tables
+ * that time out are tried again later. Idempotent.
  */
 export async function installFence(
   input: FenceInput,
@@ -175,10 +181,13 @@ const abortableSleep = (ms: number, signal?: AbortSignal) =>
 async function installBatch(c: Client, migrationId: string, tables: QualifiedName[]): Promise<number> {
   await c.query('BEGIN');
   try {
-    await c.query(`SET LOCAL lock_timeout = '3s'`);
+    // Under deadlock_timeout (1 s by default): the application queued behind us waits less than that.
+    await c.query(`SET LOCAL lock_timeout = '500ms'`);
     for (const t of tables) {
-      // A trigger of ours that is not enabled ALWAYS (changed by hand) is recreated as ours.
-      await c.query(`DROP TRIGGER IF EXISTS ${fenceTrigger(migrationId)} ON ${qname(t)}`);
+      // A trigger of ours that is not enabled ALWAYS (changed by hand) is recreated as ours. Only then
+      // DROP TRIGGER, whose ACCESS EXCLUSIVE lock would queue the application's reads too.
+      const old = await c.query(`SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2`, [qname(t), `pg_dts_fence_${migrationId}`]);
+      if (old.rowCount) await c.query(`DROP TRIGGER ${fenceTrigger(migrationId)} ON ${qname(t)}`);
       await c.query(createTrigger(migrationId, t));
       await c.query(enableAlways(migrationId, t));
     }
