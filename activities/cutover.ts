@@ -15,6 +15,7 @@
  * a fence that expired sends the migration back to SYNCING_WAL instead of completing on a target that
  * may lack writes made after the deadline.
  */
+import { sleep } from './validate-engine';
 import type { Client } from 'pg';
 import { withClient } from './db';
 import { classify } from './errors';
@@ -156,7 +157,7 @@ export async function installFence(
           }
           todo = retry;
           // Cut short by a cancel: STOPPING_WRITES waits for this activity to have stopped.
-          if (todo.length) await abortableSleep(Math.min(30_000, 1000 * 2 ** round), opts.signal);
+          if (todo.length) await sleep(Math.min(30_000, 1000 * 2 ** round), opts.signal);
         }
         return { installed, present };
       },
@@ -166,17 +167,6 @@ export async function installFence(
     throw classify(err, 'install the fence triggers');
   }
 }
-
-const abortableSleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 async function installBatch(c: Client, migrationId: string, tables: QualifiedName[]): Promise<number> {
   await c.query('BEGIN');
