@@ -35,6 +35,20 @@ export async function sourceLeftovers(cluster: PgCluster, database: string): Pro
   return r!;
 }
 
+/**
+ * Fence functions that still reject writes. A lifted fence's function is a pass-through, and its
+ * triggers may be back already: SYNCING_WAL pre-installs them (disarmed) for the next cutover.
+ */
+export async function armedFences(cluster: PgCluster, database: string): Promise<number> {
+  const [r] = await cluster.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname = 'pgdts' AND p.proname LIKE 'fence\\_%' AND p.prosrc LIKE '%RAISE EXCEPTION%'`,
+    [],
+    database,
+  );
+  return r!.n;
+}
+
 /** Every sequence of the database with the value nextval() last returned (null: never called). */
 export async function sequenceValues(cluster: PgCluster, database: string): Promise<Record<string, string | null>> {
   const rows = await cluster.query<{ name: string; last_value: string | null }>(
