@@ -309,6 +309,25 @@ async function checkLogicalDecoding(client: Client, conn: NormalizedSpec['source
   await checkReplicationRight(client, conn, side, problem);
 }
 
+/**
+ * A copy that loses its exported snapshot (a worker lost mid-copy) resumes in a temporary slot of its
+ * own, one more slot and WAL sender beside the migration's: with none spare it copies every table
+ * again. Not a refusal: the migration works without it.
+ */
+async function spareSlotNotice(client: Client): Promise<string | undefined> {
+  const r = await client.query<{ slots: number; senders: number }>(
+    `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int AS slots,
+            current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)::int AS senders`,
+  );
+  const { slots, senders } = r.rows[0]!;
+  if (slots >= 2 && senders >= 2) return undefined;
+  const short = [slots < 2 ? `replication slot (${slots} free)` : '', senders < 2 ? `WAL sender (${senders} free)` : ''].filter(Boolean).join(' and ');
+  return (
+    `the source has no spare ${short} beyond the migration's own: if a worker is lost during the copy, the copy cannot resume in a ` +
+    `temporary slot and copies every table again; raise max_replication_slots and max_wal_senders by one to keep what was copied`
+  );
+}
+
 async function checkSourceForReplication(
   client: Client,
   source: NormalizedSpec['source'],
@@ -640,6 +659,10 @@ export async function checkAll(src: Client | undefined, dst: Client | undefined,
     const migrationId = ctx.migrationId;
     if (migrationId) await guard('the migration id', undefined, () => checkIdFree(src, dst, migrationId, ctx, problem));
     if (spec.afterCutover === 'reverse') await guard('the reverse replication', undefined, () => checkReverse(src, dst, spec.target, problem));
+  }
+  if (spec.mode === 'online') {
+    const spare = await guard('spare replication slots', undefined, () => spareSlotNotice(src));
+    if (spare) notices.push(spare);
   }
   for (const r of replicaIdentityFull) notices.push(`${displayName(r.table)} has no replica identity: REPLICA IDENTITY FULL is set for the migration and restored afterwards`);
   if (apply && !apply.replicaRole) {

@@ -511,3 +511,20 @@ export function pgcopydbPath(): string | undefined {
   for (const p of ['/usr/bin/pgcopydb', '/usr/local/bin/pgcopydb', join(PG_BIN, 'pgcopydb')]) if (existsSync(p)) return p;
   return undefined;
 }
+
+/**
+ * `pgcopydb clone --table-jobs J --index-jobs J` from one database URI to another, in a scratch
+ * directory of its own; the time it took and its own summary (stdout).
+ */
+export async function pgcopydbClone(bin: string, sourceUri: string, targetUri: string, jobs: number): Promise<{ ms: number; summary: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-pgcopydb-'));
+  try {
+    const args = ['clone', '--source', sourceUri, '--target', targetUri, '--table-jobs', String(jobs), '--index-jobs', String(jobs), '--dir', dir];
+    say(`pgcopydb: ${bin} ${args.join(' ')}`);
+    const r = await timed(() => run(bin, args));
+    say(`pgcopydb clone: ${sec(r.ms)}`);
+    return { ms: r.ms, summary: r.value.stdout.trim() };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -19,8 +19,7 @@
  * the memory summary adds the worker's RSS right after it started.
  */
 import { Command } from 'commander';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { PgCluster } from '../test/harness/pg-cluster';
@@ -38,6 +37,7 @@ import {
   num,
   parallel,
   pgbenchInit,
+  pgcopydbClone,
   pgcopydbPath,
   ratio,
   recreateDatabase,
@@ -271,7 +271,7 @@ async function main(): Promise<void> {
         case 'raw-pk':
           return { result: await rawPipe(source, target, sizes, opt.jobs, true), db: 'raw' };
         case 'pgcopydb':
-          return { result: await pgcopydbClone(pgcopydb!, source, target, opt.jobs, rep === 1), db: 'pgcopydb' };
+          return { result: await pgcopydbRun(pgcopydb!, source, target, opt.jobs, rep === 1), db: 'pgcopydb' };
         case 'activity':
           return { result: await activityRun(source, target, sizes, opt.jobs), db: 'proj' };
         case 'offline':
@@ -476,21 +476,12 @@ async function activityRun(source: PgCluster, target: PgCluster, sizes: TableSiz
   return { name, totalMs: all.ms, dataMs: all.ms, perTableMs };
 }
 
-async function pgcopydbClone(bin: string, source: PgCluster, target: PgCluster, jobs: number, printSummary: boolean): Promise<ToolResult> {
+async function pgcopydbRun(bin: string, source: PgCluster, target: PgCluster, jobs: number, printSummary: boolean): Promise<ToolResult> {
   await recreateDatabase(target, 'pgcopydb');
-  const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-pgcopydb-'));
-  try {
-    const args = ['clone', '--source', source.uri(SOURCE_DB), '--target', target.uri('pgcopydb'), '--table-jobs', String(jobs), '--index-jobs', String(jobs), '--dir', dir];
-    say(`pgcopydb: ${bin} ${args.join(' ')}`);
-    const r = await timed(() => run(bin, args));
-    say(`pgcopydb clone: ${sec(r.ms)}`);
-    // pgcopydb prints its own per-step timing summary (a table) on stdout.
-    const summary = r.value.stdout.trim();
-    if (summary && printSummary) console.log(summary);
-    return { name: 'pgcopydb', totalMs: r.ms, perTableMs: new Map() };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const r = await pgcopydbClone(bin, source.uri(SOURCE_DB), target.uri('pgcopydb'), jobs);
+  // pgcopydb prints its own per-step timing summary (a table) on stdout.
+  if (r.summary && printSummary) console.log(r.summary);
+  return { name: 'pgcopydb', totalMs: r.ms, perTableMs: new Map() };
 }
 
 main().catch((err: unknown) => {

@@ -14,14 +14,11 @@
  */
 import { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startCluster, type PgCluster } from '../test/harness/pg-cluster';
 import { historyLimits } from '../test/harness/history';
 import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
-import { BENCH_SETTINGS, machineDescription, mb, num, pgcopydbPath, ratio, recreateDatabase, RssMonitor, run, say, sec, startMigration, table, timed, WorkerProcess } from './common';
+import { BENCH_SETTINGS, machineDescription, mb, num, pgcopydbClone, pgcopydbPath, ratio, recreateDatabase, RssMonitor, say, sec, startMigration, table, timed, WorkerProcess } from './common';
 
 const SOURCE_DB = 'many';
 const TOOLS = ['dts', 'pgcopydb'] as const;
@@ -160,13 +157,8 @@ async function main(): Promise<void> {
       const bin = pgcopydbPath();
       if (!bin) throw new Error('pgcopydb is not installed (apt-get install pgcopydb), or leave it out with --only dts');
       await recreateDatabase(target, 'pgcopydb');
-      const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-pgcopydb-'));
-      cleanups.unshift(async () => rmSync(dir, { recursive: true, force: true }));
-      const args = ['clone', '--source', source.uri(SOURCE_DB), '--target', target.uri('pgcopydb'), '--table-jobs', String(opt.jobs), '--index-jobs', String(opt.jobs), '--dir', dir];
-      say(`pgcopydb: ${bin} ${args.join(' ')}`);
-      const r = await timed(() => run(bin, args));
+      const r = await pgcopydbClone(bin, source.uri(SOURCE_DB), target.uri('pgcopydb'), opt.jobs);
       results.push({ tool: 'pgcopydb', ms: r.ms });
-      say(`pgcopydb clone: ${sec(r.ms)}`);
       sameAs('pgcopydb', want, await hashes(target, 'pgcopydb'));
     }
 

@@ -120,6 +120,17 @@ describe('preflight refusals', () => {
     }
   });
 
+  it('one free replication slot: accepted, with a notice that a lost snapshot would mean copying everything again', async () => {
+    expect((await preflight(base())).notices.join('\n')).not.toContain('no spare');
+    await src.query(`SELECT pg_create_logical_replication_slot('other1', 'pgoutput')`, [], 'app');
+    try {
+      const plan = await preflight(base());
+      expect(plan.notices.join('\n')).toContain("the source has no spare replication slot (1 free) beyond the migration's own: if a worker is lost during the copy");
+    } finally {
+      await src.query(`SELECT pg_drop_replication_slot('other1')`, [], 'app');
+    }
+  });
+
   it('a table without replica identity, named; or set FULL when asked', async () => {
     expect(await refusal({ ...base(), tables: ['users', 'nokey'] })).toMatch(/table\(s\) without a replica identity .*: public\.nokey\./);
     const plan = await preflight({ ...base(), tables: ['users', 'nokey'], setReplicaIdentityFull: true });

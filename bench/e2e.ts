@@ -1,0 +1,387 @@
+/**
+ * End-to-end benchmark (issue 24): what a user waits for, timed from outside, in one run on the same
+ * two throwaway clusters and the same pgbench source:
+ *   - pg-dts: `temporal workflow execute` (the official CLI) starts the workflow with a spec and
+ *     returns when it is COMPLETED; the worker is `worker/main.ts` in a process of its own (what `npm
+ *     run worker` runs); online, auto cutover, the default validation;
+ *   - `pgcopydb clone` with the same parallelism (--table-jobs J --index-jobs J);
+ *   - the raw psql pipe: the tables (pg_dump pre-data), `psql \copy … to stdout | psql \copy … from
+ *     stdin` J tables at a time, then the indexes and keys (`pg_restore -j J --section=post-data`);
+ *   - native logical replication's initial sync: CREATE SUBSCRIPTION (copy_data) into the schema,
+ *     until every table is ready;
+ * each `--repeat` times in a rotated order, medians compared. Every target is checked against the
+ * source (row count and content hash per table).
+ * Then the backlog: pg-dts (manual cutover, in SYNCING_WAL) and a native subscription, both caught up,
+ * are paused (`pause` signal; ALTER SUBSCRIPTION … DISABLE) while pgbench writes N transactions; each
+ * side alone is resumed (`resume` signal; … ENABLE) and timed until the last transaction is on its
+ * target, and until the first one landed (the cold start).
+ *
+ *   npx tsx bench/e2e.ts [--scales 50,200] [--jobs 2] [--repeat 3] [--backlogs 20000,60000] [--only pipe,pgcopydb,native,dts]
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import type { Client } from 'pg';
+import type { PgCluster } from '../test/harness/pg-cluster';
+import { startTemporal } from '../test/harness/temporal';
+import { ensureTemporalCli } from '../worker/temporal-cli';
+import { quietTemporalLogs } from '../worker/logging';
+import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../workflows/contract';
+import {
+  bash,
+  contentHash,
+  machineDescription,
+  mb,
+  num,
+  parallel,
+  pgbenchInit,
+  pgcopydbClone,
+  pgcopydbPath,
+  ratio,
+  recreateDatabase,
+  RssMonitor,
+  run,
+  say,
+  sec,
+  shq,
+  sleep,
+  startBenchClusters,
+  table,
+  tableSizes,
+  timed,
+  WorkerProcess,
+} from './common';
+
+const SOURCE_DB = 'e2e';
+const TOOLS = ['pipe', 'pgcopydb', 'native', 'dts'] as const;
+type Tool = (typeof TOOLS)[number];
+const TOOL_NAMES: Record<Tool, string> = {
+  pipe: 'raw psql pipe + indexes',
+  pgcopydb: 'pgcopydb clone',
+  native: 'native initial sync',
+  dts: 'pg-dts (CLI start → COMPLETED)',
+};
+const PGBENCH_TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
+
+interface Options {
+  scales: number[];
+  jobs: number;
+  repeat: number;
+  backlogs: number[];
+  only: Tool[];
+}
+
+function options(): Options {
+  const o = new Command()
+    .description('whole migration and backlog catch-up, timed from outside: pg-dts vs pgcopydb, a raw psql pipe and native replication')
+    .option('--scales <list>', 'pgbench scales (50 ≈ 755 MB, 200 ≈ 3 GB)', '50')
+    .option('--jobs <n>', 'parallelism of every tool', '2')
+    .option('--repeat <n>', 'runs of each tool per scale (medians compared)', '3')
+    .option('--backlogs <list>', 'backlog sizes in transactions (empty: no backlog test)', '20000')
+    .option('--only <list>', `comma-separated: ${TOOLS.join(',')}`, TOOLS.join(','))
+    .parse()
+    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string }>();
+  const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+  const only = list(o.only) as Tool[];
+  for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
+  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only };
+}
+
+interface Run {
+  ms: number;
+  /** pg-dts: the report (phases, cutover window). */
+  report?: MigrationReport;
+  /** pg-dts: the worker's peak RSS over the run. */
+  rss?: number;
+  /** pg-dts: time in each phase, as the status query showed them. */
+  phases?: string;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+interface Ctx {
+  source: PgCluster;
+  target: PgCluster;
+  opt: Options;
+  cli: string;
+  temporal: { address: string; client: Awaited<ReturnType<typeof startTemporal>>['client'] };
+  taskQueue: string;
+  worker: WorkerProcess;
+}
+
+async function pipe(ctx: Ctx): Promise<Run> {
+  const { source, target, opt } = ctx;
+  await recreateDatabase(target, 'pipe');
+  const dir = mkdtempSync(join(tmpdir(), 'pgdts-bench-e2e-'));
+  try {
+    const archive = join(dir, 'schema.dump');
+    const r = await timed(async () => {
+      await bash(`pg_dump -Fc -s -f ${shq(archive)} ${shq(source.uri(SOURCE_DB))}`);
+      await bash(`pg_restore --section=pre-data -d ${shq(target.uri('pipe'))} ${shq(archive)}`);
+      await parallel(PGBENCH_TABLES, opt.jobs, async (t) => {
+        await bash(`psql -X -q ${shq(source.uri(SOURCE_DB))} -c ${shq(`\\copy public.${t} to stdout`)} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri('pipe'))} -c ${shq(`\\copy public.${t} from stdin`)}`);
+      });
+      await bash(`pg_restore -j ${opt.jobs} --section=post-data -d ${shq(target.uri('pipe'))} ${shq(archive)}`);
+    });
+    return { ms: r.ms };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function pgcopydb(ctx: Ctx): Promise<Run> {
+  await recreateDatabase(ctx.target, 'pgcopydb');
+  const r = await pgcopydbClone(pgcopydbPath()!, ctx.source.uri(SOURCE_DB), ctx.target.uri('pgcopydb'), ctx.opt.jobs);
+  return { ms: r.ms };
+}
+
+/** The schema (pg_dump -s) then CREATE SUBSCRIPTION with copy_data, until every table is ready. */
+async function native(ctx: Ctx): Promise<Run> {
+  const { source, target } = ctx;
+  await recreateDatabase(target, 'native');
+  await bash(`pg_dump -s ${shq(source.uri(SOURCE_DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri('native'))}`);
+  await source.query(`CREATE PUBLICATION e2e_pub FOR TABLE ${PGBENCH_TABLES.join(', ')}`, [], SOURCE_DB);
+  try {
+    const r = await timed(async () => {
+      await target.query(
+        `CREATE SUBSCRIPTION e2e_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${SOURCE_DB} user=postgres' PUBLICATION e2e_pub`,
+        [],
+        'native',
+      );
+      for (;;) {
+        const [x] = await target.query<{ pending: number }>(`SELECT count(*)::int AS pending FROM pg_subscription_rel WHERE srsubstate <> 'r'`, [], 'native');
+        if (x!.pending === 0) return;
+        await sleep(20);
+      }
+    });
+    return { ms: r.ms };
+  } finally {
+    await target.query('DROP SUBSCRIPTION IF EXISTS e2e_sub', [], 'native');
+    await source.query('DROP PUBLICATION IF EXISTS e2e_pub', [], SOURCE_DB);
+  }
+}
+
+/** `temporal workflow execute`: starts the workflow and returns once it has ended. */
+async function dts(ctx: Ctx): Promise<Run> {
+  const { source, target, opt } = ctx;
+  await recreateDatabase(target, 'dts');
+  const workflowId = `e2e-${randomUUID().slice(0, 8)}`;
+  const spec = { source: source.uri(SOURCE_DB), target: target.uri('dts'), parallelism: opt.jobs };
+  const rss = new RssMonitor(ctx.worker.pid);
+  rss.begin('run');
+  // Where the time goes: each phase's start, from the status query (polled beside the CLI's wait).
+  const t0 = performance.now();
+  const seen = new Map<string, number>();
+  let ended = false;
+  const polling = (async () => {
+    const h = ctx.temporal.client.workflow.getHandle(workflowId);
+    while (!ended) {
+      const s = await h.query<MigrationStatus>('status').catch(() => undefined);
+      if (s && !seen.has(s.phase)) seen.set(s.phase, performance.now() - t0);
+      await sleep(50);
+    }
+  })();
+  const r = await timed(() =>
+    run(ctx.cli, [
+      'workflow', 'execute', '--address', ctx.temporal.address, '--namespace', 'default',
+      '--type', WORKFLOW_TYPE, '--task-queue', ctx.taskQueue, '--workflow-id', workflowId, '--input', JSON.stringify(spec),
+    ]),
+  );
+  const peak = rss.end('run');
+  rss.stop();
+  ended = true;
+  await polling;
+  const marks = [...seen].filter(([p]) => p !== 'COMPLETED').sort((a, b) => a[1] - b[1]);
+  const phases = marks.map(([p, at], i) => `${p} ${sec((marks[i + 1]?.[1] ?? r.ms) - at)}`).join(', ');
+  const report = (await ctx.temporal.client.workflow.getHandle(workflowId).result()) as MigrationReport;
+  if (report.phase !== 'COMPLETED') throw new Error(`pg-dts ended in ${report.phase}: ${report.error ?? ''}`);
+  return { ms: r.ms, report, rss: peak, phases };
+}
+
+const RUNNERS: Record<Tool, (ctx: Ctx) => Promise<Run>> = { pipe, pgcopydb, native, dts };
+
+async function hashes(cluster: PgCluster, db: string): Promise<string> {
+  const hs = await Promise.all(PGBENCH_TABLES.map(async (t) => `${t}=${JSON.stringify(await contentHash(cluster, db, t))}`));
+  return hs.join(' ');
+}
+
+async function wholeMigration(ctx: Ctx, scale: number): Promise<string[]> {
+  const { source, target, opt } = ctx;
+  await recreateDatabase(source, SOURCE_DB);
+  const load = await timed(() => pgbenchInit(source, SOURCE_DB, scale));
+  const sizes = await tableSizes(source, SOURCE_DB);
+  const total = sizes.reduce((a, s) => a + s.bytes + s.indexBytes, 0);
+  say(`scale ${scale}: source loaded in ${sec(load.ms)}, ${mb(total)} (tables and indexes)`);
+  const want = await hashes(source, SOURCE_DB);
+  const runs = new Map<Tool, Run[]>();
+  for (let rep = 1; rep <= opt.repeat; rep++) {
+    const order = opt.only.map((_, i) => opt.only[(i + rep - 1) % opt.only.length]!);
+    for (const tool of order) {
+      const r = await RUNNERS[tool](ctx);
+      say(`scale ${scale}, run ${rep}: ${TOOL_NAMES[tool]} ${sec(r.ms)}${r.report ? ` (cutover window ${r.report.cutoverWindowMs} ms; ${r.phases})` : ''}`);
+      const got = await hashes(target, tool);
+      if (got !== want) throw new Error(`${TOOL_NAMES[tool]}: the target differs from the source:\n  source ${want}\n  target ${got}`);
+      runs.set(tool, [...(runs.get(tool) ?? []), r]);
+      await target.query(`DROP DATABASE IF EXISTS "${tool}" WITH (FORCE)`);
+    }
+  }
+  const med = new Map([...runs].map(([t, rs]) => [t, median(rs.map((r) => r.ms))]));
+  const ref = (t: Tool, ms: number) => (med.has(t) ? ratio(ms, med.get(t)!) : 'n/a');
+  const lines = [`== Whole migration, pgbench scale ${scale} (${mb(total)}), ${opt.jobs} jobs, median of ${opt.repeat} ==`];
+  lines.push(
+    table([
+      ['tool', 'median', 'every run', 'vs pgcopydb', 'vs pipe'],
+      ...[...med].map(([t, ms]) => [TOOL_NAMES[t], sec(ms), runs.get(t)!.map((r) => sec(r.ms)).join(', '), ref('pgcopydb', ms), ref('pipe', ms)]),
+    ]),
+  );
+  const d = runs.get('dts');
+  if (d) {
+    const w = d.map((r) => r.report!.cutoverWindowMs ?? NaN);
+    lines.push(`pg-dts cutover window (fence → release, no load): ${w.map((x) => `${x} ms`).join(', ')}; median ${median(w)} ms (target < 1,000 ms)`);
+    lines.push(`pg-dts phases (run 1): ${d[0]!.phases}`);
+    lines.push(`pg-dts worker peak RSS: ${d.map((r) => mb(r.rss ?? 0)).join(', ')} (target < 300 MB)`);
+    if (med.has('pgcopydb')) lines.push(`pg-dts / pgcopydb = ${ratio(med.get('dts')!, med.get('pgcopydb')!)} (target ≤ 0.80×); / pipe = ${med.has('pipe') ? ratio(med.get('dts')!, med.get('pipe')!) : 'n/a'} (target ≤ 1.20×)`);
+  }
+  lines.push('every target identical to the source (row count and content hash per table)');
+  return lines;
+}
+
+async function one<T>(c: Client, sql: string, params: unknown[] = []): Promise<T> {
+  return (await c.query(sql, params)).rows[0] as T;
+}
+
+/**
+ * Until the marker the backlog's last transaction wrote is on the target (commit order is kept on both
+ * sides, so every earlier transaction is there too), and until the first backlog transaction landed.
+ */
+async function timeUntilCaughtUp(target: PgCluster, db: string, marker: string, startRows: number, start: () => Promise<void>): Promise<{ ms: number; firstMs: number }> {
+  const c = await target.client(db);
+  try {
+    const t0 = performance.now();
+    await start();
+    let firstMs = NaN;
+    for (;;) {
+      if (Number.isNaN(firstMs)) {
+        const more = await one<{ more: boolean }>(c, 'SELECT count(*) > $1 AS more FROM (SELECT 1 FROM pgbench_history LIMIT $1 + 1) h', [startRows]);
+        if (more.more) firstMs = performance.now() - t0;
+      }
+      if ((await one<{ done: boolean }>(c, 'SELECT rtrim(filler) = $1 AS done FROM pgbench_branches WHERE bid = 1', [marker])).done) {
+        return { ms: performance.now() - t0, firstMs: Number.isNaN(firstMs) ? performance.now() - t0 : firstMs };
+      }
+      await sleep(10);
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
+  const { source, target, opt } = ctx;
+  // pg-dts, manual cutover, until it applies in SYNCING_WAL.
+  await recreateDatabase(target, 'bl_dts');
+  const handle = await ctx.temporal.client.workflow.start(WORKFLOW_TYPE, {
+    taskQueue: ctx.taskQueue,
+    workflowId: `e2e-backlog-${randomUUID().slice(0, 8)}`,
+    args: [{ source: source.uri(SOURCE_DB), target: target.uri('bl_dts'), parallelism: opt.jobs, cutover: { mode: 'manual' } }],
+  });
+  const status = () => handle.query<MigrationStatus>('status');
+  for (;;) {
+    const s = await status().catch(() => undefined);
+    if (s?.phase === 'SYNCING_WAL' && s.replication) break;
+    if (s && ['FAILED', 'CANCELLED', 'COMPLETED'].includes(s.phase)) throw new Error(`backlog: pg-dts ended in ${s.phase}`);
+    await sleep(200);
+  }
+  // Native, caught up.
+  await recreateDatabase(target, 'bl_native');
+  await bash(`pg_dump -s ${shq(source.uri(SOURCE_DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri('bl_native'))}`);
+  await source.query(`CREATE PUBLICATION bl_pub FOR TABLE ${PGBENCH_TABLES.join(', ')}`, [], SOURCE_DB);
+  await target.query(`CREATE SUBSCRIPTION bl_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${SOURCE_DB} user=postgres' PUBLICATION bl_pub`, [], 'bl_native');
+  try {
+    for (;;) {
+      const [x] = await target.query<{ pending: number }>(`SELECT count(*)::int AS pending FROM pg_subscription_rel WHERE srsubstate <> 'r'`, [], 'bl_native');
+      if (x!.pending === 0) break;
+      await sleep(100);
+    }
+    // Both paused: the apply stopped, the subscription disabled.
+    await handle.signal('pause');
+    await target.query('ALTER SUBSCRIPTION bl_sub DISABLE', [], 'bl_native');
+    for (;;) {
+      const [x] = await source.query<{ active: number }>(`SELECT count(*)::int AS active FROM pg_replication_slots WHERE active AND database = $1`, [SOURCE_DB]);
+      if (x!.active === 0) break;
+      await sleep(100);
+    }
+    const clients = 4;
+    const per = Math.ceil(txns / clients);
+    say(`backlog: pgbench -c ${clients} -t ${per} (${num(per * clients)} transactions) while both sides are paused`);
+    await run('pgbench', ['-n', '-h', source.host, '-p', String(source.port), '-U', 'postgres', '-c', String(clients), '-j', '2', '-t', String(per), SOURCE_DB]);
+    const marker = `backlog done ${randomUUID()}`;
+    await source.query('UPDATE pgbench_branches SET filler = $1 WHERE bid = 1', [marker], SOURCE_DB);
+    const rowsOf = async (db: string) => Number((await target.query<{ n: string }>('SELECT count(*)::text AS n FROM pgbench_history', [], db))[0]!.n);
+    const nat = await timeUntilCaughtUp(target, 'bl_native', marker, await rowsOf('bl_native'), async () => {
+      await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
+    });
+    say(`backlog: native caught up in ${sec(nat.ms)} (first transaction after ${sec(nat.firstMs)})`);
+    const ours = await timeUntilCaughtUp(target, 'bl_dts', marker, await rowsOf('bl_dts'), () => handle.signal('resume'));
+    say(`backlog: pg-dts caught up in ${sec(ours.ms)} (first transaction after ${sec(ours.firstMs)})`);
+    const want = await hashes(source, SOURCE_DB);
+    const same = (await hashes(target, 'bl_dts')) === want && (await hashes(target, 'bl_native')) === want;
+    if (!same) throw new Error('backlog: a target differs from the source');
+    const actual = per * clients;
+    return [
+      `== Backlog of ${num(actual)} pgbench transactions, resume → caught up, each side alone ==`,
+      table([
+        ['', 'pg-dts (resume signal)', 'native (ALTER SUBSCRIPTION … ENABLE)'],
+        ['resume → last transaction on the target', sec(ours.ms), sec(nat.ms)],
+        ['resume → first transaction landed (cold start)', sec(ours.firstMs), sec(nat.firstMs)],
+        ['transactions/s', num(actual / (ours.ms / 1000)), num(actual / (nat.ms / 1000))],
+      ]),
+      `pg-dts rate = ${ratio(nat.ms, ours.ms)} native's (target ≥ 1.0× at 20,000); cold start ${sec(ours.firstMs)} (target < 0.30 s); both targets identical to the source`,
+    ];
+  } finally {
+    await handle.signal('cancel').catch(() => undefined);
+    await handle.result().catch(() => undefined);
+    await target.query('DROP SUBSCRIPTION IF EXISTS bl_sub', [], 'bl_native').catch(() => undefined);
+    await source.query('DROP PUBLICATION IF EXISTS bl_pub', [], SOURCE_DB).catch(() => undefined);
+  }
+}
+
+async function main(): Promise<void> {
+  const opt = options();
+  quietTemporalLogs('ERROR');
+  say(`machine: ${machineDescription()}`);
+  if (opt.only.includes('pgcopydb') && !pgcopydbPath()) throw new Error('pgcopydb is not installed (apt-get install pgcopydb), or leave it out with --only');
+  const cli = ensureTemporalCli();
+  const { source, target, destroy } = await startBenchClusters();
+  const cleanups: Array<() => Promise<void>> = [destroy];
+  const out: string[] = [];
+  try {
+    say('starting a Temporal dev server and a worker process (worker/main.ts)');
+    const temporal = await startTemporal();
+    cleanups.unshift(() => temporal.teardown());
+    const address = temporal.address;
+    const taskQueue = `e2e-${randomUUID().slice(0, 8)}`;
+    const worker = await WorkerProcess.start(address, taskQueue);
+    cleanups.unshift(() => worker.stop());
+    const ctx: Ctx = { source, target, opt, cli, temporal: { address, client: temporal.client }, taskQueue, worker };
+    for (const scale of opt.scales) {
+      const lines = await wholeMigration(ctx, scale);
+      console.log(lines.join('\n'));
+      out.push(...lines, '');
+    }
+    for (const n of opt.backlogs) out.push(...(await backlog(ctx, n)), '');
+    console.log(`\nmachine: ${machineDescription()}\n${out.join('\n')}`);
+  } finally {
+    for (const c of cleanups) await c().catch((e: unknown) => console.error('cleanup:', (e as Error).message));
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  process.exit(1);
+});
