@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/common';
+import { withClient } from '../../activities/db';
 import { preflight } from '../../activities/preflight';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
@@ -117,6 +118,20 @@ describe('preflight refusals', () => {
       expect(await refusal(base())).toContain('the source has no free replication slot: 2 of max_replication_slots = 2 in use');
     } finally {
       await src.query(`SELECT pg_drop_replication_slot('other1'), pg_drop_replication_slot('other2')`, [], 'app');
+    }
+  });
+
+  it('every pg-dts session runs without JIT, whatever the server says (its catalog queries compiled for seconds)', async () => {
+    await src.query(`ALTER SYSTEM SET jit = on`);
+    await src.query(`ALTER SYSTEM SET jit_above_cost = 0`);
+    await src.query('SELECT pg_reload_conf()');
+    try {
+      expect((await src.query<{ jit: string }>('SHOW jit', [], 'app'))[0]!.jit).toBe('on');
+      expect(await withClient(src.uri('app'), async (c) => (await c.query<{ jit: string }>('SHOW jit')).rows[0]!.jit)).toBe('off');
+    } finally {
+      await src.query(`ALTER SYSTEM RESET jit`);
+      await src.query(`ALTER SYSTEM RESET jit_above_cost`);
+      await src.query('SELECT pg_reload_conf()');
     }
   });
 
