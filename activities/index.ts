@@ -197,8 +197,10 @@ async function cancellable<T>(fn: (heartbeat: (details?: unknown) => void) => Pr
 }
 
 /**
- * Quick steps that run while source writes are stopped beat every 2 s, so that a lost worker is
- * noticed within the short heartbeat timeout the workflow gives them (not their start-to-close).
+ * Quick steps beat every 2 s, so that a lost worker is noticed within the heartbeat timeout the
+ * workflow gives them (5 s while source writes are stopped, 30 s otherwise), not after their
+ * 5-minute start-to-close. Only for activities that send no heartbeat details of their own (this
+ * beat carries none).
  */
 function beating<A extends unknown[], T>(fn: (...a: A) => Promise<T>): (...a: A) => Promise<T> {
   return async (...a: A) => {
@@ -248,11 +250,11 @@ export function createActivities(deps: ActivityDeps = {}) {
      * Asks Temporal to cancel the calling workflow run: a run may end as CANCELED only once the server
      * has recorded a cancellation, and a workflow cannot request its own (the cancel signal's end).
      */
-    async requestOwnCancellation(): Promise<void> {
+    requestOwnCancellation: beating(async (): Promise<void> => {
       const exec = Context.current().info.workflowExecution;
       if (!exec) throw new Error('activity was not started by a workflow');
       await Context.current().client.workflow.getHandle(exec.workflowId, exec.runId).cancel();
-    },
+    }),
     /** Whether this worker encrypts payloads (a local activity: the workflow asks before storing a password). */
     async payloadEncryption(): Promise<{ encrypted: boolean }> {
       return { encrypted: deps.encrypted ?? false };
@@ -262,7 +264,7 @@ export function createActivities(deps: ActivityDeps = {}) {
      * With `store`: the table list goes to the plan store on the target once every check has passed,
      * and the result carries only its first `store.track` tables and the count.
      */
-    async preflight(spec: unknown, store?: { migrationId: string; track: number }): Promise<MigrationPlan> {
+    preflight: beating(async (spec: unknown, store?: { migrationId: string; track: number }): Promise<MigrationPlan> => {
       const ctx = Context.current();
       const self = ctx.info.workflowExecution?.workflowId;
       const explicitId = typeof (spec as { id?: unknown } | null)?.id === 'string';
@@ -289,7 +291,7 @@ export function createActivities(deps: ActivityDeps = {}) {
         throw classify(err, 'store the migration plan on the target');
       });
       return { ...plan, tables: plan.tables.slice(0, store.track), tableCount: plan.tables.length };
-    },
+    }),
     createTargetTables: (...a: Parameters<typeof createTargetTables>) => cancellable(() => createTargetTables(...a)),
     /** CREATING_TABLES by reference: the definitions are stored with the plan; the workflow gets counts. */
     async createPlannedTables(input: { spec: Parameters<typeof createTargetTables>[0]['spec']; plan: PlanRef; migrationId?: string }) {
@@ -322,9 +324,10 @@ export function createActivities(deps: ActivityDeps = {}) {
         return finishTargetTables(resolved, { heartbeat, signal: ctx.cancellationSignal });
       });
     },
-    createPublication: async (input: ByRef<Parameters<typeof createPublication>[0], 'tables'>) =>
+    createPublication: beating(async (input: ByRef<Parameters<typeof createPublication>[0], 'tables'>) =>
       createPublication(await resolve(input, 'tables', (defs) => defs.map((d) => d.source))),
-    setReplicaIdentity,
+    ),
+    setReplicaIdentity: beating(setReplicaIdentity),
     validateCounts,
     // `reverse` (afterCutover "reverse", by reference): the fence is on the target's tables.
     fenceSource: beating(async (input: Reversible<ByRef<Parameters<typeof fenceSource>[0], 'tables'>>) =>
@@ -336,22 +339,23 @@ export function createActivities(deps: ActivityDeps = {}) {
       const ctx = Context.current();
       return cancellable((heartbeat) => installFence(resolved, { heartbeat, signal: ctx.cancellationSignal }));
     },
-    liftFence: async (input: Reversible<ByRef<Parameters<typeof liftFence>[0], 'tables'>>) => liftFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
-    removeFence: async (input: Reversible<ByRef<Parameters<typeof removeFence>[0], 'tables'>>) => removeFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),
+    liftFence: beating(async (input: Reversible<ByRef<Parameters<typeof liftFence>[0], 'tables'>>) => liftFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables))),
+    removeFence: beating(async (input: Reversible<ByRef<Parameters<typeof removeFence>[0], 'tables'>>) => removeFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables))),
     syncSequences: beating(async (input: Reversible<ByRef<Parameters<typeof syncSequences>[0], 'sequences'>>) => {
       const result = await syncSequences(await resolveSide(input, 'sequences', sequencesOf, reverseSequencesOf));
       // By reference: how many, and the first ones (one per sequence would grow with the tables).
       return input.plan ? result.slice(0, RESULTS_BEYOND_PAGE) : result;
     }),
     commitCutover: beating(async (input: ByRef<Parameters<typeof commitCutover>[0], 'tables'>) => commitCutover(await resolve(input, 'tables', fenceTables))),
-    fenceHolds,
-    hardenFence,
+    fenceHolds: beating(fenceHolds),
+    hardenFence: beating(hardenFence),
     /** FINALIZING with afterCutover "reverse": publication and slot on the target, before the application moves there. */
-    createReverseReplication: async (input: ByRef<Parameters<typeof createReverseReplication>[0], 'tables'>) =>
+    createReverseReplication: beating(async (input: ByRef<Parameters<typeof createReverseReplication>[0], 'tables'>) =>
       createReverseReplication(await resolve(input, 'tables', targetTables)),
+    ),
 
     /** MIGRATING_DATA by reference: sizes, page ranges and batches, stored with the plan. */
-    planCopyBatches,
+    planCopyBatches: beating(planCopyBatches),
 
     /** Copies one batch of units (many small tables, or one page range) inside the snapshot. */
     async copyTableBatch(input: CopyBatchInput): Promise<CopyBatchResult> {
@@ -382,7 +386,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     },
 
     /** The end of a migration kept by reference (finalized, cancelled or failed): its plan rows go. */
-    async forgetPlan(input: { target: ConnectionSpec; migrationId: string }): Promise<void> {
+    forgetPlan: beating(async (input: { target: ConnectionSpec; migrationId: string }): Promise<void> => {
       const plan: PlanRef = { target: input.target, migrationId: input.migrationId };
       try {
         // Range records exist only for tables copied in ranges; naming every table is harmless.
@@ -392,7 +396,7 @@ export function createActivities(deps: ActivityDeps = {}) {
       } catch (err) {
         throw classify(err, 'forget the migration plan');
       }
-    },
+    }),
 
     /** FINALIZING (spec.objects): views, materialized views, functions and triggers, renamed through the mapping. */
     async createSchemaObjects(input: ByRef<SchemaObjectsInput, 'tables'>): Promise<SchemaObjectsResult> {
@@ -500,7 +504,7 @@ export function createActivities(deps: ActivityDeps = {}) {
       }
     },
 
-    async dropTargetTables(input: { target: ConnectionSpec; tables?: QualifiedName[]; plan?: PlanRef; migrationId?: string }): Promise<DropTargetResult> {
+    dropTargetTables: beating(async (input: { target: ConnectionSpec; tables?: QualifiedName[]; plan?: PlanRef; migrationId?: string }): Promise<DropTargetResult> => {
       try {
         // By reference: INIT's list (CREATING_TABLES may have failed before storing definitions).
         const tables = input.tables ?? (input.plan ? (await readTablePlans(input.plan)).map((t) => t.target) : []);
@@ -508,16 +512,16 @@ export function createActivities(deps: ActivityDeps = {}) {
       } catch (err) {
         throw classify(err, 'drop target tables');
       }
-    },
+    }),
 
     /** MIGRATING_DATA: the size of each table and, for the large ones, the page ranges to copy. */
-    planCopies,
+    planCopies: beating(planCopies),
 
     /**
      * Before one copy round of ranged tables: empties them and forgets earlier range records. Returns
      * how many ranges an earlier round had committed (copied twice from now on).
      */
-    async prepareRangedCopies(input: {
+    prepareRangedCopies: beating(async (input: {
       target: ConnectionSpec;
       tables?: QualifiedName[];
       plan?: PlanRef;
@@ -525,14 +529,14 @@ export function createActivities(deps: ActivityDeps = {}) {
       snapshot?: string;
       snapshotLsn?: string;
       migrationId?: string;
-    }): Promise<number> {
+    }): Promise<number> => {
       const tables = input.tables ?? (input.plan ? (await readDefs(input.plan, input.ords ?? [])).map((d) => d.target) : []);
       let removed = 0;
       for (const table of tables) removed += await prepareRangedCopy({ target: input.target, table, snapshot: input.snapshot, snapshotLsn: input.snapshotLsn, migrationId: input.migrationId });
       return removed;
-    },
+    }),
 
-    forgetCopyProgress,
+    forgetCopyProgress: beating(forgetCopyProgress),
 
     async copyTable(input: CopyTableInput): Promise<CopyTableResult> {
       const ctx = Context.current();
@@ -762,7 +766,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     },
 
     /** Drops the slot (ending its walsender), the publication and the target's progress row. */
-    async dropReplication(input: { source: ConnectionSpec; target: ConnectionSpec; slot: string; publication: string }): Promise<void> {
+    dropReplication: beating(async (input: { source: ConnectionSpec; target: ConnectionSpec; slot: string; publication: string }): Promise<void> => {
       try {
         await dropSlot(input.source, input.slot);
         await dropPublication(input.source, input.publication);
@@ -770,7 +774,7 @@ export function createActivities(deps: ActivityDeps = {}) {
       } catch (err) {
         throw classify(err, 'drop replication slot and publication');
       }
-    },
+    }),
 
   };
 }
