@@ -6,7 +6,7 @@
  */
 import { copyTable, copyWholeTables, planCopies, type CopyHooks, type CopyPlan, type CopyProgress } from './copy';
 import { assignBatches, readBatch, readDefs, storeCopyPlan, type PlanRef } from './plan-store';
-import type { ConnectionSpec } from './spec';
+import type { ConnectionSpec, QualifiedName } from './spec';
 
 /** Small tables share a batch up to this many of them... */
 export const BATCH_MAX_TABLES = 100;
@@ -100,7 +100,8 @@ export interface CopyBatchResult extends CopyProgress {
 export async function copyBatch(
   input: CopyBatchInput,
   hooks: CopyHooks & {
-    unit?: (u: { table: string; ord: number; at: CopyProgress }) => void;
+    /** The unit (table or range) the batch moves to: `table` its source as displayed, `names` both sides. */
+    unit?: (u: { table: string; names: { source: QualifiedName; target: QualifiedName }; ord: number; at: CopyProgress }) => void;
     /** A whole table, or one page range of a large one, has landed (one log line each). */
     copied?: (u: { table: string; range?: string; rows: number; bytes: number; durationMs: number }) => void;
   },
@@ -118,7 +119,7 @@ export async function copyBatch(
   };
   const whole = units.filter((u) => !u.range);
   if (whole[0]) {
-    hooks.unit?.({ table: `${whole[0].def.source.schema}.${whole[0].def.source.name}`, ord: whole[0].ord, at: { rows: out.rows, bytes: out.bytes } });
+    hooks.unit?.({ table: `${whole[0].def.source.schema}.${whole[0].def.source.name}`, names: whole[0].def, ord: whole[0].ord, at: { rows: out.rows, bytes: out.bytes } });
     const before = { ...out };
     await copyWholeTables(
       {
@@ -140,13 +141,13 @@ export async function copyBatch(
           if (r.recopied) out.recopied = (out.recopied ?? 0) + 1;
           hooks.copied?.({ table: `${u.def.source.schema}.${u.def.source.name}`, rows: r.rows, bytes: r.bytes, durationMs: r.durationMs });
           const next = whole[i + 1];
-          if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, ord: next.ord, at: { rows: out.rows, bytes: out.bytes } });
+          if (next) hooks.unit?.({ table: `${next.def.source.schema}.${next.def.source.name}`, names: next.def, ord: next.ord, at: { rows: out.rows, bytes: out.bytes } });
         },
       },
     );
   }
   for (const u of units.filter((x) => x.range)) {
-    hooks.unit?.({ table: `${u.def.source.schema}.${u.def.source.name}`, ord: u.ord, at: { rows: out.rows, bytes: out.bytes } });
+    hooks.unit?.({ table: `${u.def.source.schema}.${u.def.source.name}`, names: u.def, ord: u.ord, at: { rows: out.rows, bytes: out.bytes } });
     const base = { rows: out.rows, bytes: out.bytes };
     const r = await copyTable(
       {

@@ -28,6 +28,7 @@ import { migrateSchemaObjects, type SchemaObjectsInput, type SchemaObjectsResult
 import type { ConnectionSpec, QualifiedName } from './spec';
 import { forgetPlan, readDefs, readTablePlans, storeDefs, storeTablePlans, type PlanRef } from './plan-store';
 import { batchDefs, copyBatch, planCopyBatches, type CopyBatchInput, type CopyBatchResult } from './copy-batch';
+import { CopyLockWatch } from './lock-wait';
 import type { TableDef } from './model';
 import { fenceTables, namePairs, reverseFenceTables, reverseNamePairs, reverseSequencesOf, sequencesOf, targetTables, validationTables } from '../workflows/plan-views';
 
@@ -147,7 +148,7 @@ class CopyProgressReporter {
       run.timer = undefined;
       if (this.runs.get(key) !== run || run.units.size === 0) return;
       const units = [...run.units.values()];
-      const fingerprint = units.map((u) => `${u.unit}:${u.rows}`).join(',');
+      const fingerprint = units.map((u) => `${u.unit}:${u.rows}:${u.waiting ? `${u.waiting.side}/${u.waiting.pid ?? ''}` : ''}`).join(',');
       // Nothing moved since the last report: no signal (every signal is a history event).
       if (fingerprint === run.last) {
         this.schedule(key);
@@ -365,15 +366,23 @@ export function createActivities(deps: ActivityDeps = {}) {
       let table = unit;
       // Where the current table started in the batch's progress: reports are per table.
       let start = { rows: 0, bytes: 0 };
+      let last = { rows: 0, bytes: 0 };
+      const report = () => {
+        if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: last.rows - start.rows, bytes: last.bytes - start.bytes, ...(watch.waiting ? { waiting: watch.waiting } : {}) });
+      };
+      const watch = new CopyLockWatch({ source: input.source, target: input.target }, report);
       try {
         const result = await copyBatch(input, {
           unit: (u) => {
             table = u.table;
             start = u.at;
+            watch.table(u.names);
           },
           heartbeat: (p) => {
             ctx.heartbeat(p);
-            if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows - start.rows, bytes: p.bytes - start.bytes });
+            last = p;
+            watch.progress(p.rows);
+            report();
           },
           copied: (c) => log.info('table copied', { table: c.table, range: c.range, batch: input.batch, rows: c.rows, ms: c.durationMs }),
           signal: ctx.cancellationSignal,
@@ -381,6 +390,7 @@ export function createActivities(deps: ActivityDeps = {}) {
         log.info('batch copied', { batch: input.batch, units: result.units, rows: result.rows, ms: result.durationMs });
         return result;
       } finally {
+        await watch.close();
         if (exec) copyReporter.done(exec.workflowId, exec.runId, unit);
       }
     },
@@ -543,17 +553,26 @@ export function createActivities(deps: ActivityDeps = {}) {
       const exec = ctx.info.workflowExecution;
       const table = `${input.table.source.schema}.${input.table.source.name}`;
       const unit = input.range ? `${table}#${input.range.id}` : table;
+      let last = { rows: 0, bytes: 0 };
+      const report = () => {
+        if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: last.rows, bytes: last.bytes, ...(watch.waiting ? { waiting: watch.waiting } : {}) });
+      };
+      const watch = new CopyLockWatch({ source: input.source, target: input.target }, report);
+      watch.table(input.table);
       try {
         const result = await copyTable(input, {
           heartbeat: (p) => {
             ctx.heartbeat(p);
-            if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: p.rows, bytes: p.bytes });
+            last = p;
+            watch.progress(p.rows);
+            report();
           },
           signal: ctx.cancellationSignal,
         });
         log.info('table copied', { table, range: input.range?.id, rows: result.rows, ms: result.durationMs });
         return result;
       } finally {
+        await watch.close();
         if (exec) copyReporter.done(exec.workflowId, exec.runId, unit);
       }
     },

@@ -149,6 +149,7 @@ export function formatStatus(s: MigrationStatus, opts: { summary?: boolean } = {
   if (lag) lines.push(`  ${lag}`);
   const waiting = waitingLine(s);
   if (waiting) lines.push(`  ${waiting}`);
+  for (const l of copyWaitLines(s)) lines.push(`  ${l}`);
   for (const l of footerLines(s)) lines.push(`  ${l}`);
   return lines.join('\n');
 }
@@ -159,6 +160,16 @@ export function waitingLine(s: Pick<MigrationStatus, 'waiting'>): string | undef
   if (!w) return undefined;
   const on = w.pid !== undefined ? `transaction of pid ${w.pid} (open ${w.ageSeconds ?? '?'} s${w.state ? `, ${w.state}` : ''})` : 'transactions older than it (not visible to this role)';
   return `waiting: the replication slot's creation (since ${w.since}) waits for ${on} to end`;
+}
+
+/** Copy units standing still on a table lock: which side, which lock, who holds it. */
+export function copyWaitLines(s: Pick<MigrationStatus, 'copying'>): string[] {
+  return (s.copying ?? []).flatMap((c) => {
+    const w = c.waiting;
+    if (!w) return [];
+    const by = w.pid !== undefined ? `pid ${w.pid}${w.state || w.ageSeconds !== undefined ? ` (${[w.state, w.ageSeconds !== undefined ? `transaction open ${w.ageSeconds} s` : ''].filter(Boolean).join(', ')})` : ''}` : 'a backend not visible to this role';
+    return [`waiting: the copy of ${c.table} (${c.unit}) has waited ${w.waitedSeconds} s for ${w.mode} on the ${w.side} table ${w.table}, held by ${by}`];
+  });
 }
 
 export function formatReport(r: MigrationReport): string {

@@ -195,7 +195,7 @@ export interface MigrationStatus {
    * MIGRATING_DATA: each copy unit in flight (at most spec.parallelism) with the table it is on and
    * its rows and bytes so far, whether or not that table is on the page of `tables`.
    */
-  copying?: Array<{ unit: string; table: string; rows: number; bytes: number }>;
+  copying?: Array<{ unit: string; table: string; rows: number; bytes: number; waiting?: CopyLockWait }>;
   /**
    * What the migration waits for, while it waits: the replication slot's creation waits until every
    * transaction older than it has ended (the oldest such transaction's backend pid and age, when the
@@ -303,7 +303,22 @@ export const slotWalSignal = defineSignal<[SlotWalReport]>('slotWal');
  * at most every 30 s once past the first seconds): live rows between the table-done events.
  */
 export interface CopyProgressReport {
-  units: Array<{ table: string; unit: string; snapshot?: string; rows: number; bytes: number }>;
+  units: Array<{ table: string; unit: string; snapshot?: string; rows: number; bytes: number; waiting?: CopyLockWait }>;
+}
+
+/** A copy unit standing still because its session waits for a lock on the table (activities/lock-wait.ts). */
+export interface CopyLockWait {
+  /** Where the copy waits: reading the source table or loading the target table. */
+  side: 'source' | 'target';
+  /** The table locked on that side. */
+  table: string;
+  /** The lock mode the copy asked for. */
+  mode: string;
+  waitedSeconds: number;
+  /** The first backend holding or queued ahead for the lock, its state and how long its transaction has been open. */
+  pid?: number;
+  state?: string;
+  ageSeconds?: number;
 }
 export const copyProgressSignal = defineSignal<[CopyProgressReport]>('copyProgress');
 

@@ -29,6 +29,7 @@ import {
   snapshotReadySignal,
   statusQuery,
   TABLES_PAGE,
+  type CopyLockWait,
   type MigrationProgress,
   type MigrationReport,
   type MigrationStatus,
@@ -426,7 +427,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     snapshot: undefined as string | undefined,
     /** Units in flight -> their table. */
     running: new Map<string, string>(),
-    live: new Map<string, { table: string; rows: number; bytes: number }>(),
+    live: new Map<string, { table: string; rows: number; bytes: number; waiting?: CopyLockWait }>(),
     doneRows: new Map<string, { rows: number; bytes: number }>(),
     rate: new Map<string, { at: number; rows: number }>(),
     /** Every unit of the round has landed: the snapshot is no longer needed (per-table post-load). */
@@ -456,7 +457,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
     for (const u of r.units) {
       // Reports of another round, or of a unit that has ended since, are stale.
       if (u.snapshot !== round.snapshot || !round.running.has(u.unit)) continue;
-      round.live.set(u.unit, { table: u.table, rows: u.rows, bytes: u.bytes });
+      round.live.set(u.unit, { table: u.table, rows: u.rows, bytes: u.bytes, ...(u.waiting ? { waiting: u.waiting } : {}) });
     }
     for (const table of new Set(r.units.map((u) => u.table))) {
       const ts = state.tables.find((t) => t.source === table);

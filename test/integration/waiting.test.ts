@@ -2,7 +2,9 @@
  * Waiting is visible: a transaction left open on the source makes the replication slot's creation
  * wait (CREATE_REPLICATION_SLOT waits for every older transaction with an xid). The status names the
  * transaction's pid and age while the snapshot holder keeps beating past its 20 s heartbeat timeout;
- * once the transaction ends the migration completes, source and target equal.
+ * once the transaction ends the migration completes, source and target equal. A copy that waits for
+ * a lock on its table (here an ACCESS EXCLUSIVE lock held on the source) is named in `status.copying`
+ * and `dts status` with the lock and the backend holding it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
@@ -89,4 +91,46 @@ describe('waiting visibility', () => {
       await blocker.end();
     }
   }, 180_000);
+
+  it('a copy waiting for a table lock on the source: status.copying names the lock and its holder; released, the migration completes', async () => {
+    const db = 'wt_lock';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    await env.source.query(
+      `CREATE TABLE public.big (id int PRIMARY KEY, v text);
+       INSERT INTO public.big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 400000) g;
+       CREATE TABLE public.small (id int PRIMARY KEY, v text);
+       INSERT INTO public.small SELECT g, md5(g::text) FROM generate_series(1, 100) g;`,
+      [],
+      db,
+    );
+    // One session: big (largest first) is copied before small.
+    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tables: ['big', 'small'], parallelism: 1 });
+    await waitFor('big to be copying', async () => ((await m.status()).copying?.some((c) => c.table === 'public.big') ? true : undefined), 120_000);
+    const blocker: Client = await env.source.client(db);
+    let released = false;
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE public.small IN ACCESS EXCLUSIVE MODE');
+      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const s = await waitFor('status.copying to name the lock on small', async () => {
+        const st = await m.status();
+        return st.copying?.some((c) => c.waiting?.pid === pid) ? st : undefined;
+      }, 120_000);
+      const unit = s.copying!.find((c) => c.waiting)!;
+      expect(unit.table).toBe('public.small');
+      expect(unit.waiting).toMatchObject({ side: 'source', table: 'public.small', mode: 'AccessShareLock', pid, state: 'idle in transaction', waitedSeconds: expect.any(Number) });
+      expect(formatStatus(s)).toMatch(new RegExp(`waiting: the copy of public\\.small \\(.*\\) has waited \\d+ s for AccessShareLock on the source table public\\.small, held by pid ${pid} \\(idle in transaction, transaction open \\d+ s\\)`));
+      await blocker.query('ROLLBACK');
+      released = true;
+      const report = await m.result();
+      expect(report.phase).toBe('COMPLETED');
+      for (const t of ['big', 'small']) {
+        expect(await fingerprint(env.target, db, 'public', t), t).toEqual(await fingerprint(env.source, db, 'public', t));
+      }
+    } finally {
+      if (!released) await blocker.query('ROLLBACK').catch(() => undefined);
+      await blocker.end();
+    }
+  }, 300_000);
 });
