@@ -20,7 +20,7 @@ import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResul
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
+import { applyProgressSignal, copyProgressSignal, indexProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type IndexBuildProgress, type IndexProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
 import { readSlotWal, walFailure, walReportDue, walVerdict, type WalBudget, type WalVerdict } from './wal';
 import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { findOrphans, formatLeftover, runningMigrationIds } from './leftovers';
@@ -167,6 +167,65 @@ class CopyProgressReporter {
       this.schedule(key);
     }, run.every);
     run.timer.unref();
+  }
+}
+
+/**
+ * The index builds of one post-load activity to its workflow (`indexProgress`): on a change, at most
+ * every 1 s at first and every 30 s after a while (every signal is a history event); an empty report
+ * at its end, so that the status forgets its builds.
+ */
+class IndexProgressReporter {
+  private every = 1000;
+  private lastSent = 0;
+  private timer?: NodeJS.Timeout;
+  private pending?: IndexBuildProgress[];
+  private sentAny = false;
+  private sending: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly workflowId: string,
+    private readonly runId: string,
+    private readonly builder: string,
+  ) {}
+
+  update(builds: IndexBuildProgress[]): void {
+    this.pending = builds;
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastSent + this.every - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, wait);
+    this.timer.unref();
+  }
+
+  private flush(): void {
+    const builds = this.pending;
+    if (!builds) return;
+    this.pending = undefined;
+    if (!this.sentAny && builds.length === 0) return;
+    this.sentAny = true;
+    this.lastSent = Date.now();
+    this.every = Math.min(30_000, this.every * 2);
+    const report: IndexProgressReport = { builder: this.builder, builds };
+    this.sending = this.sending.then(() =>
+      this.ctx.client.workflow
+        .getHandle(this.workflowId, this.runId)
+        .signal(indexProgressSignal, report)
+        .catch(() => undefined),
+    );
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.sentAny) {
+      this.pending = [];
+      this.flush();
+    }
+    await this.sending;
   }
 }
 
@@ -322,7 +381,13 @@ export function createActivities(deps: ActivityDeps = {}) {
           rest.defs || !rest.plan
             ? await resolve<Parameters<typeof finishTargetTables>[0], 'defs'>(rest, 'defs', (d) => d)
             : { ...rest, defs: batch !== undefined ? await batchDefs(rest.plan, batch) : await readDefs(rest.plan, ords) };
-        return finishTargetTables(resolved, { heartbeat, signal: ctx.cancellationSignal });
+        const exec = ctx.info.workflowExecution;
+        const reporter = exec ? new IndexProgressReporter(ctx, exec.workflowId, exec.runId, ctx.info.activityId) : undefined;
+        try {
+          return await finishTargetTables(resolved, { heartbeat, signal: ctx.cancellationSignal, ...(reporter ? { builds: (b) => reporter.update(b) } : {}) });
+        } finally {
+          await reporter?.close();
+        }
       });
     },
     createPublication: beating(async (input: ByRef<Parameters<typeof createPublication>[0], 'tables'>) =>

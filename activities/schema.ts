@@ -14,6 +14,8 @@ import type { MigrationPlan } from './preflight';
 import { addedObjects, assertOurs, catalogObjects, markObjects, markTables, tableMarks } from './marks';
 import { qname } from './sql';
 import type { QualifiedName } from './spec';
+import { IndexBuildWatch, type RunningStatement } from './index-progress';
+import type { IndexBuildProgress } from '../workflows/contract';
 
 /**
  * With `migrationId` (every run since the target-marks patch) each table and partition is marked as
@@ -232,6 +234,8 @@ export interface FinishTargetTablesHooks {
   heartbeat?(progress: { jobsDone: number; jobs: number }): void;
   /** Aborting it cancels the statements running on the target and rejects. */
   signal?: AbortSignal;
+  /** The index builds running for over 2 s, on each change (an empty list once none runs). */
+  builds?(builds: IndexBuildProgress[]): void;
 }
 
 export async function finishTargetTables(input: FinishTargetTablesInput, hooks: FinishTargetTablesHooks = {}): Promise<{ statements: number; skipped: string[] }> {
@@ -273,7 +277,13 @@ export async function finishTargetTables(input: FinishTargetTablesInput, hooks: 
         throw Object.assign(err as object, { failedStatement: st.sql });
       }
     };
-    await runJobs(jobs, clients, runStep, hooks, () => connect(input.target, { applicationName: 'pg-dts schema' }));
+    const running = new Map<number, RunningStatement>();
+    const builds = hooks.builds ? new IndexBuildWatch(input.target, running, hooks.builds) : undefined;
+    try {
+      await runJobs(jobs, clients, runStep, hooks, () => connect(input.target, { applicationName: 'pg-dts schema' }), running);
+    } finally {
+      await builds?.close();
+    }
     return { statements, skipped };
   } catch (err) {
     // Cancelled: the caller's own reason (Temporal's CancelledFailure), not a failure of ours.
@@ -297,6 +307,7 @@ async function runJobs(
   runStep: (c: Client, st: PostLoadStatement, job: PostLoadJob) => Promise<void>,
   hooks: FinishTargetTablesHooks,
   connectOne: () => Promise<Client>,
+  running?: Map<number, RunningStatement>,
 ): Promise<void> {
   const waiting = new Map(jobs.map((j) => [j.id, new Set(j.after)]));
   const dependents = new Map<number, number[]>();
@@ -370,6 +381,7 @@ async function runJobs(
       try {
         for (const st of job.steps) {
           if (failure) return;
+          running?.set(s.pid, { table: job.table, sql: st.sql, since: Date.now() });
           await runStep(s.client, st, job);
         }
       } catch (err) {
@@ -381,6 +393,7 @@ async function runJobs(
         return;
       } finally {
         if (!failure) hooks.heartbeat?.({ jobsDone: ++done, jobs: jobs.length });
+        running?.delete(s.pid);
         busy.delete(s.pid);
         for (const l of job.locks) held.delete(l);
         for (const d of dependents.get(job.id) ?? []) waiting.get(d)!.delete(job.id);

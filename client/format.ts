@@ -150,6 +150,7 @@ export function formatStatus(s: MigrationStatus, opts: { summary?: boolean } = {
   const waiting = waitingLine(s);
   if (waiting) lines.push(`  ${waiting}`);
   for (const l of copyWaitLines(s)) lines.push(`  ${l}`);
+  for (const b of s.indexing ?? []) lines.push(`  indexing ${b.table}: ${b.index}, ${b.phase}${b.percent !== undefined ? ` ${b.percent}%` : ''} (${humanDuration(b.seconds)})`);
   for (const l of footerLines(s)) lines.push(`  ${l}`);
   return lines.join('\n');
 }

@@ -196,6 +196,8 @@ export interface MigrationStatus {
    * its rows and bytes so far, whether or not that table is on the page of `tables`.
    */
   copying?: Array<{ unit: string; table: string; rows: number; bytes: number; waiting?: CopyLockWait }>;
+  /** MIGRATING_DATA: index builds running longer than 2 s on the target, with their phase and progress. */
+  indexing?: IndexBuildProgress[];
   /**
    * What the migration waits for, while it waits: the replication slot's creation waits until every
    * transaction older than it has ended (the oldest such transaction's backend pid and age, when the
@@ -305,6 +307,25 @@ export const slotWalSignal = defineSignal<[SlotWalReport]>('slotWal');
 export interface CopyProgressReport {
   units: Array<{ table: string; unit: string; snapshot?: string; rows: number; bytes: number; waiting?: CopyLockWait }>;
 }
+
+/** An index build running on the target after a table's load (pg_stat_progress_create_index). */
+export interface IndexBuildProgress {
+  /** The target table. */
+  table: string;
+  index: string;
+  /** PostgreSQL's phase, e.g. "building index: scanning table". */
+  phase: string;
+  /** Of the current phase's blocks (or tuples), when PostgreSQL counts them. */
+  percent?: number;
+  /** Since the statement began. */
+  seconds: number;
+}
+/** Sent by a post-load activity while its index builds run (bounded cadence); `builds` empty at its end. */
+export interface IndexProgressReport {
+  builder: string;
+  builds: IndexBuildProgress[];
+}
+export const indexProgressSignal = defineSignal<[IndexProgressReport]>('indexProgress');
 
 /** A copy unit standing still because its session waits for a lock on the table (activities/lock-wait.ts). */
 export interface CopyLockWait {

@@ -17,6 +17,7 @@ import {
   cancelSignal,
   commitSignal,
   copyProgressSignal,
+  indexProgressSignal,
   cutoverSignal,
   MigrationPhaseKey,
   pauseSignal,
@@ -30,6 +31,7 @@ import {
   statusQuery,
   TABLES_PAGE,
   type CopyLockWait,
+  type IndexBuildProgress,
   type MigrationProgress,
   type MigrationReport,
   type MigrationStatus,
@@ -234,13 +236,16 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
   const copiesInFlight = new Set<wf.CancellationScope>();
   /** Copies interrupted by a pause (not by a cancel): redone, whatever the flag says by the time they end. */
   const pausedCopies = new Set<wf.CancellationScope>();
+  /** Index builds running on the target, per post-load activity (its last `indexProgress` report). */
+  const indexBuilds = new Map<string, IndexBuildProgress[]>();
   // The page asked for; `tables` never holds more than TABLES_PAGE entries by reference.
   wf.setHandler(statusQuery, (page) => {
     // The units in flight, from the copy reports (a query only reads: nothing here reaches history).
     const copying = state.phase === 'MIGRATING_DATA' && round.live.size ? { copying: [...round.live].map(([unit, l]) => ({ unit, ...l })) } : {};
+    const indexing = state.phase === 'MIGRATING_DATA' && indexBuilds.size ? { indexing: [...indexBuilds.values()].flat() } : {};
     return page && (page.offset !== undefined || page.limit !== undefined)
-      ? { ...state, ...copying, tables: state.tables.slice(page.offset ?? 0, (page.offset ?? 0) + (page.limit ?? TABLES_PAGE)) }
-      : { ...state, ...copying };
+      ? { ...state, ...copying, ...indexing, tables: state.tables.slice(page.offset ?? 0, (page.offset ?? 0) + (page.limit ?? TABLES_PAGE)) }
+      : { ...state, ...copying, ...indexing };
   }, { description: 'phase, per-table progress (a page: { offset, limit }), lag, cutover, proof, WAL, notices' }
   );
   /** The report once the run has ended (the `report` query): a CANCELED run carries none. */
@@ -453,6 +458,10 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
       round.rate.set(ts.source, { at: now, rows });
     } else if (!prev || rows < prev.rows) round.rate.set(ts.source, { at: now, rows });
   };
+  wf.setHandler(indexProgressSignal, (r) => {
+    if (r.builds.length) indexBuilds.set(r.builder, r.builds);
+    else indexBuilds.delete(r.builder);
+  }, { description: 'internal (post-load activities): index builds running on the target, on a change, backing off to every 30 s' });
   wf.setHandler(copyProgressSignal, (r) => {
     for (const u of r.units) {
       // Reports of another round, or of a unit that has ended since, are stale.

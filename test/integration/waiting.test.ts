@@ -133,4 +133,32 @@ describe('waiting visibility', () => {
       await blocker.end();
     }
   }, 300_000);
+
+  it('an index build running on the target is shown with its phase while MIGRATING_DATA lasts', async () => {
+    const db = 'wt_index';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    // An expression index that takes seconds to build: md5 over 16 KB per row.
+    await env.source.query(
+      `CREATE TABLE public.ix (id int PRIMARY KEY, v text);
+       INSERT INTO public.ix SELECT g, md5(g::text) FROM generate_series(1, 150000) g;
+       CREATE INDEX ix_expensive ON public.ix (md5(repeat(v, 500)));`,
+      [],
+      db,
+    );
+    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tables: ['ix'] });
+    const s = await waitFor('status.indexing to show the build', async () => {
+      const st = await m.status();
+      return st.indexing?.some((b) => b.index === 'ix_expensive') ? st : undefined;
+    }, 180_000);
+    const b = s.indexing!.find((x) => x.index === 'ix_expensive')!;
+    expect(b).toMatchObject({ table: 'public.ix', phase: expect.stringMatching(/^building index|^initializing|^waiting/), seconds: expect.any(Number) });
+    expect(formatStatus(s)).toMatch(/indexing public\.ix: ix_expensive, /);
+    const report = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    expect((await m.status()).indexing).toBeUndefined();
+    expect(await fingerprint(env.target, db, 'public', 'ix')).toEqual(await fingerprint(env.source, db, 'public', 'ix'));
+    const [idx] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'ix' AND indexname = 'ix_expensive'`, [], db);
+    expect(idx!.n).toBe(1);
+  }, 300_000);
 });
