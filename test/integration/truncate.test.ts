@@ -27,13 +27,13 @@ afterAll(async () => {
 const TABLES = ['slow', 'gate', 't', 'tk', 'u'];
 
 describe('TRUNCATE after the snapshot, before the copy', () => {
-  it('completes with identical content: the changes before the TRUNCATE to rows the copy never saw are let through, every other table stays strict', async () => {
+  it('completes with identical content when t and tk are truncated after the snapshot, before their copies', async () => {
     const db = 'trunc';
     await env.source.createDatabase(db);
     await env.target.createDatabase(db);
     await env.source.query(
       `CREATE TABLE public.slow (id int PRIMARY KEY, body text);
-       INSERT INTO public.slow SELECT g, repeat(md5(g::text), 15000) FROM generate_series(1, 120) g;
+       INSERT INTO public.slow SELECT g, repeat(md5(g::text), 15000) FROM generate_series(1, 200) g;
        CREATE TABLE public.gate (id int PRIMARY KEY, pad text);
        INSERT INTO public.gate SELECT g, repeat('g', 40) FROM generate_series(1, 5000) g;
        CREATE TABLE public.t (id int PRIMARY KEY, n int NOT NULL);
