@@ -141,10 +141,13 @@ describe('the copy records a table it read truncated, the apply relaxes only tha
     await env.source.createDatabase(db);
     await env.target.createDatabase(db);
     const ddl = `CREATE TABLE public.a (id int PRIMARY KEY, n int NOT NULL); CREATE TABLE public.b (id int PRIMARY KEY, n int NOT NULL);
-                 CREATE TABLE public.r (id int PRIMARY KEY, n int NOT NULL)`;
+                 CREATE TABLE public.r (id int PRIMARY KEY, n int NOT NULL);
+                 CREATE TABLE public.p (id int PRIMARY KEY, n int NOT NULL) PARTITION BY RANGE (id);
+                 CREATE TABLE public.p1 PARTITION OF public.p FOR VALUES FROM (0) TO (50); CREATE TABLE public.p2 PARTITION OF public.p FOR VALUES FROM (50) TO (10000)`;
     await env.source.query(
       `${ddl}; INSERT INTO public.a SELECT g, 0 FROM generate_series(1, 100) g; INSERT INTO public.b SELECT g, 0 FROM generate_series(1, 100) g;
-       INSERT INTO public.r SELECT g, 0 FROM generate_series(1, 100) g; CREATE PUBLICATION tr_pub FOR TABLE public.a, public.b, public.r`,
+       INSERT INTO public.r SELECT g, 0 FROM generate_series(1, 100) g; INSERT INTO public.p SELECT g, 0 FROM generate_series(1, 100) g;
+       CREATE PUBLICATION tr_pub FOR TABLE public.a, public.b, public.r, public.p WITH (publish_via_partition_root = true)`,
       [],
       db,
     );
@@ -153,21 +156,22 @@ describe('the copy records a table it read truncated, the apply relaxes only tha
     const t = (name: string) => ({ source: { schema: 'public', name }, target: { schema: 'public', name }, copyColumns: ['id', 'n'] });
     const hooks = { heartbeat: () => undefined, signal: new AbortController().signal };
     const slot = await createSlotWithSnapshot(src, 'tr_slot');
-    // After the snapshot, before the copies: a and r (copied in a page range) truncated, b only updated.
+    // After the snapshot, before the copies: a, r (copied in a page range) and p (partitioned: its leaves' files) truncated, b only updated.
     await env.source.query(
       `UPDATE public.a SET n = 1 WHERE id <= 10; DELETE FROM public.a WHERE id BETWEEN 11 AND 15; TRUNCATE public.a;
        INSERT INTO public.a SELECT g, 0 FROM generate_series(1001, 1020) g; UPDATE public.a SET n = 2 WHERE id <= 1005;
-       UPDATE public.b SET n = 1 WHERE id <= 5; UPDATE public.r SET n = 1 WHERE id <= 3; TRUNCATE public.r; INSERT INTO public.r VALUES (7, 7)`,
+       UPDATE public.b SET n = 1 WHERE id <= 5; UPDATE public.r SET n = 1 WHERE id <= 3; TRUNCATE public.r; INSERT INTO public.r VALUES (7, 7);
+       DELETE FROM public.p WHERE id IN (1, 99); TRUNCATE public.p; INSERT INTO public.p VALUES (5, 5), (500, 5)`,
       [],
       db,
     );
-    await copyWholeTables({ source: src, target: tgt, tables: [t('a'), t('b')], snapshot: slot.snapshotName, snapshotLsn: slot.consistentPoint }, hooks);
+    await copyWholeTables({ source: src, target: tgt, tables: [t('a'), t('b'), t('p')], snapshot: slot.snapshotName, snapshotLsn: slot.consistentPoint }, hooks);
     await prepareRangedCopy({ target: tgt, table: t('r').target, snapshot: slot.snapshotName, snapshotLsn: slot.consistentPoint });
     await copyTable({ source: src, target: tgt, table: t('r'), snapshot: slot.snapshotName, range: { id: '1/1', pageFrom: 0 } }, hooks);
     await slot.client.end();
     const c = await env.target.client(db);
-    const rewritten = await readRewrittenCopies(c, ['a', 'b', 'r'].map((n) => t(n).target)).finally(() => c.end());
-    expect([...rewritten.keys()].sort()).toEqual(['"public"."a"', '"public"."r"']);
+    const rewritten = await readRewrittenCopies(c, ['a', 'b', 'r', 'p'].map((n) => t(n).target)).finally(() => c.end());
+    expect([...rewritten.keys()].sort()).toEqual(['"public"."a"', '"public"."p"', '"public"."r"']);
     expect((await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM public.a`, [], db))[0]!.n, 'the copy read a emptied').toBe(0);
 
     const apply = async (): Promise<ApplyResult> => {
@@ -180,7 +184,7 @@ describe('the copy records a table it read truncated, the apply relaxes only tha
         target: tgt,
         slot: 'tr_slot',
         publication: 'tr_pub',
-        tables: ['a', 'b', 'r'].map(t),
+        tables: ['a', 'b', 'r', 'p'].map(t),
         progressIntervalMs: 100,
         signal: ac.signal,
         onProgress: (p) => {
@@ -191,9 +195,9 @@ describe('the copy records a table it read truncated, the apply relaxes only tha
       ac.abort();
       return run;
     };
-    // a's 10 UPDATEs and 5 DELETEs before its TRUNCATE, r's 3 UPDATEs: their rows are not on the target.
-    expect((await apply()).missingBeforeTruncate).toBe(18);
-    for (const name of ['a', 'b', 'r']) expect({ name, ...(await fingerprint(env.target, db, 'public', name)) }).toEqual({ name, ...(await fingerprint(env.source, db, 'public', name)) });
+    // a's 10 UPDATEs and 5 DELETEs before its TRUNCATE, r's 3 UPDATEs, p's 2 DELETEs: their rows are not on the target.
+    expect((await apply()).missingBeforeTruncate).toBe(20);
+    for (const name of ['a', 'b', 'r', 'p']) expect({ name, ...(await fingerprint(env.target, db, 'public', name)) }).toEqual({ name, ...(await fingerprint(env.source, db, 'public', name)) });
 
     // b's copy was whole: a row missing there is a mismatch, as before.
     await env.target.query(`DELETE FROM public.b WHERE id = 50`, [], db);
