@@ -8,7 +8,9 @@
  * transaction as its rows, and a retry that finds its record returns what the committed attempt did.
  *
  * Online migrations read inside the replication slot's exported snapshot, so the copy and the change
- * stream meet exactly.
+ * stream meet exactly. Except where TRUNCATE (or a rewriting ALTER TABLE) committed after the snapshot
+ * and before the copy read the table: neither is MVCC-safe, the snapshot reads the new, empty file. The
+ * copy finds that out (rewrittenSince) and records it with its rows for the apply.
  *
  * Format: binary COPY when every column has the same built-in type (OID and typmod) on both sides and
  * both servers are the same major version — always the case for tables pg-dts created from the source
@@ -150,6 +152,11 @@ const ROUND_MARKER = '';
  * the transaction that loads it: which snapshot its rows are from, and that snapshot's position.
  */
 const WHOLE_TABLE = '*';
+/**
+ * The row of a table whose copy read it rewritten after the snapshot (see rewrittenSince), written in
+ * the transaction that loads it (a range: that range's): `lsn` is a position past the rewrite's commit.
+ */
+const REWRITTEN = '!rewritten';
 
 /**
  * Where a copy records that it committed (target side, same transaction as its rows). `lsn`: the
@@ -188,15 +195,68 @@ async function ensureCopyProgress(c: Client): Promise<void> {
  * table sync does (worker.c, should_apply_changes_for_rel: applied when statelsn <= final_lsn).
  */
 export async function readCopyPositions(c: Client, targets: readonly QualifiedName[]): Promise<Map<string, string>> {
+  return recordPositions(c, targets, [ROUND_MARKER, WHOLE_TABLE]);
+}
+
+/**
+ * Target tables whose copy read them emptied by a TRUNCATE (or rewritten) after the snapshot, and a
+ * position past that rewrite's commit. Their rows lack what the snapshot held: the apply lets an
+ * UPDATE or DELETE before that position find no row, up to the table's TRUNCATE (ApplyEngine.lenient).
+ */
+export async function readRewrittenCopies(c: Client, targets: readonly QualifiedName[]): Promise<Map<string, string>> {
+  return recordPositions(c, targets, [REWRITTEN]);
+}
+
+async function recordPositions(c: Client, targets: readonly QualifiedName[], kinds: readonly string[]): Promise<Map<string, string>> {
   const has = await c.query<{ ok: boolean }>(
     `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgdts.copy_progress') AND attname = 'lsn' AND NOT attisdropped) AS ok`,
   );
   if (!has.rows[0]?.ok) return new Map();
   const r = await c.query<{ target_table: string; lsn: string }>(
-    `SELECT target_table, lsn::text AS lsn FROM pgdts.copy_progress WHERE range_id IN ($1, $2) AND lsn IS NOT NULL AND target_table = ANY($3::text[])`,
-    [ROUND_MARKER, WHOLE_TABLE, targets.map(qname)],
+    `SELECT target_table, lsn::text AS lsn FROM pgdts.copy_progress WHERE range_id = ANY($1::text[]) AND lsn IS NOT NULL AND target_table = ANY($2::text[])`,
+    [kinds, targets.map(qname)],
   );
   return new Map(r.rows.map((x) => [x.target_table, x.lsn]));
+}
+
+/**
+ * The table (any of its partitions) was rewritten after the snapshot: pg_class as the snapshot sees it
+ * names another file than the table has now. TRUNCATE and the rewriting ALTER TABLE forms are not
+ * MVCC-safe: the snapshot then reads the new file, empty of every row it should see (VACUUM FULL and
+ * CLUSTER also change the file but keep the rows). Asked in the copy's transaction after its COPY,
+ * under the lock the COPY took, so no rewrite can come in between; the rewrite the copy read committed
+ * before that lock was granted, so the WAL position read now is past its commit. Returns that position,
+ * or undefined when the table is as the snapshot saw it.
+ */
+async function rewrittenSince(src: Client, table: QualifiedName): Promise<string | undefined> {
+  const r = await src.query<{ rewritten: boolean; lsn: string }>(
+    `SELECT coalesce(bool_or(k.relfilenode <> pg_relation_filenode(k.oid)), false) AS rewritten,
+            (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text AS lsn
+       FROM pg_class k WHERE k.oid = $1::regclass OR k.oid IN (SELECT relid FROM pg_partition_tree($1::regclass))`,
+    [qname(table)],
+  );
+  return r.rows[0]?.rewritten ? r.rows[0].lsn : undefined;
+}
+
+/** Records, in the load's transaction on `dst`, that the table was read rewritten at `lsn` (rewrittenSince). */
+async function recordRewritten(target: ConnectionSpec, dst: Client, table: QualifiedName, snapshot: string, lsn: string): Promise<void> {
+  const has = await dst.query<{ ok: boolean }>(`SELECT to_regclass('pgdts.copy_progress') IS NOT NULL AS ok`);
+  if (!has.rows[0]?.ok) {
+    // Rarely needed, so made only then, and on a session of its own: a CREATE racing another copy's
+    // would abort the load's transaction.
+    const c = await connect(target, { applicationName: 'pg-dts copy' });
+    try {
+      await ensureCopyProgress(c);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+  // Ranges of one table may each find it rewritten: the latest position bounds them all.
+  await dst.query(
+    `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes, lsn) VALUES ($1, $2, $3, 0, 0, $4::pg_lsn)
+     ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, lsn = greatest(pgdts.copy_progress.lsn, EXCLUDED.lsn), copied_at = now()`,
+    [qname(table), REWRITTEN, snapshot, lsn],
+  );
 }
 
 export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promise<CopyTableResult> {
@@ -286,7 +346,8 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     const streamed = await streamTable(src, dst, { table, binary, freeze, rangeWhere, signal: hooks.signal }, (o) => (readStream = o), beat);
     srcPoisoned = false;
     dstPoisoned = false;
-    // Queued behind the COPY: once it returns, the source's own row count has arrived too.
+    // Queued behind the COPY: once they return, the source's own row count has arrived too.
+    const rewrittenAt = input.snapshot ? await rewrittenSince(src, table.source) : undefined;
     await src.query('COMMIT');
     const rows = checkedRows(streamed);
     if (range) {
@@ -298,6 +359,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
         streamed.out.bytes,
       ]);
     }
+    if (rewrittenAt) await recordRewritten(input.target, dst, table.target, snapshotKey, rewrittenAt);
     await dst.query('COMMIT');
     hooks.heartbeat({ rows, bytes: streamed.out.bytes });
     return { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
@@ -443,8 +505,11 @@ export async function copyWholeTables(
       await dc.query(`BEGIN; TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
       const streamed = await streamTable(sc, dc, { table, binary, freeze: !partitioned, rangeWhere: '', signal: hooks.signal }, (o) => (readStream = o), beat);
       // The source's row count arrives with its COPY's completion, which this query waits behind.
-      await sc.query('SELECT 1');
+      let rewrittenAt: string | undefined;
+      if (input.snapshot) rewrittenAt = await rewrittenSince(sc, table.source);
+      else await sc.query('SELECT 1');
       const rows = checkedRows(streamed);
+      if (rewrittenAt) await recordRewritten(input.target, dc, table.target, input.snapshot ?? 'offline', rewrittenAt);
       if (input.snapshotLsn !== undefined) {
         // With the rows, in their transaction: the record never names a snapshot the table does not hold.
         await dc.query(
@@ -603,9 +668,9 @@ export async function prepareRangedCopy(input: { target: ConnectionSpec; table: 
     const k = await c.query<{ relkind: string }>('SELECT relkind::text FROM pg_class WHERE oid = $1::regclass', [qname(input.table)]);
     await c.query(`TRUNCATE ${k.rows[0]?.relkind === 'p' ? '' : 'ONLY '}${qname(input.table)}`);
     // Ranges another round had committed: emptied now, so they will have been copied twice.
-    const removed = await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1 AND range_id <> $2 AND snapshot <> $3', [
+    const removed = await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1 AND range_id <> ALL($2::text[]) AND snapshot <> $3', [
       qname(input.table),
-      ROUND_MARKER,
+      [ROUND_MARKER, REWRITTEN],
       input.snapshot ?? 'offline',
     ]);
     await c.query('DELETE FROM pgdts.copy_progress WHERE target_table = $1 AND range_id <> $2', [qname(input.table), ROUND_MARKER]);

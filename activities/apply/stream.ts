@@ -60,7 +60,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfigs, connect, describeConnection, pinnedSpec, runIdempotentDdl } from '../db';
 import { FENCE_MESSAGE_PREFIX, fenceMarkerTable } from '../cutover';
-import { readCopyPositions } from '../copy';
+import { readCopyPositions, readRewrittenCopies } from '../copy';
 import { hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ident, literal, qname } from '../sql';
 import { displayName, type ConnectionSpec, type QualifiedName } from '../spec';
@@ -717,6 +717,8 @@ export interface ApplyResult {
   largeChanges: number;
   /** Changes left out because their table was copied in a later snapshot that already held them. */
   skippedBeforeCopy: number;
+  /** UPDATEs and DELETEs that found no row, let through in a table whose copy read it truncated (ApplyEngine.lenient; a replayed group counts again). */
+  missingBeforeTruncate: number;
   /** Messages handled into the next group while the one before was being written (ApplyOptions.foldAhead). */
   foldedAhead: number;
 }
@@ -812,8 +814,11 @@ interface InsertBatch {
 
 type ChangeMessage = Extract<PgoutputMessage, { tag: 'insert' | 'update' | 'delete' }>;
 type TruncateMessage = Extract<PgoutputMessage, { tag: 'truncate' }>;
-/** One decoded change with the mapping it was decoded under (kept for a replay of the group). */
-type Change = { msg: ChangeMessage; mapped: MappedRelation } | { msg: TruncateMessage; mapped: MappedRelation[] };
+/**
+ * One decoded change with the mapping it was decoded under (kept for a replay of the group). `lenient`:
+ * an UPDATE or DELETE may find no row (ApplyEngine.lenient); such changes are written one at a time.
+ */
+type Change = { msg: ChangeMessage; mapped: MappedRelation; lenient?: boolean } | { msg: TruncateMessage; mapped: MappedRelation[] };
 
 /** One group's state (ApplyEngine fields of the same names): what `ApplyEngine.next` holds. */
 interface GroupState {
@@ -983,6 +988,9 @@ class ApplyEngine {
   private copiedMax = 0n;
   /** Changes to tables copied in a later snapshot, left out because their rows already held them. */
   private beforeCopySkipped = 0;
+  /** Target tables whose copy read them truncated after the snapshot -> a position past that TRUNCATE; see `lenient`. */
+  private readonly rewritten = new Map<string, bigint>();
+  private missingBeforeTruncate = 0;
   private txnChanges = 0;
   private skipping = false;
   /** A target transaction is open (BEGIN sent). */
@@ -1324,7 +1332,7 @@ class ApplyEngine {
         if (msg.spooled !== undefined) return false;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return true;
-        const c: Change = { msg, mapped: m };
+        const c = this.changeOf(msg, m);
         if (this.foldable(c)) {
           this.account(c);
           if (!this.fold(c)) this.after(() => this.change(c));
@@ -1409,7 +1417,7 @@ class ApplyEngine {
         if (msg.spooled !== undefined && msg.spooled > this.spoolSeen) this.spoolSeen = msg.spooled;
         const m = this.changeTarget(msg.relationOid, msg.tag.toUpperCase());
         if (!m) return;
-        const c: Change = { msg, mapped: m };
+        const c = this.changeOf(msg, m);
         this.account(c);
         return this.change(c);
       }
@@ -1423,6 +1431,8 @@ class ApplyEngine {
         if (!oids.length) return;
         if (this.leafRoots.size) this.checkLeafTruncate(oids);
         const c: Change = { msg: { ...msg, relationOids: oids }, mapped: oids.map((oid) => this.mappedOrThrow(oid, 'TRUNCATE')) };
+        // Emptied as on the source: what follows is checked again.
+        for (const m of c.mapped) this.rewritten.delete(qname(m.rel.target));
         this.account(c);
         return this.change(c);
       }
@@ -1529,6 +1539,33 @@ class ApplyEngine {
     return true;
   }
 
+  /** Tables whose copy read them truncated (or rewritten) after the snapshot, and a position past that; see `lenient`. */
+  rewrittenBefore(positions: ReadonlyMap<string, bigint>): void {
+    for (const [k, lsn] of positions) if (lsn > this.committed) this.rewritten.set(k, lsn);
+  }
+
+  /**
+   * The table's copy read it emptied by a TRUNCATE committed after the snapshot (TRUNCATE is not
+   * MVCC-safe), and this change comes before that TRUNCATE: an UPDATE or DELETE may find no row, as
+   * the row was in the snapshot but not in the copy. Letting it through is safe: the TRUNCATE, still
+   * to come, empties the table on both sides. Ends at the table's TRUNCATE, or at the position the copy
+   * read it at (a rewrite that is no TRUNCATE, VACUUM FULL's new file: none comes).
+   */
+  private lenient(m: MappedRelation): boolean {
+    const k = qname(m.rel.target);
+    const until = this.rewritten.get(k);
+    if (until === undefined) return false;
+    if (this.txnFinal < until) return true;
+    this.rewritten.delete(k);
+    return false;
+  }
+
+  private changeOf(msg: ChangeMessage, m: MappedRelation): Change {
+    // Every change of a lenient table goes in order, one at a time (an INSERT folded ahead of the
+    // UPDATE of its row would let that UPDATE find nothing).
+    return this.rewritten.size && this.lenient(m) ? { msg, mapped: m, lenient: true } : { msg, mapped: m };
+  }
+
   private mappedOrThrow(oid: number, op: string): MappedRelation {
     const st = this.relations.get(oid);
     if (!st) throw new ApplyError(`replication stream: ${op} for relation OID ${oid} before its description`);
@@ -1569,7 +1606,7 @@ class ApplyEngine {
 
   /** The change goes to a table written set-based just now (past a replay or the retention bound, only order-free ones). */
   private setBased(c: Change): c is { msg: ChangeMessage; mapped: MappedRelation } {
-    if (c.msg.tag === 'truncate' || c.msg.spooled !== undefined) return false;
+    if (c.msg.tag === 'truncate' || c.msg.spooled !== undefined || ('lenient' in c && c.lenient)) return false;
     const keyed = (c.mapped as MappedRelation).keyed;
     return keyed !== undefined && (!this.strictTxn || keyed.orderFree);
   }
@@ -1779,9 +1816,10 @@ class ApplyEngine {
     }
     const m = c.mapped as MappedRelation;
     const msg = c.msg;
+    const lenient = 'lenient' in c && c.lenient === true;
     if (msg.spooled !== undefined) {
       await this.flushBatch(msg.relationOid);
-      return this.applySpooled(m, msg);
+      return this.applySpooled(m, msg, lenient);
     }
     if (msg.tag === 'insert') {
       const b = this.addInsert(msg.relationOid, m, msg.new);
@@ -1791,10 +1829,10 @@ class ApplyEngine {
     await this.flushBatch(msg.relationOid);
     if (msg.tag === 'update') {
       const plan = this.build(m, 'UPDATE', () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
-      if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback);
+      if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback, lenient);
     } else {
       const stmt = this.build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
-      await this.execOne(m, 'DELETE', stmt);
+      await this.execOne(m, 'DELETE', stmt, undefined, lenient);
     }
   }
 
@@ -1803,7 +1841,7 @@ class ApplyEngine {
    * temporary table with the target columns' types, and the change's statement reads them from there,
    * so no value is ever held whole in this process.
    */
-  private async applySpooled(m: MappedRelation, msg: ChangeMessage): Promise<void> {
+  private async applySpooled(m: MappedRelation, msg: ChangeMessage, lenient: boolean): Promise<void> {
     const op = msg.tag.toUpperCase();
     const stmts: SqlStatement[] = [];
     if (msg.tag === 'insert') stmts.push(this.build(m, op, () => insertStatement(m.rel, [msg.new])));
@@ -1841,18 +1879,22 @@ class ApplyEngine {
       } catch (err) {
         throw new ApplyError(`INSERT into ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
       }
-    } else await this.execOne(m, op, first!, fallback);
+    } else await this.execOne(m, op, first!, fallback, lenient);
     await this.target.query('DROP TABLE pg_temp.pgdts_spooled');
   }
 
-  /** Runs a statement that must affect exactly one row (`fallback` when the first affects none). */
-  private async execOne(m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement): Promise<void> {
+  /** Runs a statement that must affect exactly one row (`fallback` when the first affects none; `lenient`: or none). */
+  private async execOne(m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement, lenient = false): Promise<void> {
     let n: number | null;
     try {
       n = (await this.target.query(stmt)).rowCount;
       if (n === 0 && fallback) n = (await this.target.query(fallback)).rowCount;
     } catch (err) {
       throw new ApplyError(`${op} on ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+    }
+    if (n === 0 && lenient) {
+      this.missingBeforeTruncate++;
+      return;
     }
     if (n !== 1) {
       throw new ApplyError(
@@ -2363,6 +2405,7 @@ class ApplyEngine {
       changes: this.changes,
       largeChanges: this.plugin.largeChanges,
       skippedBeforeCopy: this.beforeCopySkipped,
+      missingBeforeTruncate: this.missingBeforeTruncate,
       foldedAhead: this.foldedAhead,
     };
     if (this.fenceToken !== undefined) result.fenceToken = this.fenceToken;
@@ -2513,6 +2556,8 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     engine.routeLeaves(leafRoutes);
     const copied = await readCopyPositions(target, opts.tables.map((t) => t.target));
     engine.copiedSince(new Map([...copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
+    const rewritten = await readRewrittenCopies(target, opts.tables.map((t) => t.target));
+    engine.rewrittenBefore(new Map([...rewritten].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
     monitor = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();
