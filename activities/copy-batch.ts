@@ -81,6 +81,8 @@ export interface CopyBatchInput {
   track?: number;
   /** The migration whose mark the target tables must carry before they are emptied (activities/marks.ts). */
   migrationId?: string;
+  /** spec.copy.maxLockWaitSeconds: read by the activity's lock watch (activities/lock-wait.ts). */
+  maxLockWaitSeconds?: number;
 }
 
 export interface CopyBatchResult extends CopyProgress {

@@ -55,6 +55,8 @@ export interface CopyTableInput {
   format?: 'auto' | 'text';
   /** The migration whose mark the target table must carry before it is emptied (activities/marks.ts). */
   migrationId?: string;
+  /** spec.copy.maxLockWaitSeconds: read by the activity's lock watch (activities/lock-wait.ts). */
+  maxLockWaitSeconds?: number;
 }
 
 export interface CopyProgress {

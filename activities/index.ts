@@ -20,7 +20,7 @@ import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResul
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, indexProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyProgressReport, type IndexBuildProgress, type IndexProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
+import { applyProgressSignal, copyProgressSignal, indexProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyLockWait, type CopyProgressReport, describeLockWait, type IndexBuildProgress, type IndexProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
 import { readSlotWal, walFailure, walReportDue, walVerdict, type WalBudget, type WalVerdict } from './wal';
 import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { findOrphans, formatLeftover, runningMigrationIds } from './leftovers';
@@ -168,6 +168,27 @@ class CopyProgressReporter {
     }, run.every);
     run.timer.unref();
   }
+}
+
+/**
+ * spec.copy.maxLockWaitSeconds for one copy activity: the watch stops the copy (its statements
+ * cancelled as for a cancel) once a lock wait has lasted that long, and the activity then fails
+ * for good naming the lock and its holder. Without a limit: the activity's own signal, unchanged.
+ */
+function lockWaitLimit(seconds: number | undefined) {
+  const stop = new AbortController();
+  let reached: CopyLockWait | undefined;
+  return {
+    watch: seconds ? { seconds, reached: (w: CopyLockWait) => ((reached = w), stop.abort()) } : undefined,
+    signal: (own: AbortSignal): AbortSignal => (seconds ? AbortSignal.any([own, stop.signal]) : own),
+    failure: (unit: string): ApplicationFailure | undefined =>
+      reached &&
+      ApplicationFailure.create({
+        message: `the copy of ${unit} waited ${reached.waitedSeconds} s (copy.maxLockWaitSeconds = ${seconds}) for ${describeLockWait(reached)}; end that transaction, or raise or drop the limit, and start the migration again`,
+        type: 'PreconditionError',
+        nonRetryable: true,
+      }),
+  };
 }
 
 /**
@@ -435,7 +456,8 @@ export function createActivities(deps: ActivityDeps = {}) {
       const report = () => {
         if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: last.rows - start.rows, bytes: last.bytes - start.bytes, ...(watch.waiting ? { waiting: watch.waiting } : {}) });
       };
-      const watch = new CopyLockWatch({ source: input.source, target: input.target }, report);
+      const limit = lockWaitLimit(input.maxLockWaitSeconds);
+      const watch = new CopyLockWatch({ source: input.source, target: input.target }, report, limit.watch);
       try {
         const result = await copyBatch(input, {
           unit: (u) => {
@@ -450,10 +472,12 @@ export function createActivities(deps: ActivityDeps = {}) {
             report();
           },
           copied: (c) => log.info('table copied', { table: c.table, range: c.range, batch: input.batch, rows: c.rows, ms: c.durationMs }),
-          signal: ctx.cancellationSignal,
+          signal: limit.signal(ctx.cancellationSignal),
         });
         log.info('batch copied', { batch: input.batch, units: result.units, rows: result.rows, ms: result.durationMs });
         return result;
+      } catch (err) {
+        throw limit.failure(table) ?? err;
       } finally {
         await watch.close();
         if (exec) copyReporter.done(exec.workflowId, exec.runId, unit);
@@ -622,7 +646,8 @@ export function createActivities(deps: ActivityDeps = {}) {
       const report = () => {
         if (exec) copyReporter.update(ctx, exec.workflowId, exec.runId, { table, unit, snapshot: input.snapshot, rows: last.rows, bytes: last.bytes, ...(watch.waiting ? { waiting: watch.waiting } : {}) });
       };
-      const watch = new CopyLockWatch({ source: input.source, target: input.target }, report);
+      const limit = lockWaitLimit(input.maxLockWaitSeconds);
+      const watch = new CopyLockWatch({ source: input.source, target: input.target }, report, limit.watch);
       watch.table(input.table);
       try {
         const result = await copyTable(input, {
@@ -632,10 +657,12 @@ export function createActivities(deps: ActivityDeps = {}) {
             watch.progress(p.rows);
             report();
           },
-          signal: ctx.cancellationSignal,
+          signal: limit.signal(ctx.cancellationSignal),
         });
         log.info('table copied', { table, range: input.range?.id, rows: result.rows, ms: result.durationMs });
         return result;
+      } catch (err) {
+        throw limit.failure(table) ?? err;
       } finally {
         await watch.close();
         if (exec) copyReporter.done(exec.workflowId, exec.runId, unit);

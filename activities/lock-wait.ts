@@ -57,9 +57,11 @@ export class CopyLockWatch {
   private closed = false;
   waiting?: CopyLockWait;
 
+  /** `limit`: past `seconds` of one wait, `reached` is called once (spec.copy.maxLockWaitSeconds). */
   constructor(
     private readonly sides: Record<CopyLockWait['side'], ConnectionSpec>,
     private readonly onChange: (w: CopyLockWait | undefined) => void,
+    private limit?: { seconds: number; reached(w: CopyLockWait): void },
     private readonly everyMs = 2000,
   ) {
     this.timer = setInterval(() => void this.check(), everyMs);
@@ -103,7 +105,14 @@ export class CopyLockWatch {
     try {
       const found =
         (await copyLockWait(await this.client('source'), t.source, 'source')) ?? (await copyLockWait(await this.client('target'), t.target, 'target'));
-      if (!this.closed && t === this.current) this.set(found);
+      if (!this.closed && t === this.current) {
+        this.set(found);
+        if (found && this.limit && found.waitedSeconds >= this.limit.seconds) {
+          const { reached } = this.limit;
+          this.limit = undefined;
+          reached(found);
+        }
+      }
     } catch {
       // Advisory: a watch that cannot look says nothing, the copy goes on.
     } finally {

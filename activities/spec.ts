@@ -215,6 +215,11 @@ export const migrationSpecSchema = z
         rangeBytes: z.number().int().min(8192).optional(),
         /** Small tables copied by one activity on one pair of sessions (default 100). */
         batchTables: z.number().int().min(1).max(10_000).optional(),
+        /**
+         * A copy that has waited this long for a lock on its table (status.copying[].waiting) fails the
+         * migration naming the lock and its holder; unset, it waits as long as the lock is held.
+         */
+        maxLockWaitSeconds: z.number().int().min(1).optional(),
       })
       .strict()
       .optional(),
@@ -275,7 +280,7 @@ export interface NormalizedSpec {
   mode: 'online' | 'offline';
   parallelism: number;
   /** Optional only for plans recorded before it existed (replayed histories). */
-  copy?: { splitAboveBytes: number; rangeBytes: number; batchTables?: number };
+  copy?: { splitAboveBytes: number; rangeBytes: number; batchTables?: number; maxLockWaitSeconds?: number };
   keepTargetOnCancel: boolean;
   historyEventsLimit?: number;
   setReplicaIdentityFull: boolean;
@@ -400,6 +405,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
       splitAboveBytes: s.copy?.splitAboveBytes ?? DEFAULT_SPLIT_ABOVE_BYTES,
       rangeBytes: s.copy?.rangeBytes ?? 256 * 1024 ** 2,
       ...(s.copy?.batchTables !== undefined ? { batchTables: s.copy.batchTables } : {}),
+      ...(s.copy?.maxLockWaitSeconds !== undefined ? { maxLockWaitSeconds: s.copy.maxLockWaitSeconds } : {}),
     },
     keepTargetOnCancel: s.keepTargetOnCancel ?? false,
     historyEventsLimit: s.historyEventsLimit,

@@ -1,6 +1,6 @@
 /** Text rendering of the status query and the report for the CLI and the demo; live bars (cli-progress). */
 import { MultiBar, type SingleBar } from 'cli-progress';
-import type { MigrationReport, MigrationStatus, TableStatus } from '../workflows/contract';
+import { describeLockWait, type MigrationReport, type MigrationStatus, type TableStatus } from '../workflows/contract';
 
 const bar = (done: number, total: number | undefined, width = 24): string => {
   if (!total || total <= 0) return ' '.repeat(width);
@@ -168,8 +168,7 @@ export function copyWaitLines(s: Pick<MigrationStatus, 'copying'>): string[] {
   return (s.copying ?? []).flatMap((c) => {
     const w = c.waiting;
     if (!w) return [];
-    const by = w.pid !== undefined ? `pid ${w.pid}${w.state || w.ageSeconds !== undefined ? ` (${[w.state, w.ageSeconds !== undefined ? `transaction open ${w.ageSeconds} s` : ''].filter(Boolean).join(', ')})` : ''}` : 'a backend not visible to this role';
-    return [`waiting: the copy of ${c.table} (${c.unit}) has waited ${w.waitedSeconds} s for ${w.mode} on the ${w.side} table ${w.table}, held by ${by}`];
+    return [`waiting: the copy of ${c.table} (${c.unit}) has waited ${w.waitedSeconds} s for ${describeLockWait(w)}`];
   });
 }
 

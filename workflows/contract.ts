@@ -341,6 +341,13 @@ export interface CopyLockWait {
   state?: string;
   ageSeconds?: number;
 }
+
+/** "<mode> on the source table t, held by pid 4242 (idle in transaction, transaction open 75 s)": for the status and the failure. */
+export function describeLockWait(w: CopyLockWait): string {
+  const about = [w.state, w.ageSeconds !== undefined ? `transaction open ${w.ageSeconds} s` : ''].filter(Boolean).join(', ');
+  const by = w.pid !== undefined ? `pid ${w.pid}${about ? ` (${about})` : ''}` : 'a backend not visible to this role';
+  return `${w.mode} on the ${w.side} table ${w.table}, held by ${by}`;
+}
 export const copyProgressSignal = defineSignal<[CopyProgressReport]>('copyProgress');
 
 /** Sent by the content proof during SYNCING_WAL (every few seconds at first, then at most every 30 s). */

@@ -565,6 +565,7 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
                 snapshot,
                 ...(u.range ? { range: u.range } : {}),
                 ...(marks ? { migrationId: marks } : {}),
+                ...(plan!.spec.copy?.maxLockWaitSeconds ? { maxLockWaitSeconds: plan!.spec.copy.maxLockWaitSeconds } : {}),
               },
             ]),
           );
@@ -1220,7 +1221,14 @@ export async function migrationWorkflow(spec: MigrationSpecInput, continued?: Co
             }),
           copyBatch: (input) =>
             copy.copyTableBatch.executeWithOptions({ ...batchOpts, summary: `copy batch ${input.batch + 1}/${batches.batches}` }, [
-              { source: p.spec.source, target: p.spec.target, plan: ref, ...input, ...(marks ? { migrationId: marks } : {}) },
+              {
+                source: p.spec.source,
+                target: p.spec.target,
+                plan: ref,
+                ...input,
+                ...(marks ? { migrationId: marks } : {}),
+                ...(p.spec.copy?.maxLockWaitSeconds ? { maxLockWaitSeconds: p.spec.copy.maxLockWaitSeconds } : {}),
+              },
             ]),
           finish: async (what) => {
             const finished = await schema.finishTargetTables.executeWithOptions(

@@ -24,6 +24,26 @@ afterAll(async () => {
   await env?.stop();
 });
 
+/**
+ * A database of a big table and a small one, migrated on one session (largest first: big is copied
+ * before small), returned once big's copy is under way: a lock taken on small now holds its copy.
+ */
+async function bigThenSmall(db: string, bigRows: number, extra: Record<string, unknown> = {}) {
+  await env.source.createDatabase(db);
+  await env.target.createDatabase(db);
+  await env.source.query(
+    `CREATE TABLE public.big (id int PRIMARY KEY, v text);
+     INSERT INTO public.big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, ${bigRows}) g;
+     CREATE TABLE public.small (id int PRIMARY KEY, v text);
+     INSERT INTO public.small SELECT g, md5(g::text) FROM generate_series(1, 100) g;`,
+    [],
+    db,
+  );
+  const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tables: ['big', 'small'], parallelism: 1, ...extra });
+  await waitFor('big to be copying', async () => ((await m.status()).copying?.some((c) => c.table === 'public.big') ? true : undefined), 120_000);
+  return m;
+}
+
 describe('waiting visibility', () => {
   it('the status names the transaction the slot creation waits for; the holder outlives its heartbeat timeout', async () => {
     await env.shopDatabase('wt', 0.05);
@@ -94,19 +114,7 @@ describe('waiting visibility', () => {
 
   it('a copy waiting for a table lock on the source: status.copying names the lock and its holder; released, the migration completes', async () => {
     const db = 'wt_lock';
-    await env.source.createDatabase(db);
-    await env.target.createDatabase(db);
-    await env.source.query(
-      `CREATE TABLE public.big (id int PRIMARY KEY, v text);
-       INSERT INTO public.big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 400000) g;
-       CREATE TABLE public.small (id int PRIMARY KEY, v text);
-       INSERT INTO public.small SELECT g, md5(g::text) FROM generate_series(1, 100) g;`,
-      [],
-      db,
-    );
-    // One session: big (largest first) is copied before small.
-    const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tables: ['big', 'small'], parallelism: 1 });
-    await waitFor('big to be copying', async () => ((await m.status()).copying?.some((c) => c.table === 'public.big') ? true : undefined), 120_000);
+    const m = await bigThenSmall(db, 400_000);
     const blocker: Client = await env.source.client(db);
     let released = false;
     try {
@@ -160,5 +168,28 @@ describe('waiting visibility', () => {
     expect(await fingerprint(env.target, db, 'public', 'ix')).toEqual(await fingerprint(env.source, db, 'public', 'ix'));
     const [idx] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_indexes WHERE tablename = 'ix' AND indexname = 'ix_expensive'`, [], db);
     expect(idx!.n).toBe(1);
+  }, 300_000);
+
+  it('copy.maxLockWaitSeconds fails the migration naming the lock and its holder, and leaves nothing on the source', async () => {
+    const db = 'wt_lock_limit';
+    const m = await bigThenSmall(db, 200_000, { copy: { maxLockWaitSeconds: 4 } });
+    const blocker: Client = await env.source.client(db);
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE public.small IN ACCESS EXCLUSIVE MODE');
+      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const err = await m.result().then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err).toBeDefined();
+      const s = await m.status();
+      expect(s.phase).toBe('FAILED');
+      expect(s.error).toMatch(new RegExp(`the copy of public\\.small waited \\d+ s \\(copy\\.maxLockWaitSeconds = 4\\) for AccessShareLock on the source table public\\.small, held by pid ${pid} \\(idle in transaction, transaction open \\d+ s\\)`));
+      expect(await sourceLeftovers(env.source, db)).toEqual({ slots: 0, pubs: 0, fences: 0 });
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => undefined);
+      await blocker.end();
+    }
   }, 300_000);
 });
