@@ -1,7 +1,7 @@
 /**
  * FINALIZING (spec.objects or spec.owners): owners and grants of what the migration created on the
  * target — schemas, tables and partitions (their columns' grants too), sequences, types, and with
- * `objects` the views, materialized views and functions (objects.ts) — carried from the source.
+ * `objects` the views, materialized views and functions (objects/) — carried from the source.
  *
  * Invariants:
  * - Ownership moves only after the apply has stopped: until then the migration role owns every table
@@ -12,7 +12,7 @@
  * - Grants: a source ACL that is not the default is reproduced exactly for PUBLIC and the roles that
  *   exist on the target (a REVOKE EXECUTE … FROM PUBLIC is carried as such); a default ACL is left
  *   default. Grants to a missing role are named in the notice.
- * - Only objects carrying this migration's mark (marks.ts) are touched here; objects.ts touches only
+ * - Only objects carrying this migration's mark (marks.ts) are touched here; objects/ touches only
  *   what it has just created, in the same transaction, so a SECURITY DEFINER function is never
  *   visible with the migration role as owner.
  */

@@ -1,29 +1,14 @@
 /**
- * The pure half of activities/objects.ts: lexing PostgreSQL's printed definitions and renaming the
+ * The pure half of activities/objects/: lexing PostgreSQL's printed definitions and renaming the
  * relations, functions and types in them through the mapping. Inputs are what PostgreSQL 15 prints
  * (pg_get_viewdef / pg_get_functiondef / pg_get_triggerdef with search_path = '').
  */
 import { describe, expect, it } from 'vitest';
-import {
-  aggregateDdl,
-  dollarQuote,
-  lexSql,
-  nameKey,
-  orderByDependencies,
-  planSchemaObjects,
-  rewriteFunction,
-  rewriteFunctionDefinition,
-  rewriteQueryText,
-  rewriteSignature,
-  rewriteTriggerDefinition,
-  sameDefinition,
-  viewDdl,
-  withOptions,
-  type CatalogView,
-  type ObjectCatalog,
-  type ObjectRenames,
-  type PlannedObject,
-} from '../../activities/objects';
+import { aggregateDdl, viewDdl, withOptions, type CatalogView } from '../../activities/objects/ddl';
+import { dollarQuote, rewriteFunction, rewriteFunctionDefinition } from '../../activities/objects/function-body';
+import { lexSql, sameDefinition } from '../../activities/objects/lexer';
+import { orderByDependencies, planSchemaObjects, type ObjectCatalog, type PlannedObject } from '../../activities/objects/plan';
+import { nameKey, rewriteQueryText, rewriteSignature, rewriteTriggerDefinition, type ObjectRenames } from '../../activities/objects/rename';
 import type { QualifiedName } from '../../activities/spec';
 
 const q = (schema: string, name: string): QualifiedName => ({ schema, name });
