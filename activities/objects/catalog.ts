@@ -10,7 +10,7 @@ import { mapTableName, type QualifiedName } from '../spec';
 import type { SchemaObjectsInput } from './contract';
 import type { CatalogAggregate, CatalogView } from './ddl';
 import { functionSearchPath } from './function-body';
-import type { CatalogFunction, CatalogProc, CatalogRelation, CatalogType, DependencyKind, ObjectCatalog } from './plan';
+import type { CatalogFunction, CatalogProc, CatalogRelation, CatalogTrigger, CatalogType, DependencyKind, ObjectCatalog } from './plan';
 const EXTENSION_MEMBER = (classid: string, objid: string) =>
   `EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '${classid}'::regclass AND e.objid = ${objid} AND e.deptype = 'e')`;
 
@@ -136,8 +136,22 @@ interface OwnerRow {
 }
 const ownerOf = (r: OwnerRow) => ({ name: r.owner, superuser: r.owner_super, acl: r.acl });
 
-async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput, 'schemas' | 'tables' | 'schemaMapping' | 'tableSuffix'>): Promise<ObjectCatalog> {
-  const schemas = input.schemas;
+type CatalogInput = Pick<SchemaObjectsInput, 'schemas' | 'tables' | 'schemaMapping' | 'tableSuffix'>;
+
+async function readCatalogQueries(client: Client, input: CatalogInput): Promise<ObjectCatalog> {
+  const migrated = await readMigrated(client, input);
+  const functions = await readFunctions(client, input.schemas);
+  const views = await readViews(client, input.schemas);
+  const triggers = await readTriggers(client, [...migrated.map((m) => m.oid), ...views.map((v) => v.oid)]);
+  const deps = await readDependencies(client, functions, views, triggers);
+  const { refTypes, schemaTypes } = await readTypes(client, deps, input.schemas);
+  const { relations, procs } = await readReferenced(client, deps, [...refTypes, ...schemaTypes]);
+  const pathRelations = await readPathRelations(client, input.schemas, functions);
+  return { migrated, functions, views, triggers, schemaTypes, dependencies: deps, relations, procs, types: refTypes, pathRelations };
+}
+
+/** The migrated tables (by their source names) and their partitions, which the mapping names like tables. */
+async function readMigrated(client: Client, input: CatalogInput): Promise<ObjectCatalog['migrated']> {
   const roots = (
     await client.query<{ oid: number; schema: string; name: string }>(
       `SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name
@@ -167,7 +181,10 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
     const source = { schema: p.schema, name: p.name };
     migrated.push({ oid: Number(p.oid), source, target: mapTableName(source, input) });
   }
+  return migrated;
+}
 
+async function readFunctions(client: Client, schemas: string[]): Promise<CatalogFunction[]> {
   const fnRows = (
     await client.query<{ oid: number; schema: string; name: string; prokind: string; signature: string; definition: string | null; security_definer: boolean } & OwnerRow>(
       `SELECT p.oid, n.nspname::text AS schema, p.proname::text AS name, p.prokind::text AS prokind,
@@ -183,14 +200,16 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
     client,
     fnRows.filter((f) => f.prokind === 'a').map((f) => Number(f.oid)),
   );
-  const functions: CatalogFunction[] = fnRows.map((f) => {
+  return fnRows.map((f) => {
     const out: CatalogFunction = { oid: Number(f.oid), schema: f.schema, name: f.name, kind: f.prokind, signature: f.signature, definition: f.definition, owner: ownerOf(f) };
     if (f.security_definer) out.securityDefiner = true;
     const agg = aggregates.get(Number(f.oid));
     if (agg) out.aggregate = agg;
     return out;
   });
+}
 
+async function readViews(client: Client, schemas: string[]): Promise<CatalogView[]> {
   const viewRows = (
     await client.query<{ oid: number; schema: string; name: string; relkind: string; definition: string; options: string[] | null; populated: boolean; am: string | null } & OwnerRow>(
       `SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS relkind, ${ownerColumns('c.relowner')}, ${aclJson('c.relacl')} AS acl,
@@ -211,7 +230,7 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
       [viewRows.filter((v) => v.relkind === 'm').map((v) => Number(v.oid))],
     )
   ).rows;
-  const views: CatalogView[] = viewRows.map((v) => ({
+  return viewRows.map((v) => ({
     oid: Number(v.oid),
     schema: v.schema,
     name: v.name,
@@ -223,11 +242,13 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
     indexes: mvIndexes.filter((i) => Number(i.relid) === Number(v.oid)).map((i) => ({ name: i.name, definition: i.definition })),
     owner: ownerOf(v),
   }));
+}
 
-  const triggerRels = [...migrated.map((m) => m.oid), ...views.map((v) => v.oid)];
+/** The triggers of these relations (migrated tables, their partitions, recreated views), except the fence's. */
+async function readTriggers(client: Client, triggerRels: number[]): Promise<CatalogTrigger[]> {
   // A partition's copy of its parent's trigger: tgparentid from 13 on; 12 marks the copies internal.
   const parentless = (await serverVersionNum(client)) >= 130000 ? ' AND t.tgparentid = 0' : '';
-  const triggers = (
+  return (
     await client.query<{ oid: number; name: string; relid: number; schema: string; table: string; definition: string; enabled: string }>(
       `SELECT t.oid, t.tgname::text AS name, t.tgrelid AS relid, n.nspname::text AS schema, c.relname::text AS table,
               pg_get_triggerdef(t.oid) AS definition, t.tgenabled::text AS enabled
@@ -241,8 +262,10 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
       [triggerRels, FENCE_SCHEMA],
     )
   ).rows.map((t) => ({ oid: Number(t.oid), name: t.name, relid: Number(t.relid), table: { schema: t.schema, name: t.table }, definition: t.definition, enabled: t.enabled }));
+}
 
-  const deps = (
+async function readDependencies(client: Client, functions: CatalogFunction[], views: CatalogView[], triggers: CatalogTrigger[]): Promise<ObjectCatalog['dependencies']> {
+  return (
     await client.query<{ object: string; kind: DependencyKind; oid: number }>(
       `WITH d AS (
          SELECT 'f:' || d.objid AS object, d.refclassid, d.refobjid FROM pg_depend d
@@ -264,7 +287,10 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
       [functions.map((f) => f.oid), views.map((v) => v.oid), triggers.map((t) => t.oid)],
     )
   ).rows.map((d) => ({ object: d.object, kind: d.kind, oid: Number(d.oid) }));
+}
 
+/** The types the dependencies point at, and every type of the migrated schemas. */
+async function readTypes(client: Client, deps: ObjectCatalog['dependencies'], schemas: string[]): Promise<{ refTypes: ObjectCatalog['types']; schemaTypes: CatalogType[] }> {
   const typeRow = `t.oid, n.nspname::text AS schema, t.typname::text AS name, t.typrelid AS relid, ${EXTENSION_MEMBER('pg_type', 't.oid')} AS extension`;
   const refTypes = (
     await client.query<CatalogType & { refOid: number }>(
@@ -284,12 +310,15 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
       [schemas],
     )
   ).rows.map((t) => ({ ...t, oid: Number(t.oid), relid: Number(t.relid) }));
+  return { refTypes, schemaTypes };
+}
 
+/** The relations and functions the dependencies and the types point at. */
+async function readReferenced(client: Client, deps: ObjectCatalog['dependencies'], types: CatalogType[]): Promise<{ relations: CatalogRelation[]; procs: CatalogProc[] }> {
   const relOids = [
     ...new Set([
       ...deps.filter((d) => d.kind === 'class').map((d) => d.oid),
-      ...refTypes.map((t) => t.relid),
-      ...schemaTypes.map((t) => t.relid),
+      ...types.map((t) => t.relid),
     ]),
   ].filter((x) => x !== 0);
   const relations = (
@@ -306,11 +335,14 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
       [deps.filter((d) => d.kind === 'proc').map((d) => d.oid)],
     )
   ).rows.map((p) => ({ ...p, oid: Number(p.oid) }));
+  return { relations, procs };
+}
 
+async function readPathRelations(client: Client, schemas: string[], functions: CatalogFunction[]): Promise<QualifiedName[]> {
   // Where string bodies look bare names up: every relation there, so a table that is not migrated
   // shadows a migrated one later on the path, as it does on the source.
   const pathSchemas = [...new Set([...schemas, ...functions.flatMap((f) => (f.definition ? functionSearchPath(f.definition) ?? [] : []))])];
-  const pathRelations = (
+  return (
     await client.query<QualifiedName>(
       `SELECT n.nspname::text AS schema, c.relname::text AS name
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -318,6 +350,4 @@ async function readCatalogQueries(client: Client, input: Pick<SchemaObjectsInput
       [pathSchemas],
     )
   ).rows.map((r) => ({ schema: r.schema, name: r.name }));
-
-  return { migrated, functions, views, triggers, schemaTypes, dependencies: deps, relations, procs, types: refTypes, pathRelations };
 }

@@ -15,7 +15,7 @@
  * made get theirs first: the views' and matviews' owners need their rights on the tables.
  */
 import type { Client } from 'pg';
-import { accessStatements, type OwnedObject, type TargetRoles } from '../owners';
+import { accessStatements, type AccessPlan, type OwnedObject, type TargetRoles } from '../owners';
 import { displayName, type OwnersSpec } from '../spec';
 import { ident, qname } from '../sql';
 import { readAggregates } from './catalog';
@@ -153,6 +153,24 @@ async function refreshAsOwner(c: Client, o: PlannedObject): Promise<string | und
   return undefined;
 }
 
+/** Why a SECURITY DEFINER function may not be created: its owner on the target would not be the source's, or would be a superuser. */
+function securityDefinerRefusal(o: PlannedObject, a: AccessPlan | undefined, access: OwnersContext | undefined): string | undefined {
+  // Its callers run it with its owner's rights: the owner must be the source's (mapped), and no superuser.
+  return a?.owner === undefined
+    ? `${SECURITY_DEFINER_UNOWNED}${
+        !access
+          ? ' (spec.owners is false)'
+          : a?.notMember
+          ? ` (the migration role is not a member of ${JSON.stringify(a.notMember)}, which should own it)`
+          : o.access
+            ? ` (its owner on the source, ${JSON.stringify(o.access.owner)}, has no role on the target)`
+            : ''
+      }`
+    : access?.roles.roles.get(a.owner)
+      ? `SECURITY DEFINER: its owner on the target would be ${JSON.stringify(a.owner)}, a superuser, and its callers would run it with those rights; create it yourself, owned by a role that is not a superuser`
+      : undefined;
+}
+
 /** Creates the planned objects on the target (see this file's comment), with their owners and grants when `access` is given. */
 export async function createPlannedObjects(c: Client, plan: PlannedObject[], hooks: SchemaObjectsHooks = {}, access?: OwnersContext): Promise<SchemaObjectsResult> {
   const result: SchemaObjectsResult = { created: [], skipped: [], notices: [], rewritten: [] };
@@ -206,21 +224,7 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
         for (const m of a?.missing ?? []) access?.missing.add(m);
         if (a?.notMember) access?.notMember.add(a.notMember);
         if (o.securityDefiner) {
-          // Its callers run it with its owner's rights: the owner must be the source's (mapped), and no superuser.
-          const why =
-            a?.owner === undefined
-              ? `${SECURITY_DEFINER_UNOWNED}${
-                  !access
-                    ? ' (spec.owners is false)'
-                    : a?.notMember
-                    ? ` (the migration role is not a member of ${JSON.stringify(a.notMember)}, which should own it)`
-                    : o.access
-                      ? ` (its owner on the source, ${JSON.stringify(o.access.owner)}, has no role on the target)`
-                      : ''
-                }`
-              : access?.roles.roles.get(a.owner)
-                ? `SECURITY DEFINER: its owner on the target would be ${JSON.stringify(a.owner)}, a superuser, and its callers would run it with those rights; create it yourself, owned by a role that is not a superuser`
-                : undefined;
+          const why = securityDefinerRefusal(o, a, access);
           if (why) {
             skip(o, why);
             continue;
@@ -243,10 +247,16 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
       skip(o, `creating it failed: ${errorText(err)}`);
     }
   }
-  for (const o of plan) {
-    if (!o.refresh || state.get(o.key) !== 'created') continue;
+  await refreshCreated(c, plan.filter((o) => o.refresh && state.get(o.key) === 'created'), result, hooks, { done, total: plan.length });
+  if (present) result.notices.push(`${present} of these objects were already on the target with the same definition (a re-run)`);
+  return result;
+}
+
+/** The materialized views created here that were populated on the source, refreshed; one that fails is counted as skipped. */
+async function refreshCreated(c: Client, matviews: PlannedObject[], result: SchemaObjectsResult, hooks: SchemaObjectsHooks, progress: { done: number; total: number }): Promise<void> {
+  for (const o of matviews) {
     if (hooks.signal?.aborted) throw new Error('cancelled while refreshing materialized views');
-    hooks.heartbeat?.({ done, total: plan.length });
+    hooks.heartbeat?.(progress);
     try {
       const notRefreshed = await refreshAsOwner(c, o);
       if (notRefreshed) {
@@ -256,9 +266,7 @@ export async function createPlannedObjects(c: Client, plan: PlannedObject[], hoo
     } catch (err) {
       if (transient(err)) throw err;
       result.created = result.created.filter((x) => x !== o.createdLabel);
-      skip(o, `created, but REFRESH MATERIALIZED VIEW failed: ${errorText(err)}`);
+      result.skipped.push({ object: o.label, reason: `created, but REFRESH MATERIALIZED VIEW failed: ${errorText(err)}` });
     }
   }
-  if (present) result.notices.push(`${present} of these objects were already on the target with the same definition (a re-run)`);
-  return result;
 }

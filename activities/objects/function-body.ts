@@ -29,7 +29,7 @@
  */
 import { displayName } from '../spec';
 import { applyEdits, identValue, isIdentToken, isPunct, lexSql, nextSignificant, readName, type Edit, type SqlToken } from './lexer';
-import { renamedNamed, resolveBodyRelation, rewriteHeaderTokens, rewriteQueryTokens, type BodyScan, type ObjectRenames } from './rename';
+import { renamedNamed, resolveBodyRelation, rewriteHeaderTokens, rewriteQueryTokens, type BodyScan, type BodyScope, type ObjectRenames } from './rename';
 
 /** Where a pg_get_functiondef body starts: the top-level AS (a string body), BEGIN ATOMIC or RETURN (SQL-standard). */
 function functionBodyStart(tokens: readonly SqlToken[]): { index: number; sqlStandard: boolean } {
@@ -240,24 +240,7 @@ export function rewriteFunction(definition: string, renames: ObjectRenames, exis
         edits.push({ start: at, end: at + 1, text: quoted });
       }
     } else if (language !== 'c' && language !== 'internal') {
-      // Not a language we read: only say what it seems to name, words in its strings included (a hint, not a parse).
-      const named = new Set<string>();
-      const words = (ts: readonly SqlToken[], depth: number) => {
-        for (let r = 0; r < ts.length; ) {
-          const t = ts[r]!;
-          if (depth === 0 && (t.kind === 'string' || t.kind === 'dollar' || t.kind === 'quoted')) words(lexSql(t.kind === 'quoted' ? t.text.slice(1, -1) : quotedContent(t)), 1);
-          if (t.kind !== 'word') {
-            r++;
-            continue;
-          }
-          const name = readName(ts, r, ts.length);
-          const rel = resolveBodyRelation(name.parts.slice(0, 2), scan.scope);
-          if (rel && rel !== 'kept') named.add(displayName(rel.source));
-          else if (rel === undefined && name.parts.length === 1) for (const x of renamedNamed(renames, name.parts[0]!)) named.add(displayName(x));
-          r = name.end;
-        }
-      };
-      words(inner, 0);
+      const named = namedInUnreadBody(inner, scan.scope);
       if (named.size) {
         out.unreadLanguage = language || 'unknown';
         for (const k of named) scan.notFollowed.add(k);
@@ -269,6 +252,31 @@ export function rewriteFunction(definition: string, renames: ObjectRenames, exis
   out.rewritten = [...scan.rewritten].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([s, t]) => `${s} -> ${t}`);
   out.notFollowed = [...scan.notFollowed].sort();
   return out;
+}
+
+/**
+ * The renamed relations a body in a language pg-dts does not read seems to name, words in its strings
+ * included (a hint, not a parse).
+ */
+function namedInUnreadBody(inner: readonly SqlToken[], scope: BodyScope): Set<string> {
+  const named = new Set<string>();
+  const words = (ts: readonly SqlToken[], depth: number) => {
+    for (let r = 0; r < ts.length; ) {
+      const t = ts[r]!;
+      if (depth === 0 && (t.kind === 'string' || t.kind === 'dollar' || t.kind === 'quoted')) words(lexSql(t.kind === 'quoted' ? t.text.slice(1, -1) : quotedContent(t)), 1);
+      if (t.kind !== 'word') {
+        r++;
+        continue;
+      }
+      const name = readName(ts, r, ts.length);
+      const rel = resolveBodyRelation(name.parts.slice(0, 2), scope);
+      if (rel && rel !== 'kept') named.add(displayName(rel.source));
+      else if (rel === undefined && name.parts.length === 1) for (const x of renamedNamed(scope.renames, name.parts[0]!)) named.add(displayName(x));
+      r = name.end;
+    }
+  };
+  words(inner, 0);
+  return named;
 }
 
 /** rewriteFunction's text. */

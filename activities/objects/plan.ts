@@ -168,17 +168,43 @@ export function objectRenames(catalog: ObjectCatalog, mapping: { schemaMapping: 
   return { relations, functions, types, schemaMapping: mapping.schemaMapping };
 }
 
+type Mapping = { schemaMapping: Record<string, string>; tableSuffix: string };
+
+/** What planning one object needs from the whole catalog. */
+interface PlanContext {
+  mapping: Mapping;
+  renames: ObjectRenames;
+  /** Source relations on the paths function bodies look bare names up in (nameKey). */
+  existing: ReadonlySet<string>;
+  viewKeys: ReadonlyMap<number, string>;
+  migratedTarget: ReadonlyMap<number, QualifiedName>;
+  /** dependsOn and requirements of one object from its pg_depend rows. */
+  needs(key: string, selfOid: number): { dependsOn: string[]; requires: Requirement[] };
+}
+
 /**
  * Everything to create, in order: functions, procedures, aggregates, views and materialized views
  * sorted by their dependencies, then triggers. Pure.
  */
-export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMapping: Record<string, string>; tableSuffix: string }): PlannedObject[] {
+export function planSchemaObjects(catalog: ObjectCatalog, mapping: Mapping): PlannedObject[] {
   const renames = objectRenames(catalog, mapping);
-  const mapSchema = (s: string) => mapping.schemaMapping[s] ?? s;
-  const existing = new Set((catalog.pathRelations ?? []).map(nameKey));
-  const migratedOids = new Set(catalog.migrated.map((m) => m.oid));
-  const migratedTarget = new Map(catalog.migrated.map((m) => [m.oid, m.target]));
   const viewKeys = new Map(catalog.views.map((v) => [v.oid, `v:${v.oid}`]));
+  const ctx: PlanContext = {
+    mapping,
+    renames,
+    existing: new Set((catalog.pathRelations ?? []).map(nameKey)),
+    viewKeys,
+    migratedTarget: new Map(catalog.migrated.map((m) => [m.oid, m.target])),
+    needs: dependencyReader(catalog, renames, viewKeys),
+  };
+  const ordered = orderByDependencies([...catalog.functions.map((f) => planFunction(ctx, f)), ...catalog.views.map((v) => planView(ctx, v))]);
+  for (const t of catalog.triggers) ordered.push(planTrigger(ctx, t));
+  return ordered;
+}
+
+/** PlanContext.needs for a catalog: what an object depends on among those planned, and what it requires on the target. */
+function dependencyReader(catalog: ObjectCatalog, renames: ObjectRenames, viewKeys: ReadonlyMap<number, string>): PlanContext['needs'] {
+  const migratedOids = new Set(catalog.migrated.map((m) => m.oid));
   const funcKeys = new Map(catalog.functions.map((f) => [f.oid, `f:${f.oid}`]));
   const relByOid = new Map(catalog.relations.map((r) => [r.oid, r]));
   const procByOid = new Map(catalog.procs.map((p) => [p.oid, p]));
@@ -186,8 +212,7 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
   const depsOf = new Map<string, ObjectCatalog['dependencies']>();
   for (const d of catalog.dependencies) depsOf.set(d.object, [...(depsOf.get(d.object) ?? []), d]);
 
-  /** dependsOn and requirements of one object from its pg_depend rows. */
-  const needs = (key: string, selfOid: number) => {
+  return (key: string, selfOid: number) => {
     const dependsOn = new Set<string>();
     const requires = new Map<string, Requirement>();
     const onRelation = (oid: number) => {
@@ -235,137 +260,142 @@ export function planSchemaObjects(catalog: ObjectCatalog, mapping: { schemaMappi
     }
     return { dependsOn: [...dependsOn], requires: [...requires.values()] };
   };
+}
 
-  const objects: PlannedObject[] = [];
-  /** `kind what` (what: the signature for a function), with `-> target` when the mapping renames it. */
-  const named = (kind: string, what: string, source: QualifiedName, target: QualifiedName) => {
-    const label = `${kind} ${what}`;
-    return { label, createdLabel: source.schema === target.schema && source.name === target.name ? label : `${label} -> ${displayName(target)}` };
+/** `kind what` (what: the signature for a function), with `-> target` when the mapping renames it. */
+const named = (kind: string, what: string, source: QualifiedName, target: QualifiedName) => {
+  const label = `${kind} ${what}`;
+  return { label, createdLabel: source.schema === target.schema && source.name === target.name ? label : `${label} -> ${displayName(target)}` };
+};
+
+function planFunction(ctx: PlanContext, f: CatalogFunction): PlannedObject {
+  const { renames } = ctx;
+  const key = `f:${f.oid}`;
+  const target = { schema: ctx.mapping.schemaMapping[f.schema] ?? f.schema, name: f.name };
+  const kind: PlannedObject['kind'] = f.kind === 'p' ? 'procedure' : f.kind === 'a' ? 'aggregate' : 'function';
+  const n = ctx.needs(key, f.oid);
+  let statement: string;
+  let problem: string | undefined;
+  let rewrite: FunctionRewrite | undefined;
+  if (f.kind === 'a') {
+    statement = f.aggregate ? aggregateDdl(f.aggregate, target, renames) : '';
+    if (!f.aggregate) problem = 'its pg_aggregate row could not be read';
+  } else {
+    rewrite = rewriteFunction(f.definition ?? '', renames, ctx.existing);
+    statement = rewrite.text;
+  }
+  // Without its owner known it would stay the migration role's (usually a superuser), and its callers
+  // would run it with those rights.
+  if (f.securityDefiner && !f.owner) problem = SECURITY_DEFINER_UNOWNED;
+  const schemaStmt = `CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`;
+  const o: PlannedObject = {
+    key,
+    kind,
+    ...named(kind, f.signature, f, target),
+    statements: [schemaStmt, statement],
+    ensure: [],
+    existing: { kind: 'function', signature: rewriteSignature(f.signature, renames), aggregate: f.kind === 'a' },
+    compareText: statement,
+    dependsOn: n.dependsOn,
+    requires: n.requires,
   };
-
-  for (const f of catalog.functions) {
-    const key = `f:${f.oid}`;
-    const target = { schema: mapSchema(f.schema), name: f.name };
-    const kind: PlannedObject['kind'] = f.kind === 'p' ? 'procedure' : f.kind === 'a' ? 'aggregate' : 'function';
-    const n = needs(key, f.oid);
-    let statement: string;
-    let problem: string | undefined;
-    let rewrite: FunctionRewrite | undefined;
-    if (f.kind === 'a') {
-      statement = f.aggregate ? aggregateDdl(f.aggregate, target, renames) : '';
-      if (!f.aggregate) problem = 'its pg_aggregate row could not be read';
-    } else {
-      rewrite = rewriteFunction(f.definition ?? '', renames, existing);
-      statement = rewrite.text;
-    }
-    // Without its owner known it would stay the migration role's (usually a superuser), and its callers
-    // would run it with those rights.
-    if (f.securityDefiner && !f.owner) problem = SECURITY_DEFINER_UNOWNED;
-    const schemaStmt = `CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`;
-    const o: PlannedObject = {
-      key,
-      kind,
-      ...named(kind, f.signature, f, target),
-      statements: [schemaStmt, statement],
-      ensure: [],
-      existing: { kind: 'function', signature: rewriteSignature(f.signature, renames), aggregate: f.kind === 'a' },
-      compareText: statement,
-      dependsOn: n.dependsOn,
-      requires: n.requires,
-    };
-    if (problem) o.problem = problem;
-    if (f.owner) o.access = { alter: 'ROUTINE', grant: 'ROUTINE', name: o.existing.kind === 'function' ? o.existing.signature : '', owner: f.owner.name, ownerSuper: f.owner.superuser, acl: f.owner.acl };
-    if (f.securityDefiner) o.securityDefiner = true;
-    if (rewrite) {
-      if (rewrite.rewritten.length) o.rewritten = `${o.label}: its body now names ${rewrite.rewritten.join(', ')}`;
-      const notices: string[] = [];
-      if (rewrite.notFollowed.length) {
-        const why = rewrite.unreadLanguage
-          ? `its body is in ${rewrite.unreadLanguage}, which pg-dts does not rewrite`
-          : 'pg-dts renames only table names in FROM/JOIN/UPDATE/INSERT INTO/DELETE FROM/TABLE/TRUNCATE positions and in %ROWTYPE/%TYPE';
-        notices.push(
-          `${o.label}: its body names ${rewrite.notFollowed.join(', ')}, which the mapping renames, where it was not rewritten (${why}); ` +
-            `check that it still reaches the right tables on the target`,
-        );
-      }
-      if (rewrite.dynamic.length) {
-        notices.push(
-          `${o.label}: it builds SQL at run time (EXECUTE) naming ${rewrite.dynamic.join(', ')}, which the mapping renames; ` +
-            `SQL built at run time is not rewritten: change it on the target`,
-        );
-      }
-      if (notices.length) o.notices = notices;
-    }
-    objects.push(o);
+  if (problem) o.problem = problem;
+  if (f.owner) o.access = { alter: 'ROUTINE', grant: 'ROUTINE', name: o.existing.kind === 'function' ? o.existing.signature : '', owner: f.owner.name, ownerSuper: f.owner.superuser, acl: f.owner.acl };
+  if (f.securityDefiner) o.securityDefiner = true;
+  if (rewrite) {
+    if (rewrite.rewritten.length) o.rewritten = `${o.label}: its body now names ${rewrite.rewritten.join(', ')}`;
+    const notices = rewriteNotices(o.label, rewrite);
+    if (notices.length) o.notices = notices;
   }
+  return o;
+}
 
-  for (const v of catalog.views) {
-    const key = `v:${v.oid}`;
-    const source = { schema: v.schema, name: v.name };
-    const target = mapTableName(source, mapping);
-    const kind: PlannedObject['kind'] = v.kind === 'm' ? 'materialized view' : 'view';
-    const n = needs(key, v.oid);
-    const o: PlannedObject = {
-      key,
-      kind,
-      ...named(kind, displayName(source), source, target),
-      statements: [],
-      ensure: [],
-      existing: { kind: 'relation', name: target, relkind: v.kind },
-      compareText: '',
-      dependsOn: n.dependsOn,
-      requires: n.requires,
-    };
-    if (Buffer.byteLength(target.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
-      o.problem = `its target name ${JSON.stringify(target.name)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`;
-    } else {
-      try {
-        const ddl = viewDdl(v, target, renames, mapping);
-        o.statements = [`CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`, ...ddl.statements];
-        o.ensure = ddl.statements.slice(1);
-        o.compareText = ddl.query;
-        if (v.kind === 'm' && v.populated) o.refresh = `REFRESH MATERIALIZED VIEW ${qname(target)}`;
-        if (v.owner) {
-          const alter = v.kind === 'm' ? 'MATERIALIZED VIEW' : 'VIEW';
-          o.access = { alter, grant: 'TABLE', name: qname(target), owner: v.owner.name, ownerSuper: v.owner.superuser, acl: v.owner.acl };
-        }
-      } catch (err) {
-        o.problem = err instanceof Error ? err.message : String(err);
+/** What a DBA should check after a string body's rewrite: names it was not rewritten at, SQL built at run time. */
+function rewriteNotices(label: string, rewrite: FunctionRewrite): string[] {
+  const notices: string[] = [];
+  if (rewrite.notFollowed.length) {
+    const why = rewrite.unreadLanguage
+      ? `its body is in ${rewrite.unreadLanguage}, which pg-dts does not rewrite`
+      : 'pg-dts renames only table names in FROM/JOIN/UPDATE/INSERT INTO/DELETE FROM/TABLE/TRUNCATE positions and in %ROWTYPE/%TYPE';
+    notices.push(
+      `${label}: its body names ${rewrite.notFollowed.join(', ')}, which the mapping renames, where it was not rewritten (${why}); ` +
+        `check that it still reaches the right tables on the target`,
+    );
+  }
+  if (rewrite.dynamic.length) {
+    notices.push(
+      `${label}: it builds SQL at run time (EXECUTE) naming ${rewrite.dynamic.join(', ')}, which the mapping renames; ` +
+        `SQL built at run time is not rewritten: change it on the target`,
+    );
+  }
+  return notices;
+}
+
+function planView(ctx: PlanContext, v: CatalogView): PlannedObject {
+  const { mapping, renames } = ctx;
+  const key = `v:${v.oid}`;
+  const source = { schema: v.schema, name: v.name };
+  const target = mapTableName(source, mapping);
+  const kind: PlannedObject['kind'] = v.kind === 'm' ? 'materialized view' : 'view';
+  const n = ctx.needs(key, v.oid);
+  const o: PlannedObject = {
+    key,
+    kind,
+    ...named(kind, displayName(source), source, target),
+    statements: [],
+    ensure: [],
+    existing: { kind: 'relation', name: target, relkind: v.kind },
+    compareText: '',
+    dependsOn: n.dependsOn,
+    requires: n.requires,
+  };
+  if (Buffer.byteLength(target.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
+    o.problem = `its target name ${JSON.stringify(target.name)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`;
+  } else {
+    try {
+      const ddl = viewDdl(v, target, renames, mapping);
+      o.statements = [`CREATE SCHEMA IF NOT EXISTS ${ident(target.schema)}`, ...ddl.statements];
+      o.ensure = ddl.statements.slice(1);
+      o.compareText = ddl.query;
+      if (v.kind === 'm' && v.populated) o.refresh = `REFRESH MATERIALIZED VIEW ${qname(target)}`;
+      if (v.owner) {
+        const alter = v.kind === 'm' ? 'MATERIALIZED VIEW' : 'VIEW';
+        o.access = { alter, grant: 'TABLE', name: qname(target), owner: v.owner.name, ownerSuper: v.owner.superuser, acl: v.owner.acl };
       }
+    } catch (err) {
+      o.problem = err instanceof Error ? err.message : String(err);
     }
-    objects.push(o);
   }
+  return o;
+}
 
-  const ordered = orderByDependencies(objects);
-
-  for (const t of catalog.triggers) {
-    const key = `t:${t.oid}`;
-    const tableTarget = migratedTarget.get(t.relid) ?? renames.relations.get(nameKey(t.table)) ?? t.table;
-    const n = needs(key, t.oid);
-    const view = viewKeys.get(t.relid);
-    if (view) n.dependsOn.push(view);
-    const rewritten = rewriteTriggerDefinition(t.definition, renames);
-    const label = `trigger ${t.name} on ${displayName(t.table)}`;
-    const o: PlannedObject = {
-      key,
-      kind: 'trigger',
-      label,
-      createdLabel: displayName(tableTarget) === displayName(t.table) ? label : `${label} -> ${displayName(tableTarget)}`,
-      statements: [rewritten.text],
-      ensure: [],
-      existing: { kind: 'trigger', table: tableTarget, name: t.name },
-      compareText: rewritten.text,
-      dependsOn: n.dependsOn,
-      requires: n.requires,
-    };
-    if (!rewritten.table || rewritten.table.schema !== t.table.schema || rewritten.table.name !== t.table.name) {
-      o.problem = `cannot find its table in the definition ${t.definition}`;
-    }
-    const enable = TRIGGER_ENABLE[t.enabled];
-    if (enable) o.statements.push(`ALTER TABLE ${qname(tableTarget)} ${enable} ${ident(t.name)}`);
-    ordered.push(o);
+function planTrigger(ctx: PlanContext, t: CatalogTrigger): PlannedObject {
+  const { renames } = ctx;
+  const key = `t:${t.oid}`;
+  const tableTarget = ctx.migratedTarget.get(t.relid) ?? renames.relations.get(nameKey(t.table)) ?? t.table;
+  const n = ctx.needs(key, t.oid);
+  const view = ctx.viewKeys.get(t.relid);
+  if (view) n.dependsOn.push(view);
+  const rewritten = rewriteTriggerDefinition(t.definition, renames);
+  const label = `trigger ${t.name} on ${displayName(t.table)}`;
+  const o: PlannedObject = {
+    key,
+    kind: 'trigger',
+    label,
+    createdLabel: displayName(tableTarget) === displayName(t.table) ? label : `${label} -> ${displayName(tableTarget)}`,
+    statements: [rewritten.text],
+    ensure: [],
+    existing: { kind: 'trigger', table: tableTarget, name: t.name },
+    compareText: rewritten.text,
+    dependsOn: n.dependsOn,
+    requires: n.requires,
+  };
+  if (!rewritten.table || rewritten.table.schema !== t.table.schema || rewritten.table.name !== t.table.name) {
+    o.problem = `cannot find its table in the definition ${t.definition}`;
   }
-  return ordered;
+  const enable = TRIGGER_ENABLE[t.enabled];
+  if (enable) o.statements.push(`ALTER TABLE ${qname(tableTarget)} ${enable} ${ident(t.name)}`);
+  return o;
 }
 
 /**
