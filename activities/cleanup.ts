@@ -9,7 +9,7 @@ import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
-import { deleteProofSql, PROOF_TABLE } from './validate-sql';
+import { deleteProofSql, PROOF_TABLE } from './validate/sql';
 
 /**
  * Removes the apply's position for this slot from the target; the last migration using the table

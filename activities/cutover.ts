@@ -15,7 +15,7 @@
  * a fence that expired sends the migration back to SYNCING_WAL instead of completing on a target that
  * may lack writes made after the deadline.
  */
-import { sleep } from './validate-engine';
+import { sleep } from './sleep';
 import type { Client } from 'pg';
 import { withClient } from './db';
 import { classify } from './errors';

@@ -13,10 +13,24 @@ import { preflight, type MigrationPlan, type OtherMigration } from './preflight'
 import { notifyWebhook } from './notify';
 import { migrationIdOf } from '../workflows/names';
 import { createTargetTables, finishTargetTables } from './schema';
-import { formatValidationFailure, validateCounts, validateTables, type TableValidationResult, type ValidateProgress, type ValidateTablesInput } from './validate';
-import { validateAndRepair, type RepairOutcome, type RepairSettings } from './validate-repair';
-import { validateLive, type LiveTableValidation, type ValidateLiveInput } from './validate-live';
-import { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResult } from './validate-proof';
+import {
+  formatValidationFailure,
+  proveLive,
+  validateAndRepair,
+  validateCounts,
+  validateLive,
+  validateTables,
+  type LiveTableValidation,
+  type ProofProgress,
+  type ProveLiveInput,
+  type ProveLiveResult,
+  type RepairOutcome,
+  type RepairSettings,
+  type TableValidationResult,
+  type ValidateLiveInput,
+  type ValidateProgress,
+  type ValidateTablesInput,
+} from './validate';
 import { findSchemaDrift } from './schema-drift';
 import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
 import { withCancellation, withClient } from './db';

@@ -12,8 +12,7 @@
  */
 import { cpus, loadavg } from 'node:os';
 import { startCluster, type PgCluster } from '../test/harness/pg-cluster';
-import { validateTables, type TableValidationResult, type ValidateTablesInput } from '../activities/validate';
-import { proveLive } from '../activities/validate-proof';
+import { proveLive, validateTables, type TableValidationResult, type ValidateTablesInput } from '../activities/validate';
 
 const ROWS = Math.max(1, Math.floor(Number(process.argv[2] ?? 1_000_000)));
 const TABLE = { schema: 'public', name: 'bench_checksum' };

@@ -13,8 +13,16 @@ import { scrub } from '../activities/errors';
 import type { TableDef } from '../activities/model';
 import { listSourceTables, type TablePlan } from '../activities/preflight';
 import { displayName, normalizeSpec, SpecError, type NormalizedSpec } from '../activities/spec';
-import { formatMismatch, validateTables, VALIDATE_DEFAULTS, type TableValidationResult } from '../activities/validate';
-import { DEFAULT_REPAIR_MAX_ROWS, formatRepair, validateAndRepair, type RepairOutcome } from '../activities/validate-repair';
+import {
+  DEFAULT_REPAIR_MAX_ROWS,
+  formatMismatch,
+  formatRepair,
+  validateAndRepair,
+  validateTables,
+  VALIDATE_DEFAULTS,
+  type RepairOutcome,
+  type TableValidationResult,
+} from '../activities/validate';
 
 export interface VerifyOptions {
   source: string;

@@ -32,7 +32,7 @@
  * The measured numbers are printed.
  *
  * VALIDATING's sampled-row comparison is turned off here: it fetches sampled rows whole, as text, from
- * both sides (activities/validate-sql.ts rowsByKeySql), so these two rows alone took the worker to
+ * both sides (activities/validate/sql.ts rowsByKeySql), so these two rows alone took the worker to
  * 1.2-1.5 GB over the baseline. That is the validation's to fix (compare wide columns by hash), not the
  * copy's or the apply's, and it would double this test's time.
  */

@@ -7,9 +7,8 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
-import { proveLive } from '../../activities/validate-proof';
-import { validateTables, type ValidateTableSpec } from '../../activities/validate';
-import { formatMismatch } from '../../activities/validate-compare';
+import { formatMismatch, proveLive, validateTables } from '../../activities/validate';
+import type { ValidateTableSpec } from '../../activities/validate/contract';
 import type { MigrationReport } from '../../workflows/contract';
 
 let env: TestEnv;

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint, type TableFingerprint } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
-import { validateAndRepair } from '../../activities/validate-repair';
-import type { ValidateTableSpec } from '../../activities/validate';
+import { validateAndRepair } from '../../activities/validate';
+import type { ValidateTableSpec } from '../../activities/validate/contract';
 import { dts } from '../harness/dts';
 
 let env: TestEnv;

@@ -5,9 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runApply, type ApplyResult } from '../../activities/apply/stream';
-import { validateLive } from '../../activities/validate-live';
-import { validateTables, type ValidateTableSpec } from '../../activities/validate';
-import { ROW_MD5_KEY } from '../../activities/validate-compare';
+import { validateLive, validateTables } from '../../activities/validate';
+import { ROW_MD5_KEY } from '../../activities/validate/compare';
+import type { ValidateTableSpec } from '../../activities/validate/contract';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const DDL = `

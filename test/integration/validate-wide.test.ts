@@ -4,7 +4,7 @@
  *
  * The sampled-row comparison used to fetch the sampled rows whole, as text, from both sides: these rows
  * alone took the worker 1.2-1.5 GB over its baseline. It now compares every column by a digest computed
- * in the database (activities/validate-sql.ts rowDigestsByKeySql), so what the worker holds per row is a
+ * in the database (activities/validate/sql.ts rowDigestsByKeySql), so what the worker holds per row is a
  * few bytes per column, whatever the values' size. The same holds for naming the columns of a row the
  * checksum found different (columnsThatDiffer).
  *
@@ -21,7 +21,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { validateTables, type TableValidationResult, type ValidateTableSpec } from '../../activities/validate';
+import { validateTables, type TableValidationResult } from '../../activities/validate';
+import type { ValidateTableSpec } from '../../activities/validate/contract';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const MB = 1024 * 1024;

@@ -12,8 +12,9 @@ import { readTableDefs } from '../../activities/catalog';
 import { connect } from '../../activities/db';
 import { columnList, qname } from '../../activities/sql';
 import type { QualifiedName } from '../../activities/spec';
-import { validateTables, formatValidationFailure, type TableValidationResult, type ValidateTableSpec } from '../../activities/validate';
-import { ROW_MD5_KEY } from '../../activities/validate-compare';
+import { validateTables, formatValidationFailure, type TableValidationResult } from '../../activities/validate';
+import { ROW_MD5_KEY } from '../../activities/validate/compare';
+import type { ValidateTableSpec } from '../../activities/validate/contract';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const DDL = `

@@ -4,9 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { normalizeSpec, SpecError } from '../../activities/spec';
-import type { TableValidationResult } from '../../activities/validate';
-import { formatRepair } from '../../activities/validate-repair';
-import { copyInSql, copyOutAllSql, copyOutByKeysSql, deleteByKeysSql, unmarkedRelationsSql, type TableShape } from '../../activities/validate-sql';
+import { formatRepair, type TableValidationResult } from '../../activities/validate';
+import { copyInSql, copyOutAllSql, copyOutByKeysSql, deleteByKeysSql, unmarkedRelationsSql, type TableShape } from '../../activities/validate/sql';
 
 const composite: TableShape = {
   table: { schema: 'Sales Dept', name: 'Order "Items"' },

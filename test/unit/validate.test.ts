@@ -16,7 +16,7 @@ import {
   sampleKeysSql,
   splitPointsSql,
   type TableShape,
-} from '../../activities/validate-sql';
+} from '../../activities/validate/sql';
 import {
   addRowHash,
   chunkLabel,
@@ -31,10 +31,13 @@ import {
   pickBoundaries,
   rangeLabel,
   rangesBetween,
+  formatKey,
+  formatMismatch,
+  formatValidationFailure,
   reconcileAcrossChunks,
   withVersion,
-} from '../../activities/validate-compare';
-import { formatKey, formatMismatch, formatValidationFailure, type TableValidationResult } from '../../activities/validate';
+} from '../../activities/validate/compare';
+import type { TableValidationResult } from '../../activities/validate/contract';
 import { formatVerifyResults, splitList } from '../../client/verify';
 
 const composite: TableShape = {

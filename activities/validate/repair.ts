@@ -21,19 +21,21 @@
  */
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import type { RepairReport } from '../workflows/contract';
-import { prepareTargetSession } from './apply/stream';
-import { CopyInFramed, CopyOut } from './copy-out';
-import { connect, describeConnection } from './db';
-import { classify } from './errors';
-import { markText } from './marks';
-import { displayName, type ConnectionSpec } from './spec';
-import { compareTables, openSides, type RepairNeed, type TableValidationResult, type ValidateHooks, type ValidateTablesInput } from './validate';
-import { formatKey, keyId, keyRecord, keyValues, ROW_MD5_KEY, type MismatchKind } from './validate-compare';
-import { throwIfAborted, TableSide } from './validate-engine';
-import { BEGIN_READ, copyInSql, copyOutAllSql, copyOutByKeysSql, deleteAllSql, deleteByKeysSql, unmarkedRelationsSql, type KeyRange } from './validate-sql';
+import type { RepairReport } from '../../workflows/contract';
+import { prepareTargetSession } from '../apply/stream';
+import { CopyInFramed, CopyOut } from '../copy-out';
+import { connect, describeConnection } from '../db';
+import { classify } from '../errors';
+import { markText } from '../marks';
+import { displayName, type ConnectionSpec } from '../spec';
+import { formatKey, keyId, keyRecord, keyValues, ROW_MD5_KEY } from './compare';
+import type { MismatchKind, TableValidationResult, ValidateHooks, ValidateTablesInput } from './contract';
+import { openSides } from './shared';
+import { compareTables, type RepairNeed } from './strict';
+import { throwIfAborted, TableSide } from './engine';
+import { BEGIN_READ, copyInSql, copyOutAllSql, copyOutByKeysSql, deleteAllSql, deleteByKeysSql, unmarkedRelationsSql, type KeyRange } from './sql';
 
-export { DEFAULT_REPAIR_MAX_ROWS } from './spec';
+export { DEFAULT_REPAIR_MAX_ROWS } from '../spec';
 /** Keys and chunks listed per table in a repair report (counts cover them all). */
 export const REPAIR_LIST_CAP = 100;
 /** Keys per DELETE and per COPY of a keyed repair. */
@@ -72,7 +74,7 @@ interface RepairJob {
 }
 
 /**
- * Compares (validate.ts compareTables), then repairs what differs within `repair.maxRows`, then
+ * Compares (strict.ts compareTables), then repairs what differs within `repair.maxRows`, then
  * compares the repaired chunks again. The results' verdicts are the ones after the repair; each
  * repaired table carries its RepairReport.
  */

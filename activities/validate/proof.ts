@@ -6,14 +6,14 @@
  * A chunk is verified when its content checksum read on the source in one snapshot equals the one read
  * on the target in another (after the apply has passed the source's position, so that they can meet).
  * Both reads also return the chunk's tuple fingerprint on their side (which heap tuple versions it
- * holds: validate-sql.ts chunkFingerprintSql); both are stored with the verdict. Equal checksums prove
+ * holds: sql.ts chunkFingerprintSql); both are stored with the verdict. Equal checksums prove
  * content(source at S) = content(target at T) whatever happened in between on either side.
  *
  * Passes repeat while the sync goes on: a verified chunk whose fingerprints are unchanged on both sides
  * still holds what was proven; one that changed on either side (the apply wrote to it, someone wrote to
  * the target directly, a row was deleted on either side) is verified again.
  *
- * At cutover (validate.ts, source fenced, target caught up) every chunk's fingerprint is read on both
+ * At cutover (strict.ts, source fenced, target caught up) every chunk's fingerprint is read on both
  * sides again; only the chunks not verified, or changed on either side since, are compared by checksum
  * and bisected down to the keys. A chunk with both fingerprints unchanged holds, on each side, the very
  * tuples that were proven equal, so the write stop grows with what changed since the last pass (plus
@@ -24,34 +24,26 @@
  * with a divergence, which fails the migration before anything is fenced.
  */
 import type { Client } from 'pg';
-import type { ProofProgressReport } from '../workflows/contract';
-import { withClient } from './db';
-import { classify } from './errors';
-import { displayName, type ConnectionSpec } from './spec';
-import { formatValidationFailure, rangesBetween, type Mismatch } from './validate-compare';
+import type { ProofProgressReport } from '../../workflows/contract';
+import { withClient } from '../db';
+import { sleep } from '../sleep';
+import { classify } from '../errors';
+import { displayName, type ConnectionSpec } from '../spec';
+import { formatValidationFailure, rangesBetween } from './compare';
+import type { Mismatch, TableValidationResult, ValidateHooks, ValidateTableSpec, ValidateTablesInput } from './contract';
 import {
   checksumKeyed,
   checksumKeyless,
   chunkBoundaries,
   LivePairing,
   ShapeError,
-  sleep,
   throwIfAborted,
   waitForApplyProgress,
   type TableSide,
   type WaitForTarget,
-} from './validate-engine';
-import {
-  assembleMismatches,
-  checksumOptions,
-  openSides,
-  runPool,
-  type TableValidationResult,
-  type ValidateHooks,
-  type ValidateTableSpec,
-  type ValidateTablesInput,
-} from './validate';
-import { insertProofChunksSql, PROOF_SCHEMA_SQL, PROOF_TABLE, proofChunksSql, recordProofChunkSql, type KeyRange, type RowHash, type Sql } from './validate-sql';
+} from './engine';
+import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
+import { insertProofChunksSql, PROOF_SCHEMA_SQL, PROOF_TABLE, proofChunksSql, recordProofChunkSql, type KeyRange, type RowHash, type Sql } from './sql';
 
 export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
   /** The apply's slot: names the proof's state and the apply position to wait for. */

@@ -19,9 +19,8 @@
  * Nothing here takes a lock or writes to a table; the only write is that logical message, and only when
  * the source is idle.
  */
-import { displayName } from './spec';
-import { classify } from './errors';
-import { type Mismatch } from './validate-compare';
+import { displayName } from '../spec';
+import { classify } from '../errors';
 import {
   checksumKeyed,
   checksumKeyless,
@@ -29,9 +28,10 @@ import {
   ShapeError,
   waitForApplyProgress,
   type WaitForTarget,
-} from './validate-engine';
-import { assembleMismatches, checksumOptions, openSides, runPool, type ValidateHooks, type ValidateTablesInput } from './validate';
-import type { RowHash } from './validate-sql';
+} from './engine';
+import type { Mismatch, ValidateHooks, ValidateTablesInput } from './contract';
+import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
+import type { RowHash } from './sql';
 
 export interface ValidateLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
   /**

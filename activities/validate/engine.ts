@@ -1,6 +1,6 @@
 /**
- * VALIDATING, the machinery shared by the strict check (validate.ts, source fenced or quiet) and the
- * live, advisory one (validate-live.ts, during SYNCING_WAL):
+ * VALIDATING, the machinery shared by the strict check (strict.ts, source fenced or quiet) and the
+ * live, advisory one (live.ts, during SYNCING_WAL):
  *
  *  - TableSide: one table on one server, its column types there, and every read the checks need;
  *  - Pairing: how a read is done on both sides and what "differs" means. Strict: both sides at once,
@@ -12,8 +12,8 @@
  *    computed in the database, a bounded number of rows per read).
  */
 import type { Client } from 'pg';
-import { compareLsn } from './apply/stream';
-import { readApplyProgress } from './apply/stream';
+import { compareLsn } from '../apply/stream';
+import { readApplyProgress } from '../apply/stream';
 import {
   addRowHash,
   chunkLabel,
@@ -29,8 +29,8 @@ import {
   rangesBetween,
   summaryRows,
   withVersion,
-  type MismatchKind,
-} from './validate-compare';
+} from './compare';
+import type { MismatchKind } from './contract';
 import {
   BEGIN_READ,
   bucketChecksumsSql,
@@ -54,8 +54,9 @@ import {
   type RowHash,
   type Sql,
   type TableShape,
-} from './validate-sql';
-import { displayName, type QualifiedName } from './spec';
+} from './sql';
+import { displayName, type QualifiedName } from '../spec';
+import { sleep } from '../sleep';
 
 export type Side = 'source' | 'target';
 
@@ -289,7 +290,7 @@ export class LivePairing implements Pairing {
     private readonly opts: LivePairingOptions,
   ) {}
 
-  /** See validate-live.ts: source, target past the source's LSN, source again; then re-read what moved. */
+  /** See live.ts: source, target past the source's LSN, source again; then re-read what moved. */
   async compare(read: ReadFn, cmp: CompareOptions = {}): Promise<PairResult> {
     const maxRounds = Math.max(1, cmp.rounds ?? this.opts.maxRounds ?? 4);
     const delay = this.opts.recheckDelayMs ?? 250;
@@ -755,16 +756,4 @@ export function throwIfAborted(signal?: AbortSignal): void {
     const r: unknown = signal.reason;
     throw r instanceof Error ? r : new Error('validation cancelled');
   }
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

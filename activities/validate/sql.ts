@@ -12,8 +12,8 @@
  *  - a sampled row is compared column by column through md5 digests of each value (DigestMode), so no
  *    value, however wide, is ever fetched.
  */
-import { ident, literal, qname } from './sql';
-import type { QualifiedName } from './spec';
+import { ident, literal, qname } from '../sql';
+import type { QualifiedName } from '../spec';
 
 export interface Sql {
   text: string;
@@ -389,7 +389,7 @@ function bucketPrefix(n: number): number {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Repair (validate-repair.ts): rows rewritten on the target from the source, by key or whole chunk.
+// Repair (repair.ts): rows rewritten on the target from the source, by key or whole chunk.
 // ---------------------------------------------------------------------------------------------------
 
 /** `DELETE FROM target t USING unnest(keys) u WHERE t.key = u.key`: the rows with these keys (target shape). */

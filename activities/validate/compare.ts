@@ -4,23 +4,8 @@
  * travel through workflow history and the status query. A report names tables, chunks, keys and column
  * names, never other row values.
  */
-import type { TableValidationResult } from './validate';
-import type { KeyRange } from './validate-sql';
-
-export type MismatchKind = 'missing-on-target' | 'extra-on-target' | 'different';
-export type Outcome = 'match' | 'mismatch' | 'not-run';
-
-export interface Mismatch {
-  /** The checksum chunk the row belongs to (key range, or md5 bucket for tables without a key). */
-  chunk?: string;
-  /** Key column -> its value in text form. Tables without a key: { "md5(row)": <md5 of the row text> }. */
-  key: Record<string, string | null>;
-  kind: MismatchKind;
-  /** For `different`: the columns whose text differs (names only). */
-  columns?: string[];
-  /** Which level found it. */
-  foundBy: 'sample' | 'checksum';
-}
+import type { Mismatch, MismatchKind, TableValidationResult } from './contract';
+import type { KeyRange } from './sql';
 
 /** Key used for tables without one: the row's identity is its content hash. */
 export const ROW_MD5_KEY = 'md5(row)';

@@ -1,0 +1,160 @@
+/**
+ * What the strict check (strict.ts), the live one (live.ts) and the proof (proof.ts) share: pairs of
+ * connections over the tables, both sides of a table opened, the checksum options, the row hash both
+ * servers agree on, and the mismatch list.
+ */
+import type { Client } from 'pg';
+import { connect, describeConnection } from '../db';
+import type { ConnectionSpec, QualifiedName } from '../spec';
+import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY } from './compare';
+import { VALIDATE_DEFAULTS, type Mismatch, type MismatchKind, type ValidateTableSpec, type ValidateTablesInput } from './contract';
+import { columnsThatDiffer, ShapeError, TableSide, type ChecksumOptions, type FoundRow, type SampleResult } from './engine';
+import { HASH_PROBE_SQL, type RowHash } from './sql';
+
+export function checksumOptions(input: Pick<ValidateTablesInput, 'chunkRows' | 'leafRows' | 'fanout' | 'maxMismatches'>, signal?: AbortSignal): ChecksumOptions {
+  const o: ChecksumOptions = {
+    chunkRows: Math.max(1, Math.floor(input.chunkRows ?? VALIDATE_DEFAULTS.chunkRows)),
+    leafRows: Math.max(1, Math.floor(input.leafRows ?? VALIDATE_DEFAULTS.leafRows)),
+    fanout: Math.max(2, Math.floor(input.fanout ?? VALIDATE_DEFAULTS.fanout)),
+    maxMismatches: Math.max(1, Math.floor(input.maxMismatches ?? VALIDATE_DEFAULTS.maxMismatches)),
+  };
+  if (signal) o.signal = signal;
+  return o;
+}
+
+/** Both sides of a table; a ShapeError from either (table or column missing) wins over other errors. */
+export async function openSides(src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, live: boolean): Promise<[TableSide, TableSide]> {
+  const spec = (table: QualifiedName) => ({ table, columns: t.copyColumns, keyColumns: t.keyColumns });
+  const [a, b] = await Promise.allSettled([
+    TableSide.open(src, 'source', spec(t.source), hash, live),
+    TableSide.open(dst, 'target', spec(t.target), hash, live),
+  ]);
+  if (a.status === 'rejected' && b.status === 'rejected' && b.reason instanceof ShapeError && !(a.reason instanceof ShapeError)) throw b.reason;
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
+  if (a.value.encoding !== b.value.encoding) a.value.shape.utf8 = b.value.shape.utf8 = true;
+  return [a.value, b.value];
+}
+
+/**
+ * Opens `parallelism` pairs of connections and runs each table on one of them; results come back in
+ * the order of input.tables. `setup` runs once per pair and returns the per-table function.
+ */
+export async function runPool<R>(
+  input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
+  applicationName: string,
+  setup: (src: Client, dst: Client, hash: RowHash) => Promise<(t: ValidateTableSpec, index: number) => Promise<R>>,
+  signal?: AbortSignal,
+): Promise<R[]> {
+  const results: R[] = new Array<R>(input.tables.length);
+  if (input.tables.length === 0) return results;
+  const queue = input.tables.map((t, i) => ({ t, i }));
+  const workers = Math.max(1, Math.min(input.parallelism ?? VALIDATE_DEFAULTS.parallelism, input.tables.length));
+  let hash: RowHash | undefined = input.rowHash === 'auto' || input.rowHash === undefined ? undefined : input.rowHash;
+  let failed = false;
+  const worker = async () => {
+    const src = await open(input.source, 'source', applicationName);
+    try {
+      const dst = await open(input.target, 'target', applicationName);
+      try {
+        // Cancelled: cut both connections, which ends a query stuck on a lock and releases this
+        // comparison's snapshot and locks on the source (the fence cannot be dropped under them).
+        const cut = () => {
+          for (const c of [src, dst]) (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        };
+        signal?.addEventListener('abort', cut, { once: true });
+        hash ??= await probeRowHash(src, dst);
+        const check = await setup(src, dst, hash);
+        for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t, job.i);
+      } finally {
+        await dst.end().catch(() => undefined);
+      }
+    } finally {
+      await src.end().catch(() => undefined);
+    }
+  };
+  // The first failure stops the other workers after their current table; all have closed their
+  // connections before it is rethrown.
+  const settled = await Promise.allSettled(
+    Array.from({ length: workers }, () =>
+      worker().catch((err: unknown) => {
+        failed = true;
+        throw err;
+      }),
+    ),
+  );
+  const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failure) throw failure.reason;
+  return results;
+}
+
+async function open(spec: ConnectionSpec, side: 'source' | 'target', applicationName: string): Promise<Client> {
+  try {
+    return await connect(spec, { applicationName });
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    const wrapped = new Error(`cannot connect to the ${side} (${describeConnection(spec)}): ${e.message ?? String(err)}`) as Error & { code?: string };
+    if (e.code) wrapped.code = e.code;
+    throw wrapped;
+  }
+}
+
+/** hashtext when both servers compute the same values for it (same byte order), else md5. */
+export async function probeRowHash(src: Client, dst: Client): Promise<RowHash> {
+  try {
+    const [a, b] = await Promise.all([src.query<{ a: string; b: string }>(HASH_PROBE_SQL), dst.query<{ a: string; b: string }>(HASH_PROBE_SQL)]);
+    const x = a.rows[0]!;
+    const y = b.rows[0]!;
+    return x.a === y.a && x.b === y.b ? 'hashtext' : 'md5';
+  } catch {
+    return 'md5';
+  }
+}
+
+/**
+ * The mismatch list: checksum findings (with their chunk), then sample findings not already in it;
+ * keys as records; for `different` rows, the names of the columns that differ.
+ */
+export async function assembleMismatches(
+  s: TableSide,
+  d: TableSide,
+  t: ValidateTableSpec,
+  found: FoundRow[],
+  sampled: SampleResult['found'],
+  max: number,
+): Promise<{ mismatches: Mismatch[]; truncated: boolean }> {
+  const keyed = t.keyColumns.length > 0;
+  const record = (id: string): Record<string, string | null> => (keyed ? keyRecord(t.keyColumns, id) : { [ROW_MD5_KEY]: id });
+  type Item = { id: string; kind: MismatchKind; chunk?: string; columns?: string[]; foundBy: Mismatch['foundBy'] };
+  const items: Item[] = reconcileAcrossChunks(found).map((f) => ({ id: f.id, kind: f.kind, chunk: f.chunk, foundBy: 'checksum' as const }));
+  const byId = new Map(items.map((m) => [m.id, m]));
+  for (const f of sampled) {
+    const have = byId.get(f.id);
+    if (have) {
+      if (f.columns && have.kind === 'different') have.columns = f.columns;
+      continue;
+    }
+    const item: Item = { id: f.id, kind: f.kind, foundBy: 'sample' };
+    if (f.columns) item.columns = f.columns;
+    items.push(item);
+    byId.set(f.id, item);
+  }
+  const listed = items.slice(0, max);
+  if (keyed) {
+    const need = listed.filter((m) => m.kind === 'different' && !m.columns).map((m) => m.id);
+    if (need.length) {
+      const cols = await columnsThatDiffer(s, d, need);
+      for (const m of listed) {
+        const c = cols.get(m.id);
+        if (c && c.length && !m.columns) m.columns = c;
+      }
+    }
+  }
+  const mismatches = listed.map((m) => {
+    const out: Mismatch = { key: record(m.id), kind: m.kind, foundBy: m.foundBy };
+    if (m.chunk) out.chunk = m.chunk;
+    if (m.columns) out.columns = m.columns;
+    return out;
+  });
+  return { mismatches, truncated: items.length > max };
+}

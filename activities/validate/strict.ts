@@ -1,0 +1,166 @@
+/**
+ * VALIDATING, the strict check: proves the target holds what the source holds, table by table, at
+ * three levels:
+ *
+ *  1. exact row counts;
+ *  2. a random sample of rows fetched by key on both sides and compared column by column in
+ *     PostgreSQL's text form;
+ *  3. a full content checksum computed inside both databases, chunk by key range (tables without a key:
+ *     one order-independent aggregate), then every differing chunk bisected down to the keys that
+ *     differ and how (missing on target, extra on target, different values).
+ *
+ * Runs with the source fenced (online) or quiet (offline): each table is read in one repeatable-read
+ * snapshot per side, tables in parallel. The SQL is in sql.ts, the decisions in compare.ts, the
+ * bisection in engine.ts; live.ts is the advisory variant that tolerates rows changing under it.
+ */
+import type { Client } from 'pg';
+import { classify } from '../errors';
+import { displayName } from '../spec';
+import { VALIDATE_DEFAULTS, type TableValidationResult, type ValidateHooks, type ValidateProgress, type ValidateTableSpec, type ValidateTablesInput } from './contract';
+import {
+  checksumKeyed,
+  checksumKeyless,
+  sampleKeyed,
+  sampleKeyless,
+  ShapeError,
+  StrictPairing,
+  throwIfAborted,
+  type FoundRow,
+  type SampleResult,
+} from './engine';
+import { loadAllProofChunks, planCutoverCheck } from './proof';
+import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
+import { BEGIN_READ, type KeyRange, type RowHash } from './sql';
+
+export async function validateTables(input: ValidateTablesInput, hooks: ValidateHooks = {}): Promise<TableValidationResult[]> {
+  return compareTables(input, hooks);
+}
+
+/**
+ * What a repair (repair.ts) needs from the comparison of one table that differs: every
+ * differing row the checksum found (up to the repair's cap) and the top-level chunks they lie in.
+ */
+export interface RepairNeed {
+  /** Index of the table in the input. */
+  index: number;
+  found: FoundRow[];
+  chunks: Array<{ label: string; range: KeyRange }>;
+  /** The checksum could not name every differing row (more than the cap, or a range too big to list). */
+  truncated: boolean;
+}
+
+/**
+ * validateTables, and with `repair` set: the checksum narrows differing chunks down to up to
+ * `repair.cap` rows per table (not just the listed maxMismatches), handed to `repair.needs`.
+ */
+export async function compareTables(
+  input: ValidateTablesInput,
+  hooks: ValidateHooks = {},
+  repair?: { cap: number; needs: RepairNeed[] },
+): Promise<TableValidationResult[]> {
+  const sampleSize = Math.max(0, Math.floor(input.sampleSize ?? VALIDATE_DEFAULTS.sampleSize));
+  const withChecksum = input.checksum ?? true;
+  const listed = checksumOptions(input, hooks.signal);
+  const opts = repair ? { ...listed, maxMismatches: Math.max(listed.maxMismatches, repair.cap) } : listed;
+  let tablesDone = 0;
+  const progress = (table: string, step: ValidateProgress['step'], extra: Partial<ValidateProgress> = {}) =>
+    hooks.onProgress?.({ table, step, tablesDone, tables: input.tables.length, ...extra });
+
+  try {
+    const stored = withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
+    return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
+      return async (t, index) => {
+        const started = Date.now();
+        const name = displayName(t.source);
+        const result = emptyResult(t, hash);
+        await Promise.all([begin(src), begin(dst)]);
+        try {
+          const [s, d] = await openSides(src, dst, t, hash, false);
+          progress(name, 'count');
+          // The proof's chunk fingerprints count every row too: no separate count(*) then.
+          const planned = await planCutoverCheck(s, d, stored?.get(name), hooks.signal);
+          [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
+          result.countsMatch = result.sourceRows === result.targetRows;
+
+          let sample: SampleResult | undefined;
+          if (sampleSize > 0) {
+            throwIfAborted(hooks.signal);
+            progress(name, 'sample');
+            sample = t.keyColumns.length
+              ? await sampleKeyed(s, d, result.sourceRows, sampleSize)
+              : await sampleKeyless(s, d, result.sourceRows, sampleSize);
+            result.sampledRows = sample.sampled;
+            result.sample = sample.found.length ? 'mismatch' : 'match';
+          }
+
+          let found: FoundRow[] = [];
+          let truncated = false;
+          if (withChecksum) {
+            throwIfAborted(hooks.signal);
+            const pairing = new StrictPairing(s, d);
+            const chunkOpts = { ...opts, onChunk: (chunksDone: number, chunks: number) => progress(name, 'checksum', { chunksDone, chunks }) };
+            const c = planned
+              ? t.keyColumns.length
+                ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts, { ranges: planned.ranges, only: planned.recheck })
+                : planned.recheck.length
+                  ? await checksumKeyless(pairing, chunkOpts)
+                  : { chunks: 1, mismatchedChunks: [], found: [], truncated: false }
+              : t.keyColumns.length
+                ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts)
+                : await checksumKeyless(pairing, chunkOpts);
+            const rechecked = planned ? planned.recheck.length : c.chunks;
+            result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
+            result.chunks = c.chunks;
+            result.mismatchedChunks = c.mismatchedChunks;
+            result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';
+            found = c.found;
+            truncated = c.truncated;
+            if (repair && (c.mismatchedChunks.length || found.length)) {
+              const ranges = 'mismatchedRanges' in c ? (c.mismatchedRanges ?? []) : [];
+              repair.needs.push({ index, found, truncated, chunks: c.mismatchedChunks.map((label, i) => ({ label, range: ranges[i] ?? {} })) });
+            }
+          }
+          const report = await assembleMismatches(s, d, t, found, sample?.found ?? [], listed.maxMismatches);
+          result.mismatches = report.mismatches;
+          result.mismatchesTruncated = truncated || report.truncated;
+          await Promise.all([src.query('COMMIT'), dst.query('COMMIT')]);
+        } catch (err) {
+          await Promise.all([src.query('ROLLBACK').catch(() => undefined), dst.query('ROLLBACK').catch(() => undefined)]);
+          if (!(err instanceof ShapeError)) throw err;
+          result.error = err.message;
+        }
+        result.ok = !result.error && result.countsMatch && result.sample !== 'mismatch' && result.checksum !== 'mismatch';
+        result.durationMs = Date.now() - started;
+        tablesDone++;
+        progress(name, 'done');
+        return result;
+      };
+    }, hooks.signal);
+  } catch (err) {
+    throw classify(err, 'validate');
+  }
+}
+
+function emptyResult(t: ValidateTableSpec, hash: RowHash): TableValidationResult {
+  return {
+    source: displayName(t.source),
+    target: displayName(t.target),
+    sourceRows: 0,
+    targetRows: 0,
+    countsMatch: false,
+    sample: 'not-run',
+    sampledRows: 0,
+    checksum: 'not-run',
+    chunks: 0,
+    mismatchedChunks: [],
+    rowHash: hash,
+    mismatches: [],
+    mismatchesTruncated: false,
+    ok: false,
+    durationMs: 0,
+  };
+}
+
+async function begin(c: Client): Promise<void> {
+  for (const s of BEGIN_READ) await c.query(s);
+}
