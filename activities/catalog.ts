@@ -140,11 +140,6 @@ async function addFreeSequences(client: pg.Client, schemas: string[], tables: So
   }
 }
 
-/** The raw catalog facts for each table, in the order given. Expects search_path = ''. */
-export async function readSourceTables(client: pg.Client, names: QualifiedName[]): Promise<SourceTable[]> {
-  return (await readSourceCatalog(client, names)).tables;
-}
-
 async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Promise<{ tables: SourceTable[]; oids: number[]; version: number }> {
   const version = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
 

@@ -237,7 +237,7 @@ function clipUtf8(s: string, maxBytes: number): string {
 }
 
 /**
- * Target name of an index, constraint or sequence: name + suffix (mapObjectName). If that exceeds the
+ * Target name of an index, constraint or sequence: name + suffix. If that exceeds the
  * 63-byte identifier limit the *name* is shortened so the suffix survives: the server would otherwise
  * cut the suffix off, and in a same-database migration the result would collide with the source object.
  */

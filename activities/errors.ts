@@ -14,17 +14,9 @@ export function preconditionFailed(message: string, details?: unknown): Applicat
   return ApplicationFailure.create({ message, type: 'PreconditionError', nonRetryable: true, details: details === undefined ? undefined : [details] });
 }
 
-export function validationFailed(message: string, details?: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ message, type: 'ValidationError', nonRetryable: true, details: details === undefined ? undefined : [details] });
-}
-
 /** The exported snapshot can no longer be imported: the workflow redoes the copy in a new one. */
 export function snapshotLost(message: string): ApplicationFailure {
   return ApplicationFailure.create({ message, type: 'SnapshotLost', nonRetryable: true });
-}
-
-export function replicationFailed(message: string): ApplicationFailure {
-  return ApplicationFailure.create({ message, type: 'ReplicationError', nonRetryable: true });
 }
 
 /** SQLSTATE classes that no retry will fix: the request itself is wrong or not permitted. */

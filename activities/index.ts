@@ -17,7 +17,6 @@ import {
   formatValidationFailure,
   proveLive,
   validateAndRepair,
-  validateCounts,
   validateLive,
   validateTables,
   type LiveTableValidation,
@@ -429,7 +428,6 @@ export function createActivities(deps: ActivityDeps = {}) {
       createPublication(await resolve(input, 'tables', (defs) => defs.map((d) => d.source))),
     ),
     setReplicaIdentity: beating(setReplicaIdentity),
-    validateCounts,
     // `reverse` (afterCutover "reverse", by reference): the fence is on the target's tables.
     fenceSource: beating(async (input: Reversible<ByRef<Parameters<typeof fenceSource>[0], 'tables'>>) =>
       fenceSource(await resolveSide(input, 'tables', fenceTables, reverseFenceTables)),

@@ -219,11 +219,3 @@ export async function forgetPlan(target: ConnectionSpec, migrationId: string): P
     await c.end().catch(() => undefined);
   }
 }
-
-/** Whether any migration's plan is still stored on this target (the apply's cleanup keeps our schema then). */
-export async function plansStored(c: Client): Promise<boolean> {
-  const has = await c.query<{ ok: boolean }>(`SELECT to_regclass('${PLAN_SCHEMA}.plan_tables') IS NOT NULL AS ok`);
-  if (!has.rows[0]?.ok) return false;
-  const r = await c.query(`SELECT 1 FROM ${PLAN_SCHEMA}.plan_tables LIMIT 1`);
-  return (r.rowCount ?? 0) > 0;
-}

@@ -8,7 +8,7 @@ import { connect, withClient } from './db';
 import { classify } from './errors';
 import { dropFenceSchemaIfEmpty, fenceMarkerTable, FENCE_MARKER_DDL } from './cutover';
 import { createSlotCommand, hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from './pg-version';
-import { ident, literal, qname } from './sql';
+import { ident, qname } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
 
 export interface PublicationInput {
@@ -162,16 +162,6 @@ export async function dropPublication(source: ConnectionSpec, publication: strin
       await c.query(`DROP TABLE IF EXISTS ${qname(marker)}`);
       await dropFenceSchemaIfEmpty(c);
     }
-  });
-}
-
-export async function sourceHasSlot(source: ConnectionSpec, slot: string): Promise<{ slot: boolean; publication: boolean }> {
-  return withClient(source, async (c) => {
-    const r = await c.query<{ s: boolean; p: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ${literal(slot)}) AS s,
-              EXISTS (SELECT 1 FROM pg_publication WHERE pubname = ${literal(slot)}) AS p`,
-    );
-    return { slot: r.rows[0]!.s, publication: r.rows[0]!.p };
   });
 }
 

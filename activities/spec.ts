@@ -431,11 +431,6 @@ export function mapTableName(src: QualifiedName, spec: Pick<NormalizedSpec, 'sch
   return { schema: spec.schemaMapping[src.schema] ?? src.schema, name: src.name + spec.tableSuffix };
 }
 
-/** Target name of an object that lives beside a table (index, sequence, constraint). */
-export function mapObjectName(name: string, spec: Pick<NormalizedSpec, 'tableSuffix'>): string {
-  return name + spec.tableSuffix;
-}
-
 export function displayName(q: QualifiedName): string {
   return `${q.schema}.${q.name}`;
 }

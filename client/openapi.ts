@@ -200,7 +200,6 @@ export const ListQuerySchema = z.object({
 export const AssessBodySchema = CreateMigrationSchema.extend({
   wal_sample_seconds: z.number().int().min(0).max(60).optional().describe("seconds over which the source's WAL rate is measured (default 5; 0: not measured)"),
 }).meta({ id: 'AssessRequest' });
-export type AssessBody = z.infer<typeof AssessBodySchema>;
 
 export const AssessmentSchema = z
   .object({

@@ -11,8 +11,6 @@ import { bundleInProcess, prebuiltWorkflowBundle } from './bundle';
 import { setFlagsFromString } from 'node:v8';
 import { workerTuning, type WorkerTuning } from './config';
 
-export { workflowsPath } from './bundle';
-
 let bundle: Promise<WorkflowBundleOption> | undefined;
 /**
  * The workflow code, once per process: the prebuilt bundle (worker/bundle.ts) when it was built from

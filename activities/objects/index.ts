@@ -15,7 +15,7 @@ import type { SchemaObjectsHooks, SchemaObjectsInput, SchemaObjectsResult } from
 import { carryAccess, createPlannedObjects, type OwnersContext } from './create';
 import { planSchemaObjects } from './plan';
 
-export type { SchemaObjectsHooks, SchemaObjectsInput, SchemaObjectsResult } from './contract';
+export type { SchemaObjectsInput, SchemaObjectsResult } from './contract';
 
 /**
  * The activity: reads the source's objects, plans them under the mapping and creates them on the

@@ -13,7 +13,6 @@
  */
 export { formatMismatch, formatValidationFailure } from './compare';
 export { VALIDATE_DEFAULTS, type TableValidationResult, type ValidateProgress, type ValidateTablesInput } from './contract';
-export { validateCounts } from './counts';
 export { validateLive, type LiveTableValidation, type ValidateLiveInput } from './live';
 export { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResult } from './proof';
 export { DEFAULT_REPAIR_MAX_ROWS, formatRepair, validateAndRepair, type RepairOutcome, type RepairSettings } from './repair';

@@ -30,7 +30,7 @@ import { sleep } from '../sleep';
 import { classify } from '../errors';
 import { displayName, type ConnectionSpec } from '../spec';
 import { formatValidationFailure, rangesBetween } from './compare';
-import type { Mismatch, TableValidationResult, ValidateHooks, ValidateTableSpec, ValidateTablesInput } from './contract';
+import type { TableValidationResult, ValidateHooks, ValidateTableSpec, ValidateTablesInput } from './contract';
 import {
   checksumKeyed,
   checksumKeyless,
