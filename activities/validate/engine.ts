@@ -464,31 +464,14 @@ export async function checksumKeyed(
   const labels = ranges.map((r, i) => chunkLabel(i, ranges.length, r));
   const out = emptyChecksumResult(ranges.length);
 
-  // Level 0: every chunk. Strict: one chunk at a time (both sides at once). Live: batches.
-  let frontier: Node[] = [];
-  const batch = pairing.live ? SUMMARY_BATCH : 1;
-  for (let start = 0; start < indices.length; start += batch) {
-    throwIfAborted(opts.signal);
-    const ids = new Set(indices.slice(start, start + batch).map(String));
-    const r = await pairing.compare((side, only) => side.summaries(ranges, only ?? ids), { rounds: 1 });
-    for (const id of ids) {
-      out.sourceRows += summaryRows(r.src.get(id));
-      out.targetRows += summaryRows(r.dst.get(id));
-    }
-    for (const id of [...r.different, ...r.unsettled]) {
-      const i = Number(id);
-      frontier.push({ range: ranges[i]!, chunk: i, path: [], src: r.src.get(id), dst: r.dst.get(id) });
-    }
-    opts.onChunk?.(Math.min(indices.length, start + batch), indices.length);
-  }
-  frontier.sort(byPath);
+  let frontier = await differingChunks(pairing, ranges, indices, opts, out);
   // Strict: a chunk whose checksum differs is a mismatch, even if its rows cannot all be listed.
   if (!pairing.live) {
     out.mismatchedChunks = frontier.map((n) => labels[n.chunk]!);
     out.mismatchedRanges = frontier.map((n) => ranges[n.chunk]!);
   }
 
-  const found: Array<FoundRow & { chunkIndex: number; path: number[]; seq: number }> = [];
+  const found: LeafRow[] = [];
   for (let depth = 0; frontier.length > 0; depth++) {
     throwIfAborted(opts.signal);
     opts.onChunk?.(ranges.length, ranges.length); // bisecting: still alive (heartbeat)
@@ -518,7 +501,7 @@ export async function checksumKeyed(
         rows += Math.max(summaryRows(leaves[i]!.src), summaryRows(leaves[i]!.dst));
         group.push(leaves[i++]!);
       }
-      await compareLeaves(group);
+      await compareLeaves(pairing, opts, group, labels, found, out);
       opts.onChunk?.(ranges.length, ranges.length);
     }
 
@@ -534,61 +517,86 @@ export async function checksumKeyed(
     frontier = next.sort(byPath);
   }
 
-  async function compareLeaves(group: Node[]): Promise<void> {
-    // Which leaf each key came from (both sides put a key in the same range), and leaves too big to list.
-    const leafOf = new Map<string, number>();
-    const overflow = new Set<number>();
-    const r = await pairing.compare(async (side) => {
-      const rows = new Map<string, string>();
-      for (let j = 0; j < group.length; j++) {
-        const n = group[j]!;
-        const limit = Math.max(opts.leafRows, summaryRows(n.src), summaryRows(n.dst)) * 2 + 16;
-        const h = await side.rowHashes(n.range, limit);
-        if (h.count >= limit) overflow.add(j);
-        for (const [k, v] of h.rows) {
-          rows.set(k, v);
-          leafOf.set(k, j);
-        }
-      }
-      return rows;
-    });
-    let seq = 0;
-    for (const id of r.different) {
-      const j = leafOf.get(id) ?? 0;
-      if (overflow.has(j)) continue;
-      const n = group[j]!;
-      const sv = contentOf(r.src.get(id));
-      const dv = contentOf(r.dst.get(id));
-      const row: FoundRow & { chunkIndex: number; path: number[]; seq: number } = {
-        id,
-        kind: classifyDifference(sv, dv),
-        chunk: labels[n.chunk]!,
-        chunkIndex: n.chunk,
-        path: n.path,
-        seq: seq++,
-      };
-      const hash = sv ?? dv;
-      if (hash !== undefined) row.hash = hash;
-      found.push(row);
-    }
-    const unsettledLeaves = new Set(r.unsettled.map((id) => leafOf.get(id) ?? 0));
-    for (const j of overflow) {
-      out.truncated = true;
-      out.unsettledRanges.push(`${labels[group[j]!.chunk]!} ${rangeLabel(group[j]!.range)} (too many rows to list)`);
-    }
-    for (const j of unsettledLeaves) {
-      if (overflow.has(j)) continue;
-      out.unsettledRanges.push(`${labels[group[j]!.chunk]!} ${rangeLabel(group[j]!.range)}`);
-    }
-    out.unsettledRows += r.unsettled.filter((id) => !overflow.has(leafOf.get(id) ?? 0)).length;
-  }
-
   found.sort((a, b) => byPath({ chunk: a.chunkIndex, path: a.path }, { chunk: b.chunkIndex, path: b.path }) || a.seq - b.seq);
   out.found = found.slice(0, Math.max(opts.maxMismatches, 0)).map(({ id, kind, chunk, hash }) => (hash === undefined ? { id, kind, chunk } : { id, kind, chunk, hash }));
   if (found.length > opts.maxMismatches) out.truncated = true;
   // Live: a chunk is a mismatch only once a row in it is confirmed to differ.
   if (pairing.live) out.mismatchedChunks = [...new Set(out.found.map((f) => f.chunk))];
   return out;
+}
+
+/** Level 0 of the keyed checksum: the chunks (of `indices`) that differ, in order. Strict: one chunk at a time (both sides at once). Live: batches. */
+async function differingChunks(pairing: Pairing, ranges: readonly KeyRange[], indices: readonly number[], opts: ChecksumOptions, out: ChecksumResult): Promise<Node[]> {
+  const frontier: Node[] = [];
+  const batch = pairing.live ? SUMMARY_BATCH : 1;
+  for (let start = 0; start < indices.length; start += batch) {
+    throwIfAborted(opts.signal);
+    const ids = new Set(indices.slice(start, start + batch).map(String));
+    const r = await pairing.compare((side, only) => side.summaries(ranges, only ?? ids), { rounds: 1 });
+    for (const id of ids) {
+      out.sourceRows += summaryRows(r.src.get(id));
+      out.targetRows += summaryRows(r.dst.get(id));
+    }
+    for (const id of [...r.different, ...r.unsettled]) {
+      const i = Number(id);
+      frontier.push({ range: ranges[i]!, chunk: i, path: [], src: r.src.get(id), dst: r.dst.get(id) });
+    }
+    opts.onChunk?.(Math.min(indices.length, start + batch), indices.length);
+  }
+  return frontier.sort(byPath);
+}
+
+/** A differing row found in a leaf, with where it was found (to list rows in key order). */
+type LeafRow = FoundRow & { chunkIndex: number; path: number[]; seq: number };
+
+/** Leaves compared row by row, several ranges per read: the differing rows go to `found`, what cannot be settled to `out`. */
+async function compareLeaves(pairing: Pairing, opts: ChecksumOptions, group: Node[], labels: readonly string[], found: LeafRow[], out: ChecksumResult): Promise<void> {
+  // Which leaf each key came from (both sides put a key in the same range), and leaves too big to list.
+  const leafOf = new Map<string, number>();
+  const overflow = new Set<number>();
+  const r = await pairing.compare(async (side) => {
+    const rows = new Map<string, string>();
+    for (let j = 0; j < group.length; j++) {
+      const n = group[j]!;
+      const limit = Math.max(opts.leafRows, summaryRows(n.src), summaryRows(n.dst)) * 2 + 16;
+      const h = await side.rowHashes(n.range, limit);
+      if (h.count >= limit) overflow.add(j);
+      for (const [k, v] of h.rows) {
+        rows.set(k, v);
+        leafOf.set(k, j);
+      }
+    }
+    return rows;
+  });
+  let seq = 0;
+  for (const id of r.different) {
+    const j = leafOf.get(id) ?? 0;
+    if (overflow.has(j)) continue;
+    const n = group[j]!;
+    const sv = contentOf(r.src.get(id));
+    const dv = contentOf(r.dst.get(id));
+    const row: FoundRow & { chunkIndex: number; path: number[]; seq: number } = {
+      id,
+      kind: classifyDifference(sv, dv),
+      chunk: labels[n.chunk]!,
+      chunkIndex: n.chunk,
+      path: n.path,
+      seq: seq++,
+    };
+    const hash = sv ?? dv;
+    if (hash !== undefined) row.hash = hash;
+    found.push(row);
+  }
+  const unsettledLeaves = new Set(r.unsettled.map((id) => leafOf.get(id) ?? 0));
+  for (const j of overflow) {
+    out.truncated = true;
+    out.unsettledRanges.push(`${labels[group[j]!.chunk]!} ${rangeLabel(group[j]!.range)} (too many rows to list)`);
+  }
+  for (const j of unsettledLeaves) {
+    if (overflow.has(j)) continue;
+    out.unsettledRanges.push(`${labels[group[j]!.chunk]!} ${rangeLabel(group[j]!.range)}`);
+  }
+  out.unsettledRows += r.unsettled.filter((id) => !overflow.has(leafOf.get(id) ?? 0)).length;
 }
 
 function emptyChecksumResult(chunks: number): ChecksumResult {

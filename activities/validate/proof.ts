@@ -26,8 +26,8 @@
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
 import { withClient } from '../db';
-import { sleep } from '../sleep';
 import { classify } from '../errors';
+import { sleep } from '../sleep';
 import { displayName, type ConnectionSpec } from '../spec';
 import { formatValidationFailure, rangesBetween } from './compare';
 import type { TableValidationResult, ValidateHooks, ValidateTableSpec, ValidateTablesInput } from './contract';
@@ -39,6 +39,7 @@ import {
   ShapeError,
   throwIfAborted,
   waitForApplyProgress,
+  type ChecksumOptions,
   type TableSide,
   type WaitForTarget,
 } from './engine';
@@ -115,21 +116,8 @@ interface TableProgress {
 }
 
 export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {}): Promise<ProveLiveResult> {
-  const opts = checksumOptions(input, hooks.signal);
-  const perTable = new Map<string, TableProgress>();
   const progress: ProofProgress = { pass: 0, passesComplete: 0, tables: input.tables.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
-  const report = () => {
-    let chunks = 0;
-    let verified = 0;
-    let rows = 0;
-    for (const t of perTable.values()) {
-      chunks += t.chunks;
-      verified += t.verified;
-      rows += t.rows;
-    }
-    Object.assign(progress, { chunks, chunksVerified: verified, rowsCovered: rows });
-    hooks.onProofProgress?.({ ...progress });
-  };
+  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), report: () => reportProgress(ctx, progress) };
   let divergent = false;
   try {
     // Once, on one session: concurrent CREATE ... IF NOT EXISTS can collide in the catalog.
@@ -142,14 +130,14 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
         'pg-dts proof',
         async (src, dst, hash) => {
           const waitForTarget = hooks.waitForTarget ?? waitForApplyProgress(dst, src, input.slot, input.catchUpTimeoutMs ?? 10_000);
-          return (t) => proveTable(src, dst, t, hash, waitForTarget);
+          return (t) => proveTable(ctx, src, dst, t, hash, waitForTarget);
         },
         hooks.signal,
       );
       const diverged = results.filter((r): r is TableValidationResult => r !== undefined);
       progress.passesComplete++;
       progress.lastPassMs = Date.now() - started;
-      report();
+      ctx.report();
       // One more pass after the first divergence: a change made at once to several chunks is named whole.
       if (diverged.length) {
         if (divergent) return { progress, divergence: diverged, divergenceText: formatValidationFailure(diverged) };
@@ -164,101 +152,143 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
   } catch (err) {
     throw classify(err, 'content proof');
   }
+}
 
-  /** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
-  async function proveTable(src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, waitForTarget: WaitForTarget) {
-    const name = displayName(t.source);
-    let s: TableSide;
-    let d: TableSide;
-    try {
-      [s, d] = await openSides(src, dst, t, hash, true);
-    } catch (err) {
-      // A table changed shape: VALIDATING reports it (schema drift) with the source fenced.
-      if (err instanceof ShapeError) return undefined;
-      throw err;
-    }
-    let chunks = await loadProofChunks(dst, input.slot, name);
-    if (chunks.length === 0) {
-      let ranges: KeyRange[] = [{}];
-      if (t.keyColumns.length) {
-        const rows = (await s.snapshot(() => s.count())).value;
-        ranges = rangesBetween(await chunkBoundaries(s, rows, Math.max(1, Math.ceil(rows / opts.chunkRows))));
-      }
-      await run(dst, insertProofChunksSql(input.slot, name, ranges));
-      chunks = await loadProofChunks(dst, input.slot, name);
-    }
-    const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
-    for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
-    perTable.set(name, tp);
-    const suspects: number[] = [];
-    /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
-    let lagging = false;
-    for (let i = 0; i < chunks.length; i++) {
-      throwIfAborted(hooks.signal);
-      const c = chunks[i]!;
-      if (c.source) {
-        // Verified before: still proven while neither side's tuples changed.
-        const sf = (await s.snapshot(() => s.fingerprint(c.range))).value;
-        const df = (await d.snapshot(() => d.fingerprint(c.range))).value;
-        if (sf.tuples === c.source && df.tuples === c.target) continue;
-        tp.verified--;
-        tp.rows -= c.rows ?? 0;
-        delete c.source;
-        delete c.target;
-      }
-      if (lagging) {
-        await run(dst, recordProofChunkSql(input.slot, name, i, undefined));
-        continue;
-      }
-      const s1 = await s.snapshot(() => s.proofSummary(c.range));
-      const caughtUp = await waitForTarget(s1.lsn!, hooks.signal);
-      if (!caughtUp) lagging = true;
-      const d1 = (await d.snapshot(() => d.proofSummary(c.range))).value;
-      let verdict: { rows: number; source: string; target: string } | undefined;
-      if (d1.content === s1.value.content) verdict = { rows: s1.value.rows, source: s1.value.tuples, target: d1.tuples };
-      else if (caughtUp) {
-        const s2 = (await s.snapshot(() => s.proofSummary(c.range))).value;
-        if (d1.content === s2.content) verdict = { rows: s2.rows, source: s2.tuples, target: d1.tuples };
-        // The source held still around the target's read, yet the target differs.
-        else if (s2.tuples === s1.value.tuples) suspects.push(i);
-      }
-      await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
-      if (verdict) {
-        c.source = verdict.source;
-        c.target = verdict.target;
-        c.rows = verdict.rows;
-        tp.verified++;
-        tp.rows += verdict.rows;
-      }
-      report();
-    }
-    if (suspects.length === 0) return undefined;
-    // Narrow the suspect chunks down to rows; only rows confirmed to differ count.
-    const pairing = new LivePairing(s, d, { waitForTarget, maxRounds: 4, recheckDelayMs: 250, ...(hooks.signal ? { signal: hooks.signal } : {}) });
-    const found = t.keyColumns.length
-      ? await checksumKeyed(s, d, pairing, 0, opts, { ranges: chunks.map((c) => c.range), only: suspects })
-      : await checksumKeyless(pairing, opts);
-    if (found.found.length === 0) return undefined;
-    const listed = await assembleMismatches(s, d, t, found.found, [], opts.maxMismatches);
-    const result: TableValidationResult = {
-      source: name,
-      target: displayName(t.target),
-      sourceRows: found.sourceRows,
-      targetRows: found.targetRows,
-      countsMatch: found.sourceRows === found.targetRows,
-      sample: 'not-run',
-      sampledRows: 0,
-      checksum: 'mismatch',
-      chunks: chunks.length,
-      mismatchedChunks: found.mismatchedChunks,
-      rowHash: hash,
-      mismatches: listed.mismatches,
-      mismatchesTruncated: found.truncated || listed.truncated,
-      ok: false,
-      durationMs: 0,
-    };
-    return result;
+/** One proof run: its input, options and per-table counts, shared by the tables of every pass. */
+interface ProofContext {
+  input: ProveLiveInput;
+  hooks: ProveLiveHooks;
+  opts: ChecksumOptions;
+  perTable: Map<string, TableProgress>;
+  report(): void;
+}
+
+function reportProgress(ctx: ProofContext, progress: ProofProgress): void {
+  let chunks = 0;
+  let verified = 0;
+  let rows = 0;
+  for (const t of ctx.perTable.values()) {
+    chunks += t.chunks;
+    verified += t.verified;
+    rows += t.rows;
   }
+  Object.assign(progress, { chunks, chunksVerified: verified, rowsCovered: rows });
+  ctx.hooks.onProofProgress?.({ ...progress });
+}
+
+/** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
+async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, waitForTarget: WaitForTarget) {
+  const { input, hooks, opts } = ctx;
+  const name = displayName(t.source);
+  let s: TableSide;
+  let d: TableSide;
+  try {
+    [s, d] = await openSides(src, dst, t, hash, true);
+  } catch (err) {
+    // A table changed shape: VALIDATING reports it (schema drift) with the source fenced.
+    if (err instanceof ShapeError) return undefined;
+    throw err;
+  }
+  const chunks = await plannedChunks(ctx, s, dst, t, name);
+  const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
+  for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
+  ctx.perTable.set(name, tp);
+  const suspects: number[] = [];
+  /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
+  let lagging = false;
+  for (let i = 0; i < chunks.length; i++) {
+    throwIfAborted(hooks.signal);
+    const c = chunks[i]!;
+    if (c.source) {
+      // Verified before: still proven while neither side's tuples changed.
+      const sf = (await s.snapshot(() => s.fingerprint(c.range))).value;
+      const df = (await d.snapshot(() => d.fingerprint(c.range))).value;
+      if (sf.tuples === c.source && df.tuples === c.target) continue;
+      tp.verified--;
+      tp.rows -= c.rows ?? 0;
+      delete c.source;
+      delete c.target;
+    }
+    if (lagging) {
+      await run(dst, recordProofChunkSql(input.slot, name, i, undefined));
+      continue;
+    }
+    const checked = await checkChunk(s, d, c.range, waitForTarget, hooks.signal);
+    if (!checked.caughtUp) lagging = true;
+    if (checked.suspect) suspects.push(i);
+    const verdict = checked.verdict;
+    await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
+    if (verdict) {
+      c.source = verdict.source;
+      c.target = verdict.target;
+      c.rows = verdict.rows;
+      tp.verified++;
+      tp.rows += verdict.rows;
+    }
+    ctx.report();
+  }
+  if (suspects.length === 0) return undefined;
+  // Narrow the suspect chunks down to rows; only rows confirmed to differ count.
+  const pairing = new LivePairing(s, d, { waitForTarget, maxRounds: 4, recheckDelayMs: 250, ...(hooks.signal ? { signal: hooks.signal } : {}) });
+  const found = t.keyColumns.length
+    ? await checksumKeyed(s, d, pairing, 0, opts, { ranges: chunks.map((c) => c.range), only: suspects })
+    : await checksumKeyless(pairing, opts);
+  if (found.found.length === 0) return undefined;
+  const listed = await assembleMismatches(s, d, t, found.found, [], opts.maxMismatches);
+  const result: TableValidationResult = {
+    source: name,
+    target: displayName(t.target),
+    sourceRows: found.sourceRows,
+    targetRows: found.targetRows,
+    countsMatch: found.sourceRows === found.targetRows,
+    sample: 'not-run',
+    sampledRows: 0,
+    checksum: 'mismatch',
+    chunks: chunks.length,
+    mismatchedChunks: found.mismatchedChunks,
+    rowHash: hash,
+    mismatches: listed.mismatches,
+    mismatchesTruncated: found.truncated || listed.truncated,
+    ok: false,
+    durationMs: 0,
+  };
+  return result;
+}
+
+/** The table's stored chunks; planned and stored first when it has none (keyed: by its row count). */
+async function plannedChunks(ctx: ProofContext, s: TableSide, dst: Client, t: ValidateTableSpec, name: string): Promise<StoredChunk[]> {
+  const chunks = await loadProofChunks(dst, ctx.input.slot, name);
+  if (chunks.length) return chunks;
+  let ranges: KeyRange[] = [{}];
+  if (t.keyColumns.length) {
+    const rows = (await s.snapshot(() => s.count())).value;
+    ranges = rangesBetween(await chunkBoundaries(s, rows, Math.max(1, Math.ceil(rows / ctx.opts.chunkRows))));
+  }
+  await run(dst, insertProofChunksSql(ctx.input.slot, name, ranges));
+  return loadProofChunks(dst, ctx.input.slot, name);
+}
+
+/**
+ * One chunk compared: the source read, the target read once the apply has passed the source's
+ * position, and on a difference the source read again. Verified when the target equals either
+ * source read; suspect when the source held still (same tuples both times) and the target differs.
+ */
+async function checkChunk(
+  s: TableSide,
+  d: TableSide,
+  range: KeyRange,
+  waitForTarget: WaitForTarget,
+  signal: AbortSignal | undefined,
+): Promise<{ caughtUp: boolean; verdict?: { rows: number; source: string; target: string }; suspect?: boolean }> {
+  const s1 = await s.snapshot(() => s.proofSummary(range));
+  const caughtUp = await waitForTarget(s1.lsn!, signal);
+  const d1 = (await d.snapshot(() => d.proofSummary(range))).value;
+  if (d1.content === s1.value.content) return { caughtUp, verdict: { rows: s1.value.rows, source: s1.value.tuples, target: d1.tuples } };
+  if (!caughtUp) return { caughtUp };
+  const s2 = (await s.snapshot(() => s.proofSummary(range))).value;
+  if (d1.content === s2.content) return { caughtUp, verdict: { rows: s2.rows, source: s2.tuples, target: d1.tuples } };
+  // The source held still around the target's read, yet the target differs.
+  return s2.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };
 }
 
 /** What the cutover check learns from the stored proof about one table. */

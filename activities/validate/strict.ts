@@ -25,10 +25,13 @@ import {
   ShapeError,
   StrictPairing,
   throwIfAborted,
+  type ChecksumOptions,
+  type ChecksumResult,
   type FoundRow,
   type SampleResult,
+  type TableSide,
 } from './engine';
-import { loadAllProofChunks, planCutoverCheck } from './proof';
+import { loadAllProofChunks, planCutoverCheck, type CutoverPlan } from './proof';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash } from './sql';
 
@@ -97,17 +100,8 @@ export async function compareTables(
           let truncated = false;
           if (withChecksum) {
             throwIfAborted(hooks.signal);
-            const pairing = new StrictPairing(s, d);
             const chunkOpts = { ...opts, onChunk: (chunksDone: number, chunks: number) => progress(name, 'checksum', { chunksDone, chunks }) };
-            const c = planned
-              ? t.keyColumns.length
-                ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts, { ranges: planned.ranges, only: planned.recheck })
-                : planned.recheck.length
-                  ? await checksumKeyless(pairing, chunkOpts)
-                  : { chunks: 1, mismatchedChunks: [], found: [], truncated: false }
-              : t.keyColumns.length
-                ? await checksumKeyed(s, d, pairing, result.sourceRows, chunkOpts)
-                : await checksumKeyless(pairing, chunkOpts);
+            const c = await checksumAtCutover(s, d, t.keyColumns.length > 0, result.sourceRows, chunkOpts, planned);
             const rechecked = planned ? planned.recheck.length : c.chunks;
             result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
             result.chunks = c.chunks;
@@ -116,7 +110,7 @@ export async function compareTables(
             found = c.found;
             truncated = c.truncated;
             if (repair && (c.mismatchedChunks.length || found.length)) {
-              const ranges = 'mismatchedRanges' in c ? (c.mismatchedRanges ?? []) : [];
+              const ranges = c.mismatchedRanges ?? [];
               repair.needs.push({ index, found, truncated, chunks: c.mismatchedChunks.map((label, i) => ({ label, range: ranges[i] ?? {} })) });
             }
           }
@@ -139,6 +133,21 @@ export async function compareTables(
   } catch (err) {
     throw classify(err, 'validate');
   }
+}
+
+/** The checksum: every chunk, or with a stored proof only the chunks it does not vouch for. */
+async function checksumAtCutover(
+  s: TableSide,
+  d: TableSide,
+  keyed: boolean,
+  sourceRows: number,
+  opts: ChecksumOptions,
+  planned: CutoverPlan | undefined,
+): Promise<Pick<ChecksumResult, 'chunks' | 'mismatchedChunks' | 'mismatchedRanges' | 'found' | 'truncated'>> {
+  const pairing = new StrictPairing(s, d);
+  if (!planned) return keyed ? checksumKeyed(s, d, pairing, sourceRows, opts) : checksumKeyless(pairing, opts);
+  if (keyed) return checksumKeyed(s, d, pairing, sourceRows, opts, { ranges: planned.ranges, only: planned.recheck });
+  return planned.recheck.length ? checksumKeyless(pairing, opts) : { chunks: 1, mismatchedChunks: [], found: [], truncated: false };
 }
 
 function emptyResult(t: ValidateTableSpec, hash: RowHash): TableValidationResult {
