@@ -202,21 +202,163 @@ export function rewriteQueryTokens(
   mode: 'query' | 'trigger',
   body?: BodyScan,
 ): { triggerTable?: QualifiedName } {
-  const frames: Frame[] = [{ clause: '', expect: undefined }];
-  let prev: SqlToken | undefined;
-  let triggerOnSeen = false;
-  let triggerTable: QualifiedName | undefined;
-  let pendingCall = false;
-  const prevWord = () => (prev?.kind === 'word' ? prev.text.toUpperCase() : '');
+  const scan = new QueryScan(tokens, to, renames, edits, mode, body);
+  for (let r = from; r < to; ) r = scan.step(r);
+  return scan.triggerTable ? { triggerTable: scan.triggerTable } : {};
+}
 
-  const keyword = (kw: string, top: Frame, atTop: boolean): boolean => {
+/** A name as readName returns it. */
+type Name = { parts: string[]; end: number };
+
+/** rewriteQueryTokens as it walks the tokens: the open parentheses (frames), the token before, a trigger's table. */
+class QueryScan {
+  private readonly frames: Frame[] = [{ clause: '', expect: undefined }];
+  private prev: SqlToken | undefined;
+  private triggerOnSeen = false;
+  private pendingCall = false;
+  triggerTable: QualifiedName | undefined;
+
+  constructor(
+    private readonly tokens: readonly SqlToken[],
+    private readonly to: number,
+    private readonly renames: ObjectRenames,
+    private readonly edits: Edit[],
+    private readonly mode: 'query' | 'trigger',
+    private readonly body: BodyScan | undefined,
+  ) {}
+
+  /** Handles the token at r; returns the index of the next one. */
+  step(r: number): number {
+    const t = this.tokens[r]!;
+    if (t.kind === 'space' || t.kind === 'comment') return r + 1;
+    const top = this.frames[this.frames.length - 1]!;
+    if (t.kind === 'punct') {
+      this.punct(t, top);
+      this.pendingCall = false;
+      this.prev = t;
+      return r + 1;
+    }
+    this.pendingCall = false;
+    if (isIdentToken(t)) return this.name(r, t, top);
+    this.prev = t;
+    return r + 1;
+  }
+
+  private prevWord(): string {
+    return this.prev?.kind === 'word' ? this.prev.text.toUpperCase() : '';
+  }
+
+  private punct(t: SqlToken, top: Frame): void {
+    if (t.text === '(') {
+      // A parenthesised FROM item (a join or a subquery) continues the FROM list inside.
+      this.frames.push({ clause: top.expect ? 'FROM' : '', expect: top.expect, ...(this.pendingCall ? { call: true } : {}) });
+      top.expect = undefined;
+    } else if (t.text === ')') {
+      if (this.frames.length > 1) this.frames.pop();
+    } else if (t.text === ',') {
+      if (top.clause === 'FROM') top.expect = 'from';
+      else if (top.clause === 'TRUNCATE') top.expect = 'plain';
+    } else if (t.text === ';') {
+      this.frames.length = 1;
+      this.frames[0] = { clause: '', expect: undefined };
+    }
+  }
+
+  /** A name (a keyword, a call, a type, a relation); returns the index after it (and after an alias it skipped). */
+  private name(r: number, t: SqlToken, top: Frame): number {
+    const { tokens, to } = this;
+    const name = readName(tokens, r, to);
+    if (name.parts.length === 1 && t.kind === 'word' && this.keyword(t.text.toUpperCase(), top, this.frames.length === 1)) {
+      this.prev = t;
+      return name.end;
+    }
+    const next = nextSignificant(tokens, name.end, to);
+    const replace = (text: string, end = name.end) => this.edits.push({ start: r, end, text });
+    if (isPunct(next, '(') && top.expect !== 'insert') {
+      // A call; but INSERT INTO t (columns) is the relation with its column list.
+      const target = lookup(this.renames.functions, name.parts);
+      if (target) replace(qname(target));
+      top.expect = undefined;
+      this.pendingCall = this.body !== undefined;
+    } else if (this.prev?.kind === 'op' && this.prev.text === '::') {
+      const target = lookup(this.renames.types, name.parts);
+      if (target) replace(qname(target));
+    } else if (top.expect) {
+      const skipped = this.relationItem(name, next, top, replace);
+      if (skipped !== undefined) return skipped;
+    } else if (this.body) {
+      this.bodyName(name, next, this.body, replace);
+    }
+    this.prev = tokens[name.end - 1];
+    return name.end;
+  }
+
+  /** A name where a relation stands (after FROM, JOIN, INSERT INTO, ...); returns the index after its alias when it skipped one. */
+  private relationItem(name: Name, next: SqlToken | undefined, top: Frame, replace: (text: string, end?: number) => void): number | undefined {
+    const { tokens, to } = this;
+    const kind = top.expect;
+    top.expect = undefined;
+    const rel = this.relation(name.parts);
+    if (rel === 'kept') {
+      // nothing to change
+    } else if (rel) {
+      replace(rel.text);
+      this.rewritten(rel);
+      if (kind === 'trigger') this.triggerTable ??= rel.source;
+      else if (kind !== 'plain' && rel.target.name !== rel.source.name && !(this.body ? startsAliasInBody(next) : startsAlias(next))) {
+        // The reference name was the relation's own name: keep it as an alias (INSERT needs AS).
+        const alias = this.body ? quoteIdentLikePg(rel.source.name) : ident(rel.source.name);
+        this.edits.push({ start: name.end, end: name.end, text: `${kind === 'insert' ? ' AS ' : ' '}${alias}` });
+      }
+    } else this.mention(name.parts, true);
+    if (this.body && startsAliasInBody(next)) {
+      // Skip the alias (and AS): it is a name of this query, not a table.
+      let a = tokens.indexOf(next!, name.end);
+      if (next!.kind === 'word' && next!.text.toUpperCase() === 'AS') {
+        const n2 = nextSignificant(tokens, a + 1, to);
+        a = isIdentToken(n2) ? tokens.indexOf(n2, a + 1) : a;
+      }
+      this.prev = tokens[a];
+      return a + 1;
+    }
+    return undefined;
+  }
+
+  /** A string body's name elsewhere: `t%ROWTYPE`, `t.col%TYPE`, `schema.table.column`, or a mention. */
+  private bodyName(name: Name, next: SqlToken | undefined, body: BodyScan, replace: (text: string, end?: number) => void): void {
+    const { tokens, to } = this;
+    const pct = nextSignificant(tokens, name.end, to);
+    const pctAt = pct ? tokens.indexOf(pct, name.end) : -1;
+    const what = pct?.kind === 'op' && pct.text === '%' ? nextSignificant(tokens, pctAt + 1, to) : undefined;
+    const attr = what?.kind === 'word' ? what.text.toUpperCase() : '';
+    if (attr === 'ROWTYPE' || (attr === 'TYPE' && name.parts.length >= 2)) {
+      // PL/pgSQL: table%ROWTYPE, table.column%TYPE (where a variable of that name wins, as in PL/pgSQL).
+      const relParts = attr === 'ROWTYPE' ? name.parts : name.parts.slice(0, -1);
+      const rel = attr === 'TYPE' && relParts.length === 1 && body.scope.variables.has(relParts[0]!) ? 'kept' : this.relation(relParts);
+      if (rel === undefined) this.mention(relParts, true);
+      else if (rel !== 'kept') {
+        replace(rel.text, attr === 'ROWTYPE' ? name.end : name.end - 2);
+        this.rewritten(rel);
+      }
+    } else if (name.parts.length === 3 && !isPunct(next, '(')) {
+      // schema.table.column: the table keeps its old name as alias when renamed, else it is just moved.
+      const rel = resolveBodyRelation(name.parts.slice(0, 2), body.scope);
+      if (rel && rel !== 'kept') {
+        replace(rel.target.name !== rel.source.name ? quoteIdentLikePg(rel.source.name) : qname(rel.target), name.end - 2);
+        this.rewritten(rel);
+      }
+    } else this.mention(name.parts, false);
+  }
+
+  /** A keyword moves the clause and what the next name is expected to be; false: the word is a name here. */
+  private keyword(kw: string, top: Frame, atTop: boolean): boolean {
     switch (kw) {
       case 'FROM':
-        if (mode === 'trigger') {
+        if (this.mode === 'trigger') {
           if (atTop) top.expect = 'trigger';
           return true;
         }
-        if (prevWord() === 'DISTINCT') return true; // IS [NOT] DISTINCT FROM
+        if (this.prevWord() === 'DISTINCT') return true; // IS [NOT] DISTINCT FROM
         if (top.call) return true; // EXTRACT(year FROM x), substring(s FROM 2), trim(BOTH FROM s)
         top.clause = 'FROM';
         top.expect = 'from';
@@ -226,8 +368,8 @@ export function rewriteQueryTokens(
         top.expect = 'from';
         return true;
       case 'ON':
-        if (mode === 'trigger' && atTop && !triggerOnSeen) {
-          triggerOnSeen = true;
+        if (this.mode === 'trigger' && atTop && !this.triggerOnSeen) {
+          this.triggerOnSeen = true;
           top.expect = 'trigger';
           return true;
         }
@@ -240,13 +382,13 @@ export function rewriteQueryTokens(
         }
         return true;
       case 'INTO':
-        if (prevWord() === 'INSERT' || prevWord() === 'MERGE') {
+        if (this.prevWord() === 'INSERT' || this.prevWord() === 'MERGE') {
           top.clause = 'DML';
-          top.expect = prevWord() === 'INSERT' ? 'insert' : 'dml';
+          top.expect = this.prevWord() === 'INSERT' ? 'insert' : 'dml';
         }
         return true;
       case 'UPDATE':
-        if (mode === 'query' && !['FOR', 'KEY', 'DO', 'OR', 'THEN'].includes(prevWord())) {
+        if (this.mode === 'query' && !['FOR', 'KEY', 'DO', 'OR', 'THEN'].includes(this.prevWord())) {
           top.clause = 'DML';
           top.expect = 'dml';
         } else top.expect = undefined;
@@ -256,13 +398,13 @@ export function rewriteQueryTokens(
         top.expect = undefined;
         return true;
       case 'TABLE':
-        if (!body) return false;
+        if (!this.body) return false;
         top.call = false;
-        top.expect = TABLE_DDL.has(prevWord()) ? undefined : 'plain';
-        if (prevWord() !== 'TRUNCATE' && prevWord() !== 'LOCK') top.clause = 'TABLE';
+        top.expect = TABLE_DDL.has(this.prevWord()) ? undefined : 'plain';
+        if (this.prevWord() !== 'TRUNCATE' && this.prevWord() !== 'LOCK') top.clause = 'TABLE';
         return true;
       case 'TRUNCATE':
-        if (!body) return false;
+        if (!this.body) return false;
         top.clause = 'TRUNCATE';
         top.expect = 'plain';
         return true;
@@ -276,136 +418,37 @@ export function rewriteQueryTokens(
         }
         return false;
     }
-  };
+  }
 
   /** A name in a relation position: renamed when it is a migrated table or a recreated view. */
-  const relation = (parts: string[]): BodyRelation | 'kept' | undefined => {
-    if (body) return resolveBodyRelation(parts, body.scope);
-    const target = lookup(renames.relations, parts);
+  private relation(parts: string[]): BodyRelation | 'kept' | undefined {
+    if (this.body) return resolveBodyRelation(parts, this.body.scope);
+    const target = lookup(this.renames.relations, parts);
     return target ? { source: { schema: parts[0]!, name: parts[1]! }, target, text: qname(target) } : undefined;
-  };
-  const rewritten = (rel: BodyRelation) => body?.rewritten.set(displayName(rel.source), displayName(rel.target));
+  }
+
+  private rewritten(rel: BodyRelation): void {
+    this.body?.rewritten.set(displayName(rel.source), displayName(rel.target));
+  }
+
   /**
    * A name that looks like a renamed relation where it was not rewritten: `schema.table` anywhere, a
    * bare name in a relation position, or after a word that names a relation in statements not
    * rewritten (LOCK rental, ANALYZE rental, CREATE INDEX ... ON rental). Bare names elsewhere are
    * columns and variables far more often than tables: not reported.
    */
-  const mention = (parts: string[], relationPosition: boolean) => {
-    if (!body) return;
+  private mention(parts: string[], relationPosition: boolean): void {
+    if (!this.body) return;
     if (parts.length >= 2) {
       const source = { schema: parts[0]!, name: parts[1]! };
-      const target = renames.relations.get(nameKey(source));
-      if (target && !isIdentity(source, target)) body.notFollowed.add(displayName(source));
-    } else if (parts.length === 1 && !body.scope.shadowed.has(parts[0]!) && !body.scope.variables.has(parts[0]!) && (relationPosition || UTILITY_BEFORE_RELATION.has(prevWord()))) {
-      for (const q of renamedNamed(renames, parts[0]!)) body.notFollowed.add(displayName(q));
+      const target = this.renames.relations.get(nameKey(source));
+      if (target && !isIdentity(source, target)) this.body.notFollowed.add(displayName(source));
+    } else if (parts.length === 1 && !this.body.scope.shadowed.has(parts[0]!) && !this.body.scope.variables.has(parts[0]!) && (relationPosition || UTILITY_BEFORE_RELATION.has(this.prevWord()))) {
+      for (const q of renamedNamed(this.renames, parts[0]!)) this.body.notFollowed.add(displayName(q));
     }
-  };
-
-  for (let r = from; r < to; ) {
-    const t = tokens[r]!;
-    if (t.kind === 'space' || t.kind === 'comment') {
-      r++;
-      continue;
-    }
-    const top = frames[frames.length - 1]!;
-    if (t.kind === 'punct') {
-      if (t.text === '(') {
-        // A parenthesised FROM item (a join or a subquery) continues the FROM list inside.
-        frames.push({ clause: top.expect ? 'FROM' : '', expect: top.expect, ...(pendingCall ? { call: true } : {}) });
-        top.expect = undefined;
-      } else if (t.text === ')') {
-        if (frames.length > 1) frames.pop();
-      } else if (t.text === ',') {
-        if (top.clause === 'FROM') top.expect = 'from';
-        else if (top.clause === 'TRUNCATE') top.expect = 'plain';
-      } else if (t.text === ';') {
-        frames.length = 1;
-        frames[0] = { clause: '', expect: undefined };
-      }
-      pendingCall = false;
-      prev = t;
-      r++;
-      continue;
-    }
-    pendingCall = false;
-    if (isIdentToken(t)) {
-      const name = readName(tokens, r, to);
-      if (name.parts.length === 1 && t.kind === 'word' && keyword(t.text.toUpperCase(), top, frames.length === 1)) {
-        prev = t;
-        r = name.end;
-        continue;
-      }
-      const next = nextSignificant(tokens, name.end, to);
-      const replace = (text: string, end = name.end) => edits.push({ start: r, end, text });
-      if (isPunct(next, '(') && top.expect !== 'insert') {
-        // A call; but INSERT INTO t (columns) is the relation with its column list.
-        const target = lookup(renames.functions, name.parts);
-        if (target) replace(qname(target));
-        top.expect = undefined;
-        pendingCall = body !== undefined;
-      } else if (prev?.kind === 'op' && prev.text === '::') {
-        const target = lookup(renames.types, name.parts);
-        if (target) replace(qname(target));
-      } else if (top.expect) {
-        const kind = top.expect;
-        top.expect = undefined;
-        const rel = relation(name.parts);
-        if (rel === 'kept') {
-          // nothing to change
-        } else if (rel) {
-          replace(rel.text);
-          rewritten(rel);
-          if (kind === 'trigger') triggerTable ??= rel.source;
-          else if (kind !== 'plain' && rel.target.name !== rel.source.name && !(body ? startsAliasInBody(next) : startsAlias(next))) {
-            // The reference name was the relation's own name: keep it as an alias (INSERT needs AS).
-            const alias = body ? quoteIdentLikePg(rel.source.name) : ident(rel.source.name);
-            edits.push({ start: name.end, end: name.end, text: `${kind === 'insert' ? ' AS ' : ' '}${alias}` });
-          }
-        } else mention(name.parts, true);
-        if (body && startsAliasInBody(next)) {
-          // Skip the alias (and AS): it is a name of this query, not a table.
-          let a = tokens.indexOf(next!, name.end);
-          if (next!.kind === 'word' && next!.text.toUpperCase() === 'AS') {
-            const n2 = nextSignificant(tokens, a + 1, to);
-            a = isIdentToken(n2) ? tokens.indexOf(n2, a + 1) : a;
-          }
-          prev = tokens[a];
-          r = a + 1;
-          continue;
-        }
-      } else if (body) {
-        const pct = nextSignificant(tokens, name.end, to);
-        const pctAt = pct ? tokens.indexOf(pct, name.end) : -1;
-        const what = pct?.kind === 'op' && pct.text === '%' ? nextSignificant(tokens, pctAt + 1, to) : undefined;
-        const attr = what?.kind === 'word' ? what.text.toUpperCase() : '';
-        if (attr === 'ROWTYPE' || (attr === 'TYPE' && name.parts.length >= 2)) {
-          // PL/pgSQL: table%ROWTYPE, table.column%TYPE (where a variable of that name wins, as in PL/pgSQL).
-          const relParts = attr === 'ROWTYPE' ? name.parts : name.parts.slice(0, -1);
-          const rel = attr === 'TYPE' && relParts.length === 1 && body.scope.variables.has(relParts[0]!) ? 'kept' : relation(relParts);
-          if (rel === undefined) mention(relParts, true);
-          else if (rel !== 'kept') {
-            replace(rel.text, attr === 'ROWTYPE' ? name.end : name.end - 2);
-            rewritten(rel);
-          }
-        } else if (name.parts.length === 3 && !isPunct(next, '(')) {
-          // schema.table.column: the table keeps its old name as alias when renamed, else it is just moved.
-          const rel = resolveBodyRelation(name.parts.slice(0, 2), body.scope);
-          if (rel && rel !== 'kept') {
-            replace(rel.target.name !== rel.source.name ? quoteIdentLikePg(rel.source.name) : qname(rel.target), name.end - 2);
-            rewritten(rel);
-          }
-        } else mention(name.parts, false);
-      }
-      prev = tokens[name.end - 1];
-      r = name.end;
-      continue;
-    }
-    prev = t;
-    r++;
   }
-  return triggerTable ? { triggerTable } : {};
 }
+
 
 /** A view's or materialized view's definition (pg_get_viewdef) with relations, functions and types renamed. */
 export function rewriteQueryText(sql: string, renames: ObjectRenames): string {
