@@ -4,7 +4,7 @@
  */
 import { withClient } from './db';
 import { qname } from './sql';
-import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/stream';
+import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/progress';
 import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';

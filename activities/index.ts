@@ -31,7 +31,9 @@ import {
   type ValidateTablesInput,
 } from './validate';
 import { findSchemaDrift } from './schema-drift';
-import { runApply, readApplyProgress, type ApplyTable } from './apply/stream';
+import { runApply } from './apply/stream';
+import type { ApplyTable } from './apply/options';
+import { readApplyProgress } from './apply/progress';
 import { withCancellation, withClient } from './db';
 import { applyProgressSignal, copyProgressSignal, indexProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyLockWait, type CopyProgressReport, describeLockWait, type IndexBuildProgress, type IndexProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
 import { readSlotWal, walFailure, walReportDue, walVerdict, type WalBudget, type WalVerdict } from './wal';

@@ -12,8 +12,8 @@
  *    computed in the database, a bounded number of rows per read).
  */
 import type { Client } from 'pg';
-import { compareLsn } from '../apply/stream';
-import { readApplyProgress } from '../apply/stream';
+import { compareLsn } from '../apply/lsn';
+import { readApplyProgress } from '../apply/progress';
 import {
   addRowHash,
   chunkLabel,

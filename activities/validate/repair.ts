@@ -22,7 +22,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import type { RepairReport } from '../../workflows/contract';
-import { prepareTargetSession } from '../apply/stream';
+import { prepareTargetSession } from '../apply/target';
 import { CopyInFramed, CopyOut } from '../copy-out';
 import { connect, describeConnection } from '../db';
 import { classify } from '../errors';

@@ -12,7 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
-import { compareLsn, runApply, type ApplyResult } from '../../activities/apply/stream';
+import { compareLsn } from '../../activities/apply/lsn';
+import type { ApplyResult } from '../../activities/apply/options';
+import { runApply } from '../../activities/apply/stream';
 
 let source: PgCluster;
 let target: PgCluster;

@@ -6,16 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 import { fingerprint as harnessFingerprint } from '../harness/compare';
-import {
-  applyApplicationName,
-  lsnToBigInt,
-  readApplyProgress,
-  runApply,
-  type ApplyOptions,
-  type ApplyProgress,
-  type ApplyResult,
-  type ApplyTable,
-} from '../../activities/apply/stream';
+import { lsnToBigInt } from '../../activities/apply/lsn';
+import type { ApplyOptions, ApplyProgress, ApplyResult, ApplyTable } from '../../activities/apply/options';
+import { readApplyProgress } from '../../activities/apply/progress';
+import { runApply } from '../../activities/apply/stream';
+import { applyApplicationName } from '../../activities/apply/target';
 
 let source: PgCluster;
 let target: PgCluster;

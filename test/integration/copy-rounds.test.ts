@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
 import { copyTable, copyWholeTables, planCopies, prepareRangedCopy, readCopyPositions, splitPages, type CopyTableInput } from '../../activities/copy';
 import { fingerprint } from '../harness/compare';
-import { lsnToBigInt, runApply } from '../../activities/apply/stream';
+import { lsnToBigInt } from '../../activities/apply/lsn';
+import { runApply } from '../../activities/apply/stream';
 import { createResumeSnapshot, createSlotWithSnapshot } from '../../activities/replication';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 

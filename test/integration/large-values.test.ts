@@ -39,7 +39,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compareLsn } from '../../activities/apply/stream';
+import { compareLsn } from '../../activities/apply/lsn';
 import { fingerprint } from '../harness/compare';
 import { startEnv, type TestEnv } from '../harness/env';
 

@@ -11,7 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { copyTable, copyWholeTables, prepareRangedCopy, readRewrittenCopies } from '../../activities/copy';
-import { lsnToBigInt, runApply, type ApplyResult } from '../../activities/apply/stream';
+import { lsnToBigInt } from '../../activities/apply/lsn';
+import type { ApplyResult } from '../../activities/apply/options';
+import { runApply } from '../../activities/apply/stream';
 import { createSlotWithSnapshot } from '../../activities/replication';
 
 let env: TestEnv;

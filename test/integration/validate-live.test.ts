@@ -4,7 +4,8 @@
  * also once the source is idle (the check nudges the apply past its read position).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runApply, type ApplyResult } from '../../activities/apply/stream';
+import type { ApplyResult } from '../../activities/apply/options';
+import { runApply } from '../../activities/apply/stream';
 import { validateLive, validateTables } from '../../activities/validate';
 import { ROW_MD5_KEY } from '../../activities/validate/compare';
 import type { ValidateTableSpec } from '../../activities/validate/contract';

@@ -1,5 +1,5 @@
 /**
- * The replication framer (activities/apply/spool.ts) on synthetic replication byte streams, in any
+ * The replication framer (activities/apply/framer.ts) and the spool (spool.ts) on synthetic replication byte streams, in any
  * chunking: every XLogData message reaches `xlog` with its LSN and exact payload, keepalives reach
  * `keepalive`, other backend messages reach pg's parser byte for byte, in order; large changes reach
  * `large` parsed, equal to `parsePgoutput` of the original, with large values in spool files holding
@@ -10,8 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UNCHANGED_TOAST, type TupleValue } from '../../activities/apply/statements';
-import { ReplicationFramer, Spool, copyEscape, type LargeChange, copyRow, inlineParams, isSpooled } from '../../activities/apply/spool';
-import { parsePgoutput, type PgoutputMessage } from '../../activities/apply/stream';
+import { ReplicationFramer, type LargeChange } from '../../activities/apply/framer';
+import { parsePgoutput, type PgoutputMessage } from '../../activities/apply/pgoutput';
+import { Spool, copyEscape, copyRow, inlineParams, isSpooled } from '../../activities/apply/spool';
 
 const roots: string[] = [];
 afterEach(() => {

@@ -7,14 +7,10 @@ import {
   updateStatement,
   type ApplyRelation,
 } from '../../activities/apply/statements';
-import {
-  bigIntToLsn,
-  compareLsn,
-  lsnToBigInt,
-  parsePgoutput,
-  safeDbMessage,
-  startReplicationSql,
-} from '../../activities/apply/stream';
+import { safeDbMessage } from '../../activities/apply/errors';
+import { bigIntToLsn, compareLsn, lsnToBigInt } from '../../activities/apply/lsn';
+import { parsePgoutput } from '../../activities/apply/pgoutput';
+import { startReplicationSql } from '../../activities/apply/source';
 
 const U: typeof UNCHANGED_TOAST = UNCHANGED_TOAST;
 

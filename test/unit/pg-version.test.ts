@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createSlotCommand, formatPgVersion, hasFailoverSlots, hasPgoutputMessages, hasPublishViaRoot } from '../../activities/pg-version';
-import { startReplicationSql } from '../../activities/apply/stream';
+import { startReplicationSql } from '../../activities/apply/source';
 import { normalizeSpec } from '../../activities/spec';
 
 describe('PostgreSQL versions', () => {

@@ -1,0 +1,104 @@
+/**
+ * What `runApply` (SYNCING_WAL) takes and gives: the options, the progress it reports, its result.
+ */
+import type { ConnectionSpec, QualifiedName } from '../spec';
+
+export interface ApplyTable {
+  source: QualifiedName;
+  target: QualifiedName;
+}
+
+export interface ApplyProgress {
+  /** Source commit end LSN of the last transaction committed on the target (or an idle keepalive's). */
+  appliedLsn: string;
+  /** What the slot has been confirmed up to: durably committed on the target. */
+  confirmedLsn: string;
+  /** Furthest source position received (data or keepalive). */
+  receivedLsn: string;
+  /** pg_current_wal_lsn() on the source at the last check. */
+  sourceLsn: string;
+  lagBytes: number;
+  /** Age of the last applied source commit while behind (0 when caught up): lag in time. */
+  lagSeconds: number;
+  /** Transactions and changes applied by this run. */
+  transactions: number;
+  changes: number;
+  fenceToken?: string;
+}
+
+export interface ApplyOptions {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  slot: string;
+  publication: string;
+  tables: ApplyTable[];
+  onProgress?: (p: ApplyProgress) => void;
+  /** Default 2000. Also the longest time between synchronous (durable) commits under load. */
+  progressIntervalMs?: number;
+  /** Abort = stop cleanly: roll back the open target transaction, confirm what is durable, close, resolve. */
+  signal: AbortSignal;
+  /** How long to wait for a slot still held by a previous walsender (default 30 s). */
+  slotWaitMs?: number;
+  /** Most rows in one multi-row statement (default 1000). */
+  maxBatchRows?: number;
+  /**
+   * Consecutive source transactions are applied as one target transaction (a group), committed when
+   * nothing more is waiting in the stream, or at this many changes (default 10,000), or this old
+   * (default 100 ms), or at a fence message, or on stop.
+   */
+  maxGroupChanges?: number;
+  maxGroupMs?: number;
+  /** How long an open group waits for the next transaction when the stream is momentarily empty (default 5 ms). */
+  groupIdleMs?: number;
+  /**
+   * Keyed tables get their group's net changes as a few set-based statements (default true); false
+   * applies every change as its own statement, in source order.
+   */
+  setBased?: boolean;
+  /**
+   * Set-based inserts go as COPY ... FROM STDIN (default true) instead of INSERT ... SELECT FROM
+   * unnest(): less work on the target (COPY inserts rows in batches) and no statement-sized buffers in
+   * the worker.
+   */
+  copyInserts?: boolean;
+  /** A full GC every this many bytes inside one source transaction (default 16 MiB; 0: never). */
+  gcEveryTxnBytes?: number;
+  /**
+   * Handle what arrives while a group is written into the next group (default true); false: it waits
+   * until the group is committed.
+   */
+  foldAhead?: boolean;
+  /** Told when a set-based write failed and the open group was rolled back and replayed change by change. */
+  onReplay?: (info: { table?: string; code?: string; changes: number }) => void;
+  /**
+   * A change message over this many bytes (default 8 MiB) is read as it arrives and its values over
+   * `largeValueBytes` (default 256 KiB) go to a spool file, then to the target through COPY.
+   */
+  largeChangeBytes?: number;
+  largeValueBytes?: number;
+  /** Where spool files go (default: the OS temporary directory). */
+  spoolDir?: string;
+  /**
+   * Run with session_replication_role = replica (default true), so no trigger or foreign-key check
+   * fires for replicated rows. false (a target role that may not set it: Cloud SQL, Azure): the
+   * migration has created nothing that fires on the target tables, and the apply refuses to start
+   * while anything enabled would (a trigger someone added would apply its effects a second time).
+   */
+  replicaRole?: boolean;
+}
+
+export interface ApplyResult {
+  appliedLsn: string;
+  confirmedLsn: string;
+  transactions: number;
+  changes: number;
+  fenceToken?: string;
+  /** Changes over `largeChangeBytes`, read as they arrived with their large values spooled to disk. */
+  largeChanges: number;
+  /** Changes left out because their table was copied in a later snapshot that already held them. */
+  skippedBeforeCopy: number;
+  /** UPDATEs and DELETEs that found no row, let through in a table whose copy read it truncated (ApplyEngine.lenient; a replayed group counts again). */
+  missingBeforeTruncate: number;
+  /** Messages handled into the next group while the one before was being written (ApplyOptions.foldAhead). */
+  foldedAhead: number;
+}
