@@ -203,7 +203,7 @@ export async function readCopyPositions(c: Client, targets: readonly QualifiedNa
 /**
  * Target tables whose copy read them emptied by a TRUNCATE (or rewritten) after the snapshot, and a
  * position past that rewrite's commit. Their rows lack what the snapshot held: the apply lets an
- * UPDATE or DELETE before that position find no row, up to the table's TRUNCATE (ApplyEngine.lenient).
+ * UPDATE or DELETE before that position find no row, up to the table's TRUNCATE (CopyPositions.lenient, activities/apply/copy-positions.ts).
  */
 export async function readRewrittenCopies(c: Client, targets: readonly QualifiedName[]): Promise<Map<string, string>> {
   return recordPositions(c, targets, [REWRITTEN]);

@@ -31,7 +31,7 @@ import {
   type ValidateTablesInput,
 } from './validate';
 import { findSchemaDrift } from './schema-drift';
-import { runApply } from './apply/stream';
+import { runApply } from './apply/run';
 import type { ApplyTable } from './apply/options';
 import { readApplyProgress } from './apply/progress';
 import { withCancellation, withClient } from './db';

@@ -1,7 +1,7 @@
 /**
  * Where the apply engine's memory goes on one large source transaction (issue 7): a slot and a
  * publication on a throwaway source, one INSERT of `--mb` MB in a single transaction written while
- * nothing applies, then activities/apply/stream.ts's runApply in this process, alone, until the target
+ * nothing applies, then activities/apply/run.ts's runApply in this process, alone, until the target
  * has every row. Every `--sample-ms` it reads process.memoryUsage() and V8's heap spaces; it prints a
  * timeline (once a second) and the peak of each figure, with the time the apply took.
  *
@@ -11,7 +11,7 @@
  */
 import { Command } from 'commander';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
-import { runApply } from '../activities/apply/stream';
+import { runApply } from '../activities/apply/run';
 import { mb, num, say, sec, sleep, startBenchClusters, table } from './common';
 
 const DB = 'bench';

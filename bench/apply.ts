@@ -27,7 +27,7 @@ import type { Client } from 'pg';
 import type { PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
-import { runApply } from '../activities/apply/stream';
+import { runApply } from '../activities/apply/run';
 import {
   bash,
   bytes,

@@ -9,7 +9,7 @@
  * the net effect per key is what the source's sequence of changes leaves behind. What reordering can
  * break is a constraint checked row by row (a secondary unique index whose values swap between rows
  * inside the group): that surfaces as an error, and the engine then replays the group change by change
- * in source order (stream.ts).
+ * in source order (writer.ts).
  *
  * Every statement text depends only on the table, the kind and the set of columns written, never on
  * the number of rows: values travel as one text[] per column, so the engine prepares each statement

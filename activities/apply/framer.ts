@@ -269,32 +269,7 @@ export class ReplicationFramer {
         this.hdrLen += n;
         p += n;
         if (this.hdrLen < want) continue;
-        const payload = this.hdr.readInt32BE(1) - 4;
-        if (payload < 0) throw new Error('replication stream: bad message length');
-        if (this.hdrLen === SHORT_HEADER) {
-          if (this.hdr[0] === 0x64 && payload > this.threshold) continue; // a large CopyData: read on
-          this.hdrLen = 0;
-          if (this.hdr[0] !== 0x64) {
-            this.opts.forward(Buffer.from(this.hdr.subarray(0, SHORT_HEADER)));
-            this.forwardLeft = payload;
-          } else if (payload === 0) this.copyData(this.hdr, SHORT_HEADER, SHORT_HEADER);
-          else this.gather(payload, SHORT_HEADER);
-          continue;
-        }
-        this.hdrLen = 0;
-        const tag = this.hdr[LONG_HEADER - 1]!;
-        if (this.hdr[SHORT_HEADER] !== 0x77 || (tag !== 0x49 && tag !== 0x55 && tag !== 0x44)) {
-          this.gather(payload, LONG_HEADER);
-          continue;
-        }
-        const b: NonNullable<ReplicationFramer['big']> = {
-          reader: new ChangeReader(tag, this.opts.spool, this.opts.valueThreshold),
-          left: payload - XLOG_HEADER - 1,
-          size: payload - XLOG_HEADER,
-          walStart: this.hdr.readUInt32BE(SHORT_HEADER + 1) * TWO_32 + this.hdr.readUInt32BE(SHORT_HEADER + 5),
-        };
-        this.big = b;
-        if (b.left === 0) this.finishBig(b);
+        this.headerDone();
       }
     } catch (err) {
       this.big?.reader.abort();
@@ -302,6 +277,36 @@ export class ReplicationFramer {
       this.acc = undefined;
       throw err;
     }
+  }
+
+  /** A message header is complete in `hdr`: SHORT_HEADER bytes, or LONG_HEADER for a large CopyData. */
+  private headerDone(): void {
+    const payload = this.hdr.readInt32BE(1) - 4;
+    if (payload < 0) throw new Error('replication stream: bad message length');
+    if (this.hdrLen === SHORT_HEADER) {
+      if (this.hdr[0] === 0x64 && payload > this.threshold) return; // a large CopyData: read on
+      this.hdrLen = 0;
+      if (this.hdr[0] !== 0x64) {
+        this.opts.forward(Buffer.from(this.hdr.subarray(0, SHORT_HEADER)));
+        this.forwardLeft = payload;
+      } else if (payload === 0) this.copyData(this.hdr, SHORT_HEADER, SHORT_HEADER);
+      else this.gather(payload, SHORT_HEADER);
+      return;
+    }
+    this.hdrLen = 0;
+    const tag = this.hdr[LONG_HEADER - 1]!;
+    if (this.hdr[SHORT_HEADER] !== 0x77 || (tag !== 0x49 && tag !== 0x55 && tag !== 0x44)) {
+      this.gather(payload, LONG_HEADER);
+      return;
+    }
+    const b: NonNullable<ReplicationFramer['big']> = {
+      reader: new ChangeReader(tag, this.opts.spool, this.opts.valueThreshold),
+      left: payload - XLOG_HEADER - 1,
+      size: payload - XLOG_HEADER,
+      walStart: this.hdr.readUInt32BE(SHORT_HEADER + 1) * TWO_32 + this.hdr.readUInt32BE(SHORT_HEADER + 5),
+    };
+    this.big = b;
+    if (b.left === 0) this.finishBig(b);
   }
 
   /** Starts gathering a CopyData payload whose first `have - SHORT_HEADER` bytes are in `hdr`. */

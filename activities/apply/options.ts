@@ -97,7 +97,7 @@ export interface ApplyResult {
   largeChanges: number;
   /** Changes left out because their table was copied in a later snapshot that already held them. */
   skippedBeforeCopy: number;
-  /** UPDATEs and DELETEs that found no row, let through in a table whose copy read it truncated (ApplyEngine.lenient; a replayed group counts again). */
+  /** UPDATEs and DELETEs that found no row, let through in a table whose copy read it truncated (CopyPositions.lenient; a replayed group counts again). */
   missingBeforeTruncate: number;
   /** Messages handled into the next group while the one before was being written (ApplyOptions.foldAhead). */
   foldedAhead: number;

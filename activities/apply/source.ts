@@ -1,16 +1,35 @@
 /**
- * The apply's replication connection to the source (SYNCING_WAL): START_REPLICATION built by us, the
- * plugin that puts a ReplicationFramer (framer.ts) between the socket and pg's parser, and the slot's
- * checks before streaming.
+ * The apply's connections to the source (SYNCING_WAL): the replication stream (`ReplicationSource`:
+ * START_REPLICATION built by us, a ReplicationFramer (framer.ts) between the socket and pg's parser,
+ * backpressure, standby status updates), its monitor session (the source's WAL position, the slot's
+ * confirmation and release at the end) and the slot's checks before streaming.
+ *
+ * pg-logical-replication 2.5.0 traps handled here and in the engine (DESIGN.md §4):
+ * - acknowledge.auto false AND timeoutSeconds 0, or it confirms what was merely received;
+ * - keepalives are answered by us, always with the durable position;
+ * - without flowControl it never waits for its 'data' handlers and memory is unbounded; with it, it
+ *   pays a queue entry and several promises per message and pauses the socket while any handler runs.
+ *   We leave it off and do the same ourselves, cheaper: messages that need no I/O are handled in the
+ *   socket callback, the rest wait in the engine's queue, and the socket is paused while that queue is
+ *   over its bounds (so decoding on the source and writing to the target overlap, within bounds);
+ * - its own parser turns values into JS objects with pg's global type parsers: we parse pgoutput
+ *   ourselves (pgoutput.ts), values kept as PostgreSQL text;
+ * - per message, pg's parser made a message object and the library an LSN string, and both copied:
+ *   our plugin reads the socket itself (ReplicationFramer) and parses each XLogData message in place;
+ *   the library only starts the stream and sends our standby status updates;
+ * - its `acknowledge(lsn)` sends lsn + 1, so we pass the durable position minus one;
+ * - a handler that throws does not stop its queue: ours never throw, they record the failure and stop;
+ * - it does not escape the slot or publication names: we build START_REPLICATION ourselves.
  */
 import type { Client, ClientConfig } from 'pg';
-import { clientConfigs } from '../db';
+import { LogicalReplicationService } from 'pg-logical-replication';
+import { clientConfigs, connect } from '../db';
 import { hasPgoutputMessages, serverVersionNum } from '../pg-version';
 import { ident } from '../sql';
 import type { ConnectionSpec } from '../spec';
-import { ApplyError } from './errors';
+import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { ReplicationFramer } from './framer';
-import { lsnToBigInt } from './lsn';
+import { bigIntToLsn, lsnToBigInt } from './lsn';
 import { parsePgoutput, type PgoutputMessage } from './pgoutput';
 import type { Spool } from './spool';
 
@@ -50,7 +69,7 @@ export interface StreamSink {
  * the end of the stream). It counts what it parsed: parsed === handled means "nothing received is
  * still waiting".
  */
-export class TextPgoutputPlugin {
+class TextPgoutputPlugin {
   parsed = 0;
   private framer: ReplicationFramer | undefined;
   constructor(
@@ -112,7 +131,7 @@ export class TextPgoutputPlugin {
   }
 }
 
-export function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
+function replicationConfig(spec: ConnectionSpec, slot: string): ClientConfig {
   // clientConfig pins TEXT_FORMAT_SETTINGS at startup: the walsender renders values with them.
   // The first attempt only: the spec is pinned (pinnedSpec) to the sslmode the monitor connected with.
   return clientConfigs(spec, { replication: 'database', applicationName: `pg-dts walsender ${slot}`.slice(0, 63) })[0]!;
@@ -150,5 +169,183 @@ export async function waitSlotFree(c: Client, slot: string, ms: number, signal: 
     // Subscribing retries on "slot is active" too; this wait only avoids a burst of failed attempts.
     if (Date.now() >= deadline) return;
     await sleep(100);
+  }
+}
+
+export interface SourceOptions {
+  /** Pinned (pinnedSpec) to the sslmode the monitor connected with. */
+  source: ConnectionSpec;
+  slot: string;
+  publication: string;
+  spool: Spool;
+  largeChangeBytes: number;
+  largeValueBytes: number;
+}
+
+/** What the replication connection tells the engine besides the stream's messages. */
+export interface SourceEvents {
+  /** The engine is stopping: the stream's end is expected. */
+  stopping(): boolean;
+  fail(err: ApplyError): void;
+  /** START_REPLICATION succeeded. */
+  started(): void;
+}
+
+const MONITOR = { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 } as const;
+
+/** The replication stream from the slot, and the monitor session beside it. */
+export class ReplicationSource {
+  /** START_REPLICATION succeeded. */
+  started = false;
+  /** The replication connection is gone (ended or failed). */
+  down = false;
+  /** Settles when the stream has ended, either way. */
+  ended: Promise<void> = Promise.resolve();
+  private readonly plugin: TextPgoutputPlugin;
+  private readonly service: LogicalReplicationService;
+
+  constructor(
+    private readonly opts: SourceOptions,
+    sink: StreamSink,
+    private readonly events: SourceEvents,
+    private monitor: Client | undefined,
+  ) {
+    this.plugin = new TextPgoutputPlugin(
+      { publication: opts.publication, spool: opts.spool, largeChangeBytes: opts.largeChangeBytes, largeValueBytes: opts.largeValueBytes },
+      sink,
+    );
+    this.service = new LogicalReplicationService(replicationConfig(opts.source, opts.slot), {
+      acknowledge: { auto: false, timeoutSeconds: 0 },
+      flowControl: { enabled: false },
+    });
+  }
+
+  /** Data messages parsed from the socket so far (parsed === handled: nothing received still waits). */
+  get parsed(): number {
+    return this.plugin.parsed;
+  }
+
+  /** Large changes parsed from the socket so far. */
+  get largeChanges(): number {
+    return this.plugin.largeChanges;
+  }
+
+  listen(): void {
+    this.service.on('error', (e: Error) => {
+      this.down = true;
+      this.events.fail(new ApplyError(`replication connection to the source failed: ${safeDbMessage(e)}`));
+    });
+    this.service.on('start', () => {
+      this.started = true;
+      this.events.started();
+    });
+  }
+
+  /** Starts streaming after `from` (retried while a previous walsender still holds the slot, until `deadline`). */
+  subscribe(from: bigint, deadline: number): void {
+    const p = this.service.subscribe(this.plugin, this.opts.slot, bigIntToLsn(from));
+    this.ended = p.then(
+      () => {
+        this.down = true;
+        if (!this.events.stopping()) this.events.fail(new ApplyError('the source ended the replication stream'));
+      },
+      (e: unknown) => {
+        this.down = true;
+        if (this.events.stopping()) return;
+        // The previous walsender may still hold the slot for a moment after its client went away.
+        if (sqlState(e) === '55006' && !this.started && Date.now() < deadline) {
+          this.down = false;
+          setTimeout(() => {
+            if (!this.events.stopping()) this.subscribe(from, deadline);
+          }, 250);
+          return;
+        }
+        this.events.fail(new ApplyError(`replication from slot ${this.opts.slot} failed: ${safeDbMessage(e)}`, { code: sqlState(e) }));
+      },
+    );
+  }
+
+  /** Backpressure: the walsender waits (its socket buffer full) while we catch up. */
+  pause(pause: boolean): void {
+    const stream = (this.service as unknown as { _connection?: { stream?: { pause?: () => void; resume?: () => void } } })._connection?.stream;
+    if (pause) stream?.pause?.();
+    else stream?.resume?.();
+  }
+
+  /** Confirms `durable` to the slot (also our standby status update / keepalive answer). */
+  acknowledge(durable: bigint): void {
+    if (durable <= 0n) return;
+    // pg-logical-replication 2.5.0 sends lsn + 1. The commit end LSN is already "last byte + 1"; one
+    // byte more would make the server skip a transaction whose commit record starts exactly there.
+    this.service.acknowledge(bigIntToLsn(durable - 1n)).catch(() => undefined);
+  }
+
+  async destroy(): Promise<void> {
+    await this.service.destroy().catch(() => undefined);
+  }
+
+  /** pg_current_wal_lsn() on the source, or undefined (lag is informative only: reconnect next time). */
+  async currentLsn(): Promise<bigint | undefined> {
+    try {
+      this.monitor ??= await connect(this.opts.source, MONITOR);
+      const r = await this.monitor.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      const l = r.rows[0]?.lsn;
+      return l ? lsnToBigInt(l) : undefined;
+    } catch {
+      // Replication itself reports real failures.
+      const m = this.monitor;
+      this.monitor = undefined;
+      await m?.end().catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /**
+   * The last confirmation is only a message on the socket; closing it at once can lose it. Waiting
+   * (briefly) until the slot shows it keeps the slot from retaining WAL that is already applied.
+   */
+  async waitConfirmed(durable: bigint): Promise<void> {
+    if (!this.started || this.down || durable <= 0n) return;
+    const deadline = Date.now() + 2_000;
+    let lastAck = 0;
+    while (Date.now() < deadline && !this.down) {
+      if (Date.now() - lastAck >= 250) {
+        this.acknowledge(durable);
+        lastAck = Date.now();
+      }
+      try {
+        this.monitor ??= await connect(this.opts.source, MONITOR);
+        const r = await this.monitor.query<{ lsn: string | null }>(
+          'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+          [this.opts.slot],
+        );
+        const l = r.rows[0]?.lsn;
+        if (!l || lsnToBigInt(l) >= durable) return;
+      } catch {
+        return;
+      }
+      await sleep(25);
+    }
+  }
+
+  /** So that a restarted apply can take the slot at once: our walsender must be gone. */
+  async waitReleased(): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      try {
+        this.monitor ??= await connect(this.opts.source, MONITOR);
+        const r = await this.monitor.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [this.opts.slot]);
+        if (!r.rows[0]?.active) return;
+      } catch {
+        return;
+      }
+      await sleep(50);
+    }
+  }
+
+  closeMonitor(): Promise<void> {
+    const m = this.monitor;
+    this.monitor = undefined;
+    return m ? m.end().catch(() => undefined) : Promise.resolve();
   }
 }

@@ -4,12 +4,12 @@
  * The replication protocol carries one row change as one CopyData message, and pg's protocol parser
  * (under pg-logical-replication) buffers every message whole before anyone sees it: a row with a
  * 100 MB bytea arrives as a 200 MB message (hex text), then becomes a 200 MB string, then a 200 MB
- * query parameter. Instead, `ReplicationFramer` reads the replication socket itself (see there) and
+ * query parameter. Instead, `ReplicationFramer` (framer.ts) reads the replication socket itself and
  * parses CopyData messages over `messageThreshold` bytes that carry an INSERT, UPDATE or DELETE as
  * they arrive, writing each value over `valueThreshold` bytes to a file of its own (the spool). In the
  * parsed change each spooled value is a marker string (`SPOOL_MARK`...) that `Spool.get` resolves
  * to its file. The apply writes such a change through COPY from the file into a one-row temporary table
- * and a statement that reads the values from there (stream.ts, `applySpooled`), so neither direction
+ * and a statement that reads the values from there (writer.ts, `applySpooled`), so neither direction
  * holds a value whole: the worker's memory stays flat whatever the size of a value.
  *
  * A marker starts with NUL, which no PostgreSQL text value can contain: should one ever reach the target

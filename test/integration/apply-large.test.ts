@@ -1,5 +1,5 @@
 /**
- * Large changes through the apply (activities/apply/spool.ts), against real clusters: with low
+ * Large changes through the apply (activities/apply/framer.ts, spool.ts), against real clusters: with low
  * thresholds (a change over 64 kB is read as it arrives, its values over 16 kB go to spool files and
  * reach the target through COPY), every kind of change with large values — in keyed, REPLICA IDENTITY
  * FULL and partitioned tables, mixed with small changes to the same rows in one transaction, old rows
@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 import { compareLsn } from '../../activities/apply/lsn';
 import type { ApplyResult } from '../../activities/apply/options';
-import { runApply } from '../../activities/apply/stream';
+import { runApply } from '../../activities/apply/run';
 
 let source: PgCluster;
 let target: PgCluster;

@@ -9,7 +9,7 @@ import { fingerprint as harnessFingerprint } from '../harness/compare';
 import { lsnToBigInt } from '../../activities/apply/lsn';
 import type { ApplyOptions, ApplyProgress, ApplyResult, ApplyTable } from '../../activities/apply/options';
 import { readApplyProgress } from '../../activities/apply/progress';
-import { runApply } from '../../activities/apply/stream';
+import { runApply } from '../../activities/apply/run';
 import { applyApplicationName } from '../../activities/apply/target';
 
 let source: PgCluster;

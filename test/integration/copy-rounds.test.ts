@@ -9,7 +9,7 @@ import type { Client } from 'pg';
 import { copyTable, copyWholeTables, planCopies, prepareRangedCopy, readCopyPositions, splitPages, type CopyTableInput } from '../../activities/copy';
 import { fingerprint } from '../harness/compare';
 import { lsnToBigInt } from '../../activities/apply/lsn';
-import { runApply } from '../../activities/apply/stream';
+import { runApply } from '../../activities/apply/run';
 import { createResumeSnapshot, createSlotWithSnapshot } from '../../activities/replication';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 

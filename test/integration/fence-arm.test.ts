@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 import { fenceSource, installFence, liftFence } from '../../activities/cutover';
 import type { ApplyProgress } from '../../activities/apply/options';
-import { runApply } from '../../activities/apply/stream';
+import { runApply } from '../../activities/apply/run';
 import type { ConnectionSpec } from '../../activities/spec';
 
 let source: PgCluster;

@@ -13,7 +13,7 @@ import { fingerprint } from '../harness/compare';
 import { copyTable, copyWholeTables, prepareRangedCopy, readRewrittenCopies } from '../../activities/copy';
 import { lsnToBigInt } from '../../activities/apply/lsn';
 import type { ApplyResult } from '../../activities/apply/options';
-import { runApply } from '../../activities/apply/stream';
+import { runApply } from '../../activities/apply/run';
 import { createSlotWithSnapshot } from '../../activities/replication';
 
 let env: TestEnv;

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApplyResult } from '../../activities/apply/options';
-import { runApply } from '../../activities/apply/stream';
+import { runApply } from '../../activities/apply/run';
 import { validateLive, validateTables } from '../../activities/validate';
 import { ROW_MD5_KEY } from '../../activities/validate/compare';
 import type { ValidateTableSpec } from '../../activities/validate/contract';

@@ -1,0 +1,379 @@
+/**
+ * The apply's writes (SYNCING_WAL): owns the target session's transaction and writes a group's
+ * changes into it. Changes to a keyed table are folded into their net effect per key (group.ts,
+ * batch.ts) and written as a few prepared set-based statements; other tables get batched INSERTs and
+ * one statement per UPDATE/DELETE. If a set-based write fails (a unique index that sees rows in
+ * another order than the source did, or any other error), the transaction is rolled back and the
+ * group's changes are replayed one by one in source order, which either succeeds or reports the
+ * failing change precisely. Batched inserts (set-based, or consecutive inserts of a table written in
+ * order) go as COPY FROM STDIN, rows written straight into 64 KiB Buffers.
+ */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Client } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { ident, qname } from '../sql';
+import { displayName } from '../spec';
+import { copyChunks, copyInsertSql, hasBig, insertSql, type BatchStatement, type KeyedRelation } from './batch';
+import { ApplyError, connectionLevel, safeDbMessage, sqlState } from './errors';
+import { MAX_BATCH_BYTES, batchFull, type Change, type Group } from './group';
+import { bigIntToLsn } from './lsn';
+import type { ApplyOptions } from './options';
+import type { ChangeMessage } from './pgoutput';
+import type { MappedRelation } from './relations';
+import { copyRow, inlineParams, isSpooled, type Spool, type SpooledValue } from './spool';
+import type { ApplyStats } from './stats';
+import { deleteStatement, insertStatement, truncateStatement, updateStatement, type SqlStatement } from './statements';
+
+/** A value this long gets a statement of its own with plain parameters (no array literal copy). */
+const BIG_VALUE = 256 * 1024;
+/** Prepared statements per session at most; past it, statements are sent unnamed. */
+const MAX_PREPARED = 2_000;
+
+export type WriterOptions = Pick<ApplyOptions, 'setBased' | 'copyInserts' | 'onReplay'> & { maxBatchRows: number };
+
+export class Writer {
+  /** A target transaction is open (BEGIN sent). */
+  inTxn = false;
+  /** UPDATEs and DELETEs of lenient changes that found no row (ApplyResult.missingBeforeTruncate). */
+  missingBeforeTruncate = 0;
+  private readonly prepared = new Map<string, string>();
+
+  constructor(
+    private readonly target: Client,
+    private readonly spool: Spool,
+    private readonly stats: ApplyStats,
+    private readonly opts: WriterOptions,
+  ) {}
+
+  /**
+   * One (counted) change of the open group `g`. Keyed tables fold it into their pending net changes
+   * (written in a few statements later); other tables, and changes that cannot be folded, go one at a
+   * time in order.
+   */
+  async change(g: Group, c: Change): Promise<void> {
+    if (c.msg.tag === 'truncate') {
+      if (await this.flushKeyed(g)) return; // replayed, this change included
+    } else if (c.msg.spooled !== undefined) {
+      if (await this.flushKeyed(g, c.msg.relationOid)) return; // replayed, this change included
+    } else if (g.setBased(c)) {
+      const oid = c.msg.relationOid;
+      if (g.batches.has(oid)) await this.flushBatch(g, oid); // keep this table's order
+      if (g.fold(c)) return this.afterFold(g);
+      // Cannot be folded (the target is expected to refuse it, or a value is missing): what is
+      // pending for this table first, then this change on its own.
+      if (await this.flushKeyed(g, oid)) return;
+      await this.applyOne(g, c);
+      await this.flushBatch(g, oid);
+      return this.checkRetention(g);
+    }
+    await this.applyOne(g, c);
+    await this.checkRetention(g);
+  }
+
+  /** After an INSERT added to its table's batch (handleSync): the batch written if full, retention checked. */
+  async afterInsert(g: Group, oid: number): Promise<void> {
+    const b = g.batches.get(oid);
+    if (b && batchFull(b, this.opts.maxBatchRows)) await this.flushBatch(g, oid);
+    await this.checkRetention(g);
+  }
+
+  async afterFold(g: Group): Promise<void> {
+    if (g.keyedFull()) {
+      if (await this.flushKeyed(g)) return;
+    }
+    await this.checkRetention(g);
+  }
+
+  private async checkRetention(g: Group): Promise<void> {
+    if (!g.retentionDue()) return;
+    // Too much to keep for a replay: write what is pending while a replay is still possible, then go on
+    // change by change until this target transaction commits.
+    if (await this.flushKeyed(g)) return;
+    g.stopRetaining();
+  }
+
+  /** Everything pending written into the open target transaction. */
+  async flushPending(g: Group): Promise<void> {
+    await this.flushKeyed(g);
+    await this.flushBatches(g);
+  }
+
+  /**
+   * Commits the open transaction (BEGIN first when none is open) with `progressRow` (the progress
+   * upsert), synchronously when `sync`.
+   */
+  async commit(endLsn: bigint, sync: boolean, progressRow: string): Promise<void> {
+    const sql = `${this.inTxn ? '' : 'BEGIN; '}${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressRow}; COMMIT`;
+    try {
+      this.inTxn = true;
+      const t0 = performance.now();
+      await this.target.query(sql);
+      this.stats.committed(t0);
+    } catch (err) {
+      throw new ApplyError(`committing the transactions ending at ${bigIntToLsn(endLsn)} on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
+    }
+    this.inTxn = false;
+  }
+
+  /** `progressRow` alone, committed synchronously (only between transactions). */
+  async commitDurable(progressRow: string): Promise<void> {
+    try {
+      await this.target.query(`BEGIN; SET LOCAL synchronous_commit = on; ${progressRow}; COMMIT`);
+    } catch (err) {
+      await this.target.query('ROLLBACK').catch(() => undefined);
+      throw new ApplyError(`recording the applied position on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
+    }
+  }
+
+  /** Rolls back an open transaction, quietly (the apply is stopping). */
+  async rollback(): Promise<void> {
+    if (!this.inTxn) return;
+    this.inTxn = false;
+    await this.target.query('ROLLBACK').catch(() => undefined);
+  }
+
+  private async ensureTxn(): Promise<void> {
+    if (this.inTxn) return;
+    await this.target.query('BEGIN');
+    this.inTxn = true;
+  }
+
+  /**
+   * Writes the pending set-based changes (of one relation, or all). Returns true when that failed and
+   * the group was rolled back and replayed change by change instead (the replay includes every change
+   * received so far); throws when neither worked.
+   */
+  private async flushKeyed(g: Group, only?: number): Promise<boolean> {
+    if (g.pendingKeyed === 0) return false;
+    const limits = { maxRows: this.opts.maxBatchRows, maxBytes: MAX_BATCH_BYTES, bigValue: BIG_VALUE, copy: this.opts.copyInserts !== false };
+    try {
+      for (const [oid, kc] of g.keyed) {
+        if (only !== undefined && oid !== only) continue;
+        if (kc.size === 0) continue;
+        for (const stmt of kc.drain(limits)) await this.execBatch(kc.k, stmt);
+      }
+    } catch (err) {
+      return this.replay(g, err);
+    }
+    let n = 0;
+    for (const kc of g.keyed.values()) n += kc.size;
+    g.pendingKeyed = n;
+    return false;
+  }
+
+  private statementName(text: string): string | undefined {
+    let name = this.prepared.get(text);
+    if (name === undefined && this.prepared.size < MAX_PREPARED) {
+      name = `pgdts_apply_${this.prepared.size + 1}`;
+      this.prepared.set(text, name);
+    }
+    return name;
+  }
+
+  private async execBatch(k: KeyedRelation, stmt: BatchStatement): Promise<void> {
+    const display = displayName(k.rel.target);
+    let n: number | null;
+    try {
+      await this.ensureTxn();
+      const t0 = performance.now();
+      n = await this.runBatch(stmt);
+      this.stats.statement(t0, stmt.expect, stmt.op, display, stmt.prepare);
+    } catch (err) {
+      const into = stmt.op === 'INSERT' ? 'into' : 'on';
+      throw new ApplyError(`${stmt.op} ${into} ${display} failed: ${safeDbMessage(err)}`, { table: display, operation: stmt.op, code: sqlState(err) });
+    }
+    if (n !== stmt.expect) {
+      throw new ApplyError(`${stmt.op} on ${display} affected ${n ?? 0} rows instead of ${stmt.expect}`, { table: display, operation: stmt.op, permanent: true });
+    }
+  }
+
+  /** Runs a set-based statement (or COPY) in the open transaction; the rows it wrote. */
+  private async runBatch(stmt: BatchStatement): Promise<number | null> {
+    if (stmt.copyRows) {
+      const copy = this.target.query(copyFrom(stmt.text));
+      await pipeline(Readable.from(copyChunks(stmt.copyRows)), copy);
+      return copy.rowCount;
+    }
+    const name = stmt.prepare ? this.statementName(stmt.text) : undefined;
+    return (await this.target.query(name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values })).rowCount;
+  }
+
+  /**
+   * A set-based write failed: roll back the open target transaction and apply every change it held
+   * again, one at a time in source order (which reports the failing change precisely if it fails again).
+   */
+  private async replay(g: Group, err: unknown): Promise<true> {
+    const code = err instanceof ApplyError ? err.code : sqlState(err);
+    const changes = g.retained;
+    const mismatch = err instanceof ApplyError && err.permanent;
+    if (!changes || (!mismatch && connectionLevel(code))) throw err;
+    this.stats.replay();
+    try {
+      this.opts.onReplay?.({ table: err instanceof ApplyError ? err.table : undefined, code, changes: changes.length });
+    } catch {
+      // diagnostics only
+    }
+    g.stopRetaining();
+    g.dropPending();
+    if (this.inTxn) {
+      this.inTxn = false;
+      await this.target.query('ROLLBACK');
+    }
+    for (const c of changes) await this.applyOne(g, c);
+    return true;
+  }
+
+  /** One change as its own statement (INSERTs batched per table), in source order. */
+  private async applyOne(g: Group, c: Change): Promise<void> {
+    await this.ensureTxn();
+    if (c.msg.tag === 'truncate') {
+      await this.flushBatches(g);
+      return this.truncate(c.mapped as MappedRelation[], c.msg.restartIdentity);
+    }
+    const m = c.mapped as MappedRelation;
+    const msg = c.msg;
+    const lenient = 'lenient' in c && c.lenient === true;
+    if (msg.spooled !== undefined) {
+      await this.flushBatch(g, msg.relationOid);
+      return this.applySpooled(m, msg, lenient);
+    }
+    if (msg.tag === 'insert') {
+      const b = g.addInsert(msg.relationOid, m, msg.new);
+      if (batchFull(b, this.opts.maxBatchRows)) await this.flushBatch(g, msg.relationOid);
+      return;
+    }
+    await this.flushBatch(g, msg.relationOid);
+    if (msg.tag === 'update') {
+      const plan = build(m, 'UPDATE', () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
+      if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback, lenient);
+    } else {
+      const stmt = build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
+      await this.execOne(m, 'DELETE', stmt, undefined, lenient);
+    }
+  }
+
+  private async truncate(ms: MappedRelation[], restartIdentity: boolean): Promise<void> {
+    const stmt = truncateStatement(
+      ms.map((m) => ({ target: m.rel.target, partitioned: m.rel.partitioned })),
+      { restartIdentity },
+    );
+    try {
+      await this.target.query(stmt);
+    } catch (err) {
+      const names = ms.map((m) => m.display).join(', ');
+      throw new ApplyError(`TRUNCATE of ${names} failed: ${safeDbMessage(err)}`, { table: names, operation: 'TRUNCATE', code: sqlState(err) });
+    }
+  }
+
+  /**
+   * A change with spooled values (spool.ts): its values go from their files through COPY into a one-row
+   * temporary table with the target columns' types, and the change's statement reads them from there,
+   * so no value is ever held whole in this process.
+   */
+  private async applySpooled(m: MappedRelation, msg: ChangeMessage, lenient: boolean): Promise<void> {
+    const op = msg.tag.toUpperCase();
+    const stmts = spooledStatements(m, msg, op);
+    if (!stmts) return;
+    const spooled = new Map<string, { v: SpooledValue; expr: string }>();
+    for (const st of stmts) {
+      for (const v of st.values) {
+        if (v === null || !isSpooled(v) || spooled.has(v)) continue;
+        const sv = this.spool.get(v);
+        if (!sv) throw new ApplyError(`${op} on ${m.display}: a spooled value is missing`, { table: m.display, operation: op });
+        spooled.set(v, { v: sv, expr: `(SELECT v${spooled.size + 1} FROM pg_temp.pgdts_spooled)` });
+      }
+    }
+    const inline = (v: string | null) => (v === null ? undefined : spooled.get(v)?.expr);
+    const [first, fallback] = stmts.map((st) => inlineParams(st.text, st.values, inline));
+    const cols = [...spooled.values()].map(({ v }, i) => `${ident(m.rel.columns[v.column]!)} AS v${i + 1}`);
+    try {
+      await this.ensureTxn();
+      await this.target.query(
+        // Dropped below, or rolled back with the transaction on any failure.
+        `CREATE TEMP TABLE pgdts_spooled AS SELECT ${cols.join(', ')} FROM ${qname(m.rel.target)} WITH NO DATA`,
+      );
+      await pipeline(Readable.from(copyRow([...spooled.values()].map((s) => s.v))), this.target.query(copyFrom('COPY pg_temp.pgdts_spooled FROM STDIN')));
+    } catch (err) {
+      throw new ApplyError(`${op} on ${m.display} failed writing a large value: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+    }
+    if (msg.tag === 'insert') {
+      try {
+        await this.target.query(first!);
+      } catch (err) {
+        throw new ApplyError(`INSERT into ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+      }
+    } else await this.execOne(m, op, first!, fallback, lenient);
+    await this.target.query('DROP TABLE pg_temp.pgdts_spooled');
+  }
+
+  /** Runs a statement that must affect exactly one row (`fallback` when the first affects none; `lenient`: or none). */
+  private async execOne(m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement, lenient = false): Promise<void> {
+    let n: number | null;
+    try {
+      n = (await this.target.query(stmt)).rowCount;
+      if (n === 0 && fallback) n = (await this.target.query(fallback)).rowCount;
+    } catch (err) {
+      throw new ApplyError(`${op} on ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
+    }
+    if (n === 0 && lenient) {
+      this.missingBeforeTruncate++;
+      return;
+    }
+    if (n !== 1) {
+      throw new ApplyError(
+        `${op} on ${m.display} affected ${n ?? 0} rows instead of 1: the target no longer matches the source (was it written to outside the migration?)`,
+        { table: m.display, operation: op, permanent: true },
+      );
+    }
+  }
+
+  /** Consecutive INSERTs into one table go as one statement; any other change to it writes them first. */
+  async flushBatch(g: Group, oid: number): Promise<void> {
+    const b = g.batches.get(oid);
+    if (!b) return;
+    g.batches.delete(oid);
+    const castTypes = b.mapped.castTypes;
+    // One prepared INSERT ... SELECT FROM unnest() whatever the number of rows; plain parameters when a
+    // value is large (no array literal copy of it).
+    // Or one COPY, large values included.
+    const copy = castTypes && this.opts.setBased !== false && this.opts.copyInserts !== false;
+    const stmt = copy
+      ? copyInsertSql(b.mapped, b.rows)
+      : castTypes && this.opts.setBased !== false && !b.rows.some((r) => hasBig(r, BIG_VALUE))
+        ? insertSql({ rel: b.mapped.rel, castTypes }, b.rows)
+        : undefined;
+    const plain = stmt ? undefined : build(b.mapped, 'INSERT', () => insertStatement(b.mapped.rel, b.rows));
+    try {
+      await this.ensureTxn();
+      const t0 = performance.now();
+      if (stmt) await this.runBatch(stmt);
+      else await this.target.query(plain!);
+      this.stats.statement(t0, b.rows.length, 'INSERT', b.mapped.display);
+    } catch (err) {
+      throw new ApplyError(`INSERT into ${b.mapped.display} failed: ${safeDbMessage(err)}`, { table: b.mapped.display, operation: 'INSERT', code: sqlState(err) });
+    }
+  }
+
+  private async flushBatches(g: Group): Promise<void> {
+    for (const oid of [...g.batches.keys()]) await this.flushBatch(g, oid);
+  }
+}
+
+/** A statement builder's refusal as the change's ApplyError (final: the same change fails again). */
+function build<T>(m: MappedRelation, op: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new ApplyError(`${op} on ${m.display}: ${(err as Error).message}`, { table: m.display, operation: op, permanent: true });
+  }
+}
+
+/** The statement (and an UPDATE's fallback) of a spooled change; undefined when an UPDATE changes nothing. */
+function spooledStatements(m: MappedRelation, msg: ChangeMessage, op: string): SqlStatement[] | undefined {
+  if (msg.tag === 'insert') return [build(m, op, () => insertStatement(m.rel, [msg.new]))];
+  if (msg.tag === 'delete') return [build(m, op, () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }))];
+  const plan = build(m, op, () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
+  if (!plan) return undefined;
+  return plan.fallback ? [plan, plan.fallback] : [plan];
+}
