@@ -28,6 +28,7 @@
  */
 import type { Client } from 'pg';
 import { FENCE_MESSAGE_PREFIX } from '../cutover';
+import { sleep } from '../sleep';
 import { CopyPositions } from './copy-positions';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { GC_EVERY_TXN_BYTES, LargeTxnGc } from './gc';
@@ -37,7 +38,7 @@ import type { ApplyOptions, ApplyResult } from './options';
 import type { ChangeMessage, PgoutputMessage } from './pgoutput';
 import { ApplyPosition, progressUpsert } from './progress';
 import { Relations, type LeafRoute, type MappedRelation } from './relations';
-import { LARGE_CHANGE, LARGE_VALUE, ReplicationSource, sleep } from './source';
+import { LARGE_CHANGE, LARGE_VALUE, ReplicationSource } from './source';
 import { Spool } from './spool';
 import { applyStats, type ApplyStats } from './stats';
 import { Writer } from './writer';

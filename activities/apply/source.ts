@@ -25,6 +25,7 @@ import type { Client, ClientConfig } from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { clientConfigs, connect } from '../db';
 import { hasPgoutputMessages, serverVersionNum } from '../pg-version';
+import { sleep } from '../sleep';
 import { ident } from '../sql';
 import type { ConnectionSpec } from '../spec';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
@@ -32,8 +33,6 @@ import { ReplicationFramer } from './framer';
 import { bigIntToLsn, lsnToBigInt } from './lsn';
 import { parsePgoutput, type PgoutputMessage } from './pgoutput';
 import type { Spool } from './spool';
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A replication-protocol string literal: the walsender's grammar knows '' but not E'' escapes. */
 function replString(s: string): string {
