@@ -11,6 +11,8 @@ export const namePairs = (defs: readonly TableDef[]) => defs.map((d) => ({ sourc
 export const validationTables = (defs: readonly TableDef[]) =>
   defs.map((d) => ({ source: d.source, target: d.target, keyColumns: d.keyColumns, copyColumns: d.copyColumns }));
 export const sequencesOf = (defs: readonly TableDef[]) => defs.flatMap((d) => d.sequences);
+export const hasForeignKeys = (defs: readonly TableDef[]) =>
+  defs.some((d) => (d.postLoadSteps ?? []).some((st) => st.kind === 'foreign-key') || (d.foreignKeys?.length ?? 0) > 0);
 /** afterCutover "reverse": the same views with target and source swapped (the target's changes flow back). */
 export const reverseFenceTables = (defs: readonly TableDef[]) => defs.flatMap((d) => [d.target, ...(d.partitions ?? []).map((p) => p.target)]);
 export const reverseNamePairs = (defs: readonly TableDef[]) => defs.map((d) => ({ source: d.target, target: d.source }));

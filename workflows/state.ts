@@ -61,3 +61,57 @@ export function applyFallbackSignal(
   }
   return { decision: signal, lastControl: `${signal} requested in ${state.phase}` };
 }
+
+/** The apply's last report, as SYNCING_WAL's decisions read it. */
+type Replication = Pick<NonNullable<MigrationStatus['replication']>, 'updatedAt' | 'lagBytes'>;
+
+/**
+ * The lag is under cutover.maxLagBytes by a report from this run of the apply: one that came after
+ * `since` (the last report before it started), not one from before a pause.
+ */
+export function lagSmall(replication: Replication | undefined, since: string | undefined, maxLagBytes: number): boolean {
+  return replication !== undefined && replication.updatedAt !== since && replication.lagBytes <= maxLagBytes;
+}
+
+export interface CutoverInputs {
+  mode: 'auto' | 'manual';
+  /** The cutover signal arrived (and no abandoned attempt has cleared it since). */
+  requested: boolean;
+  /** auto: the wait after an abandoned attempt is not over. */
+  retryWait: boolean;
+  replication: Replication | undefined;
+  since: string | undefined;
+  maxLagBytes: number;
+}
+
+/** Is the cutover due: manual when asked; auto when the lag is small and no retry wait runs. */
+export function cutoverDue(c: CutoverInputs): boolean {
+  return c.mode === 'manual' ? c.requested : !c.retryWait && lagSmall(c.replication, c.since, c.maxLagBytes);
+}
+
+/**
+ * With the content proof on, the cutover waits for its first full pass (or its end): chunks it has
+ * not verified would be compared inside the write stop.
+ */
+export function proofReady(p: { used: boolean; ended: boolean; passesComplete: number | undefined }): boolean {
+  return !p.used || p.ended || (p.passesComplete ?? 0) > 0;
+}
+
+/**
+ * An auto cutover waits for the fence's installation to have ended (before, it creates the triggers
+ * in the write stop). A manual one goes when asked: an application transaction that holds a table's
+ * lock keeps the installation waiting as long as it lasts, and the user decides.
+ */
+export function fenceReady(f: { installing: boolean; settled: boolean; mode: 'auto' | 'manual'; requested: boolean }): boolean {
+  return !f.installing || f.settled || (f.mode === 'manual' && f.requested);
+}
+
+/**
+ * How many sessions a copied table's post-load DDL borrows beyond its runner's own: one per index
+ * build beyond the first (a partitioned table builds on its partitions in one), at most `spare`
+ * (sessions of spec.parallelism no runner uses), so copies and builds never use more than it.
+ */
+export function extraBuildSessions(def: { partitioned?: boolean; postLoadSteps?: ReadonlyArray<{ kind: string }> }, spare: number): number {
+  const builds = def.partitioned ? 1 : Math.max(1, (def.postLoadSteps ?? []).filter((st) => st.kind === 'index').length);
+  return Math.max(0, Math.min(spare, builds - 1));
+}

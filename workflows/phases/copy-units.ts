@@ -1,0 +1,162 @@
+/**
+ * MIGRATING_DATA with the plan inline (runs recorded before the plan was kept on the target): one
+ * copy activity per table or page range, `spec.parallelism` runners; a copied table's own post-load
+ * DDL runs on its runner before the next unit, borrowing the sessions no runner uses.
+ */
+import * as wf from '@temporalio/workflow';
+import type { TableDef } from '../../activities/model';
+import type { CopyRange } from '../../activities/copy';
+import type { TableStatus } from '../contract';
+import { runUntilFirstFailure } from '../copy-batches';
+import { refreshCopyProgress } from '../progress';
+import { extraBuildSessions } from '../state';
+import { call, copyOpts, schemaOptsNow, step, type ActivityResult } from '../activities';
+import { pauseGate, planOf, tableStatus, type MigrationRun } from '../run';
+
+/** One copy activity: a whole table, or one page range of a large one. */
+interface CopyUnit {
+  def: TableDef;
+  ts: TableStatus;
+  key: string;
+  range?: CopyRange;
+}
+
+export const tableKey = (d: TableDef) => `${d.source.schema}.${d.source.name}`;
+
+export async function copyUnits(run: MigrationRun, snapshot?: string): Promise<void> {
+  const plan = planOf(run);
+  const { state, copy, defs } = run;
+  const { round } = copy;
+  const copyPlans = copy.plans;
+  Object.assign(round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });
+  const units: CopyUnit[] = [];
+  const left = new Map<string, number>();
+  const firstStart = new Map<string, number>();
+  const ordered = copyPlans ? [...defs].sort((a, b) => (copyPlans.get(tableKey(b))?.bytes ?? 0) - (copyPlans.get(tableKey(a))?.bytes ?? 0)) : defs;
+  for (const def of ordered) {
+    const ts = tableStatus(run, def);
+    const ranges = copyPlans?.get(tableKey(def))?.ranges;
+    if (ranges) {
+      ts.ranges = { total: ranges.length, done: 0 };
+      units.push(...ranges.map((range) => ({ def, ts, key: `${ts.source}#${range.id}`, range })));
+    } else units.push({ def, ts, key: ts.source });
+    left.set(ts.source, ranges?.length ?? 1);
+  }
+  // Biggest units first (a range counts as its share of its table), so the last ones to finish are small.
+  if (copyPlans) {
+    const unitBytes = (u: CopyUnit) => {
+      const p = copyPlans.get(tableKey(u.def));
+      return (p?.bytes ?? 0) / (p?.ranges?.length ?? 1);
+    };
+    units.sort((a, b) => unitBytes(b) - unitBytes(a));
+  }
+  const marks = run.marks ? { migrationId: run.marks } : {};
+  const ranged = ordered.filter((d) => copyPlans?.get(tableKey(d))?.ranges);
+  if (ranged.length) {
+    await step('prepareRangedCopies', `empty ${ranged.length} tables copied in ranges`, { target: plan.spec.target, tables: ranged.map((d) => d.target), snapshot, ...marks });
+  }
+  const queue = [...units];
+  /** Tables whose last unit has landed, waiting for their own post-load DDL (per-table mode). */
+  const toFinish: Array<{ def: TableDef; ts: TableStatus }> = [];
+  const tableRunning = (table: string) => [...round.running.values()].includes(table);
+  /** One unit, until it is copied (a pause interrupts it and copies it again after the resume). */
+  const copyUnit = async (u: CopyUnit) => {
+    const { ts, def } = u;
+    let r: ActivityResult<'copyTable'> | undefined;
+    while (!r) {
+      await pauseGate(run);
+      ts.state = 'copying';
+      if (!firstStart.has(ts.source)) firstStart.set(ts.source, Date.now());
+      round.running.set(u.key, ts.source);
+      const scope = new wf.CancellationScope();
+      copy.inFlight.add(scope);
+      try {
+        r = await scope.run(() =>
+          call(copyOpts, `copy ${ts.source} -> ${ts.target}${u.range ? ` (pages ${u.range.id})` : ''}`, 'copyTable', {
+            source: plan.spec.source,
+            target: plan.spec.target,
+            table: { source: def.source, target: def.target, copyColumns: def.copyColumns },
+            snapshot,
+            ...(u.range ? { range: u.range } : {}),
+            ...marks,
+            ...(plan.spec.copy?.maxLockWaitSeconds ? { maxLockWaitSeconds: plan.spec.copy.maxLockWaitSeconds } : {}),
+          }),
+        );
+      } catch (e) {
+        // Interrupted by pause (not by cancel): wait for resume and copy the unit again (a range
+        // already committed is found by its record and not copied twice).
+        if (!(wf.isCancellation(e) && copy.paused.has(scope) && !run.main.consideredCancelled)) throw e;
+        round.live.delete(u.key);
+        refreshCopyProgress(round, ts, Date.now());
+      } finally {
+        copy.inFlight.delete(scope);
+        copy.paused.delete(scope);
+        round.running.delete(u.key);
+      }
+      if (!r && !tableRunning(ts.source)) ts.state = 'pending';
+    }
+    round.live.delete(u.key);
+    const done = round.doneRows.get(ts.source) ?? { rows: 0, bytes: 0 };
+    round.doneRows.set(ts.source, { rows: done.rows + r.rows, bytes: done.bytes + r.bytes });
+    if (ts.ranges) ts.ranges.done++;
+    const remaining = left.get(ts.source)! - 1;
+    left.set(ts.source, remaining);
+    refreshCopyProgress(round, ts, Date.now());
+    if (remaining > 0) {
+      // Its next range may be waiting for a resume.
+      if (!tableRunning(ts.source)) ts.state = 'pending';
+      return;
+    }
+    ts.state = 'copied';
+    ts.rowsPerSecond = undefined;
+    ts.etaSeconds = undefined;
+    const copied = state.tables.filter((t) => t.state === 'copied').length;
+    wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${copied}/${state.tables.length} tables copied; last: ${ts.source} (${ts.rowsCopied} rows)`);
+    run.copyMs.set(ts.source, u.range ? Date.now() - firstStart.get(ts.source)! : r.durationMs);
+    if (copy.perTablePostLoad) {
+      ts.state = 'indexing';
+      toFinish.push({ def, ts });
+    }
+    if (--unitsLeft === 0) round.landed = true;
+  };
+  const runners = Math.min(plan.spec.parallelism, units.length);
+  let unitsLeft = units.length;
+  /**
+   * Sessions of the parallelism no runner uses: runners beyond the units, and runners that found
+   * nothing left to do. A table's post-load DDL borrows them for its index builds.
+   */
+  let spare = plan.spec.parallelism - runners;
+  /** Each runner is one session: a copied table's post-load DDL first (its copy is done), else the next unit. */
+  const runOne = async () => {
+    for (;;) {
+      const ready = toFinish.shift();
+      if (ready) {
+        await pauseGate(run);
+        const extra = extraBuildSessions(ready.def, spare);
+        spare -= extra;
+        try {
+          const finished = await call(schemaOptsNow(), `indexes, constraints and ANALYZE of ${ready.ts.target}`, 'finishTargetTables', {
+            target: plan.spec.target,
+            defs: [ready.def],
+            parallelism: 1 + extra,
+            part: 'tables',
+          });
+          state.notices.push(...finished.skipped);
+        } finally {
+          spare += extra;
+        }
+        ready.ts.state = 'copied';
+        continue;
+      }
+      const u = queue.shift();
+      if (!u) break;
+      await copyUnit(u);
+    }
+    spare++;
+  };
+  if (!wf.patched('copy-failure-stops-copies')) {
+    await Promise.all(Array.from({ length: runners }, runOne));
+    return;
+  }
+  await runUntilFirstFailure(runners, runOne, () => (queue.length = 0));
+}
