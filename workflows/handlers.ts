@@ -28,6 +28,12 @@ import { batchDetails, copyDetails, refreshCopyProgress } from './progress';
 import { alert, type MigrationRun } from './run';
 
 export function setHandlers(run: MigrationRun): void {
+  setUserHandlers(run);
+  setActivityHandlers(run);
+}
+
+/** The `status` and `report` queries, and the user's control signals. */
+function setUserHandlers(run: MigrationRun): void {
   const { state, copy } = run;
   // The page asked for; `tables` never holds more than TABLES_PAGE entries by reference.
   wf.setHandler(statusQuery, (page) => {
@@ -66,6 +72,11 @@ export function setHandlers(run: MigrationRun): void {
   };
   wf.setHandler(commitSignal, () => onFallbackSignal('commit'), { description: 'user (afterCutover "reverse"): end FALLBACK_READY staying on the target (COMPLETED)' });
   wf.setHandler(rollbackSignal, () => onFallbackSignal('rollback'), { description: 'user (afterCutover "reverse"): move back to the source with the writes made on the target (ROLLED_BACK)' });
+}
+
+/** What the activities report while they run: snapshot, slot wait, copy, apply, proof and WAL progress. */
+function setActivityHandlers(run: MigrationRun): void {
+  const { state, copy } = run;
   wf.setHandler(slotWaitSignal, (w) => void (state.waiting = w), { description: 'internal (the snapshot holder): the slot creation waits for older transactions, every 5 s while it does' });
   wf.setHandler(snapshotReadySignal, (s) => {
     run.snapshots.set(s.attempt, s);
