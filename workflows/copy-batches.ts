@@ -83,113 +83,28 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
   // the tables its first attempt committed.
   const keep = rounds ? [...rounds.snapshots] : [];
   Object.assign(progress, { tablesCopied: 0, rowsCopied: 0, bytesCopied: 0, batchesDone: 0, batchesTotal: ctx.batches, bytesPerSecond: undefined, etaSeconds: undefined });
-  const startedAt = Date.now();
-  const rangesLeft = new Map(ctx.ranged);
-  const toFinish: Array<{ what: { batch: number } | { ords: number[] }; tracked: number[] }> = [];
-  let prepare = [...rangesLeft.keys()];
-  if (resumed) {
-    for (const r of rounds.landed.values()) for (const ord of r.ranges) rangesLeft.set(ord, rangesLeft.get(ord)! - 1);
-    // A ranged table not finished: all its ranges again, in this snapshot (they would mix two otherwise).
-    prepare = [...rangesLeft].filter(([, left]) => left > 0).map(([ord]) => ord);
-    for (const ord of prepare) {
-      rangesLeft.set(ord, ctx.ranged.get(ord)!);
-      for (const [batch, r] of rounds.landed) if (r.ranges.includes(ord)) rounds.landed.delete(batch);
-      const ts = state.tables[ord];
-      if (ts?.ranges) Object.assign(ts, { state: 'pending', rowsCopied: 0, bytesCopied: undefined, ranges: { ...ts.ranges, done: 0 } });
-    }
-    for (const ts of state.tables) if (ts.state === 'copying') Object.assign(ts, { state: 'pending', ...(ts.ranges ? {} : { rowsCopied: 0, bytesCopied: undefined }) });
-    for (const [batch, r] of rounds.landed) {
-      Object.assign(progress, { rowsCopied: progress.rowsCopied + r.rows, bytesCopied: progress.bytesCopied + r.bytes, batchesDone: progress.batchesDone! + 1 });
-      progress.tablesCopied += r.units - r.ranges.length;
-      if (r.units > r.ranges.length && !rounds.finishedBatches.has(batch)) toFinish.push({ what: { batch }, tracked: r.tracked });
-    }
-    const whole = [...rangesLeft].filter(([, left]) => left === 0).map(([ord]) => ord);
-    progress.tablesCopied += whole.length;
-    const unfinished = whole.filter((ord) => !rounds.finishedRanged.has(ord));
-    if (unfinished.length) toFinish.push({ what: { ords: unfinished }, tracked: unfinished.filter((o) => o < ctx.track) });
-    progress.copyResumes = (progress.copyResumes ?? 0) + 1;
-  }
+  const r: Round = { ctx, rounds, round, resumed, startedAt: Date.now(), rangesLeft: new Map(ctx.ranged), toFinish: [], batchesLeft: 0 };
+  const prepare = resumed ? resumeRound(r, rounds) : [...r.rangesLeft.keys()];
   if (prepare.length) {
     const removed = await ctx.prepareRanged(prepare, snapshot, at?.lsn);
     if (rounds && typeof removed === 'number') progress.unitsCopiedTwice = (progress.unitsCopiedTwice ?? 0) + removed;
   }
   const queue = Array.from({ length: ctx.batches }, (_, i) => i).filter((b) => !(resumed && rounds.landed.has(b)));
-  let batchesLeft = queue.length;
-  ctx.round.landed = batchesLeft === 0;
-  /** Units kept from earlier rounds: every landed unit but those this round copied itself. */
-  const countKept = () => {
-    if (!resumed) return;
-    let kept = 0;
-    for (const r of rounds.landed.values()) kept += r.round === round ? r.units - r.fresh : r.units;
-    progress.unitsKept = kept;
-  };
-  countKept();
-
-  const landed = (batch: number, r: CopyBatchResult) => {
-    if (rounds) {
-      const kept = r.kept ?? 0;
-      rounds.landed.set(batch, { rows: r.rows, bytes: r.bytes, units: r.units, fresh: r.units - kept, round, ranges: r.ranges, tracked: r.tables.filter((t) => !ctx.ranged.has(t.ord)).map((t) => t.ord) });
-      if (r.recopied) progress.unitsCopiedTwice = (progress.unitsCopiedTwice ?? 0) + r.recopied;
-      countKept();
-    }
-    progress.rowsCopied += r.rows;
-    progress.bytesCopied += r.bytes;
-    progress.batchesDone = (progress.batchesDone ?? 0) + 1;
-    const wholeTables = r.units - r.ranges.length;
-    progress.tablesCopied += wholeTables;
-    const tracked: number[] = [];
-    for (const t of r.tables) {
-      const ts = state.tables[t.ord];
-      if (!ts) continue;
-      if (ts.ranges) {
-        ts.rowsCopied += t.rows;
-        ts.bytesCopied = (ts.bytesCopied ?? 0) + t.bytes;
-        ts.ranges.done++;
-        // Its next range may be waiting for a resume.
-        if (ts.state === 'copying') ts.state = 'pending';
-      } else {
-        // Live reports set the rows while it copied: the result is the final count.
-        Object.assign(ts, { rowsCopied: t.rows, bytesCopied: t.bytes });
-        ts.state = 'indexing';
-        tracked.push(t.ord);
-        ctx.copyMs.set(ts.source, t.durationMs);
-      }
-    }
-    if (wholeTables > 0) toFinish.push({ what: { batch }, tracked });
-    const lastRanges: number[] = [];
-    for (const ord of r.ranges) {
-      const left = rangesLeft.get(ord)! - 1;
-      rangesLeft.set(ord, left);
-      if (left > 0) continue;
-      lastRanges.push(ord);
-      progress.tablesCopied++;
-      const ts = state.tables[ord];
-      if (ts) ts.state = 'indexing';
-    }
-    if (lastRanges.length) toFinish.push({ what: { ords: lastRanges }, tracked: lastRanges.filter((o) => o < ctx.track) });
-    const seconds = (Date.now() - startedAt) / 1000;
-    if (seconds >= 1) {
-      progress.bytesPerSecond = Math.round(progress.bytesCopied / seconds);
-      progress.etaSeconds =
-        progress.bytesTotal !== undefined && progress.bytesPerSecond > 0 ? Math.max(0, Math.round((progress.bytesTotal - progress.bytesCopied) / progress.bytesPerSecond)) : undefined;
-    }
-    wf.setCurrentDetails(
-      `**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, batch ${progress.batchesDone}/${ctx.batches}, ${progress.rowsCopied} rows`,
-    );
-    if (--batchesLeft === 0) ctx.round.landed = true;
-  };
+  r.batchesLeft = queue.length;
+  ctx.round.landed = r.batchesLeft === 0;
+  countKept(r);
 
   /** One batch, until it is copied (a pause interrupts it; it is copied again after the resume). */
   const copyOne = async (batch: number) => {
     const unit = `batch ${batch}`;
-    let r: CopyBatchResult | undefined;
-    while (!r) {
+    let result: CopyBatchResult | undefined;
+    while (!result) {
       await ctx.pauseGate();
       const scope = new wf.CancellationScope();
       ctx.inFlight.add(scope);
       ctx.round.running.set(unit, unit);
       try {
-        r = await scope.run(() => ctx.copyBatch({ batch, snapshot, track: ctx.track, ...(rounds && at ? { snapshotLsn: at.lsn, keep } : {}) }));
+        result = await scope.run(() => ctx.copyBatch({ batch, snapshot, track: ctx.track, ...(rounds && at ? { snapshotLsn: at.lsn, keep } : {}) }));
       } catch (e) {
         if (!(wf.isCancellation(e) && ctx.paused.has(scope) && !ctx.main.consideredCancelled)) throw e;
         // A pause cancels every copy in flight: their tables are copied again after the resume (a
@@ -207,12 +122,12 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
         ctx.round.live.delete(unit);
       }
     }
-    landed(batch, r);
+    landed(r, batch, result);
   };
 
   const runOne = async () => {
     for (;;) {
-      const ready = toFinish.shift();
+      const ready = r.toFinish.shift();
       if (ready) {
         await ctx.pauseGate();
         await ctx.finish(ready.what);
@@ -230,7 +145,116 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
     }
   };
 
-  await runUntilFirstFailure(Math.max(1, Math.min(ctx.parallelism, Math.max(queue.length, toFinish.length))), runOne, () => (queue.length = 0));
+  await runUntilFirstFailure(Math.max(1, Math.min(ctx.parallelism, Math.max(queue.length, r.toFinish.length))), runOne, () => (queue.length = 0));
+}
+
+/** One round of copyBatches: what its runners share. */
+interface Round {
+  ctx: BatchCopyContext;
+  rounds: CopyRounds | undefined;
+  /** This round's number. */
+  round: number;
+  resumed: boolean;
+  startedAt: number;
+  /** Ranged tables (plan position) -> ranges not landed yet. */
+  rangesLeft: Map<number, number>;
+  /** Post-load DDL due: of a batch's whole tables, or of ranged tables whose last range landed. */
+  toFinish: Array<{ what: { batch: number } | { ords: number[] }; tracked: number[] }>;
+  batchesLeft: number;
+}
+
+/**
+ * A resumed round takes over what the earlier rounds landed (their post-load DDL if still due) and
+ * returns the ranged tables to empty and copy again whole: those not finished, whose ranges would
+ * otherwise come from two snapshots.
+ */
+function resumeRound(r: Round, rounds: CopyRounds): number[] {
+  const { ctx, rangesLeft, toFinish } = r;
+  const { state, progress } = ctx;
+  for (const l of rounds.landed.values()) for (const ord of l.ranges) rangesLeft.set(ord, rangesLeft.get(ord)! - 1);
+  // A ranged table not finished: all its ranges again, in this snapshot (they would mix two otherwise).
+  const prepare = [...rangesLeft].filter(([, left]) => left > 0).map(([ord]) => ord);
+  for (const ord of prepare) {
+    rangesLeft.set(ord, ctx.ranged.get(ord)!);
+    for (const [batch, l] of rounds.landed) if (l.ranges.includes(ord)) rounds.landed.delete(batch);
+    const ts = state.tables[ord];
+    if (ts?.ranges) Object.assign(ts, { state: 'pending', rowsCopied: 0, bytesCopied: undefined, ranges: { ...ts.ranges, done: 0 } });
+  }
+  for (const ts of state.tables) if (ts.state === 'copying') Object.assign(ts, { state: 'pending', ...(ts.ranges ? {} : { rowsCopied: 0, bytesCopied: undefined }) });
+  for (const [batch, l] of rounds.landed) {
+    Object.assign(progress, { rowsCopied: progress.rowsCopied + l.rows, bytesCopied: progress.bytesCopied + l.bytes, batchesDone: progress.batchesDone! + 1 });
+    progress.tablesCopied += l.units - l.ranges.length;
+    if (l.units > l.ranges.length && !rounds.finishedBatches.has(batch)) toFinish.push({ what: { batch }, tracked: l.tracked });
+  }
+  const whole = [...rangesLeft].filter(([, left]) => left === 0).map(([ord]) => ord);
+  progress.tablesCopied += whole.length;
+  const unfinished = whole.filter((ord) => !rounds.finishedRanged.has(ord));
+  if (unfinished.length) toFinish.push({ what: { ords: unfinished }, tracked: unfinished.filter((o) => o < ctx.track) });
+  progress.copyResumes = (progress.copyResumes ?? 0) + 1;
+  return prepare;
+}
+
+/** Units kept from earlier rounds: every landed unit but those this round copied itself. */
+function countKept(r: Round): void {
+  if (!r.resumed || !r.rounds) return;
+  let kept = 0;
+  for (const l of r.rounds.landed.values()) kept += l.round === r.round ? l.units - l.fresh : l.units;
+  r.ctx.progress.unitsKept = kept;
+}
+
+/** A batch has landed: its numbers, its tables' states, the post-load DDL it makes due. */
+function landed(r: Round, batch: number, result: CopyBatchResult): void {
+  const { ctx, rounds, rangesLeft, toFinish } = r;
+  const { state, progress } = ctx;
+  if (rounds) {
+    const kept = result.kept ?? 0;
+    rounds.landed.set(batch, { rows: result.rows, bytes: result.bytes, units: result.units, fresh: result.units - kept, round: r.round, ranges: result.ranges, tracked: result.tables.filter((t) => !ctx.ranged.has(t.ord)).map((t) => t.ord) });
+    if (result.recopied) progress.unitsCopiedTwice = (progress.unitsCopiedTwice ?? 0) + result.recopied;
+    countKept(r);
+  }
+  progress.rowsCopied += result.rows;
+  progress.bytesCopied += result.bytes;
+  progress.batchesDone = (progress.batchesDone ?? 0) + 1;
+  const wholeTables = result.units - result.ranges.length;
+  progress.tablesCopied += wholeTables;
+  const tracked: number[] = [];
+  for (const t of result.tables) {
+    const ts = state.tables[t.ord];
+    if (!ts) continue;
+    if (ts.ranges) {
+      ts.rowsCopied += t.rows;
+      ts.bytesCopied = (ts.bytesCopied ?? 0) + t.bytes;
+      ts.ranges.done++;
+      // Its next range may be waiting for a resume.
+      if (ts.state === 'copying') ts.state = 'pending';
+    } else {
+      // Live reports set the rows while it copied: the result is the final count.
+      Object.assign(ts, { rowsCopied: t.rows, bytesCopied: t.bytes });
+      ts.state = 'indexing';
+      tracked.push(t.ord);
+      ctx.copyMs.set(ts.source, t.durationMs);
+    }
+  }
+  if (wholeTables > 0) toFinish.push({ what: { batch }, tracked });
+  const lastRanges: number[] = [];
+  for (const ord of result.ranges) {
+    const left = rangesLeft.get(ord)! - 1;
+    rangesLeft.set(ord, left);
+    if (left > 0) continue;
+    lastRanges.push(ord);
+    progress.tablesCopied++;
+    const ts = state.tables[ord];
+    if (ts) ts.state = 'indexing';
+  }
+  if (lastRanges.length) toFinish.push({ what: { ords: lastRanges }, tracked: lastRanges.filter((o) => o < ctx.track) });
+  const seconds = (Date.now() - r.startedAt) / 1000;
+  if (seconds >= 1) {
+    progress.bytesPerSecond = Math.round(progress.bytesCopied / seconds);
+    progress.etaSeconds =
+      progress.bytesTotal !== undefined && progress.bytesPerSecond > 0 ? Math.max(0, Math.round((progress.bytesTotal - progress.bytesCopied) / progress.bytesPerSecond)) : undefined;
+  }
+  wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, batch ${progress.batchesDone}/${ctx.batches}, ${progress.rowsCopied} rows`);
+  if (--r.batchesLeft === 0) ctx.round.landed = true;
 }
 
 /**
