@@ -7,6 +7,7 @@
 import * as wf from '@temporalio/workflow';
 import type { CopyBatchInput, CopyBatchResult } from '../activities/copy-batch';
 import type { MigrationStatus, MigrationProgress } from './contract';
+import { copyRate } from './progress';
 
 export interface BatchCopyContext {
   batches: number;
@@ -247,12 +248,8 @@ function landed(r: Round, batch: number, result: CopyBatchResult): void {
     if (ts) ts.state = 'indexing';
   }
   if (lastRanges.length) toFinish.push({ what: { ords: lastRanges }, tracked: lastRanges.filter((o) => o < ctx.track) });
-  const seconds = (Date.now() - r.startedAt) / 1000;
-  if (seconds >= 1) {
-    progress.bytesPerSecond = Math.round(progress.bytesCopied / seconds);
-    progress.etaSeconds =
-      progress.bytesTotal !== undefined && progress.bytesPerSecond > 0 ? Math.max(0, Math.round((progress.bytesTotal - progress.bytesCopied) / progress.bytesPerSecond)) : undefined;
-  }
+  const rate = copyRate(progress.bytesCopied, progress.bytesTotal, (Date.now() - r.startedAt) / 1000);
+  if (rate) Object.assign(progress, rate);
   wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, batch ${progress.batchesDone}/${ctx.batches}, ${progress.rowsCopied} rows`);
   if (--r.batchesLeft === 0) ctx.round.landed = true;
 }

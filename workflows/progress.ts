@@ -61,6 +61,16 @@ export function refreshCopyProgress(round: CopyRound, ts: TableStatus, now: numb
   if (p.mark) round.rate.set(ts.source, p.mark);
 }
 
+/**
+ * By reference: the copy's rate over the round so far and the ETA from the bytes left (none before
+ * a second has passed, nor without a total).
+ */
+export function copyRate(bytesCopied: number, bytesTotal: number | undefined, seconds: number): { bytesPerSecond: number; etaSeconds: number | undefined } | undefined {
+  if (seconds < 1) return undefined;
+  const bytesPerSecond = Math.round(bytesCopied / seconds);
+  return { bytesPerSecond, etaSeconds: bytesTotal !== undefined && bytesPerSecond > 0 ? Math.max(0, Math.round((bytesTotal - bytesCopied) / bytesPerSecond)) : undefined };
+}
+
 /** By reference: the numbers, and each batch in flight with the table it is on. */
 export function batchDetails(progress: MigrationProgress, live: CopyRound['live']): string {
   const lines = [...live.entries()].map(([unit, l]) => `- ${l.table}: ${l.rows} rows (${unit})`);

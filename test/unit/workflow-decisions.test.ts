@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { cutoverDue, extraBuildSessions, fenceReady, lagSmall, proofReady } from '../../workflows/state';
-import { copyDetails, newCopyRound, refreshCopyProgress, tableCopyProgress } from '../../workflows/progress';
+import { copyDetails, copyRate, newCopyRound, refreshCopyProgress, tableCopyProgress } from '../../workflows/progress';
 import type { TableStatus } from '../../workflows/contract';
 
 describe('cutover decisions', () => {
@@ -118,5 +118,14 @@ describe('copy progress, rate and ETA', () => {
     expect(copyDetails(tables)).toBe(
       '**MIGRATING_DATA**\n\n1/3 tables copied\n- public.b: 50/200 rows (25%), 10 rows/s, about 15 s left, ranges 1/4\n- public.c: copied, building indexes',
     );
+  });
+
+  it('by reference: bytes per second over the round, the ETA from the bytes left', () => {
+    expect(copyRate(1000, 5000, 0.5)).toBeUndefined();
+    expect(copyRate(1000, 5000, 2)).toEqual({ bytesPerSecond: 500, etaSeconds: 8 });
+    expect(copyRate(1000, undefined, 2)).toEqual({ bytesPerSecond: 500, etaSeconds: undefined });
+    expect(copyRate(0, 5000, 2)).toEqual({ bytesPerSecond: 0, etaSeconds: undefined });
+    // The estimate was low: never a negative ETA.
+    expect(copyRate(6000, 5000, 2)).toEqual({ bytesPerSecond: 3000, etaSeconds: 0 });
   });
 });
