@@ -23,7 +23,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { CopyInFramed, CopyOut } from './copy-out';
-import { connect, runIdempotentDdl } from './db';
+import { connect, runIdempotentDdl, sendCancelRequest } from './db';
 import { classify, preconditionFailed, snapshotLost } from './errors';
 import { assertOurs } from './marks';
 import { columnList, literal, qname } from './sql';
@@ -85,6 +85,20 @@ const DEFAULT_STREAM_BUFFER = 256 * 1024;
 function streamBuffer(): number {
   const kb = Number(process.env.PG_DTS_COPY_BUFFER_KB);
   return Number.isInteger(kb) && kb >= 16 ? kb * 1024 : DEFAULT_STREAM_BUFFER;
+}
+
+/**
+ * On abort, cancels what both sessions run on their servers: a statement that waits for a lock (the
+ * target's TRUNCATE behind a reader, the source's COPY behind an ALTER TABLE) sees no abort signal, and
+ * a pause, cancel or copy.maxLockWaitSeconds would otherwise wait as long as the lock is held. Returns
+ * the listener's removal.
+ */
+function cancelOnAbort(signal: AbortSignal, sessions: () => Array<Client | undefined>): () => void {
+  const cancel = () => {
+    for (const c of sessions()) if (c) void sendCancelRequest(c).catch(() => false);
+  };
+  signal.addEventListener('abort', cancel, { once: true });
+  return () => signal.removeEventListener('abort', cancel);
 }
 
 /** Closes a client's socket at once, whatever it was doing. */
@@ -275,6 +289,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
   // Rows so far: one CopyData message per row (binary COPY adds one for its trailer, PostgreSQL 15).
   const beat = () => hooks.heartbeat({ rows: Math.max(0, (readStream?.messages ?? 0) - (binary ? 1 : 0)), bytes: readStream?.bytes ?? 0 });
   const tick = setInterval(beat, 1000);
+  const stopCancelling = cancelOnAbort(hooks.signal, () => [src, dst]);
   try {
     // The source's and the target's setup run side by side: for a table of a few rows they are most of
     // its time (two connections and a few round trips each, slow while other copies load the machine).
@@ -370,6 +385,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     throw classify(err, where);
   } finally {
     clearInterval(tick);
+    stopCancelling();
     // A COPY cut short is ended by dropping its connection (the server then rolls its transaction back):
     // destroying the reading side does not cancel the source's COPY, and nothing needs the target's
     // session after a failure (test/integration/copy-abort.test.ts).
@@ -473,6 +489,7 @@ export async function copyWholeTables(
   let binary = false;
   const beat = () => hooks.heartbeat({ rows: done.rows + Math.max(0, (readStream?.messages ?? 0) - (binary ? 1 : 0)), bytes: done.bytes + (readStream?.bytes ?? 0) });
   const tick = setInterval(beat, 1000);
+  const stopCancelling = cancelOnAbort(hooks.signal, () => [src, dst]);
   const results: CopyTableResult[] = [];
   try {
     const [s, d] = await Promise.allSettled([
@@ -537,6 +554,7 @@ export async function copyWholeTables(
     throw classify(err, where);
   } finally {
     clearInterval(tick);
+    stopCancelling();
     // Mid-table, both sessions are dropped: the servers roll back (see copyTable).
     if (poisoned) {
       dropConnection(dst);

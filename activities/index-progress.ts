@@ -3,7 +3,7 @@
  * (`pg_stat_progress_create_index`): which index of which table, its phase and how far it is. A build
  * of a large table takes minutes to hours; without this the status only said "indexing".
  *
- * Looked up only while a statement has run for `everyMs`, on a connection of its own opened then.
+ * Looked up only while a statement has run for `everyMs` (1 s), on a connection of its own opened then.
  */
 import type { Client } from 'pg';
 import type { IndexBuildProgress } from '../workflows/contract';
@@ -41,7 +41,7 @@ export class IndexBuildWatch {
     private readonly target: ConnectionSpec,
     private readonly running: ReadonlyMap<number, RunningStatement>,
     private readonly onChange: (builds: IndexBuildProgress[]) => void,
-    private readonly everyMs = 2000,
+    private readonly everyMs = 1000,
   ) {
     this.timer = setInterval(() => void this.check(), everyMs);
     this.timer.unref();

@@ -234,7 +234,7 @@ export interface FinishTargetTablesHooks {
   heartbeat?(progress: { jobsDone: number; jobs: number }): void;
   /** Aborting it cancels the statements running on the target and rejects. */
   signal?: AbortSignal;
-  /** The index builds running for over 2 s, on each change (an empty list once none runs). */
+  /** The index builds running for over 1 s, on each change (an empty list once none runs). */
   builds?(builds: IndexBuildProgress[]): void;
 }
 

@@ -196,7 +196,7 @@ export interface MigrationStatus {
    * its rows and bytes so far, whether or not that table is on the page of `tables`.
    */
   copying?: Array<{ unit: string; table: string; rows: number; bytes: number; waiting?: CopyLockWait }>;
-  /** MIGRATING_DATA: index builds running longer than 2 s on the target, with their phase and progress. */
+  /** MIGRATING_DATA: index builds running longer than 1 s on the target, with their phase and progress. */
   indexing?: IndexBuildProgress[];
   /**
    * What the migration waits for, while it waits: the replication slot's creation waits until every

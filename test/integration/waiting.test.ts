@@ -3,8 +3,8 @@
  * wait (CREATE_REPLICATION_SLOT waits for every older transaction with an xid). The status names the
  * transaction's pid and age while the snapshot holder keeps beating past its 20 s heartbeat timeout;
  * once the transaction ends the migration completes, source and target equal. A copy that waits for
- * a lock on its table (here an ACCESS EXCLUSIVE lock held on the source) is named in `status.copying`
- * and `dts status` with the lock and the backend holding it.
+ * a lock on its table (here a reader of its target table) is named in `status.copying` and `dts
+ * status` with the lock and the backend holding it; an index build is shown with its phase.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
@@ -26,22 +26,28 @@ afterAll(async () => {
 
 /**
  * A database of a big table and a small one, migrated on one session (largest first: big is copied
- * before small), returned once big's copy is under way: a lock taken on small now holds its copy.
+ * before small). As soon as MIGRATING_DATA begins (the target tables exist, big's copy is ahead of
+ * small's), a reader takes small's target table: small's copy then waits for it (its TRUNCATE needs
+ * an ACCESS EXCLUSIVE lock). Returns the migration and the reader, its transaction open.
  */
-async function bigThenSmall(db: string, bigRows: number, extra: Record<string, unknown> = {}) {
+async function smallHeldOnTarget(db: string, extra: Record<string, unknown> = {}) {
   await env.source.createDatabase(db);
   await env.target.createDatabase(db);
   await env.source.query(
     `CREATE TABLE public.big (id int PRIMARY KEY, v text);
-     INSERT INTO public.big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, ${bigRows}) g;
+     INSERT INTO public.big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 200000) g;
      CREATE TABLE public.small (id int PRIMARY KEY, v text);
      INSERT INTO public.small SELECT g, md5(g::text) FROM generate_series(1, 100) g;`,
     [],
     db,
   );
   const m = await env.startMigration({ source: env.source.uri(db), target: env.target.uri(db), tables: ['big', 'small'], parallelism: 1, ...extra });
-  await waitFor('big to be copying', async () => ((await m.status()).copying?.some((c) => c.table === 'public.big') ? true : undefined), 120_000);
-  return m;
+  await waitFor('MIGRATING_DATA', async () => ((await m.status()).phase === 'MIGRATING_DATA' ? true : undefined), 120_000, 20);
+  const reader: Client = await env.target.client(db);
+  await reader.query('BEGIN');
+  await reader.query('SELECT count(*) FROM public.small');
+  const pid = (await reader.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  return { m, reader, pid };
 }
 
 describe('waiting visibility', () => {
@@ -112,24 +118,20 @@ describe('waiting visibility', () => {
     }
   }, 180_000);
 
-  it('a copy waiting for a table lock on the source: status.copying names the lock and its holder; released, the migration completes', async () => {
+  it('a copy waiting for a table lock: status.copying names the lock and its holder; released, the migration completes', async () => {
     const db = 'wt_lock';
-    const m = await bigThenSmall(db, 400_000);
-    const blocker: Client = await env.source.client(db);
+    const { m, reader, pid } = await smallHeldOnTarget(db);
     let released = false;
     try {
-      await blocker.query('BEGIN');
-      await blocker.query('LOCK TABLE public.small IN ACCESS EXCLUSIVE MODE');
-      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       const s = await waitFor('status.copying to name the lock on small', async () => {
         const st = await m.status();
         return st.copying?.some((c) => c.waiting?.pid === pid) ? st : undefined;
       }, 120_000);
       const unit = s.copying!.find((c) => c.waiting)!;
       expect(unit.table).toBe('public.small');
-      expect(unit.waiting).toMatchObject({ side: 'source', table: 'public.small', mode: 'AccessShareLock', pid, state: 'idle in transaction', waitedSeconds: expect.any(Number) });
-      expect(formatStatus(s)).toMatch(new RegExp(`waiting: the copy of public\\.small \\(.*\\) has waited \\d+ s for AccessShareLock on the source table public\\.small, held by pid ${pid} \\(idle in transaction, transaction open \\d+ s\\)`));
-      await blocker.query('ROLLBACK');
+      expect(unit.waiting).toMatchObject({ side: 'target', table: 'public.small', mode: 'AccessExclusiveLock', pid, state: 'idle in transaction', waitedSeconds: expect.any(Number) });
+      expect(formatStatus(s)).toMatch(new RegExp(`waiting: the copy of public\\.small \\(.*\\) has waited \\d+ s for AccessExclusiveLock on the target table public\\.small, held by pid ${pid} \\(idle in transaction, transaction open \\d+ s\\)`));
+      await reader.query('ROLLBACK');
       released = true;
       const report = await m.result();
       expect(report.phase).toBe('COMPLETED');
@@ -137,8 +139,8 @@ describe('waiting visibility', () => {
         expect(await fingerprint(env.target, db, 'public', t), t).toEqual(await fingerprint(env.source, db, 'public', t));
       }
     } finally {
-      if (!released) await blocker.query('ROLLBACK').catch(() => undefined);
-      await blocker.end();
+      if (!released) await reader.query('ROLLBACK').catch(() => undefined);
+      await reader.end();
     }
   }, 300_000);
 
@@ -149,7 +151,7 @@ describe('waiting visibility', () => {
     // An expression index that takes seconds to build: md5 over 16 KB per row.
     await env.source.query(
       `CREATE TABLE public.ix (id int PRIMARY KEY, v text);
-       INSERT INTO public.ix SELECT g, md5(g::text) FROM generate_series(1, 150000) g;
+       INSERT INTO public.ix SELECT g, md5(g::text) FROM generate_series(1, 250000) g;
        CREATE INDEX ix_expensive ON public.ix (md5(repeat(v, 500)));`,
       [],
       db,
@@ -172,24 +174,27 @@ describe('waiting visibility', () => {
 
   it('copy.maxLockWaitSeconds fails the migration naming the lock and its holder, and leaves nothing on the source', async () => {
     const db = 'wt_lock_limit';
-    const m = await bigThenSmall(db, 200_000, { copy: { maxLockWaitSeconds: 4 } });
-    const blocker: Client = await env.source.client(db);
+    const { m, reader, pid } = await smallHeldOnTarget(db, { copy: { maxLockWaitSeconds: 4 } });
+    let released = false;
     try {
-      await blocker.query('BEGIN');
-      await blocker.query('LOCK TABLE public.small IN ACCESS EXCLUSIVE MODE');
-      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      // The failure is known before its cleanup ends: dropping the target tables waits for the reader too.
+      const s = await waitFor('the limit to fail the migration', async () => {
+        const st = await m.status();
+        return st.error ? st : undefined;
+      }, 120_000);
+      await reader.query('ROLLBACK');
+      released = true;
       const err = await m.result().then(
         () => undefined,
         (e: Error) => e,
       );
       expect(err).toBeDefined();
-      const s = await m.status();
-      expect(s.phase).toBe('FAILED');
-      expect(s.error).toMatch(new RegExp(`the copy of public\\.small waited \\d+ s \\(copy\\.maxLockWaitSeconds = 4\\) for AccessShareLock on the source table public\\.small, held by pid ${pid} \\(idle in transaction, transaction open \\d+ s\\)`));
+      expect((await m.status()).phase).toBe('FAILED');
+      expect(s.error).toMatch(new RegExp(`the copy of public\\.small waited \\d+ s \\(copy\\.maxLockWaitSeconds = 4\\) for AccessExclusiveLock on the target table public\\.small, held by pid ${pid} \\(idle in transaction, transaction open \\d+ s\\)`));
       expect(await sourceLeftovers(env.source, db)).toEqual({ slots: 0, pubs: 0, fences: 0 });
     } finally {
-      await blocker.query('ROLLBACK').catch(() => undefined);
-      await blocker.end();
+      if (!released) await reader.query('ROLLBACK').catch(() => undefined);
+      await reader.end();
     }
   }, 300_000);
 });
