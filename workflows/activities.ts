@@ -9,8 +9,13 @@ import type { Activities } from '../activities';
 
 const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
 
+/**
+ * Every quick activity beats every 2 s (activities/index.ts `beating`): a worker lost while one runs is
+ * noticed within this heartbeat timeout, not after the 5-minute start-to-close.
+ */
 export const quickOpts: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8, nonRetryableErrorTypes: NON_RETRYABLE },
 };
 // DDL and index builds can take hours: they beat, and a cancel waits for them to have really stopped

@@ -192,6 +192,42 @@ describe('bounded write stop', () => {
   }, 300_000);
 });
 
+describe('a worker lost during a quick activity', () => {
+  it('is noticed within the 30 s heartbeat timeout, not the 5-minute start-to-close; the step is redone and the migration completes', async () => {
+    const { db, source, target } = await fresh(0.05);
+    // CREATE PUBLICATION waits for this lock: the quick step that creates it is in flight when the worker dies.
+    const blocker = await env.source.client(db);
+    let released = false;
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE public.customers IN ACCESS EXCLUSIVE MODE');
+      const m = await env.startMigration({ source, target, schemas: ['public', 'Sales Dept'] });
+      await waitFor('a step waiting for the lock', async () => {
+        const [r] = await env.source.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = 'public.customers'::regclass`, [], db);
+        return r!.n > 0 || undefined;
+      }, 120_000);
+      const phase = (await m.status()).phase;
+      expect(['INIT', 'CREATING_TABLES', 'MIGRATING_DATA']).toContain(phase);
+      await worker!.kill();
+      const killedAt = Date.now();
+      await blocker.query('ROLLBACK');
+      released = true;
+      worker = await startWorkerProcess(env);
+      await m.waitForPhase('SYNCING_WAL', 240_000);
+      const ms = Date.now() - killedAt;
+      console.log(`quick step lost with its worker in ${phase}: the migration went on ${ms} ms after the kill`);
+      expect(ms).toBeLessThan(120_000);
+      const report = await m.result();
+      expect(report.phase).toBe('COMPLETED');
+      await expectSameContent(db);
+      expect(await sourceLeftovers(env.source, db)).toEqual({ slots: 0, pubs: 0, fences: 0 });
+    } finally {
+      if (!released) await blocker.query('ROLLBACK').catch(() => undefined);
+      await blocker.end();
+    }
+  }, 420_000);
+});
+
 describe('leftovers of a terminated migration', () => {
   it('dts orphans lists its slot, publication, fence and progress row; preflight reports them; dts cleanup removes them and nothing else', async () => {
     const { db, source, target } = await fresh();
