@@ -97,7 +97,7 @@ export function startLiveValidation(run: MigrationRun): void {
 }
 
 /**
- * The content proof (validate-proof.ts) for as long as the sync lasts; a divergence it confirms
+ * The content proof (activities/validate/proof.ts) for as long as the sync lasts; a divergence it confirms
  * fails the migration before anything is fenced. If it cannot run, VALIDATING compares every chunk
  * it did not prove (a longer write stop, never a weaker proof).
  */
