@@ -35,7 +35,7 @@ import { runApply } from './apply/run';
 import type { ApplyTable } from './apply/options';
 import { readApplyProgress } from './apply/progress';
 import { withCancellation, withClient } from './db';
-import { applyProgressSignal, copyProgressSignal, indexProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type CopyLockWait, type CopyProgressReport, describeLockWait, type IndexBuildProgress, type IndexProgressReport, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
+import { applyProgressSignal, proofProgressSignal, slotWaitSignal, slotWalSignal, snapshotReadySignal, statusQuery, WORKFLOW_TYPE, type MigrationStatus, type SlotWaitReport } from '../workflows/contract';
 import { readSlotWal, walFailure, walReportDue, walVerdict, type WalBudget, type WalVerdict } from './wal';
 import { dropApplyProgress, dropTargetTables, type DropTargetResult } from './cleanup';
 import { findOrphans, formatLeftover, runningMigrationIds } from './leftovers';
@@ -44,6 +44,7 @@ import type { ConnectionSpec, QualifiedName } from './spec';
 import { forgetPlan, readDefs, readTablePlans, storeDefs, storeTablePlans, type PlanRef } from './plan-store';
 import { batchDefs, copyBatch, planCopyBatches, type CopyBatchInput, type CopyBatchResult } from './copy-batch';
 import { CopyLockWatch } from './lock-wait';
+import { CopyProgressReporter, IndexProgressReporter, lockWaitLimit } from './progress-signals';
 import type { TableDef } from './model';
 import { fenceTables, namePairs, reverseFenceTables, reverseNamePairs, reverseSequencesOf, sequencesOf, targetTables, validationTables } from '../workflows/plan-views';
 
@@ -97,172 +98,6 @@ async function signalWorkflow(name: string, arg: unknown): Promise<void> {
   if (!exec) throw new Error('activity was not started by a workflow');
   const { workflowId, runId } = exec;
   await ctx.client.workflow.getHandle(workflowId, runId).signal(name, arg);
-}
-
-/**
- * Live copy progress, batched per workflow run: one signal carries every copy this worker has in
- * flight for that run. Every signal is a history event, so the interval grows from 0.5 s to 30 s: a
- * ten-hour copy adds about 1,200 signals per worker, not one per copy every few seconds.
- */
-class CopyProgressReporter {
-  private readonly runs = new Map<
-    string,
-    {
-      workflowId: string;
-      runId: string;
-      client: Context['client'];
-      units: Map<string, CopyProgressReport['units'][number]>;
-      every: number;
-      timer?: NodeJS.Timeout;
-      /** No unit in flight: the timer only forgets the run. */
-      idle?: boolean;
-      last?: string;
-      sending: Promise<void>;
-    }
-  >();
-
-  update(ctx: Context, workflowId: string, runId: string, unit: CopyProgressReport['units'][number]): void {
-    const key = `${workflowId}\u0000${runId}`;
-    let run = this.runs.get(key);
-    if (!run) {
-      run = { workflowId, runId, client: ctx.client, units: new Map(), every: 500, sending: Promise.resolve() };
-      this.runs.set(key, run);
-    }
-    run.units.set(unit.unit, unit);
-    if (run.idle) {
-      clearTimeout(run.timer);
-      run.timer = undefined;
-    }
-    if (!run.timer) this.schedule(key);
-  }
-
-  /**
-   * The unit has ended (its result reaches the workflow by itself): stop reporting it. The run's
-   * interval is kept (many short copies must not each restart at 0.5 s); a run idle for 10 minutes
-   * is forgotten.
-   */
-  done(workflowId: string, runId: string, unit: string): void {
-    const key = `${workflowId}\u0000${runId}`;
-    const run = this.runs.get(key);
-    if (!run) return;
-    run.units.delete(unit);
-    if (run.units.size === 0) {
-      clearTimeout(run.timer);
-      run.timer = setTimeout(() => {
-        if (this.runs.get(key) === run && run.units.size === 0) this.runs.delete(key);
-      }, 600_000);
-      run.timer.unref();
-      run.idle = true;
-    }
-  }
-
-  private schedule(key: string): void {
-    const run = this.runs.get(key)!;
-    run.idle = false;
-    run.timer = setTimeout(() => {
-      run.timer = undefined;
-      if (this.runs.get(key) !== run || run.units.size === 0) return;
-      const units = [...run.units.values()];
-      const fingerprint = units.map((u) => `${u.unit}:${u.rows}:${u.waiting ? `${u.waiting.side}/${u.waiting.pid ?? ''}` : ''}`).join(',');
-      // Nothing moved since the last report: no signal (every signal is a history event).
-      if (fingerprint === run.last) {
-        this.schedule(key);
-        return;
-      }
-      run.last = fingerprint;
-      const report: CopyProgressReport = { units };
-      // In order, and a failed signal only loses one report.
-      run.sending = run.sending.then(() =>
-        run.client.workflow
-          .getHandle(run.workflowId, run.runId)
-          .signal(copyProgressSignal, report)
-          .catch(() => undefined),
-      );
-      run.every = Math.min(30_000, run.every * 2);
-      this.schedule(key);
-    }, run.every);
-    run.timer.unref();
-  }
-}
-
-/**
- * spec.copy.maxLockWaitSeconds for one copy activity: the watch stops the copy (its statements
- * cancelled as for a cancel) once a lock wait has lasted that long, and the activity then fails
- * for good naming the lock and its holder. Without a limit: the activity's own signal, unchanged.
- */
-function lockWaitLimit(seconds: number | undefined) {
-  const stop = new AbortController();
-  let reached: CopyLockWait | undefined;
-  return {
-    watch: seconds ? { seconds, reached: (w: CopyLockWait) => ((reached = w), stop.abort()) } : undefined,
-    signal: (own: AbortSignal): AbortSignal => (seconds ? AbortSignal.any([own, stop.signal]) : own),
-    failure: (unit: string): ApplicationFailure | undefined =>
-      reached &&
-      ApplicationFailure.create({
-        message: `the copy of ${unit} waited ${reached.waitedSeconds} s (copy.maxLockWaitSeconds = ${seconds}) for ${describeLockWait(reached)}; end that transaction, or raise or drop the limit, and start the migration again`,
-        type: 'PreconditionError',
-        nonRetryable: true,
-      }),
-  };
-}
-
-/**
- * The index builds of one post-load activity to its workflow (`indexProgress`): on a change, at most
- * every 1 s at first and every 30 s after a while (every signal is a history event); an empty report
- * at its end, so that the status forgets its builds.
- */
-class IndexProgressReporter {
-  private every = 1000;
-  private lastSent = 0;
-  private timer?: NodeJS.Timeout;
-  private pending?: IndexBuildProgress[];
-  private sentAny = false;
-  private sending: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly ctx: Context,
-    private readonly workflowId: string,
-    private readonly runId: string,
-    private readonly builder: string,
-  ) {}
-
-  update(builds: IndexBuildProgress[]): void {
-    this.pending = builds;
-    if (this.timer) return;
-    const wait = Math.max(0, this.lastSent + this.every - Date.now());
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.flush();
-    }, wait);
-    this.timer.unref();
-  }
-
-  private flush(): void {
-    const builds = this.pending;
-    if (!builds) return;
-    this.pending = undefined;
-    if (!this.sentAny && builds.length === 0) return;
-    this.sentAny = true;
-    this.lastSent = Date.now();
-    this.every = Math.min(30_000, this.every * 2);
-    const report: IndexProgressReport = { builder: this.builder, builds };
-    this.sending = this.sending.then(() =>
-      this.ctx.client.workflow
-        .getHandle(this.workflowId, this.runId)
-        .signal(indexProgressSignal, report)
-        .catch(() => undefined),
-    );
-  }
-
-  async close(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    if (this.sentAny) {
-      this.pending = [];
-      this.flush();
-    }
-    await this.sending;
-  }
 }
 
 /**
