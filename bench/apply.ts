@@ -35,6 +35,7 @@ import {
   machineDescription,
   mb,
   num,
+  medianOf,
   pgbenchInit,
   pgEnv,
   ratio,
@@ -512,11 +513,6 @@ function variantName(opt: Options, v: number): string {
   return opt.variants.length > 1 ? `#${v + 1}` : '';
 }
 
-function medianOf(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /** Last CPU time seen of one side's walsender and apply backend (they may exit before the end). */
 class CpuWatch {

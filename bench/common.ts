@@ -31,6 +31,12 @@ export const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)
 export const bytes = (b: number): string =>
   !Number.isFinite(b) ? 'n/a' : b < 1024 ? `${Math.round(b)} B` : b < 1024 * 1024 ? `${(b / 1024).toFixed(1)} kB` : mb(b);
 export const ratio = (a: number, b: number): string => (b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
+/** The middle value (the mean of the two middle ones for an even count). */
+export function medianOf(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
 export const num = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 /** A plain text table: first row is the header. */

@@ -34,6 +34,7 @@ import {
   contentHash,
   machineDescription,
   mb,
+  medianOf,
   num,
   parallel,
   pgbenchInit,
@@ -99,11 +100,6 @@ interface Run {
   phases?: string;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 interface Ctx {
   source: PgCluster;
@@ -141,6 +137,15 @@ async function pgcopydb(ctx: Ctx): Promise<Run> {
   return { ms: r.ms };
 }
 
+/** Until every table of the database's subscription has finished its initial sync. */
+async function subscriptionReady(target: PgCluster, db: string, everyMs: number): Promise<void> {
+  for (;;) {
+    const [x] = await target.query<{ pending: number }>(`SELECT count(*)::int AS pending FROM pg_subscription_rel WHERE srsubstate <> 'r'`, [], db);
+    if (x!.pending === 0) return;
+    await sleep(everyMs);
+  }
+}
+
 /** The schema (pg_dump -s) then CREATE SUBSCRIPTION with copy_data, until every table is ready. */
 async function native(ctx: Ctx): Promise<Run> {
   const { source, target } = ctx;
@@ -154,11 +159,7 @@ async function native(ctx: Ctx): Promise<Run> {
         [],
         'native',
       );
-      for (;;) {
-        const [x] = await target.query<{ pending: number }>(`SELECT count(*)::int AS pending FROM pg_subscription_rel WHERE srsubstate <> 'r'`, [], 'native');
-        if (x!.pending === 0) return;
-        await sleep(20);
-      }
+      await subscriptionReady(target, 'native', 20);
     });
     return { ms: r.ms };
   } finally {
@@ -231,7 +232,7 @@ async function wholeMigration(ctx: Ctx, scale: number): Promise<string[]> {
       await target.query(`DROP DATABASE IF EXISTS "${tool}" WITH (FORCE)`);
     }
   }
-  const med = new Map([...runs].map(([t, rs]) => [t, median(rs.map((r) => r.ms))]));
+  const med = new Map([...runs].map(([t, rs]) => [t, medianOf(rs.map((r) => r.ms))]));
   const ref = (t: Tool, ms: number) => (med.has(t) ? ratio(ms, med.get(t)!) : 'n/a');
   const lines = [`== Whole migration, pgbench scale ${scale} (${mb(total)}), ${opt.jobs} jobs, median of ${opt.repeat} ==`];
   lines.push(
@@ -243,7 +244,7 @@ async function wholeMigration(ctx: Ctx, scale: number): Promise<string[]> {
   const d = runs.get('dts');
   if (d) {
     const w = d.map((r) => r.report!.cutoverWindowMs ?? NaN);
-    lines.push(`pg-dts cutover window (fence → release, no load): ${w.map((x) => `${x} ms`).join(', ')}; median ${median(w)} ms (target < 1,000 ms)`);
+    lines.push(`pg-dts cutover window (fence → release, no load): ${w.map((x) => `${x} ms`).join(', ')}; median ${medianOf(w)} ms (target < 1,000 ms)`);
     lines.push(`pg-dts phases (run 1): ${d[0]!.phases}`);
     lines.push(`pg-dts worker peak RSS: ${d.map((r) => mb(r.rss ?? 0)).join(', ')} (target < 300 MB)`);
     if (med.has('pgcopydb')) lines.push(`pg-dts / pgcopydb = ${ratio(med.get('dts')!, med.get('pgcopydb')!)} (target ≤ 0.80×); / pipe = ${med.has('pipe') ? ratio(med.get('dts')!, med.get('pipe')!) : 'n/a'} (target ≤ 1.20×)`);
@@ -303,11 +304,7 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
   await source.query(`CREATE PUBLICATION bl_pub FOR TABLE ${PGBENCH_TABLES.join(', ')}`, [], SOURCE_DB);
   await target.query(`CREATE SUBSCRIPTION bl_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${SOURCE_DB} user=postgres' PUBLICATION bl_pub`, [], 'bl_native');
   try {
-    for (;;) {
-      const [x] = await target.query<{ pending: number }>(`SELECT count(*)::int AS pending FROM pg_subscription_rel WHERE srsubstate <> 'r'`, [], 'bl_native');
-      if (x!.pending === 0) break;
-      await sleep(100);
-    }
+    await subscriptionReady(target, 'bl_native', 100);
     // Both paused: the apply stopped, the subscription disabled.
     await handle.signal('pause');
     await target.query('ALTER SUBSCRIPTION bl_sub DISABLE', [], 'bl_native');
