@@ -9,7 +9,7 @@ import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
-import { deleteProofSql, PROOF_TABLE } from './validate/sql';
+import { deleteProofSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
 
 /**
  * Removes the apply's position for this slot from the target; the last migration using the table
@@ -18,6 +18,8 @@ import { deleteProofSql, PROOF_TABLE } from './validate/sql';
  */
 export async function dropApplyProgress(target: ConnectionSpec, slot: string): Promise<void> {
   await withClient(target, async (c) => {
+    // First, while the progress row still names this migration for `dts orphans` should it fail.
+    await dropWriteMarks(c, slot);
     const has = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [APPLY_PROGRESS_TABLE]);
     if (!has.rows[0].ok) return;
     await c.query(DELETE_APPLY_PROGRESS_SQL, [slot]);
@@ -35,17 +37,10 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       const left = locked ? await c.query(`SELECT 1 FROM ${APPLY_PROGRESS_TABLE} LIMIT 1`) : { rowCount: 1 };
       if (left.rowCount) return void (await c.query('ROLLBACK'));
       await c.query(`DROP TABLE ${APPLY_PROGRESS_TABLE}`);
-      // The content proof's table goes with it once no migration has chunks in it.
-      if (hasProof.rows[0].ok) {
-        // A proof still writing (being cancelled) keeps it; the next cleanup drops it.
-        await c.query('SAVEPOINT proof_lock');
-        const proofLocked = await c.query(`LOCK TABLE ${PROOF_TABLE} IN ACCESS EXCLUSIVE MODE NOWAIT`).then(
-          () => true,
-          () => c.query('ROLLBACK TO SAVEPOINT proof_lock').then(() => false),
-        );
-        const proofLeft = proofLocked ? await c.query(`SELECT 1 FROM ${PROOF_TABLE} LIMIT 1`) : { rowCount: 1 };
-        if (!proofLeft.rowCount) await c.query(`DROP TABLE ${PROOF_TABLE}`);
-      }
+      // The content proof's tables go with it once no migration has rows in them: its chunks, and the
+      // write counts (no trigger of ours writes them then). A proof still writing (being cancelled)
+      // keeps them; the next cleanup drops them.
+      for (const table of [PROOF_TABLE, WRITES_TABLE]) await dropIfEmptyAndFree(c, table);
       await c.query('SAVEPOINT schema_drop');
       await c.query(`DROP SCHEMA ${ident(APPLY_PROGRESS_SCHEMA)}`).catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
       await c.query('COMMIT');
@@ -54,6 +49,53 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       throw err;
     }
   });
+}
+
+/** Inside a transaction: drops `table` if it exists, is empty and no one holds a lock on it. */
+async function dropIfEmptyAndFree(c: Client, table: string): Promise<void> {
+  const has = await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [table]);
+  if (!has.rows[0]!.ok) return;
+  await c.query('SAVEPOINT drop_if_empty');
+  const locked = await c.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE NOWAIT`).then(
+    () => true,
+    () => c.query('ROLLBACK TO SAVEPOINT drop_if_empty').then(() => false),
+  );
+  const left = locked ? await c.query(`SELECT 1 FROM ${table} LIMIT 1`) : { rowCount: 1 };
+  if (!left.rowCount) await c.query(`DROP TABLE ${table}`);
+}
+
+/**
+ * The content proof's write marks of this migration (validate/sql.ts): its trigger on each target
+ * table, its function, its counts. The function first becomes a no-op (no table lock needed), so the
+ * application writing the target after the cutover never pays for it while a DROP TRIGGER waits for
+ * its lock; each DROP TRIGGER then waits at most 10 s (an ACCESS EXCLUSIVE lock queued behind a long
+ * query would stall the application's writes behind it), and one that cannot is retried with the
+ * activity. Only triggers that call this migration's function are dropped.
+ */
+async function dropWriteMarks(c: Client, slot: string): Promise<void> {
+  const { fn } = writeMarkNames(slot);
+  const has = await c.query<{ ok: boolean; counts: boolean }>(
+    `SELECT to_regprocedure($1) IS NOT NULL AS ok, to_regclass($2) IS NOT NULL AS counts`,
+    [`${fn}()`, WRITES_TABLE],
+  );
+  if (has.rows[0]!.ok) {
+    await c.query(writeMarkOffSql(slot));
+    const q = writeMarkedTablesSql(slot);
+    const marked = await c.query<{ t: string }>(q.text, q.values);
+    for (const { t } of marked.rows) {
+      await c.query('BEGIN');
+      try {
+        await c.query(`SET LOCAL lock_timeout = '10s'`);
+        await c.query(`DROP TRIGGER IF EXISTS ${ident(writeMarkNames(slot).trigger)} ON ${t}`);
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    }
+    await c.query(`DROP FUNCTION IF EXISTS ${fn}()`);
+  }
+  if (has.rows[0]!.counts) await c.query(`DELETE FROM ${WRITES_TABLE} WHERE slot_name = $1`, [slot]);
 }
 
 export interface DropTargetResult {

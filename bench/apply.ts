@@ -28,6 +28,7 @@ import type { PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
 import { runApply } from '../activities/apply/run';
+import { armWriteMarks, ensureProofSchema } from '../activities/validate/proof';
 import {
   bash,
   bytes,
@@ -384,6 +385,18 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
     await recreateDatabase(target, db);
     await bash(`pg_dump ${PGBENCH_TABLES.map((t) => `-t ${t}`).join(' ')} ${shq(source.uri(DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri(db))}`);
   }
+  // A variant with `writeMarks: true` applies to tables carrying the content proof's write-mark
+  // trigger, as during SYNCING_WAL: what the marks cost the apply.
+  for (const r of runs) {
+    if (!opt.variants[r.variant]!.writeMarks) continue;
+    const c = await target.client(r.db);
+    try {
+      await ensureProofSchema(c, r.db);
+      for (const t of PGBENCH_TABLES) if (!(await armWriteMarks(c, r.db, { schema: 'public', name: t }))) throw new Error(`no write marks on ${t}`);
+    } finally {
+      await c.end();
+    }
+  }
   await source.query(`CREATE PUBLICATION bl_pub FOR TABLE ${PGBENCH_TABLES.join(', ')}`, [], DB);
   for (const r of runs) await source.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [r.db], DB);
   await target.query(
@@ -466,7 +479,7 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
       publication: 'bl_pub',
       tables: PGBENCH_TABLES.map((t) => ({ source: { schema: 'public', name: t }, target: { schema: 'public', name: t } })),
       signal: controller.signal,
-      ...opt.variants[r.variant]!,
+      ...Object.fromEntries(Object.entries(opt.variants[r.variant]!).filter(([k]) => k !== 'writeMarks')),
     });
     applying.catch(() => undefined);
     const d = await Promise.race([dtsPoll, applying.then(() => ({ ms: NaN, firstMs: NaN, w: new CpuWatch() }))]);

@@ -66,7 +66,8 @@ export interface TableReport {
   mismatchedChunks?: string[];
   validationError?: string;
   /** The content proof's coverage of this table (see MigrationReport.proof). */
-  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number };
+  /** readAtCutover: chunks whose tuple fingerprints were read at cutover (the rest had no write since proven). */
+  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number; readAtCutover?: number };
   /** validation.repair: the rows rewritten on the target from the source, and the chunks checked again. */
   repair?: RepairReport;
 }
@@ -106,6 +107,11 @@ export interface ProofReport {
   verifiedBeforeCutover: number;
   /** Chunks compared at VALIDATING (source fenced, or quiet offline). */
   reverifiedAtCutover: number;
+  /**
+   * Chunks whose tuple fingerprints VALIDATING read to learn whether they changed; the others had no
+   * write on the target since they were proven (the table's write count unmoved) and cost nothing.
+   */
+  readAtCutover?: number;
   /** Rows covered: every source row when the proof ran. */
   rowsCovered: number;
   /** Passes the live proof completed during SYNCING_WAL, and how long it ran there. */

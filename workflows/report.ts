@@ -14,6 +14,7 @@ export function proofReport(run: MigrationRun): ProofReport {
     r.chunks += c.proof.chunks;
     r.verifiedBeforeCutover += c.proof.verifiedBeforeCutover;
     r.reverifiedAtCutover += c.proof.reverifiedAtCutover;
+    if (c.proof.readAtCutover !== undefined) r.readAtCutover = (r.readAtCutover ?? 0) + c.proof.readAtCutover;
     r.rowsCovered += c.proof.rows;
   }
   if (proof.used) {

@@ -96,7 +96,8 @@ export interface TableValidationResult {
    * The checksum's coverage: chunks proven before the cutover (verified during SYNCING_WAL, unchanged
    * on both sides since) and compared here; rows covered (every row of the source when it ran).
    */
-  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number };
+  /** readAtCutover: chunks whose tuple fingerprints were read at cutover (the rest had no write since proven). */
+  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number; readAtCutover?: number };
   /** validation.repair / `dts verify --repair`: what was rewritten on the target (the verdicts above are then the ones after it). */
   repair?: RepairReport;
   /** Counts match, and neither the sample nor the checksum found a difference. */

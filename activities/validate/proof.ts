@@ -44,7 +44,22 @@ import {
   type WaitForTarget,
 } from './engine';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
-import { insertProofChunksSql, PROOF_SCHEMA_SQL, PROOF_TABLE, proofChunksSql, recordProofChunkSql, type KeyRange, type RowHash, type Sql } from './sql';
+import {
+  insertProofChunksSql,
+  PROOF_SCHEMA_SQL,
+  PROOF_TABLE,
+  proofChunksSql,
+  recordChunkWritesSql,
+  recordProofChunkSql,
+  writeCountSql,
+  writeMarkFunctionSql,
+  writeMarkStateSql,
+  writeMarkTriggerSql,
+  type KeyRange,
+  type RowHash,
+  type Sql,
+} from './sql';
+import type { QualifiedName } from '../spec';
 
 export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
   /** The apply's slot: names the proof's state and the apply position to wait for. */
@@ -73,8 +88,41 @@ export interface ProveLiveHooks extends ValidateHooks {
   waitForTarget?: WaitForTarget;
 }
 
-export async function ensureProofSchema(c: Client): Promise<void> {
+export async function ensureProofSchema(c: Client, slot?: string): Promise<void> {
   for (const s of PROOF_SCHEMA_SQL) await c.query(s);
+  if (slot) await c.query(writeMarkFunctionSql(slot));
+}
+
+/**
+ * Puts the write-mark trigger on one target table (sql.ts); false when it cannot be there: not a
+ * plain table (a partitioned table's rows are written in its partitions), a lock not granted within
+ * 2 s (the next pass tries again), or no right to add a trigger (a table the user created). Without
+ * it the cutover reads the table's fingerprints again, as before the marks.
+ */
+export async function armWriteMarks(c: Client, slot: string, table: QualifiedName): Promise<boolean> {
+  const state = await run(c, writeMarkStateSql(slot, table));
+  const row = state.rows[0] as { kind: string; armed: boolean } | undefined;
+  if (!row || row.kind !== 'r') return false;
+  if (row.armed) return true;
+  await c.query('BEGIN');
+  try {
+    await c.query(`SET LOCAL lock_timeout = '2s'`);
+    for (const sql of writeMarkTriggerSql(slot, table)) await c.query(sql);
+    await c.query('COMMIT');
+    return true;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    const code = (err as { code?: string }).code;
+    // 55P03 lock not available, 42501 not the owner, 42710 a concurrent pass added it first.
+    if (code === '55P03' || code === '42501' || code === '42710') return code === '42710';
+    throw err;
+  }
+}
+
+/** The table's write count as the current transaction (or statement) sees it; undefined: not marked. */
+export async function readWriteCount(c: Client, slot: string, table: QualifiedName): Promise<string | undefined> {
+  const r = await run(c, writeCountSql(slot, table));
+  return (r.rows[0] as { writes: string | null } | undefined)?.writes ?? undefined;
 }
 
 async function run(c: Client, sql: Sql) {
@@ -87,6 +135,8 @@ export interface StoredChunk {
   /** Fingerprints of the verified chunk on each side; undefined: not verified. */
   source?: string;
   target?: string;
+  /** The table's target write count (sql.ts, write marks) the chunk was last seen proven at; undefined: unknown. */
+  writes?: string;
 }
 
 /** The table's stored chunks (empty when not planned), read on the target. */
@@ -94,7 +144,14 @@ export async function loadProofChunks(target: Client, slot: string, table: strin
   const has = await target.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
   if (!has.rows[0]?.ok) return [];
   const q = proofChunksSql(slot, table);
-  const r = await target.query<{ lo: string[] | null; hi: string[] | null; rows: string | null; source_tuples: string | null; target_tuples: string | null }>(q.text, q.values);
+  const r = await target.query<{
+    lo: string[] | null;
+    hi: string[] | null;
+    rows: string | null;
+    source_tuples: string | null;
+    target_tuples: string | null;
+    target_writes: string | null;
+  }>(q.text, q.values);
   return r.rows.map((row) => {
     const range: KeyRange = {};
     if (row.lo) range.lo = row.lo;
@@ -104,6 +161,7 @@ export async function loadProofChunks(target: Client, slot: string, table: strin
     if (row.source_tuples !== null && row.target_tuples !== null) {
       c.source = row.source_tuples;
       c.target = row.target_tuples;
+      if (row.target_writes !== null) c.writes = row.target_writes;
     }
     return c;
   });
@@ -117,11 +175,11 @@ interface TableProgress {
 
 export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {}): Promise<ProveLiveResult> {
   const progress: ProofProgress = { pass: 0, passesComplete: 0, tables: input.tables.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
-  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), report: () => reportProgress(ctx, progress) };
+  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), marked: new Set(), report: () => reportProgress(ctx, progress) };
   let divergent = false;
   try {
     // Once, on one session: concurrent CREATE ... IF NOT EXISTS can collide in the catalog.
-    await withClient(input.target, ensureProofSchema, { applicationName: 'pg-dts proof' });
+    await withClient(input.target, (c) => ensureProofSchema(c, input.slot), { applicationName: 'pg-dts proof' });
     for (;;) {
       progress.pass++;
       const started = Date.now();
@@ -160,6 +218,8 @@ interface ProofContext {
   hooks: ProveLiveHooks;
   opts: ChecksumOptions;
   perTable: Map<string, TableProgress>;
+  /** Tables whose write-mark trigger is in place (armWriteMarks). */
+  marked: Set<string>;
   report(): void;
 }
 
@@ -196,32 +256,56 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
   const suspects: number[] = [];
   /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
   let lagging = false;
+  if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target))) ctx.marked.add(name);
+  const marked = ctx.marked.has(name);
+  /** The table's write count before the chunk's source reads (see quiet). */
+  let writesBefore: string | undefined;
+  /**
+   * The write count a chunk's target read saw, when no write to the table committed on the target
+   * since before the chunk's source reads (so none of the source's changes was applied there in
+   * between: they all arrive as the apply's writes); planCutoverCheck relies on it.
+   */
+  const quiet = (w: string | undefined) => (writesBefore !== undefined && w === writesBefore ? w : undefined);
+  const targetRead: TargetRead = async (fn) =>
+    (await d.snapshot(async () => ({ value: await fn(d), writes: marked ? await readWriteCount(dst, input.slot, t.target) : undefined }))).value;
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(hooks.signal);
     const c = chunks[i]!;
+    writesBefore = marked ? await readWriteCount(dst, input.slot, t.target) : undefined;
     if (c.source) {
       // Verified before: still proven while neither side's tuples changed.
       const sf = (await s.snapshot(() => s.fingerprint(c.range))).value;
-      const df = (await d.snapshot(() => d.fingerprint(c.range))).value;
-      if (sf.tuples === c.source && df.tuples === c.target) continue;
+      const df = await targetRead((side) => side.fingerprint(c.range));
+      if (sf.tuples === c.source && df.value.tuples === c.target) {
+        const writes = quiet(df.writes);
+        if (writes !== c.writes) {
+          await run(dst, recordChunkWritesSql(input.slot, name, i, writes));
+          if (writes === undefined) delete c.writes;
+          else c.writes = writes;
+        }
+        continue;
+      }
       tp.verified--;
       tp.rows -= c.rows ?? 0;
       delete c.source;
       delete c.target;
+      delete c.writes;
     }
     if (lagging) {
       await run(dst, recordProofChunkSql(input.slot, name, i, undefined));
       continue;
     }
-    const checked = await checkChunk(s, d, c.range, waitForTarget, hooks.signal);
+    const checked = await checkChunk(s, targetRead, c.range, waitForTarget, hooks.signal);
     if (!checked.caughtUp) lagging = true;
     if (checked.suspect) suspects.push(i);
-    const verdict = checked.verdict;
+    const verdict = checked.verdict && { ...checked.verdict, writes: quiet(checked.verdict.writes) };
     await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
     if (verdict) {
       c.source = verdict.source;
       c.target = verdict.target;
       c.rows = verdict.rows;
+      if (verdict.writes === undefined) delete c.writes;
+      else c.writes = verdict.writes;
       tp.verified++;
       tp.rows += verdict.rows;
     }
@@ -268,6 +352,9 @@ async function plannedChunks(ctx: ProofContext, s: TableSide, dst: Client, t: Va
   return loadProofChunks(dst, ctx.input.slot, name);
 }
 
+/** One read on the target in one snapshot, with the table's write count in that snapshot (undefined: not marked). */
+type TargetRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; writes: string | undefined }>;
+
 /**
  * One chunk compared: the source read, the target read once the apply has passed the source's
  * position, and on a difference the source read again. Verified when the target equals either
@@ -275,18 +362,20 @@ async function plannedChunks(ctx: ProofContext, s: TableSide, dst: Client, t: Va
  */
 async function checkChunk(
   s: TableSide,
-  d: TableSide,
+  targetRead: TargetRead,
   range: KeyRange,
   waitForTarget: WaitForTarget,
   signal: AbortSignal | undefined,
-): Promise<{ caughtUp: boolean; verdict?: { rows: number; source: string; target: string }; suspect?: boolean }> {
+): Promise<{ caughtUp: boolean; verdict?: { rows: number; source: string; target: string; writes: string | undefined }; suspect?: boolean }> {
   const s1 = await s.snapshot(() => s.proofSummary(range));
   const caughtUp = await waitForTarget(s1.lsn!, signal);
-  const d1 = (await d.snapshot(() => d.proofSummary(range))).value;
-  if (d1.content === s1.value.content) return { caughtUp, verdict: { rows: s1.value.rows, source: s1.value.tuples, target: d1.tuples } };
+  const read = await targetRead((d) => d.proofSummary(range));
+  const d1 = read.value;
+  const verdict = (src: { rows: number; tuples: string }) => ({ rows: src.rows, source: src.tuples, target: d1.tuples, writes: read.writes });
+  if (d1.content === s1.value.content) return { caughtUp, verdict: verdict(s1.value) };
   if (!caughtUp) return { caughtUp };
   const s2 = (await s.snapshot(() => s.proofSummary(range))).value;
-  if (d1.content === s2.content) return { caughtUp, verdict: { rows: s2.rows, source: s2.tuples, target: d1.tuples } };
+  if (d1.content === s2.content) return { caughtUp, verdict: verdict(s2) };
   // The source held still around the target's read, yet the target differs.
   return s2.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };
 }
@@ -296,6 +385,8 @@ export interface CutoverPlan {
   ranges: KeyRange[];
   /** Chunks to compare now: never verified, or changed on either side since. */
   recheck: number[];
+  /** Chunks whose fingerprints were read now; the others had no write on the target since proven. */
+  read: number;
   sourceRows: number;
   targetRows: number;
 }
@@ -317,15 +408,33 @@ export async function loadAllProofChunks(target: ConnectionSpec, slot: string, t
 }
 
 /**
- * At cutover (both sides in their repeatable-read transaction): each stored chunk's fingerprint on
- * both sides; undefined when the proof never planned this table.
+ * At cutover (both sides in their repeatable-read transaction, the source fenced and the apply past
+ * the fence): which stored chunks to compare again; undefined when the proof never planned this table.
+ *
+ * A chunk proven at the table's current write count (`writes`, read in the target's snapshot) needs no
+ * read at all: no transaction wrote the table on the target since its target read, so the target
+ * still holds what was proven; and the source's changes since its source read would have reached the
+ * target as the apply's writes, moving the count. The rows it holds are the proven ones. Every other
+ * chunk's fingerprint is read on both sides: unchanged tuples on both still hold what was proven.
  */
-export async function planCutoverCheck(s: TableSide, d: TableSide, chunks: readonly StoredChunk[] | undefined, signal?: AbortSignal): Promise<CutoverPlan | undefined> {
+export async function planCutoverCheck(
+  s: TableSide,
+  d: TableSide,
+  chunks: readonly StoredChunk[] | undefined,
+  writes: string | undefined,
+  signal?: AbortSignal,
+): Promise<CutoverPlan | undefined> {
   if (!chunks?.length) return undefined;
-  const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], sourceRows: 0, targetRows: 0 };
+  const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], read: 0, sourceRows: 0, targetRows: 0 };
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(signal);
     const c = chunks[i]!;
+    if (c.source && writes !== undefined && c.writes === writes && c.rows !== undefined) {
+      plan.sourceRows += c.rows;
+      plan.targetRows += c.rows;
+      continue;
+    }
+    plan.read++;
     const [sf, df] = await Promise.all([s.fingerprint(c.range), d.fingerprint(c.range)]);
     plan.sourceRows += sf.rows;
     plan.targetRows += df.rows;

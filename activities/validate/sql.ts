@@ -178,12 +178,104 @@ export const PROOF_SCHEMA_SQL = [
     verified_at timestamptz,
     PRIMARY KEY (slot_name, table_name, chunk)
   )`,
+  // The target's write count of the table (WRITES_TABLE) when the chunk's target read was taken, when
+  // no write came between the pass's first look and that read; NULL: unknown, read again at cutover.
+  `ALTER TABLE ${PROOF_TABLE} ADD COLUMN IF NOT EXISTS target_writes bigint`,
+  `CREATE TABLE IF NOT EXISTS pgdts.proof_writes (
+    slot_name text NOT NULL,
+    relid oid NOT NULL,
+    writes bigint NOT NULL,
+    PRIMARY KEY (slot_name, relid)
+  )`,
 ] as const;
+
+// ---------------------------------------------------------------------------------------------------
+// Write marks: which target tables any transaction wrote since a chunk was proven
+// ---------------------------------------------------------------------------------------------------
+//
+// While the proof runs, each target table carries a statement trigger of ours (enabled ALWAYS, so it
+// fires for the apply's replica-mode sessions too, and for anyone else writing the target) that adds
+// one, once per transaction, to the table's count in pgdts.proof_writes. The count moves in the very
+// transaction that writes, so a read of it in the snapshot of a chunk's target read tells exactly
+// whether any write to the table committed since: at cutover a table whose count has not moved since
+// its chunks were proven needs no re-read of them on either side (the source's changes only reach the
+// target as writes by the apply).
+
+export const WRITES_TABLE = 'pgdts.proof_writes';
+
+/** The trigger (on each target table) and its function (in pgdts), both named by the slot. */
+export const writeMarkNames = (slot: string) => ({ trigger: `${slot}_writes`, fn: `pgdts.${ident(`${slot}_writes`)}` });
+
+/**
+ * The trigger function. SECURITY DEFINER with a pinned search_path: a writer of another role counts
+ * too, without rights on pgdts and without a search_path of its choosing. `set_config(..., true)`
+ * remembers for the rest of the transaction that the table is counted: one row update per table and
+ * transaction, whatever the number of statements.
+ */
+export function writeMarkFunctionSql(slot: string): string {
+  const { fn } = writeMarkNames(slot);
+  return (
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$\n` +
+    `BEGIN\n` +
+    `  IF coalesce(current_setting('pgdts.w' || TG_RELID::text, true), '') <> 'y' THEN\n` +
+    `    PERFORM set_config('pgdts.w' || TG_RELID::text, 'y', true);\n` +
+    `    INSERT INTO ${WRITES_TABLE} AS w (slot_name, relid, writes) VALUES (${literal(slot)}, TG_RELID, 1)\n` +
+    `      ON CONFLICT (slot_name, relid) DO UPDATE SET writes = w.writes + 1;\n` +
+    `  END IF;\n` +
+    `  RETURN NULL;\n` +
+    `END $f$`
+  );
+}
+
+/** At cleanup, first of all: the trigger does nothing any more (no table lock needed to say so). */
+export function writeMarkOffSql(slot: string): string {
+  return `CREATE OR REPLACE FUNCTION ${writeMarkNames(slot).fn}() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NULL; END $f$`;
+}
+
+/** The statements that put the trigger on one table (in one transaction, with a short lock_timeout). */
+export function writeMarkTriggerSql(slot: string, table: QualifiedName): string[] {
+  const { trigger, fn } = writeMarkNames(slot);
+  return [
+    `CREATE TRIGGER ${ident(trigger)} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qname(table)} FOR EACH STATEMENT EXECUTE PROCEDURE ${fn}()`,
+    `ALTER TABLE ${qname(table)} ENABLE ALWAYS TRIGGER ${ident(trigger)}`,
+  ];
+}
+
+/** Whether one table is a plain table and already carries the enabled trigger. */
+export function writeMarkStateSql(slot: string, table: QualifiedName): Sql {
+  return {
+    text:
+      `SELECT c.relkind::text AS kind, EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $2 AND g.tgenabled = 'A') AS armed ` +
+      `FROM pg_class c WHERE c.oid = to_regclass($1)`,
+    values: [qname(table), writeMarkNames(slot).trigger],
+  };
+}
+
+/**
+ * The table's write count in the reading transaction's snapshot; NULL when the trigger is not there
+ * (the count would not see every write).
+ */
+export function writeCountSql(slot: string, table: QualifiedName): Sql {
+  return {
+    text:
+      `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = to_regclass($2) AND g.tgname = $3 AND g.tgenabled = 'A') ` +
+      `THEN coalesce((SELECT w.writes FROM ${WRITES_TABLE} w WHERE w.slot_name = $1 AND w.relid = to_regclass($2)), 0)::text END AS writes`,
+    values: [slot, qname(table), writeMarkNames(slot).trigger],
+  };
+}
+
+/** Every table carrying this slot's trigger (cleanup). */
+export function writeMarkedTablesSql(slot: string): Sql {
+  return {
+    text: `SELECT g.tgrelid::regclass::text AS t FROM pg_trigger g WHERE g.tgname = $1 AND g.tgfoid = to_regprocedure($2)`,
+    values: [writeMarkNames(slot).trigger, `${writeMarkNames(slot).fn}()`],
+  };
+}
 
 /** The stored chunks of one table, in order; none when the proof has not planned it yet. */
 export function proofChunksSql(slot: string, table: string): Sql {
   return {
-    text: `SELECT chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk`,
+    text: `SELECT chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes::text AS target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk`,
     values: [slot, table],
   };
 }
@@ -202,12 +294,26 @@ export function insertProofChunksSql(slot: string, table: string, ranges: readon
 }
 
 /** One chunk's verdict: verified with both sides' fingerprints, or (NULLs) not verified. */
-export function recordProofChunkSql(slot: string, table: string, chunk: number, v: { rows: number; source: string; target: string } | undefined): Sql {
+export function recordProofChunkSql(
+  slot: string,
+  table: string,
+  chunk: number,
+  v: { rows: number; source: string; target: string; writes?: string | undefined } | undefined,
+): Sql {
   return {
     text:
-      `UPDATE ${PROOF_TABLE} SET rows = $4, source_tuples = $5, target_tuples = $6, verified_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END ` +
+      `UPDATE ${PROOF_TABLE} SET rows = $4, source_tuples = $5, target_tuples = $6, target_writes = $7::bigint, ` +
+      `verified_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END ` +
       `WHERE slot_name = $1 AND table_name = $2 AND chunk = $3`,
-    values: [slot, table, chunk, v?.rows ?? null, v?.source ?? null, v?.target ?? null],
+    values: [slot, table, chunk, v?.rows ?? null, v?.source ?? null, v?.target ?? null, v?.writes ?? null],
+  };
+}
+
+/** A proven chunk still holds (both fingerprints unchanged): only its write count moves on. */
+export function recordChunkWritesSql(slot: string, table: string, chunk: number, writes: string | undefined): Sql {
+  return {
+    text: `UPDATE ${PROOF_TABLE} SET target_writes = $4::bigint WHERE slot_name = $1 AND table_name = $2 AND chunk = $3`,
+    values: [slot, table, chunk, writes ?? null],
   };
 }
 

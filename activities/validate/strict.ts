@@ -31,7 +31,7 @@ import {
   type SampleResult,
   type TableSide,
 } from './engine';
-import { loadAllProofChunks, planCutoverCheck, type CutoverPlan } from './proof';
+import { loadAllProofChunks, planCutoverCheck, readWriteCount, type CutoverPlan } from './proof';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash } from './sql';
 
@@ -81,7 +81,9 @@ export async function compareTables(
           const [s, d] = await openSides(src, dst, t, hash, false);
           progress(name, 'count');
           // The proof's chunk fingerprints count every row too: no separate count(*) then.
-          const planned = await planCutoverCheck(s, d, stored?.get(name), hooks.signal);
+          const chunks = stored?.get(name);
+          const writes = chunks?.length && input.proofSlot ? await readWriteCount(dst, input.proofSlot, t.target) : undefined;
+          const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal);
           [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
           result.countsMatch = result.sourceRows === result.targetRows;
 
@@ -104,6 +106,7 @@ export async function compareTables(
             const c = await checksumAtCutover(s, d, t.keyColumns.length > 0, result.sourceRows, chunkOpts, planned);
             const rechecked = planned ? planned.recheck.length : c.chunks;
             result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
+            if (planned) result.proof.readAtCutover = planned.read;
             result.chunks = c.chunks;
             result.mismatchedChunks = c.mismatchedChunks;
             result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';

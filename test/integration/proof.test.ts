@@ -10,6 +10,7 @@ import { SHOP_TABLES, startWriter } from '../harness/fixtures';
 import { formatMismatch, proveLive, validateTables } from '../../activities/validate';
 import type { ValidateTableSpec } from '../../activities/validate/contract';
 import type { MigrationReport } from '../../workflows/contract';
+import { dropApplyProgress } from '../../activities/cleanup';
 
 let env: TestEnv;
 
@@ -74,7 +75,8 @@ describe('the proof, activity by activity', () => {
     );
 
     const [it, bg, pt] = await validateTables({ ...sides, tables: [items, bag, parts], chunkRows: 1000, leafRows: 50, fanout: 4, proofSlot: 'proof_units' });
-    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000 });
+    // The target was written since the pass (its write count moved): every chunk's tuples read again.
+    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000, readAtCutover: 5 });
     expect(it!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual([
       'id=1500: different (v)',
       'id=2500: missing-on-target',
@@ -82,10 +84,11 @@ describe('the proof, activity by activity', () => {
       'id=5001: extra-on-target',
     ]);
     expect({ counts: it!.countsMatch, source: it!.sourceRows, target: it!.targetRows, ok: it!.ok }).toEqual({ counts: true, source: 5000, target: 5000, ok: false });
-    expect(bg!.proof).toEqual({ chunks: 1, verifiedBeforeCutover: 0, reverifiedAtCutover: 1, rows: 300 });
+    expect(bg!.proof).toEqual({ chunks: 1, verifiedBeforeCutover: 0, reverifiedAtCutover: 1, rows: 300, readAtCutover: 1 });
     expect(bg!.mismatches).toMatchObject([{ kind: 'missing-on-target' }]);
     // A partitioned table: tuples of different partitions told apart (tableoid), the changed one found.
-    expect(pt!.proof).toEqual({ chunks: 2, verifiedBeforeCutover: 1, reverifiedAtCutover: 1, rows: 1999 });
+    // A partitioned table carries no write marks (its rows live in its partitions): always read.
+    expect(pt!.proof).toEqual({ chunks: 2, verifiedBeforeCutover: 1, reverifiedAtCutover: 1, rows: 1999, readAtCutover: 2 });
     expect(pt!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=1500: different (v)']);
 
     // The live proof finds the same divergence itself, before any cutover.
@@ -109,8 +112,59 @@ describe('the proof, activity by activity', () => {
     const healed = await proveLive({ ...input, maxPasses: 1 }, caughtUp);
     expect(healed.divergence).toBeUndefined();
     expect(healed.progress).toMatchObject({ chunks: 8, chunksVerified: 8 });
-    const [again] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, proofSlot: 'proof_units' });
-    expect({ ok: again!.ok, proof: again!.proof }).toEqual({ ok: true, proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000 } });
+    // No write on the target since the pass: the cutover reads nothing of items or bag (their counts
+    // come from the proof); the partitioned table is read.
+    const tableScans = async () => {
+      const [r] = await env.target.query<{ n: number }>(
+        `SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)::int AS n FROM pg_stat_user_tables WHERE relname IN ('items', 'bag')`,
+        [],
+        db,
+      );
+      return r!.n;
+    };
+    const scansBefore = await tableScans();
+    const [again, bagAgain, partsAgain] = await validateTables({ ...sides, tables: [items, bag, parts], chunkRows: 1000, proofSlot: 'proof_units' });
+    expect({ ok: again!.ok, proof: again!.proof }).toEqual({ ok: true, proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000, readAtCutover: 0 } });
+    expect({ ok: bagAgain!.ok, rows: bagAgain!.sourceRows, proof: bagAgain!.proof }).toEqual({
+      ok: true,
+      rows: 300,
+      proof: { chunks: 1, verifiedBeforeCutover: 1, reverifiedAtCutover: 0, rows: 300, readAtCutover: 0 },
+    });
+    expect(partsAgain!.proof).toMatchObject({ reverifiedAtCutover: 0, readAtCutover: 2 });
+    // The sample (1,000 rows by key) still reads items and bag; the point is the proof's part: with
+    // the sample off, neither table is scanned at all.
+    const quiet = await validateTables({ ...sides, tables: [items, bag], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
+    expect(quiet.map((r) => r.ok)).toEqual([true, true]);
+    await new Promise((r) => setTimeout(r, 600)); // the validation sessions' statistics, flushed as they close
+    const scansMid = await tableScans();
+    expect(scansMid - scansBefore).toBeGreaterThan(0); // the sampled run did read them
+    const quietAgain = await validateTables({ ...sides, tables: [items, bag], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
+    expect(quietAgain.map((r) => r.ok)).toEqual([true, true]);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await tableScans()).toBe(scansMid);
+
+    // A write on the target after the last pass, by anyone (here: another role, outside any apply),
+    // moves the table's count: the cutover reads the table again and names the key.
+    await env.target.query(`CREATE ROLE proof_stray LOGIN; GRANT USAGE ON SCHEMA public TO proof_stray; GRANT UPDATE, SELECT ON public.items TO proof_stray`, [], db);
+    await env.target.query(`SET ROLE proof_stray; UPDATE public.items SET v = v + 1 WHERE id = 4242; RESET ROLE`, [], db);
+    const [stray] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
+    expect({ ok: stray!.ok, read: stray!.proof?.readAtCutover, rechecked: stray!.proof?.reverifiedAtCutover }).toEqual({ ok: false, read: 5, rechecked: 1 });
+    expect(stray!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=4242: different (v)']);
+    // A TRUNCATE counts too.
+    await env.target.query(`TRUNCATE public.bag`, [], db);
+    const [emptied] = await validateTables({ ...sides, tables: [bag], sampleSize: 0, proofSlot: 'proof_units' });
+    expect({ ok: emptied!.ok, target: emptied!.targetRows, read: emptied!.proof?.readAtCutover }).toEqual({ ok: false, target: 0, read: 1 });
+
+    // Cleanup takes the marks away: no trigger, function or count of ours is left.
+    await dropApplyProgress(sides.target, 'proof_units');
+    const [left] = await env.target.query<{ triggers: number; fns: number; counts: number }>(
+      `SELECT (SELECT count(*)::int FROM pg_trigger WHERE tgname = 'proof_units_writes') AS triggers,
+              (SELECT count(*)::int FROM pg_proc WHERE proname = 'proof_units_writes') AS fns,
+              (SELECT count(*)::int FROM pgdts.proof_writes WHERE slot_name = 'proof_units') AS counts`,
+      [],
+      db,
+    );
+    expect(left).toEqual({ triggers: 0, fns: 0, counts: 0 });
   });
 });
 
@@ -207,8 +261,43 @@ describe('online migration with the default spec', () => {
     const status = await m.status();
     expect(status.proof).toMatchObject({ state: 'validated', chunks: proof.chunks, reverifiedAtCutover: proof.reverifiedAtCutover });
     // The proof's state went with the migration: nothing of ours is left on the target.
-    const [left] = await env.target.query<{ t: string | null; s: number }>(`SELECT to_regclass('pgdts.proof_chunks')::text AS t, (SELECT count(*)::int FROM pg_namespace WHERE nspname = 'pgdts') AS s`, [], db);
-    expect(left).toEqual({ t: null, s: 0 });
+    const [left] = await env.target.query<{ t: string | null; s: number; marks: number }>(
+      `SELECT to_regclass('pgdts.proof_chunks')::text AS t, (SELECT count(*)::int FROM pg_namespace WHERE nspname = 'pgdts') AS s,
+              (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE '%\\_writes') AS marks`,
+      [],
+      db,
+    );
+    expect(left).toEqual({ t: null, s: 0, marks: 0 });
+  });
+
+  it('a database quiet at the cutover: the write stop reads no chunk again, whatever its size', async () => {
+    const { db, source, target } = await freshDatabases(0.3);
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration({ source, target, cutover: { mode: 'manual' }, validation: { chunkRows: 1000 } });
+    await m.waitForPhase('SYNCING_WAL');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await writer.stop()).errors).toEqual([]);
+    // The writes have stopped: wait for a proof pass that began after the apply had caught up.
+    const ready = async () => {
+      const s = await m.status();
+      return s.proof?.state === 'ready' && (s.proof.chunksVerified ?? 0) === s.proof.chunks ? s.proof.passesComplete : 0;
+    };
+    let pass = 0;
+    for (let i = 0; i < 300 && !(pass = await ready()); i++) await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < 300 && (await ready()) < pass + 2; i++) await new Promise((r) => setTimeout(r, 200));
+    await m.signal('cutover');
+    const report: MigrationReport = await m.result();
+    expect(report.phase).toBe('COMPLETED');
+    console.log(`quiet cutover: proof ${JSON.stringify(report.proof)}, window ${report.cutoverWindowMs} ms`);
+    // Every chunk proven before the cutover and not one of them read again inside the write stop.
+    expect(report.proof).toMatchObject({ enabled: true, reverifiedAtCutover: 0, readAtCutover: 0 });
+    expect(report.proof!.verifiedBeforeCutover).toBe(report.proof!.chunks);
+    for (const t of report.tables) expect({ t: t.source, checksum: t.checksum, counts: t.sourceRows === t.targetRows }).toEqual({ t: t.source, checksum: 'match', counts: true });
+    for (const [schema, table] of SHOP_TABLES.filter(([s]) => s === 'public')) {
+      const a = await fingerprint(env.source, db, schema, table);
+      const b = await fingerprint(env.target, db, schema, table);
+      expect({ table, ...b }).toEqual({ table, ...a });
+    }
   });
 
   it('validation.checksum = false turns the proof off, and the report says so', async () => {
