@@ -4,7 +4,8 @@
  *
  * Every object is ours by its name, derived from the migration id (workflows/names.ts): slot and
  * publication `pg_dts_<id>`, fence trigger `pg_dts_fence_<id>` with its function `pgdts.fence_<id>`,
- * the apply's position in the target's `pgdts.apply_progress` (keyed by the slot). Nothing else is
+ * the apply's position in the target's `pgdts.apply_progress` (keyed by the slot), the content proof's
+ * write-mark triggers `pg_dts_<id>_writes` with their function of the same name. Nothing else is
  * looked at, so nothing we did not create is touched. Copy records (`pgdts.copy_progress`) are keyed
  * by target table: one belongs to the migration whose mark (marks.ts) its table carries, and goes with
  * that migration's leftovers; a record of an unmarked table is listed, never removed here.
@@ -24,7 +25,7 @@ import type { ConnectionSpec, QualifiedName } from './spec';
 /** A mark's text up to the migration id (marks.ts). */
 const MARK_PREFIX = markText('');
 
-export type LeftoverKind = 'slot' | 'publication' | 'fence' | 'apply-progress' | 'copy-progress';
+export type LeftoverKind = 'slot' | 'publication' | 'fence' | 'apply-progress' | 'copy-progress' | 'write-marks';
 
 export interface Leftover {
   /** The migration it belongs to; undefined for range-copy records (keyed by table). */
@@ -102,6 +103,18 @@ export async function findTargetLeftovers(target: ConnectionSpec): Promise<Lefto
         for (const r of rows.rows) {
           out.push({ migrationId: r.slot_name.startsWith(PREFIX) ? r.slot_name.slice(PREFIX.length) : r.slot_name, kind: 'apply-progress', server: 'target', name: r.slot_name });
         }
+      }
+      // The content proof's write-mark function (validate/sql.ts) and the triggers a cleanup could not
+      // drop yet (their table was busy): no-ops once released, still ours to remove.
+      const marks = await c.query<{ proname: string; triggers: number }>(
+        `SELECT p.proname, (SELECT count(*)::int FROM pg_trigger g WHERE g.tgfoid = p.oid) AS triggers
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'pgdts' AND p.proname LIKE $1 AND p.proname LIKE '%\\_writes' ORDER BY 1`,
+        [like(PREFIX)],
+      );
+      for (const r of marks.rows) {
+        const slot = r.proname.slice(0, -'_writes'.length);
+        out.push({ migrationId: slot.slice(PREFIX.length), kind: 'write-marks', server: 'target', name: r.proname, detail: `${r.triggers} trigger(s)` });
       }
       if (has.rows[0]!.copy) {
         // A record belongs to the migration whose mark its table carries (marks.ts): the table it created.

@@ -343,7 +343,7 @@ export class LivePairing implements Pairing {
  * `lsn` after a moment, writes one transactional logical message on the source so that an idle source
  * still produces a commit the apply records.
  */
-export function waitForApplyProgress(target: Client, source: Client, slot: string, timeoutMs = 60_000, pollMs = 100): WaitForTarget {
+export function waitForApplyProgress(target: Client, source: { query(text: string): Promise<unknown> }, slot: string, timeoutMs = 60_000, pollMs = 100): WaitForTarget {
   let canNudge = true;
   return async (lsn, signal) => {
     const started = Date.now();

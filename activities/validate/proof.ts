@@ -187,8 +187,12 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
         input,
         'pg-dts proof',
         async (src, dst, hash) => {
-          const waitForTarget = hooks.waitForTarget ?? waitForApplyProgress(dst, src, input.slot, input.catchUpTimeoutMs ?? 10_000);
-          return (t) => proveTable(ctx, src, dst, t, hash, waitForTarget);
+          // The pair's source connection serves a read ahead while the current chunk waits (proveTable):
+          // one transaction at a time on it, the apply's nudge included.
+          const onSource = serial();
+          const source = { query: (text: string) => onSource(() => src.query(text)) };
+          const waitForTarget = hooks.waitForTarget ?? waitForApplyProgress(dst, source, input.slot, input.catchUpTimeoutMs ?? 10_000);
+          return (t) => proveTable(ctx, src, dst, t, hash, waitForTarget, onSource);
         },
         hooks.signal,
       );
@@ -237,7 +241,7 @@ function reportProgress(ctx: ProofContext, progress: ProofProgress): void {
 }
 
 /** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
-async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, waitForTarget: WaitForTarget) {
+async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, waitForTarget: WaitForTarget, onSource: Serial) {
   const { input, hooks, opts } = ctx;
   const name = displayName(t.source);
   let s: TableSide;
@@ -258,58 +262,88 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
   let lagging = false;
   if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target))) ctx.marked.add(name);
   const marked = ctx.marked.has(name);
-  /** The table's write count before the chunk's source reads (see quiet). */
-  let writesBefore: string | undefined;
+  const writeCount = () => (marked ? readWriteCount(dst, input.slot, t.target) : Promise.resolve(undefined));
   /**
-   * The write count a chunk's target read saw, when no write to the table committed on the target
-   * since before the chunk's source reads (so none of the source's changes was applied there in
-   * between: they all arrive as the apply's writes); planCutoverCheck relies on it.
+   * The write count a chunk's target read saw (`seen`), when it is the count read before the chunk's
+   * source reads (`before`): no write to the table committed on the target in between, so none of the
+   * source's changes was applied there either (they all arrive as the apply's writes);
+   * planCutoverCheck relies on it.
    */
-  const quiet = (w: string | undefined) => (writesBefore !== undefined && w === writesBefore ? w : undefined);
-  const targetRead: TargetRead = async (fn) =>
-    (await d.snapshot(async () => ({ value: await fn(d), writes: marked ? await readWriteCount(dst, input.slot, t.target) : undefined }))).value;
+  const quiet = (before: string | undefined, seen: string | undefined) => (before !== undefined && seen === before ? seen : undefined);
+  const targetRead: TargetRead = async (fn) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount() }))).value;
+  const sourceSnapshot = <T>(fn: () => Promise<T>) => onSource(() => s.snapshot(fn));
+
+  // Chunks proven before: still proven while neither side's tuples changed (both sides read at once).
+  const toCheck: number[] = [];
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(hooks.signal);
     const c = chunks[i]!;
-    writesBefore = marked ? await readWriteCount(dst, input.slot, t.target) : undefined;
-    if (c.source) {
-      // Verified before: still proven while neither side's tuples changed.
-      const sf = (await s.snapshot(() => s.fingerprint(c.range))).value;
-      const df = await targetRead((side) => side.fingerprint(c.range));
-      if (sf.tuples === c.source && df.value.tuples === c.target) {
-        const writes = quiet(df.writes);
-        if (writes !== c.writes) {
-          await run(dst, recordChunkWritesSql(input.slot, name, i, writes));
-          if (writes === undefined) delete c.writes;
-          else c.writes = writes;
-        }
-        continue;
-      }
-      tp.verified--;
-      tp.rows -= c.rows ?? 0;
-      delete c.source;
-      delete c.target;
-      delete c.writes;
-    }
-    if (lagging) {
-      await run(dst, recordProofChunkSql(input.slot, name, i, undefined));
+    if (!c.source) {
+      toCheck.push(i);
       continue;
     }
-    const checked = await checkChunk(s, targetRead, c.range, waitForTarget, hooks.signal);
-    if (!checked.caughtUp) lagging = true;
-    if (checked.suspect) suspects.push(i);
-    const verdict = checked.verdict && { ...checked.verdict, writes: quiet(checked.verdict.writes) };
-    await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
-    if (verdict) {
-      c.source = verdict.source;
-      c.target = verdict.target;
-      c.rows = verdict.rows;
-      if (verdict.writes === undefined) delete c.writes;
-      else c.writes = verdict.writes;
-      tp.verified++;
-      tp.rows += verdict.rows;
+    const before = await writeCount();
+    const [sf, df] = await Promise.all([sourceSnapshot(() => s.fingerprint(c.range)), targetRead((side) => side.fingerprint(c.range))]);
+    if (sf.value.tuples === c.source && df.value.tuples === c.target) {
+      const writes = quiet(before, df.writes);
+      if (writes !== c.writes) {
+        await run(dst, recordChunkWritesSql(input.slot, name, i, writes));
+        if (writes === undefined) delete c.writes;
+        else c.writes = writes;
+      }
+      continue;
     }
-    ctx.report();
+    tp.verified--;
+    tp.rows -= c.rows ?? 0;
+    delete c.source;
+    delete c.target;
+    delete c.writes;
+    toCheck.push(i);
+  }
+
+  // The others compared: the next chunk's source read runs while this one waits for the apply and is
+  // read on the target, so the source and the target work at the same time.
+  const sourceRead = async (i: number): Promise<SourceRead> => {
+    const before = await writeCount();
+    return { before, first: await sourceSnapshot(() => s.proofSummary(chunks[i]!.range)) };
+  };
+  let next: Promise<SourceRead> | undefined;
+  const ahead = (k: number) => {
+    next = k < toCheck.length && !lagging ? sourceRead(toCheck[k]!) : undefined;
+    next?.catch(() => undefined); // awaited below; a failure surfaces there
+  };
+  try {
+    ahead(0);
+    for (let k = 0; k < toCheck.length; k++) {
+      throwIfAborted(hooks.signal);
+      const i = toCheck[k]!;
+      const c = chunks[i]!;
+      const read = next;
+      if (lagging || !read) {
+        await run(dst, recordProofChunkSql(input.slot, name, i, undefined));
+        continue;
+      }
+      const { before, first } = await read;
+      ahead(k + 1);
+      const checked = await checkChunk(s, sourceSnapshot, targetRead, c.range, first, waitForTarget, hooks.signal);
+      if (!checked.caughtUp) lagging = true;
+      if (checked.suspect) suspects.push(i);
+      const verdict = checked.verdict && { ...checked.verdict, writes: quiet(before, checked.verdict.writes) };
+      await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
+      if (verdict) {
+        c.source = verdict.source;
+        c.target = verdict.target;
+        c.rows = verdict.rows;
+        if (verdict.writes === undefined) delete c.writes;
+        else c.writes = verdict.writes;
+        tp.verified++;
+        tp.rows += verdict.rows;
+      }
+      ctx.report();
+    }
+  } finally {
+    // A read started ahead and not used (lagging, aborted): done before the connections are reused.
+    await next?.catch(() => undefined);
   }
   if (suspects.length === 0) return undefined;
   // Narrow the suspect chunks down to rows; only rows confirmed to differ count.
@@ -352,6 +386,26 @@ async function plannedChunks(ctx: ProofContext, s: TableSide, dst: Client, t: Va
   return loadProofChunks(dst, ctx.input.slot, name);
 }
 
+/** Runs the functions given one after another, each once the one before has settled. */
+type Serial = <T>(fn: () => Promise<T>) => Promise<T>;
+function serial(): Serial {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(fn: () => Promise<T>) => {
+    const result = tail.then(fn, fn);
+    tail = result.catch(() => undefined);
+    return result;
+  };
+}
+
+type Summary = Awaited<ReturnType<TableSide['proofSummary']>>;
+/** A chunk's first source read, and the table's write count read just before it. */
+interface SourceRead {
+  before: string | undefined;
+  first: { value: Summary; lsn?: string };
+}
+/** A read in one source snapshot, one at a time on the pair's source connection (see serial). */
+type SourceSnapshot = <T>(fn: () => Promise<T>) => Promise<{ value: T; lsn?: string }>;
+
 /** One read on the target in one snapshot, with the table's write count in that snapshot (undefined: not marked). */
 type TargetRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; writes: string | undefined }>;
 
@@ -362,19 +416,20 @@ type TargetRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; w
  */
 async function checkChunk(
   s: TableSide,
+  sourceSnapshot: SourceSnapshot,
   targetRead: TargetRead,
   range: KeyRange,
+  s1: { value: Summary; lsn?: string },
   waitForTarget: WaitForTarget,
   signal: AbortSignal | undefined,
 ): Promise<{ caughtUp: boolean; verdict?: { rows: number; source: string; target: string; writes: string | undefined }; suspect?: boolean }> {
-  const s1 = await s.snapshot(() => s.proofSummary(range));
   const caughtUp = await waitForTarget(s1.lsn!, signal);
   const read = await targetRead((d) => d.proofSummary(range));
   const d1 = read.value;
   const verdict = (src: { rows: number; tuples: string }) => ({ rows: src.rows, source: src.tuples, target: d1.tuples, writes: read.writes });
   if (d1.content === s1.value.content) return { caughtUp, verdict: verdict(s1.value) };
   if (!caughtUp) return { caughtUp };
-  const s2 = (await s.snapshot(() => s.proofSummary(range))).value;
+  const s2 = (await sourceSnapshot(() => s.proofSummary(range))).value;
   if (d1.content === s2.content) return { caughtUp, verdict: verdict(s2) };
   // The source held still around the target's read, yet the target differs.
   return s2.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };

@@ -7,6 +7,7 @@ import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { activitySpans, type ActivitySpan } from '../harness/history';
 import { startWriter } from '../harness/fixtures';
+import { findTargetLeftovers, removeMigrationLeftovers } from '../../activities/leftovers';
 
 let env: TestEnv;
 let n = 0;
@@ -259,9 +260,19 @@ describe('while the source is fenced', () => {
     // The fence, slot and publication are gone while the comparison is still blocked.
     const left = await leftovers(db);
     expect({ slots: left.slots, pubs: left.pubs, fences: left.fences }).toEqual({ slots: 0, pubs: 0, fences: 0 });
+    // The content proof's write mark on the locked table could not be dropped without waiting for
+    // the lock: it stays, as a no-op, listed for `dts cleanup`, which removes it once the lock is gone.
+    const marks = await findTargetLeftovers(target);
+    expect(marks.filter((l) => l.kind === 'write-marks').map((l) => l.detail)).toEqual(['1 trigger(s)']);
+    const [fn] = await env.target.query<{ src: string }>(`SELECT prosrc AS src FROM pg_proc WHERE proname LIKE 'pg\\_dts\\_%\\_writes'`, [], db);
+    expect(fn!.src).not.toContain('INSERT');
     await blocker.query('ROLLBACK');
     await blocker.end();
     await env.source.query(`INSERT INTO public.kv VALUES ('writable', 1)`, [], db);
+    await removeMigrationLeftovers({ source, target, migrationId: marks.find((l) => l.kind === 'write-marks')!.migrationId! });
+    expect((await findTargetLeftovers(target)).filter((l) => l.kind === 'write-marks')).toEqual([]);
+    const [trg] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE '%\\_writes'`, [], db);
+    expect(trg!.n).toBe(0);
   });
 });
 

@@ -10,6 +10,7 @@ import { validationTables } from '../plan-views';
 import { call, fencedHeartbeat, validationOpts } from '../activities';
 import { planOf, repairOn, setPhase, tableCount, tablesOr, type MigrationRun } from '../run';
 import { proofReport } from '../report';
+import { stopApply } from '../background';
 
 export async function validate(run: MigrationRun): Promise<void> {
   const p = planOf(run);
@@ -25,6 +26,10 @@ export async function validate(run: MigrationRun): Promise<void> {
   const opts = run.cutover.bounded ? { ...validationOpts, heartbeatTimeout: fencedHeartbeat } : validationOpts;
   const repair = repairOn(run);
   const marks = run.marks ? { migrationId: run.marks } : {};
+  // The apply has passed the fence (STOPPING_WRITES) and, the source fenced, has nothing left to do:
+  // it stops while the comparison runs rather than after it, inside the write stop (FINALIZING's stop
+  // then finds it stopped; an abandoned attempt starts it again in SYNCING_WAL).
+  const applyStopped = run.apply.scope && wf.patched('apply-stops-with-validation') ? stopApply(run) : undefined;
   const validated = await call(opts, `compare ${levels}${repair ? ', repair what differs' : ''}`, 'validateMigration', {
     source: p.spec.source,
     target: p.spec.target,
@@ -39,6 +44,7 @@ export async function validate(run: MigrationRun): Promise<void> {
     ...(p.spec.tables ? {} : { schemas: p.spec.schemas }),
     ...(repair ? { repair: { maxRows: v.repairMaxRows ?? 0, limitName: 'validation.repairMaxRows', ...marks, ...(p.applyReplicaRole === false ? { replicaRole: false } : {}) } } : {}),
   });
+  await applyStopped;
   if (validated.repair?.tables) {
     results.repaired = { tables: validated.repair.tables, rows: validated.repair.rows };
     state.notices.push(`validation.repair rewrote ${validated.repair.rows} row(s) of ${validated.repair.tables} table(s) on the target from the source; every repaired chunk compared again (the report lists them by table)`);
