@@ -72,11 +72,15 @@ export async function compareTables(
   try {
     const stored = withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
     return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
+      // Tables in a row share one read-only transaction per side (up to TABLES_PER_SNAPSHOT): with the
+      // source fenced and the apply past the fence, neither side changes under it, and thousands of
+      // small tables do not pay BEGIN, SET and COMMIT on both sides each.
+      let shared = 0;
       return async (t, index) => {
         const started = Date.now();
         const name = displayName(t.source);
         const result = emptyResult(t, hash);
-        await Promise.all([begin(src), begin(dst)]);
+        if (shared === 0) await Promise.all([begin(src), begin(dst)]);
         try {
           const [s, d] = await openSides(src, dst, t, hash, false);
           progress(name, 'count');
@@ -120,8 +124,13 @@ export async function compareTables(
           const report = await assembleMismatches(s, d, t, found, sample?.found ?? [], listed.maxMismatches);
           result.mismatches = report.mismatches;
           result.mismatchesTruncated = truncated || report.truncated;
-          await Promise.all([src.query('COMMIT'), dst.query('COMMIT')]);
+          // A big table ends its transaction (its snapshot and locks) at once; small ones share it.
+          if (++shared >= TABLES_PER_SNAPSHOT || result.sourceRows > SHARED_SNAPSHOT_ROWS) {
+            shared = 0;
+            await Promise.all([src.query('COMMIT'), dst.query('COMMIT')]);
+          }
         } catch (err) {
+          shared = 0;
           await Promise.all([src.query('ROLLBACK').catch(() => undefined), dst.query('ROLLBACK').catch(() => undefined)]);
           if (!(err instanceof ShapeError)) throw err;
           result.error = err.message;
@@ -172,6 +181,14 @@ function emptyResult(t: ValidateTableSpec, hash: RowHash): TableValidationResult
     durationMs: 0,
   };
 }
+
+/**
+ * Tables per shared read-only transaction: each holds its tables' (and indexes') share locks until it
+ * ends, which the server's lock table (max_locks_per_transaction × connections) must hold.
+ */
+const TABLES_PER_SNAPSHOT = 50;
+/** Tables of more rows than this end their transaction once compared. */
+const SHARED_SNAPSHOT_ROWS = 100_000;
 
 async function begin(c: Client): Promise<void> {
   for (const s of BEGIN_READ) await c.query(s);
