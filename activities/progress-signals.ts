@@ -1,11 +1,16 @@
 /**
- * MIGRATING_DATA's reports from activities to their workflow: copy progress and index builds as
- * signals at a bounded cadence (every signal is a history event), and spec.copy.maxLockWaitSeconds
- * for one copy activity. Used by the registry (activities/index.ts).
+ * Reports from activities to their workflow as signals at a bounded cadence (every signal is a
+ * history event): MIGRATING_DATA's copy progress and index builds, SYNCING_WAL's apply and content
+ * proof progress; and spec.copy.maxLockWaitSeconds for one copy activity. Used by the registry
+ * (activities/index.ts).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Context } from '@temporalio/activity';
+import type { ApplyProgress } from './apply/options';
+import type { ProofProgress } from './validate';
+import { signalWorkflow } from './edge';
 import {
+  applyProgressSignal,
   copyProgressSignal,
   describeLockWait,
   indexProgressSignal,
@@ -13,6 +18,7 @@ import {
   type CopyProgressReport,
   type IndexBuildProgress,
   type IndexProgressReport,
+  proofProgressSignal,
 } from '../workflows/contract';
 
 /**
@@ -181,3 +187,66 @@ export class IndexProgressReporter {
   }
 }
 
+/**
+ * Which apply reports become signals. Every signal is a history event: every 2 s while the lag
+ * matters (first minutes of a run, or the apply behind), then every 15 s; the fence marker at once.
+ */
+export function applyProgressSignals(input: { reportEveryMs?: number; cutoverLagBytes?: number }): { progress(p: ApplyProgress): void; sent(): Promise<void> } {
+  const startedAt = Date.now();
+  let lastSignal = 0;
+  let lastFence: string | undefined;
+  let lastSignalledLag = Number.POSITIVE_INFINITY;
+  let pending: Promise<void> = Promise.resolve();
+  return {
+    progress(p) {
+      const now = Date.now();
+      const fenceNew = p.fenceToken !== undefined && p.fenceToken !== lastFence;
+      const steady = now - startedAt > 120_000 && p.lagBytes < 1024 * 1024;
+      const every = input.reportEveryMs ?? (steady ? 15_000 : 2_000);
+      // The lag has just come under the cutover threshold: the workflow waits for that news.
+      const caughtUp = input.cutoverLagBytes !== undefined && p.lagBytes <= input.cutoverLagBytes && lastSignalledLag > input.cutoverLagBytes;
+      if (fenceNew || caughtUp || now - lastSignal >= every) {
+        lastSignal = now;
+        lastSignalledLag = p.lagBytes;
+        lastFence = p.fenceToken;
+        // Serialise signals so the workflow sees progress in order; a failed signal is not fatal.
+        pending = pending.then(() => signalWorkflow(applyProgressSignal.name, p).catch(() => undefined));
+      }
+    },
+    sent: () => pending,
+  };
+}
+
+/**
+ * Which proof reports become signals. Every signal is a history event: every 2 s at first, doubling
+ * to 30 s, and only a changed report; the first complete pass at once (the cutover waits for it).
+ */
+export function proofProgressSignals(): { progress(p: ProofProgress): void; last(): ProofProgress | undefined; sent(): Promise<void>; stop(): void } {
+  let last: ProofProgress | undefined;
+  let sent = '';
+  let every = 2000;
+  let pending: Promise<void> = Promise.resolve();
+  const send = () => {
+    if (!last || JSON.stringify(last) === sent) return;
+    sent = JSON.stringify(last);
+    const p = last;
+    pending = pending.then(() => signalWorkflow(proofProgressSignal.name, p).catch(() => undefined));
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => {
+    send();
+    every = Math.min(30_000, every * 2);
+    timer = setTimeout(tick, every);
+  };
+  timer = setTimeout(tick, every);
+  return {
+    progress(p) {
+      const first = p.passesComplete > 0 && (last?.passesComplete ?? 0) === 0;
+      last = p;
+      if (first) send();
+    },
+    last: () => last,
+    sent: () => pending,
+    stop: () => clearTimeout(timer),
+  };
+}
