@@ -155,21 +155,52 @@ const TERMINAL_STATES: MigrationState[] = ['completed', 'failed', 'cancelled', '
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const ctx = opts.temporal;
-  const { client } = ctx;
-  const taskQueue = opts.taskQueue ?? ctx.settings.taskQueue;
   const queryTimeoutMs = opts.queryTimeoutMs ?? 10_000;
-  const requestTimeoutMs = Math.max(opts.requestTimeoutMs ?? 20_000, queryTimeoutMs + 5000);
-
   const token = opts.token === undefined ? apiTokenFromEnv() : (opts.token ?? undefined);
   const corsOrigins = opts.corsOrigins ?? codecCorsOrigins();
-
   const mutualTls = opts.tls?.requestCert === true;
+  const app = await createApp(opts, { token, mutualTls, corsOrigins });
+  const r: Routes = {
+    api: typed(app),
+    ctx,
+    taskQueue: opts.taskQueue ?? ctx.settings.taskQueue,
+    queryTimeoutMs,
+    requestTimeoutMs: Math.max(opts.requestTimeoutMs ?? 20_000, queryTimeoutMs + 5000),
+    token,
+    mutualTls,
+  };
+  createRoute(r);
+  listRoute(r);
+  detailRoute(r);
+  statusRoute(r);
+  for (const [action, summary] of ACTIONS) actionRoute(r, action, summary);
+  assessRoute(r);
+  healthRoute(r);
+  app.get(`${API_PREFIX}/openapi.json`, { schema: { hide: true } }, async () => app.swagger());
+  await registerCodecRoutes(app, { codec: ctx.codec, corsOrigins, namespace: ctx.settings.namespace });
+  return app;
+}
+
+const typed = (app: FastifyInstance) => app.withTypeProvider<ZodTypeProvider>();
+
+/** What every route needs: the typed app, Temporal, and the request's limits. */
+interface Routes {
+  api: ReturnType<typeof typed>;
+  ctx: TemporalContext;
+  taskQueue: string;
+  queryTimeoutMs: number;
+  requestTimeoutMs: number;
+  token: string | undefined;
+  mutualTls: boolean;
+}
+
+/** The server with its authentication, OpenAPI description and errors as JSON; no routes yet. */
+async function createApp(opts: ApiOptions, auth: { token: string | undefined; mutualTls: boolean; corsOrigins: string[] }): Promise<FastifyInstance> {
   // Fastify types an HTTPS instance apart; the routes are the same.
   const app = (opts.tls ? Fastify({ logger: opts.logger ?? false, https: opts.tls }) : Fastify({ logger: opts.logger ?? false })) as unknown as FastifyInstance;
-  registerAuth(app, { token, mutualTls, allowedOrigins: corsOrigins, publicPaths: [`${API_PREFIX}/health`, `${API_PREFIX}/openapi.json`] });
+  registerAuth(app, { token: auth.token, mutualTls: auth.mutualTls, allowedOrigins: auth.corsOrigins, publicPaths: [`${API_PREFIX}/health`, `${API_PREFIX}/openapi.json`] });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
-
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
@@ -181,7 +212,6 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
   });
-
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (hasZodFastifySchemaValidationErrors(err)) {
       const where = err.validationContext ?? 'body';
@@ -196,68 +226,73 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     if (typeof err.code === 'string' && err.code.startsWith('FST_ERR_CTP_')) {
       return httpError(reply, err.statusCode ?? 400, err.message, 'body');
     }
-    return sendError(reply, err, req.log);
+    return sendError(opts.temporal, reply, err, req.log);
   });
+  return app;
+}
 
-  const sendError = (reply: FastifyReply, err: unknown, log: FastifyInstance['log']) => {
-    if (err instanceof WorkflowNotFoundError) return httpError(reply, 404, `no migration with id ${err.workflowId}`);
-    if (err instanceof InputError) return httpError(reply, 400, err.message, err.field);
-    if (err instanceof SpecError) {
-      const field = fieldOfSpecError(err.message);
-      const message = err.message.replace(/^invalid migration spec: /, '');
-      return httpError(reply, 400, field && !message.startsWith(`${field}:`) ? `${field}: ${message}` : message, field);
-    }
-    if (err instanceof ConflictError) return httpError(reply, 409, err.message);
-    if (err instanceof TemporalUnavailableError) return httpError(reply, 503, err.message);
-    const grpc = grpcCode(err);
-    if (grpc === 4) return httpError(reply, 503, `Temporal at ${ctx.settings.address} did not answer in time`);
-    if (grpc === 14) return httpError(reply, 503, `cannot reach Temporal at ${ctx.settings.address}`);
-    log.error({ err: { name: (err as Error)?.name, message: (err as Error)?.message } }, 'request failed');
-    return httpError(reply, 500, `internal error: ${(err as Error)?.message ?? String(err)}`);
+/** A route's failure as its HTTP answer: 400 for bad input, 404, 409, 503 when Temporal is away, else 500. */
+function sendError(ctx: TemporalContext, reply: FastifyReply, err: unknown, log: FastifyInstance['log']) {
+  if (err instanceof WorkflowNotFoundError) return httpError(reply, 404, `no migration with id ${err.workflowId}`);
+  if (err instanceof InputError) return httpError(reply, 400, err.message, err.field);
+  if (err instanceof SpecError) {
+    const field = fieldOfSpecError(err.message);
+    const message = err.message.replace(/^invalid migration spec: /, '');
+    return httpError(reply, 400, field && !message.startsWith(`${field}:`) ? `${field}: ${message}` : message, field);
+  }
+  if (err instanceof ConflictError) return httpError(reply, 409, err.message);
+  if (err instanceof TemporalUnavailableError) return httpError(reply, 503, err.message);
+  const grpc = grpcCode(err);
+  if (grpc === 4) return httpError(reply, 503, `Temporal at ${ctx.settings.address} did not answer in time`);
+  if (grpc === 14) return httpError(reply, 503, `cannot reach Temporal at ${ctx.settings.address}`);
+  log.error({ err: { name: (err as Error)?.name, message: (err as Error)?.message } }, 'request failed');
+  return httpError(reply, 500, `internal error: ${(err as Error)?.message ?? String(err)}`);
+}
+
+/** Every request's Temporal calls share one deadline: an unreachable server gives 503, not a hang. */
+const inTime = <T>(r: Routes, fn: () => Promise<T>): Promise<T> => r.ctx.connection.withDeadline(Date.now() + r.requestTimeoutMs, fn);
+
+/** The migration's execution; 404 for an id that is not a migration (another workflow type). */
+async function describe(r: Routes, id: string): Promise<WorkflowExecutionDescription> {
+  const d = await r.ctx.client.workflow.getHandle(id).describe();
+  if (d.type !== WORKFLOW_TYPE) throw new WorkflowNotFoundError(`${id} is not a migration`, id, d.runId);
+  return d;
+}
+
+/** The status query, or undefined when no worker answers in time. */
+async function tryStatus(r: Routes, id: string, timeoutMs = r.queryTimeoutMs, page?: StatusPage): Promise<MigrationStatus | undefined> {
+  try {
+    return await queryStatus(r.ctx, r.ctx.client.workflow.getHandle(id), timeoutMs, page);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw err;
+    return undefined;
+  }
+}
+
+/** One migration as the API shows it, from Temporal's view of its execution and (if known) its status. */
+function resource(info: WorkflowExecutionInfo | WorkflowExecutionDescription, status?: MigrationStatus) {
+  const memo = (info.memo ?? {}) as Partial<MigrationMemo>;
+  const phase = status?.phase ?? phaseOf(info);
+  return {
+    id: info.workflowId,
+    runId: info.runId,
+    state: stateOf(info.status.name, phase, status),
+    phase,
+    temporalStatus: info.status.name,
+    source: memo.source ?? null,
+    target: memo.target ?? null,
+    tables: memo.tables ?? null,
+    createdAt: info.startTime.toISOString(),
+    closedAt: info.closeTime?.toISOString() ?? null,
+    links: { self: `${API_PREFIX}/migrations/${encodeURIComponent(info.workflowId)}`, status: `${API_PREFIX}/migrations/${encodeURIComponent(info.workflowId)}/status` },
   };
+}
 
-  /** Every request's Temporal calls share one deadline: an unreachable server gives 503, not a hang. */
-  const inTime = <T>(fn: () => Promise<T>): Promise<T> => ctx.connection.withDeadline(Date.now() + requestTimeoutMs, fn);
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
 
-  /** The migration's execution; 404 for an id that is not a migration (another workflow type). */
-  const describe = async (id: string) => {
-    const d = await client.workflow.getHandle(id).describe();
-    if (d.type !== WORKFLOW_TYPE) throw new WorkflowNotFoundError(`${id} is not a migration`, id, d.runId);
-    return d;
-  };
-
-  /** The status query, or undefined when no worker answers in time. */
-  const tryStatus = async (id: string, timeoutMs = queryTimeoutMs, page?: StatusPage): Promise<MigrationStatus | undefined> => {
-    try {
-      return await queryStatus(ctx, client.workflow.getHandle(id), timeoutMs, page);
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw err;
-      return undefined;
-    }
-  };
-
-  const resource = (info: WorkflowExecutionInfo | WorkflowExecutionDescription, status?: MigrationStatus) => {
-    const memo = (info.memo ?? {}) as Partial<MigrationMemo>;
-    const phase = status?.phase ?? phaseOf(info);
-    return {
-      id: info.workflowId,
-      runId: info.runId,
-      state: stateOf(info.status.name, phase, status),
-      phase,
-      temporalStatus: info.status.name,
-      source: memo.source ?? null,
-      target: memo.target ?? null,
-      tables: memo.tables ?? null,
-      createdAt: info.startTime.toISOString(),
-      closedAt: info.closeTime?.toISOString() ?? null,
-      links: { self: `${API_PREFIX}/migrations/${encodeURIComponent(info.workflowId)}`, status: `${API_PREFIX}/migrations/${encodeURIComponent(info.workflowId)}/status` },
-    };
-  };
-
-  const api = app.withTypeProvider<ZodTypeProvider>();
-  const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema };
-
-  api.post(
+/** POST /migrations: created paused; nothing changes on either server until /start. */
+function createRoute(r: Routes): void {
+  r.api.post(
     `${API_PREFIX}/migrations`,
     {
       schema: {
@@ -268,25 +303,27 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     (req, reply) =>
-      inTime(async () => {
+      inTime(r, async () => {
         const spec = toMigrationSpec(req.body);
-        const { workflowId } = await startMigration(client, spec, {
-          taskQueue,
+        const { workflowId } = await startMigration(r.ctx.client, spec, {
+          taskQueue: r.taskQueue,
           workflowId: req.body.id,
           paused: true,
-          encrypted: ctx.codec !== undefined,
+          encrypted: r.ctx.codec !== undefined,
           fieldNames: { source: 'source_db', target: 'target_db' },
         });
-        const d = await describe(workflowId);
-        const r = resource(d);
+        const d = await describe(r, workflowId);
+        const res = resource(d);
         return reply
           .code(201)
-          .header('location', r.links.self)
-          .send({ ...r, state: 'created' as const });
+          .header('location', res.links.self)
+          .send({ ...res, state: 'created' as const });
       }),
   );
+}
 
-  api.get(
+function listRoute(r: Routes): void {
+  r.api.get(
     `${API_PREFIX}/migrations`,
     {
       schema: {
@@ -297,7 +334,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     (req) =>
-      inTime(async () => {
+      inTime(r, async () => {
+        const { client } = r.ctx;
         const { limit, offset, phase } = req.query;
         const query = listQuery(phase);
         const page: WorkflowExecutionInfo[] = [];
@@ -310,13 +348,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const [{ count }, statuses] = await Promise.all([
           client.workflow.count(query),
           // Paused or merely created is only known to the workflow: ask the running ones.
-          Promise.all(page.map((wf) => (wf.status.name === 'RUNNING' ? tryStatus(wf.workflowId, 3000).catch(() => undefined) : undefined))),
+          Promise.all(page.map((wf) => (wf.status.name === 'RUNNING' ? tryStatus(r, wf.workflowId, 3000).catch(() => undefined) : undefined))),
         ]);
         return { migrations: page.map((wf, k) => resource(wf, statuses[k])), total: count, limit, offset };
       }),
   );
+}
 
-  api.get(
+function detailRoute(r: Routes): void {
+  r.api.get(
     `${API_PREFIX}/migrations/:id`,
     {
       schema: {
@@ -327,16 +367,17 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     (req) =>
-      inTime(async () => {
-        const d = await describe(req.params.id);
-        const status = await tryStatus(req.params.id);
+      inTime(r, async () => {
+        const { ctx } = r;
+        const d = await describe(r, req.params.id);
+        const status = await tryStatus(r, req.params.id);
         const base = resource(d, status);
         let report: MigrationReport | null = null;
         let error: string | null = status?.error ?? null;
         if (!status && d.status.name === 'RUNNING') error = (await workflowTaskProblem(ctx, req.params.id).catch(() => undefined)) ?? null;
         if (TERMINAL_STATES.includes(base.state)) {
           try {
-            report = await resultOf(ctx, client.workflow.getHandle(req.params.id));
+            report = await resultOf(ctx, ctx.client.workflow.getHandle(req.params.id));
           } catch (err) {
             error ??= failureMessage(err);
           }
@@ -344,8 +385,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         return { ...base, report: report as Record<string, unknown> | null, status: status ? statusBody(status, base.state) : null, error };
       }),
   );
+}
 
-  api.get(
+function statusRoute(r: Routes): void {
+  r.api.get(
     `${API_PREFIX}/migrations/:id/status`,
     {
       schema: {
@@ -357,66 +400,74 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     (req, reply) =>
-      inTime(async () => {
-        const d = await describe(req.params.id);
+      inTime(r, async () => {
+        const d = await describe(r, req.params.id);
         const { offset, limit } = req.query;
-        const status = await tryStatus(req.params.id, queryTimeoutMs, offset !== undefined || limit !== undefined ? { offset, limit } : undefined);
+        const status = await tryStatus(r, req.params.id, r.queryTimeoutMs, offset !== undefined || limit !== undefined ? { offset, limit } : undefined);
         if (!status) {
-          const problem = await workflowTaskProblem(ctx, req.params.id).catch(() => undefined);
+          const problem = await workflowTaskProblem(r.ctx, req.params.id).catch(() => undefined);
           if (problem) return httpError(reply, 503, problem);
-          return httpError(reply, 503, `no worker answered the status query within ${queryTimeoutMs / 1000} s: is a worker polling task queue ${d.taskQueue}?`);
+          return httpError(reply, 503, `no worker answered the status query within ${r.queryTimeoutMs / 1000} s: is a worker polling task queue ${d.taskQueue}?`);
         }
         return statusBody(status, stateOf(d.status.name, status.phase, status));
       }),
   );
+}
 
-  type Action = 'start' | 'pause' | 'resume' | 'cancel' | 'cutover' | 'commit' | 'rollback';
-  const actions: Array<[Action, string]> = [
-    ['start', 'Start a created migration'],
-    ['pause', 'Pause (refused while source writes are stopped for the cutover)'],
-    ['resume', 'Resume a paused migration'],
-    ['cancel', 'Cancel: stop, clean up the source, drop the target tables created (unless keep_target_on_cancel)'],
-    ['cutover', 'Cut over now (manual cutover mode)'],
-    ['commit', 'afterCutover "reverse", in FALLBACK_READY: stay on the target (the reverse replication is dropped, the source stays fenced)'],
-    ['rollback', 'afterCutover "reverse", in FALLBACK_READY: move back to the source with every write made on the target (the target is fenced)'],
-  ];
-  for (const [action, summary] of actions) {
-    api.post(
-      `${API_PREFIX}/migrations/:id/${action}`,
-      {
-        schema: { tags: ['migrations'], summary, params: IdParamsSchema, response: { 202: ControlResultSchema, ...errors } },
-      },
-      (req, reply) =>
-        inTime(async () => {
-          const id = req.params.id;
-          const d = await describe(id);
-          if (d.status.name !== 'RUNNING') {
-            throw new ConflictError(`migration ${id} has ended (${stateOf(d.status.name, phaseOf(d))}): nothing to ${action}`);
-          }
-          const status = await tryStatus(id);
-          const state = stateOf(d.status.name, status?.phase ?? phaseOf(d), status);
-          let signal: string = action;
-          let message = `${action} sent`;
-          if (action === 'start') {
-            if (!status) throw new TemporalUnavailableError(`no worker answered the status query: cannot tell whether ${id} has started`);
-            if (state !== 'created') throw new ConflictError(`migration ${id} has already started (${state}, phase ${status.phase})`);
-            signal = 'resume';
-            message = 'started';
-          } else if (action === 'pause' || action === 'resume') {
-            if (action === 'pause' && state === 'created') throw new ConflictError(`migration ${id} has not started yet: POST ${API_PREFIX}/migrations/${id}/start`);
-            if (status) {
-              const effect = applySignal(status, action);
-              if (action === 'pause' && effect.paused !== true) throw new ConflictError(effect.lastControl ?? `pause refused in ${status.phase}`);
-              message = effect.lastControl ?? message;
-            }
-          }
-          await client.workflow.getHandle(id).signal(signal);
-          return reply.code(202).send({ id, action, signal, message });
-        }),
-    );
+type Action = 'start' | 'pause' | 'resume' | 'cancel' | 'cutover' | 'commit' | 'rollback';
+const ACTIONS: Array<[Action, string]> = [
+  ['start', 'Start a created migration'],
+  ['pause', 'Pause (refused while source writes are stopped for the cutover)'],
+  ['resume', 'Resume a paused migration'],
+  ['cancel', 'Cancel: stop, clean up the source, drop the target tables created (unless keep_target_on_cancel)'],
+  ['cutover', 'Cut over now (manual cutover mode)'],
+  ['commit', 'afterCutover "reverse", in FALLBACK_READY: stay on the target (the reverse replication is dropped, the source stays fenced)'],
+  ['rollback', 'afterCutover "reverse", in FALLBACK_READY: move back to the source with every write made on the target (the target is fenced)'],
+];
+
+/** POST /migrations/{id}/{action}: the action's signal, once the migration's state allows it. */
+function actionRoute(r: Routes, action: Action, summary: string): void {
+  r.api.post(
+    `${API_PREFIX}/migrations/:id/${action}`,
+    {
+      schema: { tags: ['migrations'], summary, params: IdParamsSchema, response: { 202: ControlResultSchema, ...errors } },
+    },
+    (req, reply) =>
+      inTime(r, async () => {
+        const id = req.params.id;
+        const d = await describe(r, id);
+        if (d.status.name !== 'RUNNING') {
+          throw new ConflictError(`migration ${id} has ended (${stateOf(d.status.name, phaseOf(d))}): nothing to ${action}`);
+        }
+        const status = await tryStatus(r, id);
+        const { signal, message } = controlSignal(id, action, stateOf(d.status.name, status?.phase ?? phaseOf(d), status), status);
+        await r.ctx.client.workflow.getHandle(id).signal(signal);
+        return reply.code(202).send({ id, action, signal, message });
+      }),
+  );
+}
+
+/** Which signal an action sends and what it answers; a ConflictError when the state refuses it. */
+function controlSignal(id: string, action: Action, state: MigrationState, status: MigrationStatus | undefined): { signal: string; message: string } {
+  if (action === 'start') {
+    if (!status) throw new TemporalUnavailableError(`no worker answered the status query: cannot tell whether ${id} has started`);
+    if (state !== 'created') throw new ConflictError(`migration ${id} has already started (${state}, phase ${status.phase})`);
+    return { signal: 'resume', message: 'started' };
   }
+  let message = `${action} sent`;
+  if (action === 'pause' || action === 'resume') {
+    if (action === 'pause' && state === 'created') throw new ConflictError(`migration ${id} has not started yet: POST ${API_PREFIX}/migrations/${id}/start`);
+    if (status) {
+      const effect = applySignal(status, action);
+      if (action === 'pause' && effect.paused !== true) throw new ConflictError(effect.lastControl ?? `pause refused in ${status.phase}`);
+      message = effect.lastControl ?? message;
+    }
+  }
+  return { signal: action, message };
+}
 
-  api.post(
+function assessRoute(r: Routes): void {
+  r.api.post(
     `${API_PREFIX}/assess`,
     {
       schema: {
@@ -432,8 +483,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       return assess(spec, { walSampleSeconds, ...(body.id ? { migrationId: migrationIdOf(spec, body.id) } : {}) });
     },
   );
+}
 
-  api.get(
+function healthRoute(r: Routes): void {
+  r.api.get(
     `${API_PREFIX}/health`,
     {
       schema: {
@@ -443,52 +496,54 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       },
     },
     (req, reply) =>
-      inTime(async () => {
-        const body = {
-          status: 'ok' as 'ok' | 'unavailable',
-          temporal: { address: ctx.settings.address, namespace: ctx.settings.namespace, reachable: false } as {
-            address: string;
-            namespace: string;
-            reachable: boolean;
-            error?: string;
-          },
-          taskQueue,
-          workers: { workflowPollers: 0, activityPollers: 0 },
-          payloadEncryption: ctx.codec ? { enabled: true, keyId: ctx.codec.keyId } : { enabled: false },
-        };
-        try {
-          await ctx.connection.withDeadline(Date.now() + 5000, async () => {
-            const pollers = async (type: temporal.api.enums.v1.TaskQueueType) =>
-              (
-                await ctx.connection.workflowService.describeTaskQueue({
-                  namespace: ctx.settings.namespace,
-                  taskQueue: { name: taskQueue, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
-                  taskQueueType: type,
-                })
-              ).pollers?.length ?? 0;
-            const [w, a] = await Promise.all([
-              pollers(temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-              pollers(temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
-            ]);
-            body.temporal.reachable = true;
-            body.workers = { workflowPollers: w, activityPollers: a };
-          });
-        } catch (err) {
-          body.temporal.error = (err as Error).message;
-        }
-        if (!body.temporal.reachable || body.workers.workflowPollers === 0 || body.workers.activityPollers === 0) body.status = 'unavailable';
+      inTime(r, async () => {
+        const body = await health(r);
         const code = body.status === 'ok' ? 200 : 503;
         // Addresses, pollers and key ids are for those who may use the API; others learn up or down.
-        if (!isAuthenticated(req, token, mutualTls)) return reply.code(code).send({ status: body.status });
+        if (!isAuthenticated(req, r.token, r.mutualTls)) return reply.code(code).send({ status: body.status });
         if (body.temporal.error) body.temporal.error = boundedText(body.temporal.error);
         return reply.code(code).send(body);
       }),
   );
+}
 
-  app.get(`${API_PREFIX}/openapi.json`, { schema: { hide: true } }, async () => app.swagger());
-
-  await registerCodecRoutes(app, { codec: ctx.codec, corsOrigins, namespace: ctx.settings.namespace });
-  return app;
+/** Temporal reachable within 5 s, and workers polling the task queue for workflow and activity tasks. */
+async function health(r: Routes) {
+  const { ctx, taskQueue } = r;
+  const body = {
+    status: 'ok' as 'ok' | 'unavailable',
+    temporal: { address: ctx.settings.address, namespace: ctx.settings.namespace, reachable: false } as {
+      address: string;
+      namespace: string;
+      reachable: boolean;
+      error?: string;
+    },
+    taskQueue,
+    workers: { workflowPollers: 0, activityPollers: 0 },
+    payloadEncryption: ctx.codec ? { enabled: true, keyId: ctx.codec.keyId } : { enabled: false },
+  };
+  try {
+    await ctx.connection.withDeadline(Date.now() + 5000, async () => {
+      const pollers = async (type: temporal.api.enums.v1.TaskQueueType) =>
+        (
+          await ctx.connection.workflowService.describeTaskQueue({
+            namespace: ctx.settings.namespace,
+            taskQueue: { name: taskQueue, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
+            taskQueueType: type,
+          })
+        ).pollers?.length ?? 0;
+      const [w, a] = await Promise.all([
+        pollers(temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        pollers(temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+      ]);
+      body.temporal.reachable = true;
+      body.workers = { workflowPollers: w, activityPollers: a };
+    });
+  } catch (err) {
+    body.temporal.error = (err as Error).message;
+  }
+  if (!body.temporal.reachable || body.workers.workflowPollers === 0 || body.workers.activityPollers === 0) body.status = 'unavailable';
+  return body;
 }
 
 function grpcCode(err: unknown): number | undefined {
