@@ -169,6 +169,24 @@ export function buildProgram(io: CliIo = processIo): Command {
     .exitOverride()
     .addHelpText('after', HELP_AFTER);
 
+  startCommand(program, io);
+  assessCommand(program, io);
+  statusCommand(program, io);
+  reportCommand(program, io);
+  signalCommands(program, io);
+  listCommand(program, io);
+  workerCommand(program, io);
+  apiCommand(program, io);
+  codecServerCommand(program, io);
+  demoCommand(program, io);
+  cleanupCommand(program, io);
+  orphansCommand(program, io);
+  registerVerify(program, io);
+  return program;
+}
+
+function startCommand(program: Command, io: CliIo): void {
+
   program
     .command('start')
     .description('start a migration from a MigrationSpec file; prints the workflow id')
@@ -200,7 +218,9 @@ export function buildProgram(io: CliIo = processIo): Command {
         }
       });
     });
+}
 
+function assessCommand(program: Command, io: CliIo): void {
   program
     .command('assess')
     .description('check every precondition of a MigrationSpec at once, read-only; exit 0 when nothing would stop it, 1 otherwise')
@@ -216,7 +236,9 @@ export function buildProgram(io: CliIo = processIo): Command {
       io.out(opts.json ? JSON.stringify(a, null, 2) : formatAssessment(a));
       if (!a.ok) throw new Exit(EXIT_FAILED);
     });
+}
 
+function statusCommand(program: Command, io: CliIo): void {
   program
     .command('status <workflowId>')
     .description('phase, per-table progress and replication lag; --watch follows it live until it ends')
@@ -235,42 +257,51 @@ export function buildProgram(io: CliIo = processIo): Command {
           io.out(opts.json ? JSON.stringify(s, null, 2) : formatStatus(s, { summary: opts.summary }));
           return;
         }
-        const bars = !opts.json && io.tty ? new StatusBars(io.tty, opts.summary ? { summaryOver: 0 } : {}) : undefined;
-        let last = '';
-        try {
-          for (;;) {
-            const s = await status(ctx, handle, page);
-            if (bars) bars.update(s);
-            else {
-              const text = opts.json ? JSON.stringify(s) : formatStatus(s, { summary: opts.summary });
-              if (text !== last) io.out(opts.json ? text : `${new Date().toISOString()}\n${text}\n`);
-              last = text;
-            }
-            if (TERMINAL_PHASES.includes(s.phase)) {
-              bars?.stop();
-              // The end of a watch is the report, as `dts report` prints it.
-              if (!opts.json) {
-                const report = await resultOf(ctx, handle).catch(() => undefined);
-                if (report) io.out(`\n${formatReport(report)}`);
-              }
-              // A rollback asked for and done (afterCutover "reverse") ended as asked.
-              if (s.phase !== 'COMPLETED' && s.phase !== 'ROLLED_BACK') throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${s.phase}${s.error ? `: ${s.error}` : ''}`);
-              return;
-            }
-            // A terminated or timed-out workflow never reaches a terminal phase: stop on its status.
-            const d = await handle.describe();
-            if (d.status.name !== 'RUNNING') {
-              bars?.stop();
-              throw new Exit(EXIT_FAILED, `migration ${workflowId} ended (Temporal status ${d.status.name}) in phase ${s.phase}`);
-            }
-            await sleep(opts.interval * 1000);
-          }
-        } finally {
-          bars?.stop();
-        }
+        await watchStatus(ctx, handle, page, workflowId, opts, io);
       });
     });
+}
 
+type StatusOptions = { json?: boolean; interval: number; summary?: boolean };
+
+/** `dts status --watch`: follows the migration until it ends, then prints its report; exit 1 unless it COMPLETED (or ROLLED_BACK as asked). */
+async function watchStatus(ctx: TemporalContext, handle: WorkflowHandle, page: StatusPage | undefined, workflowId: string, opts: StatusOptions, io: CliIo): Promise<void> {
+  const bars = !opts.json && io.tty ? new StatusBars(io.tty, opts.summary ? { summaryOver: 0 } : {}) : undefined;
+  let last = '';
+  try {
+    for (;;) {
+      const s = await status(ctx, handle, page);
+      if (bars) bars.update(s);
+      else {
+        const text = opts.json ? JSON.stringify(s) : formatStatus(s, { summary: opts.summary });
+        if (text !== last) io.out(opts.json ? text : `${new Date().toISOString()}\n${text}\n`);
+        last = text;
+      }
+      if (TERMINAL_PHASES.includes(s.phase)) {
+        bars?.stop();
+        // The end of a watch is the report, as `dts report` prints it.
+        if (!opts.json) {
+          const report = await resultOf(ctx, handle).catch(() => undefined);
+          if (report) io.out(`\n${formatReport(report)}`);
+        }
+        // A rollback asked for and done (afterCutover "reverse") ended as asked.
+        if (s.phase !== 'COMPLETED' && s.phase !== 'ROLLED_BACK') throw new Exit(EXIT_FAILED, `migration ${workflowId} ended ${s.phase}${s.error ? `: ${s.error}` : ''}`);
+        return;
+      }
+      // A terminated or timed-out workflow never reaches a terminal phase: stop on its status.
+      const d = await handle.describe();
+      if (d.status.name !== 'RUNNING') {
+        bars?.stop();
+        throw new Exit(EXIT_FAILED, `migration ${workflowId} ended (Temporal status ${d.status.name}) in phase ${s.phase}`);
+      }
+      await sleep(opts.interval * 1000);
+    }
+  } finally {
+    bars?.stop();
+  }
+}
+
+function reportCommand(program: Command, io: CliIo): void {
   program
     .command('report <workflowId>')
     .description('the final report of a migration that has ended: per-table counts and verdicts, sequences, cutover window, durations')
@@ -295,7 +326,9 @@ export function buildProgram(io: CliIo = processIo): Command {
         if (report.phase !== 'COMPLETED' && report.phase !== 'ROLLED_BACK') throw new Exit(EXIT_FAILED);
       });
     });
+}
 
+function signalCommands(program: Command, io: CliIo): void {
   const signals: Array<[string, string]> = [
     ['pause', 'pause (in-flight copies stop and are redone; the apply stops, the slot keeps the WAL); refused during the cutover'],
     ['resume', 'resume a paused migration (or start one created with --paused)'],
@@ -327,7 +360,9 @@ export function buildProgram(io: CliIo = processIo): Command {
         });
       });
   }
+}
 
+function listCommand(program: Command, io: CliIo): void {
   program
     .command('list')
     .description('list migrations (newest first): id, Temporal status, phase, start time, source -> target')
@@ -352,7 +387,9 @@ export function buildProgram(io: CliIo = processIo): Command {
         }
       });
     });
+}
 
+function workerCommand(program: Command, io: CliIo): void {
   program
     .command('worker')
     .description('run a worker (same as npm run worker)')
@@ -360,7 +397,9 @@ export function buildProgram(io: CliIo = processIo): Command {
       const { runWorker } = lazy<typeof import('../worker/main')>('../worker/main');
       await runWorker();
     });
+}
 
+function apiCommand(program: Command, io: CliIo): void {
   program
     .command('api')
     .description('serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) and the codec endpoint (/codec)')
@@ -371,7 +410,9 @@ export function buildProgram(io: CliIo = processIo): Command {
       const { runApi } = lazy<typeof import('./api')>('./api');
       await runApi({ port: opts.port, host: opts.host });
     });
+}
 
+function codecServerCommand(program: Command, io: CliIo): void {
   program
     .command('codec-server')
     .description(`serve only the codec endpoint (/codec/encode, /codec/decode) for the Temporal UI; needs ${CODEC_KEY_ENV}`)
@@ -399,7 +440,9 @@ export function buildProgram(io: CliIo = processIo): Command {
       });
       await app.close();
     });
+}
 
+function demoCommand(program: Command, io: CliIo): void {
   program
     .command('demo')
     .description('run a complete live migration on throwaway local servers (same as npm run demo)')
@@ -415,7 +458,9 @@ export function buildProgram(io: CliIo = processIo): Command {
       const ok = await runDemo();
       if (ok === false) throw new Exit(EXIT_FAILED);
     });
+}
 
+function cleanupCommand(program: Command, io: CliIo): void {
   program
     .command('cleanup <id>')
     .description("remove what a migration left (its fence first, then slot, publication, the apply's position on the target); also after terminate or failure; refused while it runs")
@@ -433,7 +478,9 @@ export function buildProgram(io: CliIo = processIo): Command {
         }
       });
     });
+}
 
+function orphansCommand(program: Command, io: CliIo): void {
   program
     .command('orphans')
     .description('list slots, publications, fences and progress rows of pg-dts migrations that are no longer running')
@@ -449,8 +496,6 @@ export function buildProgram(io: CliIo = processIo): Command {
       });
     });
 
-  registerVerify(program, io);
-  return program;
 }
 
 function codecKeyInvalid(): string | undefined {
