@@ -1,22 +1,31 @@
 /**
- * Error classification at the activity boundary (STYLE.md §8): configuration and precondition
- * problems become non-retryable ApplicationFailures with a message a DBA can act on; everything else
- * (network drops, restarts, lock timeouts) is left retryable.
+ * Errors at the activity boundary, the one place where activities make Temporal failures:
+ * configuration and precondition problems become non-retryable ApplicationFailures of a type named in
+ * workflows/error-types.ts, with a message a DBA can act on; everything else (network drops,
+ * restarts, lock timeouts) is left retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { ConnectionRefusedError } from './connect-guard';
 import { SpecError } from './spec';
+import { ErrorType, type ErrorTypeName } from '../workflows/error-types';
 
-/** Error types the workflow's retry policies treat as final. */
-export const NON_RETRYABLE_TYPES = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'] as const;
+/** A failure no retry fixes, of one of the registry's types. */
+export function finalFailure(type: ErrorTypeName, message: string, details?: unknown): ApplicationFailure {
+  return ApplicationFailure.create({ message, type, nonRetryable: true, details: details === undefined ? undefined : [details] });
+}
+
+/** Whether `err` is a failure of that type (as the activity made it, before Temporal carries it). */
+export function isFailureOf(err: unknown, type: ErrorTypeName): err is ApplicationFailure {
+  return err instanceof ApplicationFailure && err.type === type;
+}
 
 export function preconditionFailed(message: string, details?: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ message, type: 'PreconditionError', nonRetryable: true, details: details === undefined ? undefined : [details] });
+  return finalFailure(ErrorType.Precondition, message, details);
 }
 
 /** The exported snapshot can no longer be imported: the workflow redoes the copy in a new one. */
 export function snapshotLost(message: string): ApplicationFailure {
-  return ApplicationFailure.create({ message, type: 'SnapshotLost', nonRetryable: true });
+  return finalFailure(ErrorType.SnapshotLost, message);
 }
 
 /** SQLSTATE classes that no retry will fix: the request itself is wrong or not permitted. */
@@ -34,19 +43,19 @@ interface PgError {
 export function classify(err: unknown, where: string): unknown {
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof SpecError) {
-    return ApplicationFailure.create({ message: err.message, type: 'SpecError', nonRetryable: true });
+    return finalFailure(ErrorType.Spec, err.message);
   }
   if (err instanceof ConnectionRefusedError) {
-    return ApplicationFailure.create({ message: `${where}: ${err.message}`, type: 'PreconditionError', nonRetryable: true });
+    return finalFailure(ErrorType.Precondition, `${where}: ${err.message}`);
   }
   const e = err as PgError & { permanent?: boolean };
   const msg = scrub(e?.message ?? String(err));
   if (e?.permanent) {
     // The apply's own verdict: the source and target disagree in a way no retry fixes.
-    return ApplicationFailure.create({ message: `${where}: ${msg}`, type: 'ReplicationError', nonRetryable: true });
+    return finalFailure(ErrorType.Replication, `${where}: ${msg}`);
   }
   if (typeof e?.code === 'string' && FINAL_SQLSTATE.test(e.code)) {
-    return ApplicationFailure.create({ message: `${where}: ${msg} (SQLSTATE ${e.code})`, type: 'PreconditionError', nonRetryable: true });
+    return finalFailure(ErrorType.Precondition, `${where}: ${msg} (SQLSTATE ${e.code})`);
   }
   if (err instanceof Error) {
     const copy = new Error(`${where}: ${msg}`);

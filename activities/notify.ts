@@ -7,10 +7,10 @@
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { ApplicationFailure } from '@temporalio/common';
 import { isIP } from 'node:net';
 import { allowListFromEnv, ConnectionRefusedError, guardedLookup, refusal } from './connect-guard';
-import { scrub } from './errors';
+import { finalFailure, scrub } from './errors';
+import { ErrorType } from '../workflows/error-types';
 import { webhookUrlProblem } from './spec';
 import type { NotifyPayload } from '../workflows/notify';
 
@@ -18,7 +18,7 @@ const TIMEOUT_MS = 10_000;
 
 export async function notifyWebhook(input: { url: string; payload: NotifyPayload }): Promise<{ status: number }> {
   const problem = webhookUrlProblem(input.url);
-  if (problem) throw ApplicationFailure.create({ message: `notify.url ${problem}`, type: 'NotifyRefused', nonRetryable: true });
+  if (problem) throw finalFailure(ErrorType.NotifyRefused, `notify.url ${problem}`);
   const url = new URL(input.url);
   const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
   const payload = { ...input.payload, ...(input.payload.error ? { error: scrub(input.payload.error) } : {}), message: scrub(input.payload.message) };
@@ -28,7 +28,7 @@ export async function notifyWebhook(input: { url: string; payload: NotifyPayload
   const host = url.hostname.replace(/^\[|\]$/g, '');
   // An address in the URL is connected to without a lookup: checked here.
   const refused = isIP(host) ? refusal(allowListFromEnv(), host, port, host) : undefined;
-  if (refused) throw ApplicationFailure.create({ message: `notify.url: ${refused}`, type: 'NotifyRefused', nonRetryable: true });
+  if (refused) throw finalFailure(ErrorType.NotifyRefused, `notify.url: ${refused}`);
   try {
     const status = await new Promise<number>((resolve, reject) => {
       const req = send(
@@ -53,7 +53,7 @@ export async function notifyWebhook(input: { url: string; payload: NotifyPayload
     if (status < 200 || status > 299) throw new Error(`webhook ${where} answered ${status}`);
     return { status };
   } catch (err) {
-    if (err instanceof ConnectionRefusedError) throw ApplicationFailure.create({ message: `notify.url: ${err.message}`, type: 'NotifyRefused', nonRetryable: true });
+    if (err instanceof ConnectionRefusedError) throw finalFailure(ErrorType.NotifyRefused, `notify.url: ${err.message}`);
     // The URL's path and query may hold the receiver's token: name only scheme and host.
     throw new Error(`webhook ${where}: ${scrub((err as Error).message).replace(input.url, where)}`);
   }

@@ -4,7 +4,9 @@
  * proof progress; and spec.copy.maxLockWaitSeconds for one copy activity. Used by the registry
  * (activities/index.ts).
  */
-import { ApplicationFailure } from '@temporalio/common';
+import type { ApplicationFailure } from '@temporalio/common';
+import { finalFailure } from './errors';
+import { ErrorType } from '../workflows/error-types';
 import type { Context } from '@temporalio/activity';
 import type { ApplyProgress } from './apply/options';
 import type { ProofProgress } from './validate';
@@ -120,11 +122,10 @@ export function lockWaitLimit(seconds: number | undefined) {
     signal: (own: AbortSignal): AbortSignal => (seconds ? AbortSignal.any([own, stop.signal]) : own),
     failure: (unit: string): ApplicationFailure | undefined =>
       reached &&
-      ApplicationFailure.create({
-        message: `the copy of ${unit} waited ${reached.waitedSeconds} s (copy.maxLockWaitSeconds = ${seconds}) for ${describeLockWait(reached)}; end that transaction, or raise or drop the limit, and start the migration again`,
-        type: 'PreconditionError',
-        nonRetryable: true,
-      }),
+      finalFailure(
+        ErrorType.Precondition,
+        `the copy of ${unit} waited ${reached.waitedSeconds} s (copy.maxLockWaitSeconds = ${seconds}) for ${describeLockWait(reached)}; end that transaction, or raise or drop the limit, and start the migration again`,
+      ),
   };
 }
 

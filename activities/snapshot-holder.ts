@@ -5,12 +5,13 @@
  * is reported to the workflow; slot.maxWaitSeconds bounds that wait.
  */
 import type { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import { createResumeSnapshot, createSlotWithSnapshot, slotCreationBlocker } from './replication';
 import { withCancellation } from './db';
 import { slotWaitSignal, snapshotReadySignal, type SlotWaitReport } from '../workflows/contract';
 import type { ConnectionSpec } from './spec';
 import { signalWorkflow, sleep, throwIfCancelled } from './edge';
+import { finalFailure } from './errors';
+import { ErrorType } from '../workflows/error-types';
 
 export interface HoldSnapshotInput {
   source: ConnectionSpec;
@@ -75,7 +76,7 @@ async function createSlotWatched(ctx: Context, input: HoldSnapshotInput): Promis
     );
   } catch (err) {
     throwIfCancelled(ctx);
-    if (timedOut) throw ApplicationFailure.create({ message: timedOut, type: 'SlotWaitTimeout', nonRetryable: true });
+    if (timedOut) throw finalFailure(ErrorType.SlotWaitTimeout, timedOut);
     throw err;
   } finally {
     clearInterval(beat);

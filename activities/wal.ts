@@ -6,7 +6,9 @@
  * or when the server has invalidated the slot (`max_slot_wal_keep_size`: wal_status 'lost'), since
  * no retry can bring that WAL back.
  */
-import { ApplicationFailure } from '@temporalio/common';
+import type { ApplicationFailure } from '@temporalio/common';
+import { finalFailure } from './errors';
+import { ErrorType } from '../workflows/error-types';
 import { withClient } from './db';
 import type { ConnectionSpec } from './spec';
 
@@ -62,19 +64,15 @@ export async function readSlotWal(source: ConnectionSpec, slot: string): Promise
 
 export function walFailure(slot: string, w: SlotWal, budget: WalBudget, verdict: 'over' | 'lost'): ApplicationFailure {
   if (verdict === 'lost') {
-    return ApplicationFailure.create({
-      message:
-        `replication slot ${slot} was invalidated by the source (wal_status = lost): it retained more WAL than max_slot_wal_keep_size allows and ` +
+    return finalFailure(
+      ErrorType.SlotInvalidated,
+      `replication slot ${slot} was invalidated by the source (wal_status = lost): it retained more WAL than max_slot_wal_keep_size allows and ` +
         'the changes it still had to stream are gone; the migration cannot continue from it. Start the migration again (raise max_slot_wal_keep_size or keep the apply running)',
-      type: 'SlotInvalidated',
-      nonRetryable: true,
-    });
+    );
   }
-  return ApplicationFailure.create({
-    message:
-      `replication slot ${slot} retains ${w.retainedBytes} bytes of WAL, over wal.maxRetainedBytes (${budget.maxRetainedBytes}): ` +
+  return finalFailure(
+    ErrorType.WalBudgetExceeded,
+    `replication slot ${slot} retains ${w.retainedBytes} bytes of WAL, over wal.maxRetainedBytes (${budget.maxRetainedBytes}): ` +
       'stopped before the source disk fills; the slot is dropped and source writes released. Start again with a larger budget or a faster apply',
-    type: 'WalBudgetExceeded',
-    nonRetryable: true,
-  });
+  );
 }

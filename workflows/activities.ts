@@ -6,17 +6,16 @@
 import * as wf from '@temporalio/workflow';
 import { ActivityCancellationType, type ActivityOptions } from '@temporalio/common';
 import type { Activities } from '../activities';
-
-const NON_RETRYABLE = ['SpecError', 'PreconditionError', 'ValidationError', 'ReplicationError', 'SnapshotLost'];
+import { FINAL_ERROR_TYPES, NOTIFY_FINAL_ERROR_TYPES, WAL_FINAL_ERROR_TYPES } from './error-types';
 
 /**
- * Every quick activity beats every 2 s (activities/index.ts `beating`): a worker lost while one runs is
+ * Every quick activity beats every 2 s (activities/edge.ts `beating`): a worker lost while one runs is
  * noticed within this heartbeat timeout, not after the 5-minute start-to-close.
  */
 export const quickOpts: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
   heartbeatTimeout: '30 seconds',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 8, nonRetryableErrorTypes: FINAL_ERROR_TYPES },
 };
 // DDL and index builds can take hours: they beat, and a cancel waits for them to have really stopped
 // (their statements cancelled on the server) before cleanup drops what they made.
@@ -38,7 +37,7 @@ export const schemaOptsNow = (): ActivityOptions => {
 export const copyOpts: ActivityOptions = {
   startToCloseTimeout: '48 hours',
   heartbeatTimeout: '60 seconds',
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10, nonRetryableErrorTypes: FINAL_ERROR_TYPES },
 };
 /**
  * A copy batch beats every second; a worker killed mid-batch is noticed after this timeout and the
@@ -63,7 +62,7 @@ export const holderOpts: ActivityOptions = {
 export const applyOpts: ActivityOptions = {
   startToCloseTimeout: '365 days',
   heartbeatTimeout: '30 seconds',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '15s', nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '15s', nonRetryableErrorTypes: FINAL_ERROR_TYPES },
   // FINALIZING drops the slot only after the apply has really stopped and acknowledged its position.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
@@ -82,7 +81,7 @@ export const fenceOpts: ActivityOptions = quickOpts;
 export const fenceRemovalOpts: ActivityOptions = {
   ...quickOpts,
   // No maximumAttempts: unlimited (the SDK refuses 0, which failed this rare path outright).
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: FINAL_ERROR_TYPES },
 };
 /**
  * Steps that run with the source fenced under a bounded write stop: a lost worker must be noticed in
@@ -93,7 +92,7 @@ export const fencedHeartbeat: ActivityOptions['heartbeatTimeout'] = '5 seconds';
 export const walOpts: ActivityOptions = {
   startToCloseTimeout: '365 days',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: [...NON_RETRYABLE, 'SlotInvalidated', 'WalBudgetExceeded'] },
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', nonRetryableErrorTypes: WAL_FINAL_ERROR_TYPES },
   cancellationType: ActivityCancellationType.TRY_CANCEL,
 };
 export const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
@@ -101,13 +100,13 @@ export const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickO
 export const proofOpts: ActivityOptions = {
   startToCloseTimeout: '365 days',
   heartbeatTimeout: '2 minutes',
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 5, nonRetryableErrorTypes: FINAL_ERROR_TYPES },
   cancellationType: ActivityCancellationType.TRY_CANCEL,
 };
 // A webhook that does not answer costs a few retries, never the migration.
 export const notifyOpts: ActivityOptions = {
   startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: ['NotifyRefused'] },
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: NOTIFY_FINAL_ERROR_TYPES },
 };
 
 /**

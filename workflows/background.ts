@@ -11,6 +11,7 @@ import { TABLES_PAGE } from './contract';
 import { namePairs, reverseNamePairs, validationTables } from './plan-views';
 import { applyOpts, call, liveOpts, proofOpts, waitOpts, walOpts } from './activities';
 import { errorMessage } from './failures';
+import { ErrorType } from './error-types';
 import { fenceInput, planOf, repairOn, tableCount, tablesOr, untilOrApplyFails, type MigrationRun } from './run';
 
 /** `reverse`: FALLBACK_READY's apply, from the target's reverse slot into the source tables. */
@@ -36,7 +37,7 @@ export function startApply(run: MigrationRun, reverse = false): void {
       // resumes from the position recorded on the target.
       for (let restarts = 1; ; restarts++) {
         await runOnce();
-        if (restarts > 20) throw ApplicationFailure.nonRetryable('the apply keeps stopping on its own; giving up', 'ReplicationError');
+        if (restarts > 20) throw ApplicationFailure.nonRetryable('the apply keeps stopping on its own; giving up', ErrorType.Replication);
         run.state.notices.push('the apply stopped unexpectedly and was restarted');
       }
     })

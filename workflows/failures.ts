@@ -2,6 +2,7 @@
  * What a failure that reached the workflow is: its message for a DBA, its type along the cause chain.
  * Pure; deterministic workflow code.
  */
+import { ErrorType } from './error-types';
 
 export function hasType(err: unknown, type: string): boolean {
   for (let e = err as { type?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
@@ -11,7 +12,7 @@ export function hasType(err: unknown, type: string): boolean {
 }
 
 /** A copy could not import the exported snapshot: its holder is gone even if not yet noticed. */
-export const isSnapshotLost = (err: unknown): boolean => hasType(err, 'SnapshotLost');
+export const isSnapshotLost = (err: unknown): boolean => hasType(err, ErrorType.SnapshotLost);
 
 /** An activity that timed out (its worker lost) rather than failed. */
 export function isTimeout(err: unknown): boolean {

@@ -13,6 +13,7 @@ import { alert, forgetPlan, newRun, planOf, setPhase, type ContinuedSync, type M
 import { report } from './report';
 import { step } from './activities';
 import { errorMessage } from './failures';
+import { ErrorType } from './error-types';
 import { startWalWatch } from './background';
 import { init } from './phases/init';
 import { createTables } from './phases/create-tables';
@@ -114,7 +115,7 @@ async function failed(run: MigrationRun, caught: unknown): Promise<MigrationRepo
     cancelled ? alert(run, 'cancelled', 'migration cancelled; cleanup done') : alert(run, 'failed', `migration failed: ${message}`, { error: message }),
   );
   run.finalReport = report(run, cancelled ? 'CANCELLED' : 'FAILED', message);
-  if (!cancelled) throw ApplicationFailure.create({ message: message!, type: 'MigrationFailed', nonRetryable: true, details: [run.finalReport] });
+  if (!cancelled) throw ApplicationFailure.create({ message: message!, type: ErrorType.MigrationFailed, nonRetryable: true, details: [run.finalReport] });
   if (run.cancelRequested) {
     // Runs recorded before the patch ended normally with the report as result (COMPLETED).
     if (!wf.patched('cancel-ends-canceled')) return run.finalReport;

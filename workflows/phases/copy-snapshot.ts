@@ -9,6 +9,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { SnapshotReady } from '../contract';
 import { call, holderOpts } from '../activities';
 import { errorMessage, hasType, isSnapshotLost } from '../failures';
+import { ErrorType } from '../error-types';
 import { planOf, type MigrationRun } from '../run';
 
 const MAX_SNAPSHOT_ATTEMPTS = 3;
@@ -66,9 +67,9 @@ export async function copyInSnapshot(run: MigrationRun, copyRound: (snap: Snapsh
     const holderError = holder.error;
     if (wf.isCancellation(holderError)) throw holderError;
     // slot.maxWaitSeconds ran out: a new attempt would wait for the same transaction.
-    if (hasType(holderError, 'SlotWaitTimeout')) throw ApplicationFailure.nonRetryable(errorMessage(holderError), 'PreconditionError');
+    if (hasType(holderError, ErrorType.SlotWaitTimeout)) throw ApplicationFailure.nonRetryable(errorMessage(holderError), ErrorType.Precondition);
     if (attempt >= MAX_SNAPSHOT_ATTEMPTS) {
-      throw ApplicationFailure.nonRetryable(`lost the exported snapshot ${MAX_SNAPSHOT_ATTEMPTS} times while copying; last error: ${errorMessage(holderError)}`, 'SnapshotLost');
+      throw ApplicationFailure.nonRetryable(`lost the exported snapshot ${MAX_SNAPSHOT_ATTEMPTS} times while copying; last error: ${errorMessage(holderError)}`, ErrorType.SnapshotLost);
     }
     if (slotStands) {
       state.notices.push(`snapshot holder lost (attempt ${attempt}): ${errorMessage(holderError)}; resuming the copy in a new snapshot, keeping what was committed`);

@@ -7,6 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Activities } from '../../activities';
 import { TABLES_PAGE } from '../contract';
 import { specCarriesPassword } from '../secrets';
+import { ErrorType } from '../error-types';
 import { call, local, quickOpts } from '../activities';
 import { pauseGate, setPhase, type MigrationRun } from '../run';
 
@@ -20,7 +21,7 @@ export async function init(run: MigrationRun): Promise<void> {
       message:
         'the spec carries a password and this worker stores payloads unencrypted (PG_DTS_CODEC_KEY is not set): refused before it is stored again. ' +
         'Set PG_DTS_CODEC_KEY on the workers and the client, or leave the password out and let the workers resolve it (PGPASSWORD, ~/.pgpass, PGPASSFILE)',
-      type: 'SpecError',
+      type: ErrorType.Spec,
       nonRetryable: true,
     });
   }

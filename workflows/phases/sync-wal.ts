@@ -6,6 +6,7 @@
 import * as wf from '@temporalio/workflow';
 import { ApplicationFailure } from '@temporalio/common';
 import { wants } from '../notify';
+import { ErrorType } from '../error-types';
 import { cutoverDue, fenceReady, lagSmall, proofReady } from '../state';
 import { startApply, startFenceInstall, startLiveValidation, startProof, stopApply, stopFenceInstall, stopProof } from '../background';
 import { alert, carried, historyFull, pauseGate, planOf, setPhase, untilOrApplyFails, type MigrationRun } from '../run';
@@ -38,7 +39,7 @@ export async function syncWal(run: MigrationRun): Promise<void> {
     }
     const fenceDone = () => fenceReady({ installing: fence.installDone !== undefined, settled: fence.installSettled, mode, requested: run.cutoverRequested });
     await untilOrApplyFails(run, () => state.paused || (due() && proofDone() && fenceDone()) || historyFull(p) || proof.failure !== undefined);
-    if (proof.failure !== undefined) throw ApplicationFailure.nonRetryable(proof.failure, 'ValidationError');
+    if (proof.failure !== undefined) throw ApplicationFailure.nonRetryable(proof.failure, ErrorType.Validation);
     if (!state.paused && due()) {
       if (mode === 'manual') await drainBeforeFence(run, maxLagBytes);
       return;

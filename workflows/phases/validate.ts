@@ -11,6 +11,7 @@ import { call, fencedHeartbeat, validationOpts } from '../activities';
 import { planOf, repairOn, setPhase, tableCount, tablesOr, type MigrationRun } from '../run';
 import { proofReport } from '../report';
 import { stopApply } from '../background';
+import { ErrorType } from '../error-types';
 
 export async function validate(run: MigrationRun): Promise<void> {
   const p = planOf(run);
@@ -76,5 +77,5 @@ export async function validate(run: MigrationRun): Promise<void> {
     const ts = state.tables.find((t) => t.source === c.source);
     if (ts) ts.state = c.ok ? 'validated' : 'failed';
   }
-  if (validated.failure) throw ApplicationFailure.nonRetryable(`validation failed:\n${validated.failure}`, 'ValidationError');
+  if (validated.failure) throw ApplicationFailure.nonRetryable(`validation failed:\n${validated.failure}`, ErrorType.Validation);
 }
