@@ -5,11 +5,12 @@
  * for. The same checks as preflight (checkAll), collected instead of refusing at the first.
  */
 import type { Client } from 'pg';
-import { ApplicationFailure } from '@temporalio/common';
 import { describeConnection } from './db';
-import { scrub } from './errors';
+import { isFailureOf, scrub } from './errors';
+import { ErrorType } from '../workflows/error-types';
+import { nameKey } from './naming';
 import { checkAll, open, type PreflightContext } from './preflight';
-import { displayName, migrationSpecSchema, normalizeSpec, SpecError, type NormalizedSpec } from './spec';
+import { migrationSpecSchema, normalizeSpec, SpecError, type NormalizedSpec } from './spec';
 
 export interface AssessOptions extends PreflightContext {
   /** How long the source's WAL rate is sampled (default 5 s; 0: not sampled). */
@@ -130,8 +131,8 @@ async function tableSizes(src: Client, tables: Array<{ source: { schema: string;
       GROUP BY u.s, u.r`,
     [tables.map((t) => t.source.schema), tables.map((t) => t.source.name)],
   );
-  const rows = new Map(tables.map((t) => [displayName(t.source), t.estimatedRows]));
-  const sized = res.rows.map((r) => ({ table: `${r.schema}.${r.name}`, dataBytes: Number(r.data), indexBytes: Number(r.idx), estimatedRows: rows.get(`${r.schema}.${r.name}`) ?? 0 }));
+  const rows = new Map(tables.map((t) => [nameKey(t.source), t.estimatedRows]));
+  const sized = res.rows.map((r) => ({ table: `${r.schema}.${r.name}`, dataBytes: Number(r.data), indexBytes: Number(r.idx), estimatedRows: rows.get(nameKey(r)) ?? 0 }));
   sized.sort((a, b) => b.dataBytes - a.dataBytes);
   return {
     count: tables.length,
@@ -225,7 +226,7 @@ export async function assess(raw: unknown, opts: AssessOptions = {}): Promise<As
         return await fn();
       } catch (err) {
         // A check that refuses by throwing (checkOwners) states a problem; anything else is a check that failed.
-        if (err instanceof ApplicationFailure && err.type === 'PreconditionError') problems.push(err.message);
+        if (isFailureOf(err, ErrorType.Precondition)) problems.push(err.message);
         else problems.push(`${what} could not be checked: ${scrub((err as Error).message)}`);
         return fallback;
       }

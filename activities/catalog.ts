@@ -25,6 +25,7 @@ import {
 import { preconditionFailed } from './errors';
 import type { TableDef } from './model';
 import { displayName, type NormalizedSpec, type QualifiedName } from './spec';
+import { nameKey } from './naming';
 import { createTypesDdl, typeRenames } from './types-ddl';
 
 interface RelRow {
@@ -129,12 +130,12 @@ async function addFreeSequences(client: pg.Client, schemas: string[], tables: So
       ORDER BY n.nspname, s.relname`,
     [schemas],
   );
-  const used = new Set(tables.flatMap((t) => t.sequences.map((q) => displayName(q.name))));
+  const used = new Set(tables.flatMap((t) => t.sequences.map((q) => nameKey(q.name))));
   const found = await querySequences(client, r.rows.map((x) => Number(x.oid)));
   found.sort((a, b) => (a.schema === b.schema ? (a.name < b.name ? -1 : 1) : a.schema < b.schema ? -1 : 1));
   for (const p of found) {
     const name = { schema: p.schema, name: p.name };
-    if (used.has(displayName(name))) continue;
+    if (used.has(nameKey(name))) continue;
     const owner = tables.find((t) => t.source.schema === p.schema) ?? tables[0]!;
     owner.sequences.push({ name, type: p.type, start: p.start, increment: p.increment, min: p.min, max: p.max, cache: p.cache, cycle: p.cycle, identity: false });
   }
@@ -153,9 +154,9 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name`,
     [names.map((n) => n.schema), names.map((n) => n.name)],
   );
-  const relByName = new Map(rels.rows.map((r) => [key(r), r]));
+  const relByName = new Map(rels.rows.map((r) => [nameKey(r), r]));
   const ordered: RelRow[] = names.map((n) => {
-    const r = relByName.get(key(n));
+    const r = relByName.get(nameKey(n));
     // Non-retryable (ApplicationFailure): no retry makes these tables appear or change kind.
     if (!r) throw preconditionFailed(`table ${displayName(n)} does not exist on the source`);
     if (r.relispartition) {
@@ -380,10 +381,6 @@ async function queryPartitions(client: pg.Client, roots: number[]): Promise<Part
     [roots],
   );
   return r.rows;
-}
-
-function key(q: { schema: string; name: string }): string {
-  return `${q.schema}\u0000${q.name}`;
 }
 
 function replicaIdentity(code: string): SourceTable['replicaIdentity'] {

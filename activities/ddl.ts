@@ -5,17 +5,12 @@
  * pg_get_indexdef, read with search_path = '' so they are schema-qualified); this module only places
  * them, renames what the mapping renames, and quotes every identifier it writes itself through
  * activities/sql.ts.
- *
- * Naming on the target (so that a migration into the same database with a suffix never collides):
- *   table       -> the target given by the caller (mapTableName: schema mapped, name + suffix)
- *   sequence    -> schema through schemaMapping, name + suffix
- *   index, constraint (PK, unique, check, exclusion, FK) -> name + suffix, in the table's target schema
+ * Names on the target follow activities/naming.ts (the table's is given by the caller).
  */
 import type { ColumnDef, PostLoadStep, SequenceRef, TableDef } from './model';
 import { columnList, ident, literal, qname } from './sql';
-import { displayName, mapTableName, SpecError, type NormalizedSpec, type QualifiedName } from './spec';
-
-export type NameMapping = Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>;
+import { displayName, SpecError, type QualifiedName } from './spec';
+import { mapSequenceName, mapTableName, MAX_IDENTIFIER_BYTES, nameKey, targetObjectName, type NameMapping } from './naming';
 
 /** A postLoad statement with its description (TableDef keeps them apart: postLoad, postLoadSteps). */
 export type PostLoadStatement = PostLoadStep & { sql: string };
@@ -171,9 +166,6 @@ export interface TypeRename {
 // Names
 // ---------------------------------------------------------------------------------------------------
 
-/** PostgreSQL's NAMEDATALEN - 1: longer identifiers are truncated by the server. */
-export const MAX_IDENTIFIER_BYTES = 63;
-
 /**
  * Keywords that quote_ident() quotes (every category but "unreserved"), from PostgreSQL 15's
  * pg_get_keywords(). Later versions add a few (e.g. system_user in 16); text printed by those servers
@@ -221,35 +213,6 @@ function printedQualifiedForms(q: QualifiedName): string[] {
 
 function unique(xs: string[]): string[] {
   return [...new Set(xs)];
-}
-
-/** Cuts a string to at most `maxBytes` UTF-8 bytes without splitting a character. */
-function clipUtf8(s: string, maxBytes: number): string {
-  let out = '';
-  let bytes = 0;
-  for (const ch of s) {
-    const b = Buffer.byteLength(ch, 'utf8');
-    if (bytes + b > maxBytes) break;
-    out += ch;
-    bytes += b;
-  }
-  return out;
-}
-
-/**
- * Target name of an index, constraint or sequence: name + suffix. If that exceeds the
- * 63-byte identifier limit the *name* is shortened so the suffix survives: the server would otherwise
- * cut the suffix off, and in a same-database migration the result would collide with the source object.
- */
-export function targetObjectName(name: string, spec: Pick<NameMapping, 'tableSuffix'>): string {
-  const full = name + spec.tableSuffix;
-  if (Buffer.byteLength(full, 'utf8') <= MAX_IDENTIFIER_BYTES) return full;
-  return clipUtf8(name, MAX_IDENTIFIER_BYTES - Buffer.byteLength(spec.tableSuffix, 'utf8')) + spec.tableSuffix;
-}
-
-/** Target of a sequence: schema through schemaMapping, name + suffix (mapTableName semantics). */
-export function mapSequenceName(seq: QualifiedName, spec: NameMapping): QualifiedName {
-  return { schema: spec.schemaMapping[seq.schema] ?? seq.schema, name: targetObjectName(seq.name, spec) };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -726,8 +689,4 @@ export function buildTableDef(
   if (foreignKeys.length) def.foreignKeys = foreignKeys;
   if (warnings.length) def.warnings = warnings;
   return def;
-}
-
-function nameKey(q: QualifiedName): string {
-  return `${q.schema}\u0000${q.name}`;
 }

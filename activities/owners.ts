@@ -17,11 +17,11 @@
  *   visible with the migration role as owner.
  */
 import type { Client } from 'pg';
-import { mapSequenceName } from './ddl';
 import { preconditionFailed } from './errors';
 import { markText } from './marks';
 import { ident, qname } from './sql';
-import { displayName, mapTableName, type NormalizedSpec, type OwnersSpec, type QualifiedName } from './spec';
+import { displayName, type NormalizedSpec, type OwnersSpec, type QualifiedName } from './spec';
+import { mapSchema as mapSchemaName, mapSequenceName, mapTableName } from './naming';
 
 /** One privilege of an ACL (aclexplode); grantee null is PUBLIC. */
 export interface AclEntry {
@@ -209,7 +209,7 @@ export interface OwnedObject {
  * migrated schemas, tables and partitions, sequences and types, named as on the target.
  */
 export async function readSourceAccess(client: Client, input: TablesAccessInput): Promise<OwnedObject[]> {
-  const mapSchema = (s: string) => input.schemaMapping[s] ?? s;
+  const mapSchema = (s: string) => mapSchemaName(s, input);
   const out: OwnedObject[] = [];
   const schemas = [...new Set([...input.schemas, ...input.tables.map((t) => t.source.schema)])];
   for (const r of (

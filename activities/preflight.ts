@@ -12,7 +12,8 @@ import { classify, preconditionFailed, scrub } from './errors';
 import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
 import { checkOwners } from './owners';
 import { formatPgVersion, hasFailoverSlots, hasPublishViaRoot, MIN_MAJOR, serverVersionNum } from './pg-version';
-import { displayName, mapTableName, MAX_IDENTIFIER_BYTES, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
+import { displayName, normalizeSpec, type NormalizedSpec, type QualifiedName } from './spec';
+import { mapTableName, MAX_IDENTIFIER_BYTES, nameKey } from './naming';
 
 export interface TablePlan {
   source: QualifiedName;
@@ -140,14 +141,14 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec, pro
       ORDER BY n.nspname, c.relname`,
     [schemaFilter],
   );
-  const byKey = new Map(res.rows.map((r) => [`${r.schema}\u0000${r.name}`, r]));
+  const byKey = new Map(res.rows.map((r) => [nameKey(r), r]));
   let rows = res.rows;
   if (wanted) {
-    const missing = wanted.filter((t) => !byKey.has(`${t.schema}\u0000${t.name}`));
+    const missing = wanted.filter((t) => !byKey.has(nameKey(t)));
     if (missing.length) {
       problem(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
     }
-    rows = wanted.flatMap((t) => byKey.get(`${t.schema}\u0000${t.name}`) ?? []);
+    rows = wanted.flatMap((t) => byKey.get(nameKey(t)) ?? []);
     const foreign = rows.filter((r) => r.relkind === 'f');
     if (foreign.length) {
       problem(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);

@@ -16,6 +16,7 @@
 import type { Client } from 'pg';
 import { withClient } from './db';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
+import { nameKey } from './naming';
 
 export interface SchemaDriftInput {
   source: ConnectionSpec;
@@ -46,7 +47,7 @@ const FACTS_SQL = `
 
 async function readFacts(c: Client, tables: QualifiedName[]): Promise<Map<string, TableFacts>> {
   const r = await c.query<TableFacts>(FACTS_SQL, [tables.map((t) => t.schema), tables.map((t) => t.name)]);
-  return new Map(r.rows.map((row) => [displayName(row), row]));
+  return new Map(r.rows.map((row) => [nameKey(row), row]));
 }
 
 /** What changed on the source since the tables were planned, one line per table; empty when nothing did. */
@@ -63,12 +64,12 @@ export async function findSchemaDrift(input: SchemaDriftInput): Promise<string[]
   const found: string[] = [];
   for (const t of input.tables) {
     const name = displayName(t.source);
-    const s = source.get(name);
+    const s = source.get(nameKey(t.source));
     if (!s) {
       found.push(`${name}: no longer exists on the source`);
       continue;
     }
-    const d = target.get(displayName(t.target));
+    const d = target.get(nameKey(t.target));
     const known = new Set(t.copyColumns);
     const now = new Set(s.columns.map((c) => c.name));
     const changes: string[] = [];
@@ -108,6 +109,6 @@ async function newTables(c: Client, schemas: string[], known: QualifiedName[]): 
       ORDER BY 1, 2`,
     [schemas],
   );
-  const have = new Set(known.map(displayName));
-  return r.rows.filter((t) => !have.has(displayName(t)));
+  const have = new Set(known.map(nameKey));
+  return r.rows.filter((t) => !have.has(nameKey(t)));
 }

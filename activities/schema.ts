@@ -13,6 +13,7 @@ import type { TableDef } from './model';
 import type { MigrationPlan } from './preflight';
 import { addedObjects, assertOurs, catalogObjects, markObjects, markTables, tableMarks } from './marks';
 import { qname } from './sql';
+import { nameKey } from './naming';
 import type { QualifiedName } from './spec';
 import { IndexBuildWatch, type RunningStatement } from './index-progress';
 import type { IndexBuildProgress } from '../workflows/contract';
@@ -154,16 +155,15 @@ export function planPostLoad(defs: readonly TableDef[]): PostLoadJob[] {
     jobs.push(job);
     return job;
   };
-  const tableKey = (q: QualifiedName) => JSON.stringify([q.schema, q.name]);
   // Every target name (roots and partitions) -> the index of its TableDef.
   const owner = new Map<string, number>();
   defs.forEach((d, i) => {
-    owner.set(tableKey(d.target), i);
-    for (const p of d.partitions ?? []) owner.set(tableKey(p.target), i);
+    owner.set(nameKey(d.target), i);
+    for (const p of d.partitions ?? []) owner.set(nameKey(p.target), i);
   });
   const analyzed: number[] = [];
   defs.forEach((d) => {
-    const key = tableKey(d.target);
+    const key = nameKey(d.target);
     const weight = d.estimatedRows;
     const steps = statementsOf(d);
     const body = steps.filter((st) => st.kind !== 'foreign-key');
@@ -181,13 +181,13 @@ export function planPostLoad(defs: readonly TableDef[]): PostLoadJob[] {
   defs.forEach((d, i) => {
     for (const st of statementsOf(d)) {
       if (st.kind !== 'foreign-key') continue;
-      const key = tableKey(d.target);
+      const key = nameKey(d.target);
       let after: number[];
       let locks: string[];
       if (st.references) {
-        const ref = owner.get(tableKey(st.references));
+        const ref = owner.get(nameKey(st.references));
         after = ref === undefined ? [analyzed[i]!] : [analyzed[i]!, analyzed[ref]!];
-        locks = [key, ref === undefined ? tableKey(st.references) : tableKey(defs[ref]!.target)];
+        locks = [key, ref === undefined ? nameKey(st.references) : nameKey(defs[ref]!.target)];
       } else {
         // Referenced table unknown: after every table, one such key at a time.
         after = [...analyzed];

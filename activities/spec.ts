@@ -1,17 +1,17 @@
 /**
- * The MigrationSpec (DESIGN.md §2): the public input of `migrationWorkflow`, its validation, and the
- * name mapping source table -> target table. Pure: no I/O, so it is shared by workflow-side types,
- * activities, the CLI and unit tests.
+ * The MigrationSpec: the public input of `migrationWorkflow` (users, the REST API and outside tests
+ * write these field names, so they only ever grow compatibly) and its validation. Pure: no I/O, so
+ * it is shared by workflow-side types, activities, the CLI and unit tests. Where each table lands on
+ * the target is activities/naming.ts.
  */
 import { z } from 'zod';
 import { DEFAULT_MAX_WRITE_STOP_SECONDS } from '../workflows/state';
+import { identifierTooLong, MAX_IDENTIFIER_BYTES, nameKey } from './naming';
 
 /** validation.repairMaxRows when not set: few enough rows to rewrite within the bounded write stop. */
 export const DEFAULT_REPAIR_MAX_ROWS = 10_000;
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes: longer names are silently truncated. */
-export const MAX_IDENTIFIER_BYTES = 63;
-export const identifierTooLong = (s: string): boolean => Buffer.byteLength(s, 'utf8') > MAX_IDENTIFIER_BYTES;
 
 /**
  * Schemas no migration may read from or write to: the system's own (pg_catalog holds pg_authid and
@@ -380,7 +380,7 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
   if (tables) {
     const seen = new Set<string>();
     for (const t of tables) {
-      const key = `${t.schema}\u0000${t.name}`;
+      const key = nameKey(t);
       if (seen.has(key)) throw new SpecError(`invalid migration spec: tables: ${t.schema}.${t.name} is listed twice`);
       seen.add(key);
     }
@@ -424,11 +424,6 @@ export function normalizeSpec(input: unknown): NormalizedSpec {
       ...(s.validation?.repair ? { repair: true, repairMaxRows: s.validation.repairMaxRows ?? DEFAULT_REPAIR_MAX_ROWS } : {}),
     },
   };
-}
-
-/** Where a source table lands: schema through schemaMapping, name with the suffix appended. */
-export function mapTableName(src: QualifiedName, spec: Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>): QualifiedName {
-  return { schema: spec.schemaMapping[src.schema] ?? src.schema, name: src.name + spec.tableSuffix };
 }
 
 export function displayName(q: QualifiedName): string {

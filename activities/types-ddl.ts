@@ -14,7 +14,8 @@
  * canonical function is user code, a table's row type) becomes a block that refuses with SQLSTATE
  * 0A000 (feature_not_supported, final at the activity boundary) unless the type is already there.
  */
-import { rewriteExprTypes, rewriteTypeText, type NameMapping, type TypeRename } from './ddl';
+import { rewriteExprTypes, rewriteTypeText, type TypeRename } from './ddl';
+import { mapTypeName, type NameMapping } from './naming';
 import { ident, literal, qname } from './sql';
 import { displayName, type QualifiedName } from './spec';
 
@@ -77,11 +78,6 @@ export interface SourceUnsupportedType {
 }
 
 export type SourceType = SourceEnumType | SourceDomainType | SourceCompositeType | SourceRangeType | SourceExtensionType | SourceUnsupportedType;
-
-/** Where a type lands: schema through schemaMapping, same name (no suffix). */
-export function mapTypeName(q: QualifiedName, spec: Pick<NameMapping, 'schemaMapping'>): QualifiedName {
-  return { schema: spec.schemaMapping[q.schema] ?? q.schema, name: q.name };
-}
 
 /**
  * Where a type lands, by kind: an extension's types stay in the extension's schema. An extension is

@@ -2,11 +2,12 @@
  * The DDL that recreates a view, materialized view (with its indexes) or aggregate on the target,
  * built from the source's catalog rows through the renames (pure).
  */
-import { rewriteExprTypes, rewriteIndexDefinition, targetObjectName, type TypeRename } from '../ddl';
+import { rewriteExprTypes, rewriteIndexDefinition, type TypeRename } from '../ddl';
+import { fromNameKey, nameKey, targetObjectName } from '../naming';
 import type { AclEntry } from '../owners';
 import type { QualifiedName } from '../spec';
 import { ident, literal, qname } from '../sql';
-import { nameKey, rewriteQueryText, rewriteSignature, type ObjectRenames } from './rename';
+import { rewriteQueryText, rewriteSignature, type ObjectRenames } from './rename';
 /** `WITH (a=1, b=x)` from pg_class.reloptions (`key=value` strings). */
 export function withOptions(options: readonly string[]): string {
   if (options.length === 0) return '';
@@ -47,10 +48,7 @@ export function viewDdl(view: CatalogView, target: QualifiedName, renames: Objec
   if (view.kind === 'v') return { statements: [`CREATE VIEW ${qname(target)}${withOptions(view.options)} AS\n${query}`], query };
   const using = view.accessMethod && view.accessMethod !== 'heap' ? ` USING ${ident(view.accessMethod)}` : '';
   const statements = [`CREATE MATERIALIZED VIEW ${qname(target)}${using}${withOptions(view.options)} AS\n${query}\nWITH NO DATA`];
-  const typeRenames: TypeRename[] = [...renames.types.entries()].map(([k, t]) => {
-    const [schema, name] = k.split('\u0000') as [string, string];
-    return { source: { schema, name }, target: t };
-  });
+  const typeRenames: TypeRename[] = [...renames.types.entries()].map(([k, t]) => ({ source: fromNameKey(k), target: t }));
   for (const idx of view.indexes) {
     const def = rewriteIndexDefinition(
       idx.definition,

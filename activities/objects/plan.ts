@@ -8,13 +8,13 @@
  *   trigger -> same name, on the target table (or view)
  *   index of a materialized view -> name + suffix (like a table's)
  */
-import { MAX_IDENTIFIER_BYTES } from '../ddl';
 import type { AclEntry, SourceAccess } from '../owners';
-import { displayName, mapTableName, type QualifiedName } from '../spec';
+import { displayName, type QualifiedName } from '../spec';
+import { mapTableName, mapTypeName, MAX_IDENTIFIER_BYTES, nameKey } from '../naming';
 import { ident, qname } from '../sql';
 import { aggregateDdl, TRIGGER_ENABLE, viewDdl, type CatalogAggregate, type CatalogView } from './ddl';
 import { rewriteFunction, type FunctionRewrite } from './function-body';
-import { nameKey, rewriteSignature, rewriteTriggerDefinition, type ObjectRenames } from './rename';
+import { rewriteSignature, rewriteTriggerDefinition, type ObjectRenames } from './rename';
 
 export interface CatalogFunction {
   oid: number;
@@ -149,19 +149,18 @@ export const RELKIND_WORDS: Record<string, string> = {
 
 /** The renames for a catalog under a mapping (pure). */
 export function objectRenames(catalog: ObjectCatalog, mapping: { schemaMapping: Record<string, string>; tableSuffix: string }): ObjectRenames {
-  const mapSchema = (s: string) => mapping.schemaMapping[s] ?? s;
   const relations = new Map<string, QualifiedName>();
   for (const m of catalog.migrated) relations.set(nameKey(m.source), m.target);
   for (const v of catalog.views) relations.set(nameKey(v), mapTableName({ schema: v.schema, name: v.name }, mapping));
   const functions = new Map<string, QualifiedName>();
-  for (const f of catalog.functions) functions.set(nameKey(f), { schema: mapSchema(f.schema), name: f.name });
+  for (const f of catalog.functions) functions.set(nameKey(f), mapTypeName(f, mapping));
   const types = new Map<string, QualifiedName>();
   // User types of the migrated schemas move with their schema and keep their name (types-ddl.ts);
   // an extension's stay where the extension is. Tables' and views' row types are in `relations`.
   const relkind = new Map(catalog.relations.map((r) => [r.oid, r.relkind]));
   for (const t of catalog.schemaTypes) {
     if (t.extension || (t.relid !== 0 && relkind.get(t.relid) !== 'c')) continue;
-    types.set(nameKey(t), { schema: mapSchema(t.schema), name: t.name });
+    types.set(nameKey(t), mapTypeName(t, mapping));
   }
   // A relation's row type has the relation's name and schema.
   for (const [k, target] of relations) types.set(k, target);
@@ -271,7 +270,7 @@ const named = (kind: string, what: string, source: QualifiedName, target: Qualif
 function planFunction(ctx: PlanContext, f: CatalogFunction): PlannedObject {
   const { renames } = ctx;
   const key = `f:${f.oid}`;
-  const target = { schema: ctx.mapping.schemaMapping[f.schema] ?? f.schema, name: f.name };
+  const target = mapTypeName(f, ctx.mapping);
   const kind: PlannedObject['kind'] = f.kind === 'p' ? 'procedure' : f.kind === 'a' ? 'aggregate' : 'function';
   const n = ctx.needs(key, f.oid);
   let statement: string;

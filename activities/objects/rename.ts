@@ -17,10 +17,9 @@
  */
 import { quoteIdentLikePg } from '../ddl';
 import { displayName, type QualifiedName } from '../spec';
+import { fromNameKey, mapSchema as mapSchemaName, nameKey } from '../naming';
 import { ident, literal, qname } from '../sql';
 import { applyEdits, asciiLower, isIdentToken, isPunct, lexSql, nextSignificant, readName, type Edit, type SqlToken } from './lexer';
-
-export const nameKey = (q: QualifiedName): string => `${q.schema}\u0000${q.name}`;
 
 /** Source name -> target name, keyed by nameKey. */
 export interface ObjectRenames {
@@ -132,8 +131,8 @@ const isIdentity = (source: QualifiedName, target: QualifiedName) => source.sche
 export function renamedNamed(renames: ObjectRenames, name: string): QualifiedName[] {
   const out: QualifiedName[] = [];
   for (const [k, target] of renames.relations) {
-    const [schema, n] = k.split('\u0000') as [string, string];
-    if (n === name && !isIdentity({ schema, name: n }, target)) out.push({ schema, name: n });
+    const source = fromNameKey(k);
+    if (source.name === name && !isIdentity(source, target)) out.push(source);
   }
   return out;
 }
@@ -151,7 +150,7 @@ export function renamedNamed(renames: ObjectRenames, name: string): QualifiedNam
  */
 export function resolveBodyRelation(parts: string[], scope: BodyScope): BodyRelation | 'kept' | undefined {
   const { renames } = scope;
-  const mapSchema = (s: string) => renames.schemaMapping[s] ?? s;
+  const mapSchema = (s: string) => mapSchemaName(s, renames);
   if (parts.length === 2) {
     const source = { schema: parts[0]!, name: parts[1]! };
     const target = renames.relations.get(nameKey(source));

@@ -9,7 +9,8 @@ import { readTableDefs } from '../../activities/catalog';
 import { quoteIdentLikePg } from '../../activities/ddl';
 import type { TableDef } from '../../activities/model';
 import { finishTargetTables } from '../../activities/schema';
-import { mapTableName, type QualifiedName } from '../../activities/spec';
+import type { QualifiedName } from '../../activities/spec';
+import { mapTableName } from '../../activities/naming';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const SOURCE_DDL = `

@@ -10,22 +10,20 @@ import {
   ensureExtensionDdl,
   keyConstraintSteps,
   mapColumn,
-  mapSequenceName,
   quoteIdentLikePg,
   rewriteIndexDefinition,
   partitionDdl,
   rewriteExprTypes,
   rewriteSequenceReferences,
   rewriteTypeText,
-  targetObjectName,
   type SourceForeignKey,
   type SourcePartition,
   type SourceSequence,
   type SourceTable,
 } from '../../activities/ddl';
 import { planPostLoad, selectPostLoad, type PostLoadJob } from '../../activities/schema';
-import { mapTableName } from '../../activities/spec';
-import { createTypeDdl, createTypesDdl, extensionStatement, mapTypeName, typeCreationStatements, typeRenames, type SourceType } from '../../activities/types-ddl';
+import { mapSequenceName, mapTableName, mapTypeName, nameKey, targetObjectName } from '../../activities/naming';
+import { createTypeDdl, createTypesDdl, extensionStatement, typeCreationStatements, typeRenames, type SourceType } from '../../activities/types-ddl';
 
 const spec = { schemaMapping: { public: 'app', 'Sales Dept': 'Ventes' }, tableSuffix: '_migrated' };
 const noMapping = { schemaMapping: {}, tableSuffix: '' };
@@ -823,7 +821,7 @@ describe('planPostLoad (what finishTargetTables may run at the same time)', () =
     expect(fks[0]!.locks).toContain(of('customers')[1]!.locks[0]);
     // Not migrated: after its own table only; still locks the other table's name.
     expect(fks[1]!.after).toEqual([analyzeOf('orders')]);
-    expect(fks[1]!.locks).toEqual([of('orders')[2]!.locks[0], JSON.stringify(['public', 'elsewhere'])]);
+    expect(fks[1]!.locks).toEqual([of('orders')[2]!.locks[0], nameKey({ schema: 'public', name: 'elsewhere' })]);
     // Every dependency points at an earlier job: the plan always completes.
     for (const j of jobs) for (const a of j.after) expect(a).toBeLessThan(j.id);
   });
@@ -872,6 +870,6 @@ describe('planPostLoad (what finishTargetTables may run at the same time)', () =
     const parted = { ...customers, target: { schema: 'public', name: 'root' }, partitioned: true, partitions: [{ source: { schema: 'public', name: 'customers' }, target: { schema: 'public', name: 'customers' } }] };
     const plan = planPostLoad([parted, orders]);
     const fk = plan.find((j) => j.kind === 'foreign-key')!;
-    expect(fk.locks).toContain(JSON.stringify(['public', 'root']));
+    expect(fk.locks).toContain(nameKey({ schema: 'public', name: 'root' }));
   });
 });

@@ -8,7 +8,8 @@ import { aggregateDdl, viewDdl, withOptions, type CatalogView } from '../../acti
 import { dollarQuote, rewriteFunction, rewriteFunctionDefinition } from '../../activities/objects/function-body';
 import { lexSql, sameDefinition } from '../../activities/objects/lexer';
 import { orderByDependencies, planSchemaObjects, type ObjectCatalog, type PlannedObject } from '../../activities/objects/plan';
-import { nameKey, rewriteQueryText, rewriteSignature, rewriteTriggerDefinition, type ObjectRenames } from '../../activities/objects/rename';
+import { rewriteQueryText, rewriteSignature, rewriteTriggerDefinition, type ObjectRenames } from '../../activities/objects/rename';
+import { nameKey } from '../../activities/naming';
 import type { QualifiedName } from '../../activities/spec';
 
 const q = (schema: string, name: string): QualifiedName => ({ schema, name });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { mapTableName, normalizeSpec, parseTableName, SpecError } from '../../activities/spec';
+import { normalizeSpec, parseTableName, SpecError } from '../../activities/spec';
+import { mapTableName } from '../../activities/naming';
 import { scrub } from '../../activities/errors';
 import { ident, qname } from '../../activities/sql';
 import { migrationIdFor } from '../../workflows/names';
