@@ -4,7 +4,8 @@
  * limits the worker would copy a production table into any database, probe ports and local sockets,
  * and hand PGPASSWORD to a fake server that asks for it in clear text.
  *
- * PG_DTS_ALLOWED_HOSTS (DESIGN.md §2): comma-separated entries, each one of
+ * PG_DTS_ALLOWED_HOSTS (a documented setting of worker and API; unset: any host): comma-separated
+ * entries, each one of
  *   db.example.com         a host name, any port (as named in the spec; DNS decides the address)
  *   db.example.com:5433    a host name or IPv4 address on one port
  *   10.1.2.3, [fd00::1]:5432, fd00::1

@@ -1,5 +1,5 @@
 /**
- * Who may use `dts api` and its codec endpoint (DESIGN.md §2: PG_DTS_API_TOKEN, PG_DTS_API_TOKEN_FILE).
+ * Who may use `dts api` and its codec endpoint (the documented settings PG_DTS_API_TOKEN, PG_DTS_API_TOKEN_FILE).
  *
  * Whoever reaches the API controls every database the workers can reach (it starts migrations, and
  * the codec endpoint decrypts history), so every request carries `Authorization: Bearer <token>` once a

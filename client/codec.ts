@@ -1,7 +1,7 @@
 /**
- * Payload encryption (DESIGN.md §2, Secrets): a Temporal payload codec with AES-256-GCM, keyed from
- * the environment, so that a password that arrives in a migration's input (the REST API's body, a spec
- * file) is never stored in plain text in workflow history. Client, API and worker all use it when
+ * Payload encryption: a Temporal payload codec with AES-256-GCM, keyed from the environment, so that
+ * a password that arrives in a migration's input (the REST API's body, a spec file) is never stored
+ * in plain text in workflow history. Client, API and worker all use it when
  * PG_DTS_CODEC_KEY is set; the codec endpoint (standard Temporal codec server protocol) lets the
  * Temporal UI and `temporal --codec-endpoint` show decoded payloads to whoever runs it with the key.
  *

@@ -1,4 +1,4 @@
-/** Worker and client settings from the environment (DESIGN.md §2). */
+/** Worker and client settings from the environment (documented in README.md; their names are part of the public contract). */
 import { readFileSync } from 'node:fs';
 import type { DataConverter } from '@temporalio/common';
 import type { TLSConfig } from '@temporalio/common/lib/internal-non-workflow';

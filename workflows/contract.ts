@@ -1,5 +1,7 @@
 /**
- * The workflow's public contract (DESIGN.md §2) and the internal signals activities send back.
+ * The workflow's public contract (what users, the CLI, the API and outside tests drive: workflow type,
+ * task queue, signals, the `status` query, phases, search attribute, report) and the internal signals
+ * activities send back.
  * Names here are part of history: never rename, version with patched() instead.
  */
 import { defineQuery, defineSignal } from '@temporalio/workflow';

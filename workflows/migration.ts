@@ -1,5 +1,6 @@
 /**
- * migrationWorkflow: the phases of DESIGN.md §3 in order, each an `async function phase(run)` in
+ * migrationWorkflow: the phases in their public order (INIT, CREATING_TABLES, MIGRATING_DATA, SYNCING_WAL,
+ * STOPPING_WRITES, VALIDATING, FINALIZING), each an `async function phase(run)` in
  * workflows/phases/ over one typed run state (run.ts). Deterministic: no I/O, no clocks but the
  * workflow's own; activities do all the work. The commands each phase emits, their order and every
  * patched() point are history: running migrations and test/fixtures/histories replay against them.

@@ -1,9 +1,10 @@
 /**
- * Signal handling as a pure function of the state (STYLE.md §6), unit-tested without Temporal.
+ * Signal handling and the workflow's other decisions as pure functions of the state, so that each is
+ * unit-tested without Temporal and the workflow only applies what they return.
  */
 import type { MigrationStatus } from './contract';
 
-/** spec.cutover.maxWriteStopSeconds's default (DESIGN.md §2); here so that workflow code can read it. */
+/** spec.cutover.maxWriteStopSeconds's default (part of the public spec); here so that workflow code can read it. */
 export const DEFAULT_MAX_WRITE_STOP_SECONDS = 30;
 
 export type ControlSignal = 'pause' | 'resume';

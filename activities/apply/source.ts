@@ -4,7 +4,8 @@
  * backpressure, standby status updates), its monitor session (the source's WAL position, the slot's
  * confirmation and release at the end) and the slot's checks before streaming.
  *
- * pg-logical-replication 2.5.0 traps handled here and in the engine (DESIGN.md §4):
+ * pg-logical-replication 2.5.0 traps handled here and in the engine (each found the hard way; keep them
+ * in mind on a library upgrade):
  * - acknowledge.auto false AND timeoutSeconds 0, or it confirms what was merely received;
  * - keepalives are answered by us, always with the durable position;
  * - without flowControl it never waits for its 'data' handlers and memory is unbounded; with it, it
