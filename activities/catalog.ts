@@ -137,13 +137,25 @@ async function addFreeSequences(client: pg.Client, schemas: string[], tables: So
     const name = { schema: p.schema, name: p.name };
     if (used.has(nameKey(name))) continue;
     const owner = tables.find((t) => t.source.schema === p.schema) ?? tables[0]!;
-    owner.sequences.push({ name, type: p.type, start: p.start, increment: p.increment, min: p.min, max: p.max, cache: p.cache, cycle: p.cycle, identity: false });
+    owner.sequences.push(sequenceOf(p));
   }
 }
 
 async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Promise<{ tables: SourceTable[]; oids: number[]; version: number }> {
   const version = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
+  const ordered = await readRelations(client, names);
+  const oids = ordered.map((r) => Number(r.oid));
+  const partitions = await readPartitions(client, ordered);
+  const rows = await readCatalogRows(client, oids, partitions, version);
+  const tables = ordered.map((rel) => sourceTable(rel, partitions.filter((p) => Number(p.root) === Number(rel.oid)), rows));
+  return { tables, oids, version };
+}
 
+/**
+ * Every table named, in that order. Non-retryable (ApplicationFailure): no retry makes these tables
+ * appear or change kind.
+ */
+async function readRelations(client: pg.Client, names: QualifiedName[]): Promise<RelRow[]> {
   const rels = await client.query<RelRow>(
     `SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind, c.relispartition, c.relreplident,
             c.reltuples::float8 AS reltuples,
@@ -155,9 +167,8 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
     [names.map((n) => n.schema), names.map((n) => n.name)],
   );
   const relByName = new Map(rels.rows.map((r) => [nameKey(r), r]));
-  const ordered: RelRow[] = names.map((n) => {
+  return names.map((n) => {
     const r = relByName.get(nameKey(n));
-    // Non-retryable (ApplicationFailure): no retry makes these tables appear or change kind.
     if (!r) throw preconditionFailed(`table ${displayName(n)} does not exist on the source`);
     if (r.relispartition) {
       throw preconditionFailed(
@@ -167,8 +178,10 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
     if (r.relkind !== 'r' && r.relkind !== 'p') throw preconditionFailed(`${displayName(n)} is not a table (relkind ${r.relkind}): only tables can be migrated`);
     return r;
   });
-  const oids = ordered.map((r) => Number(r.oid));
+}
 
+/** The partitions of the partitioned tables; refused when their rows or changes are not the source's WAL's. */
+async function readPartitions(client: pg.Client, ordered: RelRow[]): Promise<PartitionRow[]> {
   const roots = ordered.filter((r) => r.relkind === 'p').map((r) => Number(r.oid));
   const partitions = roots.length ? await queryPartitions(client, roots) : [];
   for (const p of partitions) {
@@ -182,8 +195,21 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
       );
     }
   }
-  const allOids = [...oids, ...partitions.map((p) => Number(p.oid))];
+  return partitions;
+}
 
+/** Columns, sequences, constraints and indexes of every table and partition, read once for all. */
+interface CatalogRows {
+  columns: ColumnRow[];
+  defaultSeqs: DefaultSeqRow[];
+  ownedSeqs: OwnedSeqRow[];
+  constraints: ConstraintRow[];
+  indexes: IndexRow[];
+  seqByOid: Map<number, SequenceRow>;
+}
+
+async function readCatalogRows(client: pg.Client, oids: number[], partitions: PartitionRow[], version: number): Promise<CatalogRows> {
+  const allOids = [...oids, ...partitions.map((p) => Number(p.oid))];
   // One client runs one query at a time: sequential awaits, not Promise.all.
   const columns = await queryColumns(client, allOids);
   const defaultSeqs = await queryDefaultSequences(client, allOids);
@@ -192,169 +218,183 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
   const indexes = await queryIndexes(client, allOids);
   const seqOids = [...new Set([...defaultSeqs.map((d) => d.seqoid), ...ownedSeqs.map((o) => o.seqoid)].map(Number))];
   const seqParams = await querySequences(client, seqOids);
-  const seqByOid = new Map(seqParams.map((s) => [Number(s.oid), s]));
+  return { columns, defaultSeqs, ownedSeqs, constraints, indexes, seqByOid: new Map(seqParams.map((s) => [Number(s.oid), s])) };
+}
 
-  const tables = ordered.map((rel) => {
-    const relid = Number(rel.oid);
-    const source: QualifiedName = { schema: rel.schema, name: rel.name };
-    const parts = partitions.filter((p) => Number(p.root) === relid);
-    const warnings: string[] = [];
+/** What building one table collects on the way: the sequences it uses and its warnings. */
+interface TableBuild {
+  rows: CatalogRows;
+  relid: number;
+  source: QualifiedName;
+  sequences: Map<number, SourceSequence>;
+  warnings: string[];
+}
 
-    // Sequences: owned by a column of this table (serial 'a', identity 'i'), or named in a default of
-    // the table or of one of its partitions.
-    const sequences = new Map<number, SourceSequence>();
-    const seqFor = (oid: number): SourceSequence => {
-      let s = sequences.get(oid);
-      if (!s) {
-        const p = seqByOid.get(oid);
-        if (!p) throw new Error(`sequence ${oid} used by ${displayName(source)} vanished while reading the catalog`);
-        s = {
-          name: { schema: p.schema, name: p.name },
-          type: p.type,
-          start: p.start,
-          increment: p.increment,
-          min: p.min,
-          max: p.max,
-          cache: p.cache,
-          cycle: p.cycle,
-          identity: false,
-        };
-        sequences.set(oid, s);
+function sourceTable(rel: RelRow, parts: PartitionRow[], rows: CatalogRows): SourceTable {
+  const relid = Number(rel.oid);
+  const source: QualifiedName = { schema: rel.schema, name: rel.name };
+  const b: TableBuild = { rows, relid, source, sequences: new Map(), warnings: [] };
+  // Sequences: owned by a column of this table (serial 'a', identity 'i'), or named in a default of
+  // the table or of one of its partitions.
+  for (const o of rows.ownedSeqs.filter((o) => Number(o.relid) === relid)) {
+    const s = sequenceFor(b, Number(o.seqoid));
+    s.ownedByColumn = o.attname;
+    s.identity = o.deptype === 'i';
+  }
+  const own = tableObjects(b, relid, source, false);
+  const table: SourceTable = {
+    source,
+    columns: columnsOf(b, relid, source),
+    replicaIdentity: replicaIdentity(rel.relreplident),
+    indexes: own.indexes,
+    constraints: own.constraints,
+    foreignKeys: own.foreignKeys,
+    sequences: [],
+    estimatedRows: Math.max(0, Math.round(rel.reltuples)),
+  };
+  if (own.primaryKey) table.primaryKey = own.primaryKey;
+  if (own.replicaIdentityIndex) table.replicaIdentityIndex = { name: own.replicaIdentityIndex.name, columns: own.replicaIdentityIndex.columns };
+  if (rel.relkind === 'p') {
+    if (rel.partkey === null) throw new Error(`partitioned table ${displayName(source)} has no partition key`);
+    table.partitionKey = rel.partkey;
+    table.partitions = parts.map((p) => sourcePartition(b, p));
+    // A partitioned table holds no rows itself: its size is its leaves'.
+    table.estimatedRows = parts.filter((p) => p.relkind === 'r').reduce((n, p) => n + Math.max(0, Math.round(p.reltuples)), 0);
+  }
+  table.sequences = [...b.sequences.values()];
+  if (b.warnings.length) table.warnings = b.warnings;
+  return table;
+}
+
+function sourcePartition(b: TableBuild, p: PartitionRow): SourcePartition {
+  const name = { schema: p.schema, name: p.name };
+  const o = tableObjects(b, Number(p.oid), name, true);
+  const part: SourcePartition = {
+    name,
+    parent: { schema: p.parent_schema, name: p.parent_name },
+    bound: p.bound,
+    columns: columnsOf(b, Number(p.oid), name),
+    replicaIdentity: replicaIdentity(p.relreplident),
+    indexes: o.indexes,
+    constraints: o.constraints,
+    foreignKeys: o.foreignKeys,
+  };
+  if (p.partkey !== null) part.partitionKey = p.partkey;
+  if (o.primaryKey) part.primaryKey = o.primaryKey;
+  if (o.replicaIdentityIndex) part.replicaIdentityIndex = o.replicaIdentityIndex;
+  return part;
+}
+
+/** A sequence's parameters as the target's DDL takes them (not owned by a column until told so). */
+function sequenceOf(p: SequenceRow): SourceSequence {
+  return { name: { schema: p.schema, name: p.name }, type: p.type, start: p.start, increment: p.increment, min: p.min, max: p.max, cache: p.cache, cycle: p.cycle, identity: false };
+}
+
+/** The table's entry for the sequence `oid`, made on first use. */
+function sequenceFor(b: TableBuild, oid: number): SourceSequence {
+  let s = b.sequences.get(oid);
+  if (!s) {
+    const p = b.rows.seqByOid.get(oid);
+    if (!p) throw new Error(`sequence ${oid} used by ${displayName(b.source)} vanished while reading the catalog`);
+    s = sequenceOf(p);
+    b.sequences.set(oid, s);
+  }
+  return s;
+}
+
+/** The columns of the table or partition `oid`, with the sequences their defaults name. */
+function columnsOf(b: TableBuild, oid: number, what: QualifiedName): SourceColumn[] {
+  const defaultSeqsByAttnum = new Map<number, QualifiedName[]>();
+  for (const d of b.rows.defaultSeqs.filter((d) => Number(d.relid) === oid)) {
+    const s = sequenceFor(b, Number(d.seqoid));
+    const list = defaultSeqsByAttnum.get(d.attnum) ?? [];
+    if (!list.some((q) => q.schema === s.name.schema && q.name === s.name.name)) list.push(s.name);
+    defaultSeqsByAttnum.set(d.attnum, list);
+  }
+  return b.rows.columns
+    .filter((c) => Number(c.relid) === oid)
+    .map((c) => {
+      const col: SourceColumn = { name: c.attname, type: c.type, notNull: c.attnotnull };
+      if (c.expr !== null && c.attgenerated === 's') col.generated = c.expr;
+      else if (c.expr !== null) {
+        col.default = c.expr;
+        const seqs = defaultSeqsByAttnum.get(c.attnum);
+        if (seqs) col.defaultSequences = seqs;
       }
-      return s;
-    };
-    for (const o of ownedSeqs.filter((o) => Number(o.relid) === relid)) {
-      const s = seqFor(Number(o.seqoid));
-      s.ownedByColumn = o.attname;
-      s.identity = o.deptype === 'i';
+      if (c.attidentity === 'a') col.identity = 'always';
+      if (c.attidentity === 'd') col.identity = 'by-default';
+      if (c.coll_schema !== null && c.coll_name !== null) col.collation = { schema: c.coll_schema, name: c.coll_name };
+      if (c.lo_ref && oid === b.relid) {
+        b.warnings.push(
+          `column ${c.attname} of ${displayName(what)} has type ${c.type}: if it holds large object references, the large objects themselves are not migrated (only the numbers are copied)`,
+        );
+      }
+      return col;
+    });
+}
+
+type TableObjects = Pick<SourceTable, 'primaryKey' | 'indexes' | 'constraints' | 'foreignKeys'> & {
+  replicaIdentityIndex?: { name: string; columns: string[]; inherited: boolean };
+};
+
+/** Keys, constraints and indexes of the table or partition `oid`, without those it gets from elsewhere. */
+function tableObjects(b: TableBuild, oid: number, what: QualifiedName, partition: boolean): TableObjects {
+  const out: TableObjects = { indexes: [], constraints: [], foreignKeys: [] };
+  // conparentid <> 0 (a partition's copy of its parent's key or foreign key, or the per-partition
+  // clones of a foreign key to a partitioned table) are left out in the query.
+  for (const c of b.rows.constraints.filter((c) => Number(c.relid) === oid)) {
+    if (partition && c.inherited) continue; // a CHECK the partition has from its parent
+    addConstraint(out, c, what);
+  }
+  for (const i of b.rows.indexes.filter((i) => Number(i.relid) === oid)) {
+    if (i.indisreplident) out.replicaIdentityIndex = { name: i.name, columns: i.key_cols, inherited: i.inherited };
+    if (i.backs_constraint) continue; // created with its constraint
+    if (partition && i.inherited) continue; // created by the parent's index, which cascades
+    if (!i.indisvalid) {
+      b.warnings.push(`index ${i.name} of ${displayName(what)} is invalid on the source (a failed CREATE INDEX CONCURRENTLY?) and is not created`);
+      continue;
     }
-    const columnsOf = (oid: number, what: QualifiedName): SourceColumn[] => {
-      const defaultSeqsByAttnum = new Map<number, QualifiedName[]>();
-      for (const d of defaultSeqs.filter((d) => Number(d.relid) === oid)) {
-        const s = seqFor(Number(d.seqoid));
-        const list = defaultSeqsByAttnum.get(d.attnum) ?? [];
-        if (!list.some((q) => q.schema === s.name.schema && q.name === s.name.name)) list.push(s.name);
-        defaultSeqsByAttnum.set(d.attnum, list);
-      }
-      return columns
-        .filter((c) => Number(c.relid) === oid)
-        .map((c) => {
-          const col: SourceColumn = { name: c.attname, type: c.type, notNull: c.attnotnull };
-          if (c.expr !== null && c.attgenerated === 's') col.generated = c.expr;
-          else if (c.expr !== null) {
-            col.default = c.expr;
-            const seqs = defaultSeqsByAttnum.get(c.attnum);
-            if (seqs) col.defaultSequences = seqs;
-          }
-          if (c.attidentity === 'a') col.identity = 'always';
-          if (c.attidentity === 'd') col.identity = 'by-default';
-          if (c.coll_schema !== null && c.coll_name !== null) col.collation = { schema: c.coll_schema, name: c.coll_name };
-          if (c.lo_ref && oid === relid) {
-            warnings.push(
-              `column ${c.attname} of ${displayName(what)} has type ${c.type}: if it holds large object references, the large objects themselves are not migrated (only the numbers are copied)`,
-            );
-          }
-          return col;
-        });
-    };
+    out.indexes.push({ name: i.name, definition: i.def });
+  }
+  return out;
+}
 
-    const objects = (oid: number, what: QualifiedName, partition: boolean) => {
-      const out: Pick<SourceTable, 'primaryKey' | 'indexes' | 'constraints' | 'foreignKeys'> & {
-        replicaIdentityIndex?: { name: string; columns: string[]; inherited: boolean };
-      } = { indexes: [], constraints: [], foreignKeys: [] };
-      // conparentid <> 0 (a partition's copy of its parent's key or foreign key, or the per-partition
-      // clones of a foreign key to a partitioned table) are left out in the query.
-      for (const c of constraints.filter((c) => Number(c.relid) === oid)) {
-        if (partition && c.inherited) continue; // a CHECK the partition has from its parent
-        switch (c.contype) {
-          case 'p':
-            out.primaryKey = { name: c.conname, columns: c.cols, definition: c.def, ...keyIndex(c) };
-            break;
-          case 'u':
-            out.constraints.push({ name: c.conname, kind: 'unique', definition: c.def, ...keyIndex(c) });
-            break;
-          case 'c':
-            out.constraints.push({ name: c.conname, kind: 'check', definition: c.def });
-            break;
-          case 'x':
-            out.constraints.push({ name: c.conname, kind: 'exclusion', definition: c.def });
-            break;
-          case 'f': {
-            if (c.ref_schema === null || c.ref_name === null) throw new Error(`foreign key ${c.conname} of ${displayName(what)} has no referenced table`);
-            const fk: SourceForeignKey = {
-              name: c.conname,
-              columns: c.cols,
-              referencedTable: { schema: c.ref_schema, name: c.ref_name },
-              referencedColumns: c.ref_cols,
-              onUpdate: c.confupdtype as FkAction,
-              onDelete: c.confdeltype as FkAction,
-              match: c.confmatchtype as FkMatch,
-              deferrable: c.condeferrable,
-              deferred: c.condeferred,
-              validated: c.convalidated,
-            };
-            if (c.del_set_cols && c.del_set_cols.length) fk.deleteSetColumns = c.del_set_cols;
-            out.foreignKeys.push(fk);
-            break;
-          }
-        }
-      }
-      for (const i of indexes.filter((i) => Number(i.relid) === oid)) {
-        if (i.indisreplident) out.replicaIdentityIndex = { name: i.name, columns: i.key_cols, inherited: i.inherited };
-        if (i.backs_constraint) continue; // created with its constraint
-        if (partition && i.inherited) continue; // created by the parent's index, which cascades
-        if (!i.indisvalid) {
-          warnings.push(`index ${i.name} of ${displayName(what)} is invalid on the source (a failed CREATE INDEX CONCURRENTLY?) and is not created`);
-          continue;
-        }
-        out.indexes.push({ name: i.name, definition: i.def });
-      }
-      return out;
-    };
+function addConstraint(out: TableObjects, c: ConstraintRow, what: QualifiedName): void {
+  switch (c.contype) {
+    case 'p':
+      out.primaryKey = { name: c.conname, columns: c.cols, definition: c.def, ...keyIndex(c) };
+      break;
+    case 'u':
+      out.constraints.push({ name: c.conname, kind: 'unique', definition: c.def, ...keyIndex(c) });
+      break;
+    case 'c':
+      out.constraints.push({ name: c.conname, kind: 'check', definition: c.def });
+      break;
+    case 'x':
+      out.constraints.push({ name: c.conname, kind: 'exclusion', definition: c.def });
+      break;
+    case 'f':
+      out.foreignKeys.push(foreignKeyOf(c, what));
+      break;
+  }
+}
 
-    const own = objects(relid, source, false);
-    const table: SourceTable = {
-      source,
-      columns: columnsOf(relid, source),
-      replicaIdentity: replicaIdentity(rel.relreplident),
-      indexes: own.indexes,
-      constraints: own.constraints,
-      foreignKeys: own.foreignKeys,
-      sequences: [],
-      estimatedRows: Math.max(0, Math.round(rel.reltuples)),
-    };
-    if (own.primaryKey) table.primaryKey = own.primaryKey;
-    if (own.replicaIdentityIndex) table.replicaIdentityIndex = { name: own.replicaIdentityIndex.name, columns: own.replicaIdentityIndex.columns };
-
-    if (rel.relkind === 'p') {
-      if (rel.partkey === null) throw new Error(`partitioned table ${displayName(source)} has no partition key`);
-      table.partitionKey = rel.partkey;
-      table.partitions = parts.map((p): SourcePartition => {
-        const name = { schema: p.schema, name: p.name };
-        const o = objects(Number(p.oid), name, true);
-        const part: SourcePartition = {
-          name,
-          parent: { schema: p.parent_schema, name: p.parent_name },
-          bound: p.bound,
-          columns: columnsOf(Number(p.oid), name),
-          replicaIdentity: replicaIdentity(p.relreplident),
-          indexes: o.indexes,
-          constraints: o.constraints,
-          foreignKeys: o.foreignKeys,
-        };
-        if (p.partkey !== null) part.partitionKey = p.partkey;
-        if (o.primaryKey) part.primaryKey = o.primaryKey;
-        if (o.replicaIdentityIndex) part.replicaIdentityIndex = o.replicaIdentityIndex;
-        return part;
-      });
-      // A partitioned table holds no rows itself: its size is its leaves'.
-      table.estimatedRows = parts.filter((p) => p.relkind === 'r').reduce((n, p) => n + Math.max(0, Math.round(p.reltuples)), 0);
-    }
-    table.sequences = [...sequences.values()];
-    if (warnings.length) table.warnings = warnings;
-    return table;
-  });
-  return { tables, oids, version };
+function foreignKeyOf(c: ConstraintRow, what: QualifiedName): SourceForeignKey {
+  if (c.ref_schema === null || c.ref_name === null) throw new Error(`foreign key ${c.conname} of ${displayName(what)} has no referenced table`);
+  const fk: SourceForeignKey = {
+    name: c.conname,
+    columns: c.cols,
+    referencedTable: { schema: c.ref_schema, name: c.ref_name },
+    referencedColumns: c.ref_cols,
+    onUpdate: c.confupdtype as FkAction,
+    onDelete: c.confdeltype as FkAction,
+    match: c.confmatchtype as FkMatch,
+    deferrable: c.condeferrable,
+    deferred: c.condeferred,
+    validated: c.convalidated,
+  };
+  if (c.del_set_cols && c.del_set_cols.length) fk.deleteSetColumns = c.del_set_cols;
+  return fk;
 }
 
 function nameOfOid(rels: RelRow[], oid: number): QualifiedName {
