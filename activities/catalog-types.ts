@@ -151,161 +151,198 @@ const qn = (s: string | null, n: string | null): QualifiedName | undefined => (s
 async function readDetails(client: pg.Client, rows: TypeRow[], warnings: string[], version: number): Promise<SourceType[]> {
   const oids = rows.map((r) => Number(r.oid));
   if (oids.length === 0) return [];
-  const enums = new Map(
-    (
-      await client.query<{ oid: number; labels: string[] }>(
-        `SELECT enumtypid AS oid, array_agg(enumlabel::text ORDER BY enumsortorder) AS labels FROM pg_enum WHERE enumtypid = ANY($1::oid[]) GROUP BY enumtypid`,
-        [oids],
-      )
-    ).rows.map((r) => [Number(r.oid), r.labels]),
-  );
-  const domains = new Map(
-    (
-      await client.query<{
-        oid: number;
-        base: string;
-        notnull: boolean;
-        def: string | null;
-        coll_schema: string | null;
-        coll_name: string | null;
-        checks: Array<{ name: string; definition: string }>;
-      }>(
-        `SELECT t.oid, format_type(t.typbasetype, t.typtypmod) AS base, t.typnotnull AS notnull,
-                pg_get_expr(t.typdefaultbin, 0) AS def, cn.nspname::text AS coll_schema, co.collname::text AS coll_name,
-                coalesce((SELECT json_agg(json_build_object('name', c.conname::text, 'definition', pg_get_constraintdef(c.oid)) ORDER BY c.conname)
-                            FROM pg_constraint c WHERE c.contypid = t.oid AND c.contype = 'c'), '[]') AS checks
-           FROM pg_type t
-           JOIN pg_type b ON b.oid = t.typbasetype
-           LEFT JOIN pg_collation co ON co.oid = t.typcollation AND t.typcollation <> b.typcollation
-           LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
-          WHERE t.oid = ANY($1::oid[]) AND t.typtype = 'd'`,
-        [oids],
-      )
-    ).rows.map((r) => [Number(r.oid), r]),
-  );
-  const attrs = new Map<number, Array<{ name: string; type: string; coll_schema: string | null; coll_name: string | null }>>();
-  for (const r of (
-    await client.query<{ oid: number; name: string; type: string; coll_schema: string | null; coll_name: string | null }>(
-      `SELECT t.oid, a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, cn.nspname::text AS coll_schema, co.collname::text AS coll_name
-         FROM pg_type t
-         JOIN pg_class k ON k.oid = t.typrelid AND k.relkind = 'c'
-         JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
-         JOIN pg_type at ON at.oid = a.atttypid
-         LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> at.typcollation
-         LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
-        WHERE t.oid = ANY($1::oid[])
-        ORDER BY t.oid, a.attnum`,
-      [oids],
-    )
-  ).rows) {
-    const list = attrs.get(Number(r.oid)) ?? [];
-    list.push(r);
-    attrs.set(Number(r.oid), list);
-  }
-  const ranges = new Map(
-    (
-      await client.query<{
-        oid: number;
-        subtype: string;
-        opc_schema: string;
-        opc_name: string;
-        opc_default: boolean;
-        coll_schema: string | null;
-        coll_name: string | null;
-        canon_schema: string | null;
-        canon_name: string | null;
-        diff_schema: string | null;
-        diff_name: string | null;
-        mr_schema: string | null;
-        mr_name: string | null;
-      }>(
-        `SELECT r.rngtypid AS oid, format_type(r.rngsubtype, NULL) AS subtype,
-                opn.nspname::text AS opc_schema, opc.opcname::text AS opc_name, opc.opcdefault AS opc_default,
-                cn.nspname::text AS coll_schema, co.collname::text AS coll_name,
-                pcn.nspname::text AS canon_schema, pc.proname::text AS canon_name,
-                pdn.nspname::text AS diff_schema, pd.proname::text AS diff_name,
-                mn.nspname::text AS mr_schema, m.typname::text AS mr_name
-           FROM pg_range r
-           JOIN pg_type st ON st.oid = r.rngsubtype
-           JOIN pg_opclass opc ON opc.oid = r.rngsubopc
-           JOIN pg_namespace opn ON opn.oid = opc.opcnamespace
-           LEFT JOIN pg_collation co ON co.oid = r.rngcollation AND r.rngcollation <> st.typcollation
-           LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
-           LEFT JOIN pg_proc pc ON pc.oid = r.rngcanonical
-           LEFT JOIN pg_namespace pcn ON pcn.oid = pc.pronamespace
-           LEFT JOIN pg_proc pd ON pd.oid = r.rngsubdiff
-           LEFT JOIN pg_namespace pdn ON pdn.oid = pd.pronamespace
-           LEFT JOIN pg_type m ON m.oid = ${version >= 140000 ? 'r.rngmultitypid' : 'NULL::oid'}
-           LEFT JOIN pg_namespace mn ON mn.oid = m.typnamespace
-          WHERE r.rngtypid = ANY($1::oid[])`,
-        [oids],
-      )
-    ).rows.map((r) => [Number(r.oid), r]),
-  );
+  // One client runs one query at a time: sequential awaits.
+  const details: TypeDetails = {
+    enums: await queryEnumLabels(client, oids),
+    domains: await queryDomains(client, oids),
+    attributes: await queryCompositeAttributes(client, oids),
+    ranges: await queryRanges(client, oids, version),
+  };
+  return rows.map((row) => sourceType(row, details, warnings));
+}
 
-  return rows.map((row): SourceType => {
-    const oid = Number(row.oid);
-    const name: QualifiedName = { schema: row.schema, name: row.name };
-    if (row.extension !== null) return { kind: 'extension', name, extension: row.extension };
-    switch (row.typtype) {
-      case 'e':
-        return { kind: 'enum', name, labels: enums.get(oid) ?? [] };
-      case 'd': {
-        const d = domains.get(oid);
-        if (!d) throw new Error(`domain ${displayName(name)} vanished while reading the catalog`);
-        const t: SourceDomainType = { kind: 'domain', name, baseType: d.base, notNull: d.notnull, checks: d.checks };
-        const coll = qn(d.coll_schema, d.coll_name);
-        if (coll) t.collation = coll;
-        if (d.def !== null) t.default = d.def;
-        return t;
+interface DomainRow {
+  oid: number;
+  base: string;
+  notnull: boolean;
+  def: string | null;
+  coll_schema: string | null;
+  coll_name: string | null;
+  checks: Array<{ name: string; definition: string }>;
+}
+
+interface AttributeRow {
+  oid: number;
+  name: string;
+  type: string;
+  coll_schema: string | null;
+  coll_name: string | null;
+}
+
+interface RangeRow {
+  oid: number;
+  subtype: string;
+  opc_schema: string;
+  opc_name: string;
+  opc_default: boolean;
+  coll_schema: string | null;
+  coll_name: string | null;
+  canon_schema: string | null;
+  canon_name: string | null;
+  diff_schema: string | null;
+  diff_name: string | null;
+  mr_schema: string | null;
+  mr_name: string | null;
+}
+
+/** What each kind of type needs besides its pg_type row, by type oid. */
+interface TypeDetails {
+  enums: Map<number, string[]>;
+  domains: Map<number, DomainRow>;
+  attributes: Map<number, AttributeRow[]>;
+  ranges: Map<number, RangeRow>;
+}
+
+async function queryEnumLabels(client: pg.Client, oids: number[]): Promise<Map<number, string[]>> {
+  const r = await client.query<{ oid: number; labels: string[] }>(
+    `SELECT enumtypid AS oid, array_agg(enumlabel::text ORDER BY enumsortorder) AS labels FROM pg_enum WHERE enumtypid = ANY($1::oid[]) GROUP BY enumtypid`,
+    [oids],
+  );
+  return new Map(r.rows.map((x) => [Number(x.oid), x.labels]));
+}
+
+async function queryDomains(client: pg.Client, oids: number[]): Promise<Map<number, DomainRow>> {
+  const r = await client.query<DomainRow>(
+    `SELECT t.oid, format_type(t.typbasetype, t.typtypmod) AS base, t.typnotnull AS notnull,
+            pg_get_expr(t.typdefaultbin, 0) AS def, cn.nspname::text AS coll_schema, co.collname::text AS coll_name,
+            coalesce((SELECT json_agg(json_build_object('name', c.conname::text, 'definition', pg_get_constraintdef(c.oid)) ORDER BY c.conname)
+                        FROM pg_constraint c WHERE c.contypid = t.oid AND c.contype = 'c'), '[]') AS checks
+       FROM pg_type t
+       JOIN pg_type b ON b.oid = t.typbasetype
+       LEFT JOIN pg_collation co ON co.oid = t.typcollation AND t.typcollation <> b.typcollation
+       LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+      WHERE t.oid = ANY($1::oid[]) AND t.typtype = 'd'`,
+    [oids],
+  );
+  return new Map(r.rows.map((x) => [Number(x.oid), x]));
+}
+
+async function queryCompositeAttributes(client: pg.Client, oids: number[]): Promise<Map<number, AttributeRow[]>> {
+  const attrs = new Map<number, AttributeRow[]>();
+  const r = await client.query<AttributeRow>(
+    `SELECT t.oid, a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, cn.nspname::text AS coll_schema, co.collname::text AS coll_name
+       FROM pg_type t
+       JOIN pg_class k ON k.oid = t.typrelid AND k.relkind = 'c'
+       JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
+       JOIN pg_type at ON at.oid = a.atttypid
+       LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> at.typcollation
+       LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+      WHERE t.oid = ANY($1::oid[])
+      ORDER BY t.oid, a.attnum`,
+    [oids],
+  );
+  for (const x of r.rows) {
+    const list = attrs.get(Number(x.oid)) ?? [];
+    list.push(x);
+    attrs.set(Number(x.oid), list);
+  }
+  return attrs;
+}
+
+async function queryRanges(client: pg.Client, oids: number[], version: number): Promise<Map<number, RangeRow>> {
+  const r = await client.query<RangeRow>(
+    `SELECT r.rngtypid AS oid, format_type(r.rngsubtype, NULL) AS subtype,
+            opn.nspname::text AS opc_schema, opc.opcname::text AS opc_name, opc.opcdefault AS opc_default,
+            cn.nspname::text AS coll_schema, co.collname::text AS coll_name,
+            pcn.nspname::text AS canon_schema, pc.proname::text AS canon_name,
+            pdn.nspname::text AS diff_schema, pd.proname::text AS diff_name,
+            mn.nspname::text AS mr_schema, m.typname::text AS mr_name
+       FROM pg_range r
+       JOIN pg_type st ON st.oid = r.rngsubtype
+       JOIN pg_opclass opc ON opc.oid = r.rngsubopc
+       JOIN pg_namespace opn ON opn.oid = opc.opcnamespace
+       LEFT JOIN pg_collation co ON co.oid = r.rngcollation AND r.rngcollation <> st.typcollation
+       LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+       LEFT JOIN pg_proc pc ON pc.oid = r.rngcanonical
+       LEFT JOIN pg_namespace pcn ON pcn.oid = pc.pronamespace
+       LEFT JOIN pg_proc pd ON pd.oid = r.rngsubdiff
+       LEFT JOIN pg_namespace pdn ON pdn.oid = pd.pronamespace
+       LEFT JOIN pg_type m ON m.oid = ${version >= 140000 ? 'r.rngmultitypid' : 'NULL::oid'}
+       LEFT JOIN pg_namespace mn ON mn.oid = m.typnamespace
+      WHERE r.rngtypid = ANY($1::oid[])`,
+    [oids],
+  );
+  return new Map(r.rows.map((x) => [Number(x.oid), x]));
+}
+
+/** One type as the target's DDL takes it, or why it cannot be migrated. */
+function sourceType(row: TypeRow, details: TypeDetails, warnings: string[]): SourceType {
+  const oid = Number(row.oid);
+  const name: QualifiedName = { schema: row.schema, name: row.name };
+  if (row.extension !== null) return { kind: 'extension', name, extension: row.extension };
+  switch (row.typtype) {
+    case 'e':
+      return { kind: 'enum', name, labels: details.enums.get(oid) ?? [] };
+    case 'd':
+      return domainType(name, details.domains.get(oid));
+    case 'c': {
+      if (row.relkind !== 'c') {
+        const rel = qn(row.rel_schema, row.rel_name);
+        return { kind: 'unsupported', name, reason: `it is the row type of ${rel ? displayName(rel) : 'a relation'}, used as a column type` };
       }
-      case 'c': {
-        if (row.relkind !== 'c') {
-          const rel = qn(row.rel_schema, row.rel_name);
-          return { kind: 'unsupported', name, reason: `it is the row type of ${rel ? displayName(rel) : 'a relation'}, used as a column type` };
-        }
-        return {
-          kind: 'composite',
-          name,
-          attributes: (attrs.get(oid) ?? []).map((a) => {
-            const coll = qn(a.coll_schema, a.coll_name);
-            return coll ? { name: a.name, type: a.type, collation: coll } : { name: a.name, type: a.type };
-          }),
-        };
-      }
-      case 'r': {
-        const r = ranges.get(oid);
-        if (!r) throw new Error(`range type ${displayName(name)} vanished while reading the catalog`);
-        const canonical = qn(r.canon_schema, r.canon_name);
-        if (canonical && canonical.schema !== 'pg_catalog') {
-          return { kind: 'unsupported', name, reason: `its canonical function ${displayName(canonical)} is user code, and pg-dts does not migrate functions` };
-        }
-        if (!r.opc_default && r.opc_schema !== 'pg_catalog') {
-          return { kind: 'unsupported', name, reason: `its subtype operator class ${r.opc_schema}.${r.opc_name} is not migrated` };
-        }
-        const t: SourceRangeType = { kind: 'range', name, subtype: r.subtype };
-        const mr = qn(r.mr_schema, r.mr_name);
-        if (mr) t.multirange = mr;
-        if (!r.opc_default) t.subtypeOpclass = { schema: r.opc_schema, name: r.opc_name };
-        const coll = qn(r.coll_schema, r.coll_name);
-        if (coll) t.collation = coll;
-        if (canonical) t.canonical = canonical;
-        const diff = qn(r.diff_schema, r.diff_name);
-        if (diff && diff.schema === 'pg_catalog') t.subtypeDiff = diff;
-        else if (diff) {
-          warnings.push(
-            `range type ${displayName(name)} is created on the target without its subtype_diff function ${displayName(diff)} (pg-dts does not migrate functions): ` +
-              'values are identical; only GiST index performance on it may differ',
-          );
-        }
-        return t;
-      }
-      case 'b':
-        return { kind: 'unsupported', name, reason: 'it is a base type defined outside any extension (its input/output functions are not migrated)' };
-      default:
-        return { kind: 'unsupported', name, reason: `its kind (typtype ${row.typtype}) is not supported` };
+      return {
+        kind: 'composite',
+        name,
+        attributes: (details.attributes.get(oid) ?? []).map((a) => {
+          const coll = qn(a.coll_schema, a.coll_name);
+          return coll ? { name: a.name, type: a.type, collation: coll } : { name: a.name, type: a.type };
+        }),
+      };
     }
-  });
+    case 'r':
+      return rangeType(name, details.ranges.get(oid), warnings);
+    case 'b':
+      return { kind: 'unsupported', name, reason: 'it is a base type defined outside any extension (its input/output functions are not migrated)' };
+    default:
+      return { kind: 'unsupported', name, reason: `its kind (typtype ${row.typtype}) is not supported` };
+  }
+}
+
+function domainType(name: QualifiedName, d: DomainRow | undefined): SourceDomainType {
+  if (!d) throw new Error(`domain ${displayName(name)} vanished while reading the catalog`);
+  const t: SourceDomainType = { kind: 'domain', name, baseType: d.base, notNull: d.notnull, checks: d.checks };
+  const coll = qn(d.coll_schema, d.coll_name);
+  if (coll) t.collation = coll;
+  if (d.def !== null) t.default = d.def;
+  return t;
+}
+
+/** A range type; unsupported when it needs user code or an operator class pg-dts does not migrate. */
+function rangeType(name: QualifiedName, r: RangeRow | undefined, warnings: string[]): SourceType {
+  if (!r) throw new Error(`range type ${displayName(name)} vanished while reading the catalog`);
+  const canonical = qn(r.canon_schema, r.canon_name);
+  if (canonical && canonical.schema !== 'pg_catalog') {
+    return { kind: 'unsupported', name, reason: `its canonical function ${displayName(canonical)} is user code, and pg-dts does not migrate functions` };
+  }
+  if (!r.opc_default && r.opc_schema !== 'pg_catalog') {
+    return { kind: 'unsupported', name, reason: `its subtype operator class ${r.opc_schema}.${r.opc_name} is not migrated` };
+  }
+  const t: SourceRangeType = { kind: 'range', name, subtype: r.subtype };
+  const mr = qn(r.mr_schema, r.mr_name);
+  if (mr) t.multirange = mr;
+  if (!r.opc_default) t.subtypeOpclass = { schema: r.opc_schema, name: r.opc_name };
+  const coll = qn(r.coll_schema, r.coll_name);
+  if (coll) t.collation = coll;
+  if (canonical) t.canonical = canonical;
+  const diff = qn(r.diff_schema, r.diff_name);
+  if (diff && diff.schema === 'pg_catalog') t.subtypeDiff = diff;
+  else if (diff) {
+    warnings.push(
+      `range type ${displayName(name)} is created on the target without its subtype_diff function ${displayName(diff)} (pg-dts does not migrate functions): ` +
+        'values are identical; only GiST index performance on it may differ',
+    );
+  }
+  return t;
 }
 
 /** An extension whose objects a table's indexes, constraints or defaults use (not through a column type). */
