@@ -560,15 +560,7 @@ export function buildTableDef(
   migrated: ReadonlyArray<{ source: QualifiedName; target: QualifiedName }>,
   types: readonly TypeRename[] = [],
 ): TableDef {
-  const tooLong = (t: QualifiedName, of: QualifiedName) => {
-    if (Buffer.byteLength(t.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
-      // A spec problem (suffix too long for this name): SpecError is final at the activity boundary.
-      throw new SpecError(
-        `target table name ${JSON.stringify(t.name)} for ${displayName(of)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`,
-      );
-    }
-  };
-  tooLong(target, table.source);
+  assertNameFits(target, table.source);
   const warnings = [...(table.warnings ?? [])];
   const columns = table.columns.map((c) => mapColumn(c, spec, types));
   const sequences: SequenceRef[] = table.sequences.map((s) => {
@@ -576,9 +568,48 @@ export function buildTableDef(
     if (s.ownedByColumn !== undefined) ref.ownedByColumn = s.ownedByColumn;
     return ref;
   });
-  const partitions = (table.partitions ?? []).map((p) => ({ part: p, target: mapTableName(p.name, spec) }));
-  for (const p of partitions) tooLong(p.target, p.part.name);
+  const partitions: MappedPartition[] = (table.partitions ?? []).map((p) => ({ part: p, target: mapTableName(p.name, spec) }));
+  for (const p of partitions) assertNameFits(p.target, p.part.name);
+  const preLoad = preLoadDdl(table, target, partitions, sequences, spec, types);
+  // In this order: the replica identity's index is built by the steps before it; warnings keep their order.
+  const steps = [...keyAndIndexSteps(table, target, partitions, spec, types), ...replicaIdentitySteps(table, target, partitions, spec, warnings)];
+  const fks = foreignKeySteps(table, target, partitions, migrated, spec, warnings);
+  steps.push(...fks.steps);
+  const keyColumns = table.primaryKey?.columns ?? (table.replicaIdentity === 'index' ? table.replicaIdentityIndex?.columns : undefined) ?? [];
+  const def: TableDef = {
+    source: table.source,
+    target,
+    columns,
+    copyColumns: columns.filter((c) => c.generated === undefined).map((c) => c.name),
+    keyColumns: [...keyColumns],
+    replicaIdentity: table.replicaIdentity,
+    preLoad,
+    postLoad: steps.map((st) => st.sql),
+    postLoadSteps: steps.map(({ sql: _, ...step }) => step),
+    sequences,
+    estimatedRows: Math.max(0, table.estimatedRows),
+  };
+  if (table.partitionKey !== undefined) {
+    def.partitioned = true;
+    def.partitions = partitions.map((p) => ({ source: p.part.name, target: p.target }));
+  }
+  if (fks.sql.length) def.foreignKeys = fks.sql;
+  if (warnings.length) def.warnings = warnings;
+  return def;
+}
 
+/** A partition with its name on the target. */
+type MappedPartition = { part: SourcePartition; target: QualifiedName };
+
+/** A table's name the server would cut is refused: a spec problem (suffix too long for this name), final at the activity boundary. */
+function assertNameFits(t: QualifiedName, of: QualifiedName): void {
+  if (Buffer.byteLength(t.name, 'utf8') > MAX_IDENTIFIER_BYTES) {
+    throw new SpecError(`target table name ${JSON.stringify(t.name)} for ${displayName(of)} is longer than ${MAX_IDENTIFIER_BYTES} bytes; use a shorter tableSuffix`);
+  }
+}
+
+/** Before the load: schemas, sequences, the bare table and its partitions, sequence ownership, replica identity. */
+function preLoadDdl(table: SourceTable, target: QualifiedName, partitions: MappedPartition[], sequences: SequenceRef[], spec: NameMapping, types: readonly TypeRename[]): string[] {
   const preLoad: string[] = [];
   const schemas = unique([target.schema, ...partitions.map((p) => p.target.schema), ...sequences.map((s) => s.target.schema)]);
   for (const schema of schemas) preLoad.push(`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`);
@@ -598,7 +629,11 @@ export function buildTableDef(
   }
   if (table.replicaIdentity === 'full') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY FULL`);
   if (table.replicaIdentity === 'nothing') preLoad.push(`ALTER TABLE ${qname(target)} REPLICA IDENTITY NOTHING`);
+  return preLoad;
+}
 
+/** After the load: keys, constraints and indexes, in the order each kind of table needs. */
+function keyAndIndexSteps(table: SourceTable, target: QualifiedName, partitions: MappedPartition[], spec: NameMapping, types: readonly TypeRename[]): PostLoadStatement[] {
   const pair = { source: table.source, target };
   const steps: PostLoadStatement[] = [];
   const index = (sql: string) => steps.push({ kind: 'index', sql });
@@ -615,24 +650,29 @@ export function buildTableDef(
       else attaches.push({ kind: 'constraint', sql: addConstraintDdl(con, target, spec, types) });
     }
     for (const idx of table.indexes) builds.push({ kind: 'index', sql: createIndexDdl(idx, pair, spec, types) });
-    steps.push(...builds, ...attaches);
-  } else {
-    // The key first, as when it was created with the table: the partitions' key indexes get the names
-    // PostgreSQL generates, and none of a partition's own unique constraints is adopted in their place.
-    if (table.primaryKey) constraint(addConstraintDdl(table.primaryKey, target, spec, types));
-    for (const { part, target: pt } of partitions) if (part.primaryKey) constraint(addConstraintDdl(part.primaryKey, pt, spec, types));
-    // Partitions' own indexes next: an index created on the parent afterwards adopts a matching one
-    // instead of building a second, and its generated names cannot take theirs.
-    for (const { part, target: pt } of partitions) {
-      for (const idx of part.indexes) index(createIndexDdl(idx, { source: part.name, target: pt }, spec, types));
-    }
-    for (const idx of table.indexes) index(createIndexDdl(idx, pair, spec, types));
-    for (const con of table.constraints) constraint(addConstraintDdl(con, target, spec, types));
-    for (const { part, target: pt } of partitions) for (const con of part.constraints) constraint(addConstraintDdl(con, pt, spec, types));
+    return [...builds, ...attaches];
   }
+  // The key first, as when it was created with the table: the partitions' key indexes get the names
+  // PostgreSQL generates, and none of a partition's own unique constraints is adopted in their place.
+  if (table.primaryKey) constraint(addConstraintDdl(table.primaryKey, target, spec, types));
+  for (const { part, target: pt } of partitions) if (part.primaryKey) constraint(addConstraintDdl(part.primaryKey, pt, spec, types));
+  // Partitions' own indexes next: an index created on the parent afterwards adopts a matching one
+  // instead of building a second, and its generated names cannot take theirs.
+  for (const { part, target: pt } of partitions) {
+    for (const idx of part.indexes) index(createIndexDdl(idx, { source: part.name, target: pt }, spec, types));
+  }
+  for (const idx of table.indexes) index(createIndexDdl(idx, pair, spec, types));
+  for (const con of table.constraints) constraint(addConstraintDdl(con, target, spec, types));
+  for (const { part, target: pt } of partitions) for (const con of part.constraints) constraint(addConstraintDdl(con, pt, spec, types));
+  return steps;
+}
+
+/** REPLICA IDENTITY USING INDEX, once the index exists (a secondary index, or a key's built just before). */
+function replicaIdentitySteps(table: SourceTable, target: QualifiedName, partitions: MappedPartition[], spec: NameMapping, warnings: string[]): PostLoadStatement[] {
+  const steps: PostLoadStatement[] = [];
+  const constraint = (sql: string) => steps.push({ kind: 'constraint', sql });
   if (table.replicaIdentity === 'index') {
     if (!table.replicaIdentityIndex) throw new Error(`${displayName(table.source)} has REPLICA IDENTITY USING INDEX but no index is marked as such`);
-    // The index exists by now: a secondary index, or a key's (built and attached just above).
     constraint(`ALTER TABLE ${qname(target)} REPLICA IDENTITY USING INDEX ${ident(targetObjectName(table.replicaIdentityIndex.name, spec))}`);
   }
   for (const { part, target: pt } of partitions) {
@@ -647,7 +687,20 @@ export function buildTableDef(
       );
     }
   }
-  const foreignKeys: string[] = [];
+  return steps;
+}
+
+/** The foreign keys of the table and its partitions, onto the migrated tables they reference. */
+function foreignKeySteps(
+  table: SourceTable,
+  target: QualifiedName,
+  partitions: MappedPartition[],
+  migrated: ReadonlyArray<{ source: QualifiedName; target: QualifiedName }>,
+  spec: NameMapping,
+  warnings: string[],
+): { steps: PostLoadStatement[]; sql: string[] } {
+  const steps: PostLoadStatement[] = [];
+  const sqls: string[] = [];
   const addFks = (fks: readonly SourceForeignKey[], owner: QualifiedName, ownerTarget: QualifiedName, partitioned: boolean) => {
     for (const fk of fks) {
       const ref = migrated.find((m) => sameName(m.source, fk.referencedTable));
@@ -659,7 +712,7 @@ export function buildTableDef(
       }
       const references = ref ? ref.target : fk.referencedTable;
       const sql = addForeignKeyDdl(fk, ownerTarget, references, spec);
-      foreignKeys.push(sql);
+      sqls.push(sql);
       // Before PostgreSQL 18 a partitioned table takes no NOT VALID foreign key: it is added validated.
       const validate = fk.validated && !partitioned ? validateConstraintDdl(ownerTarget, targetObjectName(fk.name, spec)) : undefined;
       steps.push({ kind: 'foreign-key', sql, references: { ...references }, ...(validate ? { validate } : {}) });
@@ -667,26 +720,5 @@ export function buildTableDef(
   };
   addFks(table.foreignKeys, table.source, target, table.partitionKey !== undefined);
   for (const { part, target: pt } of partitions) addFks(part.foreignKeys, part.name, pt, part.partitionKey !== undefined);
-
-  const keyColumns = table.primaryKey?.columns ?? (table.replicaIdentity === 'index' ? table.replicaIdentityIndex?.columns : undefined) ?? [];
-  const def: TableDef = {
-    source: table.source,
-    target,
-    columns,
-    copyColumns: columns.filter((c) => c.generated === undefined).map((c) => c.name),
-    keyColumns: [...keyColumns],
-    replicaIdentity: table.replicaIdentity,
-    preLoad,
-    postLoad: steps.map((st) => st.sql),
-    postLoadSteps: steps.map(({ sql: _, ...step }) => step),
-    sequences,
-    estimatedRows: Math.max(0, table.estimatedRows),
-  };
-  if (table.partitionKey !== undefined) {
-    def.partitioned = true;
-    def.partitions = partitions.map((p) => ({ source: p.part.name, target: p.target }));
-  }
-  if (foreignKeys.length) def.foreignKeys = foreignKeys;
-  if (warnings.length) def.warnings = warnings;
-  return def;
+  return { steps, sql: sqls };
 }
