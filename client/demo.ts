@@ -6,6 +6,7 @@
  * through a real worker, prints phases, lag and the report, compares both sides, and cleans up.
  */
 import { randomUUID } from 'node:crypto';
+import type { WorkflowHandle } from '@temporalio/client';
 import { startCluster, type PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { fingerprint } from '../test/harness/compare';
@@ -28,15 +29,7 @@ export async function runDemo(): Promise<boolean> {
     clusters.push(source);
     const target = await startCluster({ name: 'demo-target' });
     clusters.push(target);
-    await source.createDatabase('shop');
-    await target.createDatabase('shop');
-    say(`source ${source.uri('shop')}  target ${target.uri('shop')}`);
-    const c = await source.client('shop');
-    await c.query(SHOP_SCHEMA);
-    await loadShopData(c, scale);
-    await c.end();
-    const [{ n }] = (await source.query<{ n: string }>(`SELECT sum(n_live_tup)::text AS n FROM pg_stat_user_tables`, [], 'shop')) as [{ n: string }];
-    say(`loaded the shop schema: 7 tables, ${n} rows`);
+    await loadShop(source, target, scale);
 
     const taskQueue = `demo-${randomUUID().slice(0, 8)}`;
     const worker = await createWorker({ connection: temporal.nativeConnection, namespace: 'default', taskQueue });
@@ -56,54 +49,11 @@ export async function runDemo(): Promise<boolean> {
     const workflowId = `demo-${randomUUID().slice(0, 8)}`;
     const handle = await temporal.client.workflow.start(WORKFLOW_TYPE, { taskQueue, workflowId, args: [spec], staticSummary: 'pg-dts demo migration' });
     say(`started workflow ${workflowId} on task queue ${taskQueue}`);
-    let lastPhase = '';
-    let lastCopied = -1;
-    let syncingSince = 0;
-    let lastLagAt = 0;
-    let cutoverSent = false;
-    const poll = setInterval(() => {
-      handle
-        .query<MigrationStatus>('status')
-        .then(async (s) => {
-          if (s.phase !== lastPhase) {
-            lastPhase = s.phase;
-            say(`phase ${s.phase}`);
-          }
-          if (s.phase === 'MIGRATING_DATA') {
-            const done = s.tables.filter((t) => t.state !== 'pending' && t.state !== 'copying').length;
-            if (done !== lastCopied) say(`  copied ${(lastCopied = done)}/${s.tables.length} tables`);
-          }
-          if (s.replication && s.phase === 'SYNCING_WAL' && Date.now() - lastLagAt >= 1000) {
-            lastLagAt = Date.now();
-            syncingSince ||= Date.now();
-            say(`  apply at ${s.replication.confirmedLsn}, lag ${s.replication.lagBytes} bytes, ${s.replication.transactions} transactions applied (writer has committed ${writer.stats.transactions})`);
-            if (!cutoverSent && Date.now() - syncingSince > 5000) {
-              cutoverSent = true;
-              say('sending the cutover signal');
-              await handle.signal('cutover');
-            }
-          }
-        })
-        .catch(() => undefined);
-    }, 200);
-    let report: MigrationReport;
-    try {
-      report = (await handle.result()) as MigrationReport;
-    } finally {
-      clearInterval(poll);
-    }
+    const report = await followMigration(handle, writer);
     const stats = await writer.stop();
     say(`writer: ${stats.transactions} transactions committed, ${stats.rolledBack} rolled back, stopped by the fence: ${stats.fenced}`);
     console.log(formatReport(report));
-
-    let identical = true;
-    for (const [schema, table] of SHOP_TABLES) {
-      const a = await fingerprint(source, 'shop', schema, table);
-      const b = await fingerprint(target, 'shop', schema === 'public' ? 'app' : schema, `${table}_migrated`);
-      const same = a.rows === b.rows && a.hash === b.hash;
-      identical &&= same;
-      say(`  ${schema}.${table}: ${a.rows} rows, content hash ${same ? 'identical' : `DIFFERS (${a.hash} vs ${b.hash})`}`);
-    }
+    const identical = await compareShop(source, target);
     worker.shutdown();
     await running;
     say(identical && report.phase === 'COMPLETED' ? 'COMPLETED: source and target are identical' : 'the migration did not end identical');
@@ -113,6 +63,71 @@ export async function runDemo(): Promise<boolean> {
     await Promise.allSettled(clusters.map((c) => c.destroy()));
     await temporal.teardown();
   }
+}
+
+/** The shop schema and its rows on the source; an empty database of the same name on the target. */
+async function loadShop(source: PgCluster, target: PgCluster, scale: number): Promise<void> {
+  await source.createDatabase('shop');
+  await target.createDatabase('shop');
+  say(`source ${source.uri('shop')}  target ${target.uri('shop')}`);
+  const c = await source.client('shop');
+  await c.query(SHOP_SCHEMA);
+  await loadShopData(c, scale);
+  await c.end();
+  const [{ n }] = (await source.query<{ n: string }>(`SELECT sum(n_live_tup)::text AS n FROM pg_stat_user_tables`, [], 'shop')) as [{ n: string }];
+  say(`loaded the shop schema: 7 tables, ${n} rows`);
+}
+
+/** Prints phases, copy progress and lag until the migration ends; cuts over after 5 s of SYNCING_WAL. */
+async function followMigration(handle: WorkflowHandle, writer: ReturnType<typeof startWriter>): Promise<MigrationReport> {
+  let lastPhase = '';
+  let lastCopied = -1;
+  let syncingSince = 0;
+  let lastLagAt = 0;
+  let cutoverSent = false;
+  const poll = setInterval(() => {
+    handle
+      .query<MigrationStatus>('status')
+      .then(async (s) => {
+        if (s.phase !== lastPhase) {
+          lastPhase = s.phase;
+          say(`phase ${s.phase}`);
+        }
+        if (s.phase === 'MIGRATING_DATA') {
+          const done = s.tables.filter((t) => t.state !== 'pending' && t.state !== 'copying').length;
+          if (done !== lastCopied) say(`  copied ${(lastCopied = done)}/${s.tables.length} tables`);
+        }
+        if (s.replication && s.phase === 'SYNCING_WAL' && Date.now() - lastLagAt >= 1000) {
+          lastLagAt = Date.now();
+          syncingSince ||= Date.now();
+          say(`  apply at ${s.replication.confirmedLsn}, lag ${s.replication.lagBytes} bytes, ${s.replication.transactions} transactions applied (writer has committed ${writer.stats.transactions})`);
+          if (!cutoverSent && Date.now() - syncingSince > 5000) {
+            cutoverSent = true;
+            say('sending the cutover signal');
+            await handle.signal('cutover');
+          }
+        }
+      })
+      .catch(() => undefined);
+  }, 200);
+  try {
+    return (await handle.result()) as MigrationReport;
+  } finally {
+    clearInterval(poll);
+  }
+}
+
+/** Every shop table's row count and content hash on both sides; true when all are identical. */
+async function compareShop(source: PgCluster, target: PgCluster): Promise<boolean> {
+  let identical = true;
+  for (const [schema, table] of SHOP_TABLES) {
+    const a = await fingerprint(source, 'shop', schema, table);
+    const b = await fingerprint(target, 'shop', schema === 'public' ? 'app' : schema, `${table}_migrated`);
+    const same = a.rows === b.rows && a.hash === b.hash;
+    identical &&= same;
+    say(`  ${schema}.${table}: ${a.rows} rows, content hash ${same ? 'identical' : `DIFFERS (${a.hash} vs ${b.hash})`}`);
+  }
+  return identical;
 }
 
 if (require.main === module) {
