@@ -111,18 +111,35 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec, pro
     problem(`schema(s) not found on the source: ${missingSchemas.map((s) => JSON.stringify(s)).join(', ')}`);
   }
   const wanted = spec.tables ?? null;
-  const schemaFilter = wanted ? [...new Set(wanted.map((t) => t.schema))] : spec.schemas;
-  const res = await client.query<{
-    schema: string;
-    name: string;
-    relkind: string;
-    relpersistence: string;
-    relispartition: boolean;
-    reltuples: number;
-    root: string | null;
-    bad_partitions: string[] | null;
-    extension: string | null;
-  }>(
+  const rows = await queryCandidates(client, wanted ? [...new Set(wanted.map((t) => t.schema))] : spec.schemas);
+  const tables: TablePlan[] = [];
+  for (const r of wanted ? listedOnly(rows, wanted, problem) : rows) {
+    const plan = tablePlan(r, spec, notices, problem);
+    if (plan) tables.push(plan);
+  }
+  if (tables.length === 0) {
+    problem(`nothing to migrate: no tables in schema(s) ${spec.schemas.map((s) => JSON.stringify(s)).join(', ')} on the source`);
+  }
+  const lo = await largeObjectsNotice(client);
+  if (lo) notices.push(lo);
+  return { tables, notices };
+}
+
+interface CandidateRow {
+  schema: string;
+  name: string;
+  relkind: string;
+  relpersistence: string;
+  relispartition: boolean;
+  reltuples: number;
+  root: string | null;
+  bad_partitions: string[] | null;
+  extension: string | null;
+}
+
+/** Tables, partitioned tables and foreign tables of `schemas`, with what decides whether each can be migrated. */
+async function queryCandidates(client: Client, schemas: string[]): Promise<CandidateRow[]> {
+  const res = await client.query<CandidateRow>(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind, c.relpersistence, c.relispartition,
             CASE WHEN c.relkind = 'p'
                  THEN (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)
@@ -139,75 +156,78 @@ export async function listSourceTables(client: Client, spec: NormalizedSpec, pro
        LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
       WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'f')
       ORDER BY n.nspname, c.relname`,
-    [schemaFilter],
+    [schemas],
   );
-  const byKey = new Map(res.rows.map((r) => [nameKey(r), r]));
-  let rows = res.rows;
-  if (wanted) {
-    const missing = wanted.filter((t) => !byKey.has(nameKey(t)));
-    if (missing.length) {
-      problem(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
-    }
-    rows = wanted.flatMap((t) => byKey.get(nameKey(t)) ?? []);
-    const foreign = rows.filter((r) => r.relkind === 'f');
-    if (foreign.length) {
-      problem(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);
-    }
-    const owned = rows.filter((r) => r.extension);
-    if (owned.length) {
-      problem(
-        `${owned.map((r) => `${displayName(r)} (extension ${r.extension})`).join(', ')}: belong(s) to an extension, which creates it on the target; ` +
-          "leave it out of tables: the rows you added to an extension's configuration tables are carried over with the extension",
-      );
-    }
-    const partitions = rows.filter((r) => r.relispartition);
-    if (partitions.length) {
-      problem(
-        `partitions cannot be migrated on their own: ${partitions.map((r) => `${displayName(r)} (a partition of ${r.root ?? '?'})`).join(', ')}; ` +
-          'list the partitioned table instead: its partitions are migrated with it',
-      );
-    }
-    // Listed above: the rest of the list is still checked.
-    rows = rows.filter((r) => r.relkind !== 'f' && !r.extension && !r.relispartition);
+  return res.rows;
+}
+
+/**
+ * spec.tables: the rows of the tables listed, in their order. What is listed but cannot be migrated
+ * (missing, foreign, an extension's, a partition) is a problem, and the rest of the list is still checked.
+ */
+function listedOnly(all: CandidateRow[], wanted: QualifiedName[], problem: Problems): CandidateRow[] {
+  const byKey = new Map(all.map((r) => [nameKey(r), r]));
+  const missing = wanted.filter((t) => !byKey.has(nameKey(t)));
+  if (missing.length) {
+    problem(`table(s) not found on the source: ${missing.map(displayName).join(', ')}`);
   }
-  const tables: TablePlan[] = [];
-  for (const r of rows) {
-    const q = { schema: r.schema, name: r.name };
-    if (r.relispartition) continue; // migrated with its partitioned root
-    if (r.relkind === 'f') {
-      notices.push(`skipped ${displayName(q)}: foreign table: ${FOREIGN_WHY}`);
-      continue;
-    }
-    if (r.extension) {
-      notices.push(`skipped ${displayName(q)}: it belongs to the extension ${r.extension}, which creates it on the target (rows you added to it are carried with the extension)`);
-      continue;
-    }
-    if (r.relpersistence !== 'p') {
-      notices.push(`skipped ${displayName(q)}: ${r.relpersistence === 'u' ? 'unlogged' : 'temporary'} tables are not written to the WAL and cannot be replicated`);
-      continue;
-    }
-    if (r.bad_partitions?.length) {
-      problem(
-        `partitioned table ${displayName(q)} has partitions whose changes are not in the WAL: ${r.bad_partitions.join(', ')}; ` +
-          'make them logged (ALTER TABLE ... SET LOGGED), detach them, or leave the table out',
-      );
-      continue;
-    }
-    tables.push({ source: q, target: mapTableName(q, spec), estimatedRows: Math.max(0, Math.round(r.reltuples)) });
+  const rows = wanted.flatMap((t) => byKey.get(nameKey(t)) ?? []);
+  const foreign = rows.filter((r) => r.relkind === 'f');
+  if (foreign.length) {
+    problem(`${foreign.map(displayName).join(', ')}: foreign table(s): ${FOREIGN_WHY}`);
   }
-  if (tables.length === 0) {
-    problem(`nothing to migrate: no tables in schema(s) ${spec.schemas.map((s) => JSON.stringify(s)).join(', ')} on the source`);
-  }
-  // Large objects live outside every table (pg_largeobject): COPY and logical replication carry
-  // neither them nor their changes. pg_largeobject_metadata is readable without superuser.
-  const lo = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_largeobject_metadata');
-  const los = Number(lo.rows[0]?.n ?? 0);
-  if (los > 0) {
-    notices.push(
-      `the source database holds ${los} large object(s) (pg_largeobject): large objects are not migrated; columns that reference them (oid, lo) are copied as plain numbers. Move them separately (pg_dump --large-objects / lo_export + lo_import) before cutover`,
+  const owned = rows.filter((r) => r.extension);
+  if (owned.length) {
+    problem(
+      `${owned.map((r) => `${displayName(r)} (extension ${r.extension})`).join(', ')}: belong(s) to an extension, which creates it on the target; ` +
+        "leave it out of tables: the rows you added to an extension's configuration tables are carried over with the extension",
     );
   }
-  return { tables, notices };
+  const partitions = rows.filter((r) => r.relispartition);
+  if (partitions.length) {
+    problem(
+      `partitions cannot be migrated on their own: ${partitions.map((r) => `${displayName(r)} (a partition of ${r.root ?? '?'})`).join(', ')}; ` +
+        'list the partitioned table instead: its partitions are migrated with it',
+    );
+  }
+  return rows.filter((r) => r.relkind !== 'f' && !r.extension && !r.relispartition);
+}
+
+/** The table's plan; undefined for what is skipped (with a notice) or refused (a problem). */
+function tablePlan(r: CandidateRow, spec: NormalizedSpec, notices: string[], problem: Problems): TablePlan | undefined {
+  const q = { schema: r.schema, name: r.name };
+  if (r.relispartition) return undefined; // migrated with its partitioned root
+  if (r.relkind === 'f') {
+    notices.push(`skipped ${displayName(q)}: foreign table: ${FOREIGN_WHY}`);
+    return undefined;
+  }
+  if (r.extension) {
+    notices.push(`skipped ${displayName(q)}: it belongs to the extension ${r.extension}, which creates it on the target (rows you added to it are carried with the extension)`);
+    return undefined;
+  }
+  if (r.relpersistence !== 'p') {
+    notices.push(`skipped ${displayName(q)}: ${r.relpersistence === 'u' ? 'unlogged' : 'temporary'} tables are not written to the WAL and cannot be replicated`);
+    return undefined;
+  }
+  if (r.bad_partitions?.length) {
+    problem(
+      `partitioned table ${displayName(q)} has partitions whose changes are not in the WAL: ${r.bad_partitions.join(', ')}; ` +
+        'make them logged (ALTER TABLE ... SET LOGGED), detach them, or leave the table out',
+    );
+    return undefined;
+  }
+  return { source: q, target: mapTableName(q, spec), estimatedRows: Math.max(0, Math.round(r.reltuples)) };
+}
+
+/**
+ * Large objects live outside every table (pg_largeobject): COPY and logical replication carry
+ * neither them nor their changes. pg_largeobject_metadata is readable without superuser.
+ */
+async function largeObjectsNotice(client: Client): Promise<string | undefined> {
+  const lo = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_largeobject_metadata');
+  const los = Number(lo.rows[0]?.n ?? 0);
+  if (los === 0) return undefined;
+  return `the source database holds ${los} large object(s) (pg_largeobject): large objects are not migrated; columns that reference them (oid, lo) are copied as plain numbers. Move them separately (pg_dump --large-objects / lo_export + lo_import) before cutover`;
 }
 
 /** What the source's catalog says about the role's replication right, for the refusal's advice. */
