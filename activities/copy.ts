@@ -291,70 +291,22 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
   const tick = setInterval(beat, 1000);
   const stopCancelling = cancelOnAbort(hooks.signal, () => [src, dst]);
   try {
-    // The source's and the target's setup run side by side: for a table of a few rows they are most of
-    // its time (two connections and a few round trips each, slow while other copies load the machine).
-    // Both are waited for, so that a failure on one side leaves no connection opening on the other.
-    const [s, d] = await Promise.allSettled([
-      (async () => {
-        const c = await openSnapshotSession(input.source, input.snapshot, where, (x) => (src = x));
-        return { c, types: await columnTypes(c, table.source) };
-      })(),
-      (async () => {
-        const c = (dst = await connect(input.target, { applicationName: 'pg-dts copy' }));
-        if (range) await ensureCopyProgress(c);
-        await c.query('BEGIN');
-        return { c, types: await columnTypes(c, table.target) };
-      })(),
-    ]);
-    if (s.status === 'rejected') throw s.reason;
-    if (d.status === 'rejected') throw d.reason;
-    src = s.value.c;
-    dst = d.value.c;
-    const srcTypes = s.value.types;
-    const dstTypes = d.value.types;
-    binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
-
+    const opened = await openCopySessions(input, where, (c) => (src = c), (c) => (dst = c));
+    src = opened.src;
+    dst = opened.dst;
+    binary = input.format !== 'text' && binaryCompatible(table.copyColumns, opened.srcTypes, opened.dstTypes);
     let freeze = false;
     if (range) {
-      // Two attempts of one range may overlap (a retry after a heartbeat timeout while the first still
-      // runs): the lock makes the later one wait, then find the earlier one's record.
-      await dst.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`pg-dts copy ${qname(table.target)} ${range.id}`]);
-      // The copy round this attempt belongs to must still be the table's current one: an attempt of an
-      // earlier round (its snapshot lost, the table emptied again since) must not add its rows. The
-      // share lock holds off the next round's prepareRangedCopy until this transaction ends.
-      const roundRow = await dst.query<{ snapshot: string }>(
-        'SELECT snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2 FOR SHARE',
-        [qname(table.target), ROUND_MARKER],
-      );
-      const current = roundRow.rows[0]?.snapshot;
-      if (current !== undefined && current !== snapshotKey) {
-        throw preconditionFailed(`${where}: superseded: this copy belongs to the round of snapshot ${snapshotKey}, the table has since been prepared for snapshot ${current}`);
-      }
-      const done = await dst.query<{ rows: string; bytes: string; snapshot: string }>(
-        'SELECT rows::text, bytes::text, snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2',
-        [qname(table.target), range.id],
-      );
-      const row = done.rows[0];
-      if (row && row.snapshot === snapshotKey) {
+      const copied = await claimRange(dst, table.target, range, snapshotKey, where);
+      if (copied) {
         await dst.query('COMMIT');
         await src.query('COMMIT');
-        const p = { rows: Number(row.rows), bytes: Number(row.bytes) };
-        hooks.heartbeat(p);
-        return { ...p, durationMs: Date.now() - started, format: binary ? 'binary' : 'text', alreadyCopied: true };
-      }
-      if (row) {
-        // Rows of another snapshot's copy of this range may still be in the table: copying again would
-        // duplicate them. prepareRangedCopy (which empties the table and these records) comes first.
-        throw preconditionFailed(`${where}: the target holds this range from another copy round (snapshot ${row.snapshot}); run prepareRangedCopy first`);
+        hooks.heartbeat(copied);
+        return { ...copied, durationMs: Date.now() - started, format: binary ? 'binary' : 'text', alreadyCopied: true };
       }
     } else {
-      if (input.migrationId) await assertOurs(dst, [table.target], input.migrationId, where);
-      // A partitioned table is emptied with its partitions (TRUNCATE ONLY refuses it).
-      const partitioned = dstTypes.relkind === 'p';
-      await dst.query(`TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
-      freeze = !partitioned;
+      freeze = await emptyTarget(dst, table.target, opened.dstTypes, input.migrationId, where);
     }
-
     const rangeWhere = range
       ? ` WHERE ctid >= '(${int(range.pageFrom)},0)'::tid${range.pageTo !== undefined ? ` AND ctid < '(${int(range.pageTo)},0)'::tid` : ''}`
       : '';
@@ -363,21 +315,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     const streamed = await streamTable(src, dst, { table, binary, freeze, rangeWhere, signal: hooks.signal }, (o) => (readStream = o), beat);
     srcPoisoned = false;
     dstPoisoned = false;
-    // Queued behind the COPY: once they return, the source's own row count has arrived too.
-    const rewrittenAt = input.snapshot ? await rewrittenSince(src, table.source) : undefined;
-    await src.query('COMMIT');
-    const rows = checkedRows(streamed);
-    if (range) {
-      await dst.query('INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, $4, $5)', [
-        qname(table.target),
-        range.id,
-        snapshotKey,
-        rows,
-        streamed.out.bytes,
-      ]);
-    }
-    if (rewrittenAt) await recordRewritten(input.target, dst, table.target, snapshotKey, rewrittenAt);
-    await dst.query('COMMIT');
+    const rows = await commitCopy(input, src, dst, streamed, snapshotKey);
     hooks.heartbeat({ rows, bytes: streamed.out.bytes });
     return { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
   } catch (err) {
@@ -393,6 +331,105 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     if (srcPoisoned) dropConnection(src);
     await Promise.all([dstPoisoned ? undefined : dst?.end().catch(() => undefined), srcPoisoned ? undefined : src?.end().catch(() => undefined)]);
   }
+}
+
+type ColumnTypes = Awaited<ReturnType<typeof columnTypes>>;
+
+/**
+ * The source's session in the snapshot and the target's in its load transaction, with each side's
+ * column types. Set up side by side: for a table of a few rows they are most of its time (two
+ * connections and a few round trips each, slow while other copies load the machine). Both are
+ * waited for, so that a failure on one side leaves no connection opening on the other; each is
+ * handed over as soon as it is connected, so that a cancel or failure can end it.
+ */
+async function openCopySessions(
+  input: CopyTableInput,
+  where: string,
+  onSrc: (c: Client) => void,
+  onDst: (c: Client) => void,
+): Promise<{ src: Client; dst: Client; srcTypes: ColumnTypes; dstTypes: ColumnTypes }> {
+  const [s, d] = await Promise.allSettled([
+    (async () => {
+      const c = await openSnapshotSession(input.source, input.snapshot, where, onSrc);
+      return { c, types: await columnTypes(c, input.table.source) };
+    })(),
+    (async () => {
+      const c = await connect(input.target, { applicationName: 'pg-dts copy' });
+      onDst(c);
+      if (input.range) await ensureCopyProgress(c);
+      await c.query('BEGIN');
+      return { c, types: await columnTypes(c, input.table.target) };
+    })(),
+  ]);
+  if (s.status === 'rejected') throw s.reason;
+  if (d.status === 'rejected') throw d.reason;
+  return { src: s.value.c, dst: d.value.c, srcTypes: s.value.types, dstTypes: d.value.types };
+}
+
+/**
+ * A page range's copy takes its range, in the load's transaction: what this round already copied
+ * (to be skipped) is returned; an attempt of an earlier round, or rows of another round's copy of
+ * this range, are refused.
+ */
+async function claimRange(dst: Client, target: QualifiedName, range: NonNullable<CopyTableInput['range']>, snapshotKey: string, where: string): Promise<{ rows: number; bytes: number } | undefined> {
+  // Two attempts of one range may overlap (a retry after a heartbeat timeout while the first still
+  // runs): the lock makes the later one wait, then find the earlier one's record.
+  await dst.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`pg-dts copy ${qname(target)} ${range.id}`]);
+  // The copy round this attempt belongs to must still be the table's current one: an attempt of an
+  // earlier round (its snapshot lost, the table emptied again since) must not add its rows. The
+  // share lock holds off the next round's prepareRangedCopy until this transaction ends.
+  const roundRow = await dst.query<{ snapshot: string }>('SELECT snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2 FOR SHARE', [
+    qname(target),
+    ROUND_MARKER,
+  ]);
+  const current = roundRow.rows[0]?.snapshot;
+  if (current !== undefined && current !== snapshotKey) {
+    throw preconditionFailed(`${where}: superseded: this copy belongs to the round of snapshot ${snapshotKey}, the table has since been prepared for snapshot ${current}`);
+  }
+  const done = await dst.query<{ rows: string; bytes: string; snapshot: string }>(
+    'SELECT rows::text, bytes::text, snapshot FROM pgdts.copy_progress WHERE target_table = $1 AND range_id = $2',
+    [qname(target), range.id],
+  );
+  const row = done.rows[0];
+  if (row && row.snapshot === snapshotKey) return { rows: Number(row.rows), bytes: Number(row.bytes) };
+  if (row) {
+    // Rows of another snapshot's copy of this range may still be in the table: copying again would
+    // duplicate them. prepareRangedCopy (which empties the table and these records) comes first.
+    throw preconditionFailed(`${where}: the target holds this range from another copy round (snapshot ${row.snapshot}); run prepareRangedCopy first`);
+  }
+  return undefined;
+}
+
+/** A whole table's copy empties its target first (only ever one the migration made); returns whether COPY may FREEZE. */
+async function emptyTarget(dst: Client, target: QualifiedName, dstTypes: ColumnTypes, migrationId: string | undefined, where: string): Promise<boolean> {
+  if (migrationId) await assertOurs(dst, [target], migrationId, where);
+  // A partitioned table is emptied with its partitions (TRUNCATE ONLY refuses it).
+  const partitioned = dstTypes.relkind === 'p';
+  await dst.query(`TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(target)}`);
+  return !partitioned;
+}
+
+/**
+ * After the rows: the source's transaction ends; the range's record and a rewrite's record go in the
+ * load's transaction, which commits. Returns the rows both servers agree they moved.
+ */
+async function commitCopy(input: CopyTableInput, src: Client, dst: Client, streamed: { out: CopyOut; writeStream: CopyInFramed }, snapshotKey: string): Promise<number> {
+  // Queued behind the COPY: once they return, the source's own row count has arrived too.
+  const rewrittenAt = input.snapshot ? await rewrittenSince(src, input.table.source) : undefined;
+  await src.query('COMMIT');
+  const rows = checkedRows(streamed);
+  if (input.range) {
+    await dst.query('INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes) VALUES ($1, $2, $3, $4, $5)', [
+      qname(input.table.target),
+      input.range.id,
+      snapshotKey,
+      rows,
+      streamed.out.bytes,
+    ]);
+  }
+  if (rewrittenAt) await recordRewritten(input.target, dst, input.table.target, snapshotKey, rewrittenAt);
+  await dst.query('COMMIT');
+  return rows;
 }
 
 /** A source session reading inside the snapshot (offline: its own); `opened` gets it as soon as it is connected. */
@@ -482,12 +519,11 @@ export async function copyWholeTables(
 ): Promise<CopyTableResult[]> {
   let src: Client | undefined;
   let dst: Client | undefined;
-  let poisoned = false;
-  let readStream: CopyOut | undefined;
+  const run: WholeCopyState = { poisoned: false, binary: false };
   let where = `copy ${input.tables.length} tables`;
   const done = { rows: 0, bytes: 0 };
-  let binary = false;
-  const beat = () => hooks.heartbeat({ rows: done.rows + Math.max(0, (readStream?.messages ?? 0) - (binary ? 1 : 0)), bytes: done.bytes + (readStream?.bytes ?? 0) });
+  const beat = () =>
+    hooks.heartbeat({ rows: done.rows + Math.max(0, (run.readStream?.messages ?? 0) - (run.binary ? 1 : 0)), bytes: done.bytes + (run.readStream?.bytes ?? 0) });
   const tick = setInterval(beat, 1000);
   const stopCancelling = cancelOnAbort(hooks.signal, () => [src, dst]);
   const results: CopyTableResult[] = [];
@@ -504,49 +540,17 @@ export async function copyWholeTables(
     const recorded = input.snapshotLsn !== undefined ? await wholeTableRecords(dc, input.tables.map((t) => t.target)) : new Map<string, CopyRecord>();
     const keep = new Set(input.keep ?? []);
     for (const [i, table] of input.tables.entries()) {
-      const started = Date.now();
       where = `copy ${displayName(table.source)} -> ${displayName(table.target)}`;
       const record = recorded.get(qname(table.target));
-      if (record && keep.has(record.snapshot)) {
-        // Committed in an earlier round whose snapshot stands: its rows stay, the apply starts it at its position.
-        const r = { rows: record.rows, bytes: record.bytes, durationMs: 0, alreadyCopied: true };
-        done.rows += r.rows;
-        done.bytes += r.bytes;
-        results.push(r);
-        hooks.tableDone?.(i, { ...r, kept: true });
-        continue;
-      }
-      readStream = undefined;
-      const [srcTypes, dstTypes] = await Promise.all([columnTypes(sc, table.source), columnTypes(dc, table.target)]);
-      binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
-      const partitioned = dstTypes.relkind === 'p';
-      poisoned = true;
-      await dc.query(`BEGIN; TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
-      const streamed = await streamTable(sc, dc, { table, binary, freeze: !partitioned, rangeWhere: '', signal: hooks.signal }, (o) => (readStream = o), beat);
-      // The source's row count arrives with its COPY's completion, which this query waits behind.
-      let rewrittenAt: string | undefined;
-      if (input.snapshot) rewrittenAt = await rewrittenSince(sc, table.source);
-      else await sc.query('SELECT 1');
-      const rows = checkedRows(streamed);
-      if (rewrittenAt) await recordRewritten(input.target, dc, table.target, input.snapshot ?? 'offline', rewrittenAt);
-      if (input.snapshotLsn !== undefined) {
-        // With the rows, in their transaction: the record never names a snapshot the table does not hold.
-        await dc.query(
-          `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes, lsn) VALUES ($1, $2, $3, $4, $5, $6::pg_lsn)
-           ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, lsn = EXCLUDED.lsn, copied_at = now()`,
-          [qname(table.target), WHOLE_TABLE, input.snapshot ?? 'offline', rows, streamed.out.bytes, input.snapshotLsn],
-        );
-      }
-      await dc.query('COMMIT');
-      poisoned = false;
-      const r: CopyTableResult = { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
+      // Committed in an earlier round whose snapshot stands: its rows stay, the apply starts it at its position.
+      const kept = record && keep.has(record.snapshot);
+      const r: CopyTableResult = kept ? { rows: record.rows, bytes: record.bytes, durationMs: 0, alreadyCopied: true } : await copyWholeTable(run, sc, dc, table, input, hooks.signal, beat);
       done.rows += r.rows;
       done.bytes += r.bytes;
-      readStream = undefined;
       results.push(r);
-      // Its rows were committed before, in a snapshot that does not stand: this copy is its second.
-      hooks.tableDone?.(i, record ? { ...r, recopied: true } : r);
-      beat();
+      // Copied again: its rows were committed before, in a snapshot that does not stand: this copy is its second.
+      hooks.tableDone?.(i, kept ? { ...r, kept: true } : record ? { ...r, recopied: true } : r);
+      if (!kept) beat();
     }
     await sc.query('COMMIT');
     return results;
@@ -556,12 +560,58 @@ export async function copyWholeTables(
     clearInterval(tick);
     stopCancelling();
     // Mid-table, both sessions are dropped: the servers roll back (see copyTable).
-    if (poisoned) {
+    if (run.poisoned) {
       dropConnection(dst);
       dropConnection(src);
     }
-    await Promise.all([poisoned ? undefined : dst?.end().catch(() => undefined), poisoned ? undefined : src?.end().catch(() => undefined)]);
+    await Promise.all([run.poisoned ? undefined : dst?.end().catch(() => undefined), run.poisoned ? undefined : src?.end().catch(() => undefined)]);
   }
+}
+
+/** The copy in flight of a batch of whole tables, for its heartbeats and its end. */
+interface WholeCopyState {
+  /** Mid-table: both sessions may be mid-COPY. */
+  poisoned: boolean;
+  binary: boolean;
+  readStream?: CopyOut;
+}
+
+/** One table of a batch: its own target transaction (TRUNCATE, COPY FREEZE, records, COMMIT). */
+async function copyWholeTable(
+  run: WholeCopyState,
+  sc: Client,
+  dc: Client,
+  table: CopyTableInput['table'],
+  input: CopyWholeTablesInput,
+  signal: AbortSignal,
+  beat: () => void,
+): Promise<CopyTableResult> {
+  const started = Date.now();
+  run.readStream = undefined;
+  const [srcTypes, dstTypes] = await Promise.all([columnTypes(sc, table.source), columnTypes(dc, table.target)]);
+  run.binary = input.format !== 'text' && binaryCompatible(table.copyColumns, srcTypes, dstTypes);
+  const partitioned = dstTypes.relkind === 'p';
+  run.poisoned = true;
+  await dc.query(`BEGIN; TRUNCATE ${partitioned ? '' : 'ONLY '}${qname(table.target)}`);
+  const streamed = await streamTable(sc, dc, { table, binary: run.binary, freeze: !partitioned, rangeWhere: '', signal }, (o) => (run.readStream = o), beat);
+  // The source's row count arrives with its COPY's completion, which this query waits behind.
+  let rewrittenAt: string | undefined;
+  if (input.snapshot) rewrittenAt = await rewrittenSince(sc, table.source);
+  else await sc.query('SELECT 1');
+  const rows = checkedRows(streamed);
+  if (rewrittenAt) await recordRewritten(input.target, dc, table.target, input.snapshot ?? 'offline', rewrittenAt);
+  if (input.snapshotLsn !== undefined) {
+    // With the rows, in their transaction: the record never names a snapshot the table does not hold.
+    await dc.query(
+      `INSERT INTO pgdts.copy_progress (target_table, range_id, snapshot, rows, bytes, lsn) VALUES ($1, $2, $3, $4, $5, $6::pg_lsn)
+       ON CONFLICT (target_table, range_id) DO UPDATE SET snapshot = EXCLUDED.snapshot, rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, lsn = EXCLUDED.lsn, copied_at = now()`,
+      [qname(table.target), WHOLE_TABLE, input.snapshot ?? 'offline', rows, streamed.out.bytes, input.snapshotLsn],
+    );
+  }
+  await dc.query('COMMIT');
+  run.poisoned = false;
+  run.readStream = undefined;
+  return { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: run.binary ? 'binary' : 'text' };
 }
 
 interface CopyRecord {
