@@ -309,103 +309,138 @@ async function runJobs(
   connectOne: () => Promise<Client>,
   running?: Map<number, RunningStatement>,
 ): Promise<void> {
-  const waiting = new Map(jobs.map((j) => [j.id, new Set(j.after)]));
-  const dependents = new Map<number, number[]>();
-  for (const j of jobs) for (const a of j.after) dependents.set(a, [...(dependents.get(a) ?? []), j.id]);
-  const pending = new Set(jobs.map((j) => j.id));
-  const held = new Map<string, number>();
-  const busy = new Map<number, Client>(); // sessions running a job, by pid
-  let failure: { err: unknown } | undefined;
-  let wake: Array<() => void> = [];
-  const notify = () => {
-    const w = wake;
-    wake = [];
+  await new JobRunner(jobs, runStep, hooks, connectOne, running).run(sessions);
+}
+
+type Session = { client: Client; pid: number };
+
+/** runJobs' state: which jobs wait for which, the lock keys held, the sessions busy, the first failure. */
+class JobRunner {
+  private readonly waiting: Map<number, Set<number>>;
+  private readonly dependents = new Map<number, number[]>();
+  private readonly pending: Set<number>;
+  private readonly held = new Map<string, number>();
+  /** Sessions running a job, by pid. */
+  private readonly busy = new Map<number, Client>();
+  private failure: { err: unknown } | undefined;
+  private wake: Array<() => void> = [];
+  private done = 0;
+  private cancelling: Promise<void> | undefined;
+
+  constructor(
+    private readonly jobs: PostLoadJob[],
+    private readonly runStep: (c: Client, st: PostLoadStatement, job: PostLoadJob) => Promise<void>,
+    private readonly hooks: FinishTargetTablesHooks,
+    private readonly connectOne: () => Promise<Client>,
+    private readonly running?: Map<number, RunningStatement>,
+  ) {
+    this.waiting = new Map(jobs.map((j) => [j.id, new Set(j.after)]));
+    for (const j of jobs) for (const a of j.after) this.dependents.set(a, [...(this.dependents.get(a) ?? []), j.id]);
+    this.pending = new Set(jobs.map((j) => j.id));
+  }
+
+  async run(sessions: Session[]): Promise<void> {
+    const signal = this.hooks.signal;
+    const onAbort = () => this.abort();
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      await Promise.all(sessions.map((s) => this.worker(s)));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      await this.cancelling;
+    }
+    if (this.failure) throw this.failure.err;
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = [];
     for (const f of w) f();
-  };
-  let done = 0;
+  }
+
+  private abort(): void {
+    if (this.failure) return;
+    this.failure = { err: this.hooks.signal?.reason ?? new Error('cancelled') };
+    this.cancelling = this.cancelRunning();
+    this.notify();
+  }
+
   /**
    * Stops what runs on the server: the protocol's CancelRequest for each busy session (needs no
    * connection slot); where that could not be sent, pg_cancel_backend from a free session of ours, else
    * from a new one.
    */
-  const cancelRunning = async (from?: Client) => {
-    const sessions = [...busy];
+  private async cancelRunning(from?: Client): Promise<void> {
+    const sessions = [...this.busy];
     const delivered = await Promise.all(sessions.map(([, c]) => sendCancelRequest(c)));
     const pids = sessions.filter((_, i) => !delivered[i]).map(([pid]) => pid);
     if (pids.length === 0) return;
     const sql = 'SELECT pg_cancel_backend(p) FROM unnest($1::int[]) AS p';
     if (from) return void (await from.query(sql, [pids]).catch(() => undefined));
-    const c = await connectOne().catch(() => undefined);
+    const c = await this.connectOne().catch(() => undefined);
     if (!c) return;
     await c.query(sql, [pids]).catch(() => undefined);
     await c.end().catch(() => undefined);
-  };
-  let cancelling: Promise<void> | undefined;
-  const onAbort = () => {
-    if (failure) return;
-    failure = { err: hooks.signal?.reason ?? new Error('cancelled') };
-    cancelling = cancelRunning();
-    notify();
-  };
-  if (hooks.signal?.aborted) onAbort();
-  hooks.signal?.addEventListener('abort', onAbort);
+  }
 
-  const pick = (): PostLoadJob | undefined => {
+  /** The heaviest job that waits for nothing and whose lock keys are free. */
+  private pick(): PostLoadJob | undefined {
     let best: PostLoadJob | undefined;
-    for (const id of pending) {
-      const j = jobs[id]!;
-      if (waiting.get(id)!.size > 0 || j.locks.some((l) => held.has(l))) continue;
+    for (const id of this.pending) {
+      const j = this.jobs[id]!;
+      if (this.waiting.get(id)!.size > 0 || j.locks.some((l) => this.held.has(l))) continue;
       if (!best || j.weight > best.weight) best = j;
     }
     return best;
-  };
+  }
 
-  const worker = async (s: { client: Client; pid: number }) => {
+  /** One session: takes jobs until none is left or one has failed. */
+  private async worker(s: Session): Promise<void> {
     for (;;) {
-      if (failure) return;
-      if (pending.size === 0) return;
-      const job = pick();
+      if (this.failure) return;
+      if (this.pending.size === 0) return;
+      const job = this.pick();
       if (!job) {
-        if (busy.size === 0) {
+        if (this.busy.size === 0) {
           // Cannot happen with planPostLoad's jobs (they only wait for earlier ones); never hang on it.
-          failure = { err: new Error(`post-load jobs ${[...pending].join(', ')} wait for jobs that never finish`) };
-          notify();
+          this.failure = { err: new Error(`post-load jobs ${[...this.pending].join(', ')} wait for jobs that never finish`) };
+          this.notify();
           return;
         }
-        await new Promise<void>((r) => wake.push(r));
+        await new Promise<void>((r) => this.wake.push(r));
         continue;
       }
-      pending.delete(job.id);
-      for (const l of job.locks) held.set(l, job.id);
-      busy.set(s.pid, s.client);
-      try {
-        for (const st of job.steps) {
-          if (failure) return;
-          running?.set(s.pid, { table: job.table, sql: st.sql, since: Date.now() });
-          await runStep(s.client, st, job);
-        }
-      } catch (err) {
-        if (!failure) {
-          failure = { err };
-          busy.delete(s.pid);
-          await cancelRunning(s.client);
-        }
-        return;
-      } finally {
-        if (!failure) hooks.heartbeat?.({ jobsDone: ++done, jobs: jobs.length });
-        running?.delete(s.pid);
-        busy.delete(s.pid);
-        for (const l of job.locks) held.delete(l);
-        for (const d of dependents.get(job.id) ?? []) waiting.get(d)!.delete(job.id);
-        notify();
-      }
+      if (!(await this.runJob(s, job))) return;
     }
-  };
-  try {
-    await Promise.all(sessions.map(worker));
-  } finally {
-    hooks.signal?.removeEventListener('abort', onAbort);
-    await cancelling;
   }
-  if (failure) throw failure.err;
+
+  /** Runs one job's steps on the session; false once this or another job has failed. */
+  private async runJob(s: Session, job: PostLoadJob): Promise<boolean> {
+    this.pending.delete(job.id);
+    for (const l of job.locks) this.held.set(l, job.id);
+    this.busy.set(s.pid, s.client);
+    try {
+      for (const st of job.steps) {
+        if (this.failure) return false;
+        this.running?.set(s.pid, { table: job.table, sql: st.sql, since: Date.now() });
+        await this.runStep(s.client, st, job);
+      }
+      return true;
+    } catch (err) {
+      if (!this.failure) {
+        this.failure = { err };
+        this.busy.delete(s.pid);
+        await this.cancelRunning(s.client);
+      }
+      return false;
+    } finally {
+      if (!this.failure) this.hooks.heartbeat?.({ jobsDone: ++this.done, jobs: this.jobs.length });
+      this.running?.delete(s.pid);
+      this.busy.delete(s.pid);
+      for (const l of job.locks) this.held.delete(l);
+      for (const d of this.dependents.get(job.id) ?? []) this.waiting.get(d)!.delete(job.id);
+      this.notify();
+    }
+  }
 }
