@@ -242,7 +242,7 @@ function reportProgress(ctx: ProofContext, progress: ProofProgress): void {
 
 /** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
 async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, waitForTarget: WaitForTarget, onSource: Serial) {
-  const { input, hooks, opts } = ctx;
+  const { input } = ctx;
   const name = displayName(t.source);
   let s: TableSide;
   let d: TableSide;
@@ -257,39 +257,72 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
   const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
   for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
   ctx.perTable.set(name, tp);
-  const suspects: number[] = [];
-  /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
-  let lagging = false;
   if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target))) ctx.marked.add(name);
   const marked = ctx.marked.has(name);
   const writeCount = () => (marked ? readWriteCount(dst, input.slot, t.target) : Promise.resolve(undefined));
-  /**
-   * The write count a chunk's target read saw (`seen`), when it is the count read before the chunk's
-   * source reads (`before`): no write to the table committed on the target in between, so none of the
-   * source's changes was applied there either (they all arrive as the apply's writes);
-   * planCutoverCheck relies on it.
-   */
-  const quiet = (before: string | undefined, seen: string | undefined) => (before !== undefined && seen === before ? seen : undefined);
-  const targetRead: TargetRead = async (fn) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount() }))).value;
-  const sourceSnapshot = <T>(fn: () => Promise<T>) => onSource(() => s.snapshot(fn));
+  const pass: TablePass = {
+    ctx,
+    name,
+    t,
+    s,
+    d,
+    dst,
+    chunks,
+    tp,
+    writeCount,
+    targetRead: async (fn) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount() }))).value,
+    sourceSnapshot: (fn) => onSource(() => s.snapshot(fn)),
+  };
+  const toCheck = await recheckProven(pass);
+  const suspects = await compareChunks(pass, toCheck, waitForTarget);
+  return suspects.length ? narrowSuspects(pass, suspects, waitForTarget, hash) : undefined;
+}
 
-  // Chunks proven before: still proven while neither side's tuples changed (both sides read at once).
+/** One table in one pass: its sides, its chunks, and how each side is read. */
+interface TablePass {
+  ctx: ProofContext;
+  name: string;
+  t: ValidateTableSpec;
+  s: TableSide;
+  d: TableSide;
+  dst: Client;
+  chunks: StoredChunk[];
+  tp: TableProgress;
+  /** The table's write count now (undefined: the table carries no write marks). */
+  writeCount(): Promise<string | undefined>;
+  targetRead: TargetRead;
+  sourceSnapshot: SourceSnapshot;
+}
+
+/**
+ * The write count a chunk's target read saw (`seen`), when it is the count read before the chunk's
+ * source reads (`before`): no write to the table committed on the target in between, so none of the
+ * source's changes was applied there either (they all arrive as the apply's writes);
+ * planCutoverCheck relies on it.
+ */
+const quiet = (before: string | undefined, seen: string | undefined) => (before !== undefined && seen === before ? seen : undefined);
+
+/**
+ * Chunks proven before: still proven while neither side's tuples changed (both sides read at once);
+ * their write count moves on. Returns the chunks to compare: never proven, or changed since.
+ */
+async function recheckProven(pass: TablePass): Promise<number[]> {
+  const { ctx, chunks, tp, name } = pass;
   const toCheck: number[] = [];
   for (let i = 0; i < chunks.length; i++) {
-    throwIfAborted(hooks.signal);
+    throwIfAborted(ctx.hooks.signal);
     const c = chunks[i]!;
     if (!c.source) {
       toCheck.push(i);
       continue;
     }
-    const before = await writeCount();
-    const [sf, df] = await Promise.all([sourceSnapshot(() => s.fingerprint(c.range)), targetRead((side) => side.fingerprint(c.range))]);
+    const before = await pass.writeCount();
+    const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range))]);
     if (sf.value.tuples === c.source && df.value.tuples === c.target) {
       const writes = quiet(before, df.writes);
       if (writes !== c.writes) {
-        await run(dst, recordChunkWritesSql(input.slot, name, i, writes));
-        if (writes === undefined) delete c.writes;
-        else c.writes = writes;
+        await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes));
+        setWrites(c, writes);
       }
       continue;
     }
@@ -300,12 +333,27 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
     delete c.writes;
     toCheck.push(i);
   }
+  return toCheck;
+}
 
-  // The others compared: the next chunk's source read runs while this one waits for the apply and is
-  // read on the target, so the source and the target work at the same time.
+function setWrites(c: StoredChunk, writes: string | undefined): void {
+  if (writes === undefined) delete c.writes;
+  else c.writes = writes;
+}
+
+/**
+ * The chunks to compare, compared: the next chunk's source read runs while this one waits for the
+ * apply and is read on the target, so the source and the target work at the same time. Returns the
+ * suspects: chunks whose source held still while the target differed.
+ */
+async function compareChunks(pass: TablePass, toCheck: readonly number[], waitForTarget: WaitForTarget): Promise<number[]> {
+  const { ctx, chunks, tp, name } = pass;
+  const suspects: number[] = [];
+  /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
+  let lagging = false;
   const sourceRead = async (i: number): Promise<SourceRead> => {
-    const before = await writeCount();
-    return { before, first: await sourceSnapshot(() => s.proofSummary(chunks[i]!.range)) };
+    const before = await pass.writeCount();
+    return { before, first: await pass.sourceSnapshot(() => pass.s.proofSummary(chunks[i]!.range)) };
   };
   let next: Promise<SourceRead> | undefined;
   const ahead = (k: number) => {
@@ -315,27 +363,26 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
   try {
     ahead(0);
     for (let k = 0; k < toCheck.length; k++) {
-      throwIfAborted(hooks.signal);
+      throwIfAborted(ctx.hooks.signal);
       const i = toCheck[k]!;
       const c = chunks[i]!;
       const read = next;
       if (lagging || !read) {
-        await run(dst, recordProofChunkSql(input.slot, name, i, undefined));
+        await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, undefined));
         continue;
       }
       const { before, first } = await read;
       ahead(k + 1);
-      const checked = await checkChunk(s, sourceSnapshot, targetRead, c.range, first, waitForTarget, hooks.signal);
+      const checked = await checkChunk(pass.s, pass.sourceSnapshot, pass.targetRead, c.range, first, waitForTarget, ctx.hooks.signal);
       if (!checked.caughtUp) lagging = true;
       if (checked.suspect) suspects.push(i);
       const verdict = checked.verdict && { ...checked.verdict, writes: quiet(before, checked.verdict.writes) };
-      await run(dst, recordProofChunkSql(input.slot, name, i, verdict));
+      await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
       if (verdict) {
         c.source = verdict.source;
         c.target = verdict.target;
         c.rows = verdict.rows;
-        if (verdict.writes === undefined) delete c.writes;
-        else c.writes = verdict.writes;
+        setWrites(c, verdict.writes);
         tp.verified++;
         tp.rows += verdict.rows;
       }
@@ -345,16 +392,21 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
     // A read started ahead and not used (lagging, aborted): done before the connections are reused.
     await next?.catch(() => undefined);
   }
-  if (suspects.length === 0) return undefined;
-  // Narrow the suspect chunks down to rows; only rows confirmed to differ count.
+  return suspects;
+}
+
+/** The suspect chunks narrowed down to rows; a result only when rows are confirmed to differ. */
+async function narrowSuspects(pass: TablePass, suspects: number[], waitForTarget: WaitForTarget, hash: RowHash): Promise<TableValidationResult | undefined> {
+  const { ctx, s, d, t, chunks } = pass;
+  const { hooks, opts } = ctx;
   const pairing = new LivePairing(s, d, { waitForTarget, maxRounds: 4, recheckDelayMs: 250, ...(hooks.signal ? { signal: hooks.signal } : {}) });
   const found = t.keyColumns.length
     ? await checksumKeyed(s, d, pairing, 0, opts, { ranges: chunks.map((c) => c.range), only: suspects })
     : await checksumKeyless(pairing, opts);
   if (found.found.length === 0) return undefined;
   const listed = await assembleMismatches(s, d, t, found.found, [], opts.maxMismatches);
-  const result: TableValidationResult = {
-    source: name,
+  return {
+    source: pass.name,
     target: displayName(t.target),
     sourceRows: found.sourceRows,
     targetRows: found.targetRows,
@@ -370,7 +422,6 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
     ok: false,
     durationMs: 0,
   };
-  return result;
 }
 
 /** The table's stored chunks; planned and stored first when it has none (keyed: by its row count). */

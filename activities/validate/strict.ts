@@ -31,7 +31,7 @@ import {
   type SampleResult,
   type TableSide,
 } from './engine';
-import { loadAllProofChunks, planCutoverCheck, readWriteCount, type CutoverPlan } from './proof';
+import { loadAllProofChunks, planCutoverCheck, readWriteCount, type CutoverPlan, type StoredChunk } from './proof';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash } from './sql';
 
@@ -61,16 +61,20 @@ export async function compareTables(
   hooks: ValidateHooks = {},
   repair?: { cap: number; needs: RepairNeed[] },
 ): Promise<TableValidationResult[]> {
-  const sampleSize = Math.max(0, Math.floor(input.sampleSize ?? VALIDATE_DEFAULTS.sampleSize));
-  const withChecksum = input.checksum ?? true;
   const listed = checksumOptions(input, hooks.signal);
-  const opts = repair ? { ...listed, maxMismatches: Math.max(listed.maxMismatches, repair.cap) } : listed;
-  let tablesDone = 0;
-  const progress = (table: string, step: ValidateProgress['step'], extra: Partial<ValidateProgress> = {}) =>
-    hooks.onProgress?.({ table, step, tablesDone, tables: input.tables.length, ...extra });
-
+  const run: CompareRun = {
+    input,
+    hooks,
+    repair,
+    sampleSize: Math.max(0, Math.floor(input.sampleSize ?? VALIDATE_DEFAULTS.sampleSize)),
+    withChecksum: input.checksum ?? true,
+    listed,
+    opts: repair ? { ...listed, maxMismatches: Math.max(listed.maxMismatches, repair.cap) } : listed,
+    tablesDone: 0,
+    progress: (table, step, extra = {}) => hooks.onProgress?.({ table, step, tablesDone: run.tablesDone, tables: input.tables.length, ...extra }),
+  };
   try {
-    const stored = withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
+    const stored = run.withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
     return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
       // Tables in a row share one read-only transaction per side (up to TABLES_PER_SNAPSHOT): with the
       // source fenced and the apply past the fence, neither side changes under it, and thousands of
@@ -78,52 +82,10 @@ export async function compareTables(
       let shared = 0;
       return async (t, index) => {
         const started = Date.now();
-        const name = displayName(t.source);
         const result = emptyResult(t, hash);
         if (shared === 0) await Promise.all([begin(src), begin(dst)]);
         try {
-          const [s, d] = await openSides(src, dst, t, hash, false);
-          progress(name, 'count');
-          // The proof's chunk fingerprints count every row too: no separate count(*) then.
-          const chunks = stored?.get(name);
-          const writes = chunks?.length && input.proofSlot ? await readWriteCount(dst, input.proofSlot, t.target) : undefined;
-          const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal);
-          [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
-          result.countsMatch = result.sourceRows === result.targetRows;
-
-          let sample: SampleResult | undefined;
-          if (sampleSize > 0) {
-            throwIfAborted(hooks.signal);
-            progress(name, 'sample');
-            sample = t.keyColumns.length
-              ? await sampleKeyed(s, d, result.sourceRows, sampleSize)
-              : await sampleKeyless(s, d, result.sourceRows, sampleSize);
-            result.sampledRows = sample.sampled;
-            result.sample = sample.found.length ? 'mismatch' : 'match';
-          }
-
-          let found: FoundRow[] = [];
-          let truncated = false;
-          if (withChecksum) {
-            throwIfAborted(hooks.signal);
-            const chunkOpts = { ...opts, onChunk: (chunksDone: number, chunks: number) => progress(name, 'checksum', { chunksDone, chunks }) };
-            const c = await checksumAtCutover(s, d, t.keyColumns.length > 0, result.sourceRows, chunkOpts, planned);
-            const rechecked = planned ? planned.recheck.length : c.chunks;
-            result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
-            if (planned) result.proof.readAtCutover = planned.read;
-            result.chunks = c.chunks;
-            result.mismatchedChunks = c.mismatchedChunks;
-            result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';
-            found = c.found;
-            truncated = c.truncated;
-            if (repair && (c.mismatchedChunks.length || found.length)) {
-              const ranges = c.mismatchedRanges ?? [];
-              repair.needs.push({ index, found, truncated, chunks: c.mismatchedChunks.map((label, i) => ({ label, range: ranges[i] ?? {} })) });
-            }
-          }
-          const report = await assembleMismatches(s, d, t, found, sample?.found ?? [], listed.maxMismatches);
-          result.mismatches = report.mismatches;
-          result.mismatchesTruncated = truncated || report.truncated;
+          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), result);
           // A big table ends its transaction (its snapshot and locks) at once; small ones share it.
           if (++shared >= TABLES_PER_SNAPSHOT || result.sourceRows > SHARED_SNAPSHOT_ROWS) {
             shared = 0;
@@ -137,14 +99,82 @@ export async function compareTables(
         }
         result.ok = !result.error && result.countsMatch && result.sample !== 'mismatch' && result.checksum !== 'mismatch';
         result.durationMs = Date.now() - started;
-        tablesDone++;
-        progress(name, 'done');
+        run.tablesDone++;
+        run.progress(displayName(t.source), 'done');
         return result;
       };
     }, hooks.signal);
   } catch (err) {
     throw classify(err, 'validate');
   }
+}
+
+/** One comparison: its input and options, shared by every table. */
+interface CompareRun {
+  input: ValidateTablesInput;
+  hooks: ValidateHooks;
+  repair: { cap: number; needs: RepairNeed[] } | undefined;
+  sampleSize: number;
+  withChecksum: boolean;
+  /** The listed mismatches' options; `opts` narrows further when repairing. */
+  listed: ChecksumOptions;
+  opts: ChecksumOptions;
+  tablesDone: number;
+  progress(table: string, step: ValidateProgress['step'], extra?: Partial<ValidateProgress>): void;
+}
+
+/** One table, inside both sides' transactions: counts, sample, checksum (with the proof: what changed), into `result`. */
+async function compareTable(
+  run: CompareRun,
+  src: Client,
+  dst: Client,
+  t: ValidateTableSpec,
+  index: number,
+  hash: RowHash,
+  chunks: StoredChunk[] | undefined,
+  result: TableValidationResult,
+): Promise<void> {
+  const { input, hooks, repair, listed } = run;
+  const name = displayName(t.source);
+  const [s, d] = await openSides(src, dst, t, hash, false);
+  run.progress(name, 'count');
+  // The proof's chunk fingerprints count every row too: no separate count(*) then.
+  const writes = chunks?.length && input.proofSlot ? await readWriteCount(dst, input.proofSlot, t.target) : undefined;
+  const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal);
+  [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
+  result.countsMatch = result.sourceRows === result.targetRows;
+
+  let sample: SampleResult | undefined;
+  if (run.sampleSize > 0) {
+    throwIfAborted(hooks.signal);
+    run.progress(name, 'sample');
+    sample = t.keyColumns.length ? await sampleKeyed(s, d, result.sourceRows, run.sampleSize) : await sampleKeyless(s, d, result.sourceRows, run.sampleSize);
+    result.sampledRows = sample.sampled;
+    result.sample = sample.found.length ? 'mismatch' : 'match';
+  }
+
+  let found: FoundRow[] = [];
+  let truncated = false;
+  if (run.withChecksum) {
+    throwIfAborted(hooks.signal);
+    const chunkOpts = { ...run.opts, onChunk: (chunksDone: number, n: number) => run.progress(name, 'checksum', { chunksDone, chunks: n }) };
+    const c = await checksumAtCutover(s, d, t.keyColumns.length > 0, result.sourceRows, chunkOpts, planned);
+    const rechecked = planned ? planned.recheck.length : c.chunks;
+    result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
+    if (planned) result.proof.readAtCutover = planned.read;
+    result.chunks = c.chunks;
+    result.mismatchedChunks = c.mismatchedChunks;
+    result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';
+    found = c.found;
+    truncated = c.truncated;
+    if (repair && (c.mismatchedChunks.length || found.length)) {
+      const ranges = c.mismatchedRanges ?? [];
+      repair.needs.push({ index, found, truncated, chunks: c.mismatchedChunks.map((label, i) => ({ label, range: ranges[i] ?? {} })) });
+    }
+  }
+  const report = await assembleMismatches(s, d, t, found, sample?.found ?? [], listed.maxMismatches);
+  result.mismatches = report.mismatches;
+  result.mismatchesTruncated = truncated || report.truncated;
 }
 
 /** The checksum: every chunk, or with a stored proof only the chunks it does not vouch for. */
