@@ -49,17 +49,21 @@ import {
   PROOF_SCHEMA_SQL,
   PROOF_TABLE,
   proofChunksSql,
+  allProofChunksSql,
+  allWriteCountsSql,
   recordChunkWritesSql,
   recordProofChunkSql,
   writeCountSql,
   writeMarkFunctionSql,
   writeMarkStateSql,
   writeMarkTriggerSql,
+  WRITES_TABLE,
   type KeyRange,
   type RowHash,
   type Sql,
 } from './sql';
 import type { QualifiedName } from '../spec';
+import { nameKey } from '../naming';
 
 export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
   /** The apply's slot: names the proof's state and the apply position to wait for. */
@@ -119,6 +123,15 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
   }
 }
 
+/** Every marked table's write count as the current transaction sees it, by nameKey of the table. */
+export async function readAllWriteCounts(c: Client, slot: string): Promise<Map<string, string>> {
+  const has = await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [WRITES_TABLE]);
+  if (!has.rows[0]?.ok) return new Map();
+  const q = allWriteCountsSql(slot);
+  const r = await c.query<{ schema: string; name: string; writes: string }>(q.text, q.values);
+  return new Map(r.rows.map((row) => [nameKey({ schema: row.schema, name: row.name }), row.writes]));
+}
+
 /** The table's write count as the current transaction (or statement) sees it; undefined: not marked. */
 export async function readWriteCount(c: Client, slot: string, table: QualifiedName): Promise<string | undefined> {
   const r = await run(c, writeCountSql(slot, table));
@@ -144,27 +157,31 @@ export async function loadProofChunks(target: Client, slot: string, table: strin
   const has = await target.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
   if (!has.rows[0]?.ok) return [];
   const q = proofChunksSql(slot, table);
-  const r = await target.query<{
-    lo: string[] | null;
-    hi: string[] | null;
-    rows: string | null;
-    source_tuples: string | null;
-    target_tuples: string | null;
-    target_writes: string | null;
-  }>(q.text, q.values);
-  return r.rows.map((row) => {
-    const range: KeyRange = {};
-    if (row.lo) range.lo = row.lo;
-    if (row.hi) range.hi = row.hi;
-    const c: StoredChunk = { range };
-    if (row.rows !== null) c.rows = Number(row.rows);
-    if (row.source_tuples !== null && row.target_tuples !== null) {
-      c.source = row.source_tuples;
-      c.target = row.target_tuples;
-      if (row.target_writes !== null) c.writes = row.target_writes;
-    }
-    return c;
-  });
+  return (await target.query<ChunkRow>(q.text, q.values)).rows.map(storedChunk);
+}
+
+interface ChunkRow {
+  table_name: string;
+  lo: string[] | null;
+  hi: string[] | null;
+  rows: string | null;
+  source_tuples: string | null;
+  target_tuples: string | null;
+  target_writes: string | null;
+}
+
+function storedChunk(row: ChunkRow): StoredChunk {
+  const range: KeyRange = {};
+  if (row.lo) range.lo = row.lo;
+  if (row.hi) range.hi = row.hi;
+  const c: StoredChunk = { range };
+  if (row.rows !== null) c.rows = Number(row.rows);
+  if (row.source_tuples !== null && row.target_tuples !== null) {
+    c.source = row.source_tuples;
+    c.target = row.target_tuples;
+    if (row.target_writes !== null) c.writes = row.target_writes;
+  }
+  return c;
 }
 
 interface TableProgress {
@@ -505,8 +522,12 @@ export async function loadAllProofChunks(target: ConnectionSpec, slot: string, t
   return withClient(
     target,
     async (c) => {
-      const out = new Map<string, StoredChunk[]>();
-      for (const t of tables) out.set(t, await loadProofChunks(c, slot, t));
+      const out = new Map<string, StoredChunk[]>(tables.map((t) => [t, []]));
+      const has = await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
+      if (!has.rows[0]?.ok) return out;
+      // One query for every table (thousands of tables: not a round trip each), in chunk order.
+      const q = allProofChunksSql(slot);
+      for (const row of (await c.query<ChunkRow>(q.text, q.values)).rows) out.get(row.table_name)?.push(storedChunk(row));
       return out;
     },
     { applicationName: 'pg-dts validate' },

@@ -264,6 +264,18 @@ export function writeCountSql(slot: string, table: QualifiedName): Sql {
   };
 }
 
+/** writeCountSql for every marked table at once: schema, name and count (the pgdts.proof_writes table must exist). */
+export function allWriteCountsSql(slot: string): Sql {
+  return {
+    text:
+      `SELECT n.nspname AS schema, c.relname AS name, coalesce(w.writes, 0)::text AS writes ` +
+      `FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace ` +
+      `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid ` +
+      `WHERE g.tgname = $2 AND g.tgenabled = 'A'`,
+    values: [slot, writeMarkNames(slot).trigger],
+  };
+}
+
 /** Every table carrying this slot's trigger (cleanup). */
 export function writeMarkedTablesSql(slot: string): Sql {
   return {
@@ -277,6 +289,14 @@ export function proofChunksSql(slot: string, table: string): Sql {
   return {
     text: `SELECT chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes::text AS target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk`,
     values: [slot, table],
+  };
+}
+
+/** Every table's stored chunks of one migration, by table and chunk. */
+export function allProofChunksSql(slot: string): Sql {
+  return {
+    text: `SELECT table_name, chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes::text AS target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 ORDER BY table_name, chunk`,
+    values: [slot],
   };
 }
 

@@ -31,7 +31,8 @@ import {
   type SampleResult,
   type TableSide,
 } from './engine';
-import { loadAllProofChunks, planCutoverCheck, readWriteCount, type CutoverPlan, type StoredChunk } from './proof';
+import { loadAllProofChunks, planCutoverCheck, readAllWriteCounts, type CutoverPlan, type StoredChunk } from './proof';
+import { nameKey } from '../naming';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash } from './sql';
 
@@ -80,12 +81,17 @@ export async function compareTables(
       // source fenced and the apply past the fence, neither side changes under it, and thousands of
       // small tables do not pay BEGIN, SET and COMMIT on both sides each.
       let shared = 0;
+      /** The write counts of every marked table in the shared transaction's snapshot (one query). */
+      let counts: Map<string, string> | undefined;
       return async (t, index) => {
         const started = Date.now();
         const result = emptyResult(t, hash);
-        if (shared === 0) await Promise.all([begin(src), begin(dst)]);
+        if (shared === 0) {
+          await Promise.all([begin(src), begin(dst)]);
+          counts = stored && input.proofSlot ? await readAllWriteCounts(dst, input.proofSlot) : undefined;
+        }
         try {
-          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), result);
+          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), counts?.get(nameKey(t.target)), result);
           // A big table ends its transaction (its snapshot and locks) at once; small ones share it.
           if (++shared >= TABLES_PER_SNAPSHOT || result.sourceRows > SHARED_SNAPSHOT_ROWS) {
             shared = 0;
@@ -132,14 +138,14 @@ async function compareTable(
   index: number,
   hash: RowHash,
   chunks: StoredChunk[] | undefined,
+  writes: string | undefined,
   result: TableValidationResult,
 ): Promise<void> {
-  const { input, hooks, repair, listed } = run;
+  const { hooks, repair, listed } = run;
   const name = displayName(t.source);
   const [s, d] = await openSides(src, dst, t, hash, false);
   run.progress(name, 'count');
   // The proof's chunk fingerprints count every row too: no separate count(*) then.
-  const writes = chunks?.length && input.proofSlot ? await readWriteCount(dst, input.proofSlot, t.target) : undefined;
   const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal);
   [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
   result.countsMatch = result.sourceRows === result.targetRows;
