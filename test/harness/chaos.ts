@@ -204,6 +204,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     return w;
   };
   const holds = new Set<Hold>();
+  /** A successor being started in the background (while the lost step's timeout runs anyway). */
+  let spawning: Promise<unknown> | undefined;
   try {
     Object.assign(process.env, { TEMPORAL_ADDRESS: env.temporal.address, TEMPORAL_NAMESPACE: 'default', TEMPORAL_TASK_QUEUE: env.taskQueue });
     delete process.env.PG_DTS_CODEC_KEY;
@@ -220,8 +222,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       holds.delete(h);
       await h.release();
     };
-    // Held before the start: INIT's preflight waits for this partition (a VACUUM FULL of it, say).
+    // Held before the start: INIT's preflight waits for this partition (a VACUUM FULL of it, say)...
     const partitionJob = await hold(env.source, 'source', 'public.events_2025', 'ACCESS EXCLUSIVE');
+    // ... and CREATE PUBLICATION for this one (a long VACUUM: reads and writes go on).
+    const tableJob = await hold(env.source, 'source', 'public.documents', 'SHARE UPDATE EXCLUSIVE');
     const writer = chaosWriter(() => env.source.client(db), seededRandom(opts.seed ^ 0x5eed));
     const m: MigrationHandle = await env.startMigration({
       source: env.source.uri(db),
@@ -249,64 +253,71 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     };
     /**
      * SIGKILL of `victim` (default: the oldest worker) in `phase`, which the workflow must report
-     * (status query: a live worker answers it) before and (search attribute) after. `overlap`: its
-     * successor is started first (as with several workers deployed), which keeps the run short; when
-     * no worker is left, one is started after a moment.
+     * (status query: a live worker answers it) before and (search attribute) after. When no worker
+     * is left, a successor starts in the background after a moment.
      */
-    const kill = async (phase: Phase, detail: string, opts: { overlap: boolean; victim?: WorkerProcess }) => {
+    const kill = async (phase: Phase, detail: string, victim: WorkerProcess | undefined = workers[0]) => {
       const before = (await waitFor('the status query', () => m.status(), 60_000, 200)).phase;
       if (before !== phase) throw new Error(`chaos schedule: kill #${kills.length + 1} (${detail}) was meant for ${phase}, but the migration is in ${before}`);
-      const victim = opts.victim ?? workers[0]!;
+      if (!victim) throw new Error('chaos schedule: no worker to kill');
       const withApply = (await runningOn('applyChanges')) === victim;
-      if (opts.overlap) await spawnWorker();
       await victim.kill();
       workers.splice(workers.indexOf(victim), 1);
       const after = await phaseNow();
       if (after !== phase) throw new Error(`chaos schedule: kill #${kills.length + 1} (${detail}) was meant for ${phase}, but the migration had moved on to ${after}`);
       kills.push({ phase, detail, atMs: Date.now() - started });
-      log(`kill -9 worker #${kills.length} in ${phase}: ${detail}${withApply ? ' (the apply ran there too)' : ''}${opts.overlap ? ' (its successor already polling)' : ''}`);
-      if (workers.length === 0) {
-        await sleep(Math.floor(random() * 1500));
-        await spawnWorker();
-      }
+      log(`kill -9 worker #${kills.length} in ${phase}: ${detail}${withApply ? '; the apply ran there too' : ''}${workers.length ? '; another worker polling' : ''}`);
+      if (workers.length === 0) spawning = sleep(Math.floor(random() * 1500)).then(spawnWorker);
     };
     /**
-     * Waits until the migration is in `phase` and `ready` (by default: a session queues behind `h`),
-     * then kills a worker at a seeded point of the wait: the one running activity `step` if given.
+     * Waits until the migration is in `phase`, activity `step` runs on a live worker, a session
+     * queues behind `h` (with `waiter`) and `ready` holds; then kills that worker at a seeded point.
+     * `beforeKill`: the next obstacle, put in place while this one still holds the migration.
      */
-    const killWhileHeld = async (phase: Phase, h: Hold, detail: string, opts: { overlap: boolean; step?: string; ready?: (s: MigrationStatus) => boolean }) => {
+    const killWhileHeld = async (
+      phase: Phase,
+      h: Hold,
+      detail: string,
+      opts: { step: string; waiter: boolean; ready?: (s: MigrationStatus) => boolean; beforeKill?: () => Promise<unknown> },
+    ) => {
+      await spawning;
       let victim: WorkerProcess | undefined;
       const due = async () => {
-        if (!opts.step && (await h.waiters()) === 0) return false;
+        if (opts.waiter && (await h.waiters()) === 0) return false;
         const s = await m.status();
         if (s.phase !== phase || (opts.ready && !opts.ready(s))) return false;
-        victim = opts.step ? await runningOn(opts.step) : workers[0];
+        victim = await runningOn(opts.step);
         return victim !== undefined;
       };
-      await waitFor(`a step of ${phase} waiting for ${h.what}`, async () => (await due()) || undefined, 240_000, 100).catch(async (e: unknown) => {
+      await waitFor(`${opts.step} in ${phase} with ${h.what}`, async () => (await due()) || undefined, 240_000, 100).catch(async (e: unknown) => {
         throw new Error(`${(e as Error).message}; the migration is in ${await phaseNow().catch((x: unknown) => String(x))}`);
       });
+      await opts.beforeKill?.();
       await sleep(Math.floor(random() * 1000));
-      await kill(phase, `${detail}, ${h.what} held`, { overlap: opts.overlap, ...(victim ? { victim } : {}) });
+      await kill(phase, `${detail}, ${h.what} held`, victim);
     };
 
-    // INIT: the preflight waits for the partition. Before its retry (after the lost attempt's
-    // heartbeat timeout) the next obstacle is in place: a long VACUUM or CREATE INDEX CONCURRENTLY's
-    // lock, which reads and writes pass but CREATE PUBLICATION waits for (reading the table
-    // definitions before it does not).
-    await killWhileHeld('INIT', partitionJob, 'preflight waits', { overlap: true });
-    const tableJob = await hold(env.source, 'source', 'public.documents', 'SHARE UPDATE EXCLUSIVE');
+    // INIT: the preflight waits for the partition. CREATING_TABLES: a long VACUUM or CREATE INDEX
+    // CONCURRENTLY's lock, which reads and writes pass (the preflight's and the table definitions'
+    // reads too) but CREATE PUBLICATION waits for. Both are held from the start.
+    await killWhileHeld('INIT', partitionJob, 'the preflight waits', { step: 'preflight', waiter: true });
     await release(partitionJob);
-    await killWhileHeld('CREATING_TABLES', tableJob, 'CREATE PUBLICATION waits', { overlap: true });
-    // The target tables exist now: a long report on one of them holds the copy's TRUNCATE, with the
-    // snapshot exported and held; the kill loses it and the copy resumes in a new one.
-    const report_ = await hold(env.target, 'target', 'public.audit_log', 'ACCESS SHARE');
+    // The target tables exist once CREATE PUBLICATION waits: a long report on one of them will hold
+    // the copy's TRUNCATE, with the snapshot exported and held; the kill loses it and the copy resumes
+    // in a new one.
+    let reader: Hold | undefined;
+    await killWhileHeld('CREATING_TABLES', tableJob, 'CREATE PUBLICATION waits', {
+      step: 'createPublication',
+      waiter: true,
+      beforeKill: async () => (reader = await hold(env.target, 'target', 'public.audit_log', 'ACCESS SHARE')),
+    });
     await release(tableJob);
-    await killWhileHeld('MIGRATING_DATA', report_, 'the copy of public.audit_log waits (status.copying says so)', {
-      overlap: true,
+    await killWhileHeld('MIGRATING_DATA', reader!, 'the copy of public.audit_log waits (status.copying says so)', {
+      step: 'copyTableBatch',
+      waiter: true,
       ready: (s) => (s.copying ?? []).some((u) => u.waiting?.side === 'target' && u.waiting.table.includes('audit_log')),
     });
-    await release(report_);
+    await release(reader!);
 
     // SYNCING_WAL and the cutover. Attempt 1 right away (the apply runs, nothing is waiting for a
     // lost worker): a lock on the target table kv (the application writes it) keeps the apply from
@@ -333,19 +344,27 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     let attempt = 0;
     const abandonedAttempt = async (phase: Phase, table: string, step: string, detail: string) => {
       attempt++;
-      // Else STOPPING_WRITES waits for an apply that a kill stopped, and the attempt ends before VALIDATING.
-      if (phase === 'VALIDATING') await caughtUp();
-      while (workers.length < 2) await spawnWorker();
+      await Promise.all([
+        // Else STOPPING_WRITES waits for an apply that a kill stopped, and the attempt ends before VALIDATING.
+        phase === 'VALIDATING' ? caughtUp() : undefined,
+        (async () => {
+          await spawning;
+          while (workers.length < 2) await spawnWorker();
+        })(),
+      ]);
       const h = await hold(env.target, 'target', table, 'ACCESS EXCLUSIVE');
       await m.signal('cutover');
       log(`cutover signal ${attempt}, ${h.what} held`);
-      await killWhileHeld(phase, h, detail, { overlap: false, step });
+      await killWhileHeld(phase, h, detail, { step, waiter: false });
+      // The next kill's successor starts while the fence runs out.
+      const spare = spawnWorker();
+      spare.catch(() => undefined);
       const back = await waitFor(`cutover attempt ${attempt} to be abandoned`, async () => {
         if (failed || report) return { ended: report?.phase ?? 'FAILED', abandoned: undefined };
         const s = await m.status().catch(() => undefined);
         return s?.phase === 'SYNCING_WAL' && s.cutover?.abandoned && !s.cutover.requested ? { ended: undefined, abandoned: s.cutover.abandoned } : undefined;
       }, 300_000, 200);
-      await release(h);
+      await Promise.all([release(h), spare]);
       if (failed) throw failed;
       if (!back.abandoned) throw new Error(`chaos schedule: cutover attempt ${attempt} ended ${back.ended} while ${h.what} was held`);
       log(`cutover attempt ${attempt} abandoned: ${back.abandoned}`);
@@ -355,7 +374,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     const killsInSync = opts.kills - 5;
     const restarts: Array<Promise<void>> = [];
     for (let i = 0; i < killsInSync; i++) {
-      await sleep(Math.floor(random() * 1000));
+      // The successor starts polling first, as with several workers deployed.
+      await Promise.all([sleep(Math.floor(random() * 1000)), workers.length < 2 ? spawnWorker() : undefined]);
       // While the kills go on: a planned restart of the source (its walsenders wait for the apply to
       // confirm), a crash of the target.
       if (i === 1) {
@@ -365,7 +385,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
         log('target crash (immediate shutdown) during SYNCING_WAL');
         restarts.push(env.target.stop('immediate').then(() => env.target.start()));
       }
-      await kill('SYNCING_WAL', `random point ${i + 1} of ${killsInSync}`, { overlap: true });
+      // The apply's worker, or the oldest while the apply waits for its heartbeat timeout to run again.
+      await kill('SYNCING_WAL', `random point ${i + 1} of ${killsInSync}`, (await runningOn('applyChanges')) ?? workers[0]);
     }
     await Promise.all(restarts);
     await abandonedAttempt('VALIDATING', 'public.documents', 'validateMigration', 'the comparison (validateMigration)');
@@ -409,6 +430,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     return result_;
   } finally {
     for (const h of holds) await h.release();
+    await spawning?.catch(() => undefined);
     process.env = savedEnv;
     for (const w of workers) await w.kill();
     await env.stop();
