@@ -18,7 +18,11 @@ async function main(): Promise<void> {
   const r = await runChaos({ seed, kills: arg('kills', 25), scale: arg('scale', 5), maxWriteStopSeconds: bound, log: (l) => console.log(l) });
   const tooLong = r.writeStops.filter((w) => w > bound * 1000 + 2000);
   const ok = r.report.phase === 'COMPLETED' && r.differences.length === 0 && Object.values(r.leftovers).every((n) => n === 0) && tooLong.length === 0;
-  console.log(`${ok ? 'PASS' : 'FAIL'}: seed ${seed}, ${r.kills.length} kills, ${(r.durationMs / 1000).toFixed(0)} s`);
+  const stops = r.writeStops.map((w) => `${(w / 1000).toFixed(2)} s`).join(', ') || 'none ended';
+  console.log(
+    `${ok ? 'PASS' : 'FAIL'}: seed ${seed}, ${r.kills.length} kills (${r.killsByPhase}), write stops ${stops} (bound ${bound} s), ` +
+      `fence to COMPLETED ${r.finalFenceToCompletedMs ?? '?'} ms, ${(r.durationMs / 1000).toFixed(0)} s`,
+  );
   process.exit(ok ? 0 : 1);
 }
 
