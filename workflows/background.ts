@@ -50,8 +50,12 @@ export function startApply(run: MigrationRun, reverse = false): void {
 
 export async function stopApply(run: MigrationRun): Promise<void> {
   run.apply.scope?.cancel();
+  // Settles when the apply has ended (`done` never rejects); whoever waits on it resumes after this
+  // function has cleared the scope (registered first).
+  run.apply.stopping = run.apply.done;
   await run.apply.done;
   run.apply.scope = undefined;
+  run.apply.stopping = undefined;
 }
 
 /** Waits until the apply has committed the fence's marker where it writes (its progress row), or fails with it. */

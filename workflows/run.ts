@@ -122,6 +122,8 @@ export interface MigrationRun {
   readonly apply: {
     scope: wf.CancellationScope | undefined;
     done: Promise<void> | undefined;
+    /** A stop asked for and not yet settled (VALIDATING's, while a lost worker's apply times out). */
+    stopping: Promise<void> | undefined;
     error: unknown;
     /** The slot the running apply streams from (status): the forward one, the reverse one in FALLBACK_READY. */
     streamingSlot: string;
@@ -216,7 +218,7 @@ export function newRun(spec: MigrationSpecInput, continued?: ContinuedSync): Mig
       reverse: fallback,
     },
     copy: { round: newCopyRound(), inFlight: new Set(), paused: new Set(), plans: undefined, perTablePostLoad: false, stopHolder: async () => undefined, indexBuilds: new Map() },
-    apply: { scope: undefined, done: undefined, error: undefined, streamingSlot: fallback ? reverseSlot : slot, fenceToken: undefined },
+    apply: { scope: undefined, done: undefined, stopping: undefined, error: undefined, streamingSlot: fallback ? reverseSlot : slot, fenceToken: undefined },
     fence: { set: fallback, targetSet: false, at: undefined, deadline: undefined, installScope: undefined, installDone: undefined, installSettled: false },
     cutover: { bounded: false, retryWait: false, abandonedAttempts: 0, done: fallback, rolledBack: false },
     proof: { scope: undefined, stopped: undefined, ended: false, used: false, failure: undefined, startedAt: undefined, liveMs: 0, validatingMs: undefined },

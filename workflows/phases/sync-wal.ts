@@ -25,7 +25,10 @@ export async function syncWal(run: MigrationRun): Promise<void> {
     // Auto cutover needs a fresh report from this run of the apply, not one from before a pause.
     const since = state.replication?.updatedAt;
     const due = () => cutoverDue({ mode, requested: run.cutoverRequested, retryWait: run.cutover.retryWait, replication: state.replication, since, maxLagBytes });
-    // Back from an abandoned cutover attempt, the apply may still be running.
+    // Back from an abandoned cutover attempt, the apply may still be running, or still stopping (the
+    // stop VALIDATING asked for, its worker lost: until the activity's heartbeat timeout); then the
+    // next one starts once it has. No command comes of awaiting a settled stop (replay unchanged).
+    if (run.apply.stopping) await run.apply.stopping;
     if (!run.apply.scope) startApply(run);
     if (proof.used) startProof(run);
     const proofDone = () => proofReady({ used: proof.used, ended: proof.ended, passesComplete: state.proof?.passesComplete });
