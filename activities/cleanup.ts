@@ -9,7 +9,7 @@ import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
-import { deleteProofSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
+import { deleteProofSql, forgetChunkWritesSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
 
 /**
  * Removes the apply's position for this slot from the target; the last migration using the table
@@ -100,6 +100,11 @@ export async function dropWriteMarks(c: Client, slot: string): Promise<number> {
     if (left === 0) await c.query(`DROP FUNCTION IF EXISTS ${fn}()`);
   }
   if (has.rows[0]!.counts) await c.query(`DELETE FROM ${WRITES_TABLE} WHERE slot_name = $1`, [slot]);
+  // With the counts gone, no stored chunk may vouch for a table by one (a later proof of this slot).
+  if ((await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE])).rows[0]!.ok) {
+    const forget = forgetChunkWritesSql(slot);
+    await c.query(forget.text, forget.values);
+  }
   return left;
 }
 

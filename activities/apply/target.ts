@@ -118,9 +118,11 @@ async function assertNothingFires(c: Client, tables: readonly ApplyTable[]): Pro
        CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) p
        -- What fires with session_replication_role = origin: enabled (O) and ALWAYS (A), not REPLICA-only (R) or disabled (D).
        JOIN pg_trigger t ON t.tgrelid = p.relid AND t.tgenabled IN ('O', 'A')
-        -- but the content proof's write marks (validate/sql.ts), which only count writes
-        AND NOT EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace fn ON fn.oid = f.pronamespace
-                         WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname = t.tgname)
+        -- but the content proof's write marks (validate/sql.ts), which only count writes: AFTER, per
+        -- statement (tgtype bits 1 row, 2 before), named pg_dts_<id>_writes like their pgdts function
+        AND NOT (t.tgname LIKE 'pg\\_dts\\_%\\_writes' AND (t.tgtype & 3) = 0
+                 AND EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace fn ON fn.oid = f.pronamespace
+                              WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname = t.tgname))
        LEFT JOIN pg_constraint k ON k.oid = t.tgconstraint
       ORDER BY 1 LIMIT 20`,
     [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],

@@ -52,6 +52,7 @@ import {
   allProofChunksSql,
   allWriteCountsSql,
   recordChunkWritesSql,
+  forgetChunkWritesSql,
   recordProofChunkSql,
   writeCountSql,
   writeMarkFunctionSql,
@@ -99,19 +100,26 @@ export async function ensureProofSchema(c: Client, slot?: string): Promise<void>
 
 /**
  * Puts the write-mark trigger on one target table (sql.ts); false when it cannot be there: not a
- * plain table (a partitioned table's rows are written in its partitions), a lock not granted within
- * 2 s (the next pass tries again), or no right to add a trigger (a table the user created). Without
- * it the cutover reads the table's fingerprints again, as before the marks.
+ * plain table (a partitioned table's rows are written in its partitions, an inherited table's in its
+ * children), a lock not granted within 500 ms (queued, it would hold up the apply's writes; the next
+ * pass tries again), or no right to add a trigger (a table the user created). Without it the cutover
+ * reads the table's fingerprints again, as before the marks. `proofTable`: the table's name in
+ * pgdts.proof_chunks, whose stored counts a new trigger makes meaningless.
  */
-export async function armWriteMarks(c: Client, slot: string, table: QualifiedName): Promise<boolean> {
+export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string): Promise<boolean> {
   const state = await run(c, writeMarkStateSql(slot, table));
-  const row = state.rows[0] as { kind: string; armed: boolean } | undefined;
-  if (!row || row.kind !== 'r') return false;
+  const row = state.rows[0] as { kind: string; children: boolean; armed: boolean } | undefined;
+  if (!row || row.kind !== 'r' || row.children) return false;
   if (row.armed) return true;
   await c.query('BEGIN');
   try {
-    await c.query(`SET LOCAL lock_timeout = '2s'`);
+    await c.query(`SET LOCAL lock_timeout = '500ms'`);
     for (const sql of writeMarkTriggerSql(slot, table)) await c.query(sql);
+    // Counts start again with this trigger (after a cleanup, or a table created anew): a chunk
+    // stored with an earlier count must not meet it again by chance.
+    if (proofTable !== undefined && (await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE])).rows[0]?.ok) {
+      await run(c, forgetChunkWritesSql(slot, proofTable));
+    }
     await c.query('COMMIT');
     return true;
   } catch (err) {
@@ -274,7 +282,11 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
   const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
   for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
   ctx.perTable.set(name, tp);
-  if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target))) ctx.marked.add(name);
+  if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target, name))) {
+    ctx.marked.add(name);
+    // Re-read: the counts the chunks carried may just have been forgotten.
+    for (const c of chunks) delete c.writes;
+  }
   const marked = ctx.marked.has(name);
   const writeCount = () => (marked ? readWriteCount(dst, input.slot, t.target) : Promise.resolve(undefined));
   const pass: TablePass = {
@@ -338,7 +350,7 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
     if (sf.value.tuples === c.source && df.value.tuples === c.target) {
       const writes = quiet(before, df.writes);
       if (writes !== c.writes) {
-        await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes));
+        await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
         setWrites(c, writes);
       }
       continue;

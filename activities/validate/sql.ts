@@ -180,7 +180,7 @@ export const PROOF_SCHEMA_SQL = [
   )`,
   // The target's write count of the table (WRITES_TABLE) when the chunk's target read was taken, when
   // no write came between the pass's first look and that read; NULL: unknown, read again at cutover.
-  `ALTER TABLE ${PROOF_TABLE} ADD COLUMN IF NOT EXISTS target_writes bigint`,
+  `ALTER TABLE ${PROOF_TABLE} ADD COLUMN IF NOT EXISTS target_writes text`,
   `CREATE TABLE IF NOT EXISTS pgdts.proof_writes (
     slot_name text NOT NULL,
     relid oid NOT NULL,
@@ -217,8 +217,8 @@ export function writeMarkFunctionSql(slot: string): string {
   return (
     `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$\n` +
     `BEGIN\n` +
-    `  IF coalesce(current_setting('pgdts.w' || TG_RELID::text, true), '') <> 'y' THEN\n` +
-    `    PERFORM set_config('pgdts.w' || TG_RELID::text, 'y', true);\n` +
+    `  IF coalesce(current_setting(${literal(`pgdts.${slot}_`)} || TG_RELID::text, true), '') <> 'y' THEN\n` +
+    `    PERFORM set_config(${literal(`pgdts.${slot}_`)} || TG_RELID::text, 'y', true);\n` +
     `    INSERT INTO ${WRITES_TABLE} AS w (slot_name, relid, writes) VALUES (${literal(slot)}, TG_RELID, 1)\n` +
     `      ON CONFLICT (slot_name, relid) DO UPDATE SET writes = w.writes + 1;\n` +
     `  END IF;\n` +
@@ -245,30 +245,35 @@ export function writeMarkTriggerSql(slot: string, table: QualifiedName): string[
 export function writeMarkStateSql(slot: string, table: QualifiedName): Sql {
   return {
     text:
-      `SELECT c.relkind::text AS kind, EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $2 AND g.tgenabled = 'A') AS armed ` +
+      `SELECT c.relkind::text AS kind, c.relhassubclass AS children, EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $2 AND g.tgenabled = 'A') AS armed ` +
       `FROM pg_class c WHERE c.oid = to_regclass($1)`,
     values: [qname(table), writeMarkNames(slot).trigger],
   };
 }
 
 /**
- * The table's write count in the reading transaction's snapshot; NULL when the trigger is not there
- * (the count would not see every write).
+ * The table's write count in the reading transaction's snapshot, as `count:oid:relfilenode`; NULL
+ * when the trigger is not there (the count would not see every write). The table's identity and
+ * storage come with it: a table dropped and created again, or rewritten by DDL (ALTER TABLE ... TYPE,
+ * which fires no write trigger), never shows the count a chunk was stored with.
  */
 export function writeCountSql(slot: string, table: QualifiedName): Sql {
   return {
     text:
-      `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = to_regclass($2) AND g.tgname = $3 AND g.tgenabled = 'A') ` +
-      `THEN coalesce((SELECT w.writes FROM ${WRITES_TABLE} w WHERE w.slot_name = $1 AND w.relid = to_regclass($2)), 0)::text END AS writes`,
+      `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $3 AND g.tgenabled = 'A') ` +
+      `THEN ${countText('c')} END AS writes FROM pg_class c ` +
+      `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid WHERE c.oid = to_regclass($2)`,
     values: [slot, qname(table), writeMarkNames(slot).trigger],
   };
 }
+
+const countText = (c: string) => `coalesce(w.writes, 0)::text || ':' || ${c}.oid::text || ':' || ${c}.relfilenode::text`;
 
 /** writeCountSql for every marked table at once: schema, name and count (the pgdts.proof_writes table must exist). */
 export function allWriteCountsSql(slot: string): Sql {
   return {
     text:
-      `SELECT n.nspname AS schema, c.relname AS name, coalesce(w.writes, 0)::text AS writes ` +
+      `SELECT n.nspname AS schema, c.relname AS name, ${countText('c')} AS writes ` +
       `FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid ` +
       `WHERE g.tgname = $2 AND g.tgenabled = 'A'`,
@@ -287,7 +292,7 @@ export function writeMarkedTablesSql(slot: string): Sql {
 /** The stored chunks of one table, in order; none when the proof has not planned it yet. */
 export function proofChunksSql(slot: string, table: string): Sql {
   return {
-    text: `SELECT chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes::text AS target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk`,
+    text: `SELECT chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 ORDER BY chunk`,
     values: [slot, table],
   };
 }
@@ -295,7 +300,7 @@ export function proofChunksSql(slot: string, table: string): Sql {
 /** Every table's stored chunks of one migration, by table and chunk. */
 export function allProofChunksSql(slot: string): Sql {
   return {
-    text: `SELECT table_name, chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes::text AS target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 ORDER BY table_name, chunk`,
+    text: `SELECT table_name, chunk, lo, hi, rows::text AS rows, source_tuples, target_tuples, target_writes FROM ${PROOF_TABLE} WHERE slot_name = $1 ORDER BY table_name, chunk`,
     values: [slot],
   };
 }
@@ -322,19 +327,29 @@ export function recordProofChunkSql(
 ): Sql {
   return {
     text:
-      `UPDATE ${PROOF_TABLE} SET rows = $4, source_tuples = $5, target_tuples = $6, target_writes = $7::bigint, ` +
+      `UPDATE ${PROOF_TABLE} SET rows = $4, source_tuples = $5, target_tuples = $6, target_writes = $7, ` +
       `verified_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END ` +
       `WHERE slot_name = $1 AND table_name = $2 AND chunk = $3`,
     values: [slot, table, chunk, v?.rows ?? null, v?.source ?? null, v?.target ?? null, v?.writes ?? null],
   };
 }
 
-/** A proven chunk still holds (both fingerprints unchanged): only its write count moves on. */
-export function recordChunkWritesSql(slot: string, table: string, chunk: number, writes: string | undefined): Sql {
+/**
+ * A proven chunk still holds (both fingerprints unchanged): only its write count moves on, paired
+ * with those very fingerprints (a stale attempt's update of another verdict does nothing).
+ */
+export function recordChunkWritesSql(slot: string, table: string, chunk: number, writes: string | undefined, proven: { source: string; target: string }): Sql {
   return {
-    text: `UPDATE ${PROOF_TABLE} SET target_writes = $4::bigint WHERE slot_name = $1 AND table_name = $2 AND chunk = $3`,
-    values: [slot, table, chunk, writes ?? null],
+    text: `UPDATE ${PROOF_TABLE} SET target_writes = $4 WHERE slot_name = $1 AND table_name = $2 AND chunk = $3 AND source_tuples = $5 AND target_tuples = $6`,
+    values: [slot, table, chunk, writes ?? null, proven.source, proven.target],
   };
+}
+
+/** Stored counts that a new trigger (or none) makes meaningless: the count starts again. */
+export function forgetChunkWritesSql(slot: string, table?: string): Sql {
+  return table === undefined
+    ? { text: `UPDATE ${PROOF_TABLE} SET target_writes = NULL WHERE slot_name = $1 AND target_writes IS NOT NULL`, values: [slot] }
+    : { text: `UPDATE ${PROOF_TABLE} SET target_writes = NULL WHERE slot_name = $1 AND table_name = $2 AND target_writes IS NOT NULL`, values: [slot, table] };
 }
 
 export function deleteProofSql(slot: string): Sql {

@@ -143,6 +143,13 @@ describe('the proof, activity by activity', () => {
     await new Promise((r) => setTimeout(r, 600));
     expect(await tableScans()).toBe(scansMid);
 
+    // DDL rewriting the table on the target fires no write trigger: the relfilenode in the count tells.
+    await env.target.query(`ALTER TABLE public.items ALTER COLUMN body TYPE text USING upper(body)`, [], db);
+    const [rewritten] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
+    expect({ ok: rewritten!.ok, read: rewritten!.proof?.readAtCutover }).toEqual({ ok: false, read: 5 });
+    await env.target.query(`ALTER TABLE public.items ALTER COLUMN body TYPE text USING lower(body)`, [], db);
+    expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 8, chunksVerified: 8 });
+
     // A write on the target after the last pass, by anyone (here: another role, outside any apply),
     // moves the table's count: the cutover reads the table again and names the key.
     await env.target.query(`CREATE ROLE proof_stray LOGIN; GRANT USAGE ON SCHEMA public TO proof_stray; GRANT UPDATE, SELECT ON public.items TO proof_stray`, [], db);
