@@ -42,6 +42,10 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       // keeps them; the next cleanup drops them.
       for (const table of [PROOF_TABLE, WRITES_TABLE]) await dropIfEmptyAndFree(c, table);
       await c.query('SAVEPOINT schema_drop');
+      // Never wait here: DROP SCHEMA locks what is still in it (to report it) before refusing, and a
+      // comparison stuck on a user's lock holds a share lock on the proof's tables (control.test:
+      // "VALIDATING: cancel ... while the comparison is stuck" hung on it). The next cleanup drops it.
+      await c.query(`SET LOCAL lock_timeout = '1s'`);
       await c.query(`DROP SCHEMA ${ident(APPLY_PROGRESS_SCHEMA)}`).catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
       await c.query('COMMIT');
     } catch (err) {

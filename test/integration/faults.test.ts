@@ -252,8 +252,9 @@ describe('leftovers of a terminated migration', () => {
     expect(listed.code, listed.err).toBe(0);
     const orphans = listed.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Leftover);
     const kinds = new Set(orphans.map((o) => o.kind));
-    // Copy records (one per table copied, since resume-copy) belong to the migration that marked their table.
-    expect([...kinds].sort()).toEqual(['apply-progress', 'copy-progress', 'fence', 'publication', 'slot']);
+    // Copy records (one per table copied, since resume-copy) belong to the migration that marked their
+    // table; the content proof's write marks (its function, on the target) to the migration too.
+    expect([...kinds].sort()).toEqual(['apply-progress', 'copy-progress', 'fence', 'publication', 'slot', 'write-marks']);
     const migrationId = orphans[0]!.migrationId!;
     expect(orphans.every((o) => o.migrationId === migrationId)).toBe(true);
     expect(orphans.filter((o) => o.kind === 'copy-progress').every((o) => o.server === 'target')).toBe(true);
