@@ -12,6 +12,7 @@
  */
 import type { ReadableOptions, WritableOptions } from 'node:stream';
 import { from as copyFrom, to as copyTo, type CopyStreamQuery, type CopyToStreamQuery } from 'pg-copy-streams';
+import { copyStreamSocketOf } from './pg-internals';
 
 const COPY_DATA = 0x64; // d
 const ERROR_RESPONSE = 0x45; // E
@@ -155,6 +156,6 @@ const CopyFromBase = (copyFrom('') as object).constructor as CopyFromConstructor
  */
 export class CopyInFramed extends CopyFromBase {
   flushChunk(chunk: Buffer): boolean {
-    return (this as unknown as { connection: { stream: { write(b: Buffer): boolean } } }).connection.stream.write(chunk);
+    return copyStreamSocketOf(this).write(chunk);
   }
 }

@@ -28,6 +28,7 @@ import { classify, preconditionFailed, snapshotLost } from './errors';
 import { assertOurs } from './marks';
 import { columnList, literal, qname } from './sql';
 import { DEFAULT_SPLIT_ABOVE_BYTES, displayName, type ConnectionSpec, type QualifiedName } from './spec';
+import { dropConnection } from './pg-internals';
 
 /**
  * A slice of the source table by physical position: heap pages [pageFrom, pageTo) (pageTo absent =
@@ -101,10 +102,6 @@ function cancelOnAbort(signal: AbortSignal, sessions: () => Array<Client | undef
   return () => signal.removeEventListener('abort', cancel);
 }
 
-/** Closes a client's socket at once, whatever it was doing. */
-function dropConnection(c: Client | undefined): void {
-  (c as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream?.destroy();
-}
 
 /** First OID of user objects: below it, types are built in and have the same OID on every server. */
 const FIRST_NORMAL_OBJECT_ID = 16384;

@@ -14,6 +14,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { parse as parseUri } from 'pg-connection-string';
 import { guardedStream } from './connect-guard';
 import { SSL_MODES, type ConnectionSpec, type SslMode } from './spec';
+import { backendKeyOf } from './pg-internals';
 
 /**
  * Session settings every pg-dts connection pins at startup: values travel between servers as
@@ -190,7 +191,7 @@ export function withCancellation<T>(signal: AbortSignal, fn: () => Promise<T>): 
  * packet was delivered; the server never answers it.
  */
 export function sendCancelRequest(client: Client, timeoutMs = 5_000): Promise<boolean> {
-  const c = client as unknown as { processID?: number | null; secretKey?: number | null; host?: string; port?: number };
+  const c = backendKeyOf(client);
   if (!c.processID || c.secretKey === null || c.secretKey === undefined) return Promise.resolve(false);
   const host = c.host || 'localhost';
   const port = c.port || 5432;
@@ -210,7 +211,7 @@ export function sendCancelRequest(client: Client, timeoutMs = 5_000): Promise<bo
 }
 
 async function cancelBackend(spec: ConnectionSpec, client: Client): Promise<void> {
-  const pid = (client as unknown as { processID?: number }).processID;
+  const pid = backendKeyOf(client).processID;
   if (pid && !(await sendCancelRequest(client))) {
     // No CancelRequest delivered (a proxy in between that refuses it?): ask from a session of our own.
     const c = new Client(clientConfigs(spec, { applicationName: 'pg-dts cancel' })[0]);

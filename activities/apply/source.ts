@@ -34,6 +34,7 @@ import { ReplicationFramer } from './framer';
 import { bigIntToLsn, lsnToBigInt } from './lsn';
 import { parsePgoutput, type PgoutputMessage } from './pgoutput';
 import type { Spool } from './spool';
+import { replicationSocketOf, socketOf } from '../pg-internals';
 
 /** A replication-protocol string literal: the walsender's grammar knows '' but not E'' escapes. */
 function replString(s: string): string {
@@ -98,7 +99,7 @@ class TextPgoutputPlugin {
    * Called while the connection is idle, before START_REPLICATION: the next byte starts a message.
    */
   private intercept(client: Client): void {
-    const stream = (client as unknown as { connection?: { stream?: NodeJS.EventEmitter & { destroy(e?: Error): void } } }).connection?.stream;
+    const stream = socketOf(client);
     const listeners = stream?.listeners('data') ?? [];
     if (!stream || listeners.length !== 1) throw new ApplyError('cannot attach to the replication connection (pg changed its internals?)', { permanent: true });
     const pgParser = listeners[0] as (b: Buffer) => void;
@@ -267,7 +268,7 @@ export class ReplicationSource {
 
   /** Backpressure: the walsender waits (its socket buffer full) while we catch up. */
   pause(pause: boolean): void {
-    const stream = (this.service as unknown as { _connection?: { stream?: { pause?: () => void; resume?: () => void } } })._connection?.stream;
+    const stream = replicationSocketOf(this.service);
     if (pause) stream?.pause?.();
     else stream?.resume?.();
   }

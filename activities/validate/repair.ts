@@ -34,6 +34,7 @@ import { openSides } from './shared';
 import { compareTables, type RepairNeed } from './strict';
 import { throwIfAborted, TableSide } from './engine';
 import { BEGIN_READ, copyInSql, copyOutAllSql, copyOutByKeysSql, deleteAllSql, deleteByKeysSql, unmarkedRelationsSql, type KeyRange } from './sql';
+import { dropConnection } from '../pg-internals';
 
 export { DEFAULT_REPAIR_MAX_ROWS } from '../spec';
 /** Keys and chunks listed per table in a repair report (counts cover them all). */
@@ -163,7 +164,7 @@ async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], re
   const src = await open(input.source, 'source');
   let dst: Client | undefined;
   const drop = () => {
-    for (const c of [src, dst]) (c as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream?.destroy();
+    for (const c of [src, dst]) dropConnection(c);
   };
   hooks.signal?.addEventListener('abort', drop, { once: true });
   let clean = false;

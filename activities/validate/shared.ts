@@ -10,6 +10,7 @@ import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY } from './compare';
 import { VALIDATE_DEFAULTS, type Mismatch, type MismatchKind, type ValidateTableSpec, type ValidateTablesInput } from './contract';
 import { columnsThatDiffer, ShapeError, TableSide, type ChecksumOptions, type FoundRow, type SampleResult } from './engine';
 import { HASH_PROBE_SQL, type RowHash } from './sql';
+import { dropConnection } from '../pg-internals';
 
 export function checksumOptions(input: Pick<ValidateTablesInput, 'chunkRows' | 'leafRows' | 'fanout' | 'maxMismatches'>, signal?: AbortSignal): ChecksumOptions {
   const o: ChecksumOptions = {
@@ -60,7 +61,7 @@ export async function runPool<R>(
         // Cancelled: cut both connections, which ends a query stuck on a lock and releases this
         // comparison's snapshot and locks on the source (the fence cannot be dropped under them).
         const cut = () => {
-          for (const c of [src, dst]) (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+          for (const c of [src, dst]) dropConnection(c);
         };
         signal?.addEventListener('abort', cut, { once: true });
         hash ??= await probeRowHash(src, dst);
