@@ -775,6 +775,8 @@ export async function forgetCopyRecords(target: ConnectionSpec, tables: readonly
     if (!left.rowCount) {
       await c.query('DROP TABLE pgdts.copy_progress');
       await c.query('SAVEPOINT schema_drop');
+      // Never wait: DROP SCHEMA locks what is still in it before refusing (see cleanup.ts).
+      await c.query(`SET LOCAL lock_timeout = '1s'`);
       // Anything else still in the schema (the apply's progress table, ...) keeps it.
       await c.query('DROP SCHEMA pgdts').catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
     }

@@ -208,6 +208,8 @@ export async function forgetPlan(target: ConnectionSpec, migrationId: string): P
     if (!left.rowCount) {
       await c.query(`DROP TABLE ${PLAN_SCHEMA}.plan_units, ${PLAN_SCHEMA}.plan_tables`);
       await c.query('SAVEPOINT schema_drop');
+      // Never wait: DROP SCHEMA locks what is still in it before refusing (see cleanup.ts).
+      await c.query(`SET LOCAL lock_timeout = '1s'`);
       // Anything else still in the schema (the apply's progress, range records) keeps it.
       await c.query(`DROP SCHEMA ${PLAN_SCHEMA}`).catch(() => c.query('ROLLBACK TO SAVEPOINT schema_drop'));
     }

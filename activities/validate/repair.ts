@@ -24,7 +24,7 @@ import type { Client } from 'pg';
 import type { RepairReport } from '../../workflows/contract';
 import { prepareTargetSession } from '../apply/target';
 import { CopyInFramed, CopyOut } from '../copy-out';
-import { connect, describeConnection } from '../db';
+import { connect, describeConnection, sendCancelRequest } from '../db';
 import { classify } from '../errors';
 import { markText } from '../marks';
 import { displayName, type ConnectionSpec } from '../spec';
@@ -164,7 +164,10 @@ async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], re
   const src = await open(input.source, 'source');
   let dst: Client | undefined;
   const drop = () => {
-    for (const c of [src, dst]) dropConnection(c);
+    for (const c of [src, dst]) {
+      if (c) void sendCancelRequest(c);
+      dropConnection(c);
+    }
   };
   hooks.signal?.addEventListener('abort', drop, { once: true });
   let clean = false;

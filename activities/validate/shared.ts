@@ -4,7 +4,7 @@
  * servers agree on, and the mismatch list.
  */
 import type { Client } from 'pg';
-import { connect, describeConnection } from '../db';
+import { connect, describeConnection, sendCancelRequest } from '../db';
 import type { ConnectionSpec, QualifiedName } from '../spec';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY } from './compare';
 import { VALIDATE_DEFAULTS, type Mismatch, type MismatchKind, type ValidateTableSpec, type ValidateTablesInput } from './contract';
@@ -58,10 +58,15 @@ export async function runPool<R>(
     try {
       const dst = await open(input.target, 'target', applicationName);
       try {
-        // Cancelled: cut both connections, which ends a query stuck on a lock and releases this
-        // comparison's snapshot and locks on the source (the fence cannot be dropped under them).
+        // Cancelled: cancel what each backend runs (a backend waiting for a lock does not notice its
+        // client is gone, and would keep its transaction's locks until granted: cleanup's DDL on our
+        // tables queued behind them), then cut both connections, which releases this comparison's
+        // snapshot and locks (the fence cannot be dropped under them).
         const cut = () => {
-          for (const c of [src, dst]) dropConnection(c);
+          for (const c of [src, dst]) {
+            void sendCancelRequest(c);
+            dropConnection(c);
+          }
         };
         signal?.addEventListener('abort', cut, { once: true });
         hash ??= await probeRowHash(src, dst);

@@ -262,6 +262,15 @@ describe('while the source is fenced', () => {
     expect({ slots: left.slots, pubs: left.pubs, fences: left.fences }).toEqual({ slots: 0, pubs: 0, fences: 0 });
     // The content proof's write mark on the locked table could not be dropped without waiting for
     // the lock: it stays, as a no-op, listed for `dts cleanup`, which removes it once the lock is gone.
+    // The comparison's session is gone too, though its lock was never granted: cancelled on the server
+    // (a backend waiting for a lock does not notice its client left, and kept its locks).
+    let stuck = 1;
+    for (let i = 0; i < 50 && stuck; i++) {
+      const [r] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pg-dts validate' AND datname = current_database()`, [], db);
+      stuck = r!.n;
+      if (stuck) await sleep(100);
+    }
+    expect(stuck).toBe(0);
     const marks = await findTargetLeftovers(target);
     expect(marks.filter((l) => l.kind === 'write-marks').map((l) => l.detail)).toEqual(['1 trigger(s)']);
     const [fn] = await env.target.query<{ src: string }>(`SELECT prosrc AS src FROM pg_proc WHERE proname LIKE 'pg\\_dts\\_%\\_writes'`, [], db);
