@@ -2,7 +2,7 @@
  * Cleanup shared by FINALIZING, failure and cancellation. Every function is idempotent: it may run
  * twice (a retry after a worker restart) or on a migration that never got that far.
  */
-import { withClient } from './db';
+import { relationExists, withClient } from './db';
 import { qname } from './sql';
 import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/progress';
 import { ident } from './sql';
@@ -20,13 +20,11 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
   await withClient(target, async (c) => {
     // First, while the progress row still names this migration for `dts orphans` should it fail.
     await dropWriteMarks(c, slot);
-    const has = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [APPLY_PROGRESS_TABLE]);
-    if (!has.rows[0].ok) return;
+    if (!(await relationExists(c, APPLY_PROGRESS_TABLE))) return;
     await c.query(DELETE_APPLY_PROGRESS_SQL, [slot]);
     // The content proof's chunks of this migration (keyed by the same slot).
     const proof = deleteProofSql(slot);
-    const hasProof = await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
-    if (hasProof.rows[0].ok) await c.query(proof.text, proof.values);
+    if (await relationExists(c, PROOF_TABLE)) await c.query(proof.text, proof.values);
     await c.query('BEGIN');
     try {
       // Never wait for the lock: another migration's apply writes this table in every transaction.
@@ -57,8 +55,7 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
 
 /** Inside a transaction: drops `table` if it exists, is empty and no one holds a lock on it. */
 async function dropIfEmptyAndFree(c: Client, table: string): Promise<void> {
-  const has = await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [table]);
-  if (!has.rows[0]!.ok) return;
+  if (!(await relationExists(c, table))) return;
   await c.query('SAVEPOINT drop_if_empty');
   const locked = await c.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE NOWAIT`).then(
     () => true,
@@ -105,7 +102,7 @@ export async function dropWriteMarks(c: Client, slot: string): Promise<number> {
   }
   if (has.rows[0]!.counts) await c.query(`DELETE FROM ${WRITES_TABLE} WHERE slot_name = $1`, [slot]);
   // With the counts gone, no stored chunk may vouch for a table by one (a later proof of this slot).
-  if ((await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE])).rows[0]!.ok) {
+  if (await relationExists(c, PROOF_TABLE)) {
     const forget = forgetChunkWritesSql(slot);
     await c.query(forget.text, forget.values);
   }

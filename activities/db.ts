@@ -308,3 +308,8 @@ export async function runIdempotentDdl(client: Client, statements: readonly stri
     }
   }
 }
+
+/** Whether a relation of that (qualified) name exists, as the session's search_path resolves it. */
+export async function relationExists(c: Client, name: string): Promise<boolean> {
+  return (await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [name])).rows[0]?.ok === true;
+}

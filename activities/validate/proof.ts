@@ -25,7 +25,7 @@
  */
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
-import { withClient } from '../db';
+import { relationExists, withClient } from '../db';
 import { classify } from '../errors';
 import { sleep } from '../sleep';
 import { displayName, type ConnectionSpec } from '../spec';
@@ -117,7 +117,7 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
     for (const sql of writeMarkTriggerSql(slot, table)) await c.query(sql);
     // Counts start again with this trigger (after a cleanup, or a table created anew): a chunk
     // stored with an earlier count must not meet it again by chance.
-    if (proofTable !== undefined && (await c.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE])).rows[0]?.ok) {
+    if (proofTable !== undefined && (await relationExists(c, PROOF_TABLE))) {
       await run(c, forgetChunkWritesSql(slot, proofTable));
     }
     await c.query('COMMIT');
@@ -133,8 +133,7 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
 
 /** Every marked table's write count as the current transaction sees it, by nameKey of the table. */
 export async function readAllWriteCounts(c: Client, slot: string): Promise<Map<string, string>> {
-  const has = await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [WRITES_TABLE]);
-  if (!has.rows[0]?.ok) return new Map();
+  if (!(await relationExists(c, WRITES_TABLE))) return new Map();
   const q = allWriteCountsSql(slot);
   const r = await c.query<{ schema: string; name: string; writes: string }>(q.text, q.values);
   return new Map(r.rows.map((row) => [nameKey({ schema: row.schema, name: row.name }), row.writes]));
@@ -162,8 +161,7 @@ export interface StoredChunk {
 
 /** The table's stored chunks (empty when not planned), read on the target. */
 export async function loadProofChunks(target: Client, slot: string, table: string): Promise<StoredChunk[]> {
-  const has = await target.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
-  if (!has.rows[0]?.ok) return [];
+  if (!(await relationExists(target, PROOF_TABLE))) return [];
   const q = proofChunksSql(slot, table);
   return (await target.query<ChunkRow>(q.text, q.values)).rows.map(storedChunk);
 }
@@ -535,8 +533,7 @@ export async function loadAllProofChunks(target: ConnectionSpec, slot: string, t
     target,
     async (c) => {
       const out = new Map<string, StoredChunk[]>(tables.map((t) => [t, []]));
-      const has = await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [PROOF_TABLE]);
-      if (!has.rows[0]?.ok) return out;
+      if (!(await relationExists(c, PROOF_TABLE))) return out;
       // One query for every table (thousands of tables: not a round trip each), in chunk order.
       const q = allProofChunksSql(slot);
       for (const row of (await c.query<ChunkRow>(q.text, q.values)).rows) out.get(row.table_name)?.push(storedChunk(row));
