@@ -358,6 +358,24 @@ describe('cancel', () => {
     expect(await leftovers(db)).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: [] });
   });
 
+  it('cancel in INIT while the preflight is storing the plan: the cancel waits for it and the plan is forgotten', async () => {
+    const { db, source, target, tables } = await fresh(0.02);
+    // An uncommitted CREATE SCHEMA pgdts holds the plan store's own CREATE SCHEMA IF NOT EXISTS.
+    const blocker = await env.target.client(db);
+    await blocker.query(`BEGIN; CREATE SCHEMA pgdts`);
+    const m = await env.startMigration({ source, target, tables, tableSuffix: '_p' });
+    await untilWaiting(db);
+    await m.signal('cancel');
+    await sleep(1500);
+    // The plan is stored only now, after the cancel: before the fix the run had ended without it.
+    await blocker.query('ROLLBACK');
+    await blocker.end();
+    expect((await m.result()).phase).toBe('CANCELLED');
+    await sleep(1000);
+    expect(await leftovers(db)).toEqual({ slots: 0, activeSlots: 0, pubs: 0, fences: 0, targetTables: [] });
+    expect(await env.target.query(`SELECT to_regnamespace('pgdts') AS s`, [], db)).toEqual([{ s: null }]);
+  });
+
   it('cancel while paused in the copy: CANCELLED, slot, publication and target tables gone, source writable', async () => {
     const { db, source, target, tables } = await fresh();
     const m = await env.startMigration({ source, target, tables, tableSuffix: '_c' });

@@ -3,7 +3,7 @@
  * by reference the plan goes to the target and only its first page of tables comes back.
  */
 import * as wf from '@temporalio/workflow';
-import { ApplicationFailure } from '@temporalio/common';
+import { ActivityCancellationType, ApplicationFailure, type ActivityOptions } from '@temporalio/common';
 import type { Activities } from '../../activities';
 import { TABLES_PAGE } from '../contract';
 import { specCarriesPassword } from '../secrets';
@@ -36,7 +36,12 @@ export async function init(run: MigrationRun): Promise<void> {
   // this kept the whole plan in history).
   const byRef = wf.patched('plan-in-target');
   const args: Parameters<Activities['preflight']> = byRef ? [spec, { migrationId: run.migrationId, track: TABLES_PAGE }] : [spec];
-  const plan = await call({ ...quickOpts, retry: { ...quickOpts.retry, maximumAttempts: 3 } }, 'preflight checks', 'preflight', ...args);
+  // A cancel waits for the preflight to end: it may have stored the plan on the target by then, and
+  // only a plan the workflow holds is forgotten by cleanup (before this, a cancel in INIT could leave
+  // pgdts.plan_tables behind).
+  const waits = byRef && wf.patched('preflight-waits-cancel');
+  const opts: ActivityOptions = { ...quickOpts, retry: { ...quickOpts.retry, maximumAttempts: 3 }, ...(waits ? { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : {}) };
+  const plan = await call(opts, 'preflight checks', 'preflight', ...args);
   run.plan = plan;
   if (byRef) {
     run.planRef = { target: plan.spec.target, migrationId: run.migrationId };
