@@ -5,7 +5,8 @@
  * Every object is ours by its name, derived from the migration id (workflows/names.ts): slot and
  * publication `pg_dts_<id>`, fence trigger `pg_dts_fence_<id>` with its function `pgdts.fence_<id>`,
  * the apply's position in the target's `pgdts.apply_progress` (keyed by the slot), the content proof's
- * write-mark triggers `pg_dts_<id>_writes` with their function of the same name. Nothing else is
+ * write-mark triggers `pg_dts_<id>_writes` with their function of the same name, the plan kept on the
+ * target (`pgdts.plan_tables`/`plan_units`, keyed by the migration id). Nothing else is
  * looked at, so nothing we did not create is touched. Copy records (`pgdts.copy_progress`) are keyed
  * by target table: one belongs to the migration whose mark (marks.ts) its table carries, and goes with
  * that migration's leftovers; a record of an unmarked table is listed, never removed here.
@@ -20,12 +21,13 @@ import { dropPublication, dropSlot } from './replication';
 import { dropApplyProgress } from './cleanup';
 import { forgetCopyRecords } from './copy';
 import { markText } from './marks';
+import { forgetPlan, PLAN_SCHEMA } from './plan-store';
 import type { ConnectionSpec, QualifiedName } from './spec';
 
 /** A mark's text up to the migration id (marks.ts). */
 const MARK_PREFIX = markText('');
 
-export type LeftoverKind = 'slot' | 'publication' | 'fence' | 'apply-progress' | 'copy-progress' | 'write-marks';
+export type LeftoverKind = 'slot' | 'publication' | 'fence' | 'apply-progress' | 'copy-progress' | 'write-marks' | 'plan';
 
 export interface Leftover {
   /** The migration it belongs to; undefined for range-copy records (keyed by table). */
@@ -95,8 +97,8 @@ export async function findTargetLeftovers(target: ConnectionSpec): Promise<Lefto
     target,
     async (c) => {
       const out: Leftover[] = [];
-      const has = await c.query<{ apply: boolean; copy: boolean }>(
-        `SELECT to_regclass('pgdts.apply_progress') IS NOT NULL AS apply, to_regclass('pgdts.copy_progress') IS NOT NULL AS copy`,
+      const has = await c.query<{ apply: boolean; copy: boolean; plan: boolean }>(
+        `SELECT to_regclass('pgdts.apply_progress') IS NOT NULL AS apply, to_regclass('pgdts.copy_progress') IS NOT NULL AS copy, to_regclass('${PLAN_SCHEMA}.plan_tables') IS NOT NULL AS plan`,
       );
       if (has.rows[0]!.apply) {
         const rows = await c.query<{ slot_name: string }>(`SELECT slot_name FROM pgdts.apply_progress ORDER BY 1`);
@@ -115,6 +117,10 @@ export async function findTargetLeftovers(target: ConnectionSpec): Promise<Lefto
       for (const r of marks.rows) {
         const slot = r.proname.slice(0, -'_writes'.length);
         out.push({ migrationId: slot.slice(PREFIX.length), kind: 'write-marks', server: 'target', name: r.proname, detail: `${r.triggers} trigger(s)` });
+      }
+      if (has.rows[0]!.plan) {
+        const rows = await c.query<{ migration_id: string; tables: number }>(`SELECT migration_id, count(*)::int AS tables FROM ${PLAN_SCHEMA}.plan_tables GROUP BY 1 ORDER BY 1`);
+        for (const r of rows.rows) out.push({ migrationId: r.migration_id, kind: 'plan', server: 'target', name: `${PLAN_SCHEMA}.plan_tables`, detail: `${r.tables} table(s)` });
       }
       if (has.rows[0]!.copy) {
         // A record belongs to the migration whose mark its table carries (marks.ts): the table it created.
@@ -160,6 +166,8 @@ export async function removeMigrationLeftovers(input: { source: ConnectionSpec; 
     await dropApplyProgress(input.target, slot);
     const copied = found.filter((l) => l.kind === 'copy-progress').map((l) => l.name);
     if (copied.length) await forgetCopyRecords(input.target, copied);
+    // Last: it drops the schema once nothing else of ours is in it.
+    if (found.some((l) => l.kind === 'plan')) await forgetPlan(input.target, input.migrationId);
   }
   return found;
 }

@@ -254,7 +254,8 @@ describe('leftovers of a terminated migration', () => {
     const kinds = new Set(orphans.map((o) => o.kind));
     // Copy records (one per table copied, since resume-copy) belong to the migration that marked their
     // table; the content proof's write marks (its function, on the target) to the migration too.
-    expect([...kinds].sort()).toEqual(['apply-progress', 'copy-progress', 'fence', 'publication', 'slot', 'write-marks']);
+    // The plan kept on the target (pgdts.plan_tables) too.
+    expect([...kinds].sort()).toEqual(['apply-progress', 'copy-progress', 'fence', 'plan', 'publication', 'slot', 'write-marks']);
     const migrationId = orphans[0]!.migrationId!;
     expect(orphans.every((o) => o.migrationId === migrationId)).toBe(true);
     expect(orphans.filter((o) => o.kind === 'copy-progress').every((o) => o.server === 'target')).toBe(true);
@@ -292,6 +293,8 @@ describe('leftovers of a terminated migration', () => {
     expect(kept[0]!.n).toBe(2);
     await env.source.query(`INSERT INTO public.scratch VALUES (7000001, 'x')`, [], db);
     expect(await env.target.query(`SELECT to_regclass('pgdts.apply_progress') AS t`, [], db)).toEqual([{ t: null }]);
+    // Nothing of ours is left on the target: the plan rows went too, and with them the schema.
+    expect(await env.target.query(`SELECT to_regnamespace('pgdts') AS s`, [], db)).toEqual([{ s: null }]);
     const after = await dts('orphans', '--source', source, '--target', target, '--json');
     expect(after.out).toBe('');
     // Idempotent.
