@@ -9,7 +9,7 @@ import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
-import { deleteProofSql, forgetChunkWritesSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
+import { CHUNK_WRITES_TABLE, deleteProofSql, forgetChunkWritesSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
 
 /**
  * Removes the apply's position for this slot from the target; the last migration using the table
@@ -38,7 +38,7 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       // The content proof's tables go with it once no migration has rows in them: its chunks, and the
       // write counts (no trigger of ours writes them then). A proof still writing (being cancelled)
       // keeps them; the next cleanup drops them.
-      for (const table of [PROOF_TABLE, WRITES_TABLE]) await dropIfEmptyAndFree(c, table);
+      for (const table of [PROOF_TABLE, WRITES_TABLE, CHUNK_WRITES_TABLE]) await dropIfEmptyAndFree(c, table);
       await c.query('SAVEPOINT schema_drop');
       // Never wait here: DROP SCHEMA locks what is still in it (to report it) before refusing, and a
       // comparison stuck on a user's lock holds a share lock on the proof's tables (control.test:
@@ -90,7 +90,8 @@ export async function dropWriteMarks(c: Client, slot: string): Promise<number> {
       await c.query('BEGIN');
       try {
         await c.query(`SET LOCAL lock_timeout = '500ms'`);
-        await c.query(`DROP TRIGGER IF EXISTS ${ident(writeMarkNames(slot).trigger)} ON ${t}`);
+        const { trigger, rows } = writeMarkNames(slot);
+        for (const name of [trigger, rows.INSERT, rows.UPDATE, rows.DELETE]) await c.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${t}`);
         await c.query('COMMIT');
       } catch (err) {
         await c.query('ROLLBACK').catch(() => undefined);
@@ -101,6 +102,7 @@ export async function dropWriteMarks(c: Client, slot: string): Promise<number> {
     if (left === 0) await c.query(`DROP FUNCTION IF EXISTS ${fn}()`);
   }
   if (has.rows[0]!.counts) await c.query(`DELETE FROM ${WRITES_TABLE} WHERE slot_name = $1`, [slot]);
+  if (await relationExists(c, CHUNK_WRITES_TABLE)) await c.query(`DELETE FROM ${CHUNK_WRITES_TABLE} WHERE slot_name = $1`, [slot]);
   // With the counts gone, no stored chunk may vouch for a table by one (a later proof of this slot).
   if (await relationExists(c, PROOF_TABLE)) {
     const forget = forgetChunkWritesSql(slot);

@@ -29,6 +29,7 @@ import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
 import { runApply } from '../activities/apply/run';
 import { armWriteMarks, ensureProofSchema } from '../activities/validate/proof';
+import { insertProofChunksSql, type KeyRange } from '../activities/validate/sql';
 import {
   bash,
   bytes,
@@ -58,6 +59,19 @@ import {
 
 const DB = 'bench';
 const PGBENCH_TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
+/** The keyed pgbench tables' keys, for chunk marks. */
+const PGBENCH_KEYS: Record<string, { column: string; type: string } | undefined> = {
+  pgbench_accounts: { column: 'aid', type: 'integer' },
+  pgbench_branches: { column: 'bid', type: 'integer' },
+  pgbench_tellers: { column: 'tid', type: 'integer' },
+};
+
+/** Key ranges of 100,000 rows over one integer key, as the proof plans its chunks. */
+async function benchChunks(c: Client, table: string, column: string): Promise<KeyRange[]> {
+  const r = await c.query<{ k: string }>(`SELECT k::text FROM (SELECT ${column} AS k, row_number() OVER (ORDER BY ${column}) AS n FROM public.${table}) x WHERE n % 100000 = 1 AND n > 1 ORDER BY k`);
+  const bounds = r.rows.map((x) => [x.k]);
+  return [...bounds, undefined].map((hi, i) => ({ ...(i > 0 ? { lo: bounds[i - 1]! } : {}), ...(hi ? { hi } : {}) }));
+}
 const BIG = 'bench_big';
 const CHANGES_PER_TXN = 4;
 
@@ -386,13 +400,22 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
     await bash(`pg_dump ${PGBENCH_TABLES.map((t) => `-t ${t}`).join(' ')} ${shq(source.uri(DB))} | psql -X -q -v ON_ERROR_STOP=1 ${shq(target.uri(db))}`);
   }
   // A variant with `writeMarks: true` applies to tables carrying the content proof's write-mark
-  // trigger, as during SYNCING_WAL: what the marks cost the apply.
+  // trigger, as during SYNCING_WAL: what the marks cost the apply. `writeMarks: "chunks"`: the keyed
+  // tables carry a count per chunk of 100,000 rows (sql.ts, chunk marks), as the proof arms them.
   for (const r of runs) {
-    if (!opt.variants[r.variant]!.writeMarks) continue;
+    const marks = opt.variants[r.variant]!.writeMarks;
+    if (!marks) continue;
     const c = await target.client(r.db);
     try {
       await ensureProofSchema(c, r.db);
-      for (const t of PGBENCH_TABLES) if (!(await armWriteMarks(c, r.db, { schema: 'public', name: t }))) throw new Error(`no write marks on ${t}`);
+      for (const t of PGBENCH_TABLES) {
+        const key = marks === 'chunks' ? PGBENCH_KEYS[t] : undefined;
+        if (key) {
+          const q = insertProofChunksSql(r.db, t, await benchChunks(c, t, key.column));
+          await c.query(q.text, q.values);
+        }
+        if (!(await armWriteMarks(c, r.db, { schema: 'public', name: t }, t, key))) throw new Error(`no write marks on ${t}`);
+      }
     } finally {
       await c.end();
     }

@@ -120,9 +120,11 @@ async function assertNothingFires(c: Client, tables: readonly ApplyTable[]): Pro
        JOIN pg_trigger t ON t.tgrelid = p.relid AND t.tgenabled IN ('O', 'A')
         -- but the content proof's write marks (validate/sql.ts), which only count writes: AFTER, per
         -- statement (tgtype bits 1 row, 2 before), named pg_dts_<id>_writes like their pgdts function
-        AND NOT (t.tgname LIKE 'pg\\_dts\\_%\\_writes' AND (t.tgtype & 3) = 0
+        -- (or, counting by chunk, pg_dts_<id>_wi, _wu, _wd calling it)
+        AND NOT ((t.tgtype & 3) = 0
                  AND EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace fn ON fn.oid = f.pronamespace
-                              WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname = t.tgname))
+                              WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname LIKE 'pg\\_dts\\_%\\_writes'
+                                AND t.tgname IN (f.proname, left(f.proname, -7) || '_wi', left(f.proname, -7) || '_wu', left(f.proname, -7) || '_wd')))
        LEFT JOIN pg_constraint k ON k.oid = t.tgconstraint
       ORDER BY 1 LIMIT 20`,
     [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],

@@ -59,9 +59,14 @@ import {
   writeMarkStateSql,
   writeMarkTriggerSql,
   WRITES_TABLE,
+  CHUNK_WRITES_TABLE,
+  chunkBoundsSql,
+  chunkMark,
+  chunkMarkable,
   type KeyRange,
   type RowHash,
   type Sql,
+  type TableWrites,
 } from './sql';
 import type { QualifiedName } from '../spec';
 import { nameKey } from '../naming';
@@ -106,7 +111,7 @@ export async function ensureProofSchema(c: Client, slot?: string): Promise<void>
  * reads the table's fingerprints again, as before the marks. `proofTable`: the table's name in
  * pgdts.proof_chunks, whose stored counts a new trigger makes meaningless.
  */
-export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string): Promise<boolean> {
+export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string, key?: ChunkKey): Promise<boolean> {
   const state = await run(c, writeMarkStateSql(slot, table));
   const row = state.rows[0] as { kind: string; children: boolean; armed: boolean } | undefined;
   if (!row || row.kind !== 'r' || row.children) return false;
@@ -114,7 +119,9 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
   await c.query('BEGIN');
   try {
     await c.query(`SET LOCAL lock_timeout = '500ms'`);
-    for (const sql of writeMarkTriggerSql(slot, table)) await c.query(sql);
+    // Several chunks and a key the trigger can place: a count per chunk (sql.ts, chunk marks).
+    const chunked = key && proofTable !== undefined ? await chunkBounds(c, slot, proofTable, key) : undefined;
+    for (const sql of writeMarkTriggerSql(slot, table, chunked)) await c.query(sql);
     // Counts start again with this trigger (after a cleanup, or a table created anew): a chunk
     // stored with an earlier count must not meet it again by chance.
     if (proofTable !== undefined && (await relationExists(c, PROOF_TABLE))) {
@@ -131,17 +138,37 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
   }
 }
 
-/** Every marked table's write count as the current transaction sees it, by nameKey of the table. */
-export async function readAllWriteCounts(c: Client, slot: string): Promise<Map<string, string>> {
-  if (!(await relationExists(c, WRITES_TABLE))) return new Map();
-  const q = allWriteCountsSql(slot);
-  const r = await c.query<{ schema: string; name: string; writes: string }>(q.text, q.values);
-  return new Map(r.rows.map((row) => [nameKey({ schema: row.schema, name: row.name }), row.writes]));
+/** A table's one key column and its type on the target, when chunk marks can place its rows. */
+export interface ChunkKey {
+  column: string;
+  type: string;
 }
 
-/** The table's write count as the current transaction (or statement) sees it; undefined: not marked. */
-export async function readWriteCount(c: Client, slot: string, table: QualifiedName): Promise<string | undefined> {
-  const r = await run(c, writeCountSql(slot, table));
+async function chunkBounds(c: Client, slot: string, proofTable: string, key: ChunkKey): Promise<{ column: string; type: string; bounds: string } | undefined> {
+  const r = await run(c, chunkBoundsSql(slot, proofTable, key.type));
+  const bounds = (r.rows[0] as { bounds: string } | undefined)?.bounds;
+  return bounds && bounds !== '{}' ? { ...key, bounds } : undefined;
+}
+
+/** Every marked table's write counts as the current transaction sees them, by nameKey of the table. */
+export async function readAllWriteCounts(c: Client, slot: string): Promise<Map<string, TableWrites>> {
+  if (!(await relationExists(c, WRITES_TABLE))) return new Map();
+  const q = allWriteCountsSql(slot, await relationExists(c, CHUNK_WRITES_TABLE));
+  const r = await c.query<{ schema: string; name: string; writes: string; chunks?: string | null; counts?: Record<string, string> | null }>(q.text, q.values);
+  const out = new Map<string, TableWrites>();
+  for (const row of r.rows) {
+    // A table whose chunk triggers are not all there: unknown, read at cutover.
+    if (row.chunks !== undefined && row.chunks !== '0/0' && row.chunks !== '3/3') continue;
+    const w: TableWrites = { table: row.writes };
+    if (row.chunks === '3/3') w.chunks = Object.fromEntries(Object.entries(row.counts ?? {}).map(([k, v]) => [Number(k), v]));
+    out.set(nameKey({ schema: row.schema, name: row.name }), w);
+  }
+  return out;
+}
+
+/** One chunk's write mark as the current transaction (or statement) sees it; undefined: not marked. */
+export async function readWriteCount(c: Client, slot: string, table: QualifiedName, chunk: number): Promise<string | undefined> {
+  const r = await run(c, writeCountSql(slot, table, chunk));
   return (r.rows[0] as { writes: string | null } | undefined)?.writes ?? undefined;
 }
 
@@ -280,13 +307,14 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
   const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
   for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
   ctx.perTable.set(name, tp);
-  if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target, name))) {
+  const key = chunks.length > 1 && chunkMarkable(d.shape.keyTypes) ? { column: d.shape.keyColumns[0]!, type: d.shape.keyTypes[0]! } : undefined;
+  if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target, name, key))) {
     ctx.marked.add(name);
     // Re-read: the counts the chunks carried may just have been forgotten.
     for (const c of chunks) delete c.writes;
   }
   const marked = ctx.marked.has(name);
-  const writeCount = () => (marked ? readWriteCount(dst, input.slot, t.target) : Promise.resolve(undefined));
+  const writeCount = (chunk: number) => (marked ? readWriteCount(dst, input.slot, t.target, chunk) : Promise.resolve(undefined));
   const pass: TablePass = {
     ctx,
     name,
@@ -297,7 +325,7 @@ async function proveTable(ctx: ProofContext, src: Client, dst: Client, t: Valida
     chunks,
     tp,
     writeCount,
-    targetRead: async (fn) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount() }))).value,
+    targetRead: async (fn, chunk) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount(chunk) }))).value,
     sourceSnapshot: (fn) => onSource(() => s.snapshot(fn)),
   };
   const toCheck = await recheckProven(pass);
@@ -315,8 +343,8 @@ interface TablePass {
   dst: Client;
   chunks: StoredChunk[];
   tp: TableProgress;
-  /** The table's write count now (undefined: the table carries no write marks). */
-  writeCount(): Promise<string | undefined>;
+  /** A chunk's write mark now (undefined: the table carries no write marks). */
+  writeCount(chunk: number): Promise<string | undefined>;
   targetRead: TargetRead;
   sourceSnapshot: SourceSnapshot;
 }
@@ -343,8 +371,8 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
       toCheck.push(i);
       continue;
     }
-    const before = await pass.writeCount();
-    const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range))]);
+    const before = await pass.writeCount(i);
+    const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range), i)]);
     if (sf.value.tuples === c.source && df.value.tuples === c.target) {
       const writes = quiet(before, df.writes);
       if (writes !== c.writes) {
@@ -379,7 +407,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
   /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
   let lagging = false;
   const sourceRead = async (i: number): Promise<SourceRead> => {
-    const before = await pass.writeCount();
+    const before = await pass.writeCount(i);
     return { before, first: await pass.sourceSnapshot(() => pass.s.proofSummary(chunks[i]!.range)) };
   };
   let next: Promise<SourceRead> | undefined;
@@ -400,7 +428,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       }
       const { before, first } = await read;
       ahead(k + 1);
-      const checked = await checkChunk(pass.s, pass.sourceSnapshot, pass.targetRead, c.range, first, waitForTarget, ctx.hooks.signal);
+      const checked = await checkChunk(pass.s, pass.sourceSnapshot, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget, ctx.hooks.signal);
       if (!checked.caughtUp) lagging = true;
       if (checked.suspect) suspects.push(i);
       const verdict = checked.verdict && { ...checked.verdict, writes: quiet(before, checked.verdict.writes) };
@@ -484,8 +512,9 @@ interface SourceRead {
 /** A read in one source snapshot, one at a time on the pair's source connection (see serial). */
 type SourceSnapshot = <T>(fn: () => Promise<T>) => Promise<{ value: T; lsn?: string }>;
 
-/** One read on the target in one snapshot, with the table's write count in that snapshot (undefined: not marked). */
-type TargetRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; writes: string | undefined }>;
+/** One read on the target in one snapshot, with the chunk's write mark in that snapshot (undefined: not marked). */
+type TargetRead = <T>(fn: (d: TableSide) => Promise<T>, chunk: number) => Promise<{ value: T; writes: string | undefined }>;
+type ChunkRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; writes: string | undefined }>;
 
 /**
  * One chunk compared: the source read, the target read once the apply has passed the source's
@@ -495,7 +524,7 @@ type TargetRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; w
 async function checkChunk(
   s: TableSide,
   sourceSnapshot: SourceSnapshot,
-  targetRead: TargetRead,
+  targetRead: ChunkRead,
   range: KeyRange,
   s1: { value: Summary; lsn?: string },
   waitForTarget: WaitForTarget,
@@ -557,7 +586,7 @@ export async function planCutoverCheck(
   s: TableSide,
   d: TableSide,
   chunks: readonly StoredChunk[] | undefined,
-  writes: string | undefined,
+  writes: TableWrites | undefined,
   signal?: AbortSignal,
 ): Promise<CutoverPlan | undefined> {
   if (!chunks?.length) return undefined;
@@ -565,7 +594,8 @@ export async function planCutoverCheck(
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(signal);
     const c = chunks[i]!;
-    if (c.source && writes !== undefined && c.writes === writes && c.rows !== undefined) {
+    const mark = chunkMark(writes, i);
+    if (c.source && mark !== undefined && c.writes === mark && c.rows !== undefined) {
       plan.sourceRows += c.rows;
       plan.targetRows += c.rows;
       continue;

@@ -187,6 +187,13 @@ export const PROOF_SCHEMA_SQL = [
     writes bigint NOT NULL,
     PRIMARY KEY (slot_name, relid)
   )`,
+  `CREATE TABLE IF NOT EXISTS pgdts.proof_chunk_writes (
+    slot_name text NOT NULL,
+    relid oid NOT NULL,
+    chunk int NOT NULL,
+    writes bigint NOT NULL,
+    PRIMARY KEY (slot_name, relid, chunk)
+  )`,
 ] as const;
 
 // ---------------------------------------------------------------------------------------------------
@@ -202,9 +209,25 @@ export const PROOF_SCHEMA_SQL = [
 // target as writes by the apply).
 
 export const WRITES_TABLE = 'pgdts.proof_writes';
+/**
+ * Chunk marks. A table of several chunks with a one-column key of a type without collation gets, instead
+ * of one count, a count per chunk: three statement triggers (one per event: PostgreSQL allows transition
+ * tables on single-event triggers only) read the keys the statement wrote, old and new, and add one to
+ * each chunk they fall in (width_bucket over the chunks' lower bounds, a binary search); the table's own
+ * trigger then counts TRUNCATE only. A busy table's chunks nobody wrote since proven are not read at
+ * cutover: the window grows with what was written, not with the table.
+ */
+export const CHUNK_WRITES_TABLE = 'pgdts.proof_chunk_writes';
+/** Key types whose order needs no collation: the trigger's width_bucket and the proof's ranges agree. */
+const CHUNK_MARK_TYPES = new Set(['smallint', 'integer', 'bigint', 'numeric', 'uuid', 'date', 'timestamp without time zone', 'timestamp with time zone', 'oid']);
+export const chunkMarkable = (keyTypes: readonly string[]): boolean => keyTypes.length === 1 && CHUNK_MARK_TYPES.has(keyTypes[0]!);
 
-/** The trigger (on each target table) and its function (in pgdts), both named by the slot. */
-export const writeMarkNames = (slot: string) => ({ trigger: `${slot}_writes`, fn: `pgdts.${ident(`${slot}_writes`)}` });
+/** The trigger (on each target table) and its function (in pgdts), both named by the slot; `rows`: the chunk triggers by event. */
+export const writeMarkNames = (slot: string) => ({
+  trigger: `${slot}_writes`,
+  fn: `pgdts.${ident(`${slot}_writes`)}`,
+  rows: { INSERT: `${slot}_wi`, UPDATE: `${slot}_wu`, DELETE: `${slot}_wd` },
+});
 
 /**
  * The trigger function. SECURITY DEFINER with a pinned search_path: a writer of another role counts
@@ -217,6 +240,17 @@ export function writeMarkFunctionSql(slot: string): string {
   return (
     `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$\n` +
     `BEGIN\n` +
+    // A chunk trigger: its arguments are the key column, its type and the chunks' lower bounds.
+    `  IF TG_NARGS = 3 THEN\n` +
+    `    EXECUTE format('INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes) ' ||\n` +
+    `      'SELECT $1, $2, b, 1 FROM (SELECT DISTINCT width_bucket(r.k, $3::%s[]) AS b FROM (%s) r) x ' ||\n` +
+    `      'ON CONFLICT (slot_name, relid, chunk) DO UPDATE SET writes = w.writes + 1', TG_ARGV[1],\n` +
+    `      CASE TG_OP WHEN 'INSERT' THEN format('SELECT %I AS k FROM pgdts_new', TG_ARGV[0])\n` +
+    `        WHEN 'DELETE' THEN format('SELECT %I AS k FROM pgdts_old', TG_ARGV[0])\n` +
+    `        ELSE format('SELECT %1$I AS k FROM pgdts_new UNION ALL SELECT %1$I FROM pgdts_old', TG_ARGV[0]) END)\n` +
+    `    USING ${literal(slot)}, TG_RELID, TG_ARGV[2];\n` +
+    `    RETURN NULL;\n` +
+    `  END IF;\n` +
     `  IF coalesce(current_setting(${literal(`pgdts.${slot}_`)} || TG_RELID::text, true), '') <> 'y' THEN\n` +
     `    PERFORM set_config(${literal(`pgdts.${slot}_`)} || TG_RELID::text, 'y', true);\n` +
     `    INSERT INTO ${WRITES_TABLE} AS w (slot_name, relid, writes) VALUES (${literal(slot)}, TG_RELID, 1)\n` +
@@ -232,13 +266,38 @@ export function writeMarkOffSql(slot: string): string {
   return `CREATE OR REPLACE FUNCTION ${writeMarkNames(slot).fn}() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NULL; END $f$`;
 }
 
-/** The statements that put the trigger on one table (in one transaction, with a short lock_timeout). */
-export function writeMarkTriggerSql(slot: string, table: QualifiedName): string[] {
-  const { trigger, fn } = writeMarkNames(slot);
+/**
+ * The statements that put the trigger on one table (in one transaction, with a short lock_timeout).
+ * `chunks`: the key column, its type and the text of the chunks' lower bounds (all but the first) as
+ * an array of that type (chunkBoundsSql): chunk triggers, and the table's own for TRUNCATE.
+ */
+export function writeMarkTriggerSql(slot: string, table: QualifiedName, chunks?: { column: string; type: string; bounds: string }): string[] {
+  const { trigger, fn, rows } = writeMarkNames(slot);
+  const on = qname(table);
+  if (!chunks) {
+    return [
+      `CREATE TRIGGER ${ident(trigger)} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${on} FOR EACH STATEMENT EXECUTE PROCEDURE ${fn}()`,
+      `ALTER TABLE ${on} ENABLE ALWAYS TRIGGER ${ident(trigger)}`,
+    ];
+  }
+  const args = [chunks.column, chunks.type, chunks.bounds].map(literal).join(', ');
+  const transition = { INSERT: 'NEW TABLE AS pgdts_new', UPDATE: 'OLD TABLE AS pgdts_old NEW TABLE AS pgdts_new', DELETE: 'OLD TABLE AS pgdts_old' } as const;
   return [
-    `CREATE TRIGGER ${ident(trigger)} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${qname(table)} FOR EACH STATEMENT EXECUTE PROCEDURE ${fn}()`,
-    `ALTER TABLE ${qname(table)} ENABLE ALWAYS TRIGGER ${ident(trigger)}`,
+    `CREATE TRIGGER ${ident(trigger)} AFTER TRUNCATE ON ${on} FOR EACH STATEMENT EXECUTE PROCEDURE ${fn}()`,
+    `ALTER TABLE ${on} ENABLE ALWAYS TRIGGER ${ident(trigger)}`,
+    ...(['INSERT', 'UPDATE', 'DELETE'] as const).flatMap((ev) => [
+      `CREATE TRIGGER ${ident(rows[ev])} AFTER ${ev} ON ${on} REFERENCING ${transition[ev]} FOR EACH STATEMENT EXECUTE PROCEDURE ${fn}(${args})`,
+      `ALTER TABLE ${on} ENABLE ALWAYS TRIGGER ${ident(rows[ev])}`,
+    ]),
   ];
+}
+
+/** The chunks' lower bounds but the first's, as the text of an array of the key's type (on the target). */
+export function chunkBoundsSql(slot: string, table: string, type: string): Sql {
+  return {
+    text: `SELECT coalesce(array_agg((lo[1])::${type} ORDER BY chunk), '{}')::text AS bounds FROM ${PROOF_TABLE} WHERE slot_name = $1 AND table_name = $2 AND chunk > 0`,
+    values: [slot, table],
+  };
 }
 
 /** Whether one table is a plain table and already carries the enabled trigger. */
@@ -257,27 +316,57 @@ export function writeMarkStateSql(slot: string, table: QualifiedName): Sql {
  * storage come with it: a table dropped and created again, or rewritten by DDL (ALTER TABLE ... TYPE,
  * which fires no write trigger), never shows the count a chunk was stored with.
  */
-export function writeCountSql(slot: string, table: QualifiedName): Sql {
+export function writeCountSql(slot: string, table: QualifiedName, chunk: number): Sql {
+  const { trigger, rows } = writeMarkNames(slot);
   return {
     text:
       `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $3 AND g.tgenabled = 'A') ` +
-      `THEN ${countText('c')} END AS writes FROM pg_class c ` +
+      `THEN ${countText('c')} || ${chunkCountText('c', '$4', '$5')} END AS writes FROM pg_class c ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid WHERE c.oid = to_regclass($2)`,
-    values: [slot, qname(table), writeMarkNames(slot).trigger],
+    values: [slot, qname(table), trigger, [rows.INSERT, rows.UPDATE, rows.DELETE], chunk],
   };
 }
 
 const countText = (c: string) => `coalesce(w.writes, 0)::text || ':' || ${c}.oid::text || ':' || ${c}.relfilenode::text`;
+/**
+ * A chunk-marked table's count of one chunk, as `#n` ('' for a table without chunk triggers; NULL,
+ * unknown, when one of them is missing or not enabled ALWAYS).
+ */
+const chunkCountText = (c: string, names: string, chunk: string) =>
+  `CASE ${chunkTriggersState(c, names)} ` +
+  `WHEN '0/0' THEN '' WHEN '3/3' THEN '#' || coalesce((SELECT cw.writes FROM ${CHUNK_WRITES_TABLE} cw WHERE cw.slot_name = $1 AND cw.relid = ${c}.oid AND cw.chunk = ${chunk}), 0)::text END`;
+
+/** '0/0': no chunk triggers on the table; '3/3': all three, enabled ALWAYS. */
+const chunkTriggersState = (c: string, names: string) =>
+  `(SELECT count(*) FILTER (WHERE g.tgenabled = 'A') || '/' || count(*) FROM pg_trigger g WHERE g.tgrelid = ${c}.oid AND g.tgname = ANY (${names}::text[]))`;
+
+/** A chunk's mark from its table's (allWriteCountsSql): the table's count, and the chunk's own when the table has chunk triggers. */
+export function chunkMark(w: TableWrites | undefined, chunk: number): string | undefined {
+  if (!w) return undefined;
+  if (!w.chunks) return w.table;
+  return `${w.table}#${w.chunks[chunk] ?? 0}`;
+}
+export interface TableWrites {
+  table: string;
+  /** Chunk-marked tables: each written chunk's count. */
+  chunks?: Record<number, string>;
+}
 
 /** writeCountSql for every marked table at once: schema, name and count (the pgdts.proof_writes table must exist). */
-export function allWriteCountsSql(slot: string): Sql {
+export function allWriteCountsSql(slot: string, withChunks: boolean): Sql {
+  const { trigger, rows } = writeMarkNames(slot);
+  // `chunks`: '0/0' (none), '3/3' (all three enabled) or else (unknown: the table is read); `counts`: chunk → count.
+  const chunks = withChunks
+    ? `, ${chunkTriggersState('c', '$3')} AS chunks, ` +
+      `(SELECT jsonb_object_agg(cw.chunk::text, cw.writes::text) FROM ${CHUNK_WRITES_TABLE} cw WHERE cw.slot_name = $1 AND cw.relid = c.oid) AS counts `
+    : ` `;
   return {
     text:
-      `SELECT n.nspname AS schema, c.relname AS name, ${countText('c')} AS writes ` +
+      `SELECT n.nspname AS schema, c.relname AS name, ${countText('c')} AS writes${chunks}` +
       `FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid ` +
       `WHERE g.tgname = $2 AND g.tgenabled = 'A'`,
-    values: [slot, writeMarkNames(slot).trigger],
+    values: withChunks ? [slot, trigger, [rows.INSERT, rows.UPDATE, rows.DELETE]] : [slot, trigger],
   };
 }
 

@@ -34,7 +34,7 @@ import {
 import { loadAllProofChunks, planCutoverCheck, readAllWriteCounts, type CutoverPlan, type StoredChunk } from './proof';
 import { nameKey } from '../naming';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
-import { BEGIN_READ, type KeyRange, type RowHash } from './sql';
+import { BEGIN_READ, type KeyRange, type RowHash, type TableWrites } from './sql';
 
 export async function validateTables(input: ValidateTablesInput, hooks: ValidateHooks = {}): Promise<TableValidationResult[]> {
   return compareTables(input, hooks);
@@ -82,7 +82,7 @@ export async function compareTables(
       // small tables do not pay BEGIN, SET and COMMIT on both sides each.
       let shared = 0;
       /** The write counts of every marked table in the shared transaction's snapshot (one query). */
-      let counts: Map<string, string> | undefined;
+      let counts: Map<string, TableWrites> | undefined;
       return async (t, index) => {
         const started = Date.now();
         const result = emptyResult(t, hash);
@@ -138,7 +138,7 @@ async function compareTable(
   index: number,
   hash: RowHash,
   chunks: StoredChunk[] | undefined,
-  writes: string | undefined,
+  writes: TableWrites | undefined,
   result: TableValidationResult,
 ): Promise<void> {
   const { hooks, repair, listed } = run;

@@ -132,8 +132,18 @@ describe('managed-service roles, no superuser on either side', () => {
       schemas: ['public', 'Sales Dept'],
       cutover: { mode: 'manual' },
       objects: true,
+      // Chunks of 1,000 rows: the larger tables carry the proof's chunk triggers (_wi, _wu, _wd).
+      validation: { chunkRows: 1000 },
     });
     await m.waitForPhase('SYNCING_WAL', 180_000);
+    // The apply, started again with the chunk triggers in place, accepts them as the proof's (it
+    // refuses any other trigger that would fire without replica mode).
+    const chunkTriggers = async () =>
+      (await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'pg\\_dts\\_%\\_wu'`, [], db))[0]!.n;
+    for (let i = 0; i < 300 && (await chunkTriggers()) === 0; i++) await new Promise((r) => setTimeout(r, 200));
+    expect(await chunkTriggers()).toBeGreaterThan(0);
+    await m.signal('pause');
+    await m.signal('resume');
     // During the sync nothing of the user's on the target tables fires: no foreign key, no trigger yet
     // (the content proof's write marks only count writes, in pgdts; they are gone at the end, below).
     const firing = await env.target.query<{ n: number }>(

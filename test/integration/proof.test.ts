@@ -75,8 +75,9 @@ describe('the proof, activity by activity', () => {
     );
 
     const [it, bg, pt] = await validateTables({ ...sides, tables: [items, bag, parts], chunkRows: 1000, leafRows: 50, fanout: 4, proofSlot: 'proof_units' });
-    // The target was written since the pass (its write count moved): every chunk's tuples read again.
-    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000, readAtCutover: 5 });
+    // items (five chunks, an integer key) carries a count per chunk: chunks 2-5 were written since the
+    // pass and are read again; chunk 1, written by no one, is not. bag (one chunk) has the table's count.
+    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000, readAtCutover: 4 });
     expect(it!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual([
       'id=1500: different (v)',
       'id=2500: missing-on-target',
@@ -151,12 +152,23 @@ describe('the proof, activity by activity', () => {
     expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 8, chunksVerified: 8 });
 
     // A write on the target after the last pass, by anyone (here: another role, outside any apply),
-    // moves the table's count: the cutover reads the table again and names the key.
+    // moves the count of the chunk it wrote: the cutover reads that chunk again and names the key.
     await env.target.query(`CREATE ROLE proof_stray LOGIN; GRANT USAGE ON SCHEMA public TO proof_stray; GRANT UPDATE, SELECT ON public.items TO proof_stray`, [], db);
     await env.target.query(`SET ROLE proof_stray; UPDATE public.items SET v = v + 1 WHERE id = 4242; RESET ROLE`, [], db);
     const [stray] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
-    expect({ ok: stray!.ok, read: stray!.proof?.readAtCutover, rechecked: stray!.proof?.reverifiedAtCutover }).toEqual({ ok: false, read: 5, rechecked: 1 });
+    expect({ ok: stray!.ok, read: stray!.proof?.readAtCutover, rechecked: stray!.proof?.reverifiedAtCutover }).toEqual({ ok: false, read: 1, rechecked: 1 });
     expect(stray!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=4242: different (v)']);
+    await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 4242`, [], db);
+    expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 8, chunksVerified: 8 });
+    // A key moved from one chunk to another counts in both (the statement's old and new rows): the row
+    // missing from the first chunk and the extra one in the last are found, and the three chunks
+    // nobody wrote are not read.
+    await env.target.query(`UPDATE public.items SET id = 100000 WHERE id = 10`, [], db);
+    const [moved] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
+    expect({ ok: moved!.ok, read: moved!.proof?.readAtCutover }).toEqual({ ok: false, read: 2 });
+    expect(moved!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=10: missing-on-target', 'id=100000: extra-on-target']);
+    const [counted] = await env.target.query<{ chunks: number[] }>(`SELECT array_agg(chunk ORDER BY chunk) AS chunks FROM pgdts.proof_chunk_writes WHERE slot_name = 'proof_units'`, [], db);
+    expect(counted!.chunks).toEqual([0, 1, 2, 3, 4]);
     // A TRUNCATE counts too.
     await env.target.query(`TRUNCATE public.bag`, [], db);
     const [emptied] = await validateTables({ ...sides, tables: [bag], sampleSize: 0, proofSlot: 'proof_units' });
@@ -165,9 +177,10 @@ describe('the proof, activity by activity', () => {
     // Cleanup takes the marks away: no trigger, function or count of ours is left.
     await dropApplyProgress(sides.target, 'proof_units');
     const [left] = await env.target.query<{ triggers: number; fns: number; counts: number }>(
-      `SELECT (SELECT count(*)::int FROM pg_trigger WHERE tgname = 'proof_units_writes') AS triggers,
+      `SELECT (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'proof\\_units\\_w%') AS triggers,
               (SELECT count(*)::int FROM pg_proc WHERE proname = 'proof_units_writes') AS fns,
-              (SELECT count(*)::int FROM pgdts.proof_writes WHERE slot_name = 'proof_units') AS counts`,
+              (SELECT count(*)::int FROM pgdts.proof_writes WHERE slot_name = 'proof_units') +
+              (SELECT count(*)::int FROM pgdts.proof_chunk_writes WHERE slot_name = 'proof_units') AS counts`,
       [],
       db,
     );
@@ -270,7 +283,7 @@ describe('online migration with the default spec', () => {
     // The proof's state went with the migration: nothing of ours is left on the target.
     const [left] = await env.target.query<{ t: string | null; s: number; marks: number }>(
       `SELECT to_regclass('pgdts.proof_chunks')::text AS t, (SELECT count(*)::int FROM pg_namespace WHERE nspname = 'pgdts') AS s,
-              (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE '%\\_writes') AS marks`,
+              (SELECT count(*)::int FROM pg_trigger WHERE tgname LIKE 'pg\\_dts\\_%\\_w%') AS marks`,
       [],
       db,
     );
