@@ -172,9 +172,9 @@ function fenceActivities() {
     ),
     // The source's fence triggers as a pass-through, armed by fenceSource at the cutover.
     installFence: async (input: ByRef<Parameters<typeof installFence>[0], 'tables'>) => {
-      const resolved = await resolve(input, 'tables', fenceTables);
       const ctx = Context.current();
-      return cancellable((heartbeat) => installFence(resolved, { heartbeat, signal: ctx.cancellationSignal }));
+      // Beating from the start: the plan's read counts against the short heartbeat timeout too.
+      return cancellable(async (heartbeat) => installFence(await resolve(input, 'tables', fenceTables), { heartbeat, signal: ctx.cancellationSignal }));
     },
     awaitFenceApplied,
     liftFence: beating(async (input: Reversible<ByRef<Parameters<typeof liftFence>[0], 'tables'>>) => liftFence(await resolveSide(input, 'tables', fenceTables, reverseFenceTables))),
@@ -436,17 +436,18 @@ interface ApplyChangesInput {
  */
 async function applyChanges(byRef: Reversible<ByRef<ApplyChangesInput, 'tables'>>): Promise<{ appliedLsn: string }> {
   const ctx = Context.current();
-  const input = await resolveSide(byRef, 'tables', namePairs, reverseNamePairs);
   const prev = ctx.info.heartbeatDetails as { transactions?: number; changes?: number } | undefined;
-  const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
-  const signals = applyProgressSignals(input);
-  const controller = new AbortController();
-  ctx.cancellationSignal.addEventListener('abort', () => controller.abort());
-  // Cancellation arrives only with a heartbeat's response: beat every second from the start, not
-  // only when the apply reports progress, so a pause or cutover stops it promptly.
+  // Cancellation arrives only with a heartbeat's response: beat every second from the start (the
+  // plan's read included: the heartbeat timeout is short), not only when the apply reports
+  // progress, so a pause or cutover stops it promptly.
   let lastDetails: unknown = prev;
   const beat = setInterval(() => ctx.heartbeat(lastDetails), 1000);
   try {
+    const input = await resolveSide(byRef, 'tables', namePairs, reverseNamePairs);
+    const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
+    const signals = applyProgressSignals(input);
+    const controller = new AbortController();
+    ctx.cancellationSignal.addEventListener('abort', () => controller.abort());
     const result = await runApply({
       source: input.source,
       target: input.target,
@@ -522,10 +523,11 @@ async function validateLiveTables(byRef: ByRef<ValidateLiveInput, 'tables'> & { 
  */
 async function proveTablesLive(byRef: ByRef<ProveLiveInput, 'tables'>): Promise<ProveLiveResult> {
   const ctx = Context.current();
-  const input = await resolve<ProveLiveInput, 'tables'>(byRef, 'tables', validationTables);
   const signals = proofProgressSignals();
+  // From the start, the plan's read included: the heartbeat timeout is short (backgroundHeartbeat).
   const beat = setInterval(() => ctx.heartbeat(signals.last()), 1000);
   try {
+    const input = await resolve<ProveLiveInput, 'tables'>(byRef, 'tables', validationTables);
     const result = await proveLive(input, { signal: ctx.cancellationSignal, onProofProgress: (p) => signals.progress(p) });
     await signals.sent();
     throwIfCancelled(ctx);

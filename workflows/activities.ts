@@ -59,9 +59,19 @@ export const holderOpts: ActivityOptions = {
   // Wait until the holder has really closed its connection: it keeps the new slot busy until then.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
+/**
+ * Background activities a `cutover` signal waits for: the apply (the fence goes up only once a fresh
+ * report shows it running), the fence's installation (stopped before the fence) and the content
+ * proof's first pass. A worker lost while one runs delays the fence by up to this timeout (at 30 s,
+ * a cutover signalled right after a worker loss in SYNCING_WAL fenced ~28 s later). They beat every
+ * 1-2 s and the worker flushes heartbeats at least every second (worker.ts
+ * maxHeartbeatThrottleInterval): 10 s is several missed beats. An option of new schedules only:
+ * replay compares an activity command's id and type, not its timeouts.
+ */
+export const backgroundHeartbeat: ActivityOptions['heartbeatTimeout'] = '10 seconds';
 export const applyOpts: ActivityOptions = {
   startToCloseTimeout: '365 days',
-  heartbeatTimeout: '30 seconds',
+  heartbeatTimeout: backgroundHeartbeat,
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '15s', nonRetryableErrorTypes: FINAL_ERROR_TYPES },
   // FINALIZING drops the slot only after the apply has really stopped and acknowledged its position.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -73,6 +83,17 @@ export const validationOpts: ActivityOptions = {
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '2 minutes',
   cancellationType: ActivityCancellationType.TRY_CANCEL,
+};
+/**
+ * The fence's installation (SYNCING_WAL, pass-through triggers): STOPPING_WRITES, cleanup and a
+ * continue-as-new wait for it to have stopped, so that no CREATE TRIGGER of it commits after the
+ * fence or its removal.
+ */
+export const fenceInstallOpts: ActivityOptions = {
+  ...waitOpts,
+  startToCloseTimeout: '24 hours',
+  heartbeatTimeout: backgroundHeartbeat,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
 // The fence activity is waited for even when cancelled: a fence created after cleanup had run would
 // be left behind (it fails within its 5 s lock timeout when it cannot get its locks).
@@ -96,10 +117,14 @@ export const walOpts: ActivityOptions = {
   cancellationType: ActivityCancellationType.TRY_CANCEL,
 };
 export const liveOpts: ActivityOptions = { ...validationOpts, retry: { ...quickOpts.retry, maximumAttempts: 2 } };
-// The content proof runs for the whole sync; its state is on the target, so a retry continues it.
+/**
+ * The content proof runs for the whole sync; its state is on the target, so a retry continues it.
+ * The cutover waits for its first pass, and cleanup for its stop: a lost worker's attempt is noticed
+ * within backgroundHeartbeat (it beats every second).
+ */
 export const proofOpts: ActivityOptions = {
   startToCloseTimeout: '365 days',
-  heartbeatTimeout: '2 minutes',
+  heartbeatTimeout: backgroundHeartbeat,
   retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 5, nonRetryableErrorTypes: FINAL_ERROR_TYPES },
   cancellationType: ActivityCancellationType.TRY_CANCEL,
 };

@@ -9,7 +9,7 @@ import { ActivityCancellationType, ApplicationFailure, type ActivityOptions } fr
 import type { Activities } from '../activities';
 import { TABLES_PAGE } from './contract';
 import { namePairs, reverseNamePairs, validationTables } from './plan-views';
-import { applyOpts, call, liveOpts, proofOpts, waitOpts, walOpts } from './activities';
+import { applyOpts, call, fenceInstallOpts, liveOpts, proofOpts, walOpts } from './activities';
 import { errorMessage } from './failures';
 import { ErrorType } from './error-types';
 import { fenceInput, planOf, repairOn, tableCount, tablesOr, untilOrApplyFails, type MigrationRun } from './run';
@@ -187,7 +187,7 @@ export function startFenceInstall(run: MigrationRun): void {
   fence.installDone = scope
     .run(() =>
       call(
-        { ...waitOpts, startToCloseTimeout: '24 hours', cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED },
+        fenceInstallOpts,
         `install the fence triggers on ${tableCount(run)} source tables (pass-through until the cutover)`,
         'installFence',
         fenceInput(run),

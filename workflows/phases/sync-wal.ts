@@ -70,7 +70,8 @@ async function drainBeforeFence(run: MigrationRun, maxLagBytes: number): Promise
   const { state } = run;
   wf.setCurrentDetails('**SYNCING_WAL**\n\ncutover requested: waiting for the lag to be small before stopping writes');
   // Bounded: a report from after the signal, i.e. an apply that runs now (one lost with its
-  // worker is retried only after its heartbeat timeout, longer than the write-stop bound).
+  // worker is retried only after its heartbeat timeout, backgroundHeartbeat: fenced before that, the
+  // write stop would be spent waiting for it).
   const reportedBefore = state.replication?.updatedAt;
   await wf.condition(
     () =>
