@@ -9,7 +9,7 @@ import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
 import { displayName, type ConnectionSpec, type QualifiedName } from './spec';
-import { CHUNK_WRITES_TABLE, deleteProofSql, forgetChunkWritesSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
+import { CHUNK_WRITES_TABLE, KEYS_TABLE, deleteProofSql, forgetChunkWritesSql, PROOF_TABLE, WRITES_TABLE, writeMarkedTablesSql, writeMarkNames, writeMarkOffSql } from './validate/sql';
 
 /**
  * Removes the apply's position for this slot from the target; the last migration using the table
@@ -38,7 +38,7 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       // The content proof's tables go with it once no migration has rows in them: its chunks, and the
       // write counts (no trigger of ours writes them then). A proof still writing (being cancelled)
       // keeps them; the next cleanup drops them.
-      for (const table of [PROOF_TABLE, WRITES_TABLE, CHUNK_WRITES_TABLE]) await dropIfEmptyAndFree(c, table);
+      for (const table of [PROOF_TABLE, WRITES_TABLE, CHUNK_WRITES_TABLE, KEYS_TABLE]) await dropIfEmptyAndFree(c, table);
       await c.query('SAVEPOINT schema_drop');
       // Never wait here: DROP SCHEMA locks what is still in it (to report it) before refusing, and a
       // comparison stuck on a user's lock holds a share lock on the proof's tables (control.test:
@@ -102,7 +102,7 @@ export async function dropWriteMarks(c: Client, slot: string): Promise<number> {
     if (left === 0) await c.query(`DROP FUNCTION IF EXISTS ${fn}()`);
   }
   if (has.rows[0]!.counts) await c.query(`DELETE FROM ${WRITES_TABLE} WHERE slot_name = $1`, [slot]);
-  if (await relationExists(c, CHUNK_WRITES_TABLE)) await c.query(`DELETE FROM ${CHUNK_WRITES_TABLE} WHERE slot_name = $1`, [slot]);
+  for (const table of [CHUNK_WRITES_TABLE, KEYS_TABLE]) if (await relationExists(c, table)) await c.query(`DELETE FROM ${table} WHERE slot_name = $1`, [slot]);
   // With the counts gone, no stored chunk may vouch for a table by one (a later proof of this slot).
   if (await relationExists(c, PROOF_TABLE)) {
     const forget = forgetChunkWritesSql(slot);

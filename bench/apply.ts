@@ -20,7 +20,6 @@
  *
  *   npx tsx bench/apply.ts [--rate R] [--seconds S] [--scale N] [--clients C] [--big-mb M] [--backlog T]
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Command } from 'commander';
 import type { Client } from 'pg';
@@ -39,7 +38,6 @@ import {
   num,
   medianOf,
   pgbenchInit,
-  pgEnv,
   ratio,
   recreateDatabase,
   RssMonitor,
@@ -55,6 +53,7 @@ import {
   lsnBig,
   processCpuSec,
   type RunResult,
+  startPgbench,
 } from './common';
 
 const DB = 'bench';
@@ -117,16 +116,6 @@ function options(): Options {
     variants: o.variants ? (JSON.parse(o.variants) as Array<Record<string, unknown>>) : [JSON.parse(process.env.PG_DTS_BENCH_APPLY_OPTIONS ?? '{}') as Record<string, unknown>],
     rounds: Math.max(1, Number(o.rounds)),
   };
-}
-
-function startPgbench(source: PgCluster, args: string[]): { done: Promise<RunResult>; stop(): void } {
-  const child = spawn('pgbench', ['-n', '-h', source.host, '-p', String(source.port), '-U', 'postgres', ...args, DB], { env: pgEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<RunResult>((resolve) => child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr })));
-  return { done, stop: () => void child.kill('SIGINT') };
 }
 
 const pgbenchTps = (r: RunResult): string => /tps = ([\d.]+)/.exec(r.stdout)?.[1] ?? '?';
@@ -213,7 +202,7 @@ async function main(): Promise<void> {
     say(`live load: pgbench -c ${opt.clients} -j 2 -R ${opt.rate} -T ${opt.seconds} (builtin tpcb-like)`);
     rss.begin('live');
     const loadStart = performance.now();
-    const bench = startPgbench(source, ['-c', String(opt.clients), '-j', '2', '-R', String(opt.rate), '-T', String(opt.seconds)]);
+    const bench = startPgbench(source, DB, ['-c', String(opt.clients), '-j', '2', '-R', String(opt.rate), '-T', String(opt.seconds)]);
     let loadEnd: number | undefined;
     void bench.done.then(() => (loadEnd = performance.now()));
     const rows: string[][] = [['t (s)', 'source txns', 'pg-dts txns', 'pg-dts lag', 'behind', 'status lag', 'native txns', 'native lag', 'behind']];
@@ -331,7 +320,7 @@ async function main(): Promise<void> {
     // ── 3. cutover under load ──
     say(`cutover with pgbench running at ${opt.rate} tps`);
     const hBefore = await historyCount(src);
-    const bench2 = startPgbench(source, ['-c', String(opt.clients), '-j', '2', '-R', String(opt.rate), '-T', '600']);
+    const bench2 = startPgbench(source, DB, ['-c', String(opt.clients), '-j', '2', '-R', String(opt.rate), '-T', '600']);
     await sleep(5000);
     await driver.signal('cutover');
     const run = await driver.done;
@@ -428,7 +417,7 @@ async function backlogTest(source: PgCluster, target: PgCluster, opt: Options): 
     'bl_native',
   );
   say(`backlog: pgbench -c ${opt.clients} -j 2 -t ${perClient} (${num(txns)} transactions) while nothing applies`);
-  const b = await timed(() => startPgbench(source, ['-c', String(opt.clients), '-j', '2', '-t', String(perClient)]).done);
+  const b = await timed(() => startPgbench(source, DB, ['-c', String(opt.clients), '-j', '2', '-t', String(perClient)]).done);
   const srcC = await source.client(DB);
   // The last transaction of the backlog sets a marker in a ten-row table: both sides keep the source's
   // commit order, so once a side shows the marker every earlier transaction is there too. Polling it is

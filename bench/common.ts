@@ -91,6 +91,17 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
 }
 
 /** A bash script with pipefail (for `psql … | psql …` pipes). */
+/** pgbench (no vacuum) against `db` in the background; `stop` ends it (SIGINT) and `done` gives its output. */
+export function startPgbench(cluster: PgCluster, db: string, args: string[]): { done: Promise<RunResult>; stop(): void } {
+  const child = spawn('pgbench', ['-n', '-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', ...args, db], { env: pgEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<RunResult>((resolve) => child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr })));
+  return { done, stop: () => void child.kill('SIGINT') };
+}
+
 export const bash = (script: string, opts: { allowFail?: boolean } = {}): Promise<RunResult> => run('bash', ['-o', 'pipefail', '-c', script], opts);
 
 /** Single-quotes a string for bash. */

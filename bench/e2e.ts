@@ -16,7 +16,9 @@
  * side alone is resumed (`resume` signal; … ENABLE) and timed until the last transaction is on its
  * target, and until the first one landed (the cold start).
  *
- *   npx tsx bench/e2e.ts [--scales 50,200] [--jobs 2] [--repeat 3] [--backlogs 20000,60000] [--only pipe,pgcopydb,native,dts]
+ * With --cutover-load R, one more pg-dts run per scale has pgbench writing R tps until the fence.
+ *
+ *   npx tsx bench/e2e.ts [--scales 50,200] [--jobs 2] [--repeat 3] [--backlogs 20000,60000] [--only pipe,pgcopydb,native,dts] [--cutover-load 1000]
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -48,6 +50,7 @@ import {
   sec,
   shq,
   sleep,
+  startPgbench,
   startBenchClusters,
   table,
   tableSizes,
@@ -72,6 +75,7 @@ interface Options {
   repeat: number;
   backlogs: number[];
   only: Tool[];
+  cutoverLoad: number;
 }
 
 function options(): Options {
@@ -82,12 +86,13 @@ function options(): Options {
     .option('--repeat <n>', 'runs of each tool per scale (medians compared)', '3')
     .option('--backlogs <list>', 'backlog sizes in transactions (empty: no backlog test)', '20000')
     .option('--only <list>', `comma-separated: ${TOOLS.join(',')}`, TOOLS.join(','))
+    .option('--cutover-load <tps>', 'then one more pg-dts run per scale with pgbench writing at this rate from the start until the fence (0: none)', '0')
     .parse()
-    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string }>();
+    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string }>();
   const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
   const only = list(o.only) as Tool[];
   for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
-  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only };
+  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad) };
 }
 
 interface Run {
@@ -253,6 +258,36 @@ async function wholeMigration(ctx: Ctx, scale: number): Promise<string[]> {
   return lines;
 }
 
+/**
+ * pg-dts once more, with pgbench (tpcb-like, 4 clients) writing at `tps` from before the start until
+ * the fence rejects its writes (every client aborts then): the cutover window under load, with what
+ * the proof read again inside it. The source is then still, and compared with the target.
+ */
+async function dtsUnderLoad(ctx: Ctx, scale: number, tps: number): Promise<string[]> {
+  const load = startPgbench(ctx.source, SOURCE_DB, ['-c', '4', '-j', '2', '-R', String(tps), '-T', '3600']);
+  let r: Run;
+  try {
+    await sleep(2000);
+    r = await dts(ctx);
+  } finally {
+    const stopped = await Promise.race([load.done.then(() => true), sleep(10_000).then(() => false)]);
+    if (!stopped) load.stop();
+  }
+  const pgbench = await load.done;
+  const processed = /number of transactions actually processed: (\d+)/.exec(pgbench.stdout)?.[1] ?? '?';
+  const got = await hashes(ctx.target, 'dts');
+  const want = await hashes(ctx.source, SOURCE_DB);
+  await ctx.target.query(`DROP DATABASE IF EXISTS "dts" WITH (FORCE)`);
+  if (got !== want) throw new Error(`pg-dts under load: the target differs from the source:\n  source ${want}\n  target ${got}`);
+  const p = r.report!.proof;
+  return [
+    `== pg-dts with pgbench at ${num(tps)} tps from the start to the fence, scale ${scale} ==`,
+    `start → COMPLETED ${sec(r.ms)}; cutover window (fence → release) ${r.report!.cutoverWindowMs} ms (target < 2,000 ms); ${r.phases}`,
+    `proof: ${p ? `${num(p.chunks)} chunks, ${num(p.readAtCutover ?? NaN)} read again at cutover, ${num(p.reverifiedAtCutover)} re-verified` : 'none'}; pgbench committed ${processed} transactions, then stopped at the fence`,
+    'target identical to the source after the cutover (row count and content hash per table)',
+  ];
+}
+
 async function one<T>(c: Client, sql: string, params: unknown[] = []): Promise<T> {
   return (await c.query(sql, params)).rows[0] as T;
 }
@@ -368,6 +403,7 @@ async function main(): Promise<void> {
     const ctx: Ctx = { source, target, opt, cli, temporal: { address, client: temporal.client }, taskQueue, worker };
     for (const scale of opt.scales) {
       const lines = await wholeMigration(ctx, scale);
+      if (opt.cutoverLoad > 0 && opt.only.includes('dts')) lines.push('', ...(await dtsUnderLoad(ctx, scale, opt.cutoverLoad)));
       console.log(lines.join('\n'));
       out.push(...lines, '');
     }

@@ -105,7 +105,8 @@ export function proofLine(p: MigrationStatus['proof'] | MigrationReport['proof']
     if (!p.enabled) return 'content proof: off (validation.checksum = false): only counts and sampled rows compared';
     const live = p.livePasses !== undefined ? `, ${p.livePasses} live passes in ${((p.liveMs ?? 0) / 1000).toFixed(1)} s` : '';
     const cost = p.validatingMs !== undefined ? `; VALIDATING took ${p.validatingMs} ms` : '';
-    const read = p.readAtCutover !== undefined ? ` (${p.readAtCutover} read again to see whether they changed)` : '';
+    const keys = p.keysReadAtCutover ? `, ${p.keysReadAtCutover} rows written since compared by key` : '';
+    const read = p.readAtCutover !== undefined ? ` (${p.readAtCutover} read again to see whether they changed${keys})` : '';
     return `content proof: ${p.chunks} chunks, ${p.rowsCovered} rows: ${p.verifiedBeforeCutover} proven before the cutover, ${p.reverifiedAtCutover} re-checked at it${read}${live}${cost}`;
   }
   if (p.state === 'off') return 'content proof: off (validation.checksum = false)';

@@ -68,8 +68,11 @@ export interface TableReport {
   mismatchedChunks?: string[];
   validationError?: string;
   /** The content proof's coverage of this table (see MigrationReport.proof). */
-  /** readAtCutover: chunks whose tuple fingerprints were read at cutover (the rest had no write since proven). */
-  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number; readAtCutover?: number };
+  /**
+   * readAtCutover: chunks whose tuple fingerprints were read at cutover (the rest had no write since
+   * proven); keysReadAtCutover: rows compared by key instead, written since their chunk was proven.
+   */
+  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number; readAtCutover?: number; keysReadAtCutover?: number };
   /** validation.repair: the rows rewritten on the target from the source, and the chunks checked again. */
   repair?: RepairReport;
 }
@@ -114,6 +117,11 @@ export interface ProofReport {
    * write on the target since they were proven (the table's write count unmoved) and cost nothing.
    */
   readAtCutover?: number;
+  /**
+   * Rows VALIDATING compared by key instead of reading their chunk: the keys written since their
+   * chunk was proven, in tables counted per chunk (write marks by chunk).
+   */
+  keysReadAtCutover?: number;
   /** Rows covered: every source row when the proof ran. */
   rowsCovered: number;
   /** Passes the live proof completed during SYNCING_WAL, and how long it ran there. */

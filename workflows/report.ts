@@ -15,6 +15,7 @@ export function proofReport(run: MigrationRun): ProofReport {
     r.verifiedBeforeCutover += c.proof.verifiedBeforeCutover;
     r.reverifiedAtCutover += c.proof.reverifiedAtCutover;
     if (c.proof.readAtCutover !== undefined) r.readAtCutover = (r.readAtCutover ?? 0) + c.proof.readAtCutover;
+    if (c.proof.keysReadAtCutover !== undefined) r.keysReadAtCutover = (r.keysReadAtCutover ?? 0) + c.proof.keysReadAtCutover;
     r.rowsCovered += c.proof.rows;
   }
   if (proof.used) {

@@ -12,7 +12,8 @@ import { ApplyError } from './errors';
 import type { ApplyTable } from './options';
 import type { PgoutputMessage } from './pgoutput';
 import type { ApplyRelation } from './statements';
-import { keyOf, readTargetTables, type TargetTable } from './target';
+import { readTargetTables, type TargetTable } from './target';
+import { nameKey } from '../naming';
 
 /** First OID of user objects: below it, types are built in and have the same OID on every server. */
 const FIRST_NORMAL_OBJECT_ID = 16384;
@@ -89,15 +90,15 @@ export class Relations {
     private readonly publication: string,
     private readonly setBased: boolean,
   ) {
-    for (const t of tables) this.tableMap.set(keyOf(t.source), t.target);
-    this.fenceMarkerKey = keyOf(fenceMarkerTable(publication));
+    for (const t of tables) this.tableMap.set(nameKey(t.source), t.target);
+    this.fenceMarkerKey = nameKey(fenceMarkerTable(publication));
   }
 
   /** Sources before 13 publish leaf partitions: each is written through its root's target table. */
   routeLeaves(routes: readonly LeafRoute[]): void {
     for (const r of routes) {
-      this.tableMap.set(keyOf(r.source), r.target);
-      this.leafRoots.set(keyOf(r.source), { root: keyOf(r.root), leaves: r.leaves });
+      this.tableMap.set(nameKey(r.source), r.target);
+      this.leafRoots.set(nameKey(r.source), { root: nameKey(r.root), leaves: r.leaves });
     }
   }
 
@@ -142,7 +143,7 @@ export class Relations {
     const seen = new Map<string, { leaves: number; count: number; names: string[] }>();
     for (const oid of oids) {
       const source = this.relations.get(oid)?.source;
-      const leaf = source && this.leafRoots.get(keyOf(source));
+      const leaf = source && this.leafRoots.get(nameKey(source));
       if (!source || !leaf) continue;
       const e = seen.get(leaf.root) ?? { leaves: leaf.leaves, count: 0, names: [] };
       e.count++;
@@ -163,16 +164,16 @@ export class Relations {
   /** A Relation message: the source table (re)described, checked against its target table. */
   async describe(msg: RelationMessage, target: Client): Promise<void> {
     const source = { schema: msg.schema, name: msg.name };
-    const to = this.tableMap.get(keyOf(source));
+    const to = this.tableMap.get(nameKey(source));
     if (!to) {
-      this.relations.set(msg.relationOid, keyOf(source) === this.fenceMarkerKey ? { source, fenceMarker: true } : { source });
+      this.relations.set(msg.relationOid, nameKey(source) === this.fenceMarkerKey ? { source, fenceMarker: true } : { source });
       return;
     }
     const display = displayName(to);
     const ahead = await this.prefetched;
-    let row = ahead?.get(keyOf(to));
-    if (row) ahead!.delete(keyOf(to)); // used once: a table described again is read again
-    else row = (await readTargetTables(target, [to])).get(keyOf(to));
+    let row = ahead?.get(nameKey(to));
+    if (row) ahead!.delete(nameKey(to)); // used once: a table described again is read again
+    else row = (await readTargetTables(target, [to])).get(nameKey(to));
     if (!row) throw new ApplyError(`target table ${display} (for source ${displayName(source)}) does not exist`, { table: display, permanent: true });
     const targetCols = new Map(row.columns.filter((c) => !c.generated).map((c) => [c.name, c]));
     this.checkSame(msg, targetCols, source, display);

@@ -4,10 +4,10 @@
  */
 import type { Client } from 'pg';
 import type { QualifiedName } from '../spec';
+import { nameKey } from '../naming';
 import { ApplyError, sqlState } from './errors';
 import type { ApplyTable } from './options';
 
-export const keyOf = (q: QualifiedName): string => `${q.schema}\u0000${q.name}`;
 
 /** application_name of the apply's target session (tests find its backend by it). */
 export function applyApplicationName(slot: string): string {
@@ -71,7 +71,7 @@ export async function readTargetTables(target: Client, tables: readonly Qualifie
         WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.relkind IN ('r', 'p')`,
     [tables.map((t) => t.schema), tables.map((t) => t.name)],
   );
-  return new Map(r.rows.map((row) => [keyOf({ schema: row.schema, name: row.name }), row]));
+  return new Map(r.rows.map((row) => [nameKey({ schema: row.schema, name: row.name }), row]));
 }
 /** The apply's session rules on the target (replica mode, or nothing may fire; no timeouts); repairs write under them too. */
 export async function prepareTargetSession(c: Client, replicaRole: boolean, tables: readonly ApplyTable[]): Promise<void> {

@@ -97,7 +97,7 @@ export interface TableValidationResult {
    * on both sides since) and compared here; rows covered (every row of the source when it ran).
    */
   /** readAtCutover: chunks whose tuple fingerprints were read at cutover (the rest had no write since proven). */
-  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number; readAtCutover?: number };
+  proof?: { chunks: number; verifiedBeforeCutover: number; reverifiedAtCutover: number; rows: number; readAtCutover?: number; keysReadAtCutover?: number };
   /** validation.repair / `dts verify --repair`: what was rewritten on the target (the verdicts above are then the ones after it). */
   repair?: RepairReport;
   /** Counts match, and neither the sample nor the checksum found a difference. */

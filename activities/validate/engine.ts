@@ -741,6 +741,24 @@ export async function sampleKeyless(src: TableSide, dst: TableSide, sourceRows: 
   return { sampled: hashes.length, found };
 }
 
+/**
+ * Whether the rows with these keys are alike on both sides, in the sides' current transactions (a key
+ * with no row on either side is alike): the cutover's check of the rows written since a chunk was proven.
+ */
+export async function rowsAlikeByKey(src: TableSide, dst: TableSide, keys: ReadonlyArray<readonly string[]>): Promise<boolean> {
+  let alike = true;
+  await compareDigestsByKey(
+    src,
+    dst,
+    keys,
+    (side, batch, modes) => side.digestsByKey(batch, modes),
+    (_id, s, d) => {
+      if (!s !== !d || (s && d && differingColumns(src.shape.columns, s, d).length)) alike = false;
+    },
+  );
+  return alike;
+}
+
 /** For rows known to differ: which columns (both sides read by key, by digest). */
 export async function columnsThatDiffer(src: TableSide, dst: TableSide, ids: readonly string[]): Promise<Map<string, string[]>> {
   const keys = ids.map((id) => JSON.parse(id) as string[]);

@@ -39,6 +39,7 @@ import {
   ShapeError,
   throwIfAborted,
   waitForApplyProgress,
+  rowsAlikeByKey,
   type ChecksumOptions,
   type TableSide,
   type WaitForTarget,
@@ -63,6 +64,9 @@ import {
   chunkBoundsSql,
   chunkMark,
   chunkMarkable,
+  forgetWrittenKeysSql,
+  parseChunkMark,
+  writtenKeysSql,
   type KeyRange,
   type RowHash,
   type Sql,
@@ -101,6 +105,29 @@ export interface ProveLiveHooks extends ValidateHooks {
 export async function ensureProofSchema(c: Client, slot?: string): Promise<void> {
   for (const s of PROOF_SCHEMA_SQL) await c.query(s);
   if (slot) await c.query(writeMarkFunctionSql(slot));
+}
+
+/** Keys read by key at cutover for one chunk, at most; more, and the chunk is read whole (one scan beats that many lookups). */
+const WRITTEN_KEYS_LIMIT = 20_000;
+
+/**
+ * A chunk-marked chunk written since it was proven (same table count, a higher chunk count): the rows
+ * with the keys written after its proof compared on both sides by key. Every other row of the chunk
+ * is as proven on both sides: no write reached it on the target since, and every source change would
+ * have reached it as the apply's write (the recorded keys are the statements' old and new rows, in the
+ * snapshot the counts were read in). Alike: the chunk's rows now (proven rows + the writes' delta);
+ * undefined: read the chunk as before.
+ */
+async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, c: StoredChunk, chunk: number, mark: string | undefined): Promise<{ rows: number; keys: number } | undefined> {
+  const then = parseChunkMark(c.writes);
+  const now = parseChunkMark(mark);
+  if (!then || !now || then.table !== now.table || now.writes < then.writes || c.rows === undefined) return undefined;
+  const limit = Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor(c.rows / 4)));
+  const q = writtenKeysSql(slot, d.shape.table, chunk, then.writes, limit + 1);
+  const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => [r.k]);
+  if (keys.length > limit) return undefined;
+  if (!(await rowsAlikeByKey(s, d, keys))) return undefined;
+  return { rows: c.rows + now.delta - then.delta, keys: keys.length };
 }
 
 /**
@@ -378,6 +405,7 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
       if (writes !== c.writes) {
         await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
         setWrites(c, writes);
+        await forgetKeysUpTo(pass, i, writes);
       }
       continue;
     }
@@ -389,6 +417,12 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
     toCheck.push(i);
   }
   return toCheck;
+}
+
+/** A chunk proven at a chunk mark: the keys recorded up to its count are not needed at cutover any more. */
+async function forgetKeysUpTo(pass: TablePass, chunk: number, mark: string | undefined): Promise<void> {
+  const m = parseChunkMark(mark);
+  if (m) await run(pass.dst, forgetWrittenKeysSql(pass.ctx.input.slot, pass.t.target, chunk, m.writes));
 }
 
 function setWrites(c: StoredChunk, writes: string | undefined): void {
@@ -433,6 +467,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       if (checked.suspect) suspects.push(i);
       const verdict = checked.verdict && { ...checked.verdict, writes: quiet(before, checked.verdict.writes) };
       await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
+      if (verdict) await forgetKeysUpTo(pass, i, verdict.writes);
       if (verdict) {
         c.source = verdict.source;
         c.target = verdict.target;
@@ -547,8 +582,10 @@ export interface CutoverPlan {
   ranges: KeyRange[];
   /** Chunks to compare now: never verified, or changed on either side since. */
   recheck: number[];
-  /** Chunks whose fingerprints were read now; the others had no write on the target since proven. */
+  /** Chunks whose fingerprints were read now; the others had no write on the target since proven, or were checked by the keys written since. */
   read: number;
+  /** Rows compared by key: those written since their chunk was proven (chunk marks). */
+  keysRead: number;
   sourceRows: number;
   targetRows: number;
 }
@@ -588,9 +625,10 @@ export async function planCutoverCheck(
   chunks: readonly StoredChunk[] | undefined,
   writes: TableWrites | undefined,
   signal?: AbortSignal,
+  slot?: string,
 ): Promise<CutoverPlan | undefined> {
   if (!chunks?.length) return undefined;
-  const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], read: 0, sourceRows: 0, targetRows: 0 };
+  const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], read: 0, keysRead: 0, sourceRows: 0, targetRows: 0 };
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(signal);
     const c = chunks[i]!;
@@ -598,6 +636,13 @@ export async function planCutoverCheck(
     if (c.source && mark !== undefined && c.writes === mark && c.rows !== undefined) {
       plan.sourceRows += c.rows;
       plan.targetRows += c.rows;
+      continue;
+    }
+    const rows = slot !== undefined && c.source ? await rowsByWrittenKeys(s, d, slot, c, i, mark) : undefined;
+    if (rows) {
+      plan.keysRead += rows.keys;
+      plan.sourceRows += rows.rows;
+      plan.targetRows += rows.rows;
       continue;
     }
     plan.read++;

@@ -192,8 +192,17 @@ export const PROOF_SCHEMA_SQL = [
     relid oid NOT NULL,
     chunk int NOT NULL,
     writes bigint NOT NULL,
+    delta bigint NOT NULL,
     PRIMARY KEY (slot_name, relid, chunk)
   )`,
+  `CREATE TABLE IF NOT EXISTS pgdts.proof_keys (
+    slot_name text NOT NULL,
+    relid oid NOT NULL,
+    chunk int NOT NULL,
+    seq bigint NOT NULL,
+    k text NOT NULL
+  )`,
+  `CREATE INDEX IF NOT EXISTS proof_keys_by_chunk ON pgdts.proof_keys (slot_name, relid, chunk, seq)`,
 ] as const;
 
 // ---------------------------------------------------------------------------------------------------
@@ -212,14 +221,21 @@ export const WRITES_TABLE = 'pgdts.proof_writes';
 /**
  * Chunk marks. A table of several chunks with a one-column key of a type without collation gets, instead
  * of one count, a count per chunk: three statement triggers (one per event: PostgreSQL allows transition
- * tables on single-event triggers only) read the keys the statement wrote, old and new, and add one to
- * each chunk they fall in (width_bucket over the chunks' lower bounds, a binary search); the table's own
- * trigger then counts TRUNCATE only. A busy table's chunks nobody wrote since proven are not read at
- * cutover: the window grows with what was written, not with the table.
+ * tables on single-event triggers only) read the keys the statement wrote, old and new, add one to
+ * each chunk they fall in (width_bucket over the chunks' lower bounds, a binary search) and the rows
+ * it gained or lost to its `delta`, and record each key written with the chunk's new count
+ * (pgdts.proof_keys). The table's own trigger then counts TRUNCATE only. At cutover a chunk nobody
+ * wrote since proven is not read, and one written since is checked by the keys written after its
+ * proof alone: the window grows with what was written, not with the table.
  */
 export const CHUNK_WRITES_TABLE = 'pgdts.proof_chunk_writes';
-/** Key types whose order needs no collation: the trigger's width_bucket and the proof's ranges agree. */
-const CHUNK_MARK_TYPES = new Set(['smallint', 'integer', 'bigint', 'numeric', 'uuid', 'date', 'timestamp without time zone', 'timestamp with time zone', 'oid']);
+export const KEYS_TABLE = 'pgdts.proof_keys';
+/**
+ * Key types whose order needs no collation and whose text is read alike by every session (no date or
+ * timestamp: their text follows the writer's DateStyle), so the trigger's width_bucket, the proof's
+ * ranges and the recorded keys agree.
+ */
+const CHUNK_MARK_TYPES = new Set(['smallint', 'integer', 'bigint', 'numeric', 'uuid', 'oid']);
 export const chunkMarkable = (keyTypes: readonly string[]): boolean => keyTypes.length === 1 && CHUNK_MARK_TYPES.has(keyTypes[0]!);
 
 /** The trigger (on each target table) and its function (in pgdts), both named by the slot; `rows`: the chunk triggers by event. */
@@ -242,12 +258,13 @@ export function writeMarkFunctionSql(slot: string): string {
     `BEGIN\n` +
     // A chunk trigger: its arguments are the key column, its type and the chunks' lower bounds.
     `  IF TG_NARGS = 3 THEN\n` +
-    `    EXECUTE format('INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes) ' ||\n` +
-    `      'SELECT $1, $2, b, 1 FROM (SELECT DISTINCT width_bucket(r.k, $3::%s[]) AS b FROM (%s) r) x ' ||\n` +
-    `      'ON CONFLICT (slot_name, relid, chunk) DO UPDATE SET writes = w.writes + 1', TG_ARGV[1],\n` +
-    `      CASE TG_OP WHEN 'INSERT' THEN format('SELECT %I AS k FROM pgdts_new', TG_ARGV[0])\n` +
-    `        WHEN 'DELETE' THEN format('SELECT %I AS k FROM pgdts_old', TG_ARGV[0])\n` +
-    `        ELSE format('SELECT %1$I AS k FROM pgdts_new UNION ALL SELECT %1$I FROM pgdts_old', TG_ARGV[0]) END)\n` +
+    `    EXECUTE format('WITH r AS (SELECT width_bucket(x.k, $3::%1$s[]) AS b, x.k, x.n FROM (%2$s) x), ' ||\n` +
+    `      'c AS (INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes, delta) SELECT $1, $2, b, 1, sum(n) FROM r GROUP BY b ' ||\n` +
+    `      'ON CONFLICT (slot_name, relid, chunk) DO UPDATE SET writes = w.writes + 1, delta = w.delta + excluded.delta RETURNING chunk, writes) ' ||\n` +
+    `      'INSERT INTO ${KEYS_TABLE} (slot_name, relid, chunk, seq, k) SELECT DISTINCT $1, $2, r.b, c.writes, r.k::text FROM r JOIN c ON c.chunk = r.b', TG_ARGV[1],\n` +
+    `      CASE TG_OP WHEN 'INSERT' THEN format('SELECT %I AS k, 1 AS n FROM pgdts_new', TG_ARGV[0])\n` +
+    `        WHEN 'DELETE' THEN format('SELECT %I AS k, -1 AS n FROM pgdts_old', TG_ARGV[0])\n` +
+    `        ELSE format('SELECT %1$I AS k, 1 AS n FROM pgdts_new UNION ALL SELECT %1$I, -1 FROM pgdts_old', TG_ARGV[0]) END)\n` +
     `    USING ${literal(slot)}, TG_RELID, TG_ARGV[2];\n` +
     `    RETURN NULL;\n` +
     `  END IF;\n` +
@@ -334,22 +351,47 @@ const countText = (c: string) => `coalesce(w.writes, 0)::text || ':' || ${c}.oid
  */
 const chunkCountText = (c: string, names: string, chunk: string) =>
   `CASE ${chunkTriggersState(c, names)} ` +
-  `WHEN '0/0' THEN '' WHEN '3/3' THEN '#' || coalesce((SELECT cw.writes FROM ${CHUNK_WRITES_TABLE} cw WHERE cw.slot_name = $1 AND cw.relid = ${c}.oid AND cw.chunk = ${chunk}), 0)::text END`;
+  `WHEN '0/0' THEN '' WHEN '3/3' THEN '#' || coalesce((SELECT cw.writes || ':' || cw.delta FROM ${CHUNK_WRITES_TABLE} cw WHERE cw.slot_name = $1 AND cw.relid = ${c}.oid AND cw.chunk = ${chunk}), '0:0') END`;
 
 /** '0/0': no chunk triggers on the table; '3/3': all three, enabled ALWAYS. */
 const chunkTriggersState = (c: string, names: string) =>
   `(SELECT count(*) FILTER (WHERE g.tgenabled = 'A') || '/' || count(*) FROM pg_trigger g WHERE g.tgrelid = ${c}.oid AND g.tgname = ANY (${names}::text[]))`;
 
-/** A chunk's mark from its table's (allWriteCountsSql): the table's count, and the chunk's own when the table has chunk triggers. */
+/**
+ * A chunk's mark from its table's (allWriteCountsSql): the table's count, and the chunk's own when the
+ * table has chunk triggers, as `table#writes:delta`.
+ */
 export function chunkMark(w: TableWrites | undefined, chunk: number): string | undefined {
   if (!w) return undefined;
   if (!w.chunks) return w.table;
-  return `${w.table}#${w.chunks[chunk] ?? 0}`;
+  return `${w.table}#${w.chunks[chunk] ?? '0:0'}`;
 }
 export interface TableWrites {
   table: string;
-  /** Chunk-marked tables: each written chunk's count. */
+  /** Chunk-marked tables: each written chunk's `writes:delta`. */
   chunks?: Record<number, string>;
+}
+
+/** A chunk mark's parts: the table's count and the chunk's writes and row delta; undefined without chunk counts. */
+export function parseChunkMark(mark: string | undefined): { table: string; writes: number; delta: number } | undefined {
+  const m = mark === undefined ? null : /^(.*)#(\d+):(-?\d+)$/.exec(mark);
+  return m ? { table: m[1]!, writes: Number(m[2]), delta: Number(m[3]) } : undefined;
+}
+
+/** The keys written in one chunk after its count was `after` (at most `limit`), in the reading transaction's snapshot. */
+export function writtenKeysSql(slot: string, table: QualifiedName, chunk: number, after: number, limit: number): Sql {
+  return {
+    text: `SELECT DISTINCT k FROM ${KEYS_TABLE} WHERE slot_name = $1 AND relid = to_regclass($2) AND chunk = $3 AND seq > $4 LIMIT $5`,
+    values: [slot, qname(table), chunk, after, limit],
+  };
+}
+
+/** The keys recorded up to a chunk's count `upTo`: the chunk was proven at it, they tell nothing more. */
+export function forgetWrittenKeysSql(slot: string, table: QualifiedName, chunk: number, upTo: number): Sql {
+  return {
+    text: `DELETE FROM ${KEYS_TABLE} WHERE slot_name = $1 AND relid = to_regclass($2) AND chunk = $3 AND seq <= $4`,
+    values: [slot, qname(table), chunk, upTo],
+  };
 }
 
 /** writeCountSql for every marked table at once: schema, name and count (the pgdts.proof_writes table must exist). */
@@ -358,7 +400,7 @@ export function allWriteCountsSql(slot: string, withChunks: boolean): Sql {
   // `chunks`: '0/0' (none), '3/3' (all three enabled) or else (unknown: the table is read); `counts`: chunk → count.
   const chunks = withChunks
     ? `, ${chunkTriggersState('c', '$3')} AS chunks, ` +
-      `(SELECT jsonb_object_agg(cw.chunk::text, cw.writes::text) FROM ${CHUNK_WRITES_TABLE} cw WHERE cw.slot_name = $1 AND cw.relid = c.oid) AS counts `
+      `(SELECT jsonb_object_agg(cw.chunk::text, cw.writes || ':' || cw.delta) FROM ${CHUNK_WRITES_TABLE} cw WHERE cw.slot_name = $1 AND cw.relid = c.oid) AS counts `
     : ` `;
   return {
     text:

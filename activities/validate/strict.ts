@@ -146,7 +146,7 @@ async function compareTable(
   const [s, d] = await openSides(src, dst, t, hash, false);
   run.progress(name, 'count');
   // The proof's chunk fingerprints count every row too: no separate count(*) then.
-  const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal);
+  const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal, run.input.proofSlot);
   [result.sourceRows, result.targetRows] = planned ? [planned.sourceRows, planned.targetRows] : await Promise.all([s.count(), d.count()]);
   result.countsMatch = result.sourceRows === result.targetRows;
 
@@ -167,7 +167,10 @@ async function compareTable(
     const c = await checksumAtCutover(s, d, t.keyColumns.length > 0, result.sourceRows, chunkOpts, planned);
     const rechecked = planned ? planned.recheck.length : c.chunks;
     result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
-    if (planned) result.proof.readAtCutover = planned.read;
+    if (planned) {
+      result.proof.readAtCutover = planned.read;
+      if (planned.keysRead) result.proof.keysReadAtCutover = planned.keysRead;
+    }
     result.chunks = c.chunks;
     result.mismatchedChunks = c.mismatchedChunks;
     result.checksum = c.mismatchedChunks.length || c.found.length ? 'mismatch' : 'match';

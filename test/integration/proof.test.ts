@@ -75,9 +75,10 @@ describe('the proof, activity by activity', () => {
     );
 
     const [it, bg, pt] = await validateTables({ ...sides, tables: [items, bag, parts], chunkRows: 1000, leafRows: 50, fanout: 4, proofSlot: 'proof_units' });
-    // items (five chunks, an integer key) carries a count per chunk: chunks 2-5 were written since the
-    // pass and are read again; chunk 1, written by no one, is not. bag (one chunk) has the table's count.
-    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 1, reverifiedAtCutover: 4, rows: 5000, readAtCutover: 4 });
+    // items (five chunks, an integer key) carries a count per chunk: chunk 1, written by no one, is not
+    // read; chunk 4, written alike on both sides (id 3500), is checked by that key alone; chunks 2, 3
+    // and 5, whose written keys differ, are read again. bag (one chunk) has the table's count.
+    expect(it!.proof).toEqual({ chunks: 5, verifiedBeforeCutover: 2, reverifiedAtCutover: 3, rows: 5000, readAtCutover: 3, keysReadAtCutover: 1 });
     expect(it!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual([
       'id=1500: different (v)',
       'id=2500: missing-on-target',
@@ -143,6 +144,23 @@ describe('the proof, activity by activity', () => {
     expect(quietAgain.map((r) => r.ok)).toEqual([true, true]);
     await new Promise((r) => setTimeout(r, 600));
     expect(await tableScans()).toBe(scansMid);
+
+    // Written alike on both sides since the pass (what the apply does): checked by the written keys
+    // alone, a row more counted from the statements' delta, nothing read.
+    const alikeSql = `UPDATE public.items SET v = v + 7 WHERE id = 2222; INSERT INTO public.items VALUES (6000, 6000, 'new')`;
+    await env.source.query(alikeSql, [], db);
+    await env.target.query(alikeSql, [], db);
+    const [alike] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_units' });
+    expect({ ok: alike!.ok, source: alike!.sourceRows, target: alike!.targetRows, proof: alike!.proof }).toEqual({
+      ok: true,
+      source: 5001,
+      target: 5001,
+      proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5001, readAtCutover: 0, keysReadAtCutover: 2 },
+    });
+    // The keys recorded before a chunk's proof are forgotten by it: a pass leaves none behind.
+    expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 8, chunksVerified: 8 });
+    const [keysLeft] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgdts.proof_keys`, [], db);
+    expect(keysLeft!.n).toBe(0);
 
     // DDL rewriting the table on the target fires no write trigger: the relfilenode in the count tells.
     await env.target.query(`ALTER TABLE public.items ALTER COLUMN body TYPE text USING upper(body)`, [], db);

@@ -3,6 +3,7 @@
  * copy activity per table or page range, `spec.parallelism` runners; a copied table's own post-load
  * DDL runs on its runner before the next unit, borrowing the sessions no runner uses.
  */
+import { nameKey } from '../../activities/naming';
 import * as wf from '@temporalio/workflow';
 import type { TableDef } from '../../activities/model';
 import type { CopyPlan, CopyRange } from '../../activities/copy';
@@ -22,7 +23,8 @@ interface CopyUnit {
   range?: CopyRange;
 }
 
-export const tableKey = (d: TableDef) => `${d.source.schema}.${d.source.name}`;
+/** One key per source table (nameKey: a dot-joined key confused "a.b"."c" with "a"."b.c"). */
+export const tableKey = (d: TableDef) => nameKey(d.source);
 
 /** What the runners of one round share. */
 interface Round {
