@@ -280,10 +280,12 @@ async function dtsUnderLoad(ctx: Ctx, scale: number, tps: number): Promise<strin
   await ctx.target.query(`DROP DATABASE IF EXISTS "dts" WITH (FORCE)`);
   if (got !== want) throw new Error(`pg-dts under load: the target differs from the source:\n  source ${want}\n  target ${got}`);
   const p = r.report!.proof;
+  const abandoned = r.report!.notices.filter((n) => n.includes('abandoned'));
   return [
     `== pg-dts with pgbench at ${num(tps)} tps from the start to the fence, scale ${scale} ==`,
     `start → COMPLETED ${sec(r.ms)}; cutover window (fence → release) ${r.report!.cutoverWindowMs} ms (target < 2,000 ms); ${r.phases}`,
-    `proof: ${p ? `${num(p.chunks)} chunks, ${num(p.readAtCutover ?? NaN)} read again at cutover, ${num(p.reverifiedAtCutover)} re-verified` : 'none'}; pgbench committed ${processed} transactions, then stopped at the fence`,
+    `proof: ${p ? `${num(p.chunks)} chunks, ${num(p.readAtCutover ?? NaN)} read again at cutover, ${num(p.reverifiedAtCutover)} re-verified, ${num(p.keysReadAtCutover ?? 0)} rows compared by the keys written since` : 'none'}; pgbench committed ${processed} transactions, then stopped at the fence`,
+    `cutover attempts abandoned (over cutover.maxWriteStopSeconds): ${abandoned.length ? abandoned.join(' | ') : 'none'}`,
     'target identical to the source after the cutover (row count and content hash per table)',
   ];
 }

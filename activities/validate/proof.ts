@@ -377,12 +377,24 @@ interface TablePass {
 }
 
 /**
- * The write count a chunk's target read saw (`seen`), when it is the count read before the chunk's
- * source reads (`before`): no write to the table committed on the target in between, so none of the
- * source's changes was applied there either (they all arrive as the apply's writes);
- * planCutoverCheck relies on it.
+ * The mark a verified chunk is stored with, from the mark read before its source read (`before`) and
+ * the one its target read saw (`seen`); planCutoverCheck relies on it.
+ * - The same: no write to the chunk committed on the target in between, so none of the source's
+ *   changes was applied there either (they all arrive as the apply's writes).
+ * - A chunk-marked chunk written in between (a busy table: the apply catching up to the source
+ *   read): `seen`'s table part and delta (the proven rows' state) with `before`'s count. Every source
+ *   change after the source read is applied after `before` was read, and every write after it is
+ *   recorded with a higher count: the keys written since `before` hold every row the proof may not
+ *   vouch for, and the cutover compares those by key.
+ * - Else none: the chunk is read again at cutover.
  */
-const quiet = (before: string | undefined, seen: string | undefined) => (before !== undefined && seen === before ? seen : undefined);
+function provenMark(before: string | undefined, seen: string | undefined): string | undefined {
+  if (before === undefined || seen === undefined) return undefined;
+  if (seen === before) return seen;
+  const b = parseChunkMark(before);
+  const s = parseChunkMark(seen);
+  return b && s && b.table === s.table && s.writes >= b.writes ? `${s.table}#${b.writes}:${s.delta}` : undefined;
+}
 
 /**
  * Chunks proven before: still proven while neither side's tuples changed (both sides read at once);
@@ -401,7 +413,7 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
     const before = await pass.writeCount(i);
     const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range), i)]);
     if (sf.value.tuples === c.source && df.value.tuples === c.target) {
-      const writes = quiet(before, df.writes);
+      const writes = provenMark(before, df.writes);
       if (writes !== c.writes) {
         await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
         setWrites(c, writes);
@@ -465,7 +477,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       const checked = await checkChunk(pass.s, pass.sourceSnapshot, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget, ctx.hooks.signal);
       if (!checked.caughtUp) lagging = true;
       if (checked.suspect) suspects.push(i);
-      const verdict = checked.verdict && { ...checked.verdict, writes: quiet(before, checked.verdict.writes) };
+      const verdict = checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) };
       await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
       if (verdict) await forgetKeysUpTo(pass, i, verdict.writes);
       if (verdict) {
