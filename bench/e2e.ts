@@ -193,19 +193,30 @@ async function dts(ctx: Ctx): Promise<Run> {
       await sleep(50);
     }
   })();
-  const r = await timed(() =>
-    run(ctx.cli, [
-      'workflow', 'execute', '--address', ctx.temporal.address, '--namespace', 'default',
-      '--type', WORKFLOW_TYPE, '--task-queue', ctx.taskQueue, '--workflow-id', workflowId, '--input', JSON.stringify(spec),
-    ]),
-  );
+  let r: Awaited<ReturnType<typeof timed>>;
+  try {
+    r = await timed(() =>
+      run(ctx.cli, [
+        'workflow', 'execute', '--address', ctx.temporal.address, '--namespace', 'default',
+        '--type', WORKFLOW_TYPE, '--task-queue', ctx.taskQueue, '--workflow-id', workflowId, '--input', JSON.stringify(spec),
+      ], { allowFail: true }),
+    );
+  } finally {
+    // Whatever the end, the poller stops before the server may go away.
+    ended = true;
+    await polling;
+  }
   const peak = rss.end('run');
   rss.stop();
-  ended = true;
-  await polling;
   const marks = [...seen].filter(([p]) => p !== 'COMPLETED').sort((a, b) => a[1] - b[1]);
   const phases = marks.map(([p, at], i) => `${p} ${sec((marks[i + 1]?.[1] ?? r.ms) - at)}`).join(', ');
-  const report = (await ctx.temporal.client.workflow.getHandle(workflowId).result()) as MigrationReport;
+  const report = (await ctx.temporal.client.workflow
+    .getHandle(workflowId)
+    .result()
+    .catch((err: unknown) => {
+      const cause = (err as { cause?: { message?: string } }).cause?.message;
+      throw new Error(`pg-dts failed: ${(err as Error).message}${cause ? `: ${cause}` : ''}`);
+    })) as MigrationReport;
   if (report.phase !== 'COMPLETED') throw new Error(`pg-dts ended in ${report.phase}: ${report.error ?? ''}`);
   return { ms: r.ms, report, rss: peak, phases };
 }

@@ -138,8 +138,8 @@ export class TableSide {
   }
 
   /** Count, content checksum (`count:sum`, as summaries()) and tuple fingerprint of one range, one scan. */
-  async proofSummary(range: KeyRange): Promise<{ rows: number; content: string; tuples: string }> {
-    const r = (await query<{ n: string; h: string; f: string }>(this.client, chunkProofSql(this.shape, range, this.hash))).rows[0]!;
+  async proofSummary(range: KeyRange, except?: readonly string[]): Promise<{ rows: number; content: string; tuples: string }> {
+    const r = (await query<{ n: string; h: string; f: string }>(this.client, chunkProofSql(this.shape, range, this.hash, except))).rows[0]!;
     return { rows: Number(r.n), content: `${r.n}:${r.h}`, tuples: `${r.n}:${r.f}` };
   }
 

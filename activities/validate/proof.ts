@@ -65,6 +65,8 @@ import {
   chunkMark,
   chunkMarkable,
   forgetWrittenKeysSql,
+  keysPresentSql,
+  CURRENT_LSN_SQL,
   parseChunkMark,
   writtenKeysSql,
   type KeyRange,
@@ -431,6 +433,56 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
   return toCheck;
 }
 
+/**
+ * Fingerprints stored for a chunk proven but for the keys written meanwhile (busyChunkVerdict): equal
+ * to no read, so a later pass proves it again rather than carrying its mark forward, and the cutover
+ * reads it whole unless the keys written since its mark's count compare alike.
+ */
+const ALL_BUT_WRITTEN_KEYS = 'all-but-written-keys';
+
+/**
+ * A busy chunk of a chunk-marked table (the apply wrote it while the proof read it, so neither source
+ * read matched the target's): proven but for the keys written on the target since `before`. In one
+ * source snapshot, held throughout: its position; the apply waited for past it; then in one target
+ * snapshot the chunk's mark, the keys written since `before`'s count, the rows without them and the
+ * row count; then the source's rows without those keys. Every source change after the snapshot is
+ * applied after `before` was read, so its key is among those written since: equal rows without them
+ * mean every other row is the same on both sides, and stays so until a write records its key. The
+ * mark keeps `before`'s count, so the cutover compares every key written since by key, these
+ * included; the rows and delta are the target snapshot's. Undefined: not proven this pass.
+ */
+async function busyChunkVerdict(
+  pass: TablePass,
+  chunk: number,
+  before: string | undefined,
+  waitForTarget: WaitForTarget,
+): Promise<{ rows: number; source: string; target: string; writes: string } | undefined> {
+  const b = parseChunkMark(before);
+  if (!b) return undefined;
+  const c = pass.chunks[chunk]!;
+  const limit = Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor((c.rows ?? pass.ctx.opts.chunkRows) / 4)));
+  const slot = pass.ctx.input.slot;
+  const held = await pass.sourceSnapshot(async () => {
+    const lsn = (await pass.s.client.query<{ lsn: string }>(CURRENT_LSN_SQL)).rows[0]!.lsn;
+    if (!(await waitForTarget(lsn, pass.ctx.hooks.signal))) return undefined;
+    const t = await pass.targetRead(async (d) => {
+      const q = writtenKeysSql(slot, d.shape.table, chunk, b.writes, limit + 1);
+      const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => r.k);
+      if (keys.length > limit) return undefined;
+      const without = await d.proofSummary(c.range, keys);
+      const present = keysPresentSql(d.shape, keys);
+      const n = keys.length ? Number((await d.client.query<{ n: string }>(present.text, present.values)).rows[0]!.n) : 0;
+      return { keys, without, rows: without.rows + n };
+    }, chunk);
+    const seen = parseChunkMark(t.writes);
+    if (!t.value || !seen || seen.table !== b.table || seen.writes < b.writes) return undefined;
+    const src = await pass.s.proofSummary(c.range, t.value.keys);
+    if (src.content !== t.value.without.content) return undefined;
+    return { rows: t.value.rows, source: ALL_BUT_WRITTEN_KEYS, target: ALL_BUT_WRITTEN_KEYS, writes: `${seen.table}#${b.writes}:${seen.delta}` };
+  });
+  return held.value;
+}
+
 /** A chunk proven at a chunk mark: the keys recorded up to its count are not needed at cutover any more. */
 async function forgetKeysUpTo(pass: TablePass, chunk: number, mark: string | undefined): Promise<void> {
   const m = parseChunkMark(mark);
@@ -477,7 +529,8 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       const checked = await checkChunk(pass.s, pass.sourceSnapshot, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget, ctx.hooks.signal);
       if (!checked.caughtUp) lagging = true;
       if (checked.suspect) suspects.push(i);
-      const verdict = checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) };
+      const busy = !checked.verdict && !checked.suspect && checked.caughtUp ? await busyChunkVerdict(pass, i, before, waitForTarget) : undefined;
+      const verdict = busy ?? (checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) });
       await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
       if (verdict) await forgetKeysUpTo(pass, i, verdict.writes);
       if (verdict) {

@@ -145,10 +145,18 @@ export function chunkFingerprintSql(s: TableShape, range: KeyRange): Sql {
   return { text: `SELECT count(*)::text AS n, coalesce(sum(${tupleId(s)}), 0)::text AS f FROM ${qname(s.table)} t WHERE ${where}`, values };
 }
 
-/** Count, content checksum and tuple fingerprint of one key range, in one scan (one snapshot). */
-export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash): Sql {
+/**
+ * Count, content checksum and tuple fingerprint of one key range, in one scan (one snapshot).
+ * `except`: keys (of a one-column key, as text) whose rows are left out.
+ */
+export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash, except?: readonly string[]): Sql {
   const values: unknown[] = [];
-  const where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
+  let where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
+  if (except?.length) {
+    if (s.keyColumns.length !== 1) throw new Error('chunkProofSql: keys left out need a one-column key');
+    values.push(except);
+    where += ` AND NOT (${keyTuple(s)} = ANY ($${values.length}::${s.keyTypes[0]!}[]))`;
+  }
   return {
     text:
       `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8)}), 0)::text AS h, ` +
@@ -384,6 +392,11 @@ export function writtenKeysSql(slot: string, table: QualifiedName, chunk: number
     text: `SELECT DISTINCT k FROM ${KEYS_TABLE} WHERE slot_name = $1 AND relid = to_regclass($2) AND chunk = $3 AND seq > $4 LIMIT $5`,
     values: [slot, qname(table), chunk, after, limit],
   };
+}
+
+/** How many of these keys (a one-column key, as text) have a row. */
+export function keysPresentSql(s: TableShape, keys: readonly string[]): Sql {
+  return { text: `SELECT count(*)::text AS n FROM ${qname(s.table)} t WHERE ${keyTuple(s)} = ANY ($1::${s.keyTypes[0]!}[])`, values: [keys] };
 }
 
 /** The keys recorded up to a chunk's count `upTo`: the chunk was proven at it, they tell nothing more. */

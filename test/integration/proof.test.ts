@@ -206,6 +206,71 @@ describe('the proof, activity by activity', () => {
   });
 });
 
+describe('a chunk the apply writes while the proof reads it', () => {
+  it('is proven but for the keys written meanwhile, which the cutover compares by key; a stray write among them is not proven', async () => {
+    const db = 'proof_busy';
+    await env.source.createDatabase(db);
+    await env.target.createDatabase(db);
+    await env.source.query(ITEMS_DDL, [], db);
+    await env.target.query(ITEMS_DDL, [], db);
+    const sides = { source: env.source.uri(db), target: env.target.uri(db) };
+    const input = { ...sides, slot: 'proof_busy', tables: [items], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    const idle = { waitForTarget: async () => true };
+    // A first pass arms the chunk marks (items: five chunks, an integer key).
+    expect((await proveLive({ ...input, maxPasses: 1 }, idle)).progress).toMatchObject({ chunks: 5, chunksVerified: 5 });
+    // A pass with writes while it reads, as a busy source makes them: on the first chunk's first wait,
+    // rows 100 and 200 change on the source and only 100 is applied; on the next wait (the busy
+    // chunk's held source snapshot) 200 is applied too, or (`stray`) someone writes row 300 instead.
+    const busyPass = async (stray: boolean) => {
+      await env.target.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db); // every chunk read again
+      await env.source.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db);
+      let calls = 0;
+      const hooks = {
+        waitForTarget: async () => {
+          calls++;
+          if (calls === 1) {
+            await env.source.query(`UPDATE public.items SET v = v + 1 WHERE id IN (100, 200)`, [], db);
+            await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 100`, [], db);
+          } else if (calls === 2) {
+            await env.target.query(stray ? `UPDATE public.items SET v = v + 1 WHERE id = 300` : `UPDATE public.items SET v = v + 1 WHERE id = 200`, [], db);
+          }
+          return true;
+        },
+      };
+      const pass = await proveLive({ ...input, maxPasses: 1 }, hooks);
+      const [chunk] = await env.target.query<{ source_tuples: string | null; target_writes: string | null }>(
+        `SELECT source_tuples, target_writes FROM pgdts.proof_chunks WHERE slot_name = 'proof_busy' AND chunk = 0`,
+        [],
+        db,
+      );
+      return { pass, chunk: chunk!, calls };
+    };
+
+    const busy = await busyPass(false);
+    expect(busy.calls).toBeGreaterThanOrEqual(2);
+    expect(busy.pass.divergence).toBeUndefined();
+    // Proven but for the written keys, with the count read before the chunk's source read.
+    expect(busy.chunk.source_tuples).toBe('all-but-written-keys');
+    expect(busy.pass.progress).toMatchObject({ chunks: 5, chunksVerified: 5 });
+    // The cutover: the first chunk by its written keys (100 and 200), nothing read.
+    const [cut] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_busy' });
+    expect({ ok: cut!.ok, rows: cut!.sourceRows, target: cut!.targetRows, proof: cut!.proof }).toEqual({
+      ok: true,
+      rows: 5000,
+      target: 5000,
+      proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000, readAtCutover: 0, keysReadAtCutover: 2 },
+    });
+
+    // A stray write (row 300) among the keys written meanwhile, row 200 never applied: not proven.
+    const strayed = await busyPass(true);
+    expect(strayed.chunk.source_tuples).toBeNull();
+    await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 300; UPDATE public.items SET v = v + 1 WHERE id = 200`, [], db);
+    const [after] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_busy' });
+    expect(after!.ok).toBe(true);
+    await dropApplyProgress(sides.target, 'proof_busy');
+  });
+});
+
 let dbCounter = 0;
 async function freshDatabases(scale: number): Promise<{ db: string; source: string; target: string }> {
   const db = `proofshop${++dbCounter}`;
