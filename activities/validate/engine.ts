@@ -138,8 +138,8 @@ export class TableSide {
   }
 
   /** Count, content checksum (`count:sum`, as summaries()) and tuple fingerprint of one range, one scan. */
-  async proofSummary(range: KeyRange, except?: readonly string[]): Promise<{ rows: number; content: string; tuples: string }> {
-    const r = (await query<{ n: string; h: string; f: string }>(this.client, chunkProofSql(this.shape, range, this.hash, except))).rows[0]!;
+  async proofSummary(range: KeyRange, keys?: { except?: readonly string[]; only?: readonly string[] }): Promise<{ rows: number; content: string; tuples: string }> {
+    const r = (await query<{ n: string; h: string; f: string }>(this.client, chunkProofSql(this.shape, range, this.hash, keys))).rows[0]!;
     return { rows: Number(r.n), content: `${r.n}:${r.h}`, tuples: `${r.n}:${r.f}` };
   }
 
@@ -739,24 +739,6 @@ export async function sampleKeyless(src: TableSide, dst: TableSide, sourceRows: 
     if (sn !== dn) found.push({ id: h, kind: classifyCount(sn, dn) });
   }
   return { sampled: hashes.length, found };
-}
-
-/**
- * Whether the rows with these keys are alike on both sides, in the sides' current transactions (a key
- * with no row on either side is alike): the cutover's check of the rows written since a chunk was proven.
- */
-export async function rowsAlikeByKey(src: TableSide, dst: TableSide, keys: ReadonlyArray<readonly string[]>): Promise<boolean> {
-  let alike = true;
-  await compareDigestsByKey(
-    src,
-    dst,
-    keys,
-    (side, batch, modes) => side.digestsByKey(batch, modes),
-    (_id, s, d) => {
-      if (!s !== !d || (s && d && differingColumns(src.shape.columns, s, d).length)) alike = false;
-    },
-  );
-  return alike;
 }
 
 /** For rows known to differ: which columns (both sides read by key, by digest). */

@@ -147,15 +147,16 @@ export function chunkFingerprintSql(s: TableShape, range: KeyRange): Sql {
 
 /**
  * Count, content checksum and tuple fingerprint of one key range, in one scan (one snapshot).
- * `except`: keys (of a one-column key, as text) whose rows are left out.
+ * `keys.except` / `keys.only`: keys (of a one-column key, as text) whose rows are left out / alone read.
  */
-export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash, except?: readonly string[]): Sql {
+export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash, keys?: { except?: readonly string[]; only?: readonly string[] }): Sql {
   const values: unknown[] = [];
   let where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
-  if (except?.length) {
-    if (s.keyColumns.length !== 1) throw new Error('chunkProofSql: keys left out need a one-column key');
-    values.push(except);
-    where += ` AND NOT (${keyTuple(s)} = ANY ($${values.length}::${s.keyTypes[0]!}[]))`;
+  for (const [list, not] of [[keys?.except, 'NOT '], [keys?.only, '']] as const) {
+    if (!list) continue;
+    if (s.keyColumns.length !== 1) throw new Error('chunkProofSql: a key list needs a one-column key');
+    values.push(list);
+    where += ` AND ${not}(${keyTuple(s)} = ANY ($${values.length}::${s.keyTypes[0]!}[]))`;
   }
   return {
     text:
