@@ -26,6 +26,7 @@
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
 import { relationExists, withClient } from '../db';
+import { ident, qname } from '../sql';
 import { classify } from '../errors';
 import { sleep } from '../sleep';
 import { displayName, type ConnectionSpec } from '../spec';
@@ -56,6 +57,8 @@ import {
   recordProofChunkSql,
   writeCountSql,
   writeMarkFunctionSql,
+  writeMarkNames,
+  writeMarkRevokeSql,
   writeMarkStateSql,
   writeMarkTriggerSql,
   WRITES_TABLE,
@@ -105,7 +108,10 @@ export interface ProveLiveHooks extends ValidateHooks {
 
 export async function ensureProofSchema(c: Client, slot?: string): Promise<void> {
   for (const s of PROOF_SCHEMA_SQL) await c.query(s);
-  if (slot) await c.query(writeMarkFunctionSql(slot));
+  if (slot) {
+    await c.query(writeMarkFunctionSql(slot));
+    await c.query(writeMarkRevokeSql(slot));
+  }
 }
 
 /** Keys read by key at cutover for one chunk, at most; more, and the chunk is read whole (one scan beats that many lookups). */
@@ -145,14 +151,20 @@ async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, c: St
  */
 export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string, key?: ChunkKey): Promise<boolean> {
   const state = await run(c, writeMarkStateSql(slot, table));
-  const row = state.rows[0] as { kind: string; children: boolean; armed: boolean } | undefined;
+  const row = state.rows[0] as { kind: string; children: boolean; armed: boolean; bounds: string | null } | undefined;
   if (!row || row.kind !== 'r' || row.children) return false;
-  if (row.armed) return true;
+  // Several chunks and a key the trigger can place: a count per chunk (sql.ts, chunk marks).
+  const chunked = key && proofTable !== undefined ? await chunkBounds(c, slot, proofTable, key) : undefined;
+  // Armed by this very plan: kept. Triggers left by an earlier run of the same id (a cleanup that
+  // could not drop them) may count by other chunks: put back.
+  if (row.armed && (row.bounds ?? undefined) === chunked?.bounds) return true;
   await c.query('BEGIN');
   try {
     await c.query(`SET LOCAL lock_timeout = '500ms'`);
-    // Several chunks and a key the trigger can place: a count per chunk (sql.ts, chunk marks).
-    const chunked = key && proofTable !== undefined ? await chunkBounds(c, slot, proofTable, key) : undefined;
+    if (row.armed || row.bounds !== null) {
+      const { trigger, rows } = writeMarkNames(slot);
+      for (const name of [trigger, rows.INSERT, rows.UPDATE, rows.DELETE]) await c.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${qname(table)}`);
+    }
     for (const sql of writeMarkTriggerSql(slot, table, chunked)) await c.query(sql);
     // Counts start again with this trigger (after a cleanup, or a table created anew): a chunk
     // stored with an earlier count must not meet it again by chance.
@@ -553,6 +565,8 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       ahead(k + 1);
       const checked = await checkChunk(pass.s, pass.sourceSnapshot, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget, ctx.hooks.signal);
       if (!checked.caughtUp) lagging = true;
+      // This chunk too, unless it was proven all the same (the target already equal).
+      if (!checked.caughtUp && !checked.verdict) ctx.lagged++;
       if (checked.suspect) suspects.push(i);
       const busy = !checked.verdict && !checked.suspect && checked.caughtUp ? await busyChunkVerdict(pass, i, before) : undefined;
       const verdict = busy ?? (checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) });

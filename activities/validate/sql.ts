@@ -151,7 +151,9 @@ export function chunkFingerprintSql(s: TableShape, range: KeyRange): Sql {
  */
 export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash, keys?: { except?: readonly string[]; only?: readonly string[] }): Sql {
   const values: unknown[] = [];
-  let where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
+  // `only`: the keys alone, without the range (the rows are in it): one index probe per key rather
+  // than a scan of the range filtered by them.
+  let where = s.keyColumns.length && !keys?.only ? keyRangePredicate(s, range, values) : 'TRUE';
   for (const [list, not] of [[keys?.except, 'NOT '], [keys?.only, '']] as const) {
     if (!list) continue;
     if (s.keyColumns.length !== 1) throw new Error('chunkProofSql: a key list needs a one-column key');
@@ -265,10 +267,17 @@ export function writeMarkFunctionSql(slot: string): string {
   return (
     `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$\n` +
     `BEGIN\n` +
-    // A chunk trigger: its arguments are the key column, its type and the chunks' lower bounds.
+    // A chunk trigger: its arguments are the key column, its type and the chunks' lower bounds. The
+    // type goes into the statement's text: only the types chunk marks are made for (a trigger
+    // someone else points at this function gets an error, not our rights). Counters are locked in
+    // chunk order (two writers of several chunks never wait on each other in a cycle); a NULL key
+    // (a target without its key yet, keys after cutover) counts in no chunk's range: chunk -1.
     `  IF TG_NARGS = 3 THEN\n` +
-    `    EXECUTE format('WITH r AS (SELECT width_bucket(x.k, $3::%1$s[]) AS b, x.k, x.n FROM (%2$s) x), ' ||\n` +
-    `      'c AS (INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes, delta) SELECT $1, $2, b, 1, sum(n) FROM r GROUP BY b ' ||\n` +
+    `    IF TG_ARGV[1] NOT IN (${[...CHUNK_MARK_TYPES].map(literal).join(', ')}) THEN\n` +
+    `      RAISE EXCEPTION 'pg-dts write marks: key type % is not one of chunk marks', TG_ARGV[1];\n` +
+    `    END IF;\n` +
+    `    EXECUTE format('WITH r AS (SELECT coalesce(width_bucket(x.k, $3::%1$s[]), -1) AS b, x.k, x.n FROM (%2$s) x), ' ||\n` +
+    `      'c AS (INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes, delta) SELECT $1, $2, b, 1, sum(n) FROM r GROUP BY b ORDER BY b ' ||\n` +
     `      'ON CONFLICT (slot_name, relid, chunk) DO UPDATE SET writes = w.writes + 1, delta = w.delta + excluded.delta RETURNING chunk, writes) ' ||\n` +
     `      'INSERT INTO ${KEYS_TABLE} (slot_name, relid, chunk, seq, k) SELECT DISTINCT $1, $2, r.b, c.writes, r.k::text FROM r JOIN c ON c.chunk = r.b', TG_ARGV[1],\n` +
     `      CASE TG_OP WHEN 'INSERT' THEN format('SELECT %I AS k, 1 AS n FROM pgdts_new', TG_ARGV[0])\n` +
@@ -288,6 +297,12 @@ export function writeMarkFunctionSql(slot: string): string {
 }
 
 /** At cleanup, first of all: the trigger does nothing any more (no table lock needed to say so). */
+/**
+ * Only our triggers call the function: a role that may create a trigger elsewhere must not point one
+ * at it (it runs with its owner's rights). Triggers need EXECUTE when they are created, not when they fire.
+ */
+export const writeMarkRevokeSql = (slot: string): string => `REVOKE EXECUTE ON FUNCTION ${writeMarkNames(slot).fn}() FROM PUBLIC`;
+
 export function writeMarkOffSql(slot: string): string {
   return `CREATE OR REPLACE FUNCTION ${writeMarkNames(slot).fn}() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NULL; END $f$`;
 }
@@ -326,13 +341,15 @@ export function chunkBoundsSql(slot: string, table: string, type: string): Sql {
   };
 }
 
-/** Whether one table is a plain table and already carries the enabled trigger. */
+/** Whether one table is a plain table and already carries the enabled trigger, and the chunk bounds it counts by. */
 export function writeMarkStateSql(slot: string, table: QualifiedName): Sql {
   return {
     text:
-      `SELECT c.relkind::text AS kind, c.relhassubclass AS children, EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $2 AND g.tgenabled = 'A') AS armed ` +
+      `SELECT c.relkind::text AS kind, c.relhassubclass AS children, EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $2 AND g.tgenabled = 'A') AS armed, ` +
+      // The chunk bounds the insert trigger counts by (its third argument), if any.
+      `(SELECT split_part(encode(g.tgargs, 'escape'), '\\000', 3) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $3) AS bounds ` +
       `FROM pg_class c WHERE c.oid = to_regclass($1)`,
-    values: [qname(table), writeMarkNames(slot).trigger],
+    values: [qname(table), writeMarkNames(slot).trigger, writeMarkNames(slot).rows.INSERT],
   };
 }
 
@@ -429,8 +446,8 @@ export function allWriteCountsSql(slot: string, withChunks: boolean): Sql {
 /** Every table carrying this slot's trigger (cleanup). */
 export function writeMarkedTablesSql(slot: string): Sql {
   return {
-    text: `SELECT g.tgrelid::regclass::text AS t FROM pg_trigger g WHERE g.tgname = $1 AND g.tgfoid = to_regprocedure($2)`,
-    values: [writeMarkNames(slot).trigger, `${writeMarkNames(slot).fn}()`],
+    text: `SELECT DISTINCT g.tgrelid::regclass::text AS t FROM pg_trigger g WHERE g.tgname = ANY ($1::text[]) AND g.tgfoid = to_regprocedure($2)`,
+    values: [[writeMarkNames(slot).trigger, ...Object.values(writeMarkNames(slot).rows)], `${writeMarkNames(slot).fn}()`],
   };
 }
 
