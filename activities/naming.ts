@@ -67,10 +67,8 @@ export function mapSequenceName(seq: QualifiedName, spec: NameMapping): Qualifie
   return { schema: mapSchema(seq.schema, spec), name: targetObjectName(seq.name, spec) };
 }
 
-/** The key of a qualified name in maps and sets. */
-export function nameKey(q: QualifiedName): string {
-  return `${q.schema}\u0000${q.name}`;
-}
+/** The key of a qualified name in maps and sets (in workflows/names.ts: the workflow bundle uses it too). */
+export { nameKey } from '../workflows/names';
 
 /** The qualified name a `nameKey` was made of. */
 export function fromNameKey(key: string): QualifiedName {

@@ -42,3 +42,11 @@ export function slotNameFor(migrationId: string): string {
 export function reverseIdFor(migrationId: string): string {
   return `${migrationId}_r`;
 }
+
+/**
+ * The key of a qualified name in maps and sets: schema and name joined by a NUL, which no identifier
+ * holds (a dot-joined key confused "a.b"."c" with "a"."b.c"). Here so the workflow bundle has it too.
+ */
+export function nameKey(q: { schema: string; name: string }): string {
+  return `${q.schema}\u0000${q.name}`;
+}

@@ -3,7 +3,7 @@
  * copy activity per table or page range, `spec.parallelism` runners; a copied table's own post-load
  * DDL runs on its runner before the next unit, borrowing the sessions no runner uses.
  */
-import { nameKey } from '../../activities/naming';
+import { nameKey } from '../names';
 import * as wf from '@temporalio/workflow';
 import type { TableDef } from '../../activities/model';
 import type { CopyPlan, CopyRange } from '../../activities/copy';
