@@ -67,7 +67,6 @@ import {
   chunkMark,
   chunkMarkable,
   forgetWrittenKeysSql,
-  keysPresentSql,
   CURRENT_LSN_SQL,
   parseChunkMark,
   writtenKeysSql,
@@ -118,6 +117,17 @@ export async function ensureProofSchema(c: Client, slot?: string): Promise<void>
 const WRITTEN_KEYS_LIMIT = 20_000;
 
 /**
+ * The keys written in one chunk after its count was `after`, on the target side's client (its
+ * snapshot); undefined when more than the limit for a chunk of `rows` rows.
+ */
+async function writtenKeys(d: TableSide, slot: string, chunk: number, after: number, rows: number): Promise<string[] | undefined> {
+  const limit = Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor(rows / 4)));
+  const q = writtenKeysSql(slot, d.shape.table, chunk, after, limit + 1);
+  const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => r.k);
+  return keys.length > limit ? undefined : keys;
+}
+
+/**
  * A chunk-marked chunk written since it was proven (same table count, a higher chunk count): the rows
  * with the keys written after its proof compared on both sides by key. Every other row of the chunk
  * is as proven on both sides: no write reached it on the target since, and every source change would
@@ -129,16 +139,13 @@ async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, c: St
   const then = parseChunkMark(c.writes);
   const now = parseChunkMark(mark);
   if (!then || !now || then.table !== now.table || now.writes < then.writes || c.rows === undefined) return undefined;
-  const limit = Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor(c.rows / 4)));
-  const q = writtenKeysSql(slot, d.shape.table, chunk, then.writes, limit + 1);
-  const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => [r.k]);
-  if (keys.length > limit) return undefined;
+  const only = await writtenKeys(d, slot, chunk, then.writes, c.rows);
+  if (!only) return undefined;
   // One aggregate per side over the rows with those keys (the chunk checksum's row hash): no rows
   // sent back, one round trip each.
-  const only = keys.map((k) => k[0]!);
   const [a, b] = await Promise.all([s.proofSummary(c.range, { only }), d.proofSummary(c.range, { only })]);
   if (a.content !== b.content) return undefined;
-  return { rows: c.rows + now.delta - then.delta, keys: keys.length };
+  return { rows: c.rows + now.delta - then.delta, keys: only.length };
 }
 
 /**
@@ -496,18 +503,15 @@ async function busyChunkVerdict(
   const b = parseChunkMark(before);
   if (!b) return undefined;
   const c = pass.chunks[chunk]!;
-  const limit = Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor((c.rows ?? pass.ctx.opts.chunkRows) / 4)));
   const slot = pass.ctx.input.slot;
   const held = await pass.sourceSnapshot(async () => {
     const lsn = (await pass.s.client.query<{ lsn: string }>(CURRENT_LSN_SQL)).rows[0]!.lsn;
     if (!(await pass.waitHeld(lsn, pass.ctx.hooks.signal))) return undefined;
     const t = await pass.targetRead(async (d) => {
-      const q = writtenKeysSql(slot, d.shape.table, chunk, b.writes, limit + 1);
-      const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => r.k);
-      if (keys.length > limit) return undefined;
+      const keys = await writtenKeys(d, slot, chunk, b.writes, c.rows ?? pass.ctx.opts.chunkRows);
+      if (!keys) return undefined;
       const without = await d.proofSummary(c.range, { except: keys });
-      const present = keysPresentSql(d.shape, keys);
-      const n = keys.length ? Number((await d.client.query<{ n: string }>(present.text, present.values)).rows[0]!.n) : 0;
+      const n = keys.length ? (await d.proofSummary(c.range, { only: keys })).rows : 0;
       return { keys, without, rows: without.rows + n };
     }, chunk);
     const seen = parseChunkMark(t.writes);

@@ -412,11 +412,6 @@ export function writtenKeysSql(slot: string, table: QualifiedName, chunk: number
   };
 }
 
-/** How many of these keys (a one-column key, as text) have a row. */
-export function keysPresentSql(s: TableShape, keys: readonly string[]): Sql {
-  return { text: `SELECT count(*)::text AS n FROM ${qname(s.table)} t WHERE ${keyTuple(s)} = ANY ($1::${s.keyTypes[0]!}[])`, values: [keys] };
-}
-
 /** The keys recorded up to a chunk's count `upTo`: the chunk was proven at it, they tell nothing more. */
 export function forgetWrittenKeysSql(slot: string, table: QualifiedName, chunk: number, upTo: number): Sql {
   return {

@@ -39,14 +39,19 @@ const items: ValidateTableSpec = { source: { schema: 'public', name: 'items' }, 
 const parts: ValidateTableSpec = { source: { schema: 'public', name: 'parts' }, target: { schema: 'public', name: 'parts' }, keyColumns: ['id'], copyColumns: ['id', 'v'] };
 const bag: ValidateTableSpec = { source: { schema: 'public', name: 'bag' }, target: { schema: 'public', name: 'bag' }, keyColumns: [], copyColumns: ['a', 'b'] };
 
+/** The same database of ITEMS_DDL on both servers: the target a copy of the source. */
+async function itemsDatabases(db: string): Promise<{ source: string; target: string }> {
+  for (const cluster of [env.source, env.target]) {
+    await cluster.createDatabase(db);
+    await cluster.query(ITEMS_DDL, [], db);
+  }
+  return { source: env.source.uri(db), target: env.target.uri(db) };
+}
+
 describe('the proof, activity by activity', () => {
   it('proves every chunk live; at cutover re-checks only the chunks changed on either side, naming each key', async () => {
     const db = 'proof_units';
-    await env.source.createDatabase(db);
-    await env.target.createDatabase(db);
-    await env.source.query(ITEMS_DDL, [], db);
-    await env.target.query(ITEMS_DDL, [], db);
-    const sides = { source: env.source.uri(db), target: env.target.uri(db) };
+    const sides = await itemsDatabases(db);
     const input = { ...sides, slot: 'proof_units', tables: [items, bag, parts], chunkRows: 1000, leafRows: 50, fanout: 4 };
     // The source is idle and the target is a copy: nothing to wait for.
     const caughtUp = { waitForTarget: async () => true };
@@ -209,11 +214,7 @@ describe('the proof, activity by activity', () => {
 describe('a chunk the apply writes while the proof reads it', () => {
   it('is proven but for the keys written meanwhile, which the cutover compares by key; a stray write among them is not proven', async () => {
     const db = 'proof_busy';
-    await env.source.createDatabase(db);
-    await env.target.createDatabase(db);
-    await env.source.query(ITEMS_DDL, [], db);
-    await env.target.query(ITEMS_DDL, [], db);
-    const sides = { source: env.source.uri(db), target: env.target.uri(db) };
+    const sides = await itemsDatabases(db);
     const input = { ...sides, slot: 'proof_busy', tables: [items], chunkRows: 1000, leafRows: 50, fanout: 4 };
     const idle = { waitForTarget: async () => true };
     // A first pass arms the chunk marks (items: five chunks, an integer key).
