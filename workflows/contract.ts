@@ -376,6 +376,8 @@ export interface ProofProgressReport {
   chunksVerified: number;
   rowsCovered: number;
   lastPassMs?: number;
+  /** Rows the last pass compared by the keys written since their chunk was proven (chunks proven again without reading them whole). */
+  lastPassKeys?: number;
 }
 export const proofProgressSignal = defineSignal<[ProofProgressReport]>('proofProgress');
 

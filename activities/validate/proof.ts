@@ -113,6 +113,10 @@ export async function ensureProofSchema(c: Client, slot?: string): Promise<void>
   }
 }
 
+/** A complete pass longer than this is followed at once by another before it counts (proveLive). */
+const SETTLED_PASS_MS = 5000;
+const MAX_SETTLING_PASSES = 3;
+
 /** Keys read by key at cutover for one chunk, at most; more, and the chunk is read whole (one scan beats that many lookups). */
 const WRITTEN_KEYS_LIMIT = 20_000;
 
@@ -149,14 +153,15 @@ async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, c: St
 }
 
 /**
- * Puts the write-mark trigger on one target table (sql.ts); false when it cannot be there: not a
+ * Puts the write-mark trigger on one target table (sql.ts): 'armed' (put there now), 'kept' (there
+ * already, counting by the same chunks: the counts stored by an earlier run hold); false when it cannot be there: not a
  * plain table (a partitioned table's rows are written in its partitions, an inherited table's in its
  * children), a lock not granted within 500 ms (queued, it would hold up the apply's writes; the next
  * pass tries again), or no right to add a trigger (a table the user created). Without it the cutover
  * reads the table's fingerprints again, as before the marks. `proofTable`: the table's name in
  * pgdts.proof_chunks, whose stored counts a new trigger makes meaningless.
  */
-export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string, key?: ChunkKey): Promise<boolean> {
+export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string, key?: ChunkKey): Promise<'kept' | 'armed' | false> {
   const state = await run(c, writeMarkStateSql(slot, table));
   const row = state.rows[0] as { kind: string; children: boolean; armed: boolean; bounds: string | null } | undefined;
   if (!row || row.kind !== 'r' || row.children) return false;
@@ -164,7 +169,7 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
   const chunked = key && proofTable !== undefined ? await chunkBounds(c, slot, proofTable, key) : undefined;
   // Armed by this very plan: kept. Triggers left by an earlier run of the same id (a cleanup that
   // could not drop them) may count by other chunks: put back.
-  if (row.armed && (row.bounds ?? undefined) === chunked?.bounds) return true;
+  if (row.armed && (row.bounds ?? undefined) === chunked?.bounds) return 'kept';
   await c.query('BEGIN');
   try {
     await c.query(`SET LOCAL lock_timeout = '500ms'`);
@@ -179,12 +184,12 @@ export async function armWriteMarks(c: Client, slot: string, table: QualifiedNam
       await run(c, forgetChunkWritesSql(slot, proofTable));
     }
     await c.query('COMMIT');
-    return true;
+    return 'armed';
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     const code = (err as { code?: string }).code;
     // 55P03 lock not available, 42501 not the owner, 42710 a concurrent pass added it first.
-    if (code === '55P03' || code === '42501' || code === '42710') return code === '42710';
+    if (code === '55P03' || code === '42501' || code === '42710') return code === '42710' ? 'armed' : false;
     throw err;
   }
 }
@@ -276,14 +281,16 @@ interface TableProgress {
 
 export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {}): Promise<ProveLiveResult> {
   const progress: ProofProgress = { pass: 0, passesComplete: 0, tables: input.tables.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
-  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), marked: new Set(), lagged: 0, report: () => reportProgress(ctx, progress) };
+  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), marked: new Set(), lagged: 0, keys: 0, report: () => reportProgress(ctx, progress) };
   let divergent = false;
+  let settling = 0;
   try {
     // Once, on one session: concurrent CREATE ... IF NOT EXISTS can collide in the catalog.
     await withClient(input.target, (c) => ensureProofSchema(c, input.slot), { applicationName: 'pg-dts proof' });
     for (;;) {
       progress.pass++;
       ctx.lagged = 0;
+      ctx.keys = 0;
       const started = Date.now();
       const results = await runPool(
         input,
@@ -306,8 +313,14 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       // A pass that left chunks unread because the apply lagged (the backlog of the copy, still being
       // applied) is not a pass: the cutover waits for one that read every chunk (bench:e2e at 3 GB and
       // 1,000 tps cut over after a pass of 0 verified chunks, and VALIDATING ran past the bound).
-      if (ctx.lagged === 0) progress.passesComplete++;
       progress.lastPassMs = Date.now() - started;
+      progress.lastPassKeys = ctx.keys;
+      // A complete pass that took long left its first chunks' keys written meanwhile for the cutover
+      // to compare (at 3 GB and 1,000 tps: 85,676 keys after a pass of 3 minutes). It is counted (and
+      // the cutover may go) once a pass after it, reading only what was written since, is short.
+      const settle = ctx.lagged === 0 && diverged.length === 0 && progress.lastPassMs > SETTLED_PASS_MS && settling < MAX_SETTLING_PASSES;
+      if (ctx.lagged === 0 && !settle) progress.passesComplete++;
+      settling = settle ? settling + 1 : 0;
       ctx.report();
       // One more pass after the first divergence: a change made at once to several chunks is named whole.
       if (diverged.length) {
@@ -317,6 +330,7 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       }
       divergent = false;
       if (input.maxPasses !== undefined && progress.pass >= input.maxPasses) return { progress };
+      if (settle) continue;
       await sleep(Math.max(input.passPauseMs ?? 5000, progress.lastPassMs), hooks.signal);
       throwIfAborted(hooks.signal);
     }
@@ -335,6 +349,8 @@ interface ProofContext {
   marked: Set<string>;
   /** Chunks this pass left unread because the apply lagged behind the source (compareChunks). */
   lagged: number;
+  /** Rows this pass compared by the keys written since their chunk's proof (reproveByWrittenKeys). */
+  keys: number;
   report(): void;
 }
 
@@ -378,10 +394,11 @@ async function proveTable(
   for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
   ctx.perTable.set(name, tp);
   const key = chunks.length > 1 && chunkMarkable(d.shape.keyTypes) ? { column: d.shape.keyColumns[0]!, type: d.shape.keyTypes[0]! } : undefined;
-  if (!ctx.marked.has(name) && (await armWriteMarks(dst, input.slot, t.target, name, key))) {
-    ctx.marked.add(name);
-    // Re-read: the counts the chunks carried may just have been forgotten.
-    for (const c of chunks) delete c.writes;
+  if (!ctx.marked.has(name)) {
+    const armed = await armWriteMarks(dst, input.slot, t.target, name, key);
+    if (armed) ctx.marked.add(name);
+    // Armed now: the counts the chunks carried were forgotten (kept: an earlier run's still hold).
+    if (armed === 'armed') for (const c of chunks) delete c.writes;
   }
   const marked = ctx.marked.has(name);
   const writeCount = (chunk: number) => (marked ? readWriteCount(dst, input.slot, t.target, chunk) : Promise.resolve(undefined));
@@ -443,12 +460,18 @@ function provenMark(before: string | undefined, seen: string | undefined): strin
 }
 
 /**
- * Chunks proven before: still proven while neither side's tuples changed (both sides read at once);
- * their write count moves on. Returns the chunks to compare: never proven, or changed since.
+ * Chunks proven before: still proven while no write reached them on the target since (their write
+ * mark unchanged: the source's changes reach the target only as writes), or while neither side's
+ * tuples changed (both sides read at once); their write count moves on. Chunk-marked chunks written
+ * since are proven again by the keys written since alone (reproveByWrittenKeys): a pass after the
+ * first reads what was written, not the table. Returns the chunks to compare: never proven, or
+ * changed since.
  */
 async function recheckProven(pass: TablePass): Promise<number[]> {
-  const { ctx, chunks, tp, name } = pass;
+  const { ctx, chunks } = pass;
   const toCheck: number[] = [];
+  const written: WrittenChunk[] = [];
+  const fingerprints: number[] = [];
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(ctx.hooks.signal);
     const c = chunks[i]!;
@@ -457,24 +480,102 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
       continue;
     }
     const before = await pass.writeCount(i);
-    const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range), i)]);
-    if (sf.value.tuples === c.source && df.value.tuples === c.target) {
-      const writes = provenMark(before, df.writes);
-      if (writes !== c.writes) {
-        await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
-        setWrites(c, writes);
-        await forgetKeysUpTo(pass, i, writes);
-      }
-      continue;
-    }
-    tp.verified--;
-    tp.rows -= c.rows ?? 0;
-    delete c.source;
-    delete c.target;
-    delete c.writes;
-    toCheck.push(i);
+    if (before !== undefined && before === c.writes) continue;
+    const then = parseChunkMark(c.writes);
+    const now = parseChunkMark(before);
+    if (then && now && now.table === then.table && now.writes > then.writes && c.rows !== undefined) written.push({ chunk: i, then, before: now });
+    else fingerprints.push(i);
   }
-  return toCheck;
+  const reproven = written.length ? await reproveByWrittenKeys(pass, written) : new Set<number>();
+  for (const w of written) if (!reproven.has(w.chunk)) fingerprints.push(w.chunk);
+  for (const i of fingerprints.sort((a, b) => a - b)) if (!(await recheckByFingerprints(pass, i))) toCheck.push(i);
+  return toCheck.sort((a, b) => a - b);
+}
+
+/** A proven chunk still proven when neither side's tuples changed since; else it is not proven any more (false). */
+async function recheckByFingerprints(pass: TablePass, i: number): Promise<boolean> {
+  const { ctx, chunks, tp, name } = pass;
+  const c = chunks[i]!;
+  const before = await pass.writeCount(i);
+  const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range), i)]);
+  if (sf.value.tuples === c.source && df.value.tuples === c.target) {
+    const writes = provenMark(before, df.writes);
+    if (writes !== c.writes) {
+      await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
+      setWrites(c, writes);
+      await forgetKeysUpTo(pass, i, writes);
+    }
+    return true;
+  }
+  tp.verified--;
+  tp.rows -= c.rows ?? 0;
+  delete c.source;
+  delete c.target;
+  delete c.writes;
+  return false;
+}
+
+type MarkParts = NonNullable<ReturnType<typeof parseChunkMark>>;
+/** A proven chunk-marked chunk written since: its stored mark (`then`) and its mark now, read before the source snapshot (`before`). */
+interface WrittenChunk {
+  chunk: number;
+  then: MarkParts;
+  before: MarkParts;
+}
+
+/**
+ * Proven chunks written since, proven again by the keys written since their proof alone. A chunk's
+ * stored mark says: every row but those with keys written after its count `then` is equal on both
+ * sides. In one source snapshot S, held throughout (one per table, one wait for the apply): the
+ * apply waited for past S; then in one target snapshot T, for each chunk, its mark, the keys K
+ * written since `then` and the keys K1 written since `before` (read before S), and the rows with the
+ * keys K minus K1; then the source's rows with those keys, in S. A row whose key is not in K is as
+ * proven on both sides (no write on the target since, and a source change before S would have been
+ * applied before T, recording its key); equal rows in K minus K1 join them; K1 may hold changes made
+ * after S, and stays excluded: the new mark keeps `before`'s count, and the next pass (or the
+ * cutover) compares the keys written since. Returns the chunks proven again (stored).
+ */
+async function reproveByWrittenKeys(pass: TablePass, written: readonly WrittenChunk[]): Promise<Set<number>> {
+  const { ctx, chunks, name } = pass;
+  const slot = ctx.input.slot;
+  const held = await pass.sourceSnapshot(async () => {
+    const lsn = (await pass.s.client.query<{ lsn: string }>(CURRENT_LSN_SQL)).rows[0]!.lsn;
+    if (!(await pass.waitHeld(lsn, ctx.hooks.signal))) return [];
+    const onTarget = await pass.d.snapshot(async () => {
+      const out: Array<{ w: WrittenChunk; mark: MarkParts; only: string[]; content?: string }> = [];
+      for (const w of written) {
+        throwIfAborted(ctx.hooks.signal);
+        const c = chunks[w.chunk]!;
+        const mark = parseChunkMark(await pass.writeCount(w.chunk));
+        if (!mark || mark.table !== w.then.table || mark.writes < w.before.writes) continue;
+        const all = await writtenKeys(pass.d, slot, w.chunk, w.then.writes, c.rows!);
+        if (!all) continue;
+        const late = new Set(await writtenKeys(pass.d, slot, w.chunk, w.before.writes, c.rows!));
+        const only = all.filter((k) => !late.has(k));
+        out.push({ w, mark, only, ...(only.length ? { content: (await pass.d.proofSummary(c.range, { only })).content } : {}) });
+      }
+      return out;
+    });
+    const proven: Array<{ chunk: number; rows: number; writes: string }> = [];
+    for (const t of onTarget.value) {
+      const c = chunks[t.w.chunk]!;
+      ctx.keys += t.only.length;
+      if (t.only.length && (await pass.s.proofSummary(c.range, { only: t.only })).content !== t.content) continue;
+      proven.push({ chunk: t.w.chunk, rows: c.rows! + t.mark.delta - t.w.then.delta, writes: `${t.mark.table}#${t.w.before.writes}:${t.mark.delta}` });
+    }
+    return proven;
+  });
+  const out = new Set<number>();
+  for (const p of held.value) {
+    const c = chunks[p.chunk]!;
+    const verdict = { rows: p.rows, source: ALL_BUT_WRITTEN_KEYS, target: ALL_BUT_WRITTEN_KEYS, writes: p.writes };
+    await run(pass.dst, recordProofChunkSql(slot, name, p.chunk, verdict));
+    await forgetKeysUpTo(pass, p.chunk, p.writes);
+    pass.tp.rows += p.rows - (c.rows ?? 0);
+    Object.assign(c, { source: verdict.source, target: verdict.target, rows: p.rows, writes: p.writes });
+    out.add(p.chunk);
+  }
+  return out;
 }
 
 /**

@@ -223,8 +223,10 @@ describe('a chunk the apply writes while the proof reads it', () => {
     // rows 100 and 200 change on the source and only 100 is applied; on the next wait (the busy
     // chunk's held source snapshot) 200 is applied too, or (`stray`) someone writes row 300 instead.
     const busyPass = async (stray: boolean) => {
-      await env.target.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db); // every chunk read again
+      await env.target.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db);
       await env.source.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db);
+      // Every chunk read whole again (not proven again by its written keys, the next describe).
+      await env.target.query(`UPDATE pgdts.proof_chunks SET source_tuples = NULL, target_tuples = NULL WHERE slot_name = 'proof_busy'`, [], db);
       let calls = 0;
       const hooks = {
         waitForTarget: async () => {
@@ -269,6 +271,68 @@ describe('a chunk the apply writes while the proof reads it', () => {
     const [after] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_busy' });
     expect(after!.ok).toBe(true);
     await dropApplyProgress(sides.target, 'proof_busy');
+  });
+});
+
+describe('a chunk written since proven, in the next pass', () => {
+  it('is proven again by the keys written since alone; a key written during that read waits for the cutover; a stray write is found', async () => {
+    const db = 'proof_again';
+    const sides = await itemsDatabases(db);
+    const input = { ...sides, slot: 'proof_again', tables: [items], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    const idle = { waitForTarget: async () => true };
+    const stored = async () =>
+      env.target.query<{ chunk: number; source_tuples: string | null; target_writes: string | null }>(
+        `SELECT chunk, source_tuples, target_writes FROM pgdts.proof_chunks WHERE slot_name = 'proof_again' ORDER BY chunk`,
+        [],
+        db,
+      );
+    // The first pass arms the chunk marks; the second proves at the marks (nothing written).
+    expect((await proveLive({ ...input, maxPasses: 2 }, idle)).progress).toMatchObject({ chunks: 5, chunksVerified: 5, lastPassKeys: 0 });
+    const proven = await stored();
+    // Rows 100 and 200 (chunk 0) and 3000 (chunk 2) change on the source and, as the apply would, on the target.
+    const write = `UPDATE public.items SET v = v + 7, body = body || 'x' WHERE id IN (100, 200, 3000)`;
+    await env.source.query(write, [], db);
+    await env.target.query(write, [], db);
+    // While the pass waits for the apply inside its source snapshot, row 100 changes again on both
+    // sides: the target's key is written after the count read before the snapshot.
+    let calls = 0;
+    const hooks = {
+      waitForTarget: async () => {
+        if (++calls === 1) {
+          await env.source.query(`UPDATE public.items SET v = v + 1 WHERE id = 100`, [], db);
+          await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 100`, [], db);
+        }
+        return true;
+      },
+    };
+    const again = await proveLive({ ...input, maxPasses: 1 }, hooks);
+    expect(again.divergence).toBeUndefined();
+    // One wait for the table; rows 200 and 3000 compared by key (100 was written during the read);
+    // no chunk read whole (that would wait for the apply again, once per chunk).
+    expect({ calls, progress: again.progress }).toMatchObject({ calls: 1, progress: { chunks: 5, chunksVerified: 5, rowsCovered: 5000, lastPassKeys: 2 } });
+    const after = await stored();
+    expect(after.map((c) => c.source_tuples === 'all-but-written-keys')).toEqual([true, false, true, false, false]);
+    // Chunks 1, 3, 4 unchanged; 0 and 2 keep the count read before the snapshot (chunk 0: one write
+    // since, row 100's second; chunk 2: none).
+    for (const i of [1, 3, 4]) expect(after[i]!.target_writes).toBe(proven[i]!.target_writes);
+    // The cutover compares row 100 by key and nothing else.
+    const [cut] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_again' });
+    expect({ ok: cut!.ok, rows: cut!.sourceRows, proof: cut!.proof }).toEqual({
+      ok: true,
+      rows: 5000,
+      proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000, readAtCutover: 0, keysReadAtCutover: 1 },
+    });
+    // The proof's keys up to each chunk's count are gone: only row 100's second write remains.
+    const [keys] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgdts.proof_keys WHERE slot_name = 'proof_again'`, [], db);
+    expect(keys!.n).toBe(1);
+
+    // A stray write on the target alone (row 250, chunk 0), and a row deleted there (row 2500): not
+    // proven again by key; the pass finds both and names them.
+    await env.target.query(`UPDATE public.items SET v = -1 WHERE id = 250; DELETE FROM public.items WHERE id = 2500`, [], db);
+    const stray = await proveLive({ ...input, maxPasses: 1 }, idle);
+    expect(stray.divergenceText).toMatch(/250/);
+    expect(stray.divergenceText).toMatch(/2500/);
+    await dropApplyProgress(sides.target, 'proof_again');
   });
 });
 

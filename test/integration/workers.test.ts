@@ -87,6 +87,9 @@ describe('two workers', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const identity = `${other.pid}@`;
+    // The second worker's output, kept for the failure message.
+    let otherLog = '';
+    for (const stream of [other.stdout!, other.stderr!]) stream.on('data', (b: Buffer) => (otherLog = (otherLog + b.toString()).slice(-4000)));
     // Both streams are read to the end (an unread pipe fills and blocks the worker's writes); the log
     // line saying it polls may come on either.
     await new Promise<void>((resolve, reject) => {
@@ -100,8 +103,11 @@ describe('two workers', () => {
     const inFlight: string[] = [];
     const seen = new Set<string>();
     for (const deadline = Date.now() + 90_000; killedActivity === undefined; ) {
-      if (Date.now() > deadline) throw new Error(`the second worker (${identity}) never took a batch; seen: ${[...seen].join(', ')}`);
       const d = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
+      if (Date.now() > deadline || d.status.name !== 'RUNNING') {
+        const outcome = await m.result().then((r) => JSON.stringify({ phase: r.phase, error: (r as { error?: unknown }).error }), (e: Error) => `${e.message} ${String((e.cause as Error | undefined)?.message ?? '')}`);
+        throw new Error(`the second worker (${identity}) never took a batch; seen: ${[...seen].join(', ')}; workflow ${d.status.name}: ${outcome}; its log: ${otherLog}`);
+      }
       for (const p of d.raw.pendingActivities ?? []) seen.add(`${p.activityType?.name}:${String(p.state)}:${p.lastWorkerIdentity}`);
       const mine = (d.raw.pendingActivities ?? []).filter(
         (p) => p.activityType?.name === 'copyTableBatch' && (p.lastWorkerIdentity ?? '').startsWith(identity) && Number(p.state) === 2,
