@@ -103,6 +103,8 @@ interface Run {
   rss?: number;
   /** pg-dts: time in each phase, as the status query showed them. */
   phases?: string;
+  /** pg-dts: the content proof's passes, as the status query showed them (duration, keys compared by key). */
+  passes?: string[];
 }
 
 
@@ -184,12 +186,20 @@ async function dts(ctx: Ctx): Promise<Run> {
   // Where the time goes: each phase's start, from the status query (polled beside the CLI's wait).
   const t0 = performance.now();
   const seen = new Map<string, number>();
+  const passes: string[] = [];
+  let lastPass: string | undefined;
   let ended = false;
   const polling = (async () => {
     const h = ctx.temporal.client.workflow.getHandle(workflowId);
     while (!ended) {
       const s = await h.query<MigrationStatus>('status').catch(() => undefined);
       if (s && !seen.has(s.phase)) seen.set(s.phase, performance.now() - t0);
+      const p = s?.proof;
+      const pass = p?.lastPassMs === undefined ? undefined : `${sec(p.lastPassMs)}${p.lastPassKeys ? ` (${num(p.lastPassKeys)} keys)` : ''}${p.passesComplete ? '' : ' not counted'}`;
+      if (pass !== undefined && `${p!.pass}:${pass}` !== lastPass) {
+        lastPass = `${p!.pass}:${pass}`;
+        passes.push(pass);
+      }
       await sleep(50);
     }
   })();
@@ -218,7 +228,7 @@ async function dts(ctx: Ctx): Promise<Run> {
       throw new Error(`pg-dts failed: ${(err as Error).message}${cause ? `: ${cause}` : ''}`);
     })) as MigrationReport;
   if (report.phase !== 'COMPLETED') throw new Error(`pg-dts ended in ${report.phase}: ${report.error ?? ''}`);
-  return { ms: r.ms, report, rss: peak, phases };
+  return { ms: r.ms, report, rss: peak, phases, passes };
 }
 
 const RUNNERS: Record<Tool, (ctx: Ctx) => Promise<Run>> = { pipe, pgcopydb, native, dts };
@@ -296,6 +306,7 @@ async function dtsUnderLoad(ctx: Ctx, scale: number, tps: number): Promise<strin
     `== pg-dts with pgbench at ${num(tps)} tps from the start to the fence, scale ${scale} ==`,
     `start → COMPLETED ${sec(r.ms)}; cutover window (fence → release) ${r.report!.cutoverWindowMs} ms (target < 2,000 ms); ${r.phases}`,
     `proof: ${p ? `${num(p.chunks)} chunks, ${num(p.readAtCutover ?? NaN)} read again at cutover, ${num(p.reverifiedAtCutover)} re-verified, ${num(p.keysReadAtCutover ?? 0)} rows compared by the keys written since` : 'none'}; pgbench committed ${processed} transactions, then stopped at the fence`,
+    `proof passes while the sync ran: ${r.passes?.join(', ') || 'none seen'}`,
     `cutover attempts abandoned (over cutover.maxWriteStopSeconds): ${abandoned.length ? abandoned.join(' | ') : 'none'}`,
     'target identical to the source after the cutover (row count and content hash per table)',
   ];

@@ -487,7 +487,11 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
     else fingerprints.push(i);
   }
   const reproven = written.length ? await reproveByWrittenKeys(pass, written) : new Set<number>();
-  for (const w of written) if (!reproven.has(w.chunk)) fingerprints.push(w.chunk);
+  if (reproven === 'lagging') {
+    // The apply did not reach the source's position: the chunks stay proven as stored (their keys
+    // written since are compared later, by the next pass or the cutover), and this pass does not count.
+    ctx.lagged += written.length;
+  } else for (const w of written) if (!reproven.has(w.chunk)) fingerprints.push(w.chunk);
   for (const i of fingerprints.sort((a, b) => a - b)) if (!(await recheckByFingerprints(pass, i))) toCheck.push(i);
   return toCheck.sort((a, b) => a - b);
 }
@@ -533,14 +537,15 @@ interface WrittenChunk {
  * proven on both sides (no write on the target since, and a source change before S would have been
  * applied before T, recording its key); equal rows in K minus K1 join them; K1 may hold changes made
  * after S, and stays excluded: the new mark keeps `before`'s count, and the next pass (or the
- * cutover) compares the keys written since. Returns the chunks proven again (stored).
+ * cutover) compares the keys written since. Returns the chunks proven again (stored), or 'lagging'
+ * when the apply did not reach S in time.
  */
-async function reproveByWrittenKeys(pass: TablePass, written: readonly WrittenChunk[]): Promise<Set<number>> {
+async function reproveByWrittenKeys(pass: TablePass, written: readonly WrittenChunk[]): Promise<Set<number> | 'lagging'> {
   const { ctx, chunks, name } = pass;
   const slot = ctx.input.slot;
   const held = await pass.sourceSnapshot(async () => {
     const lsn = (await pass.s.client.query<{ lsn: string }>(CURRENT_LSN_SQL)).rows[0]!.lsn;
-    if (!(await pass.waitHeld(lsn, ctx.hooks.signal))) return [];
+    if (!(await pass.waitHeld(lsn, ctx.hooks.signal))) return 'lagging' as const;
     const onTarget = await pass.d.snapshot(async () => {
       const out: Array<{ w: WrittenChunk; mark: MarkParts; only: string[]; content?: string }> = [];
       for (const w of written) {
@@ -565,6 +570,7 @@ async function reproveByWrittenKeys(pass: TablePass, written: readonly WrittenCh
     }
     return proven;
   });
+  if (held.value === 'lagging') return 'lagging';
   const out = new Set<number>();
   for (const p of held.value) {
     const c = chunks[p.chunk]!;

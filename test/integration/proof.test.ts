@@ -326,6 +326,17 @@ describe('a chunk written since proven, in the next pass', () => {
     const [keys] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgdts.proof_keys WHERE slot_name = 'proof_again'`, [], db);
     expect(keys!.n).toBe(1);
 
+    // Row 3000 written again on both sides, and the apply does not reach the source's position in
+    // time: the chunks stay proven as stored (not read whole), the pass does not count, and the
+    // cutover compares rows 100 and 3000 by key.
+    await env.source.query(`UPDATE public.items SET v = v + 1 WHERE id = 3000`, [], db);
+    await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 3000`, [], db);
+    const lagging = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => false });
+    expect(lagging.progress).toMatchObject({ chunks: 5, chunksVerified: 5, passesComplete: 0, lastPassKeys: 0 });
+    expect((await stored()).map((c) => c.target_writes)).toEqual(after.map((c) => c.target_writes));
+    const [late] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_again' });
+    expect({ ok: late!.ok, keys: late!.proof!.keysReadAtCutover, read: late!.proof!.readAtCutover }).toEqual({ ok: true, keys: 2, read: 0 });
+
     // A stray write on the target alone (row 250, chunk 0), and a row deleted there (row 2500): not
     // proven again by key; the pass finds both and names them.
     await env.target.query(`UPDATE public.items SET v = -1 WHERE id = 250; DELETE FROM public.items WHERE id = 2500`, [], db);
