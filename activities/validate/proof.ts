@@ -70,6 +70,7 @@ import {
   CURRENT_LSN_SQL,
   parseChunkMark,
   writtenKeysSql,
+  writtenKeysByChunkSql,
   type KeyRange,
   type RowHash,
   type Sql,
@@ -120,36 +121,59 @@ const MAX_SETTLING_PASSES = 3;
 /** Keys read by key at cutover for one chunk, at most; more, and the chunk is read whole (one scan beats that many lookups). */
 const WRITTEN_KEYS_LIMIT = 20_000;
 
+/** The most keys a chunk of `rows` rows is checked by (more: read whole). */
+const keysLimit = (rows: number) => Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor(rows / 4)));
+
 /**
  * The keys written in one chunk after its count was `after`, on the target side's client (its
  * snapshot); undefined when more than the limit for a chunk of `rows` rows.
  */
 async function writtenKeys(d: TableSide, slot: string, chunk: number, after: number, rows: number): Promise<string[] | undefined> {
-  const limit = Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor(rows / 4)));
+  const limit = keysLimit(rows);
   const q = writtenKeysSql(slot, d.shape.table, chunk, after, limit + 1);
   const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => r.k);
   return keys.length > limit ? undefined : keys;
 }
 
+/** A chunk-marked chunk at cutover written since proven: its stored mark (`then`) and its mark now. */
+interface WrittenAtCutover {
+  chunk: number;
+  c: StoredChunk;
+  then: MarkParts;
+  now: MarkParts;
+}
+
 /**
- * A chunk-marked chunk written since it was proven (same table count, a higher chunk count): the rows
- * with the keys written after its proof compared on both sides by key. Every other row of the chunk
- * is as proven on both sides: no write reached it on the target since, and every source change would
- * have reached it as the apply's write (the recorded keys are the statements' old and new rows, in the
- * snapshot the counts were read in). Alike: the chunk's rows now (proven rows + the writes' delta);
- * undefined: read the chunk as before.
+ * Chunk-marked chunks written since they were proven (same table count, a higher chunk count): the
+ * rows with the keys written after each one's proof compared on both sides by key. Every other row of
+ * such a chunk is as proven on both sides: no write reached it on the target since, and every source
+ * change would have reached it as the apply's write (the recorded keys are the statements' old and
+ * new rows, in the snapshot the counts were read in). One read of the keys for the table and one
+ * aggregate per side over all of them; when those differ, one per chunk, to tell which. Returns, by
+ * chunk, the rows it holds now (proven rows + the writes' delta) and the keys compared; a chunk not
+ * in it is read as before (more keys than its limit, or rows that differ).
  */
-async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, c: StoredChunk, chunk: number, mark: string | undefined): Promise<{ rows: number; keys: number } | undefined> {
-  const then = parseChunkMark(c.writes);
-  const now = parseChunkMark(mark);
-  if (!then || !now || then.table !== now.table || now.writes < then.writes || c.rows === undefined) return undefined;
-  const only = await writtenKeys(d, slot, chunk, then.writes, c.rows);
-  if (!only) return undefined;
-  // One aggregate per side over the rows with those keys (the chunk checksum's row hash): no rows
-  // sent back, one round trip each.
-  const [a, b] = await Promise.all([s.proofSummary(c.range, { only }), d.proofSummary(c.range, { only })]);
-  if (a.content !== b.content) return undefined;
-  return { rows: c.rows + now.delta - then.delta, keys: only.length };
+async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, written: readonly WrittenAtCutover[]): Promise<Map<number, { rows: number; keys: number }>> {
+  const q = writtenKeysByChunkSql(
+    slot,
+    d.shape.table,
+    written.map((w) => ({ chunk: w.chunk, after: w.then.writes, limit: keysLimit(w.c.rows!) })),
+  );
+  const keys = new Map((await d.client.query<{ chunk: number; keys: string[] | null }>(q.text, q.values)).rows.map((r) => [r.chunk, r.keys] as const));
+  const out = new Map<number, { rows: number; keys: number }>();
+  const checked = written.filter((w) => keys.get(w.chunk));
+  const alike = async (only: string[]) => {
+    if (!only.length) return true;
+    const [a, b] = await Promise.all([s.proofSummary({}, { only }), d.proofSummary({}, { only })]);
+    return a.content === b.content;
+  };
+  const all = checked.flatMap((w) => keys.get(w.chunk)!);
+  const together = await alike(all);
+  for (const w of checked) {
+    const only = keys.get(w.chunk)!;
+    if (together || (await alike(only))) out.set(w.chunk, { rows: w.c.rows! + w.now.delta - w.then.delta, keys: only.length });
+  }
+  return out;
 }
 
 /**
@@ -844,8 +868,9 @@ export async function planCutoverCheck(
 ): Promise<CutoverPlan | undefined> {
   if (!chunks?.length) return undefined;
   const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], read: 0, keysRead: 0, sourceRows: 0, targetRows: 0 };
+  const written: WrittenAtCutover[] = [];
+  const toRead: number[] = [];
   for (let i = 0; i < chunks.length; i++) {
-    throwIfAborted(signal);
     const c = chunks[i]!;
     const mark = chunkMark(writes, i);
     if (c.source && mark !== undefined && c.writes === mark && c.rows !== undefined) {
@@ -853,13 +878,26 @@ export async function planCutoverCheck(
       plan.targetRows += c.rows;
       continue;
     }
-    const rows = slot !== undefined && c.source ? await rowsByWrittenKeys(s, d, slot, c, i, mark) : undefined;
-    if (rows) {
-      plan.keysRead += rows.keys;
-      plan.sourceRows += rows.rows;
-      plan.targetRows += rows.rows;
+    const then = parseChunkMark(c.writes);
+    const now = parseChunkMark(mark);
+    if (slot !== undefined && c.source && c.rows !== undefined && then && now && then.table === now.table && now.writes >= then.writes) written.push({ chunk: i, c, then, now });
+    else toRead.push(i);
+  }
+  throwIfAborted(signal);
+  const byKeys = written.length ? await rowsByWrittenKeys(s, d, slot!, written) : new Map<number, { rows: number; keys: number }>();
+  for (const w of written) {
+    const rows = byKeys.get(w.chunk);
+    if (!rows) {
+      toRead.push(w.chunk);
       continue;
     }
+    plan.keysRead += rows.keys;
+    plan.sourceRows += rows.rows;
+    plan.targetRows += rows.rows;
+  }
+  for (const i of toRead.sort((a, b) => a - b)) {
+    throwIfAborted(signal);
+    const c = chunks[i]!;
     plan.read++;
     const [sf, df] = await Promise.all([s.fingerprint(c.range), d.fingerprint(c.range)]);
     plan.sourceRows += sf.rows;

@@ -412,6 +412,21 @@ export function writtenKeysSql(slot: string, table: QualifiedName, chunk: number
   };
 }
 
+/**
+ * The keys written in several chunks of one table, each after its own count, in the reading
+ * transaction's snapshot: per chunk its distinct keys, or NULL when more than its limit.
+ */
+export function writtenKeysByChunkSql(slot: string, table: QualifiedName, chunks: ReadonlyArray<{ chunk: number; after: number; limit: number }>): Sql {
+  return {
+    text:
+      `SELECT a.chunk, CASE WHEN count(DISTINCT k.k) <= a.lim THEN coalesce(array_agg(DISTINCT k.k) FILTER (WHERE k.k IS NOT NULL), '{}') END AS keys ` +
+      `FROM unnest($3::int[], $4::bigint[], $5::int[]) AS a(chunk, after, lim) ` +
+      `LEFT JOIN ${KEYS_TABLE} k ON k.slot_name = $1 AND k.relid = to_regclass($2) AND k.chunk = a.chunk AND k.seq > a.after ` +
+      `GROUP BY a.chunk, a.lim`,
+    values: [slot, qname(table), chunks.map((c) => c.chunk), chunks.map((c) => c.after), chunks.map((c) => c.limit)],
+  };
+}
+
 /** The keys recorded up to a chunk's count `upTo`: the chunk was proven at it, they tell nothing more. */
 export function forgetWrittenKeysSql(slot: string, table: QualifiedName, chunk: number, upTo: number): Sql {
   return {

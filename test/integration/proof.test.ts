@@ -336,6 +336,13 @@ describe('a chunk written since proven, in the next pass', () => {
     expect((await stored()).map((c) => c.target_writes)).toEqual(after.map((c) => c.target_writes));
     const [late] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_again' });
     expect({ ok: late!.ok, keys: late!.proof!.keysReadAtCutover, read: late!.proof!.readAtCutover }).toEqual({ ok: true, keys: 2, read: 0 });
+    // At the cutover, a stray write on a written key (row 100, on the target alone): its chunk is read
+    // and the row named; chunk 2's key still alike.
+    await env.target.query(`UPDATE public.items SET v = -100 WHERE id = 100`, [], db);
+    const [strayCut] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_again' });
+    expect({ ok: strayCut!.ok, keys: strayCut!.proof!.keysReadAtCutover, read: strayCut!.proof!.readAtCutover }).toEqual({ ok: false, keys: 1, read: 1 });
+    expect(strayCut!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=100: different (v)']);
+    await env.target.query(`UPDATE public.items SET v = 108 WHERE id = 100`, [], db); // 100 + 7 + 1, as on the source
 
     // A stray write on the target alone (row 250, chunk 0), and a row deleted there (row 2500): not
     // proven again by key; the pass finds both and names them.
