@@ -165,7 +165,7 @@ async function compareTable(
     throwIfAborted(hooks.signal);
     const chunkOpts = { ...run.opts, onChunk: (chunksDone: number, n: number) => run.progress(name, 'checksum', { chunksDone, chunks: n }) };
     const c = await checksumAtCutover(s, d, t.keyColumns.length > 0, result.sourceRows, chunkOpts, planned);
-    const rechecked = planned ? planned.recheck.length : c.chunks;
+    const rechecked = planned ? planned.recheck.length + planned.comparedNow : c.chunks;
     result.proof = { chunks: c.chunks, verifiedBeforeCutover: c.chunks - rechecked, reverifiedAtCutover: rechecked, rows: result.sourceRows };
     if (planned) {
       result.proof.readAtCutover = planned.read;
