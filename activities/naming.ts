@@ -15,13 +15,21 @@
  * Also the key of a qualified name in maps and sets (`nameKey`): schema and name joined by NUL,
  * which no PostgreSQL identifier contains, so that "a.b"."c" and "a"."b.c" stay apart.
  */
-import type { NormalizedSpec, QualifiedName } from './spec';
+/** A schema-qualified name (spec.ts re-exports it: the spec imports the naming rules, not the other way). */
+export interface QualifiedName {
+  schema: string;
+  name: string;
+}
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1): a longer name is cut, silently. */
 export const MAX_IDENTIFIER_BYTES = 63;
 export const identifierTooLong = (s: string): boolean => Buffer.byteLength(s, 'utf8') > MAX_IDENTIFIER_BYTES;
 
-export type NameMapping = Pick<NormalizedSpec, 'schemaMapping' | 'tableSuffix'>;
+/** The spec's renaming settings (NormalizedSpec's fields of the same names). */
+export interface NameMapping {
+  schemaMapping: Record<string, string>;
+  tableSuffix: string;
+}
 
 /** A source schema's name on the target. */
 export function mapSchema(schema: string, spec: Pick<NameMapping, 'schemaMapping'>): string {

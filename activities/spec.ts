@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { DEFAULT_MAX_WRITE_STOP_SECONDS } from '../workflows/state';
-import { identifierTooLong, MAX_IDENTIFIER_BYTES, nameKey } from './naming';
+import { identifierTooLong, MAX_IDENTIFIER_BYTES, nameKey, type QualifiedName } from './naming';
 
 /** validation.repairMaxRows when not set: few enough rows to rewrite within the bounded write stop. */
 export const DEFAULT_REPAIR_MAX_ROWS = 10_000;
@@ -260,10 +260,7 @@ export const migrationSpecSchema = z
 export type MigrationSpecInput = z.input<typeof migrationSpecSchema>;
 export type ConnectionSpec = z.infer<typeof connection>;
 
-export interface QualifiedName {
-  schema: string;
-  name: string;
-}
+export type { QualifiedName } from './naming';
 
 export interface NormalizedSpec {
   source: ConnectionSpec;

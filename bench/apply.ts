@@ -27,7 +27,7 @@ import type { PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
 import { runApply } from '../activities/apply/run';
-import { armWriteMarks, ensureProofSchema } from '../activities/validate/proof';
+import { armWriteMarks, ensureProofSchema } from '../activities/validate/proof-store';
 import { insertProofChunksSql, type KeyRange } from '../activities/validate/sql';
 import {
   bash,

@@ -4,7 +4,7 @@
  *  - strict.ts validateTables: counts, sample, chunked checksum + bisection, source fenced or quiet;
  *  - live.ts validateLive: the advisory check during SYNCING_WAL, tolerating rows changing under it;
  *  - proof.ts proveLive: the content proof, chunks verified during SYNCING_WAL and re-checked at cutover
- *    only where they changed;
+ *    only where they changed (proof-cutover.ts; its state on the target: proof-store.ts);
  *  - repair.ts validateAndRepair: validation.repair / `dts verify --repair`.
  *
  * Underneath: contract.ts (inputs, results), sql.ts (pure SQL), compare.ts (pure verdicts and report

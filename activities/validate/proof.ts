@@ -25,11 +25,10 @@
  */
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
-import { relationExists, withClient } from '../db';
-import { ident, qname } from '../sql';
+import { withClient } from '../db';
 import { classify } from '../errors';
 import { sleep } from '../sleep';
-import { displayName, type ConnectionSpec } from '../spec';
+import { displayName } from '../spec';
 import { formatValidationFailure, rangesBetween } from './compare';
 import type { TableValidationResult, ValidateHooks, ValidateTableSpec, ValidateTablesInput } from './contract';
 import {
@@ -47,37 +46,16 @@ import {
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
 import {
   insertProofChunksSql,
-  PROOF_SCHEMA_SQL,
-  PROOF_TABLE,
-  proofChunksSql,
-  allProofChunksSql,
-  allWriteCountsSql,
   recordChunkWritesSql,
-  forgetChunkWritesSql,
   recordProofChunkSql,
-  writeCountSql,
-  writeMarkFunctionSql,
-  writeMarkNames,
-  writeMarkRevokeSql,
-  writeMarkStateSql,
-  writeMarkTriggerSql,
-  WRITES_TABLE,
-  CHUNK_WRITES_TABLE,
-  chunkBoundsSql,
-  chunkMark,
   chunkMarkable,
   forgetWrittenKeysSql,
   CURRENT_LSN_SQL,
   parseChunkMark,
-  writtenKeysSql,
-  writtenKeysByChunkSql,
   type KeyRange,
   type RowHash,
-  type Sql,
-  type TableWrites,
 } from './sql';
-import type { QualifiedName } from '../spec';
-import { nameKey } from '../naming';
+import { armWriteMarks, ensureProofSchema, loadProofChunks, readWriteCount, runSql, writtenKeys, type MarkParts, type StoredChunk } from './proof-store';
 
 export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
   /** The apply's slot: names the proof's state and the apply position to wait for. */
@@ -106,196 +84,9 @@ export interface ProveLiveHooks extends ValidateHooks {
   waitForTarget?: WaitForTarget;
 }
 
-export async function ensureProofSchema(c: Client, slot?: string): Promise<void> {
-  for (const s of PROOF_SCHEMA_SQL) await c.query(s);
-  if (slot) {
-    await c.query(writeMarkFunctionSql(slot));
-    await c.query(writeMarkRevokeSql(slot));
-  }
-}
-
 /** A complete pass longer than this is followed at once by another before it counts (proveLive). */
 const SETTLED_PASS_MS = 5000;
 const MAX_SETTLING_PASSES = 3;
-
-/** Keys read by key at cutover for one chunk, at most; more, and the chunk is read whole (one scan beats that many lookups). */
-const WRITTEN_KEYS_LIMIT = 20_000;
-
-/** The most keys a chunk of `rows` rows is checked by (more: read whole). */
-const keysLimit = (rows: number) => Math.min(WRITTEN_KEYS_LIMIT, Math.max(100, Math.floor(rows / 4)));
-
-/**
- * The keys written in one chunk after its count was `after`, on the target side's client (its
- * snapshot); undefined when more than the limit for a chunk of `rows` rows.
- */
-async function writtenKeys(d: TableSide, slot: string, chunk: number, after: number, rows: number): Promise<string[] | undefined> {
-  const limit = keysLimit(rows);
-  const q = writtenKeysSql(slot, d.shape.table, chunk, after, limit + 1);
-  const keys = (await d.client.query<{ k: string }>(q.text, q.values)).rows.map((r) => r.k);
-  return keys.length > limit ? undefined : keys;
-}
-
-/** A chunk-marked chunk at cutover written since proven: its stored mark (`then`) and its mark now. */
-interface WrittenAtCutover {
-  chunk: number;
-  c: StoredChunk;
-  then: MarkParts;
-  now: MarkParts;
-}
-
-/**
- * Chunk-marked chunks written since they were proven (same table count, a higher chunk count): the
- * rows with the keys written after each one's proof compared on both sides by key. Every other row of
- * such a chunk is as proven on both sides: no write reached it on the target since, and every source
- * change would have reached it as the apply's write (the recorded keys are the statements' old and
- * new rows, in the snapshot the counts were read in). One read of the keys for the table and one
- * aggregate per side over all of them; when those differ, one per chunk, to tell which. Returns, by
- * chunk, the rows it holds now (proven rows + the writes' delta) and the keys compared; a chunk not
- * in it is read as before (more keys than its limit, or rows that differ).
- */
-async function rowsByWrittenKeys(s: TableSide, d: TableSide, slot: string, written: readonly WrittenAtCutover[]): Promise<Map<number, { rows: number; keys: number }>> {
-  const q = writtenKeysByChunkSql(
-    slot,
-    d.shape.table,
-    written.map((w) => ({ chunk: w.chunk, after: w.then.writes, limit: keysLimit(w.c.rows!) })),
-  );
-  const keys = new Map((await d.client.query<{ chunk: number; keys: string[] | null }>(q.text, q.values)).rows.map((r) => [r.chunk, r.keys] as const));
-  const out = new Map<number, { rows: number; keys: number }>();
-  const checked = written.filter((w) => keys.get(w.chunk));
-  const alike = async (only: string[]) => {
-    if (!only.length) return true;
-    const [a, b] = await Promise.all([s.proofSummary({}, { only }), d.proofSummary({}, { only })]);
-    return a.content === b.content;
-  };
-  const all = checked.flatMap((w) => keys.get(w.chunk)!);
-  const together = await alike(all);
-  for (const w of checked) {
-    const only = keys.get(w.chunk)!;
-    if (together || (await alike(only))) out.set(w.chunk, { rows: w.c.rows! + w.now.delta - w.then.delta, keys: only.length });
-  }
-  return out;
-}
-
-/**
- * Puts the write-mark trigger on one target table (sql.ts): 'armed' (put there now), 'kept' (there
- * already, counting by the same chunks: the counts stored by an earlier run hold); false when it cannot be there: not a
- * plain table (a partitioned table's rows are written in its partitions, an inherited table's in its
- * children), a lock not granted within 500 ms (queued, it would hold up the apply's writes; the next
- * pass tries again), or no right to add a trigger (a table the user created). Without it the cutover
- * reads the table's fingerprints again, as before the marks. `proofTable`: the table's name in
- * pgdts.proof_chunks, whose stored counts a new trigger makes meaningless.
- */
-export async function armWriteMarks(c: Client, slot: string, table: QualifiedName, proofTable?: string, key?: ChunkKey): Promise<'kept' | 'armed' | false> {
-  const state = await run(c, writeMarkStateSql(slot, table));
-  const row = state.rows[0] as { kind: string; children: boolean; armed: boolean; bounds: string | null } | undefined;
-  if (!row || row.kind !== 'r' || row.children) return false;
-  // Several chunks and a key the trigger can place: a count per chunk (sql.ts, chunk marks).
-  const chunked = key && proofTable !== undefined ? await chunkBounds(c, slot, proofTable, key) : undefined;
-  // Armed by this very plan: kept. Triggers left by an earlier run of the same id (a cleanup that
-  // could not drop them) may count by other chunks: put back.
-  if (row.armed && (row.bounds ?? undefined) === chunked?.bounds) return 'kept';
-  await c.query('BEGIN');
-  try {
-    await c.query(`SET LOCAL lock_timeout = '500ms'`);
-    if (row.armed || row.bounds !== null) {
-      const { trigger, rows } = writeMarkNames(slot);
-      for (const name of [trigger, rows.INSERT, rows.UPDATE, rows.DELETE]) await c.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${qname(table)}`);
-    }
-    for (const sql of writeMarkTriggerSql(slot, table, chunked)) await c.query(sql);
-    // Counts start again with this trigger (after a cleanup, or a table created anew): a chunk
-    // stored with an earlier count must not meet it again by chance.
-    if (proofTable !== undefined && (await relationExists(c, PROOF_TABLE))) {
-      await run(c, forgetChunkWritesSql(slot, proofTable));
-    }
-    await c.query('COMMIT');
-    return 'armed';
-  } catch (err) {
-    await c.query('ROLLBACK').catch(() => undefined);
-    const code = (err as { code?: string }).code;
-    // 55P03 lock not available, 42501 not the owner, 42710 a concurrent pass added it first.
-    if (code === '55P03' || code === '42501' || code === '42710') return code === '42710' ? 'armed' : false;
-    throw err;
-  }
-}
-
-/** A table's one key column and its type on the target, when chunk marks can place its rows. */
-export interface ChunkKey {
-  column: string;
-  type: string;
-}
-
-async function chunkBounds(c: Client, slot: string, proofTable: string, key: ChunkKey): Promise<{ column: string; type: string; bounds: string } | undefined> {
-  const r = await run(c, chunkBoundsSql(slot, proofTable, key.type));
-  const bounds = (r.rows[0] as { bounds: string } | undefined)?.bounds;
-  return bounds && bounds !== '{}' ? { ...key, bounds } : undefined;
-}
-
-/** Every marked table's write counts as the current transaction sees them, by nameKey of the table. */
-export async function readAllWriteCounts(c: Client, slot: string): Promise<Map<string, TableWrites>> {
-  if (!(await relationExists(c, WRITES_TABLE))) return new Map();
-  const q = allWriteCountsSql(slot, await relationExists(c, CHUNK_WRITES_TABLE));
-  const r = await c.query<{ schema: string; name: string; writes: string; chunks?: string | null; counts?: Record<string, string> | null }>(q.text, q.values);
-  const out = new Map<string, TableWrites>();
-  for (const row of r.rows) {
-    // A table whose chunk triggers are not all there: unknown, read at cutover.
-    if (row.chunks !== undefined && row.chunks !== '0/0' && row.chunks !== '3/3') continue;
-    const w: TableWrites = { table: row.writes };
-    if (row.chunks === '3/3') w.chunks = Object.fromEntries(Object.entries(row.counts ?? {}).map(([k, v]) => [Number(k), v]));
-    out.set(nameKey({ schema: row.schema, name: row.name }), w);
-  }
-  return out;
-}
-
-/** One chunk's write mark as the current transaction (or statement) sees it; undefined: not marked. */
-export async function readWriteCount(c: Client, slot: string, table: QualifiedName, chunk: number): Promise<string | undefined> {
-  const r = await run(c, writeCountSql(slot, table, chunk));
-  return (r.rows[0] as { writes: string | null } | undefined)?.writes ?? undefined;
-}
-
-async function run(c: Client, sql: Sql) {
-  return c.query(sql.text, sql.values);
-}
-
-export interface StoredChunk {
-  range: KeyRange;
-  rows?: number;
-  /** Fingerprints of the verified chunk on each side; undefined: not verified. */
-  source?: string;
-  target?: string;
-  /** The table's target write count (sql.ts, write marks) the chunk was last seen proven at; undefined: unknown. */
-  writes?: string;
-}
-
-/** The table's stored chunks (empty when not planned), read on the target. */
-export async function loadProofChunks(target: Client, slot: string, table: string): Promise<StoredChunk[]> {
-  if (!(await relationExists(target, PROOF_TABLE))) return [];
-  const q = proofChunksSql(slot, table);
-  return (await target.query<ChunkRow>(q.text, q.values)).rows.map(storedChunk);
-}
-
-interface ChunkRow {
-  table_name: string;
-  lo: string[] | null;
-  hi: string[] | null;
-  rows: string | null;
-  source_tuples: string | null;
-  target_tuples: string | null;
-  target_writes: string | null;
-}
-
-function storedChunk(row: ChunkRow): StoredChunk {
-  const range: KeyRange = {};
-  if (row.lo) range.lo = row.lo;
-  if (row.hi) range.hi = row.hi;
-  const c: StoredChunk = { range };
-  if (row.rows !== null) c.rows = Number(row.rows);
-  if (row.source_tuples !== null && row.target_tuples !== null) {
-    c.source = row.source_tuples;
-    c.target = row.target_tuples;
-    if (row.target_writes !== null) c.writes = row.target_writes;
-  }
-  return c;
-}
 
 interface TableProgress {
   chunks: number;
@@ -529,7 +320,7 @@ async function recheckByFingerprints(pass: TablePass, i: number): Promise<boolea
   if (sf.value.tuples === c.source && df.value.tuples === c.target) {
     const writes = provenMark(before, df.writes);
     if (writes !== c.writes) {
-      await run(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
+      await runSql(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
       setWrites(c, writes);
       await forgetKeysUpTo(pass, i, writes);
     }
@@ -543,7 +334,6 @@ async function recheckByFingerprints(pass: TablePass, i: number): Promise<boolea
   return false;
 }
 
-type MarkParts = NonNullable<ReturnType<typeof parseChunkMark>>;
 /** A proven chunk-marked chunk written since: its stored mark (`then`) and its mark now, read before the source snapshot (`before`). */
 interface WrittenChunk {
   chunk: number;
@@ -599,7 +389,7 @@ async function reproveByWrittenKeys(pass: TablePass, written: readonly WrittenCh
   for (const p of held.value) {
     const c = chunks[p.chunk]!;
     const verdict = { rows: p.rows, source: ALL_BUT_WRITTEN_KEYS, target: ALL_BUT_WRITTEN_KEYS, writes: p.writes };
-    await run(pass.dst, recordProofChunkSql(slot, name, p.chunk, verdict));
+    await runSql(pass.dst, recordProofChunkSql(slot, name, p.chunk, verdict));
     await forgetKeysUpTo(pass, p.chunk, p.writes);
     pass.tp.rows += p.rows - (c.rows ?? 0);
     Object.assign(c, { source: verdict.source, target: verdict.target, rows: p.rows, writes: p.writes });
@@ -657,7 +447,7 @@ async function busyChunkVerdict(
 /** A chunk proven at a chunk mark: the keys recorded up to its count are not needed at cutover any more. */
 async function forgetKeysUpTo(pass: TablePass, chunk: number, mark: string | undefined): Promise<void> {
   const m = parseChunkMark(mark);
-  if (m) await run(pass.dst, forgetWrittenKeysSql(pass.ctx.input.slot, pass.t.target, chunk, m.writes));
+  if (m) await runSql(pass.dst, forgetWrittenKeysSql(pass.ctx.input.slot, pass.t.target, chunk, m.writes));
 }
 
 function setWrites(c: StoredChunk, writes: string | undefined): void {
@@ -693,7 +483,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       const read = next;
       if (lagging || !read) {
         if (lagging) ctx.lagged++;
-        await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, undefined));
+        await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, undefined));
         continue;
       }
       const { before, first } = await read;
@@ -705,7 +495,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       if (checked.suspect) suspects.push(i);
       const busy = !checked.verdict && !checked.suspect && checked.caughtUp ? await busyChunkVerdict(pass, i, before) : undefined;
       const verdict = busy ?? (checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) });
-      await run(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
+      await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
       if (verdict) await forgetKeysUpTo(pass, i, verdict.writes);
       if (verdict) {
         c.source = verdict.source;
@@ -762,7 +552,7 @@ async function plannedChunks(ctx: ProofContext, s: TableSide, dst: Client, t: Va
     const rows = (await s.snapshot(() => s.count())).value;
     ranges = rangesBetween(await chunkBoundaries(s, rows, Math.max(1, Math.ceil(rows / ctx.opts.chunkRows))));
   }
-  await run(dst, insertProofChunksSql(ctx.input.slot, name, ranges));
+  await runSql(dst, insertProofChunksSql(ctx.input.slot, name, ranges));
   return loadProofChunks(dst, ctx.input.slot, name);
 }
 
@@ -816,106 +606,3 @@ async function checkChunk(
   return s2.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };
 }
 
-/** What the cutover check learns from the stored proof about one table. */
-export interface CutoverPlan {
-  ranges: KeyRange[];
-  /** Chunks to compare now: never verified, or changed on either side since, and not found alike when read. */
-  recheck: number[];
-  /** Chunks whose content was compared when read (and found alike): verified at cutover without a second scan. */
-  comparedNow: number;
-  /** Chunks whose fingerprints were read now; the others had no write on the target since proven, or were checked by the keys written since. */
-  read: number;
-  /** Rows compared by key: those written since their chunk was proven (chunk marks). */
-  keysRead: number;
-  sourceRows: number;
-  targetRows: number;
-}
-
-/**
- * Every table's stored chunks, read before VALIDATING opens its comparison transactions: a lock held
- * on pgdts.proof_chunks by a comparison stuck on a table lock would keep cleanup from dropping it.
- */
-export async function loadAllProofChunks(target: ConnectionSpec, slot: string, tables: readonly string[]): Promise<Map<string, StoredChunk[]>> {
-  return withClient(
-    target,
-    async (c) => {
-      const out = new Map<string, StoredChunk[]>(tables.map((t) => [t, []]));
-      if (!(await relationExists(c, PROOF_TABLE))) return out;
-      // One query for every table (thousands of tables: not a round trip each), in chunk order.
-      const q = allProofChunksSql(slot);
-      for (const row of (await c.query<ChunkRow>(q.text, q.values)).rows) out.get(row.table_name)?.push(storedChunk(row));
-      return out;
-    },
-    { applicationName: 'pg-dts validate' },
-  );
-}
-
-/**
- * At cutover (both sides in their repeatable-read transaction, the source fenced and the apply past
- * the fence): which stored chunks to compare again; undefined when the proof never planned this table.
- *
- * A chunk proven at the table's current write count (`writes`, read in the target's snapshot) needs no
- * read at all: no transaction wrote the table on the target since its target read, so the target
- * still holds what was proven; and the source's changes since its source read would have reached the
- * target as the apply's writes, moving the count. The rows it holds are the proven ones. Every other
- * chunk's fingerprint is read on both sides: unchanged tuples on both still hold what was proven.
- */
-export async function planCutoverCheck(
-  s: TableSide,
-  d: TableSide,
-  chunks: readonly StoredChunk[] | undefined,
-  writes: TableWrites | undefined,
-  signal?: AbortSignal,
-  slot?: string,
-): Promise<CutoverPlan | undefined> {
-  if (!chunks?.length) return undefined;
-  const plan: CutoverPlan = { ranges: chunks.map((c) => c.range), recheck: [], comparedNow: 0, read: 0, keysRead: 0, sourceRows: 0, targetRows: 0 };
-  const written: WrittenAtCutover[] = [];
-  const toRead: number[] = [];
-  for (let i = 0; i < chunks.length; i++) {
-    const c = chunks[i]!;
-    const mark = chunkMark(writes, i);
-    if (c.source && mark !== undefined && c.writes === mark && c.rows !== undefined) {
-      plan.sourceRows += c.rows;
-      plan.targetRows += c.rows;
-      continue;
-    }
-    const then = parseChunkMark(c.writes);
-    const now = parseChunkMark(mark);
-    if (slot !== undefined && c.source && c.rows !== undefined && then && now && then.table === now.table && now.writes >= then.writes) written.push({ chunk: i, c, then, now });
-    else toRead.push(i);
-  }
-  throwIfAborted(signal);
-  const byKeys = written.length ? await rowsByWrittenKeys(s, d, slot!, written) : new Map<number, { rows: number; keys: number }>();
-  for (const w of written) {
-    const rows = byKeys.get(w.chunk);
-    if (!rows) {
-      toRead.push(w.chunk);
-      continue;
-    }
-    plan.keysRead += rows.keys;
-    plan.sourceRows += rows.rows;
-    plan.targetRows += rows.rows;
-  }
-  for (const i of toRead.sort((a, b) => a - b)) {
-    throwIfAborted(signal);
-    const c = chunks[i]!;
-    plan.read++;
-    // Never proven, or written since (a marked table's chunk not settled above): its content is
-    // compared in the same scan that counts it, rather than its fingerprints read and then its rows
-    // compared in a second scan of both sides. Else its fingerprints (a cheaper scan) tell whether it changed.
-    if (!c.source || writes !== undefined) {
-      const [a, b] = await Promise.all([s.proofSummary(c.range), d.proofSummary(c.range)]);
-      plan.sourceRows += a.rows;
-      plan.targetRows += b.rows;
-      if (a.content === b.content) plan.comparedNow++;
-      else plan.recheck.push(i);
-      continue;
-    }
-    const [sf, df] = await Promise.all([s.fingerprint(c.range), d.fingerprint(c.range)]);
-    plan.sourceRows += sf.rows;
-    plan.targetRows += df.rows;
-    if (sf.tuples !== c.source || df.tuples !== c.target) plan.recheck.push(i);
-  }
-  return plan;
-}

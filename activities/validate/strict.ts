@@ -31,7 +31,8 @@ import {
   type SampleResult,
   type TableSide,
 } from './engine';
-import { loadAllProofChunks, planCutoverCheck, readAllWriteCounts, type CutoverPlan, type StoredChunk } from './proof';
+import { planCutoverCheck, type CutoverPlan } from './proof-cutover';
+import { loadAllProofChunks, readAllWriteCounts, type StoredChunk } from './proof-store';
 import { nameKey } from '../naming';
 import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash, type TableWrites } from './sql';
