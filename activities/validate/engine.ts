@@ -65,6 +65,15 @@ export class ShapeError extends Error {
   override name = 'ShapeError';
 }
 
+/** A row of describeTableSql: one column of the table (none: `name` null), whether it exists, the server's settings. */
+export type DescribedColumn = {
+  exists: boolean;
+  name: string | null;
+  type: string | null;
+  encoding: string;
+  tid_hash: boolean;
+};
+
 export class TableSide {
   private constructor(
     readonly client: Client,
@@ -89,10 +98,11 @@ export class TableSide {
     t: { table: QualifiedName; columns: readonly string[]; keyColumns: readonly string[] },
     hash: RowHash,
     live: boolean,
+    /** The table's describeTableSql rows, read already (describeTablesSql, many tables at once). */
+    described?: readonly DescribedColumn[],
   ): Promise<TableSide> {
-    const describe = async () =>
-      (await query<{ exists: boolean; name: string | null; type: string | null; encoding: string; tid_hash: boolean }>(client, describeTableSql(t.table))).rows;
-    const rows = live ? await inSnapshot(client, describe) : await describe();
+    const describe = async () => (await query<DescribedColumn>(client, describeTableSql(t.table))).rows;
+    const rows = described ?? (live ? await inSnapshot(client, describe) : await describe());
     if (!rows[0]?.exists) throw new ShapeError(`table ${displayName(t.table)} does not exist on the ${side}`);
     const types = new Map(rows.filter((r) => r.name !== null).map((r) => [r.name!, r.type!]));
     const missing = [...new Set([...t.columns, ...t.keyColumns])].filter((c) => !types.has(c));

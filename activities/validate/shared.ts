@@ -8,8 +8,8 @@ import { connect, describeConnection, sendCancelRequest } from '../db';
 import type { ConnectionSpec, QualifiedName } from '../spec';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY } from './compare';
 import { VALIDATE_DEFAULTS, type Mismatch, type MismatchKind, type ValidateTableSpec, type ValidateTablesInput } from './contract';
-import { columnsThatDiffer, ShapeError, TableSide, type ChecksumOptions, type FoundRow, type SampleResult } from './engine';
-import { HASH_PROBE_SQL, type RowHash } from './sql';
+import { columnsThatDiffer, ShapeError, TableSide, type ChecksumOptions, type DescribedColumn, type FoundRow, type SampleResult } from './engine';
+import { describeTablesSql, HASH_PROBE_SQL, type RowHash } from './sql';
 import { dropConnection } from '../pg-internals';
 
 export function checksumOptions(input: Pick<ValidateTablesInput, 'chunkRows' | 'leafRows' | 'fanout' | 'maxMismatches'>, signal?: AbortSignal): ChecksumOptions {
@@ -23,12 +23,52 @@ export function checksumOptions(input: Pick<ValidateTablesInput, 'chunkRows' | '
   return o;
 }
 
+/**
+ * The columns of many tables on one side, read DESCRIBE_BATCH tables at a time (one statement each,
+ * not one per table: VALIDATING compares thousands of small tables inside the write stop). Batches
+ * are read on the client of whoever needs one first; the others wait for it. A batch that fails is
+ * forgotten, and its tables are described one by one (undefined).
+ */
+export class Descriptions {
+  private readonly batches = new Map<number, Promise<Map<number, DescribedColumn[]> | undefined>>();
+  constructor(private readonly tables: readonly QualifiedName[]) {}
+
+  async get(client: Client, index: number): Promise<DescribedColumn[] | undefined> {
+    const b = Math.floor(index / DESCRIBE_BATCH);
+    let batch = this.batches.get(b);
+    if (!batch) {
+      const q = describeTablesSql(this.tables.slice(b * DESCRIBE_BATCH, (b + 1) * DESCRIBE_BATCH));
+      batch = client.query<DescribedColumn & { idx: number }>(q.text, q.values).then(
+        (r) => {
+          const out = new Map<number, DescribedColumn[]>();
+          for (const { idx, ...row } of r.rows) out.set(b * DESCRIBE_BATCH + idx, [...(out.get(b * DESCRIBE_BATCH + idx) ?? []), row]);
+          return out;
+        },
+        () => {
+          this.batches.delete(b);
+          return undefined;
+        },
+      );
+      this.batches.set(b, batch);
+    }
+    return (await batch)?.get(index);
+  }
+}
+const DESCRIBE_BATCH = 200;
+
 /** Both sides of a table; a ShapeError from either (table or column missing) wins over other errors. */
-export async function openSides(src: Client, dst: Client, t: ValidateTableSpec, hash: RowHash, live: boolean): Promise<[TableSide, TableSide]> {
+export async function openSides(
+  src: Client,
+  dst: Client,
+  t: ValidateTableSpec,
+  hash: RowHash,
+  live: boolean,
+  described?: { source?: readonly DescribedColumn[]; target?: readonly DescribedColumn[] },
+): Promise<[TableSide, TableSide]> {
   const spec = (table: QualifiedName) => ({ table, columns: t.copyColumns, keyColumns: t.keyColumns });
   const [a, b] = await Promise.allSettled([
-    TableSide.open(src, 'source', spec(t.source), hash, live),
-    TableSide.open(dst, 'target', spec(t.target), hash, live),
+    TableSide.open(src, 'source', spec(t.source), hash, live, described?.source),
+    TableSide.open(dst, 'target', spec(t.target), hash, live, described?.target),
   ]);
   if (a.status === 'rejected' && b.status === 'rejected' && b.reason instanceof ShapeError && !(a.reason instanceof ShapeError)) throw b.reason;
   if (a.status === 'rejected') throw a.reason;

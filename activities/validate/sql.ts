@@ -108,6 +108,19 @@ export function describeTableSql(table: QualifiedName): Sql {
   };
 }
 
+/** describeTableSql for many tables at once: the same columns, with `idx`, the table's position in `tables` (from 0). */
+export function describeTablesSql(tables: readonly QualifiedName[]): Sql {
+  return {
+    text:
+      `SELECT i.n::int - 1 AS idx, r.oid IS NOT NULL AS exists, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, ` +
+      `current_setting('server_encoding') AS encoding, current_setting('server_version_num')::int >= 140000 AS tid_hash ` +
+      `FROM unnest($1::text[]) WITH ORDINALITY AS i(t, n) CROSS JOIN LATERAL (SELECT to_regclass(i.t) AS oid) r ` +
+      `LEFT JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped ` +
+      `ORDER BY i.n, a.attnum`,
+    values: [tables.map(qname)],
+  };
+}
+
 export function countSql(table: QualifiedName): Sql {
   return { text: `SELECT count(*)::text AS n FROM ${qname(table)}`, values: [] };
 }

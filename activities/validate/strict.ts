@@ -34,7 +34,7 @@ import {
 import { planCutoverCheck, type CutoverPlan } from './proof-cutover';
 import { loadAllProofChunks, readAllWriteCounts, type StoredChunk } from './proof-store';
 import { nameKey } from '../naming';
-import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
+import { assembleMismatches, checksumOptions, Descriptions, openSides, runPool } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash, type TableWrites } from './sql';
 
 export async function validateTables(input: ValidateTablesInput, hooks: ValidateHooks = {}): Promise<TableValidationResult[]> {
@@ -77,6 +77,7 @@ export async function compareTables(
   };
   try {
     const stored = run.withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
+    const described = { source: new Descriptions(input.tables.map((t) => t.source)), target: new Descriptions(input.tables.map((t) => t.target)) };
     return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
       // Tables in a row share one read-only transaction per side (up to TABLES_PER_SNAPSHOT): with the
       // source fenced and the apply past the fence, neither side changes under it, and thousands of
@@ -92,7 +93,8 @@ export async function compareTables(
           counts = stored && input.proofSlot ? await readAllWriteCounts(dst, input.proofSlot) : undefined;
         }
         try {
-          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), counts?.get(nameKey(t.target)), result);
+          const columns = { source: await described.source.get(src, index), target: await described.target.get(dst, index) };
+          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), counts?.get(nameKey(t.target)), result, columns);
           // A big table ends its transaction (its snapshot and locks) at once; small ones share it.
           if (++shared >= TABLES_PER_SNAPSHOT || result.sourceRows > SHARED_SNAPSHOT_ROWS) {
             shared = 0;
@@ -141,10 +143,11 @@ async function compareTable(
   chunks: StoredChunk[] | undefined,
   writes: TableWrites | undefined,
   result: TableValidationResult,
+  described?: Parameters<typeof openSides>[5],
 ): Promise<void> {
   const { hooks, repair, listed } = run;
   const name = displayName(t.source);
-  const [s, d] = await openSides(src, dst, t, hash, false);
+  const [s, d] = await openSides(src, dst, t, hash, false, described);
   run.progress(name, 'count');
   // The proof's chunk fingerprints count every row too: no separate count(*) then.
   const planned = await planCutoverCheck(s, d, chunks, writes, hooks.signal, run.input.proofSlot);
