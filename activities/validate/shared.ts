@@ -26,8 +26,8 @@ export function checksumOptions(input: Pick<ValidateTablesInput, 'chunkRows' | '
 /**
  * The columns of many tables on one side, read DESCRIBE_BATCH tables at a time (one statement each,
  * not one per table: VALIDATING compares thousands of small tables inside the write stop). Batches
- * are read on the client of whoever needs one first; the others wait for it. A batch that fails is
- * forgotten, and its tables are described one by one (undefined).
+ * are read on the client of whoever needs one first, inside its transaction; the others wait for it.
+ * A batch that fails is forgotten, and its tables are described one by one (undefined).
  */
 export class Descriptions {
   private readonly batches = new Map<number, Promise<Map<number, DescribedColumn[]> | undefined>>();
@@ -37,21 +37,27 @@ export class Descriptions {
     const b = Math.floor(index / DESCRIBE_BATCH);
     let batch = this.batches.get(b);
     if (!batch) {
-      const q = describeTablesSql(this.tables.slice(b * DESCRIBE_BATCH, (b + 1) * DESCRIBE_BATCH));
-      batch = client.query<DescribedColumn & { idx: number }>(q.text, q.values).then(
-        (r) => {
-          const out = new Map<number, DescribedColumn[]>();
-          for (const { idx, ...row } of r.rows) out.set(b * DESCRIBE_BATCH + idx, [...(out.get(b * DESCRIBE_BATCH + idx) ?? []), row]);
-          return out;
-        },
-        () => {
-          this.batches.delete(b);
-          return undefined;
-        },
-      );
+      batch = this.read(client, b);
       this.batches.set(b, batch);
     }
     return (await batch)?.get(index);
+  }
+
+  /** One batch, inside the caller's transaction: a savepoint keeps a failure from aborting it. */
+  private async read(client: Client, b: number): Promise<Map<number, DescribedColumn[]> | undefined> {
+    const q = describeTablesSql(this.tables.slice(b * DESCRIBE_BATCH, (b + 1) * DESCRIBE_BATCH));
+    await client.query('SAVEPOINT pgdts_describe');
+    try {
+      const r = await client.query<DescribedColumn & { idx: number }>(q.text, q.values);
+      await client.query('RELEASE SAVEPOINT pgdts_describe');
+      const out = new Map<number, DescribedColumn[]>();
+      for (const { idx, ...row } of r.rows) out.set(b * DESCRIBE_BATCH + idx, [...(out.get(b * DESCRIBE_BATCH + idx) ?? []), row]);
+      return out;
+    } catch {
+      await client.query('ROLLBACK TO SAVEPOINT pgdts_describe').catch(() => undefined);
+      this.batches.delete(b);
+      return undefined;
+    }
   }
 }
 const DESCRIBE_BATCH = 200;

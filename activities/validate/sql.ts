@@ -292,7 +292,7 @@ export function writeMarkFunctionSql(slot: string): string {
     `    EXECUTE format('WITH r AS (SELECT coalesce(width_bucket(x.k, $3::%1$s[]), -1) AS b, x.k, x.n FROM (%2$s) x), ' ||\n` +
     `      'c AS (INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes, delta) SELECT $1, $2, b, 1, sum(n) FROM r GROUP BY b ORDER BY b ' ||\n` +
     `      'ON CONFLICT (slot_name, relid, chunk) DO UPDATE SET writes = w.writes + 1, delta = w.delta + excluded.delta RETURNING chunk, writes) ' ||\n` +
-    `      'INSERT INTO ${KEYS_TABLE} (slot_name, relid, chunk, seq, k) SELECT DISTINCT $1, $2, r.b, c.writes, r.k::text FROM r JOIN c ON c.chunk = r.b', TG_ARGV[1],\n` +
+    `      'INSERT INTO ${KEYS_TABLE} (slot_name, relid, chunk, seq, k) SELECT DISTINCT $1, $2, r.b, c.writes, r.k::text FROM r JOIN c ON c.chunk = r.b WHERE r.k IS NOT NULL', TG_ARGV[1],\n` +
     `      CASE TG_OP WHEN 'INSERT' THEN format('SELECT %I AS k, 1 AS n FROM pgdts_new', TG_ARGV[0])\n` +
     `        WHEN 'DELETE' THEN format('SELECT %I AS k, -1 AS n FROM pgdts_old', TG_ARGV[0])\n` +
     `        ELSE format('SELECT %1$I AS k, 1 AS n FROM pgdts_new UNION ALL SELECT %1$I, -1 FROM pgdts_old', TG_ARGV[0]) END)\n` +
@@ -367,7 +367,7 @@ export function writeMarkStateSql(slot: string, table: QualifiedName): Sql {
 }
 
 /**
- * The table's write count in the reading transaction's snapshot, as `count:oid:relfilenode`; NULL
+ * The table's write count in the reading transaction's snapshot, as `count:oid:relfilenode:xmins`; NULL
  * when the trigger is not there (the count would not see every write). The table's identity and
  * storage come with it: a table dropped and created again, or rewritten by DDL (ALTER TABLE ... TYPE,
  * which fires no write trigger), never shows the count a chunk was stored with.
@@ -377,13 +377,21 @@ export function writeCountSql(slot: string, table: QualifiedName, chunk: number)
   return {
     text:
       `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $3 AND g.tgenabled = 'A') ` +
-      `THEN ${countText('c')} || ${chunkCountText('c', '$4', '$5')} END AS writes FROM pg_class c ` +
+      `THEN ${countText('c', '$3', '$4')} || ${chunkCountText('c', '$4', '$5')} END AS writes FROM pg_class c ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid WHERE c.oid = to_regclass($2)`,
     values: [slot, qname(table), trigger, [rows.INSERT, rows.UPDATE, rows.DELETE], chunk],
   };
 }
 
-const countText = (c: string) => `coalesce(w.writes, 0)::text || ':' || ${c}.oid::text || ':' || ${c}.relfilenode::text`;
+/**
+ * `count:oid:relfilenode:xmins`: with the row versions (xmin) of our triggers on the table, so that a
+ * trigger disabled and enabled again (writes in between went uncounted) or dropped and created again
+ * never shows the mark a chunk was stored with. `trigger`, `names`: the parameters holding our
+ * table trigger's name and the chunk triggers' names (none: the table trigger alone).
+ */
+const countText = (c: string, trigger: string, names?: string) =>
+  `coalesce(w.writes, 0)::text || ':' || ${c}.oid::text || ':' || ${c}.relfilenode::text || ':' || ` +
+  `coalesce((SELECT string_agg(g.xmin::text, '.' ORDER BY g.tgname) FROM pg_trigger g WHERE g.tgrelid = ${c}.oid AND (g.tgname = ${trigger}${names ? ` OR g.tgname = ANY (${names}::text[])` : ''})), '')`;
 /**
  * A chunk-marked table's count of one chunk, as `#n` ('' for a table without chunk triggers; NULL,
  * unknown, when one of them is missing or not enabled ALWAYS).
@@ -432,9 +440,10 @@ export function writtenKeysSql(slot: string, table: QualifiedName, chunk: number
 export function writtenKeysByChunkSql(slot: string, table: QualifiedName, chunks: ReadonlyArray<{ chunk: number; after: number; limit: number }>): Sql {
   return {
     text:
-      `SELECT a.chunk, CASE WHEN count(DISTINCT k.k) <= a.lim THEN coalesce(array_agg(DISTINCT k.k) FILTER (WHERE k.k IS NOT NULL), '{}') END AS keys ` +
+      `SELECT a.chunk, CASE WHEN count(x.k) <= a.lim THEN coalesce(array_agg(x.k) FILTER (WHERE x.k IS NOT NULL), '{}') END AS keys ` +
       `FROM unnest($3::int[], $4::bigint[], $5::int[]) AS a(chunk, after, lim) ` +
-      `LEFT JOIN ${KEYS_TABLE} k ON k.slot_name = $1 AND k.relid = to_regclass($2) AND k.chunk = a.chunk AND k.seq > a.after ` +
+      // Each chunk's distinct keys, one more than its limit at most (a bulk write is not sorted whole).
+      `LEFT JOIN LATERAL (SELECT DISTINCT k.k FROM ${KEYS_TABLE} k WHERE k.slot_name = $1 AND k.relid = to_regclass($2) AND k.chunk = a.chunk AND k.seq > a.after LIMIT a.lim + 1) x ON true ` +
       `GROUP BY a.chunk, a.lim`,
     values: [slot, qname(table), chunks.map((c) => c.chunk), chunks.map((c) => c.after), chunks.map((c) => c.limit)],
   };
@@ -458,7 +467,7 @@ export function allWriteCountsSql(slot: string, withChunks: boolean): Sql {
     : ` `;
   return {
     text:
-      `SELECT n.nspname AS schema, c.relname AS name, ${countText('c')} AS writes${chunks}` +
+      `SELECT n.nspname AS schema, c.relname AS name, ${countText('c', '$2', withChunks ? '$3' : undefined)} AS writes${chunks}` +
       `FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid ` +
       `WHERE g.tgname = $2 AND g.tgenabled = 'A'`,

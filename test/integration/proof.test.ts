@@ -343,6 +343,18 @@ describe('a chunk written since proven, in the next pass', () => {
     expect({ ok: strayCut!.ok, keys: strayCut!.proof!.keysReadAtCutover, read: strayCut!.proof!.readAtCutover }).toEqual({ ok: false, keys: 1, read: 1 });
     expect(strayCut!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, ''))).toEqual(['id=100: different (v)']);
     await env.target.query(`UPDATE public.items SET v = 108 WHERE id = 100`, [], db); // 100 + 7 + 1, as on the source
+    // Our triggers disabled for a while (a bulk load on the target, say) and enabled again: the row
+    // written meanwhile went uncounted, but the triggers' row versions are part of every mark, so no
+    // stored mark matches any more; the cutover reads the chunks again and names the row.
+    const enable = ['writes', 'wi', 'wu', 'wd'].map((t) => `ALTER TABLE public.items ENABLE ALWAYS TRIGGER proof_again_${t};`).join(' ');
+    await env.target.query(`ALTER TABLE public.items DISABLE TRIGGER USER; UPDATE public.items SET v = -5 WHERE id = 4500; ${enable}`, [], db);
+    const [gap] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_again' });
+    expect({ ok: gap!.ok, read: gap!.proof!.readAtCutover, rows: gap!.mismatches.map(formatMismatch).map((m) => m.replace(/ \[chunk .*\]$/, '')) }).toEqual({
+      ok: false,
+      read: 5,
+      rows: ['id=4500: different (v)'],
+    });
+    await env.target.query(`UPDATE public.items SET v = 4500 WHERE id = 4500`, [], db);
 
     // A stray write on the target alone (row 250, chunk 0), and a row deleted there (row 2500): not
     // proven again by key; the pass finds both and names them.
