@@ -117,11 +117,12 @@ export async function planCutoverCheck(
     throwIfAborted(signal);
     const c = chunks[i]!;
     plan.read++;
-    // Never proven, or a chunk-marked chunk written since (not settled above): its content is
+    // Never proven, a chunk-marked chunk written since (not settled above), or the one chunk of a
+    // marked table whose count moved (keyless, or small: written, so changed): its content is
     // compared in the same scan that counts it, rather than its fingerprints read and then its rows
-    // compared in a second scan of both sides. Else (a table counted as a whole: one write anywhere
-    // moves its count) its fingerprints, a cheaper scan, tell whether it changed.
-    if (!c.source || parseChunkMark(chunkMark(writes, i)) !== undefined) {
+    // compared in a second scan of both sides. Else (a table of several chunks counted as a whole:
+    // one write anywhere moves its count) its fingerprints, a cheaper scan, tell whether it changed.
+    if (!c.source || parseChunkMark(chunkMark(writes, i)) !== undefined || (writes !== undefined && chunks.length === 1)) {
       const [a, b] = await Promise.all([s.proofSummary(c.range), d.proofSummary(c.range)]);
       plan.sourceRows += a.rows;
       plan.targetRows += b.rows;
