@@ -152,7 +152,7 @@ async function readSourceCatalog(client: pg.Client, names: QualifiedName[]): Pro
 }
 
 /**
- * Every table named, in that order. Non-retryable (ApplicationFailure): no retry makes these tables
+ * Every table named, in that order. Final (a FinalError): no retry makes these tables
  * appear or change kind.
  */
 async function readRelations(client: pg.Client, names: QualifiedName[]): Promise<RelRow[]> {

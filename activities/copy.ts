@@ -24,7 +24,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { CopyInFramed, CopyOut } from './copy-out';
 import { connect, runIdempotentDdl, sendCancelRequest } from './db';
-import { classify, preconditionFailed, snapshotLost } from './errors';
+import { during, preconditionFailed, snapshotLost } from './errors';
 import { assertOurs } from './marks';
 import { columnList, literal, qname } from './sql';
 import { DEFAULT_SPLIT_ABOVE_BYTES, displayName, type ConnectionSpec, type QualifiedName } from './spec';
@@ -317,7 +317,7 @@ export async function copyTable(input: CopyTableInput, hooks: CopyHooks): Promis
     return { rows, bytes: streamed.out.bytes, durationMs: Date.now() - started, format: binary ? 'binary' : 'text' };
   } catch (err) {
     if (!dstPoisoned) await dst?.query('ROLLBACK').catch(() => undefined);
-    throw classify(err, where);
+    throw during(err, where);
   } finally {
     clearInterval(tick);
     stopCancelling();
@@ -552,7 +552,7 @@ export async function copyWholeTables(
     await sc.query('COMMIT');
     return results;
   } catch (err) {
-    throw classify(err, where);
+    throw during(err, where);
   } finally {
     clearInterval(tick);
     stopCancelling();
@@ -697,7 +697,7 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
       return { bytes, ranges: splitPages(Math.max(1, Math.ceil(Number(row.heap) / row.block)), n) };
     });
   } catch (err) {
-    throw classify(err, 'plan the table copies');
+    throw during(err, 'plan the table copies');
   } finally {
     await c.end().catch(() => undefined);
   }
@@ -745,7 +745,7 @@ export async function prepareRangedCopy(input: { target: ConnectionSpec; table: 
     return removed.rowCount ?? 0;
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
-    throw classify(err, `prepare the ranged copy of ${displayName(input.table)}`);
+    throw during(err, `prepare the ranged copy of ${displayName(input.table)}`);
   } finally {
     await c.end().catch(() => undefined);
   }
@@ -783,7 +783,7 @@ export async function forgetCopyRecords(target: ConnectionSpec, tables: readonly
     await c.query('COMMIT');
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
-    throw classify(err, 'forget the range copy records');
+    throw during(err, 'forget the range copy records');
   } finally {
     await c.end().catch(() => undefined);
   }

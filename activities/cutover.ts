@@ -18,7 +18,7 @@
 import { sleep } from './sleep';
 import type { Client } from 'pg';
 import { withClient } from './db';
-import { classify } from './errors';
+import { during } from './errors';
 import { ident, literal, qname } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
 import type { SequenceRef } from './model';
@@ -164,7 +164,7 @@ export async function installFence(
       { applicationName: 'pg-dts fence' },
     );
   } catch (err) {
-    throw classify(err, 'install the fence triggers');
+    throw during(err, 'install the fence triggers');
   }
 }
 
@@ -262,7 +262,7 @@ export async function fenceSource(input: FenceInput & { maxWriteStopSeconds?: nu
       { applicationName: 'pg-dts fence' },
     );
   } catch (err) {
-    throw classify(err, 'fence the source');
+    throw during(err, 'fence the source');
   }
 }
 
@@ -343,7 +343,7 @@ export async function liftFence(input: FenceInput): Promise<{ lifted: number; li
     const { dropped, pending } = await dropFenceTriggers(input);
     return { lifted: dropped, liftedAt, pending };
   } catch (err) {
-    throw classify(err, 'lift the fence');
+    throw during(err, 'lift the fence');
   }
 }
 
@@ -404,7 +404,7 @@ export async function commitCutover(input: FenceInput & { deadline: string; keep
     const { pending } = await dropFenceTriggers(input);
     return { ...verdict, liftedAt, pending };
   } catch (err) {
-    throw classify(err, 'commit the cutover');
+    throw during(err, 'commit the cutover');
   }
 }
 
@@ -426,7 +426,7 @@ export async function hardenFence(input: { source: ConnectionSpec; migrationId: 
       { applicationName: 'pg-dts fence' },
     );
   } catch (err) {
-    throw classify(err, 'keep the source fenced');
+    throw during(err, 'keep the source fenced');
   }
 }
 
@@ -441,7 +441,7 @@ export async function fenceHolds(input: { source: ConnectionSpec; migrationId: s
       return r.rows[0]!.ok;
     });
   } catch (err) {
-    throw classify(err, 'check the fence');
+    throw during(err, 'check the fence');
   }
 }
 
@@ -452,7 +452,7 @@ export async function removeFence(input: FenceInput): Promise<{ dropped: number 
     if (pending) throw new Error(`${pending} released fence trigger(s) still wait for readers of their tables; retrying`);
     return { dropped };
   } catch (err) {
-    throw classify(err, 'remove the fence triggers');
+    throw during(err, 'remove the fence triggers');
   }
 }
 
@@ -551,6 +551,6 @@ export async function syncSequences(input: SequenceSyncInput): Promise<SequenceS
       }),
     );
   } catch (err) {
-    throw classify(err, 'sync sequences');
+    throw during(err, 'sync sequences');
   }
 }

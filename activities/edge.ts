@@ -1,10 +1,11 @@
 /**
  * What every activity needs at the Temporal edge: heartbeats, cancellation, signals back to the
- * workflow, and inputs the workflow sends by reference to the plan stored on the target. The phase
- * modules do the database work and never see Temporal's activity context.
+ * workflow, inputs the workflow sends by reference to the plan stored on the target, and the one
+ * place where errors become Temporal failures (`toFailure`, applied to every activity by `atEdge`).
+ * The phase modules do the database work and never see Temporal's activity context or failures.
  */
-import { CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
-import { classify } from './errors';
+import { ApplicationFailure, CancelledFailure, Context, log as activityLog } from '@temporalio/activity';
+import { during, finalVerdict, StepError } from './errors';
 import { withCancellation } from './db';
 import { readDefs, type PlanRef } from './plan-store';
 import type { TableDef } from './model';
@@ -19,6 +20,40 @@ export const defaultLog: ActivityLog = activityLog;
 
 /** Results listed in full for the workflow's page of tables, and for at most this many others (the failing ones). */
 export const RESULTS_BEYOND_PAGE = 100;
+
+/**
+ * The error an activity ends with, as Temporal carries it: a final one (activities/errors.ts
+ * `finalVerdict`) becomes a non-retryable ApplicationFailure of its registry type; a step's error
+ * stays retryable with the step's message, without its cause (the driver's own error is not carried
+ * into history); anything else (cancellation, Temporal's own failures, an error no step named) as is.
+ */
+export function toFailure(err: unknown): unknown {
+  const final = finalVerdict(err);
+  if (final) return ApplicationFailure.create({ message: final.message, type: final.type, nonRetryable: true, details: final.details === undefined ? undefined : [final.details] });
+  if (err instanceof StepError) {
+    const plain = new Error(err.message);
+    plain.name = err.name;
+    return plain;
+  }
+  return err;
+}
+
+type AnyFn = (...a: never[]) => unknown;
+
+/** Every function of the registry, its errors turned into Temporal failures at this edge and nowhere else. */
+export function atEdge<T extends Record<string, AnyFn>>(activities: T): T {
+  const wrapped: Record<string, AnyFn> = {};
+  for (const [name, fn] of Object.entries(activities)) {
+    wrapped[name] = async (...a: never[]) => {
+      try {
+        return await fn(...a);
+      } catch (err) {
+        throw toFailure(err);
+      }
+    };
+  }
+  return wrapped as T;
+}
 
 /** Its abort listener goes with it: the snapshot holder sleeps once a second for hours. */
 export const sleep = (ms: number, signal?: AbortSignal) =>
@@ -105,7 +140,7 @@ export async function resolve<I, K extends keyof I>(input: ByRef<I, K>, key: K, 
   if (input[key] !== undefined || !input.plan) return input as unknown as I;
   const { plan, ...rest } = input;
   const defs = await readDefs(plan).catch((err: unknown) => {
-    throw classify(err, 'read the migration plan from the target');
+    throw during(err, 'read the migration plan from the target');
   });
   return { ...rest, [key]: view(defs) } as unknown as I;
 }

@@ -9,7 +9,7 @@ import { Context } from '@temporalio/activity';
 import { createReverseReplication, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
 import { commitCutover, fenceHolds, fenceSource, hardenFence, installFence, liftFence, removeFence, syncSequences } from './cutover';
-import { classify } from './errors';
+import { during } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { notifyWebhook } from './notify';
 import { migrationIdOf } from '../workflows/names';
@@ -48,6 +48,7 @@ import { applyProgressSignals, CopyProgressReporter, IndexProgressReporter, lock
 import { holdSnapshot, type HoldSnapshotInput } from './snapshot-holder';
 import { fenceTables, namePairs, reverseFenceTables, reverseNamePairs, reverseSequencesOf, sequencesOf, targetTables, validationTables } from '../workflows/plan-views';
 import {
+  atEdge,
   beating,
   cancellable,
   defaultLog,
@@ -77,7 +78,7 @@ interface Shared {
 
 export function createActivities(deps: ActivityDeps = {}) {
   const shared: Shared = { log: deps.log ?? defaultLog, copyReporter: new CopyProgressReporter() };
-  return {
+  return atEdge({
     ...workflowActivities(deps),
     ...initActivities(shared),
     ...createTablesActivities(),
@@ -87,7 +88,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     ...validateActivities(),
     ...finalizeActivities(),
     ...cleanupActivities(),
-  };
+  });
 }
 
 export type Activities = ReturnType<typeof createActivities>;
@@ -256,7 +257,7 @@ async function runPreflight(shared: Shared, spec: unknown, store?: { migrationId
   await noticeLeftovers(shared, ctx, plan);
   if (!store) return plan;
   await storeTablePlans({ target: plan.spec.target, migrationId: store.migrationId }, plan.tables).catch((err: unknown) => {
-    throw classify(err, 'store the migration plan on the target');
+    throw during(err, 'store the migration plan on the target');
   });
   return { ...plan, tables: plan.tables.slice(0, store.track), tableCount: plan.tables.length };
 }
@@ -284,11 +285,11 @@ async function noticeLeftovers(shared: Shared, ctx: Context, plan: MigrationPlan
 async function createPlannedTables(input: { spec: Parameters<typeof createTargetTables>[0]['spec']; plan: PlanRef; migrationId?: string }) {
   return cancellable(async () => {
     const tables = await readTablePlans(input.plan).catch((err: unknown) => {
-      throw classify(err, 'read the migration plan from the target');
+      throw during(err, 'read the migration plan from the target');
     });
     const defs = await createTargetTables({ spec: input.spec, tables, migrationId: input.migrationId });
     await storeDefs(input.plan, defs).catch((err: unknown) => {
-      throw classify(err, 'store the table definitions on the target');
+      throw during(err, 'store the table definitions on the target');
     });
     const warnings = defs.flatMap((d) => d.warnings ?? []);
     return {
@@ -471,7 +472,7 @@ async function applyChanges(byRef: Reversible<ByRef<ApplyChangesInput, 'tables'>
     return { appliedLsn: result.appliedLsn };
   } catch (err) {
     throwIfCancelled(ctx);
-    throw classify(err, 'apply changes');
+    throw during(err, 'apply changes');
   } finally {
     clearInterval(beat);
   }
@@ -487,7 +488,7 @@ async function watchSlotWal(input: { source: ConnectionSpec; slot: string; every
   let prev: { verdict: WalVerdict; retainedBytes: number; at: number } | undefined;
   while (!ctx.cancellationSignal.aborted) {
     const w = await readSlotWal(input.source, input.slot).catch((err: unknown) => {
-      throw classify(err, `read replication slot ${input.slot}`);
+      throw during(err, `read replication slot ${input.slot}`);
     });
     ctx.heartbeat();
     const verdict = walVerdict(w, input);
@@ -573,7 +574,7 @@ async function validateMigration(byRef: ByRef<ValidateTablesInput, 'tables'> & {
   try {
     // DDL the apply never saw (no write came after it) is found here, not in the rows.
     const drift = await findSchemaDrift(input).catch((err: unknown) => {
-      throw classify(err, 'compare the source schema with the one migrated');
+      throw during(err, 'compare the source schema with the one migrated');
     });
     const hooks = { onProgress: (p: ValidateProgress) => ctx.heartbeat(p), signal: ctx.cancellationSignal };
     // validation.repair: never on a schema that drifted (the failure below names the drift).
@@ -621,7 +622,7 @@ async function dropPlannedTargetTables(input: { target: ConnectionSpec; tables?:
     const tables = input.tables ?? (input.plan ? (await readTablePlans(input.plan)).map((t) => t.target) : []);
     return await dropTargetTables(input.target, tables, input.migrationId);
   } catch (err) {
-    throw classify(err, 'drop target tables');
+    throw during(err, 'drop target tables');
   }
 }
 
@@ -632,7 +633,7 @@ async function dropReplication(input: { source: ConnectionSpec; target: Connecti
     await dropPublication(input.source, input.publication);
     await dropApplyProgress(input.target, input.slot);
   } catch (err) {
-    throw classify(err, 'drop replication slot and publication');
+    throw during(err, 'drop replication slot and publication');
   }
 }
 
@@ -645,6 +646,6 @@ async function forgetMigrationPlan(input: { target: ConnectionSpec; migrationId:
     if (defs.length) await forgetCopyProgress({ target: input.target, tables: defs.map((d) => d.target) });
     await forgetPlan(input.target, input.migrationId);
   } catch (err) {
-    throw classify(err, 'forget the migration plan');
+    throw during(err, 'forget the migration plan');
   }
 }

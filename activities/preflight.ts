@@ -8,7 +8,7 @@ import type { Client } from 'pg';
 import { log } from '@temporalio/activity';
 import { ConnectionRefusedError } from './connect-guard';
 import { connect, describeConnection } from './db';
-import { classify, preconditionFailed, scrub } from './errors';
+import { during, preconditionFailed, scrub } from './errors';
 import { findUnsafeExpressions, unsafeExpressionsMessage } from './expressions';
 import { checkOwners } from './owners';
 import { formatPgVersion, hasFailoverSlots, hasPublishViaRoot, MIN_MAJOR, serverVersionNum } from './pg-version';
@@ -630,7 +630,7 @@ async function checkIdFree(src: Client, dst: Client, migrationId: string, ctx: P
 
 /**
  * How a run of the checks treats a problem and an unexpected error. Preflight: the first problem
- * refuses, errors go to classify(). Assess: problems are listed, and a check that errs is named as a
+ * refuses, errors go to during(). Assess: problems are listed, and a check that errs is named as a
  * problem in its own right while the others still run.
  */
 export interface CheckRun {
@@ -699,7 +699,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
   try {
     spec = normalizeSpec(rawSpec);
   } catch (err) {
-    throw classify(err, 'spec');
+    throw during(err, 'spec');
   }
   const src = await open(spec.source, 'source');
   try {
@@ -719,7 +719,7 @@ export async function preflight(rawSpec: unknown, ctx: PreflightContext = {}): P
       await dst.end().catch(() => undefined);
     }
   } catch (err) {
-    throw classify(err, 'preflight');
+    throw during(err, 'preflight');
   } finally {
     await src.end().catch(() => undefined);
   }

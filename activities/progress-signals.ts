@@ -4,8 +4,7 @@
  * proof progress; and spec.copy.maxLockWaitSeconds for one copy activity. Used by the registry
  * (activities/index.ts).
  */
-import type { ApplicationFailure } from '@temporalio/common';
-import { finalFailure } from './errors';
+import { finalFailure, type FinalError } from './errors';
 import { ErrorType } from '../workflows/error-types';
 import type { Context } from '@temporalio/activity';
 import type { ApplyProgress } from './apply/options';
@@ -120,7 +119,7 @@ export function lockWaitLimit(seconds: number | undefined) {
   return {
     watch: seconds ? { seconds, reached: (w: CopyLockWait) => ((reached = w), stop.abort()) } : undefined,
     signal: (own: AbortSignal): AbortSignal => (seconds ? AbortSignal.any([own, stop.signal]) : own),
-    failure: (unit: string): ApplicationFailure | undefined =>
+    failure: (unit: string): FinalError | undefined =>
       reached &&
       finalFailure(
         ErrorType.Precondition,

@@ -5,7 +5,7 @@
  */
 import type { Client } from 'pg';
 import { connect, withClient } from './db';
-import { classify } from './errors';
+import { during } from './errors';
 import { dropFenceSchemaIfEmpty, fenceMarkerTable, FENCE_MARKER_DDL } from './cutover';
 import { createSlotCommand, hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from './pg-version';
 import { ident, qname } from './sql';
@@ -38,7 +38,7 @@ export async function createPublication(input: PublicationInput): Promise<void> 
       else await c.query(`CREATE PUBLICATION ${ident(input.publication)} FOR TABLE ${list}${hasPublishViaRoot(version) ? ' WITH (publish_via_partition_root = true)' : ''}`);
     });
   } catch (err) {
-    throw classify(err, 'create publication');
+    throw during(err, 'create publication');
   }
 }
 
@@ -80,7 +80,7 @@ export async function createSlotWithSnapshot(source: ConnectionSpec, slot: strin
     return { client, snapshotName: row.snapshot_name, consistentPoint: row.consistent_point };
   } catch (err) {
     await client.end().catch(() => undefined);
-    throw classify(err, 'create replication slot');
+    throw during(err, 'create replication slot');
   }
 }
 
@@ -98,7 +98,7 @@ export async function createResumeSnapshot(source: ConnectionSpec, slot: string)
     return { client, snapshotName: row.snapshot_name, consistentPoint: row.consistent_point };
   } catch (err) {
     await client.end().catch(() => undefined);
-    throw classify(err, 'create a temporary replication slot for the resumed copy');
+    throw during(err, 'create a temporary replication slot for the resumed copy');
   }
 }
 
@@ -178,7 +178,7 @@ export async function setReplicaIdentity(input: ReplicaIdentityInput): Promise<v
       for (const t of input.tables) await c.query(`ALTER TABLE ${qname(t.table)} REPLICA IDENTITY ${t.identity.toUpperCase()}`);
     });
   } catch (err) {
-    throw classify(err, 'set replica identity');
+    throw during(err, 'set replica identity');
   }
 }
 
@@ -234,6 +234,6 @@ export async function createReverseReplication(input: ReverseReplicationInput): 
       return { replicaIdentityFull: missing.rows.map((t) => `${t.schema}.${t.name}`) };
     });
   } catch (err) {
-    throw classify(err, 'create the reverse replication on the target');
+    throw during(err, 'create the reverse replication on the target');
   }
 }

@@ -6,7 +6,7 @@
 import type { Client } from 'pg';
 import { readTableDefs } from './catalog';
 import { connect, sendCancelRequest, withClient } from './db';
-import { classify } from './errors';
+import { during } from './errors';
 import { copyExtensionConfig } from './extension-config';
 import type { PostLoadStatement } from './ddl';
 import type { TableDef } from './model';
@@ -62,7 +62,7 @@ export async function createTargetTables(plan: Pick<MigrationPlan, 'spec' | 'tab
     if (carried.length && defs[0]) defs[0].warnings = [...(defs[0].warnings ?? []), ...carried];
     return defs;
   } catch (err) {
-    throw classify(err, 'create target tables');
+    throw during(err, 'create target tables');
   }
 }
 
@@ -290,7 +290,7 @@ export async function finishTargetTables(input: FinishTargetTablesInput, hooks: 
     if (hooks.signal?.aborted && err === hooks.signal.reason) throw err;
     const stmt = (err as { failedStatement?: string }).failedStatement;
     if (stmt) where = `create indexes and constraints (${stmt.length > 300 ? `${stmt.slice(0, 300)}…` : stmt})`;
-    throw classify(err, where);
+    throw during(err, where);
   } finally {
     await Promise.all(clients.map((c) => c.client.end().catch(() => undefined)));
   }

@@ -6,8 +6,7 @@
  * or when the server has invalidated the slot (`max_slot_wal_keep_size`: wal_status 'lost'), since
  * no retry can bring that WAL back.
  */
-import type { ApplicationFailure } from '@temporalio/common';
-import { finalFailure } from './errors';
+import { finalFailure, type FinalError } from './errors';
 import { ErrorType } from '../workflows/error-types';
 import { withClient } from './db';
 import type { ConnectionSpec } from './spec';
@@ -62,7 +61,7 @@ export async function readSlotWal(source: ConnectionSpec, slot: string): Promise
   );
 }
 
-export function walFailure(slot: string, w: SlotWal, budget: WalBudget, verdict: 'over' | 'lost'): ApplicationFailure {
+export function walFailure(slot: string, w: SlotWal, budget: WalBudget, verdict: 'over' | 'lost'): FinalError {
   if (verdict === 'lost') {
     return finalFailure(
       ErrorType.SlotInvalidated,

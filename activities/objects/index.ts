@@ -8,7 +8,7 @@
  */
 import type { Client } from 'pg';
 import { connect } from '../db';
-import { classify } from '../errors';
+import { during } from '../errors';
 import { missingRolesNotice, notMemberNotice, oursOnTarget, readSourceAccess, readTargetRoles } from '../owners';
 import { readObjectCatalog } from './catalog';
 import type { SchemaObjectsHooks, SchemaObjectsInput, SchemaObjectsResult } from './contract';
@@ -47,7 +47,7 @@ export async function migrateSchemaObjects(input: SchemaObjectsInput, hooks: Sch
     result.notices.push(...notices, ...[missing, notMember].filter((n): n is string => n !== undefined));
     return result;
   } catch (err) {
-    throw classify(err, 'create views, functions and triggers');
+    throw during(err, 'create views, functions and triggers');
   } finally {
     await source?.end().catch(() => undefined);
     await target?.end().catch(() => undefined);

@@ -20,7 +20,7 @@
  * the source is idle.
  */
 import { displayName } from '../spec';
-import { classify } from '../errors';
+import { during } from '../errors';
 import {
   checksumKeyed,
   checksumKeyless,
@@ -130,6 +130,6 @@ export async function validateLive(input: ValidateLiveInput, hooks: LiveValidate
       };
     });
   } catch (err) {
-    throw classify(err, 'live validation');
+    throw during(err, 'live validation');
   }
 }

@@ -26,7 +26,7 @@
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
 import { withClient } from '../db';
-import { classify } from '../errors';
+import { during } from '../errors';
 import { sleep } from '../sleep';
 import { displayName } from '../spec';
 import { formatValidationFailure, rangesBetween } from './compare';
@@ -150,7 +150,7 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       throwIfAborted(hooks.signal);
     }
   } catch (err) {
-    throw classify(err, 'content proof');
+    throw during(err, 'content proof');
   }
 }
 

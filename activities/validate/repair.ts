@@ -25,7 +25,7 @@ import type { RepairReport } from '../../workflows/contract';
 import { prepareTargetSession } from '../apply/target';
 import { CopyInFramed, CopyOut } from '../copy-out';
 import { connect, describeConnection, sendCancelRequest } from '../db';
-import { classify } from '../errors';
+import { during } from '../errors';
 import { markText } from '../marks';
 import { displayName, type ConnectionSpec } from '../spec';
 import { formatKey, keyId, keyRecord, keyValues, ROW_MD5_KEY } from './compare';
@@ -104,7 +104,7 @@ export async function validateAndRepair(
     const written = await rewriteOnTarget(input, plan, repair.replicaRole ?? true, hooks);
     await recheck(input, plan, written, hooks);
   } catch (err) {
-    throw classify(err, 'repair');
+    throw during(err, 'repair');
   }
   return { results, repair: { tables: plan.length, rows: plan.reduce((n, j) => n + j.rows, 0) } };
 }

@@ -14,7 +14,7 @@
  * bisection in engine.ts; live.ts is the advisory variant that tolerates rows changing under it.
  */
 import type { Client } from 'pg';
-import { classify } from '../errors';
+import { during } from '../errors';
 import { displayName } from '../spec';
 import { VALIDATE_DEFAULTS, type TableValidationResult, type ValidateHooks, type ValidateProgress, type ValidateTableSpec, type ValidateTablesInput } from './contract';
 import {
@@ -114,7 +114,7 @@ export async function compareTables(
       };
     }, hooks.signal);
   } catch (err) {
-    throw classify(err, 'validate');
+    throw during(err, 'validate');
   }
 }
 

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/common';
 import { withClient } from '../../activities/db';
 import { preflight } from '../../activities/preflight';
+import { toFailure } from '../../activities/edge';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 let src: PgCluster;
@@ -41,7 +42,8 @@ async function refusal(spec: Record<string, unknown>): Promise<string> {
   const before = await sourceState(src);
   const err = await preflight(spec).then(
     () => undefined,
-    (e: unknown) => e,
+    // As the worker carries it: the activity edge makes the Temporal failure.
+    (e: unknown) => toFailure(e),
   );
   expect(err, 'preflight should have refused').toBeInstanceOf(ApplicationFailure);
   expect((err as ApplicationFailure).nonRetryable).toBe(true);
