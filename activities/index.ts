@@ -8,12 +8,14 @@
 import { Context } from '@temporalio/activity';
 import { createReverseReplication, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
 import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
-import { commitCutover, fenceHolds, fenceSource, hardenFence, installFence, liftFence, removeFence, syncSequences } from './cutover';
+import { fenceHolds, fenceSource, hardenFence, installFence, liftFence, removeFence, syncSequences } from './stop-writes';
+import { commitCutover } from './finalize';
 import { during } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { notifyWebhook } from './notify';
 import { migrationIdOf } from '../workflows/names';
-import { createTargetTables, finishTargetTables } from './schema';
+import { createTargetTables } from './create-tables';
+import { finishTargetTables } from './post-load';
 import {
   formatValidationFailure,
   proveLive,

@@ -16,7 +16,7 @@ import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-w
 import { withClient } from './db';
 import { migrationIdOf, reverseIdFor } from '../workflows/names';
 import { WORKFLOW_TYPE } from '../workflows/contract';
-import { liftFence, removeFence, FENCE_SCHEMA } from './cutover';
+import { liftFence, removeFence, FENCE_SCHEMA } from './stop-writes';
 import { dropPublication, dropSlot } from './replication';
 import { dropApplyProgress } from './cleanup';
 import { forgetCopyRecords } from './copy';

@@ -6,7 +6,7 @@
 import type { Client } from 'pg';
 import { connect, withClient } from './db';
 import { during } from './errors';
-import { dropFenceSchemaIfEmpty, fenceMarkerTable, FENCE_MARKER_DDL } from './cutover';
+import { dropFenceSchemaIfEmpty, fenceMarkerTable, FENCE_MARKER_DDL } from './stop-writes';
 import { createSlotCommand, hasPgoutputMessages, hasPublishViaRoot, serverVersionNum } from './pg-version';
 import { ident, qname } from './sql';
 import type { ConnectionSpec, QualifiedName } from './spec';
@@ -19,7 +19,7 @@ export interface PublicationInput {
 
 /**
  * Idempotent: creates the publication, or resets an existing one of ours to exactly these tables. On
- * sources before 14 it also holds our fence marker table (cutover.ts), created here.
+ * sources before 14 it also holds our fence marker table (stop-writes.ts), created here.
  */
 export async function createPublication(input: PublicationInput): Promise<void> {
   try {

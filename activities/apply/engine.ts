@@ -27,7 +27,7 @@
  * which flushes the target's WAL and with it every earlier async commit.
  */
 import type { Client } from 'pg';
-import { FENCE_MESSAGE_PREFIX } from '../cutover';
+import { FENCE_MESSAGE_PREFIX } from '../stop-writes';
 import { sleep } from '../sleep';
 import { CopyPositions } from './copy-positions';
 import { ApplyError, safeDbMessage, sqlState } from './errors';

@@ -5,7 +5,7 @@
  * before 13 publish leaf partitions: each is written through its root's target table.
  */
 import type { Client } from 'pg';
-import { fenceMarkerTable } from '../cutover';
+import { fenceMarkerTable } from '../stop-writes';
 import { displayName, type QualifiedName } from '../spec';
 import { keyedRelation, type KeyedRelation } from './batch';
 import { ApplyError } from './errors';

@@ -3,7 +3,7 @@
  * search_path = '' so that every printed definition is schema-qualified.
  */
 import type { Client } from 'pg';
-import { FENCE_SCHEMA } from '../cutover';
+import { FENCE_SCHEMA } from '../stop-writes';
 import { aclJson, ownerColumns, type AclEntry } from '../owners';
 import { serverVersionNum } from '../pg-version';
 import type { QualifiedName } from '../spec';

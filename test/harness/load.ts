@@ -5,7 +5,7 @@
 import { copyTable } from '../../activities/copy';
 import type { TableDef } from '../../activities/model';
 import { listSourceTables } from '../../activities/preflight';
-import { createTargetTables } from '../../activities/schema';
+import { createTargetTables } from '../../activities/create-tables';
 import type { NormalizedSpec } from '../../activities/spec';
 import type { PgCluster } from './pg-cluster';
 

@@ -8,7 +8,7 @@ import type { Client } from 'pg';
 import { readTableDefs } from '../../activities/catalog';
 import { quoteIdentLikePg } from '../../activities/ddl';
 import type { TableDef } from '../../activities/model';
-import { finishTargetTables } from '../../activities/schema';
+import { finishTargetTables } from '../../activities/post-load';
 import type { QualifiedName } from '../../activities/spec';
 import { mapTableName } from '../../activities/naming';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
@@ -120,7 +120,7 @@ const TABLES: QualifiedName[] = [
 type Spec = { schemaMapping: Record<string, string>; tableSuffix: string };
 
 /**
- * Runs preLoad (one transaction, like schema.ts), then either every non-FK postLoad statement in order
+ * Runs preLoad (one transaction, like create-tables.ts), then either every non-FK postLoad statement in order
  * and the FKs, or, given the target's URI, finishTargetTables on several sessions.
  */
 async function apply(target: Client, defs: TableDef[], parallelOn?: string): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
-import { fenceSource, installFence, liftFence } from '../../activities/cutover';
+import { fenceSource, installFence, liftFence } from '../../activities/stop-writes';
 import type { ApplyProgress } from '../../activities/apply/options';
 import { runApply } from '../../activities/apply/run';
 import type { ConnectionSpec } from '../../activities/spec';

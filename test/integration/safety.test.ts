@@ -9,7 +9,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { preflight } from '../../activities/preflight';
-import { createTargetTables } from '../../activities/schema';
+import { createTargetTables } from '../../activities/create-tables';
 import { copyTable } from '../../activities/copy';
 import { dropTargetTables } from '../../activities/cleanup';
 

@@ -21,7 +21,7 @@ import {
   type SourceSequence,
   type SourceTable,
 } from '../../activities/ddl';
-import { planPostLoad, selectPostLoad, type PostLoadJob } from '../../activities/schema';
+import { planPostLoad, selectPostLoad, type PostLoadJob } from '../../activities/post-load';
 import { mapSequenceName, mapTableName, mapTypeName, nameKey, targetObjectName } from '../../activities/naming';
 import { createTypeDdl, createTypesDdl, extensionStatement, typeCreationStatements, typeRenames, type SourceType } from '../../activities/types-ddl';
 

@@ -3,7 +3,7 @@
  * only the reverse apply through, the swapped views of the plan.
  */
 import { describe, expect, it } from 'vitest';
-import { fenceFunctionBody, existingDeadline } from '../../activities/cutover';
+import { fenceFunctionBody, existingDeadline } from '../../activities/stop-writes';
 import { normalizeSpec } from '../../activities/spec';
 import type { TableDef } from '../../activities/model';
 import { reverseFenceTables, reverseNamePairs, reverseSequencesOf } from '../../workflows/plan-views';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { cutoverRetryDelayMs } from '../../workflows/state';
-import { existingDeadline, fenceFunctionBody } from '../../activities/cutover';
+import { existingDeadline, fenceFunctionBody } from '../../activities/stop-writes';
 import { normalizeSpec } from '../../activities/spec';
 
 describe('bounded write stop', () => {
