@@ -23,9 +23,23 @@ import {
 } from '../workflows/contract';
 
 /**
+ * Reports of something that has been reporting for a long time (MIGRATING_DATA does not continue as
+ * new while its copies run, so its history holds every one): after the first hour, the wait between
+ * two is a 120th of the time since the first. Signals over a run of T hours then number about
+ * 120 (the first hour at 30 s) + 120·ln(T): ~500 in a day, ~900 in a month; and never more than
+ * MAX_LONG_RUN_REPORTS, after which the workflow learns of the run's units only as they end.
+ */
+export const LONG_RUN_REPORTS = 120;
+export const MAX_LONG_RUN_REPORTS = 1000;
+export function nextReportAfter(every: number, sinceFirstMs: number): number {
+  return Math.max(every, Math.floor(sinceFirstMs / LONG_RUN_REPORTS));
+}
+
+/**
  * Live copy progress, batched per workflow run: one signal carries every copy this worker has in
- * flight for that run. Every signal is a history event, so the interval grows from 0.5 s to 30 s: a
- * ten-hour copy adds about 1,200 signals per worker, not one per copy every few seconds.
+ * flight for that run. Every signal is a history event, so the interval grows from 0.5 s to 30 s,
+ * and past an hour with the copy's age (`nextReportAfter`): a ten-hour copy adds about 400 signals
+ * per worker, a month-long one about 900, not one per copy every few seconds.
  */
 export class CopyProgressReporter {
   private readonly runs = new Map<
@@ -40,6 +54,9 @@ export class CopyProgressReporter {
       /** No unit in flight: the timer only forgets the run. */
       idle?: boolean;
       last?: string;
+      /** When this worker first reported the run, and how many signals it has sent it. */
+      since: number;
+      sent: number;
       sending: Promise<void>;
     }
   >();
@@ -48,7 +65,7 @@ export class CopyProgressReporter {
     const key = `${workflowId}\u0000${runId}`;
     let run = this.runs.get(key);
     if (!run) {
-      run = { workflowId, runId, client: ctx.client, units: new Map(), every: 500, sending: Promise.resolve() };
+      run = { workflowId, runId, client: ctx.client, units: new Map(), every: 500, since: Date.now(), sent: 0, sending: Promise.resolve() };
       this.runs.set(key, run);
     }
     run.units.set(unit.unit, unit);
@@ -93,6 +110,8 @@ export class CopyProgressReporter {
         return;
       }
       run.last = fingerprint;
+      if (run.sent >= MAX_LONG_RUN_REPORTS) return;
+      run.sent++;
       const report: CopyProgressReport = { units };
       // In order, and a failed signal only loses one report.
       run.sending = run.sending.then(() =>
@@ -103,7 +122,7 @@ export class CopyProgressReporter {
       );
       run.every = Math.min(30_000, run.every * 2);
       this.schedule(key);
-    }, run.every);
+    }, nextReportAfter(run.every, Date.now() - run.since));
     run.timer.unref();
   }
 }
@@ -130,8 +149,8 @@ export function lockWaitLimit(seconds: number | undefined) {
 
 /**
  * The index builds of one post-load activity to its workflow (`indexProgress`): on a change, at most
- * every 1 s at first and every 30 s after a while (every signal is a history event); an empty report
- * at its end, so that the status forgets its builds.
+ * every 1 s at first, every 30 s after a while and less often past an hour (`nextReportAfter`; every
+ * signal is a history event); an empty report at its end, so that the status forgets its builds.
  */
 export class IndexProgressReporter {
   private every = 1000;
@@ -139,6 +158,8 @@ export class IndexProgressReporter {
   private timer?: NodeJS.Timeout;
   private pending?: IndexBuildProgress[];
   private sentAny = false;
+  private sent = 0;
+  private readonly since = Date.now();
   private sending: Promise<void> = Promise.resolve();
 
   constructor(
@@ -151,7 +172,7 @@ export class IndexProgressReporter {
   update(builds: IndexBuildProgress[]): void {
     this.pending = builds;
     if (this.timer) return;
-    const wait = Math.max(0, this.lastSent + this.every - Date.now());
+    const wait = Math.max(0, this.lastSent + nextReportAfter(this.every, Date.now() - this.since) - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.flush();
@@ -164,7 +185,10 @@ export class IndexProgressReporter {
     if (!builds) return;
     this.pending = undefined;
     if (!this.sentAny && builds.length === 0) return;
+    // The last, empty report always goes: the status must forget the builds.
+    if (builds.length > 0 && this.sent >= MAX_LONG_RUN_REPORTS) return;
     this.sentAny = true;
+    this.sent++;
     this.lastSent = Date.now();
     this.every = Math.min(30_000, this.every * 2);
     const report: IndexProgressReport = { builder: this.builder, builds };
