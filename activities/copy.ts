@@ -647,6 +647,25 @@ export interface PlanCopiesInput {
   minRanges?: number;
   /** At most this many ranges per table (default 32). */
   maxRanges?: number;
+  /** At most this many ranges in all (default MAX_TOTAL_RANGES). */
+  maxTotalRanges?: number;
+}
+
+/**
+ * Page ranges in all, whatever the number of large tables: each range is a copy activity of its own
+ * (a few history events), and the copy's run does not continue as new. Many large tables need no
+ * ranges to keep the copiers busy; a few very large ones keep theirs.
+ */
+export const MAX_TOTAL_RANGES = 256;
+
+/**
+ * Ranges per table (1: copied whole) scaled down in proportion when they add up to more than `cap`;
+ * a table left with one range is copied whole. The sum of the counts above 1 is at most `cap`. Pure.
+ */
+export function capRanges(wanted: readonly number[], cap: number): number[] {
+  const total = wanted.reduce((n, w) => n + (w > 1 ? w : 0), 0);
+  if (total <= cap) return [...wanted];
+  return wanted.map((w) => (w > 1 ? Math.floor((w * cap) / total) : w)).map((n) => Math.max(1, n));
 }
 
 export interface CopyPlan {
@@ -687,14 +706,19 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
       [input.tables.map(qname)],
     );
     if (r.rows.length !== input.tables.length) throw new Error(`planned ${r.rows.length} of ${input.tables.length} tables`);
-    return r.rows.map((row) => {
+    const wanted = r.rows.map((row) => {
       const bytes = Number(row.bytes);
-      if (row.relkind !== 'r' || bytes <= splitAbove) return { bytes };
+      if (row.relkind !== 'r' || bytes <= splitAbove) return 1;
       // A multiple of the parallelism, so that the last round of ranges keeps every copier busy.
-      const wanted = Math.max(minRanges, Math.ceil(bytes / rangeBytes));
-      const n = Math.min(maxRanges, Math.ceil(wanted / minRanges) * minRanges);
+      const n = Math.max(minRanges, Math.ceil(bytes / rangeBytes));
+      return Math.min(maxRanges, Math.ceil(n / minRanges) * minRanges);
+    });
+    const counts = capRanges(wanted, input.maxTotalRanges ?? MAX_TOTAL_RANGES);
+    return r.rows.map((row, i) => {
+      const bytes = Number(row.bytes);
+      if (counts[i]! <= 1) return { bytes };
       // Ranges of heap pages: a row's TOAST data goes with it, so equal pages carry about equal bytes.
-      return { bytes, ranges: splitPages(Math.max(1, Math.ceil(Number(row.heap) / row.block)), n) };
+      return { bytes, ranges: splitPages(Math.max(1, Math.ceil(Number(row.heap) / row.block)), counts[i]!) };
     });
   } catch (err) {
     throw during(err, 'plan the table copies');

@@ -49,7 +49,7 @@ describe('progress signals stay bounded over a long run (every signal is a histo
     const { sent, ctx } = countingClient();
     const reporter = new IndexProgressReporter(ctx, 'wf', 'run', 'b');
     for (let i = 0; i < (24 * HOUR) / 5000; i++) {
-      reporter.update([{ table: 't', index: 'i', phase: 'building index', percent: i % 100 }]);
+      reporter.update([{ table: 't', index: 'i', phase: 'building index', percent: i % 100, seconds: i * 5 }]);
       await vi.advanceTimersByTimeAsync(5000);
     }
     const during = sent.length;
