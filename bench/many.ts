@@ -31,6 +31,7 @@ interface Options {
   jobs: number;
   only: Tool[];
   maxWriteStop?: number;
+  validation?: string;
 }
 
 function options(): Options {
@@ -41,9 +42,10 @@ function options(): Options {
     .option('--rows <n>', 'rows per table or partition', '20')
     .option('--jobs <n>', 'parallelism for both tools (spec.parallelism; pgcopydb --table-jobs and --index-jobs)', '2')
     .option('--only <list>', `comma-separated: ${TOOLS.join(',')}`, TOOLS.join(','))
+    .option('--validation <json>', 'spec.validation for pg-dts, as JSON (default: the spec default)')
     .option('--max-write-stop <seconds>', 'spec cutover.maxWriteStopSeconds for pg-dts (default: the spec default, 30)')
     .parse();
-  const o = cmd.opts<{ tables: string; partitions?: string; rows: string; jobs: string; only: string; maxWriteStop?: string }>();
+  const o = cmd.opts<{ tables: string; partitions?: string; rows: string; jobs: string; only: string; maxWriteStop?: string; validation?: string }>();
   const only = o.only.split(',').map((s) => s.trim()) as Tool[];
   for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
   return {
@@ -53,6 +55,7 @@ function options(): Options {
     jobs: Number(o.jobs),
     only,
     ...(o.maxWriteStop ? { maxWriteStop: Number(o.maxWriteStop) } : {}),
+    ...(o.validation ? { validation: o.validation } : {}),
   };
 }
 
@@ -133,7 +136,7 @@ async function main(): Promise<void> {
       const rss = new RssMonitor(worker.pid);
       await recreateDatabase(target, 'dts');
       rss.begin('migration');
-      const spec = { source: source.uri(SOURCE_DB), target: target.uri('dts'), parallelism: opt.jobs, ...(opt.maxWriteStop ? { cutover: { mode: 'auto', maxWriteStopSeconds: opt.maxWriteStop } } : {}) };
+      const spec = { source: source.uri(SOURCE_DB), target: target.uri('dts'), parallelism: opt.jobs, ...(opt.maxWriteStop ? { cutover: { mode: 'auto', maxWriteStopSeconds: opt.maxWriteStop } } : {}), ...(opt.validation ? { validation: JSON.parse(opt.validation) as unknown } : {}) };
       const m = await startMigration(temporal.client, taskQueue, spec, { pollMs: 1000 });
       const r = await m.done;
       const mem = rss.end('migration');

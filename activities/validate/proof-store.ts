@@ -11,7 +11,7 @@ import type { ConnectionSpec, QualifiedName } from '../spec';
 import type { TableSide } from './engine';
 import {
   allProofChunksSql,
-  allWriteCountsSql,
+  writeCountsSql,
   chunkBoundsSql,
   CHUNK_WRITES_TABLE,
   forgetChunkWritesSql,
@@ -111,10 +111,9 @@ async function chunkBounds(c: Client, slot: string, proofTable: string, key: Chu
   return bounds && bounds !== '{}' ? { ...key, bounds } : undefined;
 }
 
-/** Every marked table's write counts as the current transaction sees them, by nameKey of the table. */
-export async function readAllWriteCounts(c: Client, slot: string): Promise<Map<string, TableWrites>> {
-  if (!(await relationExists(c, WRITES_TABLE))) return new Map();
-  const q = allWriteCountsSql(slot, await relationExists(c, CHUNK_WRITES_TABLE));
+/** The write counts of the marked ones among `tables` as the current transaction sees them, by nameKey of the table. */
+async function readWriteCounts(c: Client, slot: string, tables: readonly QualifiedName[], withChunks: boolean): Promise<Map<string, TableWrites>> {
+  const q = writeCountsSql(slot, withChunks, tables.map(qname));
   const r = await c.query<{ schema: string; name: string; writes: string; chunks?: string | null; counts?: Record<string, string> | null }>(q.text, q.values);
   const out = new Map<string, TableWrites>();
   for (const row of r.rows) {
@@ -198,3 +197,39 @@ export async function loadAllProofChunks(target: ConnectionSpec, slot: string, t
 }
 
 export type MarkParts = NonNullable<ReturnType<typeof parseChunkMark>>;
+
+/**
+ * The write counts of the marked tables among `tables`, as one transaction on the target sees them,
+ * read a window of tables at a time as the comparison reaches them (not every table's per
+ * transaction: at 10,000 tables, 200 transactions each reading 10,000 rows).
+ */
+export class WriteCountWindows {
+  private readonly read = new Set<number>();
+  private readonly counts = new Map<string, TableWrites>();
+  private stores?: { writes: boolean; chunks: boolean };
+
+  constructor(
+    private readonly slot: string,
+    private readonly tables: readonly QualifiedName[],
+    private readonly window: number,
+  ) {}
+
+  /** A new transaction: what was read belongs to the old snapshot. */
+  reset(): void {
+    this.read.clear();
+    this.counts.clear();
+  }
+
+  async get(c: Client, index: number): Promise<TableWrites | undefined> {
+    if (!this.read.has(index)) {
+      this.stores ??= { writes: await relationExists(c, WRITES_TABLE), chunks: await relationExists(c, CHUNK_WRITES_TABLE) };
+      const ids = Array.from({ length: Math.min(this.window, this.tables.length - index) }, (_, k) => index + k).filter((i) => !this.read.has(i));
+      if (this.stores.writes) {
+        const m = await readWriteCounts(c, this.slot, ids.map((i) => this.tables[i]!), this.stores.chunks);
+        for (const [k, v] of m) this.counts.set(k, v);
+      }
+      for (const i of ids) this.read.add(i);
+    }
+    return this.counts.get(nameKey(this.tables[index]!));
+  }
+}

@@ -87,6 +87,11 @@ export async function openSides(
  * Opens `parallelism` pairs of connections and runs each table on one of them; results come back in
  * the order of input.tables. `setup` runs once per pair and returns the per-table function.
  */
+/** The connection pairs runPool opens for these tables. */
+export function workersOf(input: Pick<ValidateTablesInput, 'tables' | 'parallelism'>): number {
+  return Math.max(1, Math.min(input.parallelism ?? VALIDATE_DEFAULTS.parallelism, input.tables.length));
+}
+
 export async function runPool<R>(
   input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
   applicationName: string,
@@ -96,7 +101,7 @@ export async function runPool<R>(
   const results: R[] = new Array<R>(input.tables.length);
   if (input.tables.length === 0) return results;
   const queue = input.tables.map((t, i) => ({ t, i }));
-  const workers = Math.max(1, Math.min(input.parallelism ?? VALIDATE_DEFAULTS.parallelism, input.tables.length));
+  const workers = workersOf(input);
   let hash: RowHash | undefined = input.rowHash === 'auto' || input.rowHash === undefined ? undefined : input.rowHash;
   let failed = false;
   const worker = async () => {

@@ -405,7 +405,7 @@ const chunkTriggersState = (c: string, names: string) =>
   `(SELECT count(*) FILTER (WHERE g.tgenabled = 'A') || '/' || count(*) FROM pg_trigger g WHERE g.tgrelid = ${c}.oid AND g.tgname = ANY (${names}::text[]))`;
 
 /**
- * A chunk's mark from its table's (allWriteCountsSql): the table's count, and the chunk's own when the
+ * A chunk's mark from its table's (writeCountsSql): the table's count, and the chunk's own when the
  * table has chunk triggers, as `table#writes:delta`.
  */
 export function chunkMark(w: TableWrites | undefined, chunk: number): string | undefined {
@@ -457,8 +457,8 @@ export function forgetWrittenKeysSql(slot: string, table: QualifiedName, chunk: 
   };
 }
 
-/** writeCountSql for every marked table at once: schema, name and count (the pgdts.proof_writes table must exist). */
-export function allWriteCountsSql(slot: string, withChunks: boolean): Sql {
+/** writeCountSql for the marked ones among `tables` (qualified, quoted) at once: schema, name and count (the pgdts.proof_writes table must exist). */
+export function writeCountsSql(slot: string, withChunks: boolean, tables: readonly string[]): Sql {
   const { trigger, rows } = writeMarkNames(slot);
   // `chunks`: '0/0' (none), '3/3' (all three enabled) or else (unknown: the table is read); `counts`: chunk → count.
   const chunks = withChunks
@@ -470,8 +470,9 @@ export function allWriteCountsSql(slot: string, withChunks: boolean): Sql {
       `SELECT n.nspname AS schema, c.relname AS name, ${countText('c', '$2', withChunks ? '$3' : undefined)} AS writes${chunks}` +
       `FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid ` +
-      `WHERE g.tgname = $2 AND g.tgenabled = 'A'`,
-    values: withChunks ? [slot, trigger, [rows.INSERT, rows.UPDATE, rows.DELETE]] : [slot, trigger],
+      `WHERE g.tgname = $2 AND g.tgenabled = 'A'` +
+      ` AND c.oid IN (SELECT to_regclass(x) FROM unnest($${withChunks ? 4 : 3}::text[]) x)`,
+    values: [slot, trigger, ...(withChunks ? [[rows.INSERT, rows.UPDATE, rows.DELETE]] : []), tables],
   };
 }
 

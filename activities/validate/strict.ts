@@ -32,9 +32,8 @@ import {
   type TableSide,
 } from './engine';
 import { planCutoverCheck, type CutoverPlan } from './proof-cutover';
-import { loadAllProofChunks, readAllWriteCounts, type StoredChunk } from './proof-store';
-import { nameKey } from '../naming';
-import { assembleMismatches, checksumOptions, Descriptions, openSides, runPool } from './shared';
+import { loadAllProofChunks, WriteCountWindows, type StoredChunk } from './proof-store';
+import { assembleMismatches, checksumOptions, Descriptions, openSides, runPool, workersOf } from './shared';
 import { BEGIN_READ, type KeyRange, type RowHash, type TableWrites } from './sql';
 
 export async function validateTables(input: ValidateTablesInput, hooks: ValidateHooks = {}): Promise<TableValidationResult[]> {
@@ -83,18 +82,20 @@ export async function compareTables(
       // source fenced and the apply past the fence, neither side changes under it, and thousands of
       // small tables do not pay BEGIN, SET and COMMIT on both sides each.
       let shared = 0;
-      /** The write counts of every marked table in the shared transaction's snapshot (one query). */
-      let counts: Map<string, TableWrites> | undefined;
+      // The write counts of the marked tables in the shared transaction's snapshot, a window of the
+      // tables ahead at a time (this worker takes about every parallelism-th of them).
+      const counts = stored && input.proofSlot ? new WriteCountWindows(input.proofSlot, input.tables.map((x) => x.target), TABLES_PER_SNAPSHOT * workersOf(input)) : undefined;
       return async (t, index) => {
         const started = Date.now();
         const result = emptyResult(t, hash);
         if (shared === 0) {
           await Promise.all([begin(src), begin(dst)]);
-          counts = stored && input.proofSlot ? await readAllWriteCounts(dst, input.proofSlot) : undefined;
+          counts?.reset();
         }
         try {
           const columns = { source: await described.source.get(src, index), target: await described.target.get(dst, index) };
-          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), counts?.get(nameKey(t.target)), result, columns);
+          const writes = await counts?.get(dst, index);
+          await compareTable(run, src, dst, t, index, hash, stored?.get(displayName(t.source)), writes, result, columns);
           // A big table ends its transaction (its snapshot and locks) at once; small ones share it.
           if (++shared >= TABLES_PER_SNAPSHOT || result.sourceRows > SHARED_SNAPSHOT_ROWS) {
             shared = 0;
