@@ -44,6 +44,7 @@ import {
   describeTableSql,
   NUDGE_SQL,
   rowDigestsByKeySql,
+  allRowDigestsSql,
   rowHashesSql,
   sampledKeysInOrderSql,
   sampleKeysSql,
@@ -192,6 +193,13 @@ export class TableSide {
       if (key) out.set(keyId(key), row.slice(1));
     }
     return out;
+  }
+
+  /** digestsByKey for every row of the table (a small one): key id -> digests. */
+  async allDigests(modes: readonly DigestMode[]): Promise<Map<string, Array<string | null>>> {
+    const k = this.shape.keyColumns.length;
+    const r = await queryArrays(this.client, allRowDigestsSql(this.shape, modes));
+    return new Map(r.map((row) => [keyId(row.slice(0, k) as Array<string | null>), row.slice(k) as Array<string | null>]));
   }
 
   async bucketSummaries(prefix: number): Promise<Map<string, string>> {
@@ -685,6 +693,9 @@ export function digestModes(src: TableSide, dst: TableSide): DigestMode[] {
 /** Cells (keys x columns) per digest read: about 1 MB of digests, whatever the table's width. */
 const DIGEST_BATCH_CELLS = 20_000;
 
+/** Cells a sample reads whole from each side (about 3 MB of digests). */
+const WHOLE_SAMPLE_CELLS = 100_000;
+
 /** Keys per digest read for a table of `columns` columns (at most 1,000). */
 export function digestBatchSize(columns: number): number {
   return Math.max(1, Math.min(1000, Math.floor(DIGEST_BATCH_CELLS / Math.max(1, columns + 1))));
@@ -714,25 +725,29 @@ async function compareDigestsByKey(
   }
 }
 
-export async function sampleKeyed(src: TableSide, dst: TableSide, sourceRows: number, size: number): Promise<SampleResult> {
+export async function sampleKeyed(src: TableSide, dst: TableSide, sourceRows: number, size: number, targetRows?: number): Promise<SampleResult> {
+  const found: SampleResult['found'] = [];
+  const onRow = (id: string, s: Array<string | null> | undefined, d: Array<string | null> | undefined) => {
+    if (!s) return; // deleted on the source meanwhile (verify on a live database)
+    if (!d) found.push({ id, kind: 'missing-on-target' });
+    else {
+      const cols = differingColumns(src.shape.columns, s, d);
+      if (cols.length) found.push({ id, kind: 'different', columns: cols });
+    }
+  };
+  // Both sides no larger than the sample (counted in this snapshot): the sample is every row, read
+  // on both sides at once (one round trip, not the keys first and then their rows; thousands of
+  // small tables inside the write stop).
+  if (targetRows !== undefined && sourceRows <= size && targetRows <= size && Math.max(sourceRows, targetRows) * (src.shape.columns.length + 1) <= WHOLE_SAMPLE_CELLS) {
+    const modes = digestModes(src, dst);
+    const [a, b] = await Promise.all([src.allDigests(modes), dst.allDigests(modes)]);
+    for (const [id, s] of a) onRow(id, s, b.get(id));
+    return { sampled: a.size, found };
+  }
   const percent = samplePercentFor(sourceRows, size);
   let keys = await src.sampleKeys(size, percent);
   if (percent !== undefined && keys.length < Math.min(size, sourceRows)) keys = await src.sampleKeys(size);
-  const found: SampleResult['found'] = [];
-  await compareDigestsByKey(
-    src,
-    dst,
-    keys,
-    (side, batch, modes) => side.digestsByKey(batch, modes),
-    (id, s, d) => {
-      if (!s) return; // deleted on the source meanwhile (verify on a live database)
-      if (!d) found.push({ id, kind: 'missing-on-target' });
-      else {
-        const cols = differingColumns(src.shape.columns, s, d);
-        if (cols.length) found.push({ id, kind: 'different', columns: cols });
-      }
-    },
-  );
+  await compareDigestsByKey(src, dst, keys, (side, batch, modes) => side.digestsByKey(batch, modes), onRow);
   return { sampled: keys.length, found };
 }
 

@@ -83,15 +83,15 @@ export async function openSides(
   return [a.value, b.value];
 }
 
-/**
- * Opens `parallelism` pairs of connections and runs each table on one of them; results come back in
- * the order of input.tables. `setup` runs once per pair and returns the per-table function.
- */
 /** The connection pairs runPool opens for these tables. */
 export function workersOf(input: Pick<ValidateTablesInput, 'tables' | 'parallelism'>): number {
   return Math.max(1, Math.min(input.parallelism ?? VALIDATE_DEFAULTS.parallelism, input.tables.length));
 }
 
+/**
+ * Opens `parallelism` pairs of connections and runs each table on one of them; results come back in
+ * the order of input.tables. `setup` runs once per pair and returns the per-table function.
+ */
 export async function runPool<R>(
   input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
   applicationName: string,

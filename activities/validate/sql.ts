@@ -651,6 +651,13 @@ export function rowDigestsByKeySql(s: TableShape, keys: ReadonlyArray<readonly s
   };
 }
 
+/** rowDigestsByKeySql for every row of the table, each with its key as text (key columns first). */
+export function allRowDigestsSql(s: TableShape, modes: readonly DigestMode[]): Sql {
+  if (modes.length !== s.columns.length) throw new Error(`${modes.length} digest modes for ${s.columns.length} columns`);
+  const cols = s.columns.map((c, i) => `${columnDigest(c, modes[i]!)} AS c${i}`);
+  return { text: `SELECT ${[keyTextList(s), ...cols].join(', ')} FROM ${qname(s.table)} t`, values: [] };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Tables without a key: rows are identified by the md5 of their text, buckets by its first hex digits.
 // ---------------------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ async function compareTable(
   if (run.sampleSize > 0) {
     throwIfAborted(hooks.signal);
     run.progress(name, 'sample');
-    sample = t.keyColumns.length ? await sampleKeyed(s, d, result.sourceRows, run.sampleSize) : await sampleKeyless(s, d, result.sourceRows, run.sampleSize);
+    sample = t.keyColumns.length ? await sampleKeyed(s, d, result.sourceRows, run.sampleSize, result.targetRows) : await sampleKeyless(s, d, result.sourceRows, run.sampleSize);
     result.sampledRows = sample.sampled;
     result.sample = sample.found.length ? 'mismatch' : 'match';
   }

@@ -249,6 +249,13 @@ describe('validateTables', () => {
     const [r] = await run([tableSpec(q('Mixed Case', 'Order Items'), q('Mixed Case', 'Order Items_c'))], { sampleSize: 0 });
     expect(r!.mismatches).toEqual([{ key: { 'Order No': 'ORD-17', line: '2' }, kind: 'different', columns: ['Note'], foundBy: 'checksum', chunk: expect.any(String) }]);
     expect(formatValidationFailure([r!])).toContain('"Order No"=ORD-17, line=2: different (Note)');
+    // A sample no smaller than the table (2,000 rows) reads every row of both sides at once, and
+    // finds the same row by its composite key; a smaller one draws keys from the source first.
+    for (const sampleSize of [10_000, 1_999]) {
+      const [w] = await run([tableSpec(q('Mixed Case', 'Order Items'), q('Mixed Case', 'Order Items_c'))], { sampleSize, checksum: false });
+      expect(w!.sampledRows).toBe(Math.min(sampleSize, 2000));
+      if (sampleSize > 2000) expect(w!.mismatches).toEqual([{ key: { 'Order No': 'ORD-17', line: '2' }, kind: 'different', columns: ['Note'], foundBy: 'sample' }]);
+    }
   });
 
   it('compares a table without a key as a multiset of rows', async () => {
