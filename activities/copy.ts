@@ -659,13 +659,13 @@ export interface PlanCopiesInput {
 export const MAX_TOTAL_RANGES = 256;
 
 /**
- * Ranges per table (1: copied whole) scaled down in proportion when they add up to more than `cap`;
- * a table left with one range is copied whole. The sum of the counts above 1 is at most `cap`. Pure.
+ * Ranges per table (0: copied whole) scaled down in proportion when they add up to more than `cap`;
+ * a table left with one range or none is then copied whole. The sum is at most `cap`. Pure.
  */
 export function capRanges(wanted: readonly number[], cap: number): number[] {
-  const total = wanted.reduce((n, w) => n + (w > 1 ? w : 0), 0);
+  const total = wanted.reduce((n, w) => n + w, 0);
   if (total <= cap) return [...wanted];
-  return wanted.map((w) => (w > 1 ? Math.floor((w * cap) / total) : w)).map((n) => Math.max(1, n));
+  return wanted.map((w) => Math.floor((w * cap) / total)).map((n) => (n > 1 ? n : 0));
 }
 
 export interface CopyPlan {
@@ -708,7 +708,7 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
     if (r.rows.length !== input.tables.length) throw new Error(`planned ${r.rows.length} of ${input.tables.length} tables`);
     const wanted = r.rows.map((row) => {
       const bytes = Number(row.bytes);
-      if (row.relkind !== 'r' || bytes <= splitAbove) return 1;
+      if (row.relkind !== 'r' || bytes <= splitAbove) return 0;
       // A multiple of the parallelism, so that the last round of ranges keeps every copier busy.
       const n = Math.max(minRanges, Math.ceil(bytes / rangeBytes));
       return Math.min(maxRanges, Math.ceil(n / minRanges) * minRanges);
@@ -716,7 +716,7 @@ export async function planCopies(input: PlanCopiesInput): Promise<CopyPlan[]> {
     const counts = capRanges(wanted, input.maxTotalRanges ?? MAX_TOTAL_RANGES);
     return r.rows.map((row, i) => {
       const bytes = Number(row.bytes);
-      if (counts[i]! <= 1) return { bytes };
+      if (counts[i]! === 0) return { bytes };
       // Ranges of heap pages: a row's TOAST data goes with it, so equal pages carry about equal bytes.
       return { bytes, ranges: splitPages(Math.max(1, Math.ceil(Number(row.heap) / row.block)), counts[i]!) };
     });

@@ -1,7 +1,7 @@
 /**
  * Every failure type pg-dts names, and which of them no retry can fix. The one list that both sides
  * read: the workflow's retry policies (`nonRetryableErrorTypes`, workflows/activities.ts) and the
- * activities that make the failures (activities/errors.ts `finalFailure`, `classify`). Pure, so that
+ * activities that make the failures (activities/errors.ts `finalFailure`, `during`; activities/edge.ts `toFailure`). Pure, so that
  * workflow code may import it. The type names are part of recorded histories: never rename one.
  */
 export const ErrorType = {

@@ -199,7 +199,9 @@ export class TableSide {
   async allDigests(modes: readonly DigestMode[]): Promise<Map<string, Array<string | null>>> {
     const k = this.shape.keyColumns.length;
     const r = await queryArrays(this.client, allRowDigestsSql(this.shape, modes));
-    return new Map(r.map((row) => [keyId(row.slice(0, k) as Array<string | null>), row.slice(k) as Array<string | null>]));
+    // A NULL in a key (dts verify's own keyColumns) matches no row by key: left out, as a sampled one is.
+    const keyed = r.filter((row) => row.slice(0, k).every((v) => v !== null));
+    return new Map(keyed.map((row) => [keyId(row.slice(0, k) as Array<string | null>), row.slice(k) as Array<string | null>]));
   }
 
   async bucketSummaries(prefix: number): Promise<Map<string, string>> {

@@ -59,20 +59,22 @@ describe('assignBatches', () => {
 
   it('bounds the page ranges in all whatever the number of large tables; a few large ones keep theirs', () => {
     // Two 100 GB tables at parallelism 4: 32 ranges each, as asked.
-    expect(capRanges([32, 32, 1, 1], MAX_TOTAL_RANGES)).toEqual([32, 32, 1, 1]);
+    expect(capRanges([32, 32, 0, 0], MAX_TOTAL_RANGES)).toEqual([32, 32, 0, 0]);
+    // One range asked for (splitAboveBytes under rangeBytes), nothing capped: kept as asked.
+    expect(capRanges([1, 0], MAX_TOTAL_RANGES)).toEqual([1, 0]);
     // Twenty of them: scaled down in proportion.
     const twenty = capRanges(Array.from({ length: 20 }, () => 32), MAX_TOTAL_RANGES);
     expect(twenty).toEqual(Array.from({ length: 20 }, () => 12));
     // Two thousand 10 GB tables (every one over splitAboveBytes): copied whole, in bounded batches.
     const GB = 1024 ** 3;
     const counts = capRanges(Array.from({ length: 2_000 }, () => 32), MAX_TOTAL_RANGES);
-    expect(counts.every((n) => n === 1)).toBe(true);
-    const mixed = [...Array.from({ length: 3 }, () => 32), ...Array.from({ length: 500 }, () => 8), ...Array.from({ length: 5_000 }, () => 1)];
+    expect(counts.every((n) => n === 0)).toBe(true);
+    const mixed = [...Array.from({ length: 3 }, () => 32), ...Array.from({ length: 500 }, () => 8), ...Array.from({ length: 5_000 }, () => 0)];
     const capped = capRanges(mixed, MAX_TOTAL_RANGES);
-    expect(capped.filter((n) => n > 1).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(MAX_TOTAL_RANGES);
+    expect(capped.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(MAX_TOTAL_RANGES);
     expect(capped.slice(0, 3).every((n) => n > 1)).toBe(true);
     // The batches of such a plan: ranges plus whole-table batches, bounded.
-    const plans = capped.map((n, i) => (n > 1 ? { bytes: 100 * GB, ranges: splitPages(1_000_000, n) } : { bytes: (i % 2 ? 10 : 1) * GB }));
+    const plans = capped.map((n, i) => (n > 0 ? { bytes: 100 * GB, ranges: splitPages(1_000_000, n) } : { bytes: (i % 2 ? 10 : 1) * GB }));
     const units = assignBatches(plans, batchLimits(plans, { maxTables: 100, maxBytes: 64 * MB }));
     expect(new Set(units.map((u) => u.batch)).size).toBeLessThanOrEqual(MAX_TOTAL_RANGES + 3 * MAX_BATCHES);
   });

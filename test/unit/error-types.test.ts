@@ -23,6 +23,9 @@ describe('one registry of final error types', () => {
       classify(Object.assign(new Error('permission denied for table t'), { code: '42501' }), 'copy t'),
     ];
     expect((made[3] as Error).message).toBe('copy t: permission denied for table t (SQLSTATE 42501)');
+    // The apply's verdict names no SQLSTATE, final as it is.
+    const verdict = classify(Object.assign(new Error('the apply must run as a role that may set session_replication_role'), { code: '42501', permanent: true }), 'apply changes');
+    expect([(verdict as ApplicationFailure).type, (verdict as Error).message]).toEqual([ErrorType.Replication, 'apply changes: the apply must run as a role that may set session_replication_role']);
     for (const f of made) {
       expect(f).toBeInstanceOf(ApplicationFailure);
       expect((f as ApplicationFailure).nonRetryable).toBe(true);
