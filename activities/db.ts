@@ -290,8 +290,8 @@ export async function withClient<T>(spec: ConnectionSpec, fn: (c: Client) => Pro
   }
 }
 
-/** SQLSTATEs of two sessions racing on CREATE ... IF NOT EXISTS: the loser sees one of these. */
-const CREATE_RACE = new Set(['23505', '42P06', '42P07']);
+/** SQLSTATEs of two sessions racing on CREATE ... IF NOT EXISTS: the loser sees one of these (42710: "type … already exists", the table's row type). */
+const CREATE_RACE = new Set(['23505', '42P06', '42P07', '42710']);
 
 /**
  * Runs idempotent DDL (CREATE ... IF NOT EXISTS) that concurrent sessions may run at the same time,
