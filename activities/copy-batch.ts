@@ -4,7 +4,8 @@
  * A schema of thousands of tiny tables is then a few dozen activities instead of thousands, and the
  * workflow's history grows with the batches, not with the tables.
  */
-import { copyTable, copyWholeTables, planCopies, type CopyHooks, type CopyPlan, type CopyProgress } from './copy';
+import { copyTable, copyWholeTables, type CopyHooks, type CopyProgress } from './copy';
+import { planCopies, type CopyPlan } from './copy-plan';
 import { assignBatches, readBatch, readDefs, storeCopyPlan, type PlanRef } from './plan-store';
 import type { ConnectionSpec, QualifiedName } from './spec';
 

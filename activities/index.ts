@@ -7,7 +7,8 @@
  */
 import { Context } from '@temporalio/activity';
 import { createReverseReplication, createPublication, dropPublication, dropSlot, setReplicaIdentity } from './replication';
-import { copyTable, forgetCopyProgress, planCopies, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
+import { copyTable, forgetCopyProgress, prepareRangedCopy, type CopyTableInput, type CopyTableResult } from './copy';
+import { planCopies } from './copy-plan';
 import { fenceHolds, fenceSource, hardenFence, installFence, liftFence, removeFence, syncSequences } from './stop-writes';
 import { commitCutover } from './finalize';
 import { during } from './errors';

@@ -10,7 +10,8 @@ import type { Client } from 'pg';
 import { connect, runIdempotentDdl, withClient } from './db';
 import type { TableDef } from './model';
 import type { TablePlan } from './preflight';
-import type { CopyPlan, CopyRange } from './copy';
+import type { CopyRange } from './copy';
+import type { CopyPlan } from './copy-plan';
 import type { ConnectionSpec } from './spec';
 
 /** Where a migration's plan lives. Travels through history instead of the plan itself. */

@@ -26,7 +26,8 @@ import type { PgCluster } from '../test/harness/pg-cluster';
 import { startTemporal } from '../test/harness/temporal';
 import { quietTemporalLogs } from '../worker/logging';
 import type { MigrationStatus } from '../workflows/contract';
-import { copyTable, planCopies, prepareRangedCopy, type CopyRange } from '../activities/copy';
+import { copyTable, prepareRangedCopy, type CopyRange } from '../activities/copy';
+import { planCopies } from '../activities/copy-plan';
 import {
   bash,
   contentHash,

@@ -7,7 +7,7 @@ import * as wf from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { MigrationPlan } from '../activities/preflight';
 import type { TableDef } from '../activities/model';
-import type { CopyPlan } from '../activities/copy';
+import type { CopyPlan } from '../activities/copy-plan';
 import type { MigrationSpecInput, NotifyEvent } from '../activities/spec';
 import type { PlanRef } from '../activities/plan-store';
 import { MigrationPhaseKey, type IndexBuildProgress, type MigrationProgress, type MigrationReport, type MigrationStatus, type Phase, type SnapshotReady, type TableStatus } from './contract';

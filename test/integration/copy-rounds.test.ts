@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
-import { copyTable, copyWholeTables, planCopies, prepareRangedCopy, readCopyPositions, splitPages, type CopyTableInput } from '../../activities/copy';
+import { copyTable, copyWholeTables, prepareRangedCopy, readCopyPositions, type CopyTableInput } from '../../activities/copy';
+import { planCopies, splitPages } from '../../activities/copy-plan';
 import { fingerprint } from '../harness/compare';
 import { lsnToBigInt } from '../../activities/apply/lsn';
 import { runApply } from '../../activities/apply/run';

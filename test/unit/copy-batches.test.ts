@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { assignBatches } from '../../activities/plan-store';
 import { MAX_BATCHES, batchLimits } from '../../activities/copy-batch';
-import { capRanges, MAX_TOTAL_RANGES, splitPages } from '../../activities/copy';
+import { capRanges, MAX_TOTAL_RANGES, splitPages } from '../../activities/copy-plan';
 
 const MB = 1024 ** 2;
 

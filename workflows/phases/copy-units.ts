@@ -6,7 +6,8 @@
 import { nameKey } from '../names';
 import * as wf from '@temporalio/workflow';
 import type { TableDef } from '../../activities/model';
-import type { CopyPlan, CopyRange } from '../../activities/copy';
+import type { CopyRange } from '../../activities/copy';
+import type { CopyPlan } from '../../activities/copy-plan';
 import type { MigrationPlan } from '../../activities/preflight';
 import type { TableStatus } from '../contract';
 import { runUntilFirstFailure } from '../copy-batches';
