@@ -216,15 +216,20 @@ describe('a chunk the apply writes while the proof reads it', () => {
     const db = 'proof_busy';
     const sides = await itemsDatabases(db);
     const input = { ...sides, slot: 'proof_busy', tables: [items], chunkRows: 1000, leafRows: 50, fanout: 4 };
-    const idle = { waitForTarget: async () => true };
-    // A first pass arms the chunk marks (items: five chunks, an integer key).
+    let waits = 0;
+    const idle = { waitForTarget: async () => (waits++, true) };
+    // A first pass arms the chunk marks (items: five chunks, an integer key); the target already
+    // equal, no chunk waits for the apply.
     expect((await proveLive({ ...input, maxPasses: 1 }, idle)).progress).toMatchObject({ chunks: 5, chunksVerified: 5 });
-    // A pass with writes while it reads, as a busy source makes them: on the first chunk's first wait,
-    // rows 100 and 200 change on the source and only 100 is applied; on the next wait (the busy
-    // chunk's held source snapshot) 200 is applied too, or (`stray`) someone writes row 300 instead.
+    expect(waits).toBe(0);
+    // A pass with writes while it reads, as a busy source makes them. The source is ahead of the
+    // target (row 400), so the first chunk's target differs and its read waits for the apply: in that
+    // wait the apply catches up, then rows 100 and 200 change on the source and only 100 is applied;
+    // on the next wait (the busy chunk's held source snapshot) 200 is applied too, or (`stray`)
+    // someone writes row 300 instead.
     const busyPass = async (stray: boolean) => {
       await env.target.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db);
-      await env.source.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200)`, [], db);
+      await env.source.query(`UPDATE public.items SET v = v + 1000 WHERE id IN (100, 200); UPDATE public.items SET v = v + 5 WHERE id = 400`, [], db);
       // Every chunk read whole again (not proven again by its written keys, the next describe).
       await env.target.query(`UPDATE pgdts.proof_chunks SET source_tuples = NULL, target_tuples = NULL WHERE slot_name = 'proof_busy'`, [], db);
       let calls = 0;
@@ -232,6 +237,7 @@ describe('a chunk the apply writes while the proof reads it', () => {
         waitForTarget: async () => {
           calls++;
           if (calls === 1) {
+            await env.target.query(`UPDATE public.items SET v = v + 5 WHERE id = 400`, [], db);
             await env.source.query(`UPDATE public.items SET v = v + 1 WHERE id IN (100, 200)`, [], db);
             await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 100`, [], db);
           } else if (calls === 2) {
@@ -255,13 +261,13 @@ describe('a chunk the apply writes while the proof reads it', () => {
     // Proven but for the written keys, with the count read before the chunk's source read.
     expect(busy.chunk.source_tuples).toBe('all-but-written-keys');
     expect(busy.pass.progress).toMatchObject({ chunks: 5, chunksVerified: 5 });
-    // The cutover: the first chunk by its written keys (100 and 200), nothing read.
+    // The cutover: the first chunk by its written keys (400, 100 and 200), nothing read.
     const [cut] = await validateTables({ ...sides, tables: [items], chunkRows: 1000, sampleSize: 0, proofSlot: 'proof_busy' });
     expect({ ok: cut!.ok, rows: cut!.sourceRows, target: cut!.targetRows, proof: cut!.proof }).toEqual({
       ok: true,
       rows: 5000,
       target: 5000,
-      proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000, readAtCutover: 0, keysReadAtCutover: 2 },
+      proof: { chunks: 5, verifiedBeforeCutover: 5, reverifiedAtCutover: 0, rows: 5000, readAtCutover: 0, keysReadAtCutover: 3 },
     });
 
     // A stray write (row 300) among the keys written meanwhile, row 200 never applied: not proven.
