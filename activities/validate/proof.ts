@@ -581,7 +581,8 @@ type TargetRead = <T>(fn: (d: TableSide) => Promise<T>, chunk: number) => Promis
 type ChunkRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; writes: string | undefined }>;
 
 /**
- * One chunk compared: the source read, the target read once the apply has passed the source's
+ * One chunk compared: the source read, the target read at once (equal: verified, and `caughtUp` only
+ * says the read did not lag), else the target read again once the apply has passed the source's
  * position, and on a difference the source read again. Verified when the target equals either
  * source read; suspect when the source held still (same tuples both times) and the target differs.
  */
