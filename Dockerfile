@@ -10,6 +10,7 @@ COPY activities ./activities
 COPY workflows ./workflows
 COPY worker ./worker
 COPY client ./client
+COPY connection ./connection
 RUN npm run build
 
 FROM node:22-bookworm-slim

@@ -12,7 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { fileFromEnv } from '../worker/config';
+import { fileFromEnv } from '../connection/settings';
 
 export const API_TOKEN_ENV = 'PG_DTS_API_TOKEN';
 /** mTLS instead of (or besides) the token: the API's certificate, its key, and the CA of client certificates. */

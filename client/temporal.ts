@@ -16,42 +16,11 @@ import {
 } from '@temporalio/client';
 import { clientConfig, describeConnection as hostPortDb } from '../activities/db';
 import { normalizeSpec, type ConnectionSpec, type NormalizedSpec } from '../activities/spec';
-import { temporalConnectionOptions, temporalSettings, type TemporalSettings } from '../worker/config';
 import { PHASES, WORKFLOW_TYPE, type MigrationReport, type MigrationStatus, type StatusPage, type Phase } from '../workflows/contract';
-import { AesGcmCodec, CODEC_KEY_ENV, codecFromEnv, dataConverterFor, payloadKeyId } from './codec';
+import { CODEC_KEY_ENV, payloadKeyId } from '../connection/codec';
+import type { TemporalContext } from '../connection/connect';
 
-export interface TemporalContext {
-  client: Client;
-  connection: Connection;
-  settings: TemporalSettings;
-  codec?: AesGcmCodec;
-  close(): Promise<void>;
-}
-
-/**
- * A client for TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE. `lazy` connects on first use (the API starts
- * even while Temporal is down, and says so in /health); otherwise an unreachable server fails here.
- */
-export async function connectTemporal(opts: { env?: NodeJS.ProcessEnv; lazy?: boolean } = {}): Promise<TemporalContext> {
-  const env = opts.env ?? process.env;
-  const settings = temporalSettings(env);
-  const codec = codecFromEnv(env);
-  const options = temporalConnectionOptions(env);
-  let connection: Connection;
-  if (opts.lazy) {
-    connection = Connection.lazy(options);
-  } else {
-    connection = await Connection.connect(options).catch((err: Error) => {
-      throw new TemporalUnavailableError(`cannot reach Temporal at ${settings.address}: ${err.message}`);
-    });
-  }
-  const client = new Client({ connection, namespace: settings.namespace, dataConverter: dataConverterFor(codec) });
-  return { client, connection, settings, codec, close: () => connection.close() };
-}
-
-export class TemporalUnavailableError extends Error {
-  override name = 'TemporalUnavailableError';
-}
+export { connectTemporal, TemporalUnavailableError, type TemporalContext } from '../connection/connect';
 
 /** A request that cannot be served as given; `field` names the offending input when there is one. */
 export class InputError extends Error {
@@ -287,7 +256,7 @@ export async function workflowTaskProblem(ctx: Pick<TemporalContext, 'connection
   if (!failure) return undefined;
   const first = await svc.getWorkflowExecutionHistory({ namespace: ctx.settings.namespace, execution, maximumPageSize: 1 });
   const inputKey = payloadKeyId(first.history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0]);
-  // The worker encodes its failure with its own key (client/failure-converter.js): that names its key.
+  // The worker encodes its failure with its own key (connection/failure-converter.js): that names its key.
   const workerKey = payloadKeyId(failure.encodedAttributes);
   let message = failure.message ?? '';
   if (failure.encodedAttributes) {

@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode, type BundleOptions, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { FAILURE_CONVERTER_PATH } from '../client/codec';
+import { FAILURE_CONVERTER_PATH } from '../connection/codec';
 
 /** Running the compiled package (lib/worker/bundle.js) rather than the TypeScript sources. */
 const compiled = __filename.endsWith('.js');
@@ -31,7 +31,7 @@ export const workflowsPath = path.join(__dirname, '..', 'workflows', compiled ? 
 export const defaultBundleDir = path.join(repoRoot, 'dist', 'workflow-bundle');
 
 const MANIFEST = 'manifest.json';
-// 2: built with the failure converter (client/failure-converter.js).
+// 2: built with the failure converter (connection/failure-converter.js).
 const FORMAT = 2;
 /** Unreferenced bundles older than this are removed by the next build. */
 const KEEP_OLD_BUNDLES_MS = 10 * 60_000;

@@ -24,7 +24,7 @@ import { startMemoryLog } from './memory';
 import { createWorker, ensureSearchAttributes } from './worker';
 import { installWorkerRuntime } from './logging';
 import { freeLoopbackPort, parseAddress, startMetricsServer, type MetricsServer } from './metrics';
-import { connectTemporal, type TemporalContext } from '../client/temporal';
+import { connectTemporal, type TemporalContext } from '../connection/connect';
 
 export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const s = temporalSettings(env);

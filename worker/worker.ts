@@ -6,7 +6,7 @@ import { NativeConnection, Worker, type WorkerOptions as TemporalWorkerOptions, 
 import { temporal } from '@temporalio/proto';
 import type { DataConverter } from '@temporalio/common';
 import { createActivities } from '../activities';
-import { FAILURE_CONVERTER_PATH } from '../client/codec';
+import { FAILURE_CONVERTER_PATH } from '../connection/codec';
 import { bundleInProcess, prebuiltWorkflowBundle } from './bundle';
 import { setFlagsFromString } from 'node:v8';
 import { workerTuning, type WorkerTuning } from './config';
@@ -35,7 +35,7 @@ export interface WorkerOptions {
   maxConcurrentActivityTaskExecutions?: number;
   /** Memory settings; default workerTuning(process.env) (worker/config.ts). */
   tuning?: Partial<WorkerTuning>;
-  /** Payload codec etc. (client/codec.ts): must match the clients' when payloads are encrypted. */
+  /** Payload codec etc. (connection/codec.ts): must match the clients' when payloads are encrypted. */
   dataConverter?: DataConverter;
   /** Workflow code; default workflowBundle(). */
   workflowBundle?: WorkflowBundleOption;
