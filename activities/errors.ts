@@ -62,9 +62,9 @@ export class StepError extends Error {
   ) {
     const e = cause as PgError | undefined;
     const code = typeof e?.code === 'string' ? e.code : undefined;
-    // A final SQLSTATE is named in the message, once (an outer step's message has it already), unless
-    // the apply's own verdict says what went wrong.
-    const named = code && finalCode(code) && !e?.permanent && !(cause instanceof StepError) ? ` (SQLSTATE ${code})` : '';
+    // A final SQLSTATE is named in the message, unless the apply's own verdict says what went wrong
+    // (a step error that is final already is never wrapped again: `during`).
+    const named = code && finalCode(code) && !e?.permanent ? ` (SQLSTATE ${code})` : '';
     super(`${where}: ${scrub(e?.message ?? String(cause))}${named}`);
     this.name = cause instanceof Error ? cause.name : 'Error';
     this.code = code;
