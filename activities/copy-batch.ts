@@ -84,6 +84,8 @@ export interface CopyBatchInput {
   migrationId?: string;
   /** spec.copy.maxLockWaitSeconds: read by the activity's lock watch (activities/lock-wait.ts). */
   maxLockWaitSeconds?: number;
+  /** A copy child's migration: the batch's progress reports go there (workflows/copy-child.ts). */
+  reportTo?: { workflowId: string; runId: string };
 }
 
 export interface CopyBatchResult extends CopyProgress {

@@ -361,14 +361,16 @@ async function copyOneBatch(shared: Shared, input: CopyBatchInput): Promise<Copy
 }
 
 type Progress = { rows: number; bytes: number };
+/** The workflow run an activity's progress signals go to, when not the one that started it (a copy child's migration). */
+type ReportTo = { workflowId: string; runId: string };
 
 /**
  * One copy activity's edge: heartbeats, progress reports per table (`table()` when a batch moves on
  * to the next), the lock-wait watch and copy.maxLockWaitSeconds.
  */
-function copyEdge(shared: Shared, input: { source: ConnectionSpec; target: ConnectionSpec; snapshot?: string; maxLockWaitSeconds?: number }, unit: string) {
+function copyEdge(shared: Shared, input: { source: ConnectionSpec; target: ConnectionSpec; snapshot?: string; maxLockWaitSeconds?: number; reportTo?: ReportTo }, unit: string) {
   const ctx = Context.current();
-  const exec = ctx.info.workflowExecution;
+  const exec = input.reportTo ?? ctx.info.workflowExecution;
   let table = unit;
   // Where the current table started in the unit's progress: reports are per table.
   let start: Progress = { rows: 0, bytes: 0 };
@@ -400,15 +402,15 @@ function copyEdge(shared: Shared, input: { source: ConnectionSpec; target: Conne
 }
 
 /** Keys, indexes, constraints, foreign keys and ANALYZE on several sessions. */
-async function finishTables(input: ByRef<Parameters<typeof finishTargetTables>[0], 'defs'> & { batch?: number; ords?: number[] }) {
+async function finishTables(input: ByRef<Parameters<typeof finishTargetTables>[0], 'defs'> & { batch?: number; ords?: number[]; reportTo?: ReportTo }) {
   const ctx = Context.current();
   return cancellable(async (heartbeat) => {
-    const { batch, ords, ...rest } = input;
+    const { batch, ords, reportTo, ...rest } = input;
     const resolved =
       rest.defs || !rest.plan
         ? await resolve<Parameters<typeof finishTargetTables>[0], 'defs'>(rest, 'defs', (d) => d)
         : { ...rest, defs: batch !== undefined ? await batchDefs(rest.plan, batch) : await readDefs(rest.plan, ords) };
-    const exec = ctx.info.workflowExecution;
+    const exec = reportTo ?? ctx.info.workflowExecution;
     const reporter = exec ? new IndexProgressReporter(ctx, exec.workflowId, exec.runId, ctx.info.activityId) : undefined;
     try {
       return await finishTargetTables(resolved, { heartbeat, signal: ctx.cancellationSignal, ...(reporter ? { builds: (b) => reporter.update(b) } : {}) });

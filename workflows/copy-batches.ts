@@ -14,7 +14,7 @@ export interface BatchCopyContext {
   /** Tables copied in page ranges: plan position -> number of ranges. */
   ranged: ReadonlyMap<number, number>;
   parallelism: number;
-  state: MigrationStatus;
+  state: Pick<MigrationStatus, 'tables'>;
   progress: MigrationProgress;
   /** Plan positions below this have an entry in state.tables (same index). */
   track: number;
@@ -36,6 +36,14 @@ export interface BatchCopyContext {
   rounds?: CopyRounds;
   /** The post-load DDL of the tables a batch copied whole, or of ranged tables whose last range landed. */
   finish(what: { batch: number } | { ords: number[] }): Promise<void>;
+  /**
+   * True when this run should take no more batches (its history is long enough to continue as new):
+   * the batches in flight land, the post-load DDL they made due runs, and copyBatches returns
+   * `rested` with the rest of the queue left for the next run (`continued`).
+   */
+  rest?(): boolean;
+  /** The round's state changed: a unit started or landed, a table's post-load DDL ended, a pause. */
+  changed?(): void;
 }
 
 /**
@@ -68,29 +76,25 @@ export function newCopyRounds(): CopyRounds {
 }
 
 /**
- * One round. `snapshot.resumed`: the slot of the previous round stands, so what it committed stays:
- * batches landed are not copied again (their pending post-load DDL is), whole tables it committed
- * inside a batch in flight are kept by the batch itself, and a ranged table with a range still to
- * copy is emptied and copied again whole (its ranges must all come from one snapshot).
+ * One round. `start.continued`: the same round taken over by a new run after continue-as-new (what
+ * `rounds` says landed stands, the counters go on, nothing is emptied). `at.resumed`: the slot of
+ * the previous round stands, so what it committed stays: batches landed are not copied again
+ * (their pending post-load DDL is), whole tables it committed inside a batch in flight are kept by
+ * the batch itself, and a ranged table with a range still to copy is emptied and copied again whole
+ * (its ranges must all come from one snapshot). `rested`: `ctx.rest` stopped the round early.
  */
-export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?: { lsn: string; resumed: boolean }): Promise<void> {
+export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?: { lsn: string; resumed: boolean }, start: { continued?: boolean; startedAt?: number } = {}): Promise<{ rested: boolean }> {
   const { state, progress } = ctx;
   const rounds = ctx.rounds;
-  const resumed = rounds !== undefined && at?.resumed === true && rounds.snapshots.length > 0;
-  if (rounds && !resumed) Object.assign(rounds, newCopyRounds());
-  const round = rounds ? rounds.snapshots.length : 0;
-  if (rounds && snapshot !== undefined) rounds.snapshots.push(snapshot);
+  const { r, continued, resumed, prepare } = startRound(ctx, snapshot, at, start);
   // This round's snapshot too: a batch redone after a pause, or retried on another worker, keeps
   // the tables its first attempt committed.
   const keep = rounds ? [...rounds.snapshots] : [];
-  Object.assign(progress, { tablesCopied: 0, rowsCopied: 0, bytesCopied: 0, batchesDone: 0, batchesTotal: ctx.batches, bytesPerSecond: undefined, etaSeconds: undefined });
-  const r: Round = { ctx, rounds, round, resumed, startedAt: Date.now(), rangesLeft: new Map(ctx.ranged), toFinish: [], batchesLeft: 0 };
-  const prepare = resumed ? resumeRound(r, rounds) : [...r.rangesLeft.keys()];
   if (prepare.length) {
     const removed = await ctx.prepareRanged(prepare, snapshot, at?.lsn);
     if (rounds && typeof removed === 'number') progress.unitsCopiedTwice = (progress.unitsCopiedTwice ?? 0) + removed;
   }
-  const queue = Array.from({ length: ctx.batches }, (_, i) => i).filter((b) => !(resumed && rounds.landed.has(b)));
+  const queue = Array.from({ length: ctx.batches }, (_, i) => i).filter((b) => !((resumed || continued) && rounds!.landed.has(b)));
   r.batchesLeft = queue.length;
   ctx.round.landed = r.batchesLeft === 0;
   countKept(r);
@@ -104,6 +108,7 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
       const scope = new wf.CancellationScope();
       ctx.inFlight.add(scope);
       ctx.round.running.set(unit, unit);
+      ctx.changed?.();
       try {
         result = await scope.run(() => ctx.copyBatch({ batch, snapshot, track: ctx.track, ...(rounds && at ? { snapshotLsn: at.lsn, keep } : {}) }));
       } catch (e) {
@@ -121,6 +126,7 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
         ctx.round.running.delete(unit);
         // Its last report goes with it: the status and the UI list only the batches in flight.
         ctx.round.live.delete(unit);
+        ctx.changed?.();
       }
     }
     landed(r, batch, result);
@@ -138,8 +144,10 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
           const ts = state.tables[ord];
           if (ts) ts.state = 'copied';
         }
+        ctx.changed?.();
         continue;
       }
+      if (queue.length > 0 && ctx.rest?.()) break;
       const batch = queue.shift();
       if (batch === undefined) break;
       await copyOne(batch);
@@ -147,6 +155,21 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
   };
 
   await runUntilFirstFailure(Math.max(1, Math.min(ctx.parallelism, Math.max(queue.length, r.toFinish.length))), runOne, () => (queue.length = 0));
+  return { rested: queue.length > 0 };
+}
+
+/** A round's start: new, resumed in a new snapshot, or continued; the ranged tables to empty first. */
+function startRound(ctx: BatchCopyContext, snapshot: string | undefined, at: { resumed: boolean } | undefined, start: { continued?: boolean; startedAt?: number }) {
+  const { rounds, progress } = ctx;
+  const continued = rounds !== undefined && start.continued === true;
+  const resumed = !continued && rounds !== undefined && at?.resumed === true && rounds.snapshots.length > 0;
+  if (rounds && !resumed && !continued) Object.assign(rounds, newCopyRounds());
+  const round = rounds ? Math.max(0, rounds.snapshots.length - (continued && snapshot !== undefined ? 1 : 0)) : 0;
+  if (rounds && snapshot !== undefined && !continued) rounds.snapshots.push(snapshot);
+  if (!continued) Object.assign(progress, { tablesCopied: 0, rowsCopied: 0, bytesCopied: 0, batchesDone: 0, batchesTotal: ctx.batches, bytesPerSecond: undefined, etaSeconds: undefined });
+  const r: Round = { ctx, rounds, round, resumed: resumed || (continued && round > 0), startedAt: start.startedAt ?? Date.now(), rangesLeft: new Map(ctx.ranged), toFinish: [], batchesLeft: 0 };
+  const prepare = continued ? continueRound(r, rounds) : resumed ? resumeRound(r, rounds!) : [...r.rangesLeft.keys()];
+  return { r, continued, resumed, prepare };
 }
 
 /** One round of copyBatches: what its runners share. */
@@ -193,6 +216,22 @@ function resumeRound(r: Round, rounds: CopyRounds): number[] {
   if (unfinished.length) toFinish.push({ what: { ords: unfinished }, tracked: unfinished.filter((o) => o < ctx.track) });
   progress.copyResumes = (progress.copyResumes ?? 0) + 1;
   return prepare;
+}
+
+/**
+ * A round taken over after continue-as-new, in the same snapshot: the ranges that landed count down
+ * their tables, and post-load DDL still due (none when the last run drained it) is due again.
+ * Nothing to empty.
+ */
+function continueRound(r: Round, rounds: CopyRounds): number[] {
+  const { ctx, rangesLeft, toFinish } = r;
+  for (const l of rounds.landed.values()) for (const ord of l.ranges) rangesLeft.set(ord, rangesLeft.get(ord)! - 1);
+  for (const [batch, l] of rounds.landed) {
+    if (l.units > l.ranges.length && !rounds.finishedBatches.has(batch)) toFinish.push({ what: { batch }, tracked: l.tracked });
+  }
+  const unfinished = [...rangesLeft].filter(([ord, left]) => left === 0 && !rounds.finishedRanged.has(ord)).map(([ord]) => ord);
+  if (unfinished.length) toFinish.push({ what: { ords: unfinished }, tracked: unfinished.filter((o) => o < ctx.track) });
+  return [];
 }
 
 /** Units kept from earlier rounds: every landed unit but those this round copied itself. */
@@ -252,6 +291,7 @@ function landed(r: Round, batch: number, result: CopyBatchResult): void {
   if (rate) Object.assign(progress, rate);
   wf.setCurrentDetails(`**MIGRATING_DATA**\n\n${progress.tablesCopied}/${progress.tablesTotal} tables copied, batch ${progress.batchesDone}/${ctx.batches}, ${progress.rowsCopied} rows`);
   if (--r.batchesLeft === 0) ctx.round.landed = true;
+  ctx.changed?.();
 }
 
 /**

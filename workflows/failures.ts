@@ -23,8 +23,10 @@ export function isTimeout(err: unknown): boolean {
 }
 
 export function errorMessage(err: unknown): string {
-  // ActivityFailure wraps the activity's own error as its cause: that message is the useful one.
+  // ActivityFailure wraps the activity's own error as its cause, ChildWorkflowFailure the child's
+  // (the copy child's, itself often an ActivityFailure): the innermost message is the useful one.
   let e = err as { message?: string; cause?: unknown } | undefined;
-  while (e && typeof e === 'object' && e.cause && (e as { name?: string }).name === 'ActivityFailure') e = e.cause as typeof e;
+  const wrapper = (name: unknown) => name === 'ActivityFailure' || name === 'ChildWorkflowFailure';
+  while (e && typeof e === 'object' && e.cause && wrapper((e as { name?: string }).name)) e = e.cause as typeof e;
   return e?.message ?? String(err);
 }

@@ -26,6 +26,8 @@ import { thresholdAlert, wants } from './notify';
 import { applyFallbackSignal, applySignal, type FallbackSignal } from './state';
 import { batchDetails, copyDetails, refreshCopyProgress } from './progress';
 import { alert, type MigrationRun } from './run';
+import { applyCopyState, copyStateSignal } from './copy-state';
+import { forwardPause } from './phases/copy-child-round';
 
 export function setHandlers(run: MigrationRun): void {
   setUserHandlers(run);
@@ -55,8 +57,12 @@ function setUserHandlers(run: MigrationRun): void {
         scope.cancel();
       }
     }
+    forwardPause(run);
   }, { description: 'user: pause (in-flight copies stop and are redone on resume; the apply stops, the slot keeps the WAL); refused during the cutover' });
-  wf.setHandler(resumeSignal, () => void Object.assign(state, applySignal(state, 'resume')), { description: 'user: resume a paused migration (or start one created paused)' });
+  wf.setHandler(resumeSignal, () => {
+    Object.assign(state, applySignal(state, 'resume'));
+    forwardPause(run);
+  }, { description: 'user: resume a paused migration (or start one created paused)' });
   wf.setHandler(cutoverSignal, () => {
     run.cutoverRequested = true;
     state.cutover = { ...state.cutover, requested: true };
@@ -126,6 +132,10 @@ function setActivityHandlers(run: MigrationRun): void {
     if (r.builds.length) copy.indexBuilds.set(r.builder, r.builds);
     else copy.indexBuilds.delete(r.builder);
   }, { description: 'internal (post-load activities): index builds running on the target, on a change, backing off to every 30 s' });
+  wf.setHandler(copyStateSignal, (s) => {
+    applyCopyState({ tables: state.tables, notices: state.notices, progress: run.progress, copyMs: run.copyMs, round: copy.round }, s);
+    if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(batchDetails(run.progress, copy.round.live));
+  }, { description: 'internal (the copy child): batches landed, tables finished, units in flight; at a cadence that slows with the copy\'s age' });
   wf.setHandler(copyProgressSignal, (r) => {
     const round = copy.round;
     for (const u of r.units) {

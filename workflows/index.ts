@@ -1,1 +1,2 @@
 export { migrationWorkflow } from './migration';
+export { copyWorkflow } from './copy-child';

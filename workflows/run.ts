@@ -16,6 +16,7 @@ import { migrationIdOf, reverseIdFor, slotNameFor } from './names';
 import { notifyOf, wants, type NotifyPayload } from './notify';
 import { DEFAULT_MAX_WRITE_STOP_SECONDS } from './state';
 import { newCopyRound, type CopyRound } from './progress';
+import type { copyWorkflow } from './copy-child';
 import { call, fenceRemovalOpts, notifyOpts, step } from './activities';
 import { errorMessage } from './failures';
 
@@ -118,6 +119,11 @@ export interface MigrationRun {
     stopHolder: () => Promise<void>;
     /** Index builds running on the target, per post-load activity (its last `indexProgress` report). */
     indexBuilds: Map<string, IndexBuildProgress[]>;
+    /** The copy child of the round running (patch 'copy-child'), its end, how many were started, the last pause state sent. */
+    child: wf.ChildWorkflowHandle<typeof copyWorkflow> | undefined;
+    childEnded: Promise<void> | undefined;
+    children: number;
+    controlSeq: number;
   };
   readonly apply: {
     scope: wf.CancellationScope | undefined;
@@ -217,7 +223,7 @@ export function newRun(spec: MigrationSpecInput, continued?: ContinuedSync): Mig
       replicaIdentity: continued !== undefined && !fallback && (continued.plan.replicaIdentityFull?.length ?? 0) > 0,
       reverse: fallback,
     },
-    copy: { round: newCopyRound(), inFlight: new Set(), paused: new Set(), plans: undefined, perTablePostLoad: false, stopHolder: async () => undefined, indexBuilds: new Map() },
+    copy: { round: newCopyRound(), inFlight: new Set(), paused: new Set(), plans: undefined, perTablePostLoad: false, stopHolder: async () => undefined, indexBuilds: new Map(), child: undefined, childEnded: undefined, children: 0, controlSeq: 0 },
     apply: { scope: undefined, done: undefined, stopping: undefined, error: undefined, streamingSlot: fallback ? reverseSlot : slot, fenceToken: undefined },
     fence: { set: fallback, targetSet: false, at: undefined, deadline: undefined, installScope: undefined, installDone: undefined, installSettled: false },
     cutover: { bounded: false, retryWait: false, abandonedAttempts: 0, done: fallback, rolledBack: false },

@@ -20,8 +20,54 @@ type Time = { seconds?: { toString(): string } | number | null; nanos?: number |
 const ms = (t: Time) => (t ? Number(t.seconds?.toString() ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
 const key = (id: { toString(): string } | number | null | undefined) => String(id ?? '');
 
+type History = Awaited<ReturnType<ReturnType<TestWorkflowEnvironment['client']['workflow']['getHandle']>['fetchHistory']>>;
+
+export interface RunHistory {
+  workflowId: string;
+  runId: string;
+  history: History;
+}
+
+/**
+ * The histories of `workflowId`'s runs and of the child workflows they started (the copy children,
+ * every run of each): with `latestOnly`, of its latest run and its children only; else of every run
+ * of its continue-as-new chain, from the first.
+ */
+export async function workflowHistories(temporal: TestWorkflowEnvironment, workflowId: string, opts: { latestOnly?: boolean } = {}): Promise<RunHistory[]> {
+  const out: RunHistory[] = [];
+  const seen = new Set<string>();
+  const visit = async (id: string, runId: string | undefined, chain: boolean): Promise<void> => {
+    const history = await temporal.client.workflow.getHandle(id, runId).fetchHistory();
+    const events = history.events ?? [];
+    const run = runId ?? events[0]?.workflowExecutionStartedEventAttributes?.originalExecutionRunId ?? '';
+    if (seen.has(`${id}/${run}`)) return;
+    seen.add(`${id}/${run}`);
+    out.push({ workflowId: id, runId: run, history });
+    for (const e of events) {
+      const child = e.childWorkflowExecutionStartedEventAttributes?.workflowExecution;
+      if (child?.workflowId && child.runId) await visit(child.workflowId, child.runId, true);
+      const next = e.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId;
+      if (next && chain) await visit(id, next, true);
+    }
+  };
+  if (opts.latestOnly) {
+    await visit(workflowId, undefined, false);
+    return out;
+  }
+  const latest = await temporal.client.workflow.getHandle(workflowId).fetchHistory();
+  const first = latest.events?.[0]?.workflowExecutionStartedEventAttributes?.firstExecutionRunId ?? undefined;
+  await visit(workflowId, first ?? undefined, true);
+  return out;
+}
+
+/** The activities of `workflowId`'s latest run and of the copy children it started, by when they were scheduled. */
 export async function activitySpans(temporal: TestWorkflowEnvironment, workflowId: string): Promise<ActivitySpan[]> {
-  const history = await temporal.client.workflow.getHandle(workflowId).fetchHistory();
+  const out: ActivitySpan[] = [];
+  for (const { history } of await workflowHistories(temporal, workflowId, { latestOnly: true })) out.push(...spansOf(history));
+  return out.sort((a, b) => a.scheduledAt - b.scheduledAt);
+}
+
+function spansOf(history: History): ActivitySpan[] {
   const spans = new Map<string, ActivitySpan>();
   for (const e of history.events ?? []) {
     const at = ms(e.eventTime as Time);
@@ -93,15 +139,8 @@ export interface RunHistoryLimits {
  * measured from their histories as the server returns them (fetchHistory).
  */
 export async function historyLimits(temporal: TestWorkflowEnvironment, workflowId: string): Promise<RunHistoryLimits[]> {
-  const out: RunHistoryLimits[] = [];
-  const seen = new Set<string>();
-  const visit = async (id: string, runId?: string): Promise<void> => {
-    const history = await temporal.client.workflow.getHandle(id, runId).fetchHistory();
+  return (await workflowHistories(temporal, workflowId)).map(({ workflowId: id, runId, history }) => {
     const events = history.events ?? [];
-    const first = events[0]?.workflowExecutionStartedEventAttributes;
-    const run = runId ?? first?.originalExecutionRunId ?? '';
-    if (seen.has(`${id}/${run}`)) return;
-    seen.add(`${id}/${run}`);
     let largestPayload = 0;
     const walk = (v: unknown): void => {
       if (!v || typeof v !== 'object') return;
@@ -113,8 +152,6 @@ export async function historyLimits(temporal: TestWorkflowEnvironment, workflowI
     let longestTaskMs = 0;
     let longestTaskEvent = 0;
     const started = new Map<string, number>();
-    const children: Array<{ id: string; runId: string }> = [];
-    let next: string | undefined;
     for (const e of events) {
       walk(e);
       const at = ms(e.eventTime as Time);
@@ -125,20 +162,8 @@ export async function historyLimits(temporal: TestWorkflowEnvironment, workflowI
         longestTaskMs = took;
         longestTaskEvent = Number(e.eventId ?? 0);
       }
-      const child = e.childWorkflowExecutionStartedEventAttributes?.workflowExecution;
-      if (child?.workflowId && child.runId) children.push({ id: child.workflowId, runId: child.runId });
-      const can = e.workflowExecutionContinuedAsNewEventAttributes;
-      if (can?.newExecutionRunId) next = can.newExecutionRunId;
     }
     const bytes = proto.api.history.v1.History.encode(history).finish().length;
-    out.push({ workflowId: id, runId: run, events: events.length, bytes, largestPayload, longestTaskMs, longestTaskEvent });
-    for (const c of children) await visit(c.id, c.runId);
-    if (next) await visit(id, next);
-  };
-  const firstRun = await temporal.client.workflow.getHandle(workflowId).describe();
-  // Start from the first run of the chain: describe() gives the latest; its history names the first.
-  const latest = await temporal.client.workflow.getHandle(workflowId, firstRun.runId).fetchHistory();
-  const original = latest.events?.[0]?.workflowExecutionStartedEventAttributes?.firstExecutionRunId ?? firstRun.runId;
-  await visit(workflowId, original);
-  return out;
+    return { workflowId: id, runId, events: events.length, bytes, largestPayload, longestTaskMs, longestTaskEvent };
+  });
 }

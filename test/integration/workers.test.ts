@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { startEnv, type TestEnv } from '../harness/env';
 import type { PgCluster } from '../harness/pg-cluster';
+import { workflowHistories } from '../harness/history';
 
 const TABLES = 300;
 const ROWS = 2000;
@@ -31,21 +32,37 @@ async function fingerprints(cluster: PgCluster, db: string): Promise<string[]> {
   return rows.map((r) => `${r.t}=${r.f}`);
 }
 
-/** Who started each attempt of each activity, from the history (ActivityTaskStarted carries the identity). */
+/**
+ * Who started each attempt of each activity, from the histories of the migration and its copy
+ * children (ActivityTaskStarted carries the identity).
+ */
 async function attempts(workflowId: string) {
-  const h = await env.temporal.client.workflow.getHandle(workflowId).fetchHistory();
-  const scheduled = new Map<string, { type: string; batch?: number; activityId: string }>();
   const started: Array<{ type: string; batch?: number; activityId: string; identity: string; attempt: number }> = [];
-  for (const e of h.events ?? []) {
-    const s = e.activityTaskScheduledEventAttributes;
-    if (s) {
-      const input = defaultPayloadConverter.fromPayload<{ batch?: number }>(s.input!.payloads![0]!);
-      scheduled.set(String(e.eventId), { type: s.activityType?.name ?? '', batch: input?.batch, activityId: s.activityId ?? '' });
+  for (const { history: h } of await workflowHistories(env.temporal, workflowId, { latestOnly: true })) {
+    const scheduled = new Map<string, { type: string; batch?: number; activityId: string }>();
+    for (const e of h.events ?? []) {
+      const s = e.activityTaskScheduledEventAttributes;
+      if (s) {
+        const input = defaultPayloadConverter.fromPayload<{ batch?: number }>(s.input!.payloads![0]!);
+        scheduled.set(String(e.eventId), { type: s.activityType?.name ?? '', batch: input?.batch, activityId: s.activityId ?? '' });
+      }
+      const st = e.activityTaskStartedEventAttributes;
+      if (st) started.push({ ...scheduled.get(String(st.scheduledEventId))!, identity: st.identity ?? '', attempt: st.attempt ?? 1 });
     }
-    const st = e.activityTaskStartedEventAttributes;
-    if (st) started.push({ ...scheduled.get(String(st.scheduledEventId))!, identity: st.identity ?? '', attempt: st.attempt ?? 1 });
   }
   return started;
+}
+
+/** The activities running now for the migration and for its copy child (where the copy batches run). */
+async function pendingActivities(workflowId: string) {
+  const d = await env.temporal.client.workflow.getHandle(workflowId).describe();
+  const out = [...(d.raw.pendingActivities ?? [])];
+  for (const c of d.raw.pendingChildren ?? []) {
+    if (!c.workflowId) continue;
+    const child = await env.temporal.client.workflow.getHandle(c.workflowId).describe();
+    out.push(...(child.raw.pendingActivities ?? []));
+  }
+  return out;
 }
 
 describe('two workers', () => {
@@ -104,12 +121,13 @@ describe('two workers', () => {
     const seen = new Set<string>();
     for (const deadline = Date.now() + 90_000; killedActivity === undefined; ) {
       const d = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
+      const pending = await pendingActivities(m.workflowId);
       if (Date.now() > deadline || d.status.name !== 'RUNNING') {
         const outcome = await m.result().then((r) => JSON.stringify({ phase: r.phase, error: (r as { error?: unknown }).error }), (e: Error) => `${e.message} ${String((e.cause as Error | undefined)?.message ?? '')}`);
         throw new Error(`the second worker (${identity}) never took a batch; seen: ${[...seen].join(', ')}; workflow ${d.status.name}: ${outcome}; its log: ${otherLog}`);
       }
-      for (const p of d.raw.pendingActivities ?? []) seen.add(`${p.activityType?.name}:${String(p.state)}:${p.lastWorkerIdentity}`);
-      const mine = (d.raw.pendingActivities ?? []).filter(
+      for (const p of pending) seen.add(`${p.activityType?.name}:${String(p.state)}:${p.lastWorkerIdentity}`);
+      const mine = pending.filter(
         (p) => p.activityType?.name === 'copyTableBatch' && (p.lastWorkerIdentity ?? '').startsWith(identity) && Number(p.state) === 2,
       );
       if (mine.length) {
@@ -118,8 +136,7 @@ describe('two workers', () => {
         // it took between the look above and the kill is in flight too (the server keeps the dead
         // worker as the pending activity's last worker until its heartbeat times out).
         await new Promise((r) => setTimeout(r, 500));
-        const after = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
-        const lost = (after.raw.pendingActivities ?? []).filter(
+        const lost = (await pendingActivities(m.workflowId)).filter(
           (p) => p.activityType?.name === 'copyTableBatch' && (p.lastWorkerIdentity ?? '').startsWith(identity) && Number(p.state) === 2,
         );
         inFlight.push(...new Set([...mine, ...lost].map((p) => p.activityId ?? '')));

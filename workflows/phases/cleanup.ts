@@ -11,6 +11,7 @@ import { stopApply, stopFenceInstall, stopProof } from '../background';
 import { fenceInput, forgetPlan, releaseFence, restoreReplicaIdentity, tablesOr, targetFenceInput, type MigrationRun } from '../run';
 import { rangedTables } from './migrate-data';
 import { dropReverse } from './fallback';
+import { stopCopyChild } from './copy-child-round';
 
 export async function cleanup(run: MigrationRun, dropTarget: boolean): Promise<void> {
   if (!run.plan) return;
@@ -30,6 +31,8 @@ export async function cleanup(run: MigrationRun, dropTarget: boolean): Promise<v
   // Settles with the activity's end (its cancel reaches it at its next heartbeat, within seconds).
   if (run.proof.stopped) await attempt('stop the content proof', () => run.proof.stopped!);
   await attempt('stop the snapshot holder', run.copy.stopHolder);
+  // The copy child stops its copies and ends before anything is dropped (its stop was sent with the cancel).
+  if (run.copy.childEnded) await attempt('stop the copy', () => stopCopyChild(run));
   if (run.fence.installDone) await attempt('stop the fence installation', () => stopFenceInstall(run));
   if (run.fence.set && !(run.cutover.done && p.spec.afterCutover === 'keep-source-read-only')) {
     await attempt('release source writes', () => releaseFence(run, fenceInput(run), 'cleanup: release source writes', 'cleanup: drop the released fence triggers'));

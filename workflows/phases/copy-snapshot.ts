@@ -46,7 +46,7 @@ function startHolder(run: MigrationRun, attempt: number, resumed: boolean): Hold
 }
 
 /** `copyRound`'s second argument: the round resumes in a new snapshot of the same slot. */
-export async function copyInSnapshot(run: MigrationRun, copyRound: (snap: SnapshotReady, resumed: boolean) => Promise<void>, opts: { resume?: boolean } = {}): Promise<void> {
+export async function copyInSnapshot(run: MigrationRun, copyRound: (snap: SnapshotReady, resumed: boolean) => Promise<unknown>, opts: { resume?: boolean } = {}): Promise<void> {
   const { state } = run;
   /** The migration's slot was created and exported a snapshot: a lost holder leaves it usable. */
   let slotStands = false;
@@ -84,7 +84,7 @@ export async function copyInSnapshot(run: MigrationRun, copyRound: (snap: Snapsh
  * One round's copies while the holder keeps the snapshot. True when they are done; false when the
  * snapshot was lost (`holder.error` says how), after the copies have stopped.
  */
-async function copiedInSnapshot(run: MigrationRun, holder: Holder, copyRound: () => Promise<void>, opts: { resume?: boolean }): Promise<boolean> {
+async function copiedInSnapshot(run: MigrationRun, holder: Holder, copyRound: () => Promise<unknown>, opts: { resume?: boolean }): Promise<boolean> {
   const copyScope = new wf.CancellationScope();
   let copiesEnded = false;
   let copyError: unknown;

@@ -13,6 +13,7 @@ import { batchOpts, call, schemaOptsNow, step } from '../activities';
 import { pauseGate, planOf, setPhase, type MigrationRun } from '../run';
 import { copyInSnapshot } from './copy-snapshot';
 import { copyUnits, tableKey } from './copy-units';
+import { copyRoundInChild, type CopyChildBase } from './copy-child-round';
 
 /** `foreignKeys`: CREATING_TABLES found some (by reference; inline, the defs say it). */
 export async function migrateData(run: MigrationRun, foreignKeys: boolean): Promise<void> {
@@ -81,6 +82,7 @@ async function migrateByReference(run: MigrationRun, p: MigrationPlan, foreignKe
     if (ts) ts.ranges = { total, done: 0 };
   }
   const marks = () => (run.marks ? { migrationId: run.marks } : {});
+  if (wf.patched('copy-child')) return copyInChildren(run, p, { batches: batches.batches, ranged }).then(() => foreignKeysAfterCopy(run, p, foreignKeys));
   // Online runs since 'resume-copy': a lost snapshot costs only the units in flight.
   const rounds = p.spec.mode === 'online' && wf.patched('resume-copy') ? newCopyRounds() : undefined;
   const copyRound = (snapshot?: string, at?: { lsn: string; resumed: boolean }) => {
@@ -134,9 +136,32 @@ async function migrateByReference(run: MigrationRun, p: MigrationPlan, foreignKe
   };
   if (p.spec.mode === 'online') await copyInSnapshot(run, (snap, resumed) => copyRound(snap.snapshotName, rounds ? { lsn: snap.consistentPoint, resumed } : undefined), { resume: rounds !== undefined });
   else await copyRound();
+  await foreignKeysAfterCopy(run, p, foreignKeys);
+}
+
+/** The copy in child workflows (patch 'copy-child'): what landed is kept across their continue-as-new and the snapshot rounds. */
+async function copyInChildren(run: MigrationRun, p: MigrationPlan, batches: { batches: number; ranged: Map<number, number> }): Promise<void> {
+  const kept = newCopyRounds();
+  const base: CopyChildBase = {
+    source: p.spec.source,
+    target: p.spec.target,
+    plan: run.planRef!,
+    batches: batches.batches,
+    ranged: [...batches.ranged],
+    parallelism: p.spec.parallelism,
+    track: TABLES_PAGE,
+    ...(run.marks ? { marks: run.marks } : {}),
+    ...(p.spec.copy?.maxLockWaitSeconds ? { maxLockWaitSeconds: p.spec.copy.maxLockWaitSeconds } : {}),
+  };
+  if (p.spec.mode === 'online') await copyInSnapshot(run, (snap, resumed) => copyRoundInChild(run, base, kept, snap.snapshotName, { lsn: snap.consistentPoint, resumed }), { resume: true });
+  else await copyRoundInChild(run, base, kept);
+}
+
+/** By reference: every table is finished, the foreign keys between them (or, without session_replication_role, at FINALIZING). */
+async function foreignKeysAfterCopy(run: MigrationRun, p: MigrationPlan, foreignKeys: boolean): Promise<void> {
   if (foreignKeys && run.keysAfterCutover) run.foreignKeysPending = true;
   else if (foreignKeys) {
-    const finished = await call(schemaOptsNow(), 'create foreign keys', 'finishTargetTables', { target: p.spec.target, plan: ref, parallelism: p.spec.parallelism, part: 'foreign-keys' });
-    state.notices.push(...finished.skipped);
+    const finished = await call(schemaOptsNow(), 'create foreign keys', 'finishTargetTables', { target: p.spec.target, plan: run.planRef!, parallelism: p.spec.parallelism, part: 'foreign-keys' });
+    run.state.notices.push(...finished.skipped);
   }
 }

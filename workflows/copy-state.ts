@@ -1,0 +1,110 @@
+/**
+ * MIGRATING_DATA by reference since the 'copy-child' patch: the copy runs in child workflows
+ * (`copyWorkflow`, copy-child.ts), one per snapshot round, each continuing as new every
+ * COPY_RUN_BATCHES batches. What crosses between the migration and its copy: the child's input, its
+ * state reports to the migration (`copyState`, at a cadence that slows with the copy's age), its
+ * result, and the migration's pause/resume (`copyControl`) and stop (`copyStop`). Deterministic
+ * workflow code.
+ */
+import * as wf from '@temporalio/workflow';
+import type { ConnectionSpec } from '../activities/spec';
+import type { PlanRef } from '../activities/plan-store';
+import type { MigrationProgress, TableStatus } from './contract';
+import type { CopyRounds } from './copy-batches';
+import type { CopyRound } from './progress';
+
+/** CopyRounds as history holds it (maps and sets as arrays). */
+export interface CopyRoundsData {
+  snapshots: string[];
+  landed: Array<[number, CopyRounds['landed'] extends Map<number, infer L> ? L : never]>;
+  finishedBatches: number[];
+  finishedRanged: number[];
+}
+
+export const roundsData = (r: CopyRounds): CopyRoundsData => ({ snapshots: [...r.snapshots], landed: [...r.landed], finishedBatches: [...r.finishedBatches], finishedRanged: [...r.finishedRanged] });
+
+export function roundsFrom(d: CopyRoundsData, into: CopyRounds): CopyRounds {
+  into.snapshots = [...d.snapshots];
+  into.landed = new Map(d.landed);
+  into.finishedBatches = new Set(d.finishedBatches);
+  into.finishedRanged = new Set(d.finishedRanged);
+  return into;
+}
+
+/** What the copy child reports to the migration: only what changed since its last report, but the counters whole. */
+export interface CopyStateReport {
+  /** The round's snapshot: a report of an earlier round is stale. */
+  snapshot: string | undefined;
+  progress: MigrationProgress;
+  /** Tables of the migration's page (plan order below TABLES_PAGE) whose status changed. */
+  tables: Array<[number, TableStatus]>;
+  notices: string[];
+  copyMs: Array<[string, number]>;
+  /** The units in flight now: the live copy reports of any other are stale. */
+  running: string[];
+  /** Every batch of the round has landed: the snapshot may be released. */
+  landed: boolean;
+}
+
+export interface CopyChildInput {
+  source: ConnectionSpec;
+  target: ConnectionSpec;
+  plan: PlanRef;
+  batches: number;
+  ranged: Array<[number, number]>;
+  parallelism: number;
+  track: number;
+  snapshot?: string;
+  at?: { lsn: string; resumed: boolean };
+  marks?: string;
+  maxLockWaitSeconds?: number;
+  /** The migration's run: the state reports, and the activities' copy and index progress, go there. */
+  reportTo: { workflowId: string; runId: string };
+  rounds: CopyRoundsData;
+  /** The migration's page of tables, and its counters, as they stand. */
+  tables: TableStatus[];
+  progress: MigrationProgress;
+  control: CopyControl;
+  /** A run after continue-as-new: the same round in the same snapshot. */
+  continued?: { startedAt: number; runs: number };
+}
+
+export interface CopyChildResult {
+  /** `lost`: a copy found the snapshot gone (the migration resumes in a new one); `stopped`: by `copyStop`. */
+  outcome: 'done' | 'lost' | 'stopped';
+  error?: string;
+  rounds: CopyRoundsData;
+  state: CopyStateReport;
+  /** Runs of the child (continue-as-new included). */
+  runs: number;
+}
+
+/** The migration's pause state, numbered: a signal older than the last one seen is ignored. */
+export interface CopyControl {
+  paused: boolean;
+  seq: number;
+}
+
+export const copyStateSignal = wf.defineSignal<[CopyStateReport]>('copyState');
+export const copyControlSignal = wf.defineSignal<[CopyControl]>('copyControl');
+export const copyStopSignal = wf.defineSignal('copyStop');
+
+/**
+ * A copy child's runs take at most this many batches each, then continue as new: about 12 events a
+ * batch (its copy, its post-load DDL, their workflow tasks), so a run stays near 1,500 events. A
+ * copy has at most MAX_BATCHES (250) batches of whole tables and MAX_TOTAL_RANGES (256) page ranges.
+ */
+export const COPY_RUN_BATCHES = 100;
+
+/** The migration's side: a report (or a child's final state) put into the status. */
+export function applyCopyState(to: { tables: TableStatus[]; notices: string[]; progress: MigrationProgress; copyMs: Map<string, number>; round: CopyRound }, s: CopyStateReport): void {
+  const { round } = to;
+  if (s.snapshot !== round.snapshot) return;
+  Object.assign(to.progress, s.progress);
+  for (const [ord, ts] of s.tables) if (to.tables[ord]) to.tables[ord] = ts;
+  to.notices.push(...s.notices);
+  for (const [table, ms] of s.copyMs) to.copyMs.set(table, ms);
+  round.running = new Map(s.running.map((u) => [u, u]));
+  for (const unit of [...round.live.keys()]) if (!round.running.has(unit)) round.live.delete(unit);
+  if (s.landed) round.landed = true;
+}
