@@ -5,13 +5,15 @@
  * so that older recordings stay and keep replaying); `record-managed` records the path without
  * session_replication_role. Re-record an existing file only on purpose: a
  * history that no longer replays means running migrations would break (use patched() instead).
- * `npx tsx test/replay.ts record-repair` records online-repair.json (validation.repair).
+ * `npx tsx test/replay.ts record-repair` records online-repair.json (validation.repair);
+ * `record-copy-child` the copy in a child workflow (online-copy-child.json, copy-child-<n>.json).
  */
 import { writeFileSync } from 'node:fs';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { join } from 'node:path';
 import { startEnv } from './harness/env';
 import { loadShopData, SHOP_SCHEMA, startWriter } from './harness/fixtures';
+import { workflowHistories } from './harness/history';
 
 export const HISTORY_DIR = join(__dirname, 'fixtures', 'histories');
 
@@ -185,11 +187,55 @@ async function recordResumeCopy(): Promise<void> {
   }
 }
 
+/**
+ * `record-copy-child`: online-copy-child.json (the migration) and copy-child-<n>.json (each run of its
+ * copy child, patch copy-child): 260 small tables in 130 batches, so the child continues as new once,
+ * with a pause and a resume during the copy and writes throughout.
+ */
+async function recordCopyChild(): Promise<void> {
+  const env = await startEnv();
+  try {
+    const db = 'rec_child';
+    await env.shopDatabase(db, 0.05);
+    await env.source.query(
+      `CREATE SCHEMA c; DO $$ BEGIN FOR i IN 1..260 LOOP
+         EXECUTE format('CREATE TABLE c.t%s (id int PRIMARY KEY, v text NOT NULL)', i);
+         EXECUTE format('INSERT INTO c.t%s SELECT g, md5(g::text || %L) FROM generate_series(1, 30) g', i, i);
+       END LOOP; END $$`,
+      [],
+      db,
+    );
+    const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
+    const m = await env.startMigration(
+      { source: env.source.uri(db), target: env.target.uri(db), schemas: ['public', 'c'], cutover: { mode: 'manual' }, parallelism: 2, copy: { batchTables: 1 } },
+      'history-copy-child',
+    );
+    for (let s = await m.status(); (s.progress?.batchesDone ?? 0) < 30; s = await m.status()) await new Promise((r) => setTimeout(r, 100));
+    await m.signal('pause');
+    await new Promise((r) => setTimeout(r, 2000));
+    await m.signal('resume');
+    await m.waitForPhase('SYNCING_WAL', 240_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    await m.signal('cutover');
+    await m.result();
+    await writer.stop();
+    const runs = await workflowHistories(env.temporal, m.workflowId);
+    const children = runs.filter((r) => r.workflowId !== m.workflowId);
+    if (children.length < 2) throw new Error('the copy child did not continue as new');
+    writeFileSync(join(HISTORY_DIR, 'online-copy-child.json'), historyToJSON(runs.find((r) => r.workflowId === m.workflowId)!.history));
+    children.forEach((c, i) => writeFileSync(join(HISTORY_DIR, `copy-child-${i + 1}.json`), historyToJSON(c.history)));
+    console.log(`recorded online-copy-child: ${runs.map((r) => `${r.workflowId} ${r.history.events?.length} events`).join(', ')}`);
+  } finally {
+    await env.stop();
+  }
+}
+
 const commands: Record<string, () => Promise<void>> = {
   record: () => record(process.argv[3]),
   'record-managed': recordManaged,
   'record-repair': recordRepair,
   'record-resume-copy': recordResumeCopy,
+  'record-copy-child': recordCopyChild,
 };
 const command = commands[process.argv[2] ?? ''];
 if (require.main === module && command) {

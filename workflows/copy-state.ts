@@ -101,10 +101,19 @@ export function applyCopyState(to: { tables: TableStatus[]; notices: string[]; p
   const { round } = to;
   if (s.snapshot !== round.snapshot) return;
   Object.assign(to.progress, s.progress);
+  round.running = new Map(s.running.map((u) => [u, u]));
+  for (const unit of [...round.live.keys()]) if (!round.running.has(unit)) round.live.delete(unit);
+  // A table shown as copying (from the live reports) whose unit has ended without landing, by a
+  // pause: to be copied again, as the child has it. A landed one comes with its new status below.
+  for (const ts of to.tables) {
+    const unit = round.copyingIn?.get(ts.source);
+    if (ts.state !== 'copying' || unit === undefined || round.running.has(unit)) continue;
+    round.copyingIn!.delete(ts.source);
+    ts.state = 'pending';
+    if (!ts.ranges) Object.assign(ts, { rowsCopied: 0, bytesCopied: undefined });
+  }
   for (const [ord, ts] of s.tables) if (to.tables[ord]) to.tables[ord] = ts;
   to.notices.push(...s.notices);
   for (const [table, ms] of s.copyMs) to.copyMs.set(table, ms);
-  round.running = new Map(s.running.map((u) => [u, u]));
-  for (const unit of [...round.live.keys()]) if (!round.running.has(unit)) round.live.delete(unit);
   if (s.landed) round.landed = true;
 }

@@ -153,6 +153,7 @@ function setActivityHandlers(run: MigrationRun): void {
       const u = r.units.find((x) => x.table === table)!;
       if (!ts || !round.running.has(u.unit) || !['pending', 'copying'].includes(ts.state)) continue;
       ts.state = 'copying';
+      round.copyingIn?.set(ts.source, u.unit);
       if (!ts.ranges) Object.assign(ts, { rowsCopied: u.rows, bytesCopied: u.bytes });
     }
     if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(run.planRef ? batchDetails(run.progress, round.live) : copyDetails(state.tables));

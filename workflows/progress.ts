@@ -17,6 +17,8 @@ export interface CopyRound {
   rate: Map<string, { at: number; rows: number }>;
   /** Every unit of the round has landed: the snapshot is no longer needed (per-table post-load). */
   landed: boolean;
+  /** A copy child's round: the tables the live reports showed as copying -> their unit. */
+  copyingIn?: Map<string, string>;
 }
 
 export const newCopyRound = (snapshot?: string): CopyRound => ({ snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });

@@ -20,7 +20,9 @@ describe('replay of recorded histories', () => {
     it(`replays ${file}`, async () => {
       const history = historyFromJSON(JSON.parse(readFileSync(join(HISTORY_DIR, file), 'utf8')));
       expect(history.events?.length).toBeGreaterThan(10);
-      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, file);
+      // A run that started a copy child named it after its own workflow id: replay under that id.
+      const child = history.events?.find((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)?.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
+      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, child?.replace(/-copy-\d+$/, '') ?? file);
     });
   }
 });
