@@ -411,7 +411,7 @@ async function finishTables(input: ByRef<Parameters<typeof finishTargetTables>[0
         ? await resolve<Parameters<typeof finishTargetTables>[0], 'defs'>(rest, 'defs', (d) => d)
         : { ...rest, defs: batch !== undefined ? await batchDefs(rest.plan, batch) : await readDefs(rest.plan, ords) };
     const exec = reportTo ?? ctx.info.workflowExecution;
-    const reporter = exec ? new IndexProgressReporter(ctx, exec.workflowId, exec.runId, ctx.info.activityId) : undefined;
+    const reporter = exec ? new IndexProgressReporter(ctx, exec.workflowId, exec.runId, reportTo ? `${ctx.info.workflowExecution?.runId}/${ctx.info.activityId}` : ctx.info.activityId) : undefined;
     try {
       return await finishTargetTables(resolved, { heartbeat, signal: ctx.cancellationSignal, ...(reporter ? { builds: (b) => reporter.update(b) } : {}) });
     } finally {

@@ -9,7 +9,7 @@
  * log lines are forwarded through the same logger.
  */
 import { DefaultLogger, Runtime, type LogEntry, type LogLevel } from '@temporalio/worker';
-import { migrationIdFor } from '../workflows/names';
+import { copyChildParent, migrationIdFor } from '../workflows/names';
 
 let installed = false;
 
@@ -36,7 +36,9 @@ export function logFormat(env: NodeJS.ProcessEnv = process.env): LogFormat {
 export function jsonLine(entry: Pick<LogEntry, 'level' | 'message' | 'meta'> & { timestampNanos: bigint }): string {
   const meta = (entry.meta ?? {}) as Record<string, unknown>;
   // The id the status and the report carry (and slot names derive from); workflowId stays beside it.
-  const migrationId = typeof meta.workflowId === 'string' ? migrationIdFor(meta.workflowId) : undefined;
+  // A copy child's lines (its activities', its own) are about its migration.
+  const workflowId = typeof meta.workflowId === 'string' ? (meta.workflowType === 'copyWorkflow' ? copyChildParent(meta.workflowId) : meta.workflowId) : undefined;
+  const migrationId = workflowId !== undefined ? migrationIdFor(workflowId) : undefined;
   const line = {
     time: new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString(),
     level: entry.level.toLowerCase(),

@@ -37,11 +37,11 @@ export interface BatchCopyContext {
   /** The post-load DDL of the tables a batch copied whole, or of ranged tables whose last range landed. */
   finish(what: { batch: number } | { ords: number[] }): Promise<void>;
   /**
-   * True when this run should take no more batches (its history is long enough to continue as new):
+   * True when this run should take no more batches (`taken` so far; its history is long enough to continue as new):
    * the batches in flight land, the post-load DDL they made due runs, and copyBatches returns
    * `rested` with the rest of the queue left for the next run (`continued`).
    */
-  rest?(): boolean;
+  rest?(taken: number): boolean;
   /** The round's state changed: a unit started or landed, a table's post-load DDL ended, a pause. */
   changed?(): void;
 }
@@ -98,6 +98,8 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
   r.batchesLeft = queue.length;
   ctx.round.landed = r.batchesLeft === 0;
   countKept(r);
+  // A round with nothing left to copy says so at once (the snapshot may go before any post-load DDL).
+  if (ctx.round.landed) ctx.changed?.();
 
   /** One batch, until it is copied (a pause interrupts it; it is copied again after the resume). */
   const copyOne = async (batch: number) => {
@@ -132,6 +134,8 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
     landed(r, batch, result);
   };
 
+  /** Batches taken from the queue by this call (a batch a pause interrupts is copied again, not taken again). */
+  let taken = 0;
   const runOne = async () => {
     for (;;) {
       const ready = r.toFinish.shift();
@@ -147,9 +151,10 @@ export async function copyBatches(ctx: BatchCopyContext, snapshot?: string, at?:
         ctx.changed?.();
         continue;
       }
-      if (queue.length > 0 && ctx.rest?.()) break;
+      if (queue.length > 0 && ctx.rest?.(taken)) break;
       const batch = queue.shift();
       if (batch === undefined) break;
+      taken++;
       await copyOne(batch);
     }
   };

@@ -25,6 +25,10 @@ import { errorMessage, isSnapshotLost } from './failures';
 
 /** Continue as new before the server would ask, whatever the batches did. */
 const RUN_EVENTS_LIMIT = 8_000;
+/** Reports hastened by a unit's start, over the whole copy (then only at the reporter's cadence). */
+const IMMEDIATE_REPORTS = 600;
+/** A unit's start is reported within this (or the reporter's cadence, if shorter). */
+const START_REPORT_MS = 5_000;
 
 export async function copyWorkflow(input: CopyChildInput): Promise<CopyChildResult> {
   const control = { ...input.control, stop: false };
@@ -61,16 +65,20 @@ export async function copyWorkflow(input: CopyChildInput): Promise<CopyChildResu
   };
   try {
     const { rested } = await work.run(() => copyBatches(ctx, input.snapshot, input.at, { continued: input.continued !== undefined, startedAt }));
-    if (!rested || control.stop) return await finished('done');
+    if (!rested) return await finished('done');
+    // What changed since the last report goes now: the next run's reporter starts from here.
+    reporter.send();
     await reporter.flushed();
     await wf.condition(wf.allHandlersFinished);
+    // A stop that came meanwhile ends the copy here: the next run would not hear it.
+    if (control.stop) return await finished('stopped');
     return await wf.continueAsNew<typeof copyWorkflow>({
       ...input,
       rounds: roundsData(rounds),
       tables: state.tables,
       progress,
       control: { paused: control.paused, seq: control.seq },
-      continued: { startedAt, runs },
+      continued: { startedAt, runs, reports: reporter.immediate },
     });
   } catch (e) {
     if (e instanceof wf.ContinueAsNew) throw e;
@@ -97,7 +105,6 @@ interface ChildParts {
 /** copyBatches' context in the child: its activities report to the migration; at most COPY_RUN_BATCHES batches a run. */
 function copyContext(input: CopyChildInput, p: ChildParts): BatchCopyContext {
   const marks = input.marks ? { migrationId: input.marks } : {};
-  let batchesThisRun = 0;
   return {
     batches: input.batches,
     ranged: new Map(input.ranged),
@@ -121,14 +128,12 @@ function copyContext(input: CopyChildInput, p: ChildParts): BatchCopyContext {
         ...(snapshotLsn !== undefined ? { snapshotLsn } : {}),
         ...marks,
       }),
-    copyBatch: async (i) => {
-      const result = await copyBatchActivity(input, i);
-      batchesThisRun++;
-      return result;
-    },
-    rest: () => {
+    copyBatch: (i) => copyBatchActivity(input, i),
+    // Counted as they are taken (with `parallelism` in flight a run still takes no more than
+    // COPY_RUN_BATCHES); a batch a pause interrupted is copied again in the same run.
+    rest: (taken) => {
       const info = wf.workflowInfo();
-      return batchesThisRun >= COPY_RUN_BATCHES || info.continueAsNewSuggested || info.historyLength > RUN_EVENTS_LIMIT;
+      return taken >= COPY_RUN_BATCHES || info.continueAsNewSuggested || info.historyLength > RUN_EVENTS_LIMIT;
     },
     finish: async (what) => {
       const finished = await call(
@@ -157,24 +162,33 @@ const copyBatchActivity = (input: CopyChildInput, i: Parameters<BatchCopyContext
 /**
  * The child's reports to the migration: what changed since the last one, at most one per
  * `spacing()` (1 s at first, then a hundredth of the copy's age, at most 10 minutes), so that the
- * migration's history grows with the logarithm of the copy's duration, not with its batches. The
- * round's end (every batch landed: the snapshot may go) is reported at once.
+ * migration's history grows with the logarithm of the copy's duration. Sooner: the round's end at
+ * once (every batch landed: the snapshot may go), and a unit's start within 5 s while fewer than
+ * IMMEDIATE_REPORTS reports were hastened so (the copy has at most about 500 batches, each started
+ * once but for pauses; a copy starting them faster is reported at its cadence anyway).
  */
 class StateReporter {
+  /** Reports sent at once for a unit's start, over the child's runs. */
+  immediate: number;
   private readonly sentTables = new Map<number, string>();
   private readonly sentMs = new Map<string, number>();
   private notices: string[] = [];
   private last = 0;
-  private waiting = false;
+  /** When the pending timer sends (Infinity: none pending). */
+  private dueAt = Infinity;
   private landedSent = false;
+  private sentRunning = new Set<string>();
+  private sentCounters = '';
   private sending: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly input: Pick<CopyChildInput, 'reportTo' | 'snapshot' | 'tables'>,
+    private readonly input: Pick<CopyChildInput, 'reportTo' | 'snapshot' | 'tables' | 'progress' | 'continued'>,
     private readonly of: { tables: TableStatus[]; progress: MigrationProgress; copyMs: Map<string, number>; round: CopyRound },
     private readonly startedAt: number,
   ) {
     input.tables.forEach((t, ord) => this.sentTables.set(ord, JSON.stringify(t)));
+    this.sentCounters = JSON.stringify(input.progress);
+    this.immediate = input.continued?.reports ?? 0;
   }
 
   notice(...notices: string[]): void {
@@ -182,12 +196,22 @@ class StateReporter {
   }
 
   changed(): void {
-    const wait = this.last + this.spacing() - Date.now();
-    if ((this.of.round.landed && !this.landedSent) || wait <= 0) return this.send();
-    if (this.waiting) return;
-    this.waiting = true;
-    void wf.CancellationScope.nonCancellable(() => wf.sleep(wait)).then(() => {
-      this.waiting = false;
+    const { round } = this.of;
+    // A unit's start is reported within START_REPORT_MS (while the budget lasts): the migration
+    // shows a unit's live progress only once it knows the unit runs.
+    const started = this.immediate < IMMEDIATE_REPORTS && [...round.running.keys()].some((u) => !this.sentRunning.has(u));
+    const due = this.last + (started ? Math.min(START_REPORT_MS, this.spacing()) : this.spacing());
+    if ((round.landed && !this.landedSent) || due <= Date.now()) {
+      if (started) this.immediate++;
+      return this.send();
+    }
+    if (due >= this.dueAt) return;
+    // The earliest timer wins; a later one finds itself superseded.
+    this.dueAt = due;
+    void wf.CancellationScope.nonCancellable(() => wf.sleep(due - Date.now())).then(() => {
+      if (this.dueAt !== due) return;
+      this.dueAt = Infinity;
+      if (started) this.immediate++;
       this.send();
     });
   }
@@ -216,18 +240,30 @@ class StateReporter {
     this.notices = [];
     const { round } = this.of;
     this.landedSent ||= round.landed;
+    this.sentRunning = new Set(round.running.keys());
+    this.sentCounters = JSON.stringify(this.of.progress);
     return { snapshot: this.input.snapshot, progress: { ...this.of.progress }, tables, notices, copyMs, running: [...round.running.keys()], landed: round.landed };
   }
 
-  private spacing(): number {
-    return Math.min(600_000, Math.max(1_000, (Date.now() - this.startedAt) / 100));
-  }
-
-  private send(): void {
+  /** Sends what changed, if anything did. */
+  send(): void {
+    const { round } = this.of;
+    const running = [...round.running.keys()];
+    const same =
+      JSON.stringify(this.of.progress) === this.sentCounters &&
+      running.length === this.sentRunning.size &&
+      running.every((u) => this.sentRunning.has(u)) &&
+      this.landedSent === round.landed &&
+      this.notices.length === 0;
     const r = this.report();
+    if (same && r.tables.length === 0 && r.copyMs.length === 0) return;
     this.last = Date.now();
     const parent = wf.getExternalWorkflowHandle(this.input.reportTo.workflowId, this.input.reportTo.runId);
     // In order; a report that fails (the migration has ended) is not retried.
     this.sending = this.sending.then(() => wf.CancellationScope.nonCancellable(() => parent.signal(copyStateSignal, r)).catch(() => undefined));
+  }
+
+  private spacing(): number {
+    return Math.min(600_000, Math.max(1_000, (Date.now() - this.startedAt) / 100));
   }
 }

@@ -65,8 +65,8 @@ export interface CopyChildInput {
   tables: TableStatus[];
   progress: MigrationProgress;
   control: CopyControl;
-  /** A run after continue-as-new: the same round in the same snapshot. */
-  continued?: { startedAt: number; runs: number };
+  /** A run after continue-as-new: the same round in the same snapshot; `reports` sent at a unit's start so far. */
+  continued?: { startedAt: number; runs: number; reports: number };
 }
 
 export interface CopyChildResult {

@@ -23,6 +23,12 @@ export function migrationIdFor(workflowId: string): string {
   return `${readable || 'm'}_${fnv1a(workflowId)}`;
 }
 
+/** A copy child's workflow id: the migration's, then `-copy-<n>` (workflows/phases/copy-child-round.ts). */
+export const copyChildId = (workflowId: string, n: number): string => `${workflowId}-copy-${n}`;
+
+/** The migration's workflow id, from one of its copy children's. */
+export const copyChildParent = (childId: string): string => childId.replace(/-copy-\d+$/, '');
+
 /** The id naming slot, publication and fence: spec.id when valid, else derived from the workflow id. */
 export function migrationIdOf(spec: unknown, workflowId: string): string {
   const rawId = (spec as { id?: unknown } | null)?.id;

@@ -21,6 +21,7 @@ import type { PgCluster } from './pg-cluster';
 import { SHOP_TABLES } from './fixtures';
 import { dts } from './dts';
 import { waitFor } from './wait';
+import { pendingActivities } from './history';
 import { phaseOf } from '../../client/temporal';
 import { PHASES, type MigrationReport, type MigrationStatus, type Phase } from '../../workflows/contract';
 
@@ -248,8 +249,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     };
     /** The live worker running a started attempt of activity `name` (its identity is pid@host). */
     const runningOn = async (name: string): Promise<WorkerProcess | undefined> => {
-      const { raw } = await handle.describe();
-      const identities = (raw.pendingActivities ?? []).filter((a) => a.activityType?.name === name && a.lastWorkerIdentity).map((a) => a.lastWorkerIdentity!);
+      // The migration's and its copy child's (where the copy batches run).
+      const identities = (await pendingActivities(env.temporal, m.workflowId)).filter((a) => a.activityType?.name === name && a.lastWorkerIdentity).map((a) => a.lastWorkerIdentity!);
       return workers.find((w) => identities.some((id) => id.startsWith(`${w.pid}@`)));
     };
     /**

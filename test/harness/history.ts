@@ -60,6 +60,16 @@ export async function workflowHistories(temporal: TestWorkflowEnvironment, workf
   return out;
 }
 
+/** The activities running now for `workflowId` and for the child workflows it has running (its copy child). */
+export async function pendingActivities(temporal: TestWorkflowEnvironment, workflowId: string) {
+  const d = await temporal.client.workflow.getHandle(workflowId).describe();
+  const out = [...(d.raw.pendingActivities ?? [])];
+  for (const c of d.raw.pendingChildren ?? []) {
+    if (c.workflowId) out.push(...((await temporal.client.workflow.getHandle(c.workflowId).describe()).raw.pendingActivities ?? []));
+  }
+  return out;
+}
+
 /** The activities of `workflowId`'s latest run and of the copy children it started, by when they were scheduled. */
 export async function activitySpans(temporal: TestWorkflowEnvironment, workflowId: string): Promise<ActivitySpan[]> {
   const out: ActivitySpan[] = [];

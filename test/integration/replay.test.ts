@@ -9,6 +9,7 @@ import { Worker } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { workflowBundle } from '../../worker/worker';
 import { HISTORY_DIR } from '../replay';
+import { copyChildParent } from '../../workflows/names';
 
 const files = readdirSync(HISTORY_DIR).filter((f) => f.endsWith('.json'));
 
@@ -22,7 +23,7 @@ describe('replay of recorded histories', () => {
       expect(history.events?.length).toBeGreaterThan(10);
       // A run that started a copy child named it after its own workflow id: replay under that id.
       const child = history.events?.find((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)?.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
-      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, child?.replace(/-copy-\d+$/, '') ?? file);
+      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, child !== undefined && child !== null ? copyChildParent(child) : file);
     });
   }
 });

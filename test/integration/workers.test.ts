@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { startEnv, type TestEnv } from '../harness/env';
 import type { PgCluster } from '../harness/pg-cluster';
-import { workflowHistories } from '../harness/history';
+import { pendingActivities, workflowHistories } from '../harness/history';
 
 const TABLES = 300;
 const ROWS = 2000;
@@ -51,18 +51,6 @@ async function attempts(workflowId: string) {
     }
   }
   return started;
-}
-
-/** The activities running now for the migration and for its copy child (where the copy batches run). */
-async function pendingActivities(workflowId: string) {
-  const d = await env.temporal.client.workflow.getHandle(workflowId).describe();
-  const out = [...(d.raw.pendingActivities ?? [])];
-  for (const c of d.raw.pendingChildren ?? []) {
-    if (!c.workflowId) continue;
-    const child = await env.temporal.client.workflow.getHandle(c.workflowId).describe();
-    out.push(...(child.raw.pendingActivities ?? []));
-  }
-  return out;
 }
 
 describe('two workers', () => {
@@ -121,7 +109,7 @@ describe('two workers', () => {
     const seen = new Set<string>();
     for (const deadline = Date.now() + 90_000; killedActivity === undefined; ) {
       const d = await env.temporal.client.workflow.getHandle(m.workflowId).describe();
-      const pending = await pendingActivities(m.workflowId);
+      const pending = await pendingActivities(env.temporal, m.workflowId);
       if (Date.now() > deadline || d.status.name !== 'RUNNING') {
         const outcome = await m.result().then((r) => JSON.stringify({ phase: r.phase, error: (r as { error?: unknown }).error }), (e: Error) => `${e.message} ${String((e.cause as Error | undefined)?.message ?? '')}`);
         throw new Error(`the second worker (${identity}) never took a batch; seen: ${[...seen].join(', ')}; workflow ${d.status.name}: ${outcome}; its log: ${otherLog}`);
@@ -136,7 +124,7 @@ describe('two workers', () => {
         // it took between the look above and the kill is in flight too (the server keeps the dead
         // worker as the pending activity's last worker until its heartbeat times out).
         await new Promise((r) => setTimeout(r, 500));
-        const lost = (await pendingActivities(m.workflowId)).filter(
+        const lost = (await pendingActivities(env.temporal, m.workflowId)).filter(
           (p) => p.activityType?.name === 'copyTableBatch' && (p.lastWorkerIdentity ?? '').startsWith(identity) && Number(p.state) === 2,
         );
         inFlight.push(...new Set([...mine, ...lost].map((p) => p.activityId ?? '')));

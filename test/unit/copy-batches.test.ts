@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { assignBatches } from '../../activities/plan-store';
 import { MAX_BATCHES, batchLimits } from '../../activities/copy-batch';
 import { capRanges, MAX_TOTAL_RANGES, splitPages } from '../../activities/copy-plan';
+import { applyCopyState, type CopyStateReport } from '../../workflows/copy-state';
+import { newCopyRound } from '../../workflows/progress';
+import type { TableStatus } from '../../workflows/contract';
 
 const MB = 1024 ** 2;
 
@@ -77,5 +80,48 @@ describe('assignBatches', () => {
     const plans = capped.map((n, i) => (n > 0 ? { bytes: 100 * GB, ranges: splitPages(1_000_000, n) } : { bytes: (i % 2 ? 10 : 1) * GB }));
     const units = assignBatches(plans, batchLimits(plans, { maxTables: 100, maxBytes: 64 * MB }));
     expect(new Set(units.map((u) => u.batch)).size).toBeLessThanOrEqual(MAX_TOTAL_RANGES + 3 * MAX_BATCHES);
+  });
+});
+
+describe('applyCopyState (the migration reading its copy child)', () => {
+  const table = (source: string, state: TableStatus['state'], rowsCopied = 0): TableStatus => ({ source, target: source, state, rowsCopied });
+  const report = (over: Partial<CopyStateReport>): CopyStateReport => ({ snapshot: 's1', progress: { tablesTotal: 3, tablesCopied: 0, rowsCopied: 0, bytesCopied: 0 }, tables: [], notices: [], copyMs: [], running: [], landed: false, ...over });
+  const migration = () => {
+    const round = newCopyRound('s1');
+    round.copyingIn = new Map();
+    return { tables: [table('a', 'pending'), table('b', 'pending'), table('c', 'pending')], notices: [] as string[], progress: { tablesTotal: 3, tablesCopied: 0, rowsCopied: 0, bytesCopied: 0 }, copyMs: new Map<string, number>(), round };
+  };
+
+  it('takes the counters, the changed tables, notices and copy times; a landed round releases the snapshot', () => {
+    const m = migration();
+    applyCopyState(m, report({ progress: { tablesTotal: 3, tablesCopied: 2, rowsCopied: 40, bytesCopied: 800, batchesDone: 1 }, tables: [[1, table('b', 'indexing', 20)]], notices: ['skipped x'], copyMs: [['b', 12]], running: ['batch 1'] }));
+    expect(m.progress).toMatchObject({ tablesCopied: 2, rowsCopied: 40, batchesDone: 1 });
+    expect(m.tables.map((t) => t.state)).toEqual(['pending', 'indexing', 'pending']);
+    expect(m.notices).toEqual(['skipped x']);
+    expect(m.copyMs.get('b')).toBe(12);
+    expect([...m.round.running.keys()]).toEqual(['batch 1']);
+    expect(m.round.landed).toBe(false);
+    applyCopyState(m, report({ landed: true }));
+    expect(m.round.landed).toBe(true);
+  });
+
+  it("ignores a report of another round's snapshot", () => {
+    const m = migration();
+    applyCopyState(m, report({ snapshot: 's0', landed: true, progress: { tablesTotal: 3, tablesCopied: 3, rowsCopied: 1, bytesCopied: 1 } }));
+    expect(m.round.landed).toBe(false);
+    expect(m.progress.tablesCopied).toBe(0);
+  });
+
+  it('shows a table copying in a unit that ended without landing (a pause) as pending again, not one whose unit still runs', () => {
+    const m = migration();
+    Object.assign(m.tables[0]!, { state: 'copying', rowsCopied: 500, bytesCopied: 9000 });
+    Object.assign(m.tables[2]!, { state: 'copying', rowsCopied: 7 });
+    m.round.copyingIn!.set('a', 'batch 0').set('c', 'batch 2');
+    m.round.running.set('batch 0', 'batch 0').set('batch 2', 'batch 2');
+    m.round.live.set('batch 0', { table: 'a', rows: 500, bytes: 9000 }).set('batch 2', { table: 'c', rows: 7, bytes: 70 });
+    applyCopyState(m, report({ running: ['batch 2'] }));
+    expect(m.tables[0]).toMatchObject({ state: 'pending', rowsCopied: 0, bytesCopied: undefined });
+    expect(m.tables[2]).toMatchObject({ state: 'copying', rowsCopied: 7 });
+    expect([...m.round.live.keys()]).toEqual(['batch 2']);
   });
 });

@@ -3,7 +3,7 @@ import { jsonLine, logFormat } from '../../worker/logging';
 import { Registry } from 'prom-client';
 import { gauges, parseAddress, recordStatus } from '../../worker/metrics';
 import type { MigrationStatus } from '../../workflows/contract';
-import { migrationIdFor } from '../../workflows/names';
+import { copyChildId, migrationIdFor } from '../../workflows/names';
 
 describe('jsonLine', () => {
   it('names the migration from the workflow id and keeps the event fields', () => {
@@ -11,6 +11,13 @@ describe('jsonLine', () => {
       jsonLine({ level: 'INFO', message: 'table copied', timestampNanos: 1_733_400_000_123_000_000n, meta: { workflowId: 'm1', table: 'public.t', rows: 10n } }),
     ) as Record<string, unknown>;
     expect(line).toEqual({ time: '2024-12-05T12:00:00.123Z', level: 'info', message: 'table copied', migrationId: migrationIdFor('m1'), workflowId: 'm1', table: 'public.t', rows: '10' });
+  });
+  it("names a copy child's lines after its migration", () => {
+    const line = JSON.parse(jsonLine({ level: 'INFO', message: 'table copied', timestampNanos: 0n, meta: { workflowId: copyChildId('m1', 2), workflowType: 'copyWorkflow' } })) as Record<string, unknown>;
+    expect(line.migrationId).toBe(migrationIdFor('m1'));
+    // Only a copy child's: a migration whose own id ends so keeps it.
+    const own = JSON.parse(jsonLine({ level: 'INFO', message: 'x', timestampNanos: 0n, meta: { workflowId: 'm1-copy-2', workflowType: 'migrationWorkflow' } })) as Record<string, unknown>;
+    expect(own.migrationId).toBe(migrationIdFor('m1-copy-2'));
   });
   it('has no migrationId for lines about no migration', () => {
     expect(JSON.parse(jsonLine({ level: 'WARN', message: 'x', timestampNanos: 0n, meta: undefined }))).toEqual({ time: '1970-01-01T00:00:00.000Z', level: 'warn', message: 'x' });

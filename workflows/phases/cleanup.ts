@@ -31,7 +31,9 @@ export async function cleanup(run: MigrationRun, dropTarget: boolean): Promise<v
   // Settles with the activity's end (its cancel reaches it at its next heartbeat, within seconds).
   if (run.proof.stopped) await attempt('stop the content proof', () => run.proof.stopped!);
   await attempt('stop the snapshot holder', run.copy.stopHolder);
-  // The copy child stops its copies and ends before anything is dropped (its stop was sent with the cancel).
+  // The copy child stops its copies and ends before anything is dropped (its stop was sent with the
+  // cancel). Its batch activities are cancelled as they always were (a copy cancelled mid-stream
+  // drops its connections, so the server rolls its transaction back).
   if (run.copy.childEnded) await attempt('stop the copy', () => stopCopyChild(run));
   if (run.fence.installDone) await attempt('stop the fence installation', () => stopFenceInstall(run));
   if (run.fence.set && !(run.cutover.done && p.spec.afterCutover === 'keep-source-read-only')) {

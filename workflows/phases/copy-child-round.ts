@@ -12,6 +12,7 @@ import type { CopyRounds } from '../copy-batches';
 import { copyControlSignal, copyStopSignal, applyCopyState, roundsData, roundsFrom, type CopyChildInput, type CopyChildResult } from '../copy-state';
 import type { copyWorkflow } from '../copy-child';
 import { ErrorType } from '../error-types';
+import { copyChildId } from '../names';
 import type { MigrationRun } from '../run';
 
 /** What every round's child gets from the plan and the spec. */
@@ -36,7 +37,7 @@ export async function copyRoundInChild(run: MigrationRun, base: CopyChildBase, r
   const scope = wf.CancellationScope.current();
   // Started whatever happens to the round meanwhile: a cancel reaches the child as copyStop.
   const child = await wf.CancellationScope.nonCancellable(() =>
-    wf.startChild<typeof copyWorkflow>('copyWorkflow', { workflowId: `${info.workflowId}-copy-${++copy.children}`, args: [input] }),
+    wf.startChild<typeof copyWorkflow>('copyWorkflow', { workflowId: copyChildId(info.workflowId, ++copy.children), args: [input] }),
   );
   copy.child = child;
   const ended = wf.CancellationScope.nonCancellable(() => child.result());
