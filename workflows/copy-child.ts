@@ -104,7 +104,6 @@ interface ChildParts {
 
 /** copyBatches' context in the child: its activities report to the migration; at most COPY_RUN_BATCHES batches a run. */
 function copyContext(input: CopyChildInput, p: ChildParts): BatchCopyContext {
-  const marks = input.marks ? { migrationId: input.marks } : {};
   return {
     batches: input.batches,
     ranged: new Map(input.ranged),
@@ -119,45 +118,59 @@ function copyContext(input: CopyChildInput, p: ChildParts): BatchCopyContext {
     round: p.round,
     pauseGate: () => wf.condition(() => !p.control.paused),
     rounds: p.rounds,
-    prepareRanged: (ords, snap, snapshotLsn) =>
-      step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, {
-        target: input.target,
-        plan: input.plan,
-        ords,
-        snapshot: snap,
-        ...(snapshotLsn !== undefined ? { snapshotLsn } : {}),
-        ...marks,
-      }),
-    copyBatch: (i) => copyBatchActivity(input, i),
+    ...batchActivities(input, (notices) => p.reporter.notice(...notices)),
     // Counted as they are taken (with `parallelism` in flight a run still takes no more than
     // COPY_RUN_BATCHES); a batch a pause interrupted is copied again in the same run.
     rest: (taken) => {
       const info = wf.workflowInfo();
       return taken >= COPY_RUN_BATCHES || info.continueAsNewSuggested || info.historyLength > RUN_EVENTS_LIMIT;
     },
+    changed: () => p.reporter.changed(),
+  };
+}
+
+/**
+ * The activities of copyBatches by reference, in the copy child and (runs recorded before it) in the
+ * migration itself: empty the ranged tables, copy a batch, a batch's post-load DDL. With `reportTo`,
+ * their progress reports go to that run.
+ */
+export function batchActivities(
+  b: Pick<CopyChildInput, 'source' | 'target' | 'plan' | 'batches' | 'marks' | 'maxLockWaitSeconds'> & { reportTo?: CopyChildInput['reportTo'] },
+  notice: (skipped: string[]) => void,
+): Pick<BatchCopyContext, 'prepareRanged' | 'copyBatch' | 'finish'> {
+  const marks = b.marks ? { migrationId: b.marks } : {};
+  const reportTo = b.reportTo ? { reportTo: b.reportTo } : {};
+  return {
+    prepareRanged: (ords, snap, snapshotLsn) =>
+      step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, {
+        target: b.target,
+        plan: b.plan,
+        ords,
+        snapshot: snap,
+        ...(snapshotLsn !== undefined ? { snapshotLsn } : {}),
+        ...marks,
+      }),
+    copyBatch: (i) =>
+      call(batchOpts, `copy batch ${i.batch + 1}/${b.batches}`, 'copyTableBatch', {
+        source: b.source,
+        target: b.target,
+        plan: b.plan,
+        ...i,
+        ...marks,
+        ...(b.maxLockWaitSeconds ? { maxLockWaitSeconds: b.maxLockWaitSeconds } : {}),
+        ...reportTo,
+      }),
     finish: async (what) => {
       const finished = await call(
         { ...schemaOptsNow(), allowEagerDispatch: false },
         'batch' in what ? `indexes, constraints and ANALYZE of batch ${what.batch + 1}` : `indexes, constraints and ANALYZE of ${what.ords.length} ranged tables`,
         'finishTargetTables',
-        { target: input.target, plan: input.plan, ...what, parallelism: 1, part: 'tables', reportTo: input.reportTo },
+        { target: b.target, plan: b.plan, ...what, parallelism: 1, part: 'tables' as const, ...reportTo },
       );
-      p.reporter.notice(...finished.skipped);
+      notice(finished.skipped);
     },
-    changed: () => p.reporter.changed(),
   };
 }
-
-const copyBatchActivity = (input: CopyChildInput, i: Parameters<BatchCopyContext['copyBatch']>[0]) =>
-  call(batchOpts, `copy batch ${i.batch + 1}/${input.batches}`, 'copyTableBatch', {
-    source: input.source,
-    target: input.target,
-    plan: input.plan,
-    ...i,
-    ...(input.marks ? { migrationId: input.marks } : {}),
-    ...(input.maxLockWaitSeconds ? { maxLockWaitSeconds: input.maxLockWaitSeconds } : {}),
-    reportTo: input.reportTo,
-  });
 
 /**
  * The child's reports to the migration: what changed since the last one, at most one per
@@ -223,6 +236,21 @@ class StateReporter {
 
   /** What changed since the last report (and marks it sent). */
   report(): CopyStateReport {
+    return this.diff().report;
+  }
+
+  /** Sends what changed, if anything did. */
+  send(): void {
+    const { report, changed } = this.diff();
+    if (!changed) return;
+    this.last = Date.now();
+    const parent = wf.getExternalWorkflowHandle(this.input.reportTo.workflowId, this.input.reportTo.runId);
+    // In order; a report that fails (the migration has ended) is not retried.
+    this.sending = this.sending.then(() => wf.CancellationScope.nonCancellable(() => parent.signal(copyStateSignal, report)).catch(() => undefined));
+  }
+
+  /** The report of what changed since the last one, which it marks sent; `changed`: anything did. */
+  private diff(): { report: CopyStateReport; changed: boolean } {
     const tables: CopyStateReport['tables'] = [];
     this.of.tables.forEach((t, ord) => {
       const s = JSON.stringify(t);
@@ -238,29 +266,21 @@ class StateReporter {
     }
     const notices = this.notices;
     this.notices = [];
-    const { round } = this.of;
-    this.landedSent ||= round.landed;
-    this.sentRunning = new Set(round.running.keys());
-    this.sentCounters = JSON.stringify(this.of.progress);
-    return { snapshot: this.input.snapshot, progress: { ...this.of.progress }, tables, notices, copyMs, running: [...round.running.keys()], landed: round.landed };
-  }
-
-  /** Sends what changed, if anything did. */
-  send(): void {
-    const { round } = this.of;
+    const { round, progress } = this.of;
     const running = [...round.running.keys()];
-    const same =
-      JSON.stringify(this.of.progress) === this.sentCounters &&
-      running.length === this.sentRunning.size &&
-      running.every((u) => this.sentRunning.has(u)) &&
-      this.landedSent === round.landed &&
-      this.notices.length === 0;
-    const r = this.report();
-    if (same && r.tables.length === 0 && r.copyMs.length === 0) return;
-    this.last = Date.now();
-    const parent = wf.getExternalWorkflowHandle(this.input.reportTo.workflowId, this.input.reportTo.runId);
-    // In order; a report that fails (the migration has ended) is not retried.
-    this.sending = this.sending.then(() => wf.CancellationScope.nonCancellable(() => parent.signal(copyStateSignal, r)).catch(() => undefined));
+    const counters = JSON.stringify(progress);
+    const changed =
+      tables.length > 0 ||
+      copyMs.length > 0 ||
+      notices.length > 0 ||
+      counters !== this.sentCounters ||
+      round.landed !== this.landedSent ||
+      running.length !== this.sentRunning.size ||
+      running.some((u) => !this.sentRunning.has(u));
+    this.landedSent = round.landed;
+    this.sentRunning = new Set(running);
+    this.sentCounters = counters;
+    return { report: { snapshot: this.input.snapshot, progress: { ...progress }, tables, notices, copyMs, running, landed: round.landed }, changed };
   }
 
   private spacing(): number {

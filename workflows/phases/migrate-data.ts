@@ -9,11 +9,12 @@ import type { MigrationPlan } from '../../activities/preflight';
 import { TABLES_PAGE } from '../contract';
 import { copyBatches, newCopyRounds } from '../copy-batches';
 import { hasForeignKeys } from '../plan-views';
-import { batchOpts, call, schemaOptsNow, step } from '../activities';
+import { call, schemaOptsNow, step } from '../activities';
 import { pauseGate, planOf, setPhase, type MigrationRun } from '../run';
 import { copyInSnapshot } from './copy-snapshot';
 import { copyUnits, tableKey } from './copy-units';
 import { copyRoundInChild, type CopyChildBase } from './copy-child-round';
+import { batchActivities } from '../copy-child';
 
 /** `foreignKeys`: CREATING_TABLES found some (by reference; inline, the defs say it). */
 export async function migrateData(run: MigrationRun, foreignKeys: boolean): Promise<void> {
@@ -81,8 +82,8 @@ async function migrateByReference(run: MigrationRun, p: MigrationPlan, foreignKe
     const ts = state.tables[ord];
     if (ts) ts.ranges = { total, done: 0 };
   }
-  const marks = () => (run.marks ? { migrationId: run.marks } : {});
-  if (wf.patched('copy-child')) return copyInChildren(run, p, { batches: batches.batches, ranged }).then(() => foreignKeysAfterCopy(run, p, foreignKeys));
+  const base = copyBase(run, p, batches.batches, ranged);
+  if (wf.patched('copy-child')) return copyInChildren(run, p, base).then(() => foreignKeysAfterCopy(run, p, foreignKeys));
   // Online runs since 'resume-copy': a lost snapshot costs only the units in flight.
   const rounds = p.spec.mode === 'online' && wf.patched('resume-copy') ? newCopyRounds() : undefined;
   const copyRound = (snapshot?: string, at?: { lsn: string; resumed: boolean }) => {
@@ -102,33 +103,7 @@ async function migrateByReference(run: MigrationRun, p: MigrationPlan, foreignKe
         round: copy.round,
         pauseGate: () => pauseGate(run),
         rounds,
-        prepareRanged: (ords, snap, snapshotLsn) =>
-          step('prepareRangedCopies', `empty ${ords.length} tables copied in ranges`, {
-            target: p.spec.target,
-            plan: ref,
-            ords,
-            snapshot: snap,
-            ...(snapshotLsn !== undefined ? { snapshotLsn } : {}),
-            ...marks(),
-          }),
-        copyBatch: (input) =>
-          call(batchOpts, `copy batch ${input.batch + 1}/${batches.batches}`, 'copyTableBatch', {
-            source: p.spec.source,
-            target: p.spec.target,
-            plan: ref,
-            ...input,
-            ...marks(),
-            ...(p.spec.copy?.maxLockWaitSeconds ? { maxLockWaitSeconds: p.spec.copy.maxLockWaitSeconds } : {}),
-          }),
-        finish: async (what) => {
-          const finished = await call(
-            { ...schemaOptsNow(), allowEagerDispatch: false },
-            'batch' in what ? `indexes, constraints and ANALYZE of batch ${what.batch + 1}` : `indexes, constraints and ANALYZE of ${what.ords.length} ranged tables`,
-            'finishTargetTables',
-            { target: p.spec.target, plan: ref, ...what, parallelism: 1, part: 'tables' },
-          );
-          state.notices.push(...finished.skipped);
-        },
+        ...batchActivities(base, (skipped) => state.notices.push(...skipped)),
       },
       snapshot,
       at,
@@ -139,20 +114,24 @@ async function migrateByReference(run: MigrationRun, p: MigrationPlan, foreignKe
   await foreignKeysAfterCopy(run, p, foreignKeys);
 }
 
-/** The copy in child workflows (patch 'copy-child'): what landed is kept across their continue-as-new and the snapshot rounds. */
-async function copyInChildren(run: MigrationRun, p: MigrationPlan, batches: { batches: number; ranged: Map<number, number> }): Promise<void> {
-  const kept = newCopyRounds();
-  const base: CopyChildBase = {
+/** What every copy round needs from the plan and the spec (each child's input; the activities' inputs). */
+function copyBase(run: MigrationRun, p: MigrationPlan, batches: number, ranged: Map<number, number>): CopyChildBase {
+  return {
     source: p.spec.source,
     target: p.spec.target,
     plan: run.planRef!,
-    batches: batches.batches,
-    ranged: [...batches.ranged],
+    batches,
+    ranged: [...ranged],
     parallelism: p.spec.parallelism,
     track: TABLES_PAGE,
     ...(run.marks ? { marks: run.marks } : {}),
     ...(p.spec.copy?.maxLockWaitSeconds ? { maxLockWaitSeconds: p.spec.copy.maxLockWaitSeconds } : {}),
   };
+}
+
+/** The copy in child workflows (patch 'copy-child'): what landed is kept across their continue-as-new and the snapshot rounds. */
+async function copyInChildren(run: MigrationRun, p: MigrationPlan, base: CopyChildBase): Promise<void> {
+  const kept = newCopyRounds();
   if (p.spec.mode === 'online') await copyInSnapshot(run, (snap, resumed) => copyRoundInChild(run, base, kept, snap.snapshotName, { lsn: snap.consistentPoint, resumed }), { resume: true });
   else await copyRoundInChild(run, base, kept);
 }
