@@ -97,6 +97,14 @@ export const copyStopSignal = wf.defineSignal('copyStop');
  */
 export const COPY_RUN_BATCHES = 100;
 
+/** A copy child's round: a table of the page its unit's live report is on shows as copying, with its rows (a batch's table) so far. */
+export function showCopying(round: CopyRound, ts: TableStatus, unit: string, report: { rows: number; bytes: number }): void {
+  if (!['pending', 'copying'].includes(ts.state)) return;
+  ts.state = 'copying';
+  round.copyingIn?.set(ts.source, unit);
+  if (!ts.ranges) Object.assign(ts, { rowsCopied: report.rows, bytesCopied: report.bytes });
+}
+
 /** The migration's side: a report (or a child's final state) put into the status. */
 export function applyCopyState(to: { tables: TableStatus[]; notices: string[]; progress: MigrationProgress; copyMs: Map<string, number>; round: CopyRound }, s: CopyStateReport): void {
   const { round } = to;
@@ -114,6 +122,15 @@ export function applyCopyState(to: { tables: TableStatus[]; notices: string[]; p
     if (!ts.ranges) Object.assign(ts, { rowsCopied: 0, bytesCopied: undefined });
   }
   for (const [ord, ts] of s.tables) if (to.tables[ord]) to.tables[ord] = ts;
+  // Live reports that came before the report saying their unit runs: shown now; kept one report more otherwise.
+  for (const [unit, e] of round.early ?? []) {
+    if (round.running.has(unit)) {
+      round.live.set(unit, e.report);
+      const ts = to.tables.find((t) => t.source === e.report.table);
+      if (ts) showCopying(round, ts, unit, e.report);
+    } else if (++e.missed < 2) continue;
+    round.early!.delete(unit);
+  }
   to.notices.push(...s.notices);
   for (const [table, ms] of s.copyMs) to.copyMs.set(table, ms);
   if (s.landed) round.landed = true;

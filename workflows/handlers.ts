@@ -26,7 +26,7 @@ import { thresholdAlert, wants } from './notify';
 import { applyFallbackSignal, applySignal, type FallbackSignal } from './state';
 import { batchDetails, copyDetails, refreshCopyProgress } from './progress';
 import { alert, type MigrationRun } from './run';
-import { applyCopyState, copyStateSignal } from './copy-state';
+import { applyCopyState, copyStateSignal, showCopying } from './copy-state';
 import { forwardPause } from './phases/copy-child-round';
 
 export function setHandlers(run: MigrationRun): void {
@@ -139,9 +139,11 @@ function setActivityHandlers(run: MigrationRun): void {
   wf.setHandler(copyProgressSignal, (r) => {
     const round = copy.round;
     for (const u of r.units) {
-      // Reports of another round, or of a unit that has ended since, are stale.
-      if (u.snapshot !== round.snapshot || !round.running.has(u.unit)) continue;
-      round.live.set(u.unit, { table: u.table, rows: u.rows, bytes: u.bytes, ...(u.waiting ? { waiting: u.waiting } : {}) });
+      if (u.snapshot !== round.snapshot) continue; // a report of another round: stale
+      const report = { table: u.table, rows: u.rows, bytes: u.bytes, ...(u.waiting ? { waiting: u.waiting } : {}) };
+      if (round.running.has(u.unit)) round.live.set(u.unit, report);
+      // A copy child's unit may report before the child says it runs (or after it ended): kept aside.
+      else if (round.early) round.early.set(u.unit, { report, missed: 0 });
     }
     for (const table of new Set(r.units.map((u) => u.table))) {
       const ts = state.tables.find((t) => t.source === table);
@@ -149,12 +151,8 @@ function setActivityHandlers(run: MigrationRun): void {
         if (ts?.state === 'copying') refreshCopyProgress(round, ts, Date.now());
         continue;
       }
-      // A batch reports the table it is on (its rows so far): a table of the page shows as copying.
       const u = r.units.find((x) => x.table === table)!;
-      if (!ts || !round.running.has(u.unit) || !['pending', 'copying'].includes(ts.state)) continue;
-      ts.state = 'copying';
-      round.copyingIn?.set(ts.source, u.unit);
-      if (!ts.ranges) Object.assign(ts, { rowsCopied: u.rows, bytesCopied: u.bytes });
+      if (ts && u.snapshot === round.snapshot && round.running.has(u.unit)) showCopying(round, ts, u.unit, u);
     }
     if (state.phase === 'MIGRATING_DATA') wf.setCurrentDetails(run.planRef ? batchDetails(run.progress, round.live) : copyDetails(state.tables));
   }, { description: 'internal (copy units): rows and bytes copied while they move, backing off to every 30 s' });

@@ -19,6 +19,13 @@ export interface CopyRound {
   landed: boolean;
   /** A copy child's round: the tables the live reports showed as copying -> their unit. */
   copyingIn?: Map<string, string>;
+  /**
+   * A copy child's round: live reports of units the child has not yet said are in flight (the
+   * activity's signal can overtake the child's report) -> the report, and how many of the child's
+   * reports have not listed the unit since. Shown once a report lists the unit; dropped at the
+   * second that does not (the unit ended before the child reported it).
+   */
+  early?: Map<string, { report: CopyRound['live'] extends Map<string, infer L> ? L : never; missed: number }>;
 }
 
 export const newCopyRound = (snapshot?: string): CopyRound => ({ snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });

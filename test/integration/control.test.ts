@@ -7,6 +7,7 @@ import { startEnv, type MigrationHandle, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { activitySpans, type ActivitySpan } from '../harness/history';
 import { startWriter } from '../harness/fixtures';
+import { throttleProxy } from '../harness/throttle-proxy';
 import { findTargetLeftovers, removeMigrationLeftovers } from '../../activities/leftovers';
 
 let env: TestEnv;
@@ -86,7 +87,10 @@ describe('pause and resume', () => {
     const { db, source, target, tables } = await fresh(0.05);
     await env.source.query(`CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 1500000) g`, [], db);
     const writer = startWriter(() => env.source.client(db), { pauseMs: 5 });
-    const m = await env.startMigration({ source, target, tables: [...tables, 'public.big'], tableSuffix: '_i', parallelism: 1, cutover: { mode: 'manual' } });
+    // The source behind a 30 MB/s link: big's ~315 MB copy lasts about 10 s on any machine, so the
+    // test sees it in flight and pauses it before it ends (unthrottled it takes ~1.5 s here).
+    const link = await throttleProxy(env.source.port, 30e6);
+    const m = await env.startMigration({ source: link.uri(source), target, tables: [...tables, 'public.big'], tableSuffix: '_i', parallelism: 1, cutover: { mode: 'manual' } });
     // The status shows the copy's rows while it runs (live reports from the worker), not only at its end.
     let live: { rowsCopied: number; rowsTotal?: number; state: string } | undefined;
     for (let i = 0; i < 1200 && !live; i++) {
@@ -111,6 +115,7 @@ describe('pause and resume', () => {
     expect(held.paused).toBe(true);
     expect(held.tables.filter((t) => t.state === 'copying')).toEqual([]);
     expect(held.tables.find((t) => t.source === 'public.big')?.state).toBe('pending'); // interrupted, to be redone
+    link.rate = Infinity;
     await m.signal('resume');
     await m.waitForPhase('SYNCING_WAL', 180_000);
     await m.signal('cutover');
@@ -119,6 +124,7 @@ describe('pause and resume', () => {
     expect(stats.errors).toEqual([]);
     await expectIdentical(db, '_i');
     expect(await fingerprint(env.target, db, 'public', 'big_i')).toEqual(await fingerprint(env.source, db, 'public', 'big'));
+    await link.close();
   });
 
   it('large tables copy in page ranges under writes; a pause keeps the finished ranges, resume copies the rest; identical', async () => {

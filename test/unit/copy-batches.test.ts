@@ -124,4 +124,18 @@ describe('applyCopyState (the migration reading its copy child)', () => {
     expect(m.tables[2]).toMatchObject({ state: 'copying', rowsCopied: 7 });
     expect([...m.round.live.keys()]).toEqual(['batch 2']);
   });
+
+  it("shows a unit's live report that came before the child said it runs once a report lists it; drops it at the second report that does not", () => {
+    const m = migration();
+    m.round.early = new Map();
+    m.round.early.set('batch 0', { report: { table: 'a', rows: 300, bytes: 3000 }, missed: 0 }).set('batch 1', { report: { table: 'b', rows: 5, bytes: 50 }, missed: 0 });
+    applyCopyState(m, report({ running: ['batch 0'] }));
+    expect(m.tables[0]).toMatchObject({ state: 'copying', rowsCopied: 300, bytesCopied: 3000 });
+    expect(m.round.live.get('batch 0')).toEqual({ table: 'a', rows: 300, bytes: 3000 });
+    expect(m.tables[1]!.state).toBe('pending');
+    expect([...m.round.early.keys()]).toEqual(['batch 1']); // the child's report may have been sent before it started
+    applyCopyState(m, report({ running: ['batch 0'] }));
+    expect([...m.round.early.keys()]).toEqual([]); // ended before the child reported it
+    expect(m.tables[1]!.state).toBe('pending');
+  });
 });

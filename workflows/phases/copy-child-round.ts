@@ -21,7 +21,7 @@ export type CopyChildBase = Pick<CopyChildInput, 'source' | 'target' | 'plan' | 
 /** One round in a child; throws as an in-workflow round would: a cancellation, or SnapshotLost for a new round. */
 export async function copyRoundInChild(run: MigrationRun, base: CopyChildBase, rounds: CopyRounds, snapshot?: string, at?: { lsn: string; resumed: boolean }): Promise<void> {
   const { copy, state } = run;
-  Object.assign(copy.round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false, copyingIn: new Map() });
+  Object.assign(copy.round, { snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false, copyingIn: new Map(), early: new Map() });
   const info = wf.workflowInfo();
   const control = { paused: state.paused, seq: copy.controlSeq };
   const input: CopyChildInput = {
