@@ -76,6 +76,8 @@ interface Options {
   backlogs: number[];
   only: Tool[];
   cutoverLoad: number;
+  /** Merged into the backlog run's spec (to see what a setting costs there, e.g. the proof off). */
+  backlogSpec: Record<string, unknown>;
 }
 
 function options(): Options {
@@ -87,12 +89,13 @@ function options(): Options {
     .option('--backlogs <list>', 'backlog sizes in transactions (empty: no backlog test)', '20000')
     .option('--only <list>', `comma-separated: ${TOOLS.join(',')}`, TOOLS.join(','))
     .option('--cutover-load <tps>', 'then one more pg-dts run per scale with pgbench writing at this rate from the start until the fence (0: none)', '0')
+    .option('--backlog-spec <json>', 'merged into the backlog run\'s spec, e.g. \'{"validation":{"checksum":false}}\'', '{}')
     .parse()
-    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string }>();
+    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string; backlogSpec: string }>();
   const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
   const only = list(o.only) as Tool[];
   for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
-  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad) };
+  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad), backlogSpec: JSON.parse(o.backlogSpec) as Record<string, unknown> };
 }
 
 interface Run {
@@ -348,7 +351,7 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
   const handle = await ctx.temporal.client.workflow.start(WORKFLOW_TYPE, {
     taskQueue: ctx.taskQueue,
     workflowId: `e2e-backlog-${randomUUID().slice(0, 8)}`,
-    args: [{ source: source.uri(SOURCE_DB), target: target.uri('bl_dts'), parallelism: opt.jobs, cutover: { mode: 'manual' } }],
+    args: [{ source: source.uri(SOURCE_DB), target: target.uri('bl_dts'), parallelism: opt.jobs, cutover: { mode: 'manual' }, ...opt.backlogSpec }],
   });
   const status = () => handle.query<MigrationStatus>('status');
   for (;;) {
@@ -364,6 +367,13 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
   await target.query(`CREATE SUBSCRIPTION bl_sub CONNECTION 'host=${source.host} port=${source.port} dbname=${SOURCE_DB} user=postgres' PUBLICATION bl_pub`, [], 'bl_native');
   try {
     await subscriptionReady(target, 'bl_native', 100);
+    // Like for like: native is caught up and idle; pg-dts too, its content proof past its first pass
+    // (else the first pass, reading every row on both servers, runs beside the backlog).
+    for (;;) {
+      const s = await status();
+      if (!s.proof || s.proof.state === 'off' || s.proof.passesComplete > 0) break;
+      await sleep(200);
+    }
     // Both paused: the apply stopped, the subscription disabled.
     await handle.signal('pause');
     await target.query('ALTER SUBSCRIPTION bl_sub DISABLE', [], 'bl_native');
