@@ -7,7 +7,7 @@
  * Exactly once: consecutive source transactions are applied as one target transaction (a group) that
  * also writes the last one's commit end LSN into pgdts.apply_progress (progress.ts). A group is
  * committed when nothing more waits in the stream (after groupIdleMs), at maxGroupChanges /
- * MAX_GROUP_BYTES / maxGroupMs, at the transaction carrying a fence message (whose token goes into the
+ * MAX_GROUP_BYTES / maxGroupMs (a run's first groups younger: FIRST_GROUP_MS, doubling), at the transaction carrying a fence message (whose token goes into the
  * same progress row: the group ends there), and on a clean stop; only whole source transactions are
  * ever committed. On start the engine reads that position, asks the slot to start there and skips
  * anything at or before it. The slot is confirmed only up to what is durably committed on the target,
@@ -32,7 +32,7 @@ import { sleep } from '../sleep';
 import { CopyPositions } from './copy-positions';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { GC_EVERY_TXN_BYTES, LargeTxnGc } from './gc';
-import { Group, MAX_GROUP_BYTES, batchFull, type Change } from './group';
+import { FIRST_GROUP_MS, Group, MAX_GROUP_BYTES, batchFull, type Change } from './group';
 import { bigIntToLsn } from './lsn';
 import type { ApplyOptions, ApplyResult } from './options';
 import type { ChangeMessage, PgoutputMessage } from './pgoutput';
@@ -56,6 +56,8 @@ export class ApplyEngine {
   private readonly maxBatchRows: number;
   private readonly maxGroupChanges: number;
   private readonly maxGroupMs: number;
+  /** The age at which the open group is committed: FIRST_GROUP_MS for a run's first group, doubling up to maxGroupMs. */
+  private groupMs: number;
   private readonly groupIdleMs: number;
   private readonly stats: ApplyStats;
   private readonly relations: Relations;
@@ -139,6 +141,7 @@ export class ApplyEngine {
     this.maxBatchRows = Math.max(1, opts.maxBatchRows ?? 1000);
     this.maxGroupChanges = Math.max(1, opts.maxGroupChanges ?? 10_000);
     this.maxGroupMs = Math.max(0, opts.maxGroupMs ?? 100);
+    this.groupMs = Math.min(this.maxGroupMs, Math.max(0, opts.firstGroupMs ?? FIRST_GROUP_MS));
     this.groupIdleMs = Math.max(0, opts.groupIdleMs ?? 5);
     this.gc = new LargeTxnGc(opts.gcEveryTxnBytes ?? GC_EVERY_TXN_BYTES);
     this.relations = new Relations(opts.tables, opts.publication, opts.setBased !== false);
@@ -518,7 +521,7 @@ export class ApplyEngine {
 
   /** The open group is old enough to be committed. */
   private groupAged(): boolean {
-    return Date.now() - this.group.start >= this.maxGroupMs;
+    return Date.now() - this.group.start >= this.groupMs;
   }
 
   /** The open group is to be committed at this source commit. */
@@ -610,6 +613,7 @@ export class ApplyEngine {
     }
     // The next group (what arrived meanwhile) becomes the open one; the committed one is dropped.
     this.group = next;
+    this.groupMs = Math.min(this.maxGroupMs, this.groupMs * 2);
     const followUps = this.nextFollowUps;
     this.nextFollowUps = [];
     for (const f of followUps) await f();

@@ -168,3 +168,11 @@ export class Group {
 export function batchFull(b: InsertBatch, maxRows: number): boolean {
   return b.rows.length >= maxRows || b.params + b.mapped.rel.columns.length > MAX_BATCH_PARAMS || b.bytes >= MAX_BATCH_BYTES;
 }
+
+/**
+ * A run's first group is committed at this age (at its next source commit), the next ones at twice
+ * the age before, up to maxGroupMs: the target starts writing a backlog this soon after a resume,
+ * instead of idling while a first full-size group fills (bench:e2e, 20,000 transactions: the first
+ * commit came 171 ms after the first data).
+ */
+export const FIRST_GROUP_MS = 10;

@@ -48,6 +48,8 @@ export interface ApplyOptions {
    */
   maxGroupChanges?: number;
   maxGroupMs?: number;
+  /** A run's first group is committed at this age (default 10 ms), each next one at twice the age before, up to maxGroupMs. */
+  firstGroupMs?: number;
   /** How long an open group waits for the next transaction when the stream is momentarily empty (default 5 ms). */
   groupIdleMs?: number;
   /**

@@ -532,6 +532,7 @@ describe('runApply groups source transactions', () => {
       // One group for everything between two fences, whatever the timing.
       maxGroupChanges: 1_000_000,
       maxGroupMs: 60_000,
+      firstGroupMs: 60_000,
       groupIdleMs: 1_000,
     };
     const lsn = async (sql: string) => (await source.query<{ l: string }>(sql))[0]!.l;
@@ -641,6 +642,47 @@ describe('runApply under crashes inside group commits', () => {
     } finally {
       await target.query(`DROP TRIGGER IF EXISTS slow_commit ON pgdts.apply_progress; DROP FUNCTION IF EXISTS public.slow_commit()`);
       await source.query(`SELECT pg_drop_replication_slot('sfa')`).catch(() => undefined);
+    }
+  });
+
+  it("commits a run's first group young and lets the next ones grow (a resumed backlog reaches the target at once)", async () => {
+    await source.query(`CREATE TABLE ramp (id int PRIMARY KEY, v text); CREATE PUBLICATION pubramp FOR TABLE ramp`);
+    await source.query(`SELECT pg_create_logical_replication_slot('sramp', 'pgoutput')`);
+    await target.query(`
+      CREATE SCHEMA IF NOT EXISTS dst;
+      CREATE TABLE dst.ramp_m (id int PRIMARY KEY, v text);
+      CREATE SCHEMA IF NOT EXISTS pgdts;
+      CREATE TABLE IF NOT EXISTS pgdts.apply_progress (slot_name text PRIMARY KEY, applied_lsn pg_lsn NOT NULL, fence_token text, updated_at timestamptz NOT NULL DEFAULT now());
+      -- Each group's commit writes its progress row: log how many rows the target holds then.
+      CREATE TABLE public.ramp_commits (at timestamptz NOT NULL DEFAULT clock_timestamp(), rows int NOT NULL);
+      CREATE FUNCTION public.ramp_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.slot_name = 'sramp' THEN INSERT INTO public.ramp_commits (rows) SELECT count(*) FROM dst.ramp_m; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER ramp_commit AFTER INSERT OR UPDATE ON pgdts.apply_progress FOR EACH ROW EXECUTE FUNCTION public.ramp_commit();
+      ALTER TABLE pgdts.apply_progress ENABLE ALWAYS TRIGGER ramp_commit;`);
+    try {
+      // A backlog of 5,000 one-row transactions, then the fence.
+      const src = await source.client();
+      for (let i = 0; i < 5000; i += 500) {
+        await src.query(Array.from({ length: 500 }, (_, j) => `BEGIN; INSERT INTO ramp VALUES (${i + j}, 'r${i + j}'); COMMIT;`).join('\n'));
+      }
+      await src.end();
+      await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'tokramp')`);
+      // Groups would otherwise be cut only by age (60 s) or an idle stream (60 s): here by the fence alone.
+      const run = startApply({ source: source.uri(), target: target.uri(), slot: 'sramp', publication: 'pubramp', tables: map(['ramp']), maxGroupMs: 60_000, groupIdleMs: 60_000, maxGroupChanges: 1_000_000 });
+      await run.until((p) => p.fenceToken === 'tokramp');
+      run.abort();
+      expect((await run.result).transactions).toBe(5001);
+      const commits = (await target.query<{ rows: number }>(`SELECT rows FROM public.ramp_commits ORDER BY at`)).map((r) => r.rows).filter((n) => n > 0);
+      // The first group holds a part of the backlog, not all of it; later groups hold more.
+      expect(commits.length).toBeGreaterThanOrEqual(3);
+      expect(commits[0]).toBeLessThan(5000);
+      const sizes = commits.map((n, i) => n - (commits[i - 1] ?? 0));
+      expect(Math.max(...sizes.slice(1))).toBeGreaterThan(sizes[0]!);
+      expect(commits.at(-1)).toBe(5000);
+      await expectSame([['ramp', 'dst.ramp_m']]);
+    } finally {
+      await target.query(`DROP TRIGGER IF EXISTS ramp_commit ON pgdts.apply_progress; DROP FUNCTION IF EXISTS public.ramp_commit() CASCADE`);
+      await source.query(`SELECT pg_drop_replication_slot('sramp')`).catch(() => undefined);
     }
   });
 
