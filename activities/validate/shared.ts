@@ -9,7 +9,7 @@ import type { ConnectionSpec, QualifiedName } from '../spec';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY } from './compare';
 import { VALIDATE_DEFAULTS, type Mismatch, type MismatchKind, type ValidateTableSpec, type ValidateTablesInput } from './contract';
 import { columnsThatDiffer, ShapeError, TableSide, type ChecksumOptions, type DescribedColumn, type FoundRow, type SampleResult } from './engine';
-import { describeTablesSql, HASH_PROBE_SQL, type RowHash } from './sql';
+import { describeTablesSql, HASH_PROBE_SQL, typedHashOf, type RowHash } from './sql';
 import { dropConnection } from '../pg-internals';
 
 export function checksumOptions(input: Pick<ValidateTablesInput, 'chunkRows' | 'leafRows' | 'fanout' | 'maxMismatches'>, signal?: AbortSignal): ChecksumOptions {
@@ -80,6 +80,11 @@ export async function openSides(
   if (a.status === 'rejected') throw a.reason;
   if (b.status === 'rejected') throw b.reason;
   if (a.value.encoding !== b.value.encoding) a.value.shape.utf8 = b.value.shape.utf8 = true;
+  // Typed row hashes only when every compared column has one type on both sides that has one.
+  const typed = t.copyColumns.map((c) => a.value.columnTypes.get(c));
+  if (typed.length && typed.every((ty, i) => ty !== undefined && ty === b.value.columnTypes.get(t.copyColumns[i]!) && typedHashOf(ty))) {
+    a.value.shape.typedHash = b.value.shape.typedHash = typed as string[];
+  }
   return [a.value, b.value];
 }
 
@@ -159,10 +164,10 @@ async function open(spec: ConnectionSpec, side: 'source' | 'target', application
 /** hashtext when both servers compute the same values for it (same byte order), else md5. */
 export async function probeRowHash(src: Client, dst: Client): Promise<RowHash> {
   try {
-    const [a, b] = await Promise.all([src.query<{ a: string; b: string }>(HASH_PROBE_SQL), dst.query<{ a: string; b: string }>(HASH_PROBE_SQL)]);
+    const [a, b] = await Promise.all([src.query<{ a: string; b: string; c: string }>(HASH_PROBE_SQL), dst.query<{ a: string; b: string; c: string }>(HASH_PROBE_SQL)]);
     const x = a.rows[0]!;
     const y = b.rows[0]!;
-    return x.a === y.a && x.b === y.b ? 'hashtext' : 'md5';
+    return x.a === y.a && x.b === y.b && x.c === y.c ? 'hashtext' : 'md5';
   } catch {
     return 'md5';
   }

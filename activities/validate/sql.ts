@@ -7,26 +7,22 @@
  *  - a row's identity is `ROW(c1, c2, ...)::text` over the copied columns in source order; record_out
  *    quotes empty strings and leaves NULLs empty, so NULL and '' differ, and every type (arrays, json,
  *    ranges, composites, NaN/Infinity, bytea, timestamps) renders deterministically;
- *  - a chunk's checksum is `count(*)` and the sum of a 64-bit hash of each row's text, an aggregate that
- *    does not depend on row order and, unlike xor, does not let duplicate rows cancel out;
+ *  - a chunk's checksum is `count(*)` and the sum of a 64-bit hash of each row's text (or of its
+ *    columns' own hashes, row-hash.ts), an aggregate that does not depend on row order and, unlike
+ *    xor, does not let duplicate rows cancel out;
  *  - a sampled row is compared column by column through md5 digests of each value (DigestMode), so no
  *    value, however wide, is ever fetched.
  */
 import { ident, literal, qname } from '../sql';
 import type { QualifiedName } from '../spec';
+import { rowHash64, rowText, type RowHash } from './row-hash';
+
+export { rowHash64, rowText, typedHashOf, type RowHash } from './row-hash';
 
 export interface Sql {
   text: string;
   values: unknown[];
 }
-
-/**
- * 64-bit row hash used by chunk checksums.
- * - `hashtext`: hashtextextended() over the row text (fast, built in since PostgreSQL 11); its result
- *   depends on the server's byte order, so it is only used when both sides agree on a probe.
- * - `md5`: the first 64 bits of md5(), identical everywhere; about twice as slow.
- */
-export type RowHash = 'hashtext' | 'md5';
 
 /** A key range, lower bound inclusive, upper bound exclusive; bounds are key tuples in text form. */
 export interface KeyRange {
@@ -50,22 +46,15 @@ export interface TableShape {
   utf8?: boolean;
   /** The server has hashtidextended (PostgreSQL 14+): the tuple fingerprint hashes the ctid itself. */
   tidHash?: boolean;
+  /**
+   * Every compared column is of one type on both sides whose own extended hash function tells its
+   * values apart (typedHashOf): the row hash combines those instead of hashing the row's text, about
+   * a third of the cost (bench:e2e's proof pass). Set by openSides on both sides or neither.
+   */
+  typedHash?: readonly string[];
 }
 
 const col = (c: string): string => `t.${ident(c)}`;
-
-/** `ROW(t.c1, t.c2)::text`: the row's text form over the compared columns (`utf8`: as UTF-8 bytes). */
-export function rowText(columns: readonly string[], utf8 = false): string {
-  const text = `ROW(${columns.map(col).join(', ')})::text`;
-  return utf8 ? `convert_to(${text}, 'UTF8')` : text;
-}
-
-/** The 64-bit row hash; across encodings always md5 of the UTF-8 bytes (hashtextextended takes text). */
-export function rowHash64(columns: readonly string[], hash: RowHash, utf8 = false): string {
-  return hash === 'hashtext' && !utf8
-    ? `hashtextextended(${rowText(columns)} COLLATE "C", 0)`
-    : `('x' || left(md5(${rowText(columns, utf8)}), 16))::bit(64)::bigint`;
-}
 
 const keyTuple = (s: TableShape): string =>
   s.keyColumns.length === 1 ? col(s.keyColumns[0]!) : `(${s.keyColumns.map(col).join(', ')})`;
@@ -130,7 +119,7 @@ export function chunkChecksumSql(s: TableShape, range: KeyRange, hash: RowHash):
   const values: unknown[] = [];
   const where = s.keyColumns.length ? keyRangePredicate(s, range, values) : 'TRUE';
   return {
-    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8)}), 0)::text AS h FROM ${qname(s.table)} t WHERE ${where}`,
+    text: `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8, s.typedHash)}), 0)::text AS h FROM ${qname(s.table)} t WHERE ${where}`,
     values,
   };
 }
@@ -175,7 +164,7 @@ export function chunkProofSql(s: TableShape, range: KeyRange, hash: RowHash, key
   }
   return {
     text:
-      `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8)}), 0)::text AS h, ` +
+      `SELECT count(*)::text AS n, coalesce(sum(${rowHash64(s.columns, hash, s.utf8, s.typedHash)}), 0)::text AS h, ` +
       `coalesce(sum(${tupleId(s)}), 0)::text AS f FROM ${qname(s.table)} t WHERE ${where}`,
     values,
   };
@@ -704,7 +693,9 @@ export function countRowHashesSql(s: TableShape, hashes: readonly string[]): Sql
 export const BEGIN_READ = ['BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', `SET LOCAL search_path = ''`] as const;
 
 /** Both sides answer this identically iff hashtextextended can be compared across them. */
-export const HASH_PROBE_SQL = `SELECT hashtextextended('pg-dts checksum probe ' || chr(252) || ' 0123456789', 7)::text AS a, hashtextextended('', 42)::text AS b`;
+export const HASH_PROBE_SQL =
+  `SELECT hashtextextended('pg-dts checksum probe ' || chr(252) || ' 0123456789', 7)::text AS a, hashtextextended('', 42)::text AS b, ` +
+  `hashint8extended(1234567890123, 3)::text || ' ' || hashint4extended(-7, 5)::text || ' ' || hashbpcharextended('ab  '::char(4), 2)::text || ' ' || uuid_hash_extended('0e4f7a3c-2b8d-4c6e-9a1f-5d3b7c9e1a2f', 9)::text AS c`;
 
 /**
  * The source's WAL insert position. Read after a snapshot's first query it bounds every commit the

@@ -15,6 +15,7 @@ import type { QualifiedName } from '../../activities/spec';
 import { validateTables, formatValidationFailure, type TableValidationResult } from '../../activities/validate';
 import { ROW_MD5_KEY } from '../../activities/validate/compare';
 import type { ValidateTableSpec } from '../../activities/validate/contract';
+import { openSides } from '../../activities/validate/shared';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 
 const DDL = `
@@ -272,6 +273,61 @@ describe('validateTables', () => {
     expect(found).toEqual([
       { key: { [ROW_MD5_KEY]: extra }, kind: 'extra-on-target' },
       { key: { [ROW_MD5_KEY]: missing }, kind: 'missing-on-target' },
+    ]);
+  });
+
+  it('hashes a table of typed columns by their own hashes and still tells every change apart, down to the row', async () => {
+    const ddl = `CREATE TABLE public.typed (id bigint PRIMARY KEY, a int, b smallint, c text, d varchar(10), e char(4), f uuid, g oid)`;
+    await Promise.all([sql(source, ddl), sql(target, ddl)]);
+    await sql(
+      source,
+      `INSERT INTO public.typed SELECT n, n % 1000, (n * 7 % 1000)::smallint, CASE WHEN n % 11 = 0 THEN NULL ELSE 'c' || n END,
+         CASE WHEN n % 13 = 0 THEN NULL ELSE 'Dd' || (n % 97) END, CASE WHEN n % 17 = 0 THEN NULL ELSE 'e' || (n % 50) END,
+         md5(n::text)::uuid, n::oid FROM generate_series(1, 2000) n`,
+    );
+    const t: ValidateTableSpec = { source: q('public', 'typed'), target: q('public', 'typed'), keyColumns: ['id'], copyColumns: ['id', 'a', 'b', 'c', 'd', 'e', 'f', 'g'] };
+    await copy(t.source, t.target, t.copyColumns, true);
+    // Both sides agree on the typed form (the row's text is not built).
+    const [s, d] = await Promise.all([connect(source.uri()), connect(target.uri())]);
+    try {
+      const [a, b] = await openSides(s, d, t, 'hashtext', false);
+      expect(a.shape.typedHash).toEqual(['bigint', 'integer', 'smallint', 'text', 'character varying(10)', 'character(4)', 'uuid', 'oid']);
+      expect(b.shape.typedHash).toEqual(a.shape.typedHash);
+    } finally {
+      await Promise.all([s.end(), d.end()]);
+    }
+    const [clean] = await run([t], { sampleSize: 0 });
+    expect([clean!.ok, clean!.checksum, clean!.rowHash]).toEqual([true, 'match', 'hashtext']);
+    // One change per row, each of a kind the typed hashes must not miss.
+    await sql(
+      target,
+      `UPDATE public.typed SET a = a + 1 WHERE id = 10;
+       UPDATE public.typed SET c = c || ' ' WHERE id = 100;                     -- a trailing blank
+       UPDATE public.typed SET a = b, b = a WHERE id = 300;                     -- two values swapped between columns
+       UPDATE public.typed SET c = '' WHERE id = 440;                           -- NULL -> empty
+       UPDATE public.typed SET d = lower(d) WHERE id = 500;                     -- case
+       UPDATE public.typed SET e = 'e9' WHERE id = 600;                        -- char(4): 'e0  ' -> 'e9  '
+       UPDATE public.typed SET f = md5('x')::uuid WHERE id = 700;
+       UPDATE public.typed SET g = 0 WHERE id = 800;
+       UPDATE public.typed SET a = NULL WHERE id = 900;                        -- value -> NULL
+       UPDATE public.typed x SET c = y.c FROM public.typed y WHERE (x.id, y.id) IN ((1200, 1201), (1201, 1200)); -- swapped between rows`,
+    );
+    // Chunks of 40 rows: each change alone in its chunk, so the chunk's typed checksum alone must see it.
+    const [r] = await run([t], { sampleSize: 0, chunkRows: 40, leafRows: 10 });
+    expect(r!.checksum).toBe('mismatch');
+    expect(r!.chunks).toBe(50);
+    expect(r!.mismatches.map((m) => [m.key.id, m.kind, m.columns]).sort((x, y) => Number(x[0]) - Number(y[0]))).toEqual([
+      ['10', 'different', ['a']],
+      ['100', 'different', ['c']],
+      ['300', 'different', ['a', 'b']],
+      ['440', 'different', ['c']],
+      ['500', 'different', ['d']],
+      ['600', 'different', ['e']],
+      ['700', 'different', ['f']],
+      ['800', 'different', ['g']],
+      ['900', 'different', ['a']],
+      ['1200', 'different', ['c']],
+      ['1201', 'different', ['c']],
     ]);
   });
 

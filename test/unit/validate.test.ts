@@ -15,6 +15,7 @@ import {
   rowHashesSql,
   sampleKeysSql,
   splitPointsSql,
+  typedHashOf,
   type TableShape,
 } from '../../activities/validate/sql';
 import {
@@ -65,6 +66,22 @@ describe('validation SQL', () => {
       values: [],
     });
     expect(chunkChecksumSql(keyless, {}, 'md5').text).toContain('FROM "public"."bag" t WHERE TRUE');
+  });
+
+  it("hashes a row of typed columns by each column's own hash, seeded by position, NULL as its seed; else by its text", () => {
+    const typed: TableShape = { ...single, columns: ['id', 'n', 'c'], typedHash: ['uuid', 'integer', 'character(84)'] };
+    expect(chunkChecksumSql(typed, {}, 'hashtext').text).toBe(
+      'SELECT count(*)::text AS n, coalesce(sum((coalesce(uuid_hash_extended(t."id", 1), 1) # coalesce(hashint4extended(t."n", 2), 2) # ' +
+        'coalesce(hashbpcharextended(t."c" COLLATE "C", 3), 3))), 0)::text AS h FROM "public"."t" t WHERE TRUE',
+    );
+    // md5 (the servers' hashes differ) and different encodings keep the text of the row.
+    expect(chunkChecksumSql(typed, {}, 'md5').text).toContain(`md5(ROW(t."id", t."n", t."c")::text)`);
+    expect(chunkChecksumSql({ ...typed, utf8: true }, {}, 'hashtext').text).toContain(`convert_to(ROW(t."id", t."n", t."c")::text, 'UTF8')`);
+    for (const t of ['smallint', 'integer', 'bigint', 'oid', 'uuid', 'text', 'character varying', 'character varying(20)', 'character(1)']) expect(typedHashOf(t), t).toBeDefined();
+    // Types whose hash ignores what their text shows (numeric scale, timestamps' zone, unbounded
+    // bpchar's trailing blanks), domains and arrays: the row's text.
+    for (const t of ['numeric', 'numeric(10,2)', 'bpchar', 'timestamp with time zone', 'real', 'jsonb', 'integer[]', 'public.my_int', 'citext']) expect(typedHashOf(t), t).toBeUndefined();
+    expect(typedHashOf('text')!('t."v"', 4)).toBe('hashtextextended(t."v"::text COLLATE "C", 4)');
   });
 
   it('builds range predicates for one key column, appending to the parameters given', () => {
