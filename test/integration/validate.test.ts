@@ -277,21 +277,21 @@ describe('validateTables', () => {
   });
 
   it('hashes a table of typed columns by their own hashes and still tells every change apart, down to the row', async () => {
-    const ddl = `CREATE TABLE public.typed (id bigint PRIMARY KEY, a int, b smallint, c text, d varchar(10), e char(4), f uuid, g oid)`;
+    const ddl = `CREATE TABLE public.typed (id bigint PRIMARY KEY, a int, b smallint, c text, d varchar(10), e char(4), f uuid, g oid, h bigint)`;
     await Promise.all([sql(source, ddl), sql(target, ddl)]);
     await sql(
       source,
       `INSERT INTO public.typed SELECT n, n % 1000, (n * 7 % 1000)::smallint, CASE WHEN n % 11 = 0 THEN NULL ELSE 'c' || n END,
          CASE WHEN n % 13 = 0 THEN NULL ELSE 'Dd' || (n % 97) END, CASE WHEN n % 17 = 0 THEN NULL ELSE 'e' || (n % 50) END,
-         md5(n::text)::uuid, n::oid FROM generate_series(1, 2000) n`,
+         md5(n::text)::uuid, n::oid, CASE n WHEN 1500 THEN 4294967295 ELSE n::bigint * 1000003 END FROM generate_series(1, 2000) n`,
     );
-    const t: ValidateTableSpec = { source: q('public', 'typed'), target: q('public', 'typed'), keyColumns: ['id'], copyColumns: ['id', 'a', 'b', 'c', 'd', 'e', 'f', 'g'] };
+    const t: ValidateTableSpec = { source: q('public', 'typed'), target: q('public', 'typed'), keyColumns: ['id'], copyColumns: ['id', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'] };
     await copy(t.source, t.target, t.copyColumns, true);
     // Both sides agree on the typed form (the row's text is not built).
     const [s, d] = await Promise.all([connect(source.uri()), connect(target.uri())]);
     try {
       const [a, b] = await openSides(s, d, t, 'hashtext', false);
-      expect(a.shape.typedHash).toEqual(['bigint', 'integer', 'smallint', 'text', 'character varying(10)', 'character(4)', 'uuid', 'oid']);
+      expect(a.shape.typedHash).toEqual(['bigint', 'integer', 'smallint', 'text', 'character varying(10)', 'character(4)', 'uuid', 'oid', 'bigint']);
       expect(b.shape.typedHash).toEqual(a.shape.typedHash);
     } finally {
       await Promise.all([s.end(), d.end()]);
@@ -310,7 +310,8 @@ describe('validateTables', () => {
        UPDATE public.typed SET f = md5('x')::uuid WHERE id = 700;
        UPDATE public.typed SET g = 0 WHERE id = 800;
        UPDATE public.typed SET a = NULL WHERE id = 900;                        -- value -> NULL
-       UPDATE public.typed x SET c = y.c FROM public.typed y WHERE (x.id, y.id) IN ((1200, 1201), (1201, 1200)); -- swapped between rows`,
+       UPDATE public.typed x SET c = y.c FROM public.typed y WHERE (x.id, y.id) IN ((1200, 1201), (1201, 1200)); -- swapped between rows
+       UPDATE public.typed SET h = -1 WHERE id = 1500;                          -- 4294967295 -> -1: hashint8extended alone hashes both alike`,
     );
     // Chunks of 40 rows: each change alone in its chunk, so the chunk's typed checksum alone must see it.
     const [r] = await run([t], { sampleSize: 0, chunkRows: 40, leafRows: 10 });
@@ -328,6 +329,7 @@ describe('validateTables', () => {
       ['900', 'different', ['a']],
       ['1200', 'different', ['c']],
       ['1201', 'different', ['c']],
+      ['1500', 'different', ['h']],
     ]);
   });
 

@@ -71,7 +71,7 @@ describe('validation SQL', () => {
   it("hashes a row of typed columns by each column's own hash, seeded by position, NULL as its seed; else by its text", () => {
     const typed: TableShape = { ...single, columns: ['id', 'n', 'c'], typedHash: ['uuid', 'integer', 'character(84)'] };
     expect(chunkChecksumSql(typed, {}, 'hashtext').text).toBe(
-      'SELECT count(*)::text AS n, coalesce(sum((coalesce(uuid_hash_extended(t."id", 1), 1) # coalesce(hashint4extended(t."n", 2), 2) # ' +
+      'SELECT count(*)::text AS n, coalesce(sum(hashint4extended(0, coalesce(uuid_hash_extended(t."id", 1), 1) # coalesce(hashint4extended(t."n", 2), 2) # ' +
         'coalesce(hashbpcharextended(t."c" COLLATE "C", 3), 3))), 0)::text AS h FROM "public"."t" t WHERE TRUE',
     );
     // md5 (the servers' hashes differ) and different encodings keep the text of the row.
@@ -82,6 +82,7 @@ describe('validation SQL', () => {
     // bpchar's trailing blanks), domains and arrays: the row's text.
     for (const t of ['numeric', 'numeric(10,2)', 'bpchar', 'timestamp with time zone', 'real', 'jsonb', 'integer[]', 'public.my_int', 'citext']) expect(typedHashOf(t), t).toBeUndefined();
     expect(typedHashOf('text')!('t."v"', 4)).toBe('hashtextextended(t."v"::text COLLATE "C", 4)');
+    expect(typedHashOf('bigint')!('t."b"', 2)).toBe('hashint4extended((t."b" >> 32)::int4, hashint8extended(t."b", 2))');
   });
 
   it('builds range predicates for one key column, appending to the parameters given', () => {
