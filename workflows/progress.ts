@@ -5,12 +5,20 @@
 import type { CopyLockWait, MigrationProgress, TableStatus } from './contract';
 
 /** Progress of the current copy round (a new snapshot starts a new round). */
+/** A copy unit's last live report: the table it is on, rows and bytes so far, a lock it waits for. */
+export interface LiveReport {
+  table: string;
+  rows: number;
+  bytes: number;
+  waiting?: CopyLockWait;
+}
+
 export interface CopyRound {
   snapshot: string | undefined;
   /** Units in flight -> their table. */
   running: Map<string, string>;
   /** Units in flight -> their last report. */
-  live: Map<string, { table: string; rows: number; bytes: number; waiting?: CopyLockWait }>;
+  live: Map<string, LiveReport>;
   /** Tables -> what their finished units copied. */
   doneRows: Map<string, { rows: number; bytes: number }>;
   /** Tables -> the report the rate was last measured from. */
@@ -25,7 +33,7 @@ export interface CopyRound {
    * reports have not listed the unit since. Shown once a report lists the unit; dropped at the
    * second that does not (the unit ended before the child reported it).
    */
-  early?: Map<string, { report: CopyRound['live'] extends Map<string, infer L> ? L : never; missed: number }>;
+  early?: Map<string, { report: LiveReport; missed: number }>;
 }
 
 export const newCopyRound = (snapshot?: string): CopyRound => ({ snapshot, running: new Map(), live: new Map(), doneRows: new Map(), rate: new Map(), landed: false });

@@ -5,7 +5,8 @@
  */
 import { ident } from '../sql';
 
-const col = (c: string): string => `t.${ident(c)}`;
+/** A compared column of the table aliased `t`. */
+export const col = (c: string): string => `t.${ident(c)}`;
 
 /**
  * 64-bit row hash used by chunk checksums.

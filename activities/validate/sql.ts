@@ -15,7 +15,7 @@
  */
 import { ident, literal, qname } from '../sql';
 import type { QualifiedName } from '../spec';
-import { rowHash64, rowText, type RowHash } from './row-hash';
+import { col, rowHash64, rowText, type RowHash } from './row-hash';
 
 export { rowHash64, rowText, typedHashOf, type RowHash } from './row-hash';
 
@@ -54,7 +54,6 @@ export interface TableShape {
   typedHash?: readonly string[];
 }
 
-const col = (c: string): string => `t.${ident(c)}`;
 
 const keyTuple = (s: TableShape): string =>
   s.keyColumns.length === 1 ? col(s.keyColumns[0]!) : `(${s.keyColumns.map(col).join(', ')})`;

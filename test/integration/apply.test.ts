@@ -8,7 +8,7 @@ import { startCluster, type PgCluster } from '../harness/pg-cluster';
 import { fingerprint as harnessFingerprint } from '../harness/compare';
 import { lsnToBigInt } from '../../activities/apply/lsn';
 import type { ApplyOptions, ApplyProgress, ApplyResult, ApplyTable } from '../../activities/apply/options';
-import { readApplyProgress } from '../../activities/apply/progress';
+import { APPLY_PROGRESS_DDL, readApplyProgress } from '../../activities/apply/progress';
 import { runApply } from '../../activities/apply/run';
 import { applyApplicationName } from '../../activities/apply/target';
 
@@ -651,8 +651,7 @@ describe('runApply under crashes inside group commits', () => {
     await target.query(`
       CREATE SCHEMA IF NOT EXISTS dst;
       CREATE TABLE dst.ramp_m (id int PRIMARY KEY, v text);
-      CREATE SCHEMA IF NOT EXISTS pgdts;
-      CREATE TABLE IF NOT EXISTS pgdts.apply_progress (slot_name text PRIMARY KEY, applied_lsn pg_lsn NOT NULL, fence_token text, updated_at timestamptz NOT NULL DEFAULT now());
+      ${APPLY_PROGRESS_DDL.join(';\n')};
       -- Each group's commit writes its progress row: log how many rows the target holds then.
       CREATE TABLE public.ramp_commits (at timestamptz NOT NULL DEFAULT clock_timestamp(), rows int NOT NULL);
       CREATE FUNCTION public.ramp_commit() RETURNS trigger LANGUAGE plpgsql AS $$
