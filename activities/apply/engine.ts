@@ -587,11 +587,10 @@ export class ApplyEngine {
    * Only between source transactions.
    */
   private async commitGroup(forceSync: boolean, overlap = false): Promise<void> {
-    if (this.commitTimer) {
-      clearTimeout(this.commitTimer);
-      this.commitTimer = undefined;
-    }
-    if (this.inSourceTxn || this.group.txns === 0) return;
+    clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
+    // A group whose COMMIT failed is never committed again (a commit queued behind the failing one).
+    if (this.inSourceTxn || this.group.txns === 0 || this.groupLost) return;
     // Captured now: transactions received while this group is written go into the next one.
     const endLsn = this.lastEnd;
     const next = new Group();
@@ -709,8 +708,11 @@ export class ApplyEngine {
     this.ticking = true;
     try {
       if (!this.inSourceTxn && this.group.txns > 0 && this.groupAged()) {
-        // A group left open (only non-transactional messages came after it): commit it.
-        this.enqueue(() => this.commitGroup(false, true));
+        // A group left open (only non-transactional messages came after it): commit it, unless by then
+        // it was (the open group seen here may be the one in flight).
+        this.enqueue(async () => {
+          if (!this.stopping && !this.inSourceTxn && this.group.txns > 0 && this.groupAged()) await this.commitGroup(false, true);
+        });
       } else if (!this.writer.inTxn && !this.inSourceTxn && this.group.txns === 0 && this.pos.durableCandidate() > this.pos.durable) {
         this.enqueue(() => this.flushDurable());
       }

@@ -35,6 +35,8 @@ export type WriterOptions = Pick<ApplyOptions, 'setBased' | 'copyInserts' | 'onR
 export class Writer {
   /** A target transaction is open (BEGIN sent). */
   inTxn = false;
+  /** A COMMIT failed since the last rollback. */
+  private commitFailed = false;
   /** UPDATEs and DELETEs of lenient changes that found no row (ApplyResult.missingBeforeTruncate). */
   missingBeforeTruncate = 0;
   private readonly prepared = new Map<string, string>();
@@ -104,6 +106,9 @@ export class Writer {
    * upsert), synchronously when `sync`.
    */
   async commit(endLsn: bigint, sync: boolean, progressRow: string): Promise<void> {
+    // After a failed COMMIT the transaction that held the group is gone (or aborted): the progress row
+    // sent now would be committed alone, recording as applied what is not. Only a rollback clears it.
+    if (this.commitFailed) throw new ApplyError(`the transactions ending at ${bigIntToLsn(endLsn)} cannot be committed: an earlier COMMIT of them failed`);
     const sql = `${this.inTxn ? '' : 'BEGIN; '}${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressRow}; COMMIT`;
     try {
       this.inTxn = true;
@@ -111,6 +116,7 @@ export class Writer {
       await this.target.query(sql);
       this.stats.committed(t0);
     } catch (err) {
+      this.commitFailed = true;
       throw new ApplyError(`committing the transactions ending at ${bigIntToLsn(endLsn)} on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
     }
     this.inTxn = false;
@@ -128,6 +134,7 @@ export class Writer {
 
   /** Rolls back an open transaction, quietly (the apply is stopping). */
   async rollback(): Promise<void> {
+    this.commitFailed = false;
     if (!this.inTxn) return;
     this.inTxn = false;
     await this.target.query('ROLLBACK').catch(() => undefined);
