@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import type { Client } from 'pg';
 import type { PgCluster } from '../test/harness/pg-cluster';
+import { activitySpans } from '../test/harness/history';
 import { startTemporal } from '../test/harness/temporal';
 import { ensureTemporalCli } from '../worker/temporal-cli';
 import { quietTemporalLogs } from '../worker/logging';
@@ -108,6 +109,8 @@ interface Run {
   phases?: string;
   /** pg-dts: the content proof's passes, as the status query showed them (duration, keys compared by key). */
   passes?: string[];
+  /** pg-dts: the activities of the cutover window (windowSteps). */
+  window?: string;
 }
 
 
@@ -231,10 +234,28 @@ async function dts(ctx: Ctx): Promise<Run> {
       throw new Error(`pg-dts failed: ${(err as Error).message}${cause ? `: ${cause}` : ''}`);
     })) as MigrationReport;
   if (report.phase !== 'COMPLETED') throw new Error(`pg-dts ended in ${report.phase}: ${report.error ?? ''}`);
-  return { ms: r.ms, report, rss: peak, phases, passes };
+  return { ms: r.ms, report, rss: peak, phases, passes, window: await windowSteps(ctx, workflowId) };
 }
 
 const RUNNERS: Record<Tool, (ctx: Ctx) => Promise<Run>> = { pipe, pgcopydb, native, dts };
+
+/**
+ * What the cutover window held, from the history of the migration's last run: each activity from the
+ * fence's to the release's, as `name start+ms..end+ms` from the end of the fence activity (the gaps
+ * between them are scheduling and workflow tasks).
+ */
+async function windowSteps(ctx: Ctx, workflowId: string): Promise<string> {
+  const spans = await activitySpans({ client: ctx.temporal.client }, workflowId);
+  const fence = spans.filter((s) => s.type === 'fenceSource' && s.outcome === 'completed').at(-1);
+  const lift = spans.filter((s) => s.type === 'liftFence' && s.outcome === 'completed').at(-1);
+  if (!fence?.endedAt || !lift?.endedAt) return 'no completed fence and release in the last run';
+  const t0 = fence.endedAt;
+  const at = (t: number | undefined) => (t === undefined ? '?' : String(t - t0));
+  return spans
+    .filter((s) => s.scheduledAt >= fence.scheduledAt && s.scheduledAt <= lift.endedAt!)
+    .map((s) => `${s.type} ${at(s.startedAt)}..${at(s.endedAt)}`)
+    .join(', ');
+}
 
 async function hashes(cluster: PgCluster, db: string): Promise<string> {
   const hs = await Promise.all(PGBENCH_TABLES.map(async (t) => `${t}=${JSON.stringify(await contentHash(cluster, db, t))}`));
@@ -254,7 +275,7 @@ async function wholeMigration(ctx: Ctx, scale: number): Promise<string[]> {
     const order = opt.only.map((_, i) => opt.only[(i + rep - 1) % opt.only.length]!);
     for (const tool of order) {
       const r = await RUNNERS[tool](ctx);
-      say(`scale ${scale}, run ${rep}: ${TOOL_NAMES[tool]} ${sec(r.ms)}${r.report ? ` (cutover window ${r.report.cutoverWindowMs} ms; ${r.phases})` : ''}`);
+      say(`scale ${scale}, run ${rep}: ${TOOL_NAMES[tool]} ${sec(r.ms)}${r.report ? ` (cutover window ${r.report.cutoverWindowMs} ms: ${r.window}; ${r.phases})` : ''}`);
       const got = await hashes(target, tool);
       if (got !== want) throw new Error(`${TOOL_NAMES[tool]}: the target differs from the source:\n  source ${want}\n  target ${got}`);
       runs.set(tool, [...(runs.get(tool) ?? []), r]);
@@ -307,7 +328,7 @@ async function dtsUnderLoad(ctx: Ctx, scale: number, tps: number): Promise<strin
   const abandoned = r.report!.notices.filter((n) => n.includes('abandoned'));
   return [
     `== pg-dts with pgbench at ${num(tps)} tps from the start to the fence, scale ${scale} ==`,
-    `start → COMPLETED ${sec(r.ms)}; cutover window (fence → release) ${r.report!.cutoverWindowMs} ms (target < 2,000 ms); ${r.phases}`,
+    `start → COMPLETED ${sec(r.ms)}; cutover window (fence → release) ${r.report!.cutoverWindowMs} ms (target < 2,000 ms): ${r.window}; ${r.phases}`,
     `proof: ${p ? `${num(p.chunks)} chunks, ${num(p.readAtCutover ?? NaN)} read again at cutover, ${num(p.reverifiedAtCutover)} re-verified, ${num(p.keysReadAtCutover ?? 0)} rows compared by the keys written since` : 'none'}; pgbench committed ${processed} transactions, then stopped at the fence`,
     `proof passes while the sync ran: ${r.passes?.join(', ') || 'none seen'}`,
     `cutover attempts abandoned (over cutover.maxWriteStopSeconds): ${abandoned.length ? abandoned.join(' | ') : 'none'}`,

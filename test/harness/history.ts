@@ -33,7 +33,7 @@ export interface RunHistory {
  * every run of each): with `latestOnly`, of its latest run and its children only; else of every run
  * of its continue-as-new chain, from the first.
  */
-export async function workflowHistories(temporal: TestWorkflowEnvironment, workflowId: string, opts: { latestOnly?: boolean } = {}): Promise<RunHistory[]> {
+export async function workflowHistories(temporal: Pick<TestWorkflowEnvironment, 'client'>, workflowId: string, opts: { latestOnly?: boolean } = {}): Promise<RunHistory[]> {
   const out: RunHistory[] = [];
   const seen = new Set<string>();
   const visit = async (id: string, runId: string | undefined, chain: boolean): Promise<void> => {
@@ -71,7 +71,7 @@ export async function pendingActivities(temporal: TestWorkflowEnvironment, workf
 }
 
 /** The activities of `workflowId`'s latest run and of the copy children it started, by when they were scheduled. */
-export async function activitySpans(temporal: TestWorkflowEnvironment, workflowId: string): Promise<ActivitySpan[]> {
+export async function activitySpans(temporal: Pick<TestWorkflowEnvironment, 'client'>, workflowId: string): Promise<ActivitySpan[]> {
   const out: ActivitySpan[] = [];
   for (const { history } of await workflowHistories(temporal, workflowId, { latestOnly: true })) out.push(...spansOf(history));
   return out.sort((a, b) => a.scheduledAt - b.scheduledAt);
