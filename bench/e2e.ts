@@ -247,7 +247,8 @@ const RUNNERS: Record<Tool, (ctx: Ctx) => Promise<Run>> = { pipe, pgcopydb, nati
 async function windowSteps(ctx: Ctx, workflowId: string): Promise<string> {
   const spans = await activitySpans({ client: ctx.temporal.client }, workflowId);
   const fence = spans.filter((s) => s.type === 'fenceSource' && s.outcome === 'completed').at(-1);
-  const lift = spans.filter((s) => s.type === 'liftFence' && s.outcome === 'completed').at(-1);
+  // The release: the cutover's commit (or, after an abandoned attempt, liftFence).
+  const lift = spans.filter((s) => (s.type === 'commitCutover' || s.type === 'liftFence') && s.outcome === 'completed').at(-1);
   if (!fence?.endedAt || !lift?.endedAt) return 'no completed fence and release in the last run';
   const t0 = fence.endedAt;
   const at = (t: number | undefined) => (t === undefined ? '?' : String(t - t0));

@@ -123,6 +123,31 @@ describe('pre-installed fence', () => {
     await liftFence(input);
   }, 60_000);
 
+  it.each([
+    ['armed', true],
+    ['created', false],
+  ] as const)('the marker of a fence %s is flushed when the fence returns, on a source with synchronous_commit off', async (_how, install) => {
+    // A walsender sends only flushed WAL: a marker left to the WAL writer reached the apply up to
+    // wal_writer_delay later (200 ms by default, inside the write stop). Slowed to 10 s here, so only
+    // the fence's own flush can have written it.
+    await source.query(`ALTER SYSTEM SET wal_writer_delay = '10s'`);
+    await source.query(`SELECT pg_reload_conf()`);
+    const input = { source: conn(source), migrationId: install ? 'fflush_a' : 'fflush_c', tables };
+    try {
+      await source.query(`CREATE TABLE IF NOT EXISTS fa (id int PRIMARY KEY, v text); CREATE TABLE IF NOT EXISTS fb (id int PRIMARY KEY, v text)`);
+      if (install) await installFence(input);
+      const sc = await source.query<{ s: string }>(`SELECT current_setting('synchronous_commit') AS s`);
+      expect(sc[0]!.s).toBe('off');
+      const fence = await fenceSource({ ...input, maxWriteStopSeconds: 30 });
+      const flushed = await source.query<{ ok: boolean }>(`SELECT pg_current_wal_flush_lsn() > $1::pg_lsn AS ok`, [fence.fenceLsn]);
+      expect(flushed[0]!.ok).toBe(true);
+    } finally {
+      await liftFence(input);
+      await source.query(`ALTER SYSTEM RESET wal_writer_delay`);
+      await source.query(`SELECT pg_reload_conf()`);
+    }
+  }, 60_000);
+
   it('on 2,000 tables the write stop arms in one transaction instead of creating 2,000 triggers', async () => {
     const n = 2000;
     await source.query(`DO $$ BEGIN FOR i IN 1..${n} LOOP EXECUTE format('CREATE TABLE many_%s (id int PRIMARY KEY)', i); END LOOP; END $$`);
