@@ -79,6 +79,8 @@ interface Options {
   cutoverLoad: number;
   /** Merged into the backlog run's spec (to see what a setting costs there, e.g. the proof off). */
   backlogSpec: Record<string, unknown>;
+  /** How often pg-dts's status is read while it runs (phase times; each read is a workflow query). */
+  pollMs: number;
 }
 
 function options(): Options {
@@ -91,12 +93,13 @@ function options(): Options {
     .option('--only <list>', `comma-separated: ${TOOLS.join(',')}`, TOOLS.join(','))
     .option('--cutover-load <tps>', 'then one more pg-dts run per scale with pgbench writing at this rate from the start until the fence (0: none)', '0')
     .option('--backlog-spec <json>', 'merged into the backlog run\'s spec, e.g. \'{"validation":{"checksum":false}}\'', '{}')
+    .option('--poll-ms <ms>', "how often pg-dts's status is queried for the phase times (each query costs the worker and the server some CPU)", '50')
     .parse()
-    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string; backlogSpec: string }>();
+    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string; backlogSpec: string; pollMs: string }>();
   const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
   const only = list(o.only) as Tool[];
   for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
-  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad), backlogSpec: JSON.parse(o.backlogSpec) as Record<string, unknown> };
+  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad), backlogSpec: JSON.parse(o.backlogSpec) as Record<string, unknown>, pollMs: Number(o.pollMs) };
 }
 
 interface Run {
@@ -206,7 +209,7 @@ async function dts(ctx: Ctx): Promise<Run> {
         lastPass = `${p!.pass}:${pass}`;
         passes.push(pass);
       }
-      await sleep(50);
+      await sleep(ctx.opt.pollMs);
     }
   })();
   let r: Awaited<ReturnType<typeof timed>>;
@@ -276,7 +279,7 @@ async function wholeMigration(ctx: Ctx, scale: number): Promise<string[]> {
     const order = opt.only.map((_, i) => opt.only[(i + rep - 1) % opt.only.length]!);
     for (const tool of order) {
       const r = await RUNNERS[tool](ctx);
-      say(`scale ${scale}, run ${rep}: ${TOOL_NAMES[tool]} ${sec(r.ms)}${r.report ? ` (cutover window ${r.report.cutoverWindowMs} ms: ${r.window}; ${r.phases})` : ''}`);
+      say(`scale ${scale}, run ${rep}: ${TOOL_NAMES[tool]} ${sec(r.ms)}${r.report ? ` (cutover window ${r.report.cutoverWindowMs} ms: ${r.window}; ${r.phases}; proof passes ${r.passes?.join(', ') || 'none seen'})` : ''}`);
       const got = await hashes(target, tool);
       if (got !== want) throw new Error(`${TOOL_NAMES[tool]}: the target differs from the source:\n  source ${want}\n  target ${got}`);
       runs.set(tool, [...(runs.get(tool) ?? []), r]);
