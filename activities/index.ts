@@ -11,6 +11,7 @@ import { copyTable, forgetCopyProgress, prepareRangedCopy, type CopyTableInput, 
 import { planCopies } from './copy-plan';
 import { fenceHolds, fenceSource, hardenFence, installFence, liftFence, removeFence, syncSequences } from './stop-writes';
 import { commitCutover } from './finalize';
+import { requestApplyStop } from './apply/stop-request';
 import { during } from './errors';
 import { preflight, type MigrationPlan, type OtherMigration } from './preflight';
 import { notifyWebhook } from './notify';
@@ -575,8 +576,12 @@ interface ValidationOutcome {
 }
 
 /** Counts, sampled rows and (optionally) chunked checksums, with the failure report. */
-async function validateMigration(byRef: ByRef<ValidateTablesInput, 'tables'> & { schemas?: string[]; track?: number; repair?: RepairSettings }): Promise<ValidationOutcome> {
+async function validateMigration(
+  byRef: ByRef<ValidateTablesInput, 'tables'> & { schemas?: string[]; track?: number; repair?: RepairSettings; stopApply?: { slot: string; token: string } },
+): Promise<ValidationOutcome> {
   const ctx = Context.current();
+  // The workflow cancels the apply as this starts; the request reaches it at once (stop-request.ts).
+  if (byRef.stopApply) await requestApplyStop(byRef.target, byRef.stopApply.slot, byRef.stopApply.token).catch(() => undefined);
   const input = { ...(await resolve<ValidateTablesInput, 'tables'>(byRef, 'tables', validationTables)), schemas: byRef.schemas };
   // Beat on a timer too: a comparison blocked in one long query must still hear a cancel.
   const beat = setInterval(() => ctx.heartbeat(), 1000);

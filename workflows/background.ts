@@ -37,6 +37,8 @@ export function startApply(run: MigrationRun, reverse = false): void {
       // resumes from the position recorded on the target.
       for (let restarts = 1; ; restarts++) {
         await runOnce();
+        // Stopped at the cutover's request (it passed the fence) after we cancelled it: done.
+        if (scope.consideredCancelled) return;
         if (restarts > 20) throw ApplicationFailure.nonRetryable('the apply keeps stopping on its own; giving up', ErrorType.Replication);
         run.state.notices.push('the apply stopped unexpectedly and was restarted');
       }

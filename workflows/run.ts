@@ -143,6 +143,8 @@ export interface MigrationRun {
     targetSet: boolean;
     at: string | undefined;
     deadline: string | undefined;
+    /** The current attempt's fence marker token (STOPPING_WRITES). */
+    token?: string;
     /** SYNCING_WAL: the fence triggers' installation as a pass-through (STOPPING_WRITES then only arms them). */
     installScope: wf.CancellationScope | undefined;
     installDone: Promise<void> | undefined;

@@ -14,6 +14,7 @@ import type { ApplyOptions, ApplyResult } from './options';
 import { ensureApplyProgressTable, readApplyProgress } from './progress';
 import { readLeafRoutes } from './relations';
 import { readSlot, waitSlotFree } from './source';
+import { listenForStopRequest } from './stop-request';
 import { applyApplicationName, prepareTargetSession } from './target';
 
 /**
@@ -30,6 +31,7 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
   }
   let monitor: Client | undefined;
   let engine: ApplyEngine | undefined;
+  let detach = () => undefined as void;
   try {
     await prepareTargetSession(target, opts.replicaRole ?? true, opts.tables);
     await ensureApplyProgressTable(target);
@@ -67,8 +69,20 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
 
     const leafRoutes = hasPublishViaRoot(await serverVersionNum(monitor)) ? [] : await readLeafRoutes(monitor, opts.tables);
+    // Stopped by the caller's signal, or by the cutover's request once past its fence (stop-request.ts).
+    const stopper = new AbortController();
+    const relay = () => stopper.abort();
+    opts.signal.addEventListener('abort', relay, { once: true });
+    detach = () => opts.signal.removeEventListener('abort', relay);
+    if (opts.signal.aborted) stopper.abort();
+    let fence = progress!.fenceToken ?? undefined;
+    await listenForStopRequest(target, opts.slot, () => fence, relay);
+    const onProgress = (p: Parameters<NonNullable<ApplyOptions['onProgress']>>[0]) => {
+      if (p.fenceToken !== undefined) fence = p.fenceToken;
+      opts.onProgress?.(p);
+    };
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
-    engine = new ApplyEngine({ ...opts, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
+    engine = new ApplyEngine({ ...opts, signal: stopper.signal, onProgress, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     engine.routeLeaves(leafRoutes);
     const copied = await readCopyPositions(target, opts.tables.map((t) => t.target));
     engine.copiedSince(new Map([...copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
@@ -78,6 +92,7 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     await engine.refreshSourceLsn();
     return await engine.run();
   } finally {
+    detach();
     await engine?.closeMonitor();
     await monitor?.end().catch(() => undefined);
     await target.end().catch(() => undefined);

@@ -11,6 +11,7 @@ import type { ApplyOptions, ApplyProgress, ApplyResult, ApplyTable } from '../..
 import { APPLY_PROGRESS_DDL, readApplyProgress } from '../../activities/apply/progress';
 import { runApply } from '../../activities/apply/run';
 import { applyApplicationName } from '../../activities/apply/target';
+import { requestApplyStop } from '../../activities/apply/stop-request';
 
 let source: PgCluster;
 let target: PgCluster;
@@ -512,6 +513,43 @@ describe('runApply', () => {
       await source.query(`ALTER SYSTEM RESET wal_sender_timeout`);
       await source.query(`SELECT pg_reload_conf()`);
       await source.query(`SELECT pg_drop_replication_slot('s4')`).catch(() => undefined);
+    }
+  });
+});
+
+describe('the cutover stops the apply past its fence (stop-request.ts)', () => {
+  it('stops at a request naming its slot and the fence it committed, and ignores any other', async () => {
+    await source.query(`CREATE TABLE sr_t (id int PRIMARY KEY, v text); CREATE PUBLICATION pubsr FOR TABLE sr_t`);
+    await source.query(`SELECT pg_create_logical_replication_slot('ssr', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.sr_t_m (id int PRIMARY KEY, v text)`);
+    try {
+      await source.query(`INSERT INTO sr_t SELECT g, 'r' || g FROM generate_series(1, 100) g`);
+      // Progress every 30 s: the test sees the stop by the run's end, not by a report.
+      const run = startApply({ source: source.uri(), target: target.uri(), slot: 'ssr', publication: 'pubsr', tables: map(['sr_t']), progressIntervalMs: 30_000 });
+      let ended = false;
+      void run.result.then(() => void (ended = true), () => void (ended = true));
+      await run.until((p) => p.transactions >= 1);
+      // Before its fence: a request naming the token it will commit is ignored.
+      await requestApplyStop(target.uri(), 'ssr', 'toksr');
+      await sleep(500);
+      expect(ended).toBe(false);
+      await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'toksr')`);
+      await run.until((p) => p.fenceToken === 'toksr');
+      // Another slot's request, and one naming another fence: ignored.
+      await requestApplyStop(target.uri(), 'other', 'toksr');
+      await requestApplyStop(target.uri(), 'ssr', 'tokother');
+      await sleep(500);
+      expect(ended).toBe(false);
+      // Its own: a clean stop at once, no cancellation needed.
+      const asked = Date.now();
+      await requestApplyStop(target.uri(), 'ssr', 'toksr');
+      const r = await Promise.race([run.result, sleep(5_000).then(() => Promise.reject(new Error('the apply did not stop at its request')))]);
+      expect(Date.now() - asked).toBeLessThan(2_000);
+      expect(r.fenceToken).toBe('toksr');
+      expect((await slotState('ssr')).active).toBe(false);
+      await expectSame([['sr_t', 'dst.sr_t_m']]);
+    } finally {
+      await source.query(`SELECT pg_drop_replication_slot('ssr')`).catch(() => undefined);
     }
   });
 });

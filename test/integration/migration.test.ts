@@ -153,6 +153,11 @@ describe('online migration', () => {
     expect(stats.fenced).toBe(true); // the writer ran until the fence stopped it
     expect(report.phase).toBe('COMPLETED');
     expect(report.cutoverWindowMs).toBeGreaterThanOrEqual(0);
+    // VALIDATING stops the apply by its request (stop-request.ts) as well as by cancelling it: whichever
+    // comes first, the workflow takes the apply's end for the stop, not for an apply to restart.
+    const applies = (await activitySpans(env.temporal, m.workflowId)).filter((a) => a.type === 'applyChanges');
+    expect(applies.map((a) => a.outcome)).toEqual([expect.stringMatching(/^(completed|cancelled)$/)]);
+    expect(report.notices.join('\n')).not.toMatch(/stopped unexpectedly/);
     for (const t of report.tables) expect({ t: t.source, counts: t.countsMatch, sample: t.sample, checksum: t.checksum }).toEqual({ t: t.source, counts: true, sample: 'match', checksum: 'match' });
     await expectSameContent(db, (s, t) => [s, `${t}_new`]);
 

@@ -37,6 +37,7 @@ export async function stopWrites(run: MigrationRun): Promise<void> {
   if (run.main.consideredCancelled) throw new wf.CancelledFailure('cancelled while fencing');
   fence.at = fenced.fencedAt;
   fence.deadline = fenced.deadline;
+  fence.token = fenced.token;
   state.cutover = { ...state.cutover, requested: run.cutoverRequested, fencedAt: fenced.fencedAt, fenceLsn: fenced.fenceLsn, deadline: fenced.deadline, windowMs: undefined };
   const withHeartbeat = (o: ActivityOptions): ActivityOptions => (bounded ? { ...o, heartbeatTimeout: fencedHeartbeat } : o);
   await awaitFencePassed(run, { target: p.spec.target, slot: run.slot, token: fenced.token }, fenced.fenceLsn, withHeartbeat(waitOpts));

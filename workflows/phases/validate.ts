@@ -44,6 +44,8 @@ export async function validate(run: MigrationRun): Promise<void> {
     // Whole schemas migrated: a table created in one since the start is reported.
     ...(p.spec.tables ? {} : { schemas: p.spec.schemas }),
     ...(repair ? { repair: { maxRows: v.repairMaxRows ?? 0, limitName: 'validation.repairMaxRows', ...marks, ...(p.applyReplicaRole === false ? { replicaRole: false } : {}) } } : {}),
+    // The apply's stop, sooner than the cancellation's heartbeat brings it (activities/apply/stop-request.ts).
+    ...(applyStopped && run.fence.token ? { stopApply: { slot: run.slot, token: run.fence.token } } : {}),
   });
   await applyStopped;
   if (validated.repair?.tables) {
