@@ -551,14 +551,16 @@ async function proveTablesLive(byRef: ByRef<ProveLiveInput, 'tables'>): Promise<
 /** Waits until the apply has committed the fence marker on the target (heartbeating). */
 async function awaitFenceApplied(input: { target: ConnectionSpec; slot: string; token: string }): Promise<{ appliedLsn: string }> {
   const ctx = Context.current();
-  // Inside the write stop: one session, read every 20 ms (an idle apply commits the fence within a few
-  // ms of the fence; at 200 ms, a session each, this wait was 230 ms of a 600-1,300 ms window).
+  // Inside the write stop: one session, read every 20 ms for the first 2 s (an idle apply commits the
+  // fence within a few ms; at 200 ms, a session each, this wait was 230 ms of a 600-1,300 ms window),
+  // then every 200 ms (an unbounded cutover may wait here for a lagging apply).
+  const started = Date.now();
   return withClient(input.target, async (c) => {
     for (;;) {
       const p = await readApplyProgress(c, input.slot);
       if (p?.fenceToken === input.token) return { appliedLsn: p.appliedLsn };
       ctx.heartbeat({ appliedLsn: p?.appliedLsn });
-      await sleep(20, ctx.cancellationSignal);
+      await sleep(Date.now() - started < 2_000 ? 20 : 200, ctx.cancellationSignal);
       if (ctx.cancellationSignal.aborted) throw new Error('cancelled while waiting for the apply to pass the fence');
     }
   });
@@ -580,8 +582,9 @@ async function validateMigration(
   byRef: ByRef<ValidateTablesInput, 'tables'> & { schemas?: string[]; track?: number; repair?: RepairSettings; stopApply?: { slot: string; token: string } },
 ): Promise<ValidationOutcome> {
   const ctx = Context.current();
-  // The workflow cancels the apply as this starts; the request reaches it at once (stop-request.ts).
-  if (byRef.stopApply) await requestApplyStop(byRef.target, byRef.stopApply.slot, byRef.stopApply.token).catch(() => undefined);
+  // The workflow cancels the apply as this starts; the request reaches it sooner (stop-request.ts).
+  // Not awaited: a slow connect must not hold the validation (or its heartbeats) back.
+  if (byRef.stopApply) void requestApplyStop(byRef.target, byRef.stopApply.slot, byRef.stopApply.token).catch(() => undefined);
   const input = { ...(await resolve<ValidateTablesInput, 'tables'>(byRef, 'tables', validationTables)), schemas: byRef.schemas };
   // Beat on a timer too: a comparison blocked in one long query must still hear a cancel.
   const beat = setInterval(() => ctx.heartbeat(), 1000);

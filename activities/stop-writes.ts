@@ -311,7 +311,8 @@ async function emitMarker(c: Client, migrationId: string, deadline: string | und
   const token = `${migrationId}:${Date.now()}`;
   // Flushed at its commit: a walsender sends only flushed WAL, and a source with synchronous_commit off
   // would leave the marker to the WAL writer (wal_writer_delay, 200 ms by default) inside the write stop.
-  await c.query('SET synchronous_commit = on');
+  // `local`: the local flush only, never a wait for a synchronous standby the source's own setting skips.
+  await c.query('SET synchronous_commit = local');
   if (hasPgoutputMessages(await serverVersionNum(c))) {
     const r = await c.query<{ lsn: string }>(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [FENCE_MESSAGE_PREFIX, token]);
     return { token, fenceLsn: r.rows[0]!.lsn, fencedAt, ...(deadline ? { deadline } : {}) };

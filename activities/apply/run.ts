@@ -14,7 +14,7 @@ import type { ApplyOptions, ApplyResult } from './options';
 import { ensureApplyProgressTable, readApplyProgress } from './progress';
 import { readLeafRoutes } from './relations';
 import { readSlot, waitSlotFree } from './source';
-import { listenForStopRequest } from './stop-request';
+import { watchStopRequests } from './stop-request';
 import { applyApplicationName, prepareTargetSession } from './target';
 
 /**
@@ -75,10 +75,11 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     opts.signal.addEventListener('abort', relay, { once: true });
     detach = () => opts.signal.removeEventListener('abort', relay);
     if (opts.signal.aborted) stopper.abort();
-    let fence = progress!.fenceToken ?? undefined;
-    await listenForStopRequest(target, opts.slot, () => fence, relay);
+    const stopRequests = watchStopRequests(target, opts.slot, relay);
+    const stored = progress!.fenceToken;
     const onProgress = (p: Parameters<NonNullable<ApplyOptions['onProgress']>>[0]) => {
-      if (p.fenceToken !== undefined) fence = p.fenceToken;
+      // A fence committed by this run (the stored one is reported until the next).
+      if (p.fenceToken !== undefined && p.fenceToken !== stored) stopRequests.fenceCommitted(p.fenceToken);
       opts.onProgress?.(p);
     };
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.

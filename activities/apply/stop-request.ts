@@ -17,15 +17,27 @@ const CHANNEL = 'pgdts_apply_stop';
 const payload = (slot: string, token: string): string => `${slot}:${token}`;
 
 /**
- * LISTENs on `target` (the apply's session) and calls `stop` on a request for `slot` naming the fence
- * token `fenceToken()` returns (the last fence the apply committed, undefined before any).
+ * Watches `target` (the apply's session) for a request for `slot` naming a fence this run of the apply
+ * committed (`fenceCommitted`), and calls `stop` on one. It LISTENs only from its first fence on: a
+ * listening session inside a long transaction (a large source transaction being applied) would hold
+ * the cluster's notification queue back; past the fence the apply is idle. Best effort: a failed
+ * LISTEN leaves the stop to the cancellation. A fence token stored by an earlier run is not obeyed:
+ * a late request from an abandoned attempt must not stop the apply that resumed after it.
  */
-export async function listenForStopRequest(target: Client, slot: string, fenceToken: () => string | undefined, stop: () => void): Promise<void> {
+export function watchStopRequests(target: Client, slot: string, stop: () => void): { fenceCommitted(token: string): void } {
+  let fence: string | undefined;
+  let listening = false;
   target.on('notification', (n) => {
-    const token = fenceToken();
-    if (n.channel === CHANNEL && token !== undefined && n.payload === payload(slot, token)) stop();
+    if (n.channel === CHANNEL && fence !== undefined && n.payload === payload(slot, fence)) stop();
   });
-  await target.query(`LISTEN ${CHANNEL}`);
+  return {
+    fenceCommitted(token) {
+      fence = token;
+      if (listening) return;
+      listening = true;
+      target.query(`LISTEN ${CHANNEL}`).catch(() => undefined);
+    },
+  };
 }
 
 /** Asks the apply of `slot`, once past the fence `token`, to stop (best effort: the caller also cancels it). */

@@ -518,7 +518,7 @@ describe('runApply', () => {
 });
 
 describe('the cutover stops the apply past its fence (stop-request.ts)', () => {
-  it('stops at a request naming its slot and the fence it committed, and ignores any other', async () => {
+  it('stops at a request naming its slot and the fence it committed, and ignores any other or an earlier run\'s', async () => {
     await source.query(`CREATE TABLE sr_t (id int PRIMARY KEY, v text); CREATE PUBLICATION pubsr FOR TABLE sr_t`);
     await source.query(`SELECT pg_create_logical_replication_slot('ssr', 'pgoutput')`);
     await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.sr_t_m (id int PRIMARY KEY, v text)`);
@@ -548,6 +548,17 @@ describe('the cutover stops the apply past its fence (stop-request.ts)', () => {
       expect(r.fenceToken).toBe('toksr');
       expect((await slotState('ssr')).active).toBe(false);
       await expectSame([['sr_t', 'dst.sr_t_m']]);
+      // A later run (the attempt abandoned, the apply resumed) does not obey a late request for the
+      // fence an earlier run committed.
+      const again = startApply({ source: source.uri(), target: target.uri(), slot: 'ssr', publication: 'pubsr', tables: map(['sr_t']), progressIntervalMs: 30_000 });
+      let againEnded = false;
+      void again.result.then(() => void (againEnded = true), () => void (againEnded = true));
+      await again.until((p) => p.fenceToken === 'toksr');
+      await requestApplyStop(target.uri(), 'ssr', 'toksr');
+      await sleep(500);
+      expect(againEnded).toBe(false);
+      again.abort();
+      await again.result;
     } finally {
       await source.query(`SELECT pg_drop_replication_slot('ssr')`).catch(() => undefined);
     }
