@@ -10,7 +10,7 @@ import { hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ApplyEngine } from './engine';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { bigIntToLsn, lsnToBigInt } from './lsn';
-import type { ApplyOptions, ApplyResult } from './options';
+import type { ApplyOptions, ApplyProgress, ApplyResult } from './options';
 import { ensureApplyProgressTable, readApplyProgress } from './progress';
 import { readLeafRoutes } from './relations';
 import { readSlot, waitSlotFree } from './source';
@@ -31,7 +31,7 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
   }
   let monitor: Client | undefined;
   let engine: ApplyEngine | undefined;
-  let detach = () => undefined as void;
+  let detach: () => void = () => undefined;
   try {
     await prepareTargetSession(target, opts.replicaRole ?? true, opts.tables);
     await ensureApplyProgressTable(target);
@@ -77,7 +77,7 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
     if (opts.signal.aborted) stopper.abort();
     const stopRequests = watchStopRequests(target, opts.slot, relay);
     const stored = progress!.fenceToken;
-    const onProgress = (p: Parameters<NonNullable<ApplyOptions['onProgress']>>[0]) => {
+    const onProgress = (p: ApplyProgress) => {
       // A fence committed by this run (the stored one is reported until the next).
       if (p.fenceToken !== undefined && p.fenceToken !== stored) stopRequests.fenceCommitted(p.fenceToken);
       opts.onProgress?.(p);
