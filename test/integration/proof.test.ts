@@ -8,6 +8,7 @@ import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
 import { formatMismatch, proveLive, validateTables } from '../../activities/validate';
+import { chunkFingerprintSql } from '../../activities/validate/sql';
 import type { ValidateTableSpec } from '../../activities/validate/contract';
 import type { MigrationReport } from '../../workflows/contract';
 import { dropApplyProgress } from '../../activities/cleanup';
@@ -208,6 +209,32 @@ describe('the proof, activity by activity', () => {
       db,
     );
     expect(left).toEqual({ triggers: 0, fns: 0, counts: 0 });
+  });
+});
+
+describe('the tuple fingerprint', () => {
+  it('is the same in every transaction for the same tuples, and differs for a tuple written anew at the same ctid', async () => {
+    const db = 'proof_tuple_id';
+    await env.source.createDatabase(db);
+    await env.source.query(`CREATE TABLE public.fp (id int PRIMARY KEY, v int) WITH (autovacuum_enabled = off); INSERT INTO public.fp VALUES (1, 1)`, [], db);
+    const [v] = await env.source.query<{ n: number }>(`SELECT current_setting('server_version_num')::int AS n`, [], db);
+    const shape = { table: { schema: 'public', name: 'fp' }, columns: ['id', 'v'], keyColumns: ['id'], keyTypes: ['integer'], tidHash: v!.n >= 140000 };
+    const read = async () => {
+      const q = chunkFingerprintSql(shape, {});
+      const [r] = await env.source.query<{ n: string; f: string; at: string }>(`WITH r AS (${q.text}) SELECT r.*, (SELECT ctid::text FROM public.fp) AS at FROM r`, q.values, db);
+      return r!;
+    };
+    const first = await read();
+    // Transactions in between move the transaction counter (what age() counts from): same fingerprint.
+    for (let i = 0; i < 3; i++) await env.source.query(`SELECT txid_current()`, [], db);
+    expect(await read()).toEqual(first);
+    // The same row deleted, vacuumed away and inserted again lands on the same ctid with another xmin.
+    await env.source.query(`DELETE FROM public.fp`, [], db);
+    await env.source.query(`VACUUM public.fp`, [], db);
+    await env.source.query(`INSERT INTO public.fp VALUES (1, 1)`, [], db);
+    const again = await read();
+    expect({ n: again.n, at: again.at }).toEqual({ n: first.n, at: first.at });
+    expect(again.f).not.toBe(first.f);
   });
 });
 
