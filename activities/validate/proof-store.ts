@@ -128,8 +128,13 @@ async function readWriteCounts(c: Client, slot: string, tables: readonly Qualifi
 
 /** One chunk's write mark as the current transaction (or statement) sees it; undefined: not marked. */
 export async function readWriteCount(c: Client, slot: string, table: QualifiedName, chunk: number): Promise<string | undefined> {
-  const r = await runSql(c, writeCountSql(slot, table, chunk));
-  return (r.rows[0] as { writes: string | null } | undefined)?.writes ?? undefined;
+  return (await readChunkWriteCounts(c, slot, table, [chunk])).get(chunk);
+}
+
+/** Several chunks' write marks of one table in one statement (undefined: unknown, or the table is gone). */
+export async function readChunkWriteCounts(c: Client, slot: string, table: QualifiedName, chunks: readonly number[]): Promise<Map<number, string | undefined>> {
+  const r = await runSql(c, writeCountSql(slot, table, chunks));
+  return new Map((r.rows as Array<{ chunk: number; writes: string | null }>).map((x) => [x.chunk, x.writes ?? undefined]));
 }
 
 export async function runSql(c: Client, sql: Sql) {

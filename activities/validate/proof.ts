@@ -55,7 +55,7 @@ import {
   type KeyRange,
   type RowHash,
 } from './sql';
-import { armWriteMarks, ensureProofSchema, loadProofChunks, readWriteCount, runSql, writtenKeys, type MarkParts, type StoredChunk } from './proof-store';
+import { armWriteMarks, ensureProofSchema, loadProofChunks, readChunkWriteCounts, readWriteCount, runSql, writtenKeys, type MarkParts, type StoredChunk } from './proof-store';
 
 export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
   /** The apply's slot: names the proof's state and the apply position to wait for. */
@@ -222,6 +222,7 @@ async function proveTable(
   }
   const marked = ctx.marked.has(name);
   const writeCount = (chunk: number) => (marked ? readWriteCount(dst, input.slot, t.target, chunk) : Promise.resolve(undefined));
+  const writeCounts = async (of: readonly number[]) => (marked && of.length ? readChunkWriteCounts(dst, input.slot, t.target, of) : new Map<number, string | undefined>());
   const pass: TablePass = {
     ctx,
     name,
@@ -232,6 +233,7 @@ async function proveTable(
     chunks,
     tp,
     writeCount,
+    writeCounts,
     targetRead: async (fn, chunk) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount(chunk) }))).value,
     sourceSnapshot: (fn) => onSource(() => s.snapshot(fn)),
     waitHeld: waits.waitHeld,
@@ -253,6 +255,8 @@ interface TablePass {
   tp: TableProgress;
   /** A chunk's write mark now (undefined: the table carries no write marks). */
   writeCount(chunk: number): Promise<string | undefined>;
+  /** Several chunks' at once, read in one statement. */
+  writeCounts(chunks: readonly number[]): Promise<Map<number, string | undefined>>;
   targetRead: TargetRead;
   sourceSnapshot: SourceSnapshot;
   /** Waits for the apply from inside a held source snapshot (no nudge through the source connection). */
@@ -292,6 +296,9 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
   const toCheck: number[] = [];
   const written: WrittenChunk[] = [];
   const fingerprints: number[] = [];
+  // Every proven chunk's mark in one read (one a chunk before: 203 statements a pass at 3 GB). Read
+  // earlier than one by one would, which only makes the marks older: a write after the read counts.
+  const marks = await pass.writeCounts(chunks.flatMap((c, i) => (c.source ? [i] : [])));
   for (let i = 0; i < chunks.length; i++) {
     throwIfAborted(ctx.hooks.signal);
     const c = chunks[i]!;
@@ -299,7 +306,7 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
       toCheck.push(i);
       continue;
     }
-    const before = await pass.writeCount(i);
+    const before = marks.get(i);
     if (before !== undefined && before === c.writes) continue;
     const then = parseChunkMark(c.writes);
     const now = parseChunkMark(before);
@@ -367,10 +374,11 @@ async function reproveByWrittenKeys(pass: TablePass, written: readonly WrittenCh
     if (!(await pass.waitHeld(lsn, ctx.hooks.signal))) return 'lagging' as const;
     const onTarget = await pass.d.snapshot(async () => {
       const out: Array<{ w: WrittenChunk; mark: MarkParts; only: string[]; content?: string }> = [];
+      const marks = await pass.writeCounts(written.map((w) => w.chunk)); // in T, as each read alone would be
       for (const w of written) {
         throwIfAborted(ctx.hooks.signal);
         const c = chunks[w.chunk]!;
-        const mark = parseChunkMark(await pass.writeCount(w.chunk));
+        const mark = parseChunkMark(marks.get(w.chunk));
         if (!mark || mark.table !== w.then.table || mark.writes < w.before.writes) continue;
         const all = await writtenKeys(pass.d, slot, w.chunk, w.then.writes, c.rows!);
         if (!all) continue;

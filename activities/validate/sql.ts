@@ -365,14 +365,15 @@ export function writeMarkStateSql(slot: string, table: QualifiedName): Sql {
  * storage come with it: a table dropped and created again, or rewritten by DDL (ALTER TABLE ... TYPE,
  * which fires no write trigger), never shows the count a chunk was stored with.
  */
-export function writeCountSql(slot: string, table: QualifiedName, chunk: number): Sql {
+export function writeCountSql(slot: string, table: QualifiedName, chunks: readonly number[]): Sql {
   const { trigger, rows } = writeMarkNames(slot);
+  // One row per chunk (`chunk`, `writes`), read in one statement: a pass's recheck reads every chunk's.
   return {
     text:
-      `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $3 AND g.tgenabled = 'A') ` +
-      `THEN ${countText('c', '$3', '$4')} || ${chunkCountText('c', '$4', '$5')} END AS writes FROM pg_class c ` +
+      `SELECT ch AS chunk, CASE WHEN EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = $3 AND g.tgenabled = 'A') ` +
+      `THEN ${countText('c', '$3', '$4')} || ${chunkCountText('c', '$4', 'ch')} END AS writes FROM unnest($5::int[]) AS ch, pg_class c ` +
       `LEFT JOIN ${WRITES_TABLE} w ON w.slot_name = $1 AND w.relid = c.oid WHERE c.oid = to_regclass($2)`,
-    values: [slot, qname(table), trigger, [rows.INSERT, rows.UPDATE, rows.DELETE], chunk],
+    values: [slot, qname(table), trigger, [rows.INSERT, rows.UPDATE, rows.DELETE], [...chunks]],
   };
 }
 
