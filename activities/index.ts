@@ -450,7 +450,10 @@ async function applyChanges(byRef: Reversible<ByRef<ApplyChangesInput, 'tables'>
   let lastDetails: unknown = prev;
   const beat = setInterval(() => ctx.heartbeat(lastDetails), 1000);
   try {
-    const input = await resolveSide(byRef, 'tables', namePairs, reverseNamePairs);
+    // The tables are read from the plan while the apply connects (runApply awaits them).
+    const tables = resolveSide(byRef, 'tables', namePairs, reverseNamePairs).then((i) => i.tables);
+    tables.catch(() => undefined); // runApply's to report
+    const input = byRef;
     const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
     const signals = applyProgressSignals(input);
     const controller = new AbortController();
@@ -460,7 +463,7 @@ async function applyChanges(byRef: Reversible<ByRef<ApplyChangesInput, 'tables'>
       target: input.target,
       slot: input.slot,
       publication: input.publication,
-      tables: input.tables,
+      tables,
       ...(input.replicaRole === false ? { replicaRole: false } : {}),
       signal: controller.signal,
       onProgress: (raw) => {

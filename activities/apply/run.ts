@@ -3,7 +3,7 @@
  * the publication and the position the target has applied (pgdts.apply_progress), then runs the apply
  * engine (engine.ts) until the signal aborts it or something fails.
  */
-import type { Client } from 'pg';
+import { Client } from 'pg';
 import { connect, describeConnection, pinnedSpec } from '../db';
 import { readCopyPositions, readRewrittenCopies } from '../copy';
 import { hasPublishViaRoot, serverVersionNum } from '../pg-version';
@@ -17,35 +17,42 @@ import { readSlot, waitSlotFree } from './source';
 import { watchStopRequests } from './stop-request';
 import { applyApplicationName, prepareTargetSession } from './target';
 
+/** runApply's options: the tables may still be on their way (read from the plan while it connects). */
+export type RunApplyOptions = Omit<ApplyOptions, 'tables'> & { tables: ApplyOptions['tables'] | Promise<ApplyOptions['tables']> };
+
 /**
  * Streams the slot into the target until `opts.signal` aborts (resolves with the last applied position)
  * or something fails (rejects with an ApplyError naming the table and operation, never row values).
+ * The two servers are connected to and read at once, and the tables awaited beside them: a resume's
+ * cold start waits for the slowest of them, not for their sum.
  */
-export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
+export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   const calledAt = Date.now();
-  let target: Client;
-  try {
-    target = await connect(opts.target, { applicationName: applyApplicationName(opts.slot) });
-  } catch (err) {
-    throw new ApplyError(`cannot connect to the target ${describeConnection(opts.target)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
-  }
-  let monitor: Client | undefined;
+  const [target, monitor, tables] = await settled(
+    [
+      connect(opts.target, { applicationName: applyApplicationName(opts.slot) }).catch((err: unknown) => {
+        throw new ApplyError(`cannot connect to the target ${describeConnection(opts.target)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
+      }),
+      connect(opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 }).catch((err: unknown) => {
+        throw new ApplyError(`cannot connect to the source ${describeConnection(opts.source)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
+      }),
+      Promise.resolve(opts.tables),
+    ] as const,
+    async (v) => v instanceof Client && v.end(),
+  );
   let engine: ApplyEngine | undefined;
+  let owned: Client | undefined = monitor;
   let detach: () => void = () => undefined;
   try {
-    await prepareTargetSession(target, opts.replicaRole ?? true, opts.tables);
-    await ensureApplyProgressTable(target);
-    try {
-      monitor = await connect(opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 });
-    } catch (err) {
-      throw new ApplyError(`cannot connect to the source ${describeConnection(opts.source)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
-    }
-    const slot = await readSlot(monitor, opts.slot);
-    const pub = await monitor.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [opts.publication]);
-    if (!pub.rowCount) throw new ApplyError(`publication ${opts.publication} does not exist on the source`, { permanent: true });
+    const slotRead = readSlot(monitor, opts.slot);
+    const [onTarget, onSource] = await settled([
+      readTargetSide(target, { ...opts, tables }, slotRead),
+      slotRead.then(() => readSourceSide(monitor, { ...opts, tables })),
+    ]);
+    const slot = await slotRead;
+    const { leafRoutes, timeoutMs } = onSource;
     const confirmed = slot.confirmed ? lsnToBigInt(slot.confirmed) : 0n;
-
-    let progress = await readApplyProgress(target, opts.slot);
+    let progress = onTarget.progress;
     if (!progress) {
       // First run: the slot's confirmed position is where the initial copy's snapshot ends.
       await target.query(
@@ -63,12 +70,8 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
       );
     }
     if (!opts.signal.aborted) await waitSlotFree(monitor, opts.slot, opts.slotWaitMs ?? 30_000, opts.signal);
-
-    const timeout = await monitor.query<{ ms: number }>(`SELECT setting::int AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'`);
-    const timeoutMs = timeout.rows[0]?.ms ?? 60_000;
     const statusEveryMs = timeoutMs > 0 ? Math.max(100, Math.min(5_000, Math.floor(timeoutMs / 4))) : 5_000;
 
-    const leafRoutes = hasPublishViaRoot(await serverVersionNum(monitor)) ? [] : await readLeafRoutes(monitor, opts.tables);
     // Stopped by the caller's signal, or by the cutover's request once past its fence (stop-request.ts).
     const stopper = new AbortController();
     const relay = () => stopper.abort();
@@ -83,19 +86,54 @@ export async function runApply(opts: ApplyOptions): Promise<ApplyResult> {
       opts.onProgress?.(p);
     };
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
-    engine = new ApplyEngine({ ...opts, signal: stopper.signal, onProgress, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
+    engine = new ApplyEngine({ ...opts, tables, signal: stopper.signal, onProgress, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     engine.routeLeaves(leafRoutes);
-    const copied = await readCopyPositions(target, opts.tables.map((t) => t.target));
-    engine.copiedSince(new Map([...copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
-    const rewritten = await readRewrittenCopies(target, opts.tables.map((t) => t.target));
-    engine.rewrittenBefore(new Map([...rewritten].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
-    monitor = undefined; // the engine owns it now
+    engine.copiedSince(new Map([...onTarget.copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
+    engine.rewrittenBefore(new Map([...onTarget.rewritten].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
+    owned = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
     return await engine.run();
   } finally {
     detach();
     await engine?.closeMonitor();
-    await monitor?.end().catch(() => undefined);
+    await owned?.end().catch(() => undefined);
     await target.end().catch(() => undefined);
   }
+}
+
+/**
+ * The target's part of the start: its session prepared, the position it has applied, the copies'
+ * positions. The position is read after the slot (`slotRead`): an apply of an earlier attempt may
+ * still run, and it commits on the target before it confirms the slot, so a position read after the
+ * slot's is never behind it (else the check below would take a live apply for a lost target).
+ */
+async function readTargetSide(target: Client, opts: ApplyOptions, slotRead: Promise<unknown>) {
+  await prepareTargetSession(target, opts.replicaRole ?? true, opts.tables);
+  await ensureApplyProgressTable(target);
+  await slotRead;
+  const progress = await readApplyProgress(target, opts.slot);
+  const copied = await readCopyPositions(target, opts.tables.map((t) => t.target));
+  const rewritten = await readRewrittenCopies(target, opts.tables.map((t) => t.target));
+  return { progress, copied, rewritten };
+}
+
+/** The source's part after the slot: the publication, the walsender's timeout, the partitions' routes. */
+async function readSourceSide(monitor: Client, opts: ApplyOptions) {
+  const pub = await monitor.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [opts.publication]);
+  if (!pub.rowCount) throw new ApplyError(`publication ${opts.publication} does not exist on the source`, { permanent: true });
+  const timeout = await monitor.query<{ ms: number }>(`SELECT setting::int AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'`);
+  const leafRoutes = hasPublishViaRoot(await serverVersionNum(monitor)) ? [] : await readLeafRoutes(monitor, opts.tables);
+  return { leafRoutes, timeoutMs: timeout.rows[0]?.ms ?? 60_000 };
+}
+
+/**
+ * Every promise's value; else, once all have settled (nothing left running on a session), the first
+ * failure, after `discard` of each value that did come (a connection made: closed).
+ */
+async function settled<T extends readonly unknown[]>(ps: { [K in keyof T]: Promise<T[K]> }, discard?: (v: unknown) => Promise<unknown>): Promise<T> {
+  const rs = await Promise.allSettled(ps);
+  const failed = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (!failed) return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+  for (const r of rs) if (r.status === 'fulfilled') await discard?.(r.value).catch(() => undefined);
+  throw failed.reason;
 }
