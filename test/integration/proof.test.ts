@@ -225,7 +225,7 @@ describe('the tuple fingerprint', () => {
       return r!;
     };
     const first = await read();
-    // Transactions in between move the transaction counter (what age() counts from): same fingerprint.
+    // Transactions in between: the same tuples, the same fingerprint.
     for (let i = 0; i < 3; i++) await env.source.query(`SELECT txid_current()`, [], db);
     expect(await read()).toEqual(first);
     // The same row deleted, vacuumed away and inserted again lands on the same ctid with another xmin.
