@@ -444,6 +444,36 @@ describe('runApply', () => {
     await source.query(`SELECT pg_drop_replication_slot('s3')`);
   });
 
+  it('leaves no session behind when its start fails on either side or for want of the tables', async () => {
+    await source.query(`CREATE TABLE start_t (id int PRIMARY KEY)`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s_start', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.start_t_m (id int PRIMARY KEY)`);
+    const ours = async () => {
+      // Closed sessions leave the servers' views a moment after the client has gone.
+      for (let i = 0; ; i++) {
+        const [t] = await target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1`, [applyApplicationName('s_start')]);
+        const [m] = await source.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pg-dts apply monitor'`);
+        if ((t!.n === 0 && m!.n === 0) || i === 40) return { target: t!.n, monitor: m!.n };
+        await sleep(50);
+      }
+    };
+    const opts = { source: source.uri(), target: target.uri(), slot: 's_start', publication: 'no_such_pub', tables: map(['start_t']) };
+    // The source is out of reach: the target's session, opened at the same time, is closed.
+    const e1 = (await startApply({ ...opts, source: source.uri().replace(`:${source.port}/`, ':1/') }).result.catch((e: Error) => e)) as Error;
+    expect(e1.message).toContain('cannot connect to the source');
+    expect(await ours()).toEqual({ target: 0, monitor: 0 });
+    // Both connected, the source's checks fail (no publication) while the target's run.
+    const e2 = (await startApply(opts).result.catch((e: Error) => e)) as Error;
+    expect(e2.message).toBe('publication no_such_pub does not exist on the source');
+    expect(await ours()).toEqual({ target: 0, monitor: 0 });
+    // The tables never come (the plan could not be read): both connections are closed.
+    const ac = new AbortController();
+    const e3 = (await runApply({ ...opts, tables: Promise.reject(new Error('the plan is gone')), signal: ac.signal }).catch((e: Error) => e)) as Error;
+    expect(e3.message).toBe('the plan is gone');
+    expect(await ours()).toEqual({ target: 0, monitor: 0 });
+    await source.query(`SELECT pg_drop_replication_slot('s_start')`);
+  });
+
   it('applies to a partitioned table published through its root, with REPLICA IDENTITY FULL duplicates', async () => {
     const ddl = (t: string) => `
       CREATE TABLE ${t} (id int, k int, v text) PARTITION BY RANGE (k);
