@@ -435,6 +435,8 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
       await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
     });
     say(`backlog: native caught up in ${sec(nat.ms)} (first transaction after ${sec(nat.firstMs)})`);
+    // Native disabled again: restarted, its walsender would decode on the source while pg-dts catches up.
+    await target.query('ALTER SUBSCRIPTION bl_sub DISABLE', [], 'bl_native');
     const ourRows = await rowsOf('bl_dts');
     await restart(target, ['bl_native', 'bl_dts']);
     const ours = await timeUntilCaughtUp(target, 'bl_dts', marker, ourRows, () => handle.signal('resume'));
