@@ -453,18 +453,17 @@ async function applyChanges(byRef: Reversible<ByRef<ApplyChangesInput, 'tables'>
     // The tables are read from the plan while the apply connects (runApply awaits them).
     const tables = resolveSide(byRef, 'tables', namePairs, reverseNamePairs).then((i) => i.tables);
     tables.catch(() => undefined); // runApply's to report
-    const input = byRef;
     const base = { transactions: prev?.transactions ?? 0, changes: prev?.changes ?? 0 };
-    const signals = applyProgressSignals(input);
+    const signals = applyProgressSignals(byRef);
     const controller = new AbortController();
     ctx.cancellationSignal.addEventListener('abort', () => controller.abort());
     const result = await runApply({
-      source: input.source,
-      target: input.target,
-      slot: input.slot,
-      publication: input.publication,
+      source: byRef.source,
+      target: byRef.target,
+      slot: byRef.slot,
+      publication: byRef.publication,
       tables,
-      ...(input.replicaRole === false ? { replicaRole: false } : {}),
+      ...(byRef.replicaRole === false ? { replicaRole: false } : {}),
       signal: controller.signal,
       onProgress: (raw) => {
         // Counts accumulate across attempts: a retried apply continues the totals of the last one.

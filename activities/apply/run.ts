@@ -10,6 +10,7 @@ import { hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ApplyEngine } from './engine';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { bigIntToLsn, lsnToBigInt } from './lsn';
+import type { ConnectionSpec } from '../spec';
 import type { ApplyOptions, ApplyProgress, ApplyResult } from './options';
 import { ensureApplyProgressTable, readApplyProgress } from './progress';
 import { readLeafRoutes } from './relations';
@@ -30,12 +31,8 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   const calledAt = Date.now();
   const [target, monitor, tables] = await settled(
     [
-      connect(opts.target, { applicationName: applyApplicationName(opts.slot) }).catch((err: unknown) => {
-        throw new ApplyError(`cannot connect to the target ${describeConnection(opts.target)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
-      }),
-      connect(opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 }).catch((err: unknown) => {
-        throw new ApplyError(`cannot connect to the source ${describeConnection(opts.source)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
-      }),
+      connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot) }),
+      connectTo('source', opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 }),
       Promise.resolve(opts.tables),
     ] as const,
     async (v) => v instanceof Client && v.end(),
@@ -99,6 +96,13 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
     await owned?.end().catch(() => undefined);
     await target.end().catch(() => undefined);
   }
+}
+
+/** A session on one side, or an ApplyError naming that side. */
+function connectTo(side: 'source' | 'target', spec: ConnectionSpec, opts: Parameters<typeof connect>[1]): Promise<Client> {
+  return connect(spec, opts).catch((err: unknown) => {
+    throw new ApplyError(`cannot connect to the ${side} ${describeConnection(spec)}: ${safeDbMessage(err)}`, { code: sqlState(err) });
+  });
 }
 
 /**
