@@ -42,6 +42,7 @@ import {
   countSql,
   CURRENT_LSN_SQL,
   describeTableSql,
+  NOT_FINGERPRINTED,
   NUDGE_SQL,
   rowDigestsByKeySql,
   allRowDigestsSql,
@@ -52,6 +53,7 @@ import {
   splitPointsSql,
   type DigestMode,
   type KeyRange,
+  type ProofRead,
   type RowHash,
   type Sql,
   type TableShape,
@@ -148,10 +150,10 @@ export class TableSide {
     return { rows: Number(r.n), tuples: `${r.n}:${r.f}` };
   }
 
-  /** Count, content checksum (`count:sum`, as summaries()) and tuple fingerprint of one range, one scan. */
-  async proofSummary(range: KeyRange, keys?: { except?: readonly string[]; only?: readonly string[] }): Promise<{ rows: number; content: string; tuples: string }> {
-    const r = (await query<{ n: string; h: string; f: string }>(this.client, chunkProofSql(this.shape, range, this.hash, keys))).rows[0]!;
-    return { rows: Number(r.n), content: `${r.n}:${r.h}`, tuples: `${r.n}:${r.f}` };
+  /** Count, content checksum (`count:sum`, as summaries()) and tuple fingerprint (else NOT_FINGERPRINTED) of one range, one scan. */
+  async proofSummary(range: KeyRange, read: ProofRead = {}): Promise<{ rows: number; content: string; tuples: string }> {
+    const r = (await query<{ n: string; h: string; f?: string }>(this.client, chunkProofSql(this.shape, range, this.hash, read))).rows[0]!;
+    return { rows: Number(r.n), content: `${r.n}:${r.h}`, tuples: read.fingerprint ? `${r.n}:${r.f}` : NOT_FINGERPRINTED };
   }
 
   /** A live source read carries row versions (xmin), so the live check can tell a row held still. */

@@ -52,6 +52,7 @@ import {
   forgetWrittenKeysSql,
   CURRENT_LSN_SQL,
   parseChunkMark,
+  NOT_FINGERPRINTED,
   type KeyRange,
   type RowHash,
 } from './sql';
@@ -221,6 +222,10 @@ async function proveTable(
     if (armed === 'armed') for (const c of chunks) delete c.writes;
   }
   const marked = ctx.marked.has(name);
+  // A chunk-marked table's proven chunks are never compared by their fingerprints while their marks
+  // hold (recheckProven, planCutoverCheck): its reads leave them out (NOT_FINGERPRINTED), half the
+  // cost of a chunk's read. A chunk whose marks stop holding is then read whole again.
+  const fingerprint = !(key && marked);
   const writeCount = (chunk: number) => (marked ? readWriteCount(dst, input.slot, t.target, chunk) : Promise.resolve(undefined));
   const writeCounts = async (of: readonly number[]) => (marked && of.length ? readChunkWriteCounts(dst, input.slot, t.target, of) : new Map<number, string | undefined>());
   const pass: TablePass = {
@@ -237,6 +242,7 @@ async function proveTable(
     targetRead: async (fn, chunk) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount(chunk) }))).value,
     sourceSnapshot: (fn) => onSource(() => s.snapshot(fn)),
     waitHeld: waits.waitHeld,
+    fingerprint,
   };
   const toCheck = await recheckProven(pass);
   const suspects = await compareChunks(pass, toCheck, waitForTarget);
@@ -261,6 +267,8 @@ interface TablePass {
   sourceSnapshot: SourceSnapshot;
   /** Waits for the apply from inside a held source snapshot (no nudge through the source connection). */
   waitHeld: WaitForTarget;
+  /** Whether a chunk's proof stores its fingerprints (not a chunk-marked table). */
+  fingerprint: boolean;
 }
 
 /**
@@ -323,27 +331,38 @@ async function recheckProven(pass: TablePass): Promise<number[]> {
   return toCheck.sort((a, b) => a - b);
 }
 
-/** A proven chunk still proven when neither side's tuples changed since; else it is not proven any more (false). */
+/**
+ * A proven chunk still proven when neither side's tuples changed since; else it is not proven any more
+ * (false). Stored fingerprints that equal no read (NOT_FINGERPRINTED, ALL_BUT_WRITTEN_KEYS) are not
+ * read against: such a chunk is read whole again.
+ */
 async function recheckByFingerprints(pass: TablePass, i: number): Promise<boolean> {
-  const { ctx, chunks, tp, name } = pass;
+  const { chunks, tp } = pass;
   const c = chunks[i]!;
-  const before = await pass.writeCount(i);
-  const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range), i)]);
-  if (sf.value.tuples === c.source && df.value.tuples === c.target) {
-    const writes = provenMark(before, df.writes);
-    if (writes !== c.writes) {
-      await runSql(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
-      setWrites(c, writes);
-      await forgetKeysUpTo(pass, i, writes);
-    }
-    return true;
-  }
+  const unread = (f: string | undefined) => f === NOT_FINGERPRINTED || f === ALL_BUT_WRITTEN_KEYS;
+  if (!unread(c.source) && !unread(c.target) && (await fingerprintsHold(pass, i))) return true;
   tp.verified--;
   tp.rows -= c.rows ?? 0;
   delete c.source;
   delete c.target;
   delete c.writes;
   return false;
+}
+
+/** Both sides' fingerprints of a proven chunk read again: unchanged, its write mark moves on (true). */
+async function fingerprintsHold(pass: TablePass, i: number): Promise<boolean> {
+  const { ctx, chunks, name } = pass;
+  const c = chunks[i]!;
+  const before = await pass.writeCount(i);
+  const [sf, df] = await Promise.all([pass.sourceSnapshot(() => pass.s.fingerprint(c.range)), pass.targetRead((side) => side.fingerprint(c.range), i)]);
+  if (sf.value.tuples !== c.source || df.value.tuples !== c.target) return false;
+  const writes = provenMark(before, df.writes);
+  if (writes !== c.writes) {
+    await runSql(pass.dst, recordChunkWritesSql(ctx.input.slot, name, i, writes, { source: c.source, target: c.target! }));
+    setWrites(c, writes);
+    await forgetKeysUpTo(pass, i, writes);
+  }
+  return true;
 }
 
 /** A proven chunk-marked chunk written since: its stored mark (`then`) and its mark now, read before the source snapshot (`before`). */
@@ -480,7 +499,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
   let lagging = false;
   const sourceRead = async (i: number): Promise<SourceRead> => {
     const before = await pass.writeCount(i);
-    return { before, first: await pass.sourceSnapshot(() => pass.s.proofSummary(chunks[i]!.range)) };
+    return { before, first: await pass.sourceSnapshot(() => pass.s.proofSummary(chunks[i]!.range, { fingerprint: pass.fingerprint })) };
   };
   let next: Promise<SourceRead> | undefined;
   const ahead = (k: number) => {
@@ -501,7 +520,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       }
       const { before, first } = await read;
       ahead(k + 1);
-      const checked = await checkChunk(pass.s, pass.sourceSnapshot, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget, ctx.hooks.signal);
+      const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, { ...first, before }, waitForTarget);
       if (!checked.caughtUp) lagging = true;
       // This chunk too, unless it was proven all the same (the target already equal).
       if (!checked.caughtUp && !checked.verdict) ctx.lagged++;
@@ -598,31 +617,34 @@ type ChunkRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; wr
  * says the read did not lag), else the target read again once the apply has passed the source's
  * position, and on a difference the source read again. Verified when the target equals either
  * source read; suspect when the source held still (same tuples both times) and the target differs.
+ * A first source read without its fingerprint cannot tell that: when the chunk's write mark had not
+ * moved since before that read (no write to it on the target: the apply's catch-up included), it is
+ * compared once more from the second source read, every read with its fingerprint; a written chunk is
+ * left to busyChunkVerdict, as one whose source moved would be.
  */
 async function checkChunk(
-  s: TableSide,
-  sourceSnapshot: SourceSnapshot,
+  pass: TablePass,
   targetRead: ChunkRead,
   range: KeyRange,
-  s1: { value: Summary; lsn?: string },
+  s1: { value: Summary; lsn?: string; before: string | undefined },
   waitForTarget: WaitForTarget,
-  signal: AbortSignal | undefined,
 ): Promise<{ caughtUp: boolean; verdict?: { rows: number; source: string; target: string; writes: string | undefined }; suspect?: boolean }> {
+  const read = { fingerprint: s1.value.tuples !== NOT_FINGERPRINTED };
   // The target first: already equal to the source's read, the chunk is proven without waiting for the
   // apply to pass the source's position (an idle table waited for the next keepalive or nudge: about
   // 30 ms a table at 2,000 tables). Sound as a verdict after the wait is: the mark kept is the one
   // read before the source read, and every change the apply writes later moves it.
-  const early = await targetRead((d) => d.proofSummary(range));
+  const early = await targetRead((d) => d.proofSummary(range, read));
   if (early.value.content === s1.value.content) return { caughtUp: true, verdict: { rows: s1.value.rows, source: s1.value.tuples, target: early.value.tuples, writes: early.writes } };
-  const caughtUp = await waitForTarget(s1.lsn!, signal);
-  const read = await targetRead((d) => d.proofSummary(range));
-  const d1 = read.value;
-  const verdict = (src: { rows: number; tuples: string }) => ({ rows: src.rows, source: src.tuples, target: d1.tuples, writes: read.writes });
+  const caughtUp = await waitForTarget(s1.lsn!, pass.ctx.hooks.signal);
+  const t1 = await targetRead((d) => d.proofSummary(range, read));
+  const d1 = t1.value;
+  const verdict = (src: { rows: number; tuples: string }) => ({ rows: src.rows, source: src.tuples, target: d1.tuples, writes: t1.writes });
   if (d1.content === s1.value.content) return { caughtUp, verdict: verdict(s1.value) };
   if (!caughtUp) return { caughtUp };
-  const s2 = (await sourceSnapshot(() => s.proofSummary(range))).value;
-  if (d1.content === s2.content) return { caughtUp, verdict: verdict(s2) };
+  const s2 = await pass.sourceSnapshot(() => pass.s.proofSummary(range, { fingerprint: true }));
+  if (d1.content === s2.value.content) return { caughtUp, verdict: verdict(s2.value) };
+  if (!read.fingerprint) return t1.writes === s1.before ? checkChunk(pass, targetRead, range, { ...s2, before: s1.before }, waitForTarget) : { caughtUp };
   // The source held still around the target's read, yet the target differs.
-  return s2.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };
+  return s2.value.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };
 }
-

@@ -8,7 +8,7 @@ import { startEnv, type TestEnv } from '../harness/env';
 import { fingerprint } from '../harness/compare';
 import { SHOP_TABLES, startWriter } from '../harness/fixtures';
 import { formatMismatch, proveLive, validateTables } from '../../activities/validate';
-import { chunkFingerprintSql } from '../../activities/validate/sql';
+import { chunkFingerprintSql, NOT_FINGERPRINTED } from '../../activities/validate/sql';
 import type { ValidateTableSpec } from '../../activities/validate/contract';
 import type { MigrationReport } from '../../workflows/contract';
 import { dropApplyProgress } from '../../activities/cleanup';
@@ -209,6 +209,45 @@ describe('the proof, activity by activity', () => {
       db,
     );
     expect(left).toEqual({ triggers: 0, fns: 0, counts: 0 });
+  });
+});
+
+describe('a table counted per chunk', () => {
+  it('is proven without tuple fingerprints; a chunk whose marks stop holding is read whole again, and a change made meanwhile is found', async () => {
+    const db = 'proof_no_fp';
+    const sides = await itemsDatabases(db);
+    const input = { ...sides, slot: 'proof_no_fp', tables: [items, parts], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    const caughtUp = { waitForTarget: async () => true };
+    expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 7, chunksVerified: 7 });
+    // items (five chunks, an integer key) is counted per chunk: its reads leave the fingerprints out;
+    // parts (partitioned: no marks) keeps them, its later passes compare them.
+    const stored = async () =>
+      Object.fromEntries(
+        (
+          await env.target.query<{ t: string; fp: boolean[] }>(
+            `SELECT table_name AS t, array_agg(DISTINCT source_tuples = $1 AND target_tuples = $1) AS fp FROM pgdts.proof_chunks WHERE slot_name = 'proof_no_fp' GROUP BY 1`,
+            [NOT_FINGERPRINTED],
+            db,
+          )
+        ).map((r) => [r.t, r.fp]),
+      );
+    expect(await stored()).toEqual({ 'public.items': [true], 'public.parts': [false] });
+    // A change on the target with the chunk counts bypassed (their triggers disabled, then enabled
+    // again: their row versions change, so no stored mark holds): every chunk is read again, the
+    // changed one named.
+    const triggers = ['proof_no_fp_wi', 'proof_no_fp_wu', 'proof_no_fp_wd'];
+    await env.target.query(
+      `${triggers.map((t) => `ALTER TABLE public.items DISABLE TRIGGER ${t};`).join(' ')}
+       UPDATE public.items SET v = v + 1 WHERE id = 1500;
+       ${triggers.map((t) => `ALTER TABLE public.items ENABLE ALWAYS TRIGGER ${t};`).join(' ')}`,
+      [],
+      db,
+    );
+    const found = await proveLive({ ...input, maxPasses: 3 }, caughtUp);
+    expect(found.divergence?.map((r) => [r.source, r.mismatches.map((m) => formatMismatch(m).replace(/ \[chunk .*\]$/, ''))])).toEqual([['public.items', ['id=1500: different (v)']]]);
+    await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 1500`, [], db);
+    expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 7, chunksVerified: 7 });
+    expect(await stored()).toEqual({ 'public.items': [true], 'public.parts': [false] });
   });
 });
 
