@@ -277,12 +277,13 @@ export function writeMarkFunctionSql(slot: string): string {
     // type goes into the statement's text: only the types chunk marks are made for (a trigger
     // someone else points at this function gets an error, not our rights). Counters are locked in
     // chunk order (two writers of several chunks never wait on each other in a cycle); a NULL key
-    // (a target without its key yet, keys after cutover) counts in no chunk's range: chunk -1.
+    // (a target without its key yet, keys after cutover) counts in no chunk's range: chunk -1. Bounds
+    // parsed once (a subquery; `$3::type[]` was per row: a 740-row UPDATE 15 ms bare, 25 → 19 ms marked).
     `  IF TG_NARGS = 3 THEN\n` +
     `    IF TG_ARGV[1] NOT IN (${[...CHUNK_MARK_TYPES].map(literal).join(', ')}) THEN\n` +
     `      RAISE EXCEPTION 'pg-dts write marks: key type % is not one of chunk marks', TG_ARGV[1];\n` +
     `    END IF;\n` +
-    `    EXECUTE format('WITH r AS (SELECT coalesce(width_bucket(x.k, $3::%1$s[]), -1) AS b, x.k, x.n FROM (%2$s) x), ' ||\n` +
+    `    EXECUTE format('WITH r AS (SELECT coalesce(width_bucket(x.k, (SELECT $3::%1$s[])), -1) AS b, x.k, x.n FROM (%2$s) x), ' ||\n` +
     `      'c AS (INSERT INTO ${CHUNK_WRITES_TABLE} AS w (slot_name, relid, chunk, writes, delta) SELECT $1, $2, b, 1, sum(n) FROM r GROUP BY b ORDER BY b ' ||\n` +
     `      'ON CONFLICT (slot_name, relid, chunk) DO UPDATE SET writes = w.writes + 1, delta = w.delta + excluded.delta RETURNING chunk, writes) ' ||\n` +
     `      'INSERT INTO ${KEYS_TABLE} (slot_name, relid, chunk, seq, k) SELECT DISTINCT $1, $2, r.b, c.writes, r.k::text FROM r JOIN c ON c.chunk = r.b WHERE r.k IS NOT NULL', TG_ARGV[1],\n` +
