@@ -237,7 +237,16 @@ async function dts(ctx: Ctx): Promise<Run> {
       throw new Error(`pg-dts failed: ${(err as Error).message}${cause ? `: ${cause}` : ''}`);
     })) as MigrationReport;
   if (report.phase !== 'COMPLETED') throw new Error(`pg-dts ended in ${report.phase}: ${report.error ?? ''}`);
+  if (process.env.PG_DTS_BENCH_TIMELINE === '1') say(`activities of the last run: ${await timeline(ctx, workflowId)}`);
   return { ms: r.ms, report, rss: peak, phases, passes, window: await windowSteps(ctx, workflowId) };
+}
+
+/** With PG_DTS_BENCH_TIMELINE=1: every activity of the last run, `name scheduled/started..ended` in ms from the first one's scheduling. */
+async function timeline(ctx: Ctx, workflowId: string): Promise<string> {
+  const spans = await activitySpans({ client: ctx.temporal.client }, workflowId);
+  const t0 = spans[0]?.scheduledAt ?? 0;
+  const at = (t: number | undefined) => (t === undefined ? '?' : String(t - t0));
+  return spans.map((s) => `${s.type} ${at(s.scheduledAt)}/${at(s.startedAt)}..${at(s.endedAt)}`).join(', ');
 }
 
 const RUNNERS: Record<Tool, (ctx: Ctx) => Promise<Run>> = { pipe, pgcopydb, native, dts };
@@ -429,6 +438,11 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
     // empty, the OS page cache warm for both). Without it, the side whose database was written last
     // starts with more of it in shared buffers (at 3 GB, before this: 393 MB of native's database
     // against 117 MB of pg-dts's, as pg_buffercache showed).
+    const slots = await source.query<{ s: string }>(
+      `SELECT slot_name || ': restart ' || pg_size_pretty(pg_current_wal_lsn() - restart_lsn) || ', confirmed ' || pg_size_pretty(pg_current_wal_lsn() - confirmed_flush_lsn) || ' behind' AS s FROM pg_replication_slots WHERE database = $1`,
+      [SOURCE_DB],
+    );
+    say(`backlog: slots before the resume: ${slots.map((x) => x.s).join('; ')}`);
     const nativeRows = await rowsOf('bl_native');
     await restart(target, ['bl_native', 'bl_dts']);
     const nat = await timeUntilCaughtUp(target, 'bl_native', marker, nativeRows, async () => {
