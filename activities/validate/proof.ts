@@ -521,7 +521,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       }
       const { before, first } = await read;
       ahead(k + 1);
-      const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, { ...first, before }, waitForTarget);
+      const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget);
       if (!checked.caughtUp) lagging = true;
       // This chunk too, unless it was proven all the same (the target already equal).
       if (!checked.caughtUp && !checked.verdict) ctx.lagged++;
@@ -585,14 +585,16 @@ async function plannedChunks(ctx: ProofContext, s: TableSide, dst: Client, t: Va
   return loadProofChunks(dst, ctx.input.slot, name);
 }
 
-/** Tables the planner estimates above this many rows are cut into chunks from a sample alone. */
+/** Tables the planner estimates above this many rows are cut into chunks from a sample alone, of at least SAMPLED_KEYS keys. */
 const SAMPLED_FROM_ROWS = 1_000_000;
+const SAMPLED_KEYS = 1_000;
 
 /**
  * A new proof's chunk boundaries. A big table (by the planner's estimate) is cut from a sample of
- * 20,000 keys or more, whose size also tells its rows (SYSTEM sampling: within a few per cent), where
- * an exact count(*) read it whole once more before its first chunk (5 M pgbench rows: 0.33 s). The
- * estimate only sizes the sample: stale statistics do not change the chunks' size.
+ * 20,000 keys or more, whose size also tells its rows (SYSTEM sampling picks pages: 20,000 pgbench keys
+ * span about 88, within about 10%), where an exact count(*) read it whole once more before its first
+ * chunk (5 M pgbench rows: 0.33 s). The estimate only sizes the sample: stale statistics change the
+ * chunks' size by the sample's error, and a sample of too few keys falls back to the count.
  */
 async function proofBoundaries(s: TableSide, chunkRows: number): Promise<string[][]> {
   const q = estimatedRowsSql(s.shape.table);
@@ -601,7 +603,7 @@ async function proofBoundaries(s: TableSide, chunkRows: number): Promise<string[
     const percent = Math.min(100, (100 * Math.max(64 * Math.ceil(estimate / chunkRows), 20_000)) / estimate);
     const keys = (await s.snapshot(() => s.sampledKeysInOrder(percent))).value;
     const chunks = Math.ceil((keys.length * 100) / percent / chunkRows);
-    if (keys.length >= chunks * 8) return pickBoundaries(keys, chunks);
+    if (keys.length >= Math.max(SAMPLED_KEYS, chunks * 8)) return pickBoundaries(keys, chunks);
   }
   const rows = (await s.snapshot(() => s.count())).value;
   return chunkBoundaries(s, rows, Math.max(1, Math.ceil(rows / chunkRows)));
@@ -636,16 +638,15 @@ type ChunkRead = <T>(fn: (d: TableSide) => Promise<T>) => Promise<{ value: T; wr
  * says the read did not lag), else the target read again once the apply has passed the source's
  * position, and on a difference the source read again. Verified when the target equals either
  * source read; suspect when the source held still (same tuples both times) and the target differs.
- * A first source read without its fingerprint cannot tell that: when the chunk's write mark had not
- * moved since before that read (no write to it on the target: the apply's catch-up included), it is
- * compared once more from the second source read, every read with its fingerprint; a written chunk is
- * left to busyChunkVerdict, as one whose source moved would be.
+ * A first source read without its fingerprint cannot tell that: when the second read's content is
+ * the first's (the source held its rows), the chunk is compared once more from the second read, every
+ * read with its fingerprint; one whose source content moved is left to busyChunkVerdict, as before.
  */
 async function checkChunk(
   pass: TablePass,
   targetRead: ChunkRead,
   range: KeyRange,
-  s1: { value: Summary; lsn?: string; before: string | undefined },
+  s1: { value: Summary; lsn?: string },
   waitForTarget: WaitForTarget,
 ): Promise<{ caughtUp: boolean; verdict?: { rows: number; source: string; target: string; writes: string | undefined }; suspect?: boolean }> {
   const read = { fingerprint: s1.value.tuples !== NOT_FINGERPRINTED };
@@ -663,7 +664,7 @@ async function checkChunk(
   if (!caughtUp) return { caughtUp };
   const s2 = await pass.sourceSnapshot(() => pass.s.proofSummary(range, { fingerprint: true }));
   if (d1.content === s2.value.content) return { caughtUp, verdict: verdict(s2.value) };
-  if (!read.fingerprint) return t1.writes === s1.before ? checkChunk(pass, targetRead, range, { ...s2, before: s1.before }, waitForTarget) : { caughtUp };
+  if (!read.fingerprint) return s2.value.content === s1.value.content ? checkChunk(pass, targetRead, range, s2, waitForTarget) : { caughtUp };
   // The source held still around the target's read, yet the target differs.
   return s2.value.tuples === s1.value.tuples ? { caughtUp, suspect: true } : { caughtUp };
 }
