@@ -432,14 +432,18 @@ export interface ChecksumResult {
 
 const MAX_DEPTH = 12;
 
+/** Keys in key order, about 64 a chunk (20,000 at least), sampled from a table of about `rows` rows; and the percentage of its pages read. */
+export async function sampleForChunks(src: TableSide, rows: number, chunks: number): Promise<{ keys: string[][]; percent: number }> {
+  const percent = Math.min(100, (100 * Math.max(chunks * 64, 20_000)) / rows);
+  return { keys: (await src.snapshot(() => src.sampledKeysInOrder(percent))).value, percent };
+}
+
 /** Chunk boundaries from the source: a page sample for big tables, every n-th key for smaller ones. */
 export async function chunkBoundaries(src: TableSide, rows: number, chunks: number): Promise<string[][]> {
   if (chunks <= 1) return [];
   const step = Math.ceil(rows / chunks);
   if (rows > 200_000) {
-    const wanted = Math.max(chunks * 64, 20_000);
-    const percent = Math.min(100, (100 * wanted) / rows);
-    const keys = (await src.snapshot(() => src.sampledKeysInOrder(percent))).value;
+    const { keys } = await sampleForChunks(src, rows, chunks);
     if (keys.length >= chunks * 8) return pickBoundaries(keys, chunks);
   }
   return (await src.snapshot(() => src.splitPoints({}, step))).value;

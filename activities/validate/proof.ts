@@ -35,6 +35,7 @@ import {
   checksumKeyed,
   checksumKeyless,
   chunkBoundaries,
+  sampleForChunks,
   LivePairing,
   ShapeError,
   throwIfAborted,
@@ -600,8 +601,7 @@ async function proofBoundaries(s: TableSide, chunkRows: number): Promise<string[
   const q = estimatedRowsSql(s.shape.table);
   const estimate = Number((await s.client.query<{ n: string }>(q.text, q.values)).rows[0]?.n ?? 0);
   if (estimate > SAMPLED_FROM_ROWS) {
-    const percent = Math.min(100, (100 * Math.max(64 * Math.ceil(estimate / chunkRows), 20_000)) / estimate);
-    const keys = (await s.snapshot(() => s.sampledKeysInOrder(percent))).value;
+    const { keys, percent } = await sampleForChunks(s, estimate, Math.ceil(estimate / chunkRows));
     const chunks = Math.ceil((keys.length * 100) / percent / chunkRows);
     if (keys.length >= Math.max(SAMPLED_KEYS, chunks * 8)) return pickBoundaries(keys, chunks);
   }
