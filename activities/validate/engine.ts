@@ -11,7 +11,7 @@
  *  - sampleKeyed / sampleKeyless: random rows read by key and compared column by column (by digests
  *    computed in the database, a bounded number of rows per read).
  */
-import type { Client } from 'pg';
+import type { Client, QueryResult } from 'pg';
 import { compareLsn } from '../apply/lsn';
 import { readApplyProgress } from '../apply/progress';
 import {
@@ -105,7 +105,7 @@ export class TableSide {
     described?: readonly DescribedColumn[],
   ): Promise<TableSide> {
     const describe = async () => (await query<DescribedColumn>(client, describeTableSql(t.table))).rows;
-    const rows = described ?? (live ? await inSnapshot(client, describe) : await describe());
+    const rows = described ?? (live ? (await inSnapshot(client, describe)).value : await describe());
     if (!rows[0]?.exists) throw new ShapeError(`table ${displayName(t.table)} does not exist on the ${side}`);
     const types = new Map(rows.filter((r) => r.name !== null).map((r) => [r.name!, r.type!]));
     const missing = [...new Set([...t.columns, ...t.keyColumns])].filter((c) => !types.has(c));
@@ -120,13 +120,10 @@ export class TableSide {
   /** Runs `fn` as one consistent read; on a live source also returns the WAL position after it. */
   async snapshot<T>(fn: () => Promise<T>): Promise<{ value: T; lsn?: string }> {
     if (!this.live) return { value: await fn() };
-    let lsn: string | undefined;
-    const value = await inSnapshot(this.client, async () => {
-      const v = await fn();
-      if (this.side === 'source') lsn = (await this.client.query<{ lsn: string }>(CURRENT_LSN_SQL)).rows[0]!.lsn;
-      return v;
-    });
-    return lsn === undefined ? { value } : { value, lsn };
+    if (this.side !== 'source') return { value: (await inSnapshot(this.client, fn)).value };
+    // The source's position, read in the snapshot after `fn`'s reads, with its COMMIT.
+    const { value, rows } = await inSnapshot(this.client, fn, CURRENT_LSN_SQL);
+    return { value, lsn: String(rows[0]!.lsn) };
   }
 
   async count(): Promise<number> {
@@ -237,13 +234,15 @@ async function queryArrays(client: Client, sql: Sql): Promise<Array<Array<string
   return r.rows;
 }
 
-/** BEGIN (repeatable read, read only, search_path = '') ... COMMIT around `fn`. */
-export async function inSnapshot<T>(client: Client, fn: () => Promise<T>): Promise<T> {
-  for (const s of BEGIN_READ) await client.query(s);
+// BEGIN (repeatable read, read only, search_path = '') ... COMMIT around `fn`; `last` (no parameters) runs
+// after it, sent with the COMMIT, its rows returned. BEGIN and SET LOCAL also go in one round trip: the proof
+// opens two snapshots a chunk, and the server idles through each round trip.
+export async function inSnapshot<T>(client: Client, fn: () => Promise<T>, last?: string): Promise<{ value: T; rows: Record<string, unknown>[] }> {
+  await client.query(BEGIN_READ.join('; '));
   try {
-    const v = await fn();
-    await client.query('COMMIT');
-    return v;
+    const value = await fn();
+    const done = await client.query(last === undefined ? 'COMMIT' : `${last}; COMMIT`);
+    return { value, rows: last === undefined ? [] : (done as unknown as QueryResult[])[0]!.rows };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
