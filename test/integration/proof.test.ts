@@ -436,6 +436,29 @@ describe('a chunk the apply writes while the proof reads it', () => {
   });
 });
 
+describe('a first pass the apply falls behind', () => {
+  it('stops at the chunk that waited in vain: the chunks after it stay unproven, their source reads started ahead included; the next pass proves them', async () => {
+    const db = 'proof_lag';
+    const sides = await itemsDatabases(db);
+    const input = { ...sides, slot: 'proof_lag', tables: [items], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    // Row 1500 (the second chunk) not yet applied on the target, and the apply never reaches the source's position.
+    await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 1500`, [], db);
+    let waits = 0;
+    const lagging = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => (waits++, false) });
+    // One wait (the second chunk's): the three chunks read ahead on the source are not compared.
+    expect({ waits, progress: lagging.progress }).toMatchObject({ waits: 1, progress: { chunks: 5, chunksVerified: 1, passesComplete: 0 } });
+    const stored = await env.target.query<{ proven: boolean }>(`SELECT source_tuples IS NOT NULL AS proven FROM pgdts.proof_chunks WHERE slot_name = 'proof_lag' ORDER BY chunk`, [], db);
+    expect(stored.map((c) => c.proven)).toEqual([true, false, false, false, false]);
+    // The row applied: the next pass proves every chunk, and counts.
+    await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 1500`, [], db);
+    const next = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => true });
+    expect(next.progress).toMatchObject({ chunks: 5, chunksVerified: 5, passesComplete: 1 });
+    const [left] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pg-dts proof'`, [db], db);
+    expect(left!.n).toBe(0);
+    await dropApplyProgress(sides.target, 'proof_lag');
+  });
+});
+
 describe('a chunk written since proven, in the next pass', () => {
   it('is proven again by the keys written since alone; a key written during that read waits for the cutover; a stray write is found', async () => {
     const db = 'proof_again';
