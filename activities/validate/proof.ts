@@ -87,6 +87,14 @@ export interface ProveLiveHooks extends ValidateHooks {
   waitForTarget?: WaitForTarget;
 }
 
+/**
+ * Source reads started ahead of the chunk being compared. With one, the source read its next chunk while
+ * the target read this one, and whichever side was quicker waited for the other at every chunk; with
+ * three, the source always has reads queued (5 M pgbench rows, one PG15 cluster for both sides, 2 cores,
+ * nine passes each: 1.82-2.02 s a pass with one ahead, 1.60-1.84 with two, 1.51-1.69 with three or four).
+ */
+const SOURCE_READS_AHEAD = 3;
+
 /** A complete pass longer than this is followed at once by another before it counts (proveLive). */
 const SETTLED_PASS_MS = 5000;
 const MAX_SETTLING_PASSES = 3;
@@ -245,6 +253,10 @@ async function proveTable(
     sourceSnapshot: (fn) => onSource(() => s.snapshot(fn)),
     waitHeld: waits.waitHeld,
     fingerprint,
+    // A table counted as a whole: its mark, read before a chunk's source read, moves with any write to
+    // the table, and a mark read three reads early would have moved more often (the chunk then proven
+    // without a mark, its fingerprints read at cutover).
+    readsAhead: marked && !key ? 1 : SOURCE_READS_AHEAD,
   };
   const toCheck = await recheckProven(pass);
   const suspects = await compareChunks(pass, toCheck, waitForTarget);
@@ -271,6 +283,8 @@ interface TablePass {
   waitHeld: WaitForTarget;
   /** Whether a chunk's proof stores its fingerprints (not a chunk-marked table). */
   fingerprint: boolean;
+  /** Source reads compareChunks keeps started ahead of the chunk it compares. */
+  readsAhead: number;
 }
 
 /**
@@ -490,15 +504,7 @@ function setWrites(c: StoredChunk, writes: string | undefined): void {
 }
 
 /**
- * Source reads started ahead of the chunk being compared. With one, the source read its next chunk while
- * the target read this one, and whichever side was quicker waited for the other at every chunk; with
- * three, the source always has reads queued (5 M pgbench rows, one PG15 cluster for both sides, 2 cores,
- * nine passes each: 1.82-2.02 s a pass with one ahead, 1.60-1.84 with two, 1.51-1.69 with three or four).
- */
-const SOURCE_READS_AHEAD = 3;
-
-/**
- * The chunks to compare, compared: the source reads the next chunks (SOURCE_READS_AHEAD) while this one
+ * The chunks to compare, compared: the source reads the next chunks (TablePass.readsAhead) while this one
  * waits for the apply and is read on the target, so the source and the target work at the same time.
  * Returns the suspects: chunks whose source held still while the target differed.
  */
@@ -525,7 +531,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
     });
   };
   try {
-    await ahead(SOURCE_READS_AHEAD);
+    await ahead(pass.readsAhead);
     for (let k = 0; k < toCheck.length; k++) {
       throwIfAborted(ctx.hooks.signal);
       const i = toCheck[k]!;
@@ -538,7 +544,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
         continue;
       }
       const { before, first } = await read;
-      await ahead(k + 1 + SOURCE_READS_AHEAD);
+      await ahead(k + 1 + pass.readsAhead);
       const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget);
       if (!checked.caughtUp) lagging = true;
       // This chunk too, unless it was proven all the same (the target already equal).
