@@ -238,8 +238,8 @@ async function queryArrays(client: Client, sql: Sql): Promise<Array<Array<string
 // after it, sent with the COMMIT, its rows returned. BEGIN and SET LOCAL also go in one round trip: the proof
 // opens two snapshots a chunk, and the server idles through each round trip.
 export async function inSnapshot<T>(client: Client, fn: () => Promise<T>, last?: string): Promise<{ value: T; rows: Record<string, unknown>[] }> {
-  await client.query(BEGIN_READ.join('; '));
   try {
+    await client.query(BEGIN_READ.join('; '));
     const value = await fn();
     const done = await client.query(last === undefined ? 'COMMIT' : `${last}; COMMIT`);
     return { value, rows: last === undefined ? [] : (done as unknown as QueryResult[])[0]!.rows };

@@ -537,12 +537,14 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       const i = toCheck[k]!;
       const c = chunks[i]!;
       const read = started.get(k);
-      started.delete(k);
+      // Not compared (lagging): a read started ahead stays in `started`, to be awaited below before the
+      // pair's source connection serves anything else (the next table reads it outside the serial queue).
       if (lagging || !read) {
         if (lagging) ctx.lagged++;
         await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, undefined));
         continue;
       }
+      started.delete(k);
       const { before, first } = await read;
       await ahead(k + 1 + pass.readsAhead);
       const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget);
@@ -565,7 +567,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       ctx.report();
     }
   } finally {
-    // Reads started ahead and not used (lagging, aborted): done before the connections are reused.
+    // Reads started ahead and not compared (lagging, aborted, failed): done before the connections are reused.
     await Promise.all([...started.values()].map((r) => r.catch(() => undefined)));
   }
   return suspects;
