@@ -313,3 +313,15 @@ export async function runIdempotentDdl(client: Client, statements: readonly stri
 export async function relationExists(c: Client, name: string): Promise<boolean> {
   return (await c.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [name])).rows[0]?.ok === true;
 }
+
+/**
+ * Every promise's value; else, once all have settled (nothing left running on a session), the first
+ * failure, after `discard` of each value that did come (a connection made: closed).
+ */
+export async function settled<T extends readonly unknown[]>(ps: { [K in keyof T]: Promise<T[K]> }, discard?: (v: unknown) => Promise<unknown>): Promise<T> {
+  const rs = await Promise.allSettled(ps);
+  const failed = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (!failed) return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+  for (const r of rs) if (r.status === 'fulfilled') await discard?.(r.value).catch(() => undefined);
+  throw failed.reason;
+}

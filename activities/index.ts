@@ -30,6 +30,7 @@ import {
   type RepairOutcome,
   type RepairSettings,
   type TableValidationResult,
+  type ValidateHooks,
   type ValidateLiveInput,
   type ValidateProgress,
   type ValidateTablesInput,
@@ -592,12 +593,11 @@ async function validateMigration(
   const beat = setInterval(() => ctx.heartbeat(), 1000);
   try {
     // DDL the apply never saw (no write came after it) is found here, not in the rows.
-    const drift = await findSchemaDrift(input).catch((err: unknown) => {
+    const drifted = findSchemaDrift(input).catch((err: unknown) => {
       throw during(err, 'compare the source schema with the one migrated');
     });
     const hooks = { onProgress: (p: ValidateProgress) => ctx.heartbeat(p), signal: ctx.cancellationSignal };
-    // validation.repair: never on a schema that drifted (the failure below names the drift).
-    const { results, repair } = byRef.repair && !drift.length ? await validateAndRepair(input, byRef.repair, hooks) : { results: await validateTables(input, hooks), repair: undefined };
+    const { drift, results, repair } = await validateBesideDrift(input, drifted, byRef.repair, hooks);
     throwIfCancelled(ctx);
     const failure = validationFailure(results, drift, repair);
     if (!byRef.plan) return { results, failure, ...(drift.length ? { schemaDrift: drift } : {}), ...(repair ? { repair } : {}) };
@@ -605,6 +605,28 @@ async function validateMigration(
   } finally {
     clearInterval(beat);
   }
+}
+
+/**
+ * The tables compared while the schema is compared (both only read; inside the write stop, the
+ * schema's catalog reads then cost nothing). A repair writes: it waits for the schema's verdict, and
+ * never runs on a schema that drifted (the failure names the drift). Nothing is left running when it
+ * throws: the schema's failure first, as when it ran alone before the tables.
+ */
+async function validateBesideDrift(
+  input: ValidateTablesInput,
+  drifted: Promise<string[]>,
+  repairSettings: RepairSettings | undefined,
+  hooks: ValidateHooks,
+): Promise<{ drift: string[]; results: TableValidationResult[]; repair?: RepairOutcome }> {
+  if (repairSettings) {
+    const drift = await drifted;
+    return { drift, ...(drift.length ? { results: await validateTables(input, hooks) } : await validateAndRepair(input, repairSettings, hooks)) };
+  }
+  const [d, r] = await Promise.allSettled([drifted, validateTables(input, hooks)]);
+  if (d.status === 'rejected') throw d.reason;
+  if (r.status === 'rejected') throw r.reason;
+  return { drift: d.value, results: r.value };
 }
 
 /** Everything VALIDATING found wrong, as one message; undefined when nothing. */

@@ -4,7 +4,7 @@
  * engine (engine.ts) until the signal aborts it or something fails.
  */
 import { Client } from 'pg';
-import { connect, describeConnection, pinnedSpec } from '../db';
+import { connect, describeConnection, pinnedSpec, settled } from '../db';
 import { readCopyPositions, readRewrittenCopies } from '../copy';
 import { hasPublishViaRoot, serverVersionNum } from '../pg-version';
 import { ApplyEngine } from './engine';
@@ -128,16 +128,4 @@ async function readSourceSide(monitor: Client, opts: ApplyOptions) {
   const timeout = await monitor.query<{ ms: number }>(`SELECT setting::int AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'`);
   const leafRoutes = hasPublishViaRoot(await serverVersionNum(monitor)) ? [] : await readLeafRoutes(monitor, opts.tables);
   return { leafRoutes, timeoutMs: timeout.rows[0]?.ms ?? 60_000 };
-}
-
-/**
- * Every promise's value; else, once all have settled (nothing left running on a session), the first
- * failure, after `discard` of each value that did come (a connection made: closed).
- */
-async function settled<T extends readonly unknown[]>(ps: { [K in keyof T]: Promise<T[K]> }, discard?: (v: unknown) => Promise<unknown>): Promise<T> {
-  const rs = await Promise.allSettled(ps);
-  const failed = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (!failed) return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
-  for (const r of rs) if (r.status === 'fulfilled') await discard?.(r.value).catch(() => undefined);
-  throw failed.reason;
 }

@@ -12,7 +12,7 @@
  * one way, from the checks down to contract.ts and sql.ts.
  */
 export { formatMismatch, formatValidationFailure } from './compare';
-export { VALIDATE_DEFAULTS, type TableValidationResult, type ValidateProgress, type ValidateTablesInput } from './contract';
+export { VALIDATE_DEFAULTS, type TableValidationResult, type ValidateHooks, type ValidateProgress, type ValidateTablesInput } from './contract';
 export { validateLive, type LiveTableValidation, type ValidateLiveInput } from './live';
 export { proveLive, type ProofProgress, type ProveLiveInput, type ProveLiveResult } from './proof';
 export { DEFAULT_REPAIR_MAX_ROWS, formatRepair, validateAndRepair, type RepairOutcome, type RepairSettings } from './repair';

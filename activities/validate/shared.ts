@@ -4,7 +4,7 @@
  * servers agree on, and the mismatch list.
  */
 import type { Client } from 'pg';
-import { connect, describeConnection, sendCancelRequest } from '../db';
+import { connect, describeConnection, sendCancelRequest, settled } from '../db';
 import type { ConnectionSpec, QualifiedName } from '../spec';
 import { keyRecord, reconcileAcrossChunks, ROW_MD5_KEY } from './compare';
 import { VALIDATE_DEFAULTS, type Mismatch, type MismatchKind, type ValidateTableSpec, type ValidateTablesInput } from './contract';
@@ -110,34 +110,30 @@ export async function runPool<R>(
   let hash: RowHash | undefined = input.rowHash === 'auto' || input.rowHash === undefined ? undefined : input.rowHash;
   let failed = false;
   const worker = async () => {
-    const src = await open(input.source, 'source', applicationName);
+    // Both at once; when either fails the other is closed, then the failure (the source's first) thrown.
+    const [src, dst] = await settled<[Client, Client]>([open(input.source, 'source', applicationName), open(input.target, 'target', applicationName)], (c) => (c as Client).end());
     try {
-      const dst = await open(input.target, 'target', applicationName);
-      try {
-        // Cancelled: cancel what each backend runs (a backend waiting for a lock does not notice its
-        // client is gone, and would keep its transaction's locks until granted: cleanup's DDL on our
-        // tables queued behind them), then cut both connections, which releases this comparison's
-        // snapshot and locks (the fence cannot be dropped under them).
-        const cut = () => {
-          for (const c of [src, dst]) {
-            void sendCancelRequest(c);
-            dropConnection(c);
-          }
-        };
-        signal?.addEventListener('abort', cut, { once: true });
-        hash ??= await probeRowHash(src, dst);
-        const check = await setup(src, dst, hash);
-        for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t, job.i);
-      } finally {
-        await dst.end().catch(() => undefined);
-      }
+      // Cancelled: cancel what each backend runs (a backend waiting for a lock does not notice its
+      // client is gone, and would keep its transaction's locks until granted: cleanup's DDL on our
+      // tables queued behind them), then cut both connections, which releases this comparison's
+      // snapshot and locks (the fence cannot be dropped under them).
+      const cut = () => {
+        for (const c of [src, dst]) {
+          void sendCancelRequest(c);
+          dropConnection(c);
+        }
+      };
+      signal?.addEventListener('abort', cut, { once: true });
+      hash ??= await probeRowHash(src, dst);
+      const check = await setup(src, dst, hash);
+      for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t, job.i);
     } finally {
-      await src.end().catch(() => undefined);
+      await Promise.all([dst.end().catch(() => undefined), src.end().catch(() => undefined)]);
     }
   };
   // The first failure stops the other workers after their current table; all have closed their
   // connections before it is rethrown.
-  const settled = await Promise.allSettled(
+  const outcomes = await Promise.allSettled(
     Array.from({ length: workers }, () =>
       worker().catch((err: unknown) => {
         failed = true;
@@ -145,7 +141,7 @@ export async function runPool<R>(
       }),
     ),
   );
-  const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  const failure = outcomes.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failure) throw failure.reason;
   return results;
 }

@@ -75,9 +75,13 @@ export async function compareTables(
     progress: (table, step, extra = {}) => hooks.onProgress?.({ table, step, tablesDone: run.tablesDone, tables: input.tables.length, ...extra }),
   };
   try {
-    const stored = run.withChecksum && input.proofSlot ? await loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : undefined;
+    // The stored proof is read while the pool connects; each pair waits for it before its first
+    // transaction, so every mark is still read after the proof it is compared with was loaded.
+    const loading = run.withChecksum && input.proofSlot ? loadAllProofChunks(input.target, input.proofSlot, input.tables.map((t) => displayName(t.source))) : Promise.resolve(undefined);
+    loading.catch(() => undefined); // a pool that opens no pair never awaits it
     const described = { source: new Descriptions(input.tables.map((t) => t.source)), target: new Descriptions(input.tables.map((t) => t.target)) };
     return await runPool(input, 'pg-dts validate', async (src, dst, hash) => {
+      const stored = await loading;
       // Tables in a row share one read-only transaction per side (up to TABLES_PER_SNAPSHOT): with the
       // source fenced and the apply past the fence, neither side changes under it, and thousands of
       // small tables do not pay BEGIN, SET and COMMIT on both sides each.
