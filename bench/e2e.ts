@@ -81,6 +81,7 @@ interface Options {
   backlogSpec: Record<string, unknown>;
   /** How often pg-dts's status is read while it runs (phase times; each read is a workflow query). */
   pollMs: number;
+  temporalConfig: string[];
 }
 
 function options(): Options {
@@ -94,12 +95,13 @@ function options(): Options {
     .option('--cutover-load <tps>', 'then one more pg-dts run per scale with pgbench writing at this rate from the start until the fence (0: none)', '0')
     .option('--backlog-spec <json>', 'merged into the backlog run\'s spec, e.g. \'{"validation":{"checksum":false}}\'', '{}')
     .option('--poll-ms <ms>', "how often pg-dts's status is queried for the phase times (each query costs the worker and the server some CPU)", '50')
+    .option('--temporal-config <list>', 'dynamic config of the dev server, comma-separated key=value (e.g. system.enableActivityEagerExecution=true); default: the server\'s own', '')
     .parse()
-    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string; backlogSpec: string; pollMs: string }>();
+    .opts<{ scales: string; jobs: string; repeat: string; backlogs: string; only: string; cutoverLoad: string; backlogSpec: string; pollMs: string; temporalConfig: string }>();
   const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
   const only = list(o.only) as Tool[];
   for (const t of only) if (!TOOLS.includes(t)) throw new Error(`--only: unknown tool ${t}`);
-  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad), backlogSpec: JSON.parse(o.backlogSpec) as Record<string, unknown>, pollMs: Number(o.pollMs) };
+  return { scales: list(o.scales).map(Number), jobs: Number(o.jobs), repeat: Number(o.repeat), backlogs: list(o.backlogs).map(Number), only, cutoverLoad: Number(o.cutoverLoad), backlogSpec: JSON.parse(o.backlogSpec) as Record<string, unknown>, pollMs: Number(o.pollMs), temporalConfig: list(o.temporalConfig) };
 }
 
 interface Run {
@@ -487,8 +489,8 @@ async function main(): Promise<void> {
   const cleanups: Array<() => Promise<void>> = [destroy];
   const out: string[] = [];
   try {
-    say('starting a Temporal dev server and a worker process (worker/main.ts)');
-    const temporal = await startTemporal();
+    say(`starting a Temporal dev server${opt.temporalConfig.length ? ` (${opt.temporalConfig.join(', ')})` : ''} and a worker process (worker/main.ts)`);
+    const temporal = await startTemporal(opt.temporalConfig);
     cleanups.unshift(() => temporal.teardown());
     const address = temporal.address;
     const taskQueue = `e2e-${randomUUID().slice(0, 8)}`;

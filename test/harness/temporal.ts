@@ -8,13 +8,14 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { MigrationPhaseKey } from '../../workflows/contract';
 import { ensureTemporalCli } from '../../worker/temporal-cli';
 
-export async function startTemporal(): Promise<TestWorkflowEnvironment> {
+/** `dynamicConfig`: `key=value` settings of the server (the benchmarks' --temporal-config); none by default. */
+export async function startTemporal(dynamicConfig: readonly string[] = []): Promise<TestWorkflowEnvironment> {
   const path = ensureTemporalCli();
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path },
       searchAttributes: [MigrationPhaseKey],
-      extraArgs: ['--log-level', 'error'],
+      extraArgs: ['--log-level', 'error', ...dynamicConfig.flatMap((kv) => ['--dynamic-config-value', kv])],
     },
   });
 }
