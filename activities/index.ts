@@ -608,10 +608,10 @@ async function validateMigration(
 }
 
 /**
- * The tables compared while the schema is compared (both only read; inside the write stop, the
- * schema's catalog reads then cost nothing). A repair writes: it waits for the schema's verdict, and
- * never runs on a schema that drifted (the failure names the drift). Nothing is left running when it
- * throws: the schema's failure first, as when it ran alone before the tables.
+ * The tables compared while the schema is compared: both only read, and inside the write stop the
+ * schema's check no longer adds its time to the tables'. A repair writes: it waits for the schema's
+ * verdict, and never runs on a schema that drifted (the failure names the drift). Nothing is left
+ * running when it throws: the schema's failure first, as when it ran alone before the tables.
  */
 async function validateBesideDrift(
   input: ValidateTablesInput,
