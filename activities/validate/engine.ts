@@ -234,12 +234,10 @@ async function queryArrays(client: Client, sql: Sql): Promise<Array<Array<string
   return r.rows;
 }
 
-// BEGIN (repeatable read, read only, search_path = '') ... COMMIT around `fn`; `last` (no parameters) runs
-// after it, sent with the COMMIT, its rows returned. BEGIN and SET LOCAL also go in one round trip: the proof
-// opens two snapshots a chunk, and the server idles through each round trip.
+// BEGIN_READ ... COMMIT around `fn`; `last` (no parameters) runs after it, sent with the COMMIT, its rows returned.
 export async function inSnapshot<T>(client: Client, fn: () => Promise<T>, last?: string): Promise<{ value: T; rows: Record<string, unknown>[] }> {
   try {
-    await client.query(BEGIN_READ.join('; '));
+    await client.query(BEGIN_READ);
     const value = await fn();
     const done = await client.query(last === undefined ? 'COMMIT' : `${last}; COMMIT`);
     return { value, rows: last === undefined ? [] : (done as unknown as QueryResult[])[0]!.rows };

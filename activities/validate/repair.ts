@@ -182,7 +182,7 @@ async function rewriteOnTarget(input: ValidateTablesInput, jobs: RepairJob[], re
       const e = err as Error & { code?: string };
       throw Object.assign(new Error(`the repair writes under the apply's session rules: ${e.message}`), e.code ? { code: e.code } : {});
     });
-    for (const s of BEGIN_READ) await src.query(s);
+    await src.query(BEGIN_READ);
     await dst.query('BEGIN');
     // The apply commits asynchronously (it keeps its position with its rows); a repair is reported done.
     await dst.query(`SET LOCAL synchronous_commit = on`);
@@ -247,7 +247,7 @@ async function recheck(input: ValidateTablesInput, jobs: RepairJob[], written: W
         const job = jobs[j]!;
         const w = written[j]!;
         const t = input.tables[job.need.index]!;
-        for (const c of [src, dst]) for (const s of BEGIN_READ) await c.query(s);
+        for (const c of [src, dst]) await c.query(BEGIN_READ);
         const [s, d] = await openSides(src, dst, t, job.result.rowHash ?? 'md5', false);
         const ranges: KeyRange[] = job.need.chunks.length ? job.need.chunks.map((c) => c.range) : [{}];
         const labels = job.need.chunks.length ? job.need.chunks.map((c) => c.label) : ['whole table'];

@@ -701,8 +701,8 @@ export function countRowHashesSql(s: TableShape, hashes: readonly string[]): Sql
 // Sessions
 // ---------------------------------------------------------------------------------------------------
 
-/** One consistent, read-only view of a side; search_path = '' so every name we print is qualified. */
-export const BEGIN_READ = ['BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', `SET LOCAL search_path = ''`] as const;
+/** One consistent, read-only view of a side (search_path = '': every name we print is qualified), in one round trip. */
+export const BEGIN_READ = `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL search_path = ''`;
 
 /** Both sides answer this identically iff hashtextextended can be compared across them. */
 export const HASH_PROBE_SQL =

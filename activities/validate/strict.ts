@@ -239,5 +239,5 @@ const TABLES_PER_SNAPSHOT = 50;
 const SHARED_SNAPSHOT_ROWS = 100_000;
 
 async function begin(c: Client): Promise<void> {
-  for (const s of BEGIN_READ) await c.query(s);
+  await c.query(BEGIN_READ);
 }
