@@ -25,6 +25,8 @@
  */
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
+import { lsnToBigInt } from '../apply/lsn';
+import { readApplyProgress } from '../apply/progress';
 import { withClient } from '../db';
 import { during } from '../errors';
 import { sleep } from '../sleep';
@@ -95,6 +97,25 @@ export interface ProveLiveHooks extends ValidateHooks {
  */
 const SOURCE_READS_AHEAD = 3;
 
+/**
+ * A pass starts once the apply is within this much WAL of where the source is when the pass begins.
+ * Further behind (a backlog after a resume, or the one the copy left), every chunk would wait for the
+ * apply to pass its source snapshot anyway, and the pass's reads and connections only took CPU from the
+ * catch-up on a machine of few cores.
+ */
+const PASS_LAG_BYTES = 1024 * 1024;
+/** The longest wait for that; then the pass starts anyway (and leaves the chunks the apply has not reached, as before). */
+const PASS_CATCH_UP_MS = 10 * 60_000;
+
+/** Waits, before a pass, until the apply has caught up with the source's current position (PASS_LAG_BYTES). */
+async function catchUpBeforePass(source: { query(text: string): Promise<{ rows: unknown[] }> }, dst: Client, slot: string, wait: WaitForTarget, signal?: AbortSignal): Promise<void> {
+  const [{ lsn }] = (await source.query(CURRENT_LSN_SQL)).rows as [{ lsn: string }];
+  // No position recorded (an apply that has not committed yet, or none): the chunks' own waits cover it.
+  const applied = await readApplyProgress(dst, slot);
+  if (!applied || lsnToBigInt(lsn) - lsnToBigInt(applied.appliedLsn) <= BigInt(PASS_LAG_BYTES)) return;
+  await wait(lsn, signal);
+}
+
 /** A complete pass longer than this is followed at once by another before it counts (proveLive). */
 const SETTLED_PASS_MS = 5000;
 const MAX_SETTLING_PASSES = 3;
@@ -136,6 +157,7 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
           // which would wait for the snapshot's end (the apply's writes and keepalives move it).
           const noNudge = { query: async () => undefined };
           const waitHeld = hooks.waitForTarget ?? waitForApplyProgress(dst, noNudge, input.slot, input.catchUpTimeoutMs ?? 10_000);
+          await catchUpBeforePass(source, dst, input.slot, hooks.waitForTarget ?? waitForApplyProgress(dst, source, input.slot, PASS_CATCH_UP_MS), hooks.signal);
           return (t) => proveTable(ctx, src, dst, t, hash, { waitForTarget, waitHeld }, onSource);
         },
         hooks.signal,

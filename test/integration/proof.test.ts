@@ -15,6 +15,8 @@ import { Client } from 'pg';
 import type { ValidateTableSpec } from '../../activities/validate/contract';
 import type { MigrationReport } from '../../workflows/contract';
 import { dropApplyProgress } from '../../activities/cleanup';
+import { ensureApplyProgressTable, progressUpsert } from '../../activities/apply/progress';
+import { compareLsn, lsnToBigInt } from '../../activities/apply/lsn';
 
 let env: TestEnv;
 
@@ -251,6 +253,56 @@ describe('a table counted per chunk', () => {
     await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 1500`, [], db);
     expect((await proveLive({ ...input, maxPasses: 1 }, caughtUp)).progress).toMatchObject({ chunks: 7, chunksVerified: 7 });
     expect(await stored()).toEqual({ 'public.items': [true], 'public.parts': [false] });
+  });
+});
+
+describe('a pass while the apply is far behind the source', () => {
+  it('starts once the apply has caught up with where the source was (more than 1 MB behind), not chunk by chunk meanwhile', async () => {
+    const db = 'proof_behind';
+    const sides = await itemsDatabases(db);
+    const slot = 'proof_behind';
+    const input = { ...sides, slot, tables: [items], chunkRows: 1000, leafRows: 50, fanout: 4 };
+    const currentLsn = async () => (await env.source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn', [], db))[0]!.lsn;
+    const applied = async (lsn: string) => {
+      const c = new Client({ connectionString: sides.target });
+      await c.connect();
+      try {
+        await ensureApplyProgressTable(c);
+        await c.query(progressUpsert(slot, lsnToBigInt(lsn), undefined));
+      } finally {
+        await c.end();
+      }
+    };
+    // Each wait: the position asked for, and how many chunks of the slot were planned by then.
+    const waits: Array<{ lsn: string; planned: number }> = [];
+    const hooks = {
+      waitForTarget: async (lsn: string) => {
+        const [p] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgdts.proof_chunks WHERE slot_name = $1`, [slot], db);
+        waits.push({ lsn, planned: p!.n });
+        return true;
+      },
+    };
+
+    // The apply's recorded position 2 MB of WAL behind the source.
+    await applied(await currentLsn());
+    await env.source.query(`SELECT pg_logical_emit_message(false, 'pg-dts test', repeat('x', 2000000))`, [], db);
+    const behind = await currentLsn();
+    const first = await proveLive({ ...input, maxPasses: 1 }, hooks);
+    expect(first.progress).toMatchObject({ chunks: 5, chunksVerified: 5, passesComplete: 1 });
+    // The first wait comes before any chunk is planned, for a position past the WAL written.
+    expect(waits[0]!.planned).toBe(0);
+    expect(compareLsn(waits[0]!.lsn, behind)).toBeGreaterThanOrEqual(0);
+
+    // Caught up (within 1 MB): the pass starts at once; every wait is a chunk's.
+    await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 10`, [], db);
+    await env.source.query(`UPDATE public.items SET v = v + 1 WHERE id = 10`, [], db);
+    await applied(await currentLsn());
+    waits.length = 0;
+    const second = await proveLive({ ...input, maxPasses: 1 }, hooks);
+    expect(second.progress).toMatchObject({ chunks: 5, chunksVerified: 5 });
+    expect(waits.length).toBeGreaterThan(0);
+    expect(waits.every((w) => w.planned === 5)).toBe(true);
+    await dropApplyProgress(sides.target, slot);
   });
 });
 
