@@ -405,12 +405,34 @@ async function restart(cluster: PgCluster, databases: readonly string[]): Promis
 }
 
 /**
+ * Both sides running and caught up, each slot's restart point where it confirmed: the subscription
+ * left disabled by the cycle before kept its restart point about one backlog back (bl_sub 105 MB
+ * behind against pg-dts's 49 MB at 100,000), so its next catch-up decoded that WAL again. A CHECKPOINT
+ * logs the running transactions a walsender needs to move a restart point on; up to 30 s.
+ */
+async function slotsSettled(ctx: Ctx): Promise<void> {
+  const { source, target } = ctx;
+  await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
+  for (let tries = 0; tries < 60; tries++) {
+    await source.query('CHECKPOINT', [], SOURCE_DB);
+    await sleep(500);
+    const [x] = await source.query<{ behind: number }>(
+      `SELECT coalesce(max(greatest(pg_current_wal_lsn() - confirmed_flush_lsn, confirmed_flush_lsn - restart_lsn)), 0)::float8 AS behind FROM pg_replication_slots WHERE database = $1`,
+      [SOURCE_DB],
+    );
+    if (x!.behind < 1024 * 1024) return;
+  }
+  say('backlog: the slots did not settle within 30 s (restart point or confirmed position more than 1 MB back)');
+}
+
+/**
  * One cycle: both sides paused (the apply stopped, the subscription disabled), pgbench writes `txns`
  * transactions, then each side alone is resumed and timed until caught up; both targets are compared
  * with the source.
  */
 async function backlogCycle(ctx: Ctx, handle: WorkflowHandle, txns: number, label: string): Promise<{ actual: number; ours: { ms: number; firstMs: number }; nat: { ms: number; firstMs: number } }> {
   const { source, target } = ctx;
+  await slotsSettled(ctx);
   // Both paused: the apply stopped, the subscription disabled.
   await handle.signal('pause');
   await target.query('ALTER SUBSCRIPTION bl_sub DISABLE', [], 'bl_native');
