@@ -25,8 +25,6 @@
  */
 import type { Client } from 'pg';
 import type { ProofProgressReport } from '../../workflows/contract';
-import { lsnToBigInt } from '../apply/lsn';
-import { readApplyProgress } from '../apply/progress';
 import { withClient } from '../db';
 import { during } from '../errors';
 import { sleep } from '../sleep';
@@ -41,12 +39,11 @@ import {
   LivePairing,
   ShapeError,
   throwIfAborted,
-  waitForApplyProgress,
   type ChecksumOptions,
   type TableSide,
   type WaitForTarget,
 } from './engine';
-import { assembleMismatches, checksumOptions, openSides, runPool } from './shared';
+import { assembleMismatches, checksumOptions, openSides, runPool, type PoolCheck } from './shared';
 import {
   insertProofChunksSql,
   recordChunkWritesSql,
@@ -60,6 +57,7 @@ import {
   type KeyRange,
   type RowHash,
 } from './sql';
+import { preparePair, type Pair, type Serial } from './proof-pair';
 import { armWriteMarks, ensureProofSchema, loadProofChunks, readChunkWriteCounts, readWriteCount, runSql, writtenKeys, type MarkParts, type StoredChunk } from './proof-store';
 
 export interface ProveLiveInput extends Omit<ValidateTablesInput, 'sampleSize' | 'checksum'> {
@@ -87,6 +85,8 @@ export interface ProveLiveResult {
 export interface ProveLiveHooks extends ValidateHooks {
   onProofProgress?: (p: ProofProgress) => void;
   waitForTarget?: WaitForTarget;
+  /** A chunk compared (whatever the verdict) on the pool's pair `pair` (0, 1, ...). */
+  onChunkCompared?: (table: string, chunk: number, pair: number) => void;
 }
 
 /**
@@ -96,25 +96,6 @@ export interface ProveLiveHooks extends ValidateHooks {
  * nine passes each: 1.82-2.02 s a pass with one ahead, 1.60-1.84 with two, 1.51-1.69 with three or four).
  */
 const SOURCE_READS_AHEAD = 3;
-
-/**
- * A pass starts once the apply is within this much WAL of where the source is when the pass begins.
- * Further behind (a backlog after a resume, or the one the copy left), every chunk would wait for the
- * apply to pass its source snapshot anyway, and the pass's reads and connections only took CPU from the
- * catch-up on a machine of few cores.
- */
-const PASS_LAG_BYTES = 1024 * 1024;
-/** The longest wait for that; then the pass starts anyway (and leaves the chunks the apply has not reached, as before). */
-const PASS_CATCH_UP_MS = 10 * 60_000;
-
-/** Waits, before a pass, until the apply has caught up with the source's current position (PASS_LAG_BYTES). */
-async function catchUpBeforePass(source: { query(text: string): Promise<{ rows: unknown[] }> }, dst: Client, slot: string, wait: WaitForTarget, signal?: AbortSignal): Promise<void> {
-  const [{ lsn }] = (await source.query(CURRENT_LSN_SQL)).rows as [{ lsn: string }];
-  // No position recorded (an apply that has not committed yet, or none): the chunks' own waits cover it.
-  const applied = await readApplyProgress(dst, slot);
-  if (!applied || lsnToBigInt(lsn) - lsnToBigInt(applied.appliedLsn) <= BigInt(PASS_LAG_BYTES)) return;
-  await wait(lsn, signal);
-}
 
 /** A complete pass longer than this is followed at once by another before it counts (proveLive). */
 const SETTLED_PASS_MS = 5000;
@@ -128,7 +109,7 @@ interface TableProgress {
 
 export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {}): Promise<ProveLiveResult> {
   const progress: ProofProgress = { pass: 0, passesComplete: 0, tables: input.tables.length, chunks: 0, chunksVerified: 0, rowsCovered: 0 };
-  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), marked: new Set(), lagged: 0, caughtUpMs: 0, keys: 0, report: () => reportProgress(ctx, progress) };
+  const ctx: ProofContext = { input, hooks, opts: checksumOptions(input, hooks.signal), perTable: new Map(), marked: new Set(), comparing: new Set(), preparing: 0, waiting: [], lagged: 0, caughtUpMs: 0, keys: 0, report: () => reportProgress(ctx, progress) };
   let divergent = false;
   let settling = 0;
   try {
@@ -140,31 +121,8 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       ctx.caughtUpMs = 0;
       ctx.keys = 0;
       const started = Date.now();
-      const results = await runPool(
-        input,
-        'pg-dts proof',
-        async (src, dst, hash) => {
-          // A query per session and core: the pairs already read both servers at once, and each chunk's
-          // parallel workers only added start-up and contention (748 MB on 2 cores: a chunk's read 67 ms
-          // on the source and 76 ms on the target with them, 48 and 62 without). On a production source
-          // the proof then takes at most one core per pair.
-          await Promise.all([src, dst].map((c) => c.query('SET max_parallel_workers_per_gather = 0')));
-          // The pair's source connection serves a read ahead while the current chunk waits (proveTable):
-          // one transaction at a time on it, the apply's nudge included.
-          const onSource = serial();
-          const source = { query: (text: string) => onSource(() => src.query(text)) };
-          const waitForTarget = hooks.waitForTarget ?? waitForApplyProgress(dst, source, input.slot, input.catchUpTimeoutMs ?? 10_000);
-          // Inside a source snapshot held on that connection (busyChunkVerdict): no nudge through it,
-          // which would wait for the snapshot's end (the apply's writes and keepalives move it).
-          const noNudge = { query: async () => undefined };
-          const waitHeld = hooks.waitForTarget ?? waitForApplyProgress(dst, noNudge, input.slot, input.catchUpTimeoutMs ?? 10_000);
-          const waitFrom = Date.now();
-          await catchUpBeforePass(source, dst, input.slot, hooks.waitForTarget ?? waitForApplyProgress(dst, source, input.slot, PASS_CATCH_UP_MS), hooks.signal);
-          ctx.caughtUpMs = Math.max(ctx.caughtUpMs, Date.now() - waitFrom);
-          return (t) => proveTable(ctx, src, dst, t, hash, { waitForTarget, waitHeld }, onSource);
-        },
-        hooks.signal,
-      );
+      let pairs = 0;
+      const results = await runPool(input, 'pg-dts proof', (src, dst, hash) => openPair(ctx, src, dst, hash, pairs++), hooks.signal);
       const diverged = results.filter((r): r is TableValidationResult => r !== undefined);
       // A pass that left chunks unread because the apply lagged (the backlog of the copy, still being
       // applied) is not a pass: the cutover waits for one that read every chunk (bench:e2e at 3 GB and
@@ -205,6 +163,11 @@ interface ProofContext {
   perTable: Map<string, TableProgress>;
   /** Tables whose write-mark trigger is in place (armWriteMarks). */
   marked: Set<string>;
+  /** The tables whose chunks are being compared, with chunks left for other pairs to take (helpTables). */
+  comparing: Set<ChunkQueue>;
+  /** Tables a pair is getting ready to compare (their chunks planned, their marks armed), and the idle pairs waiting for them. */
+  preparing: number;
+  waiting: (() => void)[];
   /** Chunks this pass left unread because the apply lagged behind the source (compareChunks). */
   lagged: number;
   /** How long this pass waited for the apply to catch up before it started (catchUpBeforePass). */
@@ -227,28 +190,58 @@ function reportProgress(ctx: ProofContext, progress: ProofProgress): void {
   ctx.hooks.onProofProgress?.({ ...progress });
 }
 
-/** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
-async function proveTable(
-  ctx: ProofContext,
-  src: Client,
-  dst: Client,
-  t: ValidateTableSpec,
-  hash: RowHash,
-  waits: { waitForTarget: WaitForTarget; waitHeld: WaitForTarget },
-  onSource: Serial,
-) {
-  const { waitForTarget } = waits;
-  const { input } = ctx;
-  const name = displayName(t.source);
-  let s: TableSide;
-  let d: TableSide;
+/** A pair set up for one pass: its tables one after another (proveTable), then it helps the tables still being compared (helpTables). */
+async function openPair(ctx: ProofContext, src: Client, dst: Client, hash: RowHash, id: number): Promise<PoolCheck<TableValidationResult | undefined>> {
+  const { input, hooks } = ctx;
+  const { pair, caughtUpMs } = await preparePair(src, dst, hash, id, { slot: input.slot, catchUpTimeoutMs: input.catchUpTimeoutMs, waitForTarget: hooks.waitForTarget, signal: hooks.signal });
+  ctx.caughtUpMs = Math.max(ctx.caughtUpMs, caughtUpMs);
+  return Object.assign((t: ValidateTableSpec) => proveTable(ctx, pair, t), { idle: () => helpTables(ctx, pair) });
+}
+
+/** A table's sides on one pair's connections; undefined when the table changed shape (VALIDATING reports it, as schema drift, with the source fenced). */
+async function sidesOn(pair: Pair, t: ValidateTableSpec): Promise<[TableSide, TableSide] | undefined> {
   try {
-    [s, d] = await openSides(src, dst, t, hash, true);
+    return await openSides(pair.src, pair.dst, t, pair.hash, true);
   } catch (err) {
-    // A table changed shape: VALIDATING reports it (schema drift) with the source fenced.
     if (err instanceof ShapeError) return undefined;
     throw err;
   }
+}
+
+/** One pass over one table; a TableValidationResult when rows were confirmed to differ. */
+async function proveTable(ctx: ProofContext, pair: Pair, t: ValidateTableSpec) {
+  ctx.preparing++;
+  let queue: ChunkQueue | undefined;
+  try {
+    queue = await tableQueue(ctx, pair, t);
+  } finally {
+    ctx.preparing--;
+    for (const wake of ctx.waiting.splice(0)) wake();
+  }
+  if (!queue) return undefined;
+  const { pass } = queue;
+  let suspects: number[];
+  try {
+    suspects = await compareChunks(pass, queue, pair.waits.waitForTarget);
+  } finally {
+    // No pair joins once this one has taken the last chunk; those that joined compare this table's
+    // chunks, so they are done before its verdict (or its failure).
+    ctx.comparing.delete(queue);
+    await Promise.allSettled(queue.helpers);
+  }
+  for (const help of queue.helpers) suspects.push(...(await help));
+  suspects.sort((a, b) => a - b);
+  return suspects.length ? narrowSuspects(pass, suspects, pair.waits.waitForTarget, pair.hash) : undefined;
+}
+
+/** A table ready to compare on `pair`: its chunks planned, its marks armed, the proven ones rechecked; the rest in ctx.comparing. */
+async function tableQueue(ctx: ProofContext, pair: Pair, t: ValidateTableSpec): Promise<ChunkQueue | undefined> {
+  const { input } = ctx;
+  const { dst } = pair;
+  const name = displayName(t.source);
+  const sides = await sidesOn(pair, t);
+  if (!sides) return undefined;
+  const [s, d] = sides;
   const chunks = await plannedChunks(ctx, s, dst, t, name);
   const tp: TableProgress = { chunks: chunks.length, verified: chunks.filter((c) => c.source).length, rows: 0 };
   for (const c of chunks) if (c.source) tp.rows += c.rows ?? 0;
@@ -265,36 +258,86 @@ async function proveTable(
   // hold (recheckProven, planCutoverCheck): its reads leave them out (NOT_FINGERPRINTED), half the
   // cost of a chunk's read. A chunk whose marks stop holding is then read whole again.
   const fingerprint = !(key && marked);
-  const writeCount = (chunk: number) => (marked ? readWriteCount(dst, input.slot, t.target, chunk) : Promise.resolve(undefined));
-  const writeCounts = async (of: readonly number[]) => (marked && of.length ? readChunkWriteCounts(dst, input.slot, t.target, of) : new Map<number, string | undefined>());
-  const pass: TablePass = {
+  // A table counted as a whole: its mark, read before a chunk's source read, moves with any write to
+  // the table, and a mark read three reads early would have moved more often (the chunk then proven
+  // without a mark, its fingerprints read at cutover).
+  const of: TableOfPass = { name, t, chunks, tp, marked, fingerprint, readsAhead: marked && !key ? 1 : SOURCE_READS_AHEAD };
+  const pass = tablePass(ctx, pair, of, s, d);
+  const queue: ChunkQueue = { of, pass, toCheck: await recheckProven(pass), next: 0, lagging: false, helpers: [] };
+  ctx.comparing.add(queue);
+  return queue;
+}
+
+/** What a table's pass is, whichever pair reads it. */
+type TableOfPass = Pick<TablePass, 'name' | 't' | 'chunks' | 'tp' | 'fingerprint' | 'readsAhead'> & { marked: boolean };
+
+/** A table's pass on one pair's connections (its sides `s`, `d` opened on them). */
+function tablePass(ctx: ProofContext, pair: Pair, of: TableOfPass, s: TableSide, d: TableSide): TablePass {
+  const { dst, onSource } = pair;
+  const { slot } = ctx.input;
+  const { marked, ...table } = of;
+  const writeCount = (chunk: number) => (marked ? readWriteCount(dst, slot, table.t.target, chunk) : Promise.resolve(undefined));
+  const writeCounts = async (ids: readonly number[]) => (marked && ids.length ? readChunkWriteCounts(dst, slot, table.t.target, ids) : new Map<number, string | undefined>());
+  return {
     ctx,
-    name,
-    t,
+    pair: pair.id,
+    ...table,
     s,
     d,
     dst,
-    chunks,
-    tp,
     writeCount,
     writeCounts,
     targetRead: async (fn, chunk) => (await d.snapshot(async () => ({ value: await fn(d), writes: await writeCount(chunk) }))).value,
     sourceSnapshot: (fn) => onSource(() => s.snapshot(fn)),
-    waitHeld: waits.waitHeld,
-    fingerprint,
-    // A table counted as a whole: its mark, read before a chunk's source read, moves with any write to
-    // the table, and a mark read three reads early would have moved more often (the chunk then proven
-    // without a mark, its fingerprints read at cutover).
-    readsAhead: marked && !key ? 1 : SOURCE_READS_AHEAD,
+    waitHeld: pair.waits.waitHeld,
   };
-  const toCheck = await recheckProven(pass);
-  const suspects = await compareChunks(pass, toCheck, waitForTarget);
-  return suspects.length ? narrowSuspects(pass, suspects, waitForTarget, hash) : undefined;
+}
+
+/**
+ * A table's chunks to compare in this pass, taken one at a time by the pair that reads the table and
+ * by pairs whose own tables are done (helpTables): one large table is read on every pair, not on one
+ * while the others wait. Each chunk is compared on one pair, exactly as its own pair would have.
+ */
+interface ChunkQueue {
+  of: TableOfPass;
+  /** The table's own pair's pass. */
+  pass: TablePass;
+  toCheck: readonly number[];
+  next: number;
+  /** A pair found the apply lagging: every pair leaves the chunks it has not compared yet (compareChunks). */
+  lagging: boolean;
+  /** The helping pairs' comparisons: their suspect chunks. */
+  helpers: Promise<number[]>[];
+}
+
+/** Helping is worth a pair's table description when at least this many chunks are left to take. */
+const HELP_FROM_CHUNKS = 2 * SOURCE_READS_AHEAD;
+
+/** A pair whose tables are done takes chunks of the tables still being compared, most left first, until none is left. */
+async function helpTables(ctx: ProofContext, pair: Pair): Promise<void> {
+  for (;;) {
+    const left = (q: ChunkQueue) => q.toCheck.length - q.next;
+    const queue = [...ctx.comparing].filter((q) => !q.lagging && left(q) >= HELP_FROM_CHUNKS).sort((a, b) => left(b) - left(a))[0];
+    if (!queue && ctx.preparing === 0) return;
+    if (!queue) {
+      await new Promise<void>((wake) => ctx.waiting.push(wake));
+      continue;
+    }
+    // Registered before anything is awaited: the table's own pair waits for it before its verdict.
+    const help = (async () => {
+      const sides = await sidesOn(pair, queue.of.t);
+      return sides ? compareChunks(tablePass(ctx, pair, queue.of, ...sides), queue, pair.waits.waitForTarget) : [];
+    })();
+    queue.helpers.push(help);
+    await help;
+  }
 }
 
 /** One table in one pass: its sides, its chunks, and how each side is read. */
 interface TablePass {
   ctx: ProofContext;
+  /** The pair it is read on (Pair.id). */
+  pair: number;
   name: string;
   t: ValidateTableSpec;
   s: TableSide;
@@ -537,53 +580,54 @@ function setWrites(c: StoredChunk, writes: string | undefined): void {
  * waits for the apply and is read on the target, so the source and the target work at the same time.
  * Returns the suspects: chunks whose source held still while the target differed.
  */
-async function compareChunks(pass: TablePass, toCheck: readonly number[], waitForTarget: WaitForTarget): Promise<number[]> {
+async function compareChunks(pass: TablePass, queue: ChunkQueue, waitForTarget: WaitForTarget): Promise<number[]> {
   const { ctx, chunks, tp, name } = pass;
   const suspects: number[] = [];
-  /** The apply did not reach a source position in time: the rest of this pass would wait as long. */
-  let lagging = false;
-  /** Source reads started, by position in toCheck; each chunk's write mark read before its source snapshot. */
-  const started = new Map<number, Promise<SourceRead>>();
-  let nextToStart = 0;
-  // Called between the target's steps (its connection idle): the marks in one read, then the source reads.
-  const ahead = async (upTo: number) => {
-    const from = nextToStart;
-    nextToStart = Math.max(from, Math.min(upTo, toCheck.length));
-    if (lagging || from >= nextToStart) return;
-    const ids = toCheck.slice(from, nextToStart);
+  /** Chunks this pair took from the queue, in order, each with its source read when one was started. */
+  const taken: { i: number; read?: Promise<SourceRead> }[] = [];
+  /** Every source read started: awaited before the pair's connections serve anything else. */
+  const reads: Promise<SourceRead>[] = [];
+  // Called between the target's steps (its connection idle): takes chunks until `n` wait, reads their
+  // marks in one statement, then starts their source reads (none once the apply lags).
+  const ahead = async (n: number) => {
+    const ids: number[] = [];
+    while (taken.length + ids.length < n && queue.next < queue.toCheck.length) ids.push(queue.toCheck[queue.next++]!);
+    if (!ids.length) return;
+    if (queue.lagging) return void taken.push(...ids.map((i) => ({ i })));
     const marks = await pass.writeCounts(ids);
-    ids.forEach((i, j) => {
+    for (const i of ids) {
       const before = marks.get(i);
       const read = pass.sourceSnapshot(() => pass.s.proofSummary(chunks[i]!.range, { fingerprint: pass.fingerprint })).then((first) => ({ before, first }));
       read.catch(() => undefined); // awaited below; a failure surfaces there
-      started.set(from + j, read);
-    });
+      reads.push(read);
+      taken.push({ i, read });
+    }
   };
   try {
     await ahead(pass.readsAhead);
-    for (let k = 0; k < toCheck.length; k++) {
+    for (let next = taken.shift(); next; next = taken.shift()) {
       throwIfAborted(ctx.hooks.signal);
-      const i = toCheck[k]!;
+      const { i, read } = next;
       const c = chunks[i]!;
-      const read = started.get(k);
-      // Not compared (lagging): a read started ahead stays in `started`, to be awaited below before the
-      // pair's source connection serves anything else (the next table reads it outside the serial queue).
-      if (lagging || !read) {
-        if (lagging) ctx.lagged++;
+      // Not compared (the apply lags): a read started ahead is awaited below, before the pair's source
+      // connection serves anything else (the next table reads it outside the serial queue).
+      if (queue.lagging || !read) {
+        ctx.lagged++;
         await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, undefined));
+        await ahead(1);
         continue;
       }
-      started.delete(k);
       const { before, first } = await read;
-      await ahead(k + 1 + pass.readsAhead);
+      await ahead(pass.readsAhead);
       const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget);
-      if (!checked.caughtUp) lagging = true;
+      if (!checked.caughtUp) queue.lagging = true;
       // This chunk too, unless it was proven all the same (the target already equal).
       if (!checked.caughtUp && !checked.verdict) ctx.lagged++;
       if (checked.suspect) suspects.push(i);
       const busy = !checked.verdict && !checked.suspect && checked.caughtUp ? await busyChunkVerdict(pass, i, before) : undefined;
       const verdict = busy ?? (checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) });
       await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
+      ctx.hooks.onChunkCompared?.(name, i, pass.pair);
       if (verdict) await forgetKeysUpTo(pass, i, verdict.writes);
       if (verdict) {
         c.source = verdict.source;
@@ -596,8 +640,7 @@ async function compareChunks(pass: TablePass, toCheck: readonly number[], waitFo
       ctx.report();
     }
   } finally {
-    // Reads started ahead and not compared (lagging, aborted, failed): done before the connections are reused.
-    await Promise.all([...started.values()].map((r) => r.catch(() => undefined)));
+    await Promise.all(reads.map((r) => r.catch(() => undefined)));
   }
   return suspects;
 }
@@ -661,17 +704,6 @@ async function proofBoundaries(s: TableSide, chunkRows: number): Promise<string[
   }
   const rows = (await s.snapshot(() => s.count())).value;
   return chunkBoundaries(s, rows, Math.max(1, Math.ceil(rows / chunkRows)));
-}
-
-/** Runs the functions given one after another, each once the one before has settled. */
-type Serial = <T>(fn: () => Promise<T>) => Promise<T>;
-function serial(): Serial {
-  let tail: Promise<unknown> = Promise.resolve();
-  return <T>(fn: () => Promise<T>) => {
-    const result = tail.then(fn, fn);
-    tail = result.catch(() => undefined);
-    return result;
-  };
 }
 
 type Summary = Awaited<ReturnType<TableSide['proofSummary']>>;

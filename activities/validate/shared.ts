@@ -93,6 +93,9 @@ export function workersOf(input: Pick<ValidateTablesInput, 'tables' | 'paralleli
   return Math.max(1, Math.min(input.parallelism ?? VALIDATE_DEFAULTS.parallelism, input.tables.length));
 }
 
+/** A pool worker's check of one table; `idle`: run once its queue is empty (the proof lends the pair to a table still being compared). */
+export type PoolCheck<R> = ((t: ValidateTableSpec, index: number) => Promise<R>) & { idle?: () => Promise<void> };
+
 /**
  * Opens `parallelism` pairs of connections and runs each table on one of them; results come back in
  * the order of input.tables. `setup` runs once per pair and returns the per-table function.
@@ -100,7 +103,7 @@ export function workersOf(input: Pick<ValidateTablesInput, 'tables' | 'paralleli
 export async function runPool<R>(
   input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
   applicationName: string,
-  setup: (src: Client, dst: Client, hash: RowHash) => Promise<(t: ValidateTableSpec, index: number) => Promise<R>>,
+  setup: (src: Client, dst: Client, hash: RowHash) => Promise<PoolCheck<R>>,
   signal?: AbortSignal,
 ): Promise<R[]> {
   const results: R[] = new Array<R>(input.tables.length);
@@ -127,6 +130,7 @@ export async function runPool<R>(
       hash ??= await probeRowHash(src, dst);
       const check = await setup(src, dst, hash);
       for (let job = queue.shift(); job && !failed; job = queue.shift()) results[job.i] = await check(job.t, job.i);
+      if (!failed) await check.idle?.();
     } finally {
       await Promise.all([dst.end().catch(() => undefined), src.end().catch(() => undefined)]);
     }

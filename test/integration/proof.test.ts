@@ -327,6 +327,31 @@ describe('a table counted per chunk, written on the target by someone else durin
   });
 });
 
+describe('the pairs of a pass', () => {
+  it("take chunks of a table still being compared once their own tables are done; a row changed in any chunk is named, whichever pair read it", async () => {
+    const db = 'proof_pairs_help';
+    const sides = await itemsDatabases(db);
+    // 50 chunks of items on one pair, the keyless bag (one chunk) on the other, which then helps.
+    const input = { ...sides, slot: 'proof_pairs', tables: [items, bag], parallelism: 2, chunkRows: 100, leafRows: 20, fanout: 4 };
+    await env.target.query(`UPDATE public.items SET v = -v WHERE id IN (150, 2550, 4950)`, [], db);
+    const compared: { chunk: number; pair: number }[] = [];
+    const found = await proveLive(
+      { ...input, maxPasses: 3 },
+      { waitForTarget: async () => true, onChunkCompared: (table, chunk, pair) => void (table === 'public.items' && compared.push({ chunk, pair })) },
+    );
+    expect(found.divergence?.map((r) => [r.source, r.mismatches.map((m) => formatMismatch(m).replace(/ \[chunk .*\]$/, ''))])).toEqual([
+      ['public.items', ['id=150: different (v)', 'id=2550: different (v)', 'id=4950: different (v)']],
+    ]);
+    // The first pass compared every chunk once, on both pairs; the second only the three not proven.
+    const times = new Map<number, number>();
+    for (const c of compared) times.set(c.chunk, (times.get(c.chunk) ?? 0) + 1);
+    expect(times.size).toBe(50);
+    expect([...times.values()].filter((n) => n === 2)).toHaveLength(3);
+    expect([...times.values()].filter((n) => n !== 1 && n !== 2)).toEqual([]);
+    expect(new Set(compared.slice(0, 50).map((c) => c.pair)).size).toBe(2);
+  });
+});
+
 describe("a big table's chunks", () => {
   it('are cut from a sample whose size tells the rows, not from stale statistics', async () => {
     const db = 'proof_sampled';
