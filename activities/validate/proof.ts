@@ -43,7 +43,7 @@ import {
   type TableSide,
   type WaitForTarget,
 } from './engine';
-import { assembleMismatches, checksumOptions, openSides, runPool, type PoolCheck } from './shared';
+import { assembleMismatches, checksumOptions, openSides, runPool, workersOf, type PoolCheck } from './shared';
 import {
   insertProofChunksSql,
   recordChunkWritesSql,
@@ -122,7 +122,8 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       ctx.keys = 0;
       const started = Date.now();
       let pairs = 0;
-      const results = await runPool(input, 'pg-dts proof', (src, dst, hash) => openPair(ctx, src, dst, hash, pairs++), hooks.signal);
+      // `parallelism` pairs, however few the tables: one that has none takes chunks of those being compared.
+      const results = await runPool(input, 'pg-dts proof', (src, dst, hash) => openPair(ctx, src, dst, hash, pairs++), hooks.signal, input.parallelism ?? workersOf(input));
       const diverged = results.filter((r): r is TableValidationResult => r !== undefined);
       // A pass that left chunks unread because the apply lagged (the backlog of the copy, still being
       // applied) is not a pass: the cutover waits for one that read every chunk (bench:e2e at 3 GB and

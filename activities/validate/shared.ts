@@ -97,19 +97,21 @@ export function workersOf(input: Pick<ValidateTablesInput, 'tables' | 'paralleli
 export type PoolCheck<R> = ((t: ValidateTableSpec, index: number) => Promise<R>) & { idle?: () => Promise<void> };
 
 /**
- * Opens `parallelism` pairs of connections and runs each table on one of them; results come back in
- * the order of input.tables. `setup` runs once per pair and returns the per-table function.
+ * Opens `parallelism` pairs of connections (`pairs`: that many, more pairs than tables included) and
+ * runs each table on one of them; results come back in the order of input.tables. `setup` runs once
+ * per pair and returns the per-table function.
  */
 export async function runPool<R>(
   input: Pick<ValidateTablesInput, 'source' | 'target' | 'tables' | 'parallelism' | 'rowHash'>,
   applicationName: string,
   setup: (src: Client, dst: Client, hash: RowHash) => Promise<PoolCheck<R>>,
   signal?: AbortSignal,
+  pairs = workersOf(input),
 ): Promise<R[]> {
   const results: R[] = new Array<R>(input.tables.length);
   if (input.tables.length === 0) return results;
   const queue = input.tables.map((t, i) => ({ t, i }));
-  const workers = workersOf(input);
+  const workers = Math.max(1, pairs);
   let hash: RowHash | undefined = input.rowHash === 'auto' || input.rowHash === undefined ? undefined : input.rowHash;
   let failed = false;
   const worker = async () => {

@@ -328,11 +328,13 @@ describe('a table counted per chunk, written on the target by someone else durin
 });
 
 describe('the pairs of a pass', () => {
-  it("take chunks of a table still being compared once their own tables are done; a row changed in any chunk is named, whichever pair read it", async () => {
-    const db = 'proof_pairs_help';
+  // 50 chunks of items on one pair; the other reads the keyless bag (one chunk) first, or has no table.
+  it.each([
+    ['once their own tables are done', [items, bag], 'proof_pairs_help'],
+    ['when there are fewer tables than pairs', [items], 'proof_pairs_alone'],
+  ])("take chunks of a table still being compared %s; a row changed in any chunk is named, whichever pair read it", async (_, tables, db) => {
     const sides = await itemsDatabases(db);
-    // 50 chunks of items on one pair, the keyless bag (one chunk) on the other, which then helps.
-    const input = { ...sides, slot: 'proof_pairs', tables: [items, bag], parallelism: 2, chunkRows: 100, leafRows: 20, fanout: 4 };
+    const input = { ...sides, slot: 'proof_pairs', tables, parallelism: 2, chunkRows: 100, leafRows: 20, fanout: 4 };
     await env.target.query(`UPDATE public.items SET v = -v WHERE id IN (150, 2550, 4950)`, [], db);
     const compared: { chunk: number; pair: number }[] = [];
     const found = await proveLive(
