@@ -226,8 +226,9 @@ async function proveTable(ctx: ProofContext, pair: Pair, t: ValidateTableSpec) {
     suspects = await compareChunks(pass, queue, pair.waits.waitForTarget);
   } finally {
     // No pair joins once this one has taken the last chunk; those that joined compare this table's
-    // chunks, so they are done before its verdict (or its failure).
+    // chunks, so they are done before its verdict (or its failure: then they take no more).
     ctx.comparing.delete(queue);
+    queue.next = queue.toCheck.length;
     await Promise.allSettled(queue.helpers);
   }
   for (const help of queue.helpers) suspects.push(...(await help));

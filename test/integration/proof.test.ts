@@ -352,6 +352,26 @@ describe('the pairs of a pass', () => {
     expect([...times.values()].filter((n) => n !== 1 && n !== 2)).toEqual([]);
     expect(new Set(compared.slice(0, 50).map((c) => c.pair)).size).toBe(2);
   });
+  it('stop taking chunks, every pair, once one waited in vain for the apply; the next pass proves every chunk', async () => {
+    const db = 'proof_pairs_lag';
+    const sides = await itemsDatabases(db);
+    const input = { ...sides, slot: 'proof_pairs_lag', tables: [items], parallelism: 2, chunkRows: 100, leafRows: 20, fanout: 4 };
+    // Row 1050 (chunk 10) not yet applied on the target, and the apply never reaches the source's position.
+    await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 1050`, [], db);
+    let waits = 0;
+    const pairs = new Set<number>();
+    const lagging = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => (waits++, false), onChunkCompared: (_, __, pair) => void pairs.add(pair) });
+    expect({ waits, chunks: lagging.progress.chunks, passesComplete: lagging.progress.passesComplete }).toEqual({ waits: 1, chunks: 50, passesComplete: 0 });
+    // Each pair finishes the chunk it is comparing, and leaves the rest (read ahead or not yet taken).
+    expect(lagging.progress.chunksVerified).toBeLessThan(30);
+    expect(pairs.size).toBe(2);
+    await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 1050`, [], db);
+    const next = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => true });
+    expect(next.progress).toMatchObject({ chunks: 50, chunksVerified: 50, passesComplete: 1 });
+    const [left] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pg-dts proof'`, [db], db);
+    expect(left!.n).toBe(0);
+    await dropApplyProgress(sides.target, 'proof_pairs_lag');
+  });
 });
 
 describe("a big table's chunks", () => {
