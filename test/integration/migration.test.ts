@@ -158,7 +158,11 @@ describe('online migration', () => {
     const applies = (await activitySpans(env.temporal, m.workflowId)).filter((a) => a.type === 'applyChanges');
     expect(applies.map((a) => a.outcome)).toEqual([expect.stringMatching(/^(completed|cancelled)$/)]);
     expect(report.notices.join('\n')).not.toMatch(/stopped unexpectedly/);
-    for (const t of report.tables) expect({ t: t.source, counts: t.countsMatch, sample: t.sample, checksum: t.checksum }).toEqual({ t: t.source, counts: true, sample: 'match', checksum: 'match' });
+    // The keyless audit_log is not sampled at the cutover: its proof vouches for every row (strict.ts).
+    for (const t of report.tables) {
+      const sample = t.source === 'public.audit_log' ? 'not-run' : 'match';
+      expect({ t: t.source, counts: t.countsMatch, sample: t.sample, checksum: t.checksum }).toEqual({ t: t.source, counts: true, sample, checksum: 'match' });
+    }
     await expectSameContent(db, (s, t) => [s, `${t}_new`]);
 
     // Sequences: the target's are at least the source's.
