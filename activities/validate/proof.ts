@@ -122,7 +122,8 @@ export async function proveLive(input: ProveLiveInput, hooks: ProveLiveHooks = {
       ctx.keys = 0;
       const started = Date.now();
       let pairs = 0;
-      // `parallelism` pairs, however few the tables: one that has none takes chunks of those being compared.
+      // `parallelism` pairs when given (the workflow gives min(2, spec.parallelism)), however few the
+      // tables: one that has none takes chunks of those being compared.
       const results = await runPool(input, 'pg-dts proof', (src, dst, hash) => openPair(ctx, src, dst, hash, pairs++), hooks.signal, input.parallelism ?? workersOf(input));
       const diverged = results.filter((r): r is TableValidationResult => r !== undefined);
       // A pass that left chunks unread because the apply lagged (the backlog of the copy, still being
@@ -613,13 +614,21 @@ async function compareChunks(pass: TablePass, queue: ChunkQueue, waitForTarget: 
       const c = chunks[i]!;
       // Not compared (the apply lags): a read started ahead is awaited below, before the pair's source
       // connection serves anything else (the next table reads it outside the serial queue).
-      if (queue.lagging || !read) {
+      const leave = async () => {
         ctx.lagged++;
         await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, undefined));
         await ahead(1);
+      };
+      if (queue.lagging || !read) {
+        await leave();
         continue;
       }
       const { before, first } = await read;
+      // Another pair found the apply lagging while this read ran: this chunk would wait as long.
+      if (queue.lagging) {
+        await leave();
+        continue;
+      }
       await ahead(pass.readsAhead);
       const checked = await checkChunk(pass, (fn) => pass.targetRead(fn, i), c.range, first, waitForTarget);
       if (!checked.caughtUp) queue.lagging = true;
