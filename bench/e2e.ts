@@ -157,6 +157,8 @@ async function pipe(ctx: Ctx): Promise<Run> {
 async function pgcopydb(ctx: Ctx): Promise<Run> {
   await recreateDatabase(ctx.target, 'pgcopydb');
   const r = await pgcopydbClone(pgcopydbPath()!, ctx.source.uri(SOURCE_DB), ctx.target.uri('pgcopydb'), ctx.opt.jobs);
+  // With the timeline, pgcopydb's own per-table and per-step times beside pg-dts's activities.
+  if (process.env.PG_DTS_BENCH_TIMELINE === '1') say(`pgcopydb's summary:\n${r.summary}`);
   return { ms: r.ms };
 }
 

@@ -85,8 +85,8 @@ export interface ProveLiveResult {
 export interface ProveLiveHooks extends ValidateHooks {
   onProofProgress?: (p: ProofProgress) => void;
   waitForTarget?: WaitForTarget;
-  /** A chunk compared (whatever the verdict) on the pool's pair `pair` (0, 1, ...). */
-  onChunkCompared?: (table: string, chunk: number, pair: number) => void;
+  /** A chunk compared (whatever the verdict) on the pool's pair `pair` (0, 1, ...); awaited (a test may hold a pair there). */
+  onChunkCompared?: (table: string, chunk: number, pair: number) => void | Promise<void>;
 }
 
 /**
@@ -638,7 +638,7 @@ async function compareChunks(pass: TablePass, queue: ChunkQueue, waitForTarget: 
       const busy = !checked.verdict && !checked.suspect && checked.caughtUp ? await busyChunkVerdict(pass, i, before) : undefined;
       const verdict = busy ?? (checked.verdict && { ...checked.verdict, writes: provenMark(before, checked.verdict.writes) });
       await runSql(pass.dst, recordProofChunkSql(ctx.input.slot, name, i, verdict));
-      ctx.hooks.onChunkCompared?.(name, i, pass.pair);
+      await ctx.hooks.onChunkCompared?.(name, i, pass.pair);
       if (verdict) await forgetKeysUpTo(pass, i, verdict.writes);
       if (verdict) {
         c.source = verdict.source;

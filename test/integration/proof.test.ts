@@ -334,6 +334,22 @@ describe('a table counted per chunk, written on the target by someone else durin
 });
 
 describe('the pairs of a pass', () => {
+  /**
+   * The first pair to compare a chunk waits there (up to 30 s) until another pair has compared one: that
+   * the second pair takes part does not depend on how soon it was set up.
+   */
+  function bothPairs(): (pair: number) => Promise<void> {
+    const seen = new Set<number>();
+    let release = () => {};
+    const both = new Promise<void>((r) => (release = r));
+    return async (pair) => {
+      seen.add(pair);
+      if (seen.size > 1) return release();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([both, new Promise((r) => (timer = setTimeout(r, 30_000)))]);
+      clearTimeout(timer);
+    };
+  }
   // 50 chunks of items on one pair; the other reads the keyless bag (one chunk) first, or has no table.
   it.each([
     ['once their own tables are done', [items, bag], 'proof_pairs_help'],
@@ -343,9 +359,17 @@ describe('the pairs of a pass', () => {
     const input = { ...sides, slot: 'proof_pairs', tables, parallelism: 2, chunkRows: 100, leafRows: 20, fanout: 4 };
     await env.target.query(`UPDATE public.items SET v = -v WHERE id IN (150, 2550, 4950)`, [], db);
     const compared: { chunk: number; pair: number }[] = [];
+    const met = bothPairs();
     const found = await proveLive(
       { ...input, maxPasses: 3 },
-      { waitForTarget: async () => true, onChunkCompared: (table, chunk, pair) => void (table === 'public.items' && compared.push({ chunk, pair })) },
+      {
+        waitForTarget: async () => true,
+        onChunkCompared: async (table, chunk, pair) => {
+          if (table !== 'public.items') return;
+          compared.push({ chunk, pair });
+          await met(pair);
+        },
+      },
     );
     expect(found.divergence?.map((r) => [r.source, r.mismatches.map((m) => formatMismatch(m).replace(/ \[chunk .*\]$/, ''))])).toEqual([
       ['public.items', ['id=150: different (v)', 'id=2550: different (v)', 'id=4950: different (v)']],
@@ -366,7 +390,8 @@ describe('the pairs of a pass', () => {
     await env.target.query(`UPDATE public.items SET v = v + 1 WHERE id = 1050`, [], db);
     let waits = 0;
     const pairs = new Set<number>();
-    const lagging = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => (waits++, false), onChunkCompared: (_, __, pair) => void pairs.add(pair) });
+    const met = bothPairs();
+    const lagging = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => (waits++, false), onChunkCompared: (_, __, pair) => (pairs.add(pair), met(pair)) });
     expect({ waits, chunks: lagging.progress.chunks, passesComplete: lagging.progress.passesComplete }).toEqual({ waits: 1, chunks: 50, passesComplete: 0 });
     // Each pair finishes the chunk it is comparing, and leaves the rest (read ahead or not yet taken).
     expect(lagging.progress.chunksVerified).toBeLessThan(30);
