@@ -265,6 +265,18 @@ export function processCpuSec(pid: number): number | undefined {
   }
 }
 
+/** Busy and total clock ticks of every core since boot (/proc/stat's first line: all but idle and iowait are busy). */
+export function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
+/** Cores kept busy on average between two machineTicks() readings (every process, other tenants' too). */
+export function coresBusy(a: { busy: number; total: number }, b: { busy: number; total: number }, cores: number): number {
+  return b.total > a.total ? ((b.busy - a.busy) / (b.total - a.total)) * cores : NaN;
+}
+
 /**
  * Samples a process's VmRSS every 100 ms; windows report the peak inside them. At the start of a
  * window it also resets the kernel's own peak (VmHWM, `echo 5 > /proc/<pid>/clear_refs`) so the

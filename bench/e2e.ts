@@ -23,7 +23,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import type { WorkflowHandle } from '@temporalio/client';
@@ -37,7 +37,9 @@ import { WORKFLOW_TYPE, type MigrationReport, type MigrationStatus } from '../wo
 import {
   bash,
   contentHash,
+  coresBusy,
   machineDescription,
+  machineTicks,
   mb,
   medianOf,
   num,
@@ -369,16 +371,24 @@ async function one<T>(c: Client, sql: string, params: unknown[] = []): Promise<T
   return (await c.query(sql, params)).rows[0] as T;
 }
 
+/** A side's catch-up: until the last transaction landed, until the first one did, and the machine's cores busy meanwhile (on average). */
+interface CatchUp {
+  ms: number;
+  firstMs: number;
+  cores: number;
+}
+
 /**
  * Until the marker the backlog's last transaction wrote is on the target (commit order is kept on both
  * sides, so every earlier transaction is there too), and until the marker its first transaction wrote
  * landed. Both are one-row lookups: a count of pgbench_history, polled every 10 ms, scanned more rows
  * with each cycle and took CPU from the side being timed.
  */
-async function timeUntilCaughtUp(target: PgCluster, db: string, markers: { first: string; last: string }, start: () => Promise<void>): Promise<{ ms: number; firstMs: number }> {
+async function timeUntilCaughtUp(target: PgCluster, db: string, markers: { first: string; last: string }, start: () => Promise<void>): Promise<CatchUp> {
   const c = await target.client(db);
   try {
     const t0 = performance.now();
+    const ticks = machineTicks();
     await start();
     let firstMs = NaN;
     for (;;) {
@@ -386,7 +396,8 @@ async function timeUntilCaughtUp(target: PgCluster, db: string, markers: { first
         firstMs = performance.now() - t0;
       }
       if ((await one<{ done: boolean }>(c, 'SELECT rtrim(filler) = $1 AS done FROM pgbench_branches WHERE bid = 1', [markers.last])).done) {
-        return { ms: performance.now() - t0, firstMs: Number.isNaN(firstMs) ? performance.now() - t0 : firstMs };
+        const ms = performance.now() - t0;
+        return { ms, firstMs: Number.isNaN(firstMs) ? ms : firstMs, cores: coresBusy(ticks, machineTicks(), cpus().length) };
       }
       await sleep(10);
     }
@@ -432,7 +443,7 @@ async function slotsSettled(ctx: Ctx): Promise<void> {
  * transactions, then each side alone is resumed and timed until caught up; both targets are compared
  * with the source.
  */
-async function backlogCycle(ctx: Ctx, handle: WorkflowHandle, txns: number, label: string): Promise<{ actual: number; ours: { ms: number; firstMs: number }; nat: { ms: number; firstMs: number } }> {
+async function backlogCycle(ctx: Ctx, handle: WorkflowHandle, txns: number, label: string): Promise<{ actual: number; ours: CatchUp; nat: CatchUp }> {
   const { source, target } = ctx;
   await slotsSettled(ctx);
   // Both paused: the apply stopped, the subscription disabled.
@@ -464,12 +475,12 @@ async function backlogCycle(ctx: Ctx, handle: WorkflowHandle, txns: number, labe
   const nat = await timeUntilCaughtUp(target, 'bl_native', markers, async () => {
     await target.query('ALTER SUBSCRIPTION bl_sub ENABLE', [], 'bl_native');
   });
-  say(`backlog ${label}: native caught up in ${sec(nat.ms)} (first transaction after ${sec(nat.firstMs)})`);
+  say(`backlog ${label}: native caught up in ${sec(nat.ms)} (first transaction after ${sec(nat.firstMs)}; ${nat.cores.toFixed(2)} cores busy)`);
   // Native disabled again: restarted, its walsender would decode on the source while pg-dts catches up.
   await target.query('ALTER SUBSCRIPTION bl_sub DISABLE', [], 'bl_native');
   await restart(target, ['bl_native', 'bl_dts']);
   const ours = await timeUntilCaughtUp(target, 'bl_dts', markers, () => handle.signal('resume'));
-  say(`backlog ${label}: pg-dts caught up in ${sec(ours.ms)} (first transaction after ${sec(ours.firstMs)})`);
+  say(`backlog ${label}: pg-dts caught up in ${sec(ours.ms)} (first transaction after ${sec(ours.firstMs)}; ${ours.cores.toFixed(2)} cores busy)`);
   const want = await hashes(source, SOURCE_DB);
   const same = (await hashes(target, 'bl_dts')) === want && (await hashes(target, 'bl_native')) === want;
   if (!same) throw new Error('backlog: a target differs from the source');
@@ -506,7 +517,7 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
       if (!s.proof || s.proof.state === 'off' || s.proof.passesComplete > 0) break;
       await sleep(200);
     }
-    const runs: Array<{ ours: { ms: number; firstMs: number }; nat: { ms: number; firstMs: number } }> = [];
+    const runs: Array<{ ours: CatchUp; nat: CatchUp }> = [];
     let actual = 0;
     for (let rep = 1; rep <= ctx.opt.backlogRepeat; rep++) {
       const cycle = await backlogCycle(ctx, handle, txns, `${rep}/${ctx.opt.backlogRepeat}`);
@@ -514,8 +525,8 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
       runs.push(cycle);
     }
     const med = (f: (r: (typeof runs)[number]) => number) => medianOf(runs.map(f));
-    const ours = { ms: med((r) => r.ours.ms), firstMs: med((r) => r.ours.firstMs) };
-    const nat = { ms: med((r) => r.nat.ms), firstMs: med((r) => r.nat.firstMs) };
+    const ours = { ms: med((r) => r.ours.ms), firstMs: med((r) => r.ours.firstMs), cores: med((r) => r.ours.cores) };
+    const nat = { ms: med((r) => r.nat.ms), firstMs: med((r) => r.nat.firstMs), cores: med((r) => r.nat.cores) };
     const every = runs.length > 1 ? `; every cycle's ratio: ${runs.map((r) => ratio(r.nat.ms, r.ours.ms)).join(', ')}` : '';
     return [
       `== Backlog of ${num(actual)} pgbench transactions, resume → caught up, each side alone${runs.length > 1 ? `, median of ${runs.length} cycles` : ''} ==`,
@@ -524,6 +535,7 @@ async function backlog(ctx: Ctx, txns: number): Promise<string[]> {
         ['resume → last transaction on the target', sec(ours.ms), sec(nat.ms)],
         ['resume → first transaction landed (cold start)', sec(ours.firstMs), sec(nat.firstMs)],
         ['transactions/s', num(actual / (ours.ms / 1000)), num(actual / (nat.ms / 1000))],
+        [`cores busy meanwhile (of ${cpus().length}, whole machine)`, ours.cores.toFixed(2), nat.cores.toFixed(2)],
       ]),
       `pg-dts rate = ${ratio(nat.ms, ours.ms)} native's (targets: ≥ 1.0× at 20,000; the steady rate ≥ 1.5× at 100,000)${every}; cold start ${sec(ours.firstMs)} (target < 0.30 s); both targets identical to the source; the target restarted before each side`,
     ];
