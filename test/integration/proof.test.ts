@@ -335,16 +335,19 @@ describe('a table counted per chunk, written on the target by someone else durin
 
 describe('the pairs of a pass', () => {
   /**
-   * The first pair to compare a chunk waits there (up to 30 s) until another pair has compared one: that
-   * the second pair takes part does not depend on how soon it was set up.
+   * The first pair to compare a chunk waits there, once and up to 30 s, until another pair has compared
+   * one: that the second pair takes part does not depend on how soon it was set up.
    */
   function bothPairs(): (pair: number) => Promise<void> {
     const seen = new Set<number>();
     let release = () => {};
     const both = new Promise<void>((r) => (release = r));
+    let waited = false;
     return async (pair) => {
       seen.add(pair);
       if (seen.size > 1) return release();
+      if (waited) return;
+      waited = true;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([both, new Promise((r) => (timer = setTimeout(r, 30_000)))]);
       clearTimeout(timer);
