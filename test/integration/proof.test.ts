@@ -46,6 +46,13 @@ const parts: ValidateTableSpec = { source: { schema: 'public', name: 'parts' }, 
 const bag: ValidateTableSpec = { source: { schema: 'public', name: 'bag' }, target: { schema: 'public', name: 'bag' }, keyColumns: [], copyColumns: ['a', 'b'] };
 
 /** The same database of ITEMS_DDL on both servers: the target a copy of the source. */
+/** No proof session is left on the target's database once proveLive returned; then its progress table dropped. */
+async function expectNoProofSessionLeft(db: string, target: string, slot: string): Promise<void> {
+  const [left] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pg-dts proof'`, [db], db);
+  expect(left!.n).toBe(0);
+  await dropApplyProgress(target, slot);
+}
+
 async function itemsDatabases(db: string): Promise<{ source: string; target: string }> {
   for (const cluster of [env.source, env.target]) {
     await cluster.createDatabase(db);
@@ -402,9 +409,7 @@ describe('the pairs of a pass', () => {
     await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 1050`, [], db);
     const next = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => true });
     expect(next.progress).toMatchObject({ chunks: 50, chunksVerified: 50, passesComplete: 1 });
-    const [left] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pg-dts proof'`, [db], db);
-    expect(left!.n).toBe(0);
-    await dropApplyProgress(sides.target, 'proof_pairs_lag');
+    await expectNoProofSessionLeft(db, sides.target, 'proof_pairs_lag');
   });
 });
 
@@ -589,9 +594,7 @@ describe('a first pass the apply falls behind', () => {
     await env.target.query(`UPDATE public.items SET v = v - 1 WHERE id = 1500`, [], db);
     const next = await proveLive({ ...input, maxPasses: 1 }, { waitForTarget: async () => true });
     expect(next.progress).toMatchObject({ chunks: 5, chunksVerified: 5, passesComplete: 1 });
-    const [left] = await env.target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pg-dts proof'`, [db], db);
-    expect(left!.n).toBe(0);
-    await dropApplyProgress(sides.target, 'proof_lag');
+    await expectNoProofSessionLeft(db, sides.target, 'proof_lag');
   });
 });
 
