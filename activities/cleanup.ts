@@ -4,7 +4,7 @@
  */
 import { relationExists, withClient } from './db';
 import { qname } from './sql';
-import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL } from './apply/progress';
+import { APPLY_PROGRESS_SCHEMA, APPLY_PROGRESS_TABLE, DELETE_APPLY_PROGRESS_SQL, DELETE_WRITER_PROGRESS_SQL, WRITER_PROGRESS_TABLE } from './apply/progress';
 import { ident } from './sql';
 import { markedObjects, tableMarks } from './marks';
 import type { Client } from 'pg';
@@ -21,6 +21,7 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
     // First, while the progress row still names this migration for `dts orphans` should it fail.
     await dropWriteMarks(c, slot);
     if (!(await relationExists(c, APPLY_PROGRESS_TABLE))) return;
+    if (await relationExists(c, WRITER_PROGRESS_TABLE)) await c.query(DELETE_WRITER_PROGRESS_SQL, [slot]);
     await c.query(DELETE_APPLY_PROGRESS_SQL, [slot]);
     // The content proof's chunks of this migration (keyed by the same slot).
     const proof = deleteProofSql(slot);
@@ -35,10 +36,11 @@ export async function dropApplyProgress(target: ConnectionSpec, slot: string): P
       const left = locked ? await c.query(`SELECT 1 FROM ${APPLY_PROGRESS_TABLE} LIMIT 1`) : { rowCount: 1 };
       if (left.rowCount) return void (await c.query('ROLLBACK'));
       await c.query(`DROP TABLE ${APPLY_PROGRESS_TABLE}`);
-      // The content proof's tables go with it once no migration has rows in them: its chunks, and the
+      // The second writers' positions and the content proof's tables go with it once no migration has
+      // rows in them: the proof's chunks, and the
       // write counts (no trigger of ours writes them then). A proof still writing (being cancelled)
       // keeps them; the next cleanup drops them.
-      for (const table of [PROOF_TABLE, WRITES_TABLE, CHUNK_WRITES_TABLE, KEYS_TABLE]) await dropIfEmptyAndFree(c, table);
+      for (const table of [WRITER_PROGRESS_TABLE, PROOF_TABLE, WRITES_TABLE, CHUNK_WRITES_TABLE, KEYS_TABLE]) await dropIfEmptyAndFree(c, table);
       await c.query('SAVEPOINT schema_drop');
       // Never wait here: DROP SCHEMA locks what is still in it (to report it) before refusing, and a
       // comparison stuck on a user's lock holds a share lock on the proof's tables (control.test:

@@ -6,7 +6,8 @@
  *   left out (`inCopy`; PostgreSQL's tablesync applies the same rule);
  * - a table whose copy read it truncated (or rewritten) after the snapshot: until its TRUNCATE in the
  *   stream, or the position the copy read it at, its UPDATEs and DELETEs may find no row (`lenient`).
- * Positions come from pgdts.copy_progress (readCopyPositions, readRewrittenCopies in copy.ts).
+ * Positions come from pgdts.copy_progress (readCopyPositions, readRewrittenCopies in copy.ts); a second
+ * writer's position past the slot's (pgdts.apply_writer_progress, progress.ts) counts as a later copy.
  */
 import { qname } from '../sql';
 import type { MappedRelation } from './relations';

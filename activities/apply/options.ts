@@ -1,6 +1,7 @@
 /**
  * What `runApply` (SYNCING_WAL) takes and gives: the options, the progress it reports, its result.
  */
+import type { Client } from 'pg';
 import type { ConnectionSpec, QualifiedName } from '../spec';
 
 export interface ApplyTable {
@@ -87,6 +88,19 @@ export interface ApplyOptions {
    * while anything enabled would (a trigger someone added would apply its effects a second time).
    */
   replicaRole?: boolean;
+  /** Set by runApply (run.ts), never by a caller: a second target session that writes one table. */
+  secondWriter?: SecondWriter;
+}
+
+/**
+ * A second target session, the only writer of `table` (the largest table with a key and no foreign
+ * key, picked by run.ts): its statements run while the first session writes the other tables, and it
+ * commits each group's part first, with its own position (pgdts.apply_writer_progress).
+ */
+export interface SecondWriter {
+  client: Client;
+  table: QualifiedName;
+  slot: string;
 }
 
 export interface ApplyResult {
@@ -97,7 +111,10 @@ export interface ApplyResult {
   fenceToken?: string;
   /** Changes over `largeChangeBytes`, read as they arrived with their large values spooled to disk. */
   largeChanges: number;
-  /** Changes left out because their table was copied in a later snapshot that already held them. */
+  /**
+   * Changes left out because their table already held them: copied in a later snapshot, or committed
+   * by a second writer ahead of a first session's failed commit (pgdts.apply_writer_progress).
+   */
   skippedBeforeCopy: number;
   /** UPDATEs and DELETEs that found no row, let through in a table whose copy read it truncated (CopyPositions.lenient; a replayed group counts again). */
   missingBeforeTruncate: number;

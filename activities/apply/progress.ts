@@ -7,12 +7,13 @@
 import type { Client } from 'pg';
 import { runIdempotentDdl } from '../db';
 import { literal } from '../sql';
-import { bigIntToLsn, maxBig } from './lsn';
+import { bigIntToLsn, lsnToBigInt, maxBig } from './lsn';
 import type { ApplyProgress, ApplyResult } from './options';
 
 /** Not "pg_dts": PostgreSQL reserves schema names beginning with pg_ ("unacceptable schema name"). */
 export const APPLY_PROGRESS_SCHEMA = 'pgdts';
 export const APPLY_PROGRESS_TABLE = 'pgdts.apply_progress';
+export const WRITER_PROGRESS_TABLE = 'pgdts.apply_writer_progress';
 export const APPLY_PROGRESS_DDL = [
   'CREATE SCHEMA IF NOT EXISTS pgdts',
   `CREATE TABLE IF NOT EXISTS pgdts.apply_progress (
@@ -21,10 +22,21 @@ export const APPLY_PROGRESS_DDL = [
   fence_token text,
   updated_at timestamptz NOT NULL DEFAULT now()
 )`,
+  // A second writer's position (options.ts SecondWriter): the table it writes, and the commit end of
+  // the last group whose part of that table it committed. Ahead of the slot's row only when the first
+  // session failed to commit the same group: the next run leaves that table's part out.
+  `CREATE TABLE IF NOT EXISTS pgdts.apply_writer_progress (
+  slot_name text NOT NULL,
+  target_table text NOT NULL,
+  applied_lsn pg_lsn NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (slot_name, target_table)
+)`,
 ] as const;
 export const READ_APPLY_PROGRESS_SQL =
   'SELECT applied_lsn::text AS applied_lsn, fence_token FROM pgdts.apply_progress WHERE slot_name = $1';
 export const DELETE_APPLY_PROGRESS_SQL = 'DELETE FROM pgdts.apply_progress WHERE slot_name = $1';
+export const DELETE_WRITER_PROGRESS_SQL = 'DELETE FROM pgdts.apply_writer_progress WHERE slot_name = $1';
 
 
 export interface AppliedPosition {
@@ -44,6 +56,27 @@ export async function readApplyProgress(client: Client, slot: string): Promise<A
 
 export async function ensureApplyProgressTable(client: Client): Promise<void> {
   await runIdempotentDdl(client, APPLY_PROGRESS_DDL, 1);
+}
+
+/**
+ * The tables second writers committed for `slot`: table (qname) -> the commit end of its last group
+ * there. Past the slot's row, transactions whose commit starts before it are in that table already.
+ */
+export async function readWriterProgress(client: Client, slot: string): Promise<Map<string, bigint>> {
+  const r = await client.query<{ target_table: string; applied_lsn: string }>(
+    'SELECT target_table, applied_lsn::text AS applied_lsn FROM pgdts.apply_writer_progress WHERE slot_name = $1',
+    [slot],
+  );
+  return new Map(r.rows.map((row) => [row.target_table, lsnToBigInt(row.applied_lsn)]));
+}
+
+/** The second writer's row, upserted in the transaction that commits its part of a group. */
+export function writerProgressUpsert(slot: string, table: string, lsn: bigint): string {
+  return (
+    `INSERT INTO pgdts.apply_writer_progress AS p (slot_name, target_table, applied_lsn) ` +
+    `VALUES (${literal(slot)}, ${literal(table)}, ${literal(bigIntToLsn(lsn))}::pg_lsn) ` +
+    `ON CONFLICT (slot_name, target_table) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn, updated_at = now()`
+  );
 }
 
 

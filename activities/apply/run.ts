@@ -11,12 +11,12 @@ import { ApplyEngine } from './engine';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { bigIntToLsn, lsnToBigInt } from './lsn';
 import type { ConnectionSpec } from '../spec';
-import type { ApplyOptions, ApplyProgress, ApplyResult } from './options';
-import { ensureApplyProgressTable, readApplyProgress } from './progress';
+import type { ApplyOptions, ApplyProgress, ApplyResult, SecondWriter } from './options';
+import { ensureApplyProgressTable, readApplyProgress, readWriterProgress } from './progress';
 import { readLeafRoutes } from './relations';
 import { readSlot, waitSlotFree } from './source';
 import { watchStopRequests } from './stop-request';
-import { applyApplicationName, prepareTargetSession } from './target';
+import { applyApplicationName, prepareTargetSession, secondWriterTable } from './target';
 
 /** runApply's options: the tables may still be on their way (read from the plan while it connects). */
 export type RunApplyOptions = Omit<ApplyOptions, 'tables'> & { tables: ApplyOptions['tables'] | Promise<ApplyOptions['tables']> };
@@ -29,11 +29,12 @@ export type RunApplyOptions = Omit<ApplyOptions, 'tables'> & { tables: ApplyOpti
  */
 export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   const calledAt = Date.now();
-  const [target, monitor, tables] = await settled(
+  const [target, monitor, tables, second] = await settled(
     [
       connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot) }),
       connectTo('source', opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 }),
       Promise.resolve(opts.tables),
+      (secondWriterWanted() ? connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot, 2) }) : Promise.resolve(undefined)) as Promise<Client | undefined>,
     ] as const,
     async (v) => v instanceof Client && v.end(),
   );
@@ -42,9 +43,10 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   let detach: () => void = () => undefined;
   try {
     const slotRead = readSlot(monitor, opts.slot);
-    const [onTarget, onSource] = await settled([
+    const [onTarget, onSource, secondWriter] = await settled([
       readTargetSide(target, { ...opts, tables }, slotRead),
       slotRead.then(() => readSourceSide(monitor, { ...opts, tables })),
+      second ? prepareSecondWriter(second, { ...opts, tables }) : Promise.resolve(undefined),
     ]);
     const slot = await slotRead;
     const { leafRoutes, timeoutMs } = onSource;
@@ -83,9 +85,12 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
       opts.onProgress?.(p);
     };
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
-    engine = new ApplyEngine({ ...opts, tables, signal: stopper.signal, onProgress, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
+    engine = new ApplyEngine({ ...opts, tables, secondWriter, signal: stopper.signal, onProgress, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     engine.routeLeaves(leafRoutes);
-    engine.copiedSince(new Map([...onTarget.copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
+    // What a second writer committed ahead of the first session is in its table already, like a copy.
+    const copied = new Map([...onTarget.copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)]));
+    for (const [t, lsn] of onTarget.written) if (lsn > (copied.get(t) ?? 0n)) copied.set(t, lsn);
+    engine.copiedSince(copied);
     engine.rewrittenBefore(new Map([...onTarget.rewritten].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
     owned = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
@@ -95,7 +100,26 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
     await engine?.closeMonitor();
     await owned?.end().catch(() => undefined);
     await target.end().catch(() => undefined);
+    await second?.end().catch(() => undefined);
   }
+}
+
+/** A second writer (`PG_DTS_APPLY_WRITERS`: 2, the default), or one target session (1: a connection fewer). */
+function secondWriterWanted(): boolean {
+  const v = process.env.PG_DTS_APPLY_WRITERS?.trim() || '2';
+  if (v !== '1' && v !== '2') throw new ApplyError(`PG_DTS_APPLY_WRITERS must be 1 or 2 (got ${JSON.stringify(v)})`, { permanent: true });
+  return v === '2';
+}
+
+/** The second writer's session prepared like the first, and its table; undefined (the session closed) when none qualifies. */
+async function prepareSecondWriter(c: Client, opts: ApplyOptions): Promise<SecondWriter | undefined> {
+  const table = await secondWriterTable(c, opts.tables);
+  if (!table) {
+    await c.end().catch(() => undefined);
+    return undefined;
+  }
+  await prepareTargetSession(c, opts.replicaRole ?? true, opts.tables);
+  return { client: c, table, slot: opts.slot };
 }
 
 /** A session on one side, or an ApplyError naming that side. */
@@ -118,7 +142,8 @@ async function readTargetSide(target: Client, opts: ApplyOptions, slotRead: Prom
   const progress = await readApplyProgress(target, opts.slot);
   const copied = await readCopyPositions(target, opts.tables.map((t) => t.target));
   const rewritten = await readRewrittenCopies(target, opts.tables.map((t) => t.target));
-  return { progress, copied, rewritten };
+  const written = await readWriterProgress(target, opts.slot);
+  return { progress, copied, rewritten, written };
 }
 
 /** The source's part after the slot: the publication, the walsender's timeout, the partitions' routes. */

@@ -9,9 +9,32 @@ import { ApplyError, sqlState } from './errors';
 import type { ApplyTable } from './options';
 
 
-/** application_name of the apply's target session (tests find its backend by it). */
-export function applyApplicationName(slot: string): string {
-  return `pg-dts apply ${slot}`.slice(0, 63);
+/** application_name of the apply's target session (tests find its backend by it); `2`: the second writer's. */
+export function applyApplicationName(slot: string, writer: 1 | 2 = 1): string {
+  return `pg-dts apply${writer === 2 ? ' 2' : ''} ${slot}`.slice(0, 63);
+}
+
+/**
+ * The table a second writer may own alone (options.ts SecondWriter): among `tables`, the largest
+ * plain table (no partitions, no children) with a primary key and no foreign key either way. A
+ * foreign key would tie it to another table's writes: a TRUNCATE of both must be one statement, and
+ * without replica mode the key's checks would see the other session's rows late. Undefined when
+ * there are fewer than two tables or none qualifies.
+ */
+export async function secondWriterTable(c: Client, tables: readonly ApplyTable[]): Promise<QualifiedName | undefined> {
+  if (tables.length < 2) return undefined;
+  const r = await c.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name
+       FROM unnest($1::text[], $2::text[]) AS u(s, r)
+       JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.r
+      WHERE c.relkind = 'r' AND NOT c.relispartition AND NOT c.relhassubclass
+        AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.contype = 'f' AND (k.conrelid = c.oid OR k.confrelid = c.oid))
+      ORDER BY pg_relation_size(c.oid) DESC, 1, 2 LIMIT 1`,
+    [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],
+  );
+  const row = r.rows[0];
+  return row ? { schema: row.schema, name: row.name } : undefined;
 }
 
 /** What the apply needs to know of a target table (onRelation). */
@@ -98,6 +121,8 @@ export async function prepareTargetSession(c: Client, replicaRole: boolean, tabl
     'SET statement_timeout = 0',
     'SET lock_timeout = 0',
     'SET idle_in_transaction_session_timeout = 0',
+    // Nor end a session idle for a while: the second writer's waits while its table is not written.
+    `SELECT set_config('idle_session_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 140000`,
   ];
   await c.query(sets.join('; '));
 }

@@ -13,12 +13,13 @@ import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { ident, qname } from '../sql';
-import { displayName } from '../spec';
+import { displayName, type QualifiedName } from '../spec';
 import { copyChunks, copyInsertSql, hasBig, insertSql, type BatchStatement, type KeyedRelation } from './batch';
 import { ApplyError, connectionLevel, safeDbMessage, sqlState } from './errors';
 import { MAX_BATCH_BYTES, batchFull, type Change, type Group } from './group';
 import { bigIntToLsn } from './lsn';
-import type { ApplyOptions } from './options';
+import { writerProgressUpsert } from './progress';
+import type { ApplyOptions, SecondWriter } from './options';
 import type { ChangeMessage } from './pgoutput';
 import type { MappedRelation } from './relations';
 import { copyRow, inlineParams, isSpooled, type Spool, type SpooledValue } from './spool';
@@ -30,23 +31,70 @@ const BIG_VALUE = 256 * 1024;
 /** Prepared statements per session at most; past it, statements are sent unnamed. */
 const MAX_PREPARED = 2_000;
 
-export type WriterOptions = Pick<ApplyOptions, 'setBased' | 'copyInserts' | 'onReplay'> & { maxBatchRows: number };
+export type WriterOptions = Pick<ApplyOptions, 'setBased' | 'copyInserts' | 'onReplay' | 'secondWriter'> & { maxBatchRows: number };
 
-export class Writer {
+/** One target session the writer writes through: its open transaction and its prepared statements. */
+class Session {
   /** A target transaction is open (BEGIN sent). */
   inTxn = false;
+  private readonly prepared = new Map<string, string>();
+
+  constructor(readonly client: Client) {}
+
+  async begin(): Promise<void> {
+    if (this.inTxn) return;
+    await this.client.query('BEGIN');
+    this.inTxn = true;
+  }
+
+  statementName(text: string): string | undefined {
+    let name = this.prepared.get(text);
+    if (name === undefined && this.prepared.size < MAX_PREPARED) {
+      name = `pgdts_apply_${this.prepared.size + 1}`;
+      this.prepared.set(text, name);
+    }
+    return name;
+  }
+}
+
+/**
+ * The second writer's part of a flush: the statements of the table it owns, run on its session while
+ * the first session writes the other tables. `done` never rejects; `error` holds what failed.
+ */
+interface SecondFlush {
+  done: Promise<void>;
+  error?: unknown;
+}
+
+export class Writer {
   /** A COMMIT failed since the last rollback. */
   private commitFailed = false;
   /** UPDATEs and DELETEs of lenient changes that found no row (ApplyResult.missingBeforeTruncate). */
   missingBeforeTruncate = 0;
-  private readonly prepared = new Map<string, string>();
+  private readonly main: Session;
+  /** The session that owns one table (ApplyOptions.secondWriter), committed before `main`. */
+  private readonly second: { session: Session; table: string; slot: string } | undefined;
 
   constructor(
-    private readonly target: Client,
+    target: Client,
     private readonly spool: Spool,
     private readonly stats: ApplyStats,
     private readonly opts: WriterOptions,
-  ) {}
+  ) {
+    this.main = new Session(target);
+    const w = opts.secondWriter;
+    if (w) this.second = { session: new Session(w.client), table: qname(w.table), slot: w.slot };
+  }
+
+  /** A target transaction is open on either session. */
+  get inTxn(): boolean {
+    return this.main.inTxn || this.second?.session.inTxn === true;
+  }
+
+  /** The session that writes `m`'s table: the second writer's for the table it owns, else the first. */
+  private sessionFor(m: { rel: { target: QualifiedName } }): Session {
+    return this.second !== undefined && qname(m.rel.target) === this.second.table ? this.second.session : this.main;
+  }
 
   /**
    * One (counted) change of the open group `g`. Keyed tables fold it into their pending net changes
@@ -97,7 +145,7 @@ export class Writer {
 
   /** Everything pending written into the open target transaction. */
   async flushPending(g: Group): Promise<void> {
-    await this.flushKeyed(g);
+    await this.flushKeyed(g, undefined, true);
     await this.flushBatches(g);
   }
 
@@ -109,25 +157,36 @@ export class Writer {
     // After a failed COMMIT the transaction that held the group is gone (or aborted): the progress row
     // sent now would be committed alone, recording as applied what is not. Only a rollback clears it.
     if (this.commitFailed) throw new ApplyError(`the transactions ending at ${bigIntToLsn(endLsn)} cannot be committed: an earlier COMMIT of them failed`);
-    const sql = `${this.inTxn ? '' : 'BEGIN; '}${sync ? 'SET LOCAL synchronous_commit = on; ' : ''}${progressRow}; COMMIT`;
+    const local = sync ? 'SET LOCAL synchronous_commit = on; ' : '';
+    // The second writer first, with its own position: when the first session's row says a group is
+    // in, the second's part of it is in too (its commit record comes first in the target's WAL, so a
+    // crash of the target keeps that order, and the first session's synchronous commit flushes both).
+    // Committed alone (the first session failing next), its part is left out by the next run (run.ts,
+    // readWriterProgress).
+    const second = this.second;
+    if (second?.session.inTxn) await this.commitOn(second.session, endLsn, `${writerProgressUpsert(second.slot, second.table, endLsn)}; COMMIT`);
+    await this.commitOn(this.main, endLsn, `${this.main.inTxn ? '' : 'BEGIN; '}${local}${progressRow}; COMMIT`);
+  }
+
+  private async commitOn(session: Session, endLsn: bigint, sql: string): Promise<void> {
     try {
-      this.inTxn = true;
+      session.inTxn = true;
       const t0 = performance.now();
-      await this.target.query(sql);
+      await session.client.query(sql);
       this.stats.committed(t0);
     } catch (err) {
       this.commitFailed = true;
       throw new ApplyError(`committing the transactions ending at ${bigIntToLsn(endLsn)} on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
     }
-    this.inTxn = false;
+    session.inTxn = false;
   }
 
   /** `progressRow` alone, committed synchronously (only between transactions). */
   async commitDurable(progressRow: string): Promise<void> {
     try {
-      await this.target.query(`BEGIN; SET LOCAL synchronous_commit = on; ${progressRow}; COMMIT`);
+      await this.main.client.query(`BEGIN; SET LOCAL synchronous_commit = on; ${progressRow}; COMMIT`);
     } catch (err) {
-      await this.target.query('ROLLBACK').catch(() => undefined);
+      await this.main.client.query('ROLLBACK').catch(() => undefined);
       throw new ApplyError(`recording the applied position on the target failed: ${safeDbMessage(err)}`, { operation: 'COMMIT', code: sqlState(err) });
     }
   }
@@ -135,56 +194,76 @@ export class Writer {
   /** Rolls back an open transaction, quietly (the apply is stopping). */
   async rollback(): Promise<void> {
     this.commitFailed = false;
-    if (!this.inTxn) return;
-    this.inTxn = false;
-    await this.target.query('ROLLBACK').catch(() => undefined);
+    for (const s of this.sessions()) {
+      if (!s.inTxn) continue;
+      s.inTxn = false;
+      await s.client.query('ROLLBACK').catch(() => undefined);
+    }
   }
 
-  private async ensureTxn(): Promise<void> {
-    if (this.inTxn) return;
-    await this.target.query('BEGIN');
-    this.inTxn = true;
+  private sessions(): Session[] {
+    return this.second ? [this.second.session, this.main] : [this.main];
   }
 
   /**
    * Writes the pending set-based changes (of one relation, or all). Returns true when that failed and
    * the group was rolled back and replayed change by change instead (the replay includes every change
-   * received so far); throws when neither worked.
+   * received so far); throws when neither worked. With a second writer its table's statements run on
+   * its session meanwhile (and, `withBatches`, the first session's INSERT batches too).
    */
-  private async flushKeyed(g: Group, only?: number): Promise<boolean> {
+  private async flushKeyed(g: Group, only?: number, withBatches = false): Promise<boolean> {
     if (g.pendingKeyed === 0) return false;
     const limits = { maxRows: this.opts.maxBatchRows, maxBytes: MAX_BATCH_BYTES, bigValue: BIG_VALUE, copy: this.opts.copyInserts !== false };
+    let second: SecondFlush | undefined;
+    let batchErr: unknown;
     try {
       for (const [oid, kc] of g.keyed) {
         if (only !== undefined && oid !== only) continue;
         if (kc.size === 0) continue;
-        for (const stmt of kc.drain(limits)) await this.execBatch(kc.k, stmt);
+        const session = this.sessionFor(kc.k);
+        // The second writer's table: its statements go on its session without waiting for them.
+        if (session !== this.main) second = this.onSecond([...kc.drain(limits)], kc.k, second);
+        else for (const stmt of kc.drain(limits)) await this.execBatch(kc.k, stmt, session);
       }
+      if (withBatches && second) {
+        // Meanwhile the first session's own INSERT batches; a failure of theirs is no reason to
+        // replay (as when they run after this), so it is thrown once the second writer is done.
+        await this.flushBatches(g, this.main).catch((err: unknown) => (batchErr = err ?? new Error('INSERT failed')));
+      }
+      await second?.done;
+      if (second?.error !== undefined) throw second.error;
     } catch (err) {
+      await second?.done; // settled before a replay rolls its session back
       return this.replay(g, err);
     }
+    if (batchErr !== undefined) throw batchErr;
     let n = 0;
     for (const kc of g.keyed.values()) n += kc.size;
     g.pendingKeyed = n;
     return false;
   }
 
-  private statementName(text: string): string | undefined {
-    let name = this.prepared.get(text);
-    if (name === undefined && this.prepared.size < MAX_PREPARED) {
-      name = `pgdts_apply_${this.prepared.size + 1}`;
-      this.prepared.set(text, name);
-    }
-    return name;
+  /** `stmts` run on the second writer's session after `before`, not awaited (flushKeyed awaits `done`). */
+  private onSecond(stmts: BatchStatement[], k: KeyedRelation, before: SecondFlush | undefined): SecondFlush {
+    const session = this.second!.session;
+    const flush: SecondFlush = { done: Promise.resolve() };
+    flush.done = (async () => {
+      await before?.done;
+      if (before?.error !== undefined) throw before.error;
+      for (const stmt of stmts) await this.execBatch(k, stmt, session);
+    })().catch((err: unknown) => {
+      flush.error = err ?? new Error('the second writer failed');
+    });
+    return flush;
   }
 
-  private async execBatch(k: KeyedRelation, stmt: BatchStatement): Promise<void> {
+  private async execBatch(k: KeyedRelation, stmt: BatchStatement, session: Session): Promise<void> {
     const display = displayName(k.rel.target);
     let n: number | null;
     try {
-      await this.ensureTxn();
+      await session.begin();
       const t0 = performance.now();
-      n = await this.runBatch(stmt);
+      n = await this.runBatch(stmt, session);
       this.stats.statement(t0, stmt.expect, stmt.op, display, stmt.prepare);
     } catch (err) {
       const into = stmt.op === 'INSERT' ? 'into' : 'on';
@@ -196,14 +275,14 @@ export class Writer {
   }
 
   /** Runs a set-based statement (or COPY) in the open transaction; the rows it wrote. */
-  private async runBatch(stmt: BatchStatement): Promise<number | null> {
+  private async runBatch(stmt: BatchStatement, session: Session): Promise<number | null> {
     if (stmt.copyRows) {
-      const copy = this.target.query(copyFrom(stmt.text));
+      const copy = session.client.query(copyFrom(stmt.text));
       await pipeline(Readable.from(copyChunks(stmt.copyRows)), copy);
       return copy.rowCount;
     }
-    const name = stmt.prepare ? this.statementName(stmt.text) : undefined;
-    return (await this.target.query(name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values })).rowCount;
+    const name = stmt.prepare ? session.statementName(stmt.text) : undefined;
+    return (await session.client.query(name ? { name, text: stmt.text, values: stmt.values } : { text: stmt.text, values: stmt.values })).rowCount;
   }
 
   /**
@@ -223,9 +302,10 @@ export class Writer {
     }
     g.stopRetaining();
     g.dropPending();
-    if (this.inTxn) {
-      this.inTxn = false;
-      await this.target.query('ROLLBACK');
+    for (const s of this.sessions()) {
+      if (!s.inTxn) continue;
+      s.inTxn = false;
+      await s.client.query('ROLLBACK');
     }
     for (const c of changes) await this.applyOne(g, c);
     return true;
@@ -233,17 +313,24 @@ export class Writer {
 
   /** One change as its own statement (INSERTs batched per table), in source order. */
   private async applyOne(g: Group, c: Change): Promise<void> {
-    await this.ensureTxn();
     if (c.msg.tag === 'truncate') {
       await this.flushBatches(g);
-      return this.truncate(c.mapped as MappedRelation[], c.msg.restartIdentity);
+      // Each session truncates its own tables (the second writer's has no foreign key: run.ts).
+      const ms = c.mapped as MappedRelation[];
+      for (const s of this.sessions()) {
+        const mine = ms.filter((m) => this.sessionFor(m) === s);
+        if (mine.length) await this.truncate(mine, c.msg.restartIdentity, s);
+      }
+      return;
     }
     const m = c.mapped as MappedRelation;
+    const session = this.sessionFor(m);
+    await session.begin();
     const msg = c.msg;
     const lenient = 'lenient' in c && c.lenient === true;
     if (msg.spooled !== undefined) {
       await this.flushBatch(g, msg.relationOid);
-      return this.applySpooled(m, msg, lenient);
+      return this.applySpooled(m, msg, lenient, session.client);
     }
     if (msg.tag === 'insert') {
       const b = g.addInsert(msg.relationOid, m, msg.new);
@@ -253,20 +340,21 @@ export class Writer {
     await this.flushBatch(g, msg.relationOid);
     if (msg.tag === 'update') {
       const plan = build(m, 'UPDATE', () => updateStatement(m.rel, { oldKey: msg.key, old: msg.old, new: msg.new }));
-      if (plan) await this.execOne(m, 'UPDATE', plan, plan.fallback, lenient);
+      if (plan) await this.execOne(session.client, m, 'UPDATE', plan, plan.fallback, lenient);
     } else {
       const stmt = build(m, 'DELETE', () => deleteStatement(m.rel, { oldKey: msg.key, old: msg.old }));
-      await this.execOne(m, 'DELETE', stmt, undefined, lenient);
+      await this.execOne(session.client, m, 'DELETE', stmt, undefined, lenient);
     }
   }
 
-  private async truncate(ms: MappedRelation[], restartIdentity: boolean): Promise<void> {
+  private async truncate(ms: MappedRelation[], restartIdentity: boolean, session: Session): Promise<void> {
     const stmt = truncateStatement(
       ms.map((m) => ({ target: m.rel.target, partitioned: m.rel.partitioned })),
       { restartIdentity },
     );
     try {
-      await this.target.query(stmt);
+      await session.begin();
+      await session.client.query(stmt);
     } catch (err) {
       const names = ms.map((m) => m.display).join(', ');
       throw new ApplyError(`TRUNCATE of ${names} failed: ${safeDbMessage(err)}`, { table: names, operation: 'TRUNCATE', code: sqlState(err) });
@@ -278,7 +366,7 @@ export class Writer {
    * temporary table with the target columns' types, and the change's statement reads them from there,
    * so no value is ever held whole in this process.
    */
-  private async applySpooled(m: MappedRelation, msg: ChangeMessage, lenient: boolean): Promise<void> {
+  private async applySpooled(m: MappedRelation, msg: ChangeMessage, lenient: boolean, target: Client): Promise<void> {
     const op = msg.tag.toUpperCase();
     const stmts = spooledStatements(m, msg, op);
     if (!stmts) return;
@@ -295,31 +383,30 @@ export class Writer {
     const [first, fallback] = stmts.map((st) => inlineParams(st.text, st.values, inline));
     const cols = [...spooled.values()].map(({ v }, i) => `${ident(m.rel.columns[v.column]!)} AS v${i + 1}`);
     try {
-      await this.ensureTxn();
-      await this.target.query(
+      await target.query(
         // Dropped below, or rolled back with the transaction on any failure.
         `CREATE TEMP TABLE pgdts_spooled AS SELECT ${cols.join(', ')} FROM ${qname(m.rel.target)} WITH NO DATA`,
       );
-      await pipeline(Readable.from(copyRow([...spooled.values()].map((s) => s.v))), this.target.query(copyFrom('COPY pg_temp.pgdts_spooled FROM STDIN')));
+      await pipeline(Readable.from(copyRow([...spooled.values()].map((s) => s.v))), target.query(copyFrom('COPY pg_temp.pgdts_spooled FROM STDIN')));
     } catch (err) {
       throw new ApplyError(`${op} on ${m.display} failed writing a large value: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
     }
     if (msg.tag === 'insert') {
       try {
-        await this.target.query(first!);
+        await target.query(first!);
       } catch (err) {
         throw new ApplyError(`INSERT into ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
       }
-    } else await this.execOne(m, op, first!, fallback, lenient);
-    await this.target.query('DROP TABLE pg_temp.pgdts_spooled');
+    } else await this.execOne(target, m, op, first!, fallback, lenient);
+    await target.query('DROP TABLE pg_temp.pgdts_spooled');
   }
 
   /** Runs a statement that must affect exactly one row (`fallback` when the first affects none; `lenient`: or none). */
-  private async execOne(m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement, lenient = false): Promise<void> {
+  private async execOne(target: Client, m: MappedRelation, op: string, stmt: SqlStatement, fallback?: SqlStatement, lenient = false): Promise<void> {
     let n: number | null;
     try {
-      n = (await this.target.query(stmt)).rowCount;
-      if (n === 0 && fallback) n = (await this.target.query(fallback)).rowCount;
+      n = (await target.query(stmt)).rowCount;
+      if (n === 0 && fallback) n = (await target.query(fallback)).rowCount;
     } catch (err) {
       throw new ApplyError(`${op} on ${m.display} failed: ${safeDbMessage(err)}`, { table: m.display, operation: op, code: sqlState(err) });
     }
@@ -351,19 +438,21 @@ export class Writer {
         ? insertSql({ rel: b.mapped.rel, castTypes }, b.rows)
         : undefined;
     const plain = stmt ? undefined : build(b.mapped, 'INSERT', () => insertStatement(b.mapped.rel, b.rows));
+    const session = this.sessionFor(b.mapped);
     try {
-      await this.ensureTxn();
+      await session.begin();
       const t0 = performance.now();
-      if (stmt) await this.runBatch(stmt);
-      else await this.target.query(plain!);
+      if (stmt) await this.runBatch(stmt, session);
+      else await session.client.query(plain!);
       this.stats.statement(t0, b.rows.length, 'INSERT', b.mapped.display);
     } catch (err) {
       throw new ApplyError(`INSERT into ${b.mapped.display} failed: ${safeDbMessage(err)}`, { table: b.mapped.display, operation: 'INSERT', code: sqlState(err) });
     }
   }
 
-  private async flushBatches(g: Group): Promise<void> {
-    for (const oid of [...g.batches.keys()]) await this.flushBatch(g, oid);
+  /** Every table's INSERT batch (`only`: of the tables that session writes). */
+  private async flushBatches(g: Group, only?: Session): Promise<void> {
+    for (const [oid, b] of [...g.batches]) if (only === undefined || this.sessionFor(b.mapped) === only) await this.flushBatch(g, oid);
   }
 }
 

@@ -955,3 +955,95 @@ async function readProgress(slot: string) {
     await c.end();
   }
 }
+
+describe('runApply with a second writer', () => {
+  it('writes the largest table without foreign keys on a session of its own, committed first, and leaves out what it committed ahead of a failed commit', async () => {
+    const tables = `
+      CREATE TABLE sw_big (id int PRIMARY KEY, v text);
+      CREATE TABLE sw_small (id int PRIMARY KEY, v text);
+      CREATE TABLE sw_log (n int, t text);
+      CREATE TABLE sw_parent (id int PRIMARY KEY, pad text);
+      CREATE TABLE sw_child (id int PRIMARY KEY, p int REFERENCES sw_parent);`;
+    // sw_parent is the largest table, but tied to sw_child by a foreign key: sw_big is the second writer's.
+    const rows = `
+      INSERT INTO sw_big SELECT g, repeat('b', 200) FROM generate_series(1, 2000) g;
+      INSERT INTO sw_small SELECT g, 's' FROM generate_series(1, 20) g;
+      INSERT INTO sw_parent SELECT g, repeat('p', 1500) FROM generate_series(1, 2000) g;
+      INSERT INTO sw_child SELECT g, g FROM generate_series(1, 100) g;`;
+    await source.query(`${tables} ALTER TABLE sw_log REPLICA IDENTITY FULL; ${rows}
+      CREATE PUBLICATION pubsw FOR TABLE sw_big, sw_small, sw_log, sw_parent, sw_child;`);
+    await source.query(`SELECT pg_create_logical_replication_slot('ssw', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; SET search_path = dst; ${tables.replace(/ (sw_\w+) \(/g, ' $1_m (').replace('REFERENCES sw_parent', 'REFERENCES sw_parent_m')} ${rows.replace(/INTO (sw_\w+)/g, 'INTO $1_m')}`);
+    const names = ['sw_big', 'sw_small', 'sw_log', 'sw_parent', 'sw_child'];
+    const pairs = names.map((n): [string, string] => [`public.${n}`, `dst.${n}_m`]);
+    const opts = { source: source.uri(), target: target.uri(), slot: 'ssw', publication: 'pubsw', tables: map(names) };
+    const sessions = async (writer: 1 | 2) =>
+      (await target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1`, [applyApplicationName('ssw', writer)]))[0]!.n;
+    const writerRow = async () =>
+      (await target.query<{ table: string; lsn: string }>(`SELECT target_table AS table, applied_lsn::text AS lsn FROM pgdts.apply_writer_progress WHERE slot_name = 'ssw'`));
+
+    // Every kind of change, the tables of both sessions in one transaction, and a TRUNCATE of both.
+    const src = await source.client();
+    for (let i = 1; i <= 60; i++) {
+      await src.query(`BEGIN;
+        INSERT INTO sw_big VALUES (${10_000 + i}, 'new'); UPDATE sw_big SET v = v || '+' WHERE id = ${i};
+        DELETE FROM sw_big WHERE id = ${1000 + i}; INSERT INTO sw_small VALUES (${100 + i}, 'n${i}');
+        INSERT INTO sw_log VALUES (${i}, 'l'); UPDATE sw_parent SET pad = 'q' WHERE id = ${i}; INSERT INTO sw_child VALUES (${200 + i}, ${i});
+        COMMIT`);
+      if (i === 30) await src.query(`TRUNCATE sw_big, sw_small; INSERT INTO sw_big SELECT g, 'again' FROM generate_series(1, 500) g`);
+    }
+    await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w1')`);
+    const run1 = startApply(opts);
+    await run1.until((p) => p.fenceToken === 'w1');
+    expect({ first: await sessions(1), second: await sessions(2) }).toEqual({ first: 1, second: 1 });
+    expect((await writerRow()).map((r) => r.table)).toEqual(['"dst"."sw_big_m"']);
+    await expectSame(pairs);
+    run1.abort();
+    await run1.result;
+
+    // The first session's commit of the next group fails after the second writer committed its part.
+    await target.query(`
+      CREATE FUNCTION public.sw_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.slot_name = 'ssw' AND NEW.fence_token = 'w2' THEN RAISE EXCEPTION 'sw: commit refused'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER sw_fail BEFORE UPDATE ON pgdts.apply_progress FOR EACH ROW EXECUTE FUNCTION public.sw_fail();
+      ALTER TABLE pgdts.apply_progress ENABLE ALWAYS TRIGGER sw_fail;`);
+    for (let i = 1; i <= 40; i++) {
+      await src.query(`INSERT INTO sw_big VALUES (${20_000 + i}, 'ahead'); DELETE FROM sw_big WHERE id = ${i}; INSERT INTO sw_small VALUES (${200 + i}, 'behind')`);
+    }
+    await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w2')`);
+    const oneGroup = { maxGroupChanges: 1_000_000, maxGroupMs: 60_000, firstGroupMs: 60_000, groupIdleMs: 1_000 };
+    const e2 = (await startApply({ ...opts, ...oneGroup }).result.catch((e: Error) => e)) as Error;
+    expect(e2.message).toContain('sw: commit refused');
+    const applied = lsnToBigInt((await readProgress('ssw'))!.appliedLsn);
+    const [ahead] = await writerRow();
+    expect(lsnToBigInt(ahead!.lsn)).toBeGreaterThan(applied);
+    expect((await target.query<{ big: number; small: number }>(
+      `SELECT (SELECT count(*)::int FROM dst.sw_big_m WHERE id > 20000) AS big, (SELECT count(*)::int FROM dst.sw_small_m WHERE id > 200) AS small`,
+    ))[0]).toEqual({ big: 40, small: 0 });
+
+    // The next run applies the rest of that group once: sw_big's part (an INSERT again would fail on its key) is left out.
+    await target.query(`DROP TRIGGER sw_fail ON pgdts.apply_progress; DROP FUNCTION public.sw_fail()`);
+    const run3 = startApply(opts);
+    await run3.until((p) => p.fenceToken === 'w2');
+    run3.abort();
+    expect((await run3.result).skippedBeforeCopy).toBe(80);
+    await expectSame(pairs);
+
+    // PG_DTS_APPLY_WRITERS=1: one session writes every table.
+    process.env.PG_DTS_APPLY_WRITERS = '1';
+    try {
+      await src.query(`UPDATE sw_big SET v = 'one' WHERE id <= 100; INSERT INTO sw_small VALUES (999, 'one')`);
+      await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w3')`);
+      const run4 = startApply(opts);
+      await run4.until((p) => p.fenceToken === 'w3');
+      expect({ first: await sessions(1), second: await sessions(2) }).toEqual({ first: 1, second: 0 });
+      run4.abort();
+      await run4.result;
+      await expectSame(pairs);
+    } finally {
+      delete process.env.PG_DTS_APPLY_WRITERS;
+      await src.end();
+    }
+    await source.query(`SELECT pg_drop_replication_slot('ssw')`);
+  });
+});
