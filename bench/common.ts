@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createWriteStream, existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, freemem, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Client as TemporalClient } from '@temporalio/client';
@@ -263,6 +263,37 @@ export function processCpuSec(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds (utime + stime) of every process whose parent is `ppid`, by pid, from /proc. */
+function childrenCpu(ppid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[1]) === ppid) out.set(Number(d), (Number(f[11]) + Number(f[12])) / 100);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * The CPU seconds a cluster's processes (its postmaster's children: backends, walsenders, background
+ * workers) spend from now until the returned function is called. A process that ends in between is
+ * not counted; one that starts in between is, whole.
+ */
+export function clusterCpu(cluster: PgCluster): () => number {
+  const postmaster = Number(readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const before = childrenCpu(postmaster);
+  return () => {
+    let sum = 0;
+    for (const [pid, sec] of childrenCpu(postmaster)) sum += sec - (before.get(pid) ?? 0);
+    return sum;
+  };
 }
 
 /** Busy and total clock ticks of every core since boot (/proc/stat's first line: all but idle and iowait are busy). */
