@@ -104,9 +104,13 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   }
 }
 
-/** A second writer (`PG_DTS_APPLY_WRITERS`: 2, the default), or one target session (1: a connection fewer). */
+/**
+ * A second writer with `PG_DTS_APPLY_WRITERS=2`; one target session by default (1). Not the default:
+ * on a 2-core machine it gained nothing measurable (BENCHMARKS.md, session 25), and it costs a
+ * connection. A target with cores to spare may gain; measure before you keep it.
+ */
 function secondWriterWanted(): boolean {
-  const v = process.env.PG_DTS_APPLY_WRITERS?.trim() || '2';
+  const v = process.env.PG_DTS_APPLY_WRITERS?.trim() || '1';
   if (v !== '1' && v !== '2') throw new ApplyError(`PG_DTS_APPLY_WRITERS must be 1 or 2 (got ${JSON.stringify(v)})`, { permanent: true });
   return v === '2';
 }

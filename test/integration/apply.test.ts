@@ -2,7 +2,7 @@
  * The WAL apply engine against real clusters (no Temporal): a source with a pgoutput slot, a target with
  * the same tables, writes of every kind on the source, then a content comparison of both sides.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from 'pg';
 import { startCluster, type PgCluster } from '../harness/pg-cluster';
 import { fingerprint as harnessFingerprint } from '../harness/compare';
@@ -26,6 +26,11 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([source?.destroy(), target?.destroy()]);
+});
+
+// Tests that turn a second writer on (runApply reads it at its start) leave it off for the next.
+afterEach(() => {
+  delete process.env.PG_DTS_APPLY_WRITERS;
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -445,19 +450,23 @@ describe('runApply', () => {
   });
 
   it('leaves no session behind when its start fails on either side or for want of the tables', async () => {
-    await source.query(`CREATE TABLE start_t (id int PRIMARY KEY)`);
+    await source.query(`CREATE TABLE start_t (id int PRIMARY KEY); CREATE TABLE start_t2 (id int PRIMARY KEY)`);
     await source.query(`SELECT pg_create_logical_replication_slot('s_start', 'pgoutput')`);
-    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.start_t_m (id int PRIMARY KEY)`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.start_t_m (id int PRIMARY KEY); CREATE TABLE dst.start_t2_m (id int PRIMARY KEY)`);
+    // With a second writer: its session too.
+    process.env.PG_DTS_APPLY_WRITERS = '2';
     const ours = async () => {
       // Closed sessions leave the servers' views a moment after the client has gone.
       for (let i = 0; ; i++) {
-        const [t] = await target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1`, [applyApplicationName('s_start')]);
+        const [t] = await target.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = ANY($1)`, [
+          [applyApplicationName('s_start'), applyApplicationName('s_start', 2)],
+        ]);
         const [m] = await source.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pg-dts apply monitor'`);
         if ((t!.n === 0 && m!.n === 0) || i === 40) return { target: t!.n, monitor: m!.n };
         await sleep(50);
       }
     };
-    const opts = { source: source.uri(), target: target.uri(), slot: 's_start', publication: 'no_such_pub', tables: map(['start_t']) };
+    const opts = { source: source.uri(), target: target.uri(), slot: 's_start', publication: 'no_such_pub', tables: map(['start_t', 'start_t2']) };
     // The source is out of reach: the target's session, opened at the same time, is closed.
     const e1 = (await startApply({ ...opts, source: source.uri().replace(`:${source.port}/`, ':1/') }).result.catch((e: Error) => e)) as Error;
     expect(e1.message).toContain('cannot connect to the source');
@@ -993,6 +1002,7 @@ describe('runApply with a second writer', () => {
       if (i === 30) await src.query(`TRUNCATE sw_big, sw_small; INSERT INTO sw_big SELECT g, 'again' FROM generate_series(1, 500) g`);
     }
     await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w1')`);
+    process.env.PG_DTS_APPLY_WRITERS = '2'; // one session by default
     const run1 = startApply(opts);
     await run1.until((p) => p.fenceToken === 'w1');
     expect({ first: await sessions(1), second: await sessions(2) }).toEqual({ first: 1, second: 1 });
@@ -1021,16 +1031,17 @@ describe('runApply with a second writer', () => {
       `SELECT (SELECT count(*)::int FROM dst.sw_big_m WHERE id > 20000) AS big, (SELECT count(*)::int FROM dst.sw_small_m WHERE id > 200) AS small`,
     ))[0]).toEqual({ big: 40, small: 0 });
 
-    // The next run applies the rest of that group once: sw_big's part (an INSERT again would fail on its key) is left out.
+    // The next run, with one session (the default), applies the rest of that group once: sw_big's
+    // part (an INSERT again would fail on its key) is left out.
     await target.query(`DROP TRIGGER sw_fail ON pgdts.apply_progress; DROP FUNCTION public.sw_fail()`);
+    delete process.env.PG_DTS_APPLY_WRITERS;
     const run3 = startApply(opts);
     await run3.until((p) => p.fenceToken === 'w2');
     run3.abort();
     expect((await run3.result).skippedBeforeCopy).toBe(80);
     await expectSame(pairs);
 
-    // PG_DTS_APPLY_WRITERS=1: one session writes every table.
-    process.env.PG_DTS_APPLY_WRITERS = '1';
+    // By default one session writes every table.
     try {
       await src.query(`UPDATE sw_big SET v = 'one' WHERE id <= 100; INSERT INTO sw_small VALUES (999, 'one')`);
       await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w3')`);
@@ -1041,7 +1052,6 @@ describe('runApply with a second writer', () => {
       await run4.result;
       await expectSame(pairs);
     } finally {
-      delete process.env.PG_DTS_APPLY_WRITERS;
       await src.end();
     }
     await source.query(`SELECT pg_drop_replication_slot('ssw')`);
