@@ -1,4 +1,5 @@
 /** Worker settings from the environment (documented in README.md; their names are part of the public contract). */
+import { applyWriters } from '../activities/apply/options';
 export {
   describeTemporalSecurity,
   fileFromEnv,
@@ -25,6 +26,8 @@ export {
  *                               when unset, the default): 15 to 40 about halves the apply's growth on a
  *                               1 GiB transaction but cost +60% of the apply's CPU in one measurement
  *   PG_DTS_MEMORY_LOG_MS        log process.memoryUsage() every this many ms (0 = never, the default)
+ *   PG_DTS_APPLY_WRITERS        target sessions each apply writes through, 1 (default) or 2: read by the
+ *                               apply as it starts (activities/apply/options.ts), checked here at start
  */
 export interface WorkerTuning {
   maxConcurrentActivityTaskExecutions: number;
@@ -35,6 +38,7 @@ export interface WorkerTuning {
   /** undefined: V8's own dynamic factor. */
   heapGrowingPercent?: number;
   memoryLogMs: number;
+  applyWriters: 1 | 2;
 }
 
 export const DEFAULT_TUNING: WorkerTuning = {
@@ -43,6 +47,7 @@ export const DEFAULT_TUNING: WorkerTuning = {
   workflowThreadPoolSize: 1,
   semiSpaceMb: 4,
   memoryLogMs: 0,
+  applyWriters: 1,
 };
 
 export function workerTuning(env: NodeJS.ProcessEnv = process.env): WorkerTuning {
@@ -61,5 +66,6 @@ export function workerTuning(env: NodeJS.ProcessEnv = process.env): WorkerTuning
     semiSpaceMb: semi === 'default' ? undefined : int('PG_DTS_SEMI_SPACE_MB', DEFAULT_TUNING.semiSpaceMb!, 1),
     heapGrowingPercent: env.PG_DTS_HEAP_GROWING_PERCENT ? int('PG_DTS_HEAP_GROWING_PERCENT', 0, 1) : undefined,
     memoryLogMs: int('PG_DTS_MEMORY_LOG_MS', DEFAULT_TUNING.memoryLogMs, 0),
+    applyWriters: applyWriters(env),
   };
 }

@@ -93,6 +93,17 @@ export interface ApplyOptions {
 }
 
 /**
+ * `PG_DTS_APPLY_WRITERS`: the target sessions an apply writes through, 1 (unset: the default) or 2
+ * (a second writer, SecondWriter). Read by each apply as it starts, and by the worker at its start,
+ * which refuses any other value.
+ */
+export function applyWriters(env: NodeJS.ProcessEnv = process.env): 1 | 2 {
+  const v = env.PG_DTS_APPLY_WRITERS?.trim() || '1';
+  if (v !== '1' && v !== '2') throw new Error(`PG_DTS_APPLY_WRITERS must be 1 or 2 (got ${JSON.stringify(env.PG_DTS_APPLY_WRITERS)})`);
+  return v === '1' ? 1 : 2;
+}
+
+/**
  * A second target session, the only writer of `table` (the largest table with a key and no foreign
  * key, picked by run.ts): its statements run while the first session writes the other tables, and it
  * commits each group's part first, with its own position (pgdts.apply_writer_progress).

@@ -11,8 +11,8 @@ import { ApplyEngine } from './engine';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { bigIntToLsn, lsnToBigInt } from './lsn';
 import type { ConnectionSpec } from '../spec';
-import type { ApplyOptions, ApplyProgress, ApplyResult, SecondWriter } from './options';
-import { ensureApplyProgressTable, readApplyProgress, readWriterProgress } from './progress';
+import { applyWriters, type ApplyOptions, type ApplyProgress, type ApplyResult, type SecondWriter } from './options';
+import { DELETE_WRITER_PROGRESS_SQL, ensureApplyProgressTable, readApplyProgress, readWriterProgress } from './progress';
 import { readLeafRoutes } from './relations';
 import { readSlot, waitSlotFree } from './source';
 import { watchStopRequests } from './stop-request';
@@ -29,12 +29,14 @@ export type RunApplyOptions = Omit<ApplyOptions, 'tables'> & { tables: ApplyOpti
  */
 export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   const calledAt = Date.now();
+  // Decided before any connection is made (an invalid value fails here, with nothing to close).
+  const writers = applyWritersOrFail();
   const [target, monitor, tables, second] = await settled(
     [
       connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot) }),
       connectTo('source', opts.source, { applicationName: 'pg-dts apply monitor', statementTimeoutMs: 10_000 }),
       Promise.resolve(opts.tables),
-      (secondWriterWanted() ? connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot, 2) }) : Promise.resolve(undefined)) as Promise<Client | undefined>,
+      (writers === 2 ? connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot, 2) }) : Promise.resolve(undefined)) as Promise<Client | undefined>,
     ] as const,
     async (v) => v instanceof Client && v.end(),
   );
@@ -58,6 +60,10 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
         `INSERT INTO pgdts.apply_progress (slot_name, applied_lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (slot_name) DO NOTHING`,
         [opts.slot, bigIntToLsn(confirmed)],
       );
+      // A second writer's rows of an earlier migration under this slot name (a cleanup that failed
+      // half-way) would leave changes out: this migration has written nothing yet.
+      await target.query(DELETE_WRITER_PROGRESS_SQL, [opts.slot]);
+      onTarget.written.clear();
       progress = await readApplyProgress(target, opts.slot);
     }
     const applied = lsnToBigInt(progress!.appliedLsn);
@@ -85,12 +91,10 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
       opts.onProgress?.(p);
     };
     // The replication stream connects once, without libpq's sslmode fallbacks: as the monitor did.
+    if (secondWriter) await target.query(SECOND_WRITER_LOCK_TIMEOUT);
     engine = new ApplyEngine({ ...opts, tables, secondWriter, signal: stopper.signal, onProgress, source: pinnedSpec(monitor, opts.source) }, target, monitor, applied, progress!.fenceToken, statusEveryMs, calledAt);
     engine.routeLeaves(leafRoutes);
-    // What a second writer committed ahead of the first session is in its table already, like a copy.
-    const copied = new Map([...onTarget.copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)]));
-    for (const [t, lsn] of onTarget.written) if (lsn > (copied.get(t) ?? 0n)) copied.set(t, lsn);
-    engine.copiedSince(copied);
+    engine.copiedSince(alreadyIn(onTarget));
     engine.rewrittenBefore(new Map([...onTarget.rewritten].map(([t, lsn]) => [t, lsnToBigInt(lsn)])));
     owned = undefined; // the engine owns it now
     await engine.refreshSourceLsn();
@@ -109,10 +113,12 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
  * on a 2-core machine it gained nothing measurable (BENCHMARKS.md, session 25), and it costs a
  * connection. A target with cores to spare may gain; measure before you keep it.
  */
-function secondWriterWanted(): boolean {
-  const v = process.env.PG_DTS_APPLY_WRITERS?.trim() || '1';
-  if (v !== '1' && v !== '2') throw new ApplyError(`PG_DTS_APPLY_WRITERS must be 1 or 2 (got ${JSON.stringify(v)})`, { permanent: true });
-  return v === '2';
+function applyWritersOrFail(): 1 | 2 {
+  try {
+    return applyWriters();
+  } catch (err) {
+    throw new ApplyError((err as Error).message, { permanent: true });
+  }
 }
 
 /** The second writer's session prepared like the first, and its table; undefined (the session closed) when none qualifies. */
@@ -123,7 +129,27 @@ async function prepareSecondWriter(c: Client, opts: ApplyOptions): Promise<Secon
     return undefined;
   }
   await prepareTargetSession(c, opts.replicaRole ?? true, opts.tables);
+  await c.query(SECOND_WRITER_LOCK_TIMEOUT);
   return { client: c, table, slot: opts.slot };
+}
+
+/**
+ * With two sessions, a lock wait of one can pass through another server session into the other's
+ * locks (a reader holding the first session's table and waiting for the second's, which commits only
+ * after the first): our process is in that cycle, so PostgreSQL's deadlock check never sees it. Both
+ * sessions wait at most this long for a lock; then the apply fails and its retry starts again,
+ * exactly once (pgdts.apply_writer_progress).
+ */
+const SECOND_WRITER_LOCK_TIMEOUT = `SET lock_timeout = '60s'`;
+
+/**
+ * Per target table, the position before which a source transaction's changes are in it already: its
+ * copy's (a later snapshot), or a second writer's that committed ahead of the first session.
+ */
+function alreadyIn(onTarget: { copied: ReadonlyMap<string, string>; written: ReadonlyMap<string, bigint> }): Map<string, bigint> {
+  const positions = new Map([...onTarget.copied].map(([t, lsn]) => [t, lsnToBigInt(lsn)]));
+  for (const [t, lsn] of onTarget.written) if (lsn > (positions.get(t) ?? 0n)) positions.set(t, lsn);
+  return positions;
 }
 
 /** A session on one side, or an ApplyError naming that side. */

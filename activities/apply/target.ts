@@ -19,7 +19,9 @@ export function applyApplicationName(slot: string, writer: 1 | 2 = 1): string {
  * plain table (no partitions, no children) with a primary key and no foreign key either way. A
  * foreign key would tie it to another table's writes: a TRUNCATE of both must be one statement, and
  * without replica mode the key's checks would see the other session's rows late. Undefined when
- * there are fewer than two tables or none qualifies.
+ * there are fewer than two tables, none qualifies, or any of them has a trigger or rule that is not
+ * the proof's (it could write another session's table: a lock wait through our process, which no
+ * deadlock check sees). The size is pg_class's (from the copy's ANALYZE): no lock taken.
  */
 export async function secondWriterTable(c: Client, tables: readonly ApplyTable[]): Promise<QualifiedName | undefined> {
   if (tables.length < 2) return undefined;
@@ -30,7 +32,14 @@ export async function secondWriterTable(c: Client, tables: readonly ApplyTable[]
       WHERE c.relkind = 'r' AND NOT c.relispartition AND NOT c.relhassubclass
         AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
         AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.contype = 'f' AND (k.conrelid = c.oid OR k.confrelid = c.oid))
-      ORDER BY pg_relation_size(c.oid) DESC, 1, 2 LIMIT 1`,
+        AND NOT EXISTS (
+          SELECT 1 FROM unnest($1::text[], $2::text[]) AS a(s, r)
+            JOIN pg_namespace an ON an.nspname = a.s JOIN pg_class ac ON ac.relnamespace = an.oid AND ac.relname = a.r
+           WHERE EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = ac.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+                          AND NOT EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace fn ON fn.oid = f.pronamespace
+                                           WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname LIKE 'pg\_dts\_%\_writes'))
+              OR EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = ac.oid AND w.ev_type <> '1' AND w.ev_enabled <> 'D'))
+      ORDER BY c.relpages DESC, 1, 2 LIMIT 1`,
     [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],
   );
   const row = r.rows[0];

@@ -222,7 +222,7 @@ export class Writer {
         if (kc.size === 0) continue;
         const session = this.sessionFor(kc.k);
         // The second writer's table: its statements go on its session without waiting for them.
-        if (session !== this.main) second = this.onSecond([...kc.drain(limits)], kc.k, second);
+        if (session !== this.main) second = this.onSecond(kc.drain(limits), kc.k, second);
         else for (const stmt of kc.drain(limits)) await this.execBatch(kc.k, stmt, session);
       }
       if (withBatches && second) {
@@ -243,8 +243,12 @@ export class Writer {
     return false;
   }
 
-  /** `stmts` run on the second writer's session after `before`, not awaited (flushKeyed awaits `done`). */
-  private onSecond(stmts: BatchStatement[], k: KeyedRelation, before: SecondFlush | undefined): SecondFlush {
+  /**
+   * `stmts` run on the second writer's session after `before`, not awaited: flushKeyed awaits `done`
+   * before it returns, so nothing folds into the table meanwhile and `drain` can build one statement
+   * at a time.
+   */
+  private onSecond(stmts: Iterable<BatchStatement>, k: KeyedRelation, before: SecondFlush | undefined): SecondFlush {
     const session = this.second!.session;
     const flush: SecondFlush = { done: Promise.resolve() };
     flush.done = (async () => {

@@ -982,7 +982,7 @@ describe('runApply with a second writer', () => {
     await source.query(`${tables} ALTER TABLE sw_log REPLICA IDENTITY FULL; ${rows}
       CREATE PUBLICATION pubsw FOR TABLE sw_big, sw_small, sw_log, sw_parent, sw_child;`);
     await source.query(`SELECT pg_create_logical_replication_slot('ssw', 'pgoutput')`);
-    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; SET search_path = dst; ${tables.replace(/ (sw_\w+) \(/g, ' $1_m (').replace('REFERENCES sw_parent', 'REFERENCES sw_parent_m')} ${rows.replace(/INTO (sw_\w+)/g, 'INTO $1_m')}`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; SET search_path = dst; ${tables.replace(/ (sw_\w+) \(/g, ' $1_m (').replace('REFERENCES sw_parent', 'REFERENCES sw_parent_m')} ${rows.replace(/INTO (sw_\w+)/g, 'INTO $1_m')} ANALYZE`);
     const names = ['sw_big', 'sw_small', 'sw_log', 'sw_parent', 'sw_child'];
     const pairs = names.map((n): [string, string] => [`public.${n}`, `dst.${n}_m`]);
     const opts = { source: source.uri(), target: target.uri(), slot: 'ssw', publication: 'pubsw', tables: map(names) };
@@ -1041,16 +1041,28 @@ describe('runApply with a second writer', () => {
     expect((await run3.result).skippedBeforeCopy).toBe(80);
     await expectSame(pairs);
 
-    // By default one session writes every table.
-    try {
-      await src.query(`UPDATE sw_big SET v = 'one' WHERE id <= 100; INSERT INTO sw_small VALUES (999, 'one')`);
-      await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w3')`);
-      const run4 = startApply(opts);
-      await run4.until((p) => p.fenceToken === 'w3');
-      expect({ first: await sessions(1), second: await sessions(2) }).toEqual({ first: 1, second: 0 });
-      run4.abort();
-      await run4.result;
+    // Writes, a fence, an apply up to it: the sessions it had then; every table compared after.
+    const oneRound = async (token: string) => {
+      await src.query(`UPDATE sw_big SET v = '${token}' WHERE id <= 100; INSERT INTO sw_small VALUES (${900 + Number(token.slice(1))}, '${token}')`);
+      await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', '${token}')`);
+      const run = startApply(opts);
+      await run.until((p) => p.fenceToken === token);
+      const seen = { first: await sessions(1), second: await sessions(2) };
+      run.abort();
+      await run.result;
       await expectSame(pairs);
+      return seen;
+    };
+    try {
+      // By default one session writes every table.
+      expect(await oneRound('w3')).toEqual({ first: 1, second: 0 });
+      // Nor with a trigger of someone else's on any of the tables (it could write the other session's table).
+      await target.query(`CREATE FUNCTION public.sw_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+        CREATE TRIGGER sw_noop AFTER INSERT ON dst.sw_small_m FOR EACH STATEMENT EXECUTE FUNCTION public.sw_noop();
+        ALTER TABLE dst.sw_small_m ENABLE ALWAYS TRIGGER sw_noop;`);
+      process.env.PG_DTS_APPLY_WRITERS = '2';
+      expect(await oneRound('w4')).toEqual({ first: 1, second: 0 });
+      await target.query(`DROP TRIGGER sw_noop ON dst.sw_small_m; DROP FUNCTION public.sw_noop()`);
     } finally {
       await src.end();
     }

@@ -24,8 +24,9 @@ describe('workerTuning', () => {
         PG_DTS_SEMI_SPACE_MB: '16',
         PG_DTS_MEMORY_LOG_MS: '1000',
         PG_DTS_HEAP_GROWING_PERCENT: '30',
+        PG_DTS_APPLY_WRITERS: '2',
       }),
-    ).toEqual({ maxConcurrentActivityTaskExecutions: 8, maxCachedWorkflows: 10, workflowThreadPoolSize: 2, semiSpaceMb: 16, heapGrowingPercent: 30, memoryLogMs: 1000 });
+    ).toEqual({ maxConcurrentActivityTaskExecutions: 8, maxCachedWorkflows: 10, workflowThreadPoolSize: 2, semiSpaceMb: 16, heapGrowingPercent: 30, memoryLogMs: 1000, applyWriters: 2 });
     expect(workerTuning({ PG_DTS_SEMI_SPACE_MB: 'default' }).semiSpaceMb).toBeUndefined();
     expect(workerTuning({ PG_DTS_WORKFLOW_THREADS: '' }).workflowThreadPoolSize).toBe(DEFAULT_TUNING.workflowThreadPoolSize);
   });
@@ -36,6 +37,7 @@ describe('workerTuning', () => {
     expect(() => workerTuning({ PG_DTS_SEMI_SPACE_MB: '1.5' })).toThrow(/PG_DTS_SEMI_SPACE_MB/);
     expect(() => workerTuning({ PG_DTS_MEMORY_LOG_MS: 'often' })).toThrow(/PG_DTS_MEMORY_LOG_MS/);
     expect(() => workerTuning({ PG_DTS_HEAP_GROWING_PERCENT: '0' })).toThrow(/PG_DTS_HEAP_GROWING_PERCENT/);
+    expect(() => workerTuning({ PG_DTS_APPLY_WRITERS: '3' })).toThrow('PG_DTS_APPLY_WRITERS must be 1 or 2 (got "3")');
   });
 });
 
