@@ -98,7 +98,8 @@ export async function readTargetTables(target: Client, tables: readonly Qualifie
                                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
                         'plain', i.indexprs IS NULL AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[])) AND NOT i.indisexclusion)), '[]')
                  FROM pg_index i
-                WHERE i.indrelid IN (SELECT relid FROM pg_partition_tree(c.oid)) AND (i.indisunique OR i.indisexclusion)) AS uniques
+                -- pg_partition_tree() gives no row for a plain table: the table itself, named too.
+                WHERE (i.indrelid = c.oid OR i.indrelid IN (SELECT relid FROM pg_partition_tree(c.oid))) AND (i.indisunique OR i.indisexclusion)) AS uniques
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.relkind IN ('r', 'p')`,
     [tables.map((t) => t.schema), tables.map((t) => t.name)],

@@ -679,6 +679,30 @@ describe('runApply groups source transactions', () => {
   });
 });
 
+describe('runApply past the retention bound', () => {
+  it('writes a plain table with a unique index beside its key change by change once a group can no longer be replayed', async () => {
+    await source.query(`CREATE TABLE uq_t (id int PRIMARY KEY, u int NOT NULL UNIQUE); CREATE TABLE uq_fill (id int PRIMARY KEY);
+      INSERT INTO uq_t VALUES (1, 1), (2, 2); CREATE PUBLICATION pubuq FOR TABLE uq_t, uq_fill`);
+    await source.query(`SELECT pg_create_logical_replication_slot('suq', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.uq_t_m (id int PRIMARY KEY, u int NOT NULL UNIQUE);
+      CREATE TABLE dst.uq_fill_m (id int PRIMARY KEY); INSERT INTO dst.uq_t_m VALUES (1, 1), (2, 2)`);
+    // One source transaction past what a group keeps for a replay (10,000 changes), then rows 1 and 2
+    // swap their unique u: as one set-based UPDATE that trips the unique index, with nothing to replay.
+    await source.query(`BEGIN; INSERT INTO uq_fill SELECT generate_series(1, 12000);
+      UPDATE uq_t SET u = -1 WHERE id = 1; UPDATE uq_t SET u = 1 WHERE id = 2; UPDATE uq_t SET u = 2 WHERE id = 1; COMMIT`);
+    await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'uq')`);
+    const run = startApply({ source: source.uri(), target: target.uri(), slot: 'suq', publication: 'pubuq', tables: map(['uq_t', 'uq_fill']) });
+    await run.until((p) => p.fenceToken === 'uq');
+    run.abort();
+    await run.result;
+    await expectSame([
+      ['public.uq_t', 'dst.uq_t_m'],
+      ['public.uq_fill', 'dst.uq_fill_m'],
+    ]);
+    await source.query(`SELECT pg_drop_replication_slot('suq')`);
+  });
+});
+
 describe('runApply under crashes inside group commits', () => {
   it('folds what arrives into the next group while a group is written, in order, and applies it exactly', async () => {
     // fa_k: keyed, each transaction overwrites rows with its own number, inserts a key and deletes an
