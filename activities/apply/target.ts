@@ -37,7 +37,7 @@ export async function secondWriterTable(c: Client, tables: readonly ApplyTable[]
             JOIN pg_namespace an ON an.nspname = a.s JOIN pg_class ac ON ac.relnamespace = an.oid AND ac.relname = a.r
            WHERE EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = ac.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'
                           AND NOT EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace fn ON fn.oid = f.pronamespace
-                                           WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname LIKE 'pg\_dts\_%\_writes'))
+                                           WHERE f.oid = t.tgfoid AND fn.nspname = 'pgdts' AND f.proname LIKE 'pg\\_dts\\_%\\_writes'))
               OR EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = ac.oid AND w.ev_type <> '1' AND w.ev_enabled <> 'D'))
       ORDER BY c.relpages DESC, 1, 2 LIMIT 1`,
     [tables.map((t) => t.target.schema), tables.map((t) => t.target.name)],

@@ -1026,6 +1026,12 @@ describe('runApply with a second writer', () => {
       if (i === 30) await src.query(`TRUNCATE sw_big, sw_small; INSERT INTO sw_big SELECT g, 'again' FROM generate_series(1, 500) g`);
     }
     await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'w1')`);
+    // A trigger of the content proof's write marks (its function pgdts.pg_dts_<id>_writes) does not
+    // keep the second writer away; anyone else's does (below).
+    await target.query(`CREATE SCHEMA IF NOT EXISTS pgdts;
+      CREATE FUNCTION pgdts.pg_dts_ssw_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+      CREATE TRIGGER ssw_writes AFTER INSERT ON dst.sw_small_m FOR EACH STATEMENT EXECUTE FUNCTION pgdts.pg_dts_ssw_writes();
+      ALTER TABLE dst.sw_small_m ENABLE ALWAYS TRIGGER ssw_writes;`);
     process.env.PG_DTS_APPLY_WRITERS = '2'; // one session by default
     const run1 = startApply(opts);
     await run1.until((p) => p.fenceToken === 'w1');
