@@ -3,6 +3,7 @@
  */
 import type { Client } from 'pg';
 import type { ConnectionSpec, QualifiedName } from '../spec';
+import { ApplyError } from './errors';
 
 export interface ApplyTable {
   source: QualifiedName;
@@ -95,11 +96,14 @@ export interface ApplyOptions {
 /**
  * `PG_DTS_APPLY_WRITERS`: the target sessions an apply writes through, 1 (unset: the default) or 2
  * (a second writer, SecondWriter). Read by each apply as it starts, and by the worker at its start,
- * which refuses any other value.
+ * which refuses any other value. Not the default: on a 2-core machine it gained nothing measurable
+ * (BENCHMARKS.md, session 25), and it costs a connection; a target with cores to spare may gain.
  */
 export function applyWriters(env: NodeJS.ProcessEnv = process.env): 1 | 2 {
   const v = env.PG_DTS_APPLY_WRITERS?.trim() || '1';
-  if (v !== '1' && v !== '2') throw new Error(`PG_DTS_APPLY_WRITERS must be 1 or 2 (got ${JSON.stringify(env.PG_DTS_APPLY_WRITERS)})`);
+  if (v !== '1' && v !== '2') {
+    throw new ApplyError(`PG_DTS_APPLY_WRITERS must be 1 or 2 (got ${JSON.stringify(env.PG_DTS_APPLY_WRITERS)})`, { permanent: true });
+  }
   return v === '1' ? 1 : 2;
 }
 

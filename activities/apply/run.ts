@@ -30,7 +30,7 @@ export type RunApplyOptions = Omit<ApplyOptions, 'tables'> & { tables: ApplyOpti
 export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
   const calledAt = Date.now();
   // Decided before any connection is made (an invalid value fails here, with nothing to close).
-  const writers = applyWritersOrFail();
+  const writers = applyWriters();
   const [target, monitor, tables, second] = await settled(
     [
       connectTo('target', opts.target, { applicationName: applyApplicationName(opts.slot) }),
@@ -105,19 +105,6 @@ export async function runApply(opts: RunApplyOptions): Promise<ApplyResult> {
     await owned?.end().catch(() => undefined);
     await target.end().catch(() => undefined);
     await second?.end().catch(() => undefined);
-  }
-}
-
-/**
- * A second writer with `PG_DTS_APPLY_WRITERS=2`; one target session by default (1). Not the default:
- * on a 2-core machine it gained nothing measurable (BENCHMARKS.md, session 25), and it costs a
- * connection. A target with cores to spare may gain; measure before you keep it.
- */
-function applyWritersOrFail(): 1 | 2 {
-  try {
-    return applyWriters();
-  } catch (err) {
-    throw new ApplyError((err as Error).message, { permanent: true });
   }
 }
 

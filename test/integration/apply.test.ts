@@ -108,6 +108,14 @@ function startApply(opts: Omit<ApplyOptions, 'signal' | 'onProgress'>): Run {
   };
 }
 
+/** An apply from where the target stands up to the fence `token`, then stopped: its result. */
+async function applyUpTo(opts: Omit<ApplyOptions, 'signal' | 'onProgress'>, token: string): Promise<ApplyResult> {
+  const run = startApply(opts);
+  await run.until((p) => p.fenceToken === token);
+  run.abort();
+  return run.result;
+}
+
 async function slotState(slot: string): Promise<{ active: boolean; confirmed: string }> {
   const r = await source.query<{ active: boolean; confirmed: string }>(
     'SELECT active, confirmed_flush_lsn::text AS confirmed FROM pg_replication_slots WHERE slot_name = $1',
@@ -691,10 +699,7 @@ describe('runApply past the retention bound', () => {
     await source.query(`BEGIN; INSERT INTO uq_fill SELECT generate_series(1, 12000);
       UPDATE uq_t SET u = -1 WHERE id = 1; UPDATE uq_t SET u = 1 WHERE id = 2; UPDATE uq_t SET u = 2 WHERE id = 1; COMMIT`);
     await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'uq')`);
-    const run = startApply({ source: source.uri(), target: target.uri(), slot: 'suq', publication: 'pubuq', tables: map(['uq_t', 'uq_fill']) });
-    await run.until((p) => p.fenceToken === 'uq');
-    run.abort();
-    await run.result;
+    await applyUpTo({ source: source.uri(), target: target.uri(), slot: 'suq', publication: 'pubuq', tables: map(['uq_t', 'uq_fill']) }, 'uq');
     await expectSame([
       ['public.uq_t', 'dst.uq_t_m'],
       ['public.uq_fill', 'dst.uq_fill_m'],
@@ -1065,10 +1070,7 @@ describe('runApply with a second writer', () => {
     // part (an INSERT again would fail on its key) is left out.
     await target.query(`DROP TRIGGER sw_fail ON pgdts.apply_progress; DROP FUNCTION public.sw_fail()`);
     delete process.env.PG_DTS_APPLY_WRITERS;
-    const run3 = startApply(opts);
-    await run3.until((p) => p.fenceToken === 'w2');
-    run3.abort();
-    expect((await run3.result).skippedBeforeCopy).toBe(80);
+    expect((await applyUpTo(opts, 'w2')).skippedBeforeCopy).toBe(80);
     await expectSame(pairs);
 
     // Writes, a fence, an apply up to it: the sessions it had then; every table compared after.
