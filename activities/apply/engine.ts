@@ -32,7 +32,7 @@ import { sleep } from '../sleep';
 import { CopyPositions } from './copy-positions';
 import { ApplyError, safeDbMessage, sqlState } from './errors';
 import { GC_EVERY_TXN_BYTES, LargeTxnGc } from './gc';
-import { FIRST_GROUP_MS, Group, MAX_GROUP_BYTES, batchFull, type Change } from './group';
+import { FIRST_GROUP_MS, Group, MAX_GROUP_BYTES, type Change } from './group';
 import { bigIntToLsn } from './lsn';
 import type { ApplyOptions, ApplyResult } from './options';
 import type { ChangeMessage, PgoutputMessage } from './pgoutput';
@@ -365,7 +365,7 @@ export class ApplyEngine {
       // table's batch, written when the batch is full or anything else touches the table.
       this.account(c);
       const b = g.addInsert(msg.relationOid, m, msg.new);
-      if (batchFull(b, this.maxBatchRows) || g.retentionDue()) this.after(() => this.writer.afterInsert(this.group, msg.relationOid));
+      if (this.writer.batchFull(b) || g.retentionDue()) this.after(() => this.writer.afterInsert(this.group, msg.relationOid));
       return true;
     }
     return false;

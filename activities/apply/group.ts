@@ -30,8 +30,14 @@ export type KeyedChange = { msg: ChangeMessage; mapped: MappedRelation };
 
 export const MAX_BATCH_PARAMS = 30_000;
 export const MAX_BATCH_BYTES = 1024 * 1024;
-/** Folded (set-based) changes held before they are written, whatever the group. */
-export const MAX_PENDING_KEYED = 5_000;
+/** Rows of one INSERT batch written as COPY, at most (also at most MAX_BATCH_BYTES of values). */
+export const MAX_COPY_ROWS = 10_000;
+/**
+ * Folded (set-based) changes held before they are written, whatever the group: as many as a default
+ * group holds (ApplyOptions.maxGroupChanges), so a group's folded changes are written at its end,
+ * while the next group folds, not in a write of their own in its middle.
+ */
+export const MAX_PENDING_KEYED = 10_000;
 export const MAX_PENDING_BYTES = 2 * 1024 * 1024;
 /** A group is committed at its next source commit once its values reach this size. */
 export const MAX_GROUP_BYTES = 2 * 1024 * 1024;
@@ -165,8 +171,13 @@ export class Group {
   }
 }
 
-export function batchFull(b: InsertBatch, maxRows: number): boolean {
-  return b.rows.length >= maxRows || b.params + b.mapped.rel.columns.length > MAX_BATCH_PARAMS || b.bytes >= MAX_BATCH_BYTES;
+/**
+ * The batch is to be written now. One COPY (`copy`) takes up to MAX_COPY_ROWS rows: no parameters to
+ * count, and a write in the middle of a group is one the next group's folding cannot overlap.
+ */
+export function batchFull(b: InsertBatch, maxRows: number, copy: boolean): boolean {
+  if (b.bytes >= MAX_BATCH_BYTES) return true;
+  return copy ? b.rows.length >= MAX_COPY_ROWS : b.rows.length >= maxRows || b.params + b.mapped.rel.columns.length > MAX_BATCH_PARAMS;
 }
 
 /**

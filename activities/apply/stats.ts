@@ -47,6 +47,9 @@ class RecordingStats implements ApplyStats {
     firstCommit: 0,
     replays: 0,
     gcs: 0,
+    gapMs: 0,
+    gaps: 0,
+    lastAnswer: 0,
     targetBusyMs: 0,
     pausedMs: 0,
     pausedAt: 0,
@@ -87,18 +90,35 @@ class RecordingStats implements ApplyStats {
     }
   }
   statement(t0: number, rows: number, op: string, table: string, prepared?: boolean): void {
+    const ms = this.answered(t0);
     this.s.statements++;
-    this.s.dbMs += performance.now() - t0;
+    this.s.dbMs += ms;
     const key = prepared === undefined ? `strict ${op} ${table}` : `${op} ${table} ${prepared}`;
     const e = (this.s.by[key] ??= { n: 0, ms: 0, rows: 0 });
     e.n++;
-    e.ms += performance.now() - t0;
+    e.ms += ms;
     e.rows += rows;
   }
   committed(t0: number): void {
     this.s.firstCommit ||= Date.now();
     this.s.groups++;
-    this.s.commitMs += performance.now() - t0;
+    this.s.commitMs += this.answered(t0);
+  }
+  /**
+   * A statement or commit sent at `t0` was answered now: its own time, counted from when the one
+   * ahead of it was answered if it was sent before that (writer.ts sends the next one early). The
+   * time between an answer and the next statement sent soon after (under 50 ms: the same flush or
+   * the next group) is `gapMs`: the target waiting for us. Exact with one target session.
+   */
+  private answered(t0: number): number {
+    const now = performance.now();
+    const from = Math.max(t0, this.s.lastAnswer);
+    if (t0 > this.s.lastAnswer && t0 - this.s.lastAnswer < 50) {
+      this.s.gapMs += t0 - this.s.lastAnswer;
+      this.s.gaps++;
+    }
+    this.s.lastAnswer = now;
+    return now - from;
   }
   replay(): void {
     this.s.replays++;

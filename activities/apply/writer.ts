@@ -16,7 +16,7 @@ import { ident, qname } from '../sql';
 import { displayName, type QualifiedName } from '../spec';
 import { copyChunks, copyInsertSql, hasBig, insertSql, type BatchStatement, type KeyedRelation } from './batch';
 import { ApplyError, connectionLevel, safeDbMessage, sqlState } from './errors';
-import { MAX_BATCH_BYTES, batchFull, type Change, type Group } from './group';
+import { MAX_BATCH_BYTES, batchFull, type Change, type Group, type InsertBatch } from './group';
 import { bigIntToLsn } from './lsn';
 import { writerProgressUpsert } from './progress';
 import type { ApplyOptions, SecondWriter } from './options';
@@ -64,6 +64,36 @@ class Session {
 interface SecondFlush {
   done: Promise<void>;
   error?: unknown;
+}
+
+/**
+ * Statements sent on one session before the one ahead of them has answered: pg queues each and sends
+ * it the moment the one before it completes, so the target does not wait while the next statement's
+ * values are built or this process is busy with the stream. At most two are out at once (the running
+ * one and the next), so at most two statements' values are held.
+ */
+class InFlight {
+  private last: Promise<void> | undefined;
+
+  /** `sent` (already given to pg) is next; waits for the one before it, whose error it throws. */
+  async add(sent: Promise<void>): Promise<void> {
+    const before = this.last;
+    sent.catch(() => undefined); // thrown by the next add or by `done`
+    this.last = sent;
+    if (before) await before;
+  }
+
+  /** Waits for the last one sent; throws its error. */
+  async done(): Promise<void> {
+    const last = this.last;
+    this.last = undefined;
+    if (last) await last;
+  }
+
+  /** Waits until nothing sent is left running, quietly (a failure is being handled already). */
+  async settle(): Promise<void> {
+    await this.done().catch(() => undefined);
+  }
 }
 
 export class Writer {
@@ -124,7 +154,7 @@ export class Writer {
   /** After an INSERT added to its table's batch (handleSync): the batch written if full, retention checked. */
   async afterInsert(g: Group, oid: number): Promise<void> {
     const b = g.batches.get(oid);
-    if (b && batchFull(b, this.opts.maxBatchRows)) await this.flushBatch(g, oid);
+    if (b && this.batchFull(b)) await this.flushBatch(g, oid);
     await this.checkRetention(g);
   }
 
@@ -215,6 +245,8 @@ export class Writer {
     if (g.pendingKeyed === 0) return false;
     const limits = { maxRows: this.opts.maxBatchRows, maxBytes: MAX_BATCH_BYTES, bigValue: BIG_VALUE, copy: this.opts.copyInserts !== false };
     let second: SecondFlush | undefined;
+    const sent = new InFlight();
+    let batches: Promise<void> | undefined;
     let batchErr: unknown;
     try {
       for (const [oid, kc] of g.keyed) {
@@ -223,17 +255,30 @@ export class Writer {
         const session = this.sessionFor(kc.k);
         // The second writer's table: its statements go on its session without waiting for them.
         if (session !== this.main) second = this.onSecond(kc.drain(limits), kc.k, second);
-        else for (const stmt of kc.drain(limits)) await this.execBatch(kc.k, stmt, session);
+        else {
+          for (const stmt of kc.drain(limits)) {
+            await session.begin(); // before the first: no second BEGIN behind it
+            await sent.add(this.execBatch(kc.k, stmt, session));
+          }
+        }
       }
-      if (withBatches && second) {
-        // Meanwhile the first session's own INSERT batches; a failure of theirs is no reason to
-        // replay (as when they run after this), so it is thrown once the second writer is done.
-        await this.flushBatches(g, this.main).catch((err: unknown) => (batchErr = err ?? new Error('INSERT failed')));
+      if (withBatches) {
+        // Right behind them (and beside the second writer's), the first session's own INSERT batches.
+        // A failure of theirs is no reason to replay (as when they run after this): it is thrown
+        // once the set-based statements are in.
+        batches = this.flushBatches(g, this.main).catch((err: unknown) => {
+          batchErr = err ?? new Error('INSERT failed');
+        });
       }
+      await sent.done();
       await second?.done;
       if (second?.error !== undefined) throw second.error;
+      await batches;
     } catch (err) {
-      await second?.done; // settled before a replay rolls its session back
+      // Settled before a replay rolls the sessions back: what was sent behind the failure too.
+      await sent.settle();
+      await batches;
+      await second?.done;
       return this.replay(g, err);
     }
     if (batchErr !== undefined) throw batchErr;
@@ -338,7 +383,7 @@ export class Writer {
     }
     if (msg.tag === 'insert') {
       const b = g.addInsert(msg.relationOid, m, msg.new);
-      if (batchFull(b, this.opts.maxBatchRows)) await this.flushBatch(g, msg.relationOid);
+      if (this.batchFull(b)) await this.flushBatch(g, msg.relationOid);
       return;
     }
     await this.flushBatch(g, msg.relationOid);
@@ -426,6 +471,16 @@ export class Writer {
     }
   }
 
+  /** The batch is written as one COPY (else as INSERT statements). */
+  private copies(b: InsertBatch): boolean {
+    return b.mapped.castTypes !== undefined && this.opts.setBased !== false && this.opts.copyInserts !== false;
+  }
+
+  /** The batch is to be written now (group.ts batchFull). */
+  batchFull(b: InsertBatch): boolean {
+    return batchFull(b, this.opts.maxBatchRows, this.copies(b));
+  }
+
   /** Consecutive INSERTs into one table go as one statement; any other change to it writes them first. */
   async flushBatch(g: Group, oid: number): Promise<void> {
     const b = g.batches.get(oid);
@@ -435,8 +490,7 @@ export class Writer {
     // One prepared INSERT ... SELECT FROM unnest() whatever the number of rows; plain parameters when a
     // value is large (no array literal copy of it).
     // Or one COPY, large values included.
-    const copy = castTypes && this.opts.setBased !== false && this.opts.copyInserts !== false;
-    const stmt = copy
+    const stmt = this.copies(b)
       ? copyInsertSql(b.mapped, b.rows)
       : castTypes && this.opts.setBased !== false && !b.rows.some((r) => hasBig(r, BIG_VALUE))
         ? insertSql({ rel: b.mapped.rel, castTypes }, b.rows)

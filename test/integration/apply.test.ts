@@ -687,6 +687,62 @@ describe('runApply groups source transactions', () => {
   });
 });
 
+describe('runApply sends a group\'s statements back to back', () => {
+  it('rolls back what was sent behind a failed set-based statement and replays the group exactly once', async () => {
+    await source.query(`CREATE TABLE pipe_a (id int PRIMARY KEY, u int NOT NULL UNIQUE); CREATE TABLE pipe_b (id int PRIMARY KEY, v text);
+      CREATE TABLE pipe_h (n int, note text); CREATE PUBLICATION pub_pipe FOR TABLE pipe_a, pipe_b, pipe_h;
+      INSERT INTO pipe_a SELECT g, g FROM generate_series(1, 4) g; INSERT INTO pipe_b SELECT g, 'b' FROM generate_series(1, 60) g`);
+    await source.query(`SELECT pg_create_logical_replication_slot('s_pipe', 'pgoutput')`);
+    await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.pipe_a_m (id int PRIMARY KEY, u int NOT NULL UNIQUE);
+      CREATE TABLE dst.pipe_b_m (id int PRIMARY KEY, v text); CREATE TABLE dst.pipe_h_m (n int, note text);
+      INSERT INTO dst.pipe_a_m SELECT g, g FROM generate_series(1, 4) g; INSERT INTO dst.pipe_b_m SELECT g, 'b' FROM generate_series(1, 60) g`);
+    const opts = {
+      source: source.uri(),
+      target: target.uri(),
+      slot: 's_pipe',
+      publication: 'pub_pipe',
+      tables: map(['pipe_a', 'pipe_b', 'pipe_h']),
+      // One group per fence; pipe_b's 60 rows in six statements.
+      maxBatchRows: 10,
+      maxGroupChanges: 1_000_000,
+      maxGroupMs: 60_000,
+      firstGroupMs: 60_000,
+      groupIdleMs: 1_000,
+    };
+    const src = await source.client();
+    // A swap of unique values: as one set-based UPDATE it collides (23505), change by change it does not.
+    const swap = (x: number, y: number) => `BEGIN; UPDATE pipe_a SET u = -1 WHERE id = ${x}; UPDATE pipe_a SET u = ${x} WHERE id = ${y}; UPDATE pipe_a SET u = ${y} WHERE id = ${x}; COMMIT`;
+    const rowsOf = (tag: string) => `UPDATE pipe_b SET v = v || '${tag}'; INSERT INTO pipe_h SELECT g, '${tag}' FROM generate_series(1, 5) g`;
+    // Group 1: pipe_b's six UPDATEs, then pipe_a's failing one (last), with pipe_h's INSERT batch sent behind it.
+    await src.query(rowsOf('1'));
+    await src.query(swap(1, 2));
+    await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'p1')`);
+    // Group 2: pipe_a's failing UPDATE first, pipe_b's statements sent behind it.
+    await src.query(swap(3, 4));
+    await src.query(rowsOf('2'));
+    await src.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'p2')`);
+    await src.end();
+
+    const replays: { table?: string; code?: string }[] = [];
+    const r = await applyUpTo({ ...opts, onReplay: (x) => replays.push(x) }, 'p2');
+    expect(r.transactions).toBe(6);
+    expect(replays.map((x) => [x.table, x.code])).toEqual([
+      ['dst.pipe_a_m', '23505'],
+      ['dst.pipe_a_m', '23505'],
+    ]);
+    expect(await target.query(`SELECT note, count(*)::int AS n FROM dst.pipe_h_m GROUP BY note ORDER BY note`)).toEqual([
+      { note: '1', n: 5 },
+      { note: '2', n: 5 },
+    ]);
+    await expectSame([
+      ['public.pipe_a', 'dst.pipe_a_m'],
+      ['public.pipe_b', 'dst.pipe_b_m'],
+      ['public.pipe_h', 'dst.pipe_h_m'],
+    ]);
+    await source.query(`SELECT pg_drop_replication_slot('s_pipe')`);
+  });
+});
+
 describe('runApply past the retention bound', () => {
   it('writes a plain table with a unique index beside its key change by change once a group can no longer be replayed', async () => {
     await source.query(`CREATE TABLE uq_t (id int PRIMARY KEY, u int NOT NULL UNIQUE); CREATE TABLE uq_fill (id int PRIMARY KEY);
