@@ -33,12 +33,14 @@ export const MAX_BATCH_BYTES = 1024 * 1024;
 /** Rows of one INSERT batch written as COPY, at most (also at most MAX_BATCH_BYTES of values). */
 export const MAX_COPY_ROWS = 10_000;
 /**
- * Folded (set-based) changes held before they are written, whatever the group: as many as a default
- * group holds (ApplyOptions.maxGroupChanges), so a group's folded changes are written at its end,
- * while the next group folds, not in a write of their own in its middle.
+ * Folded (set-based) changes held before they are written, whatever the group. Twice what a default
+ * group holds (ApplyOptions.maxGroupChanges, MAX_GROUP_BYTES), as RETAIN_MAX_* are: a group of
+ * transactions smaller than a group is written at its end, while the next group folds (engine.ts
+ * `foldAhead`), not in a write of its own in its middle that nothing overlaps. These bounds act on a
+ * source transaction larger than a group.
  */
-export const MAX_PENDING_KEYED = 10_000;
-export const MAX_PENDING_BYTES = 2 * 1024 * 1024;
+export const MAX_PENDING_KEYED = 20_000;
+export const MAX_PENDING_BYTES = 4 * 1024 * 1024;
 /** A group is committed at its next source commit once its values reach this size. */
 export const MAX_GROUP_BYTES = 2 * 1024 * 1024;
 /**
@@ -47,7 +49,7 @@ export const MAX_GROUP_BYTES = 2 * 1024 * 1024;
  * source transaction bigger than that), the rest of that target transaction goes change by change,
  * except for tables where the order of rows cannot matter (KeyedRelation.orderFree).
  */
-const RETAIN_MAX_CHANGES = 10_000;
+const RETAIN_MAX_CHANGES = 20_000;
 const RETAIN_MAX_BYTES = 4 * 1024 * 1024;
 
 function tupleBytes(t: Tuple | null | undefined): number {

@@ -750,9 +750,9 @@ describe('runApply past the retention bound', () => {
     await source.query(`SELECT pg_create_logical_replication_slot('suq', 'pgoutput')`);
     await target.query(`CREATE SCHEMA IF NOT EXISTS dst; CREATE TABLE dst.uq_t_m (id int PRIMARY KEY, u int NOT NULL UNIQUE);
       CREATE TABLE dst.uq_fill_m (id int PRIMARY KEY); INSERT INTO dst.uq_t_m VALUES (1, 1), (2, 2)`);
-    // One source transaction past what a group keeps for a replay (10,000 changes), then rows 1 and 2
+    // One source transaction past what a group keeps for a replay (20,000 changes), then rows 1 and 2
     // swap their unique u: as one set-based UPDATE that trips the unique index, with nothing to replay.
-    await source.query(`BEGIN; INSERT INTO uq_fill SELECT generate_series(1, 12000);
+    await source.query(`BEGIN; INSERT INTO uq_fill SELECT generate_series(1, 22000);
       UPDATE uq_t SET u = -1 WHERE id = 1; UPDATE uq_t SET u = 1 WHERE id = 2; UPDATE uq_t SET u = 2 WHERE id = 1; COMMIT`);
     await source.query(`SELECT pg_logical_emit_message(true, 'pg-dts-fence', 'uq')`);
     await applyUpTo({ source: source.uri(), target: target.uri(), slot: 'suq', publication: 'pubuq', tables: map(['uq_t', 'uq_fill']) }, 'uq');
