@@ -33,5 +33,6 @@ USER node
 # The worker touches PG_DTS_HEALTH_FILE every 10 s while it polls its task queue.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "const s = require('fs').statSync(process.env.PG_DTS_HEALTH_FILE); process.exit(Date.now() - s.mtimeMs < 60000 ? 0 : 1)"]
-# node directly (no npm launcher process): about 100 MB less than `npm run worker`.
-CMD ["node", "lib/worker/main.js"]
+# node directly (no npm launcher process): about 100 MB less than `npm run worker`; the same young
+# generation as it (worker/config.ts MAIN_SEMI_SPACE_MB).
+CMD ["node", "--max-semi-space-size=32", "lib/worker/main.js"]

@@ -10,16 +10,17 @@
  *
  * Memory (issue 7; worker/config.ts): one workflow thread (PG_DTS_WORKFLOW_THREADS; 0 would save its
  * ~40 MB isolate but slowed a large apply), copies use 256 KiB stream buffers (PG_DTS_COPY_BUFFER_KB). The main thread's
- * young generation is left at V8's default on purpose: `--max-semi-space-size=4` saves ~20 MB idle but
- * promotes more of the apply's short-lived data, so one 1 GiB transaction peaked higher (330 MB vs
- * 274 MB) and took more CPU (24.6 s vs 17.4 s).
+ * young generation is a node flag, `--max-semi-space-size=32` in `npm run worker` and the Docker image
+ * (config.ts MAIN_SEMI_SPACE_MB: less of the apply's data promoted, about a fifth less worker CPU in a
+ * catch-up); the log says what it runs with. Smaller costs CPU: `--max-semi-space-size=4` saved ~20 MB
+ * idle but one 1 GiB transaction peaked higher (330 MB vs 274 MB) and took more CPU (24.6 s vs 17.4 s).
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { WorkflowBundleOption } from '@temporalio/worker';
 import { NativeConnection } from '@temporalio/worker';
 import { buildInChildProcess, prebuiltWorkflowBundle, repoRoot } from './bundle';
-import { describeTemporalSecurity, payloadEncryption, temporalConnectionOptions, temporalSettings, workerTuning } from './config';
+import { describeTemporalSecurity, mainSemiSpaceMb, payloadEncryption, temporalConnectionOptions, temporalSettings, workerTuning, youngGeneration } from './config';
 import { startMemoryLog } from './memory';
 import { createWorker, ensureSearchAttributes } from './worker';
 import { installWorkerRuntime } from './logging';
@@ -56,7 +57,8 @@ export async function runWorker(env: NodeJS.ProcessEnv = process.env): Promise<v
     log.info(
       `memory settings: ${tuning.workflowThreadPoolSize === 0 ? 'workflows on the main thread' : `${tuning.workflowThreadPoolSize} workflow thread(s)`}, ` +
         `up to ${tuning.maxConcurrentActivityTaskExecutions} activities, ${tuning.maxCachedWorkflows} cached workflows` +
-        (tuning.heapGrowingPercent ? `, V8 heap growing ${tuning.heapGrowingPercent}%` : ''),
+        (tuning.heapGrowingPercent ? `, V8 heap growing ${tuning.heapGrowingPercent}%` : '') +
+        `, ${youngGeneration(mainSemiSpaceMb())}`,
     );
     const alive = env.PG_DTS_HEALTH_FILE ? startHealthFile(env.PG_DTS_HEALTH_FILE, () => worker.getState() === 'RUNNING') : undefined;
     try {

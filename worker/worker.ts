@@ -64,7 +64,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
   if (opts.maxConcurrentActivityTaskExecutions !== undefined) tuning.maxConcurrentActivityTaskExecutions = opts.maxConcurrentActivityTaskExecutions;
   // V8 reads this when it creates an isolate: it sizes the young generation of isolates created from now
   // on (a workflow thread, if any), not this thread's, which only a node flag sets
-  // (node --max-semi-space-size=N, or NODE_OPTIONS; worker/main.ts says why it is left alone).
+  // (node --max-semi-space-size=N, or NODE_OPTIONS: config.ts MAIN_SEMI_SPACE_MB, what npm run worker sets).
   if (tuning.semiSpaceMb !== undefined) setFlagsFromString(`--max-semi-space-size=${tuning.semiSpaceMb}`);
   // Read by V8 each time it sets the next old-generation limit: applies to this thread too.
   if (tuning.heapGrowingPercent !== undefined) setFlagsFromString(`--heap-growing-percent=${tuning.heapGrowingPercent}`);

@@ -3,7 +3,9 @@
  * (worker/worker.ts), without a Temporal server.
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_TUNING, workerTuning } from '../../worker/config';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_TUNING, MAIN_SEMI_SPACE_MB, mainSemiSpaceMb, workerTuning, youngGeneration } from '../../worker/config';
 import { temporalWorkerOptions } from '../../worker/worker';
 import { DefaultLogger, type WorkerOptions } from '@temporalio/worker';
 import { compileWorkerOptions } from '@temporalio/worker/lib/worker-options';
@@ -38,6 +40,30 @@ describe('workerTuning', () => {
     expect(() => workerTuning({ PG_DTS_MEMORY_LOG_MS: 'often' })).toThrow(/PG_DTS_MEMORY_LOG_MS/);
     expect(() => workerTuning({ PG_DTS_HEAP_GROWING_PERCENT: '0' })).toThrow(/PG_DTS_HEAP_GROWING_PERCENT/);
     expect(() => workerTuning({ PG_DTS_APPLY_WRITERS: '3' })).toThrow('PG_DTS_APPLY_WRITERS must be 1 or 2 (got "3")');
+  });
+});
+
+describe("the main thread's young generation", () => {
+  it('is read from the command line, else NODE_OPTIONS, in either spelling', () => {
+    expect(mainSemiSpaceMb([], '')).toBeUndefined();
+    expect(mainSemiSpaceMb(['--require', 'tsx/cjs'], '--max-old-space-size=512')).toBeUndefined();
+    expect(mainSemiSpaceMb(['--max-semi-space-size=32'], '')).toBe(32);
+    expect(mainSemiSpaceMb([], '--enable-source-maps --max-semi-space-size=64')).toBe(64);
+    expect(mainSemiSpaceMb(['--max_semi_space_size', '16'], '--max-semi-space-size=64')).toBe(16);
+    expect(mainSemiSpaceMb(['--max-semi-space-size=0'], '')).toBeUndefined();
+    expect(youngGeneration(32)).toBe("main thread's young generation 32 MB semi-space");
+    expect(youngGeneration(undefined)).toContain(`--max-semi-space-size=${MAIN_SEMI_SPACE_MB}`);
+  });
+
+  it('is the same in npm run worker, the Docker image and docker-compose.yml', () => {
+    const root = path.join(__dirname, '..', '..');
+    const read = (f: string) => readFileSync(path.join(root, f), 'utf8');
+    const npmScript = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts.worker!;
+    const dockerCmd = /^CMD (\[.*\])$/m.exec(read('Dockerfile'))![1]!;
+    const composeCmd = /exec node [^"]*lib\/worker\/main\.js/.exec(read('docker-compose.yml'))![0];
+    expect(mainSemiSpaceMb(npmScript.split(' '), '')).toBe(MAIN_SEMI_SPACE_MB);
+    expect(mainSemiSpaceMb(JSON.parse(dockerCmd) as string[], '')).toBe(MAIN_SEMI_SPACE_MB);
+    expect(mainSemiSpaceMb(composeCmd.split(' '), '')).toBe(MAIN_SEMI_SPACE_MB);
   });
 });
 
