@@ -20,7 +20,8 @@ import { Group, type Change } from '../activities/apply/group';
 import { parsePgoutput } from '../activities/apply/pgoutput';
 import type { MappedRelation } from '../activities/apply/relations';
 import type { ApplyRelation } from '../activities/apply/statements';
-import { medianOf, num, pgbenchInit, say, startBenchClusters, startPgbench, table } from './common';
+import { startCluster } from '../test/harness/pg-cluster';
+import { BENCH_SETTINGS, medianOf, num, pgbenchInit, say, startPgbench, table } from './common';
 
 const DB = 'bench';
 const GROUP_CHANGES = 10_000;
@@ -29,7 +30,7 @@ type Stage = 'parse' | 'fold' | 'write';
 
 /** The recorded stream: every pgoutput message of the pgbench run, in order. */
 async function record(transactions: number): Promise<Buffer[]> {
-  const { source, destroy } = await startBenchClusters();
+  const source = await startCluster({ name: 'bench-cpu-source', settings: BENCH_SETTINGS });
   try {
     await source.createDatabase(DB);
     await pgbenchInit(source, DB, 1);
@@ -45,7 +46,7 @@ async function record(transactions: number): Promise<Buffer[]> {
     );
     return rows.map((x) => x.data);
   } finally {
-    await destroy();
+    await source.destroy();
   }
 }
 
