@@ -11,7 +11,7 @@
  * Memory (issue 7; worker/config.ts): one workflow thread (PG_DTS_WORKFLOW_THREADS; 0 would save its
  * ~40 MB isolate but slowed a large apply), copies use 256 KiB stream buffers (PG_DTS_COPY_BUFFER_KB). The main thread's
  * young generation is a node flag, `--max-semi-space-size=32` in `npm run worker` and the Docker image
- * (config.ts MAIN_SEMI_SPACE_MB: less of the apply's data promoted, about a fifth less worker CPU in a
+ * (config.ts MAIN_SEMI_SPACE_MB: less of the apply's data promoted, 13-20% less worker CPU in a
  * catch-up); the log says what it runs with. Smaller costs CPU: `--max-semi-space-size=4` saved ~20 MB
  * idle but one 1 GiB transaction peaked higher (330 MB vs 274 MB) and took more CPU (24.6 s vs 17.4 s).
  */
